@@ -1,0 +1,13 @@
+//! veilboot's platform-neutral core: everything that is logic rather than hardware.
+//!
+//! The crate is `no_std` + `alloc` so that the firmware (`kernel/`) links it unchanged; the
+//! `std` feature (on by default) only adds conveniences for the host tools and tests. All
+//! parsing of untrusted bytes lives here, in safe Rust.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod keys;
+pub mod xts;
