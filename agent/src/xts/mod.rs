@@ -74,7 +74,7 @@ impl std::error::Error for XtsError {}
 /// is always a whole number of 16-byte blocks. A tweak is the running XTS tweak `T`
 /// (already encrypted with key2), which the block functions advance past the last block.
 pub trait XtsBackend: Send + Sync {
-    /// Short name for logs and benchmarks (e.g. `soft`, `aesni`, `vaes512`).
+    /// Short name for logs and benchmarks (e.g. `rustcrypto`, `aesni`, `vaes512`).
     fn name(&self) -> &'static str;
 
     /// `T = AES-Enc(key2, iv)`.

@@ -80,7 +80,7 @@ where
 
 impl XtsBackend for SoftXts {
     fn name(&self) -> &'static str {
-        "soft"
+        "rustcrypto"
     }
 
     fn encrypt_tweak(&self, iv: &[u8; BLOCK]) -> [u8; BLOCK] {

@@ -1,1 +1,46 @@
-fn main() {}
+//! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets and
+//! derives the keys the firmware derives. Later issues add images, measurements, the key
+//! broker and recovery.
+//!
+//! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
+
+mod derive;
+mod secret;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// veilboot host tool: master secrets and the Constellation key tree.
+#[derive(Parser)]
+#[command(name = "veil", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or inspect a cluster master secret (constellation-mastersecret.json).
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// Derive keys from a master secret exactly as Constellation and the firmware do.
+    #[command(subcommand)]
+    Derive(derive::DeriveCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Secret(cmd) => secret::run(cmd),
+        Command::Derive(cmd) => derive::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("veil: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
