@@ -14,8 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use openssl::cipher::Cipher;
-use openssl::cipher_ctx::CipherCtx;
 use veil_agent::xts::{SectorCipher, plain64_iv};
 
 const SECTOR: usize = 4096;
@@ -52,11 +50,11 @@ fn test_key(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect()
 }
 
-fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
+fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8], label: &str) -> Result<()> {
     for key_bits in [256, 128] {
         let key = test_key(key_bits / 4);
         let cipher = SectorCipher::new(&key, SECTOR)?;
-        let name = format!("veilboot `{}` backend", cipher.backend_name());
+        let name = format!("veilboot `{}` backend{label}", cipher.backend_name());
         let (best, median) = measure(|| cipher.encrypt_sectors(0, buf).unwrap());
         rows.push(Row { name: name.clone(), op: "encrypt", key_bits, best, median });
         let (best, median) = measure(|| cipher.decrypt_sectors(0, buf).unwrap());
@@ -65,7 +63,10 @@ fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "openssl")]
 fn openssl_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
+    use openssl::cipher::Cipher;
+    use openssl::cipher_ctx::CipherCtx;
     let version = openssl::version::version();
     for key_bits in [256, 128] {
         let key = test_key(key_bits / 4);
@@ -169,8 +170,9 @@ fn render(rows: &[Row]) -> String {
             r.name, r.key_bits, r.op, r.best, r.median
         ));
     }
-    s.push_str("\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection; in the firmware\n");
-    s.push_str("(x86_64-unknown-none) the same code runs the bitsliced software AES, about 0.12 GB/s (shared/DESIGN.md).\n");
+    s.push_str("\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection. The firmware\n");
+    s.push_str("(x86_64-unknown-none) runs the same code on the bitsliced software AES; the \"software AES\" rows are the same\n");
+    s.push_str("benchmark built with `--cfg aes_backend=\"soft\"`, in the same `cargo xtask bench` run.\n");
     s.push_str("The assembly AES-NI/VAES backends of the accelerated-XTS issue will appear here as further rows.\n");
     s.push_str("<!-- xts:end -->\n");
     s
@@ -192,14 +194,33 @@ fn write_section(path: &str, section: &str) -> Result<()> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut buf = vec![0x5au8; BUFFER];
+    let mut rows = Vec::new();
     let write = match args.as_slice() {
         [] => None,
         [flag, path] if flag == "--write" => Some(path.clone()),
-        _ => bail!("usage: veil-bench [--write BENCHMARKS.md]"),
+        // Rows only, tab-separated, for a build with RustCrypto forced to software AES.
+        [flag] if flag == "--soft-rows" => {
+            veil_rows(&mut rows, &mut buf, " (software AES, as in the firmware)")?;
+            for r in &rows {
+                println!("{}\t{}\t{}\t{}\t{}", r.name, r.op, r.key_bits, r.best, r.median);
+            }
+            return Ok(());
+        }
+        _ => bail!("usage: veil-bench [--write BENCHMARKS.md | --soft-rows]"),
     };
-    let mut buf = vec![0x5au8; BUFFER];
-    let mut rows = Vec::new();
-    veil_rows(&mut rows, &mut buf)?;
+    veil_rows(&mut rows, &mut buf, " (host: RustCrypto's own AES-NI)")?;
+    // Rows measured by the software-AES build `cargo xtask bench` made just before.
+    if let Ok(text) = std::env::var("VEIL_BENCH_SOFT_ROWS") {
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            if let [name, op, bits, best, median] = f[..] {
+                let op = if op == "encrypt" { "encrypt" } else { "decrypt" };
+                rows.push(Row { name: name.into(), op, key_bits: bits.parse()?, best: best.parse()?, median: median.parse()? });
+            }
+        }
+    }
+    #[cfg(feature = "openssl")]
     openssl_rows(&mut rows, &mut buf)?;
     system_openssl_rows(&mut rows)?;
     xts_mode_row(&mut rows, &mut buf);
