@@ -9,5 +9,7 @@
 
 extern crate alloc;
 
+pub mod io;
 pub mod keys;
+pub mod luks2;
 pub mod xts;

@@ -1,6 +1,8 @@
 //! Shared helpers for the corpus tests: where shared/testdata lives and how to read it.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::path::PathBuf;
 
 /// The shared test corpus (`../shared/testdata` from the project root, or $VEIL_TESTDATA).

@@ -1,0 +1,203 @@
+//! The primitives LUKS2 names by string: hashes for PBKDF2 and the anti-forensic splitter,
+//! the passphrase KDFs (with cost limits), the AF splitter itself, and the keyslot-area
+//! ciphers (aes-xts-plain64, and aes-cbc-essiv:sha256 which older cryptsetup volumes use).
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use sha2::Digest;
+use zeroize::Zeroizing;
+
+use super::Luks2Error;
+use crate::xts::SectorCipher;
+
+/// Upper bounds on what a keyslot may make us compute, set by the caller (the firmware has
+/// little memory; a hostile header must not make it spin for hours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KdfLimits {
+    /// Largest Argon2 memory cost accepted, in KiB.
+    pub max_memory_kib: u32,
+    /// Largest Argon2 time cost accepted.
+    pub max_argon2_time: u32,
+    /// Largest Argon2 lane count accepted.
+    pub max_argon2_lanes: u32,
+    /// Largest PBKDF2 iteration count accepted (keyslot and digest).
+    pub max_pbkdf2_iterations: u32,
+    /// Largest AF stripe count accepted.
+    pub max_af_stripes: u32,
+}
+
+impl Default for KdfLimits {
+    /// cryptsetup's own ceilings: 4 GiB Argon2 memory, 4 lanes... generous but finite.
+    fn default() -> Self {
+        KdfLimits {
+            max_memory_kib: 4 * 1024 * 1024,
+            max_argon2_time: 1000,
+            max_argon2_lanes: 16,
+            max_pbkdf2_iterations: 50_000_000,
+            max_af_stripes: 4000,
+        }
+    }
+}
+
+macro_rules! with_hash {
+    ($name:expr, $h:ident => $body:expr) => {
+        match $name {
+            "sha1" => { type $h = sha1::Sha1; Ok($body) }
+            "sha256" => { type $h = sha2::Sha256; Ok($body) }
+            "sha384" => { type $h = sha2::Sha384; Ok($body) }
+            "sha512" => { type $h = sha2::Sha512; Ok($body) }
+            other => Err(Luks2Error::Unsupported(format!("hash `{other}`"))),
+        }
+    };
+}
+
+/// PBKDF2-HMAC with the hash LUKS names.
+pub fn pbkdf2(hash: &str, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) -> Result<(), Luks2Error> {
+    with_hash!(hash, H => pbkdf2::pbkdf2_hmac::<H>(password, salt, iterations, out))
+}
+
+/// Output length of a hash LUKS names.
+pub fn hash_len(hash: &str) -> Result<usize, Luks2Error> {
+    with_hash!(hash, H => <H as Digest>::output_size())
+}
+
+fn check_kdf(kdf: &super::Kdf, limits: &KdfLimits) -> Result<(), Luks2Error> {
+    use super::Kdf;
+    match kdf {
+        Kdf::Pbkdf2 { iterations, .. } if *iterations > limits.max_pbkdf2_iterations => Err(
+            Luks2Error::KdfTooCostly(format!("PBKDF2 with {iterations} iterations (limit {})", limits.max_pbkdf2_iterations)),
+        ),
+        Kdf::Argon2 { time, memory_kib, cpus, .. } => {
+            if *memory_kib > limits.max_memory_kib {
+                return Err(Luks2Error::KdfTooCostly(format!(
+                    "Argon2 with {memory_kib} KiB of memory (limit {} KiB)",
+                    limits.max_memory_kib
+                )));
+            }
+            if *time > limits.max_argon2_time || *cpus > limits.max_argon2_lanes || *cpus == 0 || *time == 0 {
+                return Err(Luks2Error::KdfTooCostly(format!(
+                    "Argon2 with time {time} and {cpus} lanes (limits {} and {})",
+                    limits.max_argon2_time, limits.max_argon2_lanes
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Derive a keyslot's area key from the passphrase.
+pub fn derive_area_key(kdf: &super::Kdf, passphrase: &[u8], out: &mut [u8], limits: &KdfLimits) -> Result<(), Luks2Error> {
+    use super::Kdf;
+    check_kdf(kdf, limits)?;
+    match kdf {
+        Kdf::Pbkdf2 { hash, iterations, salt } => pbkdf2(hash, passphrase, salt, *iterations, out),
+        Kdf::Argon2 { id, time, memory_kib, cpus, salt } => {
+            let algorithm = if *id { argon2::Algorithm::Argon2id } else { argon2::Algorithm::Argon2i };
+            let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))
+                .map_err(|e| Luks2Error::Unsupported(format!("Argon2 parameters: {e}")))?;
+            argon2::Argon2::new(algorithm, argon2::Version::V0x13, params)
+                .hash_password_into(passphrase, salt, out)
+                .map_err(|e| Luks2Error::Unsupported(format!("Argon2: {e}")))
+        }
+        Kdf::Other(name) => Err(Luks2Error::Unsupported(format!("KDF `{name}`"))),
+    }
+}
+
+/// The LUKS1 AF diffuser: hash each digest-sized chunk with its big-endian index prepended.
+fn diffuse<H: Digest>(block: &mut [u8]) {
+    let size = <H as Digest>::output_size();
+    for (i, chunk) in block.chunks_mut(size).enumerate() {
+        let mut h = H::new();
+        h.update((i as u32).to_be_bytes());
+        h.update(&*chunk);
+        let out = h.finalize();
+        chunk.copy_from_slice(&out[..chunk.len()]);
+    }
+}
+
+/// AF-merge `stripes` stripes of `key_len` bytes into the key.
+pub fn af_merge(material: &[u8], key_len: usize, stripes: u32, hash: &str) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
+    let stripes = stripes as usize;
+    if stripes == 0 || material.len() < key_len * stripes {
+        return Err(Luks2Error::Metadata(format!("AF material of {} bytes is too short for {stripes} stripes", material.len())));
+    }
+    let mut acc = Zeroizing::new(vec![0u8; key_len]);
+    let merge = |acc: &mut [u8]| -> Result<(), Luks2Error> {
+        for stripe in material.chunks_exact(key_len).take(stripes - 1) {
+            acc.iter_mut().zip(stripe).for_each(|(a, s)| *a ^= s);
+            with_hash!(hash, H => diffuse::<H>(acc))?;
+        }
+        Ok(())
+    };
+    merge(&mut acc)?;
+    let last = &material[(stripes - 1) * key_len..stripes * key_len];
+    acc.iter_mut().zip(last).for_each(|(a, s)| *a ^= s);
+    Ok(acc)
+}
+
+/// AF-split `key` into `stripes` stripes; `random` fills the first stripes - 1.
+pub fn af_split(key: &[u8], stripes: u32, hash: &str, random: &mut dyn FnMut(&mut [u8])) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
+    let stripes = stripes as usize;
+    let len = key.len();
+    let mut out = Zeroizing::new(vec![0u8; len * stripes]);
+    random(&mut out[..len * (stripes - 1)]);
+    let mut acc = Zeroizing::new(vec![0u8; len]);
+    for stripe in out[..len * (stripes - 1)].chunks_exact(len) {
+        acc.iter_mut().zip(stripe).for_each(|(a, s)| *a ^= s);
+        with_hash!(hash, H => diffuse::<H>(&mut acc))?;
+    }
+    for (i, b) in out[len * (stripes - 1)..].iter_mut().enumerate() {
+        *b = acc[i] ^ key[i];
+    }
+    Ok(out)
+}
+
+/// Decrypt or encrypt a keyslot area (512-byte sectors numbered from 0).
+pub fn crypt_area(encryption: &str, key: &[u8], data: &mut [u8], encrypt: bool) -> Result<(), Luks2Error> {
+    match encryption {
+        "aes-xts-plain64" => {
+            let cipher = SectorCipher::new(key, 512).map_err(Luks2Error::Xts)?;
+            let r = if encrypt { cipher.encrypt_sectors(0, data) } else { cipher.decrypt_sectors(0, data) };
+            r.map_err(Luks2Error::Xts)
+        }
+        "aes-cbc-essiv:sha256" if !encrypt => cbc_essiv_sha256_decrypt(key, data),
+        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}`"))),
+    }
+}
+
+/// AES-CBC with ESSIV(SHA-256) IVs, decrypt only: IV of sector n = AES-256(SHA256(key), n).
+fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Error> {
+    if data.len() % 512 != 0 {
+        return Err(Luks2Error::Metadata(String::from("keyslot area is not whole sectors")));
+    }
+    let salt = Zeroizing::new(<[u8; 32]>::from(sha2::Sha256::digest(key)));
+    let essiv = aes::Aes256::new_from_slice(salt.as_ref()).expect("32-byte key");
+    fn run<C: BlockCipherDecrypt<BlockSize = aes::cipher::consts::U16>>(c: &C, essiv: &aes::Aes256, data: &mut [u8]) {
+        for (n, sector) in data.chunks_exact_mut(512).enumerate() {
+            let mut iv = Array::from([0u8; 16]);
+            iv[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            essiv.encrypt_block(&mut iv);
+            let mut prev: [u8; 16] = iv.into();
+            for block in sector.chunks_exact_mut(16) {
+                let ct: [u8; 16] = block.try_into().expect("16 bytes");
+                let mut b = Array::from(ct);
+                c.decrypt_block(&mut b);
+                for (d, (x, p)) in block.iter_mut().zip(b.iter().zip(prev.iter())) {
+                    *d = x ^ p;
+                }
+                prev = ct;
+            }
+        }
+    }
+    match key.len() {
+        16 => run(&aes::Aes128::new_from_slice(key).expect("16"), &essiv, data),
+        32 => run(&aes::Aes256::new_from_slice(key).expect("32"), &essiv, data),
+        n => return Err(Luks2Error::Unsupported(format!("aes-cbc-essiv with a {n}-byte key"))),
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Writing LUKS2 volumes.
