@@ -60,11 +60,6 @@ pub fn pbkdf2(hash: &str, password: &[u8], salt: &[u8], iterations: u32, out: &m
     with_hash!(hash, H => pbkdf2::pbkdf2_hmac::<H>(password, salt, iterations, out))
 }
 
-/// Output length of a hash LUKS names.
-pub fn hash_len(hash: &str) -> Result<usize, Luks2Error> {
-    with_hash!(hash, H => <H as Digest>::output_size())
-}
-
 fn check_kdf(kdf: &super::Kdf, limits: &KdfLimits) -> Result<(), Luks2Error> {
     use super::Kdf;
     match kdf {

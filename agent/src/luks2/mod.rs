@@ -159,14 +159,23 @@ impl Volume {
                 (check_json(&area).map(|json| GoodCopy { header: hdr, json }), second)
             }
             Err(e) => {
-                let mut second = Err(String::from("not found at any LUKS2 offset"));
+                // Report the first copy that had the magic but failed a later check.
+                let mut second = Err(String::from("no secondary header at any LUKS2 offset"));
                 for off in METADATA_SIZES {
                     if off >= dev.size() {
                         break;
                     }
-                    second = read_copy(dev, off, true);
-                    if second.is_ok() {
-                        break;
+                    match read_copy(dev, off, true) {
+                        Ok(found) => {
+                            second = Ok(found);
+                            break;
+                        }
+                        Err(why) if second.is_err() && why != BinaryFault::Magic.to_string() => {
+                            if second.as_ref().is_err_and(|s| s.starts_with("no secondary")) {
+                                second = Err(format!("at offset {off}: {why}"));
+                            }
+                        }
+                        Err(_) => {}
                     }
                 }
                 (Err(e), second)
@@ -374,7 +383,7 @@ impl DataSegment {
     }
 }
 
-fn verify_digest(digest: &Digest, key: &[u8]) -> Result<bool, Luks2Error> {
+pub(crate) fn verify_digest(digest: &Digest, key: &[u8]) -> Result<bool, Luks2Error> {
     if digest.kind != "pbkdf2" {
         return Err(Luks2Error::Unsupported(format!("digest type `{}`", digest.kind)));
     }

@@ -1,0 +1,277 @@
+//! The write side against the read side, damage and hostile metadata, and cryptsetup itself
+//! (Debian's cryptsetup 2.6 must accept what we write, and we must open what it writes).
+mod common;
+
+use std::process::{Command, Stdio};
+
+use veil_agent::luks2::format::{FormatOptions, HeaderWriter, KdfParams};
+use veil_agent::luks2::{KdfLimits, Luks2Error, SegmentSize, Volume};
+
+/// Deterministic "randomness" for tests (a counter through SHA-256).
+fn test_rng() -> impl FnMut(&mut [u8]) {
+    use sha2::{Digest, Sha256};
+    let mut n = 0u64;
+    move |buf: &mut [u8]| {
+        for chunk in buf.chunks_mut(32) {
+            n += 1;
+            let h = Sha256::digest(n.to_le_bytes());
+            chunk.copy_from_slice(&h[..chunk.len()]);
+        }
+    }
+}
+
+fn apply(dev: &mut Vec<u8>, writes: Vec<(u64, zeroize::Zeroizing<Vec<u8>>)>) {
+    for (off, bytes) in writes {
+        let off = off as usize;
+        if dev.len() < off + bytes.len() {
+            dev.resize(off + bytes.len(), 0);
+        }
+        dev[off..off + bytes.len()].copy_from_slice(&bytes);
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+fn new_volume(opts: &FormatOptions, passphrase: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = test_rng();
+    let mut key = vec![0u8; opts.key_size];
+    rng(&mut key);
+    let writer = HeaderWriter::format(opts, &key, passphrase, &mut rng).unwrap();
+    let mut dev = vec![0u8; 17 * MIB];
+    apply(&mut dev, writer.commit(&mut rng).unwrap());
+    (dev, key)
+}
+
+#[test]
+fn formatted_volume_opens_and_encrypts() {
+    for sector_size in [512u32, 4096] {
+        let opts = FormatOptions { sector_size, ..FormatOptions::default() };
+        let (mut dev, key) = new_volume(&opts, b"correct horse");
+        let volume = Volume::load(&mut dev.as_slice()).unwrap();
+        assert!(!volume.other_copy_stale);
+        let (slot, got) = volume.unlock(&mut dev.as_slice(), b"correct horse", &KdfLimits::default()).unwrap();
+        assert_eq!((slot, &got[..]), (0, &key[..]));
+        assert_eq!(
+            volume.unlock(&mut dev.as_slice(), b"wrong", &KdfLimits::default()).unwrap_err(),
+            Luks2Error::WrongPassphrase
+        );
+        let (seg, cipher) = volume.data_cipher(&got).unwrap();
+        assert_eq!((seg.offset, seg.size, seg.sector_size), (16 * MIB as u64, SegmentSize::Dynamic, sector_size));
+        let data = &mut dev[seg.offset as usize..];
+        let plain = data.to_vec();
+        cipher.encrypt_sectors(seg.iv_sector(0), data).unwrap();
+        assert_ne!(data, &plain[..]);
+        cipher.decrypt_sectors(seg.iv_sector(0), data).unwrap();
+        assert_eq!(data, &plain[..]);
+    }
+}
+
+#[test]
+fn keyslots_and_tokens_can_be_added_replaced_removed() {
+    let (mut dev, key) = new_volume(&FormatOptions::default(), b"first");
+    let mut rng = test_rng();
+    let volume = Volume::load(&mut dev.as_slice()).unwrap();
+    let seq = volume.header().seqid;
+    let mut w = HeaderWriter::edit(&volume).unwrap();
+    let argon = KdfParams::Argon2 { id: true, time: 1, memory_kib: 1024, cpus: 1 };
+    assert_eq!(w.add_keyslot(&key, b"second", &argon, None, &mut rng).unwrap(), 1);
+    // A wrong volume key is never bound to a keyslot.
+    assert!(matches!(w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng), Err(Luks2Error::Format(_))));
+    let token = serde_json::json!({"type": "veil-test", "blob": "aGVsbG8="});
+    assert_eq!(w.add_token(token, &[1], None).unwrap(), 0);
+    apply(&mut dev, w.commit(&mut rng).unwrap());
+
+    let volume = Volume::load(&mut dev.as_slice()).unwrap();
+    assert_eq!(volume.header().seqid, seq + 1);
+    let limits = KdfLimits::default();
+    assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap()[..], &key[..]);
+    assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap()[..], &key[..]);
+    let token = &volume.metadata().tokens[&0];
+    assert_eq!((token.kind.as_str(), token.keyslots.as_slice()), ("veil-test", &[1u32][..]));
+    assert_eq!(token.json["blob"], "aGVsbG8=");
+
+    // Replace slot 0, remove slot 1 (its token drops the reference), remove the token.
+    let mut w = HeaderWriter::edit(&volume).unwrap();
+    w.replace_keyslot(0, &key, b"third", &KdfParams::default(), &mut rng).unwrap();
+    w.remove_keyslot(1).unwrap();
+    w.remove_token(0).unwrap();
+    apply(&mut dev, w.commit(&mut rng).unwrap());
+    let volume = Volume::load(&mut dev.as_slice()).unwrap();
+    assert_eq!(volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap_err(), Luks2Error::WrongPassphrase);
+    assert_eq!(&volume.unlock(&mut dev.as_slice(), b"third", &limits).unwrap().1[..], &key[..]);
+    assert_eq!(volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap_err(), Luks2Error::NoSuchKeyslot(1));
+    assert!(volume.metadata().tokens.is_empty());
+}
+
+#[test]
+fn damaged_headers() {
+    let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
+    // Truncated device: the header is there but the keyslots area is not.
+    let short = &dev[..64 * 1024];
+    assert!(matches!(Volume::load(&mut &short[..]), Err(Luks2Error::DeviceTooSmall { .. })));
+    // Truncated below the header: both copies unreadable.
+    assert!(matches!(Volume::load(&mut &dev[..1000]), Err(Luks2Error::NoValidHeader { .. })));
+
+    // One flipped JSON byte in the primary: checksum error, the secondary is used.
+    let mut d = dev.clone();
+    d[4096 + 10] ^= 1;
+    let v = Volume::load(&mut d.as_slice()).unwrap();
+    assert!(v.header().secondary && v.other_copy_stale);
+    // Both flipped: precise error for each copy.
+    d[0x4000 + 4096 + 10] ^= 1;
+    match Volume::load(&mut d.as_slice()) {
+        Err(Luks2Error::NoValidHeader { primary, secondary }) => {
+            assert!(primary.contains("checksum"), "{primary}");
+            assert!(secondary.contains("checksum"), "{secondary}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Wrong magic.
+    let mut d = dev.clone();
+    d[0] = b'X';
+    d[0x4000] = b'X';
+    let e = Volume::load(&mut d.as_slice()).unwrap_err().to_string();
+    assert!(e.contains("no LUKS2 magic"), "{e}");
+}
+
+/// Rewrite the primary copy's JSON (recomputing its checksum) and wipe the secondary, so
+/// that only the hostile metadata is left.
+fn with_json(dev: &[u8], edit: impl Fn(&mut serde_json::Value)) -> Vec<u8> {
+    let mut d = dev.to_vec();
+    let end = d[4096..0x4000].iter().position(|b| *b == 0).unwrap();
+    let mut json: serde_json::Value = serde_json::from_slice(&d[4096..4096 + end]).unwrap();
+    edit(&mut json);
+    let text = serde_json::to_vec(&json).unwrap();
+    d[4096..0x4000].fill(0);
+    d[4096..4096 + text.len()].copy_from_slice(&text);
+    d[448..512].fill(0);
+    use sha2::{Digest, Sha256};
+    let sum = Sha256::digest(&d[..0x4000]);
+    d[448..480].copy_from_slice(&sum);
+    d[0x4000..0x8000].fill(0);
+    d
+}
+
+#[test]
+fn hostile_metadata_is_refused_precisely() {
+    let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
+    assert!(Volume::load(&mut with_json(&dev, |_| {}).as_slice()).is_ok(), "the helper itself keeps a valid header");
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        ("inside the metadata", Box::new(|j| j["keyslots"]["0"]["area"]["offset"] = "4096".into())),
+        ("runs past the keyslots area", Box::new(|j| j["keyslots"]["0"]["area"]["size"] = "999999999".into())),
+        ("overflows", Box::new(|j| j["keyslots"]["0"]["area"]["size"] = "18446744073709551615".into())),
+        ("does not fit between", Box::new(|j| j["segments"]["0"]["offset"] = "4096".into())),
+        ("not 512-byte aligned", Box::new(|j| j["segments"]["0"]["offset"] = "16777217".into())),
+        ("missing keyslot", Box::new(|j| j["digests"]["0"]["keyslots"] = serde_json::json!(["7"]))),
+        ("illegal sector size", Box::new(|j| j["segments"]["0"]["sector_size"] = 1000.into())),
+    ];
+    for (want, edit) in cases {
+        match Volume::load(&mut with_json(&dev, edit).as_slice()) {
+            Err(e) => assert!(e.to_string().contains(want), "expected `{want}`, got `{e}`"),
+            Ok(_) => panic!("accepted metadata that should fail with `{want}`"),
+        }
+    }
+}
+
+#[test]
+fn kdf_costs_are_bounded_by_the_caller() {
+    let opts = FormatOptions {
+        kdf: KdfParams::Argon2 { id: true, time: 2, memory_kib: 8192, cpus: 1 },
+        ..FormatOptions::default()
+    };
+    let (dev, key) = new_volume(&opts, b"pw");
+    let volume = Volume::load(&mut dev.as_slice()).unwrap();
+    let tight = KdfLimits { max_memory_kib: 4096, ..KdfLimits::default() };
+    match volume.unlock_keyslot(&mut dev.as_slice(), 0, b"pw", &tight) {
+        Err(Luks2Error::KdfTooCostly(why)) => assert!(why.contains("8192 KiB"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 0, b"pw", &KdfLimits::default()).unwrap()[..], &key[..]);
+    // An absurd cost in hostile metadata is refused before any work is done.
+    let hostile = with_json(&dev, |j| j["keyslots"]["0"]["kdf"]["memory"] = 4_000_000_000u64.into());
+    let v = Volume::load(&mut hostile.as_slice()).unwrap();
+    assert!(matches!(v.unlock_keyslot(&mut hostile.as_slice(), 0, b"pw", &KdfLimits::default()), Err(Luks2Error::KdfTooCostly(_))));
+}
+
+fn cryptsetup() -> Option<&'static str> {
+    for p in ["/usr/sbin/cryptsetup", "/sbin/cryptsetup", "/usr/bin/cryptsetup"] {
+        if std::path::Path::new(p).exists() {
+            return Some(p);
+        }
+    }
+    if std::env::var_os("VEIL_REQUIRE_TOOLS").is_some() {
+        panic!("cryptsetup is missing and VEIL_REQUIRE_TOOLS is set (apt-get install cryptsetup-bin)");
+    }
+    eprintln!("\n!!! SKIPPED: cryptsetup not installed (apt-get install cryptsetup-bin) !!!\n");
+    None
+}
+
+#[test]
+fn cryptsetup_accepts_what_we_write() {
+    let Some(cs) = cryptsetup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for sector_size in [512u32, 4096] {
+        let opts = FormatOptions { sector_size, label: "veil-test".into(), ..FormatOptions::default() };
+        let (dev, key) = new_volume(&opts, b"interop passphrase");
+        let img = dir.path().join(format!("veil-{sector_size}.img"));
+        std::fs::write(&img, &dev).unwrap();
+        let dump = Command::new(cs).arg("luksDump").arg(&img).output().unwrap();
+        assert!(dump.status.success(), "luksDump: {}", String::from_utf8_lossy(&dump.stderr));
+        let text = String::from_utf8_lossy(&dump.stdout);
+        assert!(text.contains(&format!("sector: {sector_size} [bytes]")), "{text}");
+        assert!(text.contains("veil-test"), "{text}");
+        let mut open = Command::new(cs)
+            .args(["open", "--test-passphrase", "--key-file=-"])
+            .arg(&img)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        open.stdin.take().unwrap().write_all(b"interop passphrase").unwrap();
+        assert!(open.wait().unwrap().success(), "cryptsetup open --test-passphrase refused our volume");
+        // cryptsetup reads back the same volume key.
+        let mut vk = Command::new(cs)
+            .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file=-"])
+            .arg(&img)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        vk.stdin.take().unwrap().write_all(b"interop passphrase").unwrap();
+        let out = vk.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<String>();
+        assert!(text.contains(&hex::encode(&key)), "volume key differs: {text}");
+    }
+}
+
+#[test]
+fn we_open_what_cryptsetup_formats() {
+    let Some(cs) = cryptsetup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("cs.img");
+    std::fs::write(&img, vec![0u8; 20 * MIB]).unwrap();
+    let keyfile = dir.path().join("key");
+    std::fs::write(&keyfile, b"made by cryptsetup").unwrap();
+    let status = Command::new(cs)
+        .args(["luksFormat", "--type", "luks2", "--batch-mode", "--cipher", "aes-xts-plain64", "--key-size", "512",
+               "--sector-size", "4096", "--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4",
+               "--pbkdf-parallel", "1", "--key-file"])
+        .arg(&keyfile)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut file = std::fs::File::open(&img).unwrap();
+    let volume = Volume::load(&mut file).unwrap();
+    let (_, key) = volume.unlock(&mut file, b"made by cryptsetup", &KdfLimits::default()).unwrap();
+    let out = Command::new(cs)
+        .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file"])
+        .arg(&keyfile)
+        .arg(&img)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).split_whitespace().collect::<String>();
+    assert!(text.contains(&hex::encode(&*key)), "volume key differs");
+    let (seg, _) = volume.data_cipher(&key).unwrap();
+    assert_eq!(seg.sector_size, 4096);
+}
