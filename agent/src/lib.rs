@@ -12,4 +12,5 @@ extern crate alloc;
 pub mod io;
 pub mod keys;
 pub mod luks2;
+pub mod gpt;
 pub mod xts;
