@@ -109,6 +109,9 @@ impl From<IoError> for Luks2Error {
     }
 }
 
+/// Largest key a keyslot may hold or use (bytes).
+const MAX_KEY_BYTES: u32 = 128;
+
 /// Requirements veilboot understands (none of the reencryption or OPAL ones).
 const KNOWN_REQUIREMENTS: &[&str] = &[];
 
@@ -135,6 +138,13 @@ fn check_json(area: &[u8]) -> Result<Value, String> {
     validate::repair_keyslots(&mut json);
     validate::validate(&json, area.len() as u64)?;
     Ok(json)
+}
+
+/// Check one JSON area (as it sits after a binary header) the way [`Volume::load`] does and
+/// return its typed metadata. The entry point for fuzzing the JSON rules in isolation.
+pub fn check_metadata_area(area: &[u8]) -> Result<Metadata, Luks2Error> {
+    let json = check_json(area).map_err(Luks2Error::Metadata)?;
+    Metadata::from_json(&json)
 }
 
 /// A LUKS2 volume's metadata, loaded and validated.
@@ -273,6 +283,11 @@ impl Volume {
         }
         if digest.iterations > limits.max_pbkdf2_iterations {
             return Err(Luks2Error::KdfTooCostly(format!("digest with {} iterations", digest.iterations)));
+        }
+        // LUKS2 keys are at most 512 bits in practice; anything larger is a hostile header
+        // trying to make us allocate.
+        if slot.key_size == 0 || slot.key_size > MAX_KEY_BYTES || slot.area.key_size == 0 || slot.area.key_size > MAX_KEY_BYTES {
+            return Err(Luks2Error::Unsupported(format!("keyslot {keyslot}: key size {} / area key size {}", slot.key_size, slot.area.key_size)));
         }
         let key_len = slot.key_size as usize;
         let material_len = key_len

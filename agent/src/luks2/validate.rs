@@ -411,7 +411,7 @@ fn validate_config(root: &Map<String, Value>) -> Check {
         }
         first = first.min(segment_offset(seg));
     }
-    if first != 0 && first != u64::MAX && (first < keyslots || first - keyslots < 2 * metadata) {
+    if first != 0 && first != u64::MAX && (first < keyslots || first - keyslots < metadata.saturating_mul(2)) {
         return fail(format!(
             "config: keyslots_size {keyslots} does not fit between the metadata and the data at {first}"
         ));
@@ -443,7 +443,7 @@ fn validate_areas(root: &Map<String, Value>) -> Check {
         areas.push((key, offset, size));
     }
     for &(key, off, len) in &areas {
-        if off < 2 * metadata {
+        if off < metadata.saturating_mul(2) {
             return fail(format!("keyslot \"{key}\": area at {off} lies inside the metadata"));
         }
         if len == 0 {

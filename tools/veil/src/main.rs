@@ -1,10 +1,11 @@
-//! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets and
-//! derives the keys the firmware derives. Later issues add images, measurements, the key
-//! broker and recovery.
+//! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets, derives
+//! the keys the firmware derives, and makes and opens LUKS2 volumes. Later issues add
+//! images, measurements, the key broker and recovery.
 //!
 //! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 mod derive;
+mod luks;
 mod secret;
 
 use std::process::ExitCode;
@@ -27,6 +28,9 @@ enum Command {
     /// Derive keys from a master secret exactly as Constellation and the firmware do.
     #[command(subcommand)]
     Derive(derive::DeriveCommand),
+    /// LUKS2 volumes in image files: format, dump, open, add-key, token, encrypt, decrypt.
+    #[command(subcommand)]
+    Luks(luks::LuksCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Secret(cmd) => secret::run(cmd),
         Command::Derive(cmd) => derive::run(cmd),
+        Command::Luks(cmd) => luks::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

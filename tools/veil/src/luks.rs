@@ -1,0 +1,563 @@
+//! `veil luks ...`: LUKS2 volumes in image files, through agent::luks2 (the same code the
+//! firmware runs). Volumes made here open with cryptsetup and vice versa.
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use veil_agent::luks2::format::{FormatOptions, HeaderWriter, KdfParams};
+use veil_agent::luks2::{Kdf, KdfLimits, Volume};
+use zeroize::Zeroizing;
+
+use crate::secret;
+
+#[derive(Subcommand)]
+pub enum LuksCommand {
+    /// Create a LUKS2 volume (aes-xts-plain64) in an image file, creating the file with
+    /// --size if it does not exist. Refuses to overwrite an existing LUKS header.
+    Format {
+        /// The image file.
+        image: PathBuf,
+        /// Create the image with this many bytes (e.g. 64M, 1G).
+        #[arg(long, value_parser = parse_size)]
+        size: Option<u64>,
+        #[command(flatten)]
+        layout: Layout,
+        #[command(flatten)]
+        key: KeySource,
+        #[command(flatten)]
+        kdf: KdfArgs,
+        /// Format even if the image already holds a LUKS header (destroys its data).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the header: UUID, segments, keyslots, digests, tokens. Nothing secret.
+    Dump {
+        /// The image file.
+        image: PathBuf,
+        /// Print the metadata as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a passphrase: unlock a keyslot and report which one and how long its KDF took.
+    Open {
+        /// The image file.
+        image: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+        /// Only try this keyslot.
+        #[arg(long)]
+        keyslot: Option<u32>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a keyslot with a new passphrase (or replace one with --replace).
+    AddKey {
+        /// The image file.
+        image: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+        /// File holding the new passphrase (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+        /// Keyslot number for the new passphrase (default: lowest free).
+        #[arg(long)]
+        keyslot: Option<u32>,
+        /// Replace the keyslot given with --keyslot.
+        #[arg(long, requires = "keyslot")]
+        replace: bool,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// List, add or remove tokens (JSON objects kept in the header, e.g. sealed secrets).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Encrypt a plain image into a new LUKS2 image (16 MiB header, then the data).
+    Encrypt {
+        /// The plain image.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The LUKS2 image to create (must not exist).
+        #[arg(long = "out")]
+        output: PathBuf,
+        #[command(flatten)]
+        layout: Layout,
+        #[command(flatten)]
+        key: KeySource,
+        #[command(flatten)]
+        kdf: KdfArgs,
+    },
+    /// Decrypt the data of a LUKS2 image into a new plain image.
+    Decrypt {
+        /// The LUKS2 image.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// The plain image to create (must not exist).
+        #[arg(long = "out")]
+        output: PathBuf,
+        #[command(flatten)]
+        key: KeySource,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// List the tokens.
+    List {
+        /// The image file.
+        image: PathBuf,
+    },
+    /// Add a token from a JSON file (an object with a "type"), bound to keyslots.
+    Add {
+        /// The image file.
+        image: PathBuf,
+        /// The token JSON.
+        #[arg(long = "json", value_name = "FILE")]
+        json_file: PathBuf,
+        /// Keyslots the token belongs to (repeat for several).
+        #[arg(long = "keyslot")]
+        keyslots: Vec<u32>,
+        /// Token number (default: lowest free).
+        #[arg(long)]
+        id: Option<u32>,
+    },
+    /// Remove a token.
+    Remove {
+        /// The image file.
+        image: PathBuf,
+        /// Token number.
+        #[arg(long)]
+        id: u32,
+    },
+}
+
+/// Where the passphrase comes from.
+#[derive(Args)]
+pub struct KeySource {
+    /// Passphrase file, used byte for byte (`-` reads stdin).
+    #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+    key_file: Option<PathBuf>,
+    /// Use the disk key derived from this master secret for the volume's UUID (what the
+    /// firmware does).
+    #[arg(long, value_name = "FILE")]
+    secret: Option<PathBuf>,
+}
+
+/// Layout of a new volume.
+#[derive(Args)]
+pub struct Layout {
+    /// Encryption sector size (512 or 4096).
+    #[arg(long, default_value_t = 4096)]
+    sector_size: u32,
+    /// Volume label.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Volume UUID (default: random).
+    #[arg(long)]
+    uuid: Option<String>,
+}
+
+/// KDF of a new keyslot.
+#[derive(Args)]
+pub struct KdfArgs {
+    /// pbkdf2, argon2i or argon2id. PBKDF2 at 1000 iterations is the default: veilboot's
+    /// passphrases are random 256-bit keys, so a slow KDF only slows the boot.
+    #[arg(long, default_value = "pbkdf2")]
+    pbkdf: String,
+    /// PBKDF2 iterations.
+    #[arg(long, default_value_t = 1000)]
+    iterations: u32,
+    /// Argon2 memory in KiB.
+    #[arg(long, default_value_t = 65536)]
+    argon2_memory: u32,
+    /// Argon2 time cost.
+    #[arg(long, default_value_t = 4)]
+    argon2_time: u32,
+    /// Argon2 lanes.
+    #[arg(long, default_value_t = 1)]
+    argon2_cpus: u32,
+}
+
+impl KdfArgs {
+    fn params(&self) -> Result<KdfParams> {
+        Ok(match self.pbkdf.as_str() {
+            "pbkdf2" => KdfParams::Pbkdf2 { hash: "sha256".into(), iterations: self.iterations.max(1000) },
+            "argon2i" | "argon2id" => KdfParams::Argon2 {
+                id: self.pbkdf == "argon2id",
+                time: self.argon2_time,
+                memory_kib: self.argon2_memory,
+                cpus: self.argon2_cpus,
+            },
+            other => bail!("--pbkdf {other}: expected pbkdf2, argon2i or argon2id"),
+        })
+    }
+}
+
+/// Parse sizes like 4096, 64K, 16M, 2G.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.trim().to_ascii_uppercase().chars().last() {
+        Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M') => (&s[..s.len() - 1], 1 << 20),
+        Some('G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size (e.g. 4096, 64M, 1G)"))
+}
+
+/// The host's random source for the LUKS2 writer.
+pub fn host_random(buf: &mut [u8]) {
+    if let Err(e) = getrandom::fill(buf) {
+        // No weak fallback: stop.
+        eprintln!("veil: error: the system random number generator failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    let mut buf = Zeroizing::new(Vec::new());
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut buf).context("reading the passphrase from stdin")?;
+    } else {
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    if buf.is_empty() {
+        bail!("the passphrase in {} is empty", path.display());
+    }
+    Ok(buf)
+}
+
+impl KeySource {
+    /// The passphrase for the volume with this UUID.
+    fn passphrase(&self, uuid: &str) -> Result<Zeroizing<Vec<u8>>> {
+        match (&self.key_file, &self.secret) {
+            (Some(f), None) => read_key_file(f),
+            (None, Some(s)) => {
+                let master = secret::load(s)?;
+                let key = master.disk_key(uuid).with_context(|| format!("volume UUID {uuid}"))?;
+                Ok(Zeroizing::new(key.to_vec()))
+            }
+            _ => bail!("give the passphrase with --key-file FILE or derive it with --secret FILE"),
+        }
+    }
+}
+
+fn open_image(path: &Path, write: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+fn load(file: &mut File, path: &Path) -> Result<Volume> {
+    Volume::load(file).with_context(|| format!("{}", path.display()))
+}
+
+fn write_all(file: &File, writes: Vec<(u64, Zeroizing<Vec<u8>>)>) -> Result<()> {
+    for (off, bytes) in writes {
+        file.write_all_at(&bytes, off).context("writing the header")?;
+    }
+    file.sync_all().context("syncing the image")
+}
+
+fn format_options(layout: &Layout, kdf: &KdfArgs) -> Result<FormatOptions> {
+    Ok(FormatOptions {
+        uuid: layout.uuid.clone(),
+        label: layout.label.clone(),
+        sector_size: layout.sector_size,
+        kdf: kdf.params()?,
+        ..FormatOptions::default()
+    })
+}
+
+/// Format a new volume header into `file`; returns the UUID and the volume key.
+fn format_into(file: &File, opts: &FormatOptions, key: &KeySource) -> Result<(String, Zeroizing<Vec<u8>>)> {
+    let mut opts = opts.clone();
+    let uuid = match &opts.uuid {
+        Some(u) => veil_agent::keys::normalize_uuid(u)?,
+        None => veil_agent::luks2::format::random_uuid(&mut host_random),
+    };
+    opts.uuid = Some(uuid.clone());
+    let passphrase = key.passphrase(&uuid)?;
+    let mut volume_key = Zeroizing::new(vec![0u8; opts.key_size]);
+    host_random(&mut volume_key);
+    let writer = HeaderWriter::format(&opts, &volume_key, &passphrase, &mut host_random)?;
+    write_all(file, writer.commit(&mut host_random)?)?;
+    Ok((uuid, volume_key))
+}
+
+pub fn run(cmd: LuksCommand) -> Result<()> {
+    match cmd {
+        LuksCommand::Format { image, size, layout, key, kdf, force } => {
+            let exists = image.exists();
+            let file = match (exists, size) {
+                (false, Some(n)) => {
+                    let f = OpenOptions::new().read(true).write(true).create_new(true).open(&image)
+                        .with_context(|| format!("cannot create {}", image.display()))?;
+                    f.set_len(n)?;
+                    f
+                }
+                (false, None) => bail!("{} does not exist; give --size to create it", image.display()),
+                (true, _) => {
+                    let mut f = open_image(&image, true)?;
+                    if !force && Volume::load(&mut f).is_ok() {
+                        bail!("{} already holds a LUKS2 volume; --force destroys it", image.display());
+                    }
+                    f
+                }
+            };
+            let opts = format_options(&layout, &kdf)?;
+            let needed = 2 * opts.metadata_size + opts.keyslots_size + u64::from(opts.sector_size);
+            if file.metadata()?.len() < needed {
+                bail!("{} is smaller than the {needed} bytes a LUKS2 volume needs", image.display());
+            }
+            let (uuid, _key) = format_into(&file, &opts, &key)?;
+            println!("{uuid}");
+            Ok(())
+        }
+        LuksCommand::Dump { image, json } => dump(&image, json),
+        LuksCommand::Open { image, key, keyslot, json } => {
+            let mut file = open_image(&image, false)?;
+            let volume = load(&mut file, &image)?;
+            let passphrase = key.passphrase(volume.uuid())?;
+            let start = Instant::now();
+            let limits = KdfLimits::default();
+            let slot = match keyslot {
+                Some(n) => volume.unlock_keyslot(&mut file, n, &passphrase, &limits).map(|_| n)?,
+                None => volume.unlock(&mut file, &passphrase, &limits).map(|(n, _)| n)?,
+            };
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            let kdf = kdf_name(volume.metadata().keyslots[&slot].kdf.as_ref());
+            if json {
+                println!("{}", serde_json::json!({"uuid": volume.uuid(), "keyslot": slot, "kdf": kdf, "unlock_ms": ms}));
+            } else {
+                println!("keyslot {slot} ({kdf}) opened in {ms:.1} ms");
+            }
+            Ok(())
+        }
+        LuksCommand::AddKey { image, key, new_key_file, keyslot, replace, kdf } => {
+            let mut file = open_image(&image, true)?;
+            let volume = load(&mut file, &image)?;
+            let passphrase = key.passphrase(volume.uuid())?;
+            let (_, volume_key) = volume.unlock(&mut file, &passphrase, &KdfLimits::default())?;
+            let new = read_key_file(&new_key_file)?;
+            let mut w = HeaderWriter::edit(&volume)?;
+            let slot = if replace {
+                let n = keyslot.expect("clap requires it");
+                w.replace_keyslot(n, &volume_key, &new, &kdf.params()?, &mut host_random)?;
+                n
+            } else {
+                w.add_keyslot(&volume_key, &new, &kdf.params()?, keyslot, &mut host_random)?
+            };
+            write_all(&file, w.commit(&mut host_random)?)?;
+            println!("keyslot {slot} {}", if replace { "replaced" } else { "added" });
+            Ok(())
+        }
+        LuksCommand::Token(t) => token(t),
+        LuksCommand::Encrypt { input, output, layout, key, kdf } => encrypt(&input, &output, &layout, &key, &kdf),
+        LuksCommand::Decrypt { input, output, key } => decrypt(&input, &output, &key),
+    }
+}
+
+fn kdf_name(kdf: Option<&Kdf>) -> String {
+    match kdf {
+        Some(Kdf::Pbkdf2 { hash, iterations, .. }) => format!("pbkdf2-{hash}, {iterations} iterations"),
+        Some(Kdf::Argon2 { id, time, memory_kib, cpus, .. }) => format!(
+            "{}, time {time}, {memory_kib} KiB, {cpus} lanes",
+            if *id { "argon2id" } else { "argon2i" }
+        ),
+        Some(Kdf::Other(name)) => name.clone(),
+        None => "none".into(),
+    }
+}
+
+fn dump(image: &Path, json: bool) -> Result<()> {
+    let mut file = open_image(image, false)?;
+    let volume = load(&mut file, image)?;
+    let h = volume.header();
+    if json {
+        println!("{}", serde_json::json!({
+            "uuid": volume.uuid(), "label": volume.label(), "seqid": h.seqid,
+            "metadata_size": h.hdr_size, "checksum": h.checksum_alg, "metadata": volume.json()
+        }));
+        return Ok(());
+    }
+    let m = volume.metadata();
+    println!("LUKS2 volume {}", image.display());
+    println!("  UUID:          {}", volume.uuid());
+    println!("  label:         {}", if volume.label().is_empty() { "(none)" } else { volume.label() });
+    println!("  epoch:         {}", h.seqid);
+    println!("  metadata area: {} bytes, keyslots area: {} bytes", h.hdr_size, m.config.keyslots_size);
+    if volume.other_copy_stale {
+        println!("  note: the other header copy is damaged or older (cryptsetup would rewrite it)");
+    }
+    if !m.config.requirements.is_empty() {
+        println!("  requirements:  {}", m.config.requirements.join(", "));
+    }
+    println!("segments:");
+    for (n, s) in &m.segments {
+        let size = match s.size {
+            veil_agent::luks2::SegmentSize::Dynamic => "whole device".to_string(),
+            veil_agent::luks2::SegmentSize::Bytes(b) => format!("{b} bytes"),
+        };
+        println!("  {n}: {} at {} ({size}), {}, {}-byte sectors, iv_tweak {}", s.kind, s.offset, s.encryption, s.sector_size, s.iv_tweak);
+    }
+    println!("keyslots:");
+    for (n, k) in &m.keyslots {
+        println!(
+            "  {n}: {} key {} bits, {}, area {} at {} ({} bytes)",
+            k.kind, k.key_size * 8, kdf_name(k.kdf.as_ref()), k.area.encryption, k.area.offset, k.area.size
+        );
+    }
+    println!("digests:");
+    for (n, d) in &m.digests {
+        println!("  {n}: {}-{} keyslots {:?} segments {:?}", d.kind, d.hash, d.keyslots, d.segments);
+    }
+    println!("tokens:");
+    for (n, t) in &m.tokens {
+        println!("  {n}: {} keyslots {:?}", t.kind, t.keyslots);
+    }
+    Ok(())
+}
+
+fn token(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::List { image } => {
+            let mut file = open_image(&image, false)?;
+            let volume = load(&mut file, &image)?;
+            for (n, t) in &volume.metadata().tokens {
+                println!("{n}\t{}", serde_json::to_string(&t.json)?);
+            }
+            Ok(())
+        }
+        TokenCommand::Add { image, json_file, keyslots, id } => {
+            let mut file = open_image(&image, true)?;
+            let volume = load(&mut file, &image)?;
+            let text = std::fs::read_to_string(&json_file).with_context(|| format!("reading {}", json_file.display()))?;
+            let token: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", json_file.display()))?;
+            let mut w = HeaderWriter::edit(&volume)?;
+            let n = w.add_token(token, &keyslots, id)?;
+            write_all(&file, w.commit(&mut host_random)?)?;
+            println!("token {n} added");
+            Ok(())
+        }
+        TokenCommand::Remove { image, id } => {
+            let mut file = open_image(&image, true)?;
+            let volume = load(&mut file, &image)?;
+            let mut w = HeaderWriter::edit(&volume)?;
+            w.remove_token(id)?;
+            write_all(&file, w.commit(&mut host_random)?)?;
+            println!("token {id} removed");
+            Ok(())
+        }
+    }
+}
+
+/// Bytes per read/encrypt/write step of the streaming commands.
+const CHUNK: usize = 4 << 20;
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
+}
+
+fn report(what: &str, bytes: u64, start: Instant) {
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("{what} {bytes} bytes in {secs:.2} s: {:.0} MB/s", bytes as f64 / secs / 1e6);
+}
+
+/// Stream `len` bytes from `src` at `src_off` to `dst` at `dst_off` through `op`.
+fn stream(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64, what: &str, mut op: impl FnMut(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+    let bar = progress(len, what);
+    let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
+    let mut pos = 0u64;
+    while pos < len {
+        let n = (len - pos).min(CHUNK as u64) as usize;
+        let chunk = &mut buf[..n];
+        let avail = src.metadata()?.len().saturating_sub(src_off + pos).min(n as u64) as usize;
+        src.read_exact_at(&mut chunk[..avail], src_off + pos).context("reading the input")?;
+        chunk[avail..].fill(0); // zero-pad a partial last sector
+        op(pos, chunk)?;
+        dst.write_all_at(chunk, dst_off + pos).context("writing the output")?;
+        pos += n as u64;
+        bar.set_position(pos);
+    }
+    bar.finish_and_clear();
+    dst.sync_all().context("syncing the output")
+}
+
+fn encrypt(input: &Path, output: &Path, layout: &Layout, key: &KeySource, kdf: &KdfArgs) -> Result<()> {
+    let src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let plain_len = src.metadata()?.len();
+    let opts = format_options(layout, kdf)?;
+    let sector = u64::from(opts.sector_size);
+    let data_len = plain_len.div_ceil(sector).max(1) * sector;
+    let data_offset = 2 * opts.metadata_size + opts.keyslots_size;
+    let dst = create_new(output)?;
+    let result = (|| -> Result<()> {
+        dst.set_len(data_offset + data_len)?;
+        let (uuid, volume_key) = format_into(&dst, &opts, key)?;
+        let mut dev = File::open(output)?;
+        let volume = Volume::load(&mut dev)?;
+        let (seg, cipher) = volume.data_cipher(&volume_key)?;
+        eprintln!("volume {uuid}: encrypting {plain_len} bytes ({} backend)", cipher.backend_name());
+        let start = Instant::now();
+        stream(&src, 0, &dst, seg.offset, data_len, "encrypt", |pos, chunk| {
+            cipher.encrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
+        })?;
+        report("encrypted", data_len, start);
+        println!("{uuid}");
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(output); // never leave a half-written image
+    }
+    result
+}
+
+fn decrypt(input: &Path, output: &Path, key: &KeySource) -> Result<()> {
+    let mut src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let volume = load(&mut src, input)?;
+    let passphrase = key.passphrase(volume.uuid())?;
+    let (_, volume_key) = volume.unlock(&mut src, &passphrase, &KdfLimits::default())?;
+    let (seg, cipher) = volume.data_cipher(&volume_key)?;
+    let len = seg.len(src.metadata()?.len());
+    let dst = create_new(output)?;
+    let start = Instant::now();
+    let result = stream(&src, seg.offset, &dst, 0, len, "decrypt", |pos, chunk| {
+        cipher.decrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(output);
+        return result;
+    }
+    report("decrypted", len, start);
+    Ok(())
+}
