@@ -109,3 +109,24 @@ fn upstream_images_unlock_to_published_keys() {
 fn slot_is_only_unbound(p: &serde_json::Map<String, serde_json::Value>) -> bool {
     p.keys().all(|k| k.contains("unbound"))
 }
+
+/// Real data written by cryptsetup: the aes-xts-plain64 LUKS1 images' payloads (a FAT12
+/// filesystem) decrypt with veilboot's sector cipher to the digests their SOURCE.txt lists.
+#[test]
+fn luks1_xts_payloads_decrypt_with_our_sector_cipher() {
+    use sha2::{Digest, Sha256};
+    let Some(dir) = testdata("luks2/luks1-aes-xts-images") else { return };
+    let images = unpack(&dir.join("luks1-images.tar.xz"));
+    let cases = [
+        ("luks1_aes-xts-plain64-sha256.img", "b1c4a7c0f69cbfd1ef32ec65ada15a0aa41fa940ade5289911a64d31bcd07b30", "b42c93fc807d8c40cc05c932ae5c27fc56af96a0a3d5f53d215f63e4c59e7577"),
+        ("luks1_aes-xts-plain64-sha1.img", "8a30e57f29d9d0165e2964e68e12ca17e3b6703b48faee3acc9922388b5b019a", "f1c9268181840ccff69d719b9c592fc1e97c59d707e14cc12cc7288dca37e751"),
+    ];
+    for (name, vk, digest) in cases {
+        let path = find(&images, name).unwrap_or_else(|| panic!("{name} missing"));
+        let mut payload = std::fs::read(&path).unwrap().split_off(4096 * 512);
+        let cipher = veil_agent::xts::SectorCipher::new(&hex::decode(vk).unwrap(), 512).unwrap();
+        cipher.decrypt_sectors(0, &mut payload).unwrap();
+        assert_eq!(hex::encode(Sha256::digest(&payload)), digest, "{name}");
+        assert_eq!(&payload[0x27..0x2b], &[0xbe, 0xba, 0xad, 0xde], "{name}: FAT volume id DEAD-BABE");
+    }
+}
