@@ -7,8 +7,8 @@
 //!
 //! Each contender encrypts (and decrypts) a 32 MiB buffer of 4096-byte sectors with a
 //! fresh plain64 IV per sector, repeated for at least half a second per trial; five trials,
-//! best and median MB/s (10^6 bytes/s). `--write FILE` replaces the XTS section of
-//! BENCHMARKS.md.
+//! best and median MB/s (10^6 bytes/s). Prints the XTS section of BENCHMARKS.md, which
+//! `cargo xtask bench` writes.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -159,10 +159,10 @@ fn cpu_model() -> String {
 
 fn render(rows: &[Row]) -> String {
     let mut s = String::new();
-    s.push_str("<!-- xts:begin -->\n## XTS sector cipher throughput\n\n");
+    s.push_str("## XTS sector cipher throughput\n\n");
     s.push_str("4096-byte sectors, one thread, a fresh plain64 IV per sector, 32 MiB buffer; five trials of at least 0.5 s, MB/s = 10^6 bytes/s.\n");
     s.push_str(&format!("Machine: {}, {} logical CPUs.\n", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
-    s.push_str("Command: `cargo xtask bench` (runs `cargo run --release -p veil-bench -- --write BENCHMARKS.md`).\n\n");
+    s.push_str("Command: `cargo xtask bench` (runs `cargo run --release -p veil-bench`).\n\n");
     s.push_str("| implementation | key | op | best MB/s | median MB/s |\n|---|---|---|---:|---:|\n");
     for r in rows {
         s.push_str(&format!(
@@ -174,31 +174,15 @@ fn render(rows: &[Row]) -> String {
     s.push_str("(x86_64-unknown-none) runs the same code on the bitsliced software AES; the \"software AES\" rows are the same\n");
     s.push_str("benchmark built with `--cfg aes_backend=\"soft\"`, in the same `cargo xtask bench` run.\n");
     s.push_str("The assembly AES-NI/VAES backends of the accelerated-XTS issue will appear here as further rows.\n");
-    s.push_str("<!-- xts:end -->\n");
     s
-}
-
-/// Replace the XTS section of BENCHMARKS.md (or append it), leaving other sections alone.
-fn write_section(path: &str, section: &str) -> Result<()> {
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| "# veilboot benchmarks\n\n".into());
-    let new = match (old.find("<!-- xts:begin -->"), old.find("<!-- xts:end -->")) {
-        (Some(a), Some(b)) if b > a => {
-            let end = b + "<!-- xts:end -->\n".len().min(old.len() - b);
-            format!("{}{}{}", &old[..a], section, &old[end..])
-        }
-        (None, None) => format!("{}\n{}", old.trim_end_matches('\n').to_string() + "\n", section),
-        _ => bail!("{path}: unbalanced xts section markers"),
-    };
-    std::fs::write(path, new).with_context(|| format!("writing {path}"))
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut buf = vec![0x5au8; BUFFER];
     let mut rows = Vec::new();
-    let write = match args.as_slice() {
-        [] => None,
-        [flag, path] if flag == "--write" => Some(path.clone()),
+    match args.as_slice() {
+        [] => {}
         // Rows only, tab-separated, for a build with RustCrypto forced to software AES.
         [flag] if flag == "--soft-rows" => {
             veil_rows(&mut rows, &mut buf, " (software AES, as in the firmware)")?;
@@ -207,8 +191,8 @@ fn main() -> Result<()> {
             }
             return Ok(());
         }
-        _ => bail!("usage: veil-bench [--write BENCHMARKS.md | --soft-rows]"),
-    };
+        _ => bail!("usage: veil-bench [--soft-rows]   (prints the BENCHMARKS.md section on stdout)"),
+    }
     veil_rows(&mut rows, &mut buf, " (host: RustCrypto's own AES-NI)")?;
     // Rows measured by the software-AES build `cargo xtask bench` made just before.
     if let Ok(text) = std::env::var("VEIL_BENCH_SOFT_ROWS") {
@@ -224,11 +208,6 @@ fn main() -> Result<()> {
     openssl_rows(&mut rows, &mut buf)?;
     system_openssl_rows(&mut rows)?;
     xts_mode_row(&mut rows, &mut buf);
-    let section = render(&rows);
-    print!("{section}");
-    if let Some(path) = write {
-        write_section(&path, &section)?;
-        eprintln!("wrote {path}");
-    }
+    print!("{}", render(&rows));
     Ok(())
 }
