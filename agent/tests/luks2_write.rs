@@ -75,6 +75,8 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     let mut w = HeaderWriter::edit(&volume).unwrap();
     let argon = KdfParams::Argon2 { id: true, time: 1, memory_kib: 1024, cpus: 1 };
     assert_eq!(w.add_keyslot(&key, b"second", &argon, None, &mut rng).unwrap(), 1);
+    let argon_i = KdfParams::Argon2 { id: false, time: 2, memory_kib: 1024, cpus: 2 };
+    assert_eq!(w.add_keyslot(&key, b"legacy", &argon_i, Some(5), &mut rng).unwrap(), 5);
     // A wrong volume key is never bound to a keyslot.
     assert!(matches!(w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng), Err(Luks2Error::Format(_))));
     let token = serde_json::json!({"type": "veil-test", "blob": "aGVsbG8="});
@@ -86,6 +88,8 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     let limits = KdfLimits::default();
     assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap()[..], &key[..]);
     assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap()[..], &key[..]);
+    assert_eq!(&volume.unlock(&mut dev.as_slice(), b"legacy", &limits).unwrap().1[..], &key[..]);
+    assert!(matches!(volume.metadata().keyslots[&5].kdf, Some(veil_agent::luks2::Kdf::Argon2 { id: false, .. })));
     let token = &volume.metadata().tokens[&0];
     assert_eq!((token.kind.as_str(), token.keyslots.as_slice()), ("veil-test", &[1u32][..]));
     assert_eq!(token.json["blob"], "aGVsbG8=");
