@@ -136,6 +136,17 @@ fn kdf_json(kdf: &KdfParams, random: Random<'_>) -> Value {
     }
 }
 
+/// The requested free keyslot/token number, or the lowest free one.
+fn pick_number(section: &Map<String, Value>, wanted: Option<u32>, kind: &str) -> Result<u32, Luks2Error> {
+    let free = |n: &u32| !section.contains_key(&n.to_string());
+    match wanted {
+        Some(n) if n >= MAX_SLOTS => err(format!("{kind} {n} is out of range (0..{MAX_SLOTS})")),
+        Some(n) if !free(&n) => err(format!("{kind} {n} is in use")),
+        Some(n) => Ok(n),
+        None => (0..MAX_SLOTS).find(free).ok_or_else(|| Luks2Error::Format(format!("all {MAX_SLOTS} {kind}s are in use"))),
+    }
+}
+
 fn num(v: &Value) -> u64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
@@ -272,15 +283,7 @@ impl HeaderWriter {
     /// Add a keyslot opened by `passphrase` (in slot `slot`, or the lowest free one).
     pub fn add_keyslot(&mut self, volume_key: &[u8], passphrase: &[u8], kdf: &KdfParams, slot: Option<u32>, random: Random<'_>) -> Result<u32, Luks2Error> {
         self.check_volume_key(volume_key)?;
-        let keyslots = self.json["keyslots"].as_object().expect("validated");
-        let slot = match slot {
-            Some(n) if keyslots.contains_key(&n.to_string()) => return err(format!("keyslot {n} is in use")),
-            Some(n) if n >= MAX_SLOTS => return err(format!("keyslot {n} is out of range (0..{MAX_SLOTS})")),
-            Some(n) => n,
-            None => (0..MAX_SLOTS)
-                .find(|n| !keyslots.contains_key(&n.to_string()))
-                .ok_or_else(|| Luks2Error::Format(String::from("all 32 keyslots are in use")))?,
-        };
+        let slot = pick_number(self.json["keyslots"].as_object().expect("validated"), slot, "keyslot")?;
         let key_len = volume_key.len();
         let area_len = ((key_len as u64 * u64::from(AF_STRIPES)).div_ceil(4096)) * 4096;
         let offset = self.free_area(area_len)?;
@@ -374,14 +377,7 @@ impl HeaderWriter {
         }
         token.insert(String::from("keyslots"), Value::Array(keyslots.iter().map(|k| Value::String(k.to_string())).collect()));
         let tokens = self.section("tokens");
-        let n = match slot {
-            Some(n) if tokens.contains_key(&n.to_string()) => return err(format!("token {n} is in use")),
-            Some(n) if n >= MAX_SLOTS => return err(format!("token {n} is out of range (0..{MAX_SLOTS})")),
-            Some(n) => n,
-            None => (0..MAX_SLOTS)
-                .find(|n| !tokens.contains_key(&n.to_string()))
-                .ok_or_else(|| Luks2Error::Format(String::from("all 32 tokens are in use")))?,
-        };
+        let n = pick_number(tokens, slot, "token")?;
         tokens.insert(n.to_string(), Value::Object(token));
         Ok(n)
     }

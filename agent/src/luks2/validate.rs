@@ -153,6 +153,23 @@ pub fn repair_keyslots(root: &mut Value) {
     }
 }
 
+/// The members of a section: numbered names, each an object; with their "what" for errors.
+fn members<'a>(section: &'a Map<String, Value>, kind: &str) -> Result<Vec<(&'a String, &'a Map<String, Value>, String)>, String> {
+    section
+        .iter()
+        .map(|(key, v)| {
+            let what = format!("{kind} \"{key}\"");
+            if !numbered(key) {
+                return fail(format!("{what}: name is not a number"));
+            }
+            match v {
+                Value::Object(o) => Ok((key, o, what)),
+                _ => fail(format!("{what}: not an object")),
+            }
+        })
+        .collect()
+}
+
 fn validate_requirements(root: &Map<String, Value>) -> Check {
     let config = obj(root, "config", "JSON area")?;
     let Some(reqs) = config.get("requirements") else { return Ok(()) };
@@ -184,14 +201,7 @@ fn validate_requirements(root: &Map<String, Value>) -> Check {
 fn validate_tokens(root: &Map<String, Value>) -> Check {
     let tokens = obj(root, "tokens", "JSON area")?;
     let keyslots = obj(root, "keyslots", "JSON area")?;
-    for (key, token) in tokens {
-        let what = format!("token \"{key}\"");
-        if !numbered(key) {
-            return fail(format!("{what}: name is not a number"));
-        }
-        let Value::Object(token) = token else {
-            return fail(format!("{what}: not an object"));
-        };
+    for (_, token, what) in members(tokens, "token")? {
         nonempty(token, "type", &what)?;
         references(array(token, "keyslots", &what)?, keyslots, &what, "keyslot")?;
     }
@@ -202,14 +212,7 @@ fn validate_digests(root: &Map<String, Value>) -> Check {
     let digests = obj(root, "digests", "JSON area")?;
     let keyslots = obj(root, "keyslots", "JSON area")?;
     let segments = obj(root, "segments", "JSON area")?;
-    for (key, digest) in digests {
-        let what = format!("digest \"{key}\"");
-        if !numbered(key) {
-            return fail(format!("{what}: name is not a number"));
-        }
-        let Value::Object(digest) = digest else {
-            return fail(format!("{what}: not an object"));
-        };
+    for (_, digest, what) in members(digests, "digest")? {
         nonempty(digest, "type", &what)?;
         let ks = array(digest, "keyslots", &what)?;
         let segs = array(digest, "segments", &what)?;
@@ -262,14 +265,7 @@ fn validate_segments(root: &Map<String, Value>) -> Check {
     let digests = obj(root, "digests", "JSON area")?;
     let mut first_backup: Option<u64> = None;
     let mut regular: Vec<u64> = Vec::new();
-    for (key, seg) in segments {
-        let what = format!("segment \"{key}\"");
-        if !numbered(key) {
-            return fail(format!("{what}: name is not a number"));
-        }
-        let Value::Object(seg) = seg else {
-            return fail(format!("{what}: not an object"));
-        };
+    for (key, seg, what) in members(segments, "segment")? {
         let kind = nonempty(seg, "type", &what)?;
         let offset = u64_field(seg, "offset", &what)?;
         let size_text = nonempty(seg, "size", &what)?;
@@ -355,14 +351,7 @@ fn validate_segments(root: &Map<String, Value>) -> Check {
 
 fn validate_keyslots(root: &Map<String, Value>) -> Check {
     let keyslots = obj(root, "keyslots", "JSON area")?;
-    for (key, slot) in keyslots {
-        let what = format!("keyslot \"{key}\"");
-        if !numbered(key) {
-            return fail(format!("{what}: name is not a number"));
-        }
-        let Value::Object(slot) = slot else {
-            return fail(format!("{what}: not an object"));
-        };
+    for (_, slot, what) in members(keyslots, "keyslot")? {
         nonempty(slot, "type", &what)?;
         let key_size = int(slot, "key_size", &what)?;
         if as_u32(key_size).is_none() {
