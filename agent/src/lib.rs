@@ -12,5 +12,7 @@ extern crate alloc;
 pub mod io;
 pub mod keys;
 pub mod luks2;
+pub mod fwcfg;
 pub mod gpt;
+pub mod timeline;
 pub mod xts;

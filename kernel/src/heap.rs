@@ -1,17 +1,82 @@
-//! The firmware heap. A fixed region in .bss for now; the firmware-boot issue sizes it
-//! from the e820 map.
-use linked_list_allocator::LockedHeap;
+//! The firmware heap: a small arena in .bss for the first allocations (fw_cfg directory,
+//! the e820 map), then a large region chosen from the e820 map. Two first-fit heaps behind
+//! one allocator; a block is freed back to the heap whose range contains it.
 
-const HEAP_SIZE: usize = 1 << 20;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+
+use linked_list_allocator::Heap;
+use spin::Mutex;
+use veil_agent::fwcfg::{E820Entry, E820Kind};
+
+use crate::layout::HEAP_FLOOR;
+
+const EARLY_SIZE: usize = 512 * 1024;
+/// The main heap takes at most this much RAM (the rest stays for Linux).
+const MAIN_MAX: u64 = 256 << 20;
+
+struct TwoHeaps {
+    early: Mutex<Heap>,
+    main: Mutex<Heap>,
+}
 
 #[global_allocator]
-static ALLOCATOR: LockedHeap = LockedHeap::empty();
+static ALLOCATOR: TwoHeaps = TwoHeaps { early: Mutex::new(Heap::empty()), main: Mutex::new(Heap::empty()) };
 
-static mut HEAP: [u8; HEAP_SIZE] = [0; HEAP_SIZE];
+static mut EARLY: [u8; EARLY_SIZE] = [0; EARLY_SIZE];
 
-/// Hand the heap region to the allocator. Called once, first thing at boot.
-pub fn init() {
-    // SAFETY: called once before any allocation; HEAP is used by nothing else, and
-    // `&raw mut` takes its address without creating a reference.
-    unsafe { ALLOCATOR.lock().init((&raw mut HEAP).cast::<u8>(), HEAP_SIZE) };
+fn contains(heap: &Heap, ptr: *mut u8) -> bool {
+    let p = ptr as usize;
+    heap.size() > 0 && p >= heap.bottom() as usize && p < heap.top() as usize
+}
+
+// SAFETY: each heap hands out disjoint blocks from its own region and takes back only
+// blocks inside that region; the mutexes serialize access.
+unsafe impl GlobalAlloc for TwoHeaps {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Ok(p) = self.main.lock().allocate_first_fit(layout) {
+            return p.as_ptr();
+        }
+        self.early.lock().allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(nn) = NonNull::new(ptr) else { return };
+        let mut main = self.main.lock();
+        if contains(&main, ptr) {
+            // SAFETY: the block came from this heap with this layout.
+            unsafe { main.deallocate(nn, layout) };
+        } else {
+            drop(main);
+            // SAFETY: not from the main heap, so from the early one, with this layout.
+            unsafe { self.early.lock().deallocate(nn, layout) };
+        }
+    }
+}
+
+/// Give the early arena to the allocator. First thing in Rust.
+pub fn init_early() {
+    // SAFETY: called once before any allocation; EARLY is used by nothing else.
+    unsafe { ALLOCATOR.early.lock().init((&raw mut EARLY).cast::<u8>(), EARLY_SIZE) };
+}
+
+/// Choose the main heap: the largest RAM range below 4 GiB (what is mapped) above the
+/// firmware's own memory, capped at MAIN_MAX. Returns (start, size).
+pub fn choose_main(map: &[E820Entry]) -> Option<(u64, u64)> {
+    let (start, end) = map
+        .iter()
+        .filter(|e| e.kind == E820Kind::Ram)
+        .map(|e| (e.addr.max(HEAP_FLOOR), e.end().min(0x1_0000_0000)))
+        .filter(|(s, e)| e > s)
+        .max_by_key(|(s, e)| e - s)?;
+    let start = (start + 0xFFF) & !0xFFF;
+    let size = (end - start).min(MAIN_MAX) & !0xFFF;
+    (size >= 1 << 20).then_some((start, size))
+}
+
+/// Hand the range `choose_main` picked (and the platform accepted) to the allocator.
+pub fn init_main(start: u64, size: u64) {
+    // SAFETY: the range is RAM per e820, identity mapped, above everything the firmware
+    // placed in memory (HEAP_FLOOR), accepted by the platform, and handed over exactly once.
+    unsafe { ALLOCATOR.main.lock().init(start as *mut u8, size as usize) };
 }

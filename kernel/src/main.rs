@@ -1,45 +1,143 @@
-//! veilboot firmware entry point.
-//!
-//! This is the foundation stage of the unikernel: a freestanding x86_64-unknown-none binary
-//! that links `veil-agent` with its allocator and panic handler in place. The boot path
-//! (reset vector, long mode, devices) is the firmware-boot issue's work; until it lands the
-//! binary has no reset vector and is not yet a loadable ROM.
+//! veilboot firmware: QEMU loads it with `-bios`; it starts at the reset vector
+//! (src/arch/boot.S), reaches 64-bit Rust here, finds out what machine it runs on and sets it
+//! up: exceptions, vector state, NX, fw_cfg, the e820 memory map and heap, PCI. Every stage
+//! boundary prints a timeline mark.
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod cpu;
+mod exit;
+mod fwcfg;
 mod heap;
+mod interrupts;
+mod layout;
+mod paging;
+mod pci;
+mod platform;
+mod serial;
+mod tsc;
+mod vector;
 
-use veil_agent::xts::SectorCipher;
+use core::arch::global_asm;
 
-/// Entry symbol. The firmware-boot issue jumps here from the 64-bit trampoline.
-#[unsafe(no_mangle)]
-pub extern "C" fn veil_main() -> ! {
-    heap::init();
-    // Exercise the agent on the target so that the link proves the whole stack is usable
-    // here: a sector round trip through the XTS cipher.
-    let key: [u8; 64] = core::array::from_fn(|i| i as u8);
-    let ok = match SectorCipher::new(&key, 4096) {
-        Ok(cipher) => {
-            let mut sector = alloc::vec![0xa5u8; 4096];
-            cipher.encrypt_sectors(8, &mut sector).is_ok()
-                && cipher.decrypt_sectors(8, &mut sector).is_ok()
-                && sector.iter().all(|b| *b == 0xa5)
-        }
-        Err(_) => false,
-    };
-    halt(ok)
+use platform::{Kind, Platform};
+
+global_asm!(include_str!("arch/boot.S"), options(att_syntax));
+
+/// Largest e820 map accepted (bytes).
+const E820_LIMIT: usize = 128 * 20;
+
+/// Print a precise error and stop with a failure status.
+fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    log!("FATAL: {what}");
+    tsc::mark("halt");
+    exit::exit(exit::Status::Failure)
 }
 
-fn halt(_ok: bool) -> ! {
-    loop {
-        // SAFETY: `hlt` only stops the CPU until the next interrupt; it touches no memory.
-        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+/// Rust entry, called by boot.S in long mode on the boot stack.
+#[unsafe(no_mangle)]
+pub extern "C" fn veil_main() -> ! {
+    heap::init_early();
+    interrupts::init();
+    let kind = platform::detect();
+    let entry_tsc = cpu::rdtsc();
+    let mut plat: alloc::boxed::Box<dyn Platform> = match kind {
+        Kind::Plain => alloc::boxed::Box::new(platform::plain::Plain),
+        Kind::Tdx => platform::tdx::halt_unsupported(),
+        Kind::SevSnp => platform::snp::terminate_unsupported(),
+        Kind::SevLegacy => {
+            serial::init();
+            fail(format_args!("AMD SEV/SEV-ES without SNP detected (SEV_STATUS); veilboot supports only SEV-SNP, and not in this build yet"))
+        }
+    };
+    serial::init();
+    plat.console_write(b"\n");
+    let (hz, source) = tsc::calibrate();
+    tsc::mark_at(entry_tsc, "rust-entry");
+    log!("veilboot {} on the {} platform", env!("CARGO_PKG_VERSION"), plat.name());
+    log!("tsc: {} kHz ({:?})", hz / 1000, source);
+
+    let vs = vector::enable();
+    let nx = paging::enable_nx();
+    log!(
+        "cpu: xcr0={:#x} aesni={} pclmulqdq={} avx2={} vaes={} vpclmulqdq={} avx512f={} nx={}",
+        vs.xcr0, vs.aesni, vs.pclmulqdq, vs.avx2, vs.vaes, vs.vpclmulqdq, vs.avx512f, nx
+    );
+    tsc::mark("cpu");
+
+    let cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
+    log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
+    tsc::mark("fw_cfg");
+
+    // Tests substitute a malformed map through opt/veil/test-e820 (the host controls fw_cfg
+    // either way, so this adds no trust).
+    let e820_file = if cfg.find("opt/veil/test-e820").is_some() {
+        log!("test: using opt/veil/test-e820 as the memory map");
+        "opt/veil/test-e820"
+    } else {
+        "etc/e820"
+    };
+    let e820 = match cfg.read_file(e820_file, E820_LIMIT) {
+        Ok(Some(bytes)) => veil_agent::fwcfg::parse_e820(&bytes).unwrap_or_else(|e| fail(format_args!("{e}"))),
+        Ok(None) => fail(format_args!("fw_cfg has no {e820_file}: cannot find guest RAM")),
+        Err(e) => fail(format_args!("{e}")),
+    };
+    for e in &e820 {
+        log!("e820: {:#014x}-{:#014x} {}", e.addr, e.end() - 1, e.kind.name());
+    }
+    let Some((start, size)) = heap::choose_main(&e820) else {
+        fail(format_args!("e820 has no RAM above {:#x} for the heap", layout::HEAP_FLOOR))
+    };
+    if let Err(e) = plat.accept_memory(start, size) {
+        fail(format_args!("accepting the heap's memory: {e}"));
+    }
+    heap::init_main(start, size);
+    log!("heap: {} MiB at {:#x}", size >> 20, start);
+    tsc::mark("memory");
+
+    if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
+        run_test_hook(&test);
+    }
+
+    let pci = pci::Config::init();
+    match pci {
+        pci::Config::Ecam(base) => log!("pci: ECAM at {base:#x}"),
+        pci::Config::Legacy => log!("pci: no q35 host bridge; using ports 0xCF8/0xCFC"),
+    }
+    for d in pci.scan_bus0() {
+        log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
+    }
+    tsc::mark("pci");
+
+    log!("boot stages done");
+    tsc::mark("done");
+    exit::exit(exit::Status::Success)
+}
+
+/// Test-only faults, requested through fw_cfg `opt/veil/test` by the QEMU tests.
+fn run_test_hook(request: &[u8]) {
+    match request.trim_ascii() {
+        b"page-fault" => {
+            log!("test: reading unmapped memory at 0x4000000000");
+            // SAFETY: none; this is the deliberate fault the test asks for. The address is
+            // outside the identity map, so the read faults before anything is returned.
+            let v = unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
+            log!("test: read {v:#x} without a fault");
+        }
+        b"guard-page" => {
+            log!("test: writing the stack guard page");
+            // SAFETY: none; deliberate write to the unmapped guard page below the stack.
+            unsafe { core::ptr::write_volatile(layout::GUARD_PAGE as *mut u64, 0) };
+            log!("test: wrote the guard page without a fault");
+        }
+        other => log!("test: unknown request {:?} ignored", core::str::from_utf8(other).unwrap_or("?")),
     }
 }
 
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    halt(false)
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    log!("PANIC: {info}");
+    exit::exit(exit::Status::Failure)
 }

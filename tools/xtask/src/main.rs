@@ -14,6 +14,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod rom;
+
 const FIRMWARE_TARGET: &str = "x86_64-unknown-none";
 
 fn main() {
@@ -108,10 +110,16 @@ fn which(program: &str) -> bool {
         .any(|p| p.join(program).is_file())
 }
 
+/// Build the firmware ELF and turn it into the ROM image QEMU loads with -bios.
 fn build_firmware() -> Result<PathBuf> {
     ensure_target()?;
     run(cargo().args(["build", "--release", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]))?;
-    Ok(root().join("target").join(FIRMWARE_TARGET).join("release/veilboot"))
+    let elf = root().join("target").join(FIRMWARE_TARGET).join("release/veilboot");
+    let rom = rom::from_elf(&std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
+    let out = root().join("target/veilboot.fd");
+    std::fs::write(&out, &rom)?;
+    eprintln!("xtask: ROM {} ({} KiB, {} KiB used)", out.display(), rom.len() / 1024, rom::used(&rom) / 1024);
+    Ok(out)
 }
 
 fn test() -> Result<()> {

@@ -1,0 +1,144 @@
+//! Thin wrappers over the x86 instructions the firmware needs: CPUID, MSRs, control
+//! registers, XCR0, TSC, port I/O. Each is one instruction; the safety argument is the
+//! caller's (documented where it matters) except where the instruction cannot affect memory.
+
+use core::arch::asm;
+
+/// CPUID result.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpuid {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// CPUID. Only call once the platform is known not to be SEV-ES/SNP (where it raises #VC)
+/// or from the platform detection, which handles exactly that case.
+pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+/// Read an MSR.
+///
+/// # Safety
+/// The MSR must exist on this CPU (otherwise #GP).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists; RDMSR touches no memory.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Write an MSR.
+///
+/// # Safety
+/// The MSR must exist and the value must be one the firmware intends (e.g. EFER bits).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the write is intended and valid.
+    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) };
+}
+
+/// Time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC reads the time-stamp counter; it touches no memory.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+macro_rules! control_register {
+    ($read:ident, $write:ident, $reg:literal) => {
+        /// Read the control register.
+        pub fn $read() -> u64 {
+            let v: u64;
+            // SAFETY: reading a control register has no side effects.
+            unsafe { asm!(concat!("mov {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+            v
+        }
+        /// Write the control register.
+        ///
+        /// # Safety
+        /// The value must keep the machine in a state the firmware can run in.
+        pub unsafe fn $write(v: u64) {
+            // SAFETY: the caller guarantees the new value is valid.
+            unsafe { asm!(concat!("mov ", $reg, ", {}"), in(reg) v, options(nostack, preserves_flags)) };
+        }
+    };
+}
+control_register!(read_cr0, write_cr0, "cr0");
+control_register!(read_cr3, write_cr3, "cr3");
+control_register!(read_cr4, write_cr4, "cr4");
+
+/// CR2: the faulting address of the last page fault.
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Read XCR0.
+pub fn xgetbv0() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only called with CR4.OSXSAVE set (the caller checks); reads XCR0.
+    unsafe { asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Write XCR0.
+///
+/// # Safety
+/// CR4.OSXSAVE must be set and `v` a subset of what CPUID leaf 0xD reports, with x87 set.
+pub unsafe fn xsetbv0(v: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Stop until the next interrupt (forever, with interrupts off).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: CLI/HLT only stop the CPU; they touch no memory.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Port I/O. On the plain platform these are the real instructions; SNP and TDX route port
+/// I/O through their platform module instead.
+pub mod port {
+    use core::arch::asm;
+
+    /// Write a byte.
+    pub fn outb(port: u16, v: u8) {
+        // SAFETY: port writes reach devices, not memory; the ports used are QEMU's
+        // serial, fw_cfg, PCI config, PIT and debug-exit ports.
+        unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+    }
+    /// Read a byte.
+    pub fn inb(port: u16) -> u8 {
+        let v: u8;
+        // SAFETY: as for outb.
+        unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+    /// Write a 16-bit word.
+    pub fn outw(port: u16, v: u16) {
+        // SAFETY: as for outb.
+        unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
+    }
+    /// Write a 32-bit word.
+    pub fn outl(port: u16, v: u32) {
+        // SAFETY: as for outb.
+        unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
+    }
+    /// Read a 32-bit word.
+    pub fn inl(port: u16) -> u32 {
+        let v: u32;
+        // SAFETY: as for outb.
+        unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
+        v
+    }
+}

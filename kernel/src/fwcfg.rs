@@ -1,0 +1,151 @@
+//! QEMU fw_cfg: signature, feature bits, the file directory, file reads over the DMA
+//! interface (port I/O as the fallback). Parsing of what it returns is in veil_agent::fwcfg.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{Ordering, compiler_fence};
+
+use veil_agent::fwcfg::{FileEntry, MAX_FILES, SEL_FEATURES, SEL_FILE_DIR, SEL_SIGNATURE, parse_directory};
+
+use crate::cpu::port::{inb, outl, outw};
+
+const PORT_SELECTOR: u16 = 0x510;
+const PORT_DATA: u16 = 0x511;
+const PORT_DMA_HIGH: u16 = 0x514;
+const PORT_DMA_LOW: u16 = 0x518;
+
+const DMA_ERROR: u32 = 1 << 0;
+const DMA_READ: u32 = 1 << 1;
+const DMA_SELECT: u32 = 1 << 3;
+
+/// Why fw_cfg could not be used.
+#[derive(Debug)]
+pub enum FwCfgError {
+    /// No "QEMU" signature: no fw_cfg device.
+    Missing,
+    /// The device reported a DMA error.
+    Dma,
+    /// The directory is malformed.
+    Directory(veil_agent::fwcfg::FwCfgError),
+    /// A file is larger than the caller allows.
+    TooLarge { name: alloc::string::String, size: u32, limit: usize },
+}
+
+impl core::fmt::Display for FwCfgError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FwCfgError::Missing => write!(f, "fw_cfg: no device (signature is not \"QEMU\")"),
+            FwCfgError::Dma => write!(f, "fw_cfg: the DMA transfer reported an error"),
+            FwCfgError::Directory(e) => write!(f, "{e}"),
+            FwCfgError::TooLarge { name, size, limit } => {
+                write!(f, "fw_cfg: {name} is {size} bytes, more than the {limit} allowed")
+            }
+        }
+    }
+}
+
+/// The fw_cfg device.
+pub struct FwCfg {
+    dma: bool,
+    files: Vec<FileEntry>,
+}
+
+#[repr(C, align(16))]
+struct DmaAccess {
+    control: u32,
+    length: u32,
+    address: u64,
+}
+
+fn select(sel: u16) {
+    outw(PORT_SELECTOR, sel);
+}
+
+fn read_pio(buf: &mut [u8]) {
+    for b in buf {
+        *b = inb(PORT_DATA);
+    }
+}
+
+impl FwCfg {
+    /// Find the device and read its directory.
+    pub fn probe() -> Result<FwCfg, FwCfgError> {
+        let mut sig = [0u8; 4];
+        select(SEL_SIGNATURE);
+        read_pio(&mut sig);
+        if &sig != b"QEMU" {
+            return Err(FwCfgError::Missing);
+        }
+        let mut features = [0u8; 4];
+        select(SEL_FEATURES);
+        read_pio(&mut features);
+        let mut cfg = FwCfg { dma: u32::from_le_bytes(features) & 0b10 != 0, files: Vec::new() };
+        // Read the count first and bound it before reading the entries it announces.
+        let mut count = [0u8; 4];
+        cfg.read_selector(SEL_FILE_DIR, &mut count)?;
+        let n = u32::from_be_bytes(count).min(MAX_FILES + 1) as usize;
+        let mut dir = vec![0u8; 4 + 64 * n];
+        cfg.read_selector(SEL_FILE_DIR, &mut dir)?;
+        cfg.files = parse_directory(&dir).map_err(FwCfgError::Directory)?;
+        Ok(cfg)
+    }
+
+    /// True if the DMA interface is used.
+    pub fn dma(&self) -> bool {
+        self.dma
+    }
+
+    /// The file directory.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Look a file up by name.
+    pub fn find(&self, name: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.name == name)
+    }
+
+    /// Read a whole file, refusing ones larger than `limit` bytes.
+    pub fn read_file(&self, name: &str, limit: usize) -> Result<Option<Vec<u8>>, FwCfgError> {
+        let Some(entry) = self.find(name) else { return Ok(None) };
+        if entry.size as usize > limit {
+            return Err(FwCfgError::TooLarge { name: name.into(), size: entry.size, limit });
+        }
+        let mut buf = vec![0u8; entry.size as usize];
+        self.read_selector(entry.select, &mut buf)?;
+        Ok(Some(buf))
+    }
+
+    /// Select an item and read `buf.len()` bytes from its start.
+    pub fn read_selector(&self, sel: u16, buf: &mut [u8]) -> Result<(), FwCfgError> {
+        if !self.dma {
+            select(sel);
+            read_pio(buf);
+            return Ok(());
+        }
+        let access = DmaAccess {
+            control: (u32::from(sel) << 16 | DMA_SELECT | DMA_READ).to_be(),
+            length: (buf.len() as u32).to_be(),
+            address: (buf.as_mut_ptr() as u64).to_be(),
+        };
+        let addr = &access as *const DmaAccess as u64;
+        compiler_fence(Ordering::SeqCst);
+        // Writing the low half starts the transfer; memory is identity mapped, so the
+        // virtual addresses above are the physical ones the device needs.
+        outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
+        outl(PORT_DMA_LOW, (addr as u32).to_be());
+        loop {
+            // SAFETY: `access` lives on this stack frame for the whole transfer; the device
+            // clears its control word when done, so it must be read volatile.
+            let control = u32::from_be(unsafe { core::ptr::read_volatile(&access.control) });
+            compiler_fence(Ordering::SeqCst);
+            if control & DMA_ERROR != 0 {
+                return Err(FwCfgError::Dma);
+            }
+            if control == 0 {
+                return Ok(());
+            }
+            core::hint::spin_loop();
+        }
+    }
+}

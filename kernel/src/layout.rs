@@ -1,0 +1,38 @@
+//! Where things live in guest-physical memory (identity mapped). Must agree with
+//! src/arch/boot.S and linker/veilboot.ld.
+
+/// Base of the eight page-table pages the boot code builds.
+pub const PAGE_TABLES: u64 = 0x80_0000;
+/// The page directories for 0-4 GiB (four, consecutive).
+pub const PD0: u64 = PAGE_TABLES + 0x2000;
+/// 4 KiB page table for 0x800000-0x9FFFFF.
+pub const PT_LOW: u64 = PAGE_TABLES + 0x6000;
+/// 4 KiB page table for the RAM image 0x1000000-0x11FFFFF.
+pub const PT_IMAGE: u64 = PAGE_TABLES + 0x7000;
+/// Not mapped: a stack overflow faults here instead of overwriting the page tables.
+pub const GUARD_PAGE: u64 = 0x81_0000;
+/// The boot stack: [GUARD_PAGE + 4 KiB, STACK_TOP).
+pub const STACK_BOTTOM: u64 = 0x81_1000;
+/// Top of the boot stack.
+pub const STACK_TOP: u64 = 0x82_1000;
+/// Interrupt stacks (IST1: double fault; IST2: page fault, NMI, machine check), 16 KiB each.
+pub const IST1_TOP: u64 = 0x82_5000;
+/// Second interrupt stack top.
+pub const IST2_TOP: u64 = 0x82_9000;
+// 0x900000 and 0x901000 are the SEV-SNP secrets and CPUID pages, 0x902000 the TD HOB
+// (declared in boot.S's SEV and TDX metadata; used by the platform issues).
+/// The firmware's own RAM image (text, rodata, data, bss): 2 MiB from here.
+pub const IMAGE_BASE: u64 = 0x100_0000;
+/// End of the firmware's RAM window.
+pub const IMAGE_END: u64 = 0x120_0000;
+/// The lowest address the heap may use.
+pub const HEAP_FLOOR: u64 = 0x140_0000;
+/// The ROM's top 2 MiB, executable until long mode jumps to RAM.
+pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
+
+/// Is `[addr, addr + len)` inside memory the firmware itself mapped and owns (stacks, page
+/// tables, image), so that the exception handler may read it?
+pub fn firmware_owned(addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
+    (addr >= STACK_BOTTOM && end <= STACK_TOP) || (addr >= STACK_TOP && end <= IST2_TOP) || (addr >= IMAGE_BASE && end <= IMAGE_END)
+}

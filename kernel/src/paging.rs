@@ -1,0 +1,53 @@
+//! Finish the boot page tables once CPUID may be used: mark everything except code as
+//! no-execute (EFER.NXE), keeping the ROM's top 2 MiB and the firmware text executable.
+
+use crate::cpu::{cpuid, rdmsr, read_cr3, write_cr3, wrmsr};
+use crate::layout::{IMAGE_BASE, PD0, PT_IMAGE, PT_LOW, ROM_TOP_2M};
+
+const NX: u64 = 1 << 63;
+const EFER: u32 = 0xC000_0080;
+
+unsafe extern "C" {
+    static __text_end: u8;
+}
+
+/// Set NX on data. Returns false (and changes nothing) if the CPU has no NX.
+pub fn enable_nx() -> bool {
+    if cpuid(0x8000_0000, 0).eax < 0x8000_0001 || cpuid(0x8000_0001, 0).edx & (1 << 20) == 0 {
+        return false;
+    }
+    let text_end = (&raw const __text_end) as u64;
+    // SAFETY: EFER exists on every long-mode CPU; setting NXE only makes bit 63 of page-table
+    // entries meaningful, and none is set yet.
+    unsafe { wrmsr(EFER, rdmsr(EFER) | (1 << 11)) };
+    // SAFETY: the page tables are the ones boot.S built at these identity-mapped addresses;
+    // nothing else references them while we update single entries with volatile accesses.
+    unsafe {
+        let pd = PD0 as *mut u64;
+        for i in 0..2048usize {
+            let addr = i as u64 * 0x20_0000;
+            let e = pd.add(i);
+            let points_to_pt = addr == 0x80_0000 || addr == IMAGE_BASE;
+            if addr != ROM_TOP_2M && !points_to_pt {
+                e.write_volatile(e.read_volatile() | NX);
+            }
+        }
+        let low = PT_LOW as *mut u64;
+        for i in 0..512 {
+            let e = low.add(i);
+            let v = e.read_volatile();
+            if v & 1 != 0 {
+                e.write_volatile(v | NX);
+            }
+        }
+        let img = PT_IMAGE as *mut u64;
+        for i in 0..512u64 {
+            if IMAGE_BASE + i * 0x1000 >= text_end {
+                let e = img.add(i as usize);
+                e.write_volatile(e.read_volatile() | NX);
+            }
+        }
+        write_cr3(read_cr3()); // flush the TLB
+    }
+    true
+}

@@ -1,0 +1,125 @@
+//! PCI: switch on the q35 ECAM window (the MCH's PCIEXBAR) and list the devices on bus 0.
+
+use alloc::vec::Vec;
+
+use crate::cpu::port::{inl, outl};
+
+/// Where the firmware places ECAM (QEMU's q35 default).
+pub const ECAM_BASE: u64 = 0xB000_0000;
+const PCIEXBAR: u8 = 0x60;
+
+/// One PCI function.
+#[derive(Clone, Copy, Debug)]
+pub struct Device {
+    /// Bus.
+    pub bus: u8,
+    /// Device.
+    pub dev: u8,
+    /// Function.
+    pub func: u8,
+    /// Vendor ID.
+    pub vendor: u16,
+    /// Device ID.
+    pub device: u16,
+    /// Class, subclass.
+    pub class: (u8, u8),
+}
+
+fn legacy_read(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
+    let addr = 0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(reg & 0xFC);
+    outl(0xCF8, addr);
+    inl(0xCFC)
+}
+
+fn legacy_write(bus: u8, dev: u8, func: u8, reg: u8, v: u32) {
+    let addr = 0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(reg & 0xFC);
+    outl(0xCF8, addr);
+    outl(0xCFC, v);
+}
+
+/// Configuration space access.
+pub enum Config {
+    /// Memory-mapped (q35).
+    Ecam(u64),
+    /// Ports 0xCF8/0xCFC (other machines).
+    Legacy,
+}
+
+impl Config {
+    /// Enable ECAM on a q35 MCH (8086:29c0); otherwise use the legacy ports.
+    pub fn init() -> Config {
+        let id = legacy_read(0, 0, 0, 0);
+        if id == 0x29C0_8086 {
+            legacy_write(0, 0, 0, PCIEXBAR + 4, (ECAM_BASE >> 32) as u32);
+            // Bit 0 enables; bits 2:1 = 0 select 256 buses (256 MiB).
+            legacy_write(0, 0, 0, PCIEXBAR, ECAM_BASE as u32 | 1);
+            Config::Ecam(ECAM_BASE)
+        } else {
+            Config::Legacy
+        }
+    }
+
+    /// Read a 32-bit config register.
+    pub fn read32(&self, bus: u8, dev: u8, func: u8, reg: u16) -> u32 {
+        match self {
+            Config::Ecam(base) => {
+                let addr = base | u64::from(bus) << 20 | u64::from(dev) << 15 | u64::from(func) << 12 | u64::from(reg & 0xFFC);
+                // SAFETY: ECAM is enabled at `base` and identity mapped; the address is inside
+                // the 256 MiB window by construction.
+                unsafe { core::ptr::read_volatile(addr as *const u32) }
+            }
+            Config::Legacy => legacy_read(bus, dev, func, reg as u8),
+        }
+    }
+
+    /// List the functions on bus 0.
+    pub fn scan_bus0(&self) -> Vec<Device> {
+        let mut found = Vec::new();
+        for dev in 0..32u8 {
+            for func in 0..8u8 {
+                let id = self.read32(0, dev, func, 0);
+                if id & 0xFFFF == 0xFFFF {
+                    if func == 0 {
+                        break;
+                    }
+                    continue;
+                }
+                let class = self.read32(0, dev, func, 8);
+                found.push(Device {
+                    bus: 0,
+                    dev,
+                    func,
+                    vendor: id as u16,
+                    device: (id >> 16) as u16,
+                    class: ((class >> 24) as u8, (class >> 16) as u8),
+                });
+                let header = self.read32(0, dev, func, 0xC) >> 16 & 0xFF;
+                if func == 0 && header & 0x80 == 0 {
+                    break; // single-function device
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A short name for a PCI class.
+pub fn class_name(class: (u8, u8)) -> &'static str {
+    match class {
+        (0x01, 0x00) => "SCSI storage",
+        (0x01, 0x06) => "SATA controller",
+        (0x01, 0x08) => "NVMe",
+        (0x01, _) => "mass storage",
+        (0x02, _) => "network",
+        (0x03, _) => "display",
+        (0x06, 0x00) => "host bridge",
+        (0x06, 0x01) => "ISA bridge",
+        (0x06, 0x04) => "PCI bridge",
+        (0x06, _) => "bridge",
+        (0x07, _) => "communication",
+        (0x0C, 0x05) => "SMBus",
+        (0x0C, _) => "serial bus",
+        (0x00, 0xFF) | (0xFF, _) => "unassigned",
+        _ => "other",
+    }
+}

@@ -1,0 +1,58 @@
+//! ELF -> flat ROM image: every loadable segment is placed at its physical (load) address in
+//! a 256 KiB image that ends at 4 GiB. The program headers are read by hand: the input is our
+//! own linker output and only these few fields are needed; the checks below are the point.
+
+use anyhow::{Result, bail, ensure};
+
+/// ROM size (the firmware-boot issue's target: at most 256 KiB).
+pub const ROM_SIZE: u64 = 256 * 1024;
+/// Where the ROM starts in guest-physical memory.
+pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE;
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// Build the ROM image.
+pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
+    ensure!(elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2 && elf[5] == 1, "not a little-endian ELF64 file");
+    let (phoff, phentsize, phnum) = (u64_at(elf, 32) as usize, u16_at(elf, 54) as usize, u16_at(elf, 56) as usize);
+    let mut rom = vec![0xFFu8; ROM_SIZE as usize];
+    let mut placed = 0;
+    for i in 0..phnum {
+        let ph = &elf[phoff + i * phentsize..phoff + (i + 1) * phentsize];
+        let (kind, offset, vaddr, paddr, filesz) = (u32_at(ph, 0), u64_at(ph, 8), u64_at(ph, 16), u64_at(ph, 24), u64_at(ph, 32));
+        if kind != 1 || filesz == 0 {
+            continue; // not PT_LOAD, or .bss
+        }
+        if paddr < ROM_BASE || paddr + filesz > 0x1_0000_0000 {
+            bail!("segment {i} (load address {paddr:#x}, {filesz} bytes) lies outside the ROM: the firmware is too large");
+        }
+        let at = (paddr - ROM_BASE) as usize;
+        rom[at..at + filesz as usize].copy_from_slice(&elf[offset as usize..(offset + filesz) as usize]);
+        placed += 1;
+        // Segments that run from RAM must keep the ROM's layout (boot.S copies one block).
+        if vaddr != paddr {
+            ensure!(vaddr.wrapping_sub(paddr) == 0x0100_0000u64.wrapping_sub(ROM_BASE), "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})");
+        }
+    }
+    ensure!(placed >= 2, "no loadable segments found");
+    // The reset vector and the GUID footer table must be where VMMs look for them.
+    ensure!(rom[rom.len() - 16] == 0x0f, "reset vector missing at 4 GiB - 16");
+    let footer = &rom[rom.len() - 48..rom.len() - 32];
+    ensure!(footer == [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d], "GUID footer table missing at 4 GiB - 0x30");
+    Ok(rom)
+}
+
+/// Bytes of the ROM that hold something (not erased-flash 0xFF).
+pub fn used(rom: &[u8]) -> usize {
+    let first = rom.iter().position(|b| *b != 0xFF).unwrap_or(rom.len());
+    let gap = rom[first..].windows(4096).position(|w| w.iter().all(|b| *b == 0xFF)).map_or(rom.len() - first, |g| g);
+    gap + 4096
+}
