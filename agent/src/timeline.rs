@@ -1,6 +1,7 @@
 //! The boot timeline: one machine-readable serial line per stage boundary,
 //! `veil: t=<microseconds since reset> stage=<name>`, written by the firmware and read back
-//! by `veil boot-report`. Each phase lasts from its mark to the next one.
+//! by `veil boot-report`. A mark names the stage that begins at that time; each phase lasts
+//! from its mark to the next one.
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,7 +1,7 @@
 //! veilboot firmware: QEMU loads it with `-bios`; it starts at the reset vector
 //! (src/arch/boot.S), reaches 64-bit Rust here, finds out what machine it runs on and sets it
-//! up: exceptions, vector state, NX, fw_cfg, the e820 memory map and heap, PCI. Every stage
-//! boundary prints a timeline mark.
+//! up: exceptions, vector state, NX, fw_cfg, the e820 memory map and heap, PCI. Each stage
+//! begins with a timeline mark naming it (`veil: t=<us> stage=<name>`).
 #![no_std]
 #![no_main]
 
@@ -55,22 +55,23 @@ pub extern "C" fn veil_main() -> ! {
     serial::init();
     plat.console_write(b"\n");
     let (hz, source) = tsc::calibrate();
-    tsc::mark_at(entry_tsc, "rust-entry");
+    tsc::mark_at(entry_tsc, "rust-init");
     log!("veilboot {} on the {} platform", env!("CARGO_PKG_VERSION"), plat.name());
     log!("tsc: {} kHz ({:?})", hz / 1000, source);
 
+    tsc::mark("cpu");
     let vs = vector::enable();
     let nx = paging::enable_nx();
     log!(
         "cpu: xcr0={:#x} aesni={} pclmulqdq={} avx2={} vaes={} vpclmulqdq={} avx512f={} nx={}",
         vs.xcr0, vs.aesni, vs.pclmulqdq, vs.avx2, vs.vaes, vs.vpclmulqdq, vs.avx512f, nx
     );
-    tsc::mark("cpu");
 
+    tsc::mark("fw_cfg");
     let cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
     log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
-    tsc::mark("fw_cfg");
 
+    tsc::mark("memory");
     // Tests substitute a malformed map through opt/veil/test-e820 (the host controls fw_cfg
     // either way, so this adds no trust).
     let e820_file = if cfg.find("opt/veil/test-e820").is_some() {
@@ -95,12 +96,12 @@ pub extern "C" fn veil_main() -> ! {
     }
     heap::init_main(start, size);
     log!("heap: {} MiB at {:#x}", size >> 20, start);
-    tsc::mark("memory");
 
     if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
         run_test_hook(&test);
     }
 
+    tsc::mark("pci");
     let pci = pci::Config::init();
     match pci {
         pci::Config::Ecam(base) => log!("pci: ECAM at {base:#x}"),
@@ -109,7 +110,6 @@ pub extern "C" fn veil_main() -> ! {
     for d in pci.scan_bus0() {
         log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
     }
-    tsc::mark("pci");
 
     log!("boot stages done");
     tsc::mark("done");

@@ -6,6 +6,7 @@
 
 mod derive;
 mod luks;
+mod report;
 mod secret;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     /// LUKS2 volumes in image files: format, dump, open, add-key, token, encrypt, decrypt.
     #[command(subcommand)]
     Luks(luks::LuksCommand),
+    /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
+    BootReport(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Secret(cmd) => secret::run(cmd),
         Command::Derive(cmd) => derive::run(cmd),
         Command::Luks(cmd) => luks::run(cmd),
+        Command::BootReport(args) => report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

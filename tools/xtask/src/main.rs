@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod qemu;
 mod rom;
 
 const FIRMWARE_TARGET: &str = "x86_64-unknown-none";
@@ -131,9 +132,128 @@ fn test() -> Result<()> {
     run(cargo().args(["test", "--workspace", "--exclude", "veilboot-kernel", "--exclude", "veil-bench"]))?;
     // The agent must stay no_std: build it alone for the firmware target.
     run(cargo().args(["build", "-p", "veil-agent", "--no-default-features", "--target", FIRMWARE_TARGET]))?;
-    build_firmware()?;
+    let rom = build_firmware()?;
+    firmware_tests(&rom)?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// Boot the ROM under TCG and check the serial log (the firmware-boot issue's tests).
+fn firmware_tests(rom: &Path) -> Result<()> {
+    use std::time::Duration;
+    ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
+    let t = Duration::from_secs(60);
+    let disk = rom.parent().unwrap().join("qemu-runs/disk.img");
+    std::fs::create_dir_all(disk.parent().unwrap())?;
+    std::fs::write(&disk, vec![0u8; 1 << 20])?;
+    let blk = vec![
+        "-drive".to_string(), format!("if=none,id=d0,format=raw,file={}", disk.display()),
+        "-device".to_string(), "virtio-blk-pci,drive=d0".to_string(),
+    ];
+
+    eprintln!("xtask: firmware test: boot to the end of the firmware stages");
+    let ok = qemu::boot(rom, "boot", &blk, t)?;
+    ok.expect_exit(qemu::EXIT_SUCCESS)?
+        .expect("veil: veilboot ")?
+        .expect("on the plain platform")?
+        .expect("nx=true")?
+        .expect("vaes=true")? // TCG's -cpu max offers VAES: the state must be enabled
+        .expect("fw_cfg: ")?
+        .expect("DMA interface")?
+        .expect("e820: 0x000000000000-")?
+        .expect(" ram")?
+        .expect("heap: ")?
+        .expect("pci: ECAM at 0xb0000000")?
+        .expect("pci: 00:00.0 8086:29c0 class 0600 host bridge")?
+        .expect("1af4:1001 class 0100")? // the virtio-blk disk
+        .expect("boot stages done")?;
+    let marks = veil_agent_timeline(&ok.log);
+    for stage in ["rust-init", "cpu", "fw_cfg", "memory", "pci", "done"] {
+        if !marks.iter().any(|m| m == stage) {
+            bail!("timeline mark `{stage}` missing:\n{}", ok.log);
+        }
+    }
+    // veil boot-report renders it.
+    run(cargo().args(["build", "-q", "-p", "veil"]))?;
+    let svg = rom.parent().unwrap().join("qemu-runs/boot.svg");
+    let out = Command::new(root().join("target/debug/veil")).arg("boot-report").arg(&ok.log_path).arg("--svg").arg(&svg).output()?;
+    let table = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !table.contains("fw_cfg") || !table.contains("total") {
+        bail!("veil boot-report failed: {table}{}", String::from_utf8_lossy(&out.stderr));
+    }
+    if !std::fs::read_to_string(&svg)?.starts_with("<svg") {
+        bail!("veil boot-report --svg wrote no SVG");
+    }
+
+    eprintln!("xtask: firmware test: page fault report");
+    qemu::boot(rom, "page-fault", &["-fw_cfg".into(), "name=opt/veil/test,string=page-fault".into()], t)?
+        .expect_exit(qemu::EXIT_FAILURE)?
+        .expect("EXCEPTION vector=14 (#PF page fault) error=0x0")?
+        .expect("cr2=0x0000004000000000")?
+        .expect("rip=0x")?
+        .expect("stack[0x")?
+        .expect("halted after exception 14")?;
+
+    eprintln!("xtask: firmware test: stack guard page");
+    qemu::boot(rom, "guard-page", &["-fw_cfg".into(), "name=opt/veil/test,string=guard-page".into()], t)?
+        .expect_exit(qemu::EXIT_FAILURE)?
+        .expect("EXCEPTION vector=14 (#PF page fault) error=0x2")?
+        .expect("cr2=0x0000000000810000")?;
+
+    eprintln!("xtask: firmware test: malformed e820 maps");
+    let dir = rom.parent().unwrap().join("qemu-runs");
+    let entry = |a: u64, l: u64, t: u32| [a.to_le_bytes().to_vec(), l.to_le_bytes().to_vec(), t.to_le_bytes().to_vec()].concat();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("e820-partial", [entry(0, 0x100000, 1), vec![1, 2]].concat(), "FATAL: etc/e820: 22 bytes is not a whole number of 20-byte entries"),
+        ("e820-overlap", [entry(0, 0x800_0000, 1), entry(0x10_0000, 0x100_0000, 1)].concat(), "overlap"),
+        ("e820-no-ram", entry(0, 0x1000, 2), "FATAL: etc/e820: no RAM"),
+        ("e820-small", entry(0, 0x100_0000, 1), "FATAL: e820 has no RAM above"),
+    ];
+    for (name, bytes, want) in cases {
+        let file = dir.join(format!("{name}.bin"));
+        std::fs::write(&file, bytes)?;
+        qemu::boot(rom, name, &["-fw_cfg".into(), format!("name=opt/veil/test-e820,file={}", file.display())], t)?
+            .expect_exit(qemu::EXIT_FAILURE)?
+            .expect(want)?;
+    }
+
+    eprintln!("xtask: firmware test: sev-snp-measure accepts the ROM");
+    ensure_sev_snp_measure()?;
+    let out = Command::new("sev-snp-measure")
+        .args(["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf"])
+        .arg(rom)
+        .output()
+        .context("running sev-snp-measure")?;
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || digest.len() != 96 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("sev-snp-measure rejected the ROM: {digest} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    eprintln!("xtask: SNP launch digest of the ROM: {digest}");
+    let size = std::fs::metadata(rom)?.len();
+    if size > 256 * 1024 {
+        bail!("ROM is {size} bytes, more than 256 KiB");
+    }
+    Ok(())
+}
+
+/// Stage names of the timeline marks in a log.
+fn veil_agent_timeline(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split_once("stage=").map(|(_, s)| s.trim().to_string()))
+        .collect()
+}
+
+/// sev-snp-measure (PyPI) computes SNP launch digests from an OVMF-style ROM.
+fn ensure_sev_snp_measure() -> Result<()> {
+    if which("sev-snp-measure") {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false);
+    if !is_root {
+        bail!("sev-snp-measure is missing; install it with: python3 -m pip install sev-snp-measure==0.0.13");
+    }
+    eprintln!("xtask: installing sev-snp-measure 0.0.13 from PyPI");
+    run(Command::new("python3").args(["-m", "pip", "install", "-q", "sev-snp-measure==0.0.13"]))
 }
 
 fn demo() -> Result<()> {
