@@ -81,14 +81,6 @@ pub fn read_cr2() -> u64 {
     v
 }
 
-/// Read XCR0.
-pub fn xgetbv0() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: only called with CR4.OSXSAVE set (the caller checks); reads XCR0.
-    unsafe { asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
 /// Write XCR0.
 ///
 /// # Safety

@@ -55,9 +55,10 @@ pub extern "C" fn veil_main() -> ! {
     serial::init();
     plat.console_write(b"\n");
     let (hz, source) = tsc::calibrate();
+    let since_reset = tsc::set_base(entry_tsc);
     tsc::mark_at(entry_tsc, "rust-init");
     log!("veilboot {} on the {} platform", env!("CARGO_PKG_VERSION"), plat.name());
-    log!("tsc: {} kHz ({:?})", hz / 1000, source);
+    log!("tsc: {} kHz ({:?}); timeline counts from {}", hz / 1000, source, if since_reset { "VM reset" } else { "firmware entry (the VMM did not reset the TSC)" });
 
     tsc::mark("cpu");
     let vs = vector::enable();

@@ -1,6 +1,6 @@
 //! Time: the TSC frequency (CPUID leaf 0x15/0x16, else calibrated against the PIT) and the
 //! boot timeline marks (`veil: t=<us> stage=<name>`; QEMU starts the TSC at 0 on reset, so
-//! t is the time since the VM started running).
+//! t is the time since the VM started running; see `set_base` for VMMs that do not).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,6 +8,7 @@ use crate::cpu::port::{inb, outb};
 use crate::cpu::{cpuid, rdtsc};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static TSC_BASE: AtomicU64 = AtomicU64::new(0);
 
 /// How the frequency was found.
 #[derive(Clone, Copy, Debug)]
@@ -23,7 +24,7 @@ pub enum Source {
 }
 
 const PIT_HZ: u64 = 1_193_182;
-const PIT_COUNT: u16 = 5966; // 5 ms
+const PIT_COUNT: u16 = 2386; // 2 ms
 
 fn calibrate_pit() -> Option<u64> {
     // Gate channel 2 on, speaker off; mode 0 (interrupt on terminal count), binary.
@@ -59,10 +60,23 @@ pub fn calibrate() -> (u64, Source) {
     (hz, src)
 }
 
-/// Microseconds for a TSC value.
+/// Microseconds for a TSC value, since the time base.
 pub fn micros(tsc: u64) -> u64 {
     let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
-    (u128::from(tsc) * 1_000_000 / u128::from(hz)) as u64
+    (u128::from(tsc.saturating_sub(TSC_BASE.load(Ordering::Relaxed))) * 1_000_000 / u128::from(hz)) as u64
+}
+
+/// Choose the time base given the TSC at firmware entry: QEMU resets the TSC to 0 with the
+/// VM, so marks count from the reset; a VMM that does not (some nested hypervisors) would
+/// give times since its host booted, so then marks count from firmware entry instead.
+/// Returns true if the TSC was reset with the VM.
+pub fn set_base(entry_tsc: u64) -> bool {
+    if micros(entry_tsc) > 60_000_000 {
+        TSC_BASE.store(entry_tsc, Ordering::Relaxed);
+        false
+    } else {
+        true
+    }
 }
 
 /// Print a timeline mark for `stage` at TSC value `tsc`.

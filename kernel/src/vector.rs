@@ -2,7 +2,7 @@
 //! OSXSAVE, XCR0), before any vector code runs. The firmware's Rust code itself is built
 //! soft-float and never touches these registers; the assembly XTS paths do.
 
-use crate::cpu::{cpuid, read_cr0, read_cr4, write_cr0, write_cr4, xgetbv0, xsetbv0};
+use crate::cpu::{cpuid, read_cr0, read_cr4, write_cr0, write_cr4, xsetbv0};
 
 /// What vector features are usable after `enable`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -60,7 +60,9 @@ pub fn enable() -> VectorState {
     // SAFETY: xcr0 is a subset of what CPUID leaf 0xD reports and includes x87 and SSE; the
     // AVX-512 bits are only set together.
     unsafe { xsetbv0(xcr0) };
-    state.xcr0 = xgetbv0();
+    // XSETBV faults on a value it does not take, so reading it back adds nothing (and
+    // XGETBV is missing from some nested hypervisors' instruction emulators).
+    state.xcr0 = xcr0;
     let ymm = state.xcr0 & 0b110 == 0b110;
     let zmm = ymm && state.xcr0 & (0b111 << 5) == 0b111 << 5;
     state.avx2 = ymm && l7.ebx & (1 << 5) != 0;

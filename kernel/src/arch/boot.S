@@ -38,7 +38,9 @@ reset16:
     movl %cr0, %eax
     orl $1, %eax
     movl %eax, %cr0
-    ljmpl $0x08, $protected32
+    /* Straight to the flat code: the GDT is loaded already (and a second LGDT here trips
+     * some nested hypervisors' emulators). */
+    ljmpl $0x08, $protected32_cs
 
 /* ---------------- 32-bit protected mode, paging off ---------------- */
     .code32

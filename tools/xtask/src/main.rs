@@ -46,7 +46,8 @@ const HELP: &str = "usage: cargo xtask <command>
 commands:
   build   build the firmware (x86_64-unknown-none, release)
   test    run every test (host tests, corpus vectors, CLI, firmware build)
-  demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume
+  demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
+          boot the firmware in QEMU and print its boot timeline
   bench   measure XTS throughput beside OpenSSL 3.6 and 3.0; writes BENCHMARKS.md
 
 environment:
@@ -294,8 +295,15 @@ fn demo() -> Result<()> {
         bail!("decrypted image differs from the original");
     }
     eprintln!("xtask: round trip ok: no plaintext in {}, {} matches the original", enc.display(), back.display());
-    let size = std::fs::metadata(&firmware)?.len();
-    eprintln!("xtask: firmware built: {} ({} KiB)", firmware.display(), size / 1024);
+    // Boot the firmware in QEMU (TCG) and show its boot timeline.
+    ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
+    eprintln!("xtask: booting {} in QEMU (q35, TCG; recipe qemu/plain.sh)", firmware.display());
+    let run_ = qemu::boot(&firmware, "demo", &[], std::time::Duration::from_secs(60))?;
+    print!("{}", run_.log);
+    run_.expect_exit(qemu::EXIT_SUCCESS)?;
+    let svg = dir.join("boot.svg");
+    run(Command::new(&veil).arg("boot-report").arg(&run_.log_path).arg("--svg").arg(&svg))?;
+    eprintln!("xtask: boot timeline chart: {}", svg.display());
     Ok(())
 }
 
