@@ -197,6 +197,36 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
     Ok(map)
 }
 
+/// The map with `[start, start + len)` turned into `kind` wherever it was RAM (RAM ranges
+/// are split around it), sorted by address. Used to tell the kernel which memory the
+/// firmware left in use (ACPI tables, legacy ROM area).
+pub fn reserve(map: &[E820Entry], start: u64, len: u64, kind: E820Kind) -> Vec<E820Entry> {
+    let end = start.saturating_add(len);
+    let mut out = Vec::with_capacity(map.len() + 2);
+    for e in map {
+        if e.kind != E820Kind::Ram || e.end() <= start || e.addr >= end {
+            out.push(*e);
+            continue;
+        }
+        if e.addr < start {
+            out.push(E820Entry { addr: e.addr, len: start - e.addr, kind: E820Kind::Ram });
+        }
+        let (s, t) = (e.addr.max(start), e.end().min(end));
+        out.push(E820Entry { addr: s, len: t - s, kind });
+        if e.end() > end {
+            out.push(E820Entry { addr: end, len: e.end() - end, kind: E820Kind::Ram });
+        }
+    }
+    out.sort_by_key(|e| e.addr);
+    out
+}
+
+/// Is `[start, start + len)` entirely inside one RAM range?
+pub fn is_ram(map: &[E820Entry], start: u64, len: u64) -> bool {
+    let Some(end) = start.checked_add(len) else { return false };
+    map.iter().any(|e| e.kind == E820Kind::Ram && e.addr <= start && end <= e.end())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +288,20 @@ mod tests {
         let overlap = parse_e820(&e820(&[(0, 0x200000, 1), (0x100000, 0x200000, 1)]));
         assert!(matches!(overlap, Err(FwCfgError::E820(m)) if m.contains("overlap")));
         assert!(parse_e820(&vec![0u8; 20 * (MAX_E820 + 1)]).is_err());
+    }
+
+    #[test]
+    fn reserve_splits_ram() {
+        let map = parse_e820(&e820(&[(0, 0x1000_0000, 1), (0xfeff_c000, 0x4000, 2)])).unwrap();
+        let r = reserve(&map, 0xA_0000, 0x6_0000, E820Kind::Reserved);
+        assert_eq!(r.len(), 4);
+        assert_eq!((r[0].addr, r[0].len, r[0].kind), (0, 0xA_0000, E820Kind::Ram));
+        assert_eq!((r[1].addr, r[1].len, r[1].kind), (0xA_0000, 0x6_0000, E820Kind::Reserved));
+        assert_eq!((r[2].addr, r[2].end(), r[2].kind), (0x10_0000, 0x1000_0000, E820Kind::Ram));
+        assert!(is_ram(&r, 0x10_0000, 0x100));
+        assert!(!is_ram(&r, 0x9_F000, 0x2000));
+        assert!(!is_ram(&r, u64::MAX, 2));
+        // Reserving outside RAM changes nothing.
+        assert_eq!(reserve(&map, 0xfeff_c000, 0x1000, E820Kind::Acpi), map);
     }
 }

@@ -11,7 +11,10 @@ extern crate alloc;
 
 pub mod io;
 pub mod keys;
+pub mod linux;
 pub mod luks2;
+pub mod acpi_loader;
+pub mod cpio;
 pub mod fwcfg;
 pub mod gpt;
 pub mod timeline;

@@ -16,7 +16,29 @@ const PORT_DMA_LOW: u16 = 0x518;
 
 const DMA_ERROR: u32 = 1 << 0;
 const DMA_READ: u32 = 1 << 1;
+const DMA_SKIP: u32 = 1 << 2;
 const DMA_SELECT: u32 = 1 << 3;
+const DMA_WRITE: u32 = 1 << 4;
+
+/// Well-known selectors of QEMU's -kernel/-initrd/-append.
+pub mod sel {
+    /// Size of the protected-mode kernel.
+    pub const KERNEL_SIZE: u16 = 0x08;
+    /// Size of the initrd.
+    pub const INITRD_SIZE: u16 = 0x0B;
+    /// The protected-mode kernel.
+    pub const KERNEL_DATA: u16 = 0x11;
+    /// The initrd.
+    pub const INITRD_DATA: u16 = 0x12;
+    /// Size of the command line (with its NUL).
+    pub const CMDLINE_SIZE: u16 = 0x14;
+    /// The command line.
+    pub const CMDLINE_DATA: u16 = 0x15;
+    /// Size of the real-mode setup part.
+    pub const SETUP_SIZE: u16 = 0x17;
+    /// The real-mode setup part (with the setup header).
+    pub const SETUP_DATA: u16 = 0x18;
+}
 
 /// Why fw_cfg could not be used.
 #[derive(Debug)]
@@ -25,6 +47,10 @@ pub enum FwCfgError {
     Missing,
     /// The device reported a DMA error.
     Dma,
+    /// Writing needs the DMA interface.
+    NoDmaWrite,
+    /// A write outside its file.
+    WriteRange { name: alloc::string::String },
     /// The directory is malformed.
     Directory(veil_agent::fwcfg::FwCfgError),
     /// A file is larger than the caller allows.
@@ -36,6 +62,8 @@ impl core::fmt::Display for FwCfgError {
         match self {
             FwCfgError::Missing => write!(f, "fw_cfg: no device (signature is not \"QEMU\")"),
             FwCfgError::Dma => write!(f, "fw_cfg: the DMA transfer reported an error"),
+            FwCfgError::NoDmaWrite => write!(f, "fw_cfg: writing needs the DMA interface, which this device lacks"),
+            FwCfgError::WriteRange { name } => write!(f, "fw_cfg: write outside the file {name}"),
             FwCfgError::Directory(e) => write!(f, "{e}"),
             FwCfgError::TooLarge { name, size, limit } => {
                 write!(f, "fw_cfg: {name} is {size} bytes, more than the {limit} allowed")
@@ -116,6 +144,13 @@ impl FwCfg {
         Ok(Some(buf))
     }
 
+    /// A 32-bit little-endian item (the -kernel/-initrd/-append sizes).
+    pub fn read_u32(&self, sel: u16) -> Result<u32, FwCfgError> {
+        let mut b = [0u8; 4];
+        self.read_selector(sel, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
     /// Select an item and read `buf.len()` bytes from its start.
     pub fn read_selector(&self, sel: u16, buf: &mut [u8]) -> Result<(), FwCfgError> {
         if !self.dma {
@@ -123,29 +158,43 @@ impl FwCfg {
             read_pio(buf);
             return Ok(());
         }
-        let access = DmaAccess {
-            control: (u32::from(sel) << 16 | DMA_SELECT | DMA_READ).to_be(),
-            length: (buf.len() as u32).to_be(),
-            address: (buf.as_mut_ptr() as u64).to_be(),
-        };
-        let addr = &access as *const DmaAccess as u64;
-        compiler_fence(Ordering::SeqCst);
-        // Writing the low half starts the transfer; memory is identity mapped, so the
-        // virtual addresses above are the physical ones the device needs.
-        outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
-        outl(PORT_DMA_LOW, (addr as u32).to_be());
-        loop {
-            // SAFETY: `access` lives on this stack frame for the whole transfer; the device
-            // clears its control word when done, so it must be read volatile.
-            let control = u32::from_be(unsafe { core::ptr::read_volatile(&access.control) });
-            compiler_fence(Ordering::SeqCst);
-            if control & DMA_ERROR != 0 {
-                return Err(FwCfgError::Dma);
-            }
-            if control == 0 {
-                return Ok(());
-            }
-            core::hint::spin_loop();
+        dma(u32::from(sel) << 16 | DMA_SELECT | DMA_READ, buf.len() as u32, buf.as_mut_ptr() as u64)
+    }
+
+    /// Write `bytes` into the fw_cfg file `name` at `offset` (QEMU's write-pointer files).
+    pub fn write_file(&self, name: &str, offset: u32, bytes: &[u8]) -> Result<(), FwCfgError> {
+        if !self.dma {
+            return Err(FwCfgError::NoDmaWrite);
         }
+        let entry = self.find(name).ok_or_else(|| FwCfgError::WriteRange { name: name.into() })?;
+        if u64::from(offset) + bytes.len() as u64 > u64::from(entry.size) {
+            return Err(FwCfgError::WriteRange { name: name.into() });
+        }
+        dma(u32::from(entry.select) << 16 | DMA_SELECT | DMA_SKIP, offset, 0)?;
+        dma(DMA_WRITE, bytes.len() as u32, bytes.as_ptr() as u64)
+    }
+}
+
+/// One DMA transfer; returns when the device has finished it.
+fn dma(control: u32, length: u32, address: u64) -> Result<(), FwCfgError> {
+    let access = DmaAccess { control: control.to_be(), length: length.to_be(), address: address.to_be() };
+    let addr = &access as *const DmaAccess as u64;
+    compiler_fence(Ordering::SeqCst);
+    // Writing the low half starts the transfer; memory is identity mapped, so the virtual
+    // addresses above are the physical ones the device needs.
+    outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
+    outl(PORT_DMA_LOW, (addr as u32).to_be());
+    loop {
+        // SAFETY: `access` lives on this stack frame for the whole transfer; the device
+        // clears its control word when done, so it must be read volatile.
+        let control = u32::from_be(unsafe { core::ptr::read_volatile(&access.control) });
+        compiler_fence(Ordering::SeqCst);
+        if control & DMA_ERROR != 0 {
+            return Err(FwCfgError::Dma);
+        }
+        if control == 0 {
+            return Ok(());
+        }
+        core::hint::spin_loop();
     }
 }

@@ -9,7 +9,7 @@ use linked_list_allocator::Heap;
 use spin::Mutex;
 use veil_agent::fwcfg::{E820Entry, E820Kind};
 
-use crate::layout::HEAP_FLOOR;
+use crate::layout::{HEAP_FLOOR, HEAP_PREFERRED};
 
 const EARLY_SIZE: usize = 512 * 1024;
 /// The main heap takes at most this much RAM (the rest stays for Linux).
@@ -60,13 +60,19 @@ pub fn init_early() {
     unsafe { ALLOCATOR.early.lock().init((&raw mut EARLY).cast::<u8>(), EARLY_SIZE) };
 }
 
-/// Choose the main heap: the largest RAM range below 4 GiB (what is mapped) above the
-/// firmware's own memory, capped at MAIN_MAX. Returns (start, size).
+/// Choose the main heap: in the largest RAM range below 4 GiB (what is mapped), above the
+/// window kept free for Linux when there is room (64 MiB or more), else just above the
+/// firmware; capped at MAIN_MAX. Returns (start, size).
 pub fn choose_main(map: &[E820Entry]) -> Option<(u64, u64)> {
     let (start, end) = map
         .iter()
         .filter(|e| e.kind == E820Kind::Ram)
-        .map(|e| (e.addr.max(HEAP_FLOOR), e.end().min(0x1_0000_0000)))
+        .map(|e| {
+            let end = e.end().min(0x1_0000_0000);
+            let preferred = e.addr.max(HEAP_PREFERRED);
+            let start = if end > preferred && end - preferred >= 64 << 20 { preferred } else { e.addr.max(HEAP_FLOOR) };
+            (start, end)
+        })
         .filter(|(s, e)| e > s)
         .max_by_key(|(s, e)| e - s)?;
     let start = (start + 0xFFF) & !0xFFF;

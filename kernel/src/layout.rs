@@ -7,7 +7,7 @@ pub const PAGE_TABLES: u64 = 0x80_0000;
 pub const PD0: u64 = PAGE_TABLES + 0x2000;
 /// 4 KiB page table for 0x800000-0x9FFFFF.
 pub const PT_LOW: u64 = PAGE_TABLES + 0x6000;
-/// 4 KiB page table for the RAM image 0x1000000-0x11FFFFF.
+/// 4 KiB page table for the RAM image 0xA00000-0xBFFFFF.
 pub const PT_IMAGE: u64 = PAGE_TABLES + 0x7000;
 /// Not mapped: a stack overflow faults here instead of overwriting the page tables.
 pub const GUARD_PAGE: u64 = 0x81_0000;
@@ -22,11 +22,17 @@ pub const IST2_TOP: u64 = 0x82_9000;
 // 0x900000 and 0x901000 are the SEV-SNP secrets and CPUID pages, 0x902000 the TD HOB
 // (declared in boot.S's SEV and TDX metadata; used by the platform issues).
 /// The firmware's own RAM image (text, rodata, data, bss): 2 MiB from here.
-pub const IMAGE_BASE: u64 = 0x100_0000;
+pub const IMAGE_BASE: u64 = 0xA0_0000;
 /// End of the firmware's RAM window.
-pub const IMAGE_END: u64 = 0x120_0000;
-/// The lowest address the heap may use.
-pub const HEAP_FLOOR: u64 = 0x140_0000;
+pub const IMAGE_END: u64 = 0xC0_0000;
+/// Where Linux goes: its preferred address, with room for its init_size above it.
+pub const KERNEL_WINDOW: (u64, u64) = (0x100_0000, 0x800_0000);
+/// The heap starts above the kernel window when RAM allows ...
+pub const HEAP_PREFERRED: u64 = 0x800_0000;
+/// ... and never below this (small VMs: the kernel then goes above the heap).
+pub const HEAP_FLOOR: u64 = 0xC0_0000;
+/// Everything the firmware itself occupies: page tables, stacks, SNP pages, the image.
+pub const FIRMWARE_RANGE: (u64, u64) = (PAGE_TABLES, IMAGE_END);
 /// The ROM's top 2 MiB, executable until long mode jumps to RAM.
 pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
 

@@ -1,21 +1,25 @@
 //! veilboot firmware: QEMU loads it with `-bios`; it starts at the reset vector
 //! (src/arch/boot.S), reaches 64-bit Rust here, finds out what machine it runs on and sets it
-//! up: exceptions, vector state, NX, fw_cfg, the e820 memory map and heap, PCI. Each stage
+//! up: exceptions, vector state, NX, fw_cfg, the e820 memory map and heap, PCI, ACPI; then
+//! loads the Linux kernel QEMU offers and jumps to it, after wiping its secrets. Each stage
 //! begins with a timeline mark naming it (`veil: t=<us> stage=<name>`).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod acpi;
 mod cpu;
 mod exit;
 mod fwcfg;
 mod heap;
 mod interrupts;
 mod layout;
+mod linux;
 mod paging;
 mod pci;
 mod platform;
+mod secrets;
 mod serial;
 mod tsc;
 mod vector;
@@ -112,9 +116,32 @@ pub extern "C" fn veil_main() -> ! {
         log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
     }
 
-    log!("boot stages done");
-    tsc::mark("done");
-    exit::exit(exit::Status::Success)
+    tsc::mark("acpi");
+    let acpi = acpi::install(&cfg).unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
+    match &acpi {
+        Some(t) => log!("acpi: {} tables blobs, RSDP at {:#x}", t.blobs, t.rsdp),
+        None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
+    }
+
+    tsc::mark("linux");
+    let handoff = linux::handoff_cpio(plat.name(), &tsc::MARKS.lock(), &[]);
+    let prepared = linux::prepare(&cfg, &e820, (start, size), acpi.as_ref(), &handoff)
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let Some(kernel) = prepared else {
+        log!("no kernel to boot (QEMU -kernel); boot stages done");
+        tsc::mark("done");
+        exit::exit(exit::Status::Success)
+    };
+    log!(
+        "linux: boot protocol {}.{:02}, kernel at {:#x} ({} MiB reserved), initrd {} bytes at {:#x}, entry {:#x}",
+        kernel.version >> 8, kernel.version & 0xff, kernel.kernel.0, kernel.kernel.1 >> 20, kernel.initrd.1, kernel.initrd.0, kernel.entry
+    );
+    match secrets::wipe_all() {
+        Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),
+        Err(n) => fail(format_args!("secret region {n} did not read back as zero after the wipe")),
+    }
+    tsc::mark("handoff");
+    linux::jump(&kernel)
 }
 
 /// Test-only faults, requested through fw_cfg `opt/veil/test` by the QEMU tests.
@@ -126,6 +153,12 @@ fn run_test_hook(request: &[u8]) {
             // outside the identity map, so the read faults before anything is returned.
             let v = unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
             log!("test: read {v:#x} without a fault");
+        }
+        b"secret-canary" => {
+            // A stand-in secret that must be gone before the jump (the wipe test).
+            let canary: &'static mut [u8] = alloc::vec![0xA5u8; 32].leak();
+            secrets::register(canary);
+            log!("test: registered a 32-byte canary secret");
         }
         b"guard-page" => {
             log!("test: writing the stack guard page");

@@ -51,3 +51,19 @@ pub fn enable_nx() -> bool {
     }
     true
 }
+
+/// Make the whole identity map executable again: the kernel runs from memory the firmware
+/// mapped as data. Called once, right before the jump to Linux.
+pub fn allow_execute_everywhere() {
+    // SAFETY: as in enable_nx; clearing NX only widens what may execute.
+    unsafe {
+        for table in [PD0 as *mut u64, PT_LOW as *mut u64, PT_IMAGE as *mut u64] {
+            let n = if table == PD0 as *mut u64 { 2048 } else { 512 };
+            for i in 0..n {
+                let e = table.add(i);
+                e.write_volatile(e.read_volatile() & !NX);
+            }
+        }
+        write_cr3(read_cr3());
+    }
+}

@@ -37,6 +37,21 @@ fn legacy_write(bus: u8, dev: u8, func: u8, reg: u8, v: u32) {
     outl(0xCFC, v);
 }
 
+/// ACPI power-management I/O base the firmware gives the ICH9 LPC bridge (as SeaBIOS does).
+pub const ACPI_PM_BASE: u16 = 0x600;
+
+/// Give the q35 ICH9 LPC bridge (00:1f.0) its ACPI PM I/O base and enable ACPI decoding.
+/// QEMU builds the FADT's PM1a/PM timer addresses from this when the tables are read, and
+/// Linux needs them to enter ACPI mode and to power off.
+fn enable_acpi_pm() {
+    if legacy_read(0, 0x1F, 0, 0) != 0x2918_8086 {
+        return;
+    }
+    legacy_write(0, 0x1F, 0, 0x40, u32::from(ACPI_PM_BASE) | 1); // PMBASE
+    let ctl = legacy_read(0, 0x1F, 0, 0x44);
+    legacy_write(0, 0x1F, 0, 0x44, ctl | 0x80); // ACPI_CNTL: ACPI_EN
+}
+
 /// Configuration space access.
 pub enum Config {
     /// Memory-mapped (q35).
@@ -53,6 +68,7 @@ impl Config {
             legacy_write(0, 0, 0, PCIEXBAR + 4, (ECAM_BASE >> 32) as u32);
             // Bit 0 enables; bits 2:1 = 0 select 256 buses (256 MiB).
             legacy_write(0, 0, 0, PCIEXBAR, ECAM_BASE as u32 | 1);
+            enable_acpi_pm();
             Config::Ecam(ECAM_BASE)
         } else {
             Config::Legacy

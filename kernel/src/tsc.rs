@@ -79,8 +79,12 @@ pub fn set_base(entry_tsc: u64) -> bool {
     }
 }
 
+/// Every mark so far (stage, microseconds), for the hand-off file.
+pub static MARKS: spin::Mutex<alloc::vec::Vec<(&'static str, u64)>> = spin::Mutex::new(alloc::vec::Vec::new());
+
 /// Print a timeline mark for `stage` at TSC value `tsc`.
-pub fn mark_at(tsc: u64, stage: &str) {
+pub fn mark_at(tsc: u64, stage: &'static str) {
+    MARKS.lock().push((stage, micros(tsc)));
     use core::fmt::Write as _;
     let mut out = crate::serial::Serial;
     let _ = veil_agent::timeline::write_mark(&mut out, micros(tsc), stage);
@@ -88,6 +92,6 @@ pub fn mark_at(tsc: u64, stage: &str) {
 }
 
 /// Print a timeline mark for `stage` now.
-pub fn mark(stage: &str) {
+pub fn mark(stage: &'static str) {
     mark_at(rdtsc(), stage);
 }

@@ -21,7 +21,7 @@
     .set PD0,        PT_BASE + 0x2000  /* PD0..PD3: 0-4 GiB in 2 MiB pages */
     .set PD3,        PT_BASE + 0x5000
     .set PT_LOW,     PT_BASE + 0x6000  /* 4 KiB pages for 0x800000-0x9FFFFF */
-    .set PT_IMG,     PT_BASE + 0x7000  /* 4 KiB pages for the RAM image 0x1000000-0x11FFFFF */
+    .set PT_IMG,     PT_BASE + 0x7000  /* 4 KiB pages for the RAM image 0xA00000-0xBFFFFF */
     .set GUARD_PAGE, 0x810000          /* not present: under the boot stack */
     .set STACK_TOP,  0x821000
 
@@ -102,9 +102,9 @@ protected32_cs:
     addl $8, %edi
     loop 2b
     /* The RAM image in 4 KiB pages: text read-only, the rest writable. */
-    movl $(PT_IMG + 3), PD0 + 8 * 8
+    movl $(PT_IMG + 3), PD0 + 5 * 8
     movl $PT_IMG, %edi
-    movl $0x1000000, %eax
+    movl $0xA00000, %eax
     movl $512, %ecx
 4:  movl %eax, %edx
     cmpl $__text_end, %eax
@@ -173,7 +173,7 @@ sev_metadata:
     .long 1                                  /* version */
     .long (sev_metadata_end - sev_metadata - 16) / 12
     .long 0x800000, 0x100000, 1              /* SNP_SEC_MEM: page tables, stacks */
-    .long 0x1000000, 0x200000, 1             /* SNP_SEC_MEM: the RAM image */
+    .long 0xA00000, 0x200000, 1              /* SNP_SEC_MEM: the RAM image */
     .long 0x900000, 0x1000, 2                /* SNP_SECRETS */
     .long 0x901000, 0x1000, 3                /* CPUID page */
 sev_metadata_end:
@@ -197,7 +197,7 @@ tdx_metadata:
     .long 3, 0
     /* TempMem: the RAM image */
     .long 0, 0
-    .quad 0x1000000, 0x200000
+    .quad 0xA00000, 0x200000
     .long 3, 0
     /* TD HOB */
     .long 0, 0

@@ -39,7 +39,7 @@ pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
         placed += 1;
         // Segments that run from RAM must keep the ROM's layout (boot.S copies one block).
         if vaddr != paddr {
-            ensure!(vaddr.wrapping_sub(paddr) == 0x0100_0000u64.wrapping_sub(ROM_BASE), "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})");
+            ensure!(vaddr.wrapping_sub(paddr) == 0x00A0_0000u64.wrapping_sub(ROM_BASE), "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})");
         }
     }
     ensure!(placed >= 2, "no loadable segments found");

@@ -1,0 +1,119 @@
+//! Writer for "newc" cpio archives, the format Linux unpacks into its initramfs. The firmware
+//! appends one to the initrd it loaded (Linux unpacks concatenated archives) to hand files
+//! to the initramfs; the host tools build whole initramfs images with it.
+//!
+//! Format (Linux Documentation/driver-api/early-userspace/buffer-format.rst): each entry is
+//! "070701", 13 eight-digit hex fields (ino, mode, uid, gid, nlink, mtime, filesize,
+//! devmajor, devminor, rdevmajor, rdevminor, namesize, check), the NUL-terminated name padded
+//! to 4 bytes, then the data padded to 4 bytes; "TRAILER!!!" ends the archive.
+
+use alloc::vec::Vec;
+use core::fmt::Write as _;
+
+/// Regular file type bits.
+pub const S_IFREG: u32 = 0o100000;
+/// Directory type bits.
+pub const S_IFDIR: u32 = 0o040000;
+/// Symbolic link type bits.
+pub const S_IFLNK: u32 = 0o120000;
+
+/// An archive being built.
+#[derive(Default)]
+pub struct CpioWriter {
+    buf: Vec<u8>,
+    next_ino: u32,
+}
+
+fn pad4(buf: &mut Vec<u8>) {
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+impl CpioWriter {
+    /// An empty archive.
+    pub fn new() -> Self {
+        CpioWriter { buf: Vec::new(), next_ino: 1 }
+    }
+
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        let name = name.trim_start_matches('/');
+        let mut header = alloc::string::String::with_capacity(110);
+        let fields = [self.next_ino, mode, 0, 0, if mode & S_IFDIR != 0 { 2 } else { 1 }, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        header.push_str("070701");
+        for f in fields {
+            let _ = write!(header, "{f:08x}");
+        }
+        self.next_ino += 1;
+        self.buf.extend_from_slice(header.as_bytes());
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(0);
+        pad4(&mut self.buf);
+        self.buf.extend_from_slice(data);
+        pad4(&mut self.buf);
+    }
+
+    /// Add a directory (its parents must have been added first).
+    pub fn dir(&mut self, path: &str, perm: u32) -> &mut Self {
+        self.entry(path, S_IFDIR | (perm & 0o7777), &[]);
+        self
+    }
+
+    /// Add a regular file.
+    pub fn file(&mut self, path: &str, perm: u32, data: &[u8]) -> &mut Self {
+        self.entry(path, S_IFREG | (perm & 0o7777), data);
+        self
+    }
+
+    /// Add a symbolic link.
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        self.entry(path, S_IFLNK | 0o777, target.as_bytes());
+        self
+    }
+
+    /// Finish with the trailer and return the archive (a multiple of 4 bytes).
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal reader for the tests: (name, mode, data) of each entry.
+    fn read(mut a: &[u8]) -> Vec<(alloc::string::String, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let start_len = a.len();
+        loop {
+            assert_eq!(&a[..6], b"070701");
+            let field = |i: usize| u32::from_str_radix(core::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
+            let name = alloc::string::String::from_utf8(a[110..110 + namesize - 1].to_vec()).unwrap();
+            let data_start = (110 + namesize).div_ceil(4) * 4;
+            let data = a[data_start..data_start + size].to_vec();
+            let next = (data_start + size).div_ceil(4) * 4;
+            assert_eq!((start_len - a.len() + next) % 4, 0);
+            a = &a[next..];
+            if name == "TRAILER!!!" {
+                break;
+            }
+            out.push((name, mode, data));
+        }
+        assert!(a.is_empty());
+        out
+    }
+
+    #[test]
+    fn archive_round_trip() {
+        let mut w = CpioWriter::new();
+        w.dir("/veil", 0o755).file("/veil/handoff.json", 0o444, b"{\"a\":1}").symlink("sh", "busybox");
+        let archive = w.finish();
+        assert_eq!(archive.len() % 4, 0);
+        let entries = read(&archive);
+        assert_eq!(entries[0], ("veil".into(), S_IFDIR | 0o755, Vec::new()));
+        assert_eq!(entries[1], ("veil/handoff.json".into(), S_IFREG | 0o444, b"{\"a\":1}".to_vec()));
+        assert_eq!(entries[2], ("sh".into(), S_IFLNK | 0o777, b"busybox".to_vec()));
+    }
+}

@@ -1,0 +1,66 @@
+//! ACPI tables: run QEMU's table loader (fw_cfg `etc/table-loader`) so that Linux finds the
+//! RSDP and, through it, the MADT, FADT, MCFG and the rest. Parsing and linking are
+//! veil_agent::acpi_loader; here the blobs get memory and the write-pointers go back to QEMU.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::alloc::Layout;
+
+use veil_agent::acpi_loader::{self, Linked};
+
+use crate::fwcfg::FwCfg;
+
+/// Largest loader command list and blob accepted.
+const MAX_LOADER: usize = 128 * 1024;
+const MAX_BLOB: usize = 16 << 20;
+
+/// The installed tables.
+pub struct Tables {
+    /// Address of the RSDP (0 if QEMU provided none).
+    pub rsdp: u64,
+    /// Memory the blobs occupy (page-rounded), to be reported to the kernel as reserved.
+    pub ranges: Vec<(u64, u64)>,
+    /// Number of blobs.
+    pub blobs: usize,
+}
+
+/// Memory for a blob: page-aligned (or more), never freed.
+fn place(len: usize, align: u32) -> Option<u64> {
+    let layout = Layout::from_size_align(len.div_ceil(4096) * 4096, (align as usize).max(4096)).ok()?;
+    // SAFETY: a non-zero-size layout; the block is intentionally leaked (the OS owns it).
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    (!p.is_null()).then_some(p as u64)
+}
+
+/// Run the table loader. None when QEMU offers no tables.
+pub fn install(cfg: &FwCfg) -> Result<Option<Tables>, String> {
+    let Some(loader) = cfg.read_file("etc/table-loader", MAX_LOADER).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let commands = acpi_loader::parse(&loader).map_err(|e| e.to_string())?;
+    let mut read_error = None;
+    let linked: Linked = acpi_loader::link(
+        &commands,
+        &mut |name| match cfg.read_file(name, MAX_BLOB) {
+            Ok(data) => data,
+            Err(e) => {
+                read_error = Some(e.to_string());
+                None
+            }
+        },
+        &mut place,
+    )
+    .map_err(|e| read_error.clone().unwrap_or_else(|| e.to_string()))?;
+    let mut ranges = Vec::new();
+    for blob in &linked.blobs {
+        // SAFETY: `place` allocated at least data.len() bytes at blob.addr, identity mapped,
+        // owned by nothing else.
+        let dst = unsafe { core::slice::from_raw_parts_mut(blob.addr as *mut u8, blob.data.len()) };
+        dst.copy_from_slice(&blob.data);
+        ranges.push((blob.addr, (blob.data.len().max(1) as u64).div_ceil(4096) * 4096));
+    }
+    for w in &linked.write_backs {
+        cfg.write_file(&w.file, w.offset, &w.bytes).map_err(|e| e.to_string())?;
+    }
+    Ok(Some(Tables { rsdp: linked.address_of("etc/acpi/rsdp").unwrap_or(0), ranges, blobs: linked.blobs.len() }))
+}

@@ -1,0 +1,188 @@
+//! Booting Linux: the kernel, initrd and command line QEMU offers over fw_cfg (-kernel,
+//! -initrd, -append) are loaded per the x86 boot protocol (veil_agent::linux), a cpio archive
+//! with /veil/handoff.json is appended to the initrd, and the CPU jumps to the 64-bit entry
+//! point with RSI = boot_params, under the firmware's identity map.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::alloc::Layout;
+use core::arch::asm;
+
+use veil_agent::fwcfg::{E820Entry, E820Kind, is_ram, reserve};
+use veil_agent::linux::{ENTRY_64_OFFSET, Handoff, SetupHeader, boot_params};
+
+use crate::fwcfg::{FwCfg, sel};
+use crate::layout::{FIRMWARE_RANGE, KERNEL_WINDOW};
+
+/// Bounds on what the host may hand over.
+const MAX_SETUP: u32 = 64 * 1024;
+const MAX_CMDLINE: u32 = 1 << 20;
+
+/// Everything prepared for the jump.
+pub struct Prepared {
+    /// 64-bit entry point.
+    pub entry: u64,
+    /// The zero page.
+    pub boot_params: u64,
+    /// Where the kernel was loaded and how much it may use.
+    pub kernel: (u64, u64),
+    /// Initrd address and size (appended archive included).
+    pub initrd: (u64, u64),
+    /// Protocol version.
+    pub version: u16,
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+}
+
+/// A leaked, page-aligned, zeroed buffer of `len` bytes.
+fn leak(len: usize) -> Result<&'static mut [u8], String> {
+    let layout = Layout::from_size_align(len.max(1).div_ceil(4096) * 4096, 4096).map_err(|e| e.to_string())?;
+    // SAFETY: non-zero size; the block is deliberately never freed (the OS gets it).
+    let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+    if p.is_null() {
+        return Err(alloc::format!("out of memory for {len} bytes"));
+    }
+    // SAFETY: freshly allocated, zeroed, exclusively ours.
+    Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
+}
+
+/// Load what QEMU offers. Ok(None) when there is no -kernel.
+pub fn prepare(
+    cfg: &FwCfg,
+    e820: &[E820Entry],
+    heap: (u64, u64),
+    acpi: Option<&crate::acpi::Tables>,
+    extra_cpio: &[u8],
+) -> Result<Option<Prepared>, String> {
+    let kernel_size = cfg.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())?;
+    if kernel_size == 0 {
+        return Ok(None);
+    }
+    let setup_size = cfg.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
+    if !(1024..=MAX_SETUP).contains(&setup_size) {
+        return Err(alloc::format!("kernel setup part of {setup_size} bytes is not a bzImage's"));
+    }
+    let mut setup = alloc::vec![0u8; setup_size as usize];
+    cfg.read_selector(sel::SETUP_DATA, &mut setup).map_err(|e| e.to_string())?;
+    let hdr = SetupHeader::parse(&setup).map_err(|e| e.to_string())?;
+
+    // Command line (QEMU's includes the NUL).
+    let cmdline_size = cfg.read_u32(sel::CMDLINE_SIZE).map_err(|e| e.to_string())?;
+    if cmdline_size > MAX_CMDLINE {
+        return Err(alloc::format!("command line of {cmdline_size} bytes is absurd"));
+    }
+    let mut cmdline = alloc::vec![0u8; cmdline_size as usize];
+    cfg.read_selector(sel::CMDLINE_DATA, &mut cmdline).map_err(|e| e.to_string())?;
+    while cmdline.last() == Some(&0) {
+        cmdline.pop();
+    }
+    hdr.check_cmdline(&cmdline).map_err(|e| e.to_string())?;
+
+    // The kernel: at its preferred address if that is free RAM, else above the heap.
+    let need = u64::from(hdr.init_size).max(u64::from(kernel_size));
+    let fits = |addr: u64| is_ram(e820, addr, need) && !overlaps((addr, need), heap) && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0)) && addr + need <= 0x1_0000_0000;
+    let addr = [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)]
+        .into_iter()
+        .find(|a| fits(*a))
+        .ok_or_else(|| alloc::format!("no free RAM for the kernel's {need} bytes (init_size) at an aligned address"))?;
+    // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and disjoint from the
+    // heap and the firmware's own memory (checked by `fits`), so nothing else uses it.
+    let dst = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, kernel_size as usize) };
+    cfg.read_selector(sel::KERNEL_DATA, dst).map_err(|e| e.to_string())?;
+
+    // The initrd, with the firmware's archive appended (4-byte aligned, as Linux wants).
+    let initrd_size = cfg.read_u32(sel::INITRD_SIZE).map_err(|e| e.to_string())? as usize;
+    if initrd_size as u64 > heap.1 / 2 {
+        return Err(alloc::format!("initrd of {initrd_size} bytes does not fit in the firmware heap"));
+    }
+    let padded = initrd_size.div_ceil(4) * 4;
+    let initrd = leak(padded + extra_cpio.len())?;
+    if initrd_size > 0 {
+        cfg.read_selector(sel::INITRD_DATA, &mut initrd[..initrd_size]).map_err(|e| e.to_string())?;
+    }
+    initrd[padded..].copy_from_slice(extra_cpio);
+    let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
+    hdr.check_initrd(initrd_range.0, initrd_range.1).map_err(|e| e.to_string())?;
+
+    let cmdline_buf = leak(cmdline.len() + 1)?;
+    cmdline_buf[..cmdline.len()].copy_from_slice(&cmdline);
+
+    // The memory map Linux gets: the legacy VGA/ROM hole and the ACPI tables reserved.
+    let mut map = reserve(e820, 0xA_0000, 0x6_0000, E820Kind::Reserved);
+    let mut rsdp = 0;
+    if let Some(t) = acpi {
+        for (start, len) in &t.ranges {
+            map = reserve(&map, *start, *len, E820Kind::Acpi);
+        }
+        rsdp = t.rsdp;
+    }
+    let handoff = Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp };
+    let params = boot_params(&hdr, &handoff).map_err(|e| e.to_string())?;
+    let bp = leak(params.len())?;
+    bp.copy_from_slice(&params);
+    Ok(Some(Prepared {
+        entry: addr + ENTRY_64_OFFSET,
+        boot_params: bp.as_ptr() as u64,
+        kernel: (addr, need),
+        initrd: initrd_range,
+        version: hdr.version,
+    }))
+}
+
+/// The GDT Linux's 64-bit entry expects: __BOOT_CS = 0x10 and __BOOT_DS = 0x18, flat; 0x08
+/// stays a code segment so the firmware's IDT still works until Linux installs its own.
+static HANDOFF_GDT: [u64; 4] = [0, 0x00AF_9B00_0000_FFFF, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF];
+
+#[repr(C, packed)]
+struct Gdtr {
+    limit: u16,
+    base: u64,
+}
+
+/// Jump to the kernel. Interrupts are off, the identity map stays, RSI = boot_params.
+pub fn jump(p: &Prepared) -> ! {
+    crate::paging::allow_execute_everywhere();
+    let gdtr = Gdtr { limit: (core::mem::size_of_val(&HANDOFF_GDT) - 1) as u16, base: HANDOFF_GDT.as_ptr() as u64 };
+    // SAFETY: the kernel image, boot_params and command line were placed in identity-mapped
+    // RAM by `prepare`; the GDT above is static; this is the boot protocol's documented
+    // 64-bit entry state. The firmware does not continue.
+    unsafe {
+        asm!(
+            "cli",
+            "lgdt [rdx]",
+            "push 0x10",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "retfq",
+            "2:",
+            "mov eax, 0x18",
+            "mov ds, eax",
+            "mov es, eax",
+            "mov ss, eax",
+            "xor ebp, ebp",
+            "jmp rcx",
+            in("rdx") &gdtr,
+            in("rcx") p.entry,
+            in("rsi") p.boot_params,
+            options(noreturn),
+        );
+    }
+}
+
+/// The hand-off archive: /veil/handoff.json with the platform and the boot timeline.
+pub fn handoff_cpio(platform: &str, marks: &[(&str, u64)], extra_files: &[(&str, &[u8])]) -> Vec<u8> {
+    let timeline: Vec<serde_json::Value> = marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
+    let doc = serde_json::json!({
+        "firmware": alloc::format!("veilboot {}", env!("CARGO_PKG_VERSION")),
+        "platform": platform,
+        "timeline": timeline,
+    });
+    let mut w = veil_agent::cpio::CpioWriter::new();
+    w.dir("veil", 0o755).file("veil/handoff.json", 0o444, serde_json::to_string(&doc).unwrap_or_default().as_bytes());
+    for (path, data) in extra_files {
+        w.file(path, 0o400, data);
+    }
+    w.finish()
+}
