@@ -57,10 +57,10 @@ pub fn prepare(
     extra_cpio: &[u8],
 ) -> Result<Option<Prepared>, String> {
     let kernel_size = cfg.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())?;
-    if kernel_size == 0 {
+    let setup_size = cfg.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
+    if kernel_size == 0 && setup_size == 0 {
         return Ok(None);
     }
-    let setup_size = cfg.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
     if !(1024..=MAX_SETUP).contains(&setup_size) {
         return Err(alloc::format!("kernel setup part of {setup_size} bytes is not a bzImage's"));
     }

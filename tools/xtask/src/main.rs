@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod linux;
 mod qemu;
 mod rom;
 
@@ -208,7 +209,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
         ("e820-partial", [entry(0, 0x100000, 1), vec![1, 2]].concat(), "FATAL: etc/e820: 22 bytes is not a whole number of 20-byte entries"),
         ("e820-overlap", [entry(0, 0x800_0000, 1), entry(0x10_0000, 0x100_0000, 1)].concat(), "overlap"),
         ("e820-no-ram", entry(0, 0x1000, 2), "FATAL: etc/e820: no RAM"),
-        ("e820-small", entry(0, 0x100_0000, 1), "FATAL: e820 has no RAM above"),
+        ("e820-small", entry(0, 0xC8_0000, 1), "FATAL: e820 has no RAM above"),
     ];
     for (name, bytes, want) in cases {
         let file = dir.join(format!("{name}.bin"));
@@ -217,6 +218,8 @@ fn firmware_tests(rom: &Path) -> Result<()> {
             .expect_exit(qemu::EXIT_FAILURE)?
             .expect(want)?;
     }
+
+    linux_tests(rom)?;
 
     eprintln!("xtask: firmware test: sev-snp-measure accepts the ROM");
     ensure_sev_snp_measure()?;
@@ -233,6 +236,55 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     let size = std::fs::metadata(rom)?.len();
     if size > 256 * 1024 {
         bail!("ROM is {size} bytes, more than 256 KiB");
+    }
+    Ok(())
+}
+
+/// Boot a Debian kernel to its initramfs, and refuse kernels and arguments that break the
+/// boot protocol (the Linux hand-off issue's tests).
+fn linux_tests(rom: &Path) -> Result<()> {
+    use std::time::Duration;
+    let t = Duration::from_secs(120);
+    let l = linux::prepare()?;
+    let kernel_args = |kernel: &Path, append: &str| -> Vec<String> {
+        let mut a = vec!["-kernel".to_string(), kernel.display().to_string(), "-initrd".into(), l.initrd.display().to_string()];
+        a.extend(["-append".into(), append.to_string()]);
+        a
+    };
+    eprintln!("xtask: linux test: Debian kernel to its initramfs, -smp 2, virtio PCI, hand-off file");
+    let mut args = kernel_args(&l.kernel, "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet");
+    args.extend(["-smp", "2", "-m", "512M", "-device", "virtio-rng-pci", "-fw_cfg", "name=opt/veil/test,string=secret-canary"].map(String::from));
+    let booted = qemu::boot(rom, "linux", &args, t)?;
+    booted
+        .expect("test: registered a 32-byte canary secret")?
+        .expect("handoff: wiped 1 secret regions (32 bytes), verified zero")?
+        .expect("stage=handoff")?
+        .expect("Linux version")?
+        .expect(&format!("{} cpus=2 virtio-pci=1", linux::MARKER))?
+        .expect("handoff.json: {\"firmware\":\"veilboot")?
+        .expect("\"platform\":\"plain\"")?
+        .expect("\"stage\":\"acpi\"")?;
+    if booted.code != Some(0) {
+        bail!("QEMU exited with {:?} after the kernel powered off (expected 0); log {}", booted.code, booted.log_path.display());
+    }
+    if booted.log.contains("ACPI Error") || booted.log.contains("ACPI BIOS Error") {
+        bail!("the kernel reported ACPI errors:\n{}", booted.log);
+    }
+
+    eprintln!("xtask: linux test: kernels and arguments the boot protocol does not allow");
+    let not_bz = rom.parent().unwrap().join("qemu-runs/not-a-bzimage");
+    std::fs::write(&not_bz, vec![0x5Au8; 64 * 1024])?;
+    let old = linux::patched_kernel(&l.kernel, "old-protocol", &[(0x206, &0x020Bu16.to_le_bytes())])?;
+    let short_cmdline = linux::patched_kernel(&l.kernel, "short-cmdline", &[(0x238, &16u32.to_le_bytes())])?;
+    let low_initrd = linux::patched_kernel(&l.kernel, "low-initrd-max", &[(0x22C, &0x400_0000u32.to_le_bytes())])?;
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("not-bzimage", vec!["-kernel".into(), not_bz.display().to_string()], "FATAL: kernel is not a bzImage"),
+        ("old-protocol", kernel_args(&old, "console=ttyS0"), "FATAL: kernel boot protocol 2.11 is too old"),
+        ("long-cmdline", kernel_args(&short_cmdline, "console=ttyS0 and more than sixteen bytes"), "FATAL: command line of 42 bytes exceeds the kernel's limit of 17"),
+        ("initrd-too-high", kernel_args(&low_initrd, "console=ttyS0"), "above the kernel's initrd_addr_max 0x4000000"),
+    ];
+    for (name, args, want) in cases {
+        qemu::boot(rom, name, &args, t)?.expect_exit(qemu::EXIT_FAILURE)?.expect(want)?;
     }
     Ok(())
 }
