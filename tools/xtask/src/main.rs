@@ -26,7 +26,7 @@ fn main() {
         Some("build") => build_firmware().map(|_| ()),
         Some("test") => test(),
         Some("demo") => demo(),
-        Some("bench") => bench(),
+        Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("-h" | "--help" | "help") | None => {
             println!("{}", HELP);
             Ok(())
@@ -49,7 +49,9 @@ commands:
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           boot the firmware in QEMU and print its boot timeline
-  bench   measure XTS throughput beside OpenSSL 3.6 and 3.0; writes BENCHMARKS.md
+  bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
+          qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
+          (`cargo xtask bench boot` runs only the last)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -90,14 +92,23 @@ fn ensure_target() -> Result<()> {
 
 /// Make sure `program` exists, installing Debian `package` when running as root.
 fn ensure_package(program: &str, package: &str) -> Result<()> {
-    if which(program) {
+    ensure_installed(which(program), &format!("`{program}`"), package)
+}
+
+/// Make sure the file `path` exists, installing Debian `package` when running as root.
+fn ensure_file(path: &Path, package: &str) -> Result<()> {
+    ensure_installed(path.exists(), &path.display().to_string(), package)
+}
+
+fn ensure_installed(present: bool, what: &str, package: &str) -> Result<()> {
+    if present {
         return Ok(());
     }
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false);
     if !is_root {
-        bail!("`{program}` is missing; install it with: sudo apt-get install -y {package}");
+        bail!("{what} is missing; install it with: sudo apt-get install -y {package}");
     }
-    eprintln!("xtask: `{program}` is missing; installing Debian package {package}");
+    eprintln!("xtask: {what} is missing; installing Debian package {package}");
     run(Command::new("apt-get").args(["update", "-q"]))?;
     run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends", package]).env("DEBIAN_FRONTEND", "noninteractive"))
 }
@@ -359,7 +370,16 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
-fn bench() -> Result<()> {
+fn bench(only: Option<&str>) -> Result<()> {
+    match only {
+        None => {}
+        Some("boot") => {
+            write_section("linux-boot", &bench_linux_boot()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => bail!("cargo xtask bench [boot]: unknown part `{other}`"),
+    }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
     // First the software-AES build (what the firmware runs today), in its own target dir so
@@ -374,6 +394,7 @@ fn bench() -> Result<()> {
     let xts = capture(&mut main)?;
     write_section("xts", &xts)?;
     write_section("luks-encrypt", &bench_image_encryption()?)?;
+    write_section("linux-boot", &bench_linux_boot()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }
@@ -416,6 +437,84 @@ fn time_runs_with_setup(runs: usize, mut setup: impl FnMut() -> Result<()>, mut 
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(times)
+}
+
+/// Wall time from QEMU start to the kernel's first console line and to the initramfs marker,
+/// for veilboot and the firmware QEMU ships, same kernel, initrd and command line.
+fn bench_linux_boot() -> Result<String> {
+    use std::io::BufRead;
+    use std::time::{Duration, Instant};
+    const RUNS: usize = 5;
+    ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
+    let ovmf = PathBuf::from("/usr/share/ovmf/OVMF.fd");
+    ensure_file(&ovmf, "ovmf")?;
+    let rom = build_firmware()?;
+    let l = linux::prepare()?;
+    let firmwares: Vec<(&str, Vec<String>)> = vec![
+        ("veilboot", vec!["-bios".into(), rom.display().to_string()]),
+        ("SeaBIOS (QEMU default)", vec![]),
+        ("qboot", vec!["-bios".into(), "/usr/share/qemu/qboot.rom".into()]),
+        ("OVMF", vec!["-bios".into(), ovmf.display().to_string()]),
+    ];
+    let mut rows = Vec::new();
+    for (name, fw) in &firmwares {
+        let (mut first, mut marker, mut handoff) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let mut child = Command::new("qemu-system-x86_64")
+                .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512M", "-smp", "2", "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none", "-serial", "stdio"])
+                .args(fw)
+                .arg("-kernel").arg(&l.kernel).arg("-initrd").arg(&l.initrd)
+                .args(["-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let out = child.stdout.take().unwrap();
+            let (mut t_first, mut t_marker, mut t_handoff) = (None, None, None);
+            for line in std::io::BufReader::new(out).split(b'\n') {
+                let line = String::from_utf8_lossy(&line?).into_owned();
+                let now = start.elapsed().as_secs_f64();
+                if t_first.is_none() && line.contains("Linux version") {
+                    t_first = Some(now);
+                }
+                if line.contains("stage=handoff") {
+                    t_handoff = line.split("t=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok()).map(|us| us / 1e6);
+                }
+                if line.contains(linux::MARKER) {
+                    t_marker = Some(now);
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(120) {
+                    break;
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let (Some(f), Some(m)) = (t_first, t_marker) else { bail!("{name}: the kernel did not reach the initramfs marker") };
+            first.push(f);
+            marker.push(m);
+            if let Some(h) = t_handoff {
+                handoff.push(h);
+            }
+        }
+        for v in [&mut first, &mut marker, &mut handoff] {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        }
+        let fmt = |v: &[f64]| if v.is_empty() { "-".to_string() } else { format!("{:.3} / {:.3}", v[0], v[v.len() / 2]) };
+        rows.push(format!("| {name} | {} | {} | {} |", fmt(&handoff), fmt(&first), fmt(&marker)));
+        eprintln!("xtask: {name}: kernel {} s, marker {} s", fmt(&first), fmt(&marker));
+    }
+    let kernel_name = l.kernel.file_name().unwrap().to_string_lossy().into_owned();
+    Ok(format!(
+        "## Booting Linux: QEMU start to kernel and initramfs\n\n\
+         TCG (`-machine q35 -accel tcg -cpu max -m 512M -smp 2`), the same Debian kernel ({kernel_name}), busybox\n\
+         initramfs and command line (`console=ttyS0 earlyprintk=serial,ttyS0 quiet`) for every firmware; wall time from\n\
+         spawning QEMU to the kernel's first console line (`Linux version`) and to the initramfs marker, {RUNS} runs each,\n\
+         min / median seconds. For veilboot also its own `handoff` timeline mark (TSC since VM reset, so QEMU's\n\
+         start-up before the first instruction is not in it). Command: `cargo xtask bench`.\n\n\
+         | firmware | firmware hand-off (s) | kernel first message (s) | initramfs marker (s) |\n|---|---:|---:|---:|\n{}\n",
+        rows.join("\n")
+    ))
 }
 
 /// `veil luks encrypt` beside the peers that do the same job on an image file.
