@@ -16,6 +16,7 @@ mod heap;
 mod interrupts;
 mod layout;
 mod linux;
+mod mtrr;
 mod paging;
 mod pci;
 mod platform;
@@ -101,6 +102,10 @@ pub extern "C" fn veil_main() -> ! {
     }
     heap::init_main(start, size);
     log!("heap: {} MiB at {:#x}", size >> 20, start);
+    match mtrr::init(&e820) {
+        Some((base, len)) => log!("mtrr: default write-back, {:#x}-{:#x} uncached", base, base + len - 1),
+        None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
+    }
 
     if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
         run_test_hook(&test);
