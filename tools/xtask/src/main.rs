@@ -48,7 +48,7 @@ commands:
   build   build the firmware (x86_64-unknown-none, release)
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
-          boot the firmware in QEMU and print its boot timeline
+          boot the firmware in QEMU into a Debian kernel and print its boot timeline
   bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
           qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
           (`cargo xtask bench boot` runs only the last)
@@ -358,12 +358,21 @@ fn demo() -> Result<()> {
         bail!("decrypted image differs from the original");
     }
     eprintln!("xtask: round trip ok: no plaintext in {}, {} matches the original", enc.display(), back.display());
-    // Boot the firmware in QEMU (TCG) and show its boot timeline.
+    // Boot the firmware in QEMU (TCG) into a Debian kernel and its initramfs, and show the
+    // boot timeline.
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
-    eprintln!("xtask: booting {} in QEMU (q35, TCG; recipe qemu/plain.sh)", firmware.display());
-    let run_ = qemu::boot(&firmware, "demo", &[], std::time::Duration::from_secs(60))?;
+    let l = linux::prepare()?;
+    eprintln!("xtask: booting {} in QEMU (q35, TCG, 2 vCPUs; recipe qemu/plain.sh) into {}", firmware.display(), l.kernel.display());
+    let args: Vec<String> = [
+        "-smp", "2", "-m", "512M", "-kernel", &l.kernel.display().to_string(), "-initrd", &l.initrd.display().to_string(),
+        "-append", "console=ttyS0 panic=-1 quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let run_ = qemu::boot(&firmware, "demo", &args, std::time::Duration::from_secs(120))?;
     print!("{}", run_.log);
-    run_.expect_exit(qemu::EXIT_SUCCESS)?;
+    run_.expect(linux::MARKER)?;
     let svg = dir.join("boot.svg");
     run(Command::new(&veil).arg("boot-report").arg(&run_.log_path).arg("--svg").arg(&svg))?;
     eprintln!("xtask: boot timeline chart: {}", svg.display());
