@@ -100,6 +100,9 @@ impl fmt::Display for LoaderError {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for LoaderError {}
+
 fn name(raw: &[u8], index: usize) -> Result<String, LoaderError> {
     let len = raw.iter().position(|b| *b == 0).ok_or_else(|| LoaderError::Command { index, why: String::from("file name is not NUL-terminated") })?;
     if len == 0 || !raw[..len].iter().all(|c| c.is_ascii_graphic()) {

@@ -36,6 +36,12 @@ impl CpioWriter {
         CpioWriter { buf: Vec::new(), next_ino: 1 }
     }
 
+    /// An empty archive with room for `bytes` (no reallocation below that: no stale copies
+    /// of secret file contents left behind in freed memory).
+    pub fn with_capacity(bytes: usize) -> Self {
+        CpioWriter { buf: Vec::with_capacity(bytes), next_ino: 1 }
+    }
+
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         let name = name.trim_start_matches('/');
         let mut header = alloc::string::String::with_capacity(110);

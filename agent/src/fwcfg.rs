@@ -42,6 +42,9 @@ impl fmt::Display for FwCfgError {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for FwCfgError {}
+
 /// One fw_cfg file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {

@@ -73,3 +73,25 @@ impl ReadAt for std::fs::File {
             .map_err(|e| IoError::Device(alloc::format!("{e}")))
     }
 }
+
+/// A window of a device (a partition), readable at offsets from its start.
+pub struct Window<'a, D: ReadAt + ?Sized> {
+    /// The device.
+    pub dev: &'a mut D,
+    /// Start on the device.
+    pub start: u64,
+    /// Length.
+    pub len: u64,
+}
+
+impl<D: ReadAt + ?Sized> ReadAt for Window<'_, D> {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|e| e > self.len) {
+            return Err(IoError::OutOfRange { offset, len: buf.len() as u64, size: self.len });
+        }
+        self.dev.read_at(self.start + offset, buf)
+    }
+}

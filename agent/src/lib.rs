@@ -14,6 +14,7 @@ pub mod keys;
 pub mod linux;
 pub mod luks2;
 pub mod acpi_loader;
+pub mod bundle;
 pub mod cpio;
 pub mod fwcfg;
 pub mod gpt;

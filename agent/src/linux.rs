@@ -80,6 +80,9 @@ impl fmt::Display for LinuxError {
     }
 }
 
+#[cfg(feature = "std")]
+impl std::error::Error for LinuxError {}
+
 /// What veilboot needs from a setup header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetupHeader {

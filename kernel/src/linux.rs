@@ -48,40 +48,85 @@ fn leak(len: usize) -> Result<&'static mut [u8], String> {
     Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
 }
 
-/// Load what QEMU offers. Ok(None) when there is no -kernel.
+/// Where the kernel, initrd and command line come from: QEMU's fw_cfg (-kernel/-initrd/
+/// -append) or a verified boot bundle from the encrypted disk.
+pub trait Source {
+    /// The real-mode setup part (with the setup header), or None if there is no kernel.
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, String>;
+    /// Size of the protected-mode kernel.
+    fn kernel_size(&mut self) -> Result<usize, String>;
+    /// Copy the protected-mode kernel into `dst` (exactly kernel_size bytes).
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String>;
+    /// Size of the initrd.
+    fn initrd_size(&mut self) -> Result<usize, String>;
+    /// Copy the initrd into `dst` (exactly initrd_size bytes).
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String>;
+    /// The command line without its NUL.
+    fn cmdline(&mut self) -> Result<Vec<u8>, String>;
+}
+
+/// QEMU's -kernel/-initrd/-append over fw_cfg.
+pub struct FwCfgSource<'a>(pub &'a FwCfg);
+
+impl Source for FwCfgSource<'_> {
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let kernel_size = self.0.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())?;
+        let setup_size = self.0.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
+        if kernel_size == 0 && setup_size == 0 {
+            return Ok(None);
+        }
+        if !(1024..=MAX_SETUP).contains(&setup_size) {
+            return Err(alloc::format!("kernel setup part of {setup_size} bytes is not a bzImage's"));
+        }
+        let mut setup = alloc::vec![0u8; setup_size as usize];
+        self.0.read_selector(sel::SETUP_DATA, &mut setup).map_err(|e| e.to_string())?;
+        Ok(Some(setup))
+    }
+    fn kernel_size(&mut self) -> Result<usize, String> {
+        Ok(self.0.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())? as usize)
+    }
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String> {
+        self.0.read_selector(sel::KERNEL_DATA, dst).map_err(|e| e.to_string())
+    }
+    fn initrd_size(&mut self) -> Result<usize, String> {
+        Ok(self.0.read_u32(sel::INITRD_SIZE).map_err(|e| e.to_string())? as usize)
+    }
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.0.read_selector(sel::INITRD_DATA, dst).map_err(|e| e.to_string())
+    }
+    fn cmdline(&mut self) -> Result<Vec<u8>, String> {
+        let size = self.0.read_u32(sel::CMDLINE_SIZE).map_err(|e| e.to_string())?;
+        if size > MAX_CMDLINE {
+            return Err(alloc::format!("command line of {size} bytes is absurd"));
+        }
+        let mut cmdline = alloc::vec![0u8; size as usize];
+        self.0.read_selector(sel::CMDLINE_DATA, &mut cmdline).map_err(|e| e.to_string())?;
+        while cmdline.last() == Some(&0) {
+            cmdline.pop();
+        }
+        Ok(cmdline)
+    }
+}
+
+/// Load a kernel from `src`. Ok(None) when there is none.
 pub fn prepare(
-    cfg: &FwCfg,
+    src: &mut dyn Source,
     e820: &[E820Entry],
     heap: (u64, u64),
     acpi: Option<&crate::acpi::Tables>,
     extra_cpio: &[u8],
 ) -> Result<Option<Prepared>, String> {
-    let kernel_size = cfg.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())?;
-    let setup_size = cfg.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
-    if kernel_size == 0 && setup_size == 0 {
-        return Ok(None);
-    }
-    if !(1024..=MAX_SETUP).contains(&setup_size) {
-        return Err(alloc::format!("kernel setup part of {setup_size} bytes is not a bzImage's"));
-    }
-    let mut setup = alloc::vec![0u8; setup_size as usize];
-    cfg.read_selector(sel::SETUP_DATA, &mut setup).map_err(|e| e.to_string())?;
+    let Some(setup) = src.setup()? else { return Ok(None) };
     let hdr = SetupHeader::parse(&setup).map_err(|e| e.to_string())?;
-
-    // Command line (QEMU's includes the NUL).
-    let cmdline_size = cfg.read_u32(sel::CMDLINE_SIZE).map_err(|e| e.to_string())?;
-    if cmdline_size > MAX_CMDLINE {
-        return Err(alloc::format!("command line of {cmdline_size} bytes is absurd"));
-    }
-    let mut cmdline = alloc::vec![0u8; cmdline_size as usize];
-    cfg.read_selector(sel::CMDLINE_DATA, &mut cmdline).map_err(|e| e.to_string())?;
-    while cmdline.last() == Some(&0) {
-        cmdline.pop();
-    }
+    let kernel_size = src.kernel_size()?;
+    let cmdline = src.cmdline()?;
     hdr.check_cmdline(&cmdline).map_err(|e| e.to_string())?;
 
     // The kernel: at its preferred address if that is free RAM, else above the heap.
-    let need = u64::from(hdr.init_size).max(u64::from(kernel_size));
+    let need = u64::from(hdr.init_size).max(kernel_size as u64);
     let fits = |addr: u64| is_ram(e820, addr, need) && !overlaps((addr, need), heap) && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0)) && addr + need <= 0x1_0000_0000;
     let addr = [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)]
         .into_iter()
@@ -89,19 +134,17 @@ pub fn prepare(
         .ok_or_else(|| alloc::format!("no free RAM for the kernel's {need} bytes (init_size) at an aligned address"))?;
     // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and disjoint from the
     // heap and the firmware's own memory (checked by `fits`), so nothing else uses it.
-    let dst = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, kernel_size as usize) };
-    cfg.read_selector(sel::KERNEL_DATA, dst).map_err(|e| e.to_string())?;
+    let dst = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, kernel_size) };
+    src.read_kernel(dst)?;
 
     // The initrd, with the firmware's archive appended (4-byte aligned, as Linux wants).
-    let initrd_size = cfg.read_u32(sel::INITRD_SIZE).map_err(|e| e.to_string())? as usize;
+    let initrd_size = src.initrd_size()?;
     if initrd_size as u64 > heap.1 / 2 {
         return Err(alloc::format!("initrd of {initrd_size} bytes does not fit in the firmware heap"));
     }
     let padded = initrd_size.div_ceil(4) * 4;
     let initrd = leak(padded + extra_cpio.len())?;
-    if initrd_size > 0 {
-        cfg.read_selector(sel::INITRD_DATA, &mut initrd[..initrd_size]).map_err(|e| e.to_string())?;
-    }
+    src.read_initrd(&mut initrd[..initrd_size])?;
     initrd[padded..].copy_from_slice(extra_cpio);
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
     hdr.check_initrd(initrd_range.0, initrd_range.1).map_err(|e| e.to_string())?;
@@ -171,18 +214,33 @@ pub fn jump(p: &Prepared) -> ! {
     }
 }
 
-/// The hand-off archive: /veil/handoff.json with the platform and the boot timeline.
-pub fn handoff_cpio(platform: &str, marks: &[(&str, u64)], extra_files: &[(&str, &[u8])]) -> Vec<u8> {
+/// The hand-off archive: /veil/handoff.json with the platform and the boot timeline, plus
+/// `extra_files` (e.g. the root volume key, mode 0400). Zeroized on drop: it may hold keys.
+pub fn handoff_cpio(platform: &str, marks: &[(&str, u64)], extra_files: &[(&str, &[u8])]) -> zeroize::Zeroizing<Vec<u8>> {
     let timeline: Vec<serde_json::Value> = marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
     let doc = serde_json::json!({
         "firmware": alloc::format!("veilboot {}", env!("CARGO_PKG_VERSION")),
         "platform": platform,
         "timeline": timeline,
     });
-    let mut w = veil_agent::cpio::CpioWriter::new();
-    w.dir("veil", 0o755).file("veil/handoff.json", 0o444, serde_json::to_string(&doc).unwrap_or_default().as_bytes());
+    let json = serde_json::to_string(&doc).unwrap_or_default();
+    // Sized up front so that no reallocation leaves copies of keys in freed heap memory.
+    let capacity = 2048 + json.len() + extra_files.iter().map(|(p, d)| 512 + p.len() + d.len()).sum::<usize>();
+    let mut w = veil_agent::cpio::CpioWriter::with_capacity(capacity);
+    w.dir("veil", 0o755).file("veil/handoff.json", 0o444, json.as_bytes());
+    let mut dirs: Vec<&str> = Vec::new();
     for (path, data) in extra_files {
+        // Parent directories first (run, run/veil, ...).
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let dir = &path[..at + i];
+            if !dirs.contains(&dir) && dir != "veil" {
+                w.dir(dir, 0o700);
+                dirs.push(dir);
+            }
+            at += i + 1;
+        }
         w.file(path, 0o400, data);
     }
-    w.finish()
+    zeroize::Zeroizing::new(w.finish())
 }

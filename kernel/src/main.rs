@@ -10,10 +10,12 @@ extern crate alloc;
 
 mod acpi;
 mod cpu;
+mod diskboot;
 mod exit;
 mod fwcfg;
 mod heap;
 mod interrupts;
+mod keysource;
 mod layout;
 mod linux;
 mod mtrr;
@@ -24,6 +26,7 @@ mod secrets;
 mod serial;
 mod tsc;
 mod vector;
+mod virtio;
 
 use core::arch::global_asm;
 
@@ -33,6 +36,11 @@ global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
+
+/// Print a precise error and stop with a failure status (for modules).
+pub fn fail_now(what: core::fmt::Arguments<'_>) -> ! {
+    fail(what)
+}
 
 /// Print a precise error and stop with a failure status.
 fn fail(what: core::fmt::Arguments<'_>) -> ! {
@@ -128,10 +136,44 @@ pub extern "C" fn veil_main() -> ! {
         None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
     }
 
+    // The kernel comes from the encrypted disk when there is a key source and a disk, else
+    // from QEMU's -kernel.
+    let secret = keysource::master_secret(&cfg, kind).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut from_disk = None;
+    let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
+    if let (Some(secret), pci::Config::Ecam(base)) = (&secret, &pci) {
+        tsc::mark("disk");
+        if !virtio::init_pool() {
+            fail(format_args!("no memory for the virtio bounce pool"));
+        }
+        let mut disks = virtio::find_disks(*base);
+        for d in &disks {
+            log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
+        }
+        let Some(disk) = disks.first_mut() else { fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")) };
+        let start_tsc = cpu::rdtsc();
+        let verified = diskboot::load(disk, secret).unwrap_or_else(|e| fail(format_args!("{e}")));
+        let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
+        log!("bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)", verified.bytes, us, verified.bytes / us.max(1));
+        let root_key = secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));
+        root_files.push(("run/veil/keys/root.key", zeroize::Zeroizing::new(root_key.to_vec())));
+        root_files.push(("run/veil/root.uuid", zeroize::Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
+        log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
+        from_disk = Some(verified);
+    }
+    drop(secret); // zeroized
+
     tsc::mark("linux");
-    let handoff = linux::handoff_cpio(plat.name(), &tsc::MARKS.lock(), &[]);
-    let prepared = linux::prepare(&cfg, &e820, (start, size), acpi.as_ref(), &handoff)
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
+    let files: alloc::vec::Vec<(&str, &[u8])> = root_files.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+    let handoff = linux::handoff_cpio(plat.name(), &tsc::MARKS.lock(), &files);
+    drop(files);
+    drop(root_files); // zeroized: the key now lives only in the hand-off archive
+    let prepared = match &from_disk {
+        Some(v) => linux::prepare(&mut diskboot::BundleSource(v), &e820, (start, size), acpi.as_ref(), &handoff),
+        None => linux::prepare(&mut linux::FwCfgSource(&cfg), &e820, (start, size), acpi.as_ref(), &handoff),
+    }
+    .unwrap_or_else(|e| fail(format_args!("{e}")));
+    drop(handoff); // zeroized: the copy in the initrd is the one Linux gets
     let Some(kernel) = prepared else {
         log!("no kernel to boot (QEMU -kernel); boot stages done");
         tsc::mark("done");

@@ -266,8 +266,13 @@ fn load(file: &mut File, path: &Path) -> Result<Volume> {
 }
 
 fn write_all(file: &File, writes: Vec<(u64, Zeroizing<Vec<u8>>)>) -> Result<()> {
+    write_all_at(file, 0, writes)
+}
+
+/// Apply a LUKS2 writer's byte ranges to a volume that starts at `base` in `file`.
+pub fn write_all_at(file: &File, base: u64, writes: Vec<(u64, Zeroizing<Vec<u8>>)>) -> Result<()> {
     for (off, bytes) in writes {
-        file.write_all_at(&bytes, off).context("writing the header")?;
+        file.write_all_at(&bytes, base + off).context("writing the LUKS2 header")?;
     }
     file.sync_all().context("syncing the image")
 }
@@ -468,7 +473,7 @@ fn token(cmd: TokenCommand) -> Result<()> {
 /// Bytes per read/encrypt/write step of the streaming commands.
 const CHUNK: usize = 4 << 20;
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
@@ -488,13 +493,13 @@ fn create_new(path: &Path) -> Result<File> {
         .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
 }
 
-fn report(what: &str, bytes: u64, start: Instant) {
+pub fn report(what: &str, bytes: u64, start: Instant) {
     let secs = start.elapsed().as_secs_f64();
     eprintln!("{what} {bytes} bytes in {secs:.2} s: {:.0} MB/s", bytes as f64 / secs / 1e6);
 }
 
 /// Stream `len` bytes from `src` at `src_off` to `dst` at `dst_off` through `op`.
-fn stream(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64, what: &str, mut op: impl FnMut(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+pub fn stream(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64, what: &str, mut op: impl FnMut(u64, &mut [u8]) -> Result<()>) -> Result<()> {
     let bar = progress(len, what);
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
     let mut pos = 0u64;

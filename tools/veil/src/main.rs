@@ -5,6 +5,7 @@
 //! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 mod derive;
+mod image;
 mod luks;
 mod report;
 mod secret;
@@ -32,6 +33,12 @@ enum Command {
     /// LUKS2 volumes in image files: format, dump, open, add-key, token, encrypt, decrypt.
     #[command(subcommand)]
     Luks(luks::LuksCommand),
+    /// Disk images veilboot boots from.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Decrypt a volume of a veilboot disk with the master secret (disaster recovery), or
+    /// print its disk key.
+    Recover(image::RecoverArgs),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
 }
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
         Command::Derive(cmd) => derive::run(cmd),
         Command::Luks(cmd) => luks::run(cmd),
         Command::BootReport(args) => report::run(args),
+        Command::Image(image::ImageCommand::Build(args)) => image::build(args),
+        Command::Recover(args) => image::recover(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

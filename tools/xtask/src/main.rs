@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod demo_image;
 mod linux;
 mod qemu;
 mod rom;
@@ -27,6 +28,7 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
+        Some("disk-demo") => disk_demo_once(),
         Some("-h" | "--help" | "help") | None => {
             println!("{}", HELP);
             Ok(())
@@ -126,11 +128,21 @@ fn which(program: &str) -> bool {
 
 /// Build the firmware ELF and turn it into the ROM image QEMU loads with -bios.
 fn build_firmware() -> Result<PathBuf> {
+    build_rom(&[], "veilboot.fd")
+}
+
+/// The development ROM: also accepts the master secret from fw_cfg (insecure-dev-key), for
+/// the encrypted-disk demo and tests until attestation lands.
+fn build_dev_firmware() -> Result<PathBuf> {
+    build_rom(&["--features", "insecure-dev-key"], "veilboot-dev.fd")
+}
+
+fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
     ensure_target()?;
-    run(cargo().args(["build", "--release", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]))?;
-    let elf = root().join("target").join(FIRMWARE_TARGET).join("release/veilboot");
+    run(cargo().args(["build", "--profile", "firmware", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]).args(features))?;
+    let elf = root().join("target").join(FIRMWARE_TARGET).join("firmware/veilboot");
     let rom = rom::from_elf(&std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
-    let out = root().join("target/veilboot.fd");
+    let out = root().join("target").join(name);
     std::fs::write(&out, &rom)?;
     eprintln!("xtask: ROM {} ({} KiB, {} KiB used)", out.display(), rom.len() / 1024, rom::used(&rom) / 1024);
     Ok(out)
@@ -245,8 +257,8 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     }
     eprintln!("xtask: SNP launch digest of the ROM: {digest}");
     let size = std::fs::metadata(rom)?.len();
-    if size > 256 * 1024 {
-        bail!("ROM is {size} bytes, more than 256 KiB");
+    if size > rom::ROM_SIZE {
+        bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
     }
     Ok(())
 }
@@ -376,6 +388,24 @@ fn demo() -> Result<()> {
     let svg = dir.join("boot.svg");
     run(Command::new(&veil).arg("boot-report").arg(&run_.log_path).arg("--svg").arg(&svg))?;
     eprintln!("xtask: boot timeline chart: {}", svg.display());
+    Ok(())
+}
+
+/// Build the dev ROM and the encrypted demo disk and boot it once (development aid).
+fn disk_demo_once() -> Result<()> {
+    let rom = build_dev_firmware()?;
+    run(cargo().args(["build", "--release", "-p", "veil"]))?;
+    let veil = root().join("target/release/veil");
+    let dir = root().join("build/demo");
+    std::fs::create_dir_all(&dir)?;
+    let secret = dir.join("constellation-mastersecret.json");
+    if !secret.exists() {
+        run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
+    }
+    let image = demo_image::build(&veil, &secret, &dir)?;
+    let r = qemu::boot(&rom, "disk-demo", &demo_image::boot_args(&image, &secret), std::time::Duration::from_secs(180))?;
+    print!("{}", r.log);
+    r.expect(demo_image::ROOT_MARKER)?;
     Ok(())
 }
 

@@ -4,8 +4,9 @@
 
 use anyhow::{Result, bail, ensure};
 
-/// ROM size (the firmware-boot issue's target: at most 256 KiB).
-pub const ROM_SIZE: u64 = 256 * 1024;
+/// ROM size. The boot-only firmware fitted 256 KiB; with the encrypted-disk path (LUKS2,
+/// JSON, KDFs, virtio) it needs more, so the ROM is 512 KiB (QEMU maps it below 4 GiB).
+pub const ROM_SIZE: u64 = 512 * 1024;
 /// Where the ROM starts in guest-physical memory.
 pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE;
 

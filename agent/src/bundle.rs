@@ -1,0 +1,209 @@
+//! The boot bundle: what the `veil-boot` LUKS2 volume holds. A 4 KiB header carries a JSON
+//! manifest (kernel, initrd, command line, root volume UUID; SHA-384 digest, offset and size
+//! of every payload) and an HMAC-SHA256 over it with a key derived from the master secret,
+//! so a host that can rewrite the (unauthenticated, XTS-encrypted) disk cannot swap the
+//! manifest; the payloads follow, 4 KiB aligned. Nothing is booted before its digest matches.
+//!
+//! Header: "VEILBNDL" | version u32 LE (1) | manifest length u32 LE | HMAC (32) | manifest.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use hmac::{KeyInit, Mac};
+use sha2::{Digest, Sha256, Sha384};
+
+use crate::keys::MasterSecret;
+
+/// Magic at the start of a bundle.
+pub const MAGIC: &[u8; 8] = b"VEILBNDL";
+/// Size of the header block; payloads start at or after it.
+pub const HEADER_SIZE: usize = 4096;
+const MAC_OFFSET: usize = 16;
+const MANIFEST_OFFSET: usize = 48;
+/// HKDF info of the manifest MAC key (veilboot's own derivation from the master secret).
+pub const MAC_KEY_INFO: &str = "veil-boot-bundle-mac";
+
+/// Why a bundle was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleError {
+    /// No magic: the volume does not hold a boot bundle.
+    NotABundle,
+    /// Unknown version.
+    Version(u32),
+    /// The manifest length does not fit the header.
+    ManifestLength(u32),
+    /// The MAC does not match: the manifest was not made with this master secret.
+    Mac,
+    /// The manifest is malformed (after the MAC matched: a tool bug, not an attack).
+    Manifest(String),
+    /// A payload lies outside the volume.
+    Range(&'static str),
+    /// A payload's digest does not match the manifest.
+    Digest(&'static str),
+}
+
+impl fmt::Display for BundleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BundleError::NotABundle => write!(f, "boot bundle: no VEILBNDL magic (wrong key or not a veilboot volume)"),
+            BundleError::Version(v) => write!(f, "boot bundle: unknown version {v}"),
+            BundleError::ManifestLength(n) => write!(f, "boot bundle: manifest length {n} does not fit the header"),
+            BundleError::Mac => write!(f, "boot bundle: manifest MAC mismatch (not made with this master secret, or tampered)"),
+            BundleError::Manifest(m) => write!(f, "boot bundle: malformed manifest: {m}"),
+            BundleError::Range(part) => write!(f, "boot bundle: the {part} lies outside the volume"),
+            BundleError::Digest(part) => write!(f, "boot bundle: the {part} does not match its SHA-384 digest in the manifest; refusing to boot"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for BundleError {}
+
+/// One payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Payload {
+    /// Offset from the start of the bundle (4 KiB aligned).
+    pub offset: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-384, hex.
+    pub sha384: String,
+}
+
+/// The manifest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The bzImage.
+    pub kernel: Payload,
+    /// The initrd.
+    pub initrd: Payload,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// LUKS2 UUID of the root volume whose key is handed to Linux.
+    pub root_uuid: String,
+}
+
+fn mac_key(secret: &MasterSecret) -> crate::keys::Key32 {
+    let mut k = zeroize::Zeroizing::new([0u8; 32]);
+    secret.derive(MAC_KEY_INFO.as_bytes(), k.as_mut()).expect("32 bytes");
+    k
+}
+
+fn mac(secret: &MasterSecret, authenticated: &[u8]) -> [u8; 32] {
+    let key = mac_key(secret);
+    let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key.as_ref()).expect("any key length");
+    m.update(authenticated);
+    m.finalize().into_bytes().into()
+}
+
+/// SHA-384 of a payload, hex.
+pub fn sha384_hex(data: &[u8]) -> String {
+    hex::encode(Sha384::digest(data))
+}
+
+/// Build a bundle: header block followed by the kernel and initrd, 4 KiB aligned.
+pub fn build(secret: &MasterSecret, kernel: &[u8], initrd: &[u8], cmdline: &str, root_uuid: &str) -> Result<Vec<u8>, BundleError> {
+    let kernel_off = HEADER_SIZE as u64;
+    let initrd_off = (kernel_off + kernel.len() as u64).div_ceil(4096) * 4096;
+    let manifest = Manifest {
+        kernel: Payload { offset: kernel_off, size: kernel.len() as u64, sha384: sha384_hex(kernel) },
+        initrd: Payload { offset: initrd_off, size: initrd.len() as u64, sha384: sha384_hex(initrd) },
+        cmdline: String::from(cmdline),
+        root_uuid: crate::keys::normalize_uuid(root_uuid).map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?,
+    };
+    let json = serde_json::to_vec(&manifest).map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?;
+    if json.len() > HEADER_SIZE - MANIFEST_OFFSET {
+        return Err(BundleError::ManifestLength(json.len() as u32));
+    }
+    let mut out = alloc::vec![0u8; (initrd_off + initrd.len() as u64).div_ceil(4096) as usize * 4096];
+    out[..8].copy_from_slice(MAGIC);
+    out[8..12].copy_from_slice(&1u32.to_le_bytes());
+    out[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    out[MANIFEST_OFFSET..MANIFEST_OFFSET + json.len()].copy_from_slice(&json);
+    let tag = mac(secret, &authenticated_bytes(&out[..HEADER_SIZE], json.len()));
+    out[MAC_OFFSET..MAC_OFFSET + 32].copy_from_slice(&tag);
+    out[kernel_off as usize..kernel_off as usize + kernel.len()].copy_from_slice(kernel);
+    out[initrd_off as usize..initrd_off as usize + initrd.len()].copy_from_slice(initrd);
+    Ok(out)
+}
+
+/// What the MAC covers: magic, version, length and manifest.
+fn authenticated_bytes(header: &[u8], len: usize) -> Vec<u8> {
+    let mut v = header[..MAC_OFFSET].to_vec();
+    v.extend_from_slice(&header[MANIFEST_OFFSET..MANIFEST_OFFSET + len]);
+    v
+}
+
+/// Check the header block (the first 4 KiB of the bundle) and return the manifest, whose
+/// payload ranges are checked against `volume_len`.
+pub fn open_header(secret: &MasterSecret, header: &[u8], volume_len: u64) -> Result<Manifest, BundleError> {
+    if header.len() < HEADER_SIZE || &header[..8] != MAGIC {
+        return Err(BundleError::NotABundle);
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != 1 {
+        return Err(BundleError::Version(version));
+    }
+    let len = u32::from_le_bytes(header[12..16].try_into().expect("4 bytes"));
+    if len as usize > HEADER_SIZE - MANIFEST_OFFSET {
+        return Err(BundleError::ManifestLength(len));
+    }
+    let expected = mac(secret, &authenticated_bytes(header, len as usize));
+    let stored = &header[MAC_OFFSET..MAC_OFFSET + 32];
+    if expected.iter().zip(stored).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
+        return Err(BundleError::Mac);
+    }
+    let manifest: Manifest = serde_json::from_slice(&header[MANIFEST_OFFSET..MANIFEST_OFFSET + len as usize])
+        .map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?;
+    for (part, p) in [("kernel", &manifest.kernel), ("initrd", &manifest.initrd)] {
+        if p.offset < HEADER_SIZE as u64 || p.offset % 4096 != 0 || p.offset.checked_add(p.size).is_none_or(|end| end > volume_len) {
+            return Err(BundleError::Range(part));
+        }
+    }
+    Ok(manifest)
+}
+
+/// Check a payload against the manifest.
+pub fn verify(part: &'static str, expected: &Payload, data: &[u8]) -> Result<(), BundleError> {
+    if data.len() as u64 != expected.size || sha384_hex(data) != expected.sha384 {
+        return Err(BundleError::Digest(part));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(b: u8) -> MasterSecret {
+        MasterSecret::new(&[b; 32], &[b ^ 0x55; 32]).unwrap()
+    }
+
+    #[test]
+    fn build_open_verify() {
+        let s = secret(1);
+        let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
+        let b = build(&s, b"kernel bytes", &[7u8; 5000], "console=ttyS0", uuid).unwrap();
+        let m = open_header(&s, &b[..HEADER_SIZE], b.len() as u64).unwrap();
+        assert_eq!((m.cmdline.as_str(), m.root_uuid.as_str()), ("console=ttyS0", uuid));
+        let k = &b[m.kernel.offset as usize..(m.kernel.offset + m.kernel.size) as usize];
+        verify("kernel", &m.kernel, k).unwrap();
+        let i = &b[m.initrd.offset as usize..(m.initrd.offset + m.initrd.size) as usize];
+        verify("initrd", &m.initrd, i).unwrap();
+        let mut bad = k.to_vec();
+        bad[3] ^= 1;
+        assert_eq!(verify("kernel", &m.kernel, &bad), Err(BundleError::Digest("kernel")));
+        // Another cluster's secret, a changed manifest byte, or a truncated volume: refused.
+        assert_eq!(open_header(&secret(2), &b[..HEADER_SIZE], b.len() as u64), Err(BundleError::Mac));
+        let mut t = b.clone();
+        t[MANIFEST_OFFSET + 5] ^= 1;
+        assert_eq!(open_header(&s, &t[..HEADER_SIZE], t.len() as u64), Err(BundleError::Mac));
+        assert_eq!(open_header(&s, &b[..HEADER_SIZE], 8192), Err(BundleError::Range("initrd")));
+        assert_eq!(open_header(&s, &[0u8; HEADER_SIZE], 1 << 20), Err(BundleError::NotABundle));
+        let mut v = b.clone();
+        v[8] = 2;
+        assert_eq!(open_header(&s, &v[..HEADER_SIZE], v.len() as u64), Err(BundleError::Version(2)));
+    }
+}

@@ -1,0 +1,119 @@
+//! Boot from the encrypted disk: GPT -> `veil-boot` LUKS2 volume (opened with its disk key
+//! from the master secret) -> boot bundle: the manifest's MAC is checked, every payload is
+//! read in large requests, decrypted and checked against its SHA-384, and only then used.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use veil_agent::bundle::{self, Manifest};
+use veil_agent::gpt::Gpt;
+use veil_agent::io::{ReadAt, Window};
+use veil_agent::keys::MasterSecret;
+use veil_agent::luks2::{DataSegment, KdfLimits, Volume};
+use veil_agent::xts::SectorCipher;
+
+use crate::virtio::{Disk, REQUEST};
+
+/// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
+const LIMITS: KdfLimits = KdfLimits {
+    max_memory_kib: 64 * 1024,
+    max_argon2_time: 10,
+    max_argon2_lanes: 4,
+    max_pbkdf2_iterations: 10_000_000,
+    max_af_stripes: 4000,
+};
+
+/// A verified bundle.
+pub struct Verified {
+    /// The bzImage.
+    pub kernel: Vec<u8>,
+    /// The initrd.
+    pub initrd: Vec<u8>,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Bytes read and decrypted.
+    pub bytes: u64,
+}
+
+fn read_decrypt(dev: &mut dyn ReadAt, seg: &DataSegment, cipher: &SectorCipher, offset: u64, size: u64) -> Result<Vec<u8>, String> {
+    let sector = u64::from(seg.sector_size);
+    let aligned = size.div_ceil(sector) * sector;
+    let mut out = alloc::vec![0u8; aligned as usize];
+    let mut pos = 0u64;
+    while pos < aligned {
+        let n = (aligned - pos).min(REQUEST as u64) as usize;
+        let chunk = &mut out[pos as usize..pos as usize + n];
+        dev.read_at(seg.offset + offset + pos, chunk).map_err(|e| e.to_string())?;
+        cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk).map_err(|e| e.to_string())?;
+        pos += n as u64;
+    }
+    out.truncate(size as usize);
+    Ok(out)
+}
+
+/// Open `veil-boot` on `disk` with `secret` and return the verified bundle.
+pub fn load(disk: &mut Disk, secret: &MasterSecret) -> Result<Verified, String> {
+    let gpt = Gpt::read(disk).map_err(|e| alloc::format!("disk {}: {e}", disk.location))?;
+    if gpt.used_backup {
+        crate::log!("disk: primary GPT damaged; using the backup");
+    }
+    let part = gpt.by_name("veil-boot").ok_or_else(|| String::from("disk: the GPT has no partition named veil-boot"))?;
+    let (start, len) = (part.offset(), part.size());
+    let mut win = Window { dev: disk, start, len };
+    let volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    let disk_key = secret.disk_key(volume.uuid()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    let (slot, volume_key) = volume
+        .unlock(&mut win, disk_key.as_ref(), &LIMITS)
+        .map_err(|e| alloc::format!("veil-boot: LUKS2 unlock with the disk key failed: {e}"))?;
+    drop(disk_key);
+    crate::log!("veil-boot: LUKS2 {} opened with keyslot {slot}", volume.uuid());
+    let (seg, cipher) = volume.data_cipher(&volume_key).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    drop(volume_key);
+    let data_len = seg.len(len);
+    let header = read_decrypt(&mut win, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
+    let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
+    let kernel = read_decrypt(&mut win, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
+    bundle::verify("kernel", &manifest.kernel, &kernel).map_err(|e| e.to_string())?;
+    let initrd = read_decrypt(&mut win, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;
+    bundle::verify("initrd", &manifest.initrd, &initrd).map_err(|e| e.to_string())?;
+    let bytes = manifest.kernel.size + manifest.initrd.size + bundle::HEADER_SIZE as u64;
+    Ok(Verified { kernel, initrd, manifest, bytes })
+}
+
+/// A verified bundle as the kernel source.
+pub struct BundleSource<'a>(pub &'a Verified);
+
+impl crate::linux::Source for BundleSource<'_> {
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, String> {
+        let k = &self.0.kernel;
+        let sects = match k.get(0x1F1) {
+            Some(0) => 4,
+            Some(n) => usize::from(*n),
+            None => return Err(String::from("kernel is not a bzImage: too short")),
+        };
+        let setup = (sects + 1) * 512;
+        if setup >= k.len() {
+            return Err(String::from("kernel is not a bzImage: setup runs past the image"));
+        }
+        Ok(Some(k[..setup].to_vec()))
+    }
+    fn kernel_size(&mut self) -> Result<usize, String> {
+        let setup = self.setup()?.map_or(0, |s| s.len());
+        Ok(self.0.kernel.len() - setup)
+    }
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String> {
+        let setup = self.setup()?.map_or(0, |s| s.len());
+        dst.copy_from_slice(&self.0.kernel[setup..]);
+        Ok(())
+    }
+    fn initrd_size(&mut self) -> Result<usize, String> {
+        Ok(self.0.initrd.len())
+    }
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String> {
+        dst.copy_from_slice(&self.0.initrd);
+        Ok(())
+    }
+    fn cmdline(&mut self) -> Result<Vec<u8>, String> {
+        Ok(self.0.manifest.cmdline.as_bytes().to_vec())
+    }
+}

@@ -1,0 +1,173 @@
+//! The encrypted demo disk: a Debian kernel, an initramfs that opens the root volume with
+//! cryptsetup (binaries and their libraries copied as mkinitramfs would, the virtio, dm-crypt
+//! and xts modules loaded), and a root filesystem whose init prints `VEILBOOT ROOT OK` with
+//! the clusterID and how fast dm-crypt reads the root volume, then powers off.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use veil_agent::cpio::CpioWriter;
+
+use crate::{ensure_package, linux, root, run};
+
+/// What the root filesystem prints.
+pub const ROOT_MARKER: &str = "VEILBOOT ROOT OK";
+
+/// Modules the initramfs loads, in dependency order (from each module's `depends=`).
+const MODULES: &[&str] = &[
+    "virtio", "virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
+    "ecb", "xts", "cryptd", "crypto_simd", "aesni-intel", "dm-mod", "dm-crypt",
+];
+
+const INITRD_INIT: &str = r#"#!/bin/busybox sh
+export PATH=/bin:/sbin
+/bin/busybox mkdir -p /proc /sys /dev /newroot /run/cryptsetup /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+for m in MODULE_LIST; do /bin/busybox insmod /lib/modules/$m.ko || echo "veil-initramfs: insmod $m failed"; done
+uuid=$(/bin/busybox cat /run/veil/root.uuid 2>/dev/null)
+[ -n "$uuid" ] || { echo "VEILBOOT ROOT FAILED: no root volume handed over"; /bin/busybox poweroff -f; }
+dev=
+for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+  for d in /dev/vd*; do
+    [ -b "$d" ] || continue
+    [ "$(/sbin/cryptsetup luksUUID "$d" 2>/dev/null)" = "$uuid" ] && dev=$d
+  done
+  [ -n "$dev" ] && break
+  /bin/busybox sleep 0.2
+done
+[ -n "$dev" ] || { echo "VEILBOOT ROOT FAILED: no disk holds LUKS2 volume $uuid"; /bin/busybox poweroff -f; }
+echo "veil-initramfs: opening root volume $uuid on $dev with the key veilboot handed over"
+export DM_DISABLE_UDEV=1
+/sbin/cryptsetup open --disable-external-tokens --key-file /run/veil/keys/root.key "$dev" root || { echo "VEILBOOT ROOT FAILED: cryptsetup open"; /bin/busybox poweroff -f; }
+/bin/busybox rm -f /run/veil/keys/root.key
+/bin/busybox mount -t ext4 -o ro /dev/mapper/root /newroot || { echo "VEILBOOT ROOT FAILED: mount"; /bin/busybox poweroff -f; }
+/bin/busybox mount --move /dev /newroot/dev
+/bin/busybox umount /proc /sys
+exec /bin/busybox switch_root /newroot /sbin/init
+"#;
+
+const ROOT_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+echo "VEILBOOT ROOT OK clusterID=$(/bin/busybox cat /etc/veil/cluster-id)"
+# dm-crypt reading the root volume it was mounted from: the peer of the firmware's bundle read.
+t0=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
+bytes=$(/bin/busybox dd if=/dev/mapper/root of=/dev/null bs=1M 2>/dev/null; /bin/busybox blockdev --getsize64 /dev/mapper/root)
+t1=$(/bin/busybox cut -d' ' -f1 /proc/uptime)
+echo "veil-root: dm-crypt read $bytes bytes from $t0 to $t1 s (uptime)"
+/bin/busybox poweroff -f
+"#;
+
+fn ldd_libs(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(binary).output().context("running ldd")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
+}
+
+/// Add a file to the archive with its parent directories.
+fn add_path(w: &mut CpioWriter, dirs: &mut Vec<String>, path: &str, perm: u32, data: &[u8]) {
+    let path = path.trim_start_matches('/');
+    let mut at = 0;
+    while let Some(i) = path[at..].find('/') {
+        let dir = path[..at + i].to_string();
+        if !dirs.contains(&dir) {
+            w.dir(&dir, 0o755);
+            dirs.push(dir);
+        }
+        at += i + 1;
+    }
+    w.file(path, perm, data);
+}
+
+/// The cryptsetup initramfs.
+fn build_initramfs(l: &linux::TestLinux, out: &Path) -> Result<()> {
+    ensure_package("cryptsetup", "cryptsetup-bin")?;
+    let cryptsetup = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"].iter().map(PathBuf::from).find(|p| p.exists()).context("cryptsetup not found")?;
+    let modules_root = l.kernel.parent().unwrap().parent().unwrap().join("lib/modules");
+    let release = std::fs::read_dir(&modules_root)?.flatten().next().context("no modules in the kernel package")?.path();
+    let mut w = CpioWriter::new();
+    let mut dirs = Vec::new();
+    add_path(&mut w, &mut dirs, "bin/busybox", 0o755, &std::fs::read(root().join("target/linux/bb/bin/busybox"))?);
+    add_path(&mut w, &mut dirs, "sbin/cryptsetup", 0o755, &std::fs::read(&cryptsetup)?);
+    for lib in ldd_libs(&cryptsetup)? {
+        // Copy the file the link points to, under the name the binary asks for.
+        add_path(&mut w, &mut dirs, &lib.to_string_lossy(), 0o755, &std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?);
+    }
+    for m in MODULES {
+        let file = find_module(&release, m)?.with_context(|| format!("module {m} not in the kernel package"))?;
+        add_path(&mut w, &mut dirs, &format!("lib/modules/{m}.ko"), 0o644, &std::fs::read(file)?);
+    }
+    add_path(&mut w, &mut dirs, "init", 0o755, INITRD_INIT.replace("MODULE_LIST", &MODULES.join(" ")).as_bytes());
+    std::fs::write(out, w.finish())?;
+    Ok(())
+}
+
+fn find_module(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            if let Some(found) = find_module(&p, name)? {
+                return Ok(Some(found));
+            }
+        } else if p.file_name().is_some_and(|n| n == format!("{name}.ko").as_str()) {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
+}
+
+/// Build the demo disk image for `secret` into `dir`; returns the image path.
+pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
+    ensure_package("mke2fs", "e2fsprogs")?;
+    let l = linux::prepare()?;
+    let initrd = dir.join("initramfs-cryptsetup.cpio");
+    build_initramfs(&l, &initrd)?;
+    let rootfs = dir.join("rootfs");
+    let _ = std::fs::remove_dir_all(&rootfs);
+    for d in ["bin", "sbin", "proc", "dev", "etc/veil", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d))?;
+    }
+    std::fs::copy(root().join("target/linux/bb/bin/busybox"), rootfs.join("bin/busybox"))?;
+    std::fs::write(rootfs.join("sbin/init"), ROOT_INIT)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(rootfs.join("sbin/init"), std::fs::Permissions::from_mode(0o755))?;
+    // The clusterID for the default (all-zero) measurement salt.
+    let out = Command::new(veil).args(["secret", "show"]).arg(secret).args(["--measurement-salt", &"00".repeat(32), "--json"]).output()?;
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("veil secret show")?;
+    std::fs::write(rootfs.join("etc/veil/cluster-id"), doc["cluster_id"].as_str().unwrap_or("?"))?;
+    let image = dir.join("disk.img");
+    let _ = std::fs::remove_file(&image);
+    run(Command::new(veil)
+        .args(["image", "build", "--kernel"]).arg(&l.kernel)
+        .arg("--initrd").arg(&initrd)
+        .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
+        .arg("--rootfs").arg(&rootfs)
+        .arg("--secret").arg(secret)
+        .arg("--out").arg(&image))?;
+    if !image.exists() {
+        bail!("veil image build wrote no image");
+    }
+    Ok(image)
+}
+
+/// QEMU arguments that boot `image` with the development key source.
+pub fn boot_args(image: &Path, secret: &Path) -> Vec<String> {
+    [
+        "-smp", "2", "-m", "512M",
+        "-drive", &format!("if=none,id=d0,format=raw,file={}", image.display()),
+        "-device", "virtio-blk-pci,drive=d0",
+        "-fw_cfg", &format!("name=opt/veil/dev-master-secret,file={}", secret.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
