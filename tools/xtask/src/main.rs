@@ -243,6 +243,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     }
 
     linux_tests(rom)?;
+    disk_tests()?;
 
     eprintln!("xtask: firmware test: sev-snp-measure accepts the ROM");
     ensure_sev_snp_measure()?;
@@ -308,6 +309,92 @@ fn linux_tests(rom: &Path) -> Result<()> {
     ];
     for (name, args, want) in cases {
         qemu::boot(rom, name, &args, t)?.expect_exit(qemu::EXIT_FAILURE)?.expect(want)?;
+    }
+    Ok(())
+}
+
+/// Boot the encrypted demo disk to its root filesystem, then tamper with it (the
+/// encrypted-boot issue's tests). After every run, neither the serial log nor the disk
+/// image may contain the master secret or any key derived from it.
+fn disk_tests() -> Result<()> {
+    use std::time::Duration;
+    let t = Duration::from_secs(300);
+    let rom = build_dev_firmware()?;
+    run(cargo().args(["build", "--release", "-p", "veil"]))?;
+    let veil = root().join("target/release/veil");
+    let dir = root().join("target/disk-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let secret = dir.join("constellation-mastersecret.json");
+    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
+    let image = demo_image::build(&veil, &secret, &dir)?;
+    let secrets = key_material(&veil, &secret, &image)?;
+
+    eprintln!("xtask: disk test: encrypted boot to the root filesystem");
+    let ok = qemu::boot(&rom, "disk-boot", &demo_image::boot_args(&image, &secret), t)?;
+    ok.expect("INSECURE DEVELOPMENT KEY SOURCE")?
+        .expect("veil-boot: LUKS2 ")?
+        .expect("bundle: ")?
+        .expect("stage=handoff")?
+        .expect(&format!("{} clusterID=", demo_image::ROOT_MARKER))?;
+    scan_for_keys("serial log of the encrypted boot", ok.log.as_bytes(), &secrets)?;
+    scan_for_keys("disk image", &std::fs::read(&image)?, &secrets)?;
+
+    // Tampering: each case on a fresh copy of the image.
+    let boot_data = 17 << 20; // veil-boot starts at 1 MiB, its data 16 MiB further
+    let mut cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, Vec<String>, &str)> = vec![
+        ("tamper-kernel", Box::new(move |d: &mut Vec<u8>| d[boot_data + 4096 + 100_000] ^= 0x01), vec![], "FATAL: boot bundle: the kernel does not match its SHA-384 digest"),
+        ("garbage-gpt", Box::new(|d: &mut Vec<u8>| { let n = d.len(); d[512..1024].fill(0x5A); d[n - 512..].fill(0x5A); }), vec![], "FATAL: disk 00:01.0: no valid GPT"),
+        ("garbage-luks", Box::new(|d: &mut Vec<u8>| d[1 << 20..(1 << 20) + 0x8000].fill(0xA5)), vec![], "FATAL: veil-boot: no valid LUKS2 header"),
+    ];
+    let other = dir.join("other-secret.json");
+    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&other))?;
+    cases.push(("wrong-secret", Box::new(|_d: &mut Vec<u8>| {}), demo_image::boot_args(&image, &other), "FATAL: veil-boot: LUKS2 unlock with the disk key failed: no keyslot opens with this passphrase"));
+    for (name, damage, args, want) in cases {
+        eprintln!("xtask: disk test: {name}");
+        let copy = dir.join(format!("{name}.img"));
+        let mut bytes = std::fs::read(&image)?;
+        damage(&mut bytes);
+        std::fs::write(&copy, &bytes)?;
+        drop(bytes);
+        let args = if args.is_empty() { demo_image::boot_args(&copy, &secret) } else { demo_image::boot_args(&copy, &other) };
+        let r = qemu::boot(&rom, name, &args, t)?;
+        r.expect_exit(qemu::EXIT_FAILURE)?.expect(want)?;
+        if r.log.contains("stage=handoff") || r.log.contains("Linux version") {
+            bail!("{name}: the firmware booted a kernel despite the damage");
+        }
+        scan_for_keys(&format!("serial log of {name}"), r.log.as_bytes(), &secrets)?;
+        let _ = std::fs::remove_file(&copy);
+    }
+    Ok(())
+}
+
+/// The master key and salt, the measurement secret and every disk key of the image.
+fn key_material(veil: &Path, secret: &Path, image: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let master = veil_agent::keys::MasterSecret::parse(&std::fs::read(secret)?)?;
+    let mut keys = vec![
+        ("master key".to_string(), master.key().to_vec()),
+        ("master salt".to_string(), master.salt().to_vec()),
+        ("measurement secret".to_string(), master.measurement_secret().to_vec()),
+    ];
+    for part in ["veil-boot", "veil-root"] {
+        let out = Command::new(veil).args(["recover", "--print-key", "--part", part, "--secret"]).arg(secret).arg("--disk").arg(image).output()?;
+        let key = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).with_context(|| format!("veil recover --print-key --part {part}"))?;
+        keys.push((format!("{part} disk key"), key));
+    }
+    Ok(keys)
+}
+
+/// Fail if any key appears in `haystack` as raw bytes or as hex (either case).
+fn scan_for_keys(what: &str, haystack: &[u8], keys: &[(String, Vec<u8>)]) -> Result<()> {
+    for (name, key) in keys {
+        let hex_lower = hex::encode(key);
+        let needles = [key.clone(), hex_lower.clone().into_bytes(), hex_lower.to_uppercase().into_bytes()];
+        for needle in &needles {
+            if memchr::memmem::find(haystack, needle).is_some() {
+                bail!("{what} contains the {name}");
+            }
+        }
     }
     Ok(())
 }
