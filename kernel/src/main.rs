@@ -22,8 +22,10 @@ mod mtrr;
 mod paging;
 mod pci;
 mod platform;
+mod random;
 mod secrets;
 mod serial;
+mod statedisk;
 mod tsc;
 mod vector;
 mod virtio;
@@ -160,6 +162,23 @@ pub extern "C" fn veil_main() -> ! {
         root_files.push(("run/veil/root.uuid", zeroize::Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
         log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
         from_disk = Some(verified);
+        // A second disk is the state disk: formatted if blank, never touched otherwise.
+        if let Some(state) = disks.get_mut(1) {
+            match statedisk::prepare(state, secret) {
+                Ok(statedisk::State::Volume { uuid, formatted_now }) => {
+                    if formatted_now {
+                        log!("state disk {}: blank; formatted LUKS2 volume {uuid} with its disk key", state.location);
+                    } else {
+                        log!("state disk {}: LUKS2 volume {uuid}", state.location);
+                    }
+                    let key = secret.disk_key(&uuid).unwrap_or_else(|e| fail(format_args!("state disk: {e}")));
+                    root_files.push(("run/veil/keys/state.key", zeroize::Zeroizing::new(key.to_vec())));
+                    root_files.push(("run/veil/state.uuid", zeroize::Zeroizing::new(uuid.into_bytes())));
+                }
+                Ok(statedisk::State::Foreign(why)) => log!("state disk {}: left untouched: {why}", state.location),
+                Err(e) => fail(format_args!("state disk {}: {e}", state.location)),
+            }
+        }
     }
     drop(secret); // zeroized
 

@@ -171,6 +171,25 @@ pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
     disks
 }
 
+impl Disk {
+    /// Write sector-aligned data (the LUKS2 writer's ranges are).
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        if offset % 512 != 0 || data.len() % 512 != 0 {
+            return Err(IoError::Device(alloc::format!("unaligned write of {} bytes at {offset}", data.len())));
+        }
+        if offset.checked_add(data.len() as u64).is_none_or(|e| e > self.size) {
+            return Err(IoError::OutOfRange { offset, len: data.len() as u64, size: self.size });
+        }
+        for (i, chunk) in data.chunks(REQUEST).enumerate() {
+            let sector = (offset + (i * REQUEST) as u64) / 512;
+            self.blk
+                .write_blocks(sector as usize, chunk)
+                .map_err(|e| IoError::Device(alloc::format!("virtio-blk write at sector {sector}: {e:?}")))?;
+        }
+        Ok(())
+    }
+}
+
 impl ReadAt for Disk {
     fn size(&self) -> u64 {
         self.size

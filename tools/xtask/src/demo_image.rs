@@ -171,3 +171,13 @@ pub fn boot_args(image: &Path, secret: &Path) -> Vec<String> {
     .map(|s| s.to_string())
     .collect()
 }
+
+/// As `boot_args`, with a second virtio disk as the state disk.
+pub fn boot_args_with_state(image: &Path, secret: &Path, state: &Path) -> Vec<String> {
+    let mut a = boot_args(image, secret);
+    a.extend([
+        "-drive".to_string(), format!("if=none,id=d1,format=raw,file={}", state.display()),
+        "-device".to_string(), "virtio-blk-pci,drive=d1".to_string(),
+    ]);
+    a
+}

@@ -28,7 +28,6 @@ fn main() {
         Some("test") => test(),
         Some("demo") => demo(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
-        Some("disk-demo") => disk_demo_once(),
         Some("-h" | "--help" | "help") | None => {
             println!("{}", HELP);
             Ok(())
@@ -50,7 +49,8 @@ commands:
   build   build the firmware (x86_64-unknown-none, release)
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
-          boot the firmware in QEMU into a Debian kernel and print its boot timeline
+          build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
+          boot it in QEMU to the root filesystem; print the boot timeline
   bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
           qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
           (`cargo xtask bench boot` runs only the last)
@@ -330,15 +330,42 @@ fn disk_tests() -> Result<()> {
     let image = demo_image::build(&veil, &secret, &dir)?;
     let secrets = key_material(&veil, &secret, &image)?;
 
-    eprintln!("xtask: disk test: encrypted boot to the root filesystem");
-    let ok = qemu::boot(&rom, "disk-boot", &demo_image::boot_args(&image, &secret), t)?;
+    eprintln!("xtask: disk test: encrypted boot to the root filesystem; a blank state disk gets formatted");
+    let state = dir.join("state.img");
+    std::fs::write(&state, vec![0u8; 64 << 20])?;
+    let ok = qemu::boot(&rom, "disk-boot", &demo_image::boot_args_with_state(&image, &secret, &state), t)?;
     ok.expect("INSECURE DEVELOPMENT KEY SOURCE")?
         .expect("veil-boot: LUKS2 ")?
         .expect("bundle: ")?
+        .expect("blank; formatted LUKS2 volume")?
         .expect("stage=handoff")?
         .expect(&format!("{} clusterID=", demo_image::ROOT_MARKER))?;
     scan_for_keys("serial log of the encrypted boot", ok.log.as_bytes(), &secrets)?;
     scan_for_keys("disk image", &std::fs::read(&image)?, &secrets)?;
+    // The state disk: cryptsetup reads it, and its disk key from the master secret opens it.
+    run(Command::new("cryptsetup").arg("luksDump").arg(&state).stdout(std::process::Stdio::null()))?;
+    run(Command::new(&veil).args(["luks", "open", "--secret"]).arg(&secret).arg(&state))?;
+    let state_uuid = String::from_utf8_lossy(&Command::new("cryptsetup").arg("luksUUID").arg(&state).output()?.stdout).trim().to_string();
+    let mut secrets = secrets;
+    let out = Command::new(&veil).args(["derive", "disk-key", "--secret"]).arg(&secret).args(["--uuid", &state_uuid]).output()?;
+    secrets.push(("state disk key".into(), hex::decode(String::from_utf8_lossy(&out.stdout).trim())?));
+    scan_for_keys("state disk", &std::fs::read(&state)?, &secrets)?;
+
+    eprintln!("xtask: disk test: second boot keeps the state disk; a foreign disk is never touched");
+    let again = qemu::boot(&rom, "disk-boot-2", &demo_image::boot_args_with_state(&image, &secret, &state), t)?;
+    again.expect(&format!("LUKS2 volume {state_uuid}"))?.expect(demo_image::ROOT_MARKER)?;
+    if again.log.contains("blank; formatted") {
+        bail!("the second boot formatted the state disk again");
+    }
+    let foreign = dir.join("foreign.img");
+    let mut bytes = vec![0u8; 64 << 20];
+    bytes[1080..1082].copy_from_slice(&[0x53, 0xEF]); // an ext4 superblock magic
+    std::fs::write(&foreign, &bytes)?;
+    let r = qemu::boot(&rom, "foreign-disk", &demo_image::boot_args_with_state(&image, &secret, &foreign), t)?;
+    r.expect("left untouched: it carries an ext2/3/4 superblock")?.expect(demo_image::ROOT_MARKER)?;
+    if std::fs::read(&foreign)? != bytes {
+        bail!("the firmware modified a disk that carries a filesystem signature");
+    }
 
     // Tampering: each case on a fresh copy of the image.
     let boot_data = 17 << 20; // veil-boot starts at 1 MiB, its data 16 MiB further
@@ -421,6 +448,7 @@ fn ensure_sev_snp_measure() -> Result<()> {
 
 fn demo() -> Result<()> {
     let firmware = build_firmware()?;
+    eprintln!("xtask: release ROM (no development key source): {}", firmware.display());
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
     let veil = root().join("target/release/veil");
     let dir = root().join("build/demo");
@@ -457,42 +485,20 @@ fn demo() -> Result<()> {
         bail!("decrypted image differs from the original");
     }
     eprintln!("xtask: round trip ok: no plaintext in {}, {} matches the original", enc.display(), back.display());
-    // Boot the firmware in QEMU (TCG) into a Debian kernel and its initramfs, and show the
-    // boot timeline.
+    // The encrypted disk: a Debian kernel, a cryptsetup initramfs and a root filesystem, in
+    // LUKS2 volumes keyed from the master secret; boot it with the development ROM (the
+    // master secret comes over fw_cfg until attestation lands) and show the boot timeline.
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
-    let l = linux::prepare()?;
-    eprintln!("xtask: booting {} in QEMU (q35, TCG, 2 vCPUs; recipe qemu/plain.sh) into {}", firmware.display(), l.kernel.display());
-    let args: Vec<String> = [
-        "-smp", "2", "-m", "512M", "-kernel", &l.kernel.display().to_string(), "-initrd", &l.initrd.display().to_string(),
-        "-append", "console=ttyS0 panic=-1 quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let run_ = qemu::boot(&firmware, "demo", &args, std::time::Duration::from_secs(120))?;
+    let dev_rom = build_dev_firmware()?;
+    eprintln!("xtask: building the encrypted demo disk (veil image build)");
+    let image = demo_image::build(&veil, &secret, &dir)?;
+    eprintln!("xtask: booting {} from {} in QEMU (q35, TCG, 2 vCPUs)", dev_rom.display(), image.display());
+    let run_ = qemu::boot(&dev_rom, "demo", &demo_image::boot_args(&image, &secret), std::time::Duration::from_secs(300))?;
     print!("{}", run_.log);
-    run_.expect(linux::MARKER)?;
+    run_.expect(demo_image::ROOT_MARKER)?;
     let svg = dir.join("boot.svg");
     run(Command::new(&veil).arg("boot-report").arg(&run_.log_path).arg("--svg").arg(&svg))?;
-    eprintln!("xtask: boot timeline chart: {}", svg.display());
-    Ok(())
-}
-
-/// Build the dev ROM and the encrypted demo disk and boot it once (development aid).
-fn disk_demo_once() -> Result<()> {
-    let rom = build_dev_firmware()?;
-    run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
-    let dir = root().join("build/demo");
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("constellation-mastersecret.json");
-    if !secret.exists() {
-        run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
-    }
-    let image = demo_image::build(&veil, &secret, &dir)?;
-    let r = qemu::boot(&rom, "disk-demo", &demo_image::boot_args(&image, &secret), std::time::Duration::from_secs(180))?;
-    print!("{}", r.log);
-    r.expect(demo_image::ROOT_MARKER)?;
+    eprintln!("xtask: booted from the encrypted disk to the root filesystem; timeline chart: {}", svg.display());
     Ok(())
 }
 

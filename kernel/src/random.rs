@@ -1,0 +1,46 @@
+//! Randomness for keys, UUIDs and salts: RDSEED, falling back to RDRAND, each checked through
+//! its carry flag with a bounded retry. If neither delivers, the firmware stops rather than
+//! use a weaker source (shared/DESIGN.md).
+
+use core::arch::asm;
+
+use crate::cpu::cpuid;
+
+fn rdseed() -> Option<u64> {
+    for _ in 0..64 {
+        let (v, ok): (u64, u8);
+        // SAFETY: RDSEED writes a register and CF; no memory.
+        unsafe { asm!("rdseed {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        if ok != 0 {
+            return Some(v);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
+fn rdrand() -> Option<u64> {
+    for _ in 0..64 {
+        let (v, ok): (u64, u8);
+        // SAFETY: RDRAND writes a register and CF; no memory.
+        unsafe { asm!("rdrand {v}", "setc {ok}", v = out(reg) v, ok = out(reg_byte) ok, options(nomem, nostack)) };
+        if ok != 0 {
+            return Some(v);
+        }
+        core::hint::spin_loop();
+    }
+    None
+}
+
+/// Fill `buf` with hardware randomness, or stop the machine.
+pub fn fill(buf: &mut [u8]) {
+    let has_rdseed = cpuid(0, 0).eax >= 7 && cpuid(7, 0).ebx & (1 << 18) != 0;
+    let has_rdrand = cpuid(1, 0).ecx & (1 << 30) != 0;
+    for chunk in buf.chunks_mut(8) {
+        let v = if has_rdseed { rdseed() } else { None }.or_else(|| if has_rdrand { rdrand() } else { None });
+        match v {
+            Some(v) => chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]),
+            None => crate::fail_now(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source")),
+        }
+    }
+}
