@@ -15,7 +15,7 @@ pub const EXIT_FAILURE: i32 = 35;
 /// recipe as qemu/plain.sh.
 pub fn base_args(rom: &Path, serial_log: &Path) -> Vec<String> {
     [
-        "-machine", "q35", "-accel", "tcg", "-cpu", "max",
+        "-machine", "q35",
         "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
     ]
@@ -42,7 +42,7 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
     let log_path = dir.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log_path);
     let mut args = base_args(rom, &log_path);
-    for (flag, default) in [("-m", "256M"), ("-smp", "1")] {
+    for (flag, default) in [("-m", "256M"), ("-smp", "1"), ("-accel", "tcg"), ("-cpu", "max")] {
         if !extra.iter().any(|a| a == flag) {
             args.extend([flag.to_string(), default.to_string()]);
         }
