@@ -1,18 +1,19 @@
 //! Boot from the encrypted disk: GPT -> `veil-boot` LUKS2 volume (opened with its disk key
 //! from the master secret) -> boot bundle: the manifest's MAC is checked, every payload is
-//! read in large requests, decrypted and checked against its SHA-384, and only then used.
+//! read in 256 KiB requests, four in flight while the previous chunk is decrypted, checked
+//! against its SHA-384, and only then used.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use veil_agent::bundle::{self, Manifest};
 use veil_agent::gpt::Gpt;
-use veil_agent::io::{ReadAt, Window};
+use veil_agent::io::Window;
 use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::{DataSegment, KdfLimits, Volume};
 use veil_agent::xts::SectorCipher;
 
-use crate::virtio::{Disk, REQUEST};
+use crate::virtio::Disk;
 
 /// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
 const LIMITS: KdfLimits = KdfLimits {
@@ -35,18 +36,15 @@ pub struct Verified {
     pub bytes: u64,
 }
 
-fn read_decrypt(dev: &mut dyn ReadAt, seg: &DataSegment, cipher: &SectorCipher, offset: u64, size: u64) -> Result<Vec<u8>, String> {
+/// Read `size` bytes at `offset` of the data segment of the volume at `part_start` on the disk
+/// and decrypt them; the reads stay several requests ahead of the decryption.
+fn read_decrypt(disk: &mut Disk, part_start: u64, seg: &DataSegment, cipher: &SectorCipher, offset: u64, size: u64) -> Result<Vec<u8>, String> {
     let sector = u64::from(seg.sector_size);
     let aligned = size.div_ceil(sector) * sector;
     let mut out = alloc::vec![0u8; aligned as usize];
-    let mut pos = 0u64;
-    while pos < aligned {
-        let n = (aligned - pos).min(REQUEST as u64) as usize;
-        let chunk = &mut out[pos as usize..pos as usize + n];
-        dev.read_at(seg.offset + offset + pos, chunk).map_err(|e| e.to_string())?;
-        cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk).map_err(|e| e.to_string())?;
-        pos += n as u64;
-    }
+    disk.read_pipelined(part_start + seg.offset + offset, &mut out, |pos, chunk| {
+        cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk).map_err(|e| e.to_string())
+    })?;
     out.truncate(size as usize);
     Ok(out)
 }
@@ -70,11 +68,12 @@ pub fn load(disk: &mut Disk, secret: &MasterSecret) -> Result<Verified, String> 
     let (seg, cipher) = volume.data_cipher(&volume_key).map_err(|e| alloc::format!("veil-boot: {e}"))?;
     drop(volume_key);
     let data_len = seg.len(len);
-    let header = read_decrypt(&mut win, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
+    drop(win);
+    let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
     let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
-    let kernel = read_decrypt(&mut win, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
+    let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
     bundle::verify("kernel", &manifest.kernel, &kernel).map_err(|e| e.to_string())?;
-    let initrd = read_decrypt(&mut win, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;
+    let initrd = read_decrypt(disk, start, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;
     bundle::verify("initrd", &manifest.initrd, &initrd).map_err(|e| e.to_string())?;
     let bytes = manifest.kernel.size + manifest.initrd.size + bundle::HEADER_SIZE as u64;
     Ok(Verified { kernel, initrd, manifest, bytes })

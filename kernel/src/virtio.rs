@@ -2,6 +2,7 @@
 //! access (ECAM), BAR assignment, and a DMA layer (`VeilHal`) whose every buffer the device
 //! sees lives in one bounce pool: SEV-SNP and TDX will only have to mark that pool shared.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
@@ -11,11 +12,13 @@ use veil_agent::io::{IoError, ReadAt};
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::DeviceType;
-use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 /// Bytes per request to the device (the issue asks for 128 KiB or more).
 pub const REQUEST: usize = 256 * 1024;
+/// Requests in flight at once (each takes 3 of the queue's 16 descriptors).
+pub const DEPTH: usize = 4;
 /// The bounce pool: virtqueues plus a few requests' worth of buffers.
 const POOL_SIZE: usize = 4 << 20;
 /// Where BARs go: the top of the 32-bit PCI hole, below the IOAPIC and LAPIC.
@@ -172,6 +175,49 @@ pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
 }
 
 impl Disk {
+    /// Read `out.len()` bytes from the sector-aligned `offset` with up to DEPTH requests of
+    /// REQUEST bytes in flight, handing each chunk to `consume(position, chunk)` in order as
+    /// soon as it has arrived, while the following requests are still being served.
+    pub fn read_pipelined(&mut self, offset: u64, out: &mut [u8], mut consume: impl FnMut(u64, &mut [u8]) -> Result<(), String>) -> Result<(), String> {
+        if offset % 512 != 0 || out.len() % 512 != 0 || offset.checked_add(out.len() as u64).is_none_or(|e| e > self.size) {
+            return Err(alloc::format!("read of {} bytes at {offset} is unaligned or past the {}-byte disk", out.len(), self.size));
+        }
+        let mut chunks: Vec<&mut [u8]> = out.chunks_mut(REQUEST).collect();
+        let n = chunks.len();
+        // Allocated once: the device holds pointers into these until each request completes.
+        let mut reqs: Vec<BlkReq> = (0..n).map(|_| BlkReq::default()).collect();
+        let mut resps: Vec<BlkResp> = (0..n).map(|_| BlkResp::default()).collect();
+        let mut tokens: Vec<Option<u16>> = alloc::vec![None; n];
+        let mut done = alloc::vec![false; n];
+        let mut submitted = 0;
+        for i in 0..n {
+            while submitted < n && submitted < i + DEPTH {
+                let sector = (offset + (submitted * REQUEST) as u64) / 512;
+                // SAFETY: reqs[submitted], chunks[submitted] and resps[submitted] are not
+                // touched again until complete_read_blocks for this token below, and the
+                // vectors never reallocate.
+                let token = unsafe { self.blk.read_blocks_nb(sector as usize, &mut reqs[submitted], chunks[submitted], &mut resps[submitted]) }
+                    .map_err(|e| alloc::format!("virtio-blk read at sector {sector}: {e:?}"))?;
+                tokens[submitted] = Some(token);
+                submitted += 1;
+            }
+            while !done[i] {
+                let Some(token) = self.blk.peek_used() else {
+                    core::hint::spin_loop();
+                    continue;
+                };
+                let j = tokens.iter().position(|t| *t == Some(token)).ok_or_else(|| alloc::format!("virtio-blk completed unknown request {token}"))?;
+                // SAFETY: the same req/buf/resp that were passed for this token.
+                unsafe { self.blk.complete_read_blocks(token, &reqs[j], chunks[j], &mut resps[j]) }
+                    .map_err(|e| alloc::format!("virtio-blk read of chunk {j}: {e:?}"))?;
+                tokens[j] = None;
+                done[j] = true;
+            }
+            consume((i * REQUEST) as u64, chunks[i])?;
+        }
+        Ok(())
+    }
+
     /// Write sector-aligned data (the LUKS2 writer's ranges are).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
         if offset % 512 != 0 || data.len() % 512 != 0 {

@@ -51,7 +51,11 @@ pub struct BuildArgs {
     /// The disk image to create (must not exist).
     #[arg(long)]
     out: PathBuf,
-    /// Size of the root filesystem (default: its contents plus a margin).
+    /// Size of the whole disk image; veil-root takes what veil-boot and the GPT leave
+    /// (default: just enough for the root filesystem's contents plus a margin).
+    #[arg(long, value_parser = parse_size, conflicts_with = "root_size")]
+    size: Option<u64>,
+    /// Size of the root filesystem instead (default: its contents plus a margin).
     #[arg(long, value_parser = parse_size)]
     root_size: Option<u64>,
     /// Print the result as JSON.
@@ -120,9 +124,18 @@ pub fn build(args: BuildArgs) -> Result<()> {
     // The root filesystem.
     let tmp = tempfile::tempdir()?;
     let ext4 = tmp.path().join("root.ext4");
-    let root_size = match args.root_size {
-        Some(s) => s,
-        None => ((dir_size(&args.rootfs)? * 3 / 2 + 32 * MIB).div_ceil(MIB)) * MIB,
+    let boot_len = LUKS_OVERHEAD + (bundle.len() as u64).div_ceil(MIB) * MIB;
+    let needed = ((dir_size(&args.rootfs)? * 3 / 2 + 32 * MIB).div_ceil(MIB)) * MIB;
+    let root_size = match (args.size, args.root_size) {
+        (Some(total), _) => {
+            let rest = total.saturating_sub(MIB + boot_len + LUKS_OVERHEAD + MIB) / MIB * MIB;
+            if rest < needed {
+                bail!("--size {total} leaves {rest} bytes for the root filesystem; its contents need about {needed}");
+            }
+            rest
+        }
+        (None, Some(s)) => s,
+        (None, None) => needed,
     };
     let st = Command::new("mke2fs")
         // 4 KiB blocks: the LUKS2 volume has 4096-byte sectors, so dm-crypt exposes 4 KiB logical blocks.
@@ -137,7 +150,6 @@ pub fn build(args: BuildArgs) -> Result<()> {
     }
 
     // The disk: 1 MiB GPT alignment, veil-boot, veil-root, backup GPT.
-    let boot_len = LUKS_OVERHEAD + (bundle.len() as u64).div_ceil(MIB) * MIB;
     let root_len = LUKS_OVERHEAD + root_size;
     let disk_size = MIB + boot_len + root_len + MIB;
     let mut gbytes = [0u8; 16];
