@@ -14,11 +14,9 @@ use crate::{ensure_package, linux, root, run};
 /// What the root filesystem prints.
 pub const ROOT_MARKER: &str = "VEILBOOT ROOT OK";
 
-/// Modules the initramfs loads, in dependency order (from each module's `depends=`).
-const MODULES: &[&str] = &[
-    "virtio", "virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",
-    "ecb", "xts", "cryptd", "crypto_simd", "aesni-intel", "dm-mod", "dm-crypt",
-];
+/// Modules the initramfs needs; their dependencies are added from each module's
+/// `depends=` and everything is loaded in dependency order.
+const MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ecb", "xts", "aesni-intel", "dm-crypt"];
 
 const INITRD_INIT: &str = r#"#!/bin/busybox sh
 export PATH=/bin:/sbin
@@ -102,13 +100,53 @@ fn build_initramfs(l: &linux::TestLinux, out: &Path) -> Result<()> {
         // Copy the file the link points to, under the name the binary asks for.
         add_path(&mut w, &mut dirs, &lib.to_string_lossy(), 0o755, &std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?);
     }
-    for m in MODULES {
-        let file = find_module(&release, m)?.with_context(|| format!("module {m} not in the kernel package"))?;
-        add_path(&mut w, &mut dirs, &format!("lib/modules/{m}.ko"), 0o644, &std::fs::read(file)?);
+    let ordered = resolve_modules(&release, MODULES)?;
+    for (name, bytes) in &ordered {
+        add_path(&mut w, &mut dirs, &format!("lib/modules/{name}.ko"), 0o644, bytes);
     }
-    add_path(&mut w, &mut dirs, "init", 0o755, INITRD_INIT.replace("MODULE_LIST", &MODULES.join(" ")).as_bytes());
+    let names: Vec<&str> = ordered.iter().map(|(n, _)| n.as_str()).collect();
+    add_path(&mut w, &mut dirs, "init", 0o755, INITRD_INIT.replace("MODULE_LIST", &names.join(" ")).as_bytes());
     std::fs::write(out, w.finish())?;
     Ok(())
+}
+
+/// The `depends=` list of a module file (its .modinfo strings).
+fn depends(ko: &[u8]) -> Vec<String> {
+    let key = b"depends=";
+    let Some(at) = ko.windows(key.len()).position(|w| w == key) else { return Vec::new() };
+    let rest = &ko[at + key.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(0);
+    String::from_utf8_lossy(&rest[..end]).split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// `wanted` and their dependencies, dependencies first (depth-first post-order).
+fn resolve_modules(release: &Path, wanted: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+    fn visit(release: &Path, name: &str, out: &mut Vec<(String, Vec<u8>)>, stack: &mut Vec<String>) -> Result<()> {
+        if out.iter().any(|(n, _)| n == name) || stack.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        // Module names use '_' and '-' interchangeably.
+        let file = find_module(release, name)?
+            .or(find_module(release, &name.replace('_', "-"))?)
+            .or(find_module(release, &name.replace('-', "_"))?)
+            .with_context(|| format!("module {name} not in the kernel package"))?;
+        let bytes = std::fs::read(&file)?;
+        stack.push(name.to_string());
+        for dep in depends(&bytes) {
+            visit(release, &dep, out, stack)?;
+        }
+        stack.pop();
+        let stem = file.file_stem().unwrap().to_string_lossy().into_owned();
+        if !out.iter().any(|(n, _)| *n == stem) {
+            out.push((stem, bytes));
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for m in wanted {
+        visit(release, m, &mut out, &mut Vec::new())?;
+    }
+    Ok(out)
 }
 
 fn find_module(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
