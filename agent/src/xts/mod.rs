@@ -11,6 +11,9 @@
 //! [`decrypt_data_unit`] handle a single data unit of any length of at least one block
 //! (with ciphertext stealing), which dm-crypt never needs but the published vectors use.
 
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod aesni;
 pub mod soft;
 
 use alloc::boxed::Box;
@@ -137,9 +140,29 @@ pub fn check_key(key: &[u8]) -> Result<usize, XtsError> {
     Ok(key.len() / 2)
 }
 
-/// The fastest backend this CPU and build offer for `key`.
+/// Every backend this CPU offers for `key`, fastest first (tests and benchmarks use them all).
+pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
+    let mut v: alloc::vec::Vec<Box<dyn XtsBackend>> = alloc::vec::Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = aesni::AesNiXts::new(key)? {
+        v.push(Box::new(b));
+    }
+    v.push(Box::new(soft::SoftXts::new(key)?));
+    Ok(v)
+}
+
+/// The fastest backend this CPU and build offer for `key`. With the `std` feature the
+/// environment variable VEIL_XTS_BACKEND caps the choice (`rustcrypto` or `aesni`), so that
+/// tests exercise each backend on a machine that has all of them.
 pub fn best_backend(key: &[u8]) -> Result<Box<dyn XtsBackend>, XtsError> {
-    Ok(Box::new(soft::SoftXts::new(key)?))
+    let mut all = available_backends(key)?;
+    #[cfg(feature = "std")]
+    if let Ok(cap) = std::env::var("VEIL_XTS_BACKEND") {
+        if let Some(i) = all.iter().position(|b| b.name() == cap) {
+            return Ok(all.swap_remove(i));
+        }
+    }
+    Ok(all.swap_remove(0))
 }
 
 /// `aes-xts-plain64` over whole sectors, in place.
