@@ -171,6 +171,22 @@ fn botan_vectors() {
 }
 
 #[test]
+fn backends_this_cpu_offers() {
+    let key: Vec<u8> = (0..64).collect();
+    let names: Vec<&str> = xts::available_backends(&key).unwrap().iter().map(|b| b.name()).collect();
+    eprintln!("XTS backends on this CPU: {names:?}");
+    assert_eq!(names.last(), Some(&"rustcrypto"), "the portable backend is always there");
+    // With the cap, the sector cipher uses exactly the backend asked for.
+    for name in &names {
+        // SAFETY of the test: tests in this binary do not read the variable concurrently
+        // with anything that depends on it other than best_backend itself.
+        unsafe { std::env::set_var("VEIL_XTS_BACKEND", name) };
+        assert_eq!(SectorCipher::new(&key, 512).unwrap().backend_name(), *name);
+    }
+    unsafe { std::env::remove_var("VEIL_XTS_BACKEND") };
+}
+
+#[test]
 fn wycheproof_vectors() {
     let Some(dir) = testdata("xts/wycheproof") else { return };
     let text = std::fs::read_to_string(dir.join("aes_xts_test.json")).unwrap();

@@ -1,13 +1,17 @@
-//! XTS-AES with AES-NI: hand-written assembly behind a C-ABI, as the Linux kernel's
+//! XTS-AES with AES-NI, VAES-256 (AVX2) and VAES-512 (AVX-512): hand-written assembly behind a
+//! C-ABI, as the Linux kernel's
 //! arch/x86/crypto does it, because on x86_64-unknown-none the RustCrypto crates cannot use
 //! AES-NI (their detection is off there and `target_feature(enable = "aes")` on that
-//! soft-float target crashes LLVM). Four blocks are processed interleaved, the tweak is
-//! multiplied by α in registers, and the routines touch only what the safe wrapper below
+//! soft-float target crashes LLVM). AES-NI interleaves 4 blocks, VAES-256 8 (4 ymm) and
+//! VAES-512 16 (4 zmm); tweaks are multiplied by α lane-wise in registers (by α² and α⁴ to
+//! advance a vector of tweaks), and the routines touch only what the safe wrapper below
 //! hands them: pointers to checked, whole-block buffers and lengths in blocks.
 //!
 //! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8; the routines clobber
-//! rax, r9, r10, r11, xmm0-xmm15 and the flags, all caller-saved; no stack use beyond the
-//! return address; no memory other than the arguments' buffers and a read-only constant.
+//! rax, r9, r10, r11, xmm/ymm/zmm0-15 and the flags, all caller-saved (the VAES routines end
+//! with VZEROUPPER); no stack use beyond the return address; no memory other than the
+//! arguments' buffers and a read-only constant. The firmware never runs them from its
+//! exception handlers.
 
 use core::arch::global_asm;
 
@@ -248,6 +252,188 @@ veil_aesni_xts_encrypt:
     .globl veil_aesni_xts_decrypt
 veil_aesni_xts_decrypt:
     VEIL_XTS aesdec, aesdeclast
+
+    /* ---------------- VAES: 2 blocks per ymm (AVX2) or 4 per zmm (AVX-512) ---------------- */
+
+    /* Lane-wise T = T * alpha on a vector of tweaks (\t scratch, \m mask). */
+    .macro VEIL_DOUBLE reg, t, m, and, xor
+    vpshufd $0x13, \reg, \t
+    vpaddq \reg, \reg, \reg
+    vpsrad $31, \t, \t
+    \and \m, \t, \t
+    \xor \t, \reg, \reg
+    .endm
+
+    /* One block with a VEX xmm tweak in xmm15, for the tails (xmm9 scratch, xmm14 mask). */
+    .macro VEIL_VEX_TAIL op, oplast
+40: test %rcx, %rcx
+    jz 50f
+    vmovdqa %xmm15, %xmm4
+    VEIL_DOUBLE %xmm15, %xmm9, %xmm14, vpand, vpxor
+    vmovdqu (%rdx), %xmm0
+    vpxor %xmm4, %xmm0, %xmm0
+    vmovdqu (%rdi), %xmm8
+    vpxor %xmm8, %xmm0, %xmm0
+    lea 16(%rdi), %r9
+    mov %rsi, %r10
+    dec %r10
+41: vmovdqu (%r9), %xmm8
+    \op %xmm8, %xmm0, %xmm0
+    add $16, %r9
+    dec %r10
+    jnz 41b
+    vmovdqu (%r9), %xmm8
+    \oplast %xmm8, %xmm0, %xmm0
+    vpxor %xmm4, %xmm0, %xmm0
+    vmovdqu %xmm0, (%rdx)
+    add $16, %rdx
+    dec %rcx
+    jmp 40b
+50: vmovdqu %xmm15, (%r8)
+    vzeroupper
+    ret
+    .endm
+
+    .macro VEIL_VAES256 op, oplast
+    vmovdqu (%r8), %xmm15
+    vbroadcasti128 veil_aesni_gf128mul_mask(%rip), %ymm14
+    vmovdqa %xmm15, %xmm10
+    VEIL_DOUBLE %xmm10, %xmm9, %xmm14, vpand, vpxor
+    vinserti128 $1, %xmm10, %ymm15, %ymm15          /* ymm15 = [T0, T1] */
+10: cmp $8, %rcx
+    jb 40f
+    vmovdqa %ymm15, %ymm4
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    vmovdqa %ymm15, %ymm5
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    vmovdqa %ymm15, %ymm6
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    vmovdqa %ymm15, %ymm7
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    VEIL_DOUBLE %ymm15, %ymm9, %ymm14, vpand, vpxor
+    vpxor (%rdx), %ymm4, %ymm0
+    vpxor 32(%rdx), %ymm5, %ymm1
+    vpxor 64(%rdx), %ymm6, %ymm2
+    vpxor 96(%rdx), %ymm7, %ymm3
+    vbroadcasti128 (%rdi), %ymm8
+    vpxor %ymm8, %ymm0, %ymm0
+    vpxor %ymm8, %ymm1, %ymm1
+    vpxor %ymm8, %ymm2, %ymm2
+    vpxor %ymm8, %ymm3, %ymm3
+    lea 16(%rdi), %r9
+    mov %rsi, %r10
+    dec %r10
+11: vbroadcasti128 (%r9), %ymm8
+    \op %ymm8, %ymm0, %ymm0
+    \op %ymm8, %ymm1, %ymm1
+    \op %ymm8, %ymm2, %ymm2
+    \op %ymm8, %ymm3, %ymm3
+    add $16, %r9
+    dec %r10
+    jnz 11b
+    vbroadcasti128 (%r9), %ymm8
+    \oplast %ymm8, %ymm0, %ymm0
+    \oplast %ymm8, %ymm1, %ymm1
+    \oplast %ymm8, %ymm2, %ymm2
+    \oplast %ymm8, %ymm3, %ymm3
+    vpxor %ymm4, %ymm0, %ymm0
+    vpxor %ymm5, %ymm1, %ymm1
+    vpxor %ymm6, %ymm2, %ymm2
+    vpxor %ymm7, %ymm3, %ymm3
+    vmovdqu %ymm0, (%rdx)
+    vmovdqu %ymm1, 32(%rdx)
+    vmovdqu %ymm2, 64(%rdx)
+    vmovdqu %ymm3, 96(%rdx)
+    add $128, %rdx
+    sub $8, %rcx
+    jmp 10b
+    VEIL_VEX_TAIL \op, \oplast
+    .endm
+
+    .macro VEIL_VAES512 op, oplast
+    vmovdqu (%r8), %xmm15
+    vbroadcasti32x4 veil_aesni_gf128mul_mask(%rip), %zmm14
+    vmovdqa %xmm15, %xmm10
+    VEIL_DOUBLE %xmm10, %xmm9, %xmm14, vpand, vpxor   /* T1 */
+    vmovdqa %xmm10, %xmm11
+    VEIL_DOUBLE %xmm11, %xmm9, %xmm14, vpand, vpxor   /* T2 */
+    vmovdqa %xmm11, %xmm12
+    VEIL_DOUBLE %xmm12, %xmm9, %xmm14, vpand, vpxor   /* T3 */
+    vinserti32x4 $1, %xmm10, %zmm15, %zmm15
+    vinserti32x4 $2, %xmm11, %zmm15, %zmm15
+    vinserti32x4 $3, %xmm12, %zmm15, %zmm15           /* zmm15 = [T0, T1, T2, T3] */
+10: cmp $16, %rcx
+    jb 40f
+    vmovdqa64 %zmm15, %zmm4
+    .rept 4
+    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
+    .endr
+    vmovdqa64 %zmm15, %zmm5
+    .rept 4
+    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
+    .endr
+    vmovdqa64 %zmm15, %zmm6
+    .rept 4
+    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
+    .endr
+    vmovdqa64 %zmm15, %zmm7
+    .rept 4
+    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
+    .endr
+    vpxorq (%rdx), %zmm4, %zmm0
+    vpxorq 64(%rdx), %zmm5, %zmm1
+    vpxorq 128(%rdx), %zmm6, %zmm2
+    vpxorq 192(%rdx), %zmm7, %zmm3
+    vbroadcasti32x4 (%rdi), %zmm8
+    vpxorq %zmm8, %zmm0, %zmm0
+    vpxorq %zmm8, %zmm1, %zmm1
+    vpxorq %zmm8, %zmm2, %zmm2
+    vpxorq %zmm8, %zmm3, %zmm3
+    lea 16(%rdi), %r9
+    mov %rsi, %r10
+    dec %r10
+11: vbroadcasti32x4 (%r9), %zmm8
+    \op %zmm8, %zmm0, %zmm0
+    \op %zmm8, %zmm1, %zmm1
+    \op %zmm8, %zmm2, %zmm2
+    \op %zmm8, %zmm3, %zmm3
+    add $16, %r9
+    dec %r10
+    jnz 11b
+    vbroadcasti32x4 (%r9), %zmm8
+    \oplast %zmm8, %zmm0, %zmm0
+    \oplast %zmm8, %zmm1, %zmm1
+    \oplast %zmm8, %zmm2, %zmm2
+    \oplast %zmm8, %zmm3, %zmm3
+    vpxorq %zmm4, %zmm0, %zmm0
+    vpxorq %zmm5, %zmm1, %zmm1
+    vpxorq %zmm6, %zmm2, %zmm2
+    vpxorq %zmm7, %zmm3, %zmm3
+    vmovdqu64 %zmm0, (%rdx)
+    vmovdqu64 %zmm1, 64(%rdx)
+    vmovdqu64 %zmm2, 128(%rdx)
+    vmovdqu64 %zmm3, 192(%rdx)
+    add $256, %rdx
+    sub $16, %rcx
+    jmp 10b
+    VEIL_VEX_TAIL \op, \oplast
+    .endm
+
+    .globl veil_vaes256_xts_encrypt
+veil_vaes256_xts_encrypt:
+    VEIL_VAES256 vaesenc, vaesenclast
+    .globl veil_vaes256_xts_decrypt
+veil_vaes256_xts_decrypt:
+    VEIL_VAES256 vaesdec, vaesdeclast
+    .globl veil_vaes512_xts_encrypt
+veil_vaes512_xts_encrypt:
+    VEIL_VAES512 vaesenc, vaesenclast
+    .globl veil_vaes512_xts_decrypt
+veil_vaes512_xts_decrypt:
+    VEIL_VAES512 vaesdec, vaesdeclast
 "#,
     options(att_syntax)
 );
@@ -259,6 +445,48 @@ unsafe extern "C" {
     fn veil_aesni_encrypt_block(keys: *const u8, rounds: u64, block: *mut u8);
     fn veil_aesni_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_aesni_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+    fn veil_vaes256_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+    fn veil_vaes256_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+    fn veil_vaes512_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+    fn veil_vaes512_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+}
+
+/// XCR0 as the firmware set it (no_std builds cannot ask the OS; XGETBV is also missing from
+/// some nested hypervisors' emulators). 0 until `set_xcr0` is called.
+static FIRMWARE_XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Tell the XTS backends which vector state the firmware enabled (its XCR0).
+pub fn set_xcr0(xcr0: u64) {
+    FIRMWARE_XCR0.store(xcr0, core::sync::atomic::Ordering::Relaxed);
+}
+
+fn xcr0() -> u64 {
+    #[cfg(feature = "std")]
+    {
+        // A hosted OS enables XSAVE state; OSXSAVE (CPUID.1:ECX bit 27) says XGETBV may run.
+        if core::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0 {
+            let (lo, hi): (u32, u32);
+            // SAFETY: XGETBV with ECX = 0 reads XCR0; allowed because OSXSAVE is set.
+            unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+            return (u64::from(hi) << 32) | u64::from(lo);
+        }
+        0
+    }
+    #[cfg(not(feature = "std"))]
+    FIRMWARE_XCR0.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Which VAES widths this CPU and its enabled vector state allow: (256-bit, 512-bit).
+pub fn vaes_available() -> (bool, bool) {
+    if core::arch::x86_64::__cpuid(0).eax < 7 || !available() {
+        return (false, false);
+    }
+    let l7 = core::arch::x86_64::__cpuid_count(7, 0);
+    let x = xcr0();
+    let vaes = l7.ecx & (1 << 9) != 0;
+    let ymm = x & 0b110 == 0b110 && l7.ebx & (1 << 5) != 0; // AVX2
+    let zmm = ymm && x & 0b1110_0000 == 0b1110_0000 && l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 17) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0; // F, DQ, BW, VL
+    (vaes && ymm, vaes && zmm)
 }
 
 /// Does this CPU have AES-NI (and may it be used: SSE state enabled)?
@@ -300,26 +528,48 @@ impl Schedule {
     }
 }
 
-/// XTS-AES-128/256 on AES-NI.
+/// Which instructions drive the bulk blocks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// AES-NI on xmm registers, 4 blocks interleaved.
+    AesNi,
+    /// VAES on ymm registers (AVX2), 8 blocks per iteration.
+    Vaes256,
+    /// VAES on zmm registers (AVX-512), 16 blocks per iteration.
+    Vaes512,
+}
+
+/// XTS-AES-128/256 on AES-NI or VAES (the tweak and the tails always use AES-NI forms).
 pub struct AesNiXts {
     data: Schedule,
     tweak: Schedule,
+    width: Width,
 }
 
 impl AesNiXts {
-    /// Key from `key1 || key2`; None if the CPU has no AES-NI.
-    pub fn new(key: &[u8]) -> Result<Option<Self>, XtsError> {
+    /// Key from `key1 || key2` for `width`; None if the CPU cannot run that width.
+    pub fn new(key: &[u8], width: Width) -> Result<Option<Self>, XtsError> {
         let half = check_key(key)?;
-        if !available() {
+        let (v256, v512) = vaes_available();
+        let ok = match width {
+            Width::AesNi => available(),
+            Width::Vaes256 => v256,
+            Width::Vaes512 => v512,
+        };
+        if !ok {
             return Ok(None);
         }
-        Ok(Some(AesNiXts { data: Schedule::new(&key[..half]), tweak: Schedule::new(&key[half..]) }))
+        Ok(Some(AesNiXts { data: Schedule::new(&key[..half]), tweak: Schedule::new(&key[half..]), width }))
     }
 }
 
 impl XtsBackend for AesNiXts {
     fn name(&self) -> &'static str {
-        "aesni"
+        match self.width {
+            Width::AesNi => "aesni",
+            Width::Vaes256 => "vaes256",
+            Width::Vaes512 => "vaes512",
+        }
     }
 
     fn encrypt_tweak(&self, iv: &[u8; BLOCK]) -> [u8; BLOCK] {
@@ -331,14 +581,25 @@ impl XtsBackend for AesNiXts {
 
     fn encrypt_blocks(&self, data: &mut [u8], tweak: &mut [u8; BLOCK]) {
         let n = (data.len() / BLOCK) as u64;
+        let f = match self.width {
+            Width::AesNi => veil_aesni_xts_encrypt,
+            Width::Vaes256 => veil_vaes256_xts_encrypt,
+            Width::Vaes512 => veil_vaes512_xts_encrypt,
+        };
         // SAFETY: the routine reads and writes exactly n whole blocks of `data` and the
-        // 16-byte tweak; any partial trailing bytes (none from the safe wrappers) are left.
-        unsafe { veil_aesni_xts_encrypt(self.data.enc.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
+        // 16-byte tweak; any partial trailing bytes (none from the safe wrappers) are left;
+        // the CPU and its enabled state support the width (checked in `new`).
+        unsafe { f(self.data.enc.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
     }
 
     fn decrypt_blocks(&self, data: &mut [u8], tweak: &mut [u8; BLOCK]) {
         let n = (data.len() / BLOCK) as u64;
+        let f = match self.width {
+            Width::AesNi => veil_aesni_xts_decrypt,
+            Width::Vaes256 => veil_vaes256_xts_decrypt,
+            Width::Vaes512 => veil_vaes512_xts_decrypt,
+        };
         // SAFETY: as for encrypt_blocks, with the decryption schedule.
-        unsafe { veil_aesni_xts_decrypt(self.data.dec.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
+        unsafe { f(self.data.dec.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
     }
 }

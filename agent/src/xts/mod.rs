@@ -144,21 +144,69 @@ pub fn check_key(key: &[u8]) -> Result<usize, XtsError> {
 pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
     let mut v: alloc::vec::Vec<Box<dyn XtsBackend>> = alloc::vec::Vec::new();
     #[cfg(target_arch = "x86_64")]
-    if let Some(b) = aesni::AesNiXts::new(key)? {
-        v.push(Box::new(b));
+    for width in [aesni::Width::Vaes512, aesni::Width::Vaes256, aesni::Width::AesNi] {
+        if let Some(b) = aesni::AesNiXts::new(key, width)? {
+            v.push(Box::new(b));
+        }
     }
     v.push(Box::new(soft::SoftXts::new(key)?));
     Ok(v)
 }
 
+/// Backend the firmware measured to be fastest on this machine (an index into
+/// `available_backends`' names; u8::MAX = none). Emulators invert the usual order: QEMU's
+/// TCG runs AES-NI far faster than its VAES emulation.
+static PREFERRED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(u8::MAX);
+const NAMES: [&str; 4] = ["vaes512", "vaes256", "aesni", "rustcrypto"];
+
+/// Prefer the backend named `name` from now on (if this CPU has it).
+pub fn set_preferred(name: &str) {
+    if let Some(i) = NAMES.iter().position(|n| *n == name) {
+        PREFERRED.store(i as u8, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Time every backend on `bytes` of 4096-byte sectors with `clock` (any monotonic counter)
+/// and prefer the fastest; returns its name. The firmware calls this once at start-up.
+pub fn select_fastest(clock: &dyn Fn() -> u64, bytes: usize) -> Option<&'static str> {
+    let key: [u8; 64] = core::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(3));
+    let mut buf = alloc::vec![0u8; bytes.div_ceil(4096).max(1) * 4096];
+    let mut best: Option<(u64, &'static str)> = None;
+    let all = available_backends(&key).ok()?;
+    let hardware = all.len() > 1;
+    for backend in all {
+        let name = backend.name();
+        // The portable backend is only the answer when there is nothing else.
+        if hardware && name == "rustcrypto" {
+            continue;
+        }
+        let cipher = SectorCipher::with_backend(backend, 4096).ok()?;
+        let start = clock();
+        cipher.encrypt_sectors(0, &mut buf).ok()?;
+        let took = clock().saturating_sub(start);
+        if best.is_none_or(|(t, _)| took < t) {
+            best = Some((took, name));
+        }
+    }
+    let (_, name) = best?;
+    set_preferred(name);
+    NAMES.iter().copied().find(|n| *n == name)
+}
+
 /// The fastest backend this CPU and build offer for `key`. With the `std` feature the
-/// environment variable VEIL_XTS_BACKEND caps the choice (`rustcrypto` or `aesni`), so that
+/// environment variable VEIL_XTS_BACKEND picks one (`rustcrypto`, `aesni`, `vaes256`,
+/// `vaes512`), so that
 /// tests exercise each backend on a machine that has all of them.
 pub fn best_backend(key: &[u8]) -> Result<Box<dyn XtsBackend>, XtsError> {
     let mut all = available_backends(key)?;
     #[cfg(feature = "std")]
     if let Ok(cap) = std::env::var("VEIL_XTS_BACKEND") {
         if let Some(i) = all.iter().position(|b| b.name() == cap) {
+            return Ok(all.swap_remove(i));
+        }
+    }
+    if let Some(preferred) = NAMES.get(PREFERRED.load(core::sync::atomic::Ordering::Relaxed) as usize) {
+        if let Some(i) = all.iter().position(|b| b.name() == *preferred) {
             return Ok(all.swap_remove(i));
         }
     }
