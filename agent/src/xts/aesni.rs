@@ -8,7 +8,7 @@
 //! hands them: pointers to checked, whole-block buffers and lengths in blocks.
 //!
 //! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8; the routines clobber
-//! rax, r9, r10, r11, xmm/ymm/zmm0-15 and the flags, all caller-saved (the VAES routines end
+//! rax, r9, r10, r11, xmm/ymm/zmm0-15 (VAES-512 also zmm16-30, its round keys) and the flags, all caller-saved (the VAES routines end
 //! with VZEROUPPER); no stack use beyond the return address; no memory other than the
 //! arguments' buffers and a read-only constant. The firmware never runs them from its
 //! exception handlers.
@@ -353,6 +353,33 @@ veil_aesni_xts_decrypt:
     VEIL_VEX_TAIL \op, \oplast
     .endm
 
+    /* zmm15 = zmm15 * alpha^4 per lane: shift by 4, carry the low qword's top bits into the
+     * high qword, reduce the high qword's top 4 bits with a carry-less multiply by 0x87
+     * (zmm14 qword 0 of each lane). zmm9, zmm10 scratch. */
+    .macro VEIL_ALPHA4
+    vpsrlq $60, %zmm15, %zmm9
+    vpsllq $4, %zmm15, %zmm15
+    vpclmulqdq $0x01, %zmm14, %zmm9, %zmm10
+    vpslldq $8, %zmm9, %zmm9
+    vpternlogq $0x96, %zmm10, %zmm9, %zmm15
+    .endm
+
+    /* 16 blocks (zmm0-3) through \n rounds with round keys preloaded in zmm16.. */
+    .macro VEIL_ROUNDS512 op, oplast, last
+    .irp k, 17,18,19,20,21,22,23,24,25,26,27,28,29,30
+    .if \k < \last
+    \op %zmm\k, %zmm0, %zmm0
+    \op %zmm\k, %zmm1, %zmm1
+    \op %zmm\k, %zmm2, %zmm2
+    \op %zmm\k, %zmm3, %zmm3
+    .endif
+    .endr
+    \oplast %zmm\last, %zmm0, %zmm0
+    \oplast %zmm\last, %zmm1, %zmm1
+    \oplast %zmm\last, %zmm2, %zmm2
+    \oplast %zmm\last, %zmm3, %zmm3
+    .endm
+
     .macro VEIL_VAES512 op, oplast
     vmovdqu (%r8), %xmm15
     vbroadcasti32x4 veil_aesni_gf128mul_mask(%rip), %zmm14
@@ -365,50 +392,47 @@ veil_aesni_xts_decrypt:
     vinserti32x4 $1, %xmm10, %zmm15, %zmm15
     vinserti32x4 $2, %xmm11, %zmm15, %zmm15
     vinserti32x4 $3, %xmm12, %zmm15, %zmm15           /* zmm15 = [T0, T1, T2, T3] */
+    /* All round keys in registers (the schedule buffer always holds 15). */
+    vbroadcasti32x4 0(%rdi), %zmm16
+    vbroadcasti32x4 16(%rdi), %zmm17
+    vbroadcasti32x4 32(%rdi), %zmm18
+    vbroadcasti32x4 48(%rdi), %zmm19
+    vbroadcasti32x4 64(%rdi), %zmm20
+    vbroadcasti32x4 80(%rdi), %zmm21
+    vbroadcasti32x4 96(%rdi), %zmm22
+    vbroadcasti32x4 112(%rdi), %zmm23
+    vbroadcasti32x4 128(%rdi), %zmm24
+    vbroadcasti32x4 144(%rdi), %zmm25
+    vbroadcasti32x4 160(%rdi), %zmm26
+    vbroadcasti32x4 176(%rdi), %zmm27
+    vbroadcasti32x4 192(%rdi), %zmm28
+    vbroadcasti32x4 208(%rdi), %zmm29
+    vbroadcasti32x4 224(%rdi), %zmm30
 10: cmp $16, %rcx
     jb 40f
     vmovdqa64 %zmm15, %zmm4
-    .rept 4
-    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
-    .endr
+    VEIL_ALPHA4
     vmovdqa64 %zmm15, %zmm5
-    .rept 4
-    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
-    .endr
+    VEIL_ALPHA4
     vmovdqa64 %zmm15, %zmm6
-    .rept 4
-    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
-    .endr
+    VEIL_ALPHA4
     vmovdqa64 %zmm15, %zmm7
-    .rept 4
-    VEIL_DOUBLE %zmm15, %zmm9, %zmm14, vpandq, vpxorq
-    .endr
-    vpxorq (%rdx), %zmm4, %zmm0
-    vpxorq 64(%rdx), %zmm5, %zmm1
-    vpxorq 128(%rdx), %zmm6, %zmm2
-    vpxorq 192(%rdx), %zmm7, %zmm3
-    vbroadcasti32x4 (%rdi), %zmm8
-    vpxorq %zmm8, %zmm0, %zmm0
-    vpxorq %zmm8, %zmm1, %zmm1
-    vpxorq %zmm8, %zmm2, %zmm2
-    vpxorq %zmm8, %zmm3, %zmm3
-    lea 16(%rdi), %r9
-    mov %rsi, %r10
-    dec %r10
-11: vbroadcasti32x4 (%r9), %zmm8
-    \op %zmm8, %zmm0, %zmm0
-    \op %zmm8, %zmm1, %zmm1
-    \op %zmm8, %zmm2, %zmm2
-    \op %zmm8, %zmm3, %zmm3
-    add $16, %r9
-    dec %r10
-    jnz 11b
-    vbroadcasti32x4 (%r9), %zmm8
-    \oplast %zmm8, %zmm0, %zmm0
-    \oplast %zmm8, %zmm1, %zmm1
-    \oplast %zmm8, %zmm2, %zmm2
-    \oplast %zmm8, %zmm3, %zmm3
-    vpxorq %zmm4, %zmm0, %zmm0
+    VEIL_ALPHA4
+    /* data ^ tweak ^ round key 0 */
+    vmovdqu64 (%rdx), %zmm0
+    vmovdqu64 64(%rdx), %zmm1
+    vmovdqu64 128(%rdx), %zmm2
+    vmovdqu64 192(%rdx), %zmm3
+    vpternlogq $0x96, %zmm4, %zmm16, %zmm0
+    vpternlogq $0x96, %zmm5, %zmm16, %zmm1
+    vpternlogq $0x96, %zmm6, %zmm16, %zmm2
+    vpternlogq $0x96, %zmm7, %zmm16, %zmm3
+    cmp $10, %rsi
+    jne 12f
+    VEIL_ROUNDS512 \op, \oplast, 26
+    jmp 13f
+12: VEIL_ROUNDS512 \op, \oplast, 30
+13: vpxorq %zmm4, %zmm0, %zmm0
     vpxorq %zmm5, %zmm1, %zmm1
     vpxorq %zmm6, %zmm2, %zmm2
     vpxorq %zmm7, %zmm3, %zmm3
@@ -485,7 +509,7 @@ pub fn vaes_available() -> (bool, bool) {
     let x = xcr0();
     let vaes = l7.ecx & (1 << 9) != 0;
     let ymm = x & 0b110 == 0b110 && l7.ebx & (1 << 5) != 0; // AVX2
-    let zmm = ymm && x & 0b1110_0000 == 0b1110_0000 && l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 17) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0; // F, DQ, BW, VL
+    let zmm = ymm && x & 0b1110_0000 == 0b1110_0000 && l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 17) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0 && l7.ecx & (1 << 10) != 0; // F, DQ, BW, VL, VPCLMULQDQ
     (vaes && ymm, vaes && zmm)
 }
 
