@@ -27,23 +27,30 @@ struct Row {
     key_bits: usize,
     best: f64,
     median: f64,
+    /// TSC cycles per byte of the best trial (the TSC counts at the nominal clock).
+    cpb: Option<f64>,
 }
 
-/// Run `pass` (one pass over BUFFER bytes) until a trial lasts MIN_TRIAL; MB/s per trial.
-fn measure(mut pass: impl FnMut()) -> (f64, f64) {
+/// Run `pass` (one pass over BUFFER bytes) until a trial lasts MIN_TRIAL; best and median
+/// MB/s, and TSC cycles per byte of the best trial.
+fn measure(mut pass: impl FnMut()) -> (f64, f64, f64) {
     pass(); // warm-up: page in the buffer, settle the clock
-    let mut rates = Vec::with_capacity(TRIALS);
+    let mut trials = Vec::with_capacity(TRIALS);
     for _ in 0..TRIALS {
         let start = Instant::now();
+        // SAFETY: RDTSC only reads the time-stamp counter.
+        let c0 = unsafe { core::arch::x86_64::_rdtsc() };
         let mut bytes = 0usize;
         while start.elapsed() < MIN_TRIAL {
             pass();
             bytes += BUFFER;
         }
-        rates.push(bytes as f64 / start.elapsed().as_secs_f64() / 1e6);
+        // SAFETY: as above.
+        let cycles = unsafe { core::arch::x86_64::_rdtsc() } - c0;
+        trials.push((bytes as f64 / start.elapsed().as_secs_f64() / 1e6, cycles as f64 / bytes as f64));
     }
-    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (rates[TRIALS - 1], rates[TRIALS / 2])
+    trials.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    (trials[TRIALS - 1].0, trials[TRIALS / 2].0, trials[TRIALS - 1].1)
 }
 
 fn test_key(len: usize) -> Vec<u8> {
@@ -61,10 +68,10 @@ fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8], label: &str) -> Result<()> {
                 continue;
             }
             let name = if name == "rustcrypto" { format!("veilboot `rustcrypto` backend{label}") } else { format!("veilboot `{name}` backend (assembly)") };
-            let (best, median) = measure(|| cipher.encrypt_sectors(0, buf).unwrap());
-            rows.push(Row { name: name.clone(), op: "encrypt", key_bits, best, median });
-            let (best, median) = measure(|| cipher.decrypt_sectors(0, buf).unwrap());
-            rows.push(Row { name, op: "decrypt", key_bits, best, median });
+            let (best, median, cpb) = measure(|| cipher.encrypt_sectors(0, buf).unwrap());
+            rows.push(Row { name: name.clone(), op: "encrypt", key_bits, best, median, cpb: Some(cpb) });
+            let (best, median, cpb) = measure(|| cipher.decrypt_sectors(0, buf).unwrap());
+            rows.push(Row { name, op: "decrypt", key_bits, best, median, cpb: Some(cpb) });
         }
     }
     Ok(())
@@ -85,7 +92,7 @@ fn openssl_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
             } else {
                 ctx.decrypt_init(Some(cipher), Some(&key), None)?;
             }
-            let (best, median) = measure(|| {
+            let (best, median, cpb) = measure(|| {
                 for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
                     let iv = plain64_iv((i * SECTOR / 512) as u64);
                     // Re-key nothing, reset only the IV, as dm-crypt does per sector.
@@ -97,7 +104,7 @@ fn openssl_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
                     ctx.cipher_update_inplace(sector, SECTOR).unwrap();
                 }
             });
-            rows.push(Row { name: format!("{version} (vendored, `openssl` crate)"), op, key_bits, best, median });
+            rows.push(Row { name: format!("{version} (vendored, `openssl` crate)"), op, key_bits, best, median, cpb: Some(cpb) });
         }
     }
     Ok(())
@@ -111,7 +118,7 @@ fn xts_mode_row(rows: &mut Vec<Row>, buf: &mut [u8]) {
         Aes256::new_from_slice(&key[..32]).unwrap(),
         Aes256::new_from_slice(&key[32..]).unwrap(),
     );
-    let (best, median) = measure(|| {
+    let (best, median, cpb) = measure(|| {
         xts.encrypt_area(buf, SECTOR, 0, |i| xts_mode::get_tweak_default(i * 8));
     });
     rows.push(Row {
@@ -120,6 +127,7 @@ fn xts_mode_row(rows: &mut Vec<Row>, buf: &mut [u8]) {
         key_bits: 256,
         best,
         median,
+        cpb: Some(cpb),
     });
 }
 
@@ -152,6 +160,7 @@ fn system_openssl_rows(rows: &mut Vec<Row>) -> Result<()> {
             key_bits,
             best: rates[TRIALS - 1],
             median: rates[TRIALS / 2],
+            cpb: None,
         });
     }
     Ok(())
@@ -170,11 +179,12 @@ fn render(rows: &[Row]) -> String {
     s.push_str("4096-byte sectors, one thread, a fresh plain64 IV per sector, 32 MiB buffer; five trials of at least 0.5 s, MB/s = 10^6 bytes/s.\n");
     s.push_str(&format!("Machine: {}, {} logical CPUs.\n", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
     s.push_str("Command: `cargo xtask bench` (runs `cargo run --release -p veil-bench`).\n\n");
-    s.push_str("| implementation | key | op | best MB/s | median MB/s |\n|---|---|---|---:|---:|\n");
+    s.push_str("| implementation | key | op | best MB/s | median MB/s | TSC cycles/byte |\n|---|---|---|---:|---:|---:|\n");
     for r in rows {
+        let cpb = r.cpb.map_or("-".to_string(), |c| format!("{c:.2}"));
         s.push_str(&format!(
-            "| {} | AES-{} | {} | {:.0} | {:.0} |\n",
-            r.name, r.key_bits, r.op, r.best, r.median
+            "| {} | AES-{} | {} | {:.0} | {:.0} | {} |\n",
+            r.name, r.key_bits, r.op, r.best, r.median, cpb
         ));
     }
     s.push_str("\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection. The firmware\n");
@@ -194,7 +204,7 @@ fn main() -> Result<()> {
         [flag] if flag == "--soft-rows" => {
             veil_rows(&mut rows, &mut buf, " (software AES, as in the firmware)")?;
             for r in &rows {
-                println!("{}\t{}\t{}\t{}\t{}", r.name, r.op, r.key_bits, r.best, r.median);
+                println!("{}\t{}\t{}\t{}\t{}\t{}", r.name, r.op, r.key_bits, r.best, r.median, r.cpb.unwrap_or(0.0));
             }
             return Ok(());
         }
@@ -205,9 +215,9 @@ fn main() -> Result<()> {
     if let Ok(text) = std::env::var("VEIL_BENCH_SOFT_ROWS") {
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
-            if let [name, op, bits, best, median] = f[..] {
+            if let [name, op, bits, best, median, cpb] = f[..] {
                 let op = if op == "encrypt" { "encrypt" } else { "decrypt" };
-                rows.push(Row { name: name.into(), op, key_bits: bits.parse()?, best: best.parse()?, median: median.parse()? });
+                rows.push(Row { name: name.into(), op, key_bits: bits.parse()?, best: best.parse()?, median: median.parse()?, cpb: cpb.parse().ok() });
             }
         }
     }
