@@ -190,7 +190,7 @@ fn render(rows: &[Row]) -> String {
     s.push_str("\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection. The firmware\n");
     s.push_str("(x86_64-unknown-none) runs the same code on the bitsliced software AES; the \"software AES\" rows are the same\n");
     s.push_str("benchmark built with `--cfg aes_backend=\"soft\"`, in the same `cargo xtask bench` run.\n");
-    s.push_str("The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (4, 8 and 16 blocks per iteration).\n");
+    s.push_str("The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (8, 8 and 16 blocks per iteration).\n");
     s
 }
 
