@@ -2,15 +2,15 @@
 //! C-ABI, as the Linux kernel's
 //! arch/x86/crypto does it, because on x86_64-unknown-none the RustCrypto crates cannot use
 //! AES-NI (their detection is off there and `target_feature(enable = "aes")` on that
-//! soft-float target crashes LLVM). AES-NI interleaves 8 blocks (tweaks spilled to 128
-//! aligned stack bytes), VAES-256 8 (4 ymm) and
+//! soft-float target crashes LLVM). AES-NI interleaves 8 blocks (tweaks spilled to aligned
+//! stack, the next batch's computed during the current batch's rounds), VAES-256 8 (4 ymm) and
 //! VAES-512 16 (4 zmm); tweaks are multiplied by α lane-wise in registers (by α² and α⁴ to
 //! advance a vector of tweaks), and the routines touch only what the safe wrapper below
 //! hands them: pointers to checked, whole-block buffers and lengths in blocks.
 //!
 //! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8; the routines clobber
 //! rax, r9, r10, r11, xmm/ymm/zmm0-15 (VAES-512 also zmm16-30, its round keys) and the flags, all caller-saved (the VAES routines end
-//! with VZEROUPPER); the AES-NI XTS routines use 128 bytes of stack (and rbp, restored), the
+//! with VZEROUPPER); the AES-NI XTS routines use 256 bytes of stack (and rbp, restored), the
 //! others none beyond the return address; no memory other than the
 //! arguments' buffers and a read-only constant. The firmware never runs them from its
 //! exception handlers.
@@ -170,17 +170,18 @@ veil_aesni_encrypt_block:
     .macro VEIL_XTS op, oplast
     push %rbp
     mov %rsp, %rbp
-    sub $128, %rsp
-    and $-16, %rsp                  /* 8 tweaks spill here: 16 xmm registers are too few */
+    sub $256, %rsp
+    and $-16, %rsp          /* two batches of 8 tweaks: 16 xmm registers are too few */
     movdqu (%r8), %xmm15
     movdqa veil_aesni_gf128mul_mask(%rip), %xmm14
-60: cmp $8, %rcx
+    cmp $8, %rcx
     jb 10f
     .irp i, 0,1,2,3,4,5,6,7
     movdqa %xmm15, 16*\i(%rsp)
     VEIL_NEXT_TWEAK
     .endr
-    movdqu (%rdi), %xmm8
+    /* 8 blocks per iteration; the next batch's tweaks are computed during the rounds. */
+62: movdqu (%rdi), %xmm8
     .irp i, 0,1,2,3,4,5,6,7
     movdqu 16*\i(%rdx), %xmm\i
     pxor 16*\i(%rsp), %xmm\i
@@ -189,11 +190,19 @@ veil_aesni_encrypt_block:
     lea 16(%rdi), %r9
     mov %rsi, %r10
     dec %r10
+    xor %r11, %r11
 61: movdqu (%r9), %xmm8
     .irp i, 0,1,2,3,4,5,6,7
     \op %xmm8, %xmm\i
     .endr
-    add $16, %r9
+    cmp $8, %r11
+    jae 63f
+    mov %r11, %rax
+    shl $4, %rax
+    movdqa %xmm15, 128(%rsp,%rax)
+    VEIL_NEXT_TWEAK
+    inc %r11
+63: add $16, %r9
     dec %r10
     jnz 61b
     movdqu (%r9), %xmm8
@@ -201,10 +210,15 @@ veil_aesni_encrypt_block:
     \oplast %xmm8, %xmm\i
     pxor 16*\i(%rsp), %xmm\i
     movdqu %xmm\i, 16*\i(%rdx)
+    movdqa 128+16*\i(%rsp), %xmm9
+    movdqa %xmm9, 16*\i(%rsp)
     .endr
     add $128, %rdx
     sub $8, %rcx
-    jmp 60b
+    cmp $8, %rcx
+    jae 62b
+    /* The batch computed ahead was not used: continue from its first tweak. */
+    movdqa (%rsp), %xmm15
 10: cmp $4, %rcx
     jb 20f
     movdqa %xmm15, %xmm4
