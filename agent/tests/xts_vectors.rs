@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{testdata, unhex};
-use veil_agent::xts::{self, SectorCipher, XtsBackend, XtsError, soft::SoftXts};
+use veil_agent::xts::{self, SectorCipher, XtsError, soft::SoftXts};
 
 struct Vector {
     source: String,
