@@ -21,4 +21,5 @@ pub mod cpio;
 pub mod fwcfg;
 pub mod gpt;
 pub mod timeline;
+pub mod tpm;
 pub mod xts;

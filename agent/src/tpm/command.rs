@@ -1,0 +1,468 @@
+//! TPM 2.0 commands veilboot sends, marshalled and unmarshalled with the `tpm2-protocol`
+//! crate: Startup, GetCapability(PCRS), PCR_Extend, PCR_Read, CreatePrimary, Create, Load,
+//! StartAuthSession, PolicyPCR, Unseal, FlushContext.
+//!
+//! The transport is a trait ([`Transport`]: the TIS driver in the firmware, a recorded or
+//! simulated TPM in tests). Every response is validated by the crate's unmarshaller against
+//! the command code it answers; a non-zero response code becomes [`TpmError::Rc`] naming the
+//! command.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use tpm2_protocol::basic::{TpmBuffer, TpmUint16, TpmUint32};
+use tpm2_protocol::data::{
+    Tpm2bAuth, Tpm2bData, Tpm2bDigest, Tpm2bEccParameter, Tpm2bEncryptedSecret, Tpm2bNonce, Tpm2bPrivate, Tpm2bPublic,
+    Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc, TpmRcBase, TpmSe, TpmSt,
+    TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand, TpmsCapabilityData,
+    TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsSensitiveCreate, TpmtHa,
+    TpmtPublic, TpmtSymDef, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
+};
+use tpm2_protocol::frame::{
+    TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
+    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmLoadCommand, TpmLoadResponse,
+    TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
+    TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
+    tpm_marshal_command,
+};
+use tpm2_protocol::{TpmWriter, data::TpmiYesNo};
+use zeroize::Zeroizing;
+
+use super::Bank;
+
+/// Moves one command to the TPM and its response back.
+pub trait Transport {
+    /// Send `command`, return the response frame.
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// Why a TPM command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TpmError {
+    /// The transport failed (TIS timeout, no TPM).
+    Transport(String),
+    /// The TPM answered `command` with a non-zero response code.
+    Rc {
+        /// Command name.
+        command: &'static str,
+        /// The response code.
+        rc: u32,
+    },
+    /// A command could not be marshalled (an argument too large for its TPM2B).
+    Marshal(&'static str),
+    /// The response was malformed.
+    Response {
+        /// Command name.
+        command: &'static str,
+        /// What the unmarshaller said.
+        why: String,
+    },
+}
+
+impl fmt::Display for TpmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TpmError::Transport(e) => write!(f, "TPM: {e}"),
+            TpmError::Rc { command, rc } => write!(f, "TPM2_{command} failed with response code {rc:#x}{}", rc_hint(*rc)),
+            TpmError::Marshal(what) => write!(f, "TPM command marshalling: {what}"),
+            TpmError::Response { command, why } => write!(f, "TPM2_{command}: malformed response: {why}"),
+        }
+    }
+}
+
+/// A readable note for the response codes an operator meets.
+fn rc_hint(rc: u32) -> &'static str {
+    // Format-one codes carry a parameter/handle/session number in bits 8..11; compare the base.
+    let base = if rc & 0x80 != 0 { rc & 0xBF } else { rc };
+    match base {
+        0x100 => " (TPM_RC_INITIALIZE: already started)",
+        0x101 => " (TPM_RC_FAILURE: the TPM is in failure mode)",
+        0x128 => " (TPM_RC_PCR_CHANGED)",
+        0x82 => " (TPM_RC_ATTRIBUTES)",
+        0x84 => " (TPM_RC_VALUE)",
+        0x8B => " (TPM_RC_HANDLE)",
+        0x8E => " (TPM_RC_AUTH_FAIL)",
+        0x95 => " (TPM_RC_SIZE)",
+        0x9D => " (TPM_RC_POLICY_FAIL: the PCRs differ from those the object is sealed to)",
+        0x9F => " (TPM_RC_INTEGRITY: the sealed blob was not made by this TPM or was altered)",
+        0x902 => " (TPM_RC_OBJECT_MEMORY)",
+        0x903 => " (TPM_RC_SESSION_MEMORY)",
+        0x921 => " (TPM_RC_LOCKOUT: dictionary-attack lockout)",
+        0x922 => " (TPM_RC_RETRY)",
+        _ => "",
+    }
+}
+
+/// TPM_RS_PW: the password session (empty password) for the owner hierarchy and objects
+/// without an auth value.
+const RS_PW: u32 = 0x4000_0009;
+/// TPM_RH_OWNER.
+pub const RH_OWNER: u32 = 0x4000_0001;
+/// TPM_RH_NULL.
+const RH_NULL: u32 = 0x4000_0007;
+/// TPM_RC_INITIALIZE: TPM2_Startup after the TPM was already started.
+const RC_INITIALIZE: u32 = 0x100;
+
+const RC_YIELDED: u32 = 0x908;
+const RC_TESTING: u32 = 0x90A;
+const RC_RETRY: u32 = 0x922;
+const MAX_RETRIES: u32 = 100;
+
+const MAX_COMMAND: usize = super::tis::MAX_FRAME;
+
+fn marshal<C: TpmFrame>(command: &C, sessions: &[TpmsAuthCommand], name: &'static str) -> Result<Vec<u8>, TpmError> {
+    let mut buf = alloc::vec![0u8; MAX_COMMAND];
+    let tag = if sessions.is_empty() { TpmSt::NoSessions } else { TpmSt::Sessions };
+    let mut writer = TpmWriter::new(&mut buf);
+    tpm_marshal_command(command, tag, sessions, &mut writer).map_err(|_| TpmError::Marshal(name))?;
+    let len = writer.len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+fn password_session() -> TpmsAuthCommand {
+    TpmsAuthCommand {
+        session_handle: TpmUint32::new(RS_PW),
+        nonce: Tpm2bNonce::default(),
+        session_attributes: TpmaSession::empty(),
+        hmac: Tpm2bAuth::default(),
+    }
+}
+
+fn response_error(command: &'static str, e: impl fmt::Debug) -> TpmError {
+    TpmError::Response { command, why: alloc::format!("{e:?}") }
+}
+
+/// The response code of a frame (0 = success).
+fn rc_of(frame: &[u8], command: &'static str) -> Result<u32, TpmError> {
+    let response = TpmResponse::cast(frame).map_err(|e| response_error(command, e))?;
+    let rc = response.rc().map_err(|e| response_error(command, e))?;
+    Ok(rc_value(rc))
+}
+
+fn rc_value(rc: TpmRc) -> u32 {
+    if matches!(rc, TpmRc::Fmt0(TpmRcBase::Success)) { 0 } else { rc.value() }
+}
+
+/// A bank's algorithm identifier.
+pub fn alg_of(bank: Bank) -> TpmAlgId {
+    match bank {
+        Bank::Sha1 => TpmAlgId::Sha1,
+        Bank::Sha256 => TpmAlgId::Sha256,
+        Bank::Sha384 => TpmAlgId::Sha384,
+        Bank::Sha512 => TpmAlgId::Sha512,
+    }
+}
+
+/// A PCR selection of `pcrs` in `bank` (3-byte bitmap, PCRs 0..23).
+pub fn pcr_selection(bank: Bank, pcrs: &[u32]) -> Result<TpmlPcrSelection, TpmError> {
+    let mut bitmap = [0u8; 3];
+    for &p in pcrs {
+        if p >= 24 {
+            return Err(TpmError::Marshal("PCR index above 23"));
+        }
+        bitmap[(p / 8) as usize] |= 1 << (p % 8);
+    }
+    let select = TpmsPcrSelect::try_from(&bitmap[..]).map_err(|_| TpmError::Marshal("PCR bitmap"))?;
+    let mut list = TpmlPcrSelection::new();
+    list.try_push(TpmsPcrSelection { hash: alg_of(bank), pcr_select: select }).map_err(|_| TpmError::Marshal("PCR selection"))?;
+    Ok(list)
+}
+
+/// The public area of a sealed data object bound to `policy` (a SHA-256 policy digest):
+/// keyedhash, no scheme, fixedTPM | fixedParent | noDA, no userWithAuth (the policy is the
+/// only way to use it).
+pub fn sealed_object_template(policy: &[u8; 32]) -> Result<TpmtPublic, TpmError> {
+    Ok(TpmtPublic {
+        object_type: TpmAlgId::KeyedHash,
+        name_alg: TpmAlgId::Sha256,
+        object_attributes: TpmaObject::from_bits_truncate(SEALED_OBJECT_ATTRIBUTES),
+        auth_policy: Tpm2bDigest::try_from(&policy[..]).map_err(|_| TpmError::Marshal("policy digest"))?,
+        parameters: TpmuPublicParms::KeyedHash(TpmsKeyedhashParms::default()),
+        unique: TpmuPublicId::KeyedHash(Tpm2bDigest::default()),
+    })
+}
+
+/// fixedTPM | fixedParent | noDA.
+pub const SEALED_OBJECT_ATTRIBUTES: u32 = 0x0000_0412;
+
+/// The storage primary key veilboot seals under: systemd's template (ECC NIST P-256, AES-128
+/// CFB, attributes 0x00030072 = fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth
+/// | restricted | decrypt, empty unique), so that `systemd-cryptenroll --tpm2-device` objects
+/// load under the same key. CreatePrimary is deterministic for a template and the owner seed.
+pub fn storage_primary_template() -> TpmtPublic {
+    TpmtPublic {
+        object_type: TpmAlgId::Ecc,
+        name_alg: TpmAlgId::Sha256,
+        object_attributes: TpmaObject::from_bits_truncate(0x0003_0072),
+        auth_policy: Tpm2bDigest::default(),
+        parameters: TpmuPublicParms::Ecc(TpmsEccParms {
+            symmetric: TpmtSymDef {
+                algorithm: TpmAlgId::Aes,
+                key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)),
+                mode: TpmuSymMode::Aes(TpmAlgId::Cfb),
+            },
+            scheme: Default::default(),
+            curve_id: TpmEccCurve::NistP256,
+            kdf: Default::default(),
+        }),
+        unique: TpmuPublicId::Ecc(TpmsEccPoint { x: Tpm2bEccParameter::default(), y: Tpm2bEccParameter::default() }),
+    }
+}
+
+/// A TPM reached through `T`.
+pub struct Tpm<T> {
+    transport: T,
+}
+
+impl<T: Transport> Tpm<T> {
+    /// Wrap a transport.
+    pub fn new(transport: T) -> Self {
+        Tpm { transport }
+    }
+
+    /// The transport back.
+    pub fn into_inner(self) -> T {
+        self.transport
+    }
+
+    fn run(&mut self, command: &[u8], name: &'static str) -> Result<Vec<u8>, TpmError> {
+        let mut attempts = 0;
+        loop {
+            let response = self.transport.transact(command).map_err(TpmError::Transport)?;
+            match rc_of(&response, name)? {
+                0 => return Ok(response),
+                // TPM_RC_YIELDED, TPM_RC_TESTING, TPM_RC_RETRY: the command did not start; the
+                // TPM asks for it again (Part 2, 6.6.3). Bounded, so a broken TPM cannot hang us.
+                RC_YIELDED | RC_TESTING | RC_RETRY if attempts < MAX_RETRIES => attempts += 1,
+                rc => return Err(TpmError::Rc { command: name, rc }),
+            }
+        }
+    }
+
+    fn call<R: TpmUnmarshalBody>(&mut self, command: &[u8], name: &'static str) -> Result<R, TpmError> {
+        let response = self.run(command, name)?;
+        TpmResponse::cast(&response).and_then(|r| r.unmarshal::<R>()).map_err(|e| response_error(name, e))
+    }
+
+    /// TPM2_Startup(CLEAR). Returns false when the TPM had already been started.
+    pub fn startup_clear(&mut self) -> Result<bool, TpmError> {
+        let cmd = marshal(&TpmStartupCommand { handles: [], startup_type: TpmSu::Clear }, &[], "Startup")?;
+        match self.run(&cmd, "Startup") {
+            Ok(_) => Ok(true),
+            Err(TpmError::Rc { rc: RC_INITIALIZE, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The PCR banks with at least one PCR allocated.
+    pub fn active_banks(&mut self) -> Result<Vec<Bank>, TpmError> {
+        let cmd = TpmGetCapabilityCommand { handles: [], cap: TpmCap::Pcrs, property: TpmUint32::new(0), property_count: TpmUint32::new(1) };
+        let cmd = marshal(&cmd, &[], "GetCapability")?;
+        let resp: TpmGetCapabilityResponse = self.call(&cmd, "GetCapability")?;
+        let _: TpmiYesNo = resp.more_data;
+        let TpmsCapabilityData { data: TpmuCapabilities::Pcrs(list), .. } = resp.capability_data else {
+            return Err(TpmError::Response { command: "GetCapability", why: "not a PCR list".to_string() });
+        };
+        let mut banks = Vec::new();
+        for sel in list.iter() {
+            if sel.pcr_select.iter().any(|b| *b != 0) {
+                if let Some(bank) = Bank::from_alg(sel.hash.value()) {
+                    banks.push(bank);
+                }
+            }
+        }
+        Ok(banks)
+    }
+
+    /// TPM2_PCR_Extend of `pcr` with one digest per bank.
+    pub fn pcr_extend(&mut self, pcr: u32, digests: &[(Bank, Vec<u8>)]) -> Result<(), TpmError> {
+        let mut values = TpmlDigestValues::new();
+        for (bank, d) in digests {
+            let buf = TpmBuffer::try_from(d.as_slice()).map_err(|_| TpmError::Marshal("digest"))?;
+            values.try_push(TpmtHa { hash_alg: alg_of(*bank), digest: TpmuHa::Digest(buf) }).map_err(|_| TpmError::Marshal("digest list"))?;
+        }
+        let cmd = TpmPcrExtendCommand { handles: [TpmUint32::new(pcr)], digests: values };
+        let cmd = marshal(&cmd, &[password_session()], "PCR_Extend")?;
+        self.run(&cmd, "PCR_Extend").map(drop)
+    }
+
+    /// TPM2_PCR_Read of `pcrs` in `bank`, in index order. Reads in rounds: a TPM returns at
+    /// most eight digests per call.
+    pub fn pcr_read(&mut self, bank: Bank, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, TpmError> {
+        let mut wanted: Vec<u32> = pcrs.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut out = Vec::new();
+        while !wanted.is_empty() {
+            let cmd = TpmPcrReadCommand { handles: [], pcr_selection_in: pcr_selection(bank, &wanted)? };
+            let cmd = marshal(&cmd, &[], "PCR_Read")?;
+            let resp: TpmPcrReadResponse = self.call(&cmd, "PCR_Read")?;
+            let mut returned = Vec::new();
+            for sel in resp.pcr_selection_out.iter() {
+                for (byte, bits) in sel.pcr_select.iter().enumerate() {
+                    for bit in 0..8 {
+                        if bits & (1 << bit) != 0 {
+                            returned.push(byte as u32 * 8 + bit);
+                        }
+                    }
+                }
+            }
+            let values: Vec<Vec<u8>> = resp.pcr_values.iter().map(|d| d.to_vec()).collect();
+            if returned.is_empty() || returned.len() != values.len() || values.iter().any(|v| v.len() != bank.size()) {
+                return Err(TpmError::Response { command: "PCR_Read", why: "selection and digests disagree".to_string() });
+            }
+            for (p, v) in returned.into_iter().zip(values) {
+                if !wanted.contains(&p) {
+                    return Err(TpmError::Response { command: "PCR_Read", why: alloc::format!("PCR {p} was not asked for") });
+                }
+                wanted.retain(|w| *w != p);
+                out.push((p, v));
+            }
+        }
+        out.sort_by_key(|(p, _)| *p);
+        Ok(out)
+    }
+
+    /// TPM2_CreatePrimary in the owner hierarchy; returns the transient handle.
+    pub fn create_primary(&mut self, template: TpmtPublic) -> Result<u32, TpmError> {
+        let cmd = TpmCreatePrimaryCommand {
+            handles: [TpmUint32::new(RH_OWNER)],
+            in_sensitive: Tpm2bSensitiveCreate::default(),
+            in_public: Tpm2bPublic { inner: template },
+            outside_info: Tpm2bData::default(),
+            creation_pcr: TpmlPcrSelection::new(),
+        };
+        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
+        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
+        Ok(resp.handles[0].value())
+    }
+
+    /// TPM2_Create of a sealed data object holding `secret` under `parent`; returns the
+    /// marshalled TPM2B_PRIVATE and TPM2B_PUBLIC (what TPM2_Load takes back).
+    pub fn create_sealed(&mut self, parent: u32, policy: &[u8; 32], secret: &[u8]) -> Result<SealedBlob, TpmError> {
+        let data = Tpm2bSensitiveData::try_from(secret).map_err(|_| TpmError::Marshal("secret larger than a sealed object holds"))?;
+        let cmd = TpmCreateCommand {
+            handles: [TpmUint32::new(parent)],
+            in_sensitive: Tpm2bSensitiveCreate { inner: TpmsSensitiveCreate { user_auth: Tpm2bAuth::default(), data } },
+            in_public: Tpm2bPublic { inner: sealed_object_template(policy)? },
+            outside_info: Tpm2bData::default(),
+            creation_pcr: TpmlPcrSelection::new(),
+        };
+        let cmd = Zeroizing::new(marshal(&cmd, &[password_session()], "Create")?);
+        let resp: TpmCreateResponse = self.call(&cmd, "Create")?;
+        Ok(SealedBlob { private: marshal_value(&resp.out_private)?, public: marshal_value(&resp.out_public)? })
+    }
+
+    /// TPM2_Load of a sealed blob under `parent`; returns the transient handle.
+    pub fn load(&mut self, parent: u32, blob: &SealedBlob) -> Result<u32, TpmError> {
+        let (private, rest) = <Tpm2bPrivate as tpm2_protocol::TpmUnmarshal>::unmarshal(&blob.private).map_err(|e| response_error("Load", e))?;
+        let (public, rest2) = <Tpm2bPublic as tpm2_protocol::TpmUnmarshal>::unmarshal(&blob.public).map_err(|e| response_error("Load", e))?;
+        if !rest.is_empty() || !rest2.is_empty() {
+            return Err(TpmError::Marshal("trailing bytes after the sealed blob's private or public area"));
+        }
+        let cmd = TpmLoadCommand { handles: [TpmUint32::new(parent)], in_private: private, in_public: public };
+        let cmd = marshal(&cmd, &[password_session()], "Load")?;
+        let resp: TpmLoadResponse = self.call(&cmd, "Load")?;
+        Ok(resp.handles[0].value())
+    }
+
+    /// Start a policy session (unsalted, unbound, SHA-256) with `nonce` as nonceCaller.
+    pub fn start_policy_session(&mut self, nonce: &[u8; 32]) -> Result<u32, TpmError> {
+        let cmd = TpmStartAuthSessionCommand {
+            handles: [TpmUint32::new(RH_NULL), TpmUint32::new(RH_NULL)],
+            nonce_caller: Tpm2bNonce::try_from(&nonce[..]).map_err(|_| TpmError::Marshal("nonce"))?,
+            encrypted_salt: Tpm2bEncryptedSecret::default(),
+            session_type: TpmSe::Policy,
+            symmetric: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
+            auth_hash: TpmAlgId::Sha256,
+        };
+        let cmd = marshal(&cmd, &[], "StartAuthSession")?;
+        let resp: TpmStartAuthSessionResponse = self.call(&cmd, "StartAuthSession")?;
+        Ok(resp.handles[0].value())
+    }
+
+    /// TPM2_PolicyPCR with an empty pcrDigest: the TPM folds in its current values of `pcrs`.
+    pub fn policy_pcr(&mut self, session: u32, bank: Bank, pcrs: &[u32]) -> Result<(), TpmError> {
+        let cmd = TpmPolicyPcrCommand { handles: [TpmUint32::new(session)], pcr_digest: Tpm2bDigest::default(), pcrs: pcr_selection(bank, pcrs)? };
+        let cmd = marshal(&cmd, &[], "PolicyPCR")?;
+        self.run(&cmd, "PolicyPCR").map(drop)
+    }
+
+    /// TPM2_Unseal of `object` authorised by the policy `session` (which the TPM closes).
+    pub fn unseal(&mut self, object: u32, session: u32) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        let auth = TpmsAuthCommand {
+            session_handle: TpmUint32::new(session),
+            nonce: Tpm2bNonce::default(),
+            session_attributes: TpmaSession::empty(),
+            hmac: Tpm2bAuth::default(),
+        };
+        let cmd = marshal(&TpmUnsealCommand { handles: [TpmUint32::new(object)] }, &[auth], "Unseal")?;
+        let response = Zeroizing::new(self.run(&cmd, "Unseal")?);
+        // Validated by the crate, then sliced here: the crate's owned response is a Copy
+        // buffer that could not be wiped, while this frame is Zeroizing.
+        let frame = TpmResponse::cast(&response).map_err(|e| response_error("Unseal", e))?;
+        frame.validate(TpmCc::Unseal).map_err(|e| response_error("Unseal", e))?;
+        let params: &[u8] = if frame.tag().map_err(|e| response_error("Unseal", e))? == TpmSt::Sessions { response.get(14..).unwrap_or(&[]) } else { response.get(10..).unwrap_or(&[]) };
+        let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        match size.and_then(|n| params.get(2..2 + n)) {
+            Some(data) => Ok(Zeroizing::new(data.to_vec())),
+            None => Err(TpmError::Response { command: "Unseal", why: "outData runs past the response".to_string() }),
+        }
+    }
+
+    /// TPM2_FlushContext.
+    pub fn flush(&mut self, handle: u32) -> Result<(), TpmError> {
+        let cmd = marshal(&TpmFlushContextCommand { handles: [], flush_handle: TpmUint32::new(handle) }, &[], "FlushContext")?;
+        self.run(&cmd, "FlushContext").map(drop)
+    }
+}
+
+fn marshal_value<V: tpm2_protocol::TpmMarshal>(value: &V) -> Result<Vec<u8>, TpmError> {
+    let mut buf = alloc::vec![0u8; MAX_COMMAND];
+    let mut writer = TpmWriter::new(&mut buf);
+    value.marshal(&mut writer).map_err(|_| TpmError::Marshal("response value"))?;
+    let len = writer.len();
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// A sealed object as TPM2_Create returned it: marshalled TPM2B_PRIVATE and TPM2B_PUBLIC
+/// (the layout of `tpm2_create -r/-u` and of systemd's `tpm2-blob`, concatenated there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedBlob {
+    /// TPM2B_PRIVATE (the sensitive area encrypted by the parent).
+    pub private: Vec<u8>,
+    /// TPM2B_PUBLIC.
+    pub public: Vec<u8>,
+}
+
+impl SealedBlob {
+    /// Split systemd's `tpm2-blob` (TPM2B_PRIVATE || TPM2B_PUBLIC).
+    pub fn from_concatenated(blob: &[u8]) -> Result<SealedBlob, TpmError> {
+        let size = |b: &[u8]| -> Option<usize> { Some(2 + usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]))) };
+        let p = size(blob).filter(|n| *n <= blob.len()).ok_or(TpmError::Marshal("tpm2-blob: private area runs past the blob"))?;
+        let rest = &blob[p..];
+        let q = size(rest).filter(|n| *n == rest.len()).ok_or(TpmError::Marshal("tpm2-blob: public area does not end the blob"))?;
+        Ok(SealedBlob { private: blob[..p].to_vec(), public: rest[..q].to_vec() })
+    }
+
+    /// TPM2B_PRIVATE || TPM2B_PUBLIC.
+    pub fn concatenated(&self) -> Vec<u8> {
+        let mut v = self.private.clone();
+        v.extend_from_slice(&self.public);
+        v
+    }
+}
+
+/// The command-code of each command, for tests and logs.
+pub fn command_code(name: &str) -> Option<u32> {
+    let cc = match name {
+        "Startup" => TpmCc::Startup,
+        "PCR_Extend" => TpmCc::PcrExtend,
+        "Unseal" => TpmCc::Unseal,
+        _ => return None,
+    };
+    Some(cc.value())
+}

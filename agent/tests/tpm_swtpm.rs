@@ -1,0 +1,151 @@
+//! agent::tpm against a real TPM: Debian's swtpm, reached over its raw TCP data port, and
+//! tpm2-tools as the independent second opinion on policy digests. Skipped (loudly) without
+//! swtpm unless VEIL_REQUIRE_TOOLS is set.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use veil_agent::tpm::command::{self, Tpm, TpmError, Transport};
+use veil_agent::tpm::{Bank, policy};
+
+struct Tcp(TcpStream);
+
+impl Transport for Tcp {
+    fn transact(&mut self, cmd: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.write_all(cmd).map_err(|e| e.to_string())?;
+        let mut head = [0u8; 10];
+        self.0.read_exact(&mut head).map_err(|e| e.to_string())?;
+        let size = u32::from_be_bytes(head[2..6].try_into().unwrap()) as usize;
+        let mut resp = head.to_vec();
+        resp.resize(size.max(10), 0);
+        self.0.read_exact(&mut resp[10..]).map_err(|e| e.to_string())?;
+        Ok(resp)
+    }
+}
+
+struct Swtpm {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    // Two adjacent free ports: bind, note, release.
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+fn start_swtpm() -> Option<Swtpm> {
+    if !have("swtpm") || !have("tpm2_createpolicy") {
+        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm/tpm2-tools missing and VEIL_REQUIRE_TOOLS set (apt-get install swtpm swtpm-tools tpm2-tools)");
+        eprintln!("SKIPPED: swtpm or tpm2-tools not installed (apt-get install swtpm swtpm-tools tpm2-tools)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "not-need-init"])
+        .arg("--tpmstate").arg(format!("dir={}", dir.path().display()))
+        .arg("--server").arg(format!("type=tcp,port={port}"))
+        .arg("--ctrl").arg(format!("type=tcp,port={}", port + 1))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(Swtpm { child, port, _dir: dir })
+}
+
+fn connect(t: &Swtpm) -> Tpm<Tcp> {
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", t.port)) {
+            return Tpm::new(Tcp(s));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("swtpm did not listen on {}", t.port);
+}
+
+#[test]
+fn measure_seal_and_unseal_on_swtpm() {
+    let Some(sw) = start_swtpm() else { return };
+    let mut tpm = connect(&sw);
+    assert!(tpm.startup_clear().unwrap(), "first Startup starts the TPM");
+    assert!(!tpm.startup_clear().unwrap(), "a second Startup is TPM_RC_INITIALIZE, reported as already started");
+    let banks = tpm.active_banks().unwrap();
+    assert!(banks.contains(&Bank::Sha256), "{banks:?}");
+
+    // Extend PCR 4 in every active bank; read it back and compare with the host computation.
+    let digests: Vec<(Bank, Vec<u8>)> = banks.iter().map(|b| (*b, b.digest(b"kernel"))).collect();
+    tpm.pcr_extend(4, &digests).unwrap();
+    for b in &banks {
+        let read = tpm.pcr_read(*b, &[4]).unwrap();
+        assert_eq!(read, vec![(4, b.extend(&vec![0; b.size()], &b.digest(b"kernel")))]);
+    }
+    // More than eight PCRs take several PCR_Read rounds.
+    let all: Vec<u32> = (0..24).collect();
+    let values = tpm.pcr_read(Bank::Sha256, &all).unwrap();
+    assert_eq!(values.iter().map(|(p, _)| *p).collect::<Vec<_>>(), all);
+
+    // Seal to PCRs 0, 4, 8, 9 as they are now; unseal through a PolicyPCR session.
+    let pcrs = [0, 4, 8, 9];
+    let current: Vec<Vec<u8>> = tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(_, v)| v).collect();
+    let policy = policy::policy_pcr(Bank::Sha256, &pcrs, &current);
+    let primary = tpm.create_primary(command::storage_primary_template()).unwrap();
+    let blob = tpm.create_sealed(primary, &policy, b"the master secret").unwrap();
+    let object = tpm.load(primary, &blob).unwrap();
+    let session = tpm.start_policy_session(&[1; 32]).unwrap();
+    tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
+    assert_eq!(tpm.unseal(object, session).unwrap().as_slice(), b"the master secret");
+    // The blob survives the concatenated (systemd tpm2-blob) form.
+    assert_eq!(command::SealedBlob::from_concatenated(&blob.concatenated()).unwrap(), blob);
+
+    // A new measurement: the policy no longer matches and the TPM refuses.
+    tpm.pcr_extend(4, &digests).unwrap();
+    let session = tpm.start_policy_session(&[2; 32]).unwrap();
+    tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
+    let err = tpm.unseal(object, session).unwrap_err();
+    assert!(matches!(err, TpmError::Rc { command: "Unseal", .. }), "{err}");
+    assert!(err.to_string().contains("POLICY_FAIL"), "{err}");
+    tpm.flush(session).ok(); // a failed command leaves the session open
+    tpm.flush(object).unwrap();
+    tpm.flush(primary).unwrap();
+
+    // tpm2-tools computes the same policy digest for the TPM's current PCRs.
+    let now: Vec<Vec<u8>> = tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(_, v)| v).collect();
+    drop(tpm); // swtpm serves one client at a time
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let st = Command::new("tpm2_createpolicy")
+        .args(["--policy-pcr", "-l", "sha256:0,4,8,9", "-L"])
+        .arg(out.path())
+        .env("TPM2TOOLS_TCTI", format!("swtpm:host=127.0.0.1,port={}", sw.port))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(out.path()).unwrap(), policy::policy_pcr(Bank::Sha256, &pcrs, &now));
+}
+
+#[test]
+fn sealed_blob_splitting_refuses_bad_lengths() {
+    assert!(command::SealedBlob::from_concatenated(&[]).is_err());
+    assert!(command::SealedBlob::from_concatenated(&[0, 5, 1, 2]).is_err());
+    assert!(command::SealedBlob::from_concatenated(&[0, 1, 9, 0, 2, 1]).is_err());
+    let ok = command::SealedBlob::from_concatenated(&[0, 1, 9, 0, 2, 1, 2]).unwrap();
+    assert_eq!((ok.private, ok.public), (vec![0, 1, 9], vec![0, 2, 1, 2]));
+}
