@@ -207,3 +207,69 @@ mod tests {
         assert_eq!(open_header(&s, &v[..HEADER_SIZE], v.len() as u64), Err(BundleError::Version(2)));
     }
 }
+
+/// Type of the LUKS2 token that keeps a copy of the manifest in the clear, in the
+/// `veil-boot` header: the firmware measures the boot target from it before it can decrypt
+/// anything (the seal policy depends on those measurements), and boots only if the MAC'd
+/// manifest inside the volume is the same.
+pub const TOKEN_TYPE: &str = "veil-bundle";
+
+/// What the `veil-bundle` token carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleToken {
+    /// The manifest (unauthenticated until compared with the MAC'd one).
+    pub manifest: Manifest,
+    /// Constellation's measurementSalt, from which the clusterID is derived (public).
+    pub measurement_salt: Vec<u8>,
+}
+
+/// The token JSON for `manifest` (LUKS2 adds its `keyslots`).
+pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "type": TOKEN_TYPE,
+        "manifest": manifest,
+        "measurement_salt": hex::encode(measurement_salt),
+    })
+}
+
+/// Find and parse the `veil-bundle` token among a LUKS2 header's tokens (untrusted input).
+pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>, BundleError> {
+    let Some(tokens) = luks2_json.get("tokens").and_then(|t| t.as_object()) else {
+        return Ok(None);
+    };
+    let Some(t) = tokens.values().find(|t| t.get("type").and_then(|v| v.as_str()) == Some(TOKEN_TYPE)) else {
+        return Ok(None);
+    };
+    let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));
+    let manifest: Manifest = serde_json::from_value(t.get("manifest").cloned().ok_or_else(|| bad("no manifest"))?).map_err(|e| bad(&alloc::format!("{e}")))?;
+    let salt = t.get("measurement_salt").and_then(|v| v.as_str()).ok_or_else(|| bad("no measurement_salt"))?;
+    let measurement_salt = hex::decode(salt).map_err(|_| bad("measurement_salt is not hex"))?;
+    if measurement_salt.len() < 16 || measurement_salt.len() > 64 {
+        return Err(bad("measurement_salt must be 16 to 64 bytes"));
+    }
+    Ok(Some(BundleToken { manifest, measurement_salt }))
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        let p = |o| Payload { offset: o, size: 10, sha384: "ab".into() };
+        Manifest { kernel: p(4096), initrd: p(8192), cmdline: "console=ttyS0".into(), root_uuid: "u".into() }
+    }
+
+    #[test]
+    fn token_round_trip_and_refusals() {
+        let mut header = serde_json::json!({"tokens": {"0": {"type": "other", "keyslots": []}}});
+        assert_eq!(find_token(&header).unwrap(), None);
+        let t = token_json(&manifest(), &[5; 32]);
+        header["tokens"]["1"] = t.clone();
+        assert_eq!(find_token(&header).unwrap(), Some(BundleToken { manifest: manifest(), measurement_salt: alloc::vec![5; 32] }));
+        for (field, value) in [("measurement_salt", serde_json::json!("zz")), ("measurement_salt", serde_json::json!("00")), ("manifest", serde_json::json!({"kernel": 1}))] {
+            let mut bad = header.clone();
+            bad["tokens"]["1"][field] = value;
+            assert!(matches!(find_token(&bad), Err(BundleError::Manifest(_))), "{field}");
+        }
+    }
+}

@@ -22,7 +22,15 @@ pub struct Tables {
     pub ranges: Vec<(u64, u64)>,
     /// Number of blobs.
     pub blobs: usize,
+    /// The fw_cfg files the loader consumed, as QEMU supplied them (before linking), for
+    /// measurement: the command list first, then each blob.
+    pub inputs: Vec<(String, Vec<u8>)>,
+    /// The TPM event log area QEMU's TPM2 table points at (`etc/tpm/log`): address and size.
+    pub tpm_log: Option<(u64, usize)>,
 }
+
+/// The ACPI blob QEMU allocates for the TPM event log (LASA/LAML of the TPM2 table).
+const TPM_LOG_BLOB: &str = "etc/tpm/log";
 
 /// Memory for a blob: page-aligned (or more), never freed.
 fn place(len: usize, align: u32) -> Option<u64> {
@@ -39,10 +47,16 @@ pub fn install(cfg: &FwCfg) -> Result<Option<Tables>, String> {
     };
     let commands = acpi_loader::parse(&loader).map_err(|e| e.to_string())?;
     let mut read_error = None;
+    let mut inputs = alloc::vec![(String::from("etc/table-loader"), loader.clone())];
     let linked: Linked = acpi_loader::link(
         &commands,
         &mut |name| match cfg.read_file(name, MAX_BLOB) {
-            Ok(data) => data,
+            Ok(data) => {
+                if let Some(d) = &data {
+                    inputs.push((name.to_string(), d.clone()));
+                }
+                data
+            }
             Err(e) => {
                 read_error = Some(e.to_string());
                 None
@@ -62,5 +76,24 @@ pub fn install(cfg: &FwCfg) -> Result<Option<Tables>, String> {
     for w in &linked.write_backs {
         cfg.write_file(&w.file, w.offset, &w.bytes).map_err(|e| e.to_string())?;
     }
-    Ok(Some(Tables { rsdp: linked.address_of("etc/acpi/rsdp").unwrap_or(0), ranges, blobs: linked.blobs.len() }))
+    let tpm_log = linked.blobs.iter().find(|b| b.name == TPM_LOG_BLOB).map(|b| (b.addr, b.data.len()));
+    Ok(Some(Tables { rsdp: linked.address_of("etc/acpi/rsdp").unwrap_or(0), ranges, blobs: linked.blobs.len(), inputs, tpm_log }))
+}
+
+impl Tables {
+    /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
+    pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), String> {
+        let Some((addr, size)) = self.tpm_log else {
+            return Err(String::from("QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log"));
+        };
+        if log.len() > size {
+            return Err(alloc::format!("the event log ({} bytes) exceeds the ACPI log area ({size} bytes)", log.len()));
+        }
+        // SAFETY: `place` allocated `size` bytes at `addr` for this blob (see install); the
+        // memory is reported to Linux as ACPI data and nothing else uses it.
+        let area = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size) };
+        area[..log.len()].copy_from_slice(log);
+        area[log.len()..].fill(0);
+        Ok(())
+    }
 }

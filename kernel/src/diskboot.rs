@@ -6,7 +6,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use veil_agent::bundle::{self, Manifest};
+use veil_agent::bundle::{self, BundleToken, Manifest};
 use veil_agent::gpt::Gpt;
 use veil_agent::io::Window;
 use veil_agent::keys::MasterSecret;
@@ -49,8 +49,21 @@ fn read_decrypt(disk: &mut Disk, part_start: u64, seg: &DataSegment, cipher: &Se
     Ok(out)
 }
 
-/// Open `veil-boot` on `disk` with `secret` and return the verified bundle.
-pub fn load(disk: &mut Disk, secret: &MasterSecret) -> Result<Verified, String> {
+/// The `veil-boot` volume before it is unlocked: where it is, its LUKS2 header, and the
+/// boot bundle's manifest as the `veil-bundle` token states it in the clear (unverified).
+pub struct BootVolume {
+    /// Partition start on the disk (bytes).
+    pub start: u64,
+    /// Partition length (bytes).
+    pub len: u64,
+    /// The LUKS2 header.
+    pub volume: Volume,
+    /// The manifest from the header's `veil-bundle` token, if it has one.
+    pub token: Option<BundleToken>,
+}
+
+/// Find `veil-boot` on `disk` and read its LUKS2 header (no key needed).
+pub fn open(disk: &mut Disk) -> Result<BootVolume, String> {
     let gpt = Gpt::read(disk).map_err(|e| alloc::format!("disk {}: {e}", disk.location))?;
     if gpt.used_backup {
         crate::log!("disk: primary GPT damaged; using the backup");
@@ -59,6 +72,29 @@ pub fn load(disk: &mut Disk, secret: &MasterSecret) -> Result<Verified, String> 
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: disk, start, len };
     let volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    let token = bundle::find_token(volume.json()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    Ok(BootVolume { start, len, volume, token })
+}
+
+/// Write header byte ranges (offsets within the partition) of the boot volume, then read
+/// the header back to check that it still loads.
+pub fn write_header(disk: &mut Disk, boot: &mut BootVolume, writes: &[(u64, zeroize::Zeroizing<Vec<u8>>)]) -> Result<(), String> {
+    for (offset, bytes) in writes {
+        if offset + bytes.len() as u64 > boot.len {
+            return Err(String::from("veil-boot: header write beyond the partition"));
+        }
+        disk.write_at(boot.start + offset, bytes).map_err(|e| alloc::format!("veil-boot: writing the header: {e}"))?;
+    }
+    let mut win = Window { dev: disk, start: boot.start, len: boot.len };
+    boot.volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: the header just written does not load: {e}"))?;
+    Ok(())
+}
+
+/// Unlock `boot` with the disk key from `secret` and return the verified bundle. When the
+/// header carries a `veil-bundle` token (what was measured), the MAC'd manifest must equal it.
+pub fn load(disk: &mut Disk, boot: &BootVolume, secret: &MasterSecret) -> Result<Verified, String> {
+    let (start, len, volume) = (boot.start, boot.len, &boot.volume);
+    let mut win = Window { dev: disk, start, len };
     let disk_key = secret.disk_key(volume.uuid()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
     let (slot, volume_key) = volume
         .unlock(&mut win, disk_key.as_ref(), &LIMITS)
@@ -71,6 +107,11 @@ pub fn load(disk: &mut Disk, secret: &MasterSecret) -> Result<Verified, String> 
     drop(win);
     let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
     let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
+    if let Some(t) = &boot.token {
+        if t.manifest != manifest {
+            return Err(String::from("boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot"));
+        }
+    }
     let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
     bundle::verify("kernel", &manifest.kernel, &kernel).map_err(|e| e.to_string())?;
     let initrd = read_decrypt(disk, start, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;

@@ -1,18 +1,39 @@
-//! Where the master secret comes from. In this build: only the insecure development source,
-//! fw_cfg `opt/veil/dev-master-secret`, and only in a ROM built with the `insecure-dev-key`
-//! feature and only on the plain platform. The attestation issue replaces it.
+//! Where the master secret comes from, in order:
+//! 1. the TPM: a `veil-tpm2` token in the `veil-boot` header, unsealed through a PolicyPCR
+//!    session over the PCRs measured this boot (local unseal, no network);
+//! 2. in ROMs built with `insecure-dev-key` only, on the plain platform only: fw_cfg
+//!    `opt/veil/dev-master-secret` (development and tests). With a TPM present, the secret
+//!    is then sealed to this boot's PCRs and stored as a `veil-tpm2` token, so the next boot
+//!    unseals it locally.
+//!
+//! When a sealed token exists but does not unseal (different PCRs: a new kernel, a tampered
+//! bundle) and no other source is configured, the firmware stops: it never boots with a key
+//! it did not obtain through attestation.
+
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use veil_agent::keys::MasterSecret;
+use veil_agent::luks2::format::HeaderWriter;
+use veil_agent::tpm::{measure, token};
 use zeroize::Zeroizing;
 
+use crate::diskboot::BootVolume;
 use crate::fwcfg::FwCfg;
 use crate::platform::Kind;
+use crate::tpm::MeasuredBoot;
+use crate::virtio::Disk;
 
 const DEV_SECRET: &str = "opt/veil/dev-master-secret";
 
-/// The master secret, if this build and platform have a source for it.
-pub fn master_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, alloc::string::String> {
-    if cfg.find(DEV_SECRET).is_none() {
+/// Does fw_cfg offer the development secret (whether or not this ROM accepts it)?
+pub fn dev_secret_offered(cfg: &FwCfg) -> bool {
+    cfg.find(DEV_SECRET).is_some()
+}
+
+/// The development secret, if this build and platform accept it.
+fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, String> {
+    if !dev_secret_offered(cfg) {
         return Ok(None);
     }
     if !cfg!(feature = "insecure-dev-key") {
@@ -25,4 +46,84 @@ pub fn master_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, al
     crate::log!("WARNING: INSECURE DEVELOPMENT KEY SOURCE: THE MASTER SECRET CAME FROM THE HOST (FW_CFG {DEV_SECRET}). THIS ROM MUST NEVER BOOT A REAL CLUSTER.");
     let bytes = Zeroizing::new(cfg.read_file(DEV_SECRET, 4096).map_err(|e| alloc::format!("{e}"))?.unwrap_or_default());
     MasterSecret::parse(&bytes).map(Some).map_err(|e| alloc::format!("{DEV_SECRET}: {e}"))
+}
+
+fn hex_pcrs(values: &[(u32, Vec<u8>)]) -> String {
+    let parts: Vec<String> = values.iter().map(|(p, v)| alloc::format!("{p}={}", hex::encode(v))).collect();
+    parts.join(" ")
+}
+
+/// Try every sealed token; Ok(None) when there is none, Err(reason) when all failed.
+fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecret>, String> {
+    let tokens = token::find(boot.volume.json());
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let mut why = Vec::new();
+    for t in tokens {
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => {
+                crate::log!("tpm: veil-boot {e}: ignored");
+                why.push(e);
+                continue;
+            }
+        };
+        let start = crate::cpu::rdtsc();
+        match tpm.unseal(&t.blob, &t.pcrs) {
+            Ok(bytes) => {
+                let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+                crate::log!("tpm: master secret unsealed from veil-boot token {} (PolicyPCR over SHA-256 PCRs {:?}) in {us} us", t.number, t.pcrs);
+                return token::open_payload(&bytes).map(Some);
+            }
+            Err(e) => {
+                let measured = tpm.read_pcrs(&t.pcrs).map(|v| hex_pcrs(&v)).unwrap_or_else(|e| e);
+                crate::log!("tpm: veil-boot token {}: unseal failed: {e}", t.number);
+                crate::log!("tpm: this boot measured SHA-256 PCRs {measured}");
+                why.push(alloc::format!("token {}: {e}", t.number));
+            }
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// Seal `secret` to this boot's PCRs and store it as the `veil-tpm2` token (replacing any).
+fn seal_into_header(tpm: &mut MeasuredBoot, disk: &mut Disk, boot: &mut BootVolume, secret: &MasterSecret) -> Result<u32, String> {
+    let (blob, policy) = tpm.seal(&token::seal_payload(secret))?;
+    let mut writer = HeaderWriter::edit(&boot.volume).map_err(|e| alloc::format!("{e}"))?;
+    for old in token::find(boot.volume.json()).into_iter().flatten() {
+        writer.remove_token(old.number).map_err(|e| alloc::format!("{e}"))?;
+    }
+    let number = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob), &[], None).map_err(|e| alloc::format!("{e}"))?;
+    let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
+    let writes = writer.commit(&mut rng).map_err(|e| alloc::format!("{e}"))?;
+    crate::diskboot::write_header(disk, boot, &writes)?;
+    crate::log!("tpm: sealed the master secret to SHA-256 PCRs {:?} (policy {}) in veil-boot token {number}", measure::SEAL_PCRS, hex::encode(policy));
+    Ok(number)
+}
+
+/// The master secret, if some source provides it.
+pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, boot: Option<(&mut Disk, &mut BootVolume)>) -> Result<Option<MasterSecret>, String> {
+    let mut tpm = tpm;
+    let mut boot = boot;
+    let mut sealed_failure = None;
+    if let (Some(t), Some((_, b))) = (tpm.as_deref_mut(), boot.as_mut()) {
+        match unseal(t, b) {
+            Ok(Some(secret)) => return Ok(Some(secret)),
+            Ok(None) => crate::log!("tpm: veil-boot has no veil-tpm2 token (first boot)"),
+            Err(why) => sealed_failure = Some(why),
+        }
+    }
+    let Some(secret) = dev_secret(cfg, kind)? else {
+        return match sealed_failure {
+            Some(why) => Err(alloc::format!(
+                "the master secret is sealed to other measurements ({why}) and no key broker is configured: refusing to boot"
+            )),
+            None => Ok(None),
+        };
+    };
+    if let (Some(t), Some((disk, b))) = (tpm, boot) {
+        seal_into_header(t, disk, b, &secret)?;
+    }
+    Ok(Some(secret))
 }

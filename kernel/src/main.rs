@@ -26,6 +26,7 @@ mod random;
 mod secrets;
 mod serial;
 mod statedisk;
+mod tpm;
 mod tsc;
 mod vector;
 mod virtio;
@@ -33,6 +34,7 @@ mod virtio;
 use core::arch::global_asm;
 
 use platform::{Kind, Platform};
+use veil_agent::tpm::measure;
 
 global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 
@@ -144,23 +146,90 @@ pub extern "C" fn veil_main() -> ! {
         None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
     }
 
+    // Measured boot (plain platform with a TPM): the ROM, then the configuration it used.
+    tsc::mark("tpm");
+    let mut measured = match kind {
+        Kind::Plain => tpm::MeasuredBoot::start().unwrap_or_else(|e| fail(format_args!("TPM: {e}"))),
+        _ => None,
+    };
+    match &mut measured {
+        Some(m) => {
+            // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
+            let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
+            let mut config: alloc::vec::Vec<(alloc::string::String, alloc::vec::Vec<u8>)> = alloc::vec::Vec::new();
+            if let Ok(Some(map)) = cfg.read_file(e820_file, E820_LIMIT) {
+                config.push((e820_file.into(), map));
+            }
+            if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
+                config.push(("opt/veil/test".into(), test));
+            }
+            let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
+            let r = m.measure(&measure::rom(rom)).and_then(|()| {
+                config.iter().chain(acpi_inputs).try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes)))
+            });
+            r.unwrap_or_else(|e| fail(format_args!("TPM: measuring the firmware: {e}")));
+            log!("tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1", layout::ROM_SIZE >> 10, config.len() + acpi_inputs.len());
+        }
+        None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
+    }
+
     // The kernel comes from the encrypted disk when there is a key source and a disk, else
-    // from QEMU's -kernel.
-    let secret = keysource::master_secret(&cfg, kind).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut from_disk = None;
-    let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
-    if let (Some(secret), pci::Config::Ecam(base)) = (&secret, &pci) {
+    // from QEMU's -kernel. The boot volume's header is readable without a key: its
+    // veil-bundle token names the boot target, which is measured before any unsealing.
+    let mut disks = alloc::vec::Vec::new();
+    let mut boot_volume = None;
+    let dev_key = keysource::dev_secret_offered(&cfg);
+    if let (true, pci::Config::Ecam(base)) = (measured.is_some() || dev_key, &pci) {
         tsc::mark("disk");
         if !virtio::init_pool() {
             fail(format_args!("no memory for the virtio bounce pool"));
         }
-        let mut disks = virtio::find_disks(*base);
+        disks = virtio::find_disks(*base);
         for d in &disks {
             log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
         }
-        let Some(disk) = disks.first_mut() else { fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")) };
+        match disks.first_mut() {
+            Some(disk) => match diskboot::open(disk) {
+                Ok(b) => boot_volume = Some(b),
+                Err(e) if dev_key => fail(format_args!("{e}")),
+                Err(e) => log!("disk {}: not a veilboot boot disk ({e}); booting QEMU's -kernel", disk.location),
+            },
+            None if dev_key => fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")),
+            None => log!("disk: no virtio-blk disk; booting QEMU's -kernel"),
+        }
+    }
+    if let Some(m) = &mut measured {
+        match boot_volume.as_ref().and_then(|b| b.token.as_ref()) {
+            Some(t) => {
+                for part in measure::boot_target(&t.manifest) {
+                    m.measure(&part).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
+                }
+                log!("tpm: measured the boot target: kernel sha384:{}.. into PCR 4, command line into PCR 8, initrd sha384:{}.. into PCR 9", &t.manifest.kernel.sha384[..16], &t.manifest.initrd.sha384[..16]);
+            }
+            None => log!("tpm: no veil-bundle token on a boot volume: the boot target is not measured"),
+        }
+        for sep in measure::separators() {
+            m.measure(&sep).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
+        }
+    }
+    tsc::mark("unseal");
+    let boot_disk = match (disks.first_mut(), boot_volume.as_mut()) {
+        (Some(d), Some(b)) => Some((d, b)),
+        _ => None,
+    };
+    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut from_disk = None;
+    let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
+    if let (Some(secret), Some(boot)) = (&secret, &boot_volume) {
+        if let (Some(m), Some(t)) = (&mut measured, &boot.token) {
+            let id = secret.cluster_id(&t.measurement_salt);
+            m.measure(&measure::cluster_id(&id.0)).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
+            log!("tpm: extended the clusterID {} into PCR 15", hex::encode(id.0));
+        }
+        tsc::mark("disk-read");
+        let disk = &mut disks[0];
         let start_tsc = cpu::rdtsc();
-        let verified = diskboot::load(disk, secret).unwrap_or_else(|e| fail(format_args!("{e}")));
+        let verified = diskboot::load(disk, boot, secret).unwrap_or_else(|e| fail(format_args!("{e}")));
         let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
         log!("bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)", verified.bytes, us, verified.bytes / us.max(1));
         let root_key = secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));
@@ -208,6 +277,15 @@ pub extern "C" fn veil_main() -> ! {
         "linux: boot protocol {}.{:02}, kernel at {:#x} ({} MiB reserved), initrd {} bytes at {:#x}, entry {:#x}",
         kernel.version >> 8, kernel.version & 0xff, kernel.kernel.0, kernel.kernel.1 >> 20, kernel.initrd.1, kernel.initrd.0, kernel.entry
     );
+    if let Some(m) = measured.take() {
+        let events = m.extends;
+        let log_bytes = m.finish();
+        match &acpi {
+            Some(t) => t.write_tpm_log(&log_bytes).unwrap_or_else(|e| fail(format_args!("TPM event log: {e}"))),
+            None => fail(format_args!("TPM event log: no ACPI tables to hand it over in")),
+        }
+        log!("tpm: event log of {events} measurements ({} bytes) handed to Linux in the ACPI TPM2 log area; locality released", log_bytes.len());
+    }
     match secrets::wipe_all() {
         Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),
         Err(n) => fail(format_args!("secret region {n} did not read back as zero after the wipe")),

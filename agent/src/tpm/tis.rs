@@ -88,7 +88,7 @@ pub enum TisError {
 impl fmt::Display for TisError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TisError::Absent => write!(f, "no TPM at the TIS address (registers read as all ones)"),
+            TisError::Absent => write!(f, "no TPM at the TIS address (DID_VID reads as all zeros or all ones)"),
             TisError::Timeout(what) => write!(f, "TPM TIS timeout waiting for {what}"),
             TisError::Expect(what) => write!(f, "TPM TIS protocol error: {what}"),
             TisError::ResponseSize(n) => write!(f, "TPM response size field {n} is out of range"),
@@ -112,7 +112,10 @@ pub struct Tis<R, C> {
 impl<R: TisRegisters, C: Clock> Tis<R, C> {
     /// Claim locality 0 of the TPM behind `regs`.
     pub fn open(mut regs: R, clock: C) -> Result<Self, TisError> {
-        if regs.read32(DID_VID) == u32::MAX && regs.read8(ACCESS) == 0xFF {
+        // Nothing decodes the page: reads float to all ones (PC) or zero (QEMU's unassigned
+        // memory); no TPM has either vendor/device ID.
+        let did_vid = regs.read32(DID_VID);
+        if did_vid == u32::MAX || did_vid == 0 {
             return Err(TisError::Absent);
         }
         let mut tis = Tis { regs, clock };
@@ -145,12 +148,14 @@ impl<R: TisRegisters, C: Clock> Tis<R, C> {
         }
     }
 
-    /// Wait until `STS & mask == want` with stsValid set; returns STS.
+    /// Wait until `STS & mask == want` with stsValid set (stsValid qualifies only dataAvail
+    /// and Expect; commandReady is valid on its own); returns STS.
     fn wait_sts(&mut self, mask: u32, want: u32, timeout: u64, what: &'static str) -> Result<u32, TisError> {
         let start = self.clock.now_us();
+        let need_valid = mask != STS_COMMAND_READY;
         loop {
             let sts = self.regs.read32(STS);
-            if sts != u32::MAX && sts & STS_VALID != 0 && sts & mask == want {
+            if sts != u32::MAX && (!need_valid || sts & STS_VALID != 0) && sts & mask == want {
                 return Ok(sts);
             }
             if self.clock.now_us().saturating_sub(start) > timeout {
@@ -291,7 +296,12 @@ mod tests {
         fn read32(&mut self, offset: u32) -> u32 {
             match offset {
                 STS => {
-                    let mut sts = STS_VALID | (self.burst << 8);
+                    // Like QEMU's TIS: stsValid is clear while the TPM merely awaits a
+                    // command (commandReady alone is valid then).
+                    let mut sts = self.burst << 8;
+                    if !(self.ready && self.command.is_empty() && self.response.is_empty()) {
+                        sts |= STS_VALID;
+                    }
                     if self.ready {
                         sts |= STS_COMMAND_READY;
                     }
@@ -376,18 +386,20 @@ mod tests {
 
     #[test]
     fn absent_device() {
-        struct Nothing;
+        struct Nothing(u8);
         impl TisRegisters for Nothing {
             fn read8(&mut self, _: u32) -> u8 {
-                0xFF
+                self.0
             }
             fn read32(&mut self, _: u32) -> u32 {
-                u32::MAX
+                u32::from_ne_bytes([self.0; 4])
             }
             fn write8(&mut self, _: u32, _: u8) {}
             fn write32(&mut self, _: u32, _: u32) {}
         }
-        assert_eq!(Tis::open(Nothing, Ticks(0)).err(), Some(TisError::Absent));
+        for floating in [0xFF, 0x00] {
+            assert_eq!(Tis::open(Nothing(floating), Ticks(0)).err(), Some(TisError::Absent));
+        }
     }
 
     #[test]

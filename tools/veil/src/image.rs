@@ -58,6 +58,10 @@ pub struct BuildArgs {
     /// Size of the root filesystem instead (default: its contents plus a margin).
     #[arg(long, value_parser = parse_size)]
     root_size: Option<u64>,
+    /// Constellation's measurementSalt (hex, 16-64 bytes) from which the firmware derives the
+    /// clusterID it extends into PCR 15 (default: 32 random bytes, printed).
+    #[arg(long)]
+    measurement_salt: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -98,12 +102,16 @@ fn dir_size(dir: &Path) -> Result<u64> {
 }
 
 /// Format a LUKS2 volume at `base` in `file` whose passphrase is the disk key for `uuid`.
-fn format_volume(file: &File, base: u64, uuid: &str, secret: &MasterSecret) -> Result<Zeroizing<Vec<u8>>> {
+/// `token`, if given, is added to the header (unbound to any keyslot).
+fn format_volume(file: &File, base: u64, uuid: &str, secret: &MasterSecret, token: Option<serde_json::Value>) -> Result<Zeroizing<Vec<u8>>> {
     let opts = FormatOptions { uuid: Some(uuid.to_string()), ..FormatOptions::default() };
     let passphrase = secret.disk_key(uuid)?;
     let mut volume_key = Zeroizing::new(vec![0u8; opts.key_size]);
     host_random(&mut volume_key);
-    let writer = HeaderWriter::format(&opts, &volume_key, passphrase.as_ref(), &mut host_random)?;
+    let mut writer = HeaderWriter::format(&opts, &volume_key, passphrase.as_ref(), &mut host_random)?;
+    if let Some(t) = token {
+        writer.add_token(t, &[], None)?;
+    }
     write_all_at(file, base, writer.commit(&mut host_random)?)?;
     Ok(volume_key)
 }
@@ -120,6 +128,22 @@ pub fn build(args: BuildArgs) -> Result<()> {
     let root_uuid = random_uuid(&mut host_random);
     let boot_uuid = random_uuid(&mut host_random);
     let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &args.cmdline, &root_uuid)?;
+    let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
+    let measurement_salt = match &args.measurement_salt {
+        Some(h) => {
+            let salt = hex::decode(h).context("--measurement-salt must be hex")?;
+            if !(16..=64).contains(&salt.len()) {
+                bail!("--measurement-salt must be 16 to 64 bytes, not {}", salt.len());
+            }
+            salt
+        }
+        None => {
+            let mut salt = vec![0u8; 32];
+            host_random(&mut salt);
+            salt
+        }
+    };
+    let bundle_token = veil_agent::bundle::token_json(&manifest, &measurement_salt);
 
     // The root filesystem.
     let tmp = tempfile::tempdir()?;
@@ -168,7 +192,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         let (boot, root) = (&laid[0], &laid[1]);
 
         // veil-boot: the bundle.
-        let vk = format_volume(&out, boot.offset(), &boot_uuid, &secret)?;
+        let vk = format_volume(&out, boot.offset(), &boot_uuid, &secret, Some(bundle_token))?;
         let cipher = veil_agent::xts::SectorCipher::new(&vk, 4096)?;
         let mut data = Zeroizing::new(bundle.clone());
         data.resize(((bundle.len() as u64).div_ceil(4096) * 4096) as usize, 0);
@@ -176,7 +200,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         out.write_all_at(&data, boot.offset() + LUKS_OVERHEAD)?;
 
         // veil-root: the ext4 image, streamed.
-        let vk = format_volume(&out, root.offset(), &root_uuid, &secret)?;
+        let vk = format_volume(&out, root.offset(), &root_uuid, &secret, None)?;
         let cipher = veil_agent::xts::SectorCipher::new(&vk, 4096)?;
         let src = File::open(&ext4)?;
         let start = Instant::now();
@@ -192,10 +216,11 @@ pub fn build(args: BuildArgs) -> Result<()> {
         return Err(e);
     }
     if args.json {
-        println!("{}", serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len()}));
+        println!("{}", serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0)}));
     } else {
         println!("veil-boot {boot_uuid}");
         println!("veil-root {root_uuid}");
+        println!("measurement-salt {}", hex::encode(&measurement_salt));
     }
     Ok(())
 }

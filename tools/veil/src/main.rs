@@ -1,12 +1,13 @@
 //! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets, derives
 //! the keys the firmware derives, and makes and opens LUKS2 volumes. Later issues add
-//! images, measurements, the key broker and recovery.
+//! images, measurements (`veil measure`), recovery and, later, the key broker.
 //!
 //! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 mod derive;
 mod image;
 mod luks;
+mod measure;
 mod report;
 mod secret;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Decrypt a volume of a veilboot disk with the master secret (disaster recovery), or
     /// print its disk key.
     Recover(image::RecoverArgs),
+    /// Predict the measurement registers a veilboot ROM produces booting an image
+    /// (Constellation's measurements JSON).
+    Measure(measure::MeasureArgs),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
 }
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
         Command::BootReport(args) => report::run(args),
         Command::Image(image::ImageCommand::Build(args)) => image::build(args),
         Command::Recover(args) => image::recover(args),
+        Command::Measure(args) => measure::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,6 +25,14 @@ export PATH=/bin:/sbin
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 for m in MODULE_LIST; do /bin/busybox insmod /lib/modules/$m.ko || echo "veil-initramfs: insmod $m failed"; done
+if [ -e /sys/class/tpm/tpm0 ]; then
+  # Measured boot: the PCRs as Linux reads them and the event log the firmware handed over.
+  /bin/busybox mount -t securityfs securityfs /sys/kernel/security
+  for p in 0 1 2 3 4 5 6 7 8 9 15; do echo "veil-tpm: pcr sha256 $p $(/bin/busybox cat /sys/class/tpm/tpm0/pcr-sha256/$p)"; done
+  echo "veil-tpm: eventlog-begin"
+  /bin/busybox base64 /sys/kernel/security/tpm0/binary_bios_measurements
+  echo "veil-tpm: eventlog-end"
+fi
 uuid=$(/bin/busybox cat /run/veil/root.uuid 2>/dev/null)
 [ -n "$uuid" ] || { echo "VEILBOOT ROOT FAILED: no root volume handed over"; /bin/busybox poweroff -f; }
 dev=
@@ -190,6 +198,7 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
         .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
         .arg("--rootfs").arg(&rootfs)
         .arg("--secret").arg(secret)
+        .args(["--measurement-salt", &"00".repeat(32)])
         .arg("--out").arg(&image))?;
     if !image.exists() {
         bail!("veil image build wrote no image");
@@ -197,17 +206,23 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// QEMU arguments that boot `image` with the development key source.
-pub fn boot_args(image: &Path, secret: &Path) -> Vec<String> {
+/// QEMU arguments that attach `image` as the boot disk (no key source).
+pub fn disk_args(image: &Path) -> Vec<String> {
     [
         "-smp", "2", "-m", "512M",
         "-drive", &format!("if=none,id=d0,format=raw,file={}", image.display()),
         "-device", "virtio-blk-pci,drive=d0",
-        "-fw_cfg", &format!("name=opt/veil/dev-master-secret,file={}", secret.display()),
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// QEMU arguments that boot `image` with the development key source.
+pub fn boot_args(image: &Path, secret: &Path) -> Vec<String> {
+    let mut a = disk_args(image);
+    a.extend(["-fw_cfg".to_string(), format!("name=opt/veil/dev-master-secret,file={}", secret.display())]);
+    a
 }
 
 /// As `boot_args`, with a second virtio disk as the state disk.

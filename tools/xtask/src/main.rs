@@ -18,6 +18,7 @@ mod demo_image;
 mod linux;
 mod qemu;
 mod rom;
+mod tpm_test;
 
 const FIRMWARE_TARGET: &str = "x86_64-unknown-none";
 
@@ -25,7 +26,15 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("build") => build_firmware().map(|_| ()),
-        Some("test") => test(),
+        Some("test") => match args.get(1).map(String::as_str) {
+            None => test(),
+            // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
+            Some("disk") => ensure_target().and_then(|()| disk_tests()),
+            Some(other) => {
+                eprintln!("xtask: unknown test set `{other}` (known: disk)");
+                std::process::exit(2);
+            }
+        },
         Some("demo") => demo(),
         Some("bench") => bench(args.get(1).map(String::as_str)),
         Some("-h" | "--help" | "help") | None => {
@@ -48,6 +57,7 @@ const HELP: &str = "usage: cargo xtask <command>
 commands:
   build   build the firmware (x86_64-unknown-none, release)
   test    run every test (host tests, corpus vectors, CLI, firmware build)
+  test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it in QEMU to the root filesystem; print the boot timeline
@@ -393,7 +403,9 @@ fn disk_tests() -> Result<()> {
         scan_for_keys(&format!("serial log of {name}"), r.log.as_bytes(), &secrets)?;
         let _ = std::fs::remove_file(&copy);
     }
-    Ok(())
+
+    // Measured boot and sealing with swtpm, on the same image.
+    tpm_test::tests(&veil, &rom, &build_firmware()?, &secret, &image, &dir)
 }
 
 /// The master key and salt, the measurement secret and every disk key of the image.

@@ -1,0 +1,146 @@
+//! The plain platform's TPM: the TIS registers at 0xFED40000 (locality 0, polled), driven by
+//! veil_agent::tpm::tis, and measured boot on top of it: every measurement is extended into
+//! each active PCR bank and recorded in the TCG2 event log that Linux gets through the ACPI
+//! TPM2 table. Sealing and unsealing of the master secret live here too.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport};
+use veil_agent::tpm::eventlog::EventLog;
+use veil_agent::tpm::measure::{self, Measurement};
+use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
+use veil_agent::tpm::{Bank, policy};
+use zeroize::Zeroizing;
+
+/// Locality 0 of the TIS interface (PC Client PTP).
+const TIS_BASE: u64 = 0xFED4_0000;
+
+/// MMIO access to the TIS page (uncached: the MTRRs make 0xC0000000-4 GiB UC).
+struct Mmio;
+
+impl TisRegisters for Mmio {
+    fn read8(&mut self, offset: u32) -> u8 {
+        // SAFETY: TIS_BASE + offset lies in the 4 KiB TIS page, identity mapped; a read has no
+        // effect on memory the firmware owns.
+        unsafe { core::ptr::read_volatile((TIS_BASE + u64::from(offset)) as *const u8) }
+    }
+    fn read32(&mut self, offset: u32) -> u32 {
+        // SAFETY: as above; the offsets used are 4-byte aligned.
+        unsafe { core::ptr::read_volatile((TIS_BASE + u64::from(offset)) as *const u32) }
+    }
+    fn write8(&mut self, offset: u32, value: u8) {
+        // SAFETY: as above; writes go to the device, not to RAM.
+        unsafe { core::ptr::write_volatile((TIS_BASE + u64::from(offset)) as *mut u8, value) }
+    }
+    fn write32(&mut self, offset: u32, value: u32) {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_volatile((TIS_BASE + u64::from(offset)) as *mut u32, value) }
+    }
+}
+
+struct TscClock;
+
+impl Clock for TscClock {
+    fn now_us(&mut self) -> u64 {
+        crate::tsc::micros(crate::cpu::rdtsc())
+    }
+}
+
+struct TisTransport(Tis<Mmio, TscClock>);
+
+impl Transport for TisTransport {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.transact(command).map_err(|e| e.to_string())
+    }
+}
+
+/// Measured boot in progress.
+pub struct MeasuredBoot {
+    tpm: Tpm<TisTransport>,
+    log: EventLog,
+    /// Number of extends so far.
+    pub extends: usize,
+}
+
+/// The storage primary key's handle while it is loaded.
+struct Primary(u32);
+
+impl MeasuredBoot {
+    /// Find the TPM, start it and open the event log. None when there is no TPM.
+    pub fn start() -> Result<Option<MeasuredBoot>, String> {
+        let tis = match Tis::open(Mmio, TscClock) {
+            Ok(t) => t,
+            Err(veil_agent::tpm::tis::TisError::Absent) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut tis = tis;
+        let did_vid = tis.did_vid();
+        let mut tpm = Tpm::new(TisTransport(tis));
+        let started = tpm.startup_clear().map_err(|e| e.to_string())?;
+        let banks = tpm.active_banks().map_err(|e| e.to_string())?;
+        if banks.is_empty() {
+            return Err(String::from("the TPM has no active PCR bank veilboot knows (SHA-1/256/384/512)"));
+        }
+        let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
+        crate::log!("tpm: TIS at {TIS_BASE:#x}, vendor {:#06x} device {:#06x}; {}; PCR banks {}", did_vid & 0xFFFF, did_vid >> 16, if started { "started (TPM2_Startup CLEAR)" } else { "already started" }, names.join(", "));
+        Ok(Some(MeasuredBoot { log: EventLog::new(&banks), tpm, extends: 0 }))
+    }
+
+    /// Extend and log one measurement.
+    pub fn measure(&mut self, m: &Measurement<'_>) -> Result<(), String> {
+        let digests = measure::record(&mut self.log, m);
+        self.tpm.pcr_extend(m.pcr, &digests).map_err(|e| e.to_string())?;
+        self.extends += 1;
+        Ok(())
+    }
+
+    /// Current SHA-256 values of `pcrs`, for messages and sealing.
+    pub fn read_pcrs(&mut self, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, String> {
+        self.tpm.pcr_read(Bank::Sha256, pcrs).map_err(|e| e.to_string())
+    }
+
+    fn primary(&mut self) -> Result<Primary, String> {
+        self.tpm.create_primary(command::storage_primary_template()).map(Primary).map_err(|e| e.to_string())
+    }
+
+    /// Seal `secret` to the current values of measure::SEAL_PCRS; returns the blob and the
+    /// policy digest.
+    pub fn seal(&mut self, secret: &[u8]) -> Result<(SealedBlob, [u8; 32]), String> {
+        let values: Vec<Vec<u8>> = self.read_pcrs(&measure::SEAL_PCRS)?.into_iter().map(|(_, v)| v).collect();
+        let policy = policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values);
+        let primary = self.primary()?;
+        let blob = self.tpm.create_sealed(primary.0, &policy, secret).map_err(|e| e.to_string());
+        let _ = self.tpm.flush(primary.0);
+        Ok((blob?, policy))
+    }
+
+    /// Unseal `blob` through a PolicyPCR session over `pcrs` (SHA-256 bank).
+    pub fn unseal(&mut self, blob: &SealedBlob, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
+        let primary = self.primary()?;
+        let result = (|| {
+            let object = self.tpm.load(primary.0, blob).map_err(|e| e.to_string())?;
+            let mut nonce = [0u8; 32];
+            crate::random::fill(&mut nonce);
+            let out = (|| {
+                let session = self.tpm.start_policy_session(&nonce).map_err(|e| e.to_string())?;
+                let r = self.tpm.policy_pcr(session, Bank::Sha256, pcrs).and_then(|()| self.tpm.unseal(object, session));
+                if r.is_err() {
+                    let _ = self.tpm.flush(session); // a failed Unseal leaves the session open
+                }
+                r.map_err(|e| e.to_string())
+            })();
+            let _ = self.tpm.flush(object);
+            out
+        })();
+        let _ = self.tpm.flush(primary.0);
+        result
+    }
+
+    /// Give the TPM's locality back for the OS driver; returns the final event log.
+    pub fn finish(self) -> Vec<u8> {
+        let MeasuredBoot { tpm, log, .. } = self;
+        tpm.into_inner().0.relinquish();
+        log.as_bytes().to_vec()
+    }
+}

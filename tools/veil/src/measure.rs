@@ -1,0 +1,94 @@
+//! `veil measure --platform tpm`: the PCR values a veilboot ROM will produce when it boots a
+//! given disk image, computed with the firmware's own measurement plan
+//! (veil_agent::tpm::measure), written in Constellation's measurements JSON format
+//! (`{"4": {"expected": "<hex>", "warnOnly": false}, ...}`), plus the policy digest the
+//! master secret is sealed with.
+//!
+//! PCR 1 (the VMM's configuration: e820 map, ACPI tables) depends on QEMU's version and the
+//! VM's size, so it is left out; PCR 15 is given as at attestation time (before the
+//! clusterID is extended: zero) unless --after-unseal names the state after it.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use veil_agent::gpt::Gpt;
+use veil_agent::io::Window;
+use veil_agent::luks2::Volume;
+use veil_agent::tpm::measure::{self, Measurement};
+use veil_agent::tpm::{Bank, policy};
+
+/// The ROM size the firmware measures (linker/veilboot.ld).
+const ROM_SIZE: u64 = 512 * 1024;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Platform {
+    /// A plain VM with a TPM 2.0 (SHA-256 PCRs).
+    Tpm,
+}
+
+#[derive(Args)]
+pub struct MeasureArgs {
+    /// Which platform's measurement registers to predict.
+    #[arg(long, value_enum)]
+    platform: Platform,
+    /// The firmware ROM (target/veilboot.fd).
+    #[arg(long)]
+    rom: PathBuf,
+    /// The disk image (`veil image build`): its veil-boot header names the boot target.
+    #[arg(long)]
+    image: PathBuf,
+    /// Also predict PCR 15 after the clusterID was extended (needs the master secret).
+    #[arg(long, value_name = "SECRET")]
+    after_unseal: Option<PathBuf>,
+    /// Write the measurements JSON here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the seal policy digest (PolicyPCR over the sealed PCRs) on stderr too.
+    #[arg(long)]
+    policy: bool,
+}
+
+pub fn run(args: MeasureArgs) -> Result<()> {
+    let Platform::Tpm = args.platform;
+    let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
+    if rom.len() as u64 != ROM_SIZE {
+        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE}", args.rom.display(), rom.len());
+    }
+    let mut disk = File::open(&args.image).with_context(|| format!("cannot open {}", args.image.display()))?;
+    let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", args.image.display()))?;
+    let part = gpt.by_name("veil-boot").with_context(|| format!("{}: no veil-boot partition", args.image.display()))?;
+    let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
+    let volume = Volume::load(&mut win).context("veil-boot")?;
+    let token = veil_agent::bundle::find_token(volume.json())?
+        .with_context(|| format!("{}: veil-boot has no veil-bundle token (image made before measured boot?)", args.image.display()))?;
+
+    let mut plan: Vec<Measurement<'_>> = vec![measure::rom(&rom)];
+    plan.extend(measure::boot_target(&token.manifest));
+    plan.extend(measure::separators());
+    let mut pcrs = measure::predict(&plan, Bank::Sha256);
+    pcrs.remove(&1);
+    let mut pcr15 = vec![0u8; 32];
+    if let Some(path) = &args.after_unseal {
+        let secret = crate::secret::load(path)?;
+        let id = secret.cluster_id(&token.measurement_salt);
+        pcr15 = measure::predict(&[measure::cluster_id(&id.0)], Bank::Sha256)[&15].clone();
+    }
+    pcrs.insert(15, pcr15);
+
+    let mut doc = serde_json::Map::new();
+    for (p, v) in &pcrs {
+        doc.insert(p.to_string(), serde_json::json!({"expected": hex::encode(v), "warnOnly": false}));
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))? + "\n";
+    match &args.out {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    if args.policy {
+        let values: Vec<Vec<u8>> = measure::SEAL_PCRS.iter().map(|p| pcrs[p].clone()).collect();
+        eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values)));
+    }
+    Ok(())
+}

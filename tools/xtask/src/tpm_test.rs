@@ -1,0 +1,293 @@
+//! Measured boot with a TPM under QEMU: swtpm provisioning and start-up (the recipe in
+//! shared/DESIGN.md and qemu/plain-tpm.sh), and the end-to-end tests of the TPM issue.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{demo_image, ensure_package, qemu, run};
+
+/// A running swtpm serving one QEMU through a UNIX control socket.
+pub struct Swtpm {
+    child: Child,
+    /// The control socket QEMU's `-chardev socket` connects to.
+    pub sock: PathBuf,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tools the TPM tests need.
+pub fn ensure_tools() -> Result<()> {
+    ensure_package("swtpm", "swtpm")?;
+    ensure_package("swtpm_setup", "swtpm-tools")?;
+    ensure_package("tpm2_eventlog", "tpm2-tools")
+}
+
+fn free_port_pair() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// Make a fresh TPM state in `state` (EK certificate from swtpm's local CA) and set the
+/// dictionary-attack policy to never lock out: swtpm otherwise locks for 1000 s after
+/// three VM stops without TPM2_Shutdown.
+pub fn provision(state: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(state);
+    std::fs::create_dir_all(state)?;
+    let state = std::fs::canonicalize(state)?;
+    run(Command::new("swtpm_setup")
+        .args(["--tpm2", "--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite", "--pcr-banks", "sha256"])
+        .arg("--tpmstate").arg(&state)
+        .stdout(Stdio::null()))?;
+    let port = free_port_pair();
+    let mut child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+        .arg("--tpmstate").arg(format!("dir={}", state.display()))
+        .arg("--server").arg(format!("type=tcp,port={port}"))
+        .arg("--ctrl").arg(format!("type=tcp,port={}", port + 1))
+        .spawn()
+        .context("starting swtpm")?;
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let start = Instant::now();
+    let result = loop {
+        let r = Command::new("tpm2_dictionarylockout").args(["-s", "-n", "3", "-t", "0", "-l", "0"]).env("TPM2TOOLS_TCTI", &tcti).stderr(Stdio::null()).status();
+        if r.as_ref().is_ok_and(|s| s.success()) {
+            break run(Command::new("tpm2_shutdown").env("TPM2TOOLS_TCTI", &tcti));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            break Err(anyhow::anyhow!("tpm2_dictionarylockout against swtpm failed"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+/// Start swtpm on `state` for one VM run.
+pub fn start(state: &Path) -> Result<Swtpm> {
+    let state = std::fs::canonicalize(state)?;
+    let sock = state.join("swtpm.sock");
+    let _ = std::fs::remove_file(&sock);
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2"])
+        .arg("--tpmstate").arg(format!("dir={}", state.display()))
+        .arg("--ctrl").arg(format!("type=unixio,path={}", sock.display()))
+        .spawn()
+        .context("starting swtpm")?;
+    let start = Instant::now();
+    while !sock.exists() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("swtpm did not create {}", sock.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Swtpm { child, sock })
+}
+
+impl Swtpm {
+    /// QEMU arguments that attach this TPM as a TIS device.
+    pub fn qemu_args(&self) -> Vec<String> {
+        vec![
+            "-chardev".into(), format!("socket,id=chrtpm,path={}", self.sock.display()),
+            "-tpmdev".into(), "emulator,id=tpm0,chardev=chrtpm".into(),
+            "-device".into(), "tpm-tis,tpmdev=tpm0".into(),
+        ]
+    }
+}
+
+/// Boot `rom` with a fresh swtpm process on `state`.
+pub fn boot_with_tpm(rom: &Path, name: &str, state: &Path, args: &[String]) -> Result<qemu::Run> {
+    let tpm = start(state)?;
+    let mut all = args.to_vec();
+    all.extend(tpm.qemu_args());
+    let r = qemu::boot(rom, name, &all, Duration::from_secs(300));
+    drop(tpm);
+    r
+}
+
+/// The SHA-256 PCRs the initramfs printed (`veil-tpm: pcr sha256 N HEX`).
+pub fn printed_pcrs(log: &str) -> Vec<(u32, String)> {
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("veil-tpm: pcr sha256 "))
+        .filter_map(|rest| {
+            let (p, v) = rest.split_once(' ')?;
+            Some((p.parse().ok()?, v.trim().to_lowercase()))
+        })
+        .collect()
+}
+
+/// The event log the initramfs printed (base64 between markers), decoded.
+pub fn printed_event_log(log: &str, dir: &Path) -> Result<PathBuf> {
+    let text: String = log
+        .lines()
+        .skip_while(|l| !l.contains("veil-tpm: eventlog-begin"))
+        .skip(1)
+        .take_while(|l| !l.contains("veil-tpm: eventlog-end"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if text.is_empty() {
+        bail!("the initramfs printed no event log (is /sys/kernel/security/tpm0/binary_bios_measurements missing?)");
+    }
+    let b64 = dir.join("eventlog.b64");
+    std::fs::write(&b64, text + "\n")?;
+    let out = Command::new("base64").arg("-d").arg(&b64).output()?;
+    if !out.status.success() {
+        bail!("the printed event log is not base64");
+    }
+    let bin = dir.join("eventlog.bin");
+    std::fs::write(&bin, out.stdout)?;
+    Ok(bin)
+}
+
+/// `tpm2_eventlog`'s replayed SHA-256 PCR values.
+pub fn tpm2_eventlog_pcrs(log: &Path) -> Result<Vec<(u32, String)>> {
+    let out = Command::new("tpm2_eventlog").arg(log).output().context("tpm2_eventlog")?;
+    if !out.status.success() {
+        bail!("tpm2_eventlog refused the firmware's event log: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut in_sha256 = false;
+    let mut pcrs = Vec::new();
+    for line in text.lines().skip_while(|l| !l.starts_with("pcrs:")) {
+        let t = line.trim();
+        if t.ends_with(':') && !t.contains(' ') {
+            in_sha256 = t == "sha256:";
+            continue;
+        }
+        if let (true, Some((p, v))) = (in_sha256, t.split_once(':')) {
+            if let (Ok(p), Some(v)) = (p.trim().parse(), v.trim().strip_prefix("0x")) {
+                pcrs.push((p, v.to_lowercase()));
+            }
+        }
+    }
+    if pcrs.is_empty() {
+        bail!("tpm2_eventlog printed no sha256 PCRs:\n{text}");
+    }
+    Ok(pcrs)
+}
+
+
+/// Change the kernel digest in the `veil-bundle` token of `image`'s veil-boot header, as a
+/// new (or tampered) kernel would: the measured PCR 4 then differs.
+fn tamper_bundle_token(image: &Path) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    use veil_agent::gpt::Gpt;
+    use veil_agent::io::Window;
+    use veil_agent::luks2::Volume;
+    use veil_agent::luks2::format::HeaderWriter;
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
+    let part = Gpt::read(&mut f)?.by_name("veil-boot").context("veil-boot")?.clone();
+    let mut win = Window { dev: &mut f, start: part.offset(), len: part.size() };
+    let volume = Volume::load(&mut win)?;
+    let (number, mut token) = volume.json()["tokens"]
+        .as_object()
+        .and_then(|t| t.iter().find(|(_, v)| v["type"] == "veil-bundle"))
+        .map(|(n, v)| (n.parse::<u32>().unwrap(), v.clone()))
+        .context("no veil-bundle token")?;
+    token["manifest"]["kernel"]["sha384"] = serde_json::json!("00".repeat(48));
+    token.as_object_mut().unwrap().remove("keyslots");
+    let mut w = HeaderWriter::edit(&volume)?;
+    w.remove_token(number)?;
+    w.add_token(token, &[], Some(number))?;
+    let mut rng = |b: &mut [u8]| b.fill(7);
+    for (off, bytes) in w.commit(&mut rng)? {
+        f.write_all_at(&bytes, part.offset() + off)?;
+    }
+    Ok(())
+}
+
+/// First boot (development key, sealed into the header), second boot with the production
+/// ROM (local unseal, no key source), a tampered boot target (unseal refused, no boot). The
+/// event log Linux exposes must replay to the PCRs Linux reads, per tpm2_eventlog, and
+/// `veil measure` must predict them.
+pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Path, dir: &Path) -> Result<()> {
+    ensure_tools()?;
+    let state = dir.join("tpm-state");
+    provision(&state)?;
+    let keys = crate::key_material(veil, secret, image)?;
+
+    eprintln!("xtask: tpm test: first boot: development key, sealed to the measured PCRs");
+    let first = boot_with_tpm(dev_rom, "tpm-first-boot", &state, &demo_image::boot_args(image, secret))?;
+    first
+        .expect("tpm: TIS at 0xfed40000")?
+        .expect("no veil-tpm2 token (first boot)")?
+        .expect("tpm: sealed the master secret to SHA-256 PCRs [0, 4, 8, 9]")?
+        .expect("into PCR 15")?
+        .expect("handed to Linux in the ACPI TPM2 log area")?
+        .expect(demo_image::ROOT_MARKER)?;
+    crate::scan_for_keys("serial log of the first TPM boot", first.log.as_bytes(), &keys)?;
+    crate::scan_for_keys("disk image with the sealed token", &std::fs::read(image)?, &keys)?;
+
+    // Linux's PCRs == tpm2_eventlog's replay of the firmware's log == veil measure.
+    let pcrs = printed_pcrs(&first.log);
+    if pcrs.len() != 11 {
+        bail!("the initramfs printed {} PCRs, expected 11:\n{}", pcrs.len(), first.log);
+    }
+    let log = printed_event_log(&first.log, dir)?;
+    let replayed = tpm2_eventlog_pcrs(&log)?;
+    for (p, v) in &replayed {
+        let linux = pcrs.iter().find(|(q, _)| q == p).map(|(_, v)| v.as_str());
+        if linux != Some(v.as_str()) {
+            bail!("PCR {p}: tpm2_eventlog replays {v}, Linux reads {linux:?}");
+        }
+    }
+    if replayed.len() < 10 {
+        bail!("tpm2_eventlog replayed only PCRs {:?}", replayed.iter().map(|(p, _)| p).collect::<Vec<_>>());
+    }
+    let out = Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(dev_rom).arg("--image").arg(image).arg("--after-unseal").arg(secret).output()?;
+    if !out.status.success() {
+        bail!("veil measure: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let predicted: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    for (p, m) in predicted.as_object().context("measurements JSON")? {
+        let p: u32 = p.parse()?;
+        let linux = pcrs.iter().find(|(q, _)| *q == p).map(|(_, v)| v.clone());
+        if linux.as_deref() != m["expected"].as_str() {
+            bail!("PCR {p}: veil measure predicts {}, the VM has {linux:?}", m["expected"]);
+        }
+    }
+
+    eprintln!("xtask: tpm test: second boot with the production ROM: local unseal, no key source");
+    // PCR 0 differs between the two ROMs, so the production ROM's first boot must reseal:
+    // seal for it by booting it once with the dev ROM's token present fails (different
+    // PCR 0) and, having no other source, halts. That is the tamper case for PCR 0.
+    let prod = boot_with_tpm(rom, "tpm-prod-rom", &state, &demo_image::disk_args(image))?;
+    prod.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("unseal failed")?
+        .expect("no key broker is configured: refusing to boot")?;
+    if prod.log.contains("stage=handoff") {
+        bail!("a ROM with a different PCR 0 booted with the secret sealed to another ROM");
+    }
+    let second = boot_with_tpm(dev_rom, "tpm-second-boot", &state, &demo_image::disk_args(image))?;
+    second.expect("tpm: master secret unsealed from veil-boot token")?.expect(demo_image::ROOT_MARKER)?;
+    if second.log.contains("INSECURE DEVELOPMENT KEY SOURCE") {
+        bail!("the second boot used the development key source");
+    }
+    crate::scan_for_keys("serial log of the unsealed boot", second.log.as_bytes(), &keys)?;
+
+    eprintln!("xtask: tpm test: a different kernel digest in the bundle token: unseal refused, nothing boots");
+    let tampered = dir.join("tpm-tampered.img");
+    std::fs::copy(image, &tampered)?;
+    tamper_bundle_token(&tampered)?;
+    let bad = boot_with_tpm(dev_rom, "tpm-tampered", &state, &demo_image::disk_args(&tampered))?;
+    bad.expect_exit(qemu::EXIT_FAILURE)?.expect("unseal failed")?.expect("refusing to boot")?;
+    if bad.log.contains("stage=handoff") || bad.log.contains("Linux version") {
+        bail!("the tampered image booted");
+    }
+    let _ = std::fs::remove_file(&tampered);
+    Ok(())
+}
