@@ -10,7 +10,7 @@ use veil_agent::bundle::{self, BundleToken, Manifest};
 use veil_agent::gpt::Gpt;
 use veil_agent::io::Window;
 use veil_agent::keys::MasterSecret;
-use veil_agent::luks2::{DataSegment, KdfLimits, Volume};
+use veil_agent::luks2::{DataSegment, KdfLimits, Volume, VolumeKey};
 use veil_agent::xts::SectorCipher;
 
 use crate::virtio::Disk;
@@ -90,21 +90,61 @@ pub fn write_header(disk: &mut Disk, boot: &mut BootVolume, writes: &[(u64, zero
     Ok(())
 }
 
-/// Unlock `boot` with the disk key from `secret` and return the verified bundle. When the
-/// header carries a `veil-bundle` token (what was measured), the MAC'd manifest must equal it.
-pub fn load(disk: &mut Disk, boot: &BootVolume, secret: &MasterSecret) -> Result<Verified, String> {
+/// Open the boot volume through a `systemd-tpm2` token (systemd-cryptenroll): unseal its
+/// object under the same storage primary key, base64 it, and open its keyslot with that
+/// passphrase. Returns the volume key, or None (with the reasons logged) when no token works.
+pub fn systemd_volume_key(tpm: &mut crate::tpm::MeasuredBoot, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
+    for token in veil_agent::tpm::systemd::find(boot.volume.json()) {
+        let t = match token {
+            Ok(t) => t,
+            Err(e) => {
+                crate::log!("veil-boot: {e}: skipped");
+                continue;
+            }
+        };
+        let unsealed = match tpm.unseal(&t.blob, t.bank, &t.pcrs) {
+            Ok(u) => u,
+            Err(e) => {
+                crate::log!("veil-boot: systemd-tpm2 token {}: unseal failed: {e}", t.number);
+                continue;
+            }
+        };
+        let passphrase = veil_agent::tpm::systemd::passphrase(&unsealed);
+        let mut win = Window { dev: disk, start: boot.start, len: boot.len };
+        for slot in &t.keyslots {
+            match boot.volume.unlock_keyslot(&mut win, *slot, &passphrase, &LIMITS) {
+                Ok(key) => {
+                    crate::log!("veil-boot: systemd-tpm2 token {} unsealed (PolicyPCR {} PCRs {:?}); its passphrase opens keyslot {slot}", t.number, t.bank.name(), t.pcrs);
+                    return Some(key);
+                }
+                Err(e) => crate::log!("veil-boot: systemd-tpm2 token {}: keyslot {slot}: {e}", t.number),
+            }
+        }
+    }
+    None
+}
+
+/// Unlock `boot` (with `volume_key` when a TPM token already produced it, else with the disk
+/// key from `secret`) and return the verified bundle. The MAC needs the master secret either
+/// way. When the header carries a `veil-bundle` token (what was measured), the MAC'd manifest
+/// must equal it.
+pub fn load(disk: &mut Disk, boot: &BootVolume, secret: &MasterSecret, volume_key: Option<VolumeKey>) -> Result<Verified, String> {
     let (start, len, volume) = (boot.start, boot.len, &boot.volume);
-    let mut win = Window { dev: disk, start, len };
-    let disk_key = secret.disk_key(volume.uuid()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
-    let (slot, volume_key) = volume
-        .unlock(&mut win, disk_key.as_ref(), &LIMITS)
-        .map_err(|e| alloc::format!("veil-boot: LUKS2 unlock with the disk key failed: {e}"))?;
-    drop(disk_key);
-    crate::log!("veil-boot: LUKS2 {} opened with keyslot {slot}", volume.uuid());
+    let volume_key = match volume_key {
+        Some(k) => k,
+        None => {
+            let mut win = Window { dev: &mut *disk, start, len };
+            let disk_key = secret.disk_key(volume.uuid()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+            let (slot, volume_key) = volume
+                .unlock(&mut win, disk_key.as_ref(), &LIMITS)
+                .map_err(|e| alloc::format!("veil-boot: LUKS2 unlock with the disk key failed: {e}"))?;
+            crate::log!("veil-boot: LUKS2 {} opened with keyslot {slot}", volume.uuid());
+            volume_key
+        }
+    };
     let (seg, cipher) = volume.data_cipher(&volume_key).map_err(|e| alloc::format!("veil-boot: {e}"))?;
     drop(volume_key);
     let data_len = seg.len(len);
-    drop(win);
     let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
     let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
     if let Some(t) = &boot.token {

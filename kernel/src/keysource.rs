@@ -70,7 +70,7 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
             }
         };
         let start = crate::cpu::rdtsc();
-        match tpm.unseal(&t.blob, &t.pcrs) {
+        match tpm.unseal(&t.blob, veil_agent::tpm::Bank::Sha256, &t.pcrs) {
             Ok(bytes) => {
                 let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
                 crate::log!("tpm: master secret unsealed from veil-boot token {} (PolicyPCR over SHA-256 PCRs {:?}) in {us} us", t.number, t.pcrs);

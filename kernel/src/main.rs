@@ -229,7 +229,8 @@ pub extern "C" fn veil_main() -> ! {
         tsc::mark("disk-read");
         let disk = &mut disks[0];
         let start_tsc = cpu::rdtsc();
-        let verified = diskboot::load(disk, boot, secret).unwrap_or_else(|e| fail(format_args!("{e}")));
+        let volume_key = measured.as_mut().and_then(|m| diskboot::systemd_volume_key(m, disk, boot));
+        let verified = diskboot::load(disk, boot, secret, volume_key).unwrap_or_else(|e| fail(format_args!("{e}")));
         let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
         log!("bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)", verified.bytes, us, verified.bytes / us.max(1));
         let root_key = secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));

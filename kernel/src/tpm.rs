@@ -115,8 +115,9 @@ impl MeasuredBoot {
         Ok((blob?, policy))
     }
 
-    /// Unseal `blob` through a PolicyPCR session over `pcrs` (SHA-256 bank).
-    pub fn unseal(&mut self, blob: &SealedBlob, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
+    /// Unseal `blob` (under the storage primary key) through a PolicyPCR session over `pcrs`
+    /// of `bank`.
+    pub fn unseal(&mut self, blob: &SealedBlob, bank: Bank, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
         let primary = self.primary()?;
         let result = (|| {
             let object = self.tpm.load(primary.0, blob).map_err(|e| e.to_string())?;
@@ -124,7 +125,7 @@ impl MeasuredBoot {
             crate::random::fill(&mut nonce);
             let out = (|| {
                 let session = self.tpm.start_policy_session(&nonce).map_err(|e| e.to_string())?;
-                let r = self.tpm.policy_pcr(session, Bank::Sha256, pcrs).and_then(|()| self.tpm.unseal(object, session));
+                let r = self.tpm.policy_pcr(session, bank, pcrs).and_then(|()| self.tpm.unseal(object, session));
                 if r.is_err() {
                     let _ = self.tpm.flush(session); // a failed Unseal leaves the session open
                 }

@@ -8,6 +8,7 @@ pub mod eventlog;
 pub mod measure;
 pub mod policy;
 pub mod tis;
+pub mod systemd;
 pub mod token;
 
 use alloc::vec::Vec;

@@ -163,6 +163,8 @@ fn test() -> Result<()> {
     // Host tools the tests drive: cryptsetup (LUKS2 interop both ways), xz (corpus images).
     ensure_package("cryptsetup", "cryptsetup-bin")?;
     ensure_package("xz", "xz-utils")?;
+    // swtpm + tpm2-tools: agent's TPM tests talk to a real swtpm; the QEMU TPM boots use both.
+    tpm_test::ensure_tools()?;
     // Host: unit tests, corpus vectors, property tests, CLI tests.
     run(cargo().args(["test", "--workspace", "--exclude", "veilboot-kernel", "--exclude", "veil-bench"]))?;
     // The agent must stay no_std: build it alone for the firmware target.

@@ -51,6 +51,15 @@ pub fn provision(state: &Path) -> Result<()> {
         .args(["--tpm2", "--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite", "--pcr-banks", "sha256"])
         .arg("--tpmstate").arg(&state)
         .stdout(Stdio::null()))?;
+    with_host_tpm(&state, |tcti| {
+        run(Command::new("tpm2_dictionarylockout").args(["-s", "-n", "3", "-t", "0", "-l", "0"]).env("TPM2TOOLS_TCTI", tcti))
+    })
+}
+
+/// Run `f` with swtpm serving `state` on TCP (tpm2-tools TCTI string `swtpm:...`), started
+/// and shut down cleanly around it.
+pub fn with_host_tpm(state: &Path, f: impl FnOnce(&str) -> Result<()>) -> Result<()> {
+    let state = std::fs::canonicalize(state)?;
     let port = free_port_pair();
     let mut child = Command::new("swtpm")
         .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
@@ -61,16 +70,18 @@ pub fn provision(state: &Path) -> Result<()> {
         .context("starting swtpm")?;
     let tcti = format!("swtpm:host=127.0.0.1,port={port}");
     let start = Instant::now();
-    let result = loop {
-        let r = Command::new("tpm2_dictionarylockout").args(["-s", "-n", "3", "-t", "0", "-l", "0"]).env("TPM2TOOLS_TCTI", &tcti).stderr(Stdio::null()).status();
-        if r.as_ref().is_ok_and(|s| s.success()) {
-            break run(Command::new("tpm2_shutdown").env("TPM2TOOLS_TCTI", &tcti));
+    let mut result = loop {
+        if Command::new("tpm2_getrandom").arg("1").env("TPM2TOOLS_TCTI", &tcti).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            break f(&tcti);
         }
         if start.elapsed() > Duration::from_secs(10) {
-            break Err(anyhow::anyhow!("tpm2_dictionarylockout against swtpm failed"));
+            break Err(anyhow::anyhow!("swtpm did not answer on port {port}"));
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    if result.is_ok() {
+        result = run(Command::new("tpm2_shutdown").env("TPM2TOOLS_TCTI", &tcti));
+    }
     let _ = child.kill();
     let _ = child.wait();
     result
@@ -289,5 +300,46 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         bail!("the tampered image booted");
     }
     let _ = std::fs::remove_file(&tampered);
+
+    eprintln!("xtask: tpm test: systemd-cryptenroll enrols a systemd-tpm2 token on veil-boot; the firmware opens it");
+    enroll_systemd_token(veil, secret, image, &state, dir)?;
+    let sd = boot_with_tpm(dev_rom, "tpm-systemd-token", &state, &demo_image::disk_args(image))?;
+    sd.expect("its passphrase opens keyslot")?.expect(demo_image::ROOT_MARKER)?;
+    if sd.log.contains("LUKS2 unlock with the disk key") || sd.log.contains("opened with keyslot") {
+        bail!("veil-boot was opened with the disk key, not through the systemd-tpm2 token");
+    }
+    crate::scan_for_keys("serial log of the systemd-token boot", sd.log.as_bytes(), &keys)?;
+    Ok(())
+}
+
+/// Enrol a `systemd-tpm2` token (PCR 7 as the firmware leaves it: one EV_SEPARATOR) on the
+/// image's veil-boot volume with systemd-cryptenroll against the VM's swtpm state. The
+/// volume is enrolled as a file copy and written back.
+fn enroll_systemd_token(veil: &Path, secret: &Path, image: &Path, state: &Path, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{FileExt, PermissionsExt};
+    ensure_package("systemd-cryptenroll", "systemd")?;
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
+    let part = veil_agent::gpt::Gpt::read(&mut f)?.by_name("veil-boot").context("veil-boot")?.clone();
+    let mut bytes = vec![0u8; part.size() as usize];
+    f.read_exact_at(&mut bytes, part.offset())?;
+    let vol = dir.join("veil-boot.luks");
+    std::fs::write(&vol, &bytes)?;
+    let out = Command::new(veil).args(["recover", "--print-key", "--part", "veil-boot", "--secret"]).arg(secret).arg("--disk").arg(image).output()?;
+    let key_file = dir.join("veil-boot.key");
+    std::fs::write(&key_file, hex::decode(String::from_utf8_lossy(&out.stdout).trim())?)?;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o400))?;
+    let separator = veil_agent::tpm::Bank::Sha256.digest(&[0; 4]);
+    let r = with_host_tpm(state, |tcti| {
+        run(Command::new("tpm2_pcrextend").arg(format!("7:sha256={}", hex::encode(&separator))).env("TPM2TOOLS_TCTI", tcti))?;
+        run(Command::new("systemd-cryptenroll")
+            .arg(format!("--tpm2-device={tcti}"))
+            .args(["--tpm2-pcrs=7"])
+            .arg(format!("--unlock-key-file={}", key_file.display()))
+            .arg(&vol))
+    });
+    let _ = std::fs::remove_file(&key_file);
+    r?;
+    f.write_all_at(&std::fs::read(&vol)?, part.offset())?;
+    let _ = std::fs::remove_file(&vol);
     Ok(())
 }
