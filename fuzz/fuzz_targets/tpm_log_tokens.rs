@@ -1,0 +1,20 @@
+//! Untrusted TPM-related input other than TPM responses: a TCG2 event log (the host parses
+//! logs it did not write) and the LUKS2 tokens the firmware reads from the unauthenticated
+//! veil-boot header (veil-tpm2, systemd-tpm2, veil-bundle).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use veil_agent::tpm::{Bank, eventlog, systemd, token};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok((banks, events)) = eventlog::parse(data) {
+        for b in banks.into_iter().chain([Bank::Sha256]) {
+            let _ = eventlog::replay(&events, b);
+        }
+    }
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = token::find(&json);
+        let _ = systemd::find(&json);
+        let _ = veil_agent::bundle::find_token(&json);
+    }
+    let _ = token::open_payload(data);
+});
