@@ -60,7 +60,9 @@ commands:
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
-          boot it in QEMU to the root filesystem; print the boot timeline
+          boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
+          seals the master secret to the measured PCRs, second boot unseals it; print the
+          predicted PCRs and the boot timeline
   bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
           qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
           (`cargo xtask bench xts|boot|disk` runs one part)
@@ -500,19 +502,33 @@ fn demo() -> Result<()> {
     }
     eprintln!("xtask: round trip ok: no plaintext in {}, {} matches the original", enc.display(), back.display());
     // The encrypted disk: a Debian kernel, a cryptsetup initramfs and a root filesystem, in
-    // LUKS2 volumes keyed from the master secret; boot it with the development ROM (the
-    // master secret comes over fw_cfg until attestation lands) and show the boot timeline.
+    // LUKS2 volumes keyed from the master secret, booted on a VM with a TPM (swtpm). First
+    // boot: the development ROM takes the master secret over fw_cfg (until remote release
+    // lands), measures the boot and seals the secret to the PCRs in the veil-boot header.
+    // Second boot: no key source at all; the secret is unsealed from the TPM.
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
+    tpm_test::ensure_tools()?;
     let dev_rom = build_dev_firmware()?;
     eprintln!("xtask: building the encrypted demo disk (veil image build)");
     let image = demo_image::build(&veil, &secret, &dir)?;
-    eprintln!("xtask: booting {} from {} in QEMU (q35, TCG, 2 vCPUs)", dev_rom.display(), image.display());
-    let run_ = qemu::boot(&dev_rom, "demo", &demo_image::boot_args(&image, &secret), std::time::Duration::from_secs(300))?;
-    print!("{}", run_.log);
-    run_.expect(demo_image::ROOT_MARKER)?;
+    let state = dir.join("tpm-state");
+    eprintln!("xtask: provisioning a TPM (swtpm_setup, EK certificate) in {}", state.display());
+    tpm_test::provision(&state)?;
+    eprintln!("xtask: predicted PCRs (veil measure --platform tpm):");
+    run(Command::new(&veil).args(["measure", "--platform", "tpm", "--policy", "--rom"]).arg(&dev_rom).arg("--image").arg(&image))?;
+    eprintln!("xtask: first boot of {} (q35, TCG, 2 vCPUs, TPM): development key, sealed to the measured PCRs", image.display());
+    let first = tpm_test::boot_with_tpm(&dev_rom, "demo-first-boot", &state, &demo_image::boot_args(&image, &secret))?;
+    for line in first.log.lines().filter(|l| l.contains("tpm:") || l.contains("INSECURE") || l.contains(demo_image::ROOT_MARKER)) {
+        println!("{line}");
+    }
+    first.expect("tpm: sealed the master secret")?.expect(demo_image::ROOT_MARKER)?;
+    eprintln!("xtask: second boot: no key source but the TPM; the firmware unseals the master secret");
+    let second = tpm_test::boot_with_tpm(&dev_rom, "demo", &state, &demo_image::disk_args(&image))?;
+    print!("{}", second.log);
+    second.expect("tpm: master secret unsealed")?.expect(demo_image::ROOT_MARKER)?;
     let svg = dir.join("boot.svg");
-    run(Command::new(&veil).arg("boot-report").arg(&run_.log_path).arg("--svg").arg(&svg))?;
-    eprintln!("xtask: booted from the encrypted disk to the root filesystem; timeline chart: {}", svg.display());
+    run(Command::new(&veil).arg("boot-report").arg(&second.log_path).arg("--svg").arg(&svg))?;
+    eprintln!("xtask: booted twice from the encrypted disk to the root filesystem (sealed, then unsealed); timeline chart: {}", svg.display());
     Ok(())
 }
 
