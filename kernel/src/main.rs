@@ -154,6 +154,7 @@ pub extern "C" fn veil_main() -> ! {
     };
     match &mut measured {
         Some(m) => {
+            tsc::mark("tpm-measure");
             // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
             let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
             let mut config: alloc::vec::Vec<(alloc::string::String, alloc::vec::Vec<u8>)> = alloc::vec::Vec::new();
@@ -199,6 +200,7 @@ pub extern "C" fn veil_main() -> ! {
         }
     }
     if let Some(m) = &mut measured {
+        tsc::mark("tpm-target");
         match boot_volume.as_ref().and_then(|b| b.token.as_ref()) {
             Some(t) => {
                 for part in measure::boot_target(&t.manifest) {
@@ -206,7 +208,7 @@ pub extern "C" fn veil_main() -> ! {
                 }
                 log!("tpm: measured the boot target: kernel sha384:{}.. into PCR 4, command line into PCR 8, initrd sha384:{}.. into PCR 9", &t.manifest.kernel.sha384[..16], &t.manifest.initrd.sha384[..16]);
             }
-            None => log!("tpm: no veil-bundle token on a boot volume: the boot target is not measured"),
+            None => log!("tpm: no boot volume with a veil-bundle token: the boot target is not measured"),
         }
         for sep in measure::separators() {
             m.measure(&sep).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));

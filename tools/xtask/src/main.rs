@@ -18,6 +18,7 @@ mod demo_image;
 mod linux;
 mod qemu;
 mod rom;
+mod tpm_bench;
 mod tpm_test;
 
 const FIRMWARE_TARGET: &str = "x86_64-unknown-none";
@@ -65,7 +66,8 @@ commands:
           predicted PCRs and the boot timeline
   bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
           qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
-          (`cargo xtask bench xts|boot|disk` runs one part)
+          and the attestation phases with a TPM beside tpm2-tools
+          (`cargo xtask bench xts|boot|disk|tpm` runs one part)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -546,7 +548,12 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk]: unknown part `{other}`"),
+        Some("tpm") => {
+            write_section("tpm", &tpm_bench::bench()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -568,6 +575,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     write_section("luks-encrypt", &bench_image_encryption()?)?;
     write_section("linux-boot", &bench_linux_boot()?)?;
     write_section("disk-boot", &bench_disk_boot()?)?;
+    write_section("tpm", &tpm_bench::bench()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }
