@@ -149,3 +149,49 @@ fn sealed_blob_splitting_refuses_bad_lengths() {
     let ok = command::SealedBlob::from_concatenated(&[0, 1, 9, 0, 2, 1, 2]).unwrap();
     assert_eq!((ok.private, ok.public), (vec![0, 1, 9], vec![0, 2, 1, 2]));
 }
+
+#[test]
+fn offline_seal_imports_and_unseals() {
+    use veil_agent::tpm::duplicate;
+    let Some(sw) = start_swtpm() else { return };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    let digests = vec![(Bank::Sha256, Bank::Sha256.digest(b"kernel"))];
+    tpm.pcr_extend(4, &digests).unwrap();
+
+    // The host knows only the storage primary's public key and the expected PCRs.
+    let (primary, public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    let parent = duplicate::parent_point(&public).unwrap();
+    let pcrs = [0, 4, 8, 9];
+    let expected: Vec<Vec<u8>> = pcrs.iter().map(|p| if *p == 4 { Bank::Sha256.extend(&[0; 32], &digests[0].1) } else { vec![0; 32] }).collect();
+    let policy = policy::policy_pcr(Bank::Sha256, &pcrs, &expected);
+    let mut counter = 0u8;
+    let mut rng = |b: &mut [u8]| {
+        for x in b.iter_mut() {
+            counter = counter.wrapping_mul(31).wrapping_add(17);
+            *x = counter;
+        }
+    };
+    let blob = duplicate::seal_for_import(parent, &policy, b"sealed offline", &mut rng).unwrap();
+
+    let private = tpm.import(primary, &blob.public, &blob.duplicate, &blob.seed).unwrap();
+    let object = tpm.load(primary, &command::SealedBlob { private, public: blob.public.clone() }).unwrap();
+    let session = tpm.start_policy_session(&[3; 32]).unwrap();
+    tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
+    assert_eq!(tpm.unseal(object, session).unwrap().as_slice(), b"sealed offline");
+    tpm.flush(object).unwrap();
+
+    // A flipped byte anywhere in the duplicate fails the TPM's integrity check.
+    let mut bad = blob.duplicate.clone();
+    let n = bad.len();
+    bad[n - 3] ^= 1;
+    let err = tpm.import(primary, &blob.public, &bad, &blob.seed).unwrap_err();
+    assert!(matches!(err, TpmError::Rc { command: "Import", .. }), "{err}");
+    // Sealed to other PCR values: imports, but does not unseal.
+    let other = duplicate::seal_for_import(parent, &policy::policy_pcr(Bank::Sha256, &pcrs, &[vec![1; 32], vec![0; 32], vec![0; 32], vec![0; 32]]), b"x", &mut rng).unwrap();
+    let private = tpm.import(primary, &other.public, &other.duplicate, &other.seed).unwrap();
+    let object = tpm.load(primary, &command::SealedBlob { private, public: other.public }).unwrap();
+    let session = tpm.start_policy_session(&[4; 32]).unwrap();
+    tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
+    assert!(tpm.unseal(object, session).unwrap_err().to_string().contains("POLICY_FAIL"));
+}

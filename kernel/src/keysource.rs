@@ -70,10 +70,15 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
             }
         };
         let start = crate::cpu::rdtsc();
-        match tpm.unseal(&t.blob, veil_agent::tpm::Bank::Sha256, &t.pcrs) {
+        let unsealed = match &t.import_seed {
+            Some(seed) => tpm.unseal_imported(&t.blob, seed, &t.pcrs),
+            None => tpm.unseal(&t.blob, veil_agent::tpm::Bank::Sha256, &t.pcrs),
+        };
+        match unsealed {
             Ok(bytes) => {
                 let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
-                crate::log!("tpm: master secret unsealed from veil-boot token {} (PolicyPCR over SHA-256 PCRs {:?}) in {us} us", t.number, t.pcrs);
+                let how = if t.import_seed.is_some() { "imported (sealed offline by veil seal), " } else { "" };
+                crate::log!("tpm: master secret unsealed from veil-boot token {} ({how}PolicyPCR over SHA-256 PCRs {:?}) in {us} us", t.number, t.pcrs);
                 return token::open_payload(&bytes).map(Some);
             }
             Err(e) => {
@@ -94,7 +99,7 @@ fn seal_into_header(tpm: &mut MeasuredBoot, disk: &mut Disk, boot: &mut BootVolu
     for old in token::find(boot.volume.json()).into_iter().flatten() {
         writer.remove_token(old.number).map_err(|e| alloc::format!("{e}"))?;
     }
-    let number = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob), &[], None).map_err(|e| alloc::format!("{e}"))?;
+    let number = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob, None), &[], None).map_err(|e| alloc::format!("{e}"))?;
     let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
     let writes = writer.commit(&mut rng).map_err(|e| alloc::format!("{e}"))?;
     crate::diskboot::write_header(disk, boot, &writes)?;

@@ -115,6 +115,16 @@ impl MeasuredBoot {
         Ok((blob?, policy))
     }
 
+    /// Import an object `veil seal` made offline for this TPM's storage primary key, then
+    /// unseal it like any other.
+    pub fn unseal_imported(&mut self, blob: &SealedBlob, seed: &[u8], pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
+        let primary = self.primary()?;
+        let private = self.tpm.import(primary.0, &blob.public, &blob.private, seed).map_err(|e| e.to_string());
+        let _ = self.tpm.flush(primary.0);
+        let loaded = SealedBlob { private: private?, public: blob.public.clone() };
+        self.unseal(&loaded, Bank::Sha256, pcrs)
+    }
+
     /// Unseal `blob` (under the storage primary key) through a PolicyPCR session over `pcrs`
     /// of `bank`.
     pub fn unseal(&mut self, blob: &SealedBlob, bank: Bank, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {

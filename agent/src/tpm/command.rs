@@ -21,7 +21,7 @@ use tpm2_protocol::data::{
 };
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
-    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmLoadCommand, TpmLoadResponse,
+    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
     TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
     TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
     tpm_marshal_command,
@@ -327,6 +327,12 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_CreatePrimary in the owner hierarchy; returns the transient handle.
     pub fn create_primary(&mut self, template: TpmtPublic) -> Result<u32, TpmError> {
+        self.create_primary_with_public(template).map(|(h, _)| h)
+    }
+
+    /// TPM2_CreatePrimary; returns the handle and the key's marshalled TPM2B_PUBLIC (what
+    /// `veil seal` needs to seal to this TPM without access to it).
+    pub fn create_primary_with_public(&mut self, template: TpmtPublic) -> Result<(u32, Vec<u8>), TpmError> {
         let cmd = TpmCreatePrimaryCommand {
             handles: [TpmUint32::new(RH_OWNER)],
             in_sensitive: Tpm2bSensitiveCreate::default(),
@@ -336,7 +342,29 @@ impl<T: Transport> Tpm<T> {
         };
         let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
         let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
-        Ok(resp.handles[0].value())
+        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+    }
+
+    /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric
+    /// key); returns the TPM2B_PRIVATE that TPM2_Load then takes with `public`.
+    pub fn import(&mut self, parent: u32, public: &[u8], duplicate: &[u8], seed: &[u8]) -> Result<Vec<u8>, TpmError> {
+        fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
+            match V::unmarshal(bytes) {
+                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                _ => Err(TpmError::Marshal(what)),
+            }
+        }
+        let cmd = TpmImportCommand {
+            handles: [TpmUint32::new(parent)],
+            encryption_key: Tpm2bData::default(),
+            object_public: exact(public, "import: public area")?,
+            duplicate: exact(duplicate, "import: duplicate")?,
+            in_sym_seed: exact(seed, "import: seed")?,
+            symmetric_alg: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
+        };
+        let cmd = marshal(&cmd, &[password_session()], "Import")?;
+        let resp: TpmImportResponse = self.call(&cmd, "Import")?;
+        marshal_value(&resp.out_private)
     }
 
     /// TPM2_Create of a sealed data object holding `secret` under `parent`; returns the

@@ -4,6 +4,8 @@
 //! ([`measure`]), so that both compute the same PCR values from the same inputs.
 
 pub mod command;
+#[cfg(feature = "std")]
+pub mod duplicate;
 pub mod eventlog;
 pub mod measure;
 pub mod policy;

@@ -29,19 +29,25 @@ pub struct SealToken {
     pub pcrs: Vec<u32>,
     /// The policy digest the object was sealed with.
     pub policy: [u8; 32],
-    /// The sealed object.
+    /// The sealed object (for an imported one: the duplicate and its public area).
     pub blob: SealedBlob,
+    /// For an object sealed offline by `veil seal`: the TPM2_Import seed (TPM2B_ENCRYPTED_SECRET).
+    pub import_seed: Option<Vec<u8>>,
 }
 
-/// The token JSON (LUKS2 adds `keyslots`).
-pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob) -> serde_json::Value {
-    serde_json::json!({
+/// The token JSON (LUKS2 adds `keyslots`); `import_seed` for a blob that must be imported.
+pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob, import_seed: Option<&[u8]>) -> serde_json::Value {
+    let mut t = serde_json::json!({
         "type": TOKEN_TYPE,
         "pcr_bank": "sha256",
         "pcrs": pcrs,
         "policy": hex::encode(policy),
         "blob": base64::engine::general_purpose::STANDARD.encode(blob.concatenated()),
-    })
+    });
+    if let Some(seed) = import_seed {
+        t["import_seed"] = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(seed));
+    }
+    t
 }
 
 /// Every `veil-tpm2` token in a LUKS2 header, each parsed or with the reason it was refused.
@@ -75,7 +81,11 @@ fn parse(number: &str, t: &serde_json::Value) -> Result<SealToken, String> {
     let policy: [u8; 32] = policy.try_into().map_err(|_| "policy is not 32 bytes")?;
     let blob = base64::engine::general_purpose::STANDARD.decode(t.get("blob").and_then(|v| v.as_str()).ok_or("no blob")?).map_err(|_| "blob is not base64")?;
     let blob = SealedBlob::from_concatenated(&blob).map_err(|e| alloc::format!("{e}"))?;
-    Ok(SealToken { number, pcrs, policy, blob })
+    let import_seed = match t.get("import_seed") {
+        None => None,
+        Some(v) => Some(base64::engine::general_purpose::STANDARD.decode(v.as_str().ok_or("import_seed is not a string")?).map_err(|_| "import_seed is not base64")?),
+    };
+    Ok(SealToken { number, pcrs, policy, blob, import_seed })
 }
 
 /// The bytes sealed for `secret`.
@@ -104,15 +114,17 @@ mod tests {
     #[test]
     fn token_and_payload_round_trip() {
         let blob = SealedBlob { private: alloc::vec![0, 2, 1, 2], public: alloc::vec![0, 1, 7] };
-        let mut header = serde_json::json!({"tokens": {"3": token_json(&[0, 4, 8, 9], &[9; 32], &blob)}});
+        let mut header = serde_json::json!({"tokens": {"3": token_json(&[0, 4, 8, 9], &[9; 32], &blob, None)}});
         header["tokens"]["3"]["keyslots"] = serde_json::json!([]);
         let found = find(&header);
-        assert_eq!(found, alloc::vec![Ok(SealToken { number: 3, pcrs: alloc::vec![0, 4, 8, 9], policy: [9; 32], blob })]);
-        for (field, value) in [("pcrs", serde_json::json!([24])), ("pcrs", serde_json::json!([])), ("policy", serde_json::json!("00")), ("blob", serde_json::json!("AAEC")), ("pcr_bank", serde_json::json!("sha1"))] {
+        assert_eq!(found, alloc::vec![Ok(SealToken { number: 3, pcrs: alloc::vec![0, 4, 8, 9], policy: [9; 32], blob: blob.clone(), import_seed: None })]);
+        for (field, value) in [("pcrs", serde_json::json!([24])), ("pcrs", serde_json::json!([])), ("policy", serde_json::json!("00")), ("blob", serde_json::json!("AAEC")), ("pcr_bank", serde_json::json!("sha1")), ("import_seed", serde_json::json!("!"))] {
             let mut bad = header.clone();
             bad["tokens"]["3"][field] = value;
             assert!(find(&bad)[0].is_err(), "{field}");
         }
+        let imported = serde_json::json!({"tokens": {"0": token_json(&[7], &[1; 32], &blob, Some(&[0, 1, 5]))}});
+        assert_eq!(find(&imported)[0].as_ref().unwrap().import_seed.as_deref(), Some(&[0u8, 1, 5][..]));
         let secret = MasterSecret::new(&[1; 32], &[2; 32]).unwrap();
         let payload = seal_payload(&secret);
         assert_eq!(payload.len(), 65);
