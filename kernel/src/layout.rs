@@ -34,7 +34,7 @@ pub const HEAP_FLOOR: u64 = 0xC0_0000;
 /// Everything the firmware itself occupies: page tables, stacks, SNP pages, the image.
 pub const FIRMWARE_RANGE: (u64, u64) = (PAGE_TABLES, IMAGE_END);
 /// The ROM image QEMU maps below 4 GiB (linker/veilboot.ld: ROM_SIZE).
-pub const ROM_SIZE: usize = 512 * 1024;
+pub const ROM_SIZE: usize = 1024 * 1024;
 /// Where it starts.
 pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE as u64;
 /// The ROM's top 2 MiB, executable until long mode jumps to RAM.

@@ -188,8 +188,8 @@ tdx_metadata:
     .long 1                                  /* version */
     .long (tdx_metadata_end - tdx_metadata - 16) / 32
     /* BFV: the whole ROM, measured into MRTD */
-    .long 0, 0x80000
-    .quad 0xFFF80000, 0x80000
+    .long 0, 0x100000
+    .quad 0xFFF00000, 0x100000
     .long 0, 1                               /* type BFV, attribute MR.EXTEND */
     /* TempMem: page tables and stacks */
     .long 0, 0

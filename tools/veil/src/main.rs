@@ -9,6 +9,7 @@ mod image;
 mod luks;
 mod measure;
 mod report;
+mod seal;
 mod secret;
 
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
     /// Predict the measurement registers a veilboot ROM produces booting an image
     /// (Constellation's measurements JSON).
     Measure(measure::MeasureArgs),
+    /// Seal the master secret for a VM's TPM from its storage key's public part alone, into
+    /// the image's veil-boot header.
+    Seal(seal::SealArgs),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
 }
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Image(image::ImageCommand::Build(args)) => image::build(args),
         Command::Recover(args) => image::recover(args),
         Command::Measure(args) => measure::run(args),
+        Command::Seal(args) => seal::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

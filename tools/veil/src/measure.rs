@@ -8,11 +8,13 @@
 //! VM's size, so it is left out; PCR 15 is given as at attestation time (before the
 //! clusterID is extended: zero) unless --after-unseal names the state after it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use veil_agent::bundle::BundleToken;
 use veil_agent::gpt::Gpt;
 use veil_agent::io::Window;
 use veil_agent::luks2::Volume;
@@ -20,7 +22,7 @@ use veil_agent::tpm::measure::{self, Measurement};
 use veil_agent::tpm::{Bank, policy};
 
 /// The ROM size the firmware measures (linker/veilboot.ld).
-const ROM_SIZE: u64 = 512 * 1024;
+const ROM_SIZE: u64 = 1024 * 1024;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Platform {
@@ -50,25 +52,37 @@ pub struct MeasureArgs {
     policy: bool,
 }
 
-pub fn run(args: MeasureArgs) -> Result<()> {
-    let Platform::Tpm = args.platform;
-    let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
+/// The SHA-256 PCR values (without PCR 1 and 15) a ROM produces booting an image, and the
+/// image's veil-bundle token.
+pub fn predict(rom_path: &Path, image: &Path) -> Result<(BTreeMap<u32, Vec<u8>>, BundleToken)> {
+    let rom = std::fs::read(rom_path).with_context(|| format!("reading {}", rom_path.display()))?;
     if rom.len() as u64 != ROM_SIZE {
-        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE}", args.rom.display(), rom.len());
+        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE}", rom_path.display(), rom.len());
     }
-    let mut disk = File::open(&args.image).with_context(|| format!("cannot open {}", args.image.display()))?;
-    let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", args.image.display()))?;
-    let part = gpt.by_name("veil-boot").with_context(|| format!("{}: no veil-boot partition", args.image.display()))?;
+    let mut disk = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
+    let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", image.display()))?;
+    let part = gpt.by_name("veil-boot").with_context(|| format!("{}: no veil-boot partition", image.display()))?;
     let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
     let volume = Volume::load(&mut win).context("veil-boot")?;
     let token = veil_agent::bundle::find_token(volume.json())?
-        .with_context(|| format!("{}: veil-boot has no veil-bundle token (image made before measured boot?)", args.image.display()))?;
-
+        .with_context(|| format!("{}: veil-boot has no veil-bundle token (image made before measured boot?)", image.display()))?;
     let mut plan: Vec<Measurement<'_>> = vec![measure::rom(&rom)];
     plan.extend(measure::boot_target(&token.manifest));
     plan.extend(measure::separators());
     let mut pcrs = measure::predict(&plan, Bank::Sha256);
     pcrs.remove(&1);
+    Ok((pcrs, token))
+}
+
+/// The seal policy for predicted PCRs.
+pub fn seal_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> [u8; 32] {
+    let values: Vec<Vec<u8>> = measure::SEAL_PCRS.iter().map(|p| pcrs[p].clone()).collect();
+    policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values)
+}
+
+pub fn run(args: MeasureArgs) -> Result<()> {
+    let Platform::Tpm = args.platform;
+    let (mut pcrs, token) = predict(&args.rom, &args.image)?;
     let mut pcr15 = vec![0u8; 32];
     if let Some(path) = &args.after_unseal {
         let secret = crate::secret::load(path)?;
@@ -87,8 +101,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         None => print!("{text}"),
     }
     if args.policy {
-        let values: Vec<Vec<u8>> = measure::SEAL_PCRS.iter().map(|p| pcrs[p].clone()).collect();
-        eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values)));
+        eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(seal_policy(&pcrs)));
     }
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! ELF -> flat ROM image: every loadable segment is placed at its physical (load) address in
-//! a 256 KiB image that ends at 4 GiB. The program headers are read by hand: the input is our
+//! a ROM_SIZE image that ends at 4 GiB. The program headers are read by hand: the input is our
 //! own linker output and only these few fields are needed; the checks below are the point.
 
 use anyhow::{Result, bail, ensure};
 
 /// ROM size. The boot-only firmware fitted 256 KiB; with the encrypted-disk path (LUKS2,
-/// JSON, KDFs, virtio) it needs more, so the ROM is 512 KiB (QEMU maps it below 4 GiB).
-pub const ROM_SIZE: u64 = 512 * 1024;
+/// JSON, KDFs, virtio) it needs more, so the ROM is 512 KiB; measured boot with offline sealing outgrew that too: 1 MiB (QEMU maps it below 4 GiB).
+pub const ROM_SIZE: u64 = 1024 * 1024;
 /// Where the ROM starts in guest-physical memory.
 pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE;
 

@@ -102,7 +102,7 @@ pub fn bench() -> Result<String> {
     );
     let what = [
         "TIS locality, TPM2_Startup(CLEAR), GetCapability(PCRS)",
-        "SHA-256 of the 512 KiB ROM + PCR 0 extend; e820 + ACPI inputs into PCR 1",
+        "SHA-256 of the 1 MiB ROM + PCR 0 extend; e820 + ACPI inputs into PCR 1",
         "boot target (PCR 4/8/9) from the veil-bundle token + 8 separators: 11 extends",
         "CreatePrimary + Load + policy session + PolicyPCR + Unseal + flushes",
     ];

@@ -309,6 +309,31 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         bail!("veil-boot was opened with the disk key, not through the systemd-tpm2 token");
     }
     crate::scan_for_keys("serial log of the systemd-token boot", sd.log.as_bytes(), &keys)?;
+
+    eprintln!("xtask: tpm test: veil seal for a new TPM from its storage key's public part; the first boot needs no key source");
+    let other_state = dir.join("tpm-state-offline");
+    provision(&other_state)?;
+    let srk = dir.join("srk.pub");
+    with_host_tpm(&other_state, |tcti| {
+        let ctx = dir.join("srk.ctx");
+        run(Command::new("tpm2_createprimary")
+            .args(["-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb", "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt", "-c"])
+            .arg(&ctx)
+            .env("TPM2TOOLS_TCTI", tcti)
+            .stdout(Stdio::null()))?;
+        run(Command::new("tpm2_readpublic").arg("-c").arg(&ctx).arg("-o").arg(&srk).env("TPM2TOOLS_TCTI", tcti).stdout(Stdio::null()))?;
+        run(Command::new("tpm2_flushcontext").arg("-t").env("TPM2TOOLS_TCTI", tcti))
+    })?;
+    let offline = dir.join("tpm-offline.img");
+    std::fs::copy(image, &offline)?;
+    run(Command::new(veil).args(["seal", "--platform", "tpm", "--parent-public"]).arg(&srk).arg("--secret").arg(secret).arg("--rom").arg(dev_rom).arg("--image").arg(&offline))?;
+    crate::scan_for_keys("image sealed offline", &std::fs::read(&offline)?, &keys)?;
+    let off = boot_with_tpm(dev_rom, "tpm-offline-seal", &other_state, &demo_image::disk_args(&offline))?;
+    off.expect("imported (sealed offline by veil seal)")?.expect(demo_image::ROOT_MARKER)?;
+    // The same token on another TPM (the first one): Import fails its integrity check.
+    let wrong = boot_with_tpm(dev_rom, "tpm-offline-wrong-tpm", &state, &demo_image::disk_args(&offline))?;
+    wrong.expect_exit(qemu::EXIT_FAILURE)?.expect("TPM2_Import failed")?.expect("refusing to boot")?;
+    let _ = std::fs::remove_file(&offline);
     Ok(())
 }
 

@@ -1,0 +1,66 @@
+//! `veil seal --platform tpm`: seal the master secret for a VM's TPM without access to it.
+//! From the public key of the TPM's storage primary key (systemd's ECC template; get it with
+//! `tpm2_createprimary ... -c srk.ctx && tpm2_readpublic -c srk.ctx -o srk.pub`) and the PCR
+//! values the ROM will measure booting the image (as `veil measure` predicts them), build a
+//! TPM2_Import blob and store it as the `veil-tpm2` token of the image's veil-boot header
+//! (replacing any). On boot the firmware imports it, unseals it through a PolicyPCR session,
+//! and needs no key source at all.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use veil_agent::gpt::Gpt;
+use veil_agent::io::Window;
+use veil_agent::luks2::Volume;
+use veil_agent::luks2::format::HeaderWriter;
+use veil_agent::tpm::{duplicate, measure, token};
+
+use crate::measure::Platform;
+
+#[derive(Args)]
+pub struct SealArgs {
+    /// The platform whose sealing to use.
+    #[arg(long, value_enum)]
+    platform: Platform,
+    /// TPM2B_PUBLIC of the TPM's storage primary key (ECC P-256, systemd's template).
+    #[arg(long, value_name = "FILE")]
+    parent_public: PathBuf,
+    /// The master secret to seal.
+    #[arg(long)]
+    secret: PathBuf,
+    /// The firmware ROM the VM boots (its measurement is part of the policy).
+    #[arg(long)]
+    rom: PathBuf,
+    /// The disk image whose veil-boot header receives the token (changed in place).
+    #[arg(long)]
+    image: PathBuf,
+}
+
+pub fn run(args: SealArgs) -> Result<()> {
+    let Platform::Tpm = args.platform;
+    let secret = crate::secret::load(&args.secret)?;
+    let public = std::fs::read(&args.parent_public).with_context(|| format!("reading {}", args.parent_public.display()))?;
+    let parent = duplicate::parent_point(&public).map_err(anyhow::Error::msg).with_context(|| format!("{}", args.parent_public.display()))?;
+    let (pcrs, _) = crate::measure::predict(&args.rom, &args.image)?;
+    let policy = crate::measure::seal_policy(&pcrs);
+    let blob = duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random).map_err(anyhow::Error::msg)?;
+
+    let mut disk = OpenOptions::new().read(true).write(true).open(&args.image).with_context(|| format!("cannot open {}", args.image.display()))?;
+    let part = Gpt::read(&mut disk)?.by_name("veil-boot").context("no veil-boot partition")?.clone();
+    let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
+    let volume = Volume::load(&mut win).context("veil-boot")?;
+    let mut writer = HeaderWriter::edit(&volume)?;
+    for old in token::find(volume.json()).into_iter().flatten() {
+        writer.remove_token(old.number)?;
+    }
+    let n = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob.as_sealed(), Some(&blob.seed)), &[], None)?;
+    for (off, bytes) in writer.commit(&mut crate::luks::host_random)? {
+        disk.write_all_at(&bytes, part.offset() + off)?;
+    }
+    disk.sync_all()?;
+    println!("sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}", measure::SEAL_PCRS, hex::encode(policy), args.image.display());
+    Ok(())
+}
