@@ -122,7 +122,7 @@ pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, bo
     let Some(secret) = dev_secret(cfg, kind)? else {
         return match sealed_failure {
             Some(why) => Err(alloc::format!(
-                "the master secret is sealed to other measurements ({why}) and no key broker is configured: refusing to boot"
+                "the sealed master secret does not open on this TPM with this boot's measurements ({why}) and no key broker is configured: refusing to boot"
             )),
             None => Ok(None),
         };

@@ -120,6 +120,6 @@ pub fn bench() -> Result<String> {
         let (min, med) = stats(v);
         out += &format!("| {name} | {min:.1} | {med:.1} |\n");
     }
-    out += "\n`tpm-measure` is mostly SHA-256 of the ROM in TCG-emulated code; the TPM work per extend\nis about a tenth of a millisecond (`tpm-target`: 11 extends). Remote attestation (quote,\nbroker round trip) is not implemented yet and has no row.\n";
+    out += "\n`tpm-measure` is mostly SHA-256 of the ROM in TCG-emulated code; the TPM work per extend\nis a few tenths of a millisecond (`tpm-target`: 11 extends). Remote attestation (quote,\nbroker round trip) is not implemented yet and has no row.\n";
     Ok(out)
 }
