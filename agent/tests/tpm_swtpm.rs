@@ -195,3 +195,50 @@ fn offline_seal_imports_and_unseals() {
     tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
     assert!(tpm.unseal(object, session).unwrap_err().to_string().contains("POLICY_FAIL"));
 }
+
+#[test]
+fn quotes_verify_here_and_with_tpm2_checkquote() {
+    use veil_agent::tpm::quote;
+    let Some(sw) = start_swtpm() else { return };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    tpm.pcr_extend(4, &[(Bank::Sha256, Bank::Sha256.digest(b"kernel"))]).unwrap();
+    let (ak, ak_public) = tpm.create_attestation_key().unwrap();
+    let (ak2, ak2_public) = tpm.create_attestation_key().unwrap();
+    assert_eq!(ak_public, ak2_public, "the AK is a primary: the same key every time");
+    tpm.flush(ak2).unwrap();
+    let nonce = [0x5Au8; 32];
+    let pcrs: Vec<u32> = (0..24).collect();
+    let q = tpm.quote(ak, &nonce, Bank::Sha256, &pcrs).unwrap();
+    let values: Vec<(Bank, u32, Vec<u8>)> = tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(p, v)| (Bank::Sha256, p, v)).collect();
+    let info = quote::verify(&ak_public, &q.attest, &q.signature, &nonce, &values).unwrap();
+    assert_eq!(info.pcr_select, vec![(Bank::Sha256, pcrs.clone())]);
+
+    // Refusals: another nonce (replay), other PCR values, a flipped signature bit, another key.
+    assert!(quote::verify(&ak_public, &q.attest, &q.signature, &[0; 32], &values).unwrap_err().contains("replayed"));
+    let mut other = values.clone();
+    other[4].2[0] ^= 1;
+    assert!(quote::verify(&ak_public, &q.attest, &q.signature, &nonce, &other).unwrap_err().contains("do not match"));
+    let mut sig = q.signature.clone();
+    let n = sig.len();
+    sig[n - 1] ^= 1;
+    assert!(quote::verify(&ak_public, &q.attest, &sig, &nonce, &values).is_err());
+    let (srk, srk_public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    tpm.flush(srk).unwrap();
+    assert!(quote::verify(&srk_public, &q.attest, &q.signature, &nonce, &values).is_err());
+    tpm.flush(ak).unwrap();
+    drop(tpm);
+
+    // tpm2-tools agrees: signature and nonce.
+    let dir = tempfile::tempdir().unwrap();
+    let (msg, sig, public) = (dir.path().join("q.msg"), dir.path().join("q.sig"), dir.path().join("ak.pub"));
+    std::fs::write(&msg, &q.attest).unwrap();
+    std::fs::write(&sig, &q.signature).unwrap();
+    std::fs::write(&public, &ak_public).unwrap();
+    let out = Command::new("tpm2_checkquote")
+        .arg("-u").arg(&public).arg("-m").arg(&msg).arg("-s").arg(&sig)
+        .args(["-g", "sha256", "-q", &hex::encode(nonce)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tpm2_checkquote: {}", String::from_utf8_lossy(&out.stderr));
+}

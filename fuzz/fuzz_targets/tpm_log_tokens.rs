@@ -1,6 +1,7 @@
 //! Untrusted TPM-related input other than TPM responses: a TCG2 event log (the host parses
 //! logs it did not write) and the LUKS2 tokens the firmware reads from the unauthenticated
-//! veil-boot header (veil-tpm2, systemd-tpm2, veil-bundle).
+//! veil-boot header (veil-tpm2, systemd-tpm2, veil-bundle), and a quote's TPMS_ATTEST (what a
+//! verifier parses).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use veil_agent::tpm::{Bank, eventlog, systemd, token};
@@ -17,4 +18,5 @@ fuzz_target!(|data: &[u8]| {
         let _ = veil_agent::bundle::find_token(&json);
     }
     let _ = token::open_payload(data);
+    let _ = veil_agent::tpm::quote::parse(data);
 });

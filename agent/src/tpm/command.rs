@@ -17,11 +17,11 @@ use tpm2_protocol::data::{
     Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc, TpmRcBase, TpmSe, TpmSt,
     TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand, TpmsCapabilityData,
     TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsSensitiveCreate, TpmtHa,
-    TpmtPublic, TpmtSymDef, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
+    TpmtPublic, TpmtSymDef, TpmtEccScheme, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
 };
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
-    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
+    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
     TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
     TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
     tpm_marshal_command,
@@ -211,6 +211,38 @@ pub fn storage_primary_template() -> TpmtPublic {
     }
 }
 
+/// TPM_RH_ENDORSEMENT.
+pub const RH_ENDORSEMENT: u32 = 0x4000_000B;
+
+/// The attestation key veilboot quotes with: a primary in the endorsement hierarchy (the
+/// same key on every boot of the same TPM, so a verifier can pin it; it lives on the TPM whose
+/// EK certifies it through MakeCredential/ActivateCredential), ECC P-256, ECDSA-SHA256,
+/// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign.
+pub fn attestation_key_template() -> TpmtPublic {
+    TpmtPublic {
+        object_type: TpmAlgId::Ecc,
+        name_alg: TpmAlgId::Sha256,
+        object_attributes: TpmaObject::from_bits_truncate(0x0005_0072),
+        auth_policy: Tpm2bDigest::default(),
+        parameters: TpmuPublicParms::Ecc(TpmsEccParms {
+            symmetric: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
+            scheme: TpmtEccScheme { scheme: TpmAlgId::Ecdsa, details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }) },
+            curve_id: TpmEccCurve::NistP256,
+            kdf: Default::default(),
+        }),
+        unique: TpmuPublicId::Ecc(TpmsEccPoint { x: Tpm2bEccParameter::default(), y: Tpm2bEccParameter::default() }),
+    }
+}
+
+/// A quote: the TPMS_ATTEST the TPM signed and its TPMT_SIGNATURE, both marshalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quote {
+    /// TPMS_ATTEST (the signed message; what `tpm2_quote -m` writes).
+    pub attest: Vec<u8>,
+    /// TPMT_SIGNATURE (what `tpm2_quote -s` writes).
+    pub signature: Vec<u8>,
+}
+
 /// A TPM reached through `T`.
 pub struct Tpm<T> {
     transport: T,
@@ -343,6 +375,35 @@ impl<T: Transport> Tpm<T> {
         let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
         let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
         Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+    }
+
+    /// The attestation key (see attestation_key_template): handle and TPM2B_PUBLIC.
+    pub fn create_attestation_key(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
+        let cmd = TpmCreatePrimaryCommand {
+            handles: [TpmUint32::new(RH_ENDORSEMENT)],
+            in_sensitive: Tpm2bSensitiveCreate::default(),
+            in_public: Tpm2bPublic { inner: attestation_key_template() },
+            outside_info: Tpm2bData::default(),
+            creation_pcr: TpmlPcrSelection::new(),
+        };
+        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
+        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
+        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+    }
+
+    /// TPM2_Quote of `pcrs` in `bank` with `qualifying_data` (at most 64 bytes: a nonce or
+    /// a report-data digest) signed by `ak` with its own scheme.
+    pub fn quote(&mut self, ak: u32, qualifying_data: &[u8], bank: Bank, pcrs: &[u32]) -> Result<Quote, TpmError> {
+        let cmd = TpmQuoteCommand {
+            handles: [TpmUint32::new(ak)],
+            qualifying_data: Tpm2bData::try_from(qualifying_data).map_err(|_| TpmError::Marshal("qualifying data larger than a TPM2B_DATA"))?,
+            in_scheme: Default::default(),
+            pcr_select: pcr_selection(bank, pcrs)?,
+        };
+        let cmd = marshal(&cmd, &[password_session()], "Quote")?;
+        let resp: TpmQuoteResponse = self.call(&cmd, "Quote")?;
+        let attest = marshal_value(&resp.quoted)?;
+        Ok(Quote { attest: attest[2..].to_vec(), signature: marshal_value(&resp.signature)? })
     }
 
     /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric

@@ -9,6 +9,7 @@ pub mod duplicate;
 pub mod eventlog;
 pub mod measure;
 pub mod policy;
+pub mod quote;
 pub mod tis;
 pub mod systemd;
 pub mod token;
