@@ -12,7 +12,7 @@ shift
 ROM=${1:-target/veilboot.fd}
 [ $# -gt 0 ] && shift
 if [ ! -e "$STATE/tpm2-00.permall" ]; then
-    swtpm_setup --tpm2 --create-ek-cert --create-platform-cert --lock-nvram --pcr-banks sha256 --tpmstate "$STATE" >/dev/null
+    swtpm_setup --tpm2 --create-ek-cert --create-platform-cert --lock-nvram --pcr-banks sha256,sha384 --tpmstate "$STATE" >/dev/null
     port=$((20000 + $$ % 20000))
     swtpm socket --tpm2 --tpmstate dir="$STATE" --server type=tcp,port=$port --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear &
     pid=$!

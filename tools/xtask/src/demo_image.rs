@@ -28,7 +28,10 @@ for m in MODULE_LIST; do /bin/busybox insmod /lib/modules/$m.ko || echo "veil-in
 if [ -e /sys/class/tpm/tpm0 ]; then
   # Measured boot: the PCRs as Linux reads them and the event log the firmware handed over.
   /bin/busybox mount -t securityfs securityfs /sys/kernel/security
-  for p in 0 1 2 3 4 5 6 7 8 9 15; do echo "veil-tpm: pcr sha256 $p $(/bin/busybox cat /sys/class/tpm/tpm0/pcr-sha256/$p)"; done
+  for b in sha256 sha384; do
+    [ -d /sys/class/tpm/tpm0/pcr-$b ] || continue
+    for p in 0 1 2 3 4 5 6 7 8 9 15; do echo "veil-tpm: pcr $b $p $(/bin/busybox cat /sys/class/tpm/tpm0/pcr-$b/$p)"; done
+  done
   echo "veil-tpm: eventlog-begin"
   /bin/busybox base64 /sys/kernel/security/tpm0/binary_bios_measurements
   echo "veil-tpm: eventlog-end"

@@ -48,7 +48,7 @@ pub fn provision(state: &Path) -> Result<()> {
     std::fs::create_dir_all(state)?;
     let state = std::fs::canonicalize(state)?;
     run(Command::new("swtpm_setup")
-        .args(["--tpm2", "--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite", "--pcr-banks", "sha256"])
+        .args(["--tpm2", "--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite", "--pcr-banks", "sha256,sha384"])
         .arg("--tpmstate").arg(&state)
         .stdout(Stdio::null()))?;
     with_host_tpm(&state, |tcti| {
@@ -129,10 +129,11 @@ pub fn boot_with_tpm(rom: &Path, name: &str, state: &Path, args: &[String]) -> R
     r
 }
 
-/// The SHA-256 PCRs the initramfs printed (`veil-tpm: pcr sha256 N HEX`).
-pub fn printed_pcrs(log: &str) -> Vec<(u32, String)> {
+/// The PCRs of `bank` the initramfs printed (`veil-tpm: pcr sha256 N HEX`).
+pub fn printed_pcrs(log: &str, bank: &str) -> Vec<(u32, String)> {
+    let prefix = format!("veil-tpm: pcr {bank} ");
     log.lines()
-        .filter_map(|l| l.trim().strip_prefix("veil-tpm: pcr sha256 "))
+        .filter_map(|l| l.trim().strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (p, v) = rest.split_once(' ')?;
             Some((p.parse().ok()?, v.trim().to_lowercase()))
@@ -164,29 +165,29 @@ pub fn printed_event_log(log: &str, dir: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// `tpm2_eventlog`'s replayed SHA-256 PCR values.
-pub fn tpm2_eventlog_pcrs(log: &Path) -> Result<Vec<(u32, String)>> {
+/// `tpm2_eventlog`'s replayed PCR values of `bank`.
+pub fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> Result<Vec<(u32, String)>> {
     let out = Command::new("tpm2_eventlog").arg(log).output().context("tpm2_eventlog")?;
     if !out.status.success() {
         bail!("tpm2_eventlog refused the firmware's event log: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut in_sha256 = false;
+    let mut in_bank = false;
     let mut pcrs = Vec::new();
     for line in text.lines().skip_while(|l| !l.starts_with("pcrs:")) {
         let t = line.trim();
         if t.ends_with(':') && !t.contains(' ') {
-            in_sha256 = t == "sha256:";
+            in_bank = t.strip_suffix(':') == Some(bank);
             continue;
         }
-        if let (true, Some((p, v))) = (in_sha256, t.split_once(':')) {
+        if let (true, Some((p, v))) = (in_bank, t.split_once(':')) {
             if let (Ok(p), Some(v)) = (p.trim().parse(), v.trim().strip_prefix("0x")) {
                 pcrs.push((p, v.to_lowercase()));
             }
         }
     }
     if pcrs.is_empty() {
-        bail!("tpm2_eventlog printed no sha256 PCRs:\n{text}");
+        bail!("tpm2_eventlog printed no {bank} PCRs:\n{text}");
     }
     Ok(pcrs)
 }
@@ -244,21 +245,25 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     crate::scan_for_keys("disk image with the sealed token", &std::fs::read(image)?, &keys)?;
 
     // Linux's PCRs == tpm2_eventlog's replay of the firmware's log == veil measure.
-    let pcrs = printed_pcrs(&first.log);
-    if pcrs.len() != 11 {
-        bail!("the initramfs printed {} PCRs, expected 11:\n{}", pcrs.len(), first.log);
-    }
+    // Both banks the TPM was provisioned with.
     let log = printed_event_log(&first.log, dir)?;
-    let replayed = tpm2_eventlog_pcrs(&log)?;
-    for (p, v) in &replayed {
-        let linux = pcrs.iter().find(|(q, _)| q == p).map(|(_, v)| v.as_str());
-        if linux != Some(v.as_str()) {
-            bail!("PCR {p}: tpm2_eventlog replays {v}, Linux reads {linux:?}");
+    for bank in ["sha256", "sha384"] {
+        let pcrs = printed_pcrs(&first.log, bank);
+        if pcrs.len() != 11 {
+            bail!("the initramfs printed {} {bank} PCRs, expected 11:\n{}", pcrs.len(), first.log);
+        }
+        let replayed = tpm2_eventlog_pcrs(&log, bank)?;
+        for (p, v) in &replayed {
+            let linux = pcrs.iter().find(|(q, _)| q == p).map(|(_, v)| v.as_str());
+            if linux != Some(v.as_str()) {
+                bail!("{bank} PCR {p}: tpm2_eventlog replays {v}, Linux reads {linux:?}");
+            }
+        }
+        if replayed.len() < 10 {
+            bail!("tpm2_eventlog replayed only {bank} PCRs {:?}", replayed.iter().map(|(p, _)| p).collect::<Vec<_>>());
         }
     }
-    if replayed.len() < 10 {
-        bail!("tpm2_eventlog replayed only PCRs {:?}", replayed.iter().map(|(p, _)| p).collect::<Vec<_>>());
-    }
+    let pcrs = printed_pcrs(&first.log, "sha256");
     let out = Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(dev_rom).arg("--image").arg(image).arg("--after-unseal").arg(secret).output()?;
     if !out.status.success() {
         bail!("veil measure: {}", String::from_utf8_lossy(&out.stderr));
