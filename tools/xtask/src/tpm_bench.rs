@@ -102,7 +102,7 @@ pub fn bench() -> Result<String> {
     );
     let what = [
         "TIS locality, TPM2_Startup(CLEAR), GetCapability(PCRS)",
-        "SHA-256 of the 1 MiB ROM + PCR 0 extend; e820 + ACPI inputs into PCR 1",
+        "the 1 MiB ROM hashed per active bank (here SHA-256 and SHA-384, TCG-emulated) + PCR 0 extend; e820 + ACPI inputs into PCR 1",
         "boot target (PCR 4/8/9) from the veil-bundle token + 8 separators: 11 extends",
         "CreatePrimary + Load + policy session + PolicyPCR + Unseal + flushes",
     ];
@@ -120,6 +120,6 @@ pub fn bench() -> Result<String> {
         let (min, med) = stats(v);
         out += &format!("| {name} | {min:.1} | {med:.1} |\n");
     }
-    out += "\n`tpm-measure` is mostly SHA-256 of the ROM in TCG-emulated code; the TPM work per extend\nis a few tenths of a millisecond (`tpm-target`: 11 extends). Remote attestation (quote,\nbroker round trip) is not implemented yet and has no row.\n";
+    out += "\n`tpm-measure` is mostly hashing the ROM in TCG-emulated code; the TPM work per extend\nis a few tenths of a millisecond (`tpm-target`: 11 extends). Remote attestation (quote,\nbroker round trip) is not implemented yet and has no row.\n";
     Ok(out)
 }
