@@ -12,6 +12,7 @@
 extern crate alloc;
 
 pub mod io;
+pub mod kbs;
 pub mod keys;
 pub mod linux;
 pub mod luks2;
