@@ -1,6 +1,6 @@
-//! The plain VM: real port I/O, all memory usable as it is. Measurement, evidence and sealing
-//! come from a TPM; its driver arrives with the TPM attestation issue, and until then these
-//! calls say so instead of pretending.
+//! The plain VM: real port I/O, all memory usable as it is. Measurement and sealing on this
+//! platform go through the TPM (crate::tpm::MeasuredBoot, found at boot when present), not
+//! through these trait calls, which therefore say so instead of pretending.
 
 use alloc::vec::Vec;
 
@@ -11,7 +11,7 @@ use crate::cpu::port;
 pub struct Plain;
 
 #[allow(dead_code)]
-const NO_TPM: &str = "the plain platform's TPM driver is not part of this build yet (TPM attestation issue)";
+const NO_TPM: &str = "on the plain platform measurement, evidence and sealing go through the TPM (crate::tpm), not the Platform trait";
 
 impl Platform for Plain {
     fn name(&self) -> &'static str {
