@@ -242,3 +242,38 @@ fn quotes_verify_here_and_with_tpm2_checkquote() {
         .unwrap();
     assert!(out.status.success(), "tpm2_checkquote: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn make_credential_activates_only_on_the_tpm_holding_ek_and_ak() {
+    use veil_agent::tpm::{credential, quote};
+    let Some(sw) = start_swtpm() else { return };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    let (ek, ek_public) = tpm.create_ek().unwrap();
+    let (ak, ak_public) = tpm.create_attestation_key().unwrap();
+    let ek_key = credential::ek_rsa_key(&ek_public).unwrap();
+    let ak_name = quote::key_name(&ak_public).unwrap();
+    let mut n = 1u8;
+    let mut rng = |b: &mut [u8]| b.iter_mut().for_each(|x| {
+        n = n.wrapping_mul(13).wrapping_add(7);
+        *x = n;
+    });
+    let (blob, secret) = credential::make_credential(&ek_key, &ak_name, &[0x42; 32], &mut rng).unwrap();
+    let got = tpm.activate_credential(ak, ek, &blob, &secret, &[6; 32]).unwrap();
+    assert_eq!(got.as_slice(), &[0x42; 32]);
+
+    // Bound to another key's name: the TPM refuses (the AK it holds has a different name).
+    let (srk, srk_public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    let (blob, secret) = credential::make_credential(&ek_key, &quote::key_name(&srk_public).unwrap(), &[0x42; 32], &mut rng).unwrap();
+    assert!(tpm.activate_credential(ak, ek, &blob, &secret, &[7; 32]).is_err());
+    tpm.flush(srk).unwrap();
+    // A changed secret (seed for another EK) or blob (integrity) is refused.
+    let (blob, secret) = credential::make_credential(&ek_key, &ak_name, &[0x42; 32], &mut rng).unwrap();
+    let mut bad_secret = secret.clone();
+    bad_secret[10] ^= 1;
+    assert!(tpm.activate_credential(ak, ek, &blob, &bad_secret, &[8; 32]).is_err());
+    let mut bad_blob = blob.clone();
+    let last = bad_blob.len() - 1;
+    bad_blob[last] ^= 1;
+    assert!(tpm.activate_credential(ak, ek, &bad_blob, &secret, &[9; 32]).is_err());
+}

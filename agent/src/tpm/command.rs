@@ -11,17 +11,17 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use tpm2_protocol::basic::{TpmBuffer, TpmUint16, TpmUint32};
+use tpm2_protocol::basic::{TpmBuffer, TpmInt32, TpmUint16, TpmUint32};
 use tpm2_protocol::data::{
     Tpm2bAuth, Tpm2bData, Tpm2bDigest, Tpm2bEccParameter, Tpm2bEncryptedSecret, Tpm2bNonce, Tpm2bPrivate, Tpm2bPublic,
     Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc, TpmRcBase, TpmSe, TpmSt,
     TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand, TpmsCapabilityData,
     TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsSensitiveCreate, TpmtHa,
-    TpmtPublic, TpmtSymDef, TpmtEccScheme, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
+    TpmtPublic, TpmtSymDef, TpmtEccScheme, TpmsRsaParms, Tpm2bPublicKeyRsa, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
 };
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
-    TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
+    TpmFrame, TpmActivateCredentialCommand, TpmPolicySecretCommand, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
     TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
     TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
     tpm_marshal_command,
@@ -234,6 +234,32 @@ pub fn attestation_key_template() -> TpmtPublic {
     }
 }
 
+/// The TCG EK Credential Profile's default RSA-2048 EK template (L-1): fixedTPM | fixedParent
+/// | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt, authPolicy =
+/// PolicySecret(TPM_RH_ENDORSEMENT), AES-128-CFB, 256 zero bytes of unique. swtpm_setup's EK
+/// certificate certifies this key.
+pub fn ek_rsa2048_template() -> TpmtPublic {
+    TpmtPublic {
+        object_type: TpmAlgId::Rsa,
+        name_alg: TpmAlgId::Sha256,
+        object_attributes: TpmaObject::from_bits_truncate(0x0003_00B2),
+        auth_policy: Tpm2bDigest::try_from(&EK_POLICY[..]).expect("32 bytes"),
+        parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
+            symmetric: TpmtSymDef { algorithm: TpmAlgId::Aes, key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)), mode: TpmuSymMode::Aes(TpmAlgId::Cfb) },
+            scheme: Default::default(),
+            key_bits: TpmUint16::new(2048),
+            exponent: TpmUint32::new(0),
+        }),
+        unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).expect("256 bytes")),
+    }
+}
+
+/// PolicySecret(TPM_RH_ENDORSEMENT): the EK's authPolicy.
+pub const EK_POLICY: [u8; 32] = [
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b,
+    0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
+];
+
 /// A quote: the TPMS_ATTEST the TPM signed and its TPMT_SIGNATURE, both marshalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
@@ -407,6 +433,69 @@ impl<T: Transport> Tpm<T> {
         let resp: TpmQuoteResponse = self.call(&cmd, "Quote")?;
         let attest = marshal_value(&resp.quoted)?;
         Ok(Quote { attest: attest[2..].to_vec(), signature: marshal_value(&resp.signature)? })
+    }
+
+    /// The endorsement key (TCG default RSA-2048 template): handle and TPM2B_PUBLIC.
+    pub fn create_ek(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
+        let cmd = TpmCreatePrimaryCommand {
+            handles: [TpmUint32::new(RH_ENDORSEMENT)],
+            in_sensitive: Tpm2bSensitiveCreate::default(),
+            in_public: Tpm2bPublic { inner: ek_rsa2048_template() },
+            outside_info: Tpm2bData::default(),
+            creation_pcr: TpmlPcrSelection::new(),
+        };
+        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
+        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
+        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+    }
+
+    /// TPM2_ActivateCredential: recover the credential a verifier bound to `key` (the AK's
+    /// name) and encrypted to `ek`. The EK is used through a PolicySecret(endorsement)
+    /// session, as its template demands. The credential proves `key` lives on this EK's TPM.
+    pub fn activate_credential(&mut self, key: u32, ek: u32, credential_blob: &[u8], secret: &[u8], nonce: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
+            match V::unmarshal(bytes) {
+                Ok((v, rest)) if rest.is_empty() => Ok(v),
+                _ => Err(TpmError::Marshal(what)),
+            }
+        }
+        let session = self.start_policy_session(nonce)?;
+        let policy = TpmPolicySecretCommand {
+            handles: [TpmUint32::new(RH_ENDORSEMENT), TpmUint32::new(session)],
+            nonce_tpm: Tpm2bNonce::default(),
+            cp_hash_a: Tpm2bDigest::default(),
+            policy_ref: Tpm2bNonce::default(),
+            expiration: TpmInt32::new(0),
+        };
+        let result = (|| {
+            let cmd = marshal(&policy, &[password_session()], "PolicySecret")?;
+            self.run(&cmd, "PolicySecret")?;
+            let ek_auth = TpmsAuthCommand {
+                session_handle: TpmUint32::new(session),
+                nonce: Tpm2bNonce::default(),
+                session_attributes: TpmaSession::empty(),
+                hmac: Tpm2bAuth::default(),
+            };
+            let cmd = TpmActivateCredentialCommand {
+                handles: [TpmUint32::new(key), TpmUint32::new(ek)],
+                credential_blob: exact(credential_blob, "credential blob")?,
+                secret: exact(secret, "credential secret")?,
+            };
+            let cmd = marshal(&cmd, &[password_session(), ek_auth], "ActivateCredential")?;
+            let response = Zeroizing::new(self.run(&cmd, "ActivateCredential")?);
+            let frame = TpmResponse::cast(&response).map_err(|e| response_error("ActivateCredential", e))?;
+            frame.validate(TpmCc::ActivateCredential).map_err(|e| response_error("ActivateCredential", e))?;
+            // Sessions present: header, parameterSize, then TPM2B_DIGEST certInfo.
+            let params = response.get(14..).unwrap_or(&[]);
+            let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+            size.and_then(|n| params.get(2..2 + n))
+                .map(|d| Zeroizing::new(d.to_vec()))
+                .ok_or_else(|| TpmError::Response { command: "ActivateCredential", why: "certInfo runs past the response".to_string() })
+        })();
+        if result.is_err() {
+            let _ = self.flush(session);
+        }
+        result
     }
 
     /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric

@@ -5,6 +5,8 @@
 
 pub mod command;
 #[cfg(feature = "std")]
+pub mod credential;
+#[cfg(feature = "std")]
 pub mod duplicate;
 pub mod eventlog;
 pub mod measure;
