@@ -53,12 +53,27 @@ fn free_port() -> u16 {
 }
 
 fn start_swtpm() -> Option<Swtpm> {
+    start_swtpm_with(false)
+}
+
+/// swtpm on a fresh state; `with_ek_cert` provisions it first with swtpm_setup (EK
+/// certificate from swtpm's local CA in NV).
+fn start_swtpm_with(with_ek_cert: bool) -> Option<Swtpm> {
     if !have("swtpm") || !have("tpm2_createpolicy") {
         assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm/tpm2-tools missing and VEIL_REQUIRE_TOOLS set (apt-get install swtpm swtpm-tools tpm2-tools)");
         eprintln!("SKIPPED: swtpm or tpm2-tools not installed (apt-get install swtpm swtpm-tools tpm2-tools)");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
+    if with_ek_cert {
+        let st = Command::new("swtpm_setup")
+            .args(["--tpm2", "--create-ek-cert", "--overwrite", "--pcr-banks", "sha256", "--tpmstate"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "swtpm_setup failed");
+    }
     let port = free_port();
     let child = Command::new("swtpm")
         .args(["socket", "--tpm2", "--flags", "not-need-init"])
@@ -276,4 +291,35 @@ fn make_credential_activates_only_on_the_tpm_holding_ek_and_ak() {
     let last = bad_blob.len() - 1;
     bad_blob[last] ^= 1;
     assert!(tpm.activate_credential(ak, ek, &bad_blob, &secret, &[9; 32]).is_err());
+}
+
+#[test]
+fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
+    use veil_agent::tpm::{credential, ekcert};
+    let Some(sw) = start_swtpm_with(true) else { return };
+    // swtpm_setup (run as root) creates its local CA on first use.
+    let ca = |f: &str| std::fs::read_to_string(format!("/var/lib/swtpm-localca/{f}"));
+    let (Ok(issuer), Ok(root)) = (ca("issuercert.pem"), ca("swtpm-localca-rootca-cert.pem")) else {
+        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm's local CA is not in /var/lib/swtpm-localca");
+        eprintln!("SKIPPED: swtpm's local CA is not in /var/lib/swtpm-localca (swtpm_setup not run as root?)");
+        return;
+    };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    let cert = tpm.nv_read(command::EK_CERT_RSA_NV_INDEX).unwrap();
+    let (_, ek_public) = tpm.create_ek().unwrap();
+    let ek = credential::ek_rsa_key(&ek_public).unwrap();
+    let (issuer, root) = (ekcert::pem_to_der(&issuer).unwrap(), ekcert::pem_to_der(&root).unwrap());
+    ekcert::verify(&cert, &ek, std::slice::from_ref(&issuer), &root).unwrap();
+
+    // Refusals: another key, a missing intermediate, a forged signature.
+    let other = rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]), rsa::BoxedUint::from(65537u64));
+    if let Ok(other) = other {
+        assert!(ekcert::verify(&cert, &other, &[issuer.clone()], &root).unwrap_err().contains("another key"));
+    }
+    assert!(ekcert::verify(&cert, &ek, &[], &root).unwrap_err().contains("issued by"));
+    let mut forged = cert.clone();
+    let n = forged.len();
+    forged[n - 5] ^= 1;
+    assert!(ekcert::verify(&forged, &ek, &[issuer], &root).unwrap_err().contains("does not verify"));
 }

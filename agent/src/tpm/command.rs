@@ -21,7 +21,7 @@ use tpm2_protocol::data::{
 };
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
-    TpmFrame, TpmActivateCredentialCommand, TpmPolicySecretCommand, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
+    TpmFrame, TpmActivateCredentialCommand, TpmPolicySecretCommand, TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
     TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
     TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
     tpm_marshal_command,
@@ -253,6 +253,11 @@ pub fn ek_rsa2048_template() -> TpmtPublic {
         unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).expect("256 bytes")),
     }
 }
+
+/// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile).
+pub const EK_CERT_RSA_NV_INDEX: u32 = 0x01C0_0002;
+/// Largest NV_Read chunk asked for (TPMs guarantee at least 1024).
+const NV_CHUNK: usize = 1024;
 
 /// PolicySecret(TPM_RH_ENDORSEMENT): the EK's authPolicy.
 pub const EK_POLICY: [u8; 32] = [
@@ -496,6 +501,26 @@ impl<T: Transport> Tpm<T> {
             let _ = self.flush(session);
         }
         result
+    }
+
+    /// The contents of NV index `index`, read with owner authorization in chunks of at most
+    /// 1024 bytes (e.g. the EK certificate at EK_CERT_RSA_NV_INDEX).
+    pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
+        let cmd = marshal(&TpmNvReadPublicCommand { handles: [TpmUint32::new(index)] }, &[], "NV_ReadPublic")?;
+        let resp: TpmNvReadPublicResponse = self.call(&cmd, "NV_ReadPublic")?;
+        let size = usize::from(resp.nv_public.inner.data_size.value());
+        let mut out = Vec::with_capacity(size);
+        while out.len() < size {
+            let chunk = (size - out.len()).min(NV_CHUNK);
+            let cmd = TpmNvReadCommand { handles: [TpmUint32::new(RH_OWNER), TpmUint32::new(index)], size: TpmUint16::new(chunk as u16), offset: TpmUint16::new(out.len() as u16) };
+            let cmd = marshal(&cmd, &[password_session()], "NV_Read")?;
+            let resp: TpmNvReadResponse = self.call(&cmd, "NV_Read")?;
+            if resp.data.is_empty() || resp.data.len() > chunk {
+                return Err(TpmError::Response { command: "NV_Read", why: alloc::format!("{} bytes where {chunk} were asked for", resp.data.len()) });
+            }
+            out.extend_from_slice(&resp.data);
+        }
+        Ok(out)
     }
 
     /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric

@@ -8,6 +8,8 @@ pub mod command;
 pub mod credential;
 #[cfg(feature = "std")]
 pub mod duplicate;
+#[cfg(feature = "std")]
+pub mod ekcert;
 pub mod eventlog;
 pub mod measure;
 pub mod policy;
