@@ -138,6 +138,11 @@ pub extern "C" fn veil_main() -> ! {
     for d in pci.scan_bus0() {
         log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
     }
+    if let (Ok(Some(test)), pci::Config::Ecam(base)) = (cfg.read_file("opt/veil/test", 64), &pci) {
+        if test == b"relay-echo" {
+            relay_echo(*base);
+        }
+    }
 
     tsc::mark("acpi");
     let acpi = acpi::install(&cfg).unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
@@ -297,6 +302,35 @@ pub extern "C" fn veil_main() -> ! {
     linux::jump(&kernel)
 }
 
+/// Test hook `relay-echo`: one framed JSON message to the host relay over virtio-console and
+/// one framed reply back, printed; the channel remote key release will use.
+fn relay_echo(ecam_base: u64) -> ! {
+    if !virtio::init_pool() {
+        fail(format_args!("no memory for the virtio bounce pool"));
+    }
+    let Some(mut console) = virtio::find_console(ecam_base) else { fail(format_args!("relay: no virtio-console device")) };
+    log!("relay: virtio-console at {}", console.location);
+    let hello = veil_agent::kbs::frame::encode(br#"{"veil":"relay-echo"}"#).expect("small");
+    console.send(&hello).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let deadline = tsc::micros(cpu::rdtsc()) + 10_000_000;
+    let mut decoder = veil_agent::kbs::frame::Decoder::new();
+    loop {
+        match console.recv_byte(deadline) {
+            Ok(Some(b)) => match decoder.push(b) {
+                Ok(Some(frame)) => {
+                    let text = core::str::from_utf8(&frame).unwrap_or("<not UTF-8>");
+                    log!("relay: reply of {} bytes: {text}", frame.len());
+                    exit::exit(exit::Status::Success)
+                }
+                Ok(None) => {}
+                Err(e) => fail(format_args!("relay: {e}")),
+            },
+            Ok(None) => fail(format_args!("relay: no reply within 10 s")),
+            Err(e) => fail(format_args!("{e}")),
+        }
+    }
+}
+
 /// Test-only faults, requested through fw_cfg `opt/veil/test` by the QEMU tests.
 fn run_test_hook(request: &[u8]) {
     match request.trim_ascii() {
@@ -314,6 +348,7 @@ fn run_test_hook(request: &[u8]) {
             log!("test: registered a 32-byte canary secret");
         }
         b"xts-bench" => xts_bench(),
+        b"relay-echo" => {} // needs PCI: handled after the bus scan
         b"guard-page" => {
             log!("test: writing the stack guard page");
             // SAFETY: none; deliberate write to the unmapped guard page below the stack.

@@ -1,4 +1,5 @@
-//! virtio-blk over modern virtio-pci, through the virtio-drivers crate: our PCI configuration
+//! virtio-blk (and the virtio-console relay channel) over modern virtio-pci, through the
+//! virtio-drivers crate: our PCI configuration
 //! access (ECAM), BAR assignment, and a DMA layer (`VeilHal`) whose every buffer the device
 //! sees lives in one bounce pool: SEV-SNP and TDX will only have to mark that pool shared.
 
@@ -13,6 +14,7 @@ use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess,
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
+use virtio_drivers::device::console::VirtIOConsole;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 /// Bytes per request to the device (the issue asks for 128 KiB or more).
@@ -129,40 +131,54 @@ pub struct Disk {
     pub size: u64,
 }
 
-/// Find the virtio-blk devices on bus 0, give them BARs, and bring them up.
-pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
-    let mut root = PciRoot::new(Ecam(ecam_base));
-    let mut next_mmio = MMIO_WINDOW.0;
-    let mut disks = Vec::new();
-    let found: Vec<_> = root.enumerate_bus(0).collect();
-    for (df, info) in found {
-        if virtio_device_type(&info) != Some(DeviceType::Block) {
-            continue;
-        }
-        let Ok(bars) = root.bars(df) else { continue };
-        for (i, bar) in bars.iter().enumerate() {
-            if let Some(BarInfo::Memory { size, address_type, .. }) = bar {
-                let size = (*size).max(4096);
-                let at = next_mmio.div_ceil(size) * size;
-                if at + size > MMIO_WINDOW.1 {
-                    crate::log!("virtio: no room for BAR {i} of {df} ({size} bytes)");
-                    continue;
-                }
-                match address_type {
-                    virtio_drivers::transport::pci::bus::MemoryBarType::Width64 => root.set_bar_64(df, i as u8, at),
-                    _ => root.set_bar_32(df, i as u8, at as u32),
-                }
-                next_mmio = at + size;
-            }
-        }
-        root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
-        let transport = match PciTransport::new::<VeilHal, _>(&mut root, df) {
-            Ok(t) => t,
-            Err(e) => {
-                crate::log!("virtio: {df}: not usable as modern virtio-pci: {e:?}");
+/// Next free address in MMIO_WINDOW for BARs (shared by every virtio device we bring up).
+static NEXT_MMIO: Mutex<u64> = Mutex::new(MMIO_WINDOW.0);
+
+/// Give `df` its memory BARs, enable it and open its modern virtio-pci transport.
+fn bring_up(root: &mut PciRoot<Ecam>, df: DeviceFunction) -> Option<PciTransport> {
+    let bars = root.bars(df).ok()?;
+    let mut next_mmio = NEXT_MMIO.lock();
+    for (i, bar) in bars.iter().enumerate() {
+        if let Some(BarInfo::Memory { size, address_type, .. }) = bar {
+            let size = (*size).max(4096);
+            let at = next_mmio.div_ceil(size) * size;
+            if at + size > MMIO_WINDOW.1 {
+                crate::log!("virtio: no room for BAR {i} of {df} ({size} bytes)");
                 continue;
             }
-        };
+            match address_type {
+                virtio_drivers::transport::pci::bus::MemoryBarType::Width64 => root.set_bar_64(df, i as u8, at),
+                _ => root.set_bar_32(df, i as u8, at as u32),
+            }
+            *next_mmio = at + size;
+        }
+    }
+    drop(next_mmio);
+    root.set_command(df, Command::MEMORY_SPACE | Command::BUS_MASTER);
+    match PciTransport::new::<VeilHal, _>(root, df) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            crate::log!("virtio: {df}: not usable as modern virtio-pci: {e:?}");
+            None
+        }
+    }
+}
+
+/// The virtio devices of `kind` on bus 0, brought up.
+fn find(ecam_base: u64, kind: DeviceType) -> Vec<(DeviceFunction, PciTransport)> {
+    let mut root = PciRoot::new(Ecam(ecam_base));
+    let found: Vec<_> = root.enumerate_bus(0).collect();
+    found
+        .into_iter()
+        .filter(|(_, info)| virtio_device_type(info) == Some(kind))
+        .filter_map(|(df, _)| bring_up(&mut root, df).map(|t| (df, t)))
+        .collect()
+}
+
+/// Find the virtio-blk devices on bus 0, give them BARs, and bring them up.
+pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
+    let mut disks = Vec::new();
+    for (df, transport) in find(ecam_base, DeviceType::Block) {
         match VirtIOBlk::<VeilHal, _>::new(transport) {
             Ok(blk) => {
                 let size = blk.capacity() * 512;
@@ -172,6 +188,44 @@ pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
         }
     }
     disks
+}
+
+/// A virtio-console port: the firmware's only channel to the (untrusted) host relay.
+pub struct Console {
+    dev: VirtIOConsole<VeilHal, PciTransport>,
+    /// Where it is.
+    pub location: DeviceFunction,
+}
+
+/// The first virtio-console on bus 0, brought up.
+pub fn find_console(ecam_base: u64) -> Option<Console> {
+    for (df, transport) in find(ecam_base, DeviceType::Console) {
+        match VirtIOConsole::<VeilHal, _>::new(transport) {
+            Ok(dev) => return Some(Console { dev, location: df }),
+            Err(e) => crate::log!("virtio: {df}: console init failed: {e:?}"),
+        }
+    }
+    None
+}
+
+impl Console {
+    /// Send bytes.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.dev.send_bytes(bytes).map_err(|e| alloc::format!("virtio-console {}: send: {e:?}", self.location))
+    }
+
+    /// The next byte, polling until `deadline_us` (TSC microseconds); None on timeout.
+    pub fn recv_byte(&mut self, deadline_us: u64) -> Result<Option<u8>, String> {
+        loop {
+            if let Some(b) = self.dev.recv(true).map_err(|e| alloc::format!("virtio-console {}: receive: {e:?}", self.location))? {
+                return Ok(Some(b));
+            }
+            if crate::tsc::micros(crate::cpu::rdtsc()) > deadline_us {
+                return Ok(None);
+            }
+            core::hint::spin_loop();
+        }
+    }
 }
 
 impl Disk {

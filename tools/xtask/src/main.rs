@@ -258,6 +258,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
             .expect(want)?;
     }
 
+    relay_test(rom, &dir, t)?;
     linux_tests(rom)?;
     disk_tests()?;
 
@@ -326,6 +327,50 @@ fn linux_tests(rom: &Path) -> Result<()> {
     for (name, args, want) in cases {
         qemu::boot(rom, name, &args, t)?.expect_exit(qemu::EXIT_FAILURE)?.expect(want)?;
     }
+    Ok(())
+}
+
+/// The relay channel remote key release uses: the firmware sends one length-prefixed JSON
+/// frame over virtio-console and prints the framed reply a host relay (this thread) sends.
+fn relay_test(rom: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
+    use std::io::{Read, Write};
+    eprintln!("xtask: firmware test: framed JSON over virtio-console to a host relay and back");
+    let sock = std::fs::canonicalize(dir)?.join("relay.sock");
+    let _ = std::fs::remove_file(&sock);
+    let hook = dir.join("relay-echo.bin");
+    std::fs::write(&hook, "relay-echo")?;
+    let path = sock.clone();
+    let relay = std::thread::spawn(move || -> Result<Vec<u8>> {
+        let start = std::time::Instant::now();
+        let mut s = loop {
+            match std::os::unix::net::UnixStream::connect(&path) {
+                Ok(s) => break s,
+                Err(_) if start.elapsed() < std::time::Duration::from_secs(30) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                Err(e) => return Err(e.into()),
+            }
+        };
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)?;
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut body)?;
+        let reply = serde_json::to_vec(&serde_json::json!({"echo": serde_json::from_slice::<serde_json::Value>(&body)?}))?;
+        s.write_all(&veil_agent::kbs::frame::encode(&reply).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        Ok(body)
+    });
+    let args: Vec<String> = [
+        "-fw_cfg".to_string(), format!("name=opt/veil/test,file={}", hook.display()),
+        "-device".to_string(), "virtio-serial-pci".to_string(),
+        "-chardev".to_string(), format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
+        "-device".to_string(), "virtconsole,chardev=relay".to_string(),
+    ]
+    .into();
+    let r = qemu::boot(rom, "relay-echo", &args, t)?;
+    let sent = relay.join().map_err(|_| anyhow::anyhow!("relay thread panicked"))??;
+    if sent != br#"{"veil":"relay-echo"}"# {
+        bail!("the relay received {:?}", String::from_utf8_lossy(&sent));
+    }
+    r.expect_exit(qemu::EXIT_SUCCESS)?.expect(r#"relay: reply of 30 bytes: {"echo":{"veil":"relay-echo"}}"#)?;
     Ok(())
 }
 
