@@ -104,11 +104,13 @@ pub extern "C" fn veil_main() -> ! {
     } else {
         "etc/e820"
     };
-    let e820 = match cfg.read_file(e820_file, E820_LIMIT) {
-        Ok(Some(bytes)) => veil_agent::fwcfg::parse_e820(&bytes).unwrap_or_else(|e| fail(format_args!("{e}"))),
+    // Kept: measured into PCR 1 once the TPM is up.
+    let e820_bytes = match cfg.read_file(e820_file, E820_LIMIT) {
+        Ok(Some(bytes)) => bytes,
         Ok(None) => fail(format_args!("fw_cfg has no {e820_file}: cannot find guest RAM")),
         Err(e) => fail(format_args!("{e}")),
     };
+    let e820 = veil_agent::fwcfg::parse_e820(&e820_bytes).unwrap_or_else(|e| fail(format_args!("{e}")));
     for e in &e820 {
         log!("e820: {:#014x}-{:#014x} {}", e.addr, e.end() - 1, e.kind.name());
     }
@@ -125,8 +127,10 @@ pub extern "C" fn veil_main() -> ! {
         None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
     }
 
-    if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
-        run_test_hook(&test);
+    // Read once: run here, checked again after the PCI scan, measured into PCR 1.
+    let test_hook = cfg.read_file("opt/veil/test", 64).ok().flatten();
+    if let Some(test) = &test_hook {
+        run_test_hook(test);
     }
 
     tsc::mark("pci");
@@ -138,10 +142,8 @@ pub extern "C" fn veil_main() -> ! {
     for d in pci.scan_bus0() {
         log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
     }
-    if let (Ok(Some(test)), pci::Config::Ecam(base)) = (cfg.read_file("opt/veil/test", 64), &pci) {
-        if test == b"relay-echo" {
-            relay_echo(*base);
-        }
+    if let (Some(b"relay-echo"), pci::Config::Ecam(base)) = (test_hook.as_deref(), &pci) {
+        relay_echo(*base);
     }
 
     tsc::mark("acpi");
@@ -162,19 +164,15 @@ pub extern "C" fn veil_main() -> ! {
             tsc::mark("tpm-measure");
             // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
             let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
-            let mut config: alloc::vec::Vec<(alloc::string::String, alloc::vec::Vec<u8>)> = alloc::vec::Vec::new();
-            if let Ok(Some(map)) = cfg.read_file(e820_file, E820_LIMIT) {
-                config.push((e820_file.into(), map));
-            }
-            if let Ok(Some(test)) = cfg.read_file("opt/veil/test", 64) {
-                config.push(("opt/veil/test".into(), test));
+            let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
+            if let Some(test) = &test_hook {
+                config.push(("opt/veil/test", test));
             }
             let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
-            let r = m.measure(&measure::rom(rom)).and_then(|()| {
-                config.iter().chain(acpi_inputs).try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes)))
-            });
+            config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+            let r = m.measure(&measure::rom(rom)).and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
             r.unwrap_or_else(|e| fail(format_args!("TPM: measuring the firmware: {e}")));
-            log!("tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1", layout::ROM_SIZE >> 10, config.len() + acpi_inputs.len());
+            log!("tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1", layout::ROM_SIZE >> 10, config.len());
         }
         None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
     }
