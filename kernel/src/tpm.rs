@@ -61,10 +61,10 @@ pub struct MeasuredBoot {
     log: EventLog,
     /// Number of extends so far.
     pub extends: usize,
+    /// The storage primary key, created on first use and kept loaded until `finish`: seal,
+    /// import and every unseal (veil-tpm2 and systemd-tpm2 tokens) share one CreatePrimary.
+    primary: Option<u32>,
 }
-
-/// The storage primary key's handle while it is loaded.
-struct Primary(u32);
 
 impl MeasuredBoot {
     /// Find the TPM, start it and open the event log. None when there is no TPM.
@@ -84,7 +84,7 @@ impl MeasuredBoot {
         }
         let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
         crate::log!("tpm: TIS at {TIS_BASE:#x}, vendor {:#06x} device {:#06x}; {}; PCR banks {}", did_vid & 0xFFFF, did_vid >> 16, if started { "started (TPM2_Startup CLEAR)" } else { "already started" }, names.join(", "));
-        Ok(Some(MeasuredBoot { log: EventLog::new(&banks), tpm, extends: 0 }))
+        Ok(Some(MeasuredBoot { log: EventLog::new(&banks), tpm, extends: 0, primary: None }))
     }
 
     /// Extend and log one measurement.
@@ -100,8 +100,13 @@ impl MeasuredBoot {
         self.tpm.pcr_read(Bank::Sha256, pcrs).map_err(|e| e.to_string())
     }
 
-    fn primary(&mut self) -> Result<Primary, String> {
-        self.tpm.create_primary(command::storage_primary_template()).map(Primary).map_err(|e| e.to_string())
+    fn primary(&mut self) -> Result<u32, String> {
+        if let Some(handle) = self.primary {
+            return Ok(handle);
+        }
+        let handle = self.tpm.create_primary(command::storage_primary_template()).map_err(|e| e.to_string())?;
+        self.primary = Some(handle);
+        Ok(handle)
     }
 
     /// Seal `secret` to the current values of measure::SEAL_PCRS; returns the blob and the
@@ -110,18 +115,16 @@ impl MeasuredBoot {
         let values: Vec<Vec<u8>> = self.read_pcrs(&measure::SEAL_PCRS)?.into_iter().map(|(_, v)| v).collect();
         let policy = policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values);
         let primary = self.primary()?;
-        let blob = self.tpm.create_sealed(primary.0, &policy, secret).map_err(|e| e.to_string());
-        let _ = self.tpm.flush(primary.0);
-        Ok((blob?, policy))
+        let blob = self.tpm.create_sealed(primary, &policy, secret).map_err(|e| e.to_string())?;
+        Ok((blob, policy))
     }
 
     /// Import an object `veil seal` made offline for this TPM's storage primary key, then
     /// unseal it like any other.
     pub fn unseal_imported(&mut self, blob: &SealedBlob, seed: &[u8], pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
         let primary = self.primary()?;
-        let private = self.tpm.import(primary.0, &blob.public, &blob.private, seed).map_err(|e| e.to_string());
-        let _ = self.tpm.flush(primary.0);
-        let loaded = SealedBlob { private: private?, public: blob.public.clone() };
+        let private = self.tpm.import(primary, &blob.public, &blob.private, seed).map_err(|e| e.to_string())?;
+        let loaded = SealedBlob { private, public: blob.public.clone() };
         self.unseal(&loaded, Bank::Sha256, pcrs)
     }
 
@@ -129,28 +132,28 @@ impl MeasuredBoot {
     /// of `bank`.
     pub fn unseal(&mut self, blob: &SealedBlob, bank: Bank, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
         let primary = self.primary()?;
-        let result = (|| {
-            let object = self.tpm.load(primary.0, blob).map_err(|e| e.to_string())?;
-            let mut nonce = [0u8; 32];
-            crate::random::fill(&mut nonce);
-            let out = (|| {
-                let session = self.tpm.start_policy_session(&nonce).map_err(|e| e.to_string())?;
-                let r = self.tpm.policy_pcr(session, bank, pcrs).and_then(|()| self.tpm.unseal(object, session));
-                if r.is_err() {
-                    let _ = self.tpm.flush(session); // a failed Unseal leaves the session open
-                }
-                r.map_err(|e| e.to_string())
-            })();
-            let _ = self.tpm.flush(object);
-            out
+        let object = self.tpm.load(primary, blob).map_err(|e| e.to_string())?;
+        let mut nonce = [0u8; 32];
+        crate::random::fill(&mut nonce);
+        let out = (|| {
+            let session = self.tpm.start_policy_session(&nonce).map_err(|e| e.to_string())?;
+            let r = self.tpm.policy_pcr(session, bank, pcrs).and_then(|()| self.tpm.unseal(object, session));
+            if r.is_err() {
+                let _ = self.tpm.flush(session); // a failed Unseal leaves the session open
+            }
+            r.map_err(|e| e.to_string())
         })();
-        let _ = self.tpm.flush(primary.0);
-        result
+        let _ = self.tpm.flush(object);
+        out
     }
 
-    /// Give the TPM's locality back for the OS driver; returns the final event log.
+    /// Flush the storage primary and give the TPM's locality back for the OS driver;
+    /// returns the final event log.
     pub fn finish(self) -> Vec<u8> {
-        let MeasuredBoot { tpm, log, .. } = self;
+        let MeasuredBoot { mut tpm, log, primary, .. } = self;
+        if let Some(handle) = primary {
+            let _ = tpm.flush(handle);
+        }
         tpm.into_inner().0.relinquish();
         log.as_bytes().to_vec()
     }
