@@ -130,6 +130,29 @@ fn password_session() -> TpmsAuthCommand {
     }
 }
 
+/// Unmarshal caller-supplied bytes that must hold exactly one `V`.
+fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
+    match V::unmarshal(bytes) {
+        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        _ => Err(TpmError::Marshal(what)),
+    }
+}
+
+/// The first response parameter, a TPM2B, of a successful `response` to `cc`, copied into a
+/// Zeroizing buffer. The crate validates the frame; the slicing is done here because the
+/// crate's owned responses are Copy buffers that could not be wiped.
+fn secret_parameter(response: &Zeroizing<Vec<u8>>, cc: TpmCc, command: &'static str) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+    let frame = TpmResponse::cast(response).map_err(|e| response_error(command, e))?;
+    frame.validate(cc).map_err(|e| response_error(command, e))?;
+    // Header (10 bytes), then parameterSize (4) when sessions follow.
+    let start = if frame.tag().map_err(|e| response_error(command, e))? == TpmSt::Sessions { 14 } else { 10 };
+    let params = response.get(start..).unwrap_or(&[]);
+    let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+    size.and_then(|n| params.get(2..2 + n))
+        .map(|d| Zeroizing::new(d.to_vec()))
+        .ok_or_else(|| TpmError::Response { command, why: "the parameter runs past the response".to_string() })
+}
+
 fn response_error(command: &'static str, e: impl fmt::Debug) -> TpmError {
     TpmError::Response { command, why: alloc::format!("{e:?}") }
 }
@@ -399,8 +422,13 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_CreatePrimary; returns the handle and the key's marshalled TPM2B_PUBLIC (what
     /// `veil seal` needs to seal to this TPM without access to it).
     pub fn create_primary_with_public(&mut self, template: TpmtPublic) -> Result<(u32, Vec<u8>), TpmError> {
+        self.create_primary_in(RH_OWNER, template)
+    }
+
+    /// TPM2_CreatePrimary of `template` in `hierarchy`: handle and TPM2B_PUBLIC.
+    fn create_primary_in(&mut self, hierarchy: u32, template: TpmtPublic) -> Result<(u32, Vec<u8>), TpmError> {
         let cmd = TpmCreatePrimaryCommand {
-            handles: [TpmUint32::new(RH_OWNER)],
+            handles: [TpmUint32::new(hierarchy)],
             in_sensitive: Tpm2bSensitiveCreate::default(),
             in_public: Tpm2bPublic { inner: template },
             outside_info: Tpm2bData::default(),
@@ -413,16 +441,7 @@ impl<T: Transport> Tpm<T> {
 
     /// The attestation key (see attestation_key_template): handle and TPM2B_PUBLIC.
     pub fn create_attestation_key(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
-        let cmd = TpmCreatePrimaryCommand {
-            handles: [TpmUint32::new(RH_ENDORSEMENT)],
-            in_sensitive: Tpm2bSensitiveCreate::default(),
-            in_public: Tpm2bPublic { inner: attestation_key_template() },
-            outside_info: Tpm2bData::default(),
-            creation_pcr: TpmlPcrSelection::new(),
-        };
-        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
-        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
-        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+        self.create_primary_in(RH_ENDORSEMENT, attestation_key_template())
     }
 
     /// TPM2_Quote of `pcrs` in `bank` with `qualifying_data` (at most 64 bytes: a nonce or
@@ -442,28 +461,13 @@ impl<T: Transport> Tpm<T> {
 
     /// The endorsement key (TCG default RSA-2048 template): handle and TPM2B_PUBLIC.
     pub fn create_ek(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
-        let cmd = TpmCreatePrimaryCommand {
-            handles: [TpmUint32::new(RH_ENDORSEMENT)],
-            in_sensitive: Tpm2bSensitiveCreate::default(),
-            in_public: Tpm2bPublic { inner: ek_rsa2048_template() },
-            outside_info: Tpm2bData::default(),
-            creation_pcr: TpmlPcrSelection::new(),
-        };
-        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
-        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
-        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+        self.create_primary_in(RH_ENDORSEMENT, ek_rsa2048_template())
     }
 
     /// TPM2_ActivateCredential: recover the credential a verifier bound to `key` (the AK's
     /// name) and encrypted to `ek`. The EK is used through a PolicySecret(endorsement)
     /// session, as its template demands. The credential proves `key` lives on this EK's TPM.
     pub fn activate_credential(&mut self, key: u32, ek: u32, credential_blob: &[u8], secret: &[u8], nonce: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
-            match V::unmarshal(bytes) {
-                Ok((v, rest)) if rest.is_empty() => Ok(v),
-                _ => Err(TpmError::Marshal(what)),
-            }
-        }
         let session = self.start_policy_session(nonce)?;
         let policy = TpmPolicySecretCommand {
             handles: [TpmUint32::new(RH_ENDORSEMENT), TpmUint32::new(session)],
@@ -488,14 +492,7 @@ impl<T: Transport> Tpm<T> {
             };
             let cmd = marshal(&cmd, &[password_session(), ek_auth], "ActivateCredential")?;
             let response = Zeroizing::new(self.run(&cmd, "ActivateCredential")?);
-            let frame = TpmResponse::cast(&response).map_err(|e| response_error("ActivateCredential", e))?;
-            frame.validate(TpmCc::ActivateCredential).map_err(|e| response_error("ActivateCredential", e))?;
-            // Sessions present: header, parameterSize, then TPM2B_DIGEST certInfo.
-            let params = response.get(14..).unwrap_or(&[]);
-            let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-            size.and_then(|n| params.get(2..2 + n))
-                .map(|d| Zeroizing::new(d.to_vec()))
-                .ok_or_else(|| TpmError::Response { command: "ActivateCredential", why: "certInfo runs past the response".to_string() })
+            secret_parameter(&response, TpmCc::ActivateCredential, "ActivateCredential")
         })();
         if result.is_err() {
             let _ = self.flush(session);
@@ -526,12 +523,6 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric
     /// key); returns the TPM2B_PRIVATE that TPM2_Load then takes with `public`.
     pub fn import(&mut self, parent: u32, public: &[u8], duplicate: &[u8], seed: &[u8]) -> Result<Vec<u8>, TpmError> {
-        fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
-            match V::unmarshal(bytes) {
-                Ok((v, rest)) if rest.is_empty() => Ok(v),
-                _ => Err(TpmError::Marshal(what)),
-            }
-        }
         let cmd = TpmImportCommand {
             handles: [TpmUint32::new(parent)],
             encryption_key: Tpm2bData::default(),
@@ -563,12 +554,9 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_Load of a sealed blob under `parent`; returns the transient handle.
     pub fn load(&mut self, parent: u32, blob: &SealedBlob) -> Result<u32, TpmError> {
-        let (private, rest) = <Tpm2bPrivate as tpm2_protocol::TpmUnmarshal>::unmarshal(&blob.private).map_err(|e| response_error("Load", e))?;
-        let (public, rest2) = <Tpm2bPublic as tpm2_protocol::TpmUnmarshal>::unmarshal(&blob.public).map_err(|e| response_error("Load", e))?;
-        if !rest.is_empty() || !rest2.is_empty() {
-            return Err(TpmError::Marshal("trailing bytes after the sealed blob's private or public area"));
-        }
-        let cmd = TpmLoadCommand { handles: [TpmUint32::new(parent)], in_private: private, in_public: public };
+        let in_private: Tpm2bPrivate = exact(&blob.private, "sealed blob: private area")?;
+        let in_public: Tpm2bPublic = exact(&blob.public, "sealed blob: public area")?;
+        let cmd = TpmLoadCommand { handles: [TpmUint32::new(parent)], in_private, in_public };
         let cmd = marshal(&cmd, &[password_session()], "Load")?;
         let resp: TpmLoadResponse = self.call(&cmd, "Load")?;
         Ok(resp.handles[0].value())
@@ -606,16 +594,7 @@ impl<T: Transport> Tpm<T> {
         };
         let cmd = marshal(&TpmUnsealCommand { handles: [TpmUint32::new(object)] }, &[auth], "Unseal")?;
         let response = Zeroizing::new(self.run(&cmd, "Unseal")?);
-        // Validated by the crate, then sliced here: the crate's owned response is a Copy
-        // buffer that could not be wiped, while this frame is Zeroizing.
-        let frame = TpmResponse::cast(&response).map_err(|e| response_error("Unseal", e))?;
-        frame.validate(TpmCc::Unseal).map_err(|e| response_error("Unseal", e))?;
-        let params: &[u8] = if frame.tag().map_err(|e| response_error("Unseal", e))? == TpmSt::Sessions { response.get(14..).unwrap_or(&[]) } else { response.get(10..).unwrap_or(&[]) };
-        let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-        match size.and_then(|n| params.get(2..2 + n)) {
-            Some(data) => Ok(Zeroizing::new(data.to_vec())),
-            None => Err(TpmError::Response { command: "Unseal", why: "outData runs past the response".to_string() }),
-        }
+        secret_parameter(&response, TpmCc::Unseal, "Unseal")
     }
 
     /// TPM2_FlushContext.
