@@ -176,7 +176,7 @@ fn offline_seal_imports_and_unseals() {
 
     // The host knows only the storage primary's public key and the expected PCRs.
     let (primary, public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
-    let parent = duplicate::parent_point(&public).unwrap();
+    let parent = duplicate::p256_point(&public).unwrap();
     let pcrs = [0, 4, 8, 9];
     let expected: Vec<Vec<u8>> = pcrs.iter().map(|p| if *p == 4 { Bank::Sha256.extend(&[0; 32], &digests[0].1) } else { vec![0; 32] }).collect();
     let policy = policy::policy_pcr(Bank::Sha256, &pcrs, &expected);

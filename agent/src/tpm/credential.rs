@@ -15,12 +15,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::duplicate::kdfa;
-
-fn tpm2b(data: &[u8]) -> Vec<u8> {
-    let mut v = (data.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(data);
-    v
-}
+use super::tpm2b;
 
 /// The RSA public key of an EK from its TPM2B_PUBLIC (RSA-2048, SHA-256 name algorithm).
 pub fn ek_rsa_key(tpm2b_public: &[u8]) -> Result<rsa::PublicKey, String> {

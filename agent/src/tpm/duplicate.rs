@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::command::SealedBlob;
+use super::tpm2b;
 
 /// TPM_ALG_KEYEDHASH, TPM_ALG_SHA256, TPM_ALG_NULL.
 const ALG_KEYEDHASH: u16 = 0x0008;
@@ -44,12 +45,6 @@ impl ImportBlob {
     pub fn as_sealed(&self) -> SealedBlob {
         SealedBlob { private: self.duplicate.clone(), public: self.public.clone() }
     }
-}
-
-fn tpm2b(data: &[u8]) -> Vec<u8> {
-    let mut v = (data.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(data);
-    v
 }
 
 /// KDFa (Part 1, 11.4.10.2) with SHA-256.
@@ -90,9 +85,9 @@ pub fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8], bits: u32) ->
     out
 }
 
-/// The parent's ECC P-256 point from its TPM2B_PUBLIC (what `tpm2_createprimary -u` or
-/// `tpm2_readpublic -o` write).
-pub fn parent_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
+/// The ECC P-256 point of a key from its TPM2B_PUBLIC (what `tpm2_readpublic -o` writes):
+/// the storage parent here, the attestation key in quote::verify.
+pub fn p256_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
     use tpm2_protocol::TpmUnmarshal;
     use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId};
     let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| format!("not a TPM2B_PUBLIC: {e:?}"))?;
@@ -101,13 +96,13 @@ pub fn parent_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String>
     }
     let p = public.inner;
     if p.object_type != TpmAlgId::Ecc || p.name_alg != TpmAlgId::Sha256 {
-        return Err(String::from("the parent must be an ECC key with name algorithm SHA-256 (systemd's storage primary template)"));
+        return Err(String::from("the key must be ECC with name algorithm SHA-256 (as systemd's storage primary and veilboot's AK are)"));
     }
     let TpmuPublicId::Ecc(point) = p.unique else {
-        return Err(String::from("the parent has no ECC point"));
+        return Err(String::from("the key has no ECC point"));
     };
-    let x: [u8; 32] = point.x.as_ref().try_into().map_err(|_| "the parent's x is not 32 bytes (not P-256)")?;
-    let y: [u8; 32] = point.y.as_ref().try_into().map_err(|_| "the parent's y is not 32 bytes (not P-256)")?;
+    let x: [u8; 32] = point.x.as_ref().try_into().map_err(|_| "the key's x is not 32 bytes (not P-256)")?;
+    let y: [u8; 32] = point.y.as_ref().try_into().map_err(|_| "the key's y is not 32 bytes (not P-256)")?;
     Ok((x, y))
 }
 

@@ -92,3 +92,11 @@ impl Bank {
         self.digest(&buf)
     }
 }
+
+/// A TPM2B: big-endian u16 size, then the bytes (callers keep them under 64 KiB).
+#[cfg(feature = "std")]
+pub(crate) fn tpm2b(data: &[u8]) -> Vec<u8> {
+    let mut v = (data.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(data);
+    v
+}

@@ -115,7 +115,7 @@ pub fn qualified_name_of_primary(hierarchy: u32, name: &[u8]) -> Vec<u8> {
 pub fn verify(ak_public: &[u8], attest: &[u8], signature: &[u8], nonce: &[u8], pcrs: &[(Bank, u32, Vec<u8>)]) -> Result<QuoteInfo, String> {
     use p256::ecdsa::signature::Verifier;
     use sha2::{Digest, Sha256};
-    let (x, y) = super::duplicate::parent_point(ak_public).map_err(|e| alloc::format!("attestation key: {e}"))?;
+    let (x, y) = super::duplicate::p256_point(ak_public).map_err(|e| alloc::format!("attestation key: {e}"))?;
     let mut sec1 = alloc::vec![4u8];
     sec1.extend_from_slice(&x);
     sec1.extend_from_slice(&y);

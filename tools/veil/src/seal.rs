@@ -43,7 +43,7 @@ pub fn run(args: SealArgs) -> Result<()> {
     let Platform::Tpm = args.platform;
     let secret = crate::secret::load(&args.secret)?;
     let public = std::fs::read(&args.parent_public).with_context(|| format!("reading {}", args.parent_public.display()))?;
-    let parent = duplicate::parent_point(&public).map_err(anyhow::Error::msg).with_context(|| format!("{}", args.parent_public.display()))?;
+    let parent = duplicate::p256_point(&public).map_err(anyhow::Error::msg).with_context(|| format!("{}", args.parent_public.display()))?;
     let (pcrs, _) = crate::measure::predict(&args.rom, &args.image)?;
     let policy = crate::measure::seal_policy(&pcrs);
     let blob = duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random).map_err(anyhow::Error::msg)?;
