@@ -374,6 +374,31 @@ fn relay_test(rom: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
     Ok(())
 }
 
+/// A freshly made encrypted demo disk with a new master secret, in target/NAME (emptied).
+pub struct DemoDisk {
+    /// The release `veil` binary.
+    pub veil: PathBuf,
+    /// The working directory.
+    pub dir: PathBuf,
+    /// The master secret file.
+    pub secret: PathBuf,
+    /// The disk image.
+    pub image: PathBuf,
+}
+
+/// Build `veil`, a new master secret and the demo disk in target/`name`.
+pub fn fresh_demo_disk(name: &str) -> Result<DemoDisk> {
+    run(cargo().args(["build", "--release", "-p", "veil"]))?;
+    let veil = root().join("target/release/veil");
+    let dir = root().join("target").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let secret = dir.join("constellation-mastersecret.json");
+    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
+    let image = demo_image::build(&veil, &secret, &dir)?;
+    Ok(DemoDisk { veil, dir, secret, image })
+}
+
 /// Boot the encrypted demo disk to its root filesystem, then tamper with it (the
 /// encrypted-boot issue's tests). After every run, neither the serial log nor the disk
 /// image may contain the master secret or any key derived from it.
@@ -381,14 +406,7 @@ fn disk_tests() -> Result<()> {
     use std::time::Duration;
     let t = Duration::from_secs(300);
     let rom = build_dev_firmware()?;
-    run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
-    let dir = root().join("target/disk-test");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("constellation-mastersecret.json");
-    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
-    let image = demo_image::build(&veil, &secret, &dir)?;
+    let DemoDisk { veil, dir, secret, image } = fresh_demo_disk("disk-test")?;
     let secrets = key_material(&veil, &secret, &image)?;
 
     eprintln!("xtask: disk test: encrypted boot to the root filesystem; a blank state disk gets formatted");
@@ -672,14 +690,7 @@ fn bench_disk_boot() -> Result<String> {
     use std::time::Duration;
     const RUNS: usize = 3;
     let rom = build_dev_firmware()?;
-    run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
-    let dir = root().join("target/disk-bench");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("constellation-mastersecret.json");
-    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
-    let image = demo_image::build(&veil, &secret, &dir)?;
+    let DemoDisk { secret, image, .. } = fresh_demo_disk("disk-bench")?;
     let field = |log: &str, key: &str, after: &str| -> Option<f64> {
         log.lines().find(|l| l.contains(key)).and_then(|l| l.split(after).nth(1)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
     };

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use veil_agent::timeline;
 
-use crate::{build_dev_firmware, cargo, demo_image, root, run, tpm_test};
+use crate::{DemoDisk, build_dev_firmware, demo_image, fresh_demo_disk, run, tpm_test};
 
 const RUNS: usize = 5;
 
@@ -38,14 +38,7 @@ fn flush_all(tcti: &str) -> Result<()> {
 pub fn bench() -> Result<String> {
     tpm_test::ensure_tools()?;
     let rom = build_dev_firmware()?;
-    run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
-    let dir = root().join("target/tpm-bench");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let secret = dir.join("constellation-mastersecret.json");
-    run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
-    let image = demo_image::build(&veil, &secret, &dir)?;
+    let DemoDisk { dir, secret, image, .. } = fresh_demo_disk("tpm-bench")?;
     let state = dir.join("tpm-state");
     tpm_test::provision(&state)?;
     let first = tpm_test::boot_with_tpm(&rom, "tpm-bench-seal", &state, &demo_image::boot_args(&image, &secret))?;
