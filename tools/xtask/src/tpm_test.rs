@@ -149,19 +149,14 @@ pub fn printed_event_log(log: &str, dir: &Path) -> Result<PathBuf> {
         .skip(1)
         .take_while(|l| !l.contains("veil-tpm: eventlog-end"))
         .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n");
+        .collect();
     if text.is_empty() {
         bail!("the initramfs printed no event log (is /sys/kernel/security/tpm0/binary_bios_measurements missing?)");
     }
-    let b64 = dir.join("eventlog.b64");
-    std::fs::write(&b64, text + "\n")?;
-    let out = Command::new("base64").arg("-d").arg(&b64).output()?;
-    if !out.status.success() {
-        bail!("the printed event log is not base64");
-    }
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(&text).context("the printed event log is not base64")?;
     let bin = dir.join("eventlog.bin");
-    std::fs::write(&bin, out.stdout)?;
+    std::fs::write(&bin, bytes)?;
     Ok(bin)
 }
 
