@@ -97,7 +97,7 @@ pub fn bench() -> Result<String> {
         "TIS locality, TPM2_Startup(CLEAR), GetCapability(PCRS)",
         "the 1 MiB ROM hashed per active bank (here SHA-256 and SHA-384, TCG-emulated) + PCR 0 extend; e820 + ACPI inputs into PCR 1",
         "boot target (PCR 4/8/9) from the veil-bundle token + 8 separators: 11 extends",
-        "CreatePrimary + Load + policy session + PolicyPCR + Unseal + flushes",
+        "CreatePrimary (kept for the boot) + Load + policy session + PolicyPCR + Unseal + flushes",
     ];
     for (k, s) in stages.iter().enumerate() {
         let (min, med) = stats(per_stage[k].clone());
