@@ -266,7 +266,7 @@ fn make_credential_activates_only_on_the_tpm_holding_ek_and_ak() {
     tpm.startup_clear().unwrap();
     let (ek, ek_public) = tpm.create_ek().unwrap();
     let (ak, ak_public) = tpm.create_attestation_key().unwrap();
-    let ek_key = credential::ek_rsa_key(&ek_public).unwrap();
+    let ek_key = credential::rsa_public_key(&ek_public).unwrap();
     let ak_name = quote::key_name(&ak_public).unwrap();
     let mut n = 1u8;
     let mut rng = |b: &mut [u8]| b.iter_mut().for_each(|x| {
@@ -308,7 +308,7 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     tpm.startup_clear().unwrap();
     let cert = tpm.nv_read(command::EK_CERT_RSA_NV_INDEX).unwrap();
     let (_, ek_public) = tpm.create_ek().unwrap();
-    let ek = credential::ek_rsa_key(&ek_public).unwrap();
+    let ek = credential::rsa_public_key(&ek_public).unwrap();
     let (issuer, root) = (ekcert::pem_to_der(&issuer).unwrap(), ekcert::pem_to_der(&root).unwrap());
     ekcert::verify(&cert, &ek, std::slice::from_ref(&issuer), &root).unwrap();
 
@@ -322,4 +322,149 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     let n = forged.len();
     forged[n - 5] ^= 1;
     assert!(ekcert::verify(&forged, &ek, &[issuer], &root).unwrap_err().contains("does not verify"));
+}
+
+/// The broker in-process behind a relay that keeps the session cookie, like `veil kbs
+/// relay`, and lets a test rewrite what passes through.
+struct InProcessRelay<'a> {
+    broker: &'a veil_agent::kbs::broker::Broker,
+    session: Option<String>,
+    /// Rewrites (method, path, body) on the way to the broker.
+    tamper: Box<dyn FnMut(&str, &mut serde_json::Value) + 'a>,
+    /// Every request body sent (after tampering), for replays.
+    sent: Vec<(String, Vec<u8>)>,
+}
+
+impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
+    fn exchange(&mut self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<(u16, Vec<u8>), String> {
+        let mut body = body.cloned().unwrap_or(serde_json::Value::Null);
+        (self.tamper)(path, &mut body);
+        let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
+        self.sent.push((path.to_string(), bytes.clone()));
+        let reply = self.broker.handle(&veil_agent::kbs::broker::Request { method, path, session: self.session.as_deref(), body: &bytes });
+        eprintln!("broker: {}", reply.log);
+        if let Some(s) = reply.set_session {
+            self.session = Some(s);
+        }
+        Ok((reply.status, reply.body))
+    }
+}
+
+fn swtpm_local_ca() -> Option<(Vec<u8>, Vec<u8>)> {
+    use veil_agent::tpm::ekcert::pem_to_der;
+    let ca = |f: &str| std::fs::read_to_string(format!("/var/lib/swtpm-localca/{f}")).ok().and_then(|p| pem_to_der(&p).ok());
+    Some((ca("issuercert.pem")?, ca("swtpm-localca-rootca-cert.pem")?))
+}
+
+#[test]
+fn remote_release_through_the_broker_and_its_refusals() {
+    use veil_agent::kbs::broker::{Broker, BrokerConfig, Reference};
+    use veil_agent::kbs::client::{self, KbsError, Phases};
+    let Some(sw) = start_swtpm_with(true) else { return };
+    let Some((issuer, root)) = swtpm_local_ca() else {
+        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm's local CA is not in /var/lib/swtpm-localca");
+        eprintln!("SKIPPED: swtpm's local CA is not in /var/lib/swtpm-localca");
+        return;
+    };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    tpm.pcr_extend(4, &[(Bank::Sha256, Bank::Sha256.digest(b"kernel"))]).unwrap();
+    let pcr4 = tpm.pcr_read(Bank::Sha256, &[4]).unwrap().remove(0).1;
+    let secret = b"the cluster's master secret".to_vec();
+    let config = |pcr4: &[u8]| BrokerConfig {
+        resources: [("veilboot/cluster/master-secret".to_string(), zeroize::Zeroizing::new(secret.clone()))].into(),
+        reference: [(4, Reference { expected: pcr4.try_into().unwrap(), warn_only: false }), (0, Reference { expected: [0; 32], warn_only: false })].into(),
+        ek_root: root.clone(),
+        ek_intermediates: vec![issuer.clone()],
+    };
+    let mut seed = 0u64;
+    let random = move |b: &mut [u8]| {
+        for x in b.iter_mut() {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *x = (seed >> 33) as u8;
+        }
+    };
+    let broker = Broker::new(config(&pcr4), Box::new(random.clone()));
+    let mut rng = random.clone();
+    let mut release = |tpm: &mut Tpm<Tcp>, broker: &Broker, tamper: Box<dyn FnMut(&str, &mut serde_json::Value)>| {
+        let mut relay = InProcessRelay { broker, session: None, tamper, sent: Vec::new() };
+        let r = client::remote_release(tpm, &mut relay, client::DEFAULT_RESOURCE, &mut rng, &|| 0, &mut Phases::default());
+        (r, relay.sent, relay.session)
+    };
+
+    // The honest path releases the secret.
+    let (r, sent, session) = release(&mut tpm, &broker, Box::new(|_, _| {}));
+    assert_eq!(r.unwrap().as_slice(), secret.as_slice());
+    let attest = sent.iter().find(|(p, _)| p == "/kbs/v0/attest").unwrap().1.clone();
+
+    // Replay: the same attestation in its own session, and in a fresh one.
+    let again = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/attest", session: session.as_deref(), body: &attest });
+    assert_eq!(again.status, 401, "{}", again.log);
+    let fresh = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/auth", session: None, body: &sent[0].1 });
+    let replay = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/attest", session: fresh.set_session.as_deref(), body: &attest });
+    assert!(replay.status == 401 && replay.log.contains("nonce is not this session's"), "{}", replay.log);
+
+    // Each refusal, with the reason the broker gives.
+    let refused = |r: Result<zeroize::Zeroizing<Vec<u8>>, KbsError>, why: &str| match r {
+        Err(KbsError::Refused { detail, .. }) => assert!(detail.contains(why), "wanted {why:?}, got {detail:?}"),
+        other => panic!("wanted a refusal ({why}), got {other:?}"),
+    };
+    // A relay that swaps in its own key for the secret: the quote's report data (SHA-384 of
+    // the runtime data) no longer matches.
+    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
+        if path == "/kbs/v0/attest" {
+            let other = p256::SecretKey::from_slice(&[0x11; 32]).unwrap().public_key();
+            body["runtime-data"]["tee-pubkey"] = client::tee_pubkey(&other);
+        }
+    }));
+    refused(r, "nonce (extraData) differs");
+    // An unknown AK. Certified at /auth in the TPM's place (one modulus bit flipped): the
+    // credential is bound to that key's name, so the TPM will not activate it.
+    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
+        if path == "/kbs/v0/auth" {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut ak = b64.decode(body["extra-params"]["veil-ak-public"].as_str().unwrap()).unwrap();
+            let n = ak.len();
+            ak[n - 7] ^= 1;
+            body["extra-params"]["veil-ak-public"] = serde_json::json!(b64.encode(ak));
+        }
+    }));
+    assert!(matches!(&r, Err(KbsError::Tpm(w)) if w.contains("ActivateCredential")), "{r:?}");
+    // Swapped in at /attest: the broker refuses a quote key other than the certified AK.
+    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
+        if path == "/kbs/v0/attest" {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let mut spki = b64.decode(body["tee-evidence"]["primary_evidence"]["ak_public"].as_str().unwrap()).unwrap();
+            let n = spki.len();
+            spki[n - 9] ^= 1;
+            body["tee-evidence"]["primary_evidence"]["ak_public"] = serde_json::json!(b64.encode(spki));
+        }
+    }));
+    refused(r, "unknown AK");
+    // A forged credential.
+    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
+        if path == "/kbs/v0/attest" {
+            body["tee-evidence"]["primary_evidence"]["veil_credential"] = serde_json::json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+        }
+    }));
+    refused(r, "credential is wrong");
+    // A quote without the credential (a TPM that could not activate it).
+    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
+        if path == "/kbs/v0/attest" {
+            body["tee-evidence"]["primary_evidence"].as_object_mut().unwrap().remove("veil_credential");
+        }
+    }));
+    refused(r, "no recovered credential");
+    // Another PCR 4 (a tampered kernel): the broker refuses and names the PCR.
+    let strict = Broker::new(config(&[0x44; 32]), Box::new(random.clone()));
+    let (r, ..) = release(&mut tpm, &strict, Box::new(|_, _| {}));
+    refused(r, "PCR 4 is");
+    // An EK certificate from a CA the broker does not trust.
+    let mut untrusting = config(&pcr4);
+    untrusting.ek_root = issuer.clone();
+    untrusting.ek_intermediates.clear();
+    let (r, ..) = release(&mut tpm, &Broker::new(untrusting, Box::new(random.clone())), Box::new(|_, _| {}));
+    refused(r, "EK certificate not trusted");
 }

@@ -17,7 +17,7 @@ use tpm2_protocol::data::{
     Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc, TpmRcBase, TpmSe, TpmSt,
     TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand, TpmsCapabilityData,
     TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsSensitiveCreate, TpmtHa,
-    TpmtPublic, TpmtSymDef, TpmtEccScheme, TpmsRsaParms, Tpm2bPublicKeyRsa, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
+    TpmtPublic, TpmtSymDef, TpmtRsaScheme, TpmsRsaParms, Tpm2bPublicKeyRsa, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
 };
 use tpm2_protocol::frame::{
     TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
@@ -239,21 +239,22 @@ pub const RH_ENDORSEMENT: u32 = 0x4000_000B;
 
 /// The attestation key veilboot quotes with: a primary in the endorsement hierarchy (the
 /// same key on every boot of the same TPM, so a verifier can pin it; it lives on the TPM whose
-/// EK certifies it through MakeCredential/ActivateCredential), ECC P-256, ECDSA-SHA256,
-/// fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign.
+/// EK certifies it through MakeCredential/ActivateCredential), RSA-2048 with RSASSA-SHA256
+/// (the only signature Trustee's TPM verifier accepts), fixedTPM | fixedParent |
+/// sensitiveDataOrigin | userWithAuth | restricted | sign.
 pub fn attestation_key_template() -> TpmtPublic {
     TpmtPublic {
-        object_type: TpmAlgId::Ecc,
+        object_type: TpmAlgId::Rsa,
         name_alg: TpmAlgId::Sha256,
         object_attributes: TpmaObject::from_bits_truncate(0x0005_0072),
         auth_policy: Tpm2bDigest::default(),
-        parameters: TpmuPublicParms::Ecc(TpmsEccParms {
+        parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
             symmetric: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
-            scheme: TpmtEccScheme { scheme: TpmAlgId::Ecdsa, details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }) },
-            curve_id: TpmEccCurve::NistP256,
-            kdf: Default::default(),
+            scheme: TpmtRsaScheme { scheme: TpmAlgId::Rsassa, details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }) },
+            key_bits: TpmUint16::new(2048),
+            exponent: TpmUint32::new(0),
         }),
-        unique: TpmuPublicId::Ecc(TpmsEccPoint { x: Tpm2bEccParameter::default(), y: Tpm2bEccParameter::default() }),
+        unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::default()),
     }
 }
 

@@ -32,6 +32,11 @@ fn check_signed_by(cert: &Certificate, issuer: &Certificate, what: &str) -> Resu
     key.verify(&tbs, &sig).map_err(|_| format!("{what}: the signature does not verify with its issuer's key"))
 }
 
+/// The RSA key `ek_cert` certifies (what a broker encrypts a credential to).
+pub fn certified_key(ek_cert: &[u8]) -> Result<rsa::PublicKey, String> {
+    rsa_key_of(&parse(ek_cert, "EK certificate")?, "EK certificate")
+}
+
 /// Check that `ek_cert` certifies `ek` and chains through `intermediates` (issuer of the EK
 /// certificate first) to `root`, which must sign itself. All certificates DER.
 pub fn verify(ek_cert: &[u8], ek: &rsa::PublicKey, intermediates: &[Vec<u8>], root: &[u8]) -> Result<(), String> {

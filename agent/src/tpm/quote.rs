@@ -107,34 +107,24 @@ pub fn qualified_name_of_primary(hierarchy: u32, name: &[u8]) -> Vec<u8> {
     qn
 }
 
-/// Verify a quote completely (host side): the AK's ECDSA P-256 signature over `attest`, the
-/// AK (an endorsement-hierarchy primary, see command::attestation_key_template) as the
+/// Verify a quote completely (host side): the AK's RSASSA-SHA256 signature over `attest`,
+/// the AK (an endorsement-hierarchy primary, see command::attestation_key_template) as the
 /// qualified signer, `nonce` as extraData, and `pcrs` (bank, index, value; in the
 /// quote's selection order) hashing to the quoted PCR digest. Returns the parsed quote.
 #[cfg(feature = "std")]
 pub fn verify(ak_public: &[u8], attest: &[u8], signature: &[u8], nonce: &[u8], pcrs: &[(Bank, u32, Vec<u8>)]) -> Result<QuoteInfo, String> {
-    use p256::ecdsa::signature::Verifier;
     use sha2::{Digest, Sha256};
-    let (x, y) = super::duplicate::p256_point(ak_public).map_err(|e| alloc::format!("attestation key: {e}"))?;
-    let mut sec1 = alloc::vec![4u8];
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| "attestation key: not a P-256 point")?;
+    let key = super::credential::rsa_public_key(ak_public).map_err(|e| alloc::format!("attestation key: {e}"))?;
     let mut s = Cursor(signature);
-    if s.u16("signature algorithm")? != 0x0018 || s.u16("signature hash")? != 0x000B {
-        return Err(String::from("quote signature: not ECDSA with SHA-256"));
+    if s.u16("signature algorithm")? != 0x0014 || s.u16("signature hash")? != 0x000B {
+        return Err(String::from("quote signature: not RSASSA with SHA-256"));
     }
-    let pad = |b: &[u8]| -> Result<[u8; 32], String> {
-        if b.len() > 32 {
-            return Err(String::from("quote signature: scalar longer than 32 bytes"));
-        }
-        let mut out = [0u8; 32];
-        out[32 - b.len()..].copy_from_slice(b);
-        Ok(out)
-    };
-    let (r, sv) = (pad(s.tpm2b("r")?)?, pad(s.tpm2b("s")?)?);
-    let sig = p256::ecdsa::Signature::from_scalars(r, sv).map_err(|_| "quote signature: invalid scalars")?;
-    key.verify(attest, &sig).map_err(|_| "quote signature does not verify with the attestation key")?;
+    let sig = s.tpm2b("signature")?;
+    if !s.0.is_empty() {
+        return Err(String::from("quote signature: trailing bytes"));
+    }
+    key.verify(rsa::Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(attest), sig)
+        .map_err(|_| "quote signature does not verify with the attestation key")?;
     let info = parse(attest)?;
     if info.qualified_signer != qualified_name_of_primary(super::command::RH_ENDORSEMENT, &key_name(ak_public)?) {
         return Err(String::from("quote: signed by a key other than the attestation key presented"));

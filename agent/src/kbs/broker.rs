@@ -1,0 +1,360 @@
+//! The key broker's protocol logic (host, std): the Trustee KBS endpoints veilboot uses,
+//! `POST /kbs/v0/auth`, `POST /kbs/v0/attest`, `GET /kbs/v0/resource/<repo>/<type>/<tag>`,
+//! with the `tpm` evidence of [`super::evidence`]. Transport-free (the `veil kbs serve`
+//! HTTP server feeds it), so tests and the fuzzer drive it directly.
+//!
+//! What it checks before it releases a resource, each with its own refusal:
+//! - /auth: protocol version 0.4.0 and TEE `tpm`; the EK certificate chains to the trusted
+//!   root; the AK is a restricted RSA signing key with fixedTPM and fixedParent. It answers
+//!   with a fresh nonce and a credential made for the AK's name and encrypted to the EK
+//!   (TPM2_MakeCredential): only the TPM holding both keys can recover it.
+//! - /attest (once per challenge: a second answer is a replay): the nonce is this session's;
+//!   the AK is the one certified at /auth and the recovered credential matches; the quote is
+//!   signed by it, names it as signer, carries SHA-384 of the runtime data as extraData, and
+//!   its PCR digest matches the 24 values sent; every PCR with a reference value that is not
+//!   warn-only equals it.
+//! - /resource: the session attested; the resource is sent as a JWE to the key in the
+//!   runtime data, and the session ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use super::client::PROTOCOL_VERSION;
+use super::evidence::{self, TpmEvidence};
+use super::jwe;
+use crate::tpm::{Bank, credential, ekcert, quote};
+
+/// Name of the session cookie (Trustee's).
+pub const COOKIE: &str = "kbs-session-id";
+/// How long a session lives.
+const SESSION_LIFETIME: Duration = Duration::from_secs(300);
+/// Most sessions kept at once (the oldest beyond are dropped).
+const MAX_SESSIONS: usize = 1024;
+
+/// Equality of two byte strings in time independent of where they differ.
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// One reference PCR value (Constellation's measurements JSON entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Expected SHA-256 value.
+    pub expected: [u8; 32],
+    /// A mismatch is logged, not refused.
+    pub warn_only: bool,
+}
+
+/// Parse Constellation's measurements JSON (`{"4": {"expected": "<hex>", "warnOnly": false}}`).
+pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("measurements: not JSON: {e}"))?;
+    let map = v.as_object().ok_or("measurements: not a JSON object")?;
+    let mut out = BTreeMap::new();
+    for (k, entry) in map {
+        let pcr: u32 = k.parse().ok().filter(|p| *p < 24).ok_or_else(|| format!("measurements: \"{k}\" is not a PCR index 0-23"))?;
+        let expected = entry
+            .get("expected")
+            .and_then(Value::as_str)
+            .and_then(|s| hex::decode(s).ok())
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| format!("measurements: PCR {pcr} has no 32-byte hex \"expected\""))?;
+        let warn_only = entry.get("warnOnly").and_then(Value::as_bool).unwrap_or(false);
+        out.insert(pcr, Reference { expected, warn_only });
+    }
+    Ok(out)
+}
+
+/// What the broker trusts and serves.
+pub struct BrokerConfig {
+    /// Resources by path (`repo/type/tag`).
+    pub resources: HashMap<String, Zeroizing<Vec<u8>>>,
+    /// Reference PCR values (SHA-256).
+    pub reference: BTreeMap<u32, Reference>,
+    /// The CA that signs EK certificates (DER), and the intermediates below it (issuer of
+    /// the EK certificate first).
+    pub ek_root: Vec<u8>,
+    /// Intermediate CA certificates (DER).
+    pub ek_intermediates: Vec<Vec<u8>>,
+}
+
+/// An HTTP request, reduced to what the protocol needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// GET or POST.
+    pub method: &'a str,
+    /// The path (no query).
+    pub path: &'a str,
+    /// The kbs-session-id cookie, if sent.
+    pub session: Option<&'a str>,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// The reply, and a line for the broker's log.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// A session id to set as the cookie.
+    pub set_session: Option<String>,
+    /// What happened (public values only).
+    pub log: String,
+}
+
+struct Session {
+    nonce: String,
+    ak_public: Vec<u8>,
+    credential: Zeroizing<[u8; 32]>,
+    challenge_open: bool,
+    tee_pubkey: Option<p256::PublicKey>,
+    created: Instant,
+}
+
+/// The broker.
+pub struct Broker {
+    config: BrokerConfig,
+    sessions: Mutex<HashMap<String, Session>>,
+    random: Mutex<Box<dyn FnMut(&mut [u8]) + Send>>,
+}
+
+fn refuse(status: u16, kind: &str, detail: String) -> Reply {
+    let body = serde_json::to_vec(&json!({"type": format!("https://github.com/confidential-containers/kbs/errors/{kind}"), "detail": detail})).expect("JSON");
+    Reply { status, body, set_session: None, log: format!("refused ({status} {kind}): {detail}") }
+}
+
+/// TPMA_OBJECT bits an AK must have: fixedTPM, fixedParent, sensitiveDataOrigin,
+/// restricted, sign.
+const AK_ATTRIBUTES: u32 = 0x0000_0002 | 0x0000_0010 | 0x0000_0020 | 0x0001_0000 | 0x0004_0000;
+
+/// Check an AK's TPM2B_PUBLIC: an RSA restricted signing key that never leaves its TPM.
+pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
+    let area = ak_public.get(2..).filter(|a| a.len() >= 8).ok_or("the AK public area is truncated")?;
+    if u16::from_be_bytes([ak_public[0], ak_public[1]]) as usize != area.len() {
+        return Err(String::from("the AK public area's size field is wrong"));
+    }
+    if area[0..2] != [0x00, 0x01] {
+        return Err(String::from("the AK is not an RSA key"));
+    }
+    let attributes = u32::from_be_bytes(area[4..8].try_into().expect("4 bytes"));
+    if attributes & AK_ATTRIBUTES != AK_ATTRIBUTES {
+        return Err(format!("the AK's attributes {attributes:#010x} lack fixedTPM, fixedParent, sensitiveDataOrigin, restricted or sign"));
+    }
+    evidence::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
+}
+
+impl Broker {
+    /// A broker with `config`, drawing nonces, credentials and session ids from `random`.
+    pub fn new(config: BrokerConfig, random: Box<dyn FnMut(&mut [u8]) + Send>) -> Broker {
+        Broker { config, sessions: Mutex::new(HashMap::new()), random: Mutex::new(random) }
+    }
+
+    fn fill(&self, buf: &mut [u8]) {
+        (self.random.lock().expect("random source"))(buf)
+    }
+
+    /// Answer one request.
+    pub fn handle(&self, req: &Request<'_>) -> Reply {
+        match (req.method, req.path) {
+            ("POST", "/kbs/v0/auth") => self.auth(req.body),
+            ("POST", "/kbs/v0/attest") => self.attest(req.session, req.body),
+            ("GET", p) if p.starts_with("/kbs/v0/resource/") => self.resource(req.session, &p["/kbs/v0/resource/".len()..]),
+            (m, p) => refuse(404, "InvalidRequest", format!("no endpoint {m} {}", p.chars().take(100).collect::<String>())),
+        }
+    }
+
+    fn auth(&self, body: &[u8]) -> Reply {
+        let Ok(v) = serde_json::from_slice::<Value>(body) else { return refuse(400, "InvalidRequest", String::from("the request is not JSON")) };
+        match v.get("version").and_then(Value::as_str) {
+            Some(PROTOCOL_VERSION) => {}
+            other => return refuse(400, "ProtocolVersion", format!("protocol version {other:?}; this broker speaks {PROTOCOL_VERSION}")),
+        }
+        if v.get("tee").and_then(Value::as_str) != Some("tpm") {
+            return refuse(400, "UnsupportedTee", format!("TEE {}; this broker verifies only \"tpm\" evidence", v.get("tee").unwrap_or(&Value::Null)));
+        }
+        let extra = v.get("extra-params").unwrap_or(&Value::Null);
+        let field = |name: &str| extra.get(name).and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
+        let (Some(ak_public), Some(ek_cert)) = (field("veil-ak-public"), field("veil-ek-cert")) else {
+            return refuse(400, "InvalidRequest", String::from("extra-params lack the base64 veil-ak-public and veil-ek-cert this broker certifies the AK with"));
+        };
+        if let Err(e) = check_ak(&ak_public) {
+            return refuse(401, "AttestationFailed", e);
+        }
+        let ek = match ekcert::certified_key(&ek_cert).and_then(|k| ekcert::verify(&ek_cert, &k, &self.config.ek_intermediates, &self.config.ek_root).map(|()| k)) {
+            Ok(k) => k,
+            Err(e) => return refuse(401, "AttestationFailed", format!("EK certificate not trusted: {e}")),
+        };
+        let ak_name = match quote::key_name(&ak_public) {
+            Ok(n) => n,
+            Err(e) => return refuse(401, "AttestationFailed", format!("the AK: {e}")),
+        };
+        let mut secret = Zeroizing::new([0u8; 32]);
+        let mut nonce = [0u8; 32];
+        let mut id = [0u8; 16];
+        self.fill(secret.as_mut());
+        self.fill(&mut nonce);
+        self.fill(&mut id);
+        let made = {
+            let mut random = self.random.lock().expect("random source");
+            credential::make_credential(&ek, &ak_name, secret.as_ref(), &mut **random)
+        };
+        let (blob, encrypted_seed) = match made {
+            Ok(c) => c,
+            Err(e) => return refuse(500, "InternalError", format!("MakeCredential: {e}")),
+        };
+        let nonce = B64.encode(nonce);
+        let id = hex::encode(id);
+        let challenge = json!({"nonce": nonce, "extra-params": {"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}});
+        let mut sessions = self.sessions.lock().expect("sessions");
+        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+        if sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone()) {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(id.clone(), Session { nonce, ak_public, credential: secret, challenge_open: true, tee_pubkey: None, created: Instant::now() });
+        Reply { status: 200, body: serde_json::to_vec(&challenge).expect("JSON"), set_session: Some(id.clone()), log: format!("session {id}: challenge sent (AK {} certified by the EK certificate)", hex::encode(&ak_name[2..10])) }
+    }
+
+    fn attest(&self, session: Option<&str>, body: &[u8]) -> Reply {
+        let mut sessions = self.sessions.lock().expect("sessions");
+        let Some((id, s)) = session.and_then(|id| sessions.get_mut(id).map(|s| (id, s))).filter(|(_, s)| s.created.elapsed() < SESSION_LIFETIME) else {
+            return refuse(401, "UnAuthenticatedCookie", String::from("no live session: request a challenge at /kbs/v0/auth first"));
+        };
+        if !s.challenge_open {
+            return refuse(401, "AttestationFailed", format!("session {id}: its challenge was already answered (a replayed attestation)"));
+        }
+        s.challenge_open = false; // one answer per challenge, right or wrong
+        match verify_attestation(&self.config, s, body) {
+            Ok((key, log)) => {
+                s.tee_pubkey = Some(key);
+                let token = json!({"token": format!("veil-session-{id}")});
+                Reply { status: 200, body: serde_json::to_vec(&token).expect("JSON"), set_session: None, log: format!("session {id}: attested; {log}") }
+            }
+            Err(e) => {
+                let mut r = refuse(401, "AttestationFailed", e);
+                r.log = format!("session {id}: {}", r.log);
+                r
+            }
+        }
+    }
+
+    fn resource(&self, session: Option<&str>, path: &str) -> Reply {
+        let mut sessions = self.sessions.lock().expect("sessions");
+        let Some(id) = session.filter(|id| sessions.get(*id).is_some_and(|s| s.tee_pubkey.is_some() && s.created.elapsed() < SESSION_LIFETIME)) else {
+            return refuse(401, "UnAuthenticatedCookie", String::from("this session has not attested (or has already fetched its resource)"));
+        };
+        let Some(secret) = self.config.resources.get(path) else {
+            return refuse(404, "ResourceNotFound", format!("no resource {}", path.chars().take(100).collect::<String>()));
+        };
+        let key = sessions.remove(id).and_then(|s| s.tee_pubkey).expect("checked above");
+        let mut random = self.random.lock().expect("random source");
+        match jwe::encrypt(secret, &key, &mut **random) {
+            Ok(body) => Reply { status: 200, body, set_session: None, log: format!("session {id}: released {path} ({} bytes, JWE to the attested key)", secret.len()) },
+            Err(e) => refuse(500, "InternalError", format!("JWE: {e}")),
+        }
+    }
+}
+
+/// The /attest checks; the key to wrap the resource to, and a log line.
+fn verify_attestation(config: &BrokerConfig, s: &Session, body: &[u8]) -> Result<(p256::PublicKey, String), String> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "the attestation is not JSON")?;
+    let runtime = v.get("runtime-data").filter(|r| r.is_object()).ok_or("the attestation has no runtime-data object")?;
+    if runtime.get("nonce").and_then(Value::as_str) != Some(s.nonce.as_str()) {
+        return Err(String::from("the runtime data's nonce is not this session's (replayed or stale)"));
+    }
+    let key = runtime.get("tee-pubkey").ok_or("the runtime data has no tee-pubkey").and_then(|k| jwe::key_from_jwk(k).map_err(|_| "the tee-pubkey is not a P-256 JWK"))?;
+    let primary = v.get("tee-evidence").and_then(|e| e.get("primary_evidence")).ok_or("no tee-evidence.primary_evidence")?;
+    let ev = TpmEvidence::from_json(primary)?;
+    let (modulus, exponent) = evidence::rsa_public_parts(&s.ak_public)?;
+    if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
+        return Err(String::from("the quote's AK is not the AK certified at /auth (unknown AK)"));
+    }
+    match &ev.credential {
+        Some(c) if equal(c, s.credential.as_ref()) => {}
+        Some(_) => return Err(String::from("the recovered credential is wrong: the AK is not on the TPM of the EK certificate")),
+        None => return Err(String::from("no recovered credential: the AK was not shown to live on the TPM of the EK certificate")),
+    }
+    let report = evidence::report_data(runtime);
+    let pcrs: Vec<(Bank, u32, Vec<u8>)> = ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
+    quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
+    let mut warnings = Vec::new();
+    for (pcr, r) in &config.reference {
+        let got = &ev.pcrs[*pcr as usize];
+        if *got != r.expected {
+            let what = format!("PCR {pcr} is {}, the reference value is {}", hex::encode(got), hex::encode(r.expected));
+            if !r.warn_only {
+                return Err(what);
+            }
+            warnings.push(what);
+        }
+    }
+    let checked = config.reference.iter().filter(|(_, r)| !r.warn_only).count();
+    let mut log = format!("quote verified, {checked} PCRs match their reference values");
+    if !warnings.is_empty() {
+        log.push_str(&format!(" (warn-only: {})", warnings.join("; ")));
+    }
+    Ok((key, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker() -> Broker {
+        let config = BrokerConfig { resources: HashMap::new(), reference: BTreeMap::new(), ek_root: Vec::new(), ek_intermediates: Vec::new() };
+        let mut n = 0u8;
+        Broker::new(config, Box::new(move |b: &mut [u8]| b.iter_mut().for_each(|x| {
+            n = n.wrapping_add(1);
+            *x = n;
+        })))
+    }
+
+    fn post<'a>(path: &'a str, session: Option<&'a str>, body: &'a [u8]) -> Request<'a> {
+        Request { method: "POST", path, session, body }
+    }
+
+    #[test]
+    fn auth_refuses_bad_requests_precisely() {
+        let b = broker();
+        let cases: [(&[u8], &str); 5] = [
+            (b"{", "not JSON"),
+            (br#"{"version":"0.1.0","tee":"tpm","extra-params":""}"#, "protocol version"),
+            (br#"{"version":"0.4.0","tee":"snp","extra-params":""}"#, "only \"tpm\""),
+            (br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#, "veil-ak-public"),
+            (br#"{"version":"0.4.0","tee":"tpm","extra-params":{"veil-ak-public":"AAEC","veil-ek-cert":"AAEC"}}"#, "AK public area"),
+        ];
+        for (body, want) in cases {
+            let r = b.handle(&post("/kbs/v0/auth", None, body));
+            assert!(r.status >= 400 && r.log.contains(want), "{want}: {} {}", r.status, r.log);
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert!(v["type"].as_str().unwrap().starts_with("https://github.com/confidential-containers/kbs/errors/"));
+        }
+    }
+
+    #[test]
+    fn attest_and_resource_need_a_session() {
+        let b = broker();
+        let r = b.handle(&post("/kbs/v0/attest", Some("nope"), b"{}"));
+        assert_eq!(r.status, 401);
+        let r = b.handle(&Request { method: "GET", path: "/kbs/v0/resource/a/b/c", session: None, body: b"" });
+        assert_eq!(r.status, 401);
+        assert_eq!(b.handle(&Request { method: "DELETE", path: "/x", session: None, body: b"" }).status, 404);
+    }
+
+    #[test]
+    fn measurements_json_parses_and_refuses_bad_entries() {
+        let m = parse_measurements(&format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}, "1": {{"expected": "{}", "warnOnly": true}}}}"#, "ab".repeat(32), "00".repeat(32))).unwrap();
+        assert_eq!(m[&4], Reference { expected: [0xab; 32], warn_only: false });
+        assert!(m[&1].warn_only);
+        assert!(parse_measurements(r#"{"24": {"expected": ""}}"#).unwrap_err().contains("0-23"));
+        assert!(parse_measurements(r#"{"4": {"expected": "abcd"}}"#).unwrap_err().contains("32-byte"));
+    }
+}
