@@ -33,6 +33,8 @@ pub struct Frame {
 macro_rules! stubs {
     ($($n:literal $err:ident),*) => {
         global_asm!(
+            // Named: module asm inherits whatever section the asm before it ended in.
+            ".section .text.veil_isr, \"ax\"",
             $(
                 concat!("veil_isr_", $n, ":"),
                 stubs!(@push $err),

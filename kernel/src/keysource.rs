@@ -1,18 +1,22 @@
 //! Where the master secret comes from, in order:
 //! 1. the TPM: a `veil-tpm2` token in the `veil-boot` header, unsealed through a PolicyPCR
 //!    session over the PCRs measured this boot (local unseal, no network);
-//! 2. in ROMs built with `insecure-dev-key` only, on the plain platform only: fw_cfg
+//! 2. a key broker (Trustee KBS protocol) behind the host relay on virtio-console, when there
+//!    is one and a TPM to attest with: remote release. The secret is then sealed to this
+//!    boot's PCRs into the `veil-tpm2` token, so the next boot needs no broker;
+//! 3. in ROMs built with `insecure-dev-key` only, on the plain platform only: fw_cfg
 //!    `opt/veil/dev-master-secret` (development and tests). With a TPM present, the secret
 //!    is then sealed to this boot's PCRs and stored as a `veil-tpm2` token, so the next boot
 //!    unseals it locally.
 //!
 //! When a sealed token exists but does not unseal (different PCRs: a new kernel, a tampered
-//! bundle) and no other source is configured, the firmware stops: it never boots with a key
+//! bundle), the firmware asks the broker; if the broker refuses too, or none is configured, it stops: it never boots with a key
 //! it did not obtain through attestation.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use veil_agent::kbs::client;
 use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::format::HeaderWriter;
 use veil_agent::tpm::{measure, token};
@@ -22,7 +26,7 @@ use crate::diskboot::BootVolume;
 use crate::fwcfg::FwCfg;
 use crate::platform::Kind;
 use crate::tpm::MeasuredBoot;
-use crate::virtio::Disk;
+use crate::virtio::{Console, Disk};
 
 const DEV_SECRET: &str = "opt/veil/dev-master-secret";
 
@@ -107,8 +111,19 @@ fn seal_into_header(tpm: &mut MeasuredBoot, disk: &mut Disk, boot: &mut BootVolu
     Ok(number)
 }
 
+/// The master secret from the key broker behind `relay`.
+fn remote_release(tpm: &mut MeasuredBoot, relay: &mut Console) -> Result<MasterSecret, String> {
+    crate::log!("kbs: asking the key broker behind the relay on virtio-console {} for {}", relay.location, client::DEFAULT_RESOURCE);
+    let start = crate::cpu::rdtsc();
+    let bytes = tpm.remote_release(relay, client::DEFAULT_RESOURCE).map_err(|e| alloc::format!("remote key release: {e}"))?;
+    let secret = MasterSecret::parse(&bytes).map_err(|e| alloc::format!("remote key release: the released resource: {e}"))?;
+    let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+    crate::log!("kbs: the broker verified the TPM quote and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us", bytes.len());
+    Ok(secret)
+}
+
 /// The master secret, if some source provides it.
-pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, boot: Option<(&mut Disk, &mut BootVolume)>) -> Result<Option<MasterSecret>, String> {
+pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, boot: Option<(&mut Disk, &mut BootVolume)>, relay: Option<&mut Console>) -> Result<Option<MasterSecret>, String> {
     let mut tpm = tpm;
     let mut boot = boot;
     let mut sealed_failure = None;
@@ -119,15 +134,34 @@ pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, bo
             Err(why) => sealed_failure = Some(why),
         }
     }
-    let Some(secret) = dev_secret(cfg, kind)? else {
-        return match sealed_failure {
-            Some(why) => Err(alloc::format!(
-                "the sealed master secret does not open on this TPM with this boot's measurements ({why}) and no key broker is configured: refusing to boot"
-            )),
-            None => Ok(None),
-        };
+    let from_broker = match (tpm.as_deref_mut(), relay) {
+        (Some(t), Some(r)) => match remote_release(t, r) {
+            Ok(secret) => Some(secret),
+            Err(e) => {
+                return Err(match sealed_failure {
+                    Some(why) => alloc::format!("the sealed master secret does not open on this TPM with this boot's measurements ({why}), and {e}: refusing to boot"),
+                    None => alloc::format!("{e}: refusing to boot"),
+                });
+            }
+        },
+        _ => None,
+    };
+    let secret = match from_broker {
+        Some(s) => s,
+        None => match dev_secret(cfg, kind)? {
+            Some(s) => s,
+            None => {
+                return match sealed_failure {
+                    Some(why) => Err(alloc::format!(
+                        "the sealed master secret does not open on this TPM with this boot's measurements ({why}) and no key broker is configured: refusing to boot"
+                    )),
+                    None => Ok(None),
+                };
+            }
+        },
     };
     if let (Some(t), Some((disk, b))) = (tpm, boot) {
+        crate::tsc::mark("seal");
         seal_into_header(t, disk, b, &secret)?;
     }
     Ok(Some(secret))

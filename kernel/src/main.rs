@@ -15,6 +15,7 @@ mod exit;
 mod fwcfg;
 mod heap;
 mod interrupts;
+mod kbs;
 mod keysource;
 mod layout;
 mod linux;
@@ -182,6 +183,7 @@ pub extern "C" fn veil_main() -> ! {
     // veil-bundle token names the boot target, which is measured before any unsealing.
     let mut disks = alloc::vec::Vec::new();
     let mut boot_volume = None;
+    let mut relay = None;
     let dev_key = keysource::dev_secret_offered(&cfg);
     if let (true, pci::Config::Ecam(base)) = (measured.is_some() || dev_key, &pci) {
         tsc::mark("disk");
@@ -191,6 +193,13 @@ pub extern "C" fn veil_main() -> ! {
         disks = virtio::find_disks(*base);
         for d in &disks {
             log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
+        }
+        // A virtio-console is the relay to a key broker (remote release needs the TPM).
+        if measured.is_some() {
+            relay = virtio::find_console(*base);
+            if let Some(r) = &relay {
+                log!("virtio-console: {} (relay to a key broker)", r.location);
+            }
         }
         match disks.first_mut() {
             Some(disk) => match diskboot::open(disk) {
@@ -222,7 +231,7 @@ pub extern "C" fn veil_main() -> ! {
         (Some(d), Some(b)) => Some((d, b)),
         _ => None,
     };
-    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk, relay.as_mut()).unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut from_disk = None;
     let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
     if let (Some(secret), Some(boot)) = (&secret, &boot_volume) {
@@ -308,25 +317,11 @@ fn relay_echo(ecam_base: u64) -> ! {
     }
     let Some(mut console) = virtio::find_console(ecam_base) else { fail(format_args!("relay: no virtio-console device")) };
     log!("relay: virtio-console at {}", console.location);
-    let hello = veil_agent::kbs::frame::encode(br#"{"veil":"relay-echo"}"#).expect("small");
-    console.send(&hello).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let deadline = tsc::micros(cpu::rdtsc()) + 10_000_000;
-    let mut decoder = veil_agent::kbs::frame::Decoder::new();
-    loop {
-        match console.recv_byte(deadline) {
-            Ok(Some(b)) => match decoder.push(b) {
-                Ok(Some(frame)) => {
-                    let text = core::str::from_utf8(&frame).unwrap_or("<not UTF-8>");
-                    log!("relay: reply of {} bytes: {text}", frame.len());
-                    exit::exit(exit::Status::Success)
-                }
-                Ok(None) => {}
-                Err(e) => fail(format_args!("relay: {e}")),
-            },
-            Ok(None) => fail(format_args!("relay: no reply within 10 s")),
-            Err(e) => fail(format_args!("{e}")),
-        }
-    }
+    console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let text = core::str::from_utf8(&frame).unwrap_or("<not UTF-8>");
+    log!("relay: reply of {} bytes: {text}", frame.len());
+    exit::exit(exit::Status::Success)
 }
 
 /// Test-only faults, requested through fw_cfg `opt/veil/test` by the QEMU tests.

@@ -1,11 +1,13 @@
 //! The plain platform's TPM: the TIS registers at 0xFED40000 (locality 0, polled), driven by
 //! veil_agent::tpm::tis, and measured boot on top of it: every measurement is extended into
 //! each active PCR bank and recorded in the TCG2 event log that Linux gets through the ACPI
-//! TPM2 table. Sealing and unsealing of the master secret live here too.
+//! TPM2 table. Sealing and unsealing of the master secret live here too, and the TPM's part
+//! of remote key release (attestation to a key broker).
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use veil_agent::kbs::client::{self, Phases, Relay};
 use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport};
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
@@ -145,6 +147,21 @@ impl MeasuredBoot {
         })();
         let _ = self.tpm.flush(object);
         out
+    }
+
+    /// Fetch `resource` from the key broker behind `relay`, attesting with this TPM (the
+    /// quote covers the PCRs measured so far). Each protocol phase gets a timeline mark.
+    pub fn remote_release(&mut self, relay: &mut dyn Relay, resource: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+        crate::tsc::mark("kbs-keys");
+        let mut phases = Phases::default();
+        let mut random = |b: &mut [u8]| crate::random::fill(b);
+        let r = client::remote_release(&mut self.tpm, relay, resource, &mut random, &crate::cpu::rdtsc, &mut phases);
+        for (at, stage) in [(phases.keys, "kbs-auth"), (phases.challenge, "kbs-quote"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")] {
+            if at != 0 {
+                crate::tsc::mark_at(at, stage);
+            }
+        }
+        r.map_err(|e| e.to_string())
     }
 
     /// Flush the storage primary and give the TPM's locality back for the OS driver;

@@ -239,3 +239,7 @@ reset_vector:
     .long protected32 - (. + 4)
     .org 0x1000
 rom_tail_end:
+
+    /* Back to .text: module-level asm that LTO concatenates after this file must not land
+     * in the ROM tail. */
+    .text

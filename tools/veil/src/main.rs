@@ -1,11 +1,13 @@
 //! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets, derives
 //! the keys the firmware derives, and makes and opens LUKS2 volumes. Later issues add
-//! images, measurements (`veil measure`), recovery and, later, the key broker.
+//! images, measurements (`veil measure`), sealing, recovery, and the key broker and its relay
+//! (`veil kbs`).
 //!
 //! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 mod derive;
 mod image;
+mod kbs;
 mod luks;
 mod measure;
 mod report;
@@ -47,6 +49,9 @@ enum Command {
     /// Seal the master secret for a VM's TPM from its storage key's public part alone, into
     /// the image's veil-boot header.
     Seal(seal::SealArgs),
+    /// The key broker (Trustee KBS protocol) and the relay between a VM and it.
+    #[command(subcommand)]
+    Kbs(kbs::KbsCommand),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
 }
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Recover(args) => image::recover(args),
         Command::Measure(args) => measure::run(args),
         Command::Seal(args) => seal::run(args),
+        Command::Kbs(cmd) => kbs::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,232 @@
+//! `veil kbs serve`: a key broker that speaks the Trustee KBS protocol (RCAR, version 0.4.0)
+//! over HTTP and releases the cluster's master secret to a veilboot firmware whose TPM quote
+//! matches the reference measurements (the checks live in veil_agent::kbs::broker).
+//!
+//! `veil kbs relay`: the untrusted bridge between a VM's virtio-console (QEMU's chardev
+//! socket) and a broker's HTTP endpoint. It reads length-prefixed JSON frames
+//! (`{"method","path","body"}`), makes the HTTP request, keeps the session cookie, and
+//! sends back `{"status","body"}`. It needs no trust: the firmware's nonce, report data and
+//! JWE make its tampering detectable. It works the same against a real Trustee KBS.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use veil_agent::kbs::broker::{self, Broker, BrokerConfig};
+use veil_agent::kbs::frame;
+use veil_agent::tpm::ekcert;
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum KbsCommand {
+    /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEE "tpm").
+    Serve(ServeArgs),
+    /// Relay a VM's virtio-console frames to a key broker over HTTP.
+    Relay(RelayArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// The master secret to release (constellation-mastersecret.json).
+    #[arg(long)]
+    secret: PathBuf,
+    /// Reference PCR values: Constellation's measurements JSON, as `veil measure
+    /// --platform tpm` writes it (without --after-unseal: the quote is taken before PCR 15
+    /// holds the clusterID).
+    #[arg(long)]
+    measurements: PathBuf,
+    /// The root CA of EK certificates (PEM). For swtpm: /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem.
+    #[arg(long, value_name = "PEM")]
+    ek_ca: PathBuf,
+    /// An intermediate CA between the root and the EK certificate (PEM; repeat, issuer of
+    /// the EK certificate first). For swtpm: /var/lib/swtpm-localca/issuercert.pem.
+    #[arg(long, value_name = "PEM")]
+    ek_intermediate: Vec<PathBuf>,
+    /// Resource path the secret is served at (repository/type/tag).
+    #[arg(long, default_value = veil_agent::kbs::client::DEFAULT_RESOURCE)]
+    resource: String,
+}
+
+#[derive(Args)]
+pub struct RelayArgs {
+    /// The VM's virtio-console chardev socket (QEMU `-chardev socket,path=...,server=on`).
+    #[arg(long)]
+    socket: PathBuf,
+    /// The broker's base URL (http://host:port).
+    #[arg(long)]
+    broker: String,
+    /// How long to wait for the VM's socket to appear, in seconds.
+    #[arg(long, default_value_t = 30)]
+    wait: u64,
+}
+
+pub fn run(cmd: KbsCommand) -> Result<()> {
+    match cmd {
+        KbsCommand::Serve(args) => serve(args),
+        KbsCommand::Relay(args) => relay(args),
+    }
+}
+
+/// Largest request body the broker reads.
+const MAX_BODY: u64 = frame::MAX_FRAME as u64;
+
+fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ekcert::pem_to_der(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let secret = Zeroizing::new(std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?);
+    veil_agent::keys::MasterSecret::parse(&secret).map_err(|e| anyhow!("{}: {e}", args.secret.display()))?;
+    let text = std::fs::read_to_string(&args.measurements).with_context(|| format!("reading {}", args.measurements.display()))?;
+    let reference = broker::parse_measurements(&text).map_err(|e| anyhow!("{}: {e}", args.measurements.display()))?;
+    if reference.values().all(|r| r.warn_only) {
+        bail!("{}: no PCR is enforced (all warnOnly): the broker would release the secret to any boot", args.measurements.display());
+    }
+    let config = BrokerConfig {
+        resources: [(args.resource.clone(), secret)].into(),
+        reference,
+        ek_root: read_pem(&args.ek_ca)?,
+        ek_intermediates: args.ek_intermediate.iter().map(read_pem).collect::<Result<_>>()?,
+    };
+    let enforced: Vec<String> = config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();
+    let broker = Broker::new(config, Box::new(|b: &mut [u8]| getrandom::fill(b).expect("the OS random source")));
+    let server = tiny_http::Server::http(&args.listen).map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+    eprintln!("veil kbs: listening on http://{} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)", args.listen, veil_agent::kbs::client::PROTOCOL_VERSION, args.resource, enforced.join(","));
+    for mut request in server.incoming_requests() {
+        let mut body = Vec::new();
+        let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body);
+        let method = request.method().as_str().to_string();
+        let path = request.url().split('?').next().unwrap_or("").to_string();
+        let session = request
+            .headers()
+            .iter()
+            .filter(|h| h.field.equiv("Cookie"))
+            .flat_map(|h| h.value.as_str().split(';').map(str::trim).map(String::from).collect::<Vec<_>>())
+            .find_map(|c| c.strip_prefix(&format!("{}=", broker::COOKIE)).map(String::from));
+        let reply = match read {
+            Err(e) => broker::Reply { status: 400, body: Vec::new(), set_session: None, log: format!("reading the request: {e}") },
+            Ok(_) if body.len() as u64 > MAX_BODY => broker::Reply { status: 413, body: Vec::new(), set_session: None, log: format!("a request body over {MAX_BODY} bytes") },
+            Ok(_) => broker.handle(&broker::Request { method: &method, path: &path, session: session.as_deref(), body: &body }),
+        };
+        eprintln!("veil kbs: {method} {path}: {}", reply.log);
+        let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+        response.add_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header"));
+        if let Some(id) = reply.set_session {
+            let cookie = format!("{}={id}; Path=/kbs; HttpOnly; Max-Age=300", broker::COOKIE);
+            response.add_header(tiny_http::Header::from_bytes("Set-Cookie", cookie).expect("valid header"));
+        }
+        if let Err(e) = request.respond(response) {
+            eprintln!("veil kbs: replying: {e}");
+        }
+    }
+    Ok(())
+}
+
+/// One request from the firmware, as framed.
+struct Forward {
+    method: String,
+    path: String,
+    body: Option<Vec<u8>>,
+}
+
+fn parse_forward(payload: &[u8]) -> Result<Forward> {
+    let v: Value = serde_json::from_slice(payload).context("a frame from the VM that is not JSON")?;
+    let method = v.get("method").and_then(Value::as_str).filter(|m| matches!(*m, "GET" | "POST")).ok_or_else(|| anyhow!("a frame without method GET or POST"))?;
+    let path = v.get("path").and_then(Value::as_str).filter(|p| p.starts_with("/kbs/v0/") && !p.contains("..") && p.bytes().all(|b| b.is_ascii_graphic())).ok_or_else(|| anyhow!("a frame whose path is not under /kbs/v0/"))?;
+    let body = match v.get("body") {
+        None | Some(Value::Null) => None,
+        Some(b) => Some(serde_json::to_vec(b)?),
+    };
+    Ok(Forward { method: method.to_string(), path: path.to_string(), body })
+}
+
+fn relay(args: RelayArgs) -> Result<()> {
+    let start = Instant::now();
+    let mut vm = loop {
+        match UnixStream::connect(&args.socket) {
+            Ok(s) => break s,
+            Err(e) if start.elapsed() > Duration::from_secs(args.wait) => return Err(e).with_context(|| format!("connecting to {}", args.socket.display())),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let base = args.broker.trim_end_matches('/').to_string();
+    if !base.starts_with("http://") {
+        bail!("--broker {base}: only http:// URLs (the relay is untrusted either way; put TLS in front of the broker if the network needs it)");
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+    eprintln!("veil kbs relay: {} <-> {base}", args.socket.display());
+    let mut cookie: Option<String> = None;
+    let mut decoder = frame::Decoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = vm.read(&mut buf).context("reading from the VM")?;
+        if n == 0 {
+            eprintln!("veil kbs relay: the VM closed the channel");
+            return Ok(());
+        }
+        for &b in &buf[..n] {
+            let Some(payload) = decoder.push(b).map_err(|e| anyhow!("{e}"))? else { continue };
+            let reply = match parse_forward(&payload) {
+                Ok(f) => forward(&agent, &base, &f, &mut cookie).unwrap_or_else(|e| {
+                    eprintln!("veil kbs relay: {} {}: {e:#}", f.method, f.path);
+                    json!({"status": 502, "body": format!("relay: the broker could not be reached: {e:#}")})
+                }),
+                Err(e) => json!({"status": 400, "body": format!("relay: {e:#}")}),
+            };
+            let bytes = serde_json::to_vec(&reply)?;
+            vm.write_all(&frame::encode(&bytes).map_err(|e| anyhow!("{e}"))?).context("writing to the VM")?;
+        }
+    }
+}
+
+/// Make one HTTP request to the broker; the reply frame.
+fn forward(agent: &ureq::Agent, base: &str, f: &Forward, cookie: &mut Option<String>) -> Result<Value> {
+    let url = format!("{base}{}", f.path);
+    let response = match (&*f.method, &f.body) {
+        ("POST", body) => {
+            let mut req = agent.post(&url).header("Content-Type", "application/json");
+            if let Some(c) = cookie.as_deref() {
+                req = req.header("Cookie", c);
+            }
+            req.send(body.as_deref().unwrap_or(b"{}"))?
+        }
+        _ => {
+            let mut req = agent.get(&url);
+            if let Some(c) = cookie.as_deref() {
+                req = req.header("Cookie", c);
+            }
+            req.call()?
+        }
+    };
+    let status = response.status().as_u16();
+    if let Some(set) = response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with(broker::COOKIE)) {
+        *cookie = set.split(';').next().map(String::from);
+    }
+    let mut response = response;
+    let body = response.body_mut().with_config().limit(MAX_BODY).read_to_vec()?;
+    eprintln!("veil kbs relay: {} {} -> {status} ({} bytes)", f.method, f.path, body.len());
+    Ok(json!({"status": status, "body": String::from_utf8_lossy(&body)}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_forwards_only_kbs_requests() {
+        let f = parse_forward(br#"{"method":"POST","path":"/kbs/v0/auth","body":{"a":1}}"#).unwrap();
+        assert_eq!((f.method.as_str(), f.path.as_str(), f.body.as_deref()), ("POST", "/kbs/v0/auth", Some(&br#"{"a":1}"#[..])));
+        assert!(parse_forward(br#"{"method":"GET","path":"/kbs/v0/resource/a/b/c"}"#).unwrap().body.is_none());
+        for bad in [&br#"{"method":"DELETE","path":"/kbs/v0/auth"}"#[..], br#"{"method":"GET","path":"/etc/passwd"}"#, br#"{"method":"GET","path":"/kbs/v0/../x"}"#, b"nope"] {
+            assert!(parse_forward(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}
