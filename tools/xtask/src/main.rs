@@ -568,32 +568,35 @@ fn demo() -> Result<()> {
     eprintln!("xtask: round trip ok: no plaintext in {}, {} matches the original", enc.display(), back.display());
     // The encrypted disk: a Debian kernel, a cryptsetup initramfs and a root filesystem, in
     // LUKS2 volumes keyed from the master secret, booted on a VM with a TPM (swtpm). First
-    // boot: the development ROM takes the master secret over fw_cfg (until remote release
-    // lands), measures the boot and seals the secret to the PCRs in the veil-boot header.
-    // Second boot: no key source at all; the secret is unsealed from the TPM.
+    // boot: the release ROM measures the boot, attests to the key broker (veil kbs serve,
+    // reached through veil kbs relay on a virtio-console) with a TPM quote, receives the
+    // master secret and seals it to the PCRs in the veil-boot header. Second boot: no broker;
+    // the secret is unsealed from the TPM.
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
     tpm_test::ensure_tools()?;
-    let dev_rom = build_dev_firmware()?;
     eprintln!("xtask: building the encrypted demo disk (veil image build)");
     let image = demo_image::build(&veil, &secret, &dir)?;
     let state = dir.join("tpm-state");
-    eprintln!("xtask: provisioning a TPM (swtpm_setup, EK certificate) in {}", state.display());
+    eprintln!("xtask: provisioning a TPM (swtpm_setup, EK certificate from swtpm's local CA) in {}", state.display());
     tpm_test::provision(&state)?;
     eprintln!("xtask: predicted PCRs (veil measure --platform tpm):");
-    run(Command::new(&veil).args(["measure", "--platform", "tpm", "--policy", "--rom"]).arg(&dev_rom).arg("--image").arg(&image))?;
-    eprintln!("xtask: first boot of {} (q35, TCG, 2 vCPUs, TPM): development key, sealed to the measured PCRs", image.display());
-    let first = tpm_test::boot_with_tpm(&dev_rom, "demo-first-boot", &state, &demo_image::boot_args(&image, &secret))?;
-    for line in first.log.lines().filter(|l| l.contains("tpm:") || l.contains("INSECURE") || l.contains(demo_image::ROOT_MARKER)) {
+    run(Command::new(&veil).args(["measure", "--platform", "tpm", "--policy", "--rom"]).arg(&firmware).arg("--image").arg(&image))?;
+    eprintln!("xtask: starting the key broker (veil kbs serve) with those reference values");
+    let broker = tpm_test::start_broker(&veil, &firmware, &image, &secret, &dir)?;
+    eprintln!("xtask: first boot of {} (q35, TCG, 2 vCPUs, TPM, relay to the broker): remote release, then sealed to the measured PCRs", image.display());
+    let first = tpm_test::boot_with_broker(&veil, &firmware, "demo-first-boot", &state, &broker, &demo_image::disk_args(&image))?;
+    drop(broker);
+    for line in first.log.lines().filter(|l| l.contains("tpm:") || l.contains("kbs") || l.contains(demo_image::ROOT_MARKER)) {
         println!("{line}");
     }
-    first.expect("tpm: sealed the master secret")?.expect(demo_image::ROOT_MARKER)?;
-    eprintln!("xtask: second boot: no key source but the TPM; the firmware unseals the master secret");
-    let second = tpm_test::boot_with_tpm(&dev_rom, "demo", &state, &demo_image::disk_args(&image))?;
+    first.expect("kbs: the broker verified the TPM quote and released the master secret")?.expect("tpm: sealed the master secret")?.expect(demo_image::ROOT_MARKER)?;
+    eprintln!("xtask: second boot: no broker, only the TPM; the firmware unseals the master secret");
+    let second = tpm_test::boot_with_tpm(&firmware, "demo", &state, &demo_image::disk_args(&image))?;
     print!("{}", second.log);
     second.expect("tpm: master secret unsealed")?.expect(demo_image::ROOT_MARKER)?;
     let svg = dir.join("boot.svg");
     run(Command::new(&veil).arg("boot-report").arg(&second.log_path).arg("--svg").arg(&svg))?;
-    eprintln!("xtask: booted twice from the encrypted disk to the root filesystem (sealed, then unsealed); timeline chart: {}", svg.display());
+    eprintln!("xtask: booted twice from the encrypted disk to the root filesystem (released by the broker and sealed, then unsealed); timeline chart: {}", svg.display());
     Ok(())
 }
 

@@ -129,6 +129,65 @@ pub fn boot_with_tpm(rom: &Path, name: &str, state: &Path, args: &[String]) -> R
     r
 }
 
+/// `veil kbs serve` on a free port, trusting swtpm's local CA for EK certificates, with
+/// the reference values `veil measure` predicts for `rom` booting `image`.
+pub struct KeyBroker {
+    child: Child,
+    /// http://127.0.0.1:PORT
+    pub url: String,
+}
+
+impl Drop for KeyBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where swtpm_setup's local CA keeps its certificates (root, then the EK issuer).
+pub const SWTPM_CA: [&str; 2] = ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
+
+/// Start the broker for `rom` booting `image` (measurements written to `dir`).
+pub fn start_broker(veil: &Path, rom: &Path, image: &Path, secret: &Path, dir: &Path) -> Result<KeyBroker> {
+    let measurements = dir.join("measurements.json");
+    run(Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--out").arg(&measurements))?;
+    let port = free_port_pair();
+    let child = Command::new(veil)
+        .args(["kbs", "serve", "--listen", &format!("127.0.0.1:{port}"), "--secret"])
+        .arg(secret)
+        .arg("--measurements").arg(&measurements)
+        .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]])
+        .spawn()
+        .context("starting veil kbs serve")?;
+    let broker = KeyBroker { child, url: format!("http://127.0.0.1:{port}") };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("veil kbs serve did not listen on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(broker)
+}
+
+/// Boot `rom` with swtpm on `state` and a virtio-console relayed by `veil kbs relay` to
+/// `broker`.
+pub fn boot_with_broker(veil: &Path, rom: &Path, name: &str, state: &Path, broker: &KeyBroker, args: &[String]) -> Result<qemu::Run> {
+    let sock = std::fs::canonicalize(state)?.join("relay.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut relay = Command::new(veil).args(["kbs", "relay", "--socket"]).arg(&sock).args(["--broker", &broker.url]).spawn().context("starting veil kbs relay")?;
+    let mut all = args.to_vec();
+    all.extend([
+        "-device".to_string(), "virtio-serial-pci".to_string(),
+        "-chardev".to_string(), format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
+        "-device".to_string(), "virtconsole,chardev=relay".to_string(),
+    ]);
+    let r = boot_with_tpm(rom, name, state, &all);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    r
+}
+
 /// The PCRs of `bank` the initramfs printed (`veil-tpm: pcr sha256 N HEX`).
 pub fn printed_pcrs(log: &str, bank: &str) -> Vec<(u32, String)> {
     let prefix = format!("veil-tpm: pcr {bank} ");
@@ -217,8 +276,9 @@ fn tamper_bundle_token(image: &Path) -> Result<()> {
     Ok(())
 }
 
-/// First boot (development key, sealed into the header), second boot with the production
-/// ROM (local unseal, no key source), a tampered boot target (unseal refused, no boot). The
+/// First boot through the key broker (remote release with a TPM quote, then sealed to the
+/// measured PCRs), second boot by local unseal with no broker, a tampered boot target
+/// (unseal refused, broker refused, no boot), another ROM (PCR 0 differs: refused). The
 /// event log Linux exposes must replay to the PCRs Linux reads, per tpm2_eventlog, and
 /// `veil measure` must predict them.
 pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Path, dir: &Path) -> Result<()> {
@@ -226,16 +286,21 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     let state = dir.join("tpm-state");
     provision(&state)?;
     let keys = crate::key_material(veil, secret, image)?;
+    let broker = start_broker(veil, rom, image, secret, dir)?;
 
-    eprintln!("xtask: tpm test: first boot: development key, sealed to the measured PCRs");
-    let first = boot_with_tpm(dev_rom, "tpm-first-boot", &state, &demo_image::boot_args(image, secret))?;
+    eprintln!("xtask: tpm test: first boot: remote release by the key broker, then sealed to the measured PCRs");
+    let first = boot_with_broker(veil, rom, "tpm-first-boot", &state, &broker, &demo_image::disk_args(image))?;
     first
         .expect("tpm: TIS at 0xfed40000")?
         .expect("no veil-tpm2 token (first boot)")?
+        .expect("kbs: the broker verified the TPM quote and released the master secret")?
         .expect("tpm: sealed the master secret to SHA-256 PCRs [0, 4, 8, 9]")?
         .expect("into PCR 15")?
         .expect("handed to Linux in the ACPI TPM2 log area")?
         .expect(demo_image::ROOT_MARKER)?;
+    if first.log.contains("INSECURE DEVELOPMENT KEY SOURCE") {
+        bail!("the first boot used the development key source");
+    }
     crate::scan_for_keys("serial log of the first TPM boot", first.log.as_bytes(), &keys)?;
     crate::scan_for_keys("disk image with the sealed token", &std::fs::read(image)?, &keys)?;
 
@@ -259,7 +324,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         }
     }
     let pcrs = printed_pcrs(&first.log, "sha256");
-    let out = Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(dev_rom).arg("--image").arg(image).arg("--after-unseal").arg(secret).output()?;
+    let out = Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--after-unseal").arg(secret).output()?;
     if !out.status.success() {
         bail!("veil measure: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -272,38 +337,41 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         }
     }
 
-    eprintln!("xtask: tpm test: second boot with the production ROM: local unseal, no key source");
-    // PCR 0 differs between the two ROMs, so the production ROM's first boot must reseal:
-    // seal for it by booting it once with the dev ROM's token present fails (different
-    // PCR 0) and, having no other source, halts. That is the tamper case for PCR 0.
-    let prod = boot_with_tpm(rom, "tpm-prod-rom", &state, &demo_image::disk_args(image))?;
-    prod.expect_exit(qemu::EXIT_FAILURE)?
-        .expect("unseal failed")?
-        .expect("no key broker is configured: refusing to boot")?;
-    if prod.log.contains("stage=handoff") {
-        bail!("a ROM with a different PCR 0 booted with the secret sealed to another ROM");
-    }
-    let second = boot_with_tpm(dev_rom, "tpm-second-boot", &state, &demo_image::disk_args(image))?;
+    eprintln!("xtask: tpm test: second boot: local unseal, no broker");
+    let second = boot_with_tpm(rom, "tpm-second-boot", &state, &demo_image::disk_args(image))?;
     second.expect("tpm: master secret unsealed from veil-boot token")?.expect(demo_image::ROOT_MARKER)?;
-    if second.log.contains("INSECURE DEVELOPMENT KEY SOURCE") {
-        bail!("the second boot used the development key source");
+    if second.log.contains("kbs: asking") {
+        bail!("the second boot asked the broker");
     }
     crate::scan_for_keys("serial log of the unsealed boot", second.log.as_bytes(), &keys)?;
 
-    eprintln!("xtask: tpm test: a different kernel digest in the bundle token: unseal refused, nothing boots");
+    eprintln!("xtask: tpm test: a different kernel digest in the bundle token: unseal fails, the broker refuses, nothing boots");
     let tampered = dir.join("tpm-tampered.img");
     std::fs::copy(image, &tampered)?;
     tamper_bundle_token(&tampered)?;
-    let bad = boot_with_tpm(dev_rom, "tpm-tampered", &state, &demo_image::disk_args(&tampered))?;
-    bad.expect_exit(qemu::EXIT_FAILURE)?.expect("unseal failed")?.expect("refusing to boot")?;
+    let bad = boot_with_broker(veil, rom, "tpm-tampered", &state, &broker, &demo_image::disk_args(&tampered))?;
+    bad.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("unseal failed")?
+        .expect("the key broker refused the attestation (attest) (HTTP 401): PCR 4 is")?
+        .expect("refusing to boot")?;
     if bad.log.contains("stage=handoff") || bad.log.contains("Linux version") {
         bail!("the tampered image booted");
     }
     let _ = std::fs::remove_file(&tampered);
+    drop(broker);
+
+    // Another ROM measures another PCR 0: the token sealed for this one does not open, and
+    // with no broker configured it halts.
+    eprintln!("xtask: tpm test: another ROM (different PCR 0) without a broker: refused");
+    let other = boot_with_tpm(dev_rom, "tpm-other-rom", &state, &demo_image::disk_args(image))?;
+    other.expect_exit(qemu::EXIT_FAILURE)?.expect("unseal failed")?.expect("no key broker is configured: refusing to boot")?;
+    if other.log.contains("stage=handoff") {
+        bail!("a ROM with a different PCR 0 booted with the secret sealed to another ROM");
+    }
 
     eprintln!("xtask: tpm test: systemd-cryptenroll enrols a systemd-tpm2 token on veil-boot; the firmware opens it");
     enroll_systemd_token(veil, secret, image, &state, dir)?;
-    let sd = boot_with_tpm(dev_rom, "tpm-systemd-token", &state, &demo_image::disk_args(image))?;
+    let sd = boot_with_tpm(rom, "tpm-systemd-token", &state, &demo_image::disk_args(image))?;
     sd.expect("its passphrase opens keyslot")?.expect(demo_image::ROOT_MARKER)?;
     if sd.log.contains("LUKS2 unlock with the disk key") || sd.log.contains("opened with keyslot") {
         bail!("veil-boot was opened with the disk key, not through the systemd-tpm2 token");
@@ -326,12 +394,12 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     })?;
     let offline = dir.join("tpm-offline.img");
     std::fs::copy(image, &offline)?;
-    run(Command::new(veil).args(["seal", "--platform", "tpm", "--parent-public"]).arg(&srk).arg("--secret").arg(secret).arg("--rom").arg(dev_rom).arg("--image").arg(&offline))?;
+    run(Command::new(veil).args(["seal", "--platform", "tpm", "--parent-public"]).arg(&srk).arg("--secret").arg(secret).arg("--rom").arg(rom).arg("--image").arg(&offline))?;
     crate::scan_for_keys("image sealed offline", &std::fs::read(&offline)?, &keys)?;
-    let off = boot_with_tpm(dev_rom, "tpm-offline-seal", &other_state, &demo_image::disk_args(&offline))?;
+    let off = boot_with_tpm(rom, "tpm-offline-seal", &other_state, &demo_image::disk_args(&offline))?;
     off.expect("imported (sealed offline by veil seal)")?.expect(demo_image::ROOT_MARKER)?;
     // The same token on another TPM (the first one): Import fails its integrity check.
-    let wrong = boot_with_tpm(dev_rom, "tpm-offline-wrong-tpm", &state, &demo_image::disk_args(&offline))?;
+    let wrong = boot_with_tpm(rom, "tpm-offline-wrong-tpm", &state, &demo_image::disk_args(&offline))?;
     wrong.expect_exit(qemu::EXIT_FAILURE)?.expect("TPM2_Import failed")?.expect("refusing to boot")?;
     let _ = std::fs::remove_file(&offline);
     Ok(())
