@@ -109,10 +109,18 @@ pub struct Reply {
     pub log: String,
 }
 
+/// What a session's attestation must match: set at /auth.
+pub struct Expected {
+    /// The nonce sent in the challenge.
+    pub nonce: String,
+    /// The AK certified at /auth (TPM2B_PUBLIC).
+    pub ak_public: Vec<u8>,
+    /// The credential made for it.
+    pub credential: Zeroizing<[u8; 32]>,
+}
+
 struct Session {
-    nonce: String,
-    ak_public: Vec<u8>,
-    credential: Zeroizing<[u8; 32]>,
+    expected: Expected,
     challenge_open: bool,
     tee_pubkey: Option<p256::PublicKey>,
     created: Instant,
@@ -219,7 +227,7 @@ impl Broker {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(id.clone(), Session { nonce, ak_public, credential: secret, challenge_open: true, tee_pubkey: None, created: Instant::now() });
+        sessions.insert(id.clone(), Session { expected: Expected { nonce, ak_public, credential: secret }, challenge_open: true, tee_pubkey: None, created: Instant::now() });
         Reply { status: 200, body: serde_json::to_vec(&challenge).expect("JSON"), set_session: Some(id.clone()), log: format!("session {id}: challenge sent (AK {} certified by the EK certificate)", hex::encode(&ak_name[2..10])) }
     }
 
@@ -232,7 +240,7 @@ impl Broker {
             return refuse(401, "AttestationFailed", format!("session {id}: its challenge was already answered (a replayed attestation)"));
         }
         s.challenge_open = false; // one answer per challenge, right or wrong
-        match verify_attestation(&self.config, s, body) {
+        match check_attestation(&self.config, &s.expected, body) {
             Ok((key, log)) => {
                 s.tee_pubkey = Some(key);
                 let token = json!({"token": format!("veil-session-{id}")});
@@ -263,8 +271,8 @@ impl Broker {
     }
 }
 
-/// The /attest checks; the key to wrap the resource to, and a log line.
-fn verify_attestation(config: &BrokerConfig, s: &Session, body: &[u8]) -> Result<(p256::PublicKey, String), String> {
+/// The /attest checks on an untrusted body; the key to wrap the resource to, and a log line.
+pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Result<(p256::PublicKey, String), String> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "the attestation is not JSON")?;
     let runtime = v.get("runtime-data").filter(|r| r.is_object()).ok_or("the attestation has no runtime-data object")?;
     if runtime.get("nonce").and_then(Value::as_str) != Some(s.nonce.as_str()) {

@@ -1,0 +1,37 @@
+//! The key broker's request parsers (host side, reached by anyone who can connect): every
+//! endpoint with arbitrary bodies, paths and session ids, and the /attest checks against a
+//! fixed session (so the evidence parser and the quote verifier are reached without a real
+//! EK certificate). Anything may be refused; nothing may panic.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+use veil_agent::kbs::broker::{Broker, BrokerConfig, Expected, Request, check_attestation};
+
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        resources: [("a/b/c".to_string(), zeroize::Zeroizing::new(b"secret".to_vec()))].into(),
+        reference: [(4, veil_agent::kbs::broker::Reference { expected: [0; 32], warn_only: false })].into(),
+        ek_root: Vec::new(),
+        ek_intermediates: Vec::new(),
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    let broker = BROKER.get_or_init(|| Broker::new(config(), Box::new(|b: &mut [u8]| b.fill(0x42))));
+    let (selector, body) = data.split_first().unwrap_or((&0, &[]));
+    let path = match selector % 4 {
+        0 => "/kbs/v0/auth",
+        1 => "/kbs/v0/attest",
+        2 => "/kbs/v0/resource/a/b/c",
+        _ => core::str::from_utf8(body).unwrap_or("/"),
+    };
+    let method = if selector % 4 == 2 { "GET" } else { "POST" };
+    let reply = broker.handle(&Request { method, path, session: Some("00"), body });
+    assert!(reply.status == 200 || reply.status >= 400);
+    // The evidence checks with a session in place. The AK is an RSA TPM2B_PUBLIC of 256 bytes.
+    let mut ak = vec![0x01, 0x18, 0x00, 0x01, 0x00, 0x0b, 0x00, 0x05, 0x00, 0x72, 0x00, 0x00, 0x00, 0x10, 0x00, 0x14, 0x00, 0x0b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00];
+    ak.extend(std::iter::repeat_n(0xC5, 256));
+    let expected = Expected { nonce: "n".to_string(), ak_public: ak, credential: zeroize::Zeroizing::new([1; 32]) };
+    let _ = check_attestation(&config(), &expected, body);
+});
