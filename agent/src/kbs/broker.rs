@@ -179,15 +179,17 @@ impl Broker {
     }
 
     fn auth(&self, body: &[u8]) -> Reply {
-        let Ok(v) = serde_json::from_slice::<Value>(body) else { return refuse(400, "InvalidRequest", String::from("the request is not JSON")) };
-        match v.get("version").and_then(Value::as_str) {
-            Some(PROTOCOL_VERSION) => {}
-            other => return refuse(400, "ProtocolVersion", format!("protocol version {other:?}; this broker speaks {PROTOCOL_VERSION}")),
+        let request: kbs_types::Request = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return refuse(400, "InvalidRequest", format!("the request is not a KBS Request: {e}")),
+        };
+        if request.version != PROTOCOL_VERSION {
+            return refuse(400, "ProtocolVersion", format!("protocol version {:?}; this broker speaks {PROTOCOL_VERSION}", request.version));
         }
-        if v.get("tee").and_then(Value::as_str) != Some("tpm") {
-            return refuse(400, "UnsupportedTee", format!("TEE {}; this broker verifies only \"tpm\" evidence", v.get("tee").unwrap_or(&Value::Null)));
+        if request.tee != kbs_types::Tee::Tpm {
+            return refuse(400, "UnsupportedTee", format!("TEE {}; this broker verifies only \"tpm\" evidence", request.tee));
         }
-        let extra = v.get("extra-params").unwrap_or(&Value::Null);
+        let extra = &request.extra_params;
         let field = |name: &str| extra.get(name).and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
         let (Some(ak_public), Some(ek_cert)) = (field("veil-ak-public"), field("veil-ek-cert")) else {
             return refuse(400, "InvalidRequest", String::from("extra-params lack the base64 veil-ak-public and veil-ek-cert this broker certifies the AK with"));
@@ -219,7 +221,7 @@ impl Broker {
         };
         let nonce = B64.encode(nonce);
         let id = hex::encode(id);
-        let challenge = json!({"nonce": nonce, "extra-params": {"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}});
+        let challenge = kbs_types::Challenge { nonce: nonce.clone(), extra_params: json!({"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}) };
         let mut sessions = self.sessions.lock().expect("sessions");
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS {
@@ -273,13 +275,19 @@ impl Broker {
 
 /// The /attest checks on an untrusted body; the key to wrap the resource to, and a log line.
 pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Result<(p256::PublicKey, String), String> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| "the attestation is not JSON")?;
-    let runtime = v.get("runtime-data").filter(|r| r.is_object()).ok_or("the attestation has no runtime-data object")?;
-    if runtime.get("nonce").and_then(Value::as_str) != Some(s.nonce.as_str()) {
+    let attestation: kbs_types::Attestation = serde_json::from_slice(body).map_err(|e| format!("the attestation is not a KBS Attestation: {e}"))?;
+    let runtime = &attestation.runtime_data;
+    if runtime.nonce != s.nonce {
         return Err(String::from("the runtime data's nonce is not this session's (replayed or stale)"));
     }
-    let key = runtime.get("tee-pubkey").ok_or("the runtime data has no tee-pubkey").and_then(|k| jwe::key_from_jwk(k).map_err(|_| "the tee-pubkey is not a P-256 JWK"))?;
-    let primary = v.get("tee-evidence").and_then(|e| e.get("primary_evidence")).ok_or("no tee-evidence.primary_evidence")?;
+    let kbs_types::TeePubKey::EC { crv, alg, x, y } = &runtime.tee_pubkey else {
+        return Err(String::from("the tee-pubkey is not an EC key (the secret is wrapped with ECDH-ES+A256KW to a P-256 key)"));
+    };
+    if alg != jwe::ALG {
+        return Err(format!("the tee-pubkey's alg is {alg:?}, not {}", jwe::ALG));
+    }
+    let key = jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y})).map_err(|_| "the tee-pubkey is not a P-256 JWK")?;
+    let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(primary)?;
     let (modulus, exponent) = evidence::rsa_public_parts(&s.ak_public)?;
     if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
@@ -290,7 +298,8 @@ pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Re
         Some(_) => return Err(String::from("the recovered credential is wrong: the AK is not on the TPM of the EK certificate")),
         None => return Err(String::from("no recovered credential: the AK was not shown to live on the TPM of the EK certificate")),
     }
-    let report = evidence::report_data(runtime);
+    // As Trustee's attestation service: the typed runtime data, re-serialized and hashed.
+    let report = evidence::report_data(&serde_json::to_value(runtime).map_err(|e| format!("runtime data: {e}"))?);
     let pcrs: Vec<(Bank, u32, Vec<u8>)> = ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
     quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
     let mut warnings = Vec::new();
@@ -333,7 +342,7 @@ mod tests {
     fn auth_refuses_bad_requests_precisely() {
         let b = broker();
         let cases: [(&[u8], &str); 5] = [
-            (b"{", "not JSON"),
+            (b"{", "not a KBS Request"),
             (br#"{"version":"0.1.0","tee":"tpm","extra-params":""}"#, "protocol version"),
             (br#"{"version":"0.4.0","tee":"snp","extra-params":""}"#, "only \"tpm\""),
             (br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#, "veil-ak-public"),

@@ -213,6 +213,9 @@ mod tests {
         });
         let resp = encrypt(b"secret", &key.public_key(), &mut rng).unwrap();
         assert_eq!(decrypt(&resp, &key).unwrap().as_slice(), b"secret");
+        // It is a kbs_types::Response, Trustee's wire type, with our algorithms.
+        let typed: kbs_types::Response = serde_json::from_slice(&resp).unwrap();
+        assert_eq!((typed.protected.alg.as_str(), typed.protected.enc.as_str()), (ALG, ENC));
         let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
         for field in ["encrypted_key", "iv", "ciphertext", "tag", "protected"] {
             let mut bad = v.clone();
