@@ -107,3 +107,78 @@ fn exit_codes_and_one_line_errors() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
+
+/// `veil kbs serve` and `veil kbs relay` wired together with no VM: a test plays the VM's
+/// end of the console socket, sends frames and reads the broker's replies through the relay.
+#[test]
+fn kbs_relay_carries_frames_to_the_broker_and_back() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = write_known_secret(dir.path(), false);
+    // A self-signed certificate is enough to start; no EK certificate will be presented.
+    let ca = dir.path().join("ca.pem");
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-days", "1", "-keyout"])
+        .arg(dir.path().join("ca.key"))
+        .arg("-out").arg(&ca)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no openssl to make a test CA");
+        return;
+    }
+    let m = dir.path().join("m.json");
+    // All warn-only: refused at start-up (it would release to any boot).
+    std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": true}}}}"#, "00".repeat(32))).unwrap();
+    let out = veil(&["kbs", "serve", "--secret", secret.to_str().unwrap(), "--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PCR is enforced"), "{out:?}");
+    std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}}}"#, "00".repeat(32))).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["kbs", "serve", "--listen", &format!("127.0.0.1:{port}"), "--secret", secret.to_str().unwrap(), "--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = dir.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(["kbs", "relay", "--socket", sock.to_str().unwrap(), "--broker", &format!("http://127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut vm, _) = listener.accept().unwrap();
+    vm.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut exchange = |request: serde_json::Value| -> serde_json::Value {
+        let body = serde_json::to_vec(&request).unwrap();
+        vm.write_all(&veil_agent::kbs::frame::encode(&body).unwrap()).unwrap();
+        let mut len = [0u8; 4];
+        vm.read_exact(&mut len).unwrap();
+        let mut reply = vec![0u8; u32::from_le_bytes(len) as usize];
+        vm.read_exact(&mut reply).unwrap();
+        serde_json::from_slice(&reply).unwrap()
+    };
+    // The broker may still be starting: the relay reports 502 until it listens.
+    let auth = serde_json::json!({"method": "POST", "path": "/kbs/v0/auth", "body": {"version": "0.4.0", "tee": "tpm", "extra-params": ""}});
+    let mut reply = exchange(auth.clone());
+    for _ in 0..100 {
+        if reply["status"] != 502 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        reply = exchange(auth.clone());
+    }
+    // Through the relay, the broker's refusal and its reason.
+    assert_eq!(reply["status"], 400, "{reply}");
+    assert!(reply["body"].as_str().unwrap().contains("veil-ak-public"), "{reply}");
+    let reply = exchange(serde_json::json!({"method": "GET", "path": "/kbs/v0/resource/veilboot/cluster/master-secret"}));
+    assert_eq!(reply["status"], 401, "{reply}");
+    // The relay forwards nothing outside the KBS API.
+    let reply = exchange(serde_json::json!({"method": "GET", "path": "/etc/passwd"}));
+    assert_eq!(reply["status"], 400, "{reply}");
+    drop(vm);
+    assert!(relay.wait().unwrap().success(), "the relay exits cleanly when the VM closes the channel");
+    let _ = serve.kill();
+    let _ = serve.wait();
+}
