@@ -5,7 +5,8 @@
 //! soft-float target crashes LLVM). AES-NI interleaves 8 blocks (tweaks spilled to aligned
 //! stack, the next batch's computed during the current batch's rounds), VAES-256 8 (4 ymm) and
 //! VAES-512 16 (4 zmm); tweaks are multiplied by α lane-wise in registers (by α² and α⁴ to
-//! advance a vector of tweaks), and the routines touch only what the safe wrapper below
+//! advance a vector of tweaks; VAES-512 advances each of its four tweak vectors by α¹⁶
+//! with byte shifts and one carry-less multiply, keeping port 0 free for VAES), and the routines touch only what the safe wrapper below
 //! hands them: pointers to checked, whole-block buffers and lengths in blocks.
 //!
 //! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8; the routines clobber
@@ -417,6 +418,17 @@ veil_aesni_xts_decrypt:
     vpternlogq $0x96, %zmm10, %zmm9, %zmm15
     .endm
 
+    /* \t = \t * alpha^16 per 128-bit lane, with byte shifts and one carry-less multiply
+     * (all shuffle-port work on current cores, leaving port 0 to VAES; the bit shifts of
+     * VEIL_ALPHA4 run only on port 0): the lane's top 16 bits, times 0x87 (zmm14 qword 0),
+     * are folded into the lane shifted left by two bytes. \s is scratch. */
+    .macro VEIL_ALPHA16 t, s
+    vpsrldq $14, \t, \s
+    vpclmulqdq $0x00, %zmm14, \s, \s
+    vpslldq $2, \t, \t
+    vpxorq \s, \t, \t
+    .endm
+
     /* 16 blocks (zmm0-3) through \n rounds with round keys preloaded in zmm16.. */
     .macro VEIL_ROUNDS512 op, oplast, last
     .irp k, 17,18,19,20,21,22,23,24,25,26,27,28,29,30
@@ -461,8 +473,9 @@ veil_aesni_xts_decrypt:
     vbroadcasti32x4 192(%rdi), %zmm28
     vbroadcasti32x4 208(%rdi), %zmm29
     vbroadcasti32x4 224(%rdi), %zmm30
-10: cmp $16, %rcx
-    jb 40f
+    /* Tweaks of the 16 blocks of an iteration: zmm15 (blocks 0-3; its low lane is what the
+     * tail continues from), zmm5, zmm6, zmm7; each advances by alpha^16 per iteration,
+     * independently of the others. */
     vmovdqa64 %zmm15, %zmm4
     VEIL_ALPHA4
     vmovdqa64 %zmm15, %zmm5
@@ -470,13 +483,15 @@ veil_aesni_xts_decrypt:
     vmovdqa64 %zmm15, %zmm6
     VEIL_ALPHA4
     vmovdqa64 %zmm15, %zmm7
-    VEIL_ALPHA4
+    vmovdqa64 %zmm4, %zmm15
+10: cmp $16, %rcx
+    jb 40f
     /* data ^ tweak ^ round key 0 */
     vmovdqu64 (%rdx), %zmm0
     vmovdqu64 64(%rdx), %zmm1
     vmovdqu64 128(%rdx), %zmm2
     vmovdqu64 192(%rdx), %zmm3
-    vpternlogq $0x96, %zmm4, %zmm16, %zmm0
+    vpternlogq $0x96, %zmm15, %zmm16, %zmm0
     vpternlogq $0x96, %zmm5, %zmm16, %zmm1
     vpternlogq $0x96, %zmm6, %zmm16, %zmm2
     vpternlogq $0x96, %zmm7, %zmm16, %zmm3
@@ -485,7 +500,7 @@ veil_aesni_xts_decrypt:
     VEIL_ROUNDS512 \op, \oplast, 26
     jmp 13f
 12: VEIL_ROUNDS512 \op, \oplast, 30
-13: vpxorq %zmm4, %zmm0, %zmm0
+13: vpxorq %zmm15, %zmm0, %zmm0
     vpxorq %zmm5, %zmm1, %zmm1
     vpxorq %zmm6, %zmm2, %zmm2
     vpxorq %zmm7, %zmm3, %zmm3
@@ -493,6 +508,10 @@ veil_aesni_xts_decrypt:
     vmovdqu64 %zmm1, 64(%rdx)
     vmovdqu64 %zmm2, 128(%rdx)
     vmovdqu64 %zmm3, 192(%rdx)
+    VEIL_ALPHA16 %zmm15, %zmm8
+    VEIL_ALPHA16 %zmm5, %zmm9
+    VEIL_ALPHA16 %zmm6, %zmm10
+    VEIL_ALPHA16 %zmm7, %zmm11
     add $256, %rdx
     sub $16, %rcx
     jmp 10b
