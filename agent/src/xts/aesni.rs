@@ -166,6 +166,30 @@ veil_aesni_encrypt_block:
     pxor %xmm9, %xmm15
     .endm
 
+    /* Rounds 1..n of 8 blocks (xmm0-7) with round keys from rdi: during rounds 1-8 the
+     * next batch's 8 tweaks are stored at rax (xmm15 advancing); after the last round each
+     * block is XORed with its tweak at r11 and stored. xmm8, xmm9 scratch. */
+    .macro VEIL_AESNI_ROUNDS8 op, oplast, n
+    .irp r, 1,2,3,4,5,6,7,8,9,10,11,12,13
+    .if \r < \n
+    movdqu 16*\r(%rdi), %xmm8
+    .irp i, 0,1,2,3,4,5,6,7
+    \op %xmm8, %xmm\i
+    .endr
+    .if \r <= 8
+    movdqa %xmm15, 16*(\r-1)(%rax)
+    VEIL_NEXT_TWEAK
+    .endif
+    .endif
+    .endr
+    movdqu 16*\n(%rdi), %xmm8
+    .irp i, 0,1,2,3,4,5,6,7
+    \oplast %xmm8, %xmm\i
+    pxor 16*\i(%r11), %xmm\i
+    movdqu %xmm\i, 16*\i(%rdx)
+    .endr
+    .endm
+
     /* The XEX loop for `op` (aesenc/aesdec):
      * keys rdi, rounds rsi, data rdx, nblocks rcx, tweak r8 (in/out). */
     .macro VEIL_XTS op, oplast
@@ -181,45 +205,31 @@ veil_aesni_encrypt_block:
     movdqa %xmm15, 16*\i(%rsp)
     VEIL_NEXT_TWEAK
     .endr
-    /* 8 blocks per iteration; the next batch's tweaks are computed during the rounds. */
+    /* 8 blocks per iteration, the rounds unrolled; the next batch's tweaks are computed
+     * during rounds 1-8 into the other half of the stack area (r11 = this batch's tweaks,
+     * rax = the next batch's; swapped after each batch). */
+    mov %rsp, %r11
+    lea 128(%rsp), %rax
 62: movdqu (%rdi), %xmm8
     .irp i, 0,1,2,3,4,5,6,7
     movdqu 16*\i(%rdx), %xmm\i
-    pxor 16*\i(%rsp), %xmm\i
+    pxor 16*\i(%r11), %xmm\i
     pxor %xmm8, %xmm\i
     .endr
-    lea 16(%rdi), %r9
-    mov %rsi, %r10
-    dec %r10
-    xor %r11, %r11
-61: movdqu (%r9), %xmm8
-    .irp i, 0,1,2,3,4,5,6,7
-    \op %xmm8, %xmm\i
-    .endr
-    cmp $8, %r11
-    jae 63f
-    mov %r11, %rax
-    shl $4, %rax
-    movdqa %xmm15, 128(%rsp,%rax)
-    VEIL_NEXT_TWEAK
-    inc %r11
-63: add $16, %r9
-    dec %r10
-    jnz 61b
-    movdqu (%r9), %xmm8
-    .irp i, 0,1,2,3,4,5,6,7
-    \oplast %xmm8, %xmm\i
-    pxor 16*\i(%rsp), %xmm\i
-    movdqu %xmm\i, 16*\i(%rdx)
-    movdqa 128+16*\i(%rsp), %xmm9
-    movdqa %xmm9, 16*\i(%rsp)
-    .endr
+    cmp $10, %rsi
+    jne 64f
+    VEIL_AESNI_ROUNDS8 \op, \oplast, 10
+    jmp 65f
+64: VEIL_AESNI_ROUNDS8 \op, \oplast, 14
+65: mov %r11, %r9
+    mov %rax, %r11
+    mov %r9, %rax
     add $128, %rdx
     sub $8, %rcx
     cmp $8, %rcx
     jae 62b
     /* The batch computed ahead was not used: continue from its first tweak. */
-    movdqa (%rsp), %xmm15
+    movdqa (%r11), %xmm15
 10: cmp $4, %rcx
     jb 20f
     movdqa %xmm15, %xmm4
