@@ -14,7 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use veil_agent::xts::{SectorCipher, plain64_iv};
+use veil_agent::xts::SectorCipher;
+#[cfg(feature = "openssl")]
+use veil_agent::xts::plain64_iv;
 
 const SECTOR: usize = 4096;
 const BUFFER: usize = 32 << 20;
@@ -172,6 +174,7 @@ fn openssl_speed(key_bits: usize, seconds: u32) -> Result<f64> {
 }
 
 /// MB/s of `pass` (over `BUFFER` bytes) run for at least `at_least`.
+#[cfg(feature = "openssl")]
 fn rate_of(at_least: Duration, mut pass: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut bytes = 0usize;
@@ -182,6 +185,7 @@ fn rate_of(at_least: Duration, mut pass: impl FnMut()) -> f64 {
     bytes as f64 / start.elapsed().as_secs_f64() / 1e6
 }
 
+#[cfg(feature = "openssl")]
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
