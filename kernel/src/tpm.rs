@@ -156,6 +156,9 @@ impl MeasuredBoot {
         let mut phases = Phases::default();
         let mut random = |b: &mut [u8]| crate::random::fill(b);
         let r = client::remote_release(&mut self.tpm, relay, resource, &mut random, &crate::cpu::rdtsc, &mut phases);
+        if let Some(ak) = phases.ak_description() {
+            crate::log!("kbs: attestation key {ak}");
+        }
         for (at, stage) in [(phases.keys, "kbs-auth"), (phases.challenge, "kbs-quote"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")] {
             if at != 0 {
                 crate::tsc::mark_at(at, stage);

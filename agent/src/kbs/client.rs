@@ -128,9 +128,12 @@ impl Challenge {
     }
 }
 
-/// Timestamps (from `clock`) after each phase, for the boot timeline.
+/// Timestamps (from `clock`) after each phase, for the boot timeline, and the attestation
+/// key used (public: what a Trustee KBS operator registers in its trusted AK directory).
 #[derive(Debug, Default, Clone)]
 pub struct Phases {
+    /// The AK's DER SubjectPublicKeyInfo (Trustee identifies AKs by its SHA-256).
+    pub ak_spki: Vec<u8>,
     /// EK, EK certificate and AK ready.
     pub keys: u64,
     /// Challenge received.
@@ -141,6 +144,18 @@ pub struct Phases {
     pub attested: u64,
     /// Secret received and decrypted.
     pub released: u64,
+}
+
+impl Phases {
+    /// The AK as a Trustee operator registers it: SHA-256 of its DER SubjectPublicKeyInfo and
+    /// the DER in base64 (the body of its PEM). None before the AK was created.
+    pub fn ak_description(&self) -> Option<String> {
+        use sha2::Digest;
+        if self.ak_spki.is_empty() {
+            return None;
+        }
+        Some(alloc::format!("sha256:{} (DER SPKI, the body of its PEM: {})", hex::encode(sha2::Sha256::digest(&self.ak_spki)), B64.encode(&self.ak_spki)))
+    }
 }
 
 /// Fetch `resource` from the broker behind `relay`, attesting with `tpm`. `random` fills
@@ -181,6 +196,8 @@ fn attest_and_fetch<T: Transport>(
     (ek, ek_cert): (u32, Option<&[u8]>),
     (ak, ak_public): (u32, &[u8]),
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
+    let (modulus, exponent) = evidence::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
+    phases.ak_spki = evidence::rsa_spki(&modulus, exponent);
     let mut extra = json!({"veil-ak-public": B64.encode(ak_public)});
     if let Some(cert) = ek_cert {
         extra["veil-ek-cert"] = Value::String(B64.encode(cert));
@@ -208,9 +225,8 @@ fn attest_and_fetch<T: Transport>(
     for (i, v) in values {
         pcrs.push(<[u8; 32]>::try_from(v.as_slice()).map_err(|_| KbsError::Tpm(alloc::format!("PCR {i} is not a SHA-256 value")))?);
     }
-    let (modulus, exponent) = evidence::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
     let ev = TpmEvidence {
-        ak_spki: evidence::rsa_spki(&modulus, exponent),
+        ak_spki: phases.ak_spki.clone(),
         signature: quote.signature,
         message: quote.attest,
         pcrs,

@@ -293,6 +293,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     first
         .expect("tpm: TIS at 0xfed40000")?
         .expect("no veil-tpm2 token (first boot)")?
+        .expect("kbs: attestation key sha256:")?
         .expect("kbs: the broker verified the TPM quote and released the master secret")?
         .expect("tpm: sealed the master secret to SHA-256 PCRs [0, 4, 8, 9]")?
         .expect("into PCR 15")?
