@@ -79,33 +79,49 @@ fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8], label: &str) -> Result<()> {
     Ok(())
 }
 
+/// The vendored OpenSSL's AES-XTS, keyed once, run the way dm-crypt runs a cipher.
+#[cfg(feature = "openssl")]
+struct VendoredXts {
+    ctx: openssl::cipher_ctx::CipherCtx,
+    encrypt: bool,
+}
+
+#[cfg(feature = "openssl")]
+impl VendoredXts {
+    fn new(key: &[u8], encrypt: bool) -> Result<VendoredXts> {
+        use openssl::cipher::Cipher;
+        let cipher = if key.len() == 64 { Cipher::aes_256_xts() } else { Cipher::aes_128_xts() };
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
+        if encrypt {
+            ctx.encrypt_init(Some(cipher), Some(key), None)?;
+        } else {
+            ctx.decrypt_init(Some(cipher), Some(key), None)?;
+        }
+        Ok(VendoredXts { ctx, encrypt })
+    }
+
+    /// One pass over `buf`: re-key nothing, reset only the IV per sector, as dm-crypt does.
+    fn pass(&mut self, buf: &mut [u8]) {
+        for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
+            let iv = plain64_iv((i * SECTOR / 512) as u64);
+            if self.encrypt {
+                self.ctx.encrypt_init(None, None, Some(&iv)).unwrap();
+            } else {
+                self.ctx.decrypt_init(None, None, Some(&iv)).unwrap();
+            }
+            self.ctx.cipher_update_inplace(sector, SECTOR).unwrap();
+        }
+    }
+}
+
 #[cfg(feature = "openssl")]
 fn openssl_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
-    use openssl::cipher::Cipher;
-    use openssl::cipher_ctx::CipherCtx;
     let version = openssl::version::version();
     for key_bits in [256, 128] {
         let key = test_key(key_bits / 4);
-        let cipher = if key_bits == 256 { Cipher::aes_256_xts() } else { Cipher::aes_128_xts() };
         for op in ["encrypt", "decrypt"] {
-            let mut ctx = CipherCtx::new()?;
-            if op == "encrypt" {
-                ctx.encrypt_init(Some(cipher), Some(&key), None)?;
-            } else {
-                ctx.decrypt_init(Some(cipher), Some(&key), None)?;
-            }
-            let (best, median, cpb) = measure(|| {
-                for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
-                    let iv = plain64_iv((i * SECTOR / 512) as u64);
-                    // Re-key nothing, reset only the IV, as dm-crypt does per sector.
-                    if op == "encrypt" {
-                        ctx.encrypt_init(None, None, Some(&iv)).unwrap();
-                    } else {
-                        ctx.decrypt_init(None, None, Some(&iv)).unwrap();
-                    }
-                    ctx.cipher_update_inplace(sector, SECTOR).unwrap();
-                }
-            });
+            let mut xts = VendoredXts::new(&key, op == "encrypt")?;
+            let (best, median, cpb) = measure(|| xts.pass(buf));
             rows.push(Row { name: format!("{version} (vendored, `openssl` crate)"), op, key_bits, best, median, cpb: Some(cpb) });
         }
     }
@@ -195,33 +211,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[cfg(feature = "openssl")]
 const PAIRS: usize = 61;
 
-/// Medians of (veilboot MB/s, OpenSSL MB/s, ratio) over PAIRS back-to-back pairs of 50 ms:
-/// `cipher` against the vendored OpenSSL's EVP AES-XTS, both on `buf`.
+/// Medians of (veilboot MB/s, peer MB/s, ratio) over PAIRS back-to-back pairs of 50 ms:
+/// `ours` (a pass of `cipher` over `buf`) then `peer` (its MB/s over at least 50 ms).
 #[cfg(feature = "openssl")]
-fn pair_with_evp(cipher: &SectorCipher, key: &[u8], op: &str, buf: &mut [u8]) -> Result<(f64, f64, f64)> {
-    use openssl::cipher::Cipher;
-    use openssl::cipher_ctx::CipherCtx;
-    let evp = if key.len() == 64 { Cipher::aes_256_xts() } else { Cipher::aes_128_xts() };
-    let mut ctx = CipherCtx::new()?;
-    if op == "encrypt" {
-        ctx.encrypt_init(Some(evp), Some(key), None)?;
-    } else {
-        ctx.decrypt_init(Some(evp), Some(key), None)?;
-    }
+fn pair(cipher: &SectorCipher, encrypt: bool, buf: &mut [u8], mut peer: impl FnMut(&mut [u8], Duration) -> Result<f64>) -> Result<(f64, f64, f64)> {
     let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    let slot = Duration::from_millis(50);
     for _ in 0..PAIRS {
-        let x = rate_of(Duration::from_millis(50), || if op == "encrypt" { cipher.encrypt_sectors(0, buf).unwrap() } else { cipher.decrypt_sectors(0, buf).unwrap() });
-        let y = rate_of(Duration::from_millis(50), || {
-            for (i, sector) in buf.chunks_exact_mut(SECTOR).enumerate() {
-                let iv = plain64_iv((i * SECTOR / 512) as u64);
-                if op == "encrypt" {
-                    ctx.encrypt_init(None, None, Some(&iv)).unwrap();
-                } else {
-                    ctx.decrypt_init(None, None, Some(&iv)).unwrap();
-                }
-                ctx.cipher_update_inplace(sector, SECTOR).unwrap();
-            }
-        });
+        let x = rate_of(slot, || if encrypt { cipher.encrypt_sectors(0, buf).unwrap() } else { cipher.decrypt_sectors(0, buf).unwrap() });
+        let y = peer(buf, slot)?;
         a.push(x);
         b.push(y);
         r.push(x / y);
@@ -311,21 +309,15 @@ fn paired_section(buf: &mut [u8]) -> Result<String> {
             }
             let cipher = SectorCipher::with_backend(backend, SECTOR)?;
             for op in ["encrypt", "decrypt"] {
+                let encrypt = op == "encrypt";
                 if name == "vaes512" {
-                    let (a, b, r) = pair_with_evp(&cipher, &key, op, buf)?;
+                    let mut xts = VendoredXts::new(&key, encrypt)?;
+                    let (a, b, r) = pair(&cipher, encrypt, buf, |buf, slot| Ok(rate_of(slot, || xts.pass(buf))))?;
                     out += &format!("| `vaes512` | {version} (vendored; VAES/AVX-512) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 1.00 |\n");
-                    continue;
+                } else {
+                    let (a, b, r) = pair(&cipher, encrypt, buf, |buf, slot| system.rate(&key, encrypt, buf, slot))?;
+                    out += &format!("| `aesni` | Debian {system_version} (libcrypto.so.3; AES-NI) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 0.90 |\n");
                 }
-                let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
-                for _ in 0..PAIRS {
-                    let at_least = Duration::from_millis(50);
-                    let x = rate_of(at_least, || if op == "encrypt" { cipher.encrypt_sectors(0, buf).unwrap() } else { cipher.decrypt_sectors(0, buf).unwrap() });
-                    let y = system.rate(&key, op == "encrypt", buf, at_least)?;
-                    a.push(x);
-                    b.push(y);
-                    r.push(x / y);
-                }
-                out += &format!("| `aesni` | Debian {system_version} (libcrypto.so.3; AES-NI) | AES-{key_bits} | {op} | {:.0} | {:.0} | {:.2} | 0.90 |\n", median(a), median(b), median(r));
             }
         }
     }
