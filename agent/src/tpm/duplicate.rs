@@ -86,7 +86,7 @@ pub fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8], bits: u32) ->
 }
 
 /// The ECC P-256 point of a key from its TPM2B_PUBLIC (what `tpm2_readpublic -o` writes):
-/// the storage parent here, the attestation key in quote::verify.
+/// the storage parent a blob is sealed to.
 pub fn p256_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
     use tpm2_protocol::TpmUnmarshal;
     use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId};

@@ -1,5 +1,5 @@
 //! TPM2 quotes as a verifier sees them: the signed TPMS_ATTEST (parsed here from untrusted
-//! bytes), and, on the host (std), the whole check a key broker makes: ECDSA P-256 signature
+//! bytes), and, on the host (std), the whole check a key broker makes: RSASSA-SHA256 signature
 //! by the attestation key, the AK's name as the qualified signer, the nonce as extraData, and
 //! the PCR digest against the values the verifier expects.
 
