@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = veil_agent::tpm::quote::parse(data);
     // What a broker parses from evidence: TPM2B_PUBLIC keys and an EK certificate.
     let _ = veil_agent::tpm::duplicate::p256_point(data);
-    let _ = veil_agent::tpm::credential::ek_rsa_key(data);
+    let _ = veil_agent::tpm::credential::rsa_public_key(data);
     let modulus = rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]);
     if let Ok(ek) = rsa::PublicKey::new(modulus, rsa::BoxedUint::from(65537u64)) {
         let _ = veil_agent::tpm::ekcert::verify(data, &ek, &[], data);

@@ -155,7 +155,7 @@ pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
     if attributes & AK_ATTRIBUTES != AK_ATTRIBUTES {
         return Err(format!("the AK's attributes {attributes:#010x} lack fixedTPM, fixedParent, sensitiveDataOrigin, restricted or sign"));
     }
-    evidence::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
+    crate::tpm::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
 }
 
 impl Broker {
@@ -289,7 +289,7 @@ pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Re
     let key = jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y})).map_err(|_| "the tee-pubkey is not a P-256 JWK")?;
     let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(primary)?;
-    let (modulus, exponent) = evidence::rsa_public_parts(&s.ak_public)?;
+    let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
     if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
         return Err(String::from("the quote's AK is not the AK certified at /auth (unknown AK)"));
     }

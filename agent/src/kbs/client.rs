@@ -196,7 +196,7 @@ fn attest_and_fetch<T: Transport>(
     (ek, ek_cert): (u32, Option<&[u8]>),
     (ak, ak_public): (u32, &[u8]),
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
-    let (modulus, exponent) = evidence::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
+    let (modulus, exponent) = crate::tpm::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
     phases.ak_spki = evidence::rsa_spki(&modulus, exponent);
     let mut extra = json!({"veil-ak-public": B64.encode(ak_public)});
     if let Some(cert) = ek_cert {

@@ -19,21 +19,8 @@ use super::tpm2b;
 
 /// The RSA public key in a TPM2B_PUBLIC (an EK or an attestation key).
 pub fn rsa_public_key(tpm2b_public: &[u8]) -> Result<rsa::PublicKey, String> {
-    use tpm2_protocol::TpmUnmarshal;
-    use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId, TpmuPublicParms};
-    let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| format!("key: not a TPM2B_PUBLIC: {e:?}"))?;
-    if !rest.is_empty() {
-        return Err(String::from("key: trailing bytes after the TPM2B_PUBLIC"));
-    }
-    let p = public.inner;
-    let (TpmAlgId::Rsa, TpmuPublicParms::Rsa(params), TpmuPublicId::Rsa(modulus)) = (p.object_type, p.parameters, p.unique) else {
-        return Err(String::from("key: not an RSA key"));
-    };
-    let e = match params.exponent.value() {
-        0 => 65537,
-        e => e,
-    };
-    rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(modulus.as_ref()), rsa::BoxedUint::from(u64::from(e))).map_err(|e| format!("key: {e}"))
+    let (modulus, e) = super::rsa_public_parts(tpm2b_public).map_err(|e| format!("key: {e}"))?;
+    rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&modulus), rsa::BoxedUint::from(u64::from(e))).map_err(|e| format!("key: {e}"))
 }
 
 /// MakeCredential: `credential` (at most 32 bytes) for the key named `ak_name`, to the EK.

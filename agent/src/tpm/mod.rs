@@ -18,6 +18,7 @@ pub mod tis;
 pub mod systemd;
 pub mod token;
 
+use alloc::string::String;
 use alloc::vec::Vec;
 use sha1::Sha1;
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -99,4 +100,23 @@ pub(crate) fn tpm2b(data: &[u8]) -> Vec<u8> {
     let mut v = (data.len() as u16).to_be_bytes().to_vec();
     v.extend_from_slice(data);
     v
+}
+
+/// The RSA modulus and exponent in a TPM2B_PUBLIC (exponent 0 means 65537).
+pub fn rsa_public_parts(tpm2b_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
+    use tpm2_protocol::TpmUnmarshal;
+    use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId, TpmuPublicParms};
+    let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| alloc::format!("not a TPM2B_PUBLIC: {e:?}"))?;
+    if !rest.is_empty() {
+        return Err(String::from("trailing bytes after the TPM2B_PUBLIC"));
+    }
+    let p = public.inner;
+    let (TpmAlgId::Rsa, TpmuPublicParms::Rsa(params), TpmuPublicId::Rsa(modulus)) = (p.object_type, p.parameters, p.unique) else {
+        return Err(String::from("not an RSA key"));
+    };
+    let e = match params.exponent.value() {
+        0 => 65537,
+        e => e,
+    };
+    Ok((modulus.as_ref().to_vec(), e))
 }
