@@ -234,10 +234,7 @@ pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> serde_json::V
 
 /// Find and parse the `veil-bundle` token among a LUKS2 header's tokens (untrusted input).
 pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>, BundleError> {
-    let Some(tokens) = luks2_json.get("tokens").and_then(|t| t.as_object()) else {
-        return Ok(None);
-    };
-    let Some(t) = tokens.values().find(|t| t.get("type").and_then(|v| v.as_str()) == Some(TOKEN_TYPE)) else {
+    let Some((_, t)) = crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).next() else {
         return Ok(None);
     };
     let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));

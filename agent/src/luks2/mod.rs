@@ -25,6 +25,18 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 pub use binary::{BIN_LEN, BinaryFault, BinaryHeader, METADATA_SIZES};
+
+/// The tokens of type `kind` in a LUKS2 header's JSON: (token number as written, token).
+/// Anything else in the header is ignored; the caller parses each token it gets.
+pub fn tokens_of_type<'a>(luks2_json: &'a Value, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> {
+    luks2_json
+        .get("tokens")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter(move |(_, t)| t.get("type").and_then(Value::as_str) == Some(kind))
+        .map(|(n, t)| (n.as_str(), t))
+}
 pub use crypto::KdfLimits;
 pub use metadata::{Area, Config, Digest, Kdf, Keyslot, Metadata, Segment, SegmentSize, Token};
 

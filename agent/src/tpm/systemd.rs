@@ -35,14 +35,7 @@ pub struct SystemdToken {
 
 /// Every `systemd-tpm2` token of a LUKS2 header, parsed or with the reason it is unusable.
 pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SystemdToken, String>> {
-    let Some(tokens) = luks2_json.get("tokens").and_then(|t| t.as_object()) else {
-        return Vec::new();
-    };
-    tokens
-        .iter()
-        .filter(|(_, t)| t.get("type").and_then(|v| v.as_str()) == Some(TOKEN_TYPE))
-        .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("systemd-tpm2 token {n}: {e}")))
-        .collect()
+    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("systemd-tpm2 token {n}: {e}"))).collect()
 }
 
 fn parse(number: &str, t: &serde_json::Value) -> Result<SystemdToken, String> {

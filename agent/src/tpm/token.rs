@@ -52,14 +52,7 @@ pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob, import_see
 
 /// Every `veil-tpm2` token in a LUKS2 header, each parsed or with the reason it was refused.
 pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SealToken, String>> {
-    let Some(tokens) = luks2_json.get("tokens").and_then(|t| t.as_object()) else {
-        return Vec::new();
-    };
-    tokens
-        .iter()
-        .filter(|(_, t)| t.get("type").and_then(|v| v.as_str()) == Some(TOKEN_TYPE))
-        .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}")))
-        .collect()
+    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}"))).collect()
 }
 
 fn parse(number: &str, t: &serde_json::Value) -> Result<SealToken, String> {

@@ -259,9 +259,8 @@ fn tamper_bundle_token(image: &Path) -> Result<()> {
     let part = Gpt::read(&mut f)?.by_name("veil-boot").context("veil-boot")?.clone();
     let mut win = Window { dev: &mut f, start: part.offset(), len: part.size() };
     let volume = Volume::load(&mut win)?;
-    let (number, mut token) = volume.json()["tokens"]
-        .as_object()
-        .and_then(|t| t.iter().find(|(_, v)| v["type"] == "veil-bundle"))
+    let (number, mut token) = veil_agent::luks2::tokens_of_type(volume.json(), veil_agent::bundle::TOKEN_TYPE)
+        .next()
         .map(|(n, v)| (n.parse::<u32>().unwrap(), v.clone()))
         .context("no veil-bundle token")?;
     token["manifest"]["kernel"]["sha384"] = serde_json::json!("00".repeat(48));
