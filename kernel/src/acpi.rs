@@ -23,7 +23,7 @@ pub struct Tables {
     /// Number of blobs.
     pub blobs: usize,
     /// The fw_cfg files the loader consumed, as QEMU supplied them (before linking), for
-    /// measurement: the command list first, then each blob.
+    /// measurement: the command list first, then each blob. Empty unless asked for.
     pub inputs: Vec<(String, Vec<u8>)>,
     /// The TPM event log area QEMU's TPM2 table points at (`etc/tpm/log`): address and size.
     pub tpm_log: Option<(u64, usize)>,
@@ -40,19 +40,23 @@ fn place(len: usize, align: u32) -> Option<u64> {
     (!p.is_null()).then_some(p as u64)
 }
 
-/// Run the table loader. None when QEMU offers no tables.
-pub fn install(cfg: &FwCfg) -> Result<Option<Tables>, String> {
+/// Run the table loader; with `keep_inputs`, also keep a copy of every fw_cfg file it read
+/// (for the TPM). None when QEMU offers no tables.
+pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String> {
     let Some(loader) = cfg.read_file("etc/table-loader", MAX_LOADER).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let commands = acpi_loader::parse(&loader).map_err(|e| e.to_string())?;
     let mut read_error = None;
-    let mut inputs = alloc::vec![(String::from("etc/table-loader"), loader.clone())];
+    let mut inputs = Vec::new();
+    if keep_inputs {
+        inputs.push((String::from("etc/table-loader"), loader.clone()));
+    }
     let linked: Linked = acpi_loader::link(
         &commands,
         &mut |name| match cfg.read_file(name, MAX_BLOB) {
             Ok(data) => {
-                if let Some(d) = &data {
+                if let (true, Some(d)) = (keep_inputs, &data) {
                     inputs.push((name.to_string(), d.clone()));
                 }
                 data

@@ -147,19 +147,22 @@ pub extern "C" fn veil_main() -> ! {
         relay_echo(*base);
     }
 
-    tsc::mark("acpi");
-    let acpi = acpi::install(&cfg).unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
-    match &acpi {
-        Some(t) => log!("acpi: {} tables blobs, RSDP at {:#x}", t.blobs, t.rsdp),
-        None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
-    }
-
-    // Measured boot (plain platform with a TPM): the ROM, then the configuration it used.
+    // Measured boot (plain platform with a TPM). Started before the ACPI stage so that the
+    // ACPI inputs are kept for PCR 1 only when there is a TPM to measure them into.
     tsc::mark("tpm");
     let mut measured = match kind {
         Kind::Plain => tpm::MeasuredBoot::start().unwrap_or_else(|e| fail(format_args!("TPM: {e}"))),
         _ => None,
     };
+
+    tsc::mark("acpi");
+    let acpi = acpi::install(&cfg, measured.is_some()).unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
+    match &acpi {
+        Some(t) => log!("acpi: {} tables blobs, RSDP at {:#x}", t.blobs, t.rsdp),
+        None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
+    }
+
+    // The ROM, then the configuration it used.
     match &mut measured {
         Some(m) => {
             tsc::mark("tpm-measure");
