@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use veil_agent::tpm::command::{self, Tpm, TpmError, Transport};
 use veil_agent::tpm::{Bank, policy};
@@ -24,32 +24,14 @@ impl Transport for Tcp {
     }
 }
 
+/// A swtpm on a fresh state in its own temporary directory (the process goes first on drop).
 struct Swtpm {
-    child: Child,
-    port: u16,
+    tpm: veil_testkit::SwtpmTcp,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    // Two adjacent free ports: bind, note, release.
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
 }
 
 fn start_swtpm() -> Option<Swtpm> {
@@ -74,26 +56,15 @@ fn start_swtpm_with(with_ek_cert: bool) -> Option<Swtpm> {
             .unwrap();
         assert!(st.success(), "swtpm_setup failed");
     }
-    let port = free_port();
-    let child = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init"])
-        .arg("--tpmstate").arg(format!("dir={}", dir.path().display()))
-        .arg("--server").arg(format!("type=tcp,port={port}"))
-        .arg("--ctrl").arg(format!("type=tcp,port={}", port + 1))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Some(Swtpm { child, port, _dir: dir })
+    let tpm = veil_testkit::SwtpmTcp::start(dir.path(), "not-need-init").expect("starting swtpm");
+    Some(Swtpm { tpm, _dir: dir })
 }
 
 fn connect(t: &Swtpm) -> Tpm<Tcp> {
-    for _ in 0..100 {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", t.port)) {
-            return Tpm::new(Tcp(s));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("swtpm did not listen on {}", t.port);
+    // The listening socket exists before swtpm runs: the connection waits in its backlog.
+    let s = TcpStream::connect(("127.0.0.1", t.tpm.port())).expect("connecting to swtpm");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    Tpm::new(Tcp(s))
 }
 
 #[test]
@@ -148,7 +119,7 @@ fn measure_seal_and_unseal_on_swtpm() {
     let st = Command::new("tpm2_createpolicy")
         .args(["--policy-pcr", "-l", "sha256:0,4,8,9", "-L"])
         .arg(out.path())
-        .env("TPM2TOOLS_TCTI", format!("swtpm:host=127.0.0.1,port={}", sw.port))
+        .env("TPM2TOOLS_TCTI", sw.tpm.tcti())
         .stdout(Stdio::null())
         .status()
         .unwrap();

@@ -31,7 +31,7 @@ pub enum KbsCommand {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on (port 0: one the OS picks; the address bound is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
     /// The master secret to release (constellation-mastersecret.json).
@@ -99,7 +99,10 @@ fn serve(args: ServeArgs) -> Result<()> {
     let enforced: Vec<String> = config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();
     let broker = Broker::new(config, Box::new(|b: &mut [u8]| getrandom::fill(b).expect("the OS random source")));
     let server = tiny_http::Server::http(&args.listen).map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
-    eprintln!("veil kbs: listening on http://{} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)", args.listen, veil_agent::kbs::client::PROTOCOL_VERSION, args.resource, enforced.join(","));
+    // The bound address, not the requested one: with port 0 the OS picks it, and tests read
+    // it from this line.
+    let bound = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| args.listen.clone());
+    eprintln!("veil kbs: listening on http://{bound} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)", veil_agent::kbs::client::PROTOCOL_VERSION, args.resource, enforced.join(","));
     for mut request in server.incoming_requests() {
         let mut body = Vec::new();
         let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body);

@@ -39,7 +39,7 @@ fi
 uuid=$(/bin/busybox cat /run/veil/root.uuid 2>/dev/null)
 [ -n "$uuid" ] || { echo "VEILBOOT ROOT FAILED: no root volume handed over"; /bin/busybox poweroff -f; }
 dev=
-for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+i=0; while [ $i -lt 100 ]; do i=$((i+1))
   for d in /dev/vd*; do
     [ -b "$d" ] || continue
     [ "$(/sbin/cryptsetup luksUUID "$d" 2>/dev/null)" = "$uuid" ] && dev=$d

@@ -30,16 +30,6 @@ pub fn ensure_tools() -> Result<()> {
     ensure_package("tpm2_eventlog", "tpm2-tools")
 }
 
-fn free_port_pair() -> u16 {
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
-
 /// Make a fresh TPM state in `state` (EK certificate from swtpm's local CA) and set the
 /// dictionary-attack policy to never lock out: swtpm otherwise locks for 1000 s after
 /// three VM stops without TPM2_Shutdown.
@@ -60,30 +50,13 @@ pub fn provision(state: &Path) -> Result<()> {
 /// and shut down cleanly around it.
 pub fn with_host_tpm(state: &Path, f: impl FnOnce(&str) -> Result<()>) -> Result<()> {
     let state = std::fs::canonicalize(state)?;
-    let port = free_port_pair();
-    let mut child = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-        .arg("--tpmstate").arg(format!("dir={}", state.display()))
-        .arg("--server").arg(format!("type=tcp,port={port}"))
-        .arg("--ctrl").arg(format!("type=tcp,port={}", port + 1))
-        .spawn()
-        .context("starting swtpm")?;
-    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
-    let start = Instant::now();
-    let mut result = loop {
-        if Command::new("tpm2_getrandom").arg("1").env("TPM2TOOLS_TCTI", &tcti).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success()) {
-            break f(&tcti);
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            break Err(anyhow::anyhow!("swtpm did not answer on port {port}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let tpm = veil_testkit::SwtpmTcp::start(&state, "not-need-init,startup-clear").context("starting swtpm")?;
+    let tcti = tpm.tcti();
+    let mut result = f(&tcti);
     if result.is_ok() {
         result = run(Command::new("tpm2_shutdown").env("TPM2TOOLS_TCTI", &tcti));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(tpm);
     result
 }
 
@@ -100,7 +73,7 @@ pub fn start(state: &Path) -> Result<Swtpm> {
         .context("starting swtpm")?;
     let start = Instant::now();
     while !sock.exists() {
-        if start.elapsed() > Duration::from_secs(10) {
+        if start.elapsed() > Duration::from_secs(30) {
             bail!("swtpm did not create {}", sock.display());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -151,22 +124,15 @@ pub const SWTPM_CA: [&str; 2] = ["/var/lib/swtpm-localca/swtpm-localca-rootca-ce
 pub fn start_broker(veil: &Path, rom: &Path, image: &Path, secret: &Path, dir: &Path) -> Result<KeyBroker> {
     let measurements = dir.join("measurements.json");
     run(Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--out").arg(&measurements))?;
-    let port = free_port_pair();
-    let child = Command::new(veil)
-        .args(["kbs", "serve", "--listen", &format!("127.0.0.1:{port}"), "--secret"])
+    let mut serve = Command::new(veil);
+    serve
+        .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
         .arg(secret)
         .arg("--measurements").arg(&measurements)
-        .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]])
-        .spawn()
-        .context("starting veil kbs serve")?;
-    let broker = KeyBroker { child, url: format!("http://127.0.0.1:{port}") };
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("veil kbs serve did not listen on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]]);
+    // It binds a port of its own choosing and says which: no other test can hold it.
+    let (child, addr) = veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30)).context("starting veil kbs serve")?;
+    let broker = KeyBroker { child, url: format!("http://{addr}") };
     Ok(broker)
 }
 
