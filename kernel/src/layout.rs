@@ -10,6 +10,7 @@ pub const PT_LOW: u64 = PAGE_TABLES + 0x6000;
 /// 4 KiB page table for the RAM image 0xA00000-0xBFFFFF.
 pub const PT_IMAGE: u64 = PAGE_TABLES + 0x7000;
 /// Not mapped: a stack overflow faults here instead of overwriting the page tables.
+#[cfg_attr(not(feature = "test-hooks"), allow(dead_code))] // only the guard-page test writes it
 pub const GUARD_PAGE: u64 = 0x81_0000;
 /// The boot stack: [GUARD_PAGE + 4 KiB, STACK_TOP).
 pub const STACK_BOTTOM: u64 = 0x81_1000;

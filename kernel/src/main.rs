@@ -28,6 +28,7 @@ mod secrets;
 mod serial;
 mod statedisk;
 mod tpm;
+mod testhooks;
 mod tsc;
 mod vector;
 mod virtio;
@@ -42,13 +43,8 @@ global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
 
-/// Print a precise error and stop with a failure status (for modules).
-pub fn fail_now(what: core::fmt::Arguments<'_>) -> ! {
-    fail(what)
-}
-
-/// Print a precise error and stop with a failure status.
-fn fail(what: core::fmt::Arguments<'_>) -> ! {
+/// Print a precise error and stop with a failure status: the one way a boot fails.
+pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
     log!("FATAL: {what}");
     tsc::mark("halt");
     exit::exit(exit::Status::Failure)
@@ -87,24 +83,16 @@ pub extern "C" fn veil_main() -> ! {
         vs.xcr0, vs.aesni, vs.pclmulqdq, vs.avx2, vs.vaes, vs.vpclmulqdq, vs.avx512f, nx
     );
 
-    // Pick the XTS backend by measuring (16 KiB each): under emulation the CPUID order lies.
-    match veil_agent::xts::select_fastest(&cpu::rdtsc, 16 * 1024) {
-        Some(name) => log!("xts: {name} backend (fastest of those this CPU offers, measured)"),
-        None => log!("xts: no backend could be measured"),
-    }
     tsc::mark("fw_cfg");
     let cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
     log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
+    let hooks = testhooks::TestHooks::read(&cfg);
+
+    tsc::mark("xts");
+    select_xts_backend(hooks.xts_backend());
 
     tsc::mark("memory");
-    // Tests substitute a malformed map through opt/veil/test-e820 (the host controls fw_cfg
-    // either way, so this adds no trust).
-    let e820_file = if cfg.find("opt/veil/test-e820").is_some() {
-        log!("test: using opt/veil/test-e820 as the memory map");
-        "opt/veil/test-e820"
-    } else {
-        "etc/e820"
-    };
+    let e820_file = hooks.e820_file();
     // Kept: measured into PCR 1 once the TPM is up.
     let e820_bytes = match cfg.read_file(e820_file, E820_LIMIT) {
         Ok(Some(bytes)) => bytes,
@@ -128,11 +116,7 @@ pub extern "C" fn veil_main() -> ! {
         None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
     }
 
-    // Read once: run here, checked again after the PCI scan, measured into PCR 1.
-    let test_hook = cfg.read_file("opt/veil/test", 64).ok().flatten();
-    if let Some(test) = &test_hook {
-        run_test_hook(test);
-    }
+    hooks.run_early();
 
     tsc::mark("pci");
     let pci = pci::Config::init();
@@ -143,9 +127,7 @@ pub extern "C" fn veil_main() -> ! {
     for d in pci.scan_bus0() {
         log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
     }
-    if let (Some(b"relay-echo"), pci::Config::Ecam(base)) = (test_hook.as_deref(), &pci) {
-        relay_echo(*base);
-    }
+    hooks.run_after_pci(&pci);
 
     // Measured boot (plain platform with a TPM). Started before the ACPI stage so that the
     // ACPI inputs are kept for PCR 1 only when there is a TPM to measure them into.
@@ -169,9 +151,7 @@ pub extern "C" fn veil_main() -> ! {
             // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
             let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
             let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
-            if let Some(test) = &test_hook {
-                config.push(("opt/veil/test", test));
-            }
+            config.extend(hooks.measured_input());
             let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
             config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
             let r = m.measure(&measure::rom(rom)).and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
@@ -312,67 +292,29 @@ pub extern "C" fn veil_main() -> ! {
     linux::jump(&kernel)
 }
 
-/// Test hook `relay-echo`: one framed JSON message to the host relay over virtio-console and
-/// one framed reply back, printed; the channel remote key release will use.
-fn relay_echo(ecam_base: u64) -> ! {
-    if !virtio::init_pool() {
-        fail(format_args!("no memory for the virtio bounce pool"));
+/// Run the known-answer self-test of every XTS backend (failures are disabled for good),
+/// then prefer the one a test forces or else the fastest of those that passed, measured:
+/// under emulation the CPUID order lies.
+fn select_xts_backend(forced: Option<&str>) {
+    let verdicts = veil_agent::xts::selftest::run();
+    for v in &verdicts {
+        match v.result {
+            Ok(()) => log!("xts: {} backend passed its known-answer self-test", v.backend),
+            Err(e) => log!("xts: {} backend FAILED its known-answer self-test ({e}); it will not be used", v.backend),
+        }
     }
-    let Some(mut console) = virtio::find_console(ecam_base) else { fail(format_args!("relay: no virtio-console device")) };
-    log!("relay: virtio-console at {}", console.location);
-    console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let text = core::str::from_utf8(&frame).unwrap_or("<not UTF-8>");
-    log!("relay: reply of {} bytes: {text}", frame.len());
-    exit::exit(exit::Status::Success)
-}
-
-/// Test-only faults, requested through fw_cfg `opt/veil/test` by the QEMU tests.
-fn run_test_hook(request: &[u8]) {
-    match request.trim_ascii() {
-        b"page-fault" => {
-            log!("test: reading unmapped memory at 0x4000000000");
-            // SAFETY: none; this is the deliberate fault the test asks for. The address is
-            // outside the identity map, so the read faults before anything is returned.
-            let v = unsafe { core::ptr::read_volatile(0x40_0000_0000 as *const u64) };
-            log!("test: read {v:#x} without a fault");
-        }
-        b"secret-canary" => {
-            // A stand-in secret that must be gone before the jump (the wipe test).
-            let canary: &'static mut [u8] = alloc::vec![0xA5u8; 32].leak();
-            secrets::register(canary);
-            log!("test: registered a 32-byte canary secret");
-        }
-        b"xts-bench" => xts_bench(),
-        b"relay-echo" => {} // needs PCI: handled after the bus scan
-        b"guard-page" => {
-            log!("test: writing the stack guard page");
-            // SAFETY: none; deliberate write to the unmapped guard page below the stack.
-            unsafe { core::ptr::write_volatile(layout::GUARD_PAGE as *mut u64, 0) };
-            log!("test: wrote the guard page without a fault");
-        }
-        other => log!("test: unknown request {:?} ignored", core::str::from_utf8(other).unwrap_or("?")),
-    }
-}
-
-/// Test hook: XTS throughput of every backend inside the firmware (4096-byte sectors,
-/// AES-256, 16 MiB in place), for comparison with the host figures in BENCHMARKS.md.
-fn xts_bench() {
-    const LEN: usize = 16 << 20;
-    let key: [u8; 64] = core::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
-    let mut buf = alloc::vec![0x5Au8; LEN];
-    let Ok(backends) = veil_agent::xts::available_backends(&key) else { return };
-    for backend in backends {
-        let name = backend.name();
-        let Ok(cipher) = veil_agent::xts::SectorCipher::with_backend(backend, 4096) else { continue };
-        for (op, encrypt) in [("encrypt", true), ("decrypt", false)] {
-            let start = cpu::rdtsc();
-            let r = if encrypt { cipher.encrypt_sectors(0, &mut buf) } else { cipher.decrypt_sectors(0, &mut buf) };
-            let us = (tsc::micros(cpu::rdtsc()) - tsc::micros(start)).max(1);
-            if r.is_ok() {
-                log!("xts-bench: backend={name} op={op} bytes={LEN} us={us} MB/s={}", LEN as u64 / us);
+    if let Some(name) = forced {
+        match veil_agent::xts::set_preferred(name) {
+            Ok(()) => {
+                log!("xts: {name} backend (forced by the test)");
+                return;
             }
+            Err(e) => log!("xts: the test asked for the {name} backend, refused: {e}"),
         }
+    }
+    match veil_agent::xts::select_fastest(&cpu::rdtsc, 16 * 1024) {
+        Some(name) => log!("xts: {name} backend (fastest of those that passed, measured)"),
+        None => log!("xts: no backend could be measured"),
     }
 }
 

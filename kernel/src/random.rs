@@ -33,7 +33,7 @@ pub fn fill(buf: &mut [u8]) {
         let v = if has_rdseed { hardware_random(true) } else { None }.or_else(|| if has_rdrand { hardware_random(false) } else { None });
         match v {
             Some(v) => chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]),
-            None => crate::fail_now(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source")),
+            None => crate::fail(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source")),
         }
     }
 }

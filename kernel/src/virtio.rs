@@ -45,7 +45,7 @@ fn pool_alloc(len: usize) -> NonNull<u8> {
     let layout = core::alloc::Layout::from_size_align(len.div_ceil(4096) * 4096, 4096).expect("page layout");
     match POOL.lock().allocate_first_fit(layout) {
         Ok(p) => p,
-        Err(()) => crate::fail_now(format_args!("virtio bounce pool exhausted ({len} bytes wanted)")),
+        Err(()) => crate::fail(format_args!("virtio bounce pool exhausted ({len} bytes wanted)")),
     }
 }
 

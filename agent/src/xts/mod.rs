@@ -14,6 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod aesni;
+pub mod selftest;
 pub mod soft;
 
 use alloc::boxed::Box;
@@ -140,8 +141,9 @@ pub fn check_key(key: &[u8]) -> Result<usize, XtsError> {
     Ok(key.len() / 2)
 }
 
-/// Every backend this CPU offers for `key`, fastest first (tests and benchmarks use them all).
-pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
+/// Every backend this CPU offers for `key`, fastest first, including those the self-test
+/// disabled (the self-test and benchmarks use this; everything else [`available_backends`]).
+pub fn all_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
     let mut v: alloc::vec::Vec<Box<dyn XtsBackend>> = alloc::vec::Vec::new();
     #[cfg(target_arch = "x86_64")]
     for width in [aesni::Width::Vaes512, aesni::Width::Vaes256, aesni::Width::AesNi] {
@@ -153,21 +155,75 @@ pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBacke
     Ok(v)
 }
 
-/// Backend the firmware measured to be fastest on this machine (an index into
-/// `available_backends`' names; u8::MAX = none). Emulators invert the usual order: QEMU's
-/// TCG runs AES-NI far faster than its VAES emulation.
-static PREFERRED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(u8::MAX);
+/// Every backend this CPU offers for `key` and the self-test did not disable, fastest first.
+pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
+    let mut v = all_backends(key)?;
+    v.retain(|b| !is_disabled(b.name()));
+    Ok(v)
+}
+
+/// Backend names, in the order of the bit masks below.
 const NAMES: [&str; 4] = ["vaes512", "vaes256", "aesni", "rustcrypto"];
 
-/// Prefer the backend named `name` from now on (if this CPU has it).
-pub fn set_preferred(name: &str) {
+/// Backends that failed the known-answer self-test ([`selftest::run`]): one bit per NAMES
+/// entry. Never handed out again.
+static DISABLED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+fn disable(name: &str) {
     if let Some(i) = NAMES.iter().position(|n| *n == name) {
-        PREFERRED.store(i as u8, core::sync::atomic::Ordering::Relaxed);
+        DISABLED.fetch_or(1 << i, core::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// Time every backend on `bytes` of 4096-byte sectors with `clock` (any monotonic counter)
-/// and prefer the fastest; returns its name. The firmware calls this once at start-up.
+/// Did the self-test disable the backend `name`?
+pub fn is_disabled(name: &str) -> bool {
+    NAMES.iter().position(|n| *n == name).is_some_and(|i| DISABLED.load(core::sync::atomic::Ordering::Relaxed) & (1 << i) != 0)
+}
+
+/// Backend the firmware chose (measured fastest, or forced by a test): an index into NAMES;
+/// u8::MAX = none. Emulators invert the usual order: QEMU's TCG runs AES-NI far faster than
+/// its VAES emulation.
+static PREFERRED: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// Why a backend cannot be preferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreferError {
+    /// No backend has that name.
+    Unknown,
+    /// This CPU (or its enabled vector state) cannot run it.
+    Unavailable,
+    /// It failed the known-answer self-test.
+    FailedSelfTest,
+}
+
+impl fmt::Display for PreferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PreferError::Unknown => "no such XTS backend (known: vaes512, vaes256, aesni, rustcrypto)",
+            PreferError::Unavailable => "this CPU does not offer it",
+            PreferError::FailedSelfTest => "it failed the known-answer self-test",
+        })
+    }
+}
+
+/// Prefer the backend named `name` from now on, if this CPU has it and it passed the
+/// self-test.
+pub fn set_preferred(name: &str) -> Result<(), PreferError> {
+    let i = NAMES.iter().position(|n| *n == name).ok_or(PreferError::Unknown)?;
+    if is_disabled(name) {
+        return Err(PreferError::FailedSelfTest);
+    }
+    let key: [u8; 32] = core::array::from_fn(|i| i as u8);
+    if !all_backends(&key).is_ok_and(|all| all.iter().any(|b| b.name() == name)) {
+        return Err(PreferError::Unavailable);
+    }
+    PREFERRED.store(i as u8, core::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Time every available backend (see [`available_backends`]: run [`selftest::run`] first) on
+/// `bytes` of 4096-byte sectors with `clock` (any monotonic counter) and prefer the fastest;
+/// returns its name. The firmware calls this once at start-up.
 pub fn select_fastest(clock: &dyn Fn() -> u64, bytes: usize) -> Option<&'static str> {
     let key: [u8; 64] = core::array::from_fn(|i| (i as u8).wrapping_mul(29).wrapping_add(3));
     let all = available_backends(&key).ok()?;
@@ -192,14 +248,14 @@ pub fn select_fastest(clock: &dyn Fn() -> u64, bytes: usize) -> Option<&'static 
         }
         best?.1
     };
-    set_preferred(name);
+    set_preferred(name).ok()?;
     Some(name)
 }
 
-/// The fastest backend this CPU and build offer for `key`. With the `std` feature the
-/// environment variable VEIL_XTS_BACKEND picks one (`rustcrypto`, `aesni`, `vaes256`,
-/// `vaes512`), so that
-/// tests exercise each backend on a machine that has all of them.
+/// The preferred (else the fastest) backend this CPU and build offer for `key`, never one the
+/// self-test disabled. With the `std` feature the environment variable VEIL_XTS_BACKEND
+/// picks one (`rustcrypto`, `aesni`, `vaes256`, `vaes512`), so that tests exercise each
+/// backend on a machine that has all of them.
 pub fn best_backend(key: &[u8]) -> Result<Box<dyn XtsBackend>, XtsError> {
     let mut all = available_backends(key)?;
     #[cfg(feature = "std")]
