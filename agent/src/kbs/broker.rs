@@ -298,8 +298,7 @@ pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Re
         Some(_) => return Err(String::from("the recovered credential is wrong: the AK is not on the TPM of the EK certificate")),
         None => return Err(String::from("no recovered credential: the AK was not shown to live on the TPM of the EK certificate")),
     }
-    // As Trustee's attestation service: the typed runtime data, re-serialized and hashed.
-    let report = evidence::report_data(&serde_json::to_value(runtime).map_err(|e| format!("runtime data: {e}"))?);
+    let report = expected_report_data(&attestation)?;
     let pcrs: Vec<(Bank, u32, Vec<u8>)> = ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
     quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
     let mut warnings = Vec::new();
@@ -319,6 +318,22 @@ pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Re
         log.push_str(&format!(" (warn-only: {})", warnings.join("; ")));
     }
     Ok((key, log))
+}
+
+/// The quote's extraData Trustee's KBS expects for `attestation`, computed as Trustee does and
+/// deliberately not with the client's binding (evidence::report_data): a broker that shared
+/// the client's code could not catch the client's mistakes. The KBS builds
+/// `{"additional-evidence", "nonce", "tee-pubkey"}` from the typed request, the attestation
+/// service hashes its RFC 8785 form with SHA-384, and the TPM verifier compares the first 32
+/// bytes with the quote's extraData.
+pub fn expected_report_data(attestation: &kbs_types::Attestation) -> Result<Vec<u8>, String> {
+    let bound = json!({
+        "additional-evidence": attestation.tee_evidence.additional_evidence,
+        "nonce": attestation.runtime_data.nonce,
+        "tee-pubkey": attestation.runtime_data.tee_pubkey,
+    });
+    let canonical = serde_json_canonicalizer::to_vec(&bound).map_err(|e| format!("runtime data: {e}"))?;
+    Ok(<sha2::Sha384 as sha2::Digest>::digest(&canonical)[..32].to_vec())
 }
 
 #[cfg(test)]

@@ -217,7 +217,8 @@ fn attest_and_fetch<T: Transport>(
 
     let key = ephemeral_key(random);
     let runtime = evidence::runtime_data(&challenge.nonce, &tee_pubkey(&key.public_key()));
-    let report = evidence::report_data(&runtime);
+    // No additional evidence is sent (below: "additional_evidence": ""), and Trustee binds that.
+    let report = evidence::report_data(evidence::Tee::Tpm, &runtime, "");
     let pcr_list: Vec<u32> = (0..evidence::PCR_COUNT as u32).collect();
     let quote = tpm.quote(ak, &report, Bank::Sha256, &pcr_list).map_err(tpm_err)?;
     let values = tpm.pcr_read(Bank::Sha256, &pcr_list).map_err(tpm_err)?;

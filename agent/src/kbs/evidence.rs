@@ -11,10 +11,13 @@
 //! plus, for veilboot's own broker, `veil_credential` (base64): the credential the TPM
 //! recovered with ActivateCredential, proving the AK lives on the TPM of the EK certificate.
 //!
-//! The binding to the session: the quote's extraData is the report data, SHA-384 of the
-//! runtime data (`{"nonce": .., "tee-pubkey": ..}`) serialized the way Trustee's attestation
-//! service does it (serde_json of a JSON value: keys in byte order at every level, compact),
-//! zero-padded to 64 bytes as Trustee's TPM verifier expects.
+//! The binding to the session, exactly as Trustee's KBS checks it (`report_data`): SHA-384 of
+//! the JCS form (RFC 8785) of `{"additional-evidence": .., "nonce": .., "tee-pubkey": ..}`,
+//! where `additional-evidence` is the attestation's `tee-evidence.additional_evidence` (veilboot
+//! sends none: ""). How much of that digest the evidence carries depends on the TEE: a TPM
+//! quote's extraData holds its first 32 bytes (Trustee's TPM verifier compares those); an SNP
+//! report's or a TD quote's REPORT_DATA holds all 48, zero-padded to 64 ([`Tee`]). Pinned in
+//! the tests to a request the real Trustee KBS accepted.
 //!
 //! Both sides use this module: the firmware builds evidence, the broker parses it (untrusted).
 
@@ -26,25 +29,66 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha384};
 
-/// Size of the report data in a TPM quote's extraData (Trustee's TPM_REPORT_DATA_SIZE).
-pub const REPORT_DATA_SIZE: usize = 64;
 /// Number of SHA-256 PCRs quoted.
 pub const PCR_COUNT: usize = 24;
 
-/// The runtime data of an attestation: the broker's nonce and the key the secret is
+/// The TEE whose evidence carries the report data, and with it Trustee's rule for how much of
+/// the runtime-data digest the evidence holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tee {
+    /// A TPM quote: extraData = the first 32 bytes of the digest.
+    Tpm,
+    /// An SEV-SNP attestation report: REPORT_DATA = the 48-byte digest, zero-padded to 64.
+    Snp,
+    /// A TD quote: REPORTDATA = the 48-byte digest, zero-padded to 64.
+    Tdx,
+}
+
+impl Tee {
+    /// The name in the KBS protocol's `tee` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tee::Tpm => "tpm",
+            Tee::Snp => "snp",
+            Tee::Tdx => "tdx",
+        }
+    }
+
+    /// Bytes of report data the evidence carries.
+    pub fn report_data_len(self) -> usize {
+        match self {
+            Tee::Tpm => 32,
+            Tee::Snp | Tee::Tdx => 64,
+        }
+    }
+}
+
+/// The runtime data of an attestation as sent: the broker's nonce and the key the secret is
 /// wrapped to (a JWK).
 pub fn runtime_data(nonce: &str, tee_pubkey: &Value) -> Value {
     json!({"nonce": nonce, "tee-pubkey": tee_pubkey})
 }
 
-/// The report data for `runtime_data`: SHA-384 of its canonical serialization, padded
-/// with zeros to REPORT_DATA_SIZE.
-pub fn report_data(runtime_data: &Value) -> [u8; REPORT_DATA_SIZE] {
-    // serde_json's map is ordered by key (no preserve_order), so this is the canonical form
-    // Trustee hashes: compact, keys sorted at every level.
-    let bytes = serde_json::to_vec(runtime_data).expect("a JSON value serializes");
-    let mut out = [0u8; REPORT_DATA_SIZE];
-    out[..48].copy_from_slice(&Sha384::digest(&bytes));
+/// SHA-384 of the JCS form of `runtime_data` with `additional-evidence` added, as Trustee's KBS
+/// builds and hashes it.
+pub fn runtime_digest(runtime_data: &Value, additional_evidence: &str) -> [u8; 48] {
+    let mut bound = runtime_data.clone();
+    if let Value::Object(map) = &mut bound {
+        map.insert(String::from("additional-evidence"), Value::String(String::from(additional_evidence)));
+    }
+    // serde_json's map is ordered by key (no preserve_order) and writes compact output with
+    // the escapes RFC 8785 prescribes for strings; the runtime data holds only strings and
+    // objects, so this is its JCS form.
+    let bytes = serde_json::to_vec(&bound).expect("a JSON value serializes");
+    Sha384::digest(&bytes).into()
+}
+
+/// The report data for `tee`: the digest cut or zero-padded to what its evidence carries.
+pub fn report_data(tee: Tee, runtime_data: &Value, additional_evidence: &str) -> Vec<u8> {
+    let digest = runtime_digest(runtime_data, additional_evidence);
+    let mut out = alloc::vec![0u8; tee.report_data_len()];
+    let n = out.len().min(digest.len());
+    out[..n].copy_from_slice(&digest[..n]);
     out
 }
 
@@ -146,16 +190,43 @@ impl TpmEvidence {
 mod tests {
     use super::*;
 
+    /// The runtime data of a request the real Trustee KBS (78962cd4) accepted, and the report
+    /// data it computed for it (../shared/testdata/kbs/trustee-tpm-accepted, as literals so a
+    /// plain clone tests the binding; the corpus test replays the whole request).
+    const TRUSTEE_NONCE: &str = "vWznT7tobYERbN6PKcNAjcxzUu7FMWcjzatmim5gsSo=";
+    const TRUSTEE_X: &str = "RPgOYaWsjwYATsx1ihY_2UfnzuM5FVxuwJTBXJAafCU";
+    const TRUSTEE_Y: &str = "JkF3XBkcV5aQPqvnlEh6MmhKq5g4ThLaPIcKBJZcJhs";
+    const TRUSTEE_DIGEST: &str = "4eaa8da5080faaf8a766cccf024f94bdf814b8932b6f80876512f4262bcfc942bb625f30276340a4534175990f7e6869";
+
+    fn trustee_runtime() -> Value {
+        runtime_data(TRUSTEE_NONCE, &json!({"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": TRUSTEE_X, "y": TRUSTEE_Y}))
+    }
+
     #[test]
-    fn report_data_hashes_the_canonical_json_like_trustee() {
-        // Trustee attestation-service's own vector (parse_data_json_binding, SHA-384).
-        let v = json!({"b": 1, "a": "test", "c": {"d": "e"}});
-        let r = report_data(&v);
-        assert_eq!(hex::encode(&r[..48]), "e71ce8e70d814ba6639c3612ebee0ff1f76f650f8dbb5e47157e0f3f525cd22c4597480a186427c813ca941da78870c3");
-        assert_eq!(&r[48..], &[0u8; 16]);
-        // Parsed from text in another key order: the same digest.
+    fn binding_matches_what_trustee_computed() {
+        let runtime = trustee_runtime();
+        assert_eq!(hex::encode(runtime_digest(&runtime, "")), TRUSTEE_DIGEST);
+        assert_eq!(hex::encode(report_data(Tee::Tpm, &runtime, "")), TRUSTEE_DIGEST[..64]);
+        for tee in [Tee::Snp, Tee::Tdx] {
+            let r = report_data(tee, &runtime, "");
+            assert_eq!(r.len(), 64);
+            assert_eq!(hex::encode(&r[..48]), TRUSTEE_DIGEST);
+            assert_eq!(&r[48..], &[0u8; 16]);
+        }
+        // Without additional-evidence (the old binding) the digest differs: the test can fail.
+        let bytes = serde_json::to_vec(&runtime).unwrap();
+        assert_ne!(hex::encode(Sha384::digest(&bytes)), TRUSTEE_DIGEST);
+    }
+
+    #[test]
+    fn binding_is_canonical_in_key_order() {
+        // Trustee attestation-service's own vector (parse_data_json_binding, SHA-384), here
+        // with the additional-evidence member Trustee's KBS adds.
+        let a = runtime_digest(&json!({"b": 1, "a": "test", "c": {"d": "e"}}), "x");
         let reordered: Value = serde_json::from_str(r#"{"c":{"d":"e"},"a":"test","b":1}"#).unwrap();
-        assert_eq!(report_data(&reordered), r);
+        assert_eq!(runtime_digest(&reordered, "x"), a);
+        let text = br#"{"a":"test","additional-evidence":"x","b":1,"c":{"d":"e"}}"#;
+        assert_eq!(a, <[u8; 48]>::from(Sha384::digest(text)));
     }
 
     #[test]

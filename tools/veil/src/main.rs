@@ -1,7 +1,7 @@
 //! `veil`: veilboot's host tool. Creates and inspects Constellation master secrets, derives
-//! the keys the firmware derives, and makes and opens LUKS2 volumes. Later issues add
-//! images, measurements (`veil measure`), sealing, recovery, and the key broker and its relay
-//! (`veil kbs`).
+//! the keys the firmware derives, makes and opens LUKS2 volumes and boot images, predicts
+//! measurements (`veil measure`, with the material a Trustee KBS operator loads), seals,
+//! recovers, and runs the key broker and its relay (`veil kbs`).
 //!
 //! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
 
@@ -13,6 +13,8 @@ mod measure;
 mod report;
 mod seal;
 mod secret;
+mod tpm;
+mod trustee;
 
 use std::process::ExitCode;
 
@@ -52,6 +54,9 @@ enum Command {
     /// The key broker (Trustee KBS protocol) and the relay between a VM and it.
     #[command(subcommand)]
     Kbs(kbs::KbsCommand),
+    /// The VM's TPM as the firmware uses it (the attestation key, for a Trustee KBS).
+    #[command(subcommand)]
+    Tpm(tpm::TpmCommand),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
 }
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Measure(args) => measure::run(args),
         Command::Seal(args) => seal::run(args),
         Command::Kbs(cmd) => kbs::run(cmd),
+        Command::Tpm(cmd) => tpm::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

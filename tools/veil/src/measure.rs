@@ -50,6 +50,18 @@ pub struct MeasureArgs {
     /// Print the seal policy digest (PolicyPCR over the sealed PCRs) on stderr too.
     #[arg(long)]
     policy: bool,
+    /// Also write what a Trustee KBS operator loads into DIR: reference values, attestation
+    /// and resource policies, and the kbs-client commands (kbs-admin.sh). Uses the values at
+    /// attestation time (PCR 15 zero), whatever --after-unseal says.
+    #[arg(long, value_name = "DIR")]
+    trustee_dir: Option<PathBuf>,
+    /// The VM's attestation key (PEM, from `veil tpm ak`), registered as the trusted_aks
+    /// reference value in --trustee-dir.
+    #[arg(long, value_name = "PEM", requires = "trustee_dir")]
+    ak: Option<PathBuf>,
+    /// The resource path the master secret is served at (--trustee-dir's script).
+    #[arg(long, default_value = veil_agent::kbs::client::DEFAULT_RESOURCE)]
+    resource: String,
 }
 
 /// The SHA-256 PCR values (without PCR 1 and 15) a ROM produces booting an image, and the
@@ -83,6 +95,16 @@ pub fn seal_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> [u8; 32] {
 pub fn run(args: MeasureArgs) -> Result<()> {
     let Platform::Tpm = args.platform;
     let (mut pcrs, token) = predict(&args.rom, &args.image)?;
+    if let Some(dir) = &args.trustee_dir {
+        let mut at_attestation = pcrs.clone();
+        at_attestation.insert(15, vec![0u8; 32]);
+        let ak = match &args.ak {
+            Some(path) => Some(crate::tpm::spki_from_pem(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("{}", path.display()))?),
+            None => None,
+        };
+        crate::trustee::write(dir, &at_attestation, ak.as_deref(), &args.resource)?;
+        eprintln!("veil measure: Trustee KBS material in {} (load it with kbs-admin.sh)", dir.display());
+    }
     let mut pcr15 = vec![0u8; 32];
     if let Some(path) = &args.after_unseal {
         let secret = crate::secret::load(path)?;

@@ -154,6 +154,45 @@ pub fn boot_with_broker(veil: &Path, rom: &Path, name: &str, state: &Path, broke
     r
 }
 
+/// What a Trustee KBS operator loads: `veil tpm ak`, run on the VM's TPM state while the VM
+/// is off, must give the AK the firmware attested with (so the operator need not trust the
+/// serial console), and `veil measure --trustee-dir` must register it and the broker's PCRs.
+fn trustee_material(veil: &Path, rom: &Path, image: &Path, state: &Path, log: &str, dir: &Path) -> Result<()> {
+    eprintln!("xtask: tpm test: veil tpm ak recreates the firmware's AK; veil measure --trustee-dir registers it and the PCRs");
+    let logged = log
+        .lines()
+        .find_map(|l| l.split_once("kbs: attestation key ").map(|(_, r)| r.to_string()))
+        .context("the firmware did not log its attestation key")?;
+    let logged_b64 = logged.split("the body of its PEM: ").nth(1).and_then(|r| r.strip_suffix(')')).context("attestation key line")?.to_string();
+    let ak_pem = dir.join("ak.pem");
+    with_host_tpm(state, |tcti| {
+        let port = tcti.rsplit("port=").next().context("tcti")?;
+        run(Command::new(veil).args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--out"]).arg(&ak_pem))
+    })?;
+    let pem_body: String = std::fs::read_to_string(&ak_pem)?.lines().filter(|l| !l.starts_with("-----")).collect();
+    if pem_body != logged_b64 {
+        bail!("veil tpm ak gives {pem_body}, the firmware attested with {logged_b64}");
+    }
+    let trustee = dir.join("trustee");
+    run(Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--trustee-dir").arg(&trustee).arg("--ak").arg(&ak_pem))?;
+    let values: serde_json::Value = serde_json::from_slice(&std::fs::read(trustee.join("reference-values.json"))?)?;
+    if values["trusted_aks"][0] != logged_b64.as_str() {
+        bail!("reference-values.json does not register the AK: {values}");
+    }
+    let measurements: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("measurements.json"))?)?;
+    for (p, m) in measurements.as_object().context("measurements JSON")? {
+        if values[format!("tpm_pcr{p}")][0] != m["expected"] {
+            bail!("reference-values.json PCR {p} differs from the broker's reference value");
+        }
+    }
+    for f in ["attestation-policy.rego", "resource-policy.rego", "kbs-admin.sh"] {
+        if !trustee.join(f).is_file() {
+            bail!("veil measure --trustee-dir wrote no {f}");
+        }
+    }
+    Ok(())
+}
+
 /// The PCRs of `bank` the initramfs printed (`veil-tpm: pcr sha256 N HEX`).
 pub fn printed_pcrs(log: &str, bank: &str) -> Vec<(u32, String)> {
     let prefix = format!("veil-tpm: pcr {bank} ");
@@ -269,6 +308,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     }
     crate::scan_for_keys("serial log of the first TPM boot", first.log.as_bytes(), &keys)?;
     crate::scan_for_keys("disk image with the sealed token", &std::fs::read(image)?, &keys)?;
+    trustee_material(veil, rom, image, &state, &first.log, dir)?;
 
     // Linux's PCRs == tpm2_eventlog's replay of the firmware's log == veil measure.
     // Both banks the TPM was provisioned with.

@@ -1,0 +1,147 @@
+//! `veil tpm ak`: the attestation key (AK) a veilboot firmware attests with, read from the TPM
+//! itself at provisioning time, for registering with a Trustee KBS (reference value
+//! `trusted_aks`).
+//!
+//! The firmware's AK is a primary key of the endorsement hierarchy made from a fixed template
+//! (RSA-2048, RSASSA-SHA256, restricted signing: agent::tpm::command's attestation-key
+//! template). A primary key is a function of the hierarchy's seed and the template, so the
+//! same TPM recreates the same key: this command runs the same TPM2_CreatePrimary as the
+//! firmware and prints the public part. An operator who runs it where the TPM is reachable
+//! (before the VM's first boot, on the host that holds the vTPM) learns the AK without
+//! trusting the VM's serial console, which the host controls.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use sha2::{Digest, Sha256};
+use veil_agent::kbs::evidence;
+use veil_agent::tpm::command::{Tpm, Transport};
+
+#[derive(Subcommand)]
+pub enum TpmCommand {
+    /// Print the attestation key the firmware will attest with (PEM), recreated on its TPM.
+    Ak(AkArgs),
+}
+
+#[derive(Args)]
+pub struct AkArgs {
+    /// A TPM character device: the kernel's resource manager (/dev/tpmrm0) of the machine
+    /// whose TPM the VM uses.
+    #[arg(long, value_name = "PATH", conflicts_with = "swtpm", required_unless_present = "swtpm")]
+    device: Option<PathBuf>,
+    /// A swtpm's TCP command port (swtpm socket --server type=tcp,port=PORT), with the VM's TPM
+    /// state; the VM must not be running.
+    #[arg(long, value_name = "HOST:PORT")]
+    swtpm: Option<String>,
+    /// Write the PEM here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(cmd: TpmCommand) -> Result<()> {
+    match cmd {
+        TpmCommand::Ak(args) => ak(args),
+    }
+}
+
+/// A TPM character device: one write per command, one read per response.
+struct Device(std::fs::File);
+
+impl Transport for Device {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.write_all(command).map_err(|e| format!("writing to the TPM: {e}"))?;
+        let mut buf = vec![0u8; 4096];
+        let n = self.0.read(&mut buf).map_err(|e| format!("reading from the TPM: {e}"))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// swtpm's raw TCP protocol: the command, then a response whose header gives its size.
+struct Swtpm(TcpStream);
+
+impl Transport for Swtpm {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
+        self.0.write_all(command).map_err(|e| format!("writing to swtpm: {e}"))?;
+        let mut response = vec![0u8; 10];
+        self.0.read_exact(&mut response).map_err(|e| format!("reading from swtpm: {e}"))?;
+        let size = u32::from_be_bytes(response[2..6].try_into().expect("4 bytes")) as usize;
+        if !(10..=4096).contains(&size) {
+            return Err(format!("swtpm answered with a {size}-byte response"));
+        }
+        response.resize(size, 0);
+        self.0.read_exact(&mut response[10..]).map_err(|e| format!("reading from swtpm: {e}"))?;
+        Ok(response)
+    }
+}
+
+/// The AK's DER SubjectPublicKeyInfo, made on `tpm` exactly as the firmware makes it.
+fn attestation_key<T: Transport>(tpm: &mut Tpm<T>) -> Result<Vec<u8>> {
+    tpm.startup_clear().map_err(|e| anyhow!("TPM2_Startup: {e}"))?;
+    let (handle, public) = tpm.create_attestation_key().map_err(|e| anyhow!("creating the attestation key: {e}"))?;
+    let _ = tpm.flush(handle);
+    let (modulus, exponent) = veil_agent::tpm::rsa_public_parts(&public).map_err(|e| anyhow!("the TPM's AK: {e}"))?;
+    Ok(evidence::rsa_spki(&modulus, exponent))
+}
+
+/// PEM "PUBLIC KEY" (the DER SPKI in base64, 64 characters a line).
+pub fn spki_pem(der: &[u8]) -> String {
+    let body = B64.encode(der);
+    let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PUBLIC KEY-----\n");
+    pem
+}
+
+/// The DER of a PEM "PUBLIC KEY".
+pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
+    let body: String = text.lines().skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    if body.is_empty() {
+        bail!("no PEM PUBLIC KEY block");
+    }
+    B64.decode(body.trim()).context("the PEM body is not base64")
+}
+
+fn ak(args: AkArgs) -> Result<()> {
+    let der = match (&args.device, &args.swtpm) {
+        (Some(path), _) => {
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+            attestation_key(&mut Tpm::new(Device(file)))?
+        }
+        (None, Some(addr)) => {
+            let stream = TcpStream::connect(addr).with_context(|| format!("connecting to swtpm at {addr}"))?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+            attestation_key(&mut Tpm::new(Swtpm(stream)))?
+        }
+        (None, None) => unreachable!("clap requires --device or --swtpm"),
+    };
+    let pem = spki_pem(&der);
+    match &args.out {
+        Some(path) => std::fs::write(path, &pem).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{pem}"),
+    }
+    eprintln!("veil tpm ak: sha256:{} (SHA-256 of the DER SubjectPublicKeyInfo, as Trustee's TPM verifier compares it)", hex::encode(Sha256::digest(&der)));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_round_trips() {
+        let der: Vec<u8> = (0..294u32).map(|i| i as u8).collect();
+        let pem = spki_pem(&der);
+        assert!(pem.lines().all(|l| l.len() <= 64));
+        assert_eq!(spki_from_pem(&pem).unwrap(), der);
+        assert!(spki_from_pem("nothing here").is_err());
+    }
+}
