@@ -94,7 +94,9 @@ pub enum LoaderError {
 impl fmt::Display for LoaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoaderError::Length(n) => write!(f, "etc/table-loader: {n} bytes is not a list of at most {MAX_COMMANDS} 128-byte commands"),
+            LoaderError::Length(n) => {
+                write!(f, "etc/table-loader: {n} bytes is not a list of at most {MAX_COMMANDS} 128-byte commands")
+            }
             LoaderError::Command { index, why } => write!(f, "etc/table-loader command {index}: {why}"),
         }
     }
@@ -104,7 +106,10 @@ impl fmt::Display for LoaderError {
 impl std::error::Error for LoaderError {}
 
 fn name(raw: &[u8], index: usize) -> Result<String, LoaderError> {
-    let len = raw.iter().position(|b| *b == 0).ok_or_else(|| LoaderError::Command { index, why: String::from("file name is not NUL-terminated") })?;
+    let len = raw
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| LoaderError::Command { index, why: String::from("file name is not NUL-terminated") })?;
     if len == 0 || !raw[..len].iter().all(|c| c.is_ascii_graphic()) {
         return Err(LoaderError::Command { index, why: String::from("malformed file name") });
     }
@@ -135,7 +140,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Command>, LoaderError> {
             1 => {
                 let align = le32(b, NAME_LEN);
                 if !align.is_power_of_two() || align > MAX_ALIGN {
-                    return Err(LoaderError::Command { index, why: alloc::format!("alignment {align} is not a power of two up to {MAX_ALIGN}") });
+                    return Err(LoaderError::Command {
+                        index,
+                        why: alloc::format!("alignment {align} is not a power of two up to {MAX_ALIGN}"),
+                    });
                 }
                 let zone = match b[NAME_LEN + 4] {
                     1 => Zone::High,
@@ -217,12 +225,18 @@ pub fn link(
 ) -> Result<Linked, LoaderError> {
     let mut linked = Linked::default();
     let find = |linked: &Linked, file: &str, index: usize| -> Result<usize, LoaderError> {
-        linked.blobs.iter().position(|b| b.name == file).ok_or_else(|| LoaderError::Command { index, why: alloc::format!("refers to \"{file}\", which was not allocated") })
+        linked.blobs.iter().position(|b| b.name == file).ok_or_else(|| LoaderError::Command {
+            index,
+            why: alloc::format!("refers to \"{file}\", which was not allocated"),
+        })
     };
     let range = |len: usize, offset: u32, size: usize, index: usize, what: &str| -> Result<usize, LoaderError> {
         let o = offset as usize;
         if o.checked_add(size).is_none_or(|end| end > len) {
-            return Err(LoaderError::Command { index, why: alloc::format!("{what} at {offset} (+{size}) lies outside its {len}-byte blob") });
+            return Err(LoaderError::Command {
+                index,
+                why: alloc::format!("{what} at {offset} (+{size}) lies outside its {len}-byte blob"),
+            });
         }
         Ok(o)
     };
@@ -232,8 +246,14 @@ pub fn link(
                 if linked.blobs.iter().any(|b| &b.name == file) {
                     return Err(LoaderError::Command { index, why: alloc::format!("\"{file}\" allocated twice") });
                 }
-                let data = read(file).ok_or_else(|| LoaderError::Command { index, why: alloc::format!("fw_cfg has no file \"{file}\"") })?;
-                let addr = place(data.len().max(1), *align).ok_or_else(|| LoaderError::Command { index, why: alloc::format!("no memory for \"{file}\" ({} bytes)", data.len()) })?;
+                let data = read(file).ok_or_else(|| LoaderError::Command {
+                    index,
+                    why: alloc::format!("fw_cfg has no file \"{file}\""),
+                })?;
+                let addr = place(data.len().max(1), *align).ok_or_else(|| LoaderError::Command {
+                    index,
+                    why: alloc::format!("no memory for \"{file}\" ({} bytes)", data.len()),
+                })?;
                 linked.blobs.push(Blob { name: file.clone(), addr, data });
             }
             Command::AddPointer { dest, src, offset, size } => {
@@ -247,7 +267,10 @@ pub fn link(
                 v[..size].copy_from_slice(&blob[o..o + size]);
                 let patched = u64::from_le_bytes(v).wrapping_add(src_addr);
                 if size < 8 && patched >> (8 * size) != 0 {
-                    return Err(LoaderError::Command { index, why: alloc::format!("pointer to \"{src}\" does not fit in {size} bytes") });
+                    return Err(LoaderError::Command {
+                        index,
+                        why: alloc::format!("pointer to \"{src}\" does not fit in {size} bytes"),
+                    });
                 }
                 blob[o..o + size].copy_from_slice(&patched.to_le_bytes()[..size]);
             }
@@ -266,9 +289,16 @@ pub fn link(
                 let value = src_blob.addr + u64::from(*src_offset);
                 let size = usize::from(*size);
                 if size < 8 && value >> (8 * size) != 0 {
-                    return Err(LoaderError::Command { index, why: alloc::format!("address of \"{src}\" does not fit in {size} bytes") });
+                    return Err(LoaderError::Command {
+                        index,
+                        why: alloc::format!("address of \"{src}\" does not fit in {size} bytes"),
+                    });
                 }
-                linked.write_backs.push(WriteBack { file: dest.clone(), offset: *dst_offset, bytes: value.to_le_bytes()[..size].to_vec() });
+                linked.write_backs.push(WriteBack {
+                    file: dest.clone(),
+                    offset: *dst_offset,
+                    bytes: value.to_le_bytes()[..size].to_vec(),
+                });
             }
         }
     }
@@ -294,8 +324,25 @@ mod tests {
             cmd(1, &[(0, b"etc/acpi/rsdp"), (56, &16u32.to_le_bytes()), (60, &[2])]),
             cmd(1, &[(0, b"etc/acpi/tables"), (56, &64u32.to_le_bytes()), (60, &[1])]),
             cmd(2, &[(0, b"etc/acpi/rsdp"), (56, b"etc/acpi/tables"), (112, &16u32.to_le_bytes()), (116, &[4])]),
-            cmd(3, &[(0, b"etc/acpi/rsdp"), (56, &8u32.to_le_bytes()), (60, &0u32.to_le_bytes()), (64, &20u32.to_le_bytes())]),
-            cmd(4, &[(0, b"etc/vmgenid_addr"), (56, b"etc/acpi/tables"), (112, &0u32.to_le_bytes()), (116, &40u32.to_le_bytes()), (120, &[8])]),
+            cmd(
+                3,
+                &[
+                    (0, b"etc/acpi/rsdp"),
+                    (56, &8u32.to_le_bytes()),
+                    (60, &0u32.to_le_bytes()),
+                    (64, &20u32.to_le_bytes()),
+                ],
+            ),
+            cmd(
+                4,
+                &[
+                    (0, b"etc/vmgenid_addr"),
+                    (56, b"etc/acpi/tables"),
+                    (112, &0u32.to_le_bytes()),
+                    (116, &40u32.to_le_bytes()),
+                    (120, &[8]),
+                ],
+            ),
             vec![0u8; COMMAND_SIZE], // padding
         ]
         .concat()
@@ -310,7 +357,11 @@ mod tests {
         let linked = link(
             &cmds,
             &mut |name| match name {
-                "etc/acpi/rsdp" => Some({ let mut r = vec![0u8; 36]; r[16..20].copy_from_slice(&0x40u32.to_le_bytes()); r }),
+                "etc/acpi/rsdp" => Some({
+                    let mut r = vec![0u8; 36];
+                    r[16..20].copy_from_slice(&0x40u32.to_le_bytes());
+                    r
+                }),
                 "etc/acpi/tables" => Some(vec![7u8; 100]),
                 _ => None,
             },
@@ -325,7 +376,10 @@ mod tests {
         let tables = linked.address_of("etc/acpi/tables").unwrap();
         assert_eq!(u32::from_le_bytes(rsdp.data[16..20].try_into().unwrap()) as u64, tables + 0x40);
         assert_eq!(rsdp.data[..20].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0, "checksum fixed");
-        assert_eq!(linked.write_backs[0], WriteBack { file: "etc/vmgenid_addr".into(), offset: 0, bytes: (tables + 40).to_le_bytes().to_vec() });
+        assert_eq!(
+            linked.write_backs[0],
+            WriteBack { file: "etc/vmgenid_addr".into(), offset: 0, bytes: (tables + 40).to_le_bytes().to_vec() }
+        );
     }
 
     #[test]
@@ -338,28 +392,48 @@ mod tests {
         let no_nul = cmd(1, &[(0, &[b'a'; 56]), (56, &4u32.to_le_bytes()), (60, &[1])]);
         assert!(parse(&no_nul).is_err());
         // A pointer outside its blob.
-        let cmds = parse(&[
-            cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
-            cmd(2, &[(0, b"a"), (56, b"a"), (112, &30u32.to_le_bytes()), (116, &[4])]),
-        ].concat()).unwrap();
+        let cmds = parse(
+            &[
+                cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
+                cmd(2, &[(0, b"a"), (56, b"a"), (112, &30u32.to_le_bytes()), (116, &[4])]),
+            ]
+            .concat(),
+        )
+        .unwrap();
         let err = link(&cmds, &mut |_| Some(vec![0u8; 32]), &mut |_, _| Some(0x1000)).unwrap_err();
         assert!(err.to_string().contains("outside its 32-byte blob"), "{err}");
         // A checksum range outside its blob.
-        let cmds = parse(&[
-            cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
-            cmd(3, &[(0, b"a"), (56, &0u32.to_le_bytes()), (60, &0u32.to_le_bytes()), (64, &u32::MAX.to_le_bytes())]),
-        ].concat()).unwrap();
+        let cmds = parse(
+            &[
+                cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
+                cmd(
+                    3,
+                    &[(0, b"a"), (56, &0u32.to_le_bytes()), (60, &0u32.to_le_bytes()), (64, &u32::MAX.to_le_bytes())],
+                ),
+            ]
+            .concat(),
+        )
+        .unwrap();
         assert!(link(&cmds, &mut |_| Some(vec![0u8; 32]), &mut |_, _| Some(0x1000)).is_err());
         // References to blobs never allocated, and missing fw_cfg files.
         let cmds = parse(&cmd(2, &[(0, b"a"), (56, b"b"), (116, &[4])])).unwrap();
-        assert!(link(&cmds, &mut |_| Some(vec![0u8; 8]), &mut |_, _| Some(0)).unwrap_err().to_string().contains("not allocated"));
+        assert!(
+            link(&cmds, &mut |_| Some(vec![0u8; 8]), &mut |_, _| Some(0))
+                .unwrap_err()
+                .to_string()
+                .contains("not allocated")
+        );
         let cmds = parse(&cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])])).unwrap();
         assert!(link(&cmds, &mut |_| None, &mut |_, _| Some(0)).unwrap_err().to_string().contains("no file"));
         // A 4-byte pointer cannot hold an address above 4 GiB.
-        let cmds = parse(&[
-            cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
-            cmd(2, &[(0, b"a"), (56, b"a"), (112, &0u32.to_le_bytes()), (116, &[4])]),
-        ].concat()).unwrap();
+        let cmds = parse(
+            &[
+                cmd(1, &[(0, b"a"), (56, &4u32.to_le_bytes()), (60, &[1])]),
+                cmd(2, &[(0, b"a"), (56, b"a"), (112, &0u32.to_le_bytes()), (116, &[4])]),
+            ]
+            .concat(),
+        )
+        .unwrap();
         assert!(link(&cmds, &mut |_| Some(vec![0u8; 8]), &mut |_, _| Some(0x1_0000_0000)).is_err());
     }
 }

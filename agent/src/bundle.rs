@@ -49,10 +49,14 @@ impl fmt::Display for BundleError {
             BundleError::NotABundle => write!(f, "boot bundle: no VEILBNDL magic (wrong key or not a veilboot volume)"),
             BundleError::Version(v) => write!(f, "boot bundle: unknown version {v}"),
             BundleError::ManifestLength(n) => write!(f, "boot bundle: manifest length {n} does not fit the header"),
-            BundleError::Mac => write!(f, "boot bundle: manifest MAC mismatch (not made with this master secret, or tampered)"),
+            BundleError::Mac => {
+                write!(f, "boot bundle: manifest MAC mismatch (not made with this master secret, or tampered)")
+            }
             BundleError::Manifest(m) => write!(f, "boot bundle: malformed manifest: {m}"),
             BundleError::Range(part) => write!(f, "boot bundle: the {part} lies outside the volume"),
-            BundleError::Digest(part) => write!(f, "boot bundle: the {part} does not match its SHA-384 digest in the manifest; refusing to boot"),
+            BundleError::Digest(part) => {
+                write!(f, "boot bundle: the {part} does not match its SHA-384 digest in the manifest; refusing to boot")
+            }
         }
     }
 }
@@ -104,7 +108,13 @@ pub fn sha384_hex(data: &[u8]) -> String {
 }
 
 /// Build a bundle: header block followed by the kernel and initrd, 4 KiB aligned.
-pub fn build(secret: &MasterSecret, kernel: &[u8], initrd: &[u8], cmdline: &str, root_uuid: &str) -> Result<Vec<u8>, BundleError> {
+pub fn build(
+    secret: &MasterSecret,
+    kernel: &[u8],
+    initrd: &[u8],
+    cmdline: &str,
+    root_uuid: &str,
+) -> Result<Vec<u8>, BundleError> {
     let kernel_off = HEADER_SIZE as u64;
     let initrd_off = (kernel_off + kernel.len() as u64).div_ceil(4096) * 4096;
     let manifest = Manifest {
@@ -158,7 +168,10 @@ pub fn open_header(secret: &MasterSecret, header: &[u8], volume_len: u64) -> Res
     let manifest: Manifest = serde_json::from_slice(&header[MANIFEST_OFFSET..MANIFEST_OFFSET + len as usize])
         .map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?;
     for (part, p) in [("kernel", &manifest.kernel), ("initrd", &manifest.initrd)] {
-        if p.offset < HEADER_SIZE as u64 || p.offset % 4096 != 0 || p.offset.checked_add(p.size).is_none_or(|end| end > volume_len) {
+        if p.offset < HEADER_SIZE as u64
+            || p.offset % 4096 != 0
+            || p.offset.checked_add(p.size).is_none_or(|end| end > volume_len)
+        {
             return Err(BundleError::Range(part));
         }
     }
@@ -238,7 +251,8 @@ pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>,
         return Ok(None);
     };
     let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));
-    let manifest: Manifest = serde_json::from_value(t.get("manifest").cloned().ok_or_else(|| bad("no manifest"))?).map_err(|e| bad(&alloc::format!("{e}")))?;
+    let manifest: Manifest = serde_json::from_value(t.get("manifest").cloned().ok_or_else(|| bad("no manifest"))?)
+        .map_err(|e| bad(&alloc::format!("{e}")))?;
     let salt = t.get("measurement_salt").and_then(|v| v.as_str()).ok_or_else(|| bad("no measurement_salt"))?;
     let measurement_salt = hex::decode(salt).map_err(|_| bad("measurement_salt is not hex"))?;
     if measurement_salt.len() < 16 || measurement_salt.len() > 64 {
@@ -262,8 +276,15 @@ mod token_tests {
         assert_eq!(find_token(&header).unwrap(), None);
         let t = token_json(&manifest(), &[5; 32]);
         header["tokens"]["1"] = t.clone();
-        assert_eq!(find_token(&header).unwrap(), Some(BundleToken { manifest: manifest(), measurement_salt: alloc::vec![5; 32] }));
-        for (field, value) in [("measurement_salt", serde_json::json!("zz")), ("measurement_salt", serde_json::json!("00")), ("manifest", serde_json::json!({"kernel": 1}))] {
+        assert_eq!(
+            find_token(&header).unwrap(),
+            Some(BundleToken { manifest: manifest(), measurement_salt: alloc::vec![5; 32] })
+        );
+        for (field, value) in [
+            ("measurement_salt", serde_json::json!("zz")),
+            ("measurement_salt", serde_json::json!("00")),
+            ("manifest", serde_json::json!({"kernel": 1})),
+        ] {
             let mut bad = header.clone();
             bad["tokens"]["1"][field] = value;
             assert!(matches!(find_token(&bad), Err(BundleError::Manifest(_))), "{field}");

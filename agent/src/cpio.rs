@@ -45,7 +45,21 @@ impl CpioWriter {
     fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
         let name = name.trim_start_matches('/');
         let mut header = alloc::string::String::with_capacity(110);
-        let fields = [self.next_ino, mode, 0, 0, if mode & S_IFDIR != 0 { 2 } else { 1 }, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        let fields = [
+            self.next_ino,
+            mode,
+            0,
+            0,
+            if mode & S_IFDIR != 0 { 2 } else { 1 },
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name.len() as u32 + 1,
+            0,
+        ];
         header.push_str("070701");
         for f in fields {
             let _ = write!(header, "{f:08x}");
@@ -94,7 +108,8 @@ mod tests {
         let start_len = a.len();
         loop {
             assert_eq!(&a[..6], b"070701");
-            let field = |i: usize| u32::from_str_radix(core::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let field =
+                |i: usize| u32::from_str_radix(core::str::from_utf8(&a[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
             let (mode, size, namesize) = (field(1), field(6) as usize, field(11) as usize);
             let name = alloc::string::String::from_utf8(a[110..110 + namesize - 1].to_vec()).unwrap();
             let data_start = (110 + namesize).div_ceil(4) * 4;

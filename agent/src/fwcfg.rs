@@ -273,7 +273,9 @@ mod tests {
     fn e820(entries: &[(u64, u64, u32)]) -> Vec<u8> {
         entries
             .iter()
-            .flat_map(|(a, l, t)| [a.to_le_bytes().to_vec(), l.to_le_bytes().to_vec(), t.to_le_bytes().to_vec()].concat())
+            .flat_map(|(a, l, t)| {
+                [a.to_le_bytes().to_vec(), l.to_le_bytes().to_vec(), t.to_le_bytes().to_vec()].concat()
+            })
             .collect()
     }
 

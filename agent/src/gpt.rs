@@ -249,11 +249,8 @@ fn read_table(dev: &mut dyn ReadAt, lba: u64) -> Result<Gpt, String> {
         if first_lba > last_lba || first_lba < first_usable || last_lba > last_usable {
             return Err(format!("partition {i} ({first_lba}..={last_lba}) lies outside the usable area"));
         }
-        let units: Vec<u16> = e[56..128]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|u| *u != 0)
-            .collect();
+        let units: Vec<u16> =
+            e[56..128].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
         partitions.push(Partition {
             index: i as u32,
             type_guid,
@@ -264,12 +261,7 @@ fn read_table(dev: &mut dyn ReadAt, lba: u64) -> Result<Gpt, String> {
             name: String::from_utf16_lossy(&units),
         });
     }
-    Ok(Gpt {
-        disk_guid,
-        usable: (first_usable, last_usable),
-        partitions,
-        used_backup: false,
-    })
+    Ok(Gpt { disk_guid, usable: (first_usable, last_usable), partitions, used_backup: false })
 }
 
 impl Gpt {
@@ -322,7 +314,11 @@ pub struct NewPartition {
 /// Build a GPT for a disk of `disk_size` bytes: the writes (offset, bytes) for the
 /// protective MBR, both headers and both entry arrays, and the partitions as laid out
 /// (1 MiB aligned).
-pub fn build(disk_size: u64, disk_guid: Guid, parts: &[NewPartition]) -> Result<(Vec<(u64, Vec<u8>)>, Vec<Partition>), GptError> {
+pub fn build(
+    disk_size: u64,
+    disk_guid: Guid,
+    parts: &[NewPartition],
+) -> Result<(Vec<(u64, Vec<u8>)>, Vec<Partition>), GptError> {
     const ENTRIES: u32 = 128;
     const ENTRY: usize = 128;
     const ARRAY_LBAS: u64 = (ENTRIES as u64 * ENTRY as u64) / LBA;
@@ -343,7 +339,9 @@ pub fn build(disk_size: u64, disk_guid: Guid, parts: &[NewPartition]) -> Result<
         let last = match p.size {
             Some(bytes) => next + bytes.div_ceil(LBA).max(1) - 1,
             None if i == parts.len() - 1 => (last_usable + 1) / ALIGN * ALIGN - 1,
-            None => return Err(GptError::Layout(String::from("only the last partition may take the rest of the disk"))),
+            None => {
+                return Err(GptError::Layout(String::from("only the last partition may take the rest of the disk")));
+            }
         };
         if last > last_usable || last < next {
             return Err(GptError::Layout(format!("partition \"{}\" does not fit on the disk", p.name)));
@@ -426,8 +424,18 @@ mod tests {
 
     fn parts() -> Vec<NewPartition> {
         vec![
-            NewPartition { name: "veil-boot".into(), type_guid: TYPE_LINUX_LUKS, guid: Guid::random_v4([1; 16]), size: Some(3 << 20) },
-            NewPartition { name: "veil-root".into(), type_guid: TYPE_LINUX_LUKS, guid: Guid::random_v4([2; 16]), size: None },
+            NewPartition {
+                name: "veil-boot".into(),
+                type_guid: TYPE_LINUX_LUKS,
+                guid: Guid::random_v4([1; 16]),
+                size: Some(3 << 20),
+            },
+            NewPartition {
+                name: "veil-root".into(),
+                type_guid: TYPE_LINUX_LUKS,
+                guid: Guid::random_v4([2; 16]),
+                size: None,
+            },
         ]
     }
 
@@ -481,7 +489,12 @@ mod tests {
     #[test]
     fn layout_errors() {
         assert!(build(1 << 20, Guid::default(), &parts()).is_err());
-        let too_big = vec![NewPartition { name: "x".into(), type_guid: TYPE_LINUX_DATA, guid: Guid::default(), size: Some(64 << 20) }];
+        let too_big = vec![NewPartition {
+            name: "x".into(),
+            type_guid: TYPE_LINUX_DATA,
+            guid: Guid::default(),
+            size: Some(64 << 20),
+        }];
         assert!(matches!(build(16 << 20, Guid::default(), &too_big), Err(GptError::Layout(_))));
     }
 }

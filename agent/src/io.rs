@@ -24,10 +24,9 @@ pub enum IoError {
 impl fmt::Display for IoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IoError::OutOfRange { offset, len, size } => write!(
-                f,
-                "read of {len} bytes at offset {offset} runs past the end of the {size}-byte device"
-            ),
+            IoError::OutOfRange { offset, len, size } => {
+                write!(f, "read of {len} bytes at offset {offset} runs past the end of the {size}-byte device")
+            }
             IoError::Device(e) => write!(f, "device error: {e}"),
         }
     }
@@ -69,8 +68,7 @@ impl ReadAt for std::fs::File {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         use std::os::unix::fs::FileExt;
         check_range(offset, buf.len(), ReadAt::size(self))?;
-        self.read_exact_at(buf, offset)
-            .map_err(|e| IoError::Device(alloc::format!("{e}")))
+        self.read_exact_at(buf, offset).map_err(|e| IoError::Device(alloc::format!("{e}")))
     }
 }
 

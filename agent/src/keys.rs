@@ -74,23 +74,17 @@ impl fmt::Display for KeyError {
             KeyError::Base64 { field, reason } => {
                 write!(f, "master secret field `{field}` is not valid base64: {reason}")
             }
-            KeyError::KeyTooShort(n) => write!(
-                f,
-                "master key is {n} bytes, shorter than the minimum of {MIN_KEY_LEN} bytes"
-            ),
-            KeyError::SaltTooShort(n) => write!(
-                f,
-                "master salt is {n} bytes, shorter than the minimum of {MIN_SALT_LEN} bytes"
-            ),
+            KeyError::KeyTooShort(n) => {
+                write!(f, "master key is {n} bytes, shorter than the minimum of {MIN_KEY_LEN} bytes")
+            }
+            KeyError::SaltTooShort(n) => {
+                write!(f, "master salt is {n} bytes, shorter than the minimum of {MIN_SALT_LEN} bytes")
+            }
             KeyError::Uri(why) => write!(f, "bad cluster KMS URI: {why}"),
-            KeyError::BadUuid(u) => write!(
-                f,
-                "`{u}` is not a volume UUID (expected 8-4-4-4-12 hex digits)"
-            ),
-            KeyError::OutputTooLong(n) => write!(
-                f,
-                "cannot derive {n} bytes with HKDF-SHA256 (maximum {MAX_DERIVED_LEN})"
-            ),
+            KeyError::BadUuid(u) => write!(f, "`{u}` is not a volume UUID (expected 8-4-4-4-12 hex digits)"),
+            KeyError::OutputTooLong(n) => {
+                write!(f, "cannot derive {n} bytes with HKDF-SHA256 (maximum {MAX_DERIVED_LEN})")
+            }
         }
     }
 }
@@ -100,9 +94,7 @@ impl std::error::Error for KeyError {}
 
 /// HKDF-SHA256: Constellation's `crypto.DeriveKey(secret, salt, info, len(out))`.
 pub fn derive_key(secret: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), KeyError> {
-    Hkdf::<Sha256>::new(Some(salt), secret)
-        .expand(info, out)
-        .map_err(|_| KeyError::OutputTooLong(out.len()))
+    Hkdf::<Sha256>::new(Some(salt), secret).expand(info, out).map_err(|_| KeyError::OutputTooLong(out.len()))
 }
 
 /// A 32-byte derived key in zeroizing storage.
@@ -150,10 +142,7 @@ impl MasterSecret {
         if salt.len() < MIN_SALT_LEN {
             return Err(KeyError::SaltTooShort(salt.len()));
         }
-        Ok(MasterSecret {
-            key: Zeroizing::new(key.to_vec()),
-            salt: Zeroizing::new(salt.to_vec()),
-        })
+        Ok(MasterSecret { key: Zeroizing::new(key.to_vec()), salt: Zeroizing::new(salt.to_vec()) })
     }
 
     /// Parse either form Constellation uses: the JSON file or the `kms://cluster-kms` URI.
@@ -161,8 +150,7 @@ impl MasterSecret {
     pub fn parse(bytes: &[u8]) -> Result<Self, KeyError> {
         let trimmed = trim_ascii(bytes);
         if trimmed.starts_with(b"kms://") {
-            let text = core::str::from_utf8(trimmed)
-                .map_err(|_| KeyError::Uri(String::from("not UTF-8")))?;
+            let text = core::str::from_utf8(trimmed).map_err(|_| KeyError::Uri(String::from("not UTF-8")))?;
             Self::from_uri(text)
         } else {
             Self::from_json(trimmed)
@@ -203,9 +191,7 @@ impl MasterSecret {
 
     /// Parse `kms://cluster-kms?key=<b64url>&salt=<b64url>`.
     pub fn from_uri(uri: &str) -> Result<Self, KeyError> {
-        let rest = uri
-            .strip_prefix("kms://")
-            .ok_or_else(|| KeyError::Uri(String::from("scheme is not `kms`")))?;
+        let rest = uri.strip_prefix("kms://").ok_or_else(|| KeyError::Uri(String::from("scheme is not `kms`")))?;
         let (host, query) = rest.split_once('?').unwrap_or((rest, ""));
         if host != "cluster-kms" {
             return Err(KeyError::Uri(alloc::format!(
@@ -236,11 +222,7 @@ impl MasterSecret {
     pub fn to_uri(&self) -> Zeroizing<String> {
         let key = Zeroizing::new(URL_SAFE.encode(&*self.key));
         let salt = Zeroizing::new(URL_SAFE.encode(&*self.salt));
-        Zeroizing::new(alloc::format!(
-            "kms://cluster-kms?key={}&salt={}",
-            key.as_str(),
-            salt.as_str()
-        ))
+        Zeroizing::new(alloc::format!("kms://cluster-kms?key={}&salt={}", key.as_str(), salt.as_str()))
     }
 
     /// The master key bytes.
@@ -324,10 +306,7 @@ fn decode_field(
     engine
         .decode(value.as_bytes())
         .map(Zeroizing::new)
-        .map_err(|e| KeyError::Base64 {
-            field,
-            reason: alloc::format!("{e}"),
-        })
+        .map_err(|e| KeyError::Base64 { field, reason: alloc::format!("{e}") })
 }
 
 /// Undo URL query escaping (`%XX` and `+`), as Go's `url.Values` does.
@@ -356,8 +335,7 @@ fn percent_decode(value: &str) -> Result<Zeroizing<String>, KeyError> {
             }
         }
     }
-    let text = core::str::from_utf8(&out)
-        .map_err(|_| KeyError::Uri(String::from("query value is not UTF-8")))?;
+    let text = core::str::from_utf8(&out).map_err(|_| KeyError::Uri(String::from("query value is not UTF-8")))?;
     Ok(Zeroizing::new(String::from(text)))
 }
 
@@ -384,10 +362,7 @@ mod tests {
     fn constellation_vector_cluster_id() {
         let mut out = [0u8; 32];
         derive_key(&seq(0x00, 32), &seq(0x20, 32), b"key-clusterID", &mut out).unwrap();
-        assert_eq!(
-            out,
-            hex32("128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6")
-        );
+        assert_eq!(out, hex32("128c164378fe8767f998fbdfe4b4d6463ec5ae1b664ea5999bc27417607ae9b6"));
         // The same through the named derivation: clusterID(measurementSecret, salt).
         assert_eq!(ClusterId::derive(&seq(0x00, 32), &seq(0x20, 32)).0, out);
     }
@@ -422,13 +397,7 @@ mod tests {
         let lower = secret.disk_key("0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00").unwrap();
         assert_eq!(*upper, *lower);
         let mut expected = [0u8; 32];
-        derive_key(
-            &seq(1, 32),
-            &seq(2, 32),
-            b"key-0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00",
-            &mut expected,
-        )
-        .unwrap();
+        derive_key(&seq(1, 32), &seq(2, 32), b"key-0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00", &mut expected).unwrap();
         assert_eq!(*lower, expected);
         // A different volume gets a different key.
         let other = secret.disk_key("0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f01").unwrap();
@@ -500,14 +469,8 @@ mod tests {
         let b64_31 = STANDARD.encode([7u8; 31]);
         let j = |k: &str, s: &str| alloc::format!("{{\"key\":\"{k}\",\"salt\":\"{s}\"}}");
         assert!(MasterSecret::from_json(j(&b64_16, &b64_32).as_bytes()).is_ok());
-        assert_eq!(
-            MasterSecret::from_json(j(&b64_15, &b64_32).as_bytes()),
-            Err(KeyError::KeyTooShort(15))
-        );
-        assert_eq!(
-            MasterSecret::from_json(j(&b64_32, &b64_31).as_bytes()),
-            Err(KeyError::SaltTooShort(31))
-        );
+        assert_eq!(MasterSecret::from_json(j(&b64_15, &b64_32).as_bytes()), Err(KeyError::KeyTooShort(15)));
+        assert_eq!(MasterSecret::from_json(j(&b64_32, &b64_31).as_bytes()), Err(KeyError::SaltTooShort(31)));
         assert!(matches!(
             MasterSecret::from_json(j("not*base64", &b64_32).as_bytes()),
             Err(KeyError::Base64 { field: "key", .. })
@@ -524,21 +487,12 @@ mod tests {
         );
         assert!(matches!(MasterSecret::from_json(b"{\"key\":"), Err(KeyError::Json(_))));
         assert!(matches!(MasterSecret::from_json(b"[]"), Err(KeyError::Json(_))));
-        assert!(matches!(
-            MasterSecret::from_uri("kms://aws?key=AAAA&salt=AAAA"),
-            Err(KeyError::Uri(_))
-        ));
+        assert!(matches!(MasterSecret::from_uri("kms://aws?key=AAAA&salt=AAAA"), Err(KeyError::Uri(_))));
         assert_eq!(
-            MasterSecret::from_uri(&alloc::format!(
-                "kms://cluster-kms?key={}",
-                URL_SAFE.encode([1u8; 32])
-            )),
+            MasterSecret::from_uri(&alloc::format!("kms://cluster-kms?key={}", URL_SAFE.encode([1u8; 32]))),
             Err(KeyError::MissingField("salt"))
         );
-        assert!(matches!(
-            MasterSecret::from_uri("kms://cluster-kms?key=%zz&salt=AAAA"),
-            Err(KeyError::Uri(_))
-        ));
+        assert!(matches!(MasterSecret::from_uri("kms://cluster-kms?key=%zz&salt=AAAA"), Err(KeyError::Uri(_))));
     }
 
     #[test]
@@ -552,10 +506,7 @@ mod tests {
     #[test]
     fn derive_refuses_overlong_output() {
         let mut out = alloc::vec![0u8; MAX_DERIVED_LEN + 1];
-        assert_eq!(
-            derive_key(b"k", b"s", b"i", &mut out),
-            Err(KeyError::OutputTooLong(MAX_DERIVED_LEN + 1))
-        );
+        assert_eq!(derive_key(b"k", b"s", b"i", &mut out), Err(KeyError::OutputTooLong(MAX_DERIVED_LEN + 1)));
         let mut ok = alloc::vec![0u8; MAX_DERIVED_LEN];
         assert!(derive_key(b"k", b"s", b"i", &mut ok).is_ok());
     }

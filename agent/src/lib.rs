@@ -11,16 +11,16 @@
 
 extern crate alloc;
 
-pub mod io;
-pub mod kbs;
-pub mod keys;
-pub mod linux;
-pub mod luks2;
 pub mod acpi_loader;
 pub mod bundle;
 pub mod cpio;
 pub mod fwcfg;
 pub mod gpt;
+pub mod io;
+pub mod kbs;
+pub mod keys;
+pub mod linux;
+pub mod luks2;
 pub mod timeline;
 pub mod tpm;
 pub mod xts;

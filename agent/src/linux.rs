@@ -60,13 +60,12 @@ impl fmt::Display for LinuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LinuxError::NotBzImage(why) => write!(f, "kernel is not a bzImage: {why}"),
-            LinuxError::TooOld(v) => write!(
-                f,
-                "kernel boot protocol {}.{:02} is too old (veilboot needs 2.12 or newer)",
-                v >> 8,
-                v & 0xff
-            ),
-            LinuxError::No64BitEntry => write!(f, "kernel has no 64-bit entry point (XLF_KERNEL_64) or is not loaded high"),
+            LinuxError::TooOld(v) => {
+                write!(f, "kernel boot protocol {}.{:02} is too old (veilboot needs 2.12 or newer)", v >> 8, v & 0xff)
+            }
+            LinuxError::No64BitEntry => {
+                write!(f, "kernel has no 64-bit entry point (XLF_KERNEL_64) or is not loaded high")
+            }
             LinuxError::NotRelocatable => write!(f, "kernel is not relocatable"),
             LinuxError::BadAlignment(a) => write!(f, "kernel alignment {a:#x} is not a power of two >= 4 KiB"),
             LinuxError::CmdlineTooLong { len, max } => {
@@ -309,7 +308,8 @@ mod tests {
         assert_eq!(hdr.check_cmdline(&[b'a'; 2048]), Err(LinuxError::CmdlineTooLong { len: 2049, max: 2048 }));
         assert!(hdr.check_initrd(0x7000_0000, 0x0fff_ffff).is_ok());
         assert!(matches!(hdr.check_initrd(0x7000_0000, 0x1000_0001), Err(LinuxError::InitrdTooHigh { .. })));
-        let many = Handoff { e820: vec![E820Entry { addr: 0, len: 1, kind: E820Kind::Ram }; 129], ..Default::default() };
+        let many =
+            Handoff { e820: vec![E820Entry { addr: 0, len: 1, kind: E820Kind::Ram }; 129], ..Default::default() };
         assert_eq!(boot_params(&hdr, &many), Err(LinuxError::TooManyE820(129)));
     }
 }

@@ -41,7 +41,8 @@ fn client_binding_gives_trustees_report_data() {
 #[test]
 fn broker_computes_trustees_report_data_independently() {
     let Some(r) = recorded() else { return };
-    let attestation: kbs_types::Attestation = serde_json::from_value(r.request.clone()).expect("Trustee's request parses as kbs-types' Attestation");
+    let attestation: kbs_types::Attestation =
+        serde_json::from_value(r.request.clone()).expect("Trustee's request parses as kbs-types' Attestation");
     assert_eq!(broker::expected_report_data(&attestation).unwrap(), r.expected[..32]);
 }
 

@@ -31,7 +31,12 @@ fn validation_corpus_verdicts_match_cryptsetup() {
                 let mut w = HeaderWriter::edit(volume).unwrap();
                 w.remove_token(0).unwrap();
                 let mut counter = 0u8;
-                let mut rng = |b: &mut [u8]| b.iter_mut().for_each(|x| { counter = counter.wrapping_add(1); *x = counter });
+                let mut rng = |b: &mut [u8]| {
+                    b.iter_mut().for_each(|x| {
+                        counter = counter.wrapping_add(1);
+                        *x = counter
+                    })
+                };
                 for (off, bytes) in w.commit(&mut rng).unwrap() {
                     dev[off as usize..off as usize + bytes.len()].copy_from_slice(&bytes);
                 }
@@ -41,7 +46,10 @@ fn validation_corpus_verdicts_match_cryptsetup() {
             other => panic!("unknown verdict {other}"),
         };
         if !ok {
-            mismatches.push(format!("{name}: cryptsetup says {verdict} ({why}); veilboot: {:?}", result.as_ref().map(|_| "loaded").map_err(|e| e.to_string())));
+            mismatches.push(format!(
+                "{name}: cryptsetup says {verdict} ({why}); veilboot: {:?}",
+                result.as_ref().map(|_| "loaded").map_err(|e| e.to_string())
+            ));
         }
     }
     assert_eq!(count, 85);
@@ -75,9 +83,14 @@ fn upstream_images_unlock_to_published_keys() {
             let key = volume
                 .unlock_keyslot(&mut dev, n, pass.as_str().unwrap().as_bytes(), &KdfLimits::default())
                 .unwrap_or_else(|e| panic!("{name} keyslot {n}: {e}"));
-            let want = if slot.contains("unbound") { &case["unbound_keyslot1_key_hex"] } else { &case["volume_key_hex"] };
+            let want =
+                if slot.contains("unbound") { &case["unbound_keyslot1_key_hex"] } else { &case["volume_key_hex"] };
             assert_eq!(hex::encode(&*key), want.as_str().unwrap(), "{name} keyslot {n}");
-            eprintln!("{name}: keyslot {n} ({:?}) opened in {:?}", case["keyslot_kdfs"][slot.split_whitespace().next().unwrap()], start.elapsed());
+            eprintln!(
+                "{name}: keyslot {n} ({:?}) opened in {:?}",
+                case["keyslot_kdfs"][slot.split_whitespace().next().unwrap()],
+                start.elapsed()
+            );
             // The wrong passphrase is its own error.
             assert_eq!(
                 volume.unlock_keyslot(&mut dev, n, b"not the passphrase", &KdfLimits::default()).unwrap_err(),
@@ -118,8 +131,16 @@ fn luks1_xts_payloads_decrypt_with_our_sector_cipher() {
     let Some(dir) = testdata("luks2/luks1-aes-xts-images") else { return };
     let images = unpack(&dir.join("luks1-images.tar.xz"));
     let cases = [
-        ("luks1_aes-xts-plain64-sha256.img", "b1c4a7c0f69cbfd1ef32ec65ada15a0aa41fa940ade5289911a64d31bcd07b30", "b42c93fc807d8c40cc05c932ae5c27fc56af96a0a3d5f53d215f63e4c59e7577"),
-        ("luks1_aes-xts-plain64-sha1.img", "8a30e57f29d9d0165e2964e68e12ca17e3b6703b48faee3acc9922388b5b019a", "f1c9268181840ccff69d719b9c592fc1e97c59d707e14cc12cc7288dca37e751"),
+        (
+            "luks1_aes-xts-plain64-sha256.img",
+            "b1c4a7c0f69cbfd1ef32ec65ada15a0aa41fa940ade5289911a64d31bcd07b30",
+            "b42c93fc807d8c40cc05c932ae5c27fc56af96a0a3d5f53d215f63e4c59e7577",
+        ),
+        (
+            "luks1_aes-xts-plain64-sha1.img",
+            "8a30e57f29d9d0165e2964e68e12ca17e3b6703b48faee3acc9922388b5b019a",
+            "f1c9268181840ccff69d719b9c592fc1e97c59d707e14cc12cc7288dca37e751",
+        ),
     ];
     for (name, vk, digest) in cases {
         let path = find(&images, name).unwrap_or_else(|| panic!("{name} missing"));

@@ -78,7 +78,10 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     let argon_i = KdfParams::Argon2 { id: false, time: 2, memory_kib: 1024, cpus: 2 };
     assert_eq!(w.add_keyslot(&key, b"legacy", &argon_i, Some(5), &mut rng).unwrap(), 5);
     // A wrong volume key is never bound to a keyslot.
-    assert!(matches!(w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng), Err(Luks2Error::Format(_))));
+    assert!(matches!(
+        w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng),
+        Err(Luks2Error::Format(_))
+    ));
     let token = serde_json::json!({"type": "veil-test", "blob": "aGVsbG8="});
     assert_eq!(w.add_token(token, &[1], None).unwrap(), 0);
     apply(&mut dev, w.commit(&mut rng).unwrap());
@@ -101,9 +104,15 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     w.remove_token(0).unwrap();
     apply(&mut dev, w.commit(&mut rng).unwrap());
     let volume = Volume::load(&mut dev.as_slice()).unwrap();
-    assert_eq!(volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap_err(), Luks2Error::WrongPassphrase);
+    assert_eq!(
+        volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap_err(),
+        Luks2Error::WrongPassphrase
+    );
     assert_eq!(&volume.unlock(&mut dev.as_slice(), b"third", &limits).unwrap().1[..], &key[..]);
-    assert_eq!(volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap_err(), Luks2Error::NoSuchKeyslot(1));
+    assert_eq!(
+        volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap_err(),
+        Luks2Error::NoSuchKeyslot(1)
+    );
     assert!(volume.metadata().tokens.is_empty());
 }
 
@@ -194,7 +203,10 @@ fn kdf_costs_are_bounded_by_the_caller() {
     // An absurd cost in hostile metadata is refused before any work is done.
     let hostile = with_json(&dev, |j| j["keyslots"]["0"]["kdf"]["memory"] = 4_000_000_000u64.into());
     let v = Volume::load(&mut hostile.as_slice()).unwrap();
-    assert!(matches!(v.unlock_keyslot(&mut hostile.as_slice(), 0, b"pw", &KdfLimits::default()), Err(Luks2Error::KdfTooCostly(_))));
+    assert!(matches!(
+        v.unlock_keyslot(&mut hostile.as_slice(), 0, b"pw", &KdfLimits::default()),
+        Err(Luks2Error::KdfTooCostly(_))
+    ));
 }
 
 fn cryptsetup() -> Option<&'static str> {
@@ -257,9 +269,27 @@ fn we_open_what_cryptsetup_formats() {
     let keyfile = dir.path().join("key");
     std::fs::write(&keyfile, b"made by cryptsetup").unwrap();
     let status = Command::new(cs)
-        .args(["luksFormat", "--type", "luks2", "--batch-mode", "--cipher", "aes-xts-plain64", "--key-size", "512",
-               "--sector-size", "4096", "--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4",
-               "--pbkdf-parallel", "1", "--key-file"])
+        .args([
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--batch-mode",
+            "--cipher",
+            "aes-xts-plain64",
+            "--key-size",
+            "512",
+            "--sector-size",
+            "4096",
+            "--pbkdf",
+            "argon2id",
+            "--pbkdf-memory",
+            "32768",
+            "--pbkdf-force-iterations",
+            "4",
+            "--pbkdf-parallel",
+            "1",
+            "--key-file",
+        ])
         .arg(&keyfile)
         .arg(&img)
         .status()

@@ -31,7 +31,11 @@ struct Swtpm {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn start_swtpm() -> Option<Swtpm> {
@@ -42,7 +46,10 @@ fn start_swtpm() -> Option<Swtpm> {
 /// certificate from swtpm's local CA in NV).
 fn start_swtpm_with(with_ek_cert: bool) -> Option<Swtpm> {
     if !have("swtpm") || !have("tpm2_createpolicy") {
-        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm/tpm2-tools missing and VEIL_REQUIRE_TOOLS set (apt-get install swtpm swtpm-tools tpm2-tools)");
+        assert!(
+            std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(),
+            "swtpm/tpm2-tools missing and VEIL_REQUIRE_TOOLS set (apt-get install swtpm swtpm-tools tpm2-tools)"
+        );
         eprintln!("SKIPPED: swtpm or tpm2-tools not installed (apt-get install swtpm swtpm-tools tpm2-tools)");
         return None;
     }
@@ -149,7 +156,8 @@ fn offline_seal_imports_and_unseals() {
     let (primary, public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
     let parent = duplicate::p256_point(&public).unwrap();
     let pcrs = [0, 4, 8, 9];
-    let expected: Vec<Vec<u8>> = pcrs.iter().map(|p| if *p == 4 { Bank::Sha256.extend(&[0; 32], &digests[0].1) } else { vec![0; 32] }).collect();
+    let expected: Vec<Vec<u8>> =
+        pcrs.iter().map(|p| if *p == 4 { Bank::Sha256.extend(&[0; 32], &digests[0].1) } else { vec![0; 32] }).collect();
     let policy = policy::policy_pcr(Bank::Sha256, &pcrs, &expected);
     let mut counter = 0u8;
     let mut rng = |b: &mut [u8]| {
@@ -174,7 +182,13 @@ fn offline_seal_imports_and_unseals() {
     let err = tpm.import(primary, &blob.public, &bad, &blob.seed).unwrap_err();
     assert!(matches!(err, TpmError::Rc { command: "Import", .. }), "{err}");
     // Sealed to other PCR values: imports, but does not unseal.
-    let other = duplicate::seal_for_import(parent, &policy::policy_pcr(Bank::Sha256, &pcrs, &[vec![1; 32], vec![0; 32], vec![0; 32], vec![0; 32]]), b"x", &mut rng).unwrap();
+    let other = duplicate::seal_for_import(
+        parent,
+        &policy::policy_pcr(Bank::Sha256, &pcrs, &[vec![1; 32], vec![0; 32], vec![0; 32], vec![0; 32]]),
+        b"x",
+        &mut rng,
+    )
+    .unwrap();
     let private = tpm.import(primary, &other.public, &other.duplicate, &other.seed).unwrap();
     let object = tpm.load(primary, &command::SealedBlob { private, public: other.public }).unwrap();
     let session = tpm.start_policy_session(&[4; 32]).unwrap();
@@ -196,7 +210,8 @@ fn quotes_verify_here_and_with_tpm2_checkquote() {
     let nonce = [0x5Au8; 32];
     let pcrs: Vec<u32> = (0..24).collect();
     let q = tpm.quote(ak, &nonce, Bank::Sha256, &pcrs).unwrap();
-    let values: Vec<(Bank, u32, Vec<u8>)> = tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(p, v)| (Bank::Sha256, p, v)).collect();
+    let values: Vec<(Bank, u32, Vec<u8>)> =
+        tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(p, v)| (Bank::Sha256, p, v)).collect();
     let info = quote::verify(&ak_public, &q.attest, &q.signature, &nonce, &values).unwrap();
     assert_eq!(info.pcr_select, vec![(Bank::Sha256, pcrs.clone())]);
 
@@ -222,7 +237,12 @@ fn quotes_verify_here_and_with_tpm2_checkquote() {
     std::fs::write(&sig, &q.signature).unwrap();
     std::fs::write(&public, &ak_public).unwrap();
     let out = Command::new("tpm2_checkquote")
-        .arg("-u").arg(&public).arg("-m").arg(&msg).arg("-s").arg(&sig)
+        .arg("-u")
+        .arg(&public)
+        .arg("-m")
+        .arg(&msg)
+        .arg("-s")
+        .arg(&sig)
         .args(["-g", "sha256", "-q", &hex::encode(nonce)])
         .output()
         .unwrap();
@@ -240,17 +260,20 @@ fn make_credential_activates_only_on_the_tpm_holding_ek_and_ak() {
     let ek_key = credential::rsa_public_key(&ek_public).unwrap();
     let ak_name = quote::key_name(&ak_public).unwrap();
     let mut n = 1u8;
-    let mut rng = |b: &mut [u8]| b.iter_mut().for_each(|x| {
-        n = n.wrapping_mul(13).wrapping_add(7);
-        *x = n;
-    });
+    let mut rng = |b: &mut [u8]| {
+        b.iter_mut().for_each(|x| {
+            n = n.wrapping_mul(13).wrapping_add(7);
+            *x = n;
+        })
+    };
     let (blob, secret) = credential::make_credential(&ek_key, &ak_name, &[0x42; 32], &mut rng).unwrap();
     let got = tpm.activate_credential(ak, ek, &blob, &secret, &[6; 32]).unwrap();
     assert_eq!(got.as_slice(), &[0x42; 32]);
 
     // Bound to another key's name: the TPM refuses (the AK it holds has a different name).
     let (srk, srk_public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
-    let (blob, secret) = credential::make_credential(&ek_key, &quote::key_name(&srk_public).unwrap(), &[0x42; 32], &mut rng).unwrap();
+    let (blob, secret) =
+        credential::make_credential(&ek_key, &quote::key_name(&srk_public).unwrap(), &[0x42; 32], &mut rng).unwrap();
     assert!(tpm.activate_credential(ak, ek, &blob, &secret, &[7; 32]).is_err());
     tpm.flush(srk).unwrap();
     // A changed secret (seed for another EK) or blob (integrity) is refused.
@@ -284,7 +307,8 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     ekcert::verify(&cert, &ek, std::slice::from_ref(&issuer), &root).unwrap();
 
     // Refusals: another key, a missing intermediate, a forged signature.
-    let other = rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]), rsa::BoxedUint::from(65537u64));
+    let other =
+        rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]), rsa::BoxedUint::from(65537u64));
     if let Ok(other) = other {
         assert!(ekcert::verify(&cert, &other, &[issuer.clone()], &root).unwrap_err().contains("another key"));
     }
@@ -307,12 +331,22 @@ struct InProcessRelay<'a> {
 }
 
 impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
-    fn exchange(&mut self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<(u16, Vec<u8>), String> {
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let mut body = body.cloned().unwrap_or(serde_json::Value::Null);
         (self.tamper)(path, &mut body);
         let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
         self.sent.push((path.to_string(), bytes.clone()));
-        let reply = self.broker.handle(&veil_agent::kbs::broker::Request { method, path, session: self.session.as_deref(), body: &bytes });
+        let reply = self.broker.handle(&veil_agent::kbs::broker::Request {
+            method,
+            path,
+            session: self.session.as_deref(),
+            body: &bytes,
+        });
         eprintln!("broker: {}", reply.log);
         if let Some(s) = reply.set_session {
             self.session = Some(s);
@@ -323,7 +357,8 @@ impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
 
 fn swtpm_local_ca() -> Option<(Vec<u8>, Vec<u8>)> {
     use veil_agent::tpm::ekcert::pem_to_der;
-    let ca = |f: &str| std::fs::read_to_string(format!("/var/lib/swtpm-localca/{f}")).ok().and_then(|p| pem_to_der(&p).ok());
+    let ca =
+        |f: &str| std::fs::read_to_string(format!("/var/lib/swtpm-localca/{f}")).ok().and_then(|p| pem_to_der(&p).ok());
     Some((ca("issuercert.pem")?, ca("swtpm-localca-rootca-cert.pem")?))
 }
 
@@ -344,7 +379,11 @@ fn remote_release_through_the_broker_and_its_refusals() {
     let secret = b"the cluster's master secret".to_vec();
     let config = |pcr4: &[u8]| BrokerConfig {
         resources: [("veilboot/cluster/master-secret".to_string(), zeroize::Zeroizing::new(secret.clone()))].into(),
-        reference: [(4, Reference { expected: pcr4.try_into().unwrap(), warn_only: false }), (0, Reference { expected: [0; 32], warn_only: false })].into(),
+        reference: [
+            (4, Reference { expected: pcr4.try_into().unwrap(), warn_only: false }),
+            (0, Reference { expected: [0; 32], warn_only: false }),
+        ]
+        .into(),
         ek_root: root.clone(),
         ek_intermediates: vec![issuer.clone()],
     };
@@ -359,7 +398,8 @@ fn remote_release_through_the_broker_and_its_refusals() {
     let mut rng = random.clone();
     let mut release = |tpm: &mut Tpm<Tcp>, broker: &Broker, tamper: Box<dyn FnMut(&str, &mut serde_json::Value)>| {
         let mut relay = InProcessRelay { broker, session: None, tamper, sent: Vec::new() };
-        let r = client::remote_release(tpm, &mut relay, client::DEFAULT_RESOURCE, &mut rng, &|| 0, &mut Phases::default());
+        let r =
+            client::remote_release(tpm, &mut relay, client::DEFAULT_RESOURCE, &mut rng, &|| 0, &mut Phases::default());
         (r, relay.sent, relay.session)
     };
 
@@ -369,10 +409,25 @@ fn remote_release_through_the_broker_and_its_refusals() {
     let attest = sent.iter().find(|(p, _)| p == "/kbs/v0/attest").unwrap().1.clone();
 
     // Replay: the same attestation in its own session, and in a fresh one.
-    let again = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/attest", session: session.as_deref(), body: &attest });
+    let again = broker.handle(&veil_agent::kbs::broker::Request {
+        method: "POST",
+        path: "/kbs/v0/attest",
+        session: session.as_deref(),
+        body: &attest,
+    });
     assert_eq!(again.status, 401, "{}", again.log);
-    let fresh = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/auth", session: None, body: &sent[0].1 });
-    let replay = broker.handle(&veil_agent::kbs::broker::Request { method: "POST", path: "/kbs/v0/attest", session: fresh.set_session.as_deref(), body: &attest });
+    let fresh = broker.handle(&veil_agent::kbs::broker::Request {
+        method: "POST",
+        path: "/kbs/v0/auth",
+        session: None,
+        body: &sent[0].1,
+    });
+    let replay = broker.handle(&veil_agent::kbs::broker::Request {
+        method: "POST",
+        path: "/kbs/v0/attest",
+        session: fresh.set_session.as_deref(),
+        body: &attest,
+    });
     assert!(replay.status == 401 && replay.log.contains("nonce is not this session's"), "{}", replay.log);
 
     // Each refusal, with the reason the broker gives.
@@ -382,51 +437,73 @@ fn remote_release_through_the_broker_and_its_refusals() {
     };
     // A relay that swaps in its own key for the secret: the quote's report data (SHA-384 of
     // the runtime data) no longer matches.
-    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
-        if path == "/kbs/v0/attest" {
-            let other = p256::SecretKey::from_slice(&[0x11; 32]).unwrap().public_key();
-            body["runtime-data"]["tee-pubkey"] = client::tee_pubkey(&other);
-        }
-    }));
+    let (r, ..) = release(
+        &mut tpm,
+        &broker,
+        Box::new(|path, body| {
+            if path == "/kbs/v0/attest" {
+                let other = p256::SecretKey::from_slice(&[0x11; 32]).unwrap().public_key();
+                body["runtime-data"]["tee-pubkey"] = client::tee_pubkey(&other);
+            }
+        }),
+    );
     refused(r, "nonce (extraData) differs");
     // An unknown AK. Certified at /auth in the TPM's place (one modulus bit flipped): the
     // credential is bound to that key's name, so the TPM will not activate it.
-    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
-        if path == "/kbs/v0/auth" {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let mut ak = b64.decode(body["extra-params"]["veil-ak-public"].as_str().unwrap()).unwrap();
-            let n = ak.len();
-            ak[n - 7] ^= 1;
-            body["extra-params"]["veil-ak-public"] = serde_json::json!(b64.encode(ak));
-        }
-    }));
+    let (r, ..) = release(
+        &mut tpm,
+        &broker,
+        Box::new(|path, body| {
+            if path == "/kbs/v0/auth" {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut ak = b64.decode(body["extra-params"]["veil-ak-public"].as_str().unwrap()).unwrap();
+                let n = ak.len();
+                ak[n - 7] ^= 1;
+                body["extra-params"]["veil-ak-public"] = serde_json::json!(b64.encode(ak));
+            }
+        }),
+    );
     assert!(matches!(&r, Err(KbsError::Tpm(w)) if w.contains("ActivateCredential")), "{r:?}");
     // Swapped in at /attest: the broker refuses a quote key other than the certified AK.
-    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
-        if path == "/kbs/v0/attest" {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let mut spki = b64.decode(body["tee-evidence"]["primary_evidence"]["ak_public"].as_str().unwrap()).unwrap();
-            let n = spki.len();
-            spki[n - 9] ^= 1;
-            body["tee-evidence"]["primary_evidence"]["ak_public"] = serde_json::json!(b64.encode(spki));
-        }
-    }));
+    let (r, ..) = release(
+        &mut tpm,
+        &broker,
+        Box::new(|path, body| {
+            if path == "/kbs/v0/attest" {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let mut spki =
+                    b64.decode(body["tee-evidence"]["primary_evidence"]["ak_public"].as_str().unwrap()).unwrap();
+                let n = spki.len();
+                spki[n - 9] ^= 1;
+                body["tee-evidence"]["primary_evidence"]["ak_public"] = serde_json::json!(b64.encode(spki));
+            }
+        }),
+    );
     refused(r, "unknown AK");
     // A forged credential.
-    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
-        if path == "/kbs/v0/attest" {
-            body["tee-evidence"]["primary_evidence"]["veil_credential"] = serde_json::json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-        }
-    }));
+    let (r, ..) = release(
+        &mut tpm,
+        &broker,
+        Box::new(|path, body| {
+            if path == "/kbs/v0/attest" {
+                body["tee-evidence"]["primary_evidence"]["veil_credential"] =
+                    serde_json::json!("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+            }
+        }),
+    );
     refused(r, "credential is wrong");
     // A quote without the credential (a TPM that could not activate it).
-    let (r, ..) = release(&mut tpm, &broker, Box::new(|path, body| {
-        if path == "/kbs/v0/attest" {
-            body["tee-evidence"]["primary_evidence"].as_object_mut().unwrap().remove("veil_credential");
-        }
-    }));
+    let (r, ..) = release(
+        &mut tpm,
+        &broker,
+        Box::new(|path, body| {
+            if path == "/kbs/v0/attest" {
+                body["tee-evidence"]["primary_evidence"].as_object_mut().unwrap().remove("veil_credential");
+            }
+        }),
+    );
     refused(r, "no recovered credential");
     // Another PCR 4 (a tampered kernel): the broker refuses and names the PCR.
     let strict = Broker::new(config(&[0x44; 32]), Box::new(random.clone()));

@@ -15,26 +15,19 @@ fn oracle_encrypt(key: &[u8], sector_size: usize, first: u64, data: &mut [u8]) {
         xts_mode::get_tweak_default(sector as u128)
     };
     if half == 16 {
-        let xts = Xts128::new(
-            Aes128::new_from_slice(&key[..half]).unwrap(),
-            Aes128::new_from_slice(&key[half..]).unwrap(),
-        );
+        let xts =
+            Xts128::new(Aes128::new_from_slice(&key[..half]).unwrap(), Aes128::new_from_slice(&key[half..]).unwrap());
         xts.encrypt_area(data, sector_size, 0, tweak);
     } else {
-        let xts = Xts128::new(
-            Aes256::new_from_slice(&key[..half]).unwrap(),
-            Aes256::new_from_slice(&key[half..]).unwrap(),
-        );
+        let xts =
+            Xts128::new(Aes256::new_from_slice(&key[..half]).unwrap(), Aes256::new_from_slice(&key[half..]).unwrap());
         xts.encrypt_area(data, sector_size, 0, tweak);
     }
 }
 
 fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 32),
-        proptest::collection::vec(any::<u8>(), 64)
-    ]
-    .prop_filter("distinct halves", |k| k[..k.len() / 2] != k[k.len() / 2..])
+    prop_oneof![proptest::collection::vec(any::<u8>(), 32), proptest::collection::vec(any::<u8>(), 64)]
+        .prop_filter("distinct halves", |k| k[..k.len() / 2] != k[k.len() / 2..])
 }
 
 fn sector_number() -> impl Strategy<Value = u64> {

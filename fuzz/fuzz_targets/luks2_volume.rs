@@ -22,7 +22,13 @@ fuzz_target!(|data: &[u8]| {
     let sum = Sha256::digest(&dev[..HDR]);
     dev[448..480].copy_from_slice(&sum);
     let Ok(volume) = Volume::load(&mut dev.as_slice()) else { return };
-    let limits = KdfLimits { max_memory_kib: 64, max_argon2_time: 2, max_argon2_lanes: 2, max_pbkdf2_iterations: 64, max_af_stripes: 64 };
+    let limits = KdfLimits {
+        max_memory_kib: 64,
+        max_argon2_time: 2,
+        max_argon2_lanes: 2,
+        max_pbkdf2_iterations: 64,
+        max_af_stripes: 64,
+    };
     let slots: Vec<u32> = volume.metadata().keyslots.keys().copied().collect();
     for slot in slots {
         let _ = volume.unlock_keyslot(&mut dev.as_slice(), slot, b"passphrase", &limits);

@@ -81,14 +81,22 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String>
         cfg.write_file(&w.file, w.offset, &w.bytes).map_err(|e| e.to_string())?;
     }
     let tpm_log = linked.blobs.iter().find(|b| b.name == TPM_LOG_BLOB).map(|b| (b.addr, b.data.len()));
-    Ok(Some(Tables { rsdp: linked.address_of("etc/acpi/rsdp").unwrap_or(0), ranges, blobs: linked.blobs.len(), inputs, tpm_log }))
+    Ok(Some(Tables {
+        rsdp: linked.address_of("etc/acpi/rsdp").unwrap_or(0),
+        ranges,
+        blobs: linked.blobs.len(),
+        inputs,
+        tpm_log,
+    }))
 }
 
 impl Tables {
     /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
     pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), String> {
         let Some((addr, size)) = self.tpm_log else {
-            return Err(String::from("QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log"));
+            return Err(String::from(
+                "QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log",
+            ));
         };
         if log.len() > size {
             return Err(alloc::format!("the event log ({} bytes) exceeds the ACPI log area ({size} bytes)", log.len()));

@@ -41,7 +41,9 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 /// The MSR must exist and the value must be one the firmware intends (e.g. EFER bits).
 pub unsafe fn wrmsr(msr: u32, value: u64) {
     // SAFETY: the caller guarantees the write is intended and valid.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
+    };
 }
 
 /// Time-stamp counter.
@@ -87,7 +89,9 @@ pub fn read_cr2() -> u64 {
 /// CR4.OSXSAVE must be set and `v` a subset of what CPUID leaf 0xD reports, with x87 set.
 pub unsafe fn xsetbv0(v: u64) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Stop until the next interrupt (forever, with interrupts off).

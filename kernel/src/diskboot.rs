@@ -38,7 +38,14 @@ pub struct Verified {
 
 /// Read `size` bytes at `offset` of the data segment of the volume at `part_start` on the disk
 /// and decrypt them; the reads stay several requests ahead of the decryption.
-fn read_decrypt(disk: &mut Disk, part_start: u64, seg: &DataSegment, cipher: &SectorCipher, offset: u64, size: u64) -> Result<Vec<u8>, String> {
+fn read_decrypt(
+    disk: &mut Disk,
+    part_start: u64,
+    seg: &DataSegment,
+    cipher: &SectorCipher,
+    offset: u64,
+    size: u64,
+) -> Result<Vec<u8>, String> {
     let sector = u64::from(seg.sector_size);
     let aligned = size.div_ceil(sector) * sector;
     let mut out = alloc::vec![0u8; aligned as usize];
@@ -68,7 +75,8 @@ pub fn open(disk: &mut Disk) -> Result<BootVolume, String> {
     if gpt.used_backup {
         crate::log!("disk: primary GPT damaged; using the backup");
     }
-    let part = gpt.by_name("veil-boot").ok_or_else(|| String::from("disk: the GPT has no partition named veil-boot"))?;
+    let part =
+        gpt.by_name("veil-boot").ok_or_else(|| String::from("disk: the GPT has no partition named veil-boot"))?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: disk, start, len };
     let volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: {e}"))?;
@@ -78,7 +86,11 @@ pub fn open(disk: &mut Disk) -> Result<BootVolume, String> {
 
 /// Write header byte ranges (offsets within the partition) of the boot volume, then read
 /// the header back to check that it still loads.
-pub fn write_header(disk: &mut Disk, boot: &mut BootVolume, writes: &[(u64, zeroize::Zeroizing<Vec<u8>>)]) -> Result<(), String> {
+pub fn write_header(
+    disk: &mut Disk,
+    boot: &mut BootVolume,
+    writes: &[(u64, zeroize::Zeroizing<Vec<u8>>)],
+) -> Result<(), String> {
     for (offset, bytes) in writes {
         if offset + bytes.len() as u64 > boot.len {
             return Err(String::from("veil-boot: header write beyond the partition"));
@@ -86,7 +98,8 @@ pub fn write_header(disk: &mut Disk, boot: &mut BootVolume, writes: &[(u64, zero
         disk.write_at(boot.start + offset, bytes).map_err(|e| alloc::format!("veil-boot: writing the header: {e}"))?;
     }
     let mut win = Window { dev: disk, start: boot.start, len: boot.len };
-    boot.volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: the header just written does not load: {e}"))?;
+    boot.volume =
+        Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: the header just written does not load: {e}"))?;
     Ok(())
 }
 
@@ -114,7 +127,12 @@ pub fn systemd_volume_key(tpm: &mut crate::tpm::MeasuredBoot, disk: &mut Disk, b
         for slot in &t.keyslots {
             match boot.volume.unlock_keyslot(&mut win, *slot, &passphrase, &LIMITS) {
                 Ok(key) => {
-                    crate::log!("veil-boot: systemd-tpm2 token {} unsealed (PolicyPCR {} PCRs {:?}); its passphrase opens keyslot {slot}", t.number, t.bank.name(), t.pcrs);
+                    crate::log!(
+                        "veil-boot: systemd-tpm2 token {} unsealed (PolicyPCR {} PCRs {:?}); its passphrase opens keyslot {slot}",
+                        t.number,
+                        t.bank.name(),
+                        t.pcrs
+                    );
                     return Some(key);
                 }
                 Err(e) => crate::log!("veil-boot: systemd-tpm2 token {}: keyslot {slot}: {e}", t.number),
@@ -128,7 +146,12 @@ pub fn systemd_volume_key(tpm: &mut crate::tpm::MeasuredBoot, disk: &mut Disk, b
 /// key from `secret`) and return the verified bundle. The MAC needs the master secret either
 /// way. When the header carries a `veil-bundle` token (what was measured), the MAC'd manifest
 /// must equal it.
-pub fn load(disk: &mut Disk, boot: &BootVolume, secret: &MasterSecret, volume_key: Option<VolumeKey>) -> Result<Verified, String> {
+pub fn load(
+    disk: &mut Disk,
+    boot: &BootVolume,
+    secret: &MasterSecret,
+    volume_key: Option<VolumeKey>,
+) -> Result<Verified, String> {
     let (start, len, volume) = (boot.start, boot.len, &boot.volume);
     let volume_key = match volume_key {
         Some(k) => k,
@@ -149,7 +172,9 @@ pub fn load(disk: &mut Disk, boot: &BootVolume, secret: &MasterSecret, volume_ke
     let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
     if let Some(t) = &boot.token {
         if t.manifest != manifest {
-            return Err(String::from("boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot"));
+            return Err(String::from(
+                "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot",
+            ));
         }
     }
     let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;

@@ -16,8 +16,21 @@ use crate::layout::{IST1_TOP, IST2_TOP, firmware_owned};
 /// Register state pushed by the entry stubs (lowest address first).
 #[repr(C)]
 pub struct Frame {
-    r15: u64, r14: u64, r13: u64, r12: u64, r11: u64, r10: u64, r9: u64, r8: u64,
-    rbp: u64, rdi: u64, rsi: u64, rdx: u64, rcx: u64, rbx: u64, rax: u64,
+    r15: u64,
+    r14: u64,
+    r13: u64,
+    r12: u64,
+    r11: u64,
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    rbp: u64,
+    rdi: u64,
+    rsi: u64,
+    rdx: u64,
+    rcx: u64,
+    rbx: u64,
+    rax: u64,
     vector: u64,
     error_code: u64,
     rip: u64,
@@ -72,13 +85,38 @@ unsafe extern "C" {
 }
 
 const NAMES: [&str; 32] = [
-    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
-    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
-    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
-    "#PF page fault", "reserved", "#MF x87 error", "#AC alignment check", "#MC machine check",
-    "#XM SIMD error", "#VE virtualization exception", "#CP control protection", "reserved",
-    "reserved", "reserved", "reserved", "reserved", "reserved", "#HV hypervisor injection",
-    "#VC VMM communication", "#SX security exception", "reserved",
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 error",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD error",
+    "#VE virtualization exception",
+    "#CP control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security exception",
+    "reserved",
 ];
 
 /// Set while the platform detection probes for SEV-ES/SNP (#VC on CPUID).
@@ -92,12 +130,35 @@ extern "C" fn exception_handler(frame: &Frame) -> ! {
     }
     let name = NAMES.get(frame.vector as usize).copied().unwrap_or("?");
     crate::log!("EXCEPTION vector={} ({name}) error={:#x}", frame.vector, frame.error_code);
-    crate::log!("  rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} cr2={:#018x}",
-        frame.rip, frame.cs, frame.rflags, frame.rsp, crate::cpu::read_cr2());
-    crate::log!("  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
-        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp);
-    crate::log!("  r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}",
-        frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15);
+    crate::log!(
+        "  rip={:#018x} cs={:#x} rflags={:#x} rsp={:#018x} cr2={:#018x}",
+        frame.rip,
+        frame.cs,
+        frame.rflags,
+        frame.rsp,
+        crate::cpu::read_cr2()
+    );
+    crate::log!(
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx,
+        frame.rsi,
+        frame.rdi,
+        frame.rbp
+    );
+    crate::log!(
+        "  r8={:#x} r9={:#x} r10={:#x} r11={:#x} r12={:#x} r13={:#x} r14={:#x} r15={:#x}",
+        frame.r8,
+        frame.r9,
+        frame.r10,
+        frame.r11,
+        frame.r12,
+        frame.r13,
+        frame.r14,
+        frame.r15
+    );
     if firmware_owned(frame.rsp, 8 * 8) {
         for i in 0..8u64 {
             let addr = frame.rsp + i * 8;
@@ -154,7 +215,8 @@ static mut TSS: Tss = Tss {
     iomap_base: core::mem::size_of::<Tss>() as u16,
 };
 static mut GDT: [u64; 5] = [0, 0x00AF_9B00_0000_FFFF, 0x00CF_9300_0000_FFFF, 0, 0];
-static mut IDT: [IdtEntry; 32] = [IdtEntry { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, _reserved: 0 }; 32];
+static mut IDT: [IdtEntry; 32] =
+    [IdtEntry { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, _reserved: 0 }; 32];
 
 /// Load the GDT (with the TSS and its interrupt stacks) and the IDT.
 pub fn init() {

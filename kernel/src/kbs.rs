@@ -44,9 +44,17 @@ impl Relay for Console {
         let request = serde_json::json!({"method": method, "path": path, "body": body});
         self.send_frame(&serde_json::to_vec(&request).map_err(|_| String::from("relay: request does not serialize"))?)?;
         let reply = self.recv_frame(REPLY_TIMEOUT_US)?;
-        let v: Value = serde_json::from_slice(&reply).map_err(|_| String::from("relay: a reply frame that is not JSON"))?;
-        let status = v.get("status").and_then(Value::as_u64).filter(|s| (100..600).contains(s)).ok_or_else(|| String::from("relay: a reply without an HTTP status"))?;
-        let body = v.get("body").and_then(Value::as_str).ok_or_else(|| String::from("relay: a reply without a body string"))?;
+        let v: Value =
+            serde_json::from_slice(&reply).map_err(|_| String::from("relay: a reply frame that is not JSON"))?;
+        let status = v
+            .get("status")
+            .and_then(Value::as_u64)
+            .filter(|s| (100..600).contains(s))
+            .ok_or_else(|| String::from("relay: a reply without an HTTP status"))?;
+        let body = v
+            .get("body")
+            .and_then(Value::as_str)
+            .ok_or_else(|| String::from("relay: a reply without a body string"))?;
         Ok((status as u16, body.as_bytes().to_vec()))
     }
 }

@@ -45,9 +45,13 @@ fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, String> {
         return Ok(None);
     }
     if kind != Kind::Plain {
-        return Err(alloc::format!("the development key source is refused on {kind:?}: it exists only for plain test VMs"));
+        return Err(alloc::format!(
+            "the development key source is refused on {kind:?}: it exists only for plain test VMs"
+        ));
     }
-    crate::log!("WARNING: INSECURE DEVELOPMENT KEY SOURCE: THE MASTER SECRET CAME FROM THE HOST (FW_CFG {DEV_SECRET}). THIS ROM MUST NEVER BOOT A REAL CLUSTER.");
+    crate::log!(
+        "WARNING: INSECURE DEVELOPMENT KEY SOURCE: THE MASTER SECRET CAME FROM THE HOST (FW_CFG {DEV_SECRET}). THIS ROM MUST NEVER BOOT A REAL CLUSTER."
+    );
     let bytes = Zeroizing::new(cfg.read_file(DEV_SECRET, 4096).map_err(|e| alloc::format!("{e}"))?.unwrap_or_default());
     MasterSecret::parse(&bytes).map(Some).map_err(|e| alloc::format!("{DEV_SECRET}: {e}"))
 }
@@ -82,7 +86,11 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
             Ok(bytes) => {
                 let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
                 let how = if t.import_seed.is_some() { "imported (sealed offline by veil seal), " } else { "" };
-                crate::log!("tpm: master secret unsealed from veil-boot token {} ({how}PolicyPCR over SHA-256 PCRs {:?}) in {us} us", t.number, t.pcrs);
+                crate::log!(
+                    "tpm: master secret unsealed from veil-boot token {} ({how}PolicyPCR over SHA-256 PCRs {:?}) in {us} us",
+                    t.number,
+                    t.pcrs
+                );
                 return token::open_payload(&bytes).map(Some);
             }
             Err(e) => {
@@ -97,33 +105,59 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
 }
 
 /// Seal `secret` to this boot's PCRs and store it as the `veil-tpm2` token (replacing any).
-fn seal_into_header(tpm: &mut MeasuredBoot, disk: &mut Disk, boot: &mut BootVolume, secret: &MasterSecret) -> Result<u32, String> {
+fn seal_into_header(
+    tpm: &mut MeasuredBoot,
+    disk: &mut Disk,
+    boot: &mut BootVolume,
+    secret: &MasterSecret,
+) -> Result<u32, String> {
     let (blob, policy) = tpm.seal(&token::seal_payload(secret))?;
     let mut writer = HeaderWriter::edit(&boot.volume).map_err(|e| alloc::format!("{e}"))?;
     for old in token::find(boot.volume.json()).into_iter().flatten() {
         writer.remove_token(old.number).map_err(|e| alloc::format!("{e}"))?;
     }
-    let number = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob, None), &[], None).map_err(|e| alloc::format!("{e}"))?;
+    let number = writer
+        .add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob, None), &[], None)
+        .map_err(|e| alloc::format!("{e}"))?;
     let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
     let writes = writer.commit(&mut rng).map_err(|e| alloc::format!("{e}"))?;
     crate::diskboot::write_header(disk, boot, &writes)?;
-    crate::log!("tpm: sealed the master secret to SHA-256 PCRs {:?} (policy {}) in veil-boot token {number}", measure::SEAL_PCRS, hex::encode(policy));
+    crate::log!(
+        "tpm: sealed the master secret to SHA-256 PCRs {:?} (policy {}) in veil-boot token {number}",
+        measure::SEAL_PCRS,
+        hex::encode(policy)
+    );
     Ok(number)
 }
 
 /// The master secret from the key broker behind `relay`.
 fn remote_release(tpm: &mut MeasuredBoot, relay: &mut Console) -> Result<MasterSecret, String> {
-    crate::log!("kbs: asking the key broker behind the relay on virtio-console {} for {}", relay.location, client::DEFAULT_RESOURCE);
+    crate::log!(
+        "kbs: asking the key broker behind the relay on virtio-console {} for {}",
+        relay.location,
+        client::DEFAULT_RESOURCE
+    );
     let start = crate::cpu::rdtsc();
-    let bytes = tpm.remote_release(relay, client::DEFAULT_RESOURCE).map_err(|e| alloc::format!("remote key release: {e}"))?;
-    let secret = MasterSecret::parse(&bytes).map_err(|e| alloc::format!("remote key release: the released resource: {e}"))?;
+    let bytes =
+        tpm.remote_release(relay, client::DEFAULT_RESOURCE).map_err(|e| alloc::format!("remote key release: {e}"))?;
+    let secret =
+        MasterSecret::parse(&bytes).map_err(|e| alloc::format!("remote key release: the released resource: {e}"))?;
     let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
-    crate::log!("kbs: the broker verified the TPM quote and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us", bytes.len());
+    crate::log!(
+        "kbs: the broker verified the TPM quote and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us",
+        bytes.len()
+    );
     Ok(secret)
 }
 
 /// The master secret, if some source provides it.
-pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, boot: Option<(&mut Disk, &mut BootVolume)>, relay: Option<&mut Console>) -> Result<Option<MasterSecret>, String> {
+pub fn master_secret(
+    cfg: &FwCfg,
+    kind: Kind,
+    tpm: Option<&mut MeasuredBoot>,
+    boot: Option<(&mut Disk, &mut BootVolume)>,
+    relay: Option<&mut Console>,
+) -> Result<Option<MasterSecret>, String> {
     let mut tpm = tpm;
     let mut boot = boot;
     let mut sealed_failure = None;
@@ -139,7 +173,9 @@ pub fn master_secret(cfg: &FwCfg, kind: Kind, tpm: Option<&mut MeasuredBoot>, bo
             Ok(secret) => Some(secret),
             Err(e) => {
                 return Err(match sealed_failure {
-                    Some(why) => alloc::format!("the sealed master secret does not open on this TPM with this boot's measurements ({why}), and {e}: refusing to boot"),
+                    Some(why) => alloc::format!(
+                        "the sealed master secret does not open on this TPM with this boot's measurements ({why}), and {e}: refusing to boot"
+                    ),
                     None => alloc::format!("{e}: refusing to boot"),
                 });
             }

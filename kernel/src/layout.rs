@@ -45,5 +45,7 @@ pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
 /// tables, image), so that the exception handler may read it?
 pub fn firmware_owned(addr: u64, len: u64) -> bool {
     let end = addr.saturating_add(len);
-    (addr >= STACK_BOTTOM && end <= STACK_TOP) || (addr >= STACK_TOP && end <= IST2_TOP) || (addr >= IMAGE_BASE && end <= IMAGE_END)
+    (addr >= STACK_BOTTOM && end <= STACK_TOP)
+        || (addr >= STACK_TOP && end <= IST2_TOP)
+        || (addr >= IMAGE_BASE && end <= IMAGE_END)
 }

@@ -127,7 +127,12 @@ pub fn prepare(
 
     // The kernel: at its preferred address if that is free RAM, else above the heap.
     let need = u64::from(hdr.init_size).max(kernel_size as u64);
-    let fits = |addr: u64| is_ram(e820, addr, need) && !overlaps((addr, need), heap) && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0)) && addr + need <= 0x1_0000_0000;
+    let fits = |addr: u64| {
+        is_ram(e820, addr, need)
+            && !overlaps((addr, need), heap)
+            && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0))
+            && addr + need <= 0x1_0000_0000
+    };
     let addr = [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)]
         .into_iter()
         .find(|a| fits(*a))
@@ -216,8 +221,13 @@ pub fn jump(p: &Prepared) -> ! {
 
 /// The hand-off archive: /veil/handoff.json with the platform and the boot timeline, plus
 /// `extra_files` (e.g. the root volume key, mode 0400). Zeroized on drop: it may hold keys.
-pub fn handoff_cpio(platform: &str, marks: &[(&str, u64)], extra_files: &[(&str, &[u8])]) -> zeroize::Zeroizing<Vec<u8>> {
-    let timeline: Vec<serde_json::Value> = marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
+pub fn handoff_cpio(
+    platform: &str,
+    marks: &[(&str, u64)],
+    extra_files: &[(&str, &[u8])],
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let timeline: Vec<serde_json::Value> =
+        marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
     let doc = serde_json::json!({
         "firmware": alloc::format!("veilboot {}", env!("CARGO_PKG_VERSION")),
         "platform": platform,

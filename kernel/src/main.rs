@@ -27,8 +27,8 @@ mod random;
 mod secrets;
 mod serial;
 mod statedisk;
-mod tpm;
 mod testhooks;
+mod tpm;
 mod tsc;
 mod vector;
 mod virtio;
@@ -63,7 +63,9 @@ pub extern "C" fn veil_main() -> ! {
         Kind::SevSnp => platform::snp::terminate_unsupported(),
         Kind::SevLegacy => {
             serial::init();
-            fail(format_args!("AMD SEV/SEV-ES without SNP detected (SEV_STATUS); veilboot supports only SEV-SNP, and not in this build yet"))
+            fail(format_args!(
+                "AMD SEV/SEV-ES without SNP detected (SEV_STATUS); veilboot supports only SEV-SNP, and not in this build yet"
+            ))
         }
     };
     serial::init();
@@ -72,7 +74,12 @@ pub extern "C" fn veil_main() -> ! {
     let since_reset = tsc::set_base(entry_tsc);
     tsc::mark_at(entry_tsc, "rust-init");
     log!("veilboot {} on the {} platform", env!("CARGO_PKG_VERSION"), plat.name());
-    log!("tsc: {} kHz ({:?}); timeline counts from {}", hz / 1000, source, if since_reset { "VM reset" } else { "firmware entry (the VMM did not reset the TSC)" });
+    log!(
+        "tsc: {} kHz ({:?}); timeline counts from {}",
+        hz / 1000,
+        source,
+        if since_reset { "VM reset" } else { "firmware entry (the VMM did not reset the TSC)" }
+    );
 
     tsc::mark("cpu");
     let vs = vector::enable();
@@ -80,7 +87,14 @@ pub extern "C" fn veil_main() -> ! {
     let nx = paging::enable_nx();
     log!(
         "cpu: xcr0={:#x} aesni={} pclmulqdq={} avx2={} vaes={} vpclmulqdq={} avx512f={} nx={}",
-        vs.xcr0, vs.aesni, vs.pclmulqdq, vs.avx2, vs.vaes, vs.vpclmulqdq, vs.avx512f, nx
+        vs.xcr0,
+        vs.aesni,
+        vs.pclmulqdq,
+        vs.avx2,
+        vs.vaes,
+        vs.vpclmulqdq,
+        vs.avx512f,
+        nx
     );
 
     tsc::mark("fw_cfg");
@@ -125,7 +139,17 @@ pub extern "C" fn veil_main() -> ! {
         pci::Config::Legacy => log!("pci: no q35 host bridge; using ports 0xCF8/0xCFC"),
     }
     for d in pci.scan_bus0() {
-        log!("pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}", d.bus, d.dev, d.func, d.vendor, d.device, d.class.0, d.class.1, pci::class_name(d.class));
+        log!(
+            "pci: {:02x}:{:02x}.{} {:04x}:{:04x} class {:02x}{:02x} {}",
+            d.bus,
+            d.dev,
+            d.func,
+            d.vendor,
+            d.device,
+            d.class.0,
+            d.class.1,
+            pci::class_name(d.class)
+        );
     }
     hooks.run_after_pci(&pci);
 
@@ -154,9 +178,15 @@ pub extern "C" fn veil_main() -> ! {
             config.extend(hooks.measured_input());
             let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
             config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
-            let r = m.measure(&measure::rom(rom)).and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
+            let r = m
+                .measure(&measure::rom(rom))
+                .and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
             r.unwrap_or_else(|e| fail(format_args!("TPM: measuring the firmware: {e}")));
-            log!("tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1", layout::ROM_SIZE >> 10, config.len());
+            log!(
+                "tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1",
+                layout::ROM_SIZE >> 10,
+                config.len()
+            );
         }
         None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
     }
@@ -190,7 +220,9 @@ pub extern "C" fn veil_main() -> ! {
                 Err(e) if dev_key => fail(format_args!("{e}")),
                 Err(e) => log!("disk {}: not a veilboot boot disk ({e}); booting QEMU's -kernel", disk.location),
             },
-            None if dev_key => fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")),
+            None if dev_key => {
+                fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from"))
+            }
             None => log!("disk: no virtio-blk disk; booting QEMU's -kernel"),
         }
     }
@@ -201,7 +233,11 @@ pub extern "C" fn veil_main() -> ! {
                 for part in measure::boot_target(&t.manifest) {
                     m.measure(&part).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
                 }
-                log!("tpm: measured the boot target: kernel sha384:{}.. into PCR 4, command line into PCR 8, initrd sha384:{}.. into PCR 9", &t.manifest.kernel.sha384[..16], &t.manifest.initrd.sha384[..16]);
+                log!(
+                    "tpm: measured the boot target: kernel sha384:{}.. into PCR 4, command line into PCR 8, initrd sha384:{}.. into PCR 9",
+                    &t.manifest.kernel.sha384[..16],
+                    &t.manifest.initrd.sha384[..16]
+                );
             }
             None => log!("tpm: no boot volume with a veil-bundle token: the boot target is not measured"),
         }
@@ -214,7 +250,8 @@ pub extern "C" fn veil_main() -> ! {
         (Some(d), Some(b)) => Some((d, b)),
         _ => None,
     };
-    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk, relay.as_mut()).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk, relay.as_mut())
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut from_disk = None;
     let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
     if let (Some(secret), Some(boot)) = (&secret, &boot_volume) {
@@ -229,10 +266,17 @@ pub extern "C" fn veil_main() -> ! {
         let volume_key = measured.as_mut().and_then(|m| diskboot::systemd_volume_key(m, disk, boot));
         let verified = diskboot::load(disk, boot, secret, volume_key).unwrap_or_else(|e| fail(format_args!("{e}")));
         let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
-        log!("bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)", verified.bytes, us, verified.bytes / us.max(1));
-        let root_key = secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));
+        log!(
+            "bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)",
+            verified.bytes,
+            us,
+            verified.bytes / us.max(1)
+        );
+        let root_key =
+            secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));
         root_files.push(("run/veil/keys/root.key", zeroize::Zeroizing::new(root_key.to_vec())));
-        root_files.push(("run/veil/root.uuid", zeroize::Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
+        root_files
+            .push(("run/veil/root.uuid", zeroize::Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
         log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
         from_disk = Some(verified);
         // A second disk is the state disk: formatted if blank, never touched otherwise.
@@ -273,7 +317,13 @@ pub extern "C" fn veil_main() -> ! {
     };
     log!(
         "linux: boot protocol {}.{:02}, kernel at {:#x} ({} MiB reserved), initrd {} bytes at {:#x}, entry {:#x}",
-        kernel.version >> 8, kernel.version & 0xff, kernel.kernel.0, kernel.kernel.1 >> 20, kernel.initrd.1, kernel.initrd.0, kernel.entry
+        kernel.version >> 8,
+        kernel.version & 0xff,
+        kernel.kernel.0,
+        kernel.kernel.1 >> 20,
+        kernel.initrd.1,
+        kernel.initrd.0,
+        kernel.entry
     );
     if let Some(m) = measured.take() {
         let events = m.extends;
@@ -282,7 +332,10 @@ pub extern "C" fn veil_main() -> ! {
             Some(t) => t.write_tpm_log(&log_bytes).unwrap_or_else(|e| fail(format_args!("TPM event log: {e}"))),
             None => fail(format_args!("TPM event log: no ACPI tables to hand it over in")),
         }
-        log!("tpm: event log of {events} measurements ({} bytes) handed to Linux in the ACPI TPM2 log area; locality released", log_bytes.len());
+        log!(
+            "tpm: event log of {events} measurements ({} bytes) handed to Linux in the ACPI TPM2 log area; locality released",
+            log_bytes.len()
+        );
     }
     match secrets::wipe_all() {
         Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),

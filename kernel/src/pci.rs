@@ -79,7 +79,8 @@ impl Config {
     pub fn read32(&self, bus: u8, dev: u8, func: u8, reg: u16) -> u32 {
         match self {
             Config::Ecam(base) => {
-                let addr = base | u64::from(bus) << 20 | u64::from(dev) << 15 | u64::from(func) << 12 | u64::from(reg & 0xFFC);
+                let addr =
+                    base | u64::from(bus) << 20 | u64::from(dev) << 15 | u64::from(func) << 12 | u64::from(reg & 0xFFC);
                 // SAFETY: ECAM is enabled at `base` and identity mapped; the address is inside
                 // the 256 MiB window by construction.
                 unsafe { core::ptr::read_volatile(addr as *const u32) }

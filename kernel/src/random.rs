@@ -30,10 +30,13 @@ pub fn fill(buf: &mut [u8]) {
     let has_rdseed = cpuid(0, 0).eax >= 7 && cpuid(7, 0).ebx & (1 << 18) != 0;
     let has_rdrand = cpuid(1, 0).ecx & (1 << 30) != 0;
     for chunk in buf.chunks_mut(8) {
-        let v = if has_rdseed { hardware_random(true) } else { None }.or_else(|| if has_rdrand { hardware_random(false) } else { None });
+        let v = if has_rdseed { hardware_random(true) } else { None }
+            .or_else(|| if has_rdrand { hardware_random(false) } else { None });
         match v {
             Some(v) => chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]),
-            None => crate::fail(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source")),
+            None => {
+                crate::fail(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source"))
+            }
         }
     }
 }

@@ -141,7 +141,9 @@ fn relay_echo(ecam_base: u64) -> ! {
     if !virtio::init_pool() {
         crate::fail(format_args!("no memory for the virtio bounce pool"));
     }
-    let Some(mut console) = virtio::find_console(ecam_base) else { crate::fail(format_args!("relay: no virtio-console device")) };
+    let Some(mut console) = virtio::find_console(ecam_base) else {
+        crate::fail(format_args!("relay: no virtio-console device"))
+    };
     log!("relay: virtio-console at {}", console.location);
     console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
     let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| crate::fail(format_args!("{e}")));

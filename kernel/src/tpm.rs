@@ -85,7 +85,13 @@ impl MeasuredBoot {
             return Err(String::from("the TPM has no active PCR bank veilboot knows (SHA-1/256/384/512)"));
         }
         let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
-        crate::log!("tpm: TIS at {TIS_BASE:#x}, vendor {:#06x} device {:#06x}; {}; PCR banks {}", did_vid & 0xFFFF, did_vid >> 16, if started { "started (TPM2_Startup CLEAR)" } else { "already started" }, names.join(", "));
+        crate::log!(
+            "tpm: TIS at {TIS_BASE:#x}, vendor {:#06x} device {:#06x}; {}; PCR banks {}",
+            did_vid & 0xFFFF,
+            did_vid >> 16,
+            if started { "started (TPM2_Startup CLEAR)" } else { "already started" },
+            names.join(", ")
+        );
         Ok(Some(MeasuredBoot { log: EventLog::new(&banks), tpm, extends: 0, primary: None }))
     }
 
@@ -123,7 +129,12 @@ impl MeasuredBoot {
 
     /// Import an object `veil seal` made offline for this TPM's storage primary key, then
     /// unseal it like any other.
-    pub fn unseal_imported(&mut self, blob: &SealedBlob, seed: &[u8], pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub fn unseal_imported(
+        &mut self,
+        blob: &SealedBlob,
+        seed: &[u8],
+        pcrs: &[u32],
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
         let primary = self.primary()?;
         let private = self.tpm.import(primary, &blob.public, &blob.private, seed).map_err(|e| e.to_string())?;
         let loaded = SealedBlob { private, public: blob.public.clone() };
@@ -159,7 +170,12 @@ impl MeasuredBoot {
         if let Some(ak) = phases.ak_description() {
             crate::log!("kbs: attestation key {ak}");
         }
-        for (at, stage) in [(phases.keys, "kbs-auth"), (phases.challenge, "kbs-quote"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")] {
+        for (at, stage) in [
+            (phases.keys, "kbs-auth"),
+            (phases.challenge, "kbs-quote"),
+            (phases.quote, "kbs-attest"),
+            (phases.attested, "kbs-resource"),
+        ] {
             if at != 0 {
                 crate::tsc::mark_at(at, stage);
             }

@@ -46,7 +46,10 @@ fn calibrate_pit() -> Option<u64> {
 /// Find the TSC frequency.
 pub fn calibrate() -> (u64, Source) {
     let max = cpuid(0, 0).eax;
-    let (hz, src) = if max >= 0x15 && { let l = cpuid(0x15, 0); l.eax != 0 && l.ebx != 0 && l.ecx != 0 } {
+    let (hz, src) = if max >= 0x15 && {
+        let l = cpuid(0x15, 0);
+        l.eax != 0 && l.ebx != 0 && l.ecx != 0
+    } {
         let l = cpuid(0x15, 0);
         (u64::from(l.ecx) * u64::from(l.ebx) / u64::from(l.eax), Source::Cpuid15)
     } else if max >= 0x16 && cpuid(0x16, 0).eax & 0xFFFF != 0 {

@@ -34,11 +34,8 @@ pub fn enable() -> VectorState {
         write_cr0((read_cr0() & !((1 << 2) | (1 << 3))) | (1 << 1));
         write_cr4(read_cr4() | (1 << 9) | (1 << 10));
     }
-    let mut state = VectorState {
-        aesni: l1.ecx & (1 << 25) != 0,
-        pclmulqdq: l1.ecx & (1 << 1) != 0,
-        ..Default::default()
-    };
+    let mut state =
+        VectorState { aesni: l1.ecx & (1 << 25) != 0, pclmulqdq: l1.ecx & (1 << 1) != 0, ..Default::default() };
     let xsave = l1.ecx & (1 << 26) != 0;
     if !xsave || max < 0xD {
         return state;

@@ -10,11 +10,11 @@ use core::ptr::NonNull;
 use linked_list_allocator::Heap;
 use spin::Mutex;
 use veil_agent::io::{IoError, ReadAt};
-use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
-use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
-use virtio_drivers::transport::DeviceType;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::device::console::VirtIOConsole;
+use virtio_drivers::transport::DeviceType;
+use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 /// Bytes per request to the device (the issue asks for 128 KiB or more).
@@ -104,7 +104,11 @@ pub struct Ecam(pub u64);
 
 impl Ecam {
     fn addr(&self, df: DeviceFunction, reg: u8) -> *mut u32 {
-        (self.0 | u64::from(df.bus) << 20 | u64::from(df.device) << 15 | u64::from(df.function) << 12 | u64::from(reg & 0xFC)) as *mut u32
+        (self.0
+            | u64::from(df.bus) << 20
+            | u64::from(df.device) << 15
+            | u64::from(df.function) << 12
+            | u64::from(reg & 0xFC)) as *mut u32
     }
 }
 
@@ -217,7 +221,9 @@ impl Console {
     /// The next byte, polling until `deadline_us` (TSC microseconds); None on timeout.
     pub fn recv_byte(&mut self, deadline_us: u64) -> Result<Option<u8>, String> {
         loop {
-            if let Some(b) = self.dev.recv(true).map_err(|e| alloc::format!("virtio-console {}: receive: {e:?}", self.location))? {
+            if let Some(b) =
+                self.dev.recv(true).map_err(|e| alloc::format!("virtio-console {}: receive: {e:?}", self.location))?
+            {
                 return Ok(Some(b));
             }
             if crate::tsc::micros(crate::cpu::rdtsc()) > deadline_us {
@@ -232,9 +238,21 @@ impl Disk {
     /// Read `out.len()` bytes from the sector-aligned `offset` with up to DEPTH requests of
     /// REQUEST bytes in flight, handing each chunk to `consume(position, chunk)` in order as
     /// soon as it has arrived, while the following requests are still being served.
-    pub fn read_pipelined(&mut self, offset: u64, out: &mut [u8], mut consume: impl FnMut(u64, &mut [u8]) -> Result<(), String>) -> Result<(), String> {
-        if offset % 512 != 0 || out.len() % 512 != 0 || offset.checked_add(out.len() as u64).is_none_or(|e| e > self.size) {
-            return Err(alloc::format!("read of {} bytes at {offset} is unaligned or past the {}-byte disk", out.len(), self.size));
+    pub fn read_pipelined(
+        &mut self,
+        offset: u64,
+        out: &mut [u8],
+        mut consume: impl FnMut(u64, &mut [u8]) -> Result<(), String>,
+    ) -> Result<(), String> {
+        if offset % 512 != 0
+            || out.len() % 512 != 0
+            || offset.checked_add(out.len() as u64).is_none_or(|e| e > self.size)
+        {
+            return Err(alloc::format!(
+                "read of {} bytes at {offset} is unaligned or past the {}-byte disk",
+                out.len(),
+                self.size
+            ));
         }
         let mut chunks: Vec<&mut [u8]> = out.chunks_mut(REQUEST).collect();
         let n = chunks.len();
@@ -250,8 +268,15 @@ impl Disk {
                 // SAFETY: reqs[submitted], chunks[submitted] and resps[submitted] are not
                 // touched again until complete_read_blocks for this token below, and the
                 // vectors never reallocate.
-                let token = unsafe { self.blk.read_blocks_nb(sector as usize, &mut reqs[submitted], chunks[submitted], &mut resps[submitted]) }
-                    .map_err(|e| alloc::format!("virtio-blk read at sector {sector}: {e:?}"))?;
+                let token = unsafe {
+                    self.blk.read_blocks_nb(
+                        sector as usize,
+                        &mut reqs[submitted],
+                        chunks[submitted],
+                        &mut resps[submitted],
+                    )
+                }
+                .map_err(|e| alloc::format!("virtio-blk read at sector {sector}: {e:?}"))?;
                 tokens[submitted] = Some(token);
                 submitted += 1;
             }
@@ -260,7 +285,10 @@ impl Disk {
                     core::hint::spin_loop();
                     continue;
                 };
-                let j = tokens.iter().position(|t| *t == Some(token)).ok_or_else(|| alloc::format!("virtio-blk completed unknown request {token}"))?;
+                let j = tokens
+                    .iter()
+                    .position(|t| *t == Some(token))
+                    .ok_or_else(|| alloc::format!("virtio-blk completed unknown request {token}"))?;
                 // SAFETY: the same req/buf/resp that were passed for this token.
                 unsafe { self.blk.complete_read_blocks(token, &reqs[j], chunks[j], &mut resps[j]) }
                     .map_err(|e| alloc::format!("virtio-blk read of chunk {j}: {e:?}"))?;
@@ -298,8 +326,11 @@ impl ReadAt for Disk {
     /// Reads in sector-aligned requests of up to REQUEST bytes; unaligned edges go through a
     /// small scratch buffer.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= self.size)
-            .ok_or(IoError::OutOfRange { offset, len: buf.len() as u64, size: self.size })?;
+        let end = offset.checked_add(buf.len() as u64).filter(|e| *e <= self.size).ok_or(IoError::OutOfRange {
+            offset,
+            len: buf.len() as u64,
+            size: self.size,
+        })?;
         let mut pos = offset;
         let mut done = 0usize;
         let mut scratch = alloc::vec![0u8; 512];
@@ -327,4 +358,3 @@ impl ReadAt for Disk {
         Ok(())
     }
 }
-

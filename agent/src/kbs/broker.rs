@@ -57,7 +57,11 @@ pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String
     let map = v.as_object().ok_or("measurements: not a JSON object")?;
     let mut out = BTreeMap::new();
     for (k, entry) in map {
-        let pcr: u32 = k.parse().ok().filter(|p| *p < 24).ok_or_else(|| format!("measurements: \"{k}\" is not a PCR index 0-23"))?;
+        let pcr: u32 = k
+            .parse()
+            .ok()
+            .filter(|p| *p < 24)
+            .ok_or_else(|| format!("measurements: \"{k}\" is not a PCR index 0-23"))?;
         let expected = entry
             .get("expected")
             .and_then(Value::as_str)
@@ -134,7 +138,10 @@ pub struct Broker {
 }
 
 fn refuse(status: u16, kind: &str, detail: String) -> Reply {
-    let body = serde_json::to_vec(&json!({"type": format!("https://github.com/confidential-containers/kbs/errors/{kind}"), "detail": detail})).expect("JSON");
+    let body = serde_json::to_vec(
+        &json!({"type": format!("https://github.com/confidential-containers/kbs/errors/{kind}"), "detail": detail}),
+    )
+    .expect("JSON");
     Reply { status, body, set_session: None, log: format!("refused ({status} {kind}): {detail}") }
 }
 
@@ -153,7 +160,9 @@ pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
     }
     let attributes = u32::from_be_bytes(area[4..8].try_into().expect("4 bytes"));
     if attributes & AK_ATTRIBUTES != AK_ATTRIBUTES {
-        return Err(format!("the AK's attributes {attributes:#010x} lack fixedTPM, fixedParent, sensitiveDataOrigin, restricted or sign"));
+        return Err(format!(
+            "the AK's attributes {attributes:#010x} lack fixedTPM, fixedParent, sensitiveDataOrigin, restricted or sign"
+        ));
     }
     crate::tpm::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
 }
@@ -173,8 +182,12 @@ impl Broker {
         match (req.method, req.path) {
             ("POST", "/kbs/v0/auth") => self.auth(req.body),
             ("POST", "/kbs/v0/attest") => self.attest(req.session, req.body),
-            ("GET", p) if p.starts_with("/kbs/v0/resource/") => self.resource(req.session, &p["/kbs/v0/resource/".len()..]),
-            (m, p) => refuse(404, "InvalidRequest", format!("no endpoint {m} {}", p.chars().take(100).collect::<String>())),
+            ("GET", p) if p.starts_with("/kbs/v0/resource/") => {
+                self.resource(req.session, &p["/kbs/v0/resource/".len()..])
+            }
+            (m, p) => {
+                refuse(404, "InvalidRequest", format!("no endpoint {m} {}", p.chars().take(100).collect::<String>()))
+            }
         }
     }
 
@@ -184,20 +197,36 @@ impl Broker {
             Err(e) => return refuse(400, "InvalidRequest", format!("the request is not a KBS Request: {e}")),
         };
         if request.version != PROTOCOL_VERSION {
-            return refuse(400, "ProtocolVersion", format!("protocol version {:?}; this broker speaks {PROTOCOL_VERSION}", request.version));
+            return refuse(
+                400,
+                "ProtocolVersion",
+                format!("protocol version {:?}; this broker speaks {PROTOCOL_VERSION}", request.version),
+            );
         }
         if request.tee != kbs_types::Tee::Tpm {
-            return refuse(400, "UnsupportedTee", format!("TEE {}; this broker verifies only \"tpm\" evidence", request.tee));
+            return refuse(
+                400,
+                "UnsupportedTee",
+                format!("TEE {}; this broker verifies only \"tpm\" evidence", request.tee),
+            );
         }
         let extra = &request.extra_params;
         let field = |name: &str| extra.get(name).and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
         let (Some(ak_public), Some(ek_cert)) = (field("veil-ak-public"), field("veil-ek-cert")) else {
-            return refuse(400, "InvalidRequest", String::from("extra-params lack the base64 veil-ak-public and veil-ek-cert this broker certifies the AK with"));
+            return refuse(
+                400,
+                "InvalidRequest",
+                String::from(
+                    "extra-params lack the base64 veil-ak-public and veil-ek-cert this broker certifies the AK with",
+                ),
+            );
         };
         if let Err(e) = check_ak(&ak_public) {
             return refuse(401, "AttestationFailed", e);
         }
-        let ek = match ekcert::certified_key(&ek_cert).and_then(|k| ekcert::verify(&ek_cert, &k, &self.config.ek_intermediates, &self.config.ek_root).map(|()| k)) {
+        let ek = match ekcert::certified_key(&ek_cert)
+            .and_then(|k| ekcert::verify(&ek_cert, &k, &self.config.ek_intermediates, &self.config.ek_root).map(|()| k))
+        {
             Ok(k) => k,
             Err(e) => return refuse(401, "AttestationFailed", format!("EK certificate not trusted: {e}")),
         };
@@ -221,7 +250,10 @@ impl Broker {
         };
         let nonce = B64.encode(nonce);
         let id = hex::encode(id);
-        let challenge = kbs_types::Challenge { nonce: nonce.clone(), extra_params: json!({"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}) };
+        let challenge = kbs_types::Challenge {
+            nonce: nonce.clone(),
+            extra_params: json!({"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}),
+        };
         let mut sessions = self.sessions.lock().expect("sessions");
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS {
@@ -229,24 +261,56 @@ impl Broker {
                 sessions.remove(&oldest);
             }
         }
-        sessions.insert(id.clone(), Session { expected: Expected { nonce, ak_public, credential: secret }, challenge_open: true, tee_pubkey: None, created: Instant::now() });
-        Reply { status: 200, body: serde_json::to_vec(&challenge).expect("JSON"), set_session: Some(id.clone()), log: format!("session {id}: challenge sent (AK {} certified by the EK certificate)", hex::encode(&ak_name[2..10])) }
+        sessions.insert(
+            id.clone(),
+            Session {
+                expected: Expected { nonce, ak_public, credential: secret },
+                challenge_open: true,
+                tee_pubkey: None,
+                created: Instant::now(),
+            },
+        );
+        Reply {
+            status: 200,
+            body: serde_json::to_vec(&challenge).expect("JSON"),
+            set_session: Some(id.clone()),
+            log: format!(
+                "session {id}: challenge sent (AK {} certified by the EK certificate)",
+                hex::encode(&ak_name[2..10])
+            ),
+        }
     }
 
     fn attest(&self, session: Option<&str>, body: &[u8]) -> Reply {
         let mut sessions = self.sessions.lock().expect("sessions");
-        let Some((id, s)) = session.and_then(|id| sessions.get_mut(id).map(|s| (id, s))).filter(|(_, s)| s.created.elapsed() < SESSION_LIFETIME) else {
-            return refuse(401, "UnAuthenticatedCookie", String::from("no live session: request a challenge at /kbs/v0/auth first"));
+        let Some((id, s)) = session
+            .and_then(|id| sessions.get_mut(id).map(|s| (id, s)))
+            .filter(|(_, s)| s.created.elapsed() < SESSION_LIFETIME)
+        else {
+            return refuse(
+                401,
+                "UnAuthenticatedCookie",
+                String::from("no live session: request a challenge at /kbs/v0/auth first"),
+            );
         };
         if !s.challenge_open {
-            return refuse(401, "AttestationFailed", format!("session {id}: its challenge was already answered (a replayed attestation)"));
+            return refuse(
+                401,
+                "AttestationFailed",
+                format!("session {id}: its challenge was already answered (a replayed attestation)"),
+            );
         }
         s.challenge_open = false; // one answer per challenge, right or wrong
         match check_attestation(&self.config, &s.expected, body) {
             Ok((key, log)) => {
                 s.tee_pubkey = Some(key);
                 let token = json!({"token": format!("veil-session-{id}")});
-                Reply { status: 200, body: serde_json::to_vec(&token).expect("JSON"), set_session: None, log: format!("session {id}: attested; {log}") }
+                Reply {
+                    status: 200,
+                    body: serde_json::to_vec(&token).expect("JSON"),
+                    set_session: None,
+                    log: format!("session {id}: attested; {log}"),
+                }
             }
             Err(e) => {
                 let mut r = refuse(401, "AttestationFailed", e);
@@ -258,35 +322,58 @@ impl Broker {
 
     fn resource(&self, session: Option<&str>, path: &str) -> Reply {
         let mut sessions = self.sessions.lock().expect("sessions");
-        let Some(id) = session.filter(|id| sessions.get(*id).is_some_and(|s| s.tee_pubkey.is_some() && s.created.elapsed() < SESSION_LIFETIME)) else {
-            return refuse(401, "UnAuthenticatedCookie", String::from("this session has not attested (or has already fetched its resource)"));
+        let Some(id) = session.filter(|id| {
+            sessions.get(*id).is_some_and(|s| s.tee_pubkey.is_some() && s.created.elapsed() < SESSION_LIFETIME)
+        }) else {
+            return refuse(
+                401,
+                "UnAuthenticatedCookie",
+                String::from("this session has not attested (or has already fetched its resource)"),
+            );
         };
         let Some(secret) = self.config.resources.get(path) else {
-            return refuse(404, "ResourceNotFound", format!("no resource {}", path.chars().take(100).collect::<String>()));
+            return refuse(
+                404,
+                "ResourceNotFound",
+                format!("no resource {}", path.chars().take(100).collect::<String>()),
+            );
         };
         let key = sessions.remove(id).and_then(|s| s.tee_pubkey).expect("checked above");
         let mut random = self.random.lock().expect("random source");
         match jwe::encrypt(secret, &key, &mut **random) {
-            Ok(body) => Reply { status: 200, body, set_session: None, log: format!("session {id}: released {path} ({} bytes, JWE to the attested key)", secret.len()) },
+            Ok(body) => Reply {
+                status: 200,
+                body,
+                set_session: None,
+                log: format!("session {id}: released {path} ({} bytes, JWE to the attested key)", secret.len()),
+            },
             Err(e) => refuse(500, "InternalError", format!("JWE: {e}")),
         }
     }
 }
 
 /// The /attest checks on an untrusted body; the key to wrap the resource to, and a log line.
-pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Result<(p256::PublicKey, String), String> {
-    let attestation: kbs_types::Attestation = serde_json::from_slice(body).map_err(|e| format!("the attestation is not a KBS Attestation: {e}"))?;
+pub fn check_attestation(
+    config: &BrokerConfig,
+    s: &Expected,
+    body: &[u8],
+) -> Result<(p256::PublicKey, String), String> {
+    let attestation: kbs_types::Attestation =
+        serde_json::from_slice(body).map_err(|e| format!("the attestation is not a KBS Attestation: {e}"))?;
     let runtime = &attestation.runtime_data;
     if runtime.nonce != s.nonce {
         return Err(String::from("the runtime data's nonce is not this session's (replayed or stale)"));
     }
     let kbs_types::TeePubKey::EC { crv, alg, x, y } = &runtime.tee_pubkey else {
-        return Err(String::from("the tee-pubkey is not an EC key (the secret is wrapped with ECDH-ES+A256KW to a P-256 key)"));
+        return Err(String::from(
+            "the tee-pubkey is not an EC key (the secret is wrapped with ECDH-ES+A256KW to a P-256 key)",
+        ));
     };
     if alg != jwe::ALG {
         return Err(format!("the tee-pubkey's alg is {alg:?}, not {}", jwe::ALG));
     }
-    let key = jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y})).map_err(|_| "the tee-pubkey is not a P-256 JWK")?;
+    let key = jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y}))
+        .map_err(|_| "the tee-pubkey is not a P-256 JWK")?;
     let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(primary)?;
     let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
@@ -295,11 +382,20 @@ pub fn check_attestation(config: &BrokerConfig, s: &Expected, body: &[u8]) -> Re
     }
     match &ev.credential {
         Some(c) if equal(c, s.credential.as_ref()) => {}
-        Some(_) => return Err(String::from("the recovered credential is wrong: the AK is not on the TPM of the EK certificate")),
-        None => return Err(String::from("no recovered credential: the AK was not shown to live on the TPM of the EK certificate")),
+        Some(_) => {
+            return Err(String::from(
+                "the recovered credential is wrong: the AK is not on the TPM of the EK certificate",
+            ));
+        }
+        None => {
+            return Err(String::from(
+                "no recovered credential: the AK was not shown to live on the TPM of the EK certificate",
+            ));
+        }
     }
     let report = expected_report_data(&attestation)?;
-    let pcrs: Vec<(Bank, u32, Vec<u8>)> = ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
+    let pcrs: Vec<(Bank, u32, Vec<u8>)> =
+        ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
     quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
     let mut warnings = Vec::new();
     for (pcr, r) in &config.reference {
@@ -341,12 +437,22 @@ mod tests {
     use super::*;
 
     fn broker() -> Broker {
-        let config = BrokerConfig { resources: HashMap::new(), reference: BTreeMap::new(), ek_root: Vec::new(), ek_intermediates: Vec::new() };
+        let config = BrokerConfig {
+            resources: HashMap::new(),
+            reference: BTreeMap::new(),
+            ek_root: Vec::new(),
+            ek_intermediates: Vec::new(),
+        };
         let mut n = 0u8;
-        Broker::new(config, Box::new(move |b: &mut [u8]| b.iter_mut().for_each(|x| {
-            n = n.wrapping_add(1);
-            *x = n;
-        })))
+        Broker::new(
+            config,
+            Box::new(move |b: &mut [u8]| {
+                b.iter_mut().for_each(|x| {
+                    n = n.wrapping_add(1);
+                    *x = n;
+                })
+            }),
+        )
     }
 
     fn post<'a>(path: &'a str, session: Option<&'a str>, body: &'a [u8]) -> Request<'a> {
@@ -361,7 +467,10 @@ mod tests {
             (br#"{"version":"0.1.0","tee":"tpm","extra-params":""}"#, "protocol version"),
             (br#"{"version":"0.4.0","tee":"snp","extra-params":""}"#, "only \"tpm\""),
             (br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#, "veil-ak-public"),
-            (br#"{"version":"0.4.0","tee":"tpm","extra-params":{"veil-ak-public":"AAEC","veil-ek-cert":"AAEC"}}"#, "AK public area"),
+            (
+                br#"{"version":"0.4.0","tee":"tpm","extra-params":{"veil-ak-public":"AAEC","veil-ek-cert":"AAEC"}}"#,
+                "AK public area",
+            ),
         ];
         for (body, want) in cases {
             let r = b.handle(&post("/kbs/v0/auth", None, body));
@@ -383,7 +492,12 @@ mod tests {
 
     #[test]
     fn measurements_json_parses_and_refuses_bad_entries() {
-        let m = parse_measurements(&format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}, "1": {{"expected": "{}", "warnOnly": true}}}}"#, "ab".repeat(32), "00".repeat(32))).unwrap();
+        let m = parse_measurements(&format!(
+            r#"{{"4": {{"expected": "{}", "warnOnly": false}}, "1": {{"expected": "{}", "warnOnly": true}}}}"#,
+            "ab".repeat(32),
+            "00".repeat(32)
+        ))
+        .unwrap();
         assert_eq!(m[&4], Reference { expected: [0xab; 32], warn_only: false });
         assert!(m[&1].warn_only);
         assert!(parse_measurements(r#"{"24": {"expected": ""}}"#).unwrap_err().contains("0-23"));

@@ -69,7 +69,9 @@ impl fmt::Display for KbsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KbsError::Relay(w) => write!(f, "relay: {w}"),
-            KbsError::Refused { step, status, detail } => write!(f, "the key broker refused {step} (HTTP {status}): {detail}"),
+            KbsError::Refused { step, status, detail } => {
+                write!(f, "the key broker refused {step} (HTTP {status}): {detail}")
+            }
             KbsError::Protocol(w) => write!(f, "key broker reply: {w}"),
             KbsError::Tpm(w) => write!(f, "TPM: {w}"),
             KbsError::Jwe(e) => write!(f, "{e}"),
@@ -83,7 +85,13 @@ fn tpm_err(e: command::TpmError) -> KbsError {
 
 /// The broker's reply to one request, checked for success and parsed as JSON (the resource
 /// reply is returned raw).
-fn call(relay: &mut dyn Relay, step: &'static str, method: &str, path: &str, body: Option<&Value>) -> Result<Vec<u8>, KbsError> {
+fn call(
+    relay: &mut dyn Relay,
+    step: &'static str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Vec<u8>, KbsError> {
     let (status, reply) = relay.exchange(method, path, body).map_err(KbsError::Relay)?;
     if status != 200 {
         let detail = serde_json::from_slice::<Value>(&reply)
@@ -107,8 +115,12 @@ pub struct Challenge {
 impl Challenge {
     /// Parse an untrusted challenge.
     pub fn parse(body: &[u8]) -> Result<Challenge, KbsError> {
-        let v: Value = serde_json::from_slice(body).map_err(|_| KbsError::Protocol(String::from("the challenge is not JSON")))?;
-        let nonce = v.get("nonce").and_then(Value::as_str).ok_or_else(|| KbsError::Protocol(String::from("the challenge has no nonce")))?;
+        let v: Value =
+            serde_json::from_slice(body).map_err(|_| KbsError::Protocol(String::from("the challenge is not JSON")))?;
+        let nonce = v
+            .get("nonce")
+            .and_then(Value::as_str)
+            .ok_or_else(|| KbsError::Protocol(String::from("the challenge has no nonce")))?;
         if nonce.is_empty() || nonce.len() > 1024 {
             return Err(KbsError::Protocol(alloc::format!("a challenge nonce of {} bytes", nonce.len())));
         }
@@ -154,7 +166,11 @@ impl Phases {
         if self.ak_spki.is_empty() {
             return None;
         }
-        Some(alloc::format!("sha256:{} (DER SPKI, the body of its PEM: {})", hex::encode(sha2::Sha256::digest(&self.ak_spki)), B64.encode(&self.ak_spki)))
+        Some(alloc::format!(
+            "sha256:{} (DER SPKI, the body of its PEM: {})",
+            hex::encode(sha2::Sha256::digest(&self.ak_spki)),
+            B64.encode(&self.ak_spki)
+        ))
     }
 }
 
@@ -196,21 +212,26 @@ fn attest_and_fetch<T: Transport>(
     (ek, ek_cert): (u32, Option<&[u8]>),
     (ak, ak_public): (u32, &[u8]),
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
-    let (modulus, exponent) = crate::tpm::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
+    let (modulus, exponent) =
+        crate::tpm::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
     phases.ak_spki = evidence::rsa_spki(&modulus, exponent);
     let mut extra = json!({"veil-ak-public": B64.encode(ak_public)});
     if let Some(cert) = ek_cert {
         extra["veil-ek-cert"] = Value::String(B64.encode(cert));
     }
     let request = json!({"version": PROTOCOL_VERSION, "tee": "tpm", "extra-params": extra});
-    let challenge = Challenge::parse(&call(relay, "the attestation request (auth)", "POST", "/kbs/v0/auth", Some(&request))?)?;
+    let challenge =
+        Challenge::parse(&call(relay, "the attestation request (auth)", "POST", "/kbs/v0/auth", Some(&request))?)?;
     phases.challenge = clock();
 
     let credential = match &challenge.credential {
         Some((blob, secret)) => {
             let mut nonce = [0u8; 32];
             random(&mut nonce);
-            Some(tpm.activate_credential(ak, ek, blob, secret, &nonce).map_err(|e| KbsError::Tpm(alloc::format!("activating the broker's credential for the AK: {e}")))?)
+            Some(
+                tpm.activate_credential(ak, ek, blob, secret, &nonce)
+                    .map_err(|e| KbsError::Tpm(alloc::format!("activating the broker's credential for the AK: {e}")))?,
+            )
         }
         None => None,
     };
@@ -224,7 +245,10 @@ fn attest_and_fetch<T: Transport>(
     let values = tpm.pcr_read(Bank::Sha256, &pcr_list).map_err(tpm_err)?;
     let mut pcrs = Vec::with_capacity(values.len());
     for (i, v) in values {
-        pcrs.push(<[u8; 32]>::try_from(v.as_slice()).map_err(|_| KbsError::Tpm(alloc::format!("PCR {i} is not a SHA-256 value")))?);
+        pcrs.push(
+            <[u8; 32]>::try_from(v.as_slice())
+                .map_err(|_| KbsError::Tpm(alloc::format!("PCR {i} is not a SHA-256 value")))?,
+        );
     }
     let ev = TpmEvidence {
         ak_spki: phases.ak_spki.clone(),
@@ -274,7 +298,9 @@ mod tests {
     fn challenges_parse_or_are_refused_precisely() {
         let c = Challenge::parse(br#"{"nonce":"abc","extra-params":""}"#).unwrap();
         assert_eq!(c, Challenge { nonce: String::from("abc"), credential: None });
-        let c = Challenge::parse(br#"{"nonce":"n","extra-params":{"veil-credential":{"blob":"AQI=","secret":"Aw=="}}}"#).unwrap();
+        let c =
+            Challenge::parse(br#"{"nonce":"n","extra-params":{"veil-credential":{"blob":"AQI=","secret":"Aw=="}}}"#)
+                .unwrap();
         assert_eq!(c.credential, Some((alloc::vec![1, 2], alloc::vec![3])));
         assert!(Challenge::parse(b"<html>").unwrap_err().to_string().contains("not JSON"));
         assert!(Challenge::parse(br#"{"extra-params":""}"#).unwrap_err().to_string().contains("no nonce"));

@@ -123,7 +123,8 @@ pub fn rsa_spki(modulus: &[u8], exponent: u32) -> Vec<u8> {
         tlv(0x02, &v)
     }
     // SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }
-    const RSA_ALGORITHM: [u8; 15] = [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
+    const RSA_ALGORITHM: [u8; 15] =
+        [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
     let mut key = unsigned(modulus);
     key.extend_from_slice(&unsigned(&exponent.to_be_bytes()));
     let mut bits = alloc::vec![0u8]; // no unused bits
@@ -165,7 +166,8 @@ impl TpmEvidence {
     /// Parse untrusted evidence.
     pub fn from_json(v: &Value) -> Result<TpmEvidence, String> {
         let b64 = |v: &Value, name: &str| -> Result<Vec<u8>, String> {
-            let s = v.get(name).and_then(Value::as_str).ok_or_else(|| alloc::format!("evidence: no \"{name}\" string"))?;
+            let s =
+                v.get(name).and_then(Value::as_str).ok_or_else(|| alloc::format!("evidence: no \"{name}\" string"))?;
             B64.decode(s).map_err(|_| alloc::format!("evidence: \"{name}\" is not base64"))
         };
         let quote = v.get("tpm_quote").filter(|q| q.is_object()).ok_or("evidence: no \"tpm_quote\" object")?;
@@ -175,14 +177,23 @@ impl TpmEvidence {
         }
         let mut pcrs = Vec::with_capacity(PCR_COUNT);
         for (i, p) in list.iter().enumerate() {
-            let bytes = p.as_str().and_then(|s| hex::decode(s).ok()).ok_or_else(|| alloc::format!("evidence: PCR {i} is not hex"))?;
+            let bytes = p
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .ok_or_else(|| alloc::format!("evidence: PCR {i} is not hex"))?;
             pcrs.push(bytes.try_into().map_err(|_| alloc::format!("evidence: PCR {i} is not 32 bytes"))?);
         }
         let credential = match v.get("veil_credential") {
             None | Some(Value::Null) => None,
             Some(_) => Some(b64(v, "veil_credential")?),
         };
-        Ok(TpmEvidence { ak_spki: b64(v, "ak_public")?, signature: b64(quote, "signature")?, message: b64(quote, "message")?, pcrs, credential })
+        Ok(TpmEvidence {
+            ak_spki: b64(v, "ak_public")?,
+            signature: b64(quote, "signature")?,
+            message: b64(quote, "message")?,
+            pcrs,
+            credential,
+        })
     }
 }
 
@@ -196,10 +207,14 @@ mod tests {
     const TRUSTEE_NONCE: &str = "vWznT7tobYERbN6PKcNAjcxzUu7FMWcjzatmim5gsSo=";
     const TRUSTEE_X: &str = "RPgOYaWsjwYATsx1ihY_2UfnzuM5FVxuwJTBXJAafCU";
     const TRUSTEE_Y: &str = "JkF3XBkcV5aQPqvnlEh6MmhKq5g4ThLaPIcKBJZcJhs";
-    const TRUSTEE_DIGEST: &str = "4eaa8da5080faaf8a766cccf024f94bdf814b8932b6f80876512f4262bcfc942bb625f30276340a4534175990f7e6869";
+    const TRUSTEE_DIGEST: &str =
+        "4eaa8da5080faaf8a766cccf024f94bdf814b8932b6f80876512f4262bcfc942bb625f30276340a4534175990f7e6869";
 
     fn trustee_runtime() -> Value {
-        runtime_data(TRUSTEE_NONCE, &json!({"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": TRUSTEE_X, "y": TRUSTEE_Y}))
+        runtime_data(
+            TRUSTEE_NONCE,
+            &json!({"kty": "EC", "crv": "P-256", "alg": "ECDH-ES+A256KW", "x": TRUSTEE_X, "y": TRUSTEE_Y}),
+        )
     }
 
     #[test]
@@ -234,13 +249,20 @@ mod tests {
         use rsa::pkcs8::EncodePublicKey;
         let mut modulus: Vec<u8> = (0..256).map(|i| (i as u8).wrapping_mul(151).wrapping_add(3) | 0x80).collect();
         modulus[255] |= 1; // an RSA modulus is odd
-        let key = rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&modulus), rsa::BoxedUint::from(65537u64)).unwrap();
+        let key = rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&modulus), rsa::BoxedUint::from(65537u64))
+            .unwrap();
         assert_eq!(rsa_spki(&modulus, 65537), key.to_public_key_der().unwrap().as_bytes());
     }
 
     #[test]
     fn evidence_round_trips_and_refuses_malformed_input() {
-        let e = TpmEvidence { ak_spki: alloc::vec![1, 2], signature: alloc::vec![3], message: alloc::vec![4], pcrs: alloc::vec![[7; 32]; 24], credential: Some(alloc::vec![9; 32]) };
+        let e = TpmEvidence {
+            ak_spki: alloc::vec![1, 2],
+            signature: alloc::vec![3],
+            message: alloc::vec![4],
+            pcrs: alloc::vec![[7; 32]; 24],
+            credential: Some(alloc::vec![9; 32]),
+        };
         assert_eq!(TpmEvidence::from_json(&e.to_json()).unwrap(), e);
         let mut short = e.to_json();
         short["tpm_quote"]["pcrs"].as_array_mut().unwrap().pop();

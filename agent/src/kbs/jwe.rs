@@ -13,9 +13,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use aes_gcm::aead::{AeadInOut, KeyInit as _};
-use p256::elliptic_curve::sec1::ToSec1Point;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use p256::elliptic_curve::sec1::ToSec1Point;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -41,7 +41,9 @@ impl fmt::Display for JweError {
         match self {
             JweError::Format(w) => write!(f, "KBS response: {w}"),
             JweError::Algorithm(w) => write!(f, "KBS response: {w}"),
-            JweError::Integrity(w) => write!(f, "KBS response: {w} failed its integrity check (not for this key, or altered in transit)"),
+            JweError::Integrity(w) => {
+                write!(f, "KBS response: {w} failed its integrity check (not for this key, or altered in transit)")
+            }
         }
     }
 }
@@ -51,7 +53,8 @@ fn fmt_err(what: &str) -> JweError {
 }
 
 fn b64_field(v: &serde_json::Value, name: &str) -> Result<Vec<u8>, JweError> {
-    let s = v.get(name).and_then(|x| x.as_str()).ok_or_else(|| JweError::Format(alloc::format!("no \"{name}\" string")))?;
+    let s =
+        v.get(name).and_then(|x| x.as_str()).ok_or_else(|| JweError::Format(alloc::format!("no \"{name}\" string")))?;
     B64.decode(s).map_err(|_| JweError::Format(alloc::format!("\"{name}\" is not base64url")))
 }
 
@@ -69,7 +72,10 @@ fn concat_kdf(z: &[u8], apu: &[u8], apv: &[u8]) -> Zeroizing<[u8; 32]> {
 }
 
 fn coord(jwk: &serde_json::Value, name: &str) -> Result<[u8; 32], JweError> {
-    let s = jwk.get(name).and_then(|x| x.as_str()).ok_or_else(|| JweError::Algorithm(alloc::format!("epk has no \"{name}\"")))?;
+    let s = jwk
+        .get(name)
+        .and_then(|x| x.as_str())
+        .ok_or_else(|| JweError::Algorithm(alloc::format!("epk has no \"{name}\"")))?;
     let v = B64.decode(s).map_err(|_| JweError::Algorithm(alloc::format!("epk \"{name}\" is not base64url")))?;
     v.try_into().map_err(|_| JweError::Algorithm(alloc::format!("epk \"{name}\" is not 32 bytes")))
 }
@@ -84,7 +90,8 @@ pub fn public_jwk(key: &p256::PublicKey) -> serde_json::Value {
 
 /// The P-256 key in a JWK.
 pub fn key_from_jwk(jwk: &serde_json::Value) -> Result<p256::PublicKey, JweError> {
-    if jwk.get("kty").and_then(|v| v.as_str()) != Some("EC") || jwk.get("crv").and_then(|v| v.as_str()) != Some("P-256") {
+    if jwk.get("kty").and_then(|v| v.as_str()) != Some("EC") || jwk.get("crv").and_then(|v| v.as_str()) != Some("P-256")
+    {
         return Err(JweError::Algorithm(String::from("the key is not an EC P-256 JWK")));
     }
     let (x, y) = (coord(jwk, "x")?, coord(jwk, "y")?);
@@ -92,13 +99,15 @@ pub fn key_from_jwk(jwk: &serde_json::Value) -> Result<p256::PublicKey, JweError
     sec1[0] = 4;
     sec1[1..33].copy_from_slice(&x);
     sec1[33..].copy_from_slice(&y);
-    p256::PublicKey::from_sec1_bytes(&sec1).map_err(|_| JweError::Algorithm(String::from("the key's point is not on P-256")))
+    p256::PublicKey::from_sec1_bytes(&sec1)
+        .map_err(|_| JweError::Algorithm(String::from("the key's point is not on P-256")))
 }
 
 /// Decrypt a KBS response (JSON bytes) with the recipient's private key.
 pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing<Vec<u8>>, JweError> {
     let v: serde_json::Value = serde_json::from_slice(response).map_err(|_| fmt_err("not JSON"))?;
-    let protected_b64 = v.get("protected").and_then(|x| x.as_str()).ok_or_else(|| fmt_err("no \"protected\" string"))?;
+    let protected_b64 =
+        v.get("protected").and_then(|x| x.as_str()).ok_or_else(|| fmt_err("no \"protected\" string"))?;
     let header: serde_json::Value = B64
         .decode(protected_b64)
         .ok()
@@ -106,16 +115,25 @@ pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing
         .ok_or_else(|| fmt_err("the protected header is not base64url JSON"))?;
     match (header.get("alg").and_then(|x| x.as_str()), header.get("enc").and_then(|x| x.as_str())) {
         (Some(ALG), Some(ENC)) => {}
-        (alg, enc) => return Err(JweError::Algorithm(alloc::format!("alg {alg:?} / enc {enc:?}; only {ALG} with {ENC} is accepted"))),
+        (alg, enc) => {
+            return Err(JweError::Algorithm(alloc::format!(
+                "alg {alg:?} / enc {enc:?}; only {ALG} with {ENC} is accepted"
+            )));
+        }
     }
     if header.get("zip").is_some() || header.get("crit").is_some() {
         return Err(JweError::Algorithm(String::from("\"zip\" and \"crit\" are not supported")));
     }
-    let epk = key_from_jwk(header.get("epk").ok_or_else(|| JweError::Algorithm(String::from("no epk in the protected header")))?)?;
+    let epk = key_from_jwk(
+        header.get("epk").ok_or_else(|| JweError::Algorithm(String::from("no epk in the protected header")))?,
+    )?;
     let party = |name: &str| -> Result<Vec<u8>, JweError> {
         match header.get(name) {
             None => Ok(Vec::new()),
-            Some(x) => x.as_str().and_then(|s| B64.decode(s).ok()).ok_or_else(|| JweError::Format(alloc::format!("\"{name}\" is not base64url"))),
+            Some(x) => x
+                .as_str()
+                .and_then(|s| B64.decode(s).ok())
+                .ok_or_else(|| JweError::Format(alloc::format!("\"{name}\" is not base64url"))),
         }
     };
     let (apu, apv) = (party("apu")?, party("apv")?);
@@ -135,7 +153,9 @@ pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing
     let shared = recipient.diffie_hellman(&epk);
     let kek = concat_kdf(shared.raw_secret_bytes(), &apu, &apv);
     let mut cek = Zeroizing::new([0u8; 32]);
-    aes_kw::KwAes256::new((&*kek).into()).unwrap_key(&encrypted_key, cek.as_mut()).map_err(|_| JweError::Integrity("the wrapped content key"))?;
+    aes_kw::KwAes256::new((&*kek).into())
+        .unwrap_key(&encrypted_key, cek.as_mut())
+        .map_err(|_| JweError::Integrity("the wrapped content key"))?;
     let (iv, tag): ([u8; 12], [u8; 16]) = (iv.try_into().expect("checked"), tag.try_into().expect("checked"));
     let mut plain = Zeroizing::new(ciphertext);
     let gcm = aes_gcm::Aes256Gcm::new((&*cek).into());
@@ -146,7 +166,11 @@ pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing
 
 /// Encrypt `plaintext` to `recipient` as a KBS response (the broker side). `random` supplies
 /// the ephemeral key, the content key and the IV.
-pub fn encrypt(plaintext: &[u8], recipient: &p256::PublicKey, random: &mut dyn FnMut(&mut [u8])) -> Result<Vec<u8>, JweError> {
+pub fn encrypt(
+    plaintext: &[u8],
+    recipient: &p256::PublicKey,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Vec<u8>, JweError> {
     let ephemeral = loop {
         let mut b = Zeroizing::new([0u8; 32]);
         random(b.as_mut());
@@ -207,10 +231,12 @@ mod tests {
     fn round_trip_and_every_tampering_is_refused() {
         let key = recipient();
         let mut n = 0u8;
-        let mut rng = |b: &mut [u8]| b.iter_mut().for_each(|x| {
-            n = n.wrapping_add(37);
-            *x = n;
-        });
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(37);
+                *x = n;
+            })
+        };
         let resp = encrypt(b"secret", &key.public_key(), &mut rng).unwrap();
         assert_eq!(decrypt(&resp, &key).unwrap().as_slice(), b"secret");
         // It is a kbs_types::Response, Trustee's wire type, with our algorithms.
@@ -230,7 +256,10 @@ mod tests {
         // An aad member the sender did not authenticate.
         let mut bad = v.clone();
         bad["aad"] = "eHl6".into();
-        assert_eq!(decrypt(&serde_json::to_vec(&bad).unwrap(), &key).unwrap_err(), JweError::Integrity("the ciphertext"));
+        assert_eq!(
+            decrypt(&serde_json::to_vec(&bad).unwrap(), &key).unwrap_err(),
+            JweError::Integrity("the ciphertext")
+        );
         // Other algorithms.
         let mut bad = v;
         bad["protected"] = B64.encode(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#).into();

@@ -18,9 +18,7 @@ pub const MAGIC_PRIMARY: &[u8; 6] = b"LUKS\xba\xbe";
 pub const MAGIC_SECONDARY: &[u8; 6] = b"SKUL\xba\xbe";
 /// The metadata (binary header + JSON area) sizes LUKS2 allows; also where the secondary
 /// header may start when the primary is unreadable.
-pub const METADATA_SIZES: [u64; 9] = [
-    0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000,
-];
+pub const METADATA_SIZES: [u64; 9] = [0x4000, 0x8000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000, 0x400000];
 
 const OFF_VERSION: usize = 6;
 const OFF_HDR_SIZE: usize = 8;
@@ -132,10 +130,7 @@ impl BinaryHeader {
         let hdr_size = be64(raw, OFF_HDR_SIZE);
         let hdr_offset = be64(raw, OFF_HDR_OFFSET);
         if hdr_offset != offset {
-            return Err(BinaryFault::Offset {
-                stored: hdr_offset,
-                actual: offset,
-            });
+            return Err(BinaryFault::Offset { stored: hdr_offset, actual: offset });
         }
         if !valid_metadata_size(hdr_size) || (secondary && hdr_size != offset) {
             return Err(BinaryFault::Size(hdr_size));

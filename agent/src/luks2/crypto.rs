@@ -46,10 +46,22 @@ impl Default for KdfLimits {
 macro_rules! with_hash {
     ($name:expr, $h:ident => $body:expr) => {
         match $name {
-            "sha1" => { type $h = sha1::Sha1; Ok($body) }
-            "sha256" => { type $h = sha2::Sha256; Ok($body) }
-            "sha384" => { type $h = sha2::Sha384; Ok($body) }
-            "sha512" => { type $h = sha2::Sha512; Ok($body) }
+            "sha1" => {
+                type $h = sha1::Sha1;
+                Ok($body)
+            }
+            "sha256" => {
+                type $h = sha2::Sha256;
+                Ok($body)
+            }
+            "sha384" => {
+                type $h = sha2::Sha384;
+                Ok($body)
+            }
+            "sha512" => {
+                type $h = sha2::Sha512;
+                Ok($body)
+            }
             other => Err(Luks2Error::Unsupported(format!("hash `{other}`"))),
         }
     };
@@ -63,9 +75,9 @@ pub fn pbkdf2(hash: &str, password: &[u8], salt: &[u8], iterations: u32, out: &m
 fn check_kdf(kdf: &super::Kdf, limits: &KdfLimits) -> Result<(), Luks2Error> {
     use super::Kdf;
     match kdf {
-        Kdf::Pbkdf2 { iterations, .. } if *iterations > limits.max_pbkdf2_iterations => Err(
-            Luks2Error::KdfTooCostly(format!("PBKDF2 with {iterations} iterations (limit {})", limits.max_pbkdf2_iterations)),
-        ),
+        Kdf::Pbkdf2 { iterations, .. } if *iterations > limits.max_pbkdf2_iterations => Err(Luks2Error::KdfTooCostly(
+            format!("PBKDF2 with {iterations} iterations (limit {})", limits.max_pbkdf2_iterations),
+        )),
         Kdf::Argon2 { time, memory_kib, cpus, .. } => {
             if *memory_kib > limits.max_memory_kib {
                 return Err(Luks2Error::KdfTooCostly(format!(
@@ -86,7 +98,12 @@ fn check_kdf(kdf: &super::Kdf, limits: &KdfLimits) -> Result<(), Luks2Error> {
 }
 
 /// Derive a keyslot's area key from the passphrase.
-pub fn derive_area_key(kdf: &super::Kdf, passphrase: &[u8], out: &mut [u8], limits: &KdfLimits) -> Result<(), Luks2Error> {
+pub fn derive_area_key(
+    kdf: &super::Kdf,
+    passphrase: &[u8],
+    out: &mut [u8],
+    limits: &KdfLimits,
+) -> Result<(), Luks2Error> {
     use super::Kdf;
     check_kdf(kdf, limits)?;
     match kdf {
@@ -119,7 +136,10 @@ fn diffuse<H: Digest>(block: &mut [u8]) {
 pub fn af_merge(material: &[u8], key_len: usize, stripes: u32, hash: &str) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
     let stripes = stripes as usize;
     if stripes == 0 || material.len() < key_len * stripes {
-        return Err(Luks2Error::Metadata(format!("AF material of {} bytes is too short for {stripes} stripes", material.len())));
+        return Err(Luks2Error::Metadata(format!(
+            "AF material of {} bytes is too short for {stripes} stripes",
+            material.len()
+        )));
     }
     let mut acc = Zeroizing::new(vec![0u8; key_len]);
     let merge = |acc: &mut [u8]| -> Result<(), Luks2Error> {
@@ -136,7 +156,12 @@ pub fn af_merge(material: &[u8], key_len: usize, stripes: u32, hash: &str) -> Re
 }
 
 /// AF-split `key` into `stripes` stripes; `random` fills the first stripes - 1.
-pub fn af_split(key: &[u8], stripes: u32, hash: &str, random: &mut dyn FnMut(&mut [u8])) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
+pub fn af_split(
+    key: &[u8],
+    stripes: u32,
+    hash: &str,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
     let stripes = stripes as usize;
     let len = key.len();
     let mut out = Zeroizing::new(vec![0u8; len * stripes]);

@@ -56,10 +56,7 @@ impl Default for KdfParams {
     /// 256-bit keys derived from the master secret: a slow KDF adds no strength to them,
     /// only boot time.
     fn default() -> Self {
-        KdfParams::Pbkdf2 {
-            hash: String::from("sha256"),
-            iterations: 1000,
-        }
+        KdfParams::Pbkdf2 { hash: String::from("sha256"), iterations: 1000 }
     }
 }
 
@@ -143,7 +140,9 @@ fn pick_number(section: &Map<String, Value>, wanted: Option<u32>, kind: &str) ->
         Some(n) if n >= MAX_SLOTS => err(format!("{kind} {n} is out of range (0..{MAX_SLOTS})")),
         Some(n) if !free(&n) => err(format!("{kind} {n} is in use")),
         Some(n) => Ok(n),
-        None => (0..MAX_SLOTS).find(free).ok_or_else(|| Luks2Error::Format(format!("all {MAX_SLOTS} {kind}s are in use"))),
+        None => {
+            (0..MAX_SLOTS).find(free).ok_or_else(|| Luks2Error::Format(format!("all {MAX_SLOTS} {kind}s are in use")))
+        }
     }
 }
 
@@ -154,7 +153,12 @@ fn num(v: &Value) -> u64 {
 impl HeaderWriter {
     /// A new volume: random volume key already chosen by the caller (`volume_key`), one
     /// keyslot (0) opened by `passphrase`. Returns the writer; `commit` produces the bytes.
-    pub fn format(opts: &FormatOptions, volume_key: &[u8], passphrase: &[u8], random: Random<'_>) -> Result<Self, Luks2Error> {
+    pub fn format(
+        opts: &FormatOptions,
+        volume_key: &[u8],
+        passphrase: &[u8],
+        random: Random<'_>,
+    ) -> Result<Self, Luks2Error> {
         if opts.sector_size != 512 && opts.sector_size != 4096 {
             return err(format!("sector size {} is not 512 or 4096", opts.sector_size));
         }
@@ -166,7 +170,10 @@ impl HeaderWriter {
             return err(format!("metadata size {} is not one LUKS2 allows", opts.metadata_size));
         }
         if opts.keyslots_size % 4096 != 0 || opts.keyslots_size > MAX_KEYSLOTS_SIZE || opts.keyslots_size == 0 {
-            return err(format!("keyslots size {} must be a non-zero multiple of 4096 up to 128 MiB", opts.keyslots_size));
+            return err(format!(
+                "keyslots size {} must be a non-zero multiple of 4096 up to 128 MiB",
+                opts.keyslots_size
+            ));
         }
         if opts.label.len() >= 48 {
             return err("label is longer than 47 bytes");
@@ -281,7 +288,14 @@ impl HeaderWriter {
     }
 
     /// Add a keyslot opened by `passphrase` (in slot `slot`, or the lowest free one).
-    pub fn add_keyslot(&mut self, volume_key: &[u8], passphrase: &[u8], kdf: &KdfParams, slot: Option<u32>, random: Random<'_>) -> Result<u32, Luks2Error> {
+    pub fn add_keyslot(
+        &mut self,
+        volume_key: &[u8],
+        passphrase: &[u8],
+        kdf: &KdfParams,
+        slot: Option<u32>,
+        random: Random<'_>,
+    ) -> Result<u32, Luks2Error> {
         self.check_volume_key(volume_key)?;
         let slot = pick_number(self.json["keyslots"].as_object().expect("validated"), slot, "keyslot")?;
         let key_len = volume_key.len();
@@ -311,7 +325,13 @@ impl HeaderWriter {
             }
         }
         // The area key comes from the passphrase, not from `random`.
-        let limits = KdfLimits { max_memory_kib: u32::MAX, max_argon2_time: u32::MAX, max_argon2_lanes: u32::MAX, max_pbkdf2_iterations: u32::MAX, max_af_stripes: u32::MAX };
+        let limits = KdfLimits {
+            max_memory_kib: u32::MAX,
+            max_argon2_time: u32::MAX,
+            max_argon2_lanes: u32::MAX,
+            max_pbkdf2_iterations: u32::MAX,
+            max_af_stripes: u32::MAX,
+        };
         crypto::derive_area_key(&kdf_typed, passphrase, &mut area_key, &limits)?;
         let mut material = crypto::af_split(volume_key, AF_STRIPES, "sha256", random)?;
         material.resize(area_len as usize, 0);
@@ -355,7 +375,14 @@ impl HeaderWriter {
     }
 
     /// Replace keyslot `slot` with a new passphrase and KDF.
-    pub fn replace_keyslot(&mut self, slot: u32, volume_key: &[u8], passphrase: &[u8], kdf: &KdfParams, random: Random<'_>) -> Result<(), Luks2Error> {
+    pub fn replace_keyslot(
+        &mut self,
+        slot: u32,
+        volume_key: &[u8],
+        passphrase: &[u8],
+        kdf: &KdfParams,
+        random: Random<'_>,
+    ) -> Result<(), Luks2Error> {
         self.check_volume_key(volume_key)?;
         self.remove_keyslot(slot)?;
         self.add_keyslot(volume_key, passphrase, kdf, Some(slot), random).map(|_| ())
@@ -375,7 +402,10 @@ impl HeaderWriter {
                 return Err(Luks2Error::NoSuchKeyslot(*k));
             }
         }
-        token.insert(String::from("keyslots"), Value::Array(keyslots.iter().map(|k| Value::String(k.to_string())).collect()));
+        token.insert(
+            String::from("keyslots"),
+            Value::Array(keyslots.iter().map(|k| Value::String(k.to_string())).collect()),
+        );
         let tokens = self.section("tokens");
         let n = pick_number(tokens, slot, "token")?;
         tokens.insert(n.to_string(), Value::Object(token));
@@ -394,7 +424,8 @@ impl HeaderWriter {
     /// first, then the primary and the secondary header.
     pub fn commit(mut self, random: Random<'_>) -> Result<Vec<(u64, Zeroizing<Vec<u8>>)>, Luks2Error> {
         let json_size = self.header.hdr_size as usize - BIN_LEN;
-        validate(&self.json, json_size as u64).map_err(|e| Luks2Error::Format(format!("refusing to write invalid metadata: {e}")))?;
+        validate(&self.json, json_size as u64)
+            .map_err(|e| Luks2Error::Format(format!("refusing to write invalid metadata: {e}")))?;
         let text = serde_json::to_string(&self.json).map_err(|e| Luks2Error::Format(format!("{e}")))?;
         if text.len() >= json_size {
             return err(format!("metadata of {} bytes does not fit the {json_size}-byte JSON area", text.len()));

@@ -178,9 +178,7 @@ fn int_u32(v: &Value, key: &str) -> Option<u32> {
 
 fn b64(v: &Value, key: &str, what: &str) -> Result<Vec<u8>, Luks2Error> {
     let text = s(v, key).ok_or_else(|| bad(alloc::format!("{what}: missing {key}")))?;
-    STANDARD
-        .decode(text.as_bytes())
-        .map_err(|e| bad(alloc::format!("{what}: {key} is not base64: {e}")))
+    STANDARD.decode(text.as_bytes()).map_err(|e| bad(alloc::format!("{what}: {key} is not base64: {e}")))
 }
 
 fn index(key: &str) -> Result<u32, Luks2Error> {
@@ -217,9 +215,7 @@ impl Metadata {
     /// Read the typed view out of metadata that passed validation.
     pub fn from_json(root: &Value) -> Result<Self, Luks2Error> {
         let section = |name: &str| {
-            root.get(name)
-                .and_then(Value::as_object)
-                .ok_or_else(|| bad(alloc::format!("missing {name} section")))
+            root.get(name).and_then(Value::as_object).ok_or_else(|| bad(alloc::format!("missing {name} section")))
         };
         let mut keyslots = BTreeMap::new();
         for (key, v) in section("keyslots")? {
@@ -234,10 +230,7 @@ impl Metadata {
                     priority: v.get("priority").and_then(Value::as_i64).unwrap_or(1),
                     kdf: if luks2 { Some(parse_kdf(&v["kdf"], &what)?) } else { None },
                     af: if luks2 {
-                        Some((
-                            s(&v["af"], "hash").unwrap_or("").to_owned(),
-                            int_u32(&v["af"], "stripes").unwrap_or(0),
-                        ))
+                        Some((s(&v["af"], "hash").unwrap_or("").to_owned(), int_u32(&v["af"], "stripes").unwrap_or(0)))
                     } else {
                         None
                     },
@@ -295,11 +288,7 @@ impl Metadata {
         for (key, v) in section("tokens")? {
             tokens.insert(
                 index(key)?,
-                Token {
-                    kind: s(v, "type").unwrap_or("").to_owned(),
-                    keyslots: refs(v, "keyslots")?,
-                    json: v.clone(),
-                },
+                Token { kind: s(v, "type").unwrap_or("").to_owned(), keyslots: refs(v, "keyslots")?, json: v.clone() },
             );
         }
         let config = &root["config"];
@@ -324,17 +313,11 @@ impl Metadata {
 
     /// The digest that verifies keys from `keyslot`.
     pub fn digest_for_keyslot(&self, keyslot: u32) -> Option<(u32, &Digest)> {
-        self.digests
-            .iter()
-            .find(|(_, d)| d.keyslots.contains(&keyslot))
-            .map(|(n, d)| (*n, d))
+        self.digests.iter().find(|(_, d)| d.keyslots.contains(&keyslot)).map(|(n, d)| (*n, d))
     }
 
     /// The default data segment (the lowest-numbered regular segment).
     pub fn data_segment(&self) -> Option<(u32, &Segment)> {
-        self.segments
-            .iter()
-            .find(|(_, s)| !s.flags.iter().any(|f| f.starts_with("backup-")))
-            .map(|(n, s)| (*n, s))
+        self.segments.iter().find(|(_, s)| !s.flags.iter().any(|f| f.starts_with("backup-"))).map(|(n, s)| (*n, s))
     }
 }

@@ -89,14 +89,12 @@ impl fmt::Display for Luks2Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Luks2Error::Io(e) => write!(f, "{e}"),
-            Luks2Error::NoValidHeader { primary, secondary } => write!(
-                f,
-                "no valid LUKS2 header: primary: {primary}; secondary: {secondary}"
-            ),
-            Luks2Error::DeviceTooSmall { needed, size } => write!(
-                f,
-                "LUKS2 metadata and keyslots need {needed} bytes but the device has {size}"
-            ),
+            Luks2Error::NoValidHeader { primary, secondary } => {
+                write!(f, "no valid LUKS2 header: primary: {primary}; secondary: {secondary}")
+            }
+            Luks2Error::DeviceTooSmall { needed, size } => {
+                write!(f, "LUKS2 metadata and keyslots need {needed} bytes but the device has {size}")
+            }
             Luks2Error::Metadata(m) => write!(f, "bad LUKS2 metadata: {m}"),
             Luks2Error::NoSuchKeyslot(n) => write!(f, "keyslot {n} does not exist"),
             Luks2Error::WrongPassphrase => write!(f, "no keyslot opens with this passphrase"),
@@ -203,9 +201,8 @@ impl Volume {
                 (Err(e), second)
             }
         };
-        let secondary = secondary_bin.and_then(|(hdr, area)| {
-            check_json(&area).map(|json| GoodCopy { header: hdr, json })
-        });
+        let secondary =
+            secondary_bin.and_then(|(hdr, area)| check_json(&area).map(|json| GoodCopy { header: hdr, json }));
         let (chosen, stale) = match (primary, secondary) {
             (Ok(p), Ok(s)) => {
                 if s.header.seqid > p.header.seqid {
@@ -224,17 +221,9 @@ impl Volume {
         let metadata = Metadata::from_json(&chosen.json)?;
         let needed = 2 * chosen.header.hdr_size + metadata.config.keyslots_size;
         if needed > dev.size() {
-            return Err(Luks2Error::DeviceTooSmall {
-                needed,
-                size: dev.size(),
-            });
+            return Err(Luks2Error::DeviceTooSmall { needed, size: dev.size() });
         }
-        Ok(Volume {
-            header: chosen.header,
-            json: chosen.json,
-            metadata,
-            other_copy_stale: stale,
-        })
+        Ok(Volume { header: chosen.header, json: chosen.json, metadata, other_copy_stale: stale })
     }
 
     /// The volume UUID.
@@ -298,14 +287,21 @@ impl Volume {
         }
         // LUKS2 keys are at most 512 bits in practice; anything larger is a hostile header
         // trying to make us allocate.
-        if slot.key_size == 0 || slot.key_size > MAX_KEY_BYTES || slot.area.key_size == 0 || slot.area.key_size > MAX_KEY_BYTES {
-            return Err(Luks2Error::Unsupported(format!("keyslot {keyslot}: key size {} / area key size {}", slot.key_size, slot.area.key_size)));
+        if slot.key_size == 0
+            || slot.key_size > MAX_KEY_BYTES
+            || slot.area.key_size == 0
+            || slot.area.key_size > MAX_KEY_BYTES
+        {
+            return Err(Luks2Error::Unsupported(format!(
+                "keyslot {keyslot}: key size {} / area key size {}",
+                slot.key_size, slot.area.key_size
+            )));
         }
         let key_len = slot.key_size as usize;
-        let material_len = key_len
-            .checked_mul(*stripes as usize)
-            .filter(|n| *n > 0 && (*n as u64) <= slot.area.size)
-            .ok_or_else(|| Luks2Error::Metadata(format!("keyslot {keyslot}: key material does not fit its area")))?;
+        let material_len =
+            key_len.checked_mul(*stripes as usize).filter(|n| *n > 0 && (*n as u64) <= slot.area.size).ok_or_else(
+                || Luks2Error::Metadata(format!("keyslot {keyslot}: key material does not fit its area")),
+            )?;
         let read_len = material_len.div_ceil(512) * 512;
         if read_len as u64 > slot.area.size {
             return Err(Luks2Error::Metadata(format!("keyslot {keyslot}: key material does not fit its area")));
@@ -317,16 +313,17 @@ impl Volume {
         dev.read_at(slot.area.offset, &mut material)?;
         crypto::crypt_area(&slot.area.encryption, &area_key, &mut material, false)?;
         let key = crypto::af_merge(&material, key_len, *stripes, af_hash)?;
-        if verify_digest(digest, &key)? {
-            Ok(key)
-        } else {
-            Err(Luks2Error::WrongPassphrase)
-        }
+        if verify_digest(digest, &key)? { Ok(key) } else { Err(Luks2Error::WrongPassphrase) }
     }
 
     /// Try every keyslot that can unlock the data segment, preferred ones first; return the
     /// keyslot number and the volume key.
-    pub fn unlock(&self, dev: &mut dyn ReadAt, passphrase: &[u8], limits: &KdfLimits) -> Result<(u32, VolumeKey), Luks2Error> {
+    pub fn unlock(
+        &self,
+        dev: &mut dyn ReadAt,
+        passphrase: &[u8],
+        limits: &KdfLimits,
+    ) -> Result<(u32, VolumeKey), Luks2Error> {
         let (segment, _) = self.metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
         let mut candidates: Vec<(i64, u32)> = self
             .metadata
@@ -365,12 +362,7 @@ impl Volume {
         }
         let cipher = SectorCipher::new(volume_key, seg.sector_size as usize).map_err(Luks2Error::Xts)?;
         Ok((
-            DataSegment {
-                offset: seg.offset,
-                size: seg.size,
-                iv_tweak: seg.iv_tweak,
-                sector_size: seg.sector_size,
-            },
+            DataSegment { offset: seg.offset, size: seg.size, iv_tweak: seg.iv_tweak, sector_size: seg.sector_size },
             cipher,
         ))
     }

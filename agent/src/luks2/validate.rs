@@ -120,9 +120,7 @@ fn references(arr: &[Value], section: &Map<String, Value>, what: &str, kind: &st
 
 fn is_backup_segment(seg: &Map<String, Value>) -> bool {
     match seg.get("flags") {
-        Some(Value::Array(flags)) => flags
-            .iter()
-            .any(|f| f.as_str().is_some_and(|s| s.starts_with("backup-"))),
+        Some(Value::Array(flags)) => flags.iter().any(|f| f.as_str().is_some_and(|s| s.starts_with("backup-"))),
         _ => false,
     }
 }
@@ -154,7 +152,10 @@ pub fn repair_keyslots(root: &mut Value) {
 }
 
 /// The members of a section: numbered names, each an object; with their "what" for errors.
-fn members<'a>(section: &'a Map<String, Value>, kind: &str) -> Result<Vec<(&'a String, &'a Map<String, Value>, String)>, String> {
+fn members<'a>(
+    section: &'a Map<String, Value>,
+    kind: &str,
+) -> Result<Vec<(&'a String, &'a Map<String, Value>, String)>, String> {
     section
         .iter()
         .map(|(key, v)| {
@@ -185,9 +186,7 @@ fn validate_requirements(root: &Map<String, Value>) -> Check {
         let Some(s) = m.as_str() else {
             return fail("config: a mandatory requirement is not a string");
         };
-        let versioned = s
-            .strip_prefix("online-reencrypt-v")
-            .is_some_and(|v| !v.is_empty() && numbered(v));
+        let versioned = s.strip_prefix("online-reencrypt-v").is_some_and(|v| !v.is_empty() && numbered(v));
         if s == "online-reencrypt" || versioned {
             online_reencrypt += 1;
         }
@@ -235,8 +234,7 @@ fn validate_crypt_segment(seg: &Map<String, Value>, key: &str, size: u64, digest
             nonempty(integrity, k, &what)?;
         }
     }
-    let sector_size = as_u32(sector_size)
-        .ok_or_else(|| format!("{what}: sector_size out of range"))?;
+    let sector_size = as_u32(sector_size).ok_or_else(|| format!("{what}: sector_size out of range"))?;
     if sector_size == 0 || sector_size % 512 != 0 {
         return fail(format!("{what}: illegal sector size {sector_size}"));
     }
@@ -247,9 +245,7 @@ fn validate_crypt_segment(seg: &Map<String, Value>, key: &str, size: u64, digest
         return fail(format!("{what}: size is not a multiple of the sector size"));
     }
     let has_digest = digests.values().any(|d| {
-        d.get("segments")
-            .and_then(Value::as_array)
-            .is_some_and(|s| s.iter().any(|v| v.as_str() == Some(key)))
+        d.get("segments").and_then(Value::as_array).is_some_and(|s| s.iter().any(|v| v.as_str() == Some(key)))
     });
     if !has_digest {
         return fail(format!("{what}: no digest is assigned to it"));
@@ -362,20 +358,11 @@ fn validate_keyslots(root: &Map<String, Value>) -> Check {
 }
 
 fn metadata_size(config: &Map<String, Value>) -> u64 {
-    config
-        .get("json_size")
-        .and_then(Value::as_str)
-        .and_then(strtoull_exact)
-        .unwrap_or(0)
-        .wrapping_add(BIN_LEN as u64)
+    config.get("json_size").and_then(Value::as_str).and_then(strtoull_exact).unwrap_or(0).wrapping_add(BIN_LEN as u64)
 }
 
 fn keyslots_size(config: &Map<String, Value>) -> u64 {
-    config
-        .get("keyslots_size")
-        .and_then(Value::as_str)
-        .and_then(strtoull_exact)
-        .unwrap_or(0)
+    config.get("keyslots_size").and_then(Value::as_str).and_then(strtoull_exact).unwrap_or(0)
 }
 
 fn validate_config(root: &Map<String, Value>) -> Check {
@@ -442,7 +429,9 @@ fn validate_areas(root: &Map<String, Value>) -> Check {
             return fail(format!("keyslot \"{key}\": area offset + size overflows"));
         };
         if area_end > end {
-            return fail(format!("keyslot \"{key}\": area [{off}, {area_end}) runs past the keyslots area (ends at {end})"));
+            return fail(format!(
+                "keyslot \"{key}\": area [{off}, {area_end}) runs past the keyslots area (ends at {end})"
+            ));
         }
         for &(other, o2, l2) in &areas {
             if other == key {

@@ -14,15 +14,18 @@ use core::fmt;
 use tpm2_protocol::basic::{TpmBuffer, TpmInt32, TpmUint16, TpmUint32};
 use tpm2_protocol::data::{
     Tpm2bAuth, Tpm2bData, Tpm2bDigest, Tpm2bEccParameter, Tpm2bEncryptedSecret, Tpm2bNonce, Tpm2bPrivate, Tpm2bPublic,
-    Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc, TpmRcBase, TpmSe, TpmSt,
-    TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand, TpmsCapabilityData,
-    TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsSensitiveCreate, TpmtHa,
-    TpmtPublic, TpmtSymDef, TpmtRsaScheme, TpmsRsaParms, Tpm2bPublicKeyRsa, TpmuAsymScheme, TpmsSchemeHash, TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
+    Tpm2bPublicKeyRsa, Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc,
+    TpmRcBase, TpmSe, TpmSt, TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand,
+    TpmsCapabilityData, TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsRsaParms,
+    TpmsSchemeHash, TpmsSensitiveCreate, TpmtHa, TpmtPublic, TpmtRsaScheme, TpmtSymDef, TpmuAsymScheme,
+    TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
 };
 use tpm2_protocol::frame::{
-    TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse, TpmCreateResponse, TpmFlushContextCommand,
-    TpmFrame, TpmActivateCredentialCommand, TpmPolicySecretCommand, TpmNvReadCommand, TpmNvReadPublicCommand, TpmNvReadPublicResponse, TpmNvReadResponse, TpmGetCapabilityCommand, TpmGetCapabilityResponse, TpmImportCommand, TpmQuoteCommand, TpmQuoteResponse, TpmImportResponse, TpmLoadCommand, TpmLoadResponse,
-    TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse, TpmPolicyPcrCommand, TpmResponse,
+    TpmActivateCredentialCommand, TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse,
+    TpmCreateResponse, TpmFlushContextCommand, TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse,
+    TpmImportCommand, TpmImportResponse, TpmLoadCommand, TpmLoadResponse, TpmNvReadCommand, TpmNvReadPublicCommand,
+    TpmNvReadPublicResponse, TpmNvReadResponse, TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse,
+    TpmPolicyPcrCommand, TpmPolicySecretCommand, TpmQuoteCommand, TpmQuoteResponse, TpmResponse,
     TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
     tpm_marshal_command,
 };
@@ -64,7 +67,9 @@ impl fmt::Display for TpmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TpmError::Transport(e) => write!(f, "TPM: {e}"),
-            TpmError::Rc { command, rc } => write!(f, "TPM2_{command} failed with response code {rc:#x}{}", rc_hint(*rc)),
+            TpmError::Rc { command, rc } => {
+                write!(f, "TPM2_{command} failed with response code {rc:#x}{}", rc_hint(*rc))
+            }
             TpmError::Marshal(what) => write!(f, "TPM command marshalling: {what}"),
             TpmError::Response { command, why } => write!(f, "TPM2_{command}: malformed response: {why}"),
         }
@@ -141,7 +146,11 @@ fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Re
 /// The first response parameter, a TPM2B, of a successful `response` to `cc`, copied into a
 /// Zeroizing buffer. The crate validates the frame; the slicing is done here because the
 /// crate's owned responses are Copy buffers that could not be wiped.
-fn secret_parameter(response: &Zeroizing<Vec<u8>>, cc: TpmCc, command: &'static str) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+fn secret_parameter(
+    response: &Zeroizing<Vec<u8>>,
+    cc: TpmCc,
+    command: &'static str,
+) -> Result<Zeroizing<Vec<u8>>, TpmError> {
     let frame = TpmResponse::cast(response).map_err(|e| response_error(command, e))?;
     frame.validate(cc).map_err(|e| response_error(command, e))?;
     // Header (10 bytes), then parameterSize (4) when sessions follow.
@@ -189,7 +198,8 @@ pub fn pcr_selection(bank: Bank, pcrs: &[u32]) -> Result<TpmlPcrSelection, TpmEr
     }
     let select = TpmsPcrSelect::try_from(&bitmap[..]).map_err(|_| TpmError::Marshal("PCR bitmap"))?;
     let mut list = TpmlPcrSelection::new();
-    list.try_push(TpmsPcrSelection { hash: alg_of(bank), pcr_select: select }).map_err(|_| TpmError::Marshal("PCR selection"))?;
+    list.try_push(TpmsPcrSelection { hash: alg_of(bank), pcr_select: select })
+        .map_err(|_| TpmError::Marshal("PCR selection"))?;
     Ok(list)
 }
 
@@ -249,8 +259,15 @@ pub fn attestation_key_template() -> TpmtPublic {
         object_attributes: TpmaObject::from_bits_truncate(0x0005_0072),
         auth_policy: Tpm2bDigest::default(),
         parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
-            symmetric: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
-            scheme: TpmtRsaScheme { scheme: TpmAlgId::Rsassa, details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }) },
+            symmetric: TpmtSymDef {
+                algorithm: TpmAlgId::Null,
+                key_bits: TpmuSymKeyBits::Null,
+                mode: TpmuSymMode::Null,
+            },
+            scheme: TpmtRsaScheme {
+                scheme: TpmAlgId::Rsassa,
+                details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }),
+            },
             key_bits: TpmUint16::new(2048),
             exponent: TpmUint32::new(0),
         }),
@@ -269,7 +286,11 @@ pub fn ek_rsa2048_template() -> TpmtPublic {
         object_attributes: TpmaObject::from_bits_truncate(0x0003_00B2),
         auth_policy: Tpm2bDigest::try_from(&EK_POLICY[..]).expect("32 bytes"),
         parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
-            symmetric: TpmtSymDef { algorithm: TpmAlgId::Aes, key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)), mode: TpmuSymMode::Aes(TpmAlgId::Cfb) },
+            symmetric: TpmtSymDef {
+                algorithm: TpmAlgId::Aes,
+                key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)),
+                mode: TpmuSymMode::Aes(TpmAlgId::Cfb),
+            },
             scheme: Default::default(),
             key_bits: TpmUint16::new(2048),
             exponent: TpmUint32::new(0),
@@ -285,8 +306,8 @@ const NV_CHUNK: usize = 1024;
 
 /// PolicySecret(TPM_RH_ENDORSEMENT): the EK's authPolicy.
 pub const EK_POLICY: [u8; 32] = [
-    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7, 0x6e, 0x06, 0x52, 0x0b,
-    0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
+    0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24, 0xfd, 0x52, 0xd7,
+    0x6e, 0x06, 0x52, 0x0b, 0x64, 0xf2, 0xa1, 0xda, 0x1b, 0x33, 0x14, 0x69, 0xaa,
 ];
 
 /// A quote: the TPMS_ATTEST the TPM signed and its TPMT_SIGNATURE, both marshalled.
@@ -345,7 +366,12 @@ impl<T: Transport> Tpm<T> {
 
     /// The PCR banks with at least one PCR allocated.
     pub fn active_banks(&mut self) -> Result<Vec<Bank>, TpmError> {
-        let cmd = TpmGetCapabilityCommand { handles: [], cap: TpmCap::Pcrs, property: TpmUint32::new(0), property_count: TpmUint32::new(1) };
+        let cmd = TpmGetCapabilityCommand {
+            handles: [],
+            cap: TpmCap::Pcrs,
+            property: TpmUint32::new(0),
+            property_count: TpmUint32::new(1),
+        };
         let cmd = marshal(&cmd, &[], "GetCapability")?;
         let resp: TpmGetCapabilityResponse = self.call(&cmd, "GetCapability")?;
         let _: TpmiYesNo = resp.more_data;
@@ -368,7 +394,9 @@ impl<T: Transport> Tpm<T> {
         let mut values = TpmlDigestValues::new();
         for (bank, d) in digests {
             let buf = TpmBuffer::try_from(d.as_slice()).map_err(|_| TpmError::Marshal("digest"))?;
-            values.try_push(TpmtHa { hash_alg: alg_of(*bank), digest: TpmuHa::Digest(buf) }).map_err(|_| TpmError::Marshal("digest list"))?;
+            values
+                .try_push(TpmtHa { hash_alg: alg_of(*bank), digest: TpmuHa::Digest(buf) })
+                .map_err(|_| TpmError::Marshal("digest list"))?;
         }
         let cmd = TpmPcrExtendCommand { handles: [TpmUint32::new(pcr)], digests: values };
         let cmd = marshal(&cmd, &[password_session()], "PCR_Extend")?;
@@ -389,7 +417,10 @@ impl<T: Transport> Tpm<T> {
             let mut returned = Vec::new();
             for sel in resp.pcr_selection_out.iter() {
                 if sel.hash != alg_of(bank) {
-                    return Err(TpmError::Response { command: "PCR_Read", why: alloc::format!("values of bank {:#06x}, not {}", sel.hash.value(), bank.name()) });
+                    return Err(TpmError::Response {
+                        command: "PCR_Read",
+                        why: alloc::format!("values of bank {:#06x}, not {}", sel.hash.value(), bank.name()),
+                    });
                 }
                 for (byte, bits) in sel.pcr_select.iter().enumerate() {
                     for bit in 0..8 {
@@ -401,11 +432,17 @@ impl<T: Transport> Tpm<T> {
             }
             let values: Vec<Vec<u8>> = resp.pcr_values.iter().map(|d| d.to_vec()).collect();
             if returned.is_empty() || returned.len() != values.len() || values.iter().any(|v| v.len() != bank.size()) {
-                return Err(TpmError::Response { command: "PCR_Read", why: "selection and digests disagree".to_string() });
+                return Err(TpmError::Response {
+                    command: "PCR_Read",
+                    why: "selection and digests disagree".to_string(),
+                });
             }
             for (p, v) in returned.into_iter().zip(values) {
                 if !wanted.contains(&p) {
-                    return Err(TpmError::Response { command: "PCR_Read", why: alloc::format!("PCR {p} was not asked for") });
+                    return Err(TpmError::Response {
+                        command: "PCR_Read",
+                        why: alloc::format!("PCR {p} was not asked for"),
+                    });
                 }
                 wanted.retain(|w| *w != p);
                 out.push((p, v));
@@ -450,7 +487,8 @@ impl<T: Transport> Tpm<T> {
     pub fn quote(&mut self, ak: u32, qualifying_data: &[u8], bank: Bank, pcrs: &[u32]) -> Result<Quote, TpmError> {
         let cmd = TpmQuoteCommand {
             handles: [TpmUint32::new(ak)],
-            qualifying_data: Tpm2bData::try_from(qualifying_data).map_err(|_| TpmError::Marshal("qualifying data larger than a TPM2B_DATA"))?,
+            qualifying_data: Tpm2bData::try_from(qualifying_data)
+                .map_err(|_| TpmError::Marshal("qualifying data larger than a TPM2B_DATA"))?,
             in_scheme: Default::default(),
             pcr_select: pcr_selection(bank, pcrs)?,
         };
@@ -468,7 +506,14 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_ActivateCredential: recover the credential a verifier bound to `key` (the AK's
     /// name) and encrypted to `ek`. The EK is used through a PolicySecret(endorsement)
     /// session, as its template demands. The credential proves `key` lives on this EK's TPM.
-    pub fn activate_credential(&mut self, key: u32, ek: u32, credential_blob: &[u8], secret: &[u8], nonce: &[u8; 32]) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+    pub fn activate_credential(
+        &mut self,
+        key: u32,
+        ek: u32,
+        credential_blob: &[u8],
+        secret: &[u8],
+        nonce: &[u8; 32],
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         let session = self.start_policy_session(nonce)?;
         let policy = TpmPolicySecretCommand {
             handles: [TpmUint32::new(RH_ENDORSEMENT), TpmUint32::new(session)],
@@ -510,11 +555,18 @@ impl<T: Transport> Tpm<T> {
         let mut out = Vec::with_capacity(size);
         while out.len() < size {
             let chunk = (size - out.len()).min(NV_CHUNK);
-            let cmd = TpmNvReadCommand { handles: [TpmUint32::new(RH_OWNER), TpmUint32::new(index)], size: TpmUint16::new(chunk as u16), offset: TpmUint16::new(out.len() as u16) };
+            let cmd = TpmNvReadCommand {
+                handles: [TpmUint32::new(RH_OWNER), TpmUint32::new(index)],
+                size: TpmUint16::new(chunk as u16),
+                offset: TpmUint16::new(out.len() as u16),
+            };
             let cmd = marshal(&cmd, &[password_session()], "NV_Read")?;
             let resp: TpmNvReadResponse = self.call(&cmd, "NV_Read")?;
             if resp.data.is_empty() || resp.data.len() > chunk {
-                return Err(TpmError::Response { command: "NV_Read", why: alloc::format!("{} bytes where {chunk} were asked for", resp.data.len()) });
+                return Err(TpmError::Response {
+                    command: "NV_Read",
+                    why: alloc::format!("{} bytes where {chunk} were asked for", resp.data.len()),
+                });
             }
             out.extend_from_slice(&resp.data);
         }
@@ -530,7 +582,11 @@ impl<T: Transport> Tpm<T> {
             object_public: exact(public, "import: public area")?,
             duplicate: exact(duplicate, "import: duplicate")?,
             in_sym_seed: exact(seed, "import: seed")?,
-            symmetric_alg: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
+            symmetric_alg: TpmtSymDef {
+                algorithm: TpmAlgId::Null,
+                key_bits: TpmuSymKeyBits::Null,
+                mode: TpmuSymMode::Null,
+            },
         };
         let cmd = marshal(&cmd, &[password_session()], "Import")?;
         let resp: TpmImportResponse = self.call(&cmd, "Import")?;
@@ -540,7 +596,8 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_Create of a sealed data object holding `secret` under `parent`; returns the
     /// marshalled TPM2B_PRIVATE and TPM2B_PUBLIC (what TPM2_Load takes back).
     pub fn create_sealed(&mut self, parent: u32, policy: &[u8; 32], secret: &[u8]) -> Result<SealedBlob, TpmError> {
-        let data = Tpm2bSensitiveData::try_from(secret).map_err(|_| TpmError::Marshal("secret larger than a sealed object holds"))?;
+        let data = Tpm2bSensitiveData::try_from(secret)
+            .map_err(|_| TpmError::Marshal("secret larger than a sealed object holds"))?;
         let cmd = TpmCreateCommand {
             handles: [TpmUint32::new(parent)],
             in_sensitive: Tpm2bSensitiveCreate { inner: TpmsSensitiveCreate { user_auth: Tpm2bAuth::default(), data } },
@@ -570,7 +627,11 @@ impl<T: Transport> Tpm<T> {
             nonce_caller: Tpm2bNonce::try_from(&nonce[..]).map_err(|_| TpmError::Marshal("nonce"))?,
             encrypted_salt: Tpm2bEncryptedSecret::default(),
             session_type: TpmSe::Policy,
-            symmetric: TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null },
+            symmetric: TpmtSymDef {
+                algorithm: TpmAlgId::Null,
+                key_bits: TpmuSymKeyBits::Null,
+                mode: TpmuSymMode::Null,
+            },
             auth_hash: TpmAlgId::Sha256,
         };
         let cmd = marshal(&cmd, &[], "StartAuthSession")?;
@@ -580,7 +641,11 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_PolicyPCR with an empty pcrDigest: the TPM folds in its current values of `pcrs`.
     pub fn policy_pcr(&mut self, session: u32, bank: Bank, pcrs: &[u32]) -> Result<(), TpmError> {
-        let cmd = TpmPolicyPcrCommand { handles: [TpmUint32::new(session)], pcr_digest: Tpm2bDigest::default(), pcrs: pcr_selection(bank, pcrs)? };
+        let cmd = TpmPolicyPcrCommand {
+            handles: [TpmUint32::new(session)],
+            pcr_digest: Tpm2bDigest::default(),
+            pcrs: pcr_selection(bank, pcrs)?,
+        };
         let cmd = marshal(&cmd, &[], "PolicyPCR")?;
         self.run(&cmd, "PolicyPCR").map(drop)
     }
@@ -600,7 +665,11 @@ impl<T: Transport> Tpm<T> {
 
     /// TPM2_FlushContext.
     pub fn flush(&mut self, handle: u32) -> Result<(), TpmError> {
-        let cmd = marshal(&TpmFlushContextCommand { handles: [], flush_handle: TpmUint32::new(handle) }, &[], "FlushContext")?;
+        let cmd = marshal(
+            &TpmFlushContextCommand { handles: [], flush_handle: TpmUint32::new(handle) },
+            &[],
+            "FlushContext",
+        )?;
         self.run(&cmd, "FlushContext").map(drop)
     }
 }
@@ -628,9 +697,13 @@ impl SealedBlob {
     /// Split systemd's `tpm2-blob` (TPM2B_PRIVATE || TPM2B_PUBLIC).
     pub fn from_concatenated(blob: &[u8]) -> Result<SealedBlob, TpmError> {
         let size = |b: &[u8]| -> Option<usize> { Some(2 + usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]))) };
-        let p = size(blob).filter(|n| *n <= blob.len()).ok_or(TpmError::Marshal("tpm2-blob: private area runs past the blob"))?;
+        let p = size(blob)
+            .filter(|n| *n <= blob.len())
+            .ok_or(TpmError::Marshal("tpm2-blob: private area runs past the blob"))?;
         let rest = &blob[p..];
-        let q = size(rest).filter(|n| *n == rest.len()).ok_or(TpmError::Marshal("tpm2-blob: public area does not end the blob"))?;
+        let q = size(rest)
+            .filter(|n| *n == rest.len())
+            .ok_or(TpmError::Marshal("tpm2-blob: public area does not end the blob"))?;
         Ok(SealedBlob { private: blob[..p].to_vec(), public: rest[..q].to_vec() })
     }
 
@@ -678,11 +751,13 @@ mod tests {
     // `tpm2_startup -c`, `tpm2_pcrextend 4:sha256=aa..aa`, `tpm2_pcrread sha256:0,4`.
     const STARTUP: &str = "80 01 00 00 00 0C 00 00 01 44 00 00";
     const STARTUP_OK: &str = "80 01 00 00 00 0A 00 00 00 00";
-    const EXTEND: &str = "80 02 00 00 00 41 00 00 01 82 00 00 00 04 00 00 00 09 40 00 00 09 00 00 00 00 00 00 00 00 01 00 0B
+    const EXTEND: &str =
+        "80 02 00 00 00 41 00 00 01 82 00 00 00 04 00 00 00 09 40 00 00 09 00 00 00 00 00 00 00 00 01 00 0B
         AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA AA";
     const EXTEND_OK: &str = "80 02 00 00 00 13 00 00 00 00 00 00 00 00 00 00 01 00 00";
     const PCR_READ: &str = "80 01 00 00 00 14 00 00 01 7E 00 00 00 01 00 0B 03 11 00 00";
-    const PCR_READ_OK: &str = "80 01 00 00 00 60 00 00 00 00 00 00 00 15 00 00 00 01 00 0B 03 11 00 00 00 00 00 02 00 20
+    const PCR_READ_OK: &str =
+        "80 01 00 00 00 60 00 00 00 00 00 00 00 15 00 00 00 01 00 0B 03 11 00 00 00 00 00 02 00 20
         00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 20
         9E F8 14 B4 2F A0 BE 12 D1 97 C4 4D 3E 8E 03 44 1A 4B 11 18 23 76 58 36 8B A1 35 10 90 E5 56 ED";
 

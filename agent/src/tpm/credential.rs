@@ -20,12 +20,18 @@ use super::tpm2b;
 /// The RSA public key in a TPM2B_PUBLIC (an EK or an attestation key).
 pub fn rsa_public_key(tpm2b_public: &[u8]) -> Result<rsa::PublicKey, String> {
     let (modulus, e) = super::rsa_public_parts(tpm2b_public).map_err(|e| format!("key: {e}"))?;
-    rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&modulus), rsa::BoxedUint::from(u64::from(e))).map_err(|e| format!("key: {e}"))
+    rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&modulus), rsa::BoxedUint::from(u64::from(e)))
+        .map_err(|e| format!("key: {e}"))
 }
 
 /// MakeCredential: `credential` (at most 32 bytes) for the key named `ak_name`, to the EK.
 /// Returns (credentialBlob as TPM2B_ID_OBJECT, secret as TPM2B_ENCRYPTED_SECRET).
-pub fn make_credential(ek: &rsa::PublicKey, ak_name: &[u8], credential: &[u8], random: &mut dyn FnMut(&mut [u8])) -> Result<(Vec<u8>, Vec<u8>), String> {
+pub fn make_credential(
+    ek: &rsa::PublicKey,
+    ak_name: &[u8],
+    credential: &[u8],
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<(Vec<u8>, Vec<u8>), String> {
     if credential.len() > 32 {
         return Err(String::from("a credential is at most one SHA-256 digest long"));
     }
@@ -37,7 +43,9 @@ pub fn make_credential(ek: &rsa::PublicKey, ak_name: &[u8], credential: &[u8], r
         .map_err(|e| format!("RSA-OAEP to the EK: {e}"))?;
     let sym = kdfa(seed.as_ref(), "STORAGE", ak_name, &[], 128);
     let mut enc = Zeroizing::new(tpm2b(credential));
-    cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(&sym, &[0u8; 16]).expect("16-byte key and IV").encrypt(&mut enc);
+    cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(&sym, &[0u8; 16])
+        .expect("16-byte key and IV")
+        .encrypt(&mut enc);
     let hmac_key = kdfa(seed.as_ref(), "INTEGRITY", &[], &[], 256);
     let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&hmac_key).expect("any key length");
     m.update(&enc);

@@ -96,7 +96,9 @@ pub fn p256_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
     }
     let p = public.inner;
     if p.object_type != TpmAlgId::Ecc || p.name_alg != TpmAlgId::Sha256 {
-        return Err(String::from("the key must be ECC with name algorithm SHA-256 (as systemd's storage primary and veilboot's AK are)"));
+        return Err(String::from(
+            "the key must be ECC with name algorithm SHA-256 (as systemd's storage primary and veilboot's AK are)",
+        ));
     }
     let TpmuPublicId::Ecc(point) = p.unique else {
         return Err(String::from("the key has no ECC point"));
@@ -108,7 +110,12 @@ pub fn p256_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
 
 /// Build the import blob sealing `secret` to `policy` for the parent at (`x`, `y`), with
 /// `random` supplying the ephemeral key and the seedValue.
-pub fn seal_for_import(parent: ([u8; 32], [u8; 32]), policy: &[u8; 32], secret: &[u8], random: &mut dyn FnMut(&mut [u8])) -> Result<ImportBlob, String> {
+pub fn seal_for_import(
+    parent: ([u8; 32], [u8; 32]),
+    policy: &[u8; 32],
+    secret: &[u8],
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<ImportBlob, String> {
     if secret.len() > 128 {
         return Err(String::from("a sealed object holds at most 128 bytes"));
     }
@@ -150,7 +157,9 @@ pub fn seal_for_import(parent: ([u8; 32], [u8; 32]), policy: &[u8; 32], secret: 
     sensitive.extend_from_slice(&tpm2b(secret));
     let mut enc = Zeroizing::new(tpm2b(&sensitive));
     let sym = kdfa(&seed, "STORAGE", &name, &[], 128);
-    cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(&sym, &[0u8; 16]).expect("16-byte key and IV").encrypt(&mut enc);
+    cfb_mode::Encryptor::<aes::Aes128>::new_from_slices(&sym, &[0u8; 16])
+        .expect("16-byte key and IV")
+        .encrypt(&mut enc);
     let hmac_key = kdfa(&seed, "INTEGRITY", &[], &[], 256);
     let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&hmac_key).expect("any key length");
     m.update(&enc);

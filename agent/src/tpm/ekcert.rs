@@ -24,7 +24,10 @@ fn rsa_key_of(cert: &Certificate, what: &str) -> Result<rsa::PublicKey, String> 
 
 fn check_signed_by(cert: &Certificate, issuer: &Certificate, what: &str) -> Result<(), String> {
     if cert.signature_algorithm().oid.to_string() != SHA256_WITH_RSA {
-        return Err(format!("{what}: signature algorithm {} (only sha256WithRSAEncryption is accepted)", cert.signature_algorithm().oid));
+        return Err(format!(
+            "{what}: signature algorithm {} (only sha256WithRSAEncryption is accepted)",
+            cert.signature_algorithm().oid
+        ));
     }
     let key = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(rsa_key_of(issuer, "issuer")?);
     let tbs = cert.tbs_certificate().to_der().map_err(|e| format!("{what}: {e}"))?;
@@ -53,7 +56,11 @@ pub fn verify(ek_cert: &[u8], ek: &rsa::PublicKey, intermediates: &[Vec<u8>], ro
     for pair in chain.windows(2) {
         let what = format!("certificate {}", pair[0].tbs_certificate().subject());
         if pair[0].tbs_certificate().issuer() != pair[1].tbs_certificate().subject() {
-            return Err(format!("{what}: issued by {}, not by {}", pair[0].tbs_certificate().issuer(), pair[1].tbs_certificate().subject()));
+            return Err(format!(
+                "{what}: issued by {}, not by {}",
+                pair[0].tbs_certificate().issuer(),
+                pair[1].tbs_certificate().subject()
+            ));
         }
         check_signed_by(&pair[0], &pair[1], &what)?;
     }
@@ -63,6 +70,13 @@ pub fn verify(ek_cert: &[u8], ek: &rsa::PublicKey, intermediates: &[Vec<u8>], ro
 /// DER from PEM (one certificate).
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let body: String = pem.lines().skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| String::from("PEM: not a base64 certificate"))
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| String::from("PEM: not a base64 certificate"))
 }

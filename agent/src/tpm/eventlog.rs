@@ -79,7 +79,11 @@ impl EventLog {
 
     /// Append an event. `digests` must hold exactly the log's banks, in order.
     pub fn record(&mut self, pcr: u32, event_type: u32, digests: &[(Bank, Vec<u8>)], data: &[u8]) {
-        assert!(digests.len() == self.banks.len() && digests.iter().zip(&self.banks).all(|((b, d), want)| b == want && d.len() == b.size()), "event digests must match the log's banks");
+        assert!(
+            digests.len() == self.banks.len()
+                && digests.iter().zip(&self.banks).all(|((b, d), want)| b == want && d.len() == b.size()),
+            "event digests must match the log's banks"
+        );
         self.bytes.extend_from_slice(&pcr.to_le_bytes());
         self.bytes.extend_from_slice(&event_type.to_le_bytes());
         self.bytes.extend_from_slice(&(digests.len() as u32).to_le_bytes());
@@ -130,7 +134,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], LogError> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len()).ok_or_else(|| LogError { offset: self.pos, what: alloc::format!("truncated {what}") })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.bytes.len())
+            .ok_or_else(|| LogError { offset: self.pos, what: alloc::format!("truncated {what}") })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -154,7 +162,10 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<Bank>, Vec<Event>), LogError> {
     r.take(20, "Spec ID header")?;
     let size = r.u32("Spec ID size")? as usize;
     if pcr != 0 || ty != EV_NO_ACTION {
-        return Err(LogError { offset: 0, what: "the first event is not the Spec ID event (PCR 0, EV_NO_ACTION)".into() });
+        return Err(LogError {
+            offset: 0,
+            what: "the first event is not the Spec ID event (PCR 0, EV_NO_ACTION)".into(),
+        });
     }
     let spec = r.take(size, "Spec ID event")?;
     let mut s = Reader { bytes: spec, pos: 0 };
@@ -198,7 +209,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<Bank>, Vec<Event>), LogError> {
         let mut digests = Vec::new();
         for _ in 0..count {
             let alg = r.u16("digest algorithm")?;
-            let size = *sizes.get(&alg).ok_or_else(|| r.err(alloc::format!("digest algorithm {alg:#06x} not in the Spec ID event")))?;
+            let size = *sizes
+                .get(&alg)
+                .ok_or_else(|| r.err(alloc::format!("digest algorithm {alg:#06x} not in the Spec ID event")))?;
             let d = r.take(size, "digest")?;
             if let Some(b) = Bank::from_alg(alg) {
                 digests.push((b, d.to_vec()));

@@ -67,37 +67,74 @@ impl Measurement<'_> {
 
 /// PCR 0: the firmware ROM image.
 pub fn rom(rom: &[u8]) -> Measurement<'_> {
-    Measurement { pcr: 0, event_type: eventlog::EV_S_CRTM_CONTENTS, event_data: b"veilboot firmware ROM".to_vec(), measured: Measured::Bytes(rom) }
+    Measurement {
+        pcr: 0,
+        event_type: eventlog::EV_S_CRTM_CONTENTS,
+        event_data: b"veilboot firmware ROM".to_vec(),
+        measured: Measured::Bytes(rom),
+    }
 }
 
 /// PCR 1: a fw_cfg file the firmware used.
 pub fn config<'a>(name: &str, contents: &'a [u8]) -> Measurement<'a> {
-    Measurement { pcr: 1, event_type: eventlog::EV_PLATFORM_CONFIG_FLAGS, event_data: format!("fw_cfg {name}").into_bytes(), measured: Measured::Bytes(contents) }
+    Measurement {
+        pcr: 1,
+        event_type: eventlog::EV_PLATFORM_CONFIG_FLAGS,
+        event_data: format!("fw_cfg {name}").into_bytes(),
+        measured: Measured::Bytes(contents),
+    }
 }
 
 /// PCR 4: the kernel, by the SHA-384 (hex) of its bytes.
 pub fn kernel(sha384_hex: &str) -> Measurement<'static> {
-    Measurement { pcr: 4, event_type: eventlog::EV_IPL, event_data: format!("veil-boot kernel sha384:{sha384_hex}").into_bytes(), measured: Measured::EventData }
+    Measurement {
+        pcr: 4,
+        event_type: eventlog::EV_IPL,
+        event_data: format!("veil-boot kernel sha384:{sha384_hex}").into_bytes(),
+        measured: Measured::EventData,
+    }
 }
 
 /// PCR 8: the kernel command line.
 pub fn cmdline(cmdline: &str) -> Measurement<'static> {
-    Measurement { pcr: 8, event_type: eventlog::EV_IPL, event_data: cmdline.as_bytes().to_vec(), measured: Measured::EventData }
+    Measurement {
+        pcr: 8,
+        event_type: eventlog::EV_IPL,
+        event_data: cmdline.as_bytes().to_vec(),
+        measured: Measured::EventData,
+    }
 }
 
 /// PCR 9: the initrd, by the SHA-384 (hex) of its bytes.
 pub fn initrd(sha384_hex: &str) -> Measurement<'static> {
-    Measurement { pcr: 9, event_type: eventlog::EV_IPL, event_data: format!("veil-boot initrd sha384:{sha384_hex}").into_bytes(), measured: Measured::EventData }
+    Measurement {
+        pcr: 9,
+        event_type: eventlog::EV_IPL,
+        event_data: format!("veil-boot initrd sha384:{sha384_hex}").into_bytes(),
+        measured: Measured::EventData,
+    }
 }
 
 /// PCRs 0..7: the separators that close the pre-boot measurements.
 pub fn separators() -> Vec<Measurement<'static>> {
-    (0..8).map(|pcr| Measurement { pcr, event_type: eventlog::EV_SEPARATOR, event_data: alloc::vec![0; 4], measured: Measured::EventData }).collect()
+    (0..8)
+        .map(|pcr| Measurement {
+            pcr,
+            event_type: eventlog::EV_SEPARATOR,
+            event_data: alloc::vec![0; 4],
+            measured: Measured::EventData,
+        })
+        .collect()
 }
 
 /// PCR 15: the clusterID.
 pub fn cluster_id(id: &[u8; 32]) -> Measurement<'static> {
-    Measurement { pcr: CLUSTER_ID_PCR, event_type: eventlog::EV_COMPACT_HASH, event_data: id.to_vec(), measured: Measured::EventData }
+    Measurement {
+        pcr: CLUSTER_ID_PCR,
+        event_type: eventlog::EV_COMPACT_HASH,
+        event_data: id.to_vec(),
+        measured: Measured::EventData,
+    }
 }
 
 /// The boot target of a bundle manifest, in plan order (kernel, command line, initrd).
@@ -115,7 +152,15 @@ pub fn record(log: &mut EventLog, m: &Measurement<'_>) -> Vec<(Bank, Vec<u8>)> {
 
 /// The PCR values of `bank` after `plan` (PCRs the plan does not touch are left out).
 pub fn predict(plan: &[Measurement<'_>], bank: Bank) -> BTreeMap<u32, Vec<u8>> {
-    let events: Vec<Event> = plan.iter().map(|m| Event { pcr: m.pcr, event_type: m.event_type, digests: alloc::vec![(bank, m.digest(bank))], data: Vec::new() }).collect();
+    let events: Vec<Event> = plan
+        .iter()
+        .map(|m| Event {
+            pcr: m.pcr,
+            event_type: m.event_type,
+            digests: alloc::vec![(bank, m.digest(bank))],
+            data: Vec::new(),
+        })
+        .collect();
     eventlog::replay(&events, bank)
 }
 

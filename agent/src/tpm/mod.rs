@@ -14,8 +14,8 @@ pub mod eventlog;
 pub mod measure;
 pub mod policy;
 pub mod quote;
-pub mod tis;
 pub mod systemd;
+pub mod tis;
 pub mod token;
 
 use alloc::string::String;
@@ -106,12 +106,15 @@ pub(crate) fn tpm2b(data: &[u8]) -> Vec<u8> {
 pub fn rsa_public_parts(tpm2b_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
     use tpm2_protocol::TpmUnmarshal;
     use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId, TpmuPublicParms};
-    let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| alloc::format!("not a TPM2B_PUBLIC: {e:?}"))?;
+    let (public, rest) =
+        Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| alloc::format!("not a TPM2B_PUBLIC: {e:?}"))?;
     if !rest.is_empty() {
         return Err(String::from("trailing bytes after the TPM2B_PUBLIC"));
     }
     let p = public.inner;
-    let (TpmAlgId::Rsa, TpmuPublicParms::Rsa(params), TpmuPublicId::Rsa(modulus)) = (p.object_type, p.parameters, p.unique) else {
+    let (TpmAlgId::Rsa, TpmuPublicParms::Rsa(params), TpmuPublicId::Rsa(modulus)) =
+        (p.object_type, p.parameters, p.unique)
+    else {
         return Err(String::from("not an RSA key"));
     };
     let e = match params.exponent.value() {

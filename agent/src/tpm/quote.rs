@@ -90,7 +90,9 @@ pub fn parse(attest: &[u8]) -> Result<QuoteInfo, String> {
 pub fn key_name(tpm2b_public: &[u8]) -> Result<Vec<u8>, String> {
     use sha2::{Digest, Sha256};
     let area = tpm2b_public.get(2..).ok_or("public area: truncated")?;
-    if usize::from(u16::from_be_bytes([tpm2b_public[0], tpm2b_public[1]])) != area.len() || area.get(2..4) != Some(&[0x00, 0x0B][..]) {
+    if usize::from(u16::from_be_bytes([tpm2b_public[0], tpm2b_public[1]])) != area.len()
+        || area.get(2..4) != Some(&[0x00, 0x0B][..])
+    {
         return Err(String::from("public area: size mismatch or name algorithm is not SHA-256"));
     }
     let mut name = alloc::vec![0x00, 0x0B];
@@ -112,7 +114,13 @@ pub fn qualified_name_of_primary(hierarchy: u32, name: &[u8]) -> Vec<u8> {
 /// qualified signer, `nonce` as extraData, and `pcrs` (bank, index, value; in the
 /// quote's selection order) hashing to the quoted PCR digest. Returns the parsed quote.
 #[cfg(feature = "std")]
-pub fn verify(ak_public: &[u8], attest: &[u8], signature: &[u8], nonce: &[u8], pcrs: &[(Bank, u32, Vec<u8>)]) -> Result<QuoteInfo, String> {
+pub fn verify(
+    ak_public: &[u8],
+    attest: &[u8],
+    signature: &[u8],
+    nonce: &[u8],
+    pcrs: &[(Bank, u32, Vec<u8>)],
+) -> Result<QuoteInfo, String> {
     use sha2::{Digest, Sha256};
     let key = super::credential::rsa_public_key(ak_public).map_err(|e| alloc::format!("attestation key: {e}"))?;
     let mut s = Cursor(signature);

@@ -35,7 +35,9 @@ pub struct SystemdToken {
 
 /// Every `systemd-tpm2` token of a LUKS2 header, parsed or with the reason it is unusable.
 pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SystemdToken, String>> {
-    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("systemd-tpm2 token {n}: {e}"))).collect()
+    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE)
+        .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("systemd-tpm2 token {n}: {e}")))
+        .collect()
 }
 
 fn parse(number: &str, t: &serde_json::Value) -> Result<SystemdToken, String> {
@@ -80,7 +82,9 @@ fn parse(number: &str, t: &serde_json::Value) -> Result<SystemdToken, String> {
     let blob = base64::engine::general_purpose::STANDARD.decode(blob).map_err(|_| "tpm2-blob is not base64")?;
     let blob = SealedBlob::from_concatenated(&blob).map_err(|e| alloc::format!("{e}"))?;
     let policy_hash = match t.get("tpm2-policy-hash").and_then(|v| v.as_str()) {
-        Some(h) => Some(hex::decode(h).ok().and_then(|v| v.try_into().ok()).ok_or("tpm2-policy-hash is not 32 bytes of hex")?),
+        Some(h) => {
+            Some(hex::decode(h).ok().and_then(|v| v.try_into().ok()).ok_or("tpm2-policy-hash is not 32 bytes of hex")?)
+        }
         None => None,
     };
     Ok(SystemdToken { number, keyslots, blob, pcrs, bank, policy_hash })
@@ -105,7 +109,10 @@ mod tests {
     fn our_policy_digest_equals_systemds() {
         let header = serde_json::json!({"tokens": {"0": serde_json::from_str::<serde_json::Value>(ENROLLED).unwrap()}});
         let t = find(&header).pop().unwrap().unwrap();
-        assert_eq!((t.number, t.keyslots.clone(), t.pcrs.clone(), t.bank), (0, alloc::vec![1], alloc::vec![7], Bank::Sha256));
+        assert_eq!(
+            (t.number, t.keyslots.clone(), t.pcrs.clone(), t.bank),
+            (0, alloc::vec![1], alloc::vec![7], Bank::Sha256)
+        );
         let separator = Bank::Sha256.digest(&[0; 4]);
         let pcr7 = Bank::Sha256.extend(&[0; 32], &separator);
         assert_eq!(Some(policy::policy_pcr(Bank::Sha256, &[7], &[pcr7.clone()])), t.policy_hash);

@@ -235,7 +235,8 @@ impl<R: TisRegisters, C: Clock> Tis<R, C> {
     /// Read from the FIFO until `buf` holds `until` bytes.
     fn read_fifo(&mut self, buf: &mut Vec<u8>, until: usize) -> Result<(), TisError> {
         while buf.len() < until {
-            let sts = self.wait_sts(STS_DATA_AVAIL, STS_DATA_AVAIL, TIMEOUT_C_US, "dataAvail while reading the response")?;
+            let sts =
+                self.wait_sts(STS_DATA_AVAIL, STS_DATA_AVAIL, TIMEOUT_C_US, "dataAvail while reading the response")?;
             let burst = (((sts >> 8) & 0xFFFF) as usize).max(1).min(until - buf.len());
             for _ in 0..burst {
                 buf.push(self.regs.read8(DATA_FIFO));
@@ -268,10 +269,23 @@ mod tests {
 
     impl FakeTis {
         fn new(respond: impl FnMut(&[u8]) -> Vec<u8> + 'static) -> Self {
-            FakeTis { burst: 3, active: false, grant_locality: true, ready: false, command: vec![], response: vec![], read_pos: 0, respond: Box::new(respond), commands_seen: 0, early_expect_end: false }
+            FakeTis {
+                burst: 3,
+                active: false,
+                grant_locality: true,
+                ready: false,
+                command: vec![],
+                response: vec![],
+                read_pos: 0,
+                respond: Box::new(respond),
+                commands_seen: 0,
+                early_expect_end: false,
+            }
         }
         fn expected_len(&self) -> Option<usize> {
-            (self.command.len() >= 6).then(|| u32::from_be_bytes([self.command[2], self.command[3], self.command[4], self.command[5]]) as usize)
+            (self.command.len() >= 6).then(|| {
+                u32::from_be_bytes([self.command[2], self.command[3], self.command[4], self.command[5]]) as usize
+            })
         }
         fn expect(&self) -> bool {
             match self.expected_len() {

@@ -52,7 +52,9 @@ pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob, import_see
 
 /// Every `veil-tpm2` token in a LUKS2 header, each parsed or with the reason it was refused.
 pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SealToken, String>> {
-    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}"))).collect()
+    crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE)
+        .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}")))
+        .collect()
 }
 
 fn parse(number: &str, t: &serde_json::Value) -> Result<SealToken, String> {
@@ -70,13 +72,20 @@ fn parse(number: &str, t: &serde_json::Value) -> Result<SealToken, String> {
     if pcrs.is_empty() {
         return Err(String::from("empty pcrs list"));
     }
-    let policy = hex::decode(t.get("policy").and_then(|v| v.as_str()).ok_or("no policy")?).map_err(|_| "policy is not hex")?;
+    let policy =
+        hex::decode(t.get("policy").and_then(|v| v.as_str()).ok_or("no policy")?).map_err(|_| "policy is not hex")?;
     let policy: [u8; 32] = policy.try_into().map_err(|_| "policy is not 32 bytes")?;
-    let blob = base64::engine::general_purpose::STANDARD.decode(t.get("blob").and_then(|v| v.as_str()).ok_or("no blob")?).map_err(|_| "blob is not base64")?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(t.get("blob").and_then(|v| v.as_str()).ok_or("no blob")?)
+        .map_err(|_| "blob is not base64")?;
     let blob = SealedBlob::from_concatenated(&blob).map_err(|e| alloc::format!("{e}"))?;
     let import_seed = match t.get("import_seed") {
         None => None,
-        Some(v) => Some(base64::engine::general_purpose::STANDARD.decode(v.as_str().ok_or("import_seed is not a string")?).map_err(|_| "import_seed is not base64")?),
+        Some(v) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().ok_or("import_seed is not a string")?)
+                .map_err(|_| "import_seed is not base64")?,
+        ),
     };
     Ok(SealToken { number, pcrs, policy, blob, import_seed })
 }
@@ -110,8 +119,24 @@ mod tests {
         let mut header = serde_json::json!({"tokens": {"3": token_json(&[0, 4, 8, 9], &[9; 32], &blob, None)}});
         header["tokens"]["3"]["keyslots"] = serde_json::json!([]);
         let found = find(&header);
-        assert_eq!(found, alloc::vec![Ok(SealToken { number: 3, pcrs: alloc::vec![0, 4, 8, 9], policy: [9; 32], blob: blob.clone(), import_seed: None })]);
-        for (field, value) in [("pcrs", serde_json::json!([24])), ("pcrs", serde_json::json!([])), ("policy", serde_json::json!("00")), ("blob", serde_json::json!("AAEC")), ("pcr_bank", serde_json::json!("sha1")), ("import_seed", serde_json::json!("!"))] {
+        assert_eq!(
+            found,
+            alloc::vec![Ok(SealToken {
+                number: 3,
+                pcrs: alloc::vec![0, 4, 8, 9],
+                policy: [9; 32],
+                blob: blob.clone(),
+                import_seed: None
+            })]
+        );
+        for (field, value) in [
+            ("pcrs", serde_json::json!([24])),
+            ("pcrs", serde_json::json!([])),
+            ("policy", serde_json::json!("00")),
+            ("blob", serde_json::json!("AAEC")),
+            ("pcr_bank", serde_json::json!("sha1")),
+            ("import_seed", serde_json::json!("!")),
+        ] {
             let mut bad = header.clone();
             bad["tokens"]["3"][field] = value;
             assert!(find(&bad)[0].is_err(), "{field}");

@@ -573,7 +573,9 @@ fn xcr0() -> u64 {
         if core::arch::x86_64::__cpuid(1).ecx & (1 << 27) != 0 {
             let (lo, hi): (u32, u32);
             // SAFETY: XGETBV with ECX = 0 reads XCR0; allowed because OSXSAVE is set.
-            unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+            unsafe {
+                core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+            };
             return (u64::from(hi) << 32) | u64::from(lo);
         }
         0
@@ -591,7 +593,13 @@ pub fn vaes_available() -> (bool, bool) {
     let x = xcr0();
     let vaes = l7.ecx & (1 << 9) != 0;
     let ymm = x & 0b110 == 0b110 && l7.ebx & (1 << 5) != 0; // AVX2
-    let zmm = ymm && x & 0b1110_0000 == 0b1110_0000 && l7.ebx & (1 << 16) != 0 && l7.ebx & (1 << 17) != 0 && l7.ebx & (1 << 30) != 0 && l7.ebx & (1 << 31) != 0 && l7.ecx & (1 << 10) != 0; // F, DQ, BW, VL, VPCLMULQDQ
+    let zmm = ymm
+        && x & 0b1110_0000 == 0b1110_0000
+        && l7.ebx & (1 << 16) != 0
+        && l7.ebx & (1 << 17) != 0
+        && l7.ebx & (1 << 30) != 0
+        && l7.ebx & (1 << 31) != 0
+        && l7.ecx & (1 << 10) != 0; // F, DQ, BW, VL, VPCLMULQDQ
     (vaes && ymm, vaes && zmm)
 }
 

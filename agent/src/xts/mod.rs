@@ -47,21 +47,16 @@ pub enum XtsError {
 impl fmt::Display for XtsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            XtsError::KeyLength(n) => write!(
-                f,
-                "XTS key is {n} bytes; aes-xts-plain64 takes 32 (AES-128) or 64 (AES-256)"
-            ),
+            XtsError::KeyLength(n) => {
+                write!(f, "XTS key is {n} bytes; aes-xts-plain64 takes 32 (AES-128) or 64 (AES-256)")
+            }
             XtsError::DuplicateKeyHalves => {
                 write!(f, "XTS key refused: its two halves are equal")
             }
-            XtsError::SectorSize(n) => write!(
-                f,
-                "sector size {n} is not a power of two between 512 and 4096"
-            ),
-            XtsError::NotWholeSectors { len, sector_size } => write!(
-                f,
-                "buffer of {len} bytes is not a whole number of {sector_size}-byte sectors"
-            ),
+            XtsError::SectorSize(n) => write!(f, "sector size {n} is not a power of two between 512 and 4096"),
+            XtsError::NotWholeSectors { len, sector_size } => {
+                write!(f, "buffer of {len} bytes is not a whole number of {sector_size}-byte sectors")
+            }
             XtsError::DataUnitTooShort(n) => {
                 write!(f, "XTS data unit of {n} bytes is shorter than one 16-byte block")
             }
@@ -177,7 +172,10 @@ fn disable(name: &str) {
 
 /// Did the self-test disable the backend `name`?
 pub fn is_disabled(name: &str) -> bool {
-    NAMES.iter().position(|n| *n == name).is_some_and(|i| DISABLED.load(core::sync::atomic::Ordering::Relaxed) & (1 << i) != 0)
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .is_some_and(|i| DISABLED.load(core::sync::atomic::Ordering::Relaxed) & (1 << i) != 0)
 }
 
 /// Backend the firmware chose (measured fastest, or forced by a test): an index into NAMES;
@@ -298,10 +296,7 @@ impl SectorCipher {
         if !sector_size.is_power_of_two() || !(512..=4096).contains(&sector_size) {
             return Err(XtsError::SectorSize(sector_size));
         }
-        Ok(SectorCipher {
-            backend,
-            sector_size,
-        })
+        Ok(SectorCipher { backend, sector_size })
     }
 
     /// The backend's name.
@@ -316,10 +311,7 @@ impl SectorCipher {
 
     fn check(&self, len: usize) -> Result<u64, XtsError> {
         if len % self.sector_size != 0 {
-            return Err(XtsError::NotWholeSectors {
-                len,
-                sector_size: self.sector_size,
-            });
+            return Err(XtsError::NotWholeSectors { len, sector_size: self.sector_size });
         }
         Ok((self.sector_size / 512) as u64)
     }
@@ -329,27 +321,21 @@ impl SectorCipher {
     /// sector's IV is `sector_size / 512` higher.
     pub fn encrypt_sectors(&self, first_sector: u64, data: &mut [u8]) -> Result<(), XtsError> {
         let step = self.check(data.len())?;
-        self.backend
-            .encrypt_sectors(data, self.sector_size, first_sector, step);
+        self.backend.encrypt_sectors(data, self.sector_size, first_sector, step);
         Ok(())
     }
 
     /// Decrypt `data` in place; sector numbering as in [`SectorCipher::encrypt_sectors`].
     pub fn decrypt_sectors(&self, first_sector: u64, data: &mut [u8]) -> Result<(), XtsError> {
         let step = self.check(data.len())?;
-        self.backend
-            .decrypt_sectors(data, self.sector_size, first_sector, step);
+        self.backend.decrypt_sectors(data, self.sector_size, first_sector, step);
         Ok(())
     }
 }
 
 /// Encrypt one XTS data unit of any length >= 16 bytes with a full 128-bit IV, using
 /// ciphertext stealing for a partial last block (IEEE 1619 section 5.3.2).
-pub fn encrypt_data_unit(
-    backend: &dyn XtsBackend,
-    iv: &[u8; BLOCK],
-    data: &mut [u8],
-) -> Result<(), XtsError> {
+pub fn encrypt_data_unit(backend: &dyn XtsBackend, iv: &[u8; BLOCK], data: &mut [u8]) -> Result<(), XtsError> {
     if data.len() < BLOCK {
         return Err(XtsError::DataUnitTooShort(data.len()));
     }
@@ -374,11 +360,7 @@ pub fn encrypt_data_unit(
 }
 
 /// Decrypt one XTS data unit; the inverse of [`encrypt_data_unit`].
-pub fn decrypt_data_unit(
-    backend: &dyn XtsBackend,
-    iv: &[u8; BLOCK],
-    data: &mut [u8],
-) -> Result<(), XtsError> {
+pub fn decrypt_data_unit(backend: &dyn XtsBackend, iv: &[u8; BLOCK], data: &mut [u8]) -> Result<(), XtsError> {
     if data.len() < BLOCK {
         return Err(XtsError::DataUnitTooShort(data.len()));
     }
@@ -446,10 +428,7 @@ mod tests {
         let backend = soft::SoftXts::new(&key).unwrap();
         let mut data = [0x44u8; 32];
         encrypt_data_unit(&backend, &plain64_iv(0x33_3333_3333), &mut data).unwrap();
-        assert_eq!(
-            hex::encode(data),
-            "c454185e6a16936e39334038acef838bfb186fff7480adc4289382ecd6d394f0"
-        );
+        assert_eq!(hex::encode(data), "c454185e6a16936e39334038acef838bfb186fff7480adc4289382ecd6d394f0");
     }
 
     // IEEE 1619-2007 Appendix B vector 10 (AES-256, 512-byte unit, sector 0xff): a whole
@@ -464,14 +443,8 @@ mod tests {
         let cipher = SectorCipher::new(&key, 512).unwrap();
         let mut data: vec::Vec<u8> = (0..512).map(|i| i as u8).collect();
         cipher.encrypt_sectors(0xff, &mut data).unwrap();
-        assert_eq!(
-            hex::encode(&data[..32]),
-            "1c3b3a102f770386e4836c99e370cf9bea00803f5e482357a4ae12d414a3e63b"
-        );
-        assert_eq!(
-            hex::encode(&data[480..]),
-            "773dad38014bd2092fa755c824bb5e54c4f36ffda9fcea70b9c6e693e148c151"
-        );
+        assert_eq!(hex::encode(&data[..32]), "1c3b3a102f770386e4836c99e370cf9bea00803f5e482357a4ae12d414a3e63b");
+        assert_eq!(hex::encode(&data[480..]), "773dad38014bd2092fa755c824bb5e54c4f36ffda9fcea70b9c6e693e148c151");
         cipher.decrypt_sectors(0xff, &mut data).unwrap();
         assert!(data.iter().enumerate().all(|(i, b)| *b == i as u8));
     }
@@ -483,26 +456,17 @@ mod tests {
         assert_eq!(check_key(&[7; 32]), Err(XtsError::DuplicateKeyHalves));
         assert!(SectorCipher::new(&[7; 64], 512).is_err());
         let key: vec::Vec<u8> = (0..64).collect();
-        assert_eq!(
-            SectorCipher::new(&key, 1000).unwrap_err(),
-            XtsError::SectorSize(1000)
-        );
+        assert_eq!(SectorCipher::new(&key, 1000).unwrap_err(), XtsError::SectorSize(1000));
         assert_eq!(SectorCipher::new(&key, 8192).unwrap_err(), XtsError::SectorSize(8192));
         let cipher = SectorCipher::new(&key, 4096).unwrap();
         let mut buf = vec![0u8; 4096 + 512];
         assert_eq!(
             cipher.encrypt_sectors(0, &mut buf),
-            Err(XtsError::NotWholeSectors {
-                len: 4608,
-                sector_size: 4096
-            })
+            Err(XtsError::NotWholeSectors { len: 4608, sector_size: 4096 })
         );
         assert!(buf.iter().all(|b| *b == 0), "a refused call must not touch the buffer");
         let backend = soft::SoftXts::new(&key).unwrap();
-        assert_eq!(
-            encrypt_data_unit(&backend, &[0; 16], &mut [0u8; 15]),
-            Err(XtsError::DataUnitTooShort(15))
-        );
+        assert_eq!(encrypt_data_unit(&backend, &[0; 16], &mut [0u8; 15]), Err(XtsError::DataUnitTooShort(15)));
     }
 
     #[test]

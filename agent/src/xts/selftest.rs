@@ -37,9 +37,33 @@ struct Case {
 }
 
 const CASES: [Case; 3] = [
-    Case { key_len: 32, key_mul: 0x1d, key_add: 0x11, sector_size: 512, first_sector: 0x1234, sectors: 3, sha256: "57b2e0624d06009c98867fe9cd4dfccc5fe732956daed497ef19f42f9b952fed" },
-    Case { key_len: 64, key_mul: 0x3b, key_add: 0x07, sector_size: 4096, first_sector: u64::MAX - 7, sectors: 2, sha256: "56b5c2c22a26e058dce2ffffc6449c3f5c0a023517c54ce65f0bb498f0946573" },
-    Case { key_len: 64, key_mul: 0x3b, key_add: 0x07, sector_size: 1024, first_sector: 7, sectors: 1, sha256: "2975f0327a2d497055d08831524ea4e61929c1b0d58e23e2480439cc5c7d4854" },
+    Case {
+        key_len: 32,
+        key_mul: 0x1d,
+        key_add: 0x11,
+        sector_size: 512,
+        first_sector: 0x1234,
+        sectors: 3,
+        sha256: "57b2e0624d06009c98867fe9cd4dfccc5fe732956daed497ef19f42f9b952fed",
+    },
+    Case {
+        key_len: 64,
+        key_mul: 0x3b,
+        key_add: 0x07,
+        sector_size: 4096,
+        first_sector: u64::MAX - 7,
+        sectors: 2,
+        sha256: "56b5c2c22a26e058dce2ffffc6449c3f5c0a023517c54ce65f0bb498f0946573",
+    },
+    Case {
+        key_len: 64,
+        key_mul: 0x3b,
+        key_add: 0x07,
+        sector_size: 1024,
+        first_sector: 7,
+        sectors: 1,
+        sha256: "2975f0327a2d497055d08831524ea4e61929c1b0d58e23e2480439cc5c7d4854",
+    },
 ];
 
 /// IEEE 1619-2007 Appendix B vector 10: AES-256, one 512-byte data unit (sector 0xff) of the
@@ -73,8 +97,12 @@ pub enum SelfTestFailure {
 impl fmt::Display for SelfTestFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SelfTestFailure::WrongCiphertext { case, sector_size } => write!(f, "case {case} ({sector_size}-byte sectors): wrong ciphertext"),
-            SelfTestFailure::WrongPlaintext { case, sector_size } => write!(f, "case {case} ({sector_size}-byte sectors): decryption does not invert encryption"),
+            SelfTestFailure::WrongCiphertext { case, sector_size } => {
+                write!(f, "case {case} ({sector_size}-byte sectors): wrong ciphertext")
+            }
+            SelfTestFailure::WrongPlaintext { case, sector_size } => {
+                write!(f, "case {case} ({sector_size}-byte sectors): decryption does not invert encryption")
+            }
             SelfTestFailure::Refused(e) => write!(f, "refused a valid key: {e}"),
         }
     }
@@ -94,7 +122,9 @@ fn pattern_key(len: usize, mul: u8, add: u8) -> Vec<u8> {
 }
 
 fn pattern_plaintext(len: usize) -> Vec<u8> {
-    (0..len).map(|j| (j.wrapping_mul(0x9d).wrapping_add((j >> 8).wrapping_mul(0x35)).wrapping_add(0x5a)) as u8).collect()
+    (0..len)
+        .map(|j| (j.wrapping_mul(0x9d).wrapping_add((j >> 8).wrapping_mul(0x35)).wrapping_add(0x5a)) as u8)
+        .collect()
 }
 
 /// Run every case on every backend this CPU offers (disabled ones included), record the
@@ -113,14 +143,16 @@ pub fn run() -> Vec<Verdict> {
 /// The backends `make` builds for a key, each through every case; one verdict per name.
 fn run_with(make: &dyn Fn(&[u8]) -> Result<Vec<Box<dyn XtsBackend>>, XtsError>) -> Vec<Verdict> {
     let mut verdicts: Vec<Verdict> = Vec::new();
-    let mut record = |name: &'static str, result: Result<(), SelfTestFailure>| match verdicts.iter_mut().find(|v| v.backend == name) {
-        Some(v) => {
-            if v.result.is_ok() {
-                v.result = result;
+    let mut record =
+        |name: &'static str, result: Result<(), SelfTestFailure>| match verdicts.iter_mut().find(|v| v.backend == name)
+        {
+            Some(v) => {
+                if v.result.is_ok() {
+                    v.result = result;
+                }
             }
-        }
-        None => verdicts.push(Verdict { backend: name, result }),
-    };
+            None => verdicts.push(Verdict { backend: name, result }),
+        };
     for (index, case) in CASES.iter().enumerate() {
         let key = zeroize::Zeroizing::new(pattern_key(case.key_len, case.key_mul, case.key_add));
         let plain = pattern_plaintext(case.sector_size * case.sectors);
@@ -173,7 +205,18 @@ fn run_with(make: &dyn Fn(&[u8]) -> Result<Vec<Box<dyn XtsBackend>>, XtsError>) 
 /// oracle: (key, sector size, first sector, plaintext, expected SHA-256).
 #[cfg(test)]
 pub(crate) fn cases() -> Vec<(Vec<u8>, usize, u64, Vec<u8>, &'static str)> {
-    CASES.iter().map(|c| (pattern_key(c.key_len, c.key_mul, c.key_add), c.sector_size, c.first_sector, pattern_plaintext(c.sector_size * c.sectors), c.sha256)).collect()
+    CASES
+        .iter()
+        .map(|c| {
+            (
+                pattern_key(c.key_len, c.key_mul, c.key_add),
+                c.sector_size,
+                c.first_sector,
+                pattern_plaintext(c.sector_size * c.sectors),
+                c.sha256,
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -194,12 +237,20 @@ mod tests {
         for (key, sector_size, first, plain, digest) in cases() {
             let mut data = plain.clone();
             let half = key.len() / 2;
-            let tweak = |i: u128| xts_mode::get_tweak_default(first.wrapping_add(i as u64 * (sector_size as u64 / 512)) as u128);
+            let tweak = |i: u128| {
+                xts_mode::get_tweak_default(first.wrapping_add(i as u64 * (sector_size as u64 / 512)) as u128)
+            };
             if half == 16 {
-                let x = xts_mode::Xts128::new(aes::Aes128::new_from_slice(&key[..half]).unwrap(), aes::Aes128::new_from_slice(&key[half..]).unwrap());
+                let x = xts_mode::Xts128::new(
+                    aes::Aes128::new_from_slice(&key[..half]).unwrap(),
+                    aes::Aes128::new_from_slice(&key[half..]).unwrap(),
+                );
                 x.encrypt_area(&mut data, sector_size, 0, tweak);
             } else {
-                let x = xts_mode::Xts128::new(aes::Aes256::new_from_slice(&key[..half]).unwrap(), aes::Aes256::new_from_slice(&key[half..]).unwrap());
+                let x = xts_mode::Xts128::new(
+                    aes::Aes256::new_from_slice(&key[..half]).unwrap(),
+                    aes::Aes256::new_from_slice(&key[half..]).unwrap(),
+                );
                 x.encrypt_area(&mut data, sector_size, 0, tweak);
             }
             assert_eq!(hex::encode(Sha256::digest(&data)), digest, "{sector_size}-byte sectors from {first:#x}");
@@ -238,9 +289,23 @@ mod tests {
                 self.0.decrypt_blocks(data, tweak);
             }
         }
-        let make = |key: &[u8]| -> Result<Vec<Box<dyn XtsBackend>>, XtsError> { Ok(alloc::vec![Box::new(SoftXts::new(key)?) as Box<dyn XtsBackend>, Box::new(SecondBlockWrong(SoftXts::new(key)?))]) };
+        let make = |key: &[u8]| -> Result<Vec<Box<dyn XtsBackend>>, XtsError> {
+            Ok(alloc::vec![
+                Box::new(SoftXts::new(key)?) as Box<dyn XtsBackend>,
+                Box::new(SecondBlockWrong(SoftXts::new(key)?))
+            ])
+        };
         let verdicts = run_with(&make);
-        assert_eq!(verdicts, alloc::vec![Verdict { backend: "rustcrypto", result: Ok(()) }, Verdict { backend: "second-block-wrong", result: Err(SelfTestFailure::WrongCiphertext { case: 0, sector_size: 512 }) }]);
+        assert_eq!(
+            verdicts,
+            alloc::vec![
+                Verdict { backend: "rustcrypto", result: Ok(()) },
+                Verdict {
+                    backend: "second-block-wrong",
+                    result: Err(SelfTestFailure::WrongCiphertext { case: 0, sector_size: 512 })
+                }
+            ]
+        );
         // A backend whose decryption does not invert its encryption.
         struct NoDecrypt(SoftXts);
         impl XtsBackend for NoDecrypt {
@@ -255,7 +320,9 @@ mod tests {
             }
             fn decrypt_blocks(&self, _data: &mut [u8], _tweak: &mut [u8; 16]) {}
         }
-        let make = |key: &[u8]| -> Result<Vec<Box<dyn XtsBackend>>, XtsError> { Ok(alloc::vec![Box::new(NoDecrypt(SoftXts::new(key)?)) as Box<dyn XtsBackend>]) };
+        let make = |key: &[u8]| -> Result<Vec<Box<dyn XtsBackend>>, XtsError> {
+            Ok(alloc::vec![Box::new(NoDecrypt(SoftXts::new(key)?)) as Box<dyn XtsBackend>])
+        };
         assert_eq!(run_with(&make)[0].result, Err(SelfTestFailure::WrongPlaintext { case: 0, sector_size: 512 }));
     }
 }

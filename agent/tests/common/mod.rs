@@ -11,9 +11,7 @@ use std::path::PathBuf;
 pub fn testdata(sub: &str) -> Option<PathBuf> {
     let root = std::env::var_os("VEIL_TESTDATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"));
     let dir = root.join(sub);
     if dir.is_dir() {
         return Some(dir);

@@ -82,7 +82,9 @@ pub fn detect() -> Kind {
     PROBING_SEV.store(false, Ordering::SeqCst);
     if max >= 0x21 {
         let l = cpuid(0x21, 0);
-        if (l.ebx, l.edx, l.ecx) == (u32::from_le_bytes(*b"Inte"), u32::from_le_bytes(*b"lTDX"), u32::from_le_bytes(*b"    ")) {
+        if (l.ebx, l.edx, l.ecx)
+            == (u32::from_le_bytes(*b"Inte"), u32::from_le_bytes(*b"lTDX"), u32::from_le_bytes(*b"    "))
+        {
             return Kind::Tdx;
         }
     }

@@ -11,7 +11,8 @@ use crate::cpu::port;
 pub struct Plain;
 
 #[allow(dead_code)]
-const NO_TPM: &str = "on the plain platform measurement, evidence and sealing go through the TPM (crate::tpm), not the Platform trait";
+const NO_TPM: &str =
+    "on the plain platform measurement, evidence and sealing go through the TPM (crate::tpm), not the Platform trait";
 
 impl Platform for Plain {
     fn name(&self) -> &'static str {

@@ -69,7 +69,11 @@ fn veil_rows(rows: &mut Vec<Row>, buf: &mut [u8], label: &str) -> Result<()> {
             if label.contains("software") && name != "rustcrypto" {
                 continue;
             }
-            let name = if name == "rustcrypto" { format!("veilboot `rustcrypto` backend{label}") } else { format!("veilboot `{name}` backend (assembly)") };
+            let name = if name == "rustcrypto" {
+                format!("veilboot `rustcrypto` backend{label}")
+            } else {
+                format!("veilboot `{name}` backend (assembly)")
+            };
             let (best, median, cpb) = measure(|| cipher.encrypt_sectors(0, buf).unwrap());
             rows.push(Row { name: name.clone(), op: "encrypt", key_bits, best, median, cpb: Some(cpb) });
             let (best, median, cpb) = measure(|| cipher.decrypt_sectors(0, buf).unwrap());
@@ -122,7 +126,14 @@ fn openssl_rows(rows: &mut Vec<Row>, buf: &mut [u8]) -> Result<()> {
         for op in ["encrypt", "decrypt"] {
             let mut xts = VendoredXts::new(&key, op == "encrypt")?;
             let (best, median, cpb) = measure(|| xts.pass(buf));
-            rows.push(Row { name: format!("{version} (vendored, `openssl` crate)"), op, key_bits, best, median, cpb: Some(cpb) });
+            rows.push(Row {
+                name: format!("{version} (vendored, `openssl` crate)"),
+                op,
+                key_bits,
+                best,
+                median,
+                cpb: Some(cpb),
+            });
         }
     }
     Ok(())
@@ -132,10 +143,8 @@ fn xts_mode_row(rows: &mut Vec<Row>, buf: &mut [u8]) {
     use aes::Aes256;
     use aes::cipher::KeyInit;
     let key = test_key(64);
-    let xts = xts_mode::Xts128::new(
-        Aes256::new_from_slice(&key[..32]).unwrap(),
-        Aes256::new_from_slice(&key[32..]).unwrap(),
-    );
+    let xts =
+        xts_mode::Xts128::new(Aes256::new_from_slice(&key[..32]).unwrap(), Aes256::new_from_slice(&key[32..]).unwrap());
     let (best, median, cpb) = measure(|| {
         xts.encrypt_area(buf, SECTOR, 0, |i| xts_mode::get_tweak_default(i * 8));
     });
@@ -214,11 +223,18 @@ const PAIRS: usize = 61;
 /// Medians of (veilboot MB/s, peer MB/s, ratio) over PAIRS back-to-back pairs of 50 ms:
 /// `ours` (a pass of `cipher` over `buf`) then `peer` (its MB/s over at least 50 ms).
 #[cfg(feature = "openssl")]
-fn pair(cipher: &SectorCipher, encrypt: bool, buf: &mut [u8], mut peer: impl FnMut(&mut [u8], Duration) -> Result<f64>) -> Result<(f64, f64, f64)> {
+fn pair(
+    cipher: &SectorCipher,
+    encrypt: bool,
+    buf: &mut [u8],
+    mut peer: impl FnMut(&mut [u8], Duration) -> Result<f64>,
+) -> Result<(f64, f64, f64)> {
     let (mut a, mut b, mut r) = (Vec::new(), Vec::new(), Vec::new());
     let slot = Duration::from_millis(50);
     for _ in 0..PAIRS {
-        let x = rate_of(slot, || if encrypt { cipher.encrypt_sectors(0, buf).unwrap() } else { cipher.decrypt_sectors(0, buf).unwrap() });
+        let x = rate_of(slot, || {
+            if encrypt { cipher.encrypt_sectors(0, buf).unwrap() } else { cipher.decrypt_sectors(0, buf).unwrap() }
+        });
         let y = peer(buf, slot)?;
         a.push(x);
         b.push(y);
@@ -249,7 +265,8 @@ impl SystemOpenSsl {
     fn version(&self) -> Result<String> {
         // SAFETY: OpenSSL_version(int) -> const char*, a static string.
         unsafe {
-            let f: libloading::Symbol<unsafe extern "C" fn(i32) -> *const std::ffi::c_char> = self.lib.get(b"OpenSSL_version\0")?;
+            let f: libloading::Symbol<unsafe extern "C" fn(i32) -> *const std::ffi::c_char> =
+                self.lib.get(b"OpenSSL_version\0")?;
             Ok(std::ffi::CStr::from_ptr(f(0)).to_string_lossy().into_owned())
         }
     }
@@ -264,10 +281,15 @@ impl SystemOpenSsl {
             let free: libloading::Symbol<unsafe extern "C" fn(*mut Ctx)> = self.lib.get(b"EVP_CIPHER_CTX_free\0")?;
             let cipher: libloading::Symbol<unsafe extern "C" fn() -> *const Ctx> =
                 self.lib.get(if key.len() == 64 { b"EVP_aes_256_xts\0" } else { b"EVP_aes_128_xts\0" })?;
-            let init: libloading::Symbol<unsafe extern "C" fn(*mut Ctx, *const Ctx, *const Ctx, *const u8, *const u8, i32) -> i32> = self.lib.get(b"EVP_CipherInit_ex\0")?;
-            let update: libloading::Symbol<unsafe extern "C" fn(*mut Ctx, *mut u8, *mut i32, *const u8, i32) -> i32> = self.lib.get(b"EVP_CipherUpdate\0")?;
+            let init: libloading::Symbol<
+                unsafe extern "C" fn(*mut Ctx, *const Ctx, *const Ctx, *const u8, *const u8, i32) -> i32,
+            > = self.lib.get(b"EVP_CipherInit_ex\0")?;
+            let update: libloading::Symbol<unsafe extern "C" fn(*mut Ctx, *mut u8, *mut i32, *const u8, i32) -> i32> =
+                self.lib.get(b"EVP_CipherUpdate\0")?;
             let ctx = new();
-            if ctx.is_null() || init(ctx, cipher(), std::ptr::null(), key.as_ptr(), std::ptr::null(), i32::from(encrypt)) != 1 {
+            if ctx.is_null()
+                || init(ctx, cipher(), std::ptr::null(), key.as_ptr(), std::ptr::null(), i32::from(encrypt)) != 1
+            {
                 free(ctx);
                 bail!("EVP_CipherInit_ex of the system OpenSSL failed");
             }
@@ -277,7 +299,8 @@ impl SystemOpenSsl {
                     let iv = plain64_iv((i * SECTOR / 512) as u64);
                     let mut outl = 0i32;
                     failed |= init(ctx, std::ptr::null(), std::ptr::null(), std::ptr::null(), iv.as_ptr(), -1) != 1;
-                    failed |= update(ctx, sector.as_mut_ptr(), &mut outl, sector.as_ptr(), SECTOR as i32) != 1 || outl != SECTOR as i32;
+                    failed |= update(ctx, sector.as_mut_ptr(), &mut outl, sector.as_ptr(), SECTOR as i32) != 1
+                        || outl != SECTOR as i32;
                 }
             });
             free(ctx);
@@ -296,7 +319,9 @@ impl SystemOpenSsl {
 /// both in this process with the same per-sector loop.
 #[cfg(feature = "openssl")]
 fn paired_section(buf: &mut [u8]) -> Result<String> {
-    let mut out = format!("\n### Paired against the targets\n\nCommand: `cargo run --release -p veil-bench -- --paired` (also part of `cargo xtask bench`). Each row: {PAIRS} back-to-back pairs of 50 ms\n(veilboot, then the peer, on the same 32 MiB buffer, a fresh plain64 IV per 4096-byte sector on both sides), medians.\n\n| veilboot | peer | key | op | veilboot median MB/s | peer median MB/s | median ratio | target |\n|---|---|---|---|---:|---:|---:|---:|\n");
+    let mut out = format!(
+        "\n### Paired against the targets\n\nCommand: `cargo run --release -p veil-bench -- --paired` (also part of `cargo xtask bench`). Each row: {PAIRS} back-to-back pairs of 50 ms\n(veilboot, then the peer, on the same 32 MiB buffer, a fresh plain64 IV per 4096-byte sector on both sides), medians.\n\n| veilboot | peer | key | op | veilboot median MB/s | peer median MB/s | median ratio | target |\n|---|---|---|---|---:|---:|---:|---:|\n"
+    );
     let version = openssl::version::version();
     let system = SystemOpenSsl::load()?;
     let system_version = system.version()?;
@@ -313,10 +338,14 @@ fn paired_section(buf: &mut [u8]) -> Result<String> {
                 if name == "vaes512" {
                     let mut xts = VendoredXts::new(&key, encrypt)?;
                     let (a, b, r) = pair(&cipher, encrypt, buf, |buf, slot| Ok(rate_of(slot, || xts.pass(buf))))?;
-                    out += &format!("| `vaes512` | {version} (vendored; VAES/AVX-512) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 1.00 |\n");
+                    out += &format!(
+                        "| `vaes512` | {version} (vendored; VAES/AVX-512) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 1.00 |\n"
+                    );
                 } else {
                     let (a, b, r) = pair(&cipher, encrypt, buf, |buf, slot| system.rate(&key, encrypt, buf, slot))?;
-                    out += &format!("| `aesni` | Debian {system_version} (libcrypto.so.3; AES-NI) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 0.90 |\n");
+                    out += &format!(
+                        "| `aesni` | Debian {system_version} (libcrypto.so.3; AES-NI) | AES-{key_bits} | {op} | {a:.0} | {b:.0} | {r:.2} | 0.90 |\n"
+                    );
                 }
             }
         }
@@ -331,7 +360,11 @@ fn paired_section(buf: &mut [u8]) -> Result<String> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -339,9 +372,15 @@ fn render(rows: &[Row]) -> String {
     let mut s = String::new();
     s.push_str("## XTS sector cipher throughput\n\n");
     s.push_str("4096-byte sectors, one thread, a fresh plain64 IV per sector, 32 MiB buffer; five trials of at least 0.5 s, MB/s = 10^6 bytes/s.\n");
-    s.push_str(&format!("Machine: {}, {} logical CPUs.\n", cpu_model(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)));
+    s.push_str(&format!(
+        "Machine: {}, {} logical CPUs.\n",
+        cpu_model(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    ));
     s.push_str("Command: `cargo xtask bench` (runs `cargo run --release -p veil-bench`).\n\n");
-    s.push_str("| implementation | key | op | best MB/s | median MB/s | TSC cycles/byte |\n|---|---|---|---:|---:|---:|\n");
+    s.push_str(
+        "| implementation | key | op | best MB/s | median MB/s | TSC cycles/byte |\n|---|---|---|---:|---:|---:|\n",
+    );
     for r in rows {
         let cpb = r.cpb.map_or("-".to_string(), |c| format!("{c:.2}"));
         s.push_str(&format!(
@@ -349,10 +388,14 @@ fn render(rows: &[Row]) -> String {
             r.name, r.key_bits, r.op, r.best, r.median, cpb
         ));
     }
-    s.push_str("\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection. The firmware\n");
+    s.push_str(
+        "\nOn the host the `rustcrypto` backend runs RustCrypto `aes` with its own AES-NI detection. The firmware\n",
+    );
     s.push_str("(x86_64-unknown-none) runs the same code on the bitsliced software AES; the \"software AES\" rows are the same\n");
     s.push_str("benchmark built with `--cfg aes_backend=\"soft\"`, in the same `cargo xtask bench` run.\n");
-    s.push_str("The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (8, 8 and 16 blocks per iteration).\n");
+    s.push_str(
+        "The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (8, 8 and 16 blocks per iteration).\n",
+    );
     s.push_str("`openssl speed` reuses one IV for every 4096-byte buffer and so skips the per-sector EVP re-initialisation that\n");
     s.push_str("the other rows (and dm-crypt) pay; the paired rows below run Debian's OpenSSL 3.0 with the same per-sector loop.\n");
     s
@@ -387,7 +430,14 @@ fn main() -> Result<()> {
             let f: Vec<&str> = line.split('\t').collect();
             if let [name, op, bits, best, median, cpb] = f[..] {
                 let op = if op == "encrypt" { "encrypt" } else { "decrypt" };
-                rows.push(Row { name: name.into(), op, key_bits: bits.parse()?, best: best.parse()?, median: median.parse()?, cpb: cpb.parse().ok() });
+                rows.push(Row {
+                    name: name.into(),
+                    op,
+                    key_bits: bits.parse()?,
+                    best: best.parse()?,
+                    median: median.parse()?,
+                    cpb: cpb.parse().ok(),
+                });
             }
         }
     }

@@ -13,11 +13,11 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -172,7 +172,11 @@ pub const KBS_LISTENING: &str = "veil kbs: listening on http://";
 /// Spawn `cmd` (which must bind port 0 itself and print `<marker><address>` on stderr once it
 /// listens) and return it with the address it announced. The rest of its stderr is copied to
 /// ours. Fails if it exits or stays silent for `timeout`.
-pub fn spawn_announcing(cmd: &mut Command, marker: &'static str, timeout: Duration) -> std::io::Result<(Child, SocketAddr)> {
+pub fn spawn_announcing(
+    cmd: &mut Command,
+    marker: &'static str,
+    timeout: Duration,
+) -> std::io::Result<(Child, SocketAddr)> {
     let mut child = cmd.stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
@@ -181,7 +185,11 @@ pub fn spawn_announcing(cmd: &mut Command, marker: &'static str, timeout: Durati
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
-            if let Some(addr) = line.split_once(marker).and_then(|(_, rest)| rest.split_whitespace().next()).and_then(|a| a.parse::<SocketAddr>().ok()) {
+            if let Some(addr) = line
+                .split_once(marker)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(addr);
                 }
@@ -193,7 +201,10 @@ pub fn spawn_announcing(cmd: &mut Command, marker: &'static str, timeout: Durati
         Err(_) => {
             let _ = child.kill();
             let status = child.wait()?;
-            Err(std::io::Error::other(format!("{:?} did not announce its address ({marker}…) within {timeout:?}; it ended with {status}", cmd.get_program())))
+            Err(std::io::Error::other(format!(
+                "{:?} did not announce its address ({marker}…) within {timeout:?}; it ended with {status}",
+                cmd.get_program()
+            )))
         }
     }
 }

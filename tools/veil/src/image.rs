@@ -103,7 +103,13 @@ fn dir_size(dir: &Path) -> Result<u64> {
 
 /// Format a LUKS2 volume at `base` in `file` whose passphrase is the disk key for `uuid`.
 /// `token`, if given, is added to the header (unbound to any keyslot).
-fn format_volume(file: &File, base: u64, uuid: &str, secret: &MasterSecret, token: Option<serde_json::Value>) -> Result<Zeroizing<Vec<u8>>> {
+fn format_volume(
+    file: &File,
+    base: u64,
+    uuid: &str,
+    secret: &MasterSecret,
+    token: Option<serde_json::Value>,
+) -> Result<Zeroizing<Vec<u8>>> {
     let opts = FormatOptions { uuid: Some(uuid.to_string()), ..FormatOptions::default() };
     let passphrase = secret.disk_key(uuid)?;
     let mut volume_key = Zeroizing::new(vec![0u8; opts.key_size]);
@@ -117,7 +123,12 @@ fn format_volume(file: &File, base: u64, uuid: &str, secret: &MasterSecret, toke
 }
 
 fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).create_new(true).open(path).with_context(|| format!("cannot create {} (it must not exist)", path.display()))
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
 }
 
 pub fn build(args: BuildArgs) -> Result<()> {
@@ -179,7 +190,12 @@ pub fn build(args: BuildArgs) -> Result<()> {
     let mut gbytes = [0u8; 16];
     let parts = [("veil-boot", boot_len), ("veil-root", root_len)].map(|(name, size)| {
         host_random(&mut gbytes);
-        NewPartition { name: name.into(), type_guid: gpt::TYPE_LINUX_LUKS, guid: Guid::random_v4(gbytes), size: Some(size) }
+        NewPartition {
+            name: name.into(),
+            type_guid: gpt::TYPE_LINUX_LUKS,
+            guid: Guid::random_v4(gbytes),
+            size: Some(size),
+        }
     });
     host_random(&mut gbytes);
     let (writes, laid) = gpt::build(disk_size, Guid::random_v4(gbytes), &parts)?;
@@ -216,7 +232,10 @@ pub fn build(args: BuildArgs) -> Result<()> {
         return Err(e);
     }
     if args.json {
-        println!("{}", serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0)}));
+        println!(
+            "{}",
+            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0)})
+        );
     } else {
         println!("veil-boot {boot_uuid}");
         println!("veil-root {root_uuid}");
@@ -229,7 +248,9 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
     let secret = secret::load(&args.secret)?;
     let mut disk = File::open(&args.disk).with_context(|| format!("cannot open {}", args.disk.display()))?;
     let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", args.disk.display()))?;
-    let part = gpt.by_name(&args.part).with_context(|| format!("{}: no partition named {}", args.disk.display(), args.part))?;
+    let part = gpt
+        .by_name(&args.part)
+        .with_context(|| format!("{}: no partition named {}", args.disk.display(), args.part))?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: &mut disk, start, len };
     let volume = Volume::load(&mut win).with_context(|| format!("{}", args.part))?;
@@ -238,7 +259,9 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
         println!("{}", Zeroizing::new(hex::encode(key.as_ref())).as_str());
         return Ok(());
     }
-    let (_, vk) = volume.unlock(&mut win, key.as_ref(), &KdfLimits::default()).with_context(|| format!("{}: unlocking with the disk key", args.part))?;
+    let (_, vk) = volume
+        .unlock(&mut win, key.as_ref(), &KdfLimits::default())
+        .with_context(|| format!("{}: unlocking with the disk key", args.part))?;
     let (seg, cipher) = volume.data_cipher(&vk)?;
     let data_len = seg.len(len);
     let out_path = args.out.expect("clap requires --out without --print-key");

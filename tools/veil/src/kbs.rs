@@ -83,12 +83,17 @@ fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let secret = Zeroizing::new(std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?);
+    let secret =
+        Zeroizing::new(std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?);
     veil_agent::keys::MasterSecret::parse(&secret).map_err(|e| anyhow!("{}: {e}", args.secret.display()))?;
-    let text = std::fs::read_to_string(&args.measurements).with_context(|| format!("reading {}", args.measurements.display()))?;
+    let text = std::fs::read_to_string(&args.measurements)
+        .with_context(|| format!("reading {}", args.measurements.display()))?;
     let reference = broker::parse_measurements(&text).map_err(|e| anyhow!("{}: {e}", args.measurements.display()))?;
     if reference.values().all(|r| r.warn_only) {
-        bail!("{}: no PCR is enforced (all warnOnly): the broker would release the secret to any boot", args.measurements.display());
+        bail!(
+            "{}: no PCR is enforced (all warnOnly): the broker would release the secret to any boot",
+            args.measurements.display()
+        );
     }
     let config = BrokerConfig {
         resources: [(args.resource.clone(), secret)].into(),
@@ -96,13 +101,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         ek_root: read_pem(&args.ek_ca)?,
         ek_intermediates: args.ek_intermediate.iter().map(read_pem).collect::<Result<_>>()?,
     };
-    let enforced: Vec<String> = config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();
+    let enforced: Vec<String> =
+        config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();
     let broker = Broker::new(config, Box::new(|b: &mut [u8]| getrandom::fill(b).expect("the OS random source")));
     let server = tiny_http::Server::http(&args.listen).map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
     // The bound address, not the requested one: with port 0 the OS picks it, and tests read
     // it from this line.
     let bound = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| args.listen.clone());
-    eprintln!("veil kbs: listening on http://{bound} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)", veil_agent::kbs::client::PROTOCOL_VERSION, args.resource, enforced.join(","));
+    eprintln!(
+        "veil kbs: listening on http://{bound} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)",
+        veil_agent::kbs::client::PROTOCOL_VERSION,
+        args.resource,
+        enforced.join(",")
+    );
     for mut request in server.incoming_requests() {
         let mut body = Vec::new();
         let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body);
@@ -115,9 +126,24 @@ fn serve(args: ServeArgs) -> Result<()> {
             .flat_map(|h| h.value.as_str().split(';').map(str::trim).map(String::from).collect::<Vec<_>>())
             .find_map(|c| c.strip_prefix(&format!("{}=", broker::COOKIE)).map(String::from));
         let reply = match read {
-            Err(e) => broker::Reply { status: 400, body: Vec::new(), set_session: None, log: format!("reading the request: {e}") },
-            Ok(_) if body.len() as u64 > MAX_BODY => broker::Reply { status: 413, body: Vec::new(), set_session: None, log: format!("a request body over {MAX_BODY} bytes") },
-            Ok(_) => broker.handle(&broker::Request { method: &method, path: &path, session: session.as_deref(), body: &body }),
+            Err(e) => broker::Reply {
+                status: 400,
+                body: Vec::new(),
+                set_session: None,
+                log: format!("reading the request: {e}"),
+            },
+            Ok(_) if body.len() as u64 > MAX_BODY => broker::Reply {
+                status: 413,
+                body: Vec::new(),
+                set_session: None,
+                log: format!("a request body over {MAX_BODY} bytes"),
+            },
+            Ok(_) => broker.handle(&broker::Request {
+                method: &method,
+                path: &path,
+                session: session.as_deref(),
+                body: &body,
+            }),
         };
         eprintln!("veil kbs: {method} {path}: {}", reply.log);
         let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
@@ -142,8 +168,16 @@ struct Forward {
 
 fn parse_forward(payload: &[u8]) -> Result<Forward> {
     let v: Value = serde_json::from_slice(payload).context("a frame from the VM that is not JSON")?;
-    let method = v.get("method").and_then(Value::as_str).filter(|m| matches!(*m, "GET" | "POST")).ok_or_else(|| anyhow!("a frame without method GET or POST"))?;
-    let path = v.get("path").and_then(Value::as_str).filter(|p| p.starts_with("/kbs/v0/") && !p.contains("..") && p.bytes().all(|b| b.is_ascii_graphic())).ok_or_else(|| anyhow!("a frame whose path is not under /kbs/v0/"))?;
+    let method = v
+        .get("method")
+        .and_then(Value::as_str)
+        .filter(|m| matches!(*m, "GET" | "POST"))
+        .ok_or_else(|| anyhow!("a frame without method GET or POST"))?;
+    let path = v
+        .get("path")
+        .and_then(Value::as_str)
+        .filter(|p| p.starts_with("/kbs/v0/") && !p.contains("..") && p.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| anyhow!("a frame whose path is not under /kbs/v0/"))?;
     let body = match v.get("body") {
         None | Some(Value::Null) => None,
         Some(b) => Some(serde_json::to_vec(b)?),
@@ -156,15 +190,23 @@ fn relay(args: RelayArgs) -> Result<()> {
     let mut vm = loop {
         match UnixStream::connect(&args.socket) {
             Ok(s) => break s,
-            Err(e) if start.elapsed() > Duration::from_secs(args.wait) => return Err(e).with_context(|| format!("connecting to {}", args.socket.display())),
+            Err(e) if start.elapsed() > Duration::from_secs(args.wait) => {
+                return Err(e).with_context(|| format!("connecting to {}", args.socket.display()));
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
     let base = args.broker.trim_end_matches('/').to_string();
     if !base.starts_with("http://") {
-        bail!("--broker {base}: only http:// URLs (the relay is untrusted either way; put TLS in front of the broker if the network needs it)");
+        bail!(
+            "--broker {base}: only http:// URLs (the relay is untrusted either way; put TLS in front of the broker if the network needs it)"
+        );
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
     eprintln!("veil kbs relay: {} <-> {base}", args.socket.display());
     let mut cookie: Option<String> = None;
     let mut decoder = frame::Decoder::new();
@@ -210,7 +252,13 @@ fn forward(agent: &ureq::Agent, base: &str, f: &Forward, cookie: &mut Option<Str
         }
     };
     let status = response.status().as_u16();
-    if let Some(set) = response.headers().get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()).find(|v| v.starts_with(broker::COOKIE)) {
+    if let Some(set) = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(broker::COOKIE))
+    {
         *cookie = set.split(';').next().map(String::from);
     }
     let mut response = response;
@@ -226,9 +274,17 @@ mod tests {
     #[test]
     fn relay_forwards_only_kbs_requests() {
         let f = parse_forward(br#"{"method":"POST","path":"/kbs/v0/auth","body":{"a":1}}"#).unwrap();
-        assert_eq!((f.method.as_str(), f.path.as_str(), f.body.as_deref()), ("POST", "/kbs/v0/auth", Some(&br#"{"a":1}"#[..])));
+        assert_eq!(
+            (f.method.as_str(), f.path.as_str(), f.body.as_deref()),
+            ("POST", "/kbs/v0/auth", Some(&br#"{"a":1}"#[..]))
+        );
         assert!(parse_forward(br#"{"method":"GET","path":"/kbs/v0/resource/a/b/c"}"#).unwrap().body.is_none());
-        for bad in [&br#"{"method":"DELETE","path":"/kbs/v0/auth"}"#[..], br#"{"method":"GET","path":"/etc/passwd"}"#, br#"{"method":"GET","path":"/kbs/v0/../x"}"#, b"nope"] {
+        for bad in [
+            &br#"{"method":"DELETE","path":"/kbs/v0/auth"}"#[..],
+            br#"{"method":"GET","path":"/etc/passwd"}"#,
+            br#"{"method":"GET","path":"/kbs/v0/../x"}"#,
+            b"nope",
+        ] {
             assert!(parse_forward(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

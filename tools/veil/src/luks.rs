@@ -254,11 +254,7 @@ impl KeySource {
 }
 
 fn open_image(path: &Path, write: bool) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))
+    OpenOptions::new().read(true).write(write).open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
 fn load(file: &mut File, path: &Path) -> Result<Volume> {
@@ -309,7 +305,11 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
             let exists = image.exists();
             let file = match (exists, size) {
                 (false, Some(n)) => {
-                    let f = OpenOptions::new().read(true).write(true).create_new(true).open(&image)
+                    let f = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(&image)
                         .with_context(|| format!("cannot create {}", image.display()))?;
                     f.set_len(n)?;
                     f
@@ -346,7 +346,10 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             let kdf = kdf_name(volume.metadata().keyslots[&slot].kdf.as_ref());
             if json {
-                println!("{}", serde_json::json!({"uuid": volume.uuid(), "keyslot": slot, "kdf": kdf, "unlock_ms": ms}));
+                println!(
+                    "{}",
+                    serde_json::json!({"uuid": volume.uuid(), "keyslot": slot, "kdf": kdf, "unlock_ms": ms})
+                );
             } else {
                 println!("keyslot {slot} ({kdf}) opened in {ms:.1} ms");
             }
@@ -379,10 +382,9 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
 fn kdf_name(kdf: Option<&Kdf>) -> String {
     match kdf {
         Some(Kdf::Pbkdf2 { hash, iterations, .. }) => format!("pbkdf2-{hash}, {iterations} iterations"),
-        Some(Kdf::Argon2 { id, time, memory_kib, cpus, .. }) => format!(
-            "{}, time {time}, {memory_kib} KiB, {cpus} lanes",
-            if *id { "argon2id" } else { "argon2i" }
-        ),
+        Some(Kdf::Argon2 { id, time, memory_kib, cpus, .. }) => {
+            format!("{}, time {time}, {memory_kib} KiB, {cpus} lanes", if *id { "argon2id" } else { "argon2i" })
+        }
         Some(Kdf::Other(name)) => name.clone(),
         None => "none".into(),
     }
@@ -393,10 +395,13 @@ fn dump(image: &Path, json: bool) -> Result<()> {
     let volume = load(&mut file, image)?;
     let h = volume.header();
     if json {
-        println!("{}", serde_json::json!({
-            "uuid": volume.uuid(), "label": volume.label(), "seqid": h.seqid,
-            "metadata_size": h.hdr_size, "checksum": h.checksum_alg, "metadata": volume.json()
-        }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "uuid": volume.uuid(), "label": volume.label(), "seqid": h.seqid,
+                "metadata_size": h.hdr_size, "checksum": h.checksum_alg, "metadata": volume.json()
+            })
+        );
         return Ok(());
     }
     let m = volume.metadata();
@@ -417,13 +422,21 @@ fn dump(image: &Path, json: bool) -> Result<()> {
             veil_agent::luks2::SegmentSize::Dynamic => "whole device".to_string(),
             veil_agent::luks2::SegmentSize::Bytes(b) => format!("{b} bytes"),
         };
-        println!("  {n}: {} at {} ({size}), {}, {}-byte sectors, iv_tweak {}", s.kind, s.offset, s.encryption, s.sector_size, s.iv_tweak);
+        println!(
+            "  {n}: {} at {} ({size}), {}, {}-byte sectors, iv_tweak {}",
+            s.kind, s.offset, s.encryption, s.sector_size, s.iv_tweak
+        );
     }
     println!("keyslots:");
     for (n, k) in &m.keyslots {
         println!(
             "  {n}: {} key {} bits, {}, area {} at {} ({} bytes)",
-            k.kind, k.key_size * 8, kdf_name(k.kdf.as_ref()), k.area.encryption, k.area.offset, k.area.size
+            k.kind,
+            k.key_size * 8,
+            kdf_name(k.kdf.as_ref()),
+            k.area.encryption,
+            k.area.offset,
+            k.area.size
         );
     }
     println!("digests:");
@@ -450,8 +463,10 @@ fn token(cmd: TokenCommand) -> Result<()> {
         TokenCommand::Add { image, json_file, keyslots, id } => {
             let mut file = open_image(&image, true)?;
             let volume = load(&mut file, &image)?;
-            let text = std::fs::read_to_string(&json_file).with_context(|| format!("reading {}", json_file.display()))?;
-            let token: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", json_file.display()))?;
+            let text =
+                std::fs::read_to_string(&json_file).with_context(|| format!("reading {}", json_file.display()))?;
+            let token: serde_json::Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", json_file.display()))?;
             let mut w = HeaderWriter::edit(&volume)?;
             let n = w.add_token(token, &keyslots, id)?;
             write_all(&file, w.commit(&mut host_random)?)?;
@@ -499,7 +514,15 @@ pub fn report(what: &str, bytes: u64, start: Instant) {
 }
 
 /// Stream `len` bytes from `src` at `src_off` to `dst` at `dst_off` through `op`.
-pub fn stream(src: &File, src_off: u64, dst: &File, dst_off: u64, len: u64, what: &str, mut op: impl FnMut(u64, &mut [u8]) -> Result<()>) -> Result<()> {
+pub fn stream(
+    src: &File,
+    src_off: u64,
+    dst: &File,
+    dst_off: u64,
+    len: u64,
+    what: &str,
+    mut op: impl FnMut(u64, &mut [u8]) -> Result<()>,
+) -> Result<()> {
     let bar = progress(len, what);
     let mut buf = Zeroizing::new(vec![0u8; CHUNK]);
     let mut pos = 0u64;

@@ -76,8 +76,9 @@ pub fn predict(rom_path: &Path, image: &Path) -> Result<(BTreeMap<u32, Vec<u8>>,
     let part = gpt.by_name("veil-boot").with_context(|| format!("{}: no veil-boot partition", image.display()))?;
     let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
     let volume = Volume::load(&mut win).context("veil-boot")?;
-    let token = veil_agent::bundle::find_token(volume.json())?
-        .with_context(|| format!("{}: veil-boot has no veil-bundle token (image made before measured boot?)", image.display()))?;
+    let token = veil_agent::bundle::find_token(volume.json())?.with_context(|| {
+        format!("{}: veil-boot has no veil-bundle token (image made before measured boot?)", image.display())
+    })?;
     let mut plan: Vec<Measurement<'_>> = vec![measure::rom(&rom)];
     plan.extend(measure::boot_target(&token.manifest));
     plan.extend(measure::separators());
@@ -99,7 +100,12 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         let mut at_attestation = pcrs.clone();
         at_attestation.insert(15, vec![0u8; 32]);
         let ak = match &args.ak {
-            Some(path) => Some(crate::tpm::spki_from_pem(&std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?).with_context(|| format!("{}", path.display()))?),
+            Some(path) => Some(
+                crate::tpm::spki_from_pem(
+                    &std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+                )
+                .with_context(|| format!("{}", path.display()))?,
+            ),
             None => None,
         };
         crate::trustee::write(dir, &at_attestation, ak.as_deref(), &args.resource)?;

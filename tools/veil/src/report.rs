@@ -51,7 +51,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
         println!("{:<24} {:>12} {:>14} {:>7}", "phase", "start (ms)", "duration (ms)", "share");
         for p in &phases {
             let share = if total > 0 { 100.0 * p.duration_us as f64 / total as f64 } else { 0.0 };
-            println!("{:<24} {:>12.3} {:>14.3} {:>6.1}%", p.stage, p.start_us as f64 / 1e3, p.duration_us as f64 / 1e3, share);
+            println!(
+                "{:<24} {:>12.3} {:>14.3} {:>6.1}%",
+                p.stage,
+                p.start_us as f64 / 1e3,
+                p.duration_us as f64 / 1e3,
+                share
+            );
         }
         println!("{:<24} {:>12} {:>14.3}", "total (to last mark)", "", total as f64 / 1e3);
     }
@@ -74,22 +80,47 @@ fn write_svg(path: &Path, phases: &[Phase], total_us: u64) -> Result<()> {
     let plot = W - LEFT - 20.0;
     let h = 60.0 + ROW * phases.len() as f64;
     let mut svg = String::new();
-    writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="12">"#)?;
-    writeln!(svg, r#"<text x="10" y="20" font-size="14">veilboot boot timeline ({:.3} ms to the last mark)</text>"#, total_us as f64 / 1e3)?;
+    writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" font-family="sans-serif" font-size="12">"#
+    )?;
+    writeln!(
+        svg,
+        r#"<text x="10" y="20" font-size="14">veilboot boot timeline ({:.3} ms to the last mark)</text>"#,
+        total_us as f64 / 1e3
+    )?;
     let palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
     for (i, p) in phases.iter().enumerate() {
         let y = 40.0 + ROW * i as f64;
         let x = LEFT + plot * p.start_us as f64 / span;
         let w = (plot * p.duration_us as f64 / span).max(1.0);
         writeln!(svg, r#"<text x="10" y="{:.1}">{}</text>"#, y + 15.0, escape(&p.stage))?;
-        writeln!(svg, r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}: {:.3} ms</title></rect>"#, ROW - 6.0, palette[i % palette.len()], escape(&p.stage), p.duration_us as f64 / 1e3)?;
-        writeln!(svg, r#"<text x="{:.1}" y="{:.1}">{:.3} ms</text>"#, (x + w + 4.0).min(W - 70.0), y + 15.0, p.duration_us as f64 / 1e3)?;
+        writeln!(
+            svg,
+            r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{:.1}" fill="{}"><title>{}: {:.3} ms</title></rect>"#,
+            ROW - 6.0,
+            palette[i % palette.len()],
+            escape(&p.stage),
+            p.duration_us as f64 / 1e3
+        )?;
+        writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}">{:.3} ms</text>"#,
+            (x + w + 4.0).min(W - 70.0),
+            y + 15.0,
+            p.duration_us as f64 / 1e3
+        )?;
     }
     let axis_y = 40.0 + ROW * phases.len() as f64 + 4.0;
     writeln!(svg, r#"<line x1="{LEFT}" y1="{axis_y:.1}" x2="{:.1}" y2="{axis_y:.1}" stroke="black"/>"#, LEFT + plot)?;
     for k in 0..=4 {
         let x = LEFT + plot * k as f64 / 4.0;
-        writeln!(svg, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.1} ms</text>"#, axis_y + 14.0, span * k as f64 / 4.0 / 1e3)?;
+        writeln!(
+            svg,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.1} ms</text>"#,
+            axis_y + 14.0,
+            span * k as f64 / 4.0 / 1e3
+        )?;
     }
     svg.push_str("</svg>\n");
     std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))

@@ -42,13 +42,22 @@ pub struct SealArgs {
 pub fn run(args: SealArgs) -> Result<()> {
     let Platform::Tpm = args.platform;
     let secret = crate::secret::load(&args.secret)?;
-    let public = std::fs::read(&args.parent_public).with_context(|| format!("reading {}", args.parent_public.display()))?;
-    let parent = duplicate::p256_point(&public).map_err(anyhow::Error::msg).with_context(|| format!("{}", args.parent_public.display()))?;
+    let public =
+        std::fs::read(&args.parent_public).with_context(|| format!("reading {}", args.parent_public.display()))?;
+    let parent = duplicate::p256_point(&public)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}", args.parent_public.display()))?;
     let (pcrs, _) = crate::measure::predict(&args.rom, &args.image)?;
     let policy = crate::measure::seal_policy(&pcrs);
-    let blob = duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random).map_err(anyhow::Error::msg)?;
+    let blob =
+        duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random)
+            .map_err(anyhow::Error::msg)?;
 
-    let mut disk = OpenOptions::new().read(true).write(true).open(&args.image).with_context(|| format!("cannot open {}", args.image.display()))?;
+    let mut disk = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&args.image)
+        .with_context(|| format!("cannot open {}", args.image.display()))?;
     let part = Gpt::read(&mut disk)?.by_name("veil-boot").context("no veil-boot partition")?.clone();
     let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
     let volume = Volume::load(&mut win).context("veil-boot")?;
@@ -56,11 +65,20 @@ pub fn run(args: SealArgs) -> Result<()> {
     for old in token::find(volume.json()).into_iter().flatten() {
         writer.remove_token(old.number)?;
     }
-    let n = writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob.as_sealed(), Some(&blob.seed)), &[], None)?;
+    let n = writer.add_token(
+        token::token_json(&measure::SEAL_PCRS, &policy, &blob.as_sealed(), Some(&blob.seed)),
+        &[],
+        None,
+    )?;
     for (off, bytes) in writer.commit(&mut crate::luks::host_random)? {
         disk.write_all_at(&bytes, part.offset() + off)?;
     }
     disk.sync_all()?;
-    println!("sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}", measure::SEAL_PCRS, hex::encode(policy), args.image.display());
+    println!(
+        "sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}",
+        measure::SEAL_PCRS,
+        hex::encode(policy),
+        args.image.display()
+    );
     Ok(())
 }

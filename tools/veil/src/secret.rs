@@ -41,19 +41,13 @@ pub enum SecretCommand {
 pub fn run(cmd: SecretCommand) -> Result<()> {
     match cmd {
         SecretCommand::New { out, json } => new(&out, json),
-        SecretCommand::Show {
-            file,
-            measurement_salt,
-            json,
-        } => show(&file, measurement_salt.as_deref(), json),
+        SecretCommand::Show { file, measurement_salt, json } => show(&file, measurement_salt.as_deref(), json),
     }
 }
 
 /// Read and parse a master secret file; the raw bytes are zeroized afterwards.
 pub fn load(path: &Path) -> Result<MasterSecret> {
-    let bytes = Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-    );
+    let bytes = Zeroizing::new(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
     MasterSecret::parse(&bytes).with_context(|| format!("{}", path.display()))
 }
 
@@ -64,21 +58,14 @@ fn new(out: &Path, json: bool) -> Result<()> {
     getrandom::fill(salt.as_mut()).context("the system random number generator failed")?;
     let secret = MasterSecret::new(key.as_ref(), salt.as_ref())?;
 
-    let mut file = match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-    {
+    let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(out) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             bail!("{} already exists; refusing to overwrite a master secret", out.display())
         }
         Err(e) => return Err(e).with_context(|| format!("cannot create {}", out.display())),
     };
-    let written = file
-        .write_all(secret.to_json().as_bytes())
-        .and_then(|()| file.sync_all());
+    let written = file.write_all(secret.to_json().as_bytes()).and_then(|()| file.sync_all());
     if let Err(e) = written {
         // Do not leave a truncated secret behind.
         let _ = std::fs::remove_file(out);
@@ -100,8 +87,7 @@ fn show(path: &Path, measurement_salt: Option<&str>, json: bool) -> Result<()> {
     let secret = load(path)?;
     let cluster = match measurement_salt {
         Some(hex_salt) => {
-            let salt = hex::decode(hex_salt.trim())
-                .context("--measurement-salt is not valid hex")?;
+            let salt = hex::decode(hex_salt.trim()).context("--measurement-salt is not valid hex")?;
             Some(secret.cluster_id(&salt))
         }
         None => None,

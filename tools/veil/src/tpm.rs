@@ -103,7 +103,12 @@ pub fn spki_pem(der: &[u8]) -> String {
 
 /// The DER of a PEM "PUBLIC KEY".
 pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
-    let body: String = text.lines().skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----")).skip(1).take_while(|l| !l.starts_with("-----END")).collect();
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
     if body.is_empty() {
         bail!("no PEM PUBLIC KEY block");
     }
@@ -113,7 +118,11 @@ pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
 fn ak(args: AkArgs) -> Result<()> {
     let der = match (&args.device, &args.swtpm) {
         (Some(path), _) => {
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {}", path.display()))?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
             attestation_key(&mut Tpm::new(Device(file)))?
         }
         (None, Some(addr)) => {
@@ -128,7 +137,10 @@ fn ak(args: AkArgs) -> Result<()> {
         Some(path) => std::fs::write(path, &pem).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{pem}"),
     }
-    eprintln!("veil tpm ak: sha256:{} (SHA-256 of the DER SubjectPublicKeyInfo, as Trustee's TPM verifier compares it)", hex::encode(Sha256::digest(&der)));
+    eprintln!(
+        "veil tpm ak: sha256:{} (SHA-256 of the DER SubjectPublicKeyInfo, as Trustee's TPM verifier compares it)",
+        hex::encode(Sha256::digest(&der))
+    );
     Ok(())
 }
 

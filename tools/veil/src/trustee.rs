@@ -33,7 +33,8 @@ pub fn pcr_reference_name(pcr: u32) -> String {
 /// `{name: [value]}` for every PCR and, if given, the AK (base64 DER SubjectPublicKeyInfo,
 /// the body of its PEM: what Trustee compares).
 pub fn reference_values(pcrs: &BTreeMap<u32, Vec<u8>>, ak_spki: Option<&[u8]>) -> BTreeMap<String, Vec<String>> {
-    let mut values: BTreeMap<String, Vec<String>> = pcrs.iter().map(|(p, v)| (pcr_reference_name(*p), vec![hex::encode(v)])).collect();
+    let mut values: BTreeMap<String, Vec<String>> =
+        pcrs.iter().map(|(p, v)| (pcr_reference_name(*p), vec![hex::encode(v)])).collect();
     if let Some(der) = ak_spki {
         values.insert(String::from("trusted_aks"), vec![B64.encode(der)]);
     }
@@ -44,7 +45,8 @@ pub fn reference_values(pcrs: &BTreeMap<u32, Vec<u8>>, ak_spki: Option<&[u8]>) -
 pub fn attestation_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> String {
     let mut checks = String::new();
     for p in pcrs.keys() {
-        writeln!(checks, "\tinput.tpm.pcr{p:02} in query_reference_value(\"{}\")", pcr_reference_name(*p)).expect("writing to a String");
+        writeln!(checks, "\tinput.tpm.pcr{p:02} in query_reference_value(\"{}\")", pcr_reference_name(*p))
+            .expect("writing to a String");
     }
     format!(
         r#"package policy
@@ -127,7 +129,8 @@ admin() { kbs-client --url "$KBS_URL" config --auth-private-key "$ADMIN_KEY" "$@
             writeln!(s, "admin set-sample-reference-value {name} {value}").expect("writing to a String");
         }
     }
-    writeln!(s, "admin set-attestation-policy --type rego --id {POLICY_ID} --policy-file attestation-policy.rego").expect("writing to a String");
+    writeln!(s, "admin set-attestation-policy --type rego --id {POLICY_ID} --policy-file attestation-policy.rego")
+        .expect("writing to a String");
     s.push_str("admin set-resource-policy --policy-file resource-policy.rego\n");
     writeln!(s, "admin set-resource --path {resource} --resource-file \"$SECRET\"").expect("writing to a String");
     s
@@ -162,7 +165,10 @@ mod tests {
     fn claims(pcrs: &BTreeMap<u32, Vec<u8>>) -> serde_json::Value {
         let mut tpm = serde_json::Map::new();
         for i in 0..24u32 {
-            tpm.insert(format!("pcr{i:02}"), serde_json::Value::String(hex::encode(pcrs.get(&i).cloned().unwrap_or(vec![0xEE; 32]))));
+            tpm.insert(
+                format!("pcr{i:02}"),
+                serde_json::Value::String(hex::encode(pcrs.get(&i).cloned().unwrap_or(vec![0xEE; 32]))),
+            );
         }
         serde_json::json!({"tpm": tpm})
     }
@@ -171,7 +177,9 @@ mod tests {
     /// answering from `values` as Trustee's attestation service answers from its RVPS.
     fn appraise(policy: &str, values: &BTreeMap<String, Vec<String>>, input: &serde_json::Value) -> serde_json::Value {
         let mut engine = regorus::Engine::new();
-        engine.add_policy(String::from("attestation-policy.rego"), String::from(policy)).expect("the generated policy parses");
+        engine
+            .add_policy(String::from("attestation-policy.rego"), String::from(policy))
+            .expect("the generated policy parses");
         let values = values.clone();
         engine
             .add_extension(
@@ -179,7 +187,8 @@ mod tests {
                 1,
                 Box::new(move |args: Vec<regorus::Value>| {
                     let id = args[0].as_string()?.to_string();
-                    let list: Vec<regorus::Value> = values.get(&id).cloned().unwrap_or_default().into_iter().map(regorus::Value::from).collect();
+                    let list: Vec<regorus::Value> =
+                        values.get(&id).cloned().unwrap_or_default().into_iter().map(regorus::Value::from).collect();
                     Ok(regorus::Value::from(list))
                 }),
             )
@@ -195,7 +204,11 @@ mod tests {
         let values = reference_values(&pcrs, Some(b"ak"));
         let policy = attestation_policy(&pcrs);
         let good = appraise(&policy, &values, &claims(&pcrs));
-        assert_eq!((good["executables"].as_i64(), good["hardware"].as_i64(), good["configuration"].as_i64()), (Some(3), Some(2), Some(2)), "{good}");
+        assert_eq!(
+            (good["executables"].as_i64(), good["hardware"].as_i64(), good["configuration"].as_i64()),
+            (Some(3), Some(2), Some(2)),
+            "{good}"
+        );
         for p in pcrs.keys() {
             let mut wrong = pcrs.clone();
             wrong.get_mut(p).unwrap()[0] ^= 1;
@@ -210,7 +223,12 @@ mod tests {
         let eval = |status: &str| {
             let mut engine = regorus::Engine::new();
             engine.add_policy(String::from("resource-policy.rego"), String::from(RESOURCE_POLICY)).unwrap();
-            engine.set_input(regorus::Value::from_json_str(&serde_json::json!({"submods": {"cpu0": {"ear.status": status}}}).to_string()).unwrap());
+            engine.set_input(
+                regorus::Value::from_json_str(
+                    &serde_json::json!({"submods": {"cpu0": {"ear.status": status}}}).to_string(),
+                )
+                .unwrap(),
+            );
             engine.eval_rule(String::from("data.policy.allow")).unwrap() == regorus::Value::from(true)
         };
         assert!(eval("affirming"));

@@ -62,7 +62,9 @@ fn secret_show_prints_cluster_id_and_no_secret() {
         assert_eq!(doc["cluster_id"], hex::encode(id.0));
         assert_eq!(doc["expected_pcr15"], hex::encode(id.expected_pcr15()));
         let text = stdout(&out);
-        for secret_hex in [hex::encode(secret.key()), hex::encode(secret.salt()), hex::encode(*secret.measurement_secret())] {
+        for secret_hex in
+            [hex::encode(secret.key()), hex::encode(secret.salt()), hex::encode(*secret.measurement_secret())]
+        {
             assert!(!text.contains(&secret_hex));
         }
         let plain = veil(&["secret", "show", path.to_str().unwrap()]);
@@ -92,7 +94,13 @@ fn exit_codes_and_one_line_errors() {
     assert_eq!(veil(&["derive", "disk-key"]).status.code(), Some(2));
     assert_eq!(veil(&["no-such-command"]).status.code(), Some(2));
     // Help on every command exits 0.
-    for args in [&["--help"][..], &["secret", "--help"], &["secret", "new", "--help"], &["secret", "show", "--help"], &["derive", "disk-key", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["secret", "--help"],
+        &["secret", "new", "--help"],
+        &["secret", "show", "--help"],
+        &["derive", "disk-key", "--help"],
+    ] {
         assert_eq!(veil(args).status.code(), Some(0), "{args:?}");
     }
     // Failures exit 1 with one line naming the problem.
@@ -120,7 +128,8 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     let st = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-days", "1", "-keyout"])
         .arg(dir.path().join("ca.key"))
-        .arg("-out").arg(&ca)
+        .arg("-out")
+        .arg(&ca)
         .stderr(std::process::Stdio::null())
         .status();
     if !st.is_ok_and(|s| s.success()) {
@@ -130,14 +139,36 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     let m = dir.path().join("m.json");
     // All warn-only: refused at start-up (it would release to any boot).
     std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": true}}}}"#, "00".repeat(32))).unwrap();
-    let out = veil(&["kbs", "serve", "--secret", secret.to_str().unwrap(), "--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap()]);
+    let out = veil(&[
+        "kbs",
+        "serve",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--measurements",
+        m.to_str().unwrap(),
+        "--ek-ca",
+        ca.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PCR is enforced"), "{out:?}");
     std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}}}"#, "00".repeat(32))).unwrap();
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"));
-    serve.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret", secret.to_str().unwrap(), "--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap()]);
-    let (mut serve, addr) = veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, std::time::Duration::from_secs(30)).unwrap();
+    serve.args([
+        "kbs",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--measurements",
+        m.to_str().unwrap(),
+        "--ek-ca",
+        ca.to_str().unwrap(),
+    ]);
+    let (mut serve, addr) =
+        veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, std::time::Duration::from_secs(30))
+            .unwrap();
     let sock = dir.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let mut relay = Command::new(env!("CARGO_BIN_EXE_veil"))
@@ -162,7 +193,8 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     // Through the relay, the broker's refusal and its reason.
     assert_eq!(reply["status"], 400, "{reply}");
     assert!(reply["body"].as_str().unwrap().contains("veil-ak-public"), "{reply}");
-    let reply = exchange(serde_json::json!({"method": "GET", "path": "/kbs/v0/resource/veilboot/cluster/master-secret"}));
+    let reply =
+        exchange(serde_json::json!({"method": "GET", "path": "/kbs/v0/resource/veilboot/cluster/master-secret"}));
     assert_eq!(reply["status"], 401, "{reply}");
     // The relay forwards nothing outside the KBS API.
     let reply = exchange(serde_json::json!({"method": "GET", "path": "/etc/passwd"}));

@@ -43,7 +43,21 @@ fn format_open_add_key_token_dump() {
 
     let pw = dir.path().join("pw");
     std::fs::write(&pw, b"second passphrase").unwrap();
-    ok(veil(&["luks", "add-key", p(&img), "--secret", p(&secret), "--new-key-file", p(&pw), "--pbkdf", "argon2id", "--argon2-memory", "4096", "--argon2-time", "1"]));
+    ok(veil(&[
+        "luks",
+        "add-key",
+        p(&img),
+        "--secret",
+        p(&secret),
+        "--new-key-file",
+        p(&pw),
+        "--pbkdf",
+        "argon2id",
+        "--argon2-memory",
+        "4096",
+        "--argon2-time",
+        "1",
+    ]));
     let opened = ok(veil(&["luks", "open", p(&img), "--key-file", p(&pw)]));
     assert!(opened.contains("keyslot 1 (argon2id"), "{opened}");
     let wrong = dir.path().join("wrong");
@@ -54,7 +68,9 @@ fn format_open_add_key_token_dump() {
 
     let token = dir.path().join("t.json");
     std::fs::write(&token, r#"{"type": "veil-sealed", "blob": "abc"}"#).unwrap();
-    assert!(ok(veil(&["luks", "token", "add", p(&img), "--json", p(&token), "--keyslot", "1"])).contains("token 0 added"));
+    assert!(
+        ok(veil(&["luks", "token", "add", p(&img), "--json", p(&token), "--keyslot", "1"])).contains("token 0 added")
+    );
     let listed = ok(veil(&["luks", "token", "list", p(&img)]));
     assert!(listed.starts_with("0\t") && listed.contains("veil-sealed"), "{listed}");
     let dump: serde_json::Value = serde_json::from_str(&ok(veil(&["luks", "dump", p(&img), "--json"]))).unwrap();
@@ -69,9 +85,15 @@ fn format_open_add_key_token_dump() {
         let key = ok(veil(&["derive", "disk-key", "--secret", p(&secret), "--uuid", uuid]));
         let keyfile = dir.path().join("dk");
         std::fs::write(&keyfile, hex::decode(key.trim()).unwrap()).unwrap();
-        let st = Command::new(cs).args(["open", "--test-passphrase", "--key-file"]).arg(&keyfile).arg(&img).status().unwrap();
+        let st = Command::new(cs)
+            .args(["open", "--test-passphrase", "--key-file"])
+            .arg(&keyfile)
+            .arg(&img)
+            .status()
+            .unwrap();
         assert!(st.success(), "cryptsetup refused the derived disk key");
-        let st = Command::new(cs).args(["open", "--test-passphrase", "--key-file"]).arg(&pw).arg(&img).status().unwrap();
+        let st =
+            Command::new(cs).args(["open", "--test-passphrase", "--key-file"]).arg(&pw).arg(&img).status().unwrap();
         assert!(st.success(), "cryptsetup refused the added argon2id keyslot");
         let dumped = Command::new(cs).arg("luksDump").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&dumped.stdout).contains("argon2id"));
@@ -88,7 +110,8 @@ fn encrypt_then_decrypt_round_trip() {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, b"stream me").unwrap();
     let enc = dir.path().join("enc.img");
-    let out = veil(&["luks", "encrypt", "--in", p(&plain), "--out", p(&enc), "--key-file", p(&pw), "--sector-size", "512"]);
+    let out =
+        veil(&["luks", "encrypt", "--in", p(&plain), "--out", p(&enc), "--key-file", p(&pw), "--sector-size", "512"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
     assert!(stderr.contains("MB/s"), "{stderr}");
@@ -97,7 +120,10 @@ fn encrypt_then_decrypt_round_trip() {
     // The data area holds no plaintext.
     assert!(!image.windows(64).any(|w| w == &data[4096..4160]));
     // Refuses to overwrite.
-    assert_eq!(veil(&["luks", "encrypt", "--in", p(&plain), "--out", p(&enc), "--key-file", p(&pw)]).status.code(), Some(1));
+    assert_eq!(
+        veil(&["luks", "encrypt", "--in", p(&plain), "--out", p(&enc), "--key-file", p(&pw)]).status.code(),
+        Some(1)
+    );
 
     let back = dir.path().join("back.img");
     ok(veil(&["luks", "decrypt", "--in", p(&enc), "--out", p(&back), "--key-file", p(&pw)]));
@@ -109,6 +135,9 @@ fn encrypt_then_decrypt_round_trip() {
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, b"nope").unwrap();
     let back2 = dir.path().join("back2.img");
-    assert_eq!(veil(&["luks", "decrypt", "--in", p(&enc), "--out", p(&back2), "--key-file", p(&wrong)]).status.code(), Some(1));
+    assert_eq!(
+        veil(&["luks", "decrypt", "--in", p(&enc), "--out", p(&back2), "--key-file", p(&wrong)]).status.code(),
+        Some(1)
+    );
     assert!(!back2.exists());
 }

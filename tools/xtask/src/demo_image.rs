@@ -100,16 +100,27 @@ fn add_path(w: &mut CpioWriter, dirs: &mut Vec<String>, path: &str, perm: u32, d
 /// The cryptsetup initramfs.
 fn build_initramfs(l: &linux::TestLinux, out: &Path) -> Result<()> {
     ensure_package("cryptsetup", "cryptsetup-bin")?;
-    let cryptsetup = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"].iter().map(PathBuf::from).find(|p| p.exists()).context("cryptsetup not found")?;
+    let cryptsetup = ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("cryptsetup not found")?;
     let modules_root = l.kernel.parent().unwrap().parent().unwrap().join("lib/modules");
-    let release = std::fs::read_dir(&modules_root)?.flatten().next().context("no modules in the kernel package")?.path();
+    let release =
+        std::fs::read_dir(&modules_root)?.flatten().next().context("no modules in the kernel package")?.path();
     let mut w = CpioWriter::new();
     let mut dirs = Vec::new();
     add_path(&mut w, &mut dirs, "bin/busybox", 0o755, &std::fs::read(root().join("target/linux/bb/bin/busybox"))?);
     add_path(&mut w, &mut dirs, "sbin/cryptsetup", 0o755, &std::fs::read(&cryptsetup)?);
     for lib in ldd_libs(&cryptsetup)? {
         // Copy the file the link points to, under the name the binary asks for.
-        add_path(&mut w, &mut dirs, &lib.to_string_lossy(), 0o755, &std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?);
+        add_path(
+            &mut w,
+            &mut dirs,
+            &lib.to_string_lossy(),
+            0o755,
+            &std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?,
+        );
     }
     let ordered = resolve_modules(&release, MODULES)?;
     for (name, bytes) in &ordered {
@@ -190,19 +201,28 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(rootfs.join("sbin/init"), std::fs::Permissions::from_mode(0o755))?;
     // The clusterID for the default (all-zero) measurement salt.
-    let out = Command::new(veil).args(["secret", "show"]).arg(secret).args(["--measurement-salt", &"00".repeat(32), "--json"]).output()?;
+    let out = Command::new(veil)
+        .args(["secret", "show"])
+        .arg(secret)
+        .args(["--measurement-salt", &"00".repeat(32), "--json"])
+        .output()?;
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("veil secret show")?;
     std::fs::write(rootfs.join("etc/veil/cluster-id"), doc["cluster_id"].as_str().unwrap_or("?"))?;
     let image = dir.join("disk.img");
     let _ = std::fs::remove_file(&image);
     run(Command::new(veil)
-        .args(["image", "build", "--kernel"]).arg(&l.kernel)
-        .arg("--initrd").arg(&initrd)
+        .args(["image", "build", "--kernel"])
+        .arg(&l.kernel)
+        .arg("--initrd")
+        .arg(&initrd)
         .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
-        .arg("--rootfs").arg(&rootfs)
-        .arg("--secret").arg(secret)
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .arg("--secret")
+        .arg(secret)
         .args(["--measurement-salt", &"00".repeat(32)])
-        .arg("--out").arg(&image))?;
+        .arg("--out")
+        .arg(&image))?;
     if !image.exists() {
         bail!("veil image build wrote no image");
     }
@@ -212,9 +232,14 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
 /// QEMU arguments that attach `image` as the boot disk (no key source).
 pub fn disk_args(image: &Path) -> Vec<String> {
     [
-        "-smp", "2", "-m", "512M",
-        "-drive", &format!("if=none,id=d0,format=raw,file={}", image.display()),
-        "-device", "virtio-blk-pci,drive=d0",
+        "-smp",
+        "2",
+        "-m",
+        "512M",
+        "-drive",
+        &format!("if=none,id=d0,format=raw,file={}", image.display()),
+        "-device",
+        "virtio-blk-pci,drive=d0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -232,8 +257,10 @@ pub fn boot_args(image: &Path, secret: &Path) -> Vec<String> {
 pub fn boot_args_with_state(image: &Path, secret: &Path, state: &Path) -> Vec<String> {
     let mut a = boot_args(image, secret);
     a.extend([
-        "-drive".to_string(), format!("if=none,id=d1,format=raw,file={}", state.display()),
-        "-device".to_string(), "virtio-blk-pci,drive=d1".to_string(),
+        "-drive".to_string(),
+        format!("if=none,id=d1,format=raw,file={}", state.display()),
+        "-device".to_string(),
+        "virtio-blk-pci,drive=d1".to_string(),
     ]);
     a
 }

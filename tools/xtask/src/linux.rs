@@ -49,7 +49,11 @@ fn debian_package(dir: &Path, pkg: &str) -> Result<()> {
 }
 
 fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
 }
 
 /// Fetch (once) and build the test kernel and initramfs.
@@ -59,7 +63,8 @@ pub fn prepare() -> Result<TestLinux> {
     let kernel_dir = dir.join("kernel/boot");
     if find_file(&kernel_dir, "vmlinuz-").is_none() {
         // linux-image-cloud-amd64 is a metapackage; download what it depends on.
-        let deps = Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]).output().context("apt-cache")?;
+        let deps =
+            Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]).output().context("apt-cache")?;
         let text = String::from_utf8_lossy(&deps.stdout);
         let pkg = text
             .lines()

@@ -15,9 +15,16 @@ pub const EXIT_FAILURE: i32 = 35;
 /// recipe as qemu/plain.sh.
 pub fn base_args(rom: &Path, serial_log: &Path) -> Vec<String> {
     [
-        "-machine", "q35",
-        "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
-        "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-machine",
+        "q35",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -83,7 +90,12 @@ impl Run {
     /// Fail with the log unless QEMU exited with `code`.
     pub fn expect_exit(&self, code: i32) -> Result<&Self> {
         if self.code != Some(code) {
-            bail!("QEMU exited with {:?}, expected {code}; serial log {}:\n{}", self.code, self.log_path.display(), self.log);
+            bail!(
+                "QEMU exited with {:?}, expected {code}; serial log {}:\n{}",
+                self.code,
+                self.log_path.display(),
+                self.log
+            );
         }
         Ok(self)
     }

@@ -28,26 +28,35 @@ pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
     let mut placed = 0;
     for i in 0..phnum {
         let ph = &elf[phoff + i * phentsize..phoff + (i + 1) * phentsize];
-        let (kind, offset, vaddr, paddr, filesz) = (u32_at(ph, 0), u64_at(ph, 8), u64_at(ph, 16), u64_at(ph, 24), u64_at(ph, 32));
+        let (kind, offset, vaddr, paddr, filesz) =
+            (u32_at(ph, 0), u64_at(ph, 8), u64_at(ph, 16), u64_at(ph, 24), u64_at(ph, 32));
         if kind != 1 || filesz == 0 {
             continue; // not PT_LOAD, or .bss
         }
         if paddr < ROM_BASE || paddr + filesz > 0x1_0000_0000 {
-            bail!("segment {i} (load address {paddr:#x}, {filesz} bytes) lies outside the ROM: the firmware is too large");
+            bail!(
+                "segment {i} (load address {paddr:#x}, {filesz} bytes) lies outside the ROM: the firmware is too large"
+            );
         }
         let at = (paddr - ROM_BASE) as usize;
         rom[at..at + filesz as usize].copy_from_slice(&elf[offset as usize..(offset + filesz) as usize]);
         placed += 1;
         // Segments that run from RAM must keep the ROM's layout (boot.S copies one block).
         if vaddr != paddr {
-            ensure!(vaddr.wrapping_sub(paddr) == 0x00A0_0000u64.wrapping_sub(ROM_BASE), "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})");
+            ensure!(
+                vaddr.wrapping_sub(paddr) == 0x00A0_0000u64.wrapping_sub(ROM_BASE),
+                "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})"
+            );
         }
     }
     ensure!(placed >= 2, "no loadable segments found");
     // The reset vector and the GUID footer table must be where VMMs look for them.
     ensure!(rom[rom.len() - 16] == 0x0f, "reset vector missing at 4 GiB - 16");
     let footer = &rom[rom.len() - 48..rom.len() - 32];
-    ensure!(footer == [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d], "GUID footer table missing at 4 GiB - 0x30");
+    ensure!(
+        footer == [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
+        "GUID footer table missing at 4 GiB - 0x30"
+    );
     Ok(rom)
 }
 

@@ -22,7 +22,12 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 /// Wall time of one tpm2-tools command against `tcti`, in ms.
 fn time_tool(tcti: &str, args: &[&str]) -> Result<f64> {
     let start = Instant::now();
-    let st = Command::new(args[0]).args(&args[1..]).env("TPM2TOOLS_TCTI", tcti).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    let st = Command::new(args[0])
+        .args(&args[1..])
+        .env("TPM2TOOLS_TCTI", tcti)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
     if !st.success() {
         bail!("{} failed", args.join(" "));
     }
@@ -50,11 +55,23 @@ pub fn bench() -> Result<String> {
     let mut per_kbs: Vec<Vec<f64>> = vec![Vec::new(); kbs_stages.len()];
     for i in 0..RUNS {
         std::fs::copy(&pristine, &image)?;
-        let r = tpm_test::boot_with_broker(&veil, &rom, &format!("tpm-bench-release-{i}"), &state, &broker, &demo_image::disk_args(&image))?;
-        r.expect("kbs: the broker verified the TPM quote")?.expect("tpm: sealed the master secret")?.expect(demo_image::ROOT_MARKER)?;
+        let r = tpm_test::boot_with_broker(
+            &veil,
+            &rom,
+            &format!("tpm-bench-release-{i}"),
+            &state,
+            &broker,
+            &demo_image::disk_args(&image),
+        )?;
+        r.expect("kbs: the broker verified the TPM quote")?
+            .expect("tpm: sealed the master secret")?
+            .expect(demo_image::ROOT_MARKER)?;
         let phases = timeline::phases(&timeline::parse_log(&r.log));
         for (k, s) in kbs_stages.iter().enumerate() {
-            let p = phases.iter().find(|p| p.stage == *s).with_context(|| format!("no {s} phase in {}", r.log_path.display()))?;
+            let p = phases
+                .iter()
+                .find(|p| p.stage == *s)
+                .with_context(|| format!("no {s} phase in {}", r.log_path.display()))?;
             per_kbs[k].push(p.duration_us as f64 / 1e3);
         }
     }
@@ -70,16 +87,39 @@ pub fn bench() -> Result<String> {
         r.expect("tpm: master secret unsealed")?.expect(demo_image::ROOT_MARKER)?;
         let phases = timeline::phases(&timeline::parse_log(&r.log));
         for (k, s) in stages.iter().enumerate() {
-            let p = phases.iter().find(|p| p.stage == *s).with_context(|| format!("no {s} phase in {}", r.log_path.display()))?;
+            let p = phases
+                .iter()
+                .find(|p| p.stage == *s)
+                .with_context(|| format!("no {s} phase in {}", r.log_path.display()))?;
             per_stage[k].push(p.duration_us as f64 / 1e3);
         }
-        let us = r.log.lines().find(|l| l.contains("master secret unsealed")).and_then(|l| l.split(" in ").nth(1)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<f64>().ok());
+        let us = r
+            .log
+            .lines()
+            .find(|l| l.contains("master secret unsealed"))
+            .and_then(|l| l.split(" in ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok());
         unseal_only.push(us.context("no unseal time")? / 1e3);
-        extends = r.log.lines().find(|l| l.contains("event log of")).and_then(|l| l.split("event log of ").nth(1)).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        extends = r
+            .log
+            .lines()
+            .find(|l| l.contains("event log of"))
+            .and_then(|l| l.split("event log of ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
     }
 
     // The peer: the same operations from the host with tpm2-tools (each a process of its own).
-    let mut host: Vec<(&str, Vec<f64>)> = vec![("TPM2_Startup(CLEAR)", vec![]), ("one PCR_Extend (sha256)", vec![]), ("CreatePrimary (systemd's ECC P-256 template)", vec![]), ("PCR policy session + Unseal (tpm2_unseal -p pcr:...)", vec![]), ("CreatePrimary of the RSA-2048 AK (endorsement hierarchy)", vec![]), ("Quote of the 24 SHA-256 PCRs with it", vec![])];
+    let mut host: Vec<(&str, Vec<f64>)> = vec![
+        ("TPM2_Startup(CLEAR)", vec![]),
+        ("one PCR_Extend (sha256)", vec![]),
+        ("CreatePrimary (systemd's ECC P-256 template)", vec![]),
+        ("PCR policy session + Unseal (tpm2_unseal -p pcr:...)", vec![]),
+        ("CreatePrimary of the RSA-2048 AK (endorsement hierarchy)", vec![]),
+        ("Quote of the 24 SHA-256 PCRs with it", vec![]),
+    ];
     let work = dir.join("host");
     std::fs::create_dir_all(&work)?;
     let p = |f: &str| work.join(f).display().to_string();
@@ -87,16 +127,64 @@ pub fn bench() -> Result<String> {
         for _ in 0..RUNS {
             host[0].1.push(time_tool(tcti, &["tpm2_startup", "-c"])?);
             host[1].1.push(time_tool(tcti, &["tpm2_pcrextend", &format!("16:sha256={}", "11".repeat(32))])?);
-            host[2].1.push(time_tool(tcti, &["tpm2_createprimary", "-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb", "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt", "-c", &p("prim.ctx")])?);
+            host[2].1.push(time_tool(
+                tcti,
+                &[
+                    "tpm2_createprimary",
+                    "-C",
+                    "o",
+                    "-g",
+                    "sha256",
+                    "-G",
+                    "ecc256:aes128cfb",
+                    "-a",
+                    "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
+                    "-c",
+                    &p("prim.ctx"),
+                ],
+            )?);
             // Without a resource manager every tool leaves its objects and sessions loaded.
             flush_all(tcti)?;
-            run(Command::new("tpm2_createpolicy").args(["--policy-pcr", "-l", "sha256:16", "-L", &p("pol")]).env("TPM2TOOLS_TCTI", tcti).stdout(Stdio::null()))?;
+            run(Command::new("tpm2_createpolicy")
+                .args(["--policy-pcr", "-l", "sha256:16", "-L", &p("pol")])
+                .env("TPM2TOOLS_TCTI", tcti)
+                .stdout(Stdio::null()))?;
             run(Command::new("sh").arg("-c").arg(format!("echo -n 0123456789abcdef0123456789abcdef | tpm2_create -C {} -L {} -i- -u {} -r {} -a 'fixedtpm|fixedparent|noda' >/dev/null && tpm2_flushcontext -t && tpm2_flushcontext -l && tpm2_flushcontext -s && tpm2_load -C {} -u {} -r {} -c {} >/dev/null", p("prim.ctx"), p("pol"), p("s.pub"), p("s.priv"), p("prim.ctx"), p("s.pub"), p("s.priv"), p("s.ctx"))).env("TPM2TOOLS_TCTI", tcti))?;
             flush_all(tcti)?;
             host[3].1.push(time_tool(tcti, &["tpm2_unseal", "-c", &p("s.ctx"), "-p", "pcr:sha256:16"])?);
             flush_all(tcti)?;
-            host[4].1.push(time_tool(tcti, &["tpm2_createprimary", "-C", "e", "-g", "sha256", "-G", "rsa2048:rsassa-sha256:null", "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign", "-c", &p("ak.ctx")])?);
-            host[5].1.push(time_tool(tcti, &["tpm2_quote", "-c", &p("ak.ctx"), "-l", "sha256:all", "-q", &"5a".repeat(64), "-m", &p("q.msg"), "-s", &p("q.sig")])?);
+            host[4].1.push(time_tool(
+                tcti,
+                &[
+                    "tpm2_createprimary",
+                    "-C",
+                    "e",
+                    "-g",
+                    "sha256",
+                    "-G",
+                    "rsa2048:rsassa-sha256:null",
+                    "-a",
+                    "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign",
+                    "-c",
+                    &p("ak.ctx"),
+                ],
+            )?);
+            host[5].1.push(time_tool(
+                tcti,
+                &[
+                    "tpm2_quote",
+                    "-c",
+                    &p("ak.ctx"),
+                    "-l",
+                    "sha256:all",
+                    "-q",
+                    &"5a".repeat(64),
+                    "-m",
+                    &p("q.msg"),
+                    "-s",
+                    &p("q.sig"),
+                ],
+            )?);
             flush_all(tcti)?;
         }
         Ok(())
@@ -138,8 +226,12 @@ pub fn bench() -> Result<String> {
         out += &format!("| `{s}` | {} | {min:.1} | {med:.1} |\n", what[k]);
     }
     let (min, med) = stats(unseal_only);
-    out += &format!("| (inside `unseal`) | the unseal sequence alone, from the firmware's own log line | {min:.1} | {med:.1} |\n");
-    out += &format!("\n{extends} measurements are extended and logged per boot.\n\n| host peer (tpm2-tools) | min ms | median ms |\n|---|---:|---:|\n");
+    out += &format!(
+        "| (inside `unseal`) | the unseal sequence alone, from the firmware's own log line | {min:.1} | {med:.1} |\n"
+    );
+    out += &format!(
+        "\n{extends} measurements are extended and logged per boot.\n\n| host peer (tpm2-tools) | min ms | median ms |\n|---|---:|---:|\n"
+    );
     for (name, v) in host {
         let (min, med) = stats(v);
         out += &format!("| {name} | {min:.1} | {med:.1} |\n");

@@ -38,11 +38,22 @@ pub fn provision(state: &Path) -> Result<()> {
     std::fs::create_dir_all(state)?;
     let state = std::fs::canonicalize(state)?;
     run(Command::new("swtpm_setup")
-        .args(["--tpm2", "--create-ek-cert", "--create-platform-cert", "--lock-nvram", "--overwrite", "--pcr-banks", "sha256,sha384"])
-        .arg("--tpmstate").arg(&state)
+        .args([
+            "--tpm2",
+            "--create-ek-cert",
+            "--create-platform-cert",
+            "--lock-nvram",
+            "--overwrite",
+            "--pcr-banks",
+            "sha256,sha384",
+        ])
+        .arg("--tpmstate")
+        .arg(&state)
         .stdout(Stdio::null()))?;
     with_host_tpm(&state, |tcti| {
-        run(Command::new("tpm2_dictionarylockout").args(["-s", "-n", "3", "-t", "0", "-l", "0"]).env("TPM2TOOLS_TCTI", tcti))
+        run(Command::new("tpm2_dictionarylockout")
+            .args(["-s", "-n", "3", "-t", "0", "-l", "0"])
+            .env("TPM2TOOLS_TCTI", tcti))
     })
 }
 
@@ -67,8 +78,10 @@ pub fn start(state: &Path) -> Result<Swtpm> {
     let _ = std::fs::remove_file(&sock);
     let child = Command::new("swtpm")
         .args(["socket", "--tpm2"])
-        .arg("--tpmstate").arg(format!("dir={}", state.display()))
-        .arg("--ctrl").arg(format!("type=unixio,path={}", sock.display()))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .arg("--ctrl")
+        .arg(format!("type=unixio,path={}", sock.display()))
         .spawn()
         .context("starting swtpm")?;
     let start = Instant::now();
@@ -85,9 +98,12 @@ impl Swtpm {
     /// QEMU arguments that attach this TPM as a TIS device.
     pub fn qemu_args(&self) -> Vec<String> {
         vec![
-            "-chardev".into(), format!("socket,id=chrtpm,path={}", self.sock.display()),
-            "-tpmdev".into(), "emulator,id=tpm0,chardev=chrtpm".into(),
-            "-device".into(), "tpm-tis,tpmdev=tpm0".into(),
+            "-chardev".into(),
+            format!("socket,id=chrtpm,path={}", self.sock.display()),
+            "-tpmdev".into(),
+            "emulator,id=tpm0,chardev=chrtpm".into(),
+            "-device".into(),
+            "tpm-tis,tpmdev=tpm0".into(),
         ]
     }
 }
@@ -118,35 +134,60 @@ impl Drop for KeyBroker {
 }
 
 /// Where swtpm_setup's local CA keeps its certificates (root, then the EK issuer).
-pub const SWTPM_CA: [&str; 2] = ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
+pub const SWTPM_CA: [&str; 2] =
+    ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
 
 /// Start the broker for `rom` booting `image` (measurements written to `dir`).
 pub fn start_broker(veil: &Path, rom: &Path, image: &Path, secret: &Path, dir: &Path) -> Result<KeyBroker> {
     let measurements = dir.join("measurements.json");
-    run(Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--out").arg(&measurements))?;
+    run(Command::new(veil)
+        .args(["measure", "--platform", "tpm", "--rom"])
+        .arg(rom)
+        .arg("--image")
+        .arg(image)
+        .arg("--out")
+        .arg(&measurements))?;
     let mut serve = Command::new(veil);
     serve
         .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
         .arg(secret)
-        .arg("--measurements").arg(&measurements)
+        .arg("--measurements")
+        .arg(&measurements)
         .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]]);
     // It binds a port of its own choosing and says which: no other test can hold it.
-    let (child, addr) = veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30)).context("starting veil kbs serve")?;
+    let (child, addr) =
+        veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30))
+            .context("starting veil kbs serve")?;
     let broker = KeyBroker { child, url: format!("http://{addr}") };
     Ok(broker)
 }
 
 /// Boot `rom` with swtpm on `state` and a virtio-console relayed by `veil kbs relay` to
 /// `broker`.
-pub fn boot_with_broker(veil: &Path, rom: &Path, name: &str, state: &Path, broker: &KeyBroker, args: &[String]) -> Result<qemu::Run> {
+pub fn boot_with_broker(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    state: &Path,
+    broker: &KeyBroker,
+    args: &[String],
+) -> Result<qemu::Run> {
     let sock = std::fs::canonicalize(state)?.join("relay.sock");
     let _ = std::fs::remove_file(&sock);
-    let mut relay = Command::new(veil).args(["kbs", "relay", "--socket"]).arg(&sock).args(["--broker", &broker.url]).spawn().context("starting veil kbs relay")?;
+    let mut relay = Command::new(veil)
+        .args(["kbs", "relay", "--socket"])
+        .arg(&sock)
+        .args(["--broker", &broker.url])
+        .spawn()
+        .context("starting veil kbs relay")?;
     let mut all = args.to_vec();
     all.extend([
-        "-device".to_string(), "virtio-serial-pci".to_string(),
-        "-chardev".to_string(), format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
-        "-device".to_string(), "virtconsole,chardev=relay".to_string(),
+        "-device".to_string(),
+        "virtio-serial-pci".to_string(),
+        "-chardev".to_string(),
+        format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
+        "-device".to_string(),
+        "virtconsole,chardev=relay".to_string(),
     ]);
     let r = boot_with_tpm(rom, name, state, &all);
     let _ = relay.kill();
@@ -158,12 +199,19 @@ pub fn boot_with_broker(veil: &Path, rom: &Path, name: &str, state: &Path, broke
 /// is off, must give the AK the firmware attested with (so the operator need not trust the
 /// serial console), and `veil measure --trustee-dir` must register it and the broker's PCRs.
 fn trustee_material(veil: &Path, rom: &Path, image: &Path, state: &Path, log: &str, dir: &Path) -> Result<()> {
-    eprintln!("xtask: tpm test: veil tpm ak recreates the firmware's AK; veil measure --trustee-dir registers it and the PCRs");
+    eprintln!(
+        "xtask: tpm test: veil tpm ak recreates the firmware's AK; veil measure --trustee-dir registers it and the PCRs"
+    );
     let logged = log
         .lines()
         .find_map(|l| l.split_once("kbs: attestation key ").map(|(_, r)| r.to_string()))
         .context("the firmware did not log its attestation key")?;
-    let logged_b64 = logged.split("the body of its PEM: ").nth(1).and_then(|r| r.strip_suffix(')')).context("attestation key line")?.to_string();
+    let logged_b64 = logged
+        .split("the body of its PEM: ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(')'))
+        .context("attestation key line")?
+        .to_string();
     let ak_pem = dir.join("ak.pem");
     with_host_tpm(state, |tcti| {
         let port = tcti.rsplit("port=").next().context("tcti")?;
@@ -174,7 +222,15 @@ fn trustee_material(veil: &Path, rom: &Path, image: &Path, state: &Path, log: &s
         bail!("veil tpm ak gives {pem_body}, the firmware attested with {logged_b64}");
     }
     let trustee = dir.join("trustee");
-    run(Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--trustee-dir").arg(&trustee).arg("--ak").arg(&ak_pem))?;
+    run(Command::new(veil)
+        .args(["measure", "--platform", "tpm", "--rom"])
+        .arg(rom)
+        .arg("--image")
+        .arg(image)
+        .arg("--trustee-dir")
+        .arg(&trustee)
+        .arg("--ak")
+        .arg(&ak_pem))?;
     let values: serde_json::Value = serde_json::from_slice(&std::fs::read(trustee.join("reference-values.json"))?)?;
     if values["trusted_aks"][0] != logged_b64.as_str() {
         bail!("reference-values.json does not register the AK: {values}");
@@ -218,7 +274,8 @@ pub fn printed_event_log(log: &str, dir: &Path) -> Result<PathBuf> {
         bail!("the initramfs printed no event log (is /sys/kernel/security/tpm0/binary_bios_measurements missing?)");
     }
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(&text).context("the printed event log is not base64")?;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(&text).context("the printed event log is not base64")?;
     let bin = dir.join("eventlog.bin");
     std::fs::write(&bin, bytes)?;
     Ok(bin)
@@ -250,7 +307,6 @@ pub fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> Result<Vec<(u32, String)>> 
     }
     Ok(pcrs)
 }
-
 
 /// Change the kernel digest in the `veil-bundle` token of `image`'s veil-boot header, as a
 /// new (or tampered) kernel would: the measured PCR 4 then differs.
@@ -330,7 +386,14 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         }
     }
     let pcrs = printed_pcrs(&first.log, "sha256");
-    let out = Command::new(veil).args(["measure", "--platform", "tpm", "--rom"]).arg(rom).arg("--image").arg(image).arg("--after-unseal").arg(secret).output()?;
+    let out = Command::new(veil)
+        .args(["measure", "--platform", "tpm", "--rom"])
+        .arg(rom)
+        .arg("--image")
+        .arg(image)
+        .arg("--after-unseal")
+        .arg(secret)
+        .output()?;
     if !out.status.success() {
         bail!("veil measure: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -351,7 +414,9 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     }
     crate::scan_for_keys("serial log of the unsealed boot", second.log.as_bytes(), &keys)?;
 
-    eprintln!("xtask: tpm test: a different kernel digest in the bundle token: unseal fails, the broker refuses, nothing boots");
+    eprintln!(
+        "xtask: tpm test: a different kernel digest in the bundle token: unseal fails, the broker refuses, nothing boots"
+    );
     let tampered = dir.join("tpm-tampered.img");
     std::fs::copy(image, &tampered)?;
     tamper_bundle_token(&tampered)?;
@@ -370,7 +435,10 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     // with no broker configured it halts.
     eprintln!("xtask: tpm test: another ROM (different PCR 0) without a broker: refused");
     let other = boot_with_tpm(dev_rom, "tpm-other-rom", &state, &demo_image::disk_args(image))?;
-    other.expect_exit(qemu::EXIT_FAILURE)?.expect("unseal failed")?.expect("no key broker is configured: refusing to boot")?;
+    other
+        .expect_exit(qemu::EXIT_FAILURE)?
+        .expect("unseal failed")?
+        .expect("no key broker is configured: refusing to boot")?;
     if other.log.contains("stage=handoff") {
         bail!("a ROM with a different PCR 0 booted with the secret sealed to another ROM");
     }
@@ -384,23 +452,49 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     }
     crate::scan_for_keys("serial log of the systemd-token boot", sd.log.as_bytes(), &keys)?;
 
-    eprintln!("xtask: tpm test: veil seal for a new TPM from its storage key's public part; the first boot needs no key source");
+    eprintln!(
+        "xtask: tpm test: veil seal for a new TPM from its storage key's public part; the first boot needs no key source"
+    );
     let other_state = dir.join("tpm-state-offline");
     provision(&other_state)?;
     let srk = dir.join("srk.pub");
     with_host_tpm(&other_state, |tcti| {
         let ctx = dir.join("srk.ctx");
         run(Command::new("tpm2_createprimary")
-            .args(["-C", "o", "-g", "sha256", "-G", "ecc256:aes128cfb", "-a", "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt", "-c"])
+            .args([
+                "-C",
+                "o",
+                "-g",
+                "sha256",
+                "-G",
+                "ecc256:aes128cfb",
+                "-a",
+                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
+                "-c",
+            ])
             .arg(&ctx)
             .env("TPM2TOOLS_TCTI", tcti)
             .stdout(Stdio::null()))?;
-        run(Command::new("tpm2_readpublic").arg("-c").arg(&ctx).arg("-o").arg(&srk).env("TPM2TOOLS_TCTI", tcti).stdout(Stdio::null()))?;
+        run(Command::new("tpm2_readpublic")
+            .arg("-c")
+            .arg(&ctx)
+            .arg("-o")
+            .arg(&srk)
+            .env("TPM2TOOLS_TCTI", tcti)
+            .stdout(Stdio::null()))?;
         run(Command::new("tpm2_flushcontext").arg("-t").env("TPM2TOOLS_TCTI", tcti))
     })?;
     let offline = dir.join("tpm-offline.img");
     std::fs::copy(image, &offline)?;
-    run(Command::new(veil).args(["seal", "--platform", "tpm", "--parent-public"]).arg(&srk).arg("--secret").arg(secret).arg("--rom").arg(rom).arg("--image").arg(&offline))?;
+    run(Command::new(veil)
+        .args(["seal", "--platform", "tpm", "--parent-public"])
+        .arg(&srk)
+        .arg("--secret")
+        .arg(secret)
+        .arg("--rom")
+        .arg(rom)
+        .arg("--image")
+        .arg(&offline))?;
     crate::scan_for_keys("image sealed offline", &std::fs::read(&offline)?, &keys)?;
     let off = boot_with_tpm(rom, "tpm-offline-seal", &other_state, &demo_image::disk_args(&offline))?;
     off.expect("imported (sealed offline by veil seal)")?.expect(demo_image::ROOT_MARKER)?;
@@ -423,13 +517,20 @@ fn enroll_systemd_token(veil: &Path, secret: &Path, image: &Path, state: &Path, 
     f.read_exact_at(&mut bytes, part.offset())?;
     let vol = dir.join("veil-boot.luks");
     std::fs::write(&vol, &bytes)?;
-    let out = Command::new(veil).args(["recover", "--print-key", "--part", "veil-boot", "--secret"]).arg(secret).arg("--disk").arg(image).output()?;
+    let out = Command::new(veil)
+        .args(["recover", "--print-key", "--part", "veil-boot", "--secret"])
+        .arg(secret)
+        .arg("--disk")
+        .arg(image)
+        .output()?;
     let key_file = dir.join("veil-boot.key");
     std::fs::write(&key_file, hex::decode(String::from_utf8_lossy(&out.stdout).trim())?)?;
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o400))?;
     let separator = veil_agent::tpm::Bank::Sha256.digest(&[0; 4]);
     let r = with_host_tpm(state, |tcti| {
-        run(Command::new("tpm2_pcrextend").arg(format!("7:sha256={}", hex::encode(&separator))).env("TPM2TOOLS_TCTI", tcti))?;
+        run(Command::new("tpm2_pcrextend")
+            .arg(format!("7:sha256={}", hex::encode(&separator)))
+            .env("TPM2TOOLS_TCTI", tcti))?;
         run(Command::new("systemd-cryptenroll")
             .arg(format!("--tpm2-device={tcti}"))
             .args(["--tpm2-pcrs=7"])
