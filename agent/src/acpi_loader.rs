@@ -130,7 +130,7 @@ fn pointer_size(size: u8, index: usize) -> Result<u8, LoaderError> {
 /// Parse the command list. Commands of type 0 (padding) and unknown types are skipped, as
 /// SeaBIOS and OVMF do.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Command>, LoaderError> {
-    if bytes.len() % COMMAND_SIZE != 0 || bytes.len() / COMMAND_SIZE > MAX_COMMANDS {
+    if !bytes.len().is_multiple_of(COMMAND_SIZE) || bytes.len() / COMMAND_SIZE > MAX_COMMANDS {
         return Err(LoaderError::Length(bytes.len()));
     }
     let mut out = Vec::new();

@@ -165,7 +165,7 @@ impl E820Entry {
 /// Parse `etc/e820`: whole entries, at least one RAM range, no zero-length or wrapping
 /// ranges, no overlapping RAM. Returned sorted by address.
 pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
-    if bytes.is_empty() || bytes.len() % 20 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(20) {
         return Err(FwCfgError::E820(alloc::format!("{} bytes is not a whole number of 20-byte entries", bytes.len())));
     }
     if bytes.len() / 20 > MAX_E820 {

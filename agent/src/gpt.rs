@@ -324,7 +324,7 @@ pub fn build(
     const ARRAY_LBAS: u64 = (ENTRIES as u64 * ENTRY as u64) / LBA;
     const ALIGN: u64 = (1 << 20) / LBA;
     let lbas = disk_size / LBA;
-    if disk_size % LBA != 0 || lbas < 2 * ALIGN + 2 * (ARRAY_LBAS + 2) {
+    if !disk_size.is_multiple_of(LBA) || lbas < 2 * ALIGN + 2 * (ARRAY_LBAS + 2) {
         return Err(GptError::Layout(format!("disk of {disk_size} bytes is too small or not whole sectors")));
     }
     if parts.len() > ENTRIES as usize {

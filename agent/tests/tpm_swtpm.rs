@@ -310,7 +310,9 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     let other =
         rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]), rsa::BoxedUint::from(65537u64));
     if let Ok(other) = other {
-        assert!(ekcert::verify(&cert, &other, &[issuer.clone()], &root).unwrap_err().contains("another key"));
+        assert!(
+            ekcert::verify(&cert, &other, std::slice::from_ref(&issuer), &root).unwrap_err().contains("another key")
+        );
     }
     assert!(ekcert::verify(&cert, &ek, &[], &root).unwrap_err().contains("issued by"));
     let mut forged = cert.clone();
@@ -394,8 +396,8 @@ fn remote_release_through_the_broker_and_its_refusals() {
             *x = (seed >> 33) as u8;
         }
     };
-    let broker = Broker::new(config(&pcr4), Box::new(random.clone()));
-    let mut rng = random.clone();
+    let broker = Broker::new(config(&pcr4), Box::new(random));
+    let mut rng = random;
     let mut release = |tpm: &mut Tpm<Tcp>, broker: &Broker, tamper: Box<dyn FnMut(&str, &mut serde_json::Value)>| {
         let mut relay = InProcessRelay { broker, session: None, tamper, sent: Vec::new() };
         let r =
@@ -506,13 +508,13 @@ fn remote_release_through_the_broker_and_its_refusals() {
     );
     refused(r, "no recovered credential");
     // Another PCR 4 (a tampered kernel): the broker refuses and names the PCR.
-    let strict = Broker::new(config(&[0x44; 32]), Box::new(random.clone()));
+    let strict = Broker::new(config(&[0x44; 32]), Box::new(random));
     let (r, ..) = release(&mut tpm, &strict, Box::new(|_, _| {}));
     refused(r, "PCR 4 is");
     // An EK certificate from a CA the broker does not trust.
     let mut untrusting = config(&pcr4);
     untrusting.ek_root = issuer.clone();
     untrusting.ek_intermediates.clear();
-    let (r, ..) = release(&mut tpm, &Broker::new(untrusting, Box::new(random.clone())), Box::new(|_, _| {}));
+    let (r, ..) = release(&mut tpm, &Broker::new(untrusting, Box::new(random)), Box::new(|_, _| {}));
     refused(r, "EK certificate not trusted");
 }

@@ -170,12 +170,12 @@ pub fn load(
     let data_len = seg.len(len);
     let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
     let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
-    if let Some(t) = &boot.token {
-        if t.manifest != manifest {
-            return Err(String::from(
-                "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot",
-            ));
-        }
+    if let Some(t) = &boot.token
+        && t.manifest != manifest
+    {
+        return Err(String::from(
+            "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot",
+        ));
     }
     let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
     bundle::verify("kernel", &manifest.kernel, &kernel).map_err(|e| e.to_string())?;

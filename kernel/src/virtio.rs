@@ -244,8 +244,8 @@ impl Disk {
         out: &mut [u8],
         mut consume: impl FnMut(u64, &mut [u8]) -> Result<(), String>,
     ) -> Result<(), String> {
-        if offset % 512 != 0
-            || out.len() % 512 != 0
+        if !offset.is_multiple_of(512)
+            || !out.len().is_multiple_of(512)
             || offset.checked_add(out.len() as u64).is_none_or(|e| e > self.size)
         {
             return Err(alloc::format!(
@@ -302,7 +302,7 @@ impl Disk {
 
     /// Write sector-aligned data (the LUKS2 writer's ranges are).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
-        if offset % 512 != 0 || data.len() % 512 != 0 {
+        if !offset.is_multiple_of(512) || !data.len().is_multiple_of(512) {
             return Err(IoError::Device(alloc::format!("unaligned write of {} bytes at {offset}", data.len())));
         }
         if offset.checked_add(data.len() as u64).is_none_or(|e| e > self.size) {

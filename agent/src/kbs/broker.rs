@@ -256,10 +256,10 @@ impl Broker {
         };
         let mut sessions = self.sessions.lock().expect("sessions");
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
-        if sessions.len() >= MAX_SESSIONS {
-            if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone()) {
-                sessions.remove(&oldest);
-            }
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
         }
         sessions.insert(
             id.clone(),

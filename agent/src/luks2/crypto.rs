@@ -192,7 +192,7 @@ pub fn crypt_area(encryption: &str, key: &[u8], data: &mut [u8], encrypt: bool) 
 
 /// AES-CBC with ESSIV(SHA-256) IVs, decrypt only: IV of sector n = AES-256(SHA256(key), n).
 fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Error> {
-    if data.len() % 512 != 0 {
+    if !data.len().is_multiple_of(512) {
         return Err(Luks2Error::Metadata(String::from("keyslot area is not whole sectors")));
     }
     let salt = Zeroizing::new(<[u8; 32]>::from(sha2::Sha256::digest(key)));

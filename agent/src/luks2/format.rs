@@ -169,7 +169,8 @@ impl HeaderWriter {
         if !valid_metadata_size(opts.metadata_size) {
             return err(format!("metadata size {} is not one LUKS2 allows", opts.metadata_size));
         }
-        if opts.keyslots_size % 4096 != 0 || opts.keyslots_size > MAX_KEYSLOTS_SIZE || opts.keyslots_size == 0 {
+        if !opts.keyslots_size.is_multiple_of(4096) || opts.keyslots_size > MAX_KEYSLOTS_SIZE || opts.keyslots_size == 0
+        {
             return err(format!(
                 "keyslots size {} must be a non-zero multiple of 4096 up to 128 MiB",
                 opts.keyslots_size

@@ -241,7 +241,7 @@ fn validate_crypt_segment(seg: &Map<String, Value>, key: &str, size: u64, digest
     if !numbered(iv_tweak) || strtoull_exact(iv_tweak).is_none() {
         return fail(format!("{what}: illegal iv_tweak \"{iv_tweak}\""));
     }
-    if size % u64::from(sector_size) != 0 {
+    if !size.is_multiple_of(u64::from(sector_size)) {
         return fail(format!("{what}: size is not a multiple of the sector size"));
     }
     let has_digest = digests.values().any(|d| {

@@ -138,7 +138,7 @@ fn password_session() -> TpmsAuthCommand {
 /// Unmarshal caller-supplied bytes that must hold exactly one `V`.
 fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
     match V::unmarshal(bytes) {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((v, [])) => Ok(v),
         _ => Err(TpmError::Marshal(what)),
     }
 }
@@ -380,10 +380,10 @@ impl<T: Transport> Tpm<T> {
         };
         let mut banks = Vec::new();
         for sel in list.iter() {
-            if sel.pcr_select.iter().any(|b| *b != 0) {
-                if let Some(bank) = Bank::from_alg(sel.hash.value()) {
-                    banks.push(bank);
-                }
+            if sel.pcr_select.iter().any(|b| *b != 0)
+                && let Some(bank) = Bank::from_alg(sel.hash.value())
+            {
+                banks.push(bank);
             }
         }
         Ok(banks)

@@ -115,7 +115,7 @@ mod tests {
         );
         let separator = Bank::Sha256.digest(&[0; 4]);
         let pcr7 = Bank::Sha256.extend(&[0; 32], &separator);
-        assert_eq!(Some(policy::policy_pcr(Bank::Sha256, &[7], &[pcr7.clone()])), t.policy_hash);
+        assert_eq!(Some(policy::policy_pcr(Bank::Sha256, &[7], std::slice::from_ref(&pcr7))), t.policy_hash);
         // The sealed object's public area carries the same authPolicy, attributes 0x12.
         assert!(t.blob.public.windows(32).any(|w| Some(w) == t.policy_hash.as_ref().map(|h| &h[..])));
     }

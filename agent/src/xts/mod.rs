@@ -255,15 +255,20 @@ pub fn select_fastest(clock: &dyn Fn() -> u64, bytes: usize) -> Option<&'static 
 /// picks one (`rustcrypto`, `aesni`, `vaes256`, `vaes512`), so that tests exercise each
 /// backend on a machine that has all of them.
 pub fn best_backend(key: &[u8]) -> Result<Box<dyn XtsBackend>, XtsError> {
-    let mut all = available_backends(key)?;
     #[cfg(feature = "std")]
-    if let Ok(cap) = std::env::var("VEIL_XTS_BACKEND") {
-        if let Some(i) = all.iter().position(|b| b.name() == cap) {
-            return Ok(all.swap_remove(i));
-        }
-    }
-    if let Some(preferred) = NAMES.get(PREFERRED.load(core::sync::atomic::Ordering::Relaxed) as usize) {
-        if let Some(i) = all.iter().position(|b| b.name() == *preferred) {
+    let cap = std::env::var("VEIL_XTS_BACKEND").ok();
+    #[cfg(not(feature = "std"))]
+    let cap: Option<alloc::string::String> = None;
+    backend_preferring(key, cap.as_deref())
+}
+
+/// The backend named `name` if this CPU offers it and it passed the self-test, else the
+/// preferred one, else the fastest.
+pub fn backend_preferring(key: &[u8], name: Option<&str>) -> Result<Box<dyn XtsBackend>, XtsError> {
+    let mut all = available_backends(key)?;
+    let preferred = NAMES.get(PREFERRED.load(core::sync::atomic::Ordering::Relaxed) as usize).copied();
+    for wanted in [name, preferred].into_iter().flatten() {
+        if let Some(i) = all.iter().position(|b| b.name() == wanted) {
             return Ok(all.swap_remove(i));
         }
     }
@@ -310,7 +315,7 @@ impl SectorCipher {
     }
 
     fn check(&self, len: usize) -> Result<u64, XtsError> {
-        if len % self.sector_size != 0 {
+        if !len.is_multiple_of(self.sector_size) {
             return Err(XtsError::NotWholeSectors { len, sector_size: self.sector_size });
         }
         Ok((self.sector_size / 512) as u64)

@@ -32,10 +32,10 @@ pub fn find(dir: &Path, name: &str) -> Option<PathBuf> {
         if path.file_name().is_some_and(|n| n == name) {
             return Some(path);
         }
-        if path.is_dir() {
-            if let Some(p) = find(&path, name) {
-                return Some(p);
-            }
+        if path.is_dir()
+            && let Some(p) = find(&path, name)
+        {
+            return Some(p);
         }
     }
     None

@@ -148,11 +148,8 @@ fn serve_commands(listener: &TcpListener, mut tpm: UnixStream, stop: &AtomicBool
             return;
         }
         let Ok(mut client) = client else { continue };
-        loop {
-            let command = match read_tpm_message(&mut client) {
-                Ok(Some(c)) => c,
-                _ => break, // the client is done (or sent garbage): next client
-            };
+        // Until the client is done (or sends garbage): then the next client.
+        while let Ok(Some(command)) = read_tpm_message(&mut client) {
             let response = tpm.write_all(&command).and_then(|()| read_tpm_message(&mut tpm));
             match response {
                 Ok(Some(r)) => {
@@ -189,10 +186,9 @@ pub fn spawn_announcing(
                 .split_once(marker)
                 .and_then(|(_, rest)| rest.split_whitespace().next())
                 .and_then(|a| a.parse::<SocketAddr>().ok())
+                && let Some(tx) = tx.take()
             {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(addr);
-                }
+                let _ = tx.send(addr);
             }
         }
     });

@@ -253,7 +253,7 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
         .with_context(|| format!("{}: no partition named {}", args.disk.display(), args.part))?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: &mut disk, start, len };
-    let volume = Volume::load(&mut win).with_context(|| format!("{}", args.part))?;
+    let volume = Volume::load(&mut win).with_context(|| args.part.to_string())?;
     let key = secret.disk_key(volume.uuid())?;
     if args.print_key {
         println!("{}", Zeroizing::new(hex::encode(key.as_ref())).as_str());

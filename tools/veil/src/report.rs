@@ -24,10 +24,10 @@ pub struct ReportArgs {
 /// The phases, with the time from reset to the first mark as its own phase.
 fn timeline(marks: &[Mark]) -> Vec<Phase> {
     let mut all = Vec::new();
-    if let Some(first) = marks.first() {
-        if first.t_us > 0 {
-            all.push(Phase { stage: "reset".into(), start_us: 0, duration_us: first.t_us });
-        }
+    if let Some(first) = marks.first()
+        && first.t_us > 0
+    {
+        all.push(Phase { stage: "reset".into(), start_us: 0, duration_us: first.t_us });
     }
     all.extend(phases(marks));
     all

@@ -929,8 +929,7 @@ fn bench_disk_boot() -> Result<String> {
             let r = qemu::boot(&rom, &format!("disk-bench-{accel}-{i}"), &args, Duration::from_secs(limit))?;
             let (Some(b), Some(us)) = (field(&r.log, "bundle: ", "bundle: "), field(&r.log, "bundle: ", " in ")) else {
                 if accel == "kvm" {
-                    let last =
-                        r.log.lines().filter(|l| l.starts_with("veil:")).last().unwrap_or("no output").to_string();
+                    let last = r.log.lines().rfind(|l| l.starts_with("veil:")).unwrap_or("no output").to_string();
                     rows.push(format!(
                         "| KVM (nested) | - | did not finish within {limit} s; last line: `{last}` | - | - |"
                     ));

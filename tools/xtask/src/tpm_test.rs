@@ -296,10 +296,10 @@ pub fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> Result<Vec<(u32, String)>> 
             in_bank = t.strip_suffix(':') == Some(bank);
             continue;
         }
-        if let (true, Some((p, v))) = (in_bank, t.split_once(':')) {
-            if let (Ok(p), Some(v)) = (p.trim().parse(), v.trim().strip_prefix("0x")) {
-                pcrs.push((p, v.to_lowercase()));
-            }
+        if let (true, Some((p, v))) = (in_bank, t.split_once(':'))
+            && let (Ok(p), Some(v)) = (p.trim().parse(), v.trim().strip_prefix("0x"))
+        {
+            pcrs.push((p, v.to_lowercase()));
         }
     }
     if pcrs.is_empty() {
