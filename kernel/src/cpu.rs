@@ -40,7 +40,8 @@ pub unsafe fn rdmsr(msr: u32) -> u64 {
 /// # Safety
 /// The MSR must exist and the value must be one the firmware intends (e.g. EFER bits).
 pub unsafe fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: the caller guarantees the write is intended and valid.
+    // SAFETY: the caller guarantees the MSR exists (else #GP) and that the new value keeps
+    // the machine running the firmware (# Safety); WRMSR touches no memory.
     unsafe {
         asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack, preserves_flags))
     };
@@ -66,7 +67,8 @@ macro_rules! control_register {
         /// # Safety
         /// The value must keep the machine in a state the firmware can run in.
         pub unsafe fn $write(v: u64) {
-            // SAFETY: the caller guarantees the new value is valid.
+            // SAFETY: the caller guarantees the value keeps paging, protection and the FPU state
+            // the firmware runs with valid (# Safety); the move touches no memory itself.
             unsafe { asm!(concat!("mov ", $reg, ", {}"), in(reg) v, options(nostack, preserves_flags)) };
         }
     };
@@ -88,7 +90,8 @@ pub fn read_cr2() -> u64 {
 /// # Safety
 /// CR4.OSXSAVE must be set and `v` a subset of what CPUID leaf 0xD reports, with x87 set.
 pub unsafe fn xsetbv0(v: u64) {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: CR4.OSXSAVE is set and `v` is a supported XCR0 value (the caller's # Safety),
+    // so XSETBV cannot fault; it touches no memory.
     unsafe {
         asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack, preserves_flags))
     };
@@ -104,36 +107,51 @@ pub fn halt_forever() -> ! {
 
 /// Port I/O. On the plain platform these are the real instructions; SNP and TDX route port
 /// I/O through their platform module instead.
+///
+/// A port access itself touches no memory. What a device then does can: of the devices the
+/// firmware drives, two write guest memory because of a port write, both through 32-bit
+/// writes: fw_cfg's DMA address register (0x514/0x518) and PCI configuration data (0xCFC,
+/// e.g. a command register with bus mastering). So `outl` is `unsafe` and its callers own that
+/// effect (fwcfg::dma hands the device only its own descriptor and buffer; the PCI writes go to
+/// the host and LPC bridges' window and ACPI registers, never a bus-master enable). Byte and
+/// word writes go to the serial port, the PIT, debug-exit and the fw_cfg selector, which start
+/// no memory access.
 pub mod port {
     use core::arch::asm;
 
     /// Write a byte.
     pub fn outb(port: u16, v: u8) {
-        // SAFETY: port writes reach devices, not memory; the ports used are QEMU's
-        // serial, fw_cfg, PCI config, PIT and debug-exit ports.
+        // SAFETY: a byte port write starts no memory access by any device the firmware drives
+        // (serial, PIT, debug-exit; module doc); the instruction itself touches no memory.
         unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
     }
     /// Read a byte.
     pub fn inb(port: u16) -> u8 {
         let v: u8;
-        // SAFETY: as for outb.
+        // SAFETY: a port read starts no memory access by the devices the firmware drives.
         unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
         v
     }
     /// Write a 16-bit word.
     pub fn outw(port: u16, v: u16) {
-        // SAFETY: as for outb.
+        // SAFETY: as for outb (the word port written is fw_cfg's selector, which moves no data).
         unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
     }
     /// Write a 32-bit word.
-    pub fn outl(port: u16, v: u32) {
-        // SAFETY: as for outb.
+    ///
+    /// # Safety
+    /// If the write makes a device access memory (fw_cfg's DMA address, a PCI command
+    /// register enabling bus mastering), every address the device is given must be memory the
+    /// caller owns, for as long as the device may use it.
+    pub unsafe fn outl(port: u16, v: u32) {
+        // SAFETY: the caller owns whatever memory effect the device has (see # Safety); the
+        // instruction itself touches no memory.
         unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
     }
     /// Read a 32-bit word.
     pub fn inl(port: u16) -> u32 {
         let v: u32;
-        // SAFETY: as for outb.
+        // SAFETY: as for inb.
         unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
         v
     }

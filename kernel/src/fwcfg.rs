@@ -158,7 +158,8 @@ impl FwCfg {
             read_pio(buf);
             return Ok(());
         }
-        dma(u32::from(sel) << 16 | DMA_SELECT | DMA_READ, buf.len() as u32, buf.as_mut_ptr() as u64)
+        // SAFETY: the device writes buf.len() bytes to `buf`, which this call borrows mutably.
+        unsafe { dma(u32::from(sel) << 16 | DMA_SELECT | DMA_READ, buf.len() as u32, buf.as_mut_ptr() as u64) }
     }
 
     /// Write `bytes` into the fw_cfg file `name` at `offset` (QEMU's write-pointer files).
@@ -170,20 +171,31 @@ impl FwCfg {
         if u64::from(offset) + bytes.len() as u64 > u64::from(entry.size) {
             return Err(FwCfgError::WriteRange { name: name.into() });
         }
-        dma(u32::from(entry.select) << 16 | DMA_SELECT | DMA_SKIP, offset, 0)?;
-        dma(DMA_WRITE, bytes.len() as u32, bytes.as_ptr() as u64)
+        // SAFETY: a skip moves no data; the write only reads `bytes`, borrowed for the call.
+        unsafe {
+            dma(u32::from(entry.select) << 16 | DMA_SELECT | DMA_SKIP, offset, 0)?;
+            dma(DMA_WRITE, bytes.len() as u32, bytes.as_ptr() as u64)
+        }
     }
 }
 
 /// One DMA transfer; returns when the device has finished it.
-fn dma(control: u32, length: u32, address: u64) -> Result<(), FwCfgError> {
+///
+/// # Safety
+/// For a read, `address..address + length` must be memory the caller may write; for a write,
+/// memory it may read; in both cases alive until this returns (the device is done then).
+unsafe fn dma(control: u32, length: u32, address: u64) -> Result<(), FwCfgError> {
     let access = DmaAccess { control: control.to_be(), length: length.to_be(), address: address.to_be() };
     let addr = &access as *const DmaAccess as u64;
     compiler_fence(Ordering::SeqCst);
     // Writing the low half starts the transfer; memory is identity mapped, so the virtual
     // addresses above are the physical ones the device needs.
-    outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
-    outl(PORT_DMA_LOW, (addr as u32).to_be());
+    // SAFETY: the descriptor lives on this frame until the device clears its control word
+    // below; the buffer it names is the caller's (# Safety).
+    unsafe {
+        outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
+        outl(PORT_DMA_LOW, (addr as u32).to_be());
+    }
     loop {
         // SAFETY: `access` lives on this stack frame for the whole transfer; the device
         // clears its control word when done, so it must be read volatile.

@@ -25,16 +25,28 @@ pub struct Device {
     pub class: (u8, u8),
 }
 
+fn legacy_address(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
+    0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(reg & 0xFC)
+}
+
 fn legacy_read(bus: u8, dev: u8, func: u8, reg: u8) -> u32 {
-    let addr = 0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(reg & 0xFC);
-    outl(0xCF8, addr);
+    // SAFETY: 0xCF8 only selects a configuration register; no device accesses memory.
+    unsafe { outl(0xCF8, legacy_address(bus, dev, func, reg)) };
     inl(0xCFC)
 }
 
+/// The registers `legacy_write` may change: (device, register) of the host bridge's PCIEXBAR
+/// (both halves) and the LPC bridge's PMBASE and ACPI_CNTL. None lets a device access memory.
+const LEGACY_WRITABLE: [(u8, u8); 4] = [(0, PCIEXBAR), (0, PCIEXBAR + 4), (0x1F, 0x40), (0x1F, 0x44)];
+
 fn legacy_write(bus: u8, dev: u8, func: u8, reg: u8, v: u32) {
-    let addr = 0x8000_0000 | u32::from(bus) << 16 | u32::from(dev) << 11 | u32::from(func) << 8 | u32::from(reg & 0xFC);
-    outl(0xCF8, addr);
-    outl(0xCFC, v);
+    assert!(bus == 0 && func == 0 && LEGACY_WRITABLE.contains(&(dev, reg)), "PCI config write outside LEGACY_WRITABLE");
+    // SAFETY: the assert limits the write to LEGACY_WRITABLE: an address window and ACPI
+    // decoding, never a command register, so no device gains access to memory.
+    unsafe {
+        outl(0xCF8, legacy_address(bus, dev, func, reg));
+        outl(0xCFC, v);
+    }
 }
 
 /// ACPI power-management I/O base the firmware gives the ICH9 LPC bridge (as SeaBIOS does).

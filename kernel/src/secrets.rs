@@ -36,7 +36,7 @@ pub fn wipe_all() -> Result<(usize, usize), usize> {
     }
     core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
     for (n, Region(ptr, len)) in regions.iter().enumerate() {
-        // SAFETY: as above.
+        // SAFETY: the same registered 'static slices, read back within their length.
         if (0..*len).any(|i| unsafe { ptr.add(i).read_volatile() } != 0) {
             return Err(n);
         }

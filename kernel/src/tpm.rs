@@ -21,23 +21,37 @@ const TIS_BASE: u64 = 0xFED4_0000;
 /// MMIO access to the TIS page (uncached: the MTRRs make 0xC0000000-4 GiB UC).
 struct Mmio;
 
+/// Size of one locality's TIS register page.
+const TIS_PAGE: u32 = 0x1000;
+
+/// The address of the `width`-byte register at `offset`. The offset comes through a safe
+/// trait from agent's state machine, so it is checked here: inside the page and aligned to
+/// the access width, or the firmware stops (a bug, never a device's doing).
+fn register(offset: u32, width: u32) -> u64 {
+    assert!(
+        offset.is_multiple_of(width) && offset <= TIS_PAGE - width,
+        "TIS register offset {offset:#x} outside the page"
+    );
+    TIS_BASE + u64::from(offset)
+}
+
 impl TisRegisters for Mmio {
     fn read8(&mut self, offset: u32) -> u8 {
-        // SAFETY: TIS_BASE + offset lies in the 4 KiB TIS page, identity mapped; a read has no
-        // effect on memory the firmware owns.
-        unsafe { core::ptr::read_volatile((TIS_BASE + u64::from(offset)) as *const u8) }
+        // SAFETY: `register` keeps the address inside the TIS page, which is identity mapped
+        // device memory: the access reaches the TPM and no memory the firmware owns.
+        unsafe { core::ptr::read_volatile(register(offset, 1) as *const u8) }
     }
     fn read32(&mut self, offset: u32) -> u32 {
-        // SAFETY: as above; the offsets used are 4-byte aligned.
-        unsafe { core::ptr::read_volatile((TIS_BASE + u64::from(offset)) as *const u32) }
+        // SAFETY: as read8; `register` also checked the 4-byte alignment.
+        unsafe { core::ptr::read_volatile(register(offset, 4) as *const u32) }
     }
     fn write8(&mut self, offset: u32, value: u8) {
-        // SAFETY: as above; writes go to the device, not to RAM.
-        unsafe { core::ptr::write_volatile((TIS_BASE + u64::from(offset)) as *mut u8, value) }
+        // SAFETY: as read8; a TIS register write makes the TPM access no memory.
+        unsafe { core::ptr::write_volatile(register(offset, 1) as *mut u8, value) }
     }
     fn write32(&mut self, offset: u32, value: u32) {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_volatile((TIS_BASE + u64::from(offset)) as *mut u32, value) }
+        // SAFETY: as write8, 4-byte aligned.
+        unsafe { core::ptr::write_volatile(register(offset, 4) as *mut u32, value) }
     }
 }
 
