@@ -98,9 +98,77 @@ impl CpioWriter {
     }
 }
 
+/// The hand-off archive the firmware appends to the initrd: `/veil/handoff.json` (the
+/// firmware, the platform and the boot timeline) and `files` (keys, mode 0400, in
+/// directories made mode 0700 as their paths need). Zeroized on drop: it may hold keys.
+pub fn handoff_archive(
+    firmware: &str,
+    platform: &str,
+    marks: &[(&str, u64)],
+    files: &[(&str, &[u8])],
+) -> zeroize::Zeroizing<Vec<u8>> {
+    let timeline: Vec<serde_json::Value> =
+        marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
+    let doc = serde_json::json!({"firmware": firmware, "platform": platform, "timeline": timeline});
+    let json = serde_json::to_string(&doc).expect("a JSON value serializes");
+    // Sized up front so that no reallocation leaves copies of keys in freed heap memory.
+    let capacity = 2048 + json.len() + files.iter().map(|(p, d)| 512 + p.len() + d.len()).sum::<usize>();
+    let mut w = CpioWriter::with_capacity(capacity);
+    w.dir("veil", 0o755).file("veil/handoff.json", 0o444, json.as_bytes());
+    let mut dirs: Vec<&str> = Vec::new();
+    for (path, data) in files {
+        // Parent directories first (run, run/veil, ...).
+        let mut at = 0;
+        while let Some(i) = path[at..].find('/') {
+            let dir = &path[..at + i];
+            if !dirs.contains(&dir) && dir != "veil" {
+                w.dir(dir, 0o700);
+                dirs.push(dir);
+            }
+            at += i + 1;
+        }
+        w.file(path, 0o400, data);
+    }
+    zeroize::Zeroizing::new(w.finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handoff_archive_layout() {
+        let files: [(&str, &[u8]); 3] =
+            [("run/veil/keys/root.key", b"k1"), ("run/veil/root.uuid", b"u"), ("run/veil/keys/state.key", b"k2")];
+        let archive = handoff_archive("veilboot 0.1.0", "plain", &[("rust-init", 5), ("handoff", 900)], &files);
+        let entries = read(&archive);
+        let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "veil",
+                "veil/handoff.json",
+                "run",
+                "run/veil",
+                "run/veil/keys",
+                "run/veil/keys/root.key",
+                "run/veil/root.uuid",
+                "run/veil/keys/state.key"
+            ]
+        );
+        for (name, mode, _) in &entries {
+            let want = match name.as_str() {
+                "veil" => S_IFDIR | 0o755,
+                "veil/handoff.json" => S_IFREG | 0o444,
+                n if n.ends_with(".key") || n.ends_with(".uuid") => S_IFREG | 0o400,
+                _ => S_IFDIR | 0o700,
+            };
+            assert_eq!(*mode, want, "{name}");
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&entries[1].2).unwrap();
+        assert_eq!(doc["platform"], "plain");
+        assert_eq!(doc["timeline"][1], serde_json::json!({"stage": "handoff", "t_us": 900}));
+    }
 
     /// A minimal reader for the tests: (name, mode, data) of each entry.
     fn read(mut a: &[u8]) -> Vec<(alloc::string::String, u32, Vec<u8>)> {

@@ -1,4 +1,5 @@
-//! veilboot's platform-neutral core: everything that is logic rather than hardware.
+//! veilboot's hardware-free core: everything that is logic rather than instructions or
+//! device access (the xts assembly aside), for every platform the firmware runs on.
 //!
 //! The crate is `no_std` + `alloc` so that the firmware (`kernel/`) links it unchanged; the
 //! `std` feature (on by default) only adds conveniences for the host tools and tests. All
@@ -14,6 +15,7 @@ extern crate alloc;
 pub mod acpi_loader;
 pub mod bundle;
 pub mod cpio;
+pub mod disksig;
 pub mod fwcfg;
 pub mod gpt;
 pub mod io;
@@ -21,6 +23,7 @@ pub mod kbs;
 pub mod keys;
 pub mod linux;
 pub mod luks2;
+pub mod memmap;
 pub mod timeline;
 pub mod tpm;
 pub mod xts;

@@ -2,27 +2,11 @@
 //! tpm2-tools as the independent second opinion on policy digests. Skipped (loudly) without
 //! swtpm unless VEIL_REQUIRE_TOOLS is set.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use veil_agent::tpm::command::{self, Tpm, TpmError, Transport};
+use veil_agent::tpm::command::{self, StreamTransport, Tpm, TpmError};
 use veil_agent::tpm::{Bank, policy};
-
-struct Tcp(TcpStream);
-
-impl Transport for Tcp {
-    fn transact(&mut self, cmd: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.write_all(cmd).map_err(|e| e.to_string())?;
-        let mut head = [0u8; 10];
-        self.0.read_exact(&mut head).map_err(|e| e.to_string())?;
-        let size = u32::from_be_bytes(head[2..6].try_into().unwrap()) as usize;
-        let mut resp = head.to_vec();
-        resp.resize(size.max(10), 0);
-        self.0.read_exact(&mut resp[10..]).map_err(|e| e.to_string())?;
-        Ok(resp)
-    }
-}
 
 /// A swtpm on a fresh state in its own temporary directory (the process goes first on drop).
 struct Swtpm {
@@ -67,11 +51,11 @@ fn start_swtpm_with(with_ek_cert: bool) -> Option<Swtpm> {
     Some(Swtpm { tpm, _dir: dir })
 }
 
-fn connect(t: &Swtpm) -> Tpm<Tcp> {
+fn connect(t: &Swtpm) -> Tpm<StreamTransport<TcpStream>> {
     // The listening socket exists before swtpm runs: the connection waits in its backlog.
     let s = TcpStream::connect(("127.0.0.1", t.tpm.port())).expect("connecting to swtpm");
     s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
-    Tpm::new(Tcp(s))
+    Tpm::new(StreamTransport(s))
 }
 
 #[test]
@@ -338,7 +322,7 @@ impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
         method: &str,
         path: &str,
         body: Option<&serde_json::Value>,
-    ) -> Result<(u16, Vec<u8>), String> {
+    ) -> Result<(u16, Vec<u8>), veil_agent::kbs::frame::RelayError> {
         let mut body = body.cloned().unwrap_or(serde_json::Value::Null);
         (self.tamper)(path, &mut body);
         let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
@@ -398,7 +382,9 @@ fn remote_release_through_the_broker_and_its_refusals() {
     };
     let broker = Broker::new(config(&pcr4), Box::new(random));
     let mut rng = random;
-    let mut release = |tpm: &mut Tpm<Tcp>, broker: &Broker, tamper: Box<dyn FnMut(&str, &mut serde_json::Value)>| {
+    let mut release = |tpm: &mut Tpm<StreamTransport<TcpStream>>,
+                       broker: &Broker,
+                       tamper: Box<dyn FnMut(&str, &mut serde_json::Value)>| {
         let mut relay = InProcessRelay { broker, session: None, tamper, sent: Vec::new() };
         let r =
             client::remote_release(tpm, &mut relay, client::DEFAULT_RESOURCE, &mut rng, &|| 0, &mut Phases::default());
@@ -466,7 +452,11 @@ fn remote_release_through_the_broker_and_its_refusals() {
             }
         }),
     );
-    assert!(matches!(&r, Err(KbsError::Tpm(w)) if w.contains("ActivateCredential")), "{r:?}");
+    // The TPM refuses: the credential was made for another key's name.
+    assert!(
+        matches!(&r, Err(KbsError::Tpm { error: TpmError::Rc { command: "ActivateCredential", .. }, .. })),
+        "{r:?}"
+    );
     // Swapped in at /attest: the broker refuses a quote key other than the certified AK.
     let (r, ..) = release(
         &mut tpm,

@@ -8,6 +8,7 @@ use core::alloc::Layout;
 
 use veil_agent::acpi_loader::{self, Linked};
 
+use crate::error::BootError;
 use crate::fwcfg::FwCfg;
 
 /// Largest loader command list and blob accepted.
@@ -42,11 +43,11 @@ fn place(len: usize, align: u32) -> Option<u64> {
 
 /// Run the table loader; with `keep_inputs`, also keep a copy of every fw_cfg file it read
 /// (for the TPM). None when QEMU offers no tables.
-pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String> {
-    let Some(loader) = cfg.read_file("etc/table-loader", MAX_LOADER).map_err(|e| e.to_string())? else {
+pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, BootError> {
+    let Some(loader) = cfg.read_file("etc/table-loader", MAX_LOADER)? else {
         return Ok(None);
     };
-    let commands = acpi_loader::parse(&loader).map_err(|e| e.to_string())?;
+    let commands = acpi_loader::parse(&loader)?;
     let mut read_error = None;
     let mut inputs = Vec::new();
     if keep_inputs {
@@ -62,13 +63,17 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String>
                 data
             }
             Err(e) => {
-                read_error = Some(e.to_string());
+                read_error = Some(e);
                 None
             }
         },
         &mut place,
     )
-    .map_err(|e| read_error.clone().unwrap_or_else(|| e.to_string()))?;
+    .map_err(|e| match read_error.take() {
+        // The loader fails because a file did not read: that is the cause to report.
+        Some(read) => BootError::FwCfg(read),
+        None => BootError::AcpiLoader(e),
+    })?;
     let mut ranges = Vec::new();
     for blob in &linked.blobs {
         // SAFETY: `place` allocated at least data.len() bytes at blob.addr, identity mapped,
@@ -78,7 +83,7 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String>
         ranges.push((blob.addr, (blob.data.len().max(1) as u64).div_ceil(4096) * 4096));
     }
     for w in &linked.write_backs {
-        cfg.write_file(&w.file, w.offset, &w.bytes).map_err(|e| e.to_string())?;
+        cfg.write_file(&w.file, w.offset, &w.bytes)?;
     }
     let tpm_log = linked.blobs.iter().find(|b| b.name == TPM_LOG_BLOB).map(|b| (b.addr, b.data.len()));
     Ok(Some(Tables {
@@ -92,14 +97,12 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, String>
 
 impl Tables {
     /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
-    pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), String> {
+    pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), BootError> {
         let Some((addr, size)) = self.tpm_log else {
-            return Err(String::from(
-                "QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log",
-            ));
+            return Err(BootError::NoTpmLogArea);
         };
         if log.len() > size {
-            return Err(alloc::format!("the event log ({} bytes) exceeds the ACPI log area ({size} bytes)", log.len()));
+            return Err(BootError::EventLogTooLarge { log: log.len(), area: size });
         }
         // SAFETY: `place` allocated `size` bytes at `addr` for this blob (see install); the
         // memory is reported to Linux as ACPI data and nothing else uses it.

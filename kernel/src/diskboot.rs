@@ -3,16 +3,17 @@
 //! read in 256 KiB requests, four in flight while the previous chunk is decrypted, checked
 //! against its SHA-384, and only then used.
 
-use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use veil_agent::bundle::{self, BundleToken, Manifest};
 use veil_agent::gpt::Gpt;
 use veil_agent::io::Window;
 use veil_agent::keys::MasterSecret;
+use veil_agent::linux::{LinuxError, SetupHeader};
 use veil_agent::luks2::{DataSegment, KdfLimits, Volume, VolumeKey};
 use veil_agent::xts::SectorCipher;
 
+use crate::error::{At, BootError};
 use crate::virtio::Disk;
 
 /// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
@@ -45,12 +46,12 @@ fn read_decrypt(
     cipher: &SectorCipher,
     offset: u64,
     size: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BootError> {
     let sector = u64::from(seg.sector_size);
     let aligned = size.div_ceil(sector) * sector;
     let mut out = alloc::vec![0u8; aligned as usize];
     disk.read_pipelined(part_start + seg.offset + offset, &mut out, |pos, chunk| {
-        cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk).map_err(|e| e.to_string())
+        Ok(cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk)?)
     })?;
     out.truncate(size as usize);
     Ok(out)
@@ -70,17 +71,17 @@ pub struct BootVolume {
 }
 
 /// Find `veil-boot` on `disk` and read its LUKS2 header (no key needed).
-pub fn open(disk: &mut Disk) -> Result<BootVolume, String> {
-    let gpt = Gpt::read(disk).map_err(|e| alloc::format!("disk {}: {e}", disk.location))?;
+pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
+    let location = disk.location;
+    let gpt = Gpt::read(disk).at(alloc::format!("disk {location}"))?;
     if gpt.used_backup {
         crate::log!("disk: primary GPT damaged; using the backup");
     }
-    let part =
-        gpt.by_name("veil-boot").ok_or_else(|| String::from("disk: the GPT has no partition named veil-boot"))?;
+    let part = gpt.by_name("veil-boot").ok_or(BootError::NoBootPartition)?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: disk, start, len };
-    let volume = Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: {e}"))?;
-    let token = bundle::find_token(volume.json()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    let volume = Volume::load(&mut win).at("veil-boot")?;
+    let token = bundle::find_token(volume.json()).at("veil-boot")?;
     Ok(BootVolume { start, len, volume, token })
 }
 
@@ -90,16 +91,15 @@ pub fn write_header(
     disk: &mut Disk,
     boot: &mut BootVolume,
     writes: &[(u64, zeroize::Zeroizing<Vec<u8>>)],
-) -> Result<(), String> {
+) -> Result<(), BootError> {
     for (offset, bytes) in writes {
         if offset + bytes.len() as u64 > boot.len {
-            return Err(String::from("veil-boot: header write beyond the partition"));
+            return Err(BootError::HeaderWriteOutOfRange);
         }
-        disk.write_at(boot.start + offset, bytes).map_err(|e| alloc::format!("veil-boot: writing the header: {e}"))?;
+        disk.write_at(boot.start + offset, bytes).at("veil-boot: writing the header")?;
     }
     let mut win = Window { dev: disk, start: boot.start, len: boot.len };
-    boot.volume =
-        Volume::load(&mut win).map_err(|e| alloc::format!("veil-boot: the header just written does not load: {e}"))?;
+    boot.volume = Volume::load(&mut win).at("veil-boot: the header just written does not load")?;
     Ok(())
 }
 
@@ -151,36 +151,34 @@ pub fn load(
     boot: &BootVolume,
     secret: &MasterSecret,
     volume_key: Option<VolumeKey>,
-) -> Result<Verified, String> {
+) -> Result<Verified, BootError> {
     let (start, len, volume) = (boot.start, boot.len, &boot.volume);
     let volume_key = match volume_key {
         Some(k) => k,
         None => {
             let mut win = Window { dev: &mut *disk, start, len };
-            let disk_key = secret.disk_key(volume.uuid()).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+            let disk_key = secret.disk_key(volume.uuid()).at("veil-boot")?;
             let (slot, volume_key) = volume
                 .unlock(&mut win, disk_key.as_ref(), &LIMITS)
-                .map_err(|e| alloc::format!("veil-boot: LUKS2 unlock with the disk key failed: {e}"))?;
+                .at("veil-boot: LUKS2 unlock with the disk key failed")?;
             crate::log!("veil-boot: LUKS2 {} opened with keyslot {slot}", volume.uuid());
             volume_key
         }
     };
-    let (seg, cipher) = volume.data_cipher(&volume_key).map_err(|e| alloc::format!("veil-boot: {e}"))?;
+    let (seg, cipher) = volume.data_cipher(&volume_key).at("veil-boot")?;
     drop(volume_key);
     let data_len = seg.len(len);
     let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
-    let manifest = bundle::open_header(secret, &header, data_len).map_err(|e| e.to_string())?;
+    let manifest = bundle::open_header(secret, &header, data_len)?;
     if let Some(t) = &boot.token
         && t.manifest != manifest
     {
-        return Err(String::from(
-            "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot",
-        ));
+        return Err(BootError::ManifestDiffersFromToken);
     }
     let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
-    bundle::verify("kernel", &manifest.kernel, &kernel).map_err(|e| e.to_string())?;
+    bundle::verify("kernel", &manifest.kernel, &kernel)?;
     let initrd = read_decrypt(disk, start, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;
-    bundle::verify("initrd", &manifest.initrd, &initrd).map_err(|e| e.to_string())?;
+    bundle::verify("initrd", &manifest.initrd, &initrd)?;
     let bytes = manifest.kernel.size + manifest.initrd.size + bundle::HEADER_SIZE as u64;
     Ok(Verified { kernel, initrd, manifest, bytes })
 }
@@ -189,36 +187,31 @@ pub fn load(
 pub struct BundleSource<'a>(pub &'a Verified);
 
 impl crate::linux::Source for BundleSource<'_> {
-    fn setup(&mut self) -> Result<Option<Vec<u8>>, String> {
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, BootError> {
         let k = &self.0.kernel;
-        let sects = match k.get(0x1F1) {
-            Some(0) => 4,
-            Some(n) => usize::from(*n),
-            None => return Err(String::from("kernel is not a bzImage: too short")),
-        };
-        let setup = (sects + 1) * 512;
+        let setup = SetupHeader::parse(k)?.setup_size;
         if setup >= k.len() {
-            return Err(String::from("kernel is not a bzImage: setup runs past the image"));
+            return Err(LinuxError::NotBzImage("the setup part runs past the image").into());
         }
         Ok(Some(k[..setup].to_vec()))
     }
-    fn kernel_size(&mut self) -> Result<usize, String> {
+    fn kernel_size(&mut self) -> Result<usize, BootError> {
         let setup = self.setup()?.map_or(0, |s| s.len());
         Ok(self.0.kernel.len() - setup)
     }
-    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String> {
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
         let setup = self.setup()?.map_or(0, |s| s.len());
         dst.copy_from_slice(&self.0.kernel[setup..]);
         Ok(())
     }
-    fn initrd_size(&mut self) -> Result<usize, String> {
+    fn initrd_size(&mut self) -> Result<usize, BootError> {
         Ok(self.0.initrd.len())
     }
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String> {
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
         dst.copy_from_slice(&self.0.initrd);
         Ok(())
     }
-    fn cmdline(&mut self) -> Result<Vec<u8>, String> {
+    fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
         Ok(self.0.manifest.cmdline.as_bytes().to_vec())
     }
 }

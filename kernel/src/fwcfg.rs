@@ -50,11 +50,21 @@ pub enum FwCfgError {
     /// Writing needs the DMA interface.
     NoDmaWrite,
     /// A write outside its file.
-    WriteRange { name: alloc::string::String },
+    WriteRange {
+        /// The file.
+        name: alloc::string::String,
+    },
     /// The directory is malformed.
     Directory(veil_agent::fwcfg::FwCfgError),
     /// A file is larger than the caller allows.
-    TooLarge { name: alloc::string::String, size: u32, limit: usize },
+    TooLarge {
+        /// The file.
+        name: alloc::string::String,
+        /// Its size.
+        size: u32,
+        /// The caller's limit.
+        limit: usize,
+    },
 }
 
 impl core::fmt::Display for FwCfgError {

@@ -7,7 +7,8 @@ use core::ptr::NonNull;
 
 use linked_list_allocator::Heap;
 use spin::Mutex;
-use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::fwcfg::E820Entry;
+use veil_agent::memmap::{HeapLimits, choose_heap};
 
 use crate::layout::{HEAP_FLOOR, HEAP_PREFERRED};
 
@@ -60,24 +61,15 @@ pub fn init_early() {
     unsafe { ALLOCATOR.early.lock().init((&raw mut EARLY).cast::<u8>(), EARLY_SIZE) };
 }
 
-/// Choose the main heap: in the largest RAM range below 4 GiB (what is mapped), above the
-/// window kept free for Linux when there is room (64 MiB or more), else just above the
-/// firmware; capped at MAIN_MAX. Returns (start, size).
+/// Where the main heap may go: above the firmware, from 128 MiB when 64 MiB or more are
+/// there (the window below stays free for Linux), at most MAIN_MAX.
+pub const LIMITS: HeapLimits =
+    HeapLimits { floor: HEAP_FLOOR, preferred: HEAP_PREFERRED, preferred_room: 64 << 20, max: MAIN_MAX, min: 1 << 20 };
+
+/// Choose the main heap from the memory map (veil_agent::memmap::choose_heap). Returns
+/// (start, size).
 pub fn choose_main(map: &[E820Entry]) -> Option<(u64, u64)> {
-    let (start, end) = map
-        .iter()
-        .filter(|e| e.kind == E820Kind::Ram)
-        .map(|e| {
-            let end = e.end().min(0x1_0000_0000);
-            let preferred = e.addr.max(HEAP_PREFERRED);
-            let start = if end > preferred && end - preferred >= 64 << 20 { preferred } else { e.addr.max(HEAP_FLOOR) };
-            (start, end)
-        })
-        .filter(|(s, e)| e > s)
-        .max_by_key(|(s, e)| e - s)?;
-    let start = (start + 0xFFF) & !0xFFF;
-    let size = (end - start).min(MAIN_MAX) & !0xFFF;
-    (size >= 1 << 20).then_some((start, size))
+    choose_heap(map, &LIMITS)
 }
 
 /// Hand the range `choose_main` picked (and the platform accepted) to the allocator.

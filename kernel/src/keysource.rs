@@ -13,6 +13,7 @@
 //! bundle), the firmware asks the broker; if the broker refuses too, or none is configured, it stops: it never boots with a key
 //! it did not obtain through attestation.
 
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -23,6 +24,7 @@ use veil_agent::tpm::{measure, token};
 use zeroize::Zeroizing;
 
 use crate::diskboot::BootVolume;
+use crate::error::{At, BootError};
 use crate::fwcfg::FwCfg;
 use crate::platform::Kind;
 use crate::tpm::MeasuredBoot;
@@ -36,7 +38,7 @@ pub fn dev_secret_offered(cfg: &FwCfg) -> bool {
 }
 
 /// The development secret, if this build and platform accept it.
-fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, String> {
+fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, BootError> {
     if !dev_secret_offered(cfg) {
         return Ok(None);
     }
@@ -45,15 +47,13 @@ fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, String> {
         return Ok(None);
     }
     if kind != Kind::Plain {
-        return Err(alloc::format!(
-            "the development key source is refused on {kind:?}: it exists only for plain test VMs"
-        ));
+        return Err(BootError::DevKeyRefused(kind.name()));
     }
     crate::log!(
         "WARNING: INSECURE DEVELOPMENT KEY SOURCE: THE MASTER SECRET CAME FROM THE HOST (FW_CFG {DEV_SECRET}). THIS ROM MUST NEVER BOOT A REAL CLUSTER."
     );
-    let bytes = Zeroizing::new(cfg.read_file(DEV_SECRET, 4096).map_err(|e| alloc::format!("{e}"))?.unwrap_or_default());
-    MasterSecret::parse(&bytes).map(Some).map_err(|e| alloc::format!("{DEV_SECRET}: {e}"))
+    let bytes = Zeroizing::new(cfg.read_file(DEV_SECRET, 4096)?.unwrap_or_default());
+    MasterSecret::parse(&bytes).map(Some).at(DEV_SECRET)
 }
 
 fn hex_pcrs(values: &[(u32, Vec<u8>)]) -> String {
@@ -61,8 +61,9 @@ fn hex_pcrs(values: &[(u32, Vec<u8>)]) -> String {
     parts.join(" ")
 }
 
-/// Try every sealed token; Ok(None) when there is none, Err(reason) when all failed.
-fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecret>, String> {
+/// Try every sealed token; Ok(None) when there is none, Err((token, reason) each) when all
+/// failed.
+fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecret>, Vec<(String, BootError)>> {
     let tokens = token::find(boot.volume.json());
     if tokens.is_empty() {
         return Ok(None);
@@ -73,7 +74,7 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
             Ok(t) => t,
             Err(e) => {
                 crate::log!("tpm: veil-boot {e}: ignored");
-                why.push(e);
+                why.push((String::from("veil-boot"), BootError::Token(e)));
                 continue;
             }
         };
@@ -91,17 +92,19 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
                     t.number,
                     t.pcrs
                 );
-                return token::open_payload(&bytes).map(Some);
+                return token::open_payload(&bytes)
+                    .map(Some)
+                    .map_err(|e| alloc::vec![(alloc::format!("token {}", t.number), BootError::Token(e))]);
             }
             Err(e) => {
-                let measured = tpm.read_pcrs(&t.pcrs).map(|v| hex_pcrs(&v)).unwrap_or_else(|e| e);
+                let measured = tpm.read_pcrs(&t.pcrs).map(|v| hex_pcrs(&v)).unwrap_or_else(|e| alloc::format!("({e})"));
                 crate::log!("tpm: veil-boot token {}: unseal failed: {e}", t.number);
                 crate::log!("tpm: this boot measured SHA-256 PCRs {measured}");
-                why.push(alloc::format!("token {}: {e}", t.number));
+                why.push((alloc::format!("token {}", t.number), e));
             }
         }
     }
-    Err(why.join("; "))
+    Err(why)
 }
 
 /// Seal `secret` to this boot's PCRs and store it as the `veil-tpm2` token (replacing any).
@@ -110,17 +113,16 @@ fn seal_into_header(
     disk: &mut Disk,
     boot: &mut BootVolume,
     secret: &MasterSecret,
-) -> Result<u32, String> {
+) -> Result<u32, BootError> {
     let (blob, policy) = tpm.seal(&token::seal_payload(secret))?;
-    let mut writer = HeaderWriter::edit(&boot.volume).map_err(|e| alloc::format!("{e}"))?;
+    let mut writer = HeaderWriter::edit(&boot.volume).at("veil-boot")?;
     for old in token::find(boot.volume.json()).into_iter().flatten() {
-        writer.remove_token(old.number).map_err(|e| alloc::format!("{e}"))?;
+        writer.remove_token(old.number).at("veil-boot")?;
     }
-    let number = writer
-        .add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob, None), &[], None)
-        .map_err(|e| alloc::format!("{e}"))?;
+    let number =
+        writer.add_token(token::token_json(&measure::SEAL_PCRS, &policy, &blob, None), &[], None).at("veil-boot")?;
     let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
-    let writes = writer.commit(&mut rng).map_err(|e| alloc::format!("{e}"))?;
+    let writes = writer.commit(&mut rng).at("veil-boot")?;
     crate::diskboot::write_header(disk, boot, &writes)?;
     crate::log!(
         "tpm: sealed the master secret to SHA-256 PCRs {:?} (policy {}) in veil-boot token {number}",
@@ -131,17 +133,15 @@ fn seal_into_header(
 }
 
 /// The master secret from the key broker behind `relay`.
-fn remote_release(tpm: &mut MeasuredBoot, relay: &mut Console) -> Result<MasterSecret, String> {
+fn remote_release(tpm: &mut MeasuredBoot, relay: &mut Console) -> Result<MasterSecret, BootError> {
     crate::log!(
         "kbs: asking the key broker behind the relay on virtio-console {} for {}",
         relay.location,
         client::DEFAULT_RESOURCE
     );
     let start = crate::cpu::rdtsc();
-    let bytes =
-        tpm.remote_release(relay, client::DEFAULT_RESOURCE).map_err(|e| alloc::format!("remote key release: {e}"))?;
-    let secret =
-        MasterSecret::parse(&bytes).map_err(|e| alloc::format!("remote key release: the released resource: {e}"))?;
+    let bytes = tpm.remote_release(relay, client::DEFAULT_RESOURCE).at("remote key release")?;
+    let secret = MasterSecret::parse(&bytes).at("remote key release: the released resource")?;
     let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
     crate::log!(
         "kbs: the broker verified the TPM quote and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us",
@@ -157,7 +157,7 @@ pub fn master_secret(
     tpm: Option<&mut MeasuredBoot>,
     boot: Option<(&mut Disk, &mut BootVolume)>,
     relay: Option<&mut Console>,
-) -> Result<Option<MasterSecret>, String> {
+) -> Result<Option<MasterSecret>, BootError> {
     let mut tpm = tpm;
     let mut boot = boot;
     let mut sealed_failure = None;
@@ -173,10 +173,8 @@ pub fn master_secret(
             Ok(secret) => Some(secret),
             Err(e) => {
                 return Err(match sealed_failure {
-                    Some(why) => alloc::format!(
-                        "the sealed master secret does not open on this TPM with this boot's measurements ({why}), and {e}: refusing to boot"
-                    ),
-                    None => alloc::format!("{e}: refusing to boot"),
+                    Some(tokens) => BootError::SealedSecretUnopened { tokens, broker: Some(Box::new(e)) },
+                    None => BootError::BrokerRefused(Box::new(e)),
                 });
             }
         },
@@ -188,9 +186,7 @@ pub fn master_secret(
             Some(s) => s,
             None => {
                 return match sealed_failure {
-                    Some(why) => Err(alloc::format!(
-                        "the sealed master secret does not open on this TPM with this boot's measurements ({why}) and no key broker is configured: refusing to boot"
-                    )),
+                    Some(tokens) => Err(BootError::SealedSecretUnopened { tokens, broker: None }),
                     None => Ok(None),
                 };
             }

@@ -3,7 +3,7 @@
 //! with /veil/handoff.json is appended to the initrd, and the CPU jumps to the 64-bit entry
 //! point with RSI = boot_params, under the firmware's identity map.
 
-use alloc::string::{String, ToString};
+use crate::error::BootError;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::arch::asm;
@@ -37,12 +37,13 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 }
 
 /// A leaked, page-aligned, zeroed buffer of `len` bytes.
-fn leak(len: usize) -> Result<&'static mut [u8], String> {
-    let layout = Layout::from_size_align(len.max(1).div_ceil(4096) * 4096, 4096).map_err(|e| e.to_string())?;
+fn leak(len: usize) -> Result<&'static mut [u8], BootError> {
+    let layout =
+        Layout::from_size_align(len.max(1).div_ceil(4096) * 4096, 4096).map_err(|_| BootError::OutOfMemory(len))?;
     // SAFETY: non-zero size; the block is deliberately never freed (the OS gets it).
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
     if p.is_null() {
-        return Err(alloc::format!("out of memory for {len} bytes"));
+        return Err(BootError::OutOfMemory(len));
     }
     // SAFETY: freshly allocated, zeroed, exclusively ours.
     Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
@@ -52,58 +53,58 @@ fn leak(len: usize) -> Result<&'static mut [u8], String> {
 /// -append) or a verified boot bundle from the encrypted disk.
 pub trait Source {
     /// The real-mode setup part (with the setup header), or None if there is no kernel.
-    fn setup(&mut self) -> Result<Option<Vec<u8>>, String>;
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, BootError>;
     /// Size of the protected-mode kernel.
-    fn kernel_size(&mut self) -> Result<usize, String>;
+    fn kernel_size(&mut self) -> Result<usize, BootError>;
     /// Copy the protected-mode kernel into `dst` (exactly kernel_size bytes).
-    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String>;
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), BootError>;
     /// Size of the initrd.
-    fn initrd_size(&mut self) -> Result<usize, String>;
+    fn initrd_size(&mut self) -> Result<usize, BootError>;
     /// Copy the initrd into `dst` (exactly initrd_size bytes).
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String>;
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError>;
     /// The command line without its NUL.
-    fn cmdline(&mut self) -> Result<Vec<u8>, String>;
+    fn cmdline(&mut self) -> Result<Vec<u8>, BootError>;
 }
 
 /// QEMU's -kernel/-initrd/-append over fw_cfg.
 pub struct FwCfgSource<'a>(pub &'a FwCfg);
 
 impl Source for FwCfgSource<'_> {
-    fn setup(&mut self) -> Result<Option<Vec<u8>>, String> {
-        let kernel_size = self.0.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())?;
-        let setup_size = self.0.read_u32(sel::SETUP_SIZE).map_err(|e| e.to_string())?;
+    fn setup(&mut self) -> Result<Option<Vec<u8>>, BootError> {
+        let kernel_size = self.0.read_u32(sel::KERNEL_SIZE)?;
+        let setup_size = self.0.read_u32(sel::SETUP_SIZE)?;
         if kernel_size == 0 && setup_size == 0 {
             return Ok(None);
         }
         if !(1024..=MAX_SETUP).contains(&setup_size) {
-            return Err(alloc::format!("kernel setup part of {setup_size} bytes is not a bzImage's"));
+            return Err(BootError::SetupSize(setup_size));
         }
         let mut setup = alloc::vec![0u8; setup_size as usize];
-        self.0.read_selector(sel::SETUP_DATA, &mut setup).map_err(|e| e.to_string())?;
+        self.0.read_selector(sel::SETUP_DATA, &mut setup)?;
         Ok(Some(setup))
     }
-    fn kernel_size(&mut self) -> Result<usize, String> {
-        Ok(self.0.read_u32(sel::KERNEL_SIZE).map_err(|e| e.to_string())? as usize)
+    fn kernel_size(&mut self) -> Result<usize, BootError> {
+        Ok(self.0.read_u32(sel::KERNEL_SIZE)? as usize)
     }
-    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), String> {
-        self.0.read_selector(sel::KERNEL_DATA, dst).map_err(|e| e.to_string())
+    fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
+        self.0.read_selector(sel::KERNEL_DATA, dst).map_err(BootError::from)
     }
-    fn initrd_size(&mut self) -> Result<usize, String> {
-        Ok(self.0.read_u32(sel::INITRD_SIZE).map_err(|e| e.to_string())? as usize)
+    fn initrd_size(&mut self) -> Result<usize, BootError> {
+        Ok(self.0.read_u32(sel::INITRD_SIZE)? as usize)
     }
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), String> {
+    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
         if dst.is_empty() {
             return Ok(());
         }
-        self.0.read_selector(sel::INITRD_DATA, dst).map_err(|e| e.to_string())
+        self.0.read_selector(sel::INITRD_DATA, dst).map_err(BootError::from)
     }
-    fn cmdline(&mut self) -> Result<Vec<u8>, String> {
-        let size = self.0.read_u32(sel::CMDLINE_SIZE).map_err(|e| e.to_string())?;
+    fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
+        let size = self.0.read_u32(sel::CMDLINE_SIZE)?;
         if size > MAX_CMDLINE {
-            return Err(alloc::format!("command line of {size} bytes is absurd"));
+            return Err(BootError::CmdlineSize(size));
         }
         let mut cmdline = alloc::vec![0u8; size as usize];
-        self.0.read_selector(sel::CMDLINE_DATA, &mut cmdline).map_err(|e| e.to_string())?;
+        self.0.read_selector(sel::CMDLINE_DATA, &mut cmdline)?;
         while cmdline.last() == Some(&0) {
             cmdline.pop();
         }
@@ -118,12 +119,12 @@ pub fn prepare(
     heap: (u64, u64),
     acpi: Option<&crate::acpi::Tables>,
     extra_cpio: &[u8],
-) -> Result<Option<Prepared>, String> {
+) -> Result<Option<Prepared>, BootError> {
     let Some(setup) = src.setup()? else { return Ok(None) };
-    let hdr = SetupHeader::parse(&setup).map_err(|e| e.to_string())?;
+    let hdr = SetupHeader::parse(&setup)?;
     let kernel_size = src.kernel_size()?;
     let cmdline = src.cmdline()?;
-    hdr.check_cmdline(&cmdline).map_err(|e| e.to_string())?;
+    hdr.check_cmdline(&cmdline)?;
 
     // The kernel: at its preferred address if that is free RAM, else above the heap.
     let need = u64::from(hdr.init_size).max(kernel_size as u64);
@@ -136,7 +137,7 @@ pub fn prepare(
     let addr = [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)]
         .into_iter()
         .find(|a| fits(*a))
-        .ok_or_else(|| alloc::format!("no free RAM for the kernel's {need} bytes (init_size) at an aligned address"))?;
+        .ok_or(BootError::NoRamForKernel(need))?;
     // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and disjoint from the
     // heap and the firmware's own memory (checked by `fits`), so nothing else uses it.
     let dst = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, kernel_size) };
@@ -145,14 +146,14 @@ pub fn prepare(
     // The initrd, with the firmware's archive appended (4-byte aligned, as Linux wants).
     let initrd_size = src.initrd_size()?;
     if initrd_size as u64 > heap.1 / 2 {
-        return Err(alloc::format!("initrd of {initrd_size} bytes does not fit in the firmware heap"));
+        return Err(BootError::InitrdTooLarge(initrd_size));
     }
     let padded = initrd_size.div_ceil(4) * 4;
     let initrd = leak(padded + extra_cpio.len())?;
     src.read_initrd(&mut initrd[..initrd_size])?;
     initrd[padded..].copy_from_slice(extra_cpio);
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
-    hdr.check_initrd(initrd_range.0, initrd_range.1).map_err(|e| e.to_string())?;
+    hdr.check_initrd(initrd_range.0, initrd_range.1)?;
 
     let cmdline_buf = leak(cmdline.len() + 1)?;
     cmdline_buf[..cmdline.len()].copy_from_slice(&cmdline);
@@ -167,7 +168,7 @@ pub fn prepare(
         rsdp = t.rsdp;
     }
     let handoff = Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp };
-    let params = boot_params(&hdr, &handoff).map_err(|e| e.to_string())?;
+    let params = boot_params(&hdr, &handoff)?;
     let bp = leak(params.len())?;
     bp.copy_from_slice(&params);
     Ok(Some(Prepared {
@@ -217,40 +218,4 @@ pub fn jump(p: &Prepared) -> ! {
             options(noreturn),
         );
     }
-}
-
-/// The hand-off archive: /veil/handoff.json with the platform and the boot timeline, plus
-/// `extra_files` (e.g. the root volume key, mode 0400). Zeroized on drop: it may hold keys.
-pub fn handoff_cpio(
-    platform: &str,
-    marks: &[(&str, u64)],
-    extra_files: &[(&str, &[u8])],
-) -> zeroize::Zeroizing<Vec<u8>> {
-    let timeline: Vec<serde_json::Value> =
-        marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
-    let doc = serde_json::json!({
-        "firmware": alloc::format!("veilboot {}", env!("CARGO_PKG_VERSION")),
-        "platform": platform,
-        "timeline": timeline,
-    });
-    let json = serde_json::to_string(&doc).unwrap_or_default();
-    // Sized up front so that no reallocation leaves copies of keys in freed heap memory.
-    let capacity = 2048 + json.len() + extra_files.iter().map(|(p, d)| 512 + p.len() + d.len()).sum::<usize>();
-    let mut w = veil_agent::cpio::CpioWriter::with_capacity(capacity);
-    w.dir("veil", 0o755).file("veil/handoff.json", 0o444, json.as_bytes());
-    let mut dirs: Vec<&str> = Vec::new();
-    for (path, data) in extra_files {
-        // Parent directories first (run, run/veil, ...).
-        let mut at = 0;
-        while let Some(i) = path[at..].find('/') {
-            let dir = &path[..at + i];
-            if !dirs.contains(&dir) && dir != "veil" {
-                w.dir(dir, 0o700);
-                dirs.push(dir);
-            }
-            at += i + 1;
-        }
-        w.file(path, 0o400, data);
-    }
-    zeroize::Zeroizing::new(w.finish())
 }

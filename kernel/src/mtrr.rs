@@ -3,7 +3,7 @@
 //! set MTRRs up). Default type write-back; one variable range marks the PCI hole below 4 GiB
 //! uncachable.
 
-use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::fwcfg::E820Entry;
 
 use crate::cpu::{cpuid, rdmsr, wrmsr};
 
@@ -26,17 +26,8 @@ pub fn init(map: &[E820Entry]) -> Option<(u64, u64)> {
         return None;
     }
     let phys_bits = if cpuid(0x8000_0000, 0).eax >= 0x8000_0008 { cpuid(0x8000_0008, 0).eax & 0xFF } else { 36 };
-    // The hole: from the end of RAM below 4 GiB, rounded up to a size-aligned power of two.
-    let ram_top = map
-        .iter()
-        .filter(|e| e.kind == E820Kind::Ram && e.addr < 0x1_0000_0000)
-        .map(|e| e.end().min(0x1_0000_0000))
-        .max()
-        .unwrap_or(0);
-    let hole = if ram_top <= 0x8000_0000 { (0x8000_0000, 0x8000_0000) } else { (0xC000_0000, 0x4000_0000) };
-    if ram_top > hole.0 {
-        return None; // RAM reaches into 3-4 GiB: leave the MTRRs to the OS
-    }
+    // None when RAM reaches into 3-4 GiB: then the MTRRs are left to the OS.
+    let hole = veil_agent::memmap::mtrr_hole(map)?;
     let mask = ((1u64 << phys_bits) - 1) & !(hole.1 - 1);
     // SAFETY: variable range 0 exists (cap reported at least one); the values describe a
     // size-aligned power-of-two range; default type WB with MTRRs enabled is what a PC

@@ -12,6 +12,7 @@ use veil_agent::luks2::Volume;
 use veil_agent::luks2::format::{FormatOptions, HeaderWriter};
 use zeroize::Zeroizing;
 
+use crate::error::{At, BootError};
 use crate::virtio::Disk;
 
 const PROBE: usize = 1 << 20;
@@ -19,44 +20,27 @@ const PROBE: usize = 1 << 20;
 /// What was found on the disk.
 pub enum State {
     /// A LUKS2 volume: its UUID (formatted now, or earlier).
-    Volume { uuid: String, formatted_now: bool },
+    Volume {
+        /// The volume's UUID.
+        uuid: String,
+        /// Formatted by this boot (it was blank).
+        formatted_now: bool,
+    },
     /// Something else is on the disk; it was left alone.
     Foreign(String),
 }
 
-/// Name the first signature found, if any (only used to explain the refusal).
-fn signature(head: &[u8]) -> Option<&'static str> {
-    let at = |o: usize, m: &[u8]| head.get(o..o + m.len()) == Some(m);
-    if at(0, b"LUKS\xba\xbe") {
-        Some("a LUKS header")
-    } else if at(512, b"EFI PART") {
-        Some("a GPT partition table")
-    } else if at(510, &[0x55, 0xAA]) {
-        Some("an MBR boot signature")
-    } else if at(1080, &[0x53, 0xEF]) {
-        Some("an ext2/3/4 superblock")
-    } else if at(0, b"XFSB") {
-        Some("an XFS superblock")
-    } else if at(4086, b"SWAPSPACE2") {
-        Some("a swap signature")
-    } else if at(0x10040, b"_BHRfS_M") {
-        Some("a btrfs superblock")
-    } else {
-        None
-    }
-}
-
 /// Inspect (and, if blank, format) the state disk.
-pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, String> {
+pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, BootError> {
     if let Ok(volume) = Volume::load(disk) {
         return Ok(State::Volume { uuid: volume.uuid().to_string(), formatted_now: false });
     }
     let probe = PROBE.min(disk.size as usize);
     let mut head = alloc::vec![0u8; probe];
-    disk.read_at(0, &mut head).map_err(|e| e.to_string())?;
+    disk.read_at(0, &mut head)?;
     let mut tail = alloc::vec![0u8; probe];
-    disk.read_at(disk.size - probe as u64, &mut tail).map_err(|e| e.to_string())?;
-    if let Some(sig) = signature(&head) {
+    disk.read_at(disk.size - probe as u64, &mut tail)?;
+    if let Some(sig) = veil_agent::disksig::signature(&head) {
         return Ok(State::Foreign(alloc::format!("it carries {sig}")));
     }
     if head.iter().chain(tail.iter()).any(|b| *b != 0) {
@@ -69,7 +53,7 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, String> 
     let mut rng = |b: &mut [u8]| crate::random::fill(b);
     let uuid = veil_agent::luks2::format::random_uuid(&mut rng);
     let opts = FormatOptions { uuid: Some(uuid.clone()), ..opts };
-    let passphrase = secret.disk_key(&uuid).map_err(|e| e.to_string())?;
+    let passphrase = secret.disk_key(&uuid)?;
     let mut volume_key = Zeroizing::new(alloc::vec![0u8; opts.key_size]);
     loop {
         rng(&mut volume_key);
@@ -77,12 +61,12 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, String> 
             break;
         }
     }
-    let writer = HeaderWriter::format(&opts, &volume_key, passphrase.as_ref(), &mut rng).map_err(|e| e.to_string())?;
-    let writes: Vec<(u64, Zeroizing<Vec<u8>>)> = writer.commit(&mut rng).map_err(|e| e.to_string())?;
+    let writer = HeaderWriter::format(&opts, &volume_key, passphrase.as_ref(), &mut rng)?;
+    let writes: Vec<(u64, Zeroizing<Vec<u8>>)> = writer.commit(&mut rng)?;
     for (offset, bytes) in &writes {
-        disk.write_at(*offset, bytes).map_err(|e| e.to_string())?;
+        disk.write_at(*offset, bytes)?;
     }
     // Read it back: a volume that does not load was not written.
-    let volume = Volume::load(disk).map_err(|e| alloc::format!("the new volume does not read back: {e}"))?;
+    let volume = Volume::load(disk).at("the new volume does not read back")?;
     Ok(State::Volume { uuid: volume.uuid().to_string(), formatted_now: true })
 }

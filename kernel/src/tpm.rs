@@ -4,16 +4,17 @@
 //! TPM2 table. Sealing and unsealing of the master secret live here too, and the TPM's part
 //! of remote key release (attestation to a key broker).
 
-use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use veil_agent::kbs::client::{self, Phases, Relay};
-use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport};
+use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport, TransportError};
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
 use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
 use veil_agent::tpm::{Bank, policy};
 use zeroize::Zeroizing;
+
+use crate::error::BootError;
 
 /// Locality 0 of the TIS interface (PC Client PTP).
 const TIS_BASE: u64 = 0xFED4_0000;
@@ -66,8 +67,8 @@ impl Clock for TscClock {
 struct TisTransport(Tis<Mmio, TscClock>);
 
 impl Transport for TisTransport {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.transact(command).map_err(|e| e.to_string())
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        Ok(self.0.transact(command)?)
     }
 }
 
@@ -84,19 +85,19 @@ pub struct MeasuredBoot {
 
 impl MeasuredBoot {
     /// Find the TPM, start it and open the event log. None when there is no TPM.
-    pub fn start() -> Result<Option<MeasuredBoot>, String> {
+    pub fn start() -> Result<Option<MeasuredBoot>, BootError> {
         let tis = match Tis::open(Mmio, TscClock) {
             Ok(t) => t,
             Err(veil_agent::tpm::tis::TisError::Absent) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let mut tis = tis;
         let did_vid = tis.did_vid();
         let mut tpm = Tpm::new(TisTransport(tis));
-        let started = tpm.startup_clear().map_err(|e| e.to_string())?;
-        let banks = tpm.active_banks().map_err(|e| e.to_string())?;
+        let started = tpm.startup_clear()?;
+        let banks = tpm.active_banks()?;
         if banks.is_empty() {
-            return Err(String::from("the TPM has no active PCR bank veilboot knows (SHA-1/256/384/512)"));
+            return Err(BootError::NoKnownPcrBank);
         }
         let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
         crate::log!(
@@ -110,34 +111,34 @@ impl MeasuredBoot {
     }
 
     /// Extend and log one measurement.
-    pub fn measure(&mut self, m: &Measurement<'_>) -> Result<(), String> {
+    pub fn measure(&mut self, m: &Measurement<'_>) -> Result<(), BootError> {
         let digests = measure::record(&mut self.log, m);
-        self.tpm.pcr_extend(m.pcr, &digests).map_err(|e| e.to_string())?;
+        self.tpm.pcr_extend(m.pcr, &digests)?;
         self.extends += 1;
         Ok(())
     }
 
     /// Current SHA-256 values of `pcrs`, for messages and sealing.
-    pub fn read_pcrs(&mut self, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, String> {
-        self.tpm.pcr_read(Bank::Sha256, pcrs).map_err(|e| e.to_string())
+    pub fn read_pcrs(&mut self, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, BootError> {
+        self.tpm.pcr_read(Bank::Sha256, pcrs).map_err(BootError::from)
     }
 
-    fn primary(&mut self) -> Result<u32, String> {
+    fn primary(&mut self) -> Result<u32, BootError> {
         if let Some(handle) = self.primary {
             return Ok(handle);
         }
-        let handle = self.tpm.create_primary(command::storage_primary_template()).map_err(|e| e.to_string())?;
+        let handle = self.tpm.create_primary(command::storage_primary_template())?;
         self.primary = Some(handle);
         Ok(handle)
     }
 
     /// Seal `secret` to the current values of measure::SEAL_PCRS; returns the blob and the
     /// policy digest.
-    pub fn seal(&mut self, secret: &[u8]) -> Result<(SealedBlob, [u8; 32]), String> {
+    pub fn seal(&mut self, secret: &[u8]) -> Result<(SealedBlob, [u8; 32]), BootError> {
         let values: Vec<Vec<u8>> = self.read_pcrs(&measure::SEAL_PCRS)?.into_iter().map(|(_, v)| v).collect();
         let policy = policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values);
         let primary = self.primary()?;
-        let blob = self.tpm.create_sealed(primary, &policy, secret).map_err(|e| e.to_string())?;
+        let blob = self.tpm.create_sealed(primary, &policy, secret)?;
         Ok((blob, policy))
     }
 
@@ -148,27 +149,27 @@ impl MeasuredBoot {
         blob: &SealedBlob,
         seed: &[u8],
         pcrs: &[u32],
-    ) -> Result<Zeroizing<Vec<u8>>, String> {
+    ) -> Result<Zeroizing<Vec<u8>>, BootError> {
         let primary = self.primary()?;
-        let private = self.tpm.import(primary, &blob.public, &blob.private, seed).map_err(|e| e.to_string())?;
+        let private = self.tpm.import(primary, &blob.public, &blob.private, seed)?;
         let loaded = SealedBlob { private, public: blob.public.clone() };
         self.unseal(&loaded, Bank::Sha256, pcrs)
     }
 
     /// Unseal `blob` (under the storage primary key) through a PolicyPCR session over `pcrs`
     /// of `bank`.
-    pub fn unseal(&mut self, blob: &SealedBlob, bank: Bank, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub fn unseal(&mut self, blob: &SealedBlob, bank: Bank, pcrs: &[u32]) -> Result<Zeroizing<Vec<u8>>, BootError> {
         let primary = self.primary()?;
-        let object = self.tpm.load(primary, blob).map_err(|e| e.to_string())?;
+        let object = self.tpm.load(primary, blob)?;
         let mut nonce = [0u8; 32];
         crate::random::fill(&mut nonce);
         let out = (|| {
-            let session = self.tpm.start_policy_session(&nonce).map_err(|e| e.to_string())?;
+            let session = self.tpm.start_policy_session(&nonce)?;
             let r = self.tpm.policy_pcr(session, bank, pcrs).and_then(|()| self.tpm.unseal(object, session));
             if r.is_err() {
                 let _ = self.tpm.flush(session); // a failed Unseal leaves the session open
             }
-            r.map_err(|e| e.to_string())
+            r.map_err(BootError::from)
         })();
         let _ = self.tpm.flush(object);
         out
@@ -176,7 +177,7 @@ impl MeasuredBoot {
 
     /// Fetch `resource` from the key broker behind `relay`, attesting with this TPM (the
     /// quote covers the PCRs measured so far). Each protocol phase gets a timeline mark.
-    pub fn remote_release(&mut self, relay: &mut dyn Relay, resource: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    pub fn remote_release(&mut self, relay: &mut dyn Relay, resource: &str) -> Result<Zeroizing<Vec<u8>>, BootError> {
         crate::tsc::mark("kbs-keys");
         let mut phases = Phases::default();
         let mut random = |b: &mut [u8]| crate::random::fill(b);
@@ -194,7 +195,7 @@ impl MeasuredBoot {
                 crate::tsc::mark_at(at, stage);
             }
         }
-        r.map_err(|e| e.to_string())
+        r.map_err(BootError::from)
     }
 
     /// Flush the storage primary and give the TPM's locality back for the OS driver;

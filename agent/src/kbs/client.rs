@@ -18,7 +18,7 @@
 //! Relay frames are JSON: `{"method","path","body"}` out, `{"status","body"}` back, where
 //! the reply body is the HTTP body as text (the relay keeps the session cookie).
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -28,9 +28,10 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::evidence::{self, TpmEvidence};
+use super::frame::RelayError;
 use super::jwe;
 use crate::tpm::Bank;
-use crate::tpm::command::{self, Tpm, Transport};
+use crate::tpm::command::{self, Tpm, TpmError, Transport};
 
 /// The KBS protocol version spoken.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -40,14 +41,14 @@ pub const DEFAULT_RESOURCE: &str = "veilboot/cluster/master-secret";
 /// One HTTP exchange through the relay.
 pub trait Relay {
     /// Send `method path` with an optional JSON body; return the status and body text.
-    fn exchange(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), String>;
+    fn exchange(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), RelayError>;
 }
 
 /// Why remote release failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KbsError {
     /// The relay failed (no reply, malformed frame).
-    Relay(String),
+    Relay(RelayError),
     /// The broker refused a step: status and its error detail.
     Refused {
         /// Which request.
@@ -59,8 +60,15 @@ pub enum KbsError {
     },
     /// A reply that does not follow the protocol.
     Protocol(String),
-    /// The TPM failed.
-    Tpm(String),
+    /// The TPM failed `during` a step.
+    Tpm {
+        /// What the TPM was doing.
+        during: &'static str,
+        /// How it failed.
+        error: TpmError,
+    },
+    /// The TPM returned an attestation key that is not an RSA TPM2B_PUBLIC.
+    AkPublic(String),
     /// The secret's JWE did not decrypt.
     Jwe(jwe::JweError),
 }
@@ -73,14 +81,16 @@ impl fmt::Display for KbsError {
                 write!(f, "the key broker refused {step} (HTTP {status}): {detail}")
             }
             KbsError::Protocol(w) => write!(f, "key broker reply: {w}"),
-            KbsError::Tpm(w) => write!(f, "TPM: {w}"),
+            KbsError::Tpm { during, error } => write!(f, "TPM, {during}: {error}"),
+            KbsError::AkPublic(w) => write!(f, "TPM: the attestation key: {w}"),
             KbsError::Jwe(e) => write!(f, "{e}"),
         }
     }
 }
 
-fn tpm_err(e: command::TpmError) -> KbsError {
-    KbsError::Tpm(e.to_string())
+/// A TPM failure during `step`.
+fn tpm_err(during: &'static str) -> impl FnOnce(TpmError) -> KbsError {
+    move |error| KbsError::Tpm { during, error }
 }
 
 /// The broker's reply to one request, checked for success and parsed as JSON (the resource
@@ -185,8 +195,8 @@ pub fn remote_release<T: Transport>(
     phases: &mut Phases,
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
     let ek_cert = tpm.nv_read(command::EK_CERT_RSA_NV_INDEX).ok();
-    let (ek, _) = tpm.create_ek().map_err(tpm_err)?;
-    let ak = tpm.create_attestation_key().map_err(tpm_err);
+    let (ek, _) = tpm.create_ek().map_err(tpm_err("creating the EK"))?;
+    let ak = tpm.create_attestation_key().map_err(tpm_err("creating the attestation key"));
     let (ak, ak_public) = match ak {
         Ok(k) => k,
         Err(e) => {
@@ -212,8 +222,7 @@ fn attest_and_fetch<T: Transport>(
     (ek, ek_cert): (u32, Option<&[u8]>),
     (ak, ak_public): (u32, &[u8]),
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
-    let (modulus, exponent) =
-        crate::tpm::rsa_public_parts(ak_public).map_err(|e| KbsError::Tpm(alloc::format!("AK: {e}")))?;
+    let (modulus, exponent) = crate::tpm::rsa_public_parts(ak_public).map_err(KbsError::AkPublic)?;
     phases.ak_spki = evidence::rsa_spki(&modulus, exponent);
     let mut extra = json!({"veil-ak-public": B64.encode(ak_public)});
     if let Some(cert) = ek_cert {
@@ -230,7 +239,7 @@ fn attest_and_fetch<T: Transport>(
             random(&mut nonce);
             Some(
                 tpm.activate_credential(ak, ek, blob, secret, &nonce)
-                    .map_err(|e| KbsError::Tpm(alloc::format!("activating the broker's credential for the AK: {e}")))?,
+                    .map_err(tpm_err("activating the broker's credential for the AK"))?,
             )
         }
         None => None,
@@ -241,14 +250,14 @@ fn attest_and_fetch<T: Transport>(
     // No additional evidence is sent (below: "additional_evidence": ""), and Trustee binds that.
     let report = evidence::report_data(evidence::Tee::Tpm, &runtime, "");
     let pcr_list: Vec<u32> = (0..evidence::PCR_COUNT as u32).collect();
-    let quote = tpm.quote(ak, &report, Bank::Sha256, &pcr_list).map_err(tpm_err)?;
-    let values = tpm.pcr_read(Bank::Sha256, &pcr_list).map_err(tpm_err)?;
+    let quote = tpm.quote(ak, &report, Bank::Sha256, &pcr_list).map_err(tpm_err("quoting the PCRs"))?;
+    let values = tpm.pcr_read(Bank::Sha256, &pcr_list).map_err(tpm_err("reading the PCRs"))?;
     let mut pcrs = Vec::with_capacity(values.len());
     for (i, v) in values {
-        pcrs.push(
-            <[u8; 32]>::try_from(v.as_slice())
-                .map_err(|_| KbsError::Tpm(alloc::format!("PCR {i} is not a SHA-256 value")))?,
-        );
+        pcrs.push(<[u8; 32]>::try_from(v.as_slice()).map_err(|_| KbsError::Tpm {
+            during: "reading the PCRs",
+            error: TpmError::Response { command: "PCR_Read", why: alloc::format!("PCR {i} is not a SHA-256 value") },
+        })?);
     }
     let ev = TpmEvidence {
         ak_spki: phases.ak_spki.clone(),
@@ -312,7 +321,7 @@ mod tests {
     fn refusals_carry_the_brokers_detail() {
         struct Refuse;
         impl Relay for Refuse {
-            fn exchange(&mut self, _: &str, _: &str, _: Option<&Value>) -> Result<(u16, Vec<u8>), String> {
+            fn exchange(&mut self, _: &str, _: &str, _: Option<&Value>) -> Result<(u16, Vec<u8>), RelayError> {
                 Ok((401, br#"{"type":"https://github.com/confidential-containers/kbs/errors/AttestationFailed","detail":"PCR 4 differs"}"#.to_vec()))
             }
         }

@@ -24,6 +24,62 @@ impl fmt::Display for FrameError {
     }
 }
 
+/// Why one exchange through the relay failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayError {
+    /// A frame could not be encoded or the relay sent a bad length.
+    Frame(FrameError),
+    /// The channel carrying the frames (virtio-console) failed while doing `op`.
+    Channel {
+        /// "send" or "receive".
+        op: &'static str,
+    },
+    /// No whole reply within the time allowed.
+    Timeout {
+        /// The time allowed, in seconds.
+        seconds: u64,
+    },
+    /// The reply frame is not the relay's `{"status", "body"}` JSON: what is wrong with it.
+    MalformedReply(&'static str),
+}
+
+impl fmt::Display for RelayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RelayError::Frame(e) => write!(f, "{e}"),
+            RelayError::Channel { op } => write!(f, "the relay channel failed to {op}"),
+            RelayError::Timeout { seconds } => write!(f, "no reply within {seconds} s"),
+            RelayError::MalformedReply(what) => write!(f, "a reply frame {what}"),
+        }
+    }
+}
+
+impl From<FrameError> for RelayError {
+    fn from(e: FrameError) -> Self {
+        RelayError::Frame(e)
+    }
+}
+
+/// The framed request for one HTTP exchange: `{"method", "path", "body"}`.
+pub fn request(method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<Vec<u8>, FrameError> {
+    let json = serde_json::json!({"method": method, "path": path, "body": body});
+    encode(&serde_json::to_vec(&json).expect("a JSON value serializes"))
+}
+
+/// Parse an untrusted reply payload `{"status": 100..=599, "body": "<text>"}`.
+pub fn parse_reply(payload: &[u8]) -> Result<(u16, Vec<u8>), RelayError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|_| RelayError::MalformedReply("that is not JSON"))?;
+    let status = v
+        .get("status")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|s| (100..600).contains(s))
+        .ok_or(RelayError::MalformedReply("without an HTTP status"))?;
+    let body =
+        v.get("body").and_then(serde_json::Value::as_str).ok_or(RelayError::MalformedReply("without a body string"))?;
+    Ok((status as u16, body.as_bytes().to_vec()))
+}
+
 /// Prefix `payload` with its length.
 pub fn encode(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     if payload.is_empty() || payload.len() > MAX_FRAME {
@@ -89,5 +145,27 @@ mod tests {
         assert_eq!([0u8; 4].iter().map(|b| d.push(*b)).last().unwrap(), Err(FrameError::Length(0)));
         assert!(encode(&[]).is_err());
         assert!(encode(&alloc::vec![b' '; MAX_FRAME + 1]).is_err());
+    }
+
+    #[test]
+    fn replies_parse_or_are_refused_by_variant() {
+        assert_eq!(parse_reply(br#"{"status":200,"body":"{}"}"#), Ok((200, b"{}".to_vec())));
+        assert_eq!(parse_reply(b"<html>"), Err(RelayError::MalformedReply("that is not JSON")));
+        assert_eq!(
+            parse_reply(br#"{"status":99,"body":""}"#),
+            Err(RelayError::MalformedReply("without an HTTP status"))
+        );
+        assert_eq!(
+            parse_reply(br#"{"status":"200","body":""}"#),
+            Err(RelayError::MalformedReply("without an HTTP status"))
+        );
+        assert_eq!(
+            parse_reply(br#"{"status":401,"body":7}"#),
+            Err(RelayError::MalformedReply("without a body string"))
+        );
+        let framed = request("POST", "/kbs/v0/auth", Some(&serde_json::json!({"a": 1}))).unwrap();
+        let mut d = Decoder::new();
+        let payload = framed.iter().find_map(|b| d.push(*b).unwrap()).unwrap();
+        assert_eq!(payload, br#"{"body":{"a":1},"method":"POST","path":"/kbs/v0/auth"}"#);
     }
 }

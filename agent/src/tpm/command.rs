@@ -37,14 +37,46 @@ use super::Bank;
 /// Moves one command to the TPM and its response back.
 pub trait Transport {
     /// Send `command`, return the response frame.
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String>;
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError>;
+}
+
+/// Why a transport could not carry a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The TIS interface (the firmware's transport) failed.
+    Tis(super::tis::TisError),
+    /// A host transport's I/O failed (swtpm's socket, /dev/tpmrm0): the OS's words, the only
+    /// form an I/O error has without std.
+    Io(String),
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Tis(e) => write!(f, "{e}"),
+            TransportError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<super::tis::TisError> for TransportError {
+    fn from(e: super::tis::TisError) -> Self {
+        TransportError::Tis(e)
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<std::io::Error> for TransportError {
+    fn from(e: std::io::Error) -> Self {
+        TransportError::Io(e.to_string())
+    }
 }
 
 /// Why a TPM command failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TpmError {
     /// The transport failed (TIS timeout, no TPM).
-    Transport(String),
+    Transport(TransportError),
     /// The TPM answered `command` with a non-zero response code.
     Rc {
         /// Command name.
@@ -726,6 +758,48 @@ pub fn command_code(name: &str) -> Option<u32> {
     Some(cc.value())
 }
 
+/// Largest TPM response a host transport accepts (TPM2 responses are a few KiB at most).
+#[cfg(feature = "std")]
+const MAX_RESPONSE: usize = 1 << 16;
+
+/// A TPM on a byte stream that carries raw commands and responses (swtpm's TCP server): the
+/// response header's size field says where the response ends.
+#[cfg(feature = "std")]
+pub struct StreamTransport<S>(pub S);
+
+#[cfg(feature = "std")]
+impl<S: std::io::Read + std::io::Write> Transport for StreamTransport<S> {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        self.0.write_all(command)?;
+        let mut response = alloc::vec![0u8; 10];
+        self.0.read_exact(&mut response)?;
+        let size = u32::from_be_bytes(response[2..6].try_into().expect("4 bytes")) as usize;
+        if !(10..=MAX_RESPONSE).contains(&size) {
+            return Err(TransportError::Io(alloc::format!("a response header claiming {size} bytes")));
+        }
+        response.resize(size, 0);
+        self.0.read_exact(&mut response[10..])?;
+        Ok(response)
+    }
+}
+
+/// A TPM character device (/dev/tpm0, /dev/tpmrm0): one write per command, one read per
+/// response.
+#[cfg(feature = "std")]
+pub struct DeviceTransport(pub std::fs::File);
+
+#[cfg(feature = "std")]
+impl Transport for DeviceTransport {
+    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        use std::io::{Read, Write};
+        self.0.write_all(command)?;
+        let mut response = alloc::vec![0u8; MAX_RESPONSE];
+        let n = self.0.read(&mut response)?;
+        response.truncate(n);
+        Ok(response)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -737,7 +811,7 @@ mod tests {
     }
 
     impl Transport for &mut Recorder {
-        fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
+        fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
             self.sent.push(command.to_vec());
             Ok(self.response.clone())
         }

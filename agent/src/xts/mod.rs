@@ -6,8 +6,8 @@
 //! do not set `iv_large_sectors`), zero-padded to 16 bytes; it wraps modulo 2^64.
 //!
 //! [`SectorCipher`] encrypts or decrypts a run of whole sectors in place in one call. The
-//! block work is done by an [`XtsBackend`]: the portable RustCrypto one ([`soft`]) here, the
-//! assembly fast paths of a later issue beside it. [`encrypt_data_unit`] and
+//! block work is done by an [`XtsBackend`]: the portable RustCrypto one ([`soft`]), or the
+//! AES-NI / VAES assembly of [`aesni`], each checked by [`selftest`] before use. [`encrypt_data_unit`] and
 //! [`decrypt_data_unit`] handle a single data unit of any length of at least one block
 //! (with ciphertext stealing), which dm-crypt never needs but the published vectors use.
 

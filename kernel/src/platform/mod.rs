@@ -1,5 +1,7 @@
-//! Platforms: one trait, one implementation per kind of machine. The boot pipeline talks to
-//! `dyn Platform` and never asks which one it has.
+//! Platforms: which kind of machine this is, and what differs between them behind one
+//! trait. Today the plain VM boots; SEV-SNP and TDX are detected and refused (snp.rs,
+//! tdx.rs). The pipeline still asks [`Kind`] in two places: the TPM is looked for only on the
+//! plain platform, and the development key source is accepted only there.
 //!
 //! Detection (before any other CPUID, console or TSC use): TDX answers CPUID leaf 0x21 with
 //! "IntelTDX    "; SEV-SNP shows in SEV_STATUS (MSR 0xC0010131, read only after CPUID leaf
@@ -10,53 +12,20 @@ pub mod plain;
 pub mod snp;
 pub mod tdx;
 
-use alloc::string::String;
-use alloc::vec::Vec;
-use core::fmt;
 use core::sync::atomic::Ordering;
 
 use crate::cpu::{cpuid, rdmsr};
+use crate::error::BootError;
 use crate::interrupts::PROBING_SEV;
 
-/// Why a platform service failed.
-#[allow(dead_code)]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlatformError {
-    /// The platform has no such service (yet); the text says which and why.
-    Unavailable(&'static str),
-    /// The service failed.
-    Failed(String),
-}
-
-impl fmt::Display for PlatformError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PlatformError::Unavailable(what) => write!(f, "{what}"),
-            PlatformError::Failed(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-/// What differs between a plain VM, SEV-SNP and TDX. Measurement, evidence and unsealing are
-/// called by the attestation stages of later issues.
-#[allow(dead_code)]
+/// What differs between a plain VM, SEV-SNP and TDX, as far as the boot uses it today.
 pub trait Platform {
-    /// Name for logs.
+    /// Name for logs and the hand-off file.
     fn name(&self) -> &'static str;
     /// Write to the console.
     fn console_write(&mut self, bytes: &[u8]);
-    /// Byte port output (SNP and TDX route it through the hypervisor protocol).
-    fn outb(&mut self, port: u16, value: u8);
-    /// Byte port input.
-    fn inb(&mut self, port: u16) -> u8;
     /// Make guest memory usable (SNP: PVALIDATE, TDX: TDG.MEM.PAGE.ACCEPT; plain: nothing).
-    fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), PlatformError>;
-    /// Extend a measurement register (PCR, RTMR) with a digest of `data`.
-    fn extend_measurement(&mut self, register: u32, data: &[u8]) -> Result<(), PlatformError>;
-    /// Attestation evidence binding `report_data`.
-    fn attestation_evidence(&mut self, report_data: &[u8; 64]) -> Result<Vec<u8>, PlatformError>;
-    /// Unseal a secret sealed to this platform's measurements.
-    fn unseal(&mut self, sealed: &[u8]) -> Result<Vec<u8>, PlatformError>;
+    fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError>;
 }
 
 /// The machine kinds veilboot knows.
@@ -70,6 +39,18 @@ pub enum Kind {
     SevLegacy,
     /// Intel TDX.
     Tdx,
+}
+
+impl Kind {
+    /// The name in logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Plain => "plain",
+            Kind::SevSnp => "sev-snp",
+            Kind::SevLegacy => "sev",
+            Kind::Tdx => "tdx",
+        }
+    }
 }
 
 /// SEV_STATUS MSR.

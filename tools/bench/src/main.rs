@@ -312,7 +312,7 @@ impl SystemOpenSsl {
     }
 }
 
-/// Paired comparison against the targets of the XTS issue, robust to a noisy (virtualized)
+/// Paired comparison against the XTS throughput targets (OpenSSL 3.6, Debian's 3.0), robust to a noisy (virtualized)
 /// machine: veilboot and its peer run back to back, alternately, PAIRS pairs of 50 ms, and
 /// each pair gives a ratio; the median ratio is reported. vaes512 against the vendored
 /// OpenSSL 3.6 (its VAES/AVX-512 path); aesni against Debian's OpenSSL 3.0 (its AES-NI path),

@@ -10,7 +10,6 @@
 //! (before the VM's first boot, on the host that holds the vTPM) learns the AK without
 //! trusting the VM's serial console, which the host controls.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 
@@ -20,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
 use sha2::{Digest, Sha256};
 use veil_agent::kbs::evidence;
-use veil_agent::tpm::command::{Tpm, Transport};
+use veil_agent::tpm::command::{DeviceTransport, StreamTransport, Tpm, Transport};
 
 #[derive(Subcommand)]
 pub enum TpmCommand {
@@ -46,37 +45,6 @@ pub struct AkArgs {
 pub fn run(cmd: TpmCommand) -> Result<()> {
     match cmd {
         TpmCommand::Ak(args) => ak(args),
-    }
-}
-
-/// A TPM character device: one write per command, one read per response.
-struct Device(std::fs::File);
-
-impl Transport for Device {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.write_all(command).map_err(|e| format!("writing to the TPM: {e}"))?;
-        let mut buf = vec![0u8; 4096];
-        let n = self.0.read(&mut buf).map_err(|e| format!("reading from the TPM: {e}"))?;
-        buf.truncate(n);
-        Ok(buf)
-    }
-}
-
-/// swtpm's raw TCP protocol: the command, then a response whose header gives its size.
-struct Swtpm(TcpStream);
-
-impl Transport for Swtpm {
-    fn transact(&mut self, command: &[u8]) -> Result<Vec<u8>, String> {
-        self.0.write_all(command).map_err(|e| format!("writing to swtpm: {e}"))?;
-        let mut response = vec![0u8; 10];
-        self.0.read_exact(&mut response).map_err(|e| format!("reading from swtpm: {e}"))?;
-        let size = u32::from_be_bytes(response[2..6].try_into().expect("4 bytes")) as usize;
-        if !(10..=4096).contains(&size) {
-            return Err(format!("swtpm answered with a {size}-byte response"));
-        }
-        response.resize(size, 0);
-        self.0.read_exact(&mut response[10..]).map_err(|e| format!("reading from swtpm: {e}"))?;
-        Ok(response)
     }
 }
 
@@ -123,12 +91,12 @@ fn ak(args: AkArgs) -> Result<()> {
                 .write(true)
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            attestation_key(&mut Tpm::new(Device(file)))?
+            attestation_key(&mut Tpm::new(DeviceTransport(file)))?
         }
         (None, Some(addr)) => {
             let stream = TcpStream::connect(addr).with_context(|| format!("connecting to swtpm at {addr}"))?;
             stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-            attestation_key(&mut Tpm::new(Swtpm(stream)))?
+            attestation_key(&mut Tpm::new(StreamTransport(stream)))?
         }
         (None, None) => unreachable!("clap requires --device or --swtpm"),
     };

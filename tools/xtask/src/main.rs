@@ -27,6 +27,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("build") => build_firmware().map(|_| ()),
+        Some("lint") => lint(),
         Some("test") => match args.get(1).map(String::as_str) {
             None => test(),
             // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
@@ -57,6 +58,8 @@ const HELP: &str = "usage: cargo xtask <command>
 
 commands:
   build   build the firmware (x86_64-unknown-none, release)
+  lint    cargo fmt --check, and clippy -D warnings on the host crates and the firmware
+          (release and test/dev feature sets); `test` runs it first
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
@@ -188,7 +191,39 @@ fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Formatting and lints: the whole tree as rustfmt.toml says, and clippy with warnings as
+/// errors on every host crate and on the firmware target with each feature set a ROM uses.
+fn lint() -> Result<()> {
+    ensure_target()?;
+    run(Command::new("rustup").current_dir(root()).args(["component", "add", "rustfmt", "clippy"]))?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    // veil-bench is left out: it builds OpenSSL 3.6 from source (minutes); `cargo xtask bench`
+    // builds it.
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "veilboot-kernel",
+        "--exclude",
+        "veil-bench",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    for features in ["", "test-hooks", "insecure-dev-key,test-hooks"] {
+        let mut cmd = cargo();
+        cmd.args(["clippy", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]);
+        if !features.is_empty() {
+            cmd.args(["--features", features]);
+        }
+        run(cmd.args(["--", "-D", "warnings"]))?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
+    lint()?;
     ensure_target()?;
     // Host tools the tests drive: cryptsetup (LUKS2 interop both ways), xz (corpus images).
     ensure_package("cryptsetup", "cryptsetup-bin")?;
@@ -208,7 +243,8 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// Boot the ROM under TCG and check the serial log (the firmware-boot issue's tests).
+/// Boot the test ROM under TCG and check the serial log: stages, exception reports, malformed
+/// memory maps, the relay channel, then Linux, the disk and the TPM.
 fn firmware_tests(rom: &Path) -> Result<()> {
     use std::time::Duration;
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
@@ -328,7 +364,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
 }
 
 /// Boot a Debian kernel to its initramfs, and refuse kernels and arguments that break the
-/// boot protocol (the Linux hand-off issue's tests).
+/// boot protocol.
 fn linux_tests(rom: &Path) -> Result<()> {
     use std::time::Duration;
     let t = Duration::from_secs(120);
@@ -464,8 +500,7 @@ pub fn fresh_demo_disk(name: &str) -> Result<DemoDisk> {
     Ok(DemoDisk { veil, dir, secret, image })
 }
 
-/// Boot the encrypted demo disk to its root filesystem, then tamper with it (the
-/// encrypted-boot issue's tests). After every run, neither the serial log nor the disk
+/// Boot the encrypted demo disk to its root filesystem, then tamper with it. After every run, neither the serial log nor the disk
 /// image may contain the master secret or any key derived from it.
 fn disk_tests() -> Result<()> {
     use std::time::Duration;

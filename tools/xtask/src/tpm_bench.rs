@@ -78,7 +78,7 @@ pub fn bench() -> Result<String> {
     drop(broker);
     let _ = std::fs::remove_file(&pristine);
 
-    let stages = ["tpm", "tpm-measure", "tpm-target", "unseal"];
+    let stages = ["rot-start", "measure-firmware", "measure-target", "unseal"];
     let mut per_stage: Vec<Vec<f64>> = vec![Vec::new(); stages.len()];
     let mut unseal_only = Vec::new();
     let mut extends = 0;
@@ -236,6 +236,6 @@ pub fn bench() -> Result<String> {
         let (min, med) = stats(v);
         out += &format!("| {name} | {min:.1} | {med:.1} |\n");
     }
-    out += "\n`tpm-measure` is mostly hashing the ROM in TCG-emulated code; the TPM work per extend\nis a few tenths of a millisecond (`tpm-target`: 11 extends). The `kbs-*` rows come from 5\nfirst boots (a fresh copy of the unsealed image each), the other firmware rows from 5 later\nboots that unseal locally. In `kbs-keys` and `kbs-quote` swtpm derives RSA keys and signs\n(compare the host rows for the AK and the quote); the broker round trips (`kbs-auth`,\n`kbs-attest`) include the relay's frame handling and an HTTP request on the host.\n";
+    out += "\n`measure-firmware` is mostly hashing the ROM in TCG-emulated code; the TPM work per extend\nis a few tenths of a millisecond (`measure-target`: 11 extends). The `kbs-*` rows come from 5\nfirst boots (a fresh copy of the unsealed image each), the other firmware rows from 5 later\nboots that unseal locally. In `kbs-keys` and `kbs-quote` swtpm derives RSA keys and signs\n(compare the host rows for the AK and the quote); the broker round trips (`kbs-auth`,\n`kbs-attest`) include the relay's frame handling and an HTTP request on the host.\n";
     Ok(out)
 }

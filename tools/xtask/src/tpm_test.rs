@@ -1,5 +1,6 @@
 //! Measured boot with a TPM under QEMU: swtpm provisioning and start-up (the recipe in
-//! shared/DESIGN.md and qemu/plain-tpm.sh), and the end-to-end tests of the TPM issue.
+//! shared/DESIGN.md and qemu/plain-tpm.sh), and the end-to-end tests of measured boot, sealing
+//! and remote release.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

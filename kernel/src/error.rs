@@ -1,0 +1,199 @@
+//! The firmware's one error type. Stages return `BootError`, which keeps agent's typed errors
+//! as they are and adds the firmware's own refusals with their values; it becomes text only
+//! where the boot fails and prints it (`main::fail`). `.at(place)` names where an error
+//! happened (a partition, a disk, a protocol step) without flattening it.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use veil_agent::acpi_loader::LoaderError;
+use veil_agent::bundle::BundleError;
+use veil_agent::gpt::GptError;
+use veil_agent::io::IoError;
+use veil_agent::kbs::client::KbsError;
+use veil_agent::kbs::frame::RelayError;
+use veil_agent::keys::KeyError;
+use veil_agent::linux::LinuxError;
+use veil_agent::luks2::Luks2Error;
+use veil_agent::tpm::command::TpmError;
+use veil_agent::tpm::tis::TisError;
+use veil_agent::xts::XtsError;
+
+use crate::fwcfg::FwCfgError;
+
+/// Why a boot stage failed.
+#[derive(Debug)]
+pub enum BootError {
+    /// fw_cfg failed.
+    FwCfg(FwCfgError),
+    /// The TPM's TIS interface failed.
+    Tis(TisError),
+    /// A TPM command failed.
+    Tpm(TpmError),
+    /// Remote key release failed.
+    Kbs(KbsError),
+    /// The relay channel failed.
+    Relay(RelayError),
+    /// The disk's partition table.
+    Gpt(GptError),
+    /// A LUKS2 volume.
+    Luks2(Luks2Error),
+    /// A disk read or write.
+    Io(IoError),
+    /// The boot bundle.
+    Bundle(BundleError),
+    /// A key derivation or the master secret's format.
+    Key(KeyError),
+    /// The XTS cipher.
+    Xts(XtsError),
+    /// The kernel image or the boot protocol.
+    Linux(LinuxError),
+    /// QEMU's ACPI table loader script.
+    AcpiLoader(LoaderError),
+    /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
+    Token(String),
+    /// `source`, where it happened (`veil-boot`, `disk 00:01.0`, `remote key release`).
+    At {
+        /// The place.
+        place: String,
+        /// What failed there.
+        source: Box<BootError>,
+    },
+    /// Out of memory for an allocation of this many bytes.
+    OutOfMemory(usize),
+    /// No free RAM for the kernel's `init_size` bytes at an address it accepts.
+    NoRamForKernel(u64),
+    /// The initrd is larger than half of the firmware heap.
+    InitrdTooLarge(usize),
+    /// QEMU's kernel setup part has a size no bzImage has.
+    SetupSize(u32),
+    /// QEMU's command line is larger than any kernel accepts.
+    CmdlineSize(u32),
+    /// The TPM has no active PCR bank the firmware knows.
+    NoKnownPcrBank,
+    /// QEMU's ACPI tables have no TPM event log area.
+    NoTpmLogArea,
+    /// The event log does not fit into the ACPI log area.
+    EventLogTooLarge {
+        /// The log's size.
+        log: usize,
+        /// The area's size.
+        area: usize,
+    },
+    /// The clear-text manifest that was measured differs from the MAC'd one.
+    ManifestDiffersFromToken,
+    /// The GPT has no `veil-boot` partition.
+    NoBootPartition,
+    /// A header write past the end of its partition.
+    HeaderWriteOutOfRange,
+    /// The development key source on a confidential platform.
+    DevKeyRefused(&'static str),
+    /// No key source opened the sealed master secret: every token's reason, and the
+    /// broker's when one was asked.
+    SealedSecretUnopened {
+        /// (token, why) for each sealed token.
+        tokens: Vec<(String, BootError)>,
+        /// Why remote release failed too, if a broker was asked.
+        broker: Option<Box<BootError>>,
+    },
+    /// Remote release failed and there was no sealed secret to fall back on.
+    BrokerRefused(Box<BootError>),
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::FwCfg(e) => write!(f, "{e}"),
+            BootError::Tis(e) => write!(f, "{e}"),
+            BootError::Tpm(e) => write!(f, "{e}"),
+            BootError::Kbs(e) => write!(f, "{e}"),
+            BootError::Relay(e) => write!(f, "relay: {e}"),
+            BootError::Gpt(e) => write!(f, "{e}"),
+            BootError::Luks2(e) => write!(f, "{e}"),
+            BootError::Io(e) => write!(f, "{e}"),
+            BootError::Bundle(e) => write!(f, "{e}"),
+            BootError::Key(e) => write!(f, "{e}"),
+            BootError::Xts(e) => write!(f, "{e}"),
+            BootError::Linux(e) => write!(f, "{e}"),
+            BootError::AcpiLoader(e) => write!(f, "{e}"),
+            BootError::Token(why) => write!(f, "{why}"),
+            BootError::At { place, source } => write!(f, "{place}: {source}"),
+            BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes"),
+            BootError::NoRamForKernel(n) => {
+                write!(f, "no free RAM for the kernel's {n} bytes (init_size) at an aligned address")
+            }
+            BootError::InitrdTooLarge(n) => write!(f, "initrd of {n} bytes does not fit in the firmware heap"),
+            BootError::SetupSize(n) => write!(f, "kernel setup part of {n} bytes is not a bzImage's"),
+            BootError::CmdlineSize(n) => write!(f, "command line of {n} bytes is absurd"),
+            BootError::NoKnownPcrBank => {
+                write!(f, "the TPM has no active PCR bank veilboot knows (SHA-1/256/384/512)")
+            }
+            BootError::NoTpmLogArea => {
+                write!(f, "QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log")
+            }
+            BootError::EventLogTooLarge { log, area } => {
+                write!(f, "the event log ({log} bytes) exceeds the ACPI log area ({area} bytes)")
+            }
+            BootError::ManifestDiffersFromToken => write!(
+                f,
+                "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot"
+            ),
+            BootError::NoBootPartition => write!(f, "disk: the GPT has no partition named veil-boot"),
+            BootError::HeaderWriteOutOfRange => write!(f, "veil-boot: header write beyond the partition"),
+            BootError::DevKeyRefused(platform) => {
+                write!(f, "the development key source is refused on {platform}: it exists only for plain test VMs")
+            }
+            BootError::SealedSecretUnopened { tokens, broker } => {
+                write!(f, "the sealed master secret does not open on this TPM with this boot's measurements (")?;
+                for (i, (token, why)) in tokens.iter().enumerate() {
+                    write!(f, "{}{token}: {why}", if i > 0 { "; " } else { "" })?;
+                }
+                match broker {
+                    Some(e) => write!(f, "), and {e}: refusing to boot"),
+                    None => write!(f, ") and no key broker is configured: refusing to boot"),
+                }
+            }
+            BootError::BrokerRefused(e) => write!(f, "{e}: refusing to boot"),
+        }
+    }
+}
+
+/// Name the place an error happened.
+pub trait At<T> {
+    /// Wrap the error as `BootError::At { place, .. }`.
+    fn at(self, place: impl Into<String>) -> Result<T, BootError>;
+}
+
+impl<T, E: Into<BootError>> At<T> for Result<T, E> {
+    fn at(self, place: impl Into<String>) -> Result<T, BootError> {
+        self.map_err(|e| BootError::At { place: place.into(), source: Box::new(e.into()) })
+    }
+}
+
+macro_rules! from {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        $(impl From<$ty> for BootError {
+            fn from(e: $ty) -> Self {
+                BootError::$variant(e)
+            }
+        })*
+    };
+}
+
+from!(
+    FwCfg(FwCfgError),
+    Tis(TisError),
+    Tpm(TpmError),
+    Kbs(KbsError),
+    Relay(RelayError),
+    Gpt(GptError),
+    Luks2(Luks2Error),
+    Io(IoError),
+    Bundle(BundleError),
+    Key(KeyError),
+    Xts(XtsError),
+    Linux(LinuxError),
+    AcpiLoader(LoaderError),
+);
