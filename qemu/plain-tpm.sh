@@ -16,7 +16,12 @@ if [ ! -e "$STATE/tpm2-00.permall" ]; then
     port=$((20000 + $$ % 20000))
     swtpm socket --tpm2 --tpmstate dir="$STATE" --server type=tcp,port=$port --ctrl type=tcp,port=$((port + 1)) --flags not-need-init,startup-clear &
     pid=$!
-    sleep 1
+    # Wait until it answers (up to 30 s), rather than for a fixed time.
+    tries=0
+    until TPM2TOOLS_TCTI=swtpm:port=$port tpm2_getrandom 1 >/dev/null 2>&1; do
+        tries=$((tries + 1)); [ $tries -lt 300 ] || { echo "plain-tpm.sh: swtpm did not answer on port $port" >&2; exit 1; }
+        sleep 0.1
+    done
     TPM2TOOLS_TCTI=swtpm:port=$port tpm2_dictionarylockout -s -n 3 -t 0 -l 0
     TPM2TOOLS_TCTI=swtpm:port=$port tpm2_shutdown
     kill $pid; wait $pid 2>/dev/null || true
