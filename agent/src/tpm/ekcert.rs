@@ -69,14 +69,19 @@ pub fn verify(ek_cert: &[u8], ek: &rsa::PublicKey, intermediates: &[Vec<u8>], ro
 
 /// DER from PEM (one certificate).
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
+    pem_block(pem, "CERTIFICATE")
+}
+
+/// The DER of the first PEM block labelled `label` (`CERTIFICATE`, `PUBLIC KEY`).
+pub fn pem_block(pem: &str, label: &str) -> Result<Vec<u8>, String> {
     use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
+    let begin = alloc::format!("-----BEGIN {label}-----");
+    let mut lines = pem.lines().skip_while(|l| l.trim() != begin);
+    if lines.next().is_none() {
+        return Err(alloc::format!("PEM: no {label} block"));
+    }
+    let body: String = lines.take_while(|l| !l.starts_with("-----END")).collect();
     base64::engine::general_purpose::STANDARD
         .decode(body.trim())
-        .map_err(|_| String::from("PEM: not a base64 certificate"))
+        .map_err(|_| alloc::format!("PEM: the {label} block is not base64"))
 }

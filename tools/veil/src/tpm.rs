@@ -13,7 +13,7 @@
 use std::net::TcpStream;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
@@ -71,16 +71,7 @@ pub fn spki_pem(der: &[u8]) -> String {
 
 /// The DER of a PEM "PUBLIC KEY".
 pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
-    let body: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN PUBLIC KEY-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    if body.is_empty() {
-        bail!("no PEM PUBLIC KEY block");
-    }
-    B64.decode(body.trim()).context("the PEM body is not base64")
+    veil_agent::tpm::ekcert::pem_block(text, "PUBLIC KEY").map_err(|e| anyhow!("{e}"))
 }
 
 fn ak(args: AkArgs) -> Result<()> {

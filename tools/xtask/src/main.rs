@@ -455,17 +455,8 @@ fn relay_test(rom: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
         s.write_all(&veil_agent::kbs::frame::encode(&reply).map_err(|e| anyhow::anyhow!("{e}"))?)?;
         Ok(body)
     });
-    let args: Vec<String> = [
-        "-fw_cfg".to_string(),
-        format!("name=opt/veil/test,file={}", hook.display()),
-        "-device".to_string(),
-        "virtio-serial-pci".to_string(),
-        "-chardev".to_string(),
-        format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
-        "-device".to_string(),
-        "virtconsole,chardev=relay".to_string(),
-    ]
-    .into();
+    let mut args = vec!["-fw_cfg".to_string(), format!("name=opt/veil/test,file={}", hook.display())];
+    args.extend(qemu::relay_console_args(&sock));
     let r = qemu::boot(rom, "relay-echo", &args, t)?;
     let sent = relay.join().map_err(|_| anyhow::anyhow!("relay thread panicked"))??;
     if sent != br#"{"veil":"relay-echo"}"# {

@@ -32,6 +32,19 @@ pub fn base_args(rom: &Path, serial_log: &Path) -> Vec<String> {
     .collect()
 }
 
+/// QEMU arguments for a virtio-console whose chardev listens on the UNIX socket `sock`: the
+/// relay channel to a key broker.
+pub fn relay_console_args(sock: &Path) -> Vec<String> {
+    vec![
+        "-device".to_string(),
+        "virtio-serial-pci".to_string(),
+        "-chardev".to_string(),
+        format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
+        "-device".to_string(),
+        "virtconsole,chardev=relay".to_string(),
+    ]
+}
+
 /// One finished run.
 pub struct Run {
     /// QEMU's exit code (None if it had to be killed).

@@ -129,19 +129,7 @@ pub fn bench() -> Result<String> {
             host[1].1.push(time_tool(tcti, &["tpm2_pcrextend", &format!("16:sha256={}", "11".repeat(32))])?);
             host[2].1.push(time_tool(
                 tcti,
-                &[
-                    "tpm2_createprimary",
-                    "-C",
-                    "o",
-                    "-g",
-                    "sha256",
-                    "-G",
-                    "ecc256:aes128cfb",
-                    "-a",
-                    "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
-                    "-c",
-                    &p("prim.ctx"),
-                ],
+                &[&["tpm2_createprimary"][..], &tpm_test::SRK_TEMPLATE, &["-c", &p("prim.ctx")]].concat(),
             )?);
             // Without a resource manager every tool leaves its objects and sessions loaded.
             flush_all(tcti)?;

@@ -31,6 +31,19 @@ pub fn ensure_tools() -> Result<()> {
     ensure_package("tpm2_eventlog", "tpm2-tools")
 }
 
+/// tpm2_createprimary arguments for systemd's ECC storage primary key (the SRK the firmware
+/// seals under and `veil seal` imports to); `-c FILE` follows.
+pub const SRK_TEMPLATE: [&str; 8] = [
+    "-C",
+    "o",
+    "-g",
+    "sha256",
+    "-G",
+    "ecc256:aes128cfb",
+    "-a",
+    "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
+];
+
 /// Make a fresh TPM state in `state` (EK certificate from swtpm's local CA) and set the
 /// dictionary-attack policy to never lock out: swtpm otherwise locks for 1000 s after
 /// three VM stops without TPM2_Shutdown.
@@ -182,14 +195,7 @@ pub fn boot_with_broker(
         .spawn()
         .context("starting veil kbs relay")?;
     let mut all = args.to_vec();
-    all.extend([
-        "-device".to_string(),
-        "virtio-serial-pci".to_string(),
-        "-chardev".to_string(),
-        format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
-        "-device".to_string(),
-        "virtconsole,chardev=relay".to_string(),
-    ]);
+    all.extend(qemu::relay_console_args(&sock));
     let r = boot_with_tpm(rom, name, state, &all);
     let _ = relay.kill();
     let _ = relay.wait();
@@ -462,17 +468,8 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     with_host_tpm(&other_state, |tcti| {
         let ctx = dir.join("srk.ctx");
         run(Command::new("tpm2_createprimary")
-            .args([
-                "-C",
-                "o",
-                "-g",
-                "sha256",
-                "-G",
-                "ecc256:aes128cfb",
-                "-a",
-                "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt",
-                "-c",
-            ])
+            .args(SRK_TEMPLATE)
+            .arg("-c")
             .arg(&ctx)
             .env("TPM2TOOLS_TCTI", tcti)
             .stdout(Stdio::null()))?;
