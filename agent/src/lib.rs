@@ -24,6 +24,7 @@ pub mod keys;
 pub mod linux;
 pub mod luks2;
 pub mod memmap;
+pub mod snp;
 pub mod timeline;
 pub mod tpm;
 pub mod xts;

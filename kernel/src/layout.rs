@@ -20,8 +20,9 @@ pub const STACK_TOP: u64 = 0x82_1000;
 pub const IST1_TOP: u64 = 0x82_5000;
 /// Second interrupt stack top.
 pub const IST2_TOP: u64 = 0x82_9000;
-// 0x900000 and 0x901000 are the SEV-SNP secrets and CPUID pages, 0x902000 the TD HOB
-// (declared in boot.S's SEV and TDX metadata, so a VMM fills and measures them there).
+// 0x900000 and 0x901000 are the SEV-SNP secrets and CPUID pages, 0x902000 the TD HOB,
+// 0x903000 the SEV hash table of measured direct boot (declared in boot.S's SEV and TDX
+// metadata and footer table, so a VMM fills and measures them there).
 /// The firmware's own RAM image (text, rodata, data, bss): 2 MiB from here.
 pub const IMAGE_BASE: u64 = 0xA0_0000;
 /// End of the firmware's RAM window.

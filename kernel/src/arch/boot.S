@@ -180,6 +180,7 @@ sev_metadata:
     .long 0xA00000, 0x200000, 1              /* SNP_SEC_MEM: the RAM image */
     .long 0x900000, 0x1000, 2                /* SNP_SECRETS */
     .long 0x901000, 0x1000, 3                /* CPUID page */
+    .long 0x903000, 0x1000, 0x10             /* SNP_KERNEL_HASHES: the SEV hash table page */
 sev_metadata_end:
 
 /* ---------------- TDX metadata (TDVF descriptor) ---------------- */
@@ -210,7 +211,7 @@ tdx_metadata:
 tdx_metadata_end:
 
 /* ---------------- GUID footer table, ending at 4 GiB - 0x20 ---------------- */
-    .org 0xFE0 - 84
+    .org 0xFE0 - 110
 footer_table:
     /* TDX metadata offset (from the end of the ROM to the descriptor) */
     .long rom_tail_end - tdx_metadata
@@ -220,12 +221,16 @@ footer_table:
     .long rom_tail_end - sev_metadata
     .word 22
     .byte 0x66, 0x65, 0x88, 0xdc, 0x4a, 0x98, 0x98, 0x47, 0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67, 0xcc
+    /* SEV hash table block (measured direct boot, kernel-hashes=on): GPA, size */
+    .long 0x903000, 0x1000
+    .word 26
+    .byte 0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4, 0x54
     /* SEV-ES reset block: where application processors start (CS base 0xFFFF0000) */
     .long reset16
     .word 22
     .byte 0xde, 0x71, 0xf7, 0x00, 0x7e, 0x1a, 0xcb, 0x4f, 0x89, 0x0e, 0x68, 0xc7, 0x7e, 0x2f, 0xb4, 0x4e
     /* footer: total table size, footer GUID */
-    .word 84
+    .word 110
     .byte 0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d
 footer_end:
     .org 0xFE0

@@ -1,3 +1,7 @@
+//! `veil measure --platform snp`: the SEV-SNP launch digest (MEASUREMENT) of the ROM with a
+//! number of vCPUs of a CPU model, with or without kernel hashes (veil_agent::snp::launch,
+//! equal to sev-snp-measure's), printed in hex; `--out` writes a reference-values JSON.
+//!
 //! `veil measure --platform tpm`: the PCR values a veilboot ROM will produce when it boots a
 //! given disk image, computed with the firmware's own measurement plan
 //! (veil_agent::tpm::measure), written in Constellation's measurements JSON format
@@ -28,6 +32,8 @@ const ROM_SIZE: u64 = 1024 * 1024;
 pub enum Platform {
     /// A plain VM with a TPM 2.0 (SHA-256 PCRs).
     Tpm,
+    /// An AMD SEV-SNP guest under QEMU (the launch digest).
+    Snp,
 }
 
 #[derive(Args)]
@@ -38,9 +44,32 @@ pub struct MeasureArgs {
     /// The firmware ROM (target/veilboot.fd).
     #[arg(long)]
     rom: PathBuf,
-    /// The disk image (`veil image build`): its veil-boot header names the boot target.
-    #[arg(long)]
-    image: PathBuf,
+    /// The disk image (`veil image build`): its veil-boot header names the boot target
+    /// (--platform tpm).
+    #[arg(long, required_if_eq("platform", "tpm"))]
+    image: Option<PathBuf>,
+    /// SNP: the number of vCPUs (one VMSA each).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// SNP: QEMU's CPU model (EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...),
+    /// which sets the CPUID signature in each VMSA.
+    #[arg(long, default_value = "EPYC-v4", conflicts_with = "vcpu_sig")]
+    vcpu_type: String,
+    /// SNP: the CPUID signature (leaf 1 EAX, e.g. 0xa00f11) instead of a CPU model.
+    #[arg(long, value_parser = parse_hex_u64)]
+    vcpu_sig: Option<u64>,
+    /// SNP: the SEV features of the VMSAs (the guest policy's; QEMU's default 0x1, SNPActive).
+    #[arg(long, value_parser = parse_hex_u64, default_value = "0x1")]
+    guest_features: u64,
+    /// SNP: the kernel QEMU boots with kernel-hashes=on (-kernel).
+    #[arg(long, requires = "append")]
+    kernel: Option<PathBuf>,
+    /// SNP: its initrd (-initrd; none: an empty one is hashed, as QEMU does).
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// SNP: its command line (-append; may be empty).
+    #[arg(long, requires = "kernel")]
+    append: Option<String>,
     /// Also predict PCR 15 after the clusterID was extended (needs the master secret).
     #[arg(long, value_name = "SECRET")]
     after_unseal: Option<PathBuf>,
@@ -93,9 +122,64 @@ pub fn seal_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> [u8; 32] {
     policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values)
 }
 
+fn parse_hex_u64(s: &str) -> Result<u64, String> {
+    let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    u64::from_str_radix(digits, 16).map_err(|e| format!("{s:?} is not a hexadecimal number: {e}"))
+}
+
+/// `--platform snp`: the launch digest, and with --out a reference-values file.
+fn run_snp(args: &MeasureArgs) -> Result<()> {
+    use veil_agent::snp::hashes::KernelHashes;
+    use veil_agent::snp::launch::{self, Launch};
+    let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
+    let vcpu_signature = match args.vcpu_sig {
+        Some(sig) => u32::try_from(sig).context("--vcpu-sig is a 32-bit value")?,
+        None => launch::vcpu_signature(&args.vcpu_type).with_context(|| {
+            format!("unknown --vcpu-type {:?}: use EPYC(-v1..v4), EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin (or --vcpu-sig)", args.vcpu_type)
+        })?,
+    };
+    let kernel_hashes = match &args.kernel {
+        Some(k) => {
+            let kernel = std::fs::read(k).with_context(|| format!("reading {}", k.display()))?;
+            let initrd = match &args.initrd {
+                Some(i) => std::fs::read(i).with_context(|| format!("reading {}", i.display()))?,
+                None => Vec::new(),
+            };
+            Some(KernelHashes::of(&kernel, &initrd, args.append.as_deref().unwrap_or("").as_bytes()))
+        }
+        None => None,
+    };
+    let launch = Launch {
+        rom: &rom,
+        rom_digest: None,
+        vcpus: args.vcpus,
+        vcpu_signature,
+        guest_features: args.guest_features,
+        kernel_hashes,
+    };
+    let digest = hex::encode(launch::digest(&launch).with_context(|| args.rom.display().to_string())?);
+    println!("{digest}");
+    if let Some(path) = &args.out {
+        let doc = serde_json::json!({
+            "platform": "snp",
+            "launch_measurement": digest,
+            "vcpus": args.vcpus,
+            "vcpu_signature": format!("{vcpu_signature:#x}"),
+            "guest_features": format!("{:#x}", args.guest_features),
+            "kernel_hashes": kernel_hashes.is_some(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: MeasureArgs) -> Result<()> {
-    let Platform::Tpm = args.platform;
-    let (mut pcrs, token) = predict(&args.rom, &args.image)?;
+    if let Platform::Snp = args.platform {
+        return run_snp(&args);
+    }
+    let image = args.image.as_ref().context("--platform tpm needs --image")?;
+    let (mut pcrs, token) = predict(&args.rom, image)?;
     if let Some(dir) = &args.trustee_dir {
         let mut at_attestation = pcrs.clone();
         at_attestation.insert(15, vec![0u8; 32]);

@@ -40,7 +40,11 @@ pub struct SealArgs {
 }
 
 pub fn run(args: SealArgs) -> Result<()> {
-    let Platform::Tpm = args.platform;
+    if let Platform::Snp = args.platform {
+        anyhow::bail!(
+            "--platform snp: an SNP sealing key is derived inside the guest by the AMD-SP (MSG_KEY_REQ), so it cannot be sealed to offline"
+        );
+    }
     let secret = crate::secret::load(&args.secret)?;
     let public =
         std::fs::read(&args.parent_public).with_context(|| format!("reading {}", args.parent_public.display()))?;

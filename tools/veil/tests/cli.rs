@@ -204,3 +204,25 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     let _ = serve.kill();
     let _ = serve.wait();
 }
+
+#[test]
+fn measure_snp_refuses_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    let rom = dir.path().join("rom.fd");
+    std::fs::write(&rom, vec![0u8; 8192]).unwrap();
+    let r = rom.to_str().unwrap();
+    // --platform tpm still needs its image; SNP takes none.
+    assert_eq!(veil(&["measure", "--platform", "tpm", "--rom", r]).status.code(), Some(2));
+    let out = veil(&["measure", "--platform", "snp", "--rom", r, "--vcpu-type", "Skylake"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --vcpu-type \"Skylake\""), "{out:?}");
+    let out = veil(&["measure", "--platform", "snp", "--rom", r]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no footer GUID"), "{out:?}");
+    // An initrd without a kernel is a usage error.
+    assert_eq!(veil(&["measure", "--platform", "snp", "--rom", r, "--initrd", r]).status.code(), Some(2));
+    // SNP has no offline sealing.
+    let out = veil(&["seal", "--platform", "snp", "--parent-public", r, "--secret", r, "--rom", r, "--image", r]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("derived inside the guest"), "{out:?}");
+}

@@ -32,8 +32,10 @@ fn main() {
             None => test(),
             // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
             Some("disk") => ensure_target().and_then(|()| disk_tests()),
+            // Only the SNP launch digest against sev-snp-measure.
+            Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)),
             Some(other) => {
-                eprintln!("xtask: unknown test set `{other}` (known: disk)");
+                eprintln!("xtask: unknown test set `{other}` (known: disk, snp)");
                 std::process::exit(2);
             }
         },
@@ -62,6 +64,7 @@ commands:
           (release and test/dev feature sets); `test` runs it first
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
+  test snp    only veil measure --platform snp against sev-snp-measure
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -344,18 +347,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     linux_tests(rom)?;
     disk_tests()?;
 
-    eprintln!("xtask: firmware test: sev-snp-measure accepts the ROM");
-    ensure_sev_snp_measure()?;
-    let out = Command::new("sev-snp-measure")
-        .args(["--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf"])
-        .arg(rom)
-        .output()
-        .context("running sev-snp-measure")?;
-    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || digest.len() != 96 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("sev-snp-measure rejected the ROM: {digest} {}", String::from_utf8_lossy(&out.stderr));
-    }
-    eprintln!("xtask: SNP launch digest of the ROM: {digest}");
+    snp_measure_test(&root().join("target/veilboot.fd"))?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
@@ -708,17 +700,83 @@ fn veil_agent_timeline(log: &str) -> Vec<String> {
     log.lines().filter_map(|l| l.split_once("stage=").map(|(_, s)| s.trim().to_string())).collect()
 }
 
-/// sev-snp-measure (PyPI) computes SNP launch digests from an OVMF-style ROM.
-fn ensure_sev_snp_measure() -> Result<()> {
-    if which("sev-snp-measure") {
-        return Ok(());
+/// sev-snp-measure 0.0.13 (PyPI), the SNP users' launch-digest calculator, in a venv of its
+/// own under target/ (made on first use); returns its executable.
+fn ensure_sev_snp_measure() -> Result<PathBuf> {
+    let venv = root().join("target/venv-sev-snp-measure");
+    let exe = venv.join("bin/sev-snp-measure");
+    if exe.is_file() {
+        return Ok(exe);
     }
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false);
-    if !is_root {
-        bail!("sev-snp-measure is missing; install it with: python3 -m pip install sev-snp-measure==0.0.13");
+    eprintln!("xtask: installing sev-snp-measure 0.0.13 from PyPI into {}", venv.display());
+    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "sev-snp-measure==0.0.13"]))?;
+    Ok(exe)
+}
+
+/// `veil measure --platform snp` equals sev-snp-measure bit for bit on the release ROM: 1, 2
+/// and 4 vCPUs of three CPU models, and with kernel hashes (two guest-feature sets).
+fn snp_measure_test(release: &Path) -> Result<()> {
+    eprintln!("xtask: firmware test: veil measure --platform snp equals sev-snp-measure on the release ROM");
+    let oracle = ensure_sev_snp_measure()?;
+    run(cargo().args(["build", "-q", "-p", "veil"]))?;
+    let veil = root().join("target/debug/veil");
+    let dir = root().join("target/qemu-runs");
+    std::fs::create_dir_all(&dir)?;
+    let (kernel, initrd) = (dir.join("snp-kernel.bin"), dir.join("snp-initrd.bin"));
+    std::fs::write(&kernel, (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>())?;
+    std::fs::write(&initrd, (0..70_000u32).map(|i| (i * 13 + 1) as u8).collect::<Vec<u8>>())?;
+    let digest = |program: &Path, args: &[String]| -> Result<String> {
+        let out =
+            Command::new(program).args(args).output().with_context(|| format!("running {}", program.display()))?;
+        if !out.status.success() {
+            bail!("{} {}: {}", program.display(), args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let mut cases: Vec<Vec<String>> = Vec::new();
+    for vcpus in ["1", "2", "4"] {
+        for model in ["EPYC-v4", "EPYC-Milan", "EPYC-Genoa"] {
+            cases.push(vec!["--vcpus".into(), vcpus.into(), "--vcpu-type".into(), model.into()]);
+        }
     }
-    eprintln!("xtask: installing sev-snp-measure 0.0.13 from PyPI");
-    run(Command::new("python3").args(["-m", "pip", "install", "-q", "sev-snp-measure==0.0.13"]))
+    for features in ["0x1", "0x21"] {
+        cases.push(
+            [
+                "--vcpus",
+                "2",
+                "--vcpu-type",
+                "EPYC-Milan",
+                "--guest-features",
+                features,
+                "--append",
+                "console=ttyS0 quiet",
+                "--kernel",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .chain([kernel.display().to_string(), "--initrd".into(), initrd.display().to_string()])
+            .collect(),
+        );
+    }
+    for case in &cases {
+        let mut theirs = vec!["--mode".to_string(), "snp".into(), "--ovmf".into(), release.display().to_string()];
+        theirs.extend(case.iter().cloned());
+        let mut ours = vec![
+            "measure".to_string(),
+            "--platform".into(),
+            "snp".into(),
+            "--rom".into(),
+            release.display().to_string(),
+        ];
+        ours.extend(case.iter().cloned());
+        let (a, b) = (digest(&veil, &ours)?, digest(&oracle, &theirs)?);
+        if a != b || a.len() != 96 {
+            bail!("launch digest for {}: veil measure {a}, sev-snp-measure {b}", case.join(" "));
+        }
+    }
+    eprintln!("xtask: {} SNP launch digests equal sev-snp-measure's", cases.len());
+    Ok(())
 }
 
 fn demo() -> Result<()> {

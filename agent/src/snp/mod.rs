@@ -1,0 +1,61 @@
+//! AMD SEV-SNP: the structures an SNP guest and the tools around it build and check, in safe
+//! Rust (the instructions themselves live in the kernel). Facts and their sources:
+//! shared/reference/snp-tdx-guest.md, part A.
+//!
+//! * [`hashes`]: the SEV hash table (measured direct boot): what QEMU installs for
+//!   `kernel-hashes=on` and the firmware checks the -kernel, -initrd and -append blobs against.
+//! * [`ovmf`]: the OVMF-style ROM metadata a VMM reads (GUID footer table, SEV metadata).
+//! * [`launch`]: the launch digest the AMD-SP computes (MEASUREMENT), predicted exactly as
+//!   sev-snp-measure does it, for `veil measure --platform snp`.
+
+pub mod hashes;
+pub mod launch;
+pub mod ovmf;
+
+use core::fmt;
+
+/// Why an SNP structure was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnpError {
+    /// The ROM is not a whole number of 4 KiB pages, or too small to hold a footer table.
+    RomSize(usize),
+    /// The GUID footer table is missing or malformed: what is wrong.
+    FooterTable(&'static str),
+    /// The SEV metadata ("ASEV") descriptor is missing or malformed: what is wrong.
+    Metadata(&'static str),
+    /// A metadata section of an unknown type.
+    SectionType(u32),
+    /// Kernel hashes were given but the ROM has no SNP_KERNEL_HASHES section or hash-table
+    /// GUID to put them in.
+    NoKernelHashesSection,
+    /// The SEV hash table is malformed: what is wrong.
+    HashTable(&'static str),
+    /// A blob does not match its SHA-256 in the SEV hash table.
+    HashMismatch(&'static str),
+    /// No vCPUs.
+    NoVcpus,
+}
+
+impl fmt::Display for SnpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnpError::RomSize(n) => {
+                write!(f, "a ROM of {n} bytes: not a whole number of 4 KiB pages holding a footer table")
+            }
+            SnpError::FooterTable(why) => write!(f, "ROM GUID footer table: {why}"),
+            SnpError::Metadata(why) => write!(f, "ROM SEV metadata: {why}"),
+            SnpError::SectionType(t) => write!(f, "ROM SEV metadata: section type {t:#x} is unknown"),
+            SnpError::NoKernelHashesSection => {
+                write!(f, "kernel hashes given, but the ROM has no SNP_KERNEL_HASHES section and hash-table GUID")
+            }
+            SnpError::HashTable(why) => write!(f, "SEV hash table: {why}"),
+            SnpError::HashMismatch(what) => {
+                write!(f, "the {what} does not match its SHA-256 in the SEV hash table (kernel-hashes): refusing it")
+            }
+            SnpError::NoVcpus => write!(f, "an SNP guest needs at least one vCPU"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for SnpError {}
