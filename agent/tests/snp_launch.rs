@@ -22,11 +22,9 @@ fn launch_digests_equal_upstreams() {
         }
         let ovmf = v["ovmf"].as_str().unwrap().replace("fixtures/", "ovmf-fixtures/");
         let rom = std::fs::read(dir.join(&ovmf)).unwrap();
-        let kernel_hashes = match v["kernel"].as_str() {
-            // /dev/null kernel and initrd: empty files.
-            Some(_) => Some(KernelHashes::of(b"", b"", v["append"].as_str().unwrap_or("").as_bytes())),
-            None => None,
-        };
+        // A /dev/null kernel and initrd: empty files.
+        let kernel_hashes =
+            v["kernel"].as_str().map(|_| KernelHashes::of(b"", b"", v["append"].as_str().unwrap_or("").as_bytes()));
         let launch = Launch {
             rom: &rom,
             rom_digest: v["snp_ovmf_hash"].as_str().map(|h| unhex(h).try_into().unwrap()),
