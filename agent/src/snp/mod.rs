@@ -7,10 +7,19 @@
 //! * [`ovmf`]: the OVMF-style ROM metadata a VMM reads (GUID footer table, SEV metadata).
 //! * [`launch`]: the launch digest the AMD-SP computes (MEASUREMENT), predicted exactly as
 //!   sev-snp-measure does it, for `veil measure --platform snp`.
+//! * [`ghcb`]: the GHCB protocol over the instruction seam [`ghcb::SnpCpu`]; [`memory`]:
+//!   validating and sharing memory with it; `model` (tests and the `model` feature only): the
+//!   hypervisor and RMP on the other side, honest or hostile.
 
+pub mod ghcb;
 pub mod hashes;
 pub mod launch;
+pub mod memory;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod ovmf;
+#[cfg(test)]
+mod tests;
 
 use core::fmt;
 

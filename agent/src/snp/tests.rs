@@ -1,0 +1,177 @@
+//! The GHCB protocol and the memory operations against the hypervisor model: honest, then
+//! each hostile behaviour, which must end in a precise refusal.
+
+use super::ghcb::{self, Ghcb, GhcbError, PageState};
+use super::memory::{self, MemoryError};
+use super::model::{Hypervisor, state_of};
+
+fn registered() -> Hypervisor {
+    let mut hv = Hypervisor::new();
+    ghcb::register(&mut hv, 0x80_0000).unwrap();
+    hv
+}
+
+#[test]
+fn msr_protocol_checks_every_answer() {
+    let mut hv = Hypervisor::new();
+    assert_eq!(ghcb::check_sev_info(&mut hv, 51), Ok(()));
+    assert!(ghcb::hv_features(&mut hv).unwrap() & 1 == 1);
+    assert_eq!(ghcb::register(&mut hv, 0x80_0000), Ok(()));
+    assert_eq!(hv.registered, Some(0x800));
+
+    let mut liar = Hypervisor::new();
+    liar.hostile.cbit = Some(47);
+    assert_eq!(ghcb::check_sev_info(&mut liar, 51), Err(GhcbError::CbitMismatch { hypervisor: 47, firmware: 51 }));
+    let mut old = Hypervisor::new();
+    old.hostile.protocol = Some((1, 1));
+    assert_eq!(ghcb::check_sev_info(&mut old, 51), Err(GhcbError::ProtocolVersion { min: 1, max: 1 }));
+    let mut odd = Hypervisor::new();
+    odd.hostile.msr_response = Some(0x7);
+    assert_eq!(ghcb::check_sev_info(&mut odd, 51), Err(GhcbError::MsrResponse { expected: 1, got: 7 }));
+    let mut no_snp = Hypervisor::new();
+    no_snp.hostile.features = Some(0b10);
+    assert_eq!(ghcb::hv_features(&mut no_snp), Err(GhcbError::NoSnpFeature(0b10)));
+    let mut elsewhere = Hypervisor::new();
+    elsewhere.hostile.register_gfn = Some(0x123);
+    assert_eq!(ghcb::register(&mut elsewhere, 0x80_0000), Err(GhcbError::Registration { asked: 0x800, got: 0x123 }));
+}
+
+#[test]
+fn msr_page_state_change() {
+    let mut hv = Hypervisor::new();
+    assert_eq!(ghcb::msr_page_state(&mut hv, 0x5000, PageState::Private), Ok(()));
+    assert_eq!(state_of(&hv, 0x5000), Some((PageState::Private, false)));
+    hv.hostile.msr_response = Some(0x015 | (7 << 32));
+    assert_eq!(ghcb::msr_page_state(&mut hv, 0x5000, PageState::Shared), Err(GhcbError::MsrPsc(7)));
+    assert_eq!(ghcb::terminate_request(1), 0x100 | (7 << 12) | (1 << 16));
+}
+
+#[test]
+fn io_msr_cpuid_and_mmio_round_trip() {
+    let mut hv = registered();
+    hv.ports.insert(0x3FD, 0x60);
+    {
+        let mut g = Ghcb::new(&mut hv);
+        for b in b"hi" {
+            g.io_write(0x3F8, 1, u32::from(*b)).unwrap();
+        }
+        assert_eq!(g.io_read(0x3FD, 1), Ok(0x60));
+        g.wrmsr(0x2FF, 0x0000_0001_0000_0C06).unwrap();
+        assert_eq!(g.rdmsr(0x2FF), Ok(0x0000_0001_0000_0C06));
+        assert_eq!(g.cpuid(0x4000_0000, 0), Ok([0x4000_0000, 0x4000_0001, 0x4000_0002, 0x4000_0003]));
+        let shared = |gpa: u64| gpa >= 0xFE00_0000;
+        g.mmio_write(0xFE00_1000, 4, 0xDEAD_BEEF, &shared).unwrap();
+        assert_eq!(g.mmio_read(0xFE00_1000, 4, &shared), Ok(0xDEAD_BEEF));
+        // MMIO at private memory, misaligned, or of an odd size is refused before any exit.
+        assert_eq!(g.mmio_read(0x10_0000, 4, &shared), Err(GhcbError::MmioAddress(0x10_0000)));
+        assert_eq!(g.mmio_read(0xFE00_1001, 4, &shared), Err(GhcbError::MmioAddress(0xFE00_1001)));
+        assert_eq!(g.mmio_read(0xFE00_1000, 3, &shared), Err(GhcbError::AccessSize(3)));
+        assert_eq!(g.io_write(0x3F8, 8, 0), Err(GhcbError::AccessSize(8)));
+    }
+    assert_eq!(hv.console, b"hi");
+}
+
+#[test]
+fn hostile_exit_answers_are_refused() {
+    // No GHCB registered: the hypervisor answers with GHCB error 1.
+    let mut hv = Hypervisor::new();
+    assert_eq!(Ghcb::new(&mut hv).io_write(0x3F8, 1, 0), Err(GhcbError::Hypervisor { exit: 0x7B, code: 1 }));
+    let mut hv = registered();
+    hv.hostile.inject = true;
+    assert!(matches!(Ghcb::new(&mut hv).rdmsr(0x10), Err(GhcbError::EventInjection { exit: 0x7C, .. })));
+    let mut hv = registered();
+    hv.hostile.drop_valid_bits = true;
+    assert_eq!(Ghcb::new(&mut hv).io_read(0x3FD, 1), Err(GhcbError::OutputNotValid { exit: 0x7B, offset: 0x1F8 }));
+    assert_eq!(Ghcb::new(&mut hv).cpuid(0x4000_0000, 0), Err(GhcbError::OutputNotValid { exit: 0x72, offset: 0x1F8 }));
+    let mut hv = registered();
+    hv.hostile.clobber_version = true;
+    assert_eq!(Ghcb::new(&mut hv).io_write(0x3F8, 1, 0), Err(GhcbError::PageHeader));
+}
+
+#[test]
+fn validate_uses_2m_pages_falls_back_to_4k_and_touches_every_page() {
+    let (start, end) = (0x20_0000, 0x60_0000 + 0x2000); // two 2 MiB pages and two 4 KiB pages
+    let mut hv = registered();
+    assert_eq!(memory::validate(&mut Ghcb::new(&mut hv), start, end), Ok((end - start) / 4096));
+    for gpa in (start..end).step_by(4096) {
+        assert_eq!(state_of(&hv, gpa), Some((PageState::Private, true)), "{gpa:#x}");
+        assert!(hv.touched.contains(&gpa), "{gpa:#x} not touched after validation");
+    }
+    let mut small = registered();
+    small.hostile.rmp_4k_only = true;
+    assert!(memory::validate(&mut Ghcb::new(&mut small), start, end).is_ok());
+    assert!((start..end).step_by(4096).all(|gpa| state_of(&small, gpa) == Some((PageState::Private, true))));
+    // Partial progress: one entry per exit still gets there.
+    let mut slow = registered();
+    slow.hostile.psc_per_call = Some(1);
+    assert!(memory::validate(&mut Ghcb::new(&mut slow), start, end).is_ok());
+    assert!(slow.exits.iter().filter(|e| **e == ghcb::exit::PSC).count() >= 4);
+    assert_eq!(
+        memory::validate(&mut Ghcb::new(&mut slow), 0x1000, 0x1800),
+        Err(MemoryError::Range { start: 0x1000, end: 0x1800 })
+    );
+}
+
+#[test]
+fn double_validation_stops_the_boot() {
+    let mut hv = registered();
+    memory::validate(&mut Ghcb::new(&mut hv), 0x10_0000, 0x10_2000).unwrap();
+    // The host claims the page-state change to private (which would reset validation in the
+    // RMP) but skips it, so the guest's PVALIDATE finds the pages validated already: the
+    // signature of a replayed or doubly mapped page. The boot must stop there.
+    hv.hostile.psc_fake = true;
+    assert_eq!(
+        memory::validate(&mut Ghcb::new(&mut hv), 0x10_0000, 0x10_2000),
+        Err(MemoryError::Unchanged { gpa: 0x10_0000, validate: true })
+    );
+}
+
+#[test]
+fn hostile_page_state_changes_are_refused() {
+    let cases: [(fn(&mut Hypervisor), MemoryError); 5] = [
+        (|h| h.hostile.psc_error = Some((1 << 32) | 2), MemoryError::Ghcb(GhcbError::PscFailed((1 << 32) | 2))),
+        (
+            |h| {
+                h.hostile.psc_per_call = Some(1);
+                h.hostile.psc_backwards = true;
+            },
+            MemoryError::Ghcb(GhcbError::Psc("the hypervisor moved the descriptor's current entry backwards")),
+        ),
+        (
+            |h| h.hostile.psc_reserved = true,
+            MemoryError::Ghcb(GhcbError::Psc("the hypervisor wrote the descriptor's reserved field")),
+        ),
+        (
+            |h| {
+                h.hostile.psc_per_call = Some(1);
+                h.hostile.psc_rewrite_entry = true;
+            },
+            MemoryError::Ghcb(GhcbError::Psc("the hypervisor changed an entry's page, operation or size")),
+        ),
+        (
+            |h| h.hostile.psc_stall = true,
+            MemoryError::Ghcb(GhcbError::Psc("the hypervisor made no progress through the descriptor")),
+        ),
+    ];
+    for (make_hostile, want) in cases {
+        let mut hv = registered();
+        make_hostile(&mut hv);
+        assert_eq!(memory::validate(&mut Ghcb::new(&mut hv), 0x20_0000, 0x20_4000), Err(want));
+    }
+}
+
+#[test]
+fn share_rescinds_then_changes_state() {
+    let mut hv = registered();
+    memory::validate(&mut Ghcb::new(&mut hv), 0x30_0000, 0x30_4000).unwrap();
+    assert_eq!(memory::share(&mut Ghcb::new(&mut hv), 0x30_0000, 0x30_2000), Ok(()));
+    assert_eq!(state_of(&hv, 0x30_0000), Some((PageState::Shared, false)));
+    assert_eq!(state_of(&hv, 0x30_2000), Some((PageState::Private, true)));
+    // Rescinding a page that was never validated: refused.
+    let mut fresh = registered();
+    ghcb::msr_page_state(&mut fresh, 0x40_0000, PageState::Private).unwrap();
+    assert_eq!(
+        memory::share(&mut Ghcb::new(&mut fresh), 0x40_0000, 0x40_1000),
+        Err(MemoryError::Unchanged { gpa: 0x40_0000, validate: false })
+    );
+}
