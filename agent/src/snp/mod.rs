@@ -10,6 +10,7 @@
 //! * [`ghcb`]: the GHCB protocol over the instruction seam [`ghcb::SnpCpu`]; [`memory`]:
 //!   validating and sharing memory with it; `model` (tests and the `model` feature only): the
 //!   hypervisor and RMP on the other side, honest or hostile.
+//! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
 
 pub mod ghcb;
 pub mod hashes;
@@ -18,6 +19,7 @@ pub mod memory;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod ovmf;
+pub mod pages;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +45,10 @@ pub enum SnpError {
     HashMismatch(&'static str),
     /// No vCPUs.
     NoVcpus,
+    /// The CPUID page is malformed: what is wrong.
+    CpuidPage(&'static str),
+    /// The secrets page is malformed or the request is out of range: what is wrong.
+    SecretsPage(&'static str),
 }
 
 impl fmt::Display for SnpError {
@@ -62,6 +68,8 @@ impl fmt::Display for SnpError {
                 write!(f, "the {what} does not match its SHA-256 in the SEV hash table (kernel-hashes): refusing it")
             }
             SnpError::NoVcpus => write!(f, "an SNP guest needs at least one vCPU"),
+            SnpError::CpuidPage(why) => write!(f, "SNP CPUID page: {why}"),
+            SnpError::SecretsPage(why) => write!(f, "SNP secrets page: {why}"),
         }
     }
 }
