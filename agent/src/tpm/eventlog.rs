@@ -154,17 +154,20 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parse a crypto-agile log. Trailing zero bytes (an ACPI log area's free space) end it.
+/// Parse a crypto-agile log (a TPM's, or a TD's CC event log). Trailing zero or 0xFF bytes
+/// (the log area's free space) end it.
 /// Returns the banks of the Spec ID event and the events after it.
 pub fn parse(bytes: &[u8]) -> Result<(Vec<Bank>, Vec<Event>), LogError> {
     let mut r = Reader { bytes, pos: 0 };
     let (pcr, ty) = (r.u32("Spec ID header")?, r.u32("Spec ID header")?);
     r.take(20, "Spec ID header")?;
     let size = r.u32("Spec ID size")? as usize;
-    if pcr != 0 || ty != EV_NO_ACTION {
+    // A TPM log's Spec ID event is in PCR 0; a CC event log's (TDVF's CCEL) carries CC
+    // measurement-register index 1 there, as the recorded TD log shows.
+    if pcr > 1 || ty != EV_NO_ACTION {
         return Err(LogError {
             offset: 0,
-            what: "the first event is not the Spec ID event (PCR 0, EV_NO_ACTION)".into(),
+            what: "the first event is not the Spec ID event (PCR or CC MR index 0/1, EV_NO_ACTION)".into(),
         });
     }
     let spec = r.take(size, "Spec ID event")?;
@@ -194,7 +197,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Vec<Bank>, Vec<Event>), LogError> {
 
     let mut events = Vec::new();
     while r.pos < bytes.len() {
-        if bytes[r.pos..].iter().all(|b| *b == 0) {
+        // The log area's free space: zeros (an ACPI TPM log area), or 0xFF (TDVF's CCEL).
+        let rest = &bytes[r.pos..];
+        if rest.iter().all(|b| *b == 0) || rest.iter().all(|b| *b == 0xFF) {
             break;
         }
         let pcr = r.u32("PCR index")?;
