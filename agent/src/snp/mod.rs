@@ -11,8 +11,10 @@
 //!   validating and sharing memory with it; `model` (tests and the `model` feature only): the
 //!   hypervisor and RMP on the other side, honest or hostile.
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
+//! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules.
 
 pub mod ghcb;
+pub mod guest_msg;
 pub mod hashes;
 pub mod launch;
 pub mod memory;
