@@ -12,6 +12,7 @@
 //!   hypervisor and RMP on the other side, honest or hostile.
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
 //! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules.
+//! * `verify` (host, `std`): attestation reports checked against AMD's certificate chain.
 
 pub mod ghcb;
 pub mod guest_msg;
@@ -24,6 +25,8 @@ pub mod ovmf;
 pub mod pages;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "std")]
+pub mod verify;
 
 use core::fmt;
 
