@@ -45,8 +45,8 @@ enum Command {
     /// Decrypt a volume of a veilboot disk with the master secret (disaster recovery), or
     /// print its disk key.
     Recover(image::RecoverArgs),
-    /// Predict the measurement registers a veilboot ROM produces booting an image
-    /// (Constellation's measurements JSON).
+    /// Predict the measurements a veilboot ROM produces: TPM PCRs booting an image
+    /// (Constellation's measurements JSON), or the SEV-SNP launch digest.
     Measure(measure::MeasureArgs),
     /// Seal the master secret for a VM's TPM from its storage key's public part alone, into
     /// the image's veil-boot header.
