@@ -25,6 +25,7 @@ pub mod linux;
 pub mod luks2;
 pub mod memmap;
 pub mod snp;
+pub mod tdx;
 pub mod timeline;
 pub mod tpm;
 pub mod xts;

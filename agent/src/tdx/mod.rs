@@ -1,0 +1,30 @@
+//! Intel TDX: the structures a TD and the tools around it build and check, in safe Rust (the
+//! TDCALL instruction lives in the kernel). Facts and sources: shared/reference/snp-tdx-guest.md,
+//! part B.
+//!
+//! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs).
+
+pub mod report;
+
+use core::fmt;
+
+/// Why a TDX structure was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TdxError {
+    /// A TDREPORT of another length than 1024 bytes.
+    ReportSize(usize),
+    /// A report type other than TDX (0x81).
+    ReportType(u8),
+}
+
+impl fmt::Display for TdxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TdxError::ReportSize(n) => write!(f, "a TDREPORT of {n} bytes (1024 expected)"),
+            TdxError::ReportType(t) => write!(f, "report type {t:#04x} is not TDX's (0x81)"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for TdxError {}
