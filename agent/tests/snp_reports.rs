@@ -42,3 +42,36 @@ fn real_milan_reports_verify_and_tampering_refuses() {
     // A report checked with another chip's VCEK does not verify.
     assert!(verify_report(&report2, &vcek, ask, ark, Product::Milan).is_err());
 }
+
+/// The firmware's no_std JSON of a report equals virtee/sev's serde form of the same bytes
+/// (what Trustee's SNP verifier deserializes), for the real v2 reports and for v3 (Genoa and
+/// Turin TCB layouts) and v5 variants of them.
+#[test]
+fn evidence_json_equals_sev_serde() {
+    let Some(dir) = testdata("snp/reports") else { return };
+    let reports = [
+        std::fs::read(dir.join("virtee-sev-milan/report_milan.bin")).unwrap(),
+        std::fs::read(dir.join("go-sev-guest-milan/attestation.bin")).unwrap(),
+    ];
+    let mut variants = Vec::new();
+    for r in &reports {
+        variants.push(r.clone());
+        for (version, family, model) in [(3u8, 0x19u8, 0x11u8), (3, 0x1A, 0x02), (5, 0x19, 0x01), (5, 0x1A, 0x11)] {
+            let mut v = r.clone();
+            v[0] = version;
+            v[0x188] = family;
+            v[0x189] = model;
+            v[0x18A] = 1;
+            if version == 5 {
+                v[0x1F8] = 0x5;
+                v[0x200] = 0x7;
+            }
+            variants.push(v);
+        }
+    }
+    for r in variants {
+        let theirs = serde_json::to_value(sev::firmware::guest::AttestationReport::from_bytes(&r).unwrap()).unwrap();
+        let ours = veil_agent::snp::evidence::report_json(&r).unwrap();
+        assert_eq!(ours, theirs, "version {} family {:#x}", r[0], r[0x188]);
+    }
+}

@@ -12,8 +12,10 @@
 //!   hypervisor and RMP on the other side, honest or hostile.
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
 //! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules.
+//! * [`evidence`]: the report in the JSON form Trustee's SNP verifier reads (virtee/sev's serde).
 //! * `verify` (host, `std`): attestation reports checked against AMD's certificate chain.
 
+pub mod evidence;
 pub mod ghcb;
 pub mod guest_msg;
 pub mod hashes;
@@ -54,6 +56,8 @@ pub enum SnpError {
     CpuidPage(&'static str),
     /// The secrets page is malformed or the request is out of range: what is wrong.
     SecretsPage(&'static str),
+    /// An attestation report that cannot be turned into evidence: what is wrong.
+    Report(&'static str),
 }
 
 impl fmt::Display for SnpError {
@@ -75,6 +79,7 @@ impl fmt::Display for SnpError {
             SnpError::NoVcpus => write!(f, "an SNP guest needs at least one vCPU"),
             SnpError::CpuidPage(why) => write!(f, "SNP CPUID page: {why}"),
             SnpError::SecretsPage(why) => write!(f, "SNP secrets page: {why}"),
+            SnpError::Report(why) => write!(f, "SNP attestation report: {why}"),
         }
     }
 }
