@@ -11,7 +11,8 @@
 //!   validating and sharing memory with it; `model` (tests and the `model` feature only): the
 //!   hypervisor and RMP on the other side, honest or hostile.
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
-//! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules.
+//! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules;
+//!   [`requests`]: the report and key requests they carry.
 //! * [`evidence`]: the report in the JSON form Trustee's SNP verifier reads (virtee/sev's serde).
 //! * `verify` (host, `std`): attestation reports checked against AMD's certificate chain.
 
@@ -25,6 +26,7 @@ pub mod memory;
 pub mod model;
 pub mod ovmf;
 pub mod pages;
+pub mod requests;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "std")]
@@ -58,6 +60,8 @@ pub enum SnpError {
     SecretsPage(&'static str),
     /// An attestation report that cannot be turned into evidence: what is wrong.
     Report(&'static str),
+    /// The AMD-SP refused a guest request: its status.
+    RequestRefused(&'static str),
 }
 
 impl fmt::Display for SnpError {
@@ -80,6 +84,7 @@ impl fmt::Display for SnpError {
             SnpError::CpuidPage(why) => write!(f, "SNP CPUID page: {why}"),
             SnpError::SecretsPage(why) => write!(f, "SNP secrets page: {why}"),
             SnpError::Report(why) => write!(f, "SNP attestation report: {why}"),
+            SnpError::RequestRefused(why) => write!(f, "the AMD-SP refused the guest request: {why}"),
         }
     }
 }
