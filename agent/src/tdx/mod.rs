@@ -3,12 +3,8 @@
 //! part B.
 //!
 //! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs).
-//! * `verify` (host, `std`): TD quotes verified with dcap-qvl against Intel's root and
-//!   collateral.
 
 pub mod report;
-#[cfg(feature = "std")]
-pub mod verify;
 
 use core::fmt;
 
