@@ -29,3 +29,20 @@ pub mod tdx;
 pub mod timeline;
 pub mod tpm;
 pub mod xts;
+
+#[cfg(test)]
+mod tests {
+    /// The firmware (no_std) serializes JSON objects with sorted keys; the host tools must too,
+    /// or digests and MACs over JSON (report data, the bundle manifest) differ between them.
+    /// serde_json's `preserve_order` feature, which any dependency can switch on for the whole
+    /// host build, would make them insertion-ordered.
+    #[test]
+    fn json_objects_serialize_with_sorted_keys() {
+        let v = serde_json::json!({"b": 1, "a": {"d": 2, "c": 3}});
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"a":{"c":3,"d":2},"b":1}"#,
+            "a dependency switched on serde_json's preserve_order: find it with `cargo tree -e features -i serde_json`"
+        );
+    }
+}
