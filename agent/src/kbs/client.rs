@@ -228,7 +228,7 @@ fn attest_and_fetch<T: Transport>(
     if let Some(cert) = ek_cert {
         extra["veil-ek-cert"] = Value::String(B64.encode(cert));
     }
-    let request = json!({"version": PROTOCOL_VERSION, "tee": "tpm", "extra-params": extra});
+    let request = json!({"version": PROTOCOL_VERSION, "tee": evidence::Tee::Tpm.name(), "extra-params": extra});
     let challenge =
         Challenge::parse(&call(relay, "the attestation request (auth)", "POST", "/kbs/v0/auth", Some(&request))?)?;
     phases.challenge = clock();

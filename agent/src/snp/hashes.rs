@@ -160,7 +160,7 @@ mod tests {
         page[..PADDED_LEN].copy_from_slice(&good);
         assert!(KernelHashes::parse(&page).is_ok());
         let mut t = good;
-        t[16] = 0xFF; // length past the table: still inside the page buffer of PADDED_LEN? no
+        t[16] = 0xFF; // a length past the end of the buffer
         assert!(KernelHashes::parse(&t).is_err());
         let mut t = good;
         t[18 + 50..18 + 66].copy_from_slice(&CMDLINE_GUID); // cmdline twice, initrd missing

@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     /// A 4 KiB ROM tail with `entries` in its footer table and an ASEV descriptor at 0x800.
-    pub(crate) fn rom_tail(sections: &[(u32, u32, u32)], reset: u32, hash: Option<(u32, u32)>) -> Vec<u8> {
+    fn rom_tail(sections: &[(u32, u32, u32)], reset: u32, hash: Option<(u32, u32)>) -> Vec<u8> {
         let mut rom = alloc::vec![0u8; 4096];
         let asev = 0x800;
         rom[asev..asev + 4].copy_from_slice(b"ASEV");

@@ -151,11 +151,19 @@ pub fn all_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, 
 }
 
 /// Every backend this CPU offers for `key` and the self-test did not disable, fastest first.
+/// The first call runs the self-test ([`selftest::run`]) if nobody has yet, so no caller can be
+/// handed a backend that was never checked.
 pub fn available_backends(key: &[u8]) -> Result<alloc::vec::Vec<Box<dyn XtsBackend>>, XtsError> {
+    if !SELF_TESTED.load(core::sync::atomic::Ordering::Acquire) {
+        selftest::run();
+    }
     let mut v = all_backends(key)?;
     v.retain(|b| !is_disabled(b.name()));
     Ok(v)
 }
+
+/// Has the self-test run (and disabled what failed)?
+static SELF_TESTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Backend names, in the order of the bit masks below.
 const NAMES: [&str; 4] = ["vaes512", "vaes256", "aesni", "rustcrypto"];

@@ -129,7 +129,8 @@ fn pattern_plaintext(len: usize) -> Vec<u8> {
 
 /// Run every case on every backend this CPU offers (disabled ones included), record the
 /// failures so that no failed backend is handed out again, and return one verdict per
-/// backend in `available_backends` order.
+/// backend in `available_backends` order. `available_backends` calls this on first use; the
+/// firmware calls it itself to log the verdicts.
 pub fn run() -> Vec<Verdict> {
     let verdicts = run_with(&super::all_backends);
     for v in &verdicts {
@@ -137,6 +138,7 @@ pub fn run() -> Vec<Verdict> {
             super::disable(v.backend);
         }
     }
+    super::SELF_TESTED.store(true, core::sync::atomic::Ordering::Release);
     verdicts
 }
 
