@@ -202,6 +202,9 @@ pub trait SnpCpu {
     /// Read the first and last byte of the just validated 4 KiB page at `gpa` (the
     /// CVE-2025-38560 mitigation: evict stale cache lines of the page's old mapping).
     fn touch(&mut self, gpa: u64);
+    /// The guest-physical address of the registered GHCB page (SW_SCRATCH points into its
+    /// shared buffer).
+    fn ghcb_gpa(&self) -> u64;
 }
 
 /// What PVALIDATE returned.
@@ -401,6 +404,12 @@ impl<'a> Ghcb<'a> {
         self.cpu
     }
 
+    /// SW_SCRATCH: the GPA of the registered GHCB's shared buffer, where the data goes.
+    fn set_scratch(&mut self) {
+        let at = self.cpu.ghcb_gpa() + offset::SHARED_BUFFER as u64;
+        self.page.set(offset::SW_SCRATCH, at);
+    }
+
     fn call(&mut self) -> Result<(), GhcbError> {
         let exit = self.page.u64_at(offset::SW_EXIT_CODE);
         self.cpu.vmgexit(&mut self.page);
@@ -433,6 +442,20 @@ impl<'a> Ghcb<'a> {
         self.call()?;
         let mask = if size == 4 { u64::from(u32::MAX) } else { (1u64 << (8 * size)) - 1 };
         Ok((self.page.output(exit::IOIO, offset::RAX)? & mask) as u32)
+    }
+
+    /// INS of `buf.len()` bytes from `port` (a string IN of byte size, REP), through the
+    /// shared buffer: one exit per 2032 bytes instead of one per byte.
+    pub fn io_read_bytes(&mut self, port: u16, buf: &mut [u8]) -> Result<(), GhcbError> {
+        for chunk in buf.chunks_mut(offset::SHARED_BUFFER_SIZE) {
+            // STR (bit 2) and REP (bit 3); SW_EXITINFO2 is the count.
+            let info = Self::io_info(port, 1, true)? | (1 << 2) | (1 << 3);
+            self.page.start(exit::IOIO, info, chunk.len() as u64);
+            self.set_scratch();
+            self.call()?;
+            chunk.copy_from_slice(&self.page.shared_buffer()[..chunk.len()]);
+        }
+        Ok(())
     }
 
     /// RDMSR.
@@ -474,7 +497,7 @@ impl<'a> Ghcb<'a> {
     pub fn mmio_read(&mut self, gpa: u64, size: u8, shared_ok: &dyn Fn(u64) -> bool) -> Result<u64, GhcbError> {
         Self::mmio_checks(gpa, size, shared_ok)?;
         self.page.start(exit::MMIO_READ, gpa, u64::from(size));
-        self.page.set(offset::SW_SCRATCH, 0); // filled in by the seam: the shared buffer's GPA
+        self.set_scratch();
         self.call()?;
         let mut v = [0u8; 8];
         v[..usize::from(size)].copy_from_slice(&self.page.shared_buffer()[..usize::from(size)]);
@@ -491,7 +514,7 @@ impl<'a> Ghcb<'a> {
     ) -> Result<(), GhcbError> {
         Self::mmio_checks(gpa, size, shared_ok)?;
         self.page.start(exit::MMIO_WRITE, gpa, u64::from(size));
-        self.page.set(offset::SW_SCRATCH, 0);
+        self.set_scratch();
         self.page.shared_buffer()[..usize::from(size)].copy_from_slice(&value.to_le_bytes()[..usize::from(size)]);
         self.call()
     }
@@ -530,7 +553,7 @@ impl<'a> Ghcb<'a> {
         // hypervisor that makes none is refused rather than retried for ever.
         loop {
             self.page.start(exit::PSC, 0, 0);
-            self.page.set(offset::SW_SCRATCH, 0);
+            self.set_scratch();
             let len = 8 + 8 * batch.len();
             self.page.shared_buffer()[..len].copy_from_slice(&desc[..len]);
             self.call().map_err(|e| match e {

@@ -4,6 +4,7 @@
 //! implements [`SnpCpu`], so host tests run the guest's protocol code against it; it is only
 //! compiled for tests and the `model` feature (the test ROM), never into a release ROM.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
@@ -16,6 +17,67 @@ pub struct RmpEntry {
     pub private: bool,
     /// Validated by the guest.
     pub validated: bool,
+}
+
+/// The RMP, kept per 2 MiB granule: one entry for a granule whose 512 pages are alike, 512
+/// once they differ (so a model of a whole guest's RAM stays small inside the test ROM).
+#[derive(Debug, Default)]
+pub struct Rmp(BTreeMap<u64, Granule>);
+
+#[derive(Debug, Clone)]
+enum Granule {
+    Uniform(RmpEntry),
+    Split(Box<[Option<RmpEntry>; 512]>),
+}
+
+impl Rmp {
+    /// The entry of page `gfn` (None: never assigned, i.e. shared and not validated).
+    pub fn get(&self, gfn: u64) -> Option<RmpEntry> {
+        match self.0.get(&(gfn >> 9))? {
+            Granule::Uniform(e) => Some(*e),
+            Granule::Split(pages) => pages[(gfn & 511) as usize],
+        }
+    }
+
+    /// Set the entry of page `gfn`.
+    pub fn set(&mut self, gfn: u64, entry: RmpEntry) {
+        let granule = self.0.entry(gfn >> 9).or_insert_with(|| Granule::Split(Box::new([None; 512])));
+        if let Granule::Uniform(e) = granule {
+            if *e == entry {
+                return;
+            }
+            *granule = Granule::Split(Box::new([Some(*e); 512]));
+        }
+        if let Granule::Split(pages) = granule {
+            pages[(gfn & 511) as usize] = Some(entry);
+            if pages.iter().all(|p| *p == Some(entry)) {
+                *granule = Granule::Uniform(entry);
+            }
+        }
+    }
+
+    /// Set the entries of the 2 MiB page starting at `gfn` (512-aligned).
+    pub fn set_2m(&mut self, gfn: u64, entry: RmpEntry) {
+        self.0.insert(gfn >> 9, Granule::Uniform(entry));
+    }
+}
+
+/// The machine behind a model used inside a guest (the test ROM): the port I/O, MMIO and
+/// CPUID the hypervisor performs on the guest's behalf. Host tests use none, and the model
+/// answers from its own maps.
+pub trait Machine {
+    /// IN of `size` bytes.
+    fn io_in(&mut self, port: u16, size: u8) -> u32;
+    /// OUT of `size` bytes.
+    fn io_out(&mut self, port: u16, size: u8, value: u32);
+    /// REP INSB into `buf`.
+    fn io_in_bytes(&mut self, port: u16, buf: &mut [u8]);
+    /// MMIO read of `size` bytes.
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> u64;
+    /// MMIO write of `size` bytes.
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64);
+    /// CPUID as the hypervisor reports it.
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
 }
 
 /// Ways the model can misbehave.
@@ -56,14 +118,14 @@ pub struct Hostile {
 }
 
 /// The hypervisor and RMP model.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Hypervisor {
     /// The true C-bit.
     pub cbit: u8,
     /// The registered GHCB's GFN.
     pub registered: Option<u64>,
     /// RMP entries by GFN (absent: shared, not validated).
-    pub rmp: BTreeMap<u64, RmpEntry>,
+    pub rmp: Rmp,
     /// Bytes written to the serial port (0x3F8).
     pub console: Vec<u8>,
     /// Port values returned by IN.
@@ -72,13 +134,23 @@ pub struct Hypervisor {
     pub msrs: BTreeMap<u32, u64>,
     /// MMIO: the last value written per address, returned by reads.
     pub mmio: BTreeMap<u64, u64>,
-    /// Pages the guest touched after validating them.
+    /// Pages the guest touched after validating them (recorded without a machine only).
     pub touched: BTreeSet<u64>,
+    /// Touches counted.
+    pub touches: u64,
+    /// The machine that performs I/O (inside a guest); None in host tests.
+    pub machine: Option<Box<dyn Machine>>,
     /// Exits seen, by code.
     pub exits: Vec<u64>,
     /// How to misbehave.
     pub hostile: Hostile,
     psc_calls: usize,
+}
+
+impl core::fmt::Debug for Hypervisor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Hypervisor").field("registered", &self.registered).finish_non_exhaustive()
+    }
 }
 
 impl Hypervisor {
@@ -96,18 +168,19 @@ impl Hypervisor {
 
     fn set_state(&mut self, gfn: u64, state: u64) -> bool {
         match state {
-            1 => {
-                let e = self.rmp.entry(gfn).or_default();
-                e.private = true;
-                e.validated = false;
-                true
-            }
-            2 => {
-                self.rmp.insert(gfn, RmpEntry { private: false, validated: false });
-                true
-            }
-            _ => false,
+            1 => self.rmp.set(gfn, RmpEntry { private: true, validated: false }),
+            2 => self.rmp.set(gfn, RmpEntry { private: false, validated: false }),
+            _ => return false,
         }
+        true
+    }
+
+    /// Is SW_SCRATCH the registered GHCB's shared buffer, holding `len` bytes?
+    fn scratch_ok(&self, page: &GhcbPage, len: u64) -> bool {
+        let buffer = self.registered.unwrap_or(0) * 4096 + offset::SHARED_BUFFER as u64;
+        page.is_valid(offset::SW_SCRATCH)
+            && page.u64_at(offset::SW_SCRATCH) == buffer
+            && len <= offset::SHARED_BUFFER_SIZE as u64
     }
 
     fn psc(&mut self, page: &mut GhcbPage) {
@@ -134,15 +207,14 @@ impl Hypervisor {
                 let entry = u64::from_le_bytes(page.shared_buffer()[at..at + 8].try_into().expect("8 bytes"));
                 let gfn = (entry >> 12) & ((1 << 40) - 1);
                 let op = (entry >> 52) & 0xF;
-                let pages = if entry & (1 << 56) != 0 { 512 } else { 1 };
-                for g in gfn..gfn + pages {
-                    if self.hostile.psc_fake {
-                        continue;
-                    }
-                    if !self.set_state(g, op) {
-                        page.set(offset::SW_EXIT_INFO_2, (1 << 32) | 2); // invalid entry
-                        return;
-                    }
+                let huge = entry & (1 << 56) != 0;
+                if !matches!(op, 1 | 2) || (huge && gfn % 512 != 0) {
+                    page.set(offset::SW_EXIT_INFO_2, (1 << 32) | 2); // invalid entry
+                    return;
+                }
+                if !self.hostile.psc_fake {
+                    let e = RmpEntry { private: op == 1, validated: false };
+                    if huge { self.rmp.set_2m(gfn, e) } else { self.rmp.set(gfn, e) }
                 }
                 done = i + 1;
             }
@@ -209,14 +281,51 @@ impl SnpCpu for Hypervisor {
             return;
         }
         let info1 = page.u64_at(offset::SW_EXIT_INFO_1);
-        // The inputs are read; from here on the valid bitmap says which outputs the
-        // hypervisor wrote (the GHCB specification's rule, as KVM does it).
-        page.0[offset::VALID_BITMAP..offset::VALID_BITMAP + 16].fill(0);
+        // After the inputs are read, the valid bitmap says which outputs the hypervisor
+        // wrote (the GHCB specification's rule, as KVM does it).
         let mut result = 0;
+        let scratch_needed = match code {
+            exit::IOIO if info1 & (1 << 2) != 0 => Some(page.u64_at(offset::SW_EXIT_INFO_2)),
+            exit::MMIO_READ | exit::MMIO_WRITE => Some(page.u64_at(offset::SW_EXIT_INFO_2)),
+            exit::PSC => Some(8),
+            _ => None,
+        };
+        if let Some(len) = scratch_needed {
+            if !self.scratch_ok(page, len) {
+                page.set(offset::SW_EXIT_INFO_1, 2);
+                page.set(offset::SW_EXIT_INFO_2, 3); // INVALID_SCRATCH_AREA
+                return;
+            }
+        }
+        page.0[offset::VALID_BITMAP..offset::VALID_BITMAP + 16].fill(0);
         match code {
             exit::IOIO => {
                 let port = (info1 >> 16) as u16;
-                if info1 & 1 == 0 {
+                let size = ((info1 >> 4) & 7) as u8; // 1, 2 or 4 as bits 4, 5, 6
+                let size = match size {
+                    1 => 1,
+                    2 => 2,
+                    _ => 4,
+                };
+                if info1 & (1 << 2) != 0 {
+                    // String IN, byte-sized only (what the firmware uses).
+                    let count = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
+                    if info1 & 1 == 0 || size != 1 {
+                        result = 2;
+                    } else if let Some(m) = self.machine.as_mut() {
+                        m.io_in_bytes(port, &mut page.shared_buffer()[..count]);
+                    } else {
+                        let v = *self.ports.get(&port).unwrap_or(&0xFF) as u8;
+                        page.shared_buffer()[..count].fill(v);
+                    }
+                } else if let Some(m) = self.machine.as_mut() {
+                    if info1 & 1 == 0 {
+                        m.io_out(port, size, page.u64_at(offset::RAX) as u32);
+                    } else {
+                        let v = u64::from(m.io_in(port, size));
+                        self.output(page, offset::RAX, v);
+                    }
+                } else if info1 & 1 == 0 {
                     if port == 0x3F8 {
                         self.console.push(page.u64_at(offset::RAX) as u8);
                     }
@@ -239,20 +348,36 @@ impl SnpCpu for Hypervisor {
             }
             exit::CPUID => {
                 let leaf = page.u64_at(offset::RAX);
-                for (i, at) in [offset::RAX, offset::RBX, offset::RCX, offset::RDX].into_iter().enumerate() {
-                    self.output(page, at, leaf.wrapping_add(i as u64));
+                let answer = match self.machine.as_mut() {
+                    Some(m) => m.cpuid(leaf as u32, page.u64_at(offset::RCX) as u32).map(u64::from),
+                    None => [0, 1, 2, 3].map(|i| leaf.wrapping_add(i)),
+                };
+                for (v, at) in answer.into_iter().zip([offset::RAX, offset::RBX, offset::RCX, offset::RDX]) {
+                    self.output(page, at, v);
                 }
             }
+            exit::MMIO_READ | exit::MMIO_WRITE if !matches!(page.u64_at(offset::SW_EXIT_INFO_2), 1 | 2 | 4 | 8) => {
+                result = 2;
+            }
             exit::MMIO_READ => {
-                let v = *self.mmio.get(&info1).unwrap_or(&0);
                 let n = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
+                let v = match self.machine.as_mut() {
+                    Some(m) => m.mmio_read(info1, n as u8),
+                    None => *self.mmio.get(&info1).unwrap_or(&0),
+                };
                 page.shared_buffer()[..n].copy_from_slice(&v.to_le_bytes()[..n]);
             }
             exit::MMIO_WRITE => {
                 let n = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
                 let mut v = [0u8; 8];
                 v[..n].copy_from_slice(&page.shared_buffer()[..n]);
-                self.mmio.insert(info1, u64::from_le_bytes(v));
+                let v = u64::from_le_bytes(v);
+                match self.machine.as_mut() {
+                    Some(m) => m.mmio_write(info1, n as u8, v),
+                    None => {
+                        self.mmio.insert(info1, v);
+                    }
+                }
             }
             exit::PSC => self.psc(page),
             _ => result = 2,
@@ -275,22 +400,32 @@ impl SnpCpu for Hypervisor {
             return Pvalidate::SizeMismatch;
         }
         let gfn = gpa >> 12;
-        if (gfn..gfn + pages).any(|g| !self.rmp.get(&g).is_some_and(|e| e.private)) {
+        if (gfn..gfn + pages).any(|g| !self.rmp.get(g).is_some_and(|e| e.private)) {
             return Pvalidate::FailInput; // PVALIDATE of a shared page faults on hardware
         }
-        let changed = (gfn..gfn + pages).any(|g| self.rmp[&g].validated != validate);
-        for g in gfn..gfn + pages {
-            self.rmp.get_mut(&g).expect("checked").validated = validate;
+        let changed = (gfn..gfn + pages).any(|g| self.rmp.get(g).is_some_and(|e| e.validated != validate));
+        let entry = RmpEntry { private: true, validated: validate };
+        if huge {
+            self.rmp.set_2m(gfn, entry);
+        } else {
+            self.rmp.set(gfn, entry);
         }
         Pvalidate::Done { changed }
     }
 
     fn touch(&mut self, gpa: u64) {
-        self.touched.insert(gpa);
+        self.touches += 1;
+        if self.machine.is_none() {
+            self.touched.insert(gpa);
+        }
+    }
+
+    fn ghcb_gpa(&self) -> u64 {
+        self.registered.unwrap_or(0) * 4096
     }
 }
 
 /// A page state as the model's RMP holds it (for assertions).
 pub fn state_of(hv: &Hypervisor, gpa: u64) -> Option<(PageState, bool)> {
-    hv.rmp.get(&(gpa >> 12)).map(|e| (if e.private { PageState::Private } else { PageState::Shared }, e.validated))
+    hv.rmp.get(gpa >> 12).map(|e| (if e.private { PageState::Private } else { PageState::Shared }, e.validated))
 }

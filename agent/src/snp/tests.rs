@@ -175,3 +175,57 @@ fn share_rescinds_then_changes_state() {
         Err(MemoryError::Unchanged { gpa: 0x40_0000, validate: false })
     );
 }
+
+#[test]
+fn string_input_goes_through_the_shared_buffer() {
+    let mut hv = registered();
+    hv.ports.insert(0x511, 0x5A);
+    let mut buf = [0u8; 5000]; // three exits: 2032 + 2032 + 936
+    Ghcb::new(&mut hv).io_read_bytes(0x511, &mut buf).unwrap();
+    assert!(buf.iter().all(|b| *b == 0x5A));
+    assert_eq!(hv.exits.iter().filter(|e| **e == ghcb::exit::IOIO).count(), 3);
+}
+
+#[test]
+fn a_scratch_area_outside_the_registered_ghcb_is_refused() {
+    // A guest whose idea of the GHCB differs from the registered one: the hypervisor refuses
+    // the exit (INVALID_SCRATCH_AREA), and the guest reports it.
+    struct Elsewhere(Hypervisor);
+    impl ghcb::SnpCpu for Elsewhere {
+        fn msr_protocol(&mut self, request: u64) -> u64 {
+            self.0.msr_protocol(request)
+        }
+        fn vmgexit(&mut self, page: &mut ghcb::GhcbPage) {
+            self.0.vmgexit(page)
+        }
+        fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> ghcb::Pvalidate {
+            self.0.pvalidate(gpa, huge, validate)
+        }
+        fn touch(&mut self, gpa: u64) {
+            self.0.touch(gpa)
+        }
+        fn ghcb_gpa(&self) -> u64 {
+            0x1234_5000
+        }
+    }
+    let mut cpu = Elsewhere(registered());
+    assert_eq!(
+        Ghcb::new(&mut cpu).mmio_read(0xFE00_0000, 4, &|_| true),
+        Err(GhcbError::Hypervisor { exit: ghcb::exit::MMIO_READ, code: 3 })
+    );
+}
+
+#[test]
+fn the_rmp_model_keeps_uniform_granules_small() {
+    let mut rmp = super::model::Rmp::default();
+    let v = super::model::RmpEntry { private: true, validated: true };
+    rmp.set_2m(0x200, v);
+    assert_eq!(rmp.get(0x3FF), Some(v));
+    let shared = super::model::RmpEntry { private: false, validated: false };
+    rmp.set(0x201, shared);
+    assert_eq!(rmp.get(0x201), Some(shared));
+    assert_eq!(rmp.get(0x202), Some(v));
+    rmp.set(0x201, v);
+    assert_eq!(rmp.get(0x201), Some(v));
+    assert_eq!(rmp.get(0x400), None);
+}
