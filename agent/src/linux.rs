@@ -199,6 +199,9 @@ pub struct Handoff {
     pub e820: Vec<E820Entry>,
     /// ACPI RSDP address (0 if none).
     pub rsdp: u64,
+    /// Physical address of the first setup_data node (0 for none). Always written: a loader's
+    /// value in the header copied from the kernel file would point at memory nobody filled.
+    pub setup_data: u64,
 }
 
 /// Build the zero page.
@@ -219,6 +222,9 @@ pub fn boot_params(hdr: &SetupHeader, h: &Handoff) -> Result<Vec<u8>, LinuxError
     put32(&mut bp, 0x0C4, (h.initrd.1 >> 32) as u32);
     if hdr.version >= 0x020E {
         bp[0x070..0x078].copy_from_slice(&h.rsdp.to_le_bytes());
+    }
+    if hdr.version >= 0x0209 {
+        bp[0x250..0x258].copy_from_slice(&h.setup_data.to_le_bytes());
     }
     bp[0x1E8] = h.e820.len() as u8;
     for (i, e) in h.e820.iter().enumerate() {
@@ -266,8 +272,13 @@ mod tests {
             initrd: (0x800_0000, 0x1234),
             e820: vec![E820Entry { addr: 0, len: 0x9_F000, kind: E820Kind::Ram }],
             rsdp: 0xF_0000,
+            setup_data: 0x90_5000,
         };
+        let mut raw = fake_setup();
+        raw[0x250..0x258].copy_from_slice(&0xDEAD_0000u64.to_le_bytes()); // a loader's stale pointer
+        let hdr = SetupHeader::parse(&raw).unwrap();
         let bp = boot_params(&hdr, &h).unwrap();
+        assert_eq!(u64_at(&bp, 0x250), 0x90_5000);
         assert_eq!(&bp[0x202..0x206], b"HdrS");
         assert_eq!(bp[0x210], 0xFF);
         assert_eq!(u32_at(&bp, 0x228), 0x1000);

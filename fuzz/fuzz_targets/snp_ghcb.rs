@@ -54,6 +54,9 @@ impl SnpCpu for Fuzzed<'_> {
         }
     }
     fn touch(&mut self, _gpa: u64) {}
+    fn ghcb_gpa(&self) -> u64 {
+        0x80_4000
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -64,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = ghcb::msr_page_state(&mut cpu, 0x1000, PageState::Private);
     let mut g = Ghcb::new(&mut cpu);
     let _ = g.io_read(0x3FD, 1);
+    let _ = g.io_read_bytes(0x511, &mut [0u8; 3000]);
     let _ = g.rdmsr(0x10);
     let _ = g.cpuid(0x4000_0000, 0);
     let _ = g.mmio_read(0xFE00_0000, 4, &|_| true);

@@ -17,9 +17,17 @@ pub struct Cpuid {
     pub edx: u32,
 }
 
-/// CPUID. Only call once the platform is known not to be SEV-ES/SNP (where it raises #VC)
-/// or from the platform detection, which handles exactly that case.
+/// CPUID. On SEV-SNP the answer comes from the PSP-validated CPUID page (the instruction
+/// would raise #VC and ask the untrusted hypervisor); elsewhere it is the instruction.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+    if let Some(r) = crate::platform::snp::cpuid(leaf, subleaf) {
+        return Cpuid { eax: r[0], ebx: r[1], ecx: r[2], edx: r[3] };
+    }
+    native_cpuid(leaf, subleaf)
+}
+
+/// The CPUID instruction itself.
+pub fn native_cpuid(leaf: u32, subleaf: u32) -> Cpuid {
     let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
     Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
 }
@@ -118,15 +126,42 @@ pub fn halt_forever() -> ! {
 /// no memory access.
 pub mod port {
     use core::arch::asm;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    /// Set by the SEV-SNP platform once its GHCB is registered: from then on every port
+    /// access is an IOIO exit through the GHCB (the instructions would raise #VC).
+    pub static VIA_GHCB: AtomicBool = AtomicBool::new(false);
+
+    fn routed() -> bool {
+        VIA_GHCB.load(Ordering::Relaxed)
+    }
+
+    /// Read `buf.len()` bytes from one port (fw_cfg's data port): REP INSB's effect, through
+    /// the GHCB's shared buffer on SNP.
+    pub fn inb_string(port: u16, buf: &mut [u8]) {
+        if routed() {
+            crate::platform::snp::port_in_bytes(port, buf);
+            return;
+        }
+        for b in buf {
+            *b = inb(port);
+        }
+    }
 
     /// Write a byte.
     pub fn outb(port: u16, v: u8) {
+        if routed() {
+            return crate::platform::snp::port_out(port, 1, u32::from(v));
+        }
         // SAFETY: a byte port write starts no memory access by any device the firmware drives
         // (serial, PIT, debug-exit; module doc); the instruction itself touches no memory.
         unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
     }
     /// Read a byte.
     pub fn inb(port: u16) -> u8 {
+        if routed() {
+            return crate::platform::snp::port_in(port, 1) as u8;
+        }
         let v: u8;
         // SAFETY: a port read starts no memory access by the devices the firmware drives.
         unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
@@ -134,6 +169,9 @@ pub mod port {
     }
     /// Write a 16-bit word.
     pub fn outw(port: u16, v: u16) {
+        if routed() {
+            return crate::platform::snp::port_out(port, 2, u32::from(v));
+        }
         // SAFETY: as for outb (the word port written is fw_cfg's selector, which moves no data).
         unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
     }
@@ -144,12 +182,18 @@ pub mod port {
     /// register enabling bus mastering), every address the device is given must be memory the
     /// caller owns, for as long as the device may use it.
     pub unsafe fn outl(port: u16, v: u32) {
+        if routed() {
+            return crate::platform::snp::port_out(port, 4, v);
+        }
         // SAFETY: the caller owns whatever memory effect the device has (see # Safety); the
         // instruction itself touches no memory.
         unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack, preserves_flags)) };
     }
     /// Read a 32-bit word.
     pub fn inl(port: u16) -> u32 {
+        if routed() {
+            return crate::platform::snp::port_in(port, 4);
+        }
         let v: u32;
         // SAFETY: as for inb.
         unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };

@@ -17,6 +17,8 @@ use veil_agent::kbs::frame::RelayError;
 use veil_agent::keys::KeyError;
 use veil_agent::linux::LinuxError;
 use veil_agent::luks2::Luks2Error;
+use veil_agent::snp::SnpError;
+use veil_agent::snp::memory::MemoryError;
 use veil_agent::tpm::command::TpmError;
 use veil_agent::tpm::tis::TisError;
 use veil_agent::xts::XtsError;
@@ -52,6 +54,12 @@ pub enum BootError {
     Linux(LinuxError),
     /// QEMU's ACPI table loader script.
     AcpiLoader(LoaderError),
+    /// An SEV-SNP structure (CPUID or secrets page, SEV hash table).
+    Snp(SnpError),
+    /// SEV-SNP memory validation or sharing.
+    SnpMemory(MemoryError),
+    /// Guest RAM this build cannot make usable on a confidential platform: where.
+    UnsupportedRam(u64),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
     Token(String),
     /// `source`, where it happened (`veil-boot`, `disk 00:01.0`, `remote key release`).
@@ -118,6 +126,12 @@ impl fmt::Display for BootError {
             BootError::Xts(e) => write!(f, "{e}"),
             BootError::Linux(e) => write!(f, "{e}"),
             BootError::AcpiLoader(e) => write!(f, "{e}"),
+            BootError::Snp(e) => write!(f, "{e}"),
+            BootError::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
+            BootError::UnsupportedRam(at) => write!(
+                f,
+                "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
+            ),
             BootError::Token(why) => write!(f, "{why}"),
             BootError::At { place, source } => write!(f, "{place}: {source}"),
             BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes"),
@@ -196,4 +210,6 @@ from!(
     Xts(XtsError),
     Linux(LinuxError),
     AcpiLoader(LoaderError),
+    Snp(SnpError),
+    SnpMemory(MemoryError),
 );

@@ -18,5 +18,9 @@ pub enum Status {
 /// Stop the machine with a status.
 pub fn exit(status: Status) -> ! {
     outb(DEBUG_EXIT_PORT, status as u8);
+    if matches!(status, Status::Failure) && crate::platform::snp::active() {
+        // An SNP host learns of the failure from the termination request (no debug-exit).
+        crate::platform::snp::terminate(crate::platform::snp::Termination::BootFailed);
+    }
     halt_forever()
 }

@@ -7,7 +7,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 
 use veil_agent::fwcfg::{FileEntry, MAX_FILES, SEL_FEATURES, SEL_FILE_DIR, SEL_SIGNATURE, parse_directory};
 
-use crate::cpu::port::{inb, outl, outw};
+use crate::cpu::port::{outl, outw};
 
 const PORT_SELECTOR: u16 = 0x510;
 const PORT_DATA: u16 = 0x511;
@@ -100,9 +100,7 @@ fn select(sel: u16) {
 }
 
 fn read_pio(buf: &mut [u8]) {
-    for b in buf {
-        *b = inb(PORT_DATA);
-    }
+    crate::cpu::port::inb_string(PORT_DATA, buf);
 }
 
 impl FwCfg {
@@ -117,7 +115,10 @@ impl FwCfg {
         let mut features = [0u8; 4];
         select(SEL_FEATURES);
         read_pio(&mut features);
-        let mut cfg = FwCfg { dma: u32::from_le_bytes(features) & 0b10 != 0, files: Vec::new() };
+        // DMA needs memory the host can read and write: on SEV-SNP the data goes through the
+        // GHCB's shared buffer with string port I/O instead.
+        let via_ghcb = crate::cpu::port::VIA_GHCB.load(core::sync::atomic::Ordering::Relaxed);
+        let mut cfg = FwCfg { dma: u32::from_le_bytes(features) & 0b10 != 0 && !via_ghcb, files: Vec::new() };
         // Read the count first and bound it before reading the entries it announces.
         let mut count = [0u8; 4];
         cfg.read_selector(SEL_FILE_DIR, &mut count)?;

@@ -5,8 +5,11 @@
 //! faults run on IST1, page faults, NMIs and machine checks on IST2, so a stack overflow into
 //! the guard page still gets reported. The handlers use no vector registers.
 //!
-//! Vector 29 (#VC) only exists under SEV-ES/SNP: if it arrives before the platform is known,
-//! that is how the platform detection learns it runs on SEV-SNP (see platform::detect).
+//! Two exceptions can be resumed: #VC (vector 29, SEV-SNP only), whose CPUID cause the SNP
+//! platform answers from the PSP-validated CPUID page (platform::snp::handle_vc), and, in the
+//! SNP model test ROM only, #UD (vector 6) on VMGEXIT or PVALIDATE, which the model answers
+//! (crate::snpmodel). A handler that resumes edits the saved registers in [`Frame`]; the stub
+//! then restores them and returns with IRETQ.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -15,29 +18,30 @@ use crate::layout::{IST1_TOP, IST2_TOP, firmware_owned};
 
 /// Register state pushed by the entry stubs (lowest address first).
 #[repr(C)]
+#[allow(missing_docs)] // the registers of the interrupted code, by name
 pub struct Frame {
-    r15: u64,
-    r14: u64,
-    r13: u64,
-    r12: u64,
-    r11: u64,
-    r10: u64,
-    r9: u64,
-    r8: u64,
-    rbp: u64,
-    rdi: u64,
-    rsi: u64,
-    rdx: u64,
-    rcx: u64,
-    rbx: u64,
-    rax: u64,
-    vector: u64,
-    error_code: u64,
-    rip: u64,
-    cs: u64,
-    rflags: u64,
-    rsp: u64,
-    ss: u64,
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
 }
 
 // Entry stubs: push a zero error code where the CPU pushes none, then the vector, then the
@@ -59,7 +63,11 @@ macro_rules! stubs {
             "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
             "mov rdi, rsp",
             "call {handler}",
-            "ud2",
+            // The handler returned: it resolved the exception; resume the interrupted code.
+            "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+            "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+            "add rsp, 16",
+            "iretq",
             // The stubs' addresses, for the IDT.
             ".pushsection .rodata.veil_isr_table, \"a\"",
             ".p2align 3",
@@ -122,12 +130,25 @@ const NAMES: [&str; 32] = [
 /// Set while the platform detection probes for SEV-ES/SNP (#VC on CPUID).
 pub static PROBING_SEV: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn exception_handler(frame: &Frame) -> ! {
-    if frame.vector == 29 && PROBING_SEV.load(Ordering::SeqCst) {
-        // Under SEV-ES/SNP, no console is reachable without a GHCB yet: ask the hypervisor
-        // to terminate the guest with veilboot's "platform not supported" reason.
-        crate::platform::snp::terminate_unsupported();
+extern "C" fn exception_handler(frame: &mut Frame) {
+    if frame.vector == 29 {
+        if PROBING_SEV.load(Ordering::SeqCst) {
+            // SEV-ES without SNP (SNP is known from SEV_STATUS before any CPUID): no console
+            // is reachable without a GHCB, so ask the hypervisor to terminate the guest.
+            crate::platform::snp::terminate(crate::platform::snp::Termination::SevEsWithoutSnp);
+        }
+        if crate::platform::snp::handle_vc(frame) {
+            return;
+        }
     }
+    #[cfg(feature = "snp-model")]
+    if frame.vector == 6 && crate::snpmodel::handle_ud(frame) {
+        return;
+    }
+    report(frame)
+}
+
+fn report(frame: &Frame) -> ! {
     let name = NAMES.get(frame.vector as usize).copied().unwrap_or("?");
     crate::log!("EXCEPTION vector={} ({name}) error={:#x}", frame.vector, frame.error_code);
     crate::log!(

@@ -30,6 +30,8 @@ pub mod platform;
 pub mod random;
 pub mod secrets;
 pub mod serial;
+#[cfg(feature = "snp-model")]
+pub mod snpmodel;
 pub mod statedisk;
 pub mod testhooks;
 pub mod tpm;
@@ -49,6 +51,7 @@ const E820_LIMIT: usize = 128 * 20;
 
 /// Print a precise error and stop with a failure status: the one way a boot fails.
 pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
+    platform::snp::release_ghcb_for_fatal();
     log!("FATAL: {what}");
     tsc::mark("halt");
     exit::exit(exit::Status::Failure)
@@ -59,16 +62,22 @@ pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
 pub extern "C" fn veil_main() -> ! {
     heap::init_early();
     interrupts::init();
+    #[cfg(feature = "snp-model")]
+    snpmodel::launch();
     let kind = platform::detect();
     let entry_tsc = cpu::rdtsc();
     let mut plat: alloc::boxed::Box<dyn Platform> = match kind {
         Kind::Plain => alloc::boxed::Box::new(platform::plain::Plain),
         Kind::Tdx => platform::tdx::halt_unsupported(),
-        Kind::SevSnp => platform::snp::terminate_unsupported(),
+        Kind::SevSnp => alloc::boxed::Box::new(platform::snp::Snp::init()),
+        Kind::SevLegacy if platform::snp::insn::sev_status() & 0b10 != 0 => {
+            // SEV-ES: port I/O would raise #VC, and there is no GHCB: no console.
+            platform::snp::terminate(platform::snp::Termination::SevEsWithoutSnp)
+        }
         Kind::SevLegacy => {
             serial::init();
             fail(format_args!(
-                "AMD SEV/SEV-ES without SNP detected (SEV_STATUS); veilboot supports only SEV-SNP, and not in this build yet"
+                "AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"
             ))
         }
     };
@@ -126,12 +135,16 @@ pub extern "C" fn veil_main() -> ! {
     }
     heap::init_main(start, size);
     log!("heap: {} MiB at {:#x}", size >> 20, start);
-    match mtrr::init(&e820) {
-        Some((base, len)) => log!("mtrr: default write-back, {:#x}-{:#x} uncached", base, base + len - 1),
-        None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
+    match kind {
+        Kind::Plain => match mtrr::init(&e820) {
+            Some((base, len)) => log!("mtrr: default write-back, {:#x}-{:#x} uncached", base, base + len - 1),
+            None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
+        },
+        // MTRR writes would be intercepted MSR exits, and the hypervisor decides memory types.
+        _ => log!("mtrr: left as they are on {}", plat.name()),
     }
 
-    hooks.run_early();
+    hooks.run_early(&cfg);
 
     tsc::mark("pci");
     let pci = pci::Config::init();
@@ -310,11 +323,14 @@ pub extern "C" fn veil_main() -> ! {
     let handoff = veil_agent::cpio::handoff_archive(firmware, plat.name(), &tsc::MARKS.lock(), &files);
     drop(files);
     drop(root_files); // zeroized: the key now lives only in the hand-off archive
+    let extras = plat.prepare_handoff(&e820).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let target = linux::Target { e820: &e820, heap: (start, size), acpi: acpi.as_ref(), extra_cpio: &handoff, extras };
     let prepared = match &from_disk {
-        Some(v) => linux::prepare(&mut diskboot::BundleSource(v), &e820, (start, size), acpi.as_ref(), &handoff),
-        None => linux::prepare(&mut linux::FwCfgSource(&cfg), &e820, (start, size), acpi.as_ref(), &handoff),
+        Some(v) => linux::prepare(&mut diskboot::BundleSource(v), &target, None),
+        None => linux::prepare(&mut linux::FwCfgSource(&cfg), &target, Some(&mut *plat)),
     }
     .unwrap_or_else(|e| fail(format_args!("{e}")));
+    drop(target);
     drop(handoff); // zeroized: the copy in the initrd is the one Linux gets
     let Some(kernel) = prepared else {
         log!("no kernel to boot (QEMU -kernel); boot stages done");
@@ -347,6 +363,7 @@ pub extern "C" fn veil_main() -> ! {
         Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),
         Err(n) => fail(format_args!("secret region {n} did not read back as zero after the wipe")),
     }
+    plat.before_jump();
     tsc::mark("handoff");
     linux::jump(&kernel)
 }

@@ -112,14 +112,29 @@ impl Source for FwCfgSource<'_> {
     }
 }
 
-/// Load a kernel from `src`. Ok(None) when there is none.
+/// Where a kernel goes and what it is handed.
+pub struct Target<'a> {
+    /// The machine's memory map.
+    pub e820: &'a [E820Entry],
+    /// The firmware heap (start, size): not for the kernel.
+    pub heap: (u64, u64),
+    /// QEMU's ACPI tables, if installed.
+    pub acpi: Option<&'a crate::acpi::Tables>,
+    /// A cpio archive appended to the initrd (the hand-off files).
+    pub extra_cpio: &'a [u8],
+    /// What the platform adds (e820 reservations, setup_data).
+    pub extras: crate::platform::HandoffExtras,
+}
+
+/// Load a kernel from `src`. Ok(None) when there is none. With `launch_check` (QEMU's
+/// -kernel/-initrd/-append, i.e. `src` is fw_cfg), the platform checks the blobs against what
+/// the launch measured before any of them is used.
 pub fn prepare(
     src: &mut dyn Source,
-    e820: &[E820Entry],
-    heap: (u64, u64),
-    acpi: Option<&crate::acpi::Tables>,
-    extra_cpio: &[u8],
+    target: &Target<'_>,
+    launch_check: Option<&mut dyn crate::platform::Platform>,
 ) -> Result<Option<Prepared>, BootError> {
+    let (e820, heap, acpi, extra_cpio) = (target.e820, target.heap, target.acpi, target.extra_cpio);
     let Some(setup) = src.setup()? else { return Ok(None) };
     let hdr = SetupHeader::parse(&setup)?;
     let kernel_size = src.kernel_size()?;
@@ -151,6 +166,9 @@ pub fn prepare(
     let padded = initrd_size.div_ceil(4) * 4;
     let initrd = leak(padded + extra_cpio.len())?;
     src.read_initrd(&mut initrd[..initrd_size])?;
+    if let Some(plat) = launch_check {
+        plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size], &cmdline)?;
+    }
     initrd[padded..].copy_from_slice(extra_cpio);
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
     hdr.check_initrd(initrd_range.0, initrd_range.1)?;
@@ -160,6 +178,17 @@ pub fn prepare(
 
     // The memory map Linux gets: the legacy VGA/ROM hole and the ACPI tables reserved.
     let mut map = reserve(e820, 0xA_0000, 0x6_0000, E820Kind::Reserved);
+    for (start, len) in &target.extras.reserve {
+        map = reserve(&map, *start, *len, E820Kind::Reserved);
+    }
+    let setup_data = match target.extras.setup_data.is_empty() {
+        true => 0,
+        false => {
+            let node = leak(target.extras.setup_data.len())?;
+            node.copy_from_slice(&target.extras.setup_data);
+            node.as_ptr() as u64
+        }
+    };
     let mut rsdp = 0;
     if let Some(t) = acpi {
         for (start, len) in &t.ranges {
@@ -167,7 +196,7 @@ pub fn prepare(
         }
         rsdp = t.rsdp;
     }
-    let handoff = Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp };
+    let handoff = Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp, setup_data };
     let params = boot_params(&hdr, &handoff)?;
     let bp = leak(params.len())?;
     bp.copy_from_slice(&params);

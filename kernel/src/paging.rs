@@ -67,3 +67,18 @@ pub fn allow_execute_everywhere() {
         write_cr3(read_cr3());
     }
 }
+
+/// Clear the C-bit (position `cbit`; None: the page tables carry none) of the 4 KiB page at
+/// `gpa` in the 0x800000-0x9FFFFF table, and flush its translation: the page is shared from
+/// now on. The firmware's SNP pages live there.
+pub fn clear_cbit_4k(gpa: u64, cbit: Option<u8>) {
+    let Some(bit) = cbit else { return };
+    assert!((0x80_0000..0xA0_0000).contains(&gpa) && gpa.is_multiple_of(4096), "not a PT_LOW page: {gpa:#x}");
+    // SAFETY: PT_LOW is the boot page table for 0x800000-0x9FFFFF; one entry changes, then its
+    // translation is flushed. The page's contents are not in use (callers zero it afterwards).
+    unsafe {
+        let e = (PT_LOW as *mut u64).add(((gpa - 0x80_0000) >> 12) as usize);
+        e.write_volatile(e.read_volatile() & !(1u64 << bit));
+        core::arch::asm!("invlpg [{}]", in(reg) gpa, options(nostack, preserves_flags));
+    }
+}

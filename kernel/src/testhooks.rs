@@ -48,7 +48,7 @@ impl TestHooks {
         E820
     }
     /// No early hooks.
-    pub fn run_early(&self) {}
+    pub fn run_early(&self, _cfg: &FwCfg) {}
     /// No hooks after the PCI scan.
     pub fn run_after_pci(&self, _pci: &crate::pci::Config) {}
     /// No forced XTS backend.
@@ -86,8 +86,9 @@ impl TestHooks {
         self.request.as_deref().map(<[u8]>::trim_ascii)
     }
 
-    /// Requests that need only the heap: faults, the canary secret, the XTS benchmark.
-    pub fn run_early(&self) {
+    /// Requests that need only the heap and fw_cfg: faults, the canary secret, the XTS
+    /// benchmark, the kernel setup dump.
+    pub fn run_early(&self, cfg: &FwCfg) {
         match self.request() {
             None | Some(b"relay-echo") => {} // relay-echo needs PCI: run_after_pci
             Some(b"page-fault") => {
@@ -112,6 +113,7 @@ impl TestHooks {
                 log!("test: registered a 32-byte canary secret");
             }
             Some(b"xts-bench") => xts_bench(),
+            Some(b"kernel-setup") => kernel_setup(cfg),
             Some(other) => log!("test: unknown request {:?} ignored", core::str::from_utf8(other).unwrap_or("?")),
         }
     }
@@ -132,6 +134,20 @@ impl TestHooks {
     pub fn measured_input(&self) -> Option<(&'static str, &[u8])> {
         self.request.as_deref().map(|r| (TEST_REQUEST, r))
     }
+}
+
+/// `kernel-setup`: print the -kernel setup part exactly as fw_cfg serves it (QEMU rewrites
+/// header fields unless it launches an SEV guest), in hex, and stop: the SNP model test builds
+/// its SEV hash table from these bytes with sev-snp-measure, so that the firmware's hash of
+/// what it reads can match.
+#[cfg(feature = "test-hooks")]
+fn kernel_setup(cfg: &FwCfg) -> ! {
+    use crate::fwcfg::sel;
+    let size = cfg.read_u32(sel::SETUP_SIZE).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
+    let mut setup = alloc::vec![0u8; size.min(64 * 1024) as usize];
+    cfg.read_selector(sel::SETUP_DATA, &mut setup).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
+    log!("test: kernel setup {}", hex::encode(&setup));
+    exit::exit(exit::Status::Success)
 }
 
 /// `relay-echo`: one framed JSON message to the host relay over virtio-console and one framed

@@ -114,7 +114,18 @@ impl KernelHashes {
 
     /// Check the blobs QEMU offers against the table.
     pub fn verify(&self, kernel: &[u8], initrd: &[u8], cmdline: &[u8]) -> Result<(), SnpError> {
-        let got = KernelHashes::of(kernel, initrd, cmdline);
+        self.verify_split(&[], kernel, initrd, cmdline)
+    }
+
+    /// [`verify`](Self::verify) for a kernel QEMU offers in two fw_cfg items, the setup part
+    /// and the rest: the table's kernel digest covers both, in that order (OVMF's "kernel"
+    /// blob is the same concatenation).
+    pub fn verify_split(&self, setup: &[u8], kernel: &[u8], initrd: &[u8], cmdline: &[u8]) -> Result<(), SnpError> {
+        let mut k = Sha256::new();
+        k.update(setup);
+        k.update(kernel);
+        let mut got = KernelHashes::of(&[], initrd, cmdline);
+        got.kernel = k.finalize().into();
         // Public data (the table is in the measurement): a plain comparison is fine.
         if got.kernel != self.kernel {
             return Err(SnpError::HashMismatch("kernel"));
@@ -141,6 +152,17 @@ mod tests {
         let h = KernelHashes::of(b"", b"", b"");
         assert_eq!(hex::encode(h.table()), EMPTY_TABLE);
         assert_eq!(KernelHashes::parse(&h.table()), Ok(h));
+    }
+
+    #[test]
+    fn verify_split_hashes_setup_then_kernel() {
+        let image: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
+        let h = KernelHashes::of(&image, b"initrd", b"console=ttyS0");
+        assert_eq!(h.verify_split(&image[..1024], &image[1024..], b"initrd", b"console=ttyS0"), Ok(()));
+        assert_eq!(
+            h.verify_split(&image[1024..], &image[..1024], b"initrd", b"console=ttyS0"),
+            Err(SnpError::HashMismatch("kernel"))
+        );
     }
 
     #[test]

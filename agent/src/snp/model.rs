@@ -139,7 +139,7 @@ pub struct Hypervisor {
     /// Touches counted.
     pub touches: u64,
     /// The machine that performs I/O (inside a guest); None in host tests.
-    pub machine: Option<Box<dyn Machine>>,
+    pub machine: Option<Box<dyn Machine + Send>>,
     /// Exits seen, by code.
     pub exits: Vec<u64>,
     /// How to misbehave.

@@ -24,6 +24,7 @@
     .set PT_IMG,     PT_BASE + 0x7000  /* 4 KiB pages for the RAM image 0xA00000-0xBFFFFF */
     .set GUARD_PAGE, 0x810000          /* not present: under the boot stack */
     .set STACK_TOP,  0x821000
+    .set CPUID_PAGE, 0x901000          /* SEV-SNP CPUID page (SEV metadata below) */
 
     .section .rom_tail, "ax"
 rom_tail_start:
@@ -77,18 +78,74 @@ protected32_cs:
     movl $(8 * 0x1000 / 4), %ecx
     rep stosl
 
+    /* SEV-SNP? Read SEV_STATUS, which raises no #VC (CPUID would, and there is no #VC handler
+     * yet). Where the MSR does not exist (Intel, older AMD, TCG) RDMSR raises #GP: the only gate
+     * of a temporary IDT resumes after the RDMSR with EAX = EDX = 0. Paging is off, so under
+     * SNP every access here is private. */
+    movl $STACK_TOP, %esp
+    lidtl boot_idt_desc
+    movl $0xC0010131, %ecx
+    rdmsr                              /* 2 bytes: the #GP gate skips exactly these */
+    movl %eax, VEIL_BOOT_SEV_STATUS
+    movl %edx, VEIL_BOOT_SEV_STATUS + 4
+    xorl %ebx, %ebx                    /* EBX: high half of the C-bit mask of every entry */
+    testl $4, %eax
+    jz 20f
+    /* SNP: the C-bit position is leaf 0x8000001F EBX[5:0] of the PSP-validated CPUID page
+     * (count at +0, 48-byte entries from +16: leaf at +0, EBX out at +28). Rust checks the
+     * same page and the hypervisor's answer again. */
+    movl $CPUID_PAGE, %esi
+    movl (%esi), %ecx
+    cmpl $64, %ecx
+    ja 19f
+    leal 16(%esi), %edi
+11: testl %ecx, %ecx
+    jz 19f
+    cmpl $0x8000001F, (%edi)
+    je 12f
+    addl $48, %edi
+    decl %ecx
+    jmp 11b
+12: movl 28(%edi), %eax
+    andl $0x3F, %eax
+    cmpl $32, %eax
+    jb 19f
+    cmpl $51, %eax
+    ja 19f
+    movl %eax, VEIL_BOOT_CBIT
+    leal -32(%eax), %ecx
+    movl $1, %ebx
+    shll %cl, %ebx
+    jmp 20f
+    /* No usable C-bit: terminate through the GHCB MSR protocol (veilboot reason set 7,
+     * code 2: CPUID page), and stay stopped. */
+19: movl $0xC0010130, %ecx
+    movl $(0x100 | (7 << 12) | (2 << 16)), %eax
+    xorl %edx, %edx
+    wrmsr
+    .byte 0xf3, 0x0f, 0x01, 0xd9       /* VMGEXIT */
+    hlt
+    jmp 19b
+20:
+
     /* PML4[0] -> PDPT; PDPT[0..3] -> PD0..PD3. NX bits are added from Rust once CPUID may
      * be used (EFER.NXE is off until then, so they would be reserved bits now). */
     movl $(PDPT + 3), PML4
+    movl %ebx, PML4 + 4
     movl $(PD0 + 3), PDPT
+    movl %ebx, PDPT + 4
     movl $(PD0 + 0x1000 + 3), PDPT + 8
+    movl %ebx, PDPT + 12
     movl $(PD0 + 0x2000 + 3), PDPT + 16
+    movl %ebx, PDPT + 20
     movl $(PD0 + 0x3000 + 3), PDPT + 24
+    movl %ebx, PDPT + 28
     /* 0-4 GiB identity map with 2 MiB pages, present + writable. */
     movl $PD0, %edi
     movl $0x83, %eax
     movl $2048, %ecx
 1:  movl %eax, (%edi)
+    movl %ebx, 4(%edi)                 /* the C-bit: everything private until Rust shares */
     addl $0x200000, %eax
     addl $8, %edi
     loop 1b
@@ -102,6 +159,7 @@ protected32_cs:
 2:  cmpl $(GUARD_PAGE + 3), %eax
     je 3f
     movl %eax, (%edi)
+    movl %ebx, 4(%edi)
 3:  addl $0x1000, %eax
     addl $8, %edi
     loop 2b
@@ -121,6 +179,7 @@ protected32_cs:
     jmp 6f
 7:  orl $3, %edx              /* data, bss, spare: present, writable */
 6:  movl %edx, (%edi)
+    movl %ebx, 4(%edi)
     addl $0x1000, %eax
     addl $8, %edi
     loop 4b
@@ -168,6 +227,25 @@ gdt32_end:
 gdt32_desc:
     .word gdt32_end - gdt32 - 1
     .long gdt32
+
+/* ---------------- the #GP gate of the SEV_STATUS probe ---------------- */
+boot_gp:
+    xorl %eax, %eax
+    xorl %edx, %edx
+    addl $2, 4(%esp)                   /* EIP past the RDMSR (0(%esp) is the error code) */
+    addl $4, %esp
+    iretl
+
+    .p2align 3
+boot_idt:
+    .fill 13, 8, 0                     /* vectors 0-12: not present */
+    .word (boot_gp - rom_tail_start) + 0xF000, 0x08
+    .byte 0, 0x8E
+    .word 0xFFFF                       /* boot_gp is at 0xFFFFFxxx */
+boot_idt_end:
+boot_idt_desc:
+    .word boot_idt_end - boot_idt - 1
+    .long boot_idt
 
 /* ---------------- SEV metadata (OvmfSevMetadata layout) ---------------- */
     .p2align 4

@@ -1,12 +1,14 @@
 //! Platforms: which kind of machine this is, and what differs between them behind one
-//! trait. Today the plain VM boots; SEV-SNP and TDX are detected and refused (snp.rs,
-//! tdx.rs). The pipeline still asks [`Kind`] in two places: the TPM is looked for only on the
-//! plain platform, and the development key source is accepted only there.
+//! trait. The plain VM and SEV-SNP boot; TDX is detected and refused (tdx.rs). The pipeline
+//! still asks [`Kind`] in two places: the TPM is looked for only on the plain platform, and
+//! the development key source is accepted only there.
 //!
-//! Detection (before any other CPUID, console or TSC use): TDX answers CPUID leaf 0x21 with
-//! "IntelTDX    "; SEV-SNP shows in SEV_STATUS (MSR 0xC0010131, read only after CPUID leaf
-//! 0x8000001F reports SEV). Under SEV-ES/SNP the very first CPUID raises #VC, which the
-//! exception handler turns into a termination request while `PROBING_SEV` is set.
+//! Detection (before any other CPUID, console or TSC use): SEV-SNP shows in SEV_STATUS, which
+//! boot.S read before paging (the MSR read raises no #VC; where it does not exist, boot.S's
+//! #GP gate resumes with 0), so an SNP guest executes no CPUID before its CPUID page is in
+//! use. Otherwise TDX answers CPUID leaf 0x21 with "IntelTDX    ", and SEV or SEV-ES without
+//! SNP shows in SEV_STATUS too. Under SEV-ES without SNP the first CPUID raises #VC, which
+//! the exception handler turns into a termination request while `PROBING_SEV` is set.
 
 pub mod plain;
 pub mod snp;
@@ -14,11 +16,26 @@ pub mod tdx;
 
 use core::sync::atomic::Ordering;
 
-use crate::cpu::{cpuid, rdmsr};
+use alloc::vec::Vec;
+
+use veil_agent::fwcfg::E820Entry;
+
+use crate::cpu::native_cpuid as cpuid;
 use crate::error::BootError;
 use crate::interrupts::PROBING_SEV;
 
-/// What differs between a plain VM, SEV-SNP and TDX, as far as the boot uses it today.
+/// What a platform adds to Linux's hand-off.
+#[derive(Default)]
+pub struct HandoffExtras {
+    /// Ranges (start, length) to mark reserved in the e820 map.
+    pub reserve: Vec<(u64, u64)>,
+    /// A setup_data node (next = 0) for boot_params, or empty.
+    pub setup_data: Vec<u8>,
+}
+
+/// What differs between a plain VM, SEV-SNP and TDX, as far as the boot uses it today. Port
+/// I/O and CPUID are routed by the platform at bring-up (crate::cpu), since the console and
+/// the exception handler need them before and outside any platform object.
 pub trait Platform {
     /// Name for logs and the hand-off file.
     fn name(&self) -> &'static str;
@@ -26,6 +43,23 @@ pub trait Platform {
     fn console_write(&mut self, bytes: &[u8]);
     /// Make guest memory usable (SNP: PVALIDATE, TDX: TDG.MEM.PAGE.ACCEPT; plain: nothing).
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError>;
+    /// Check QEMU's -kernel (setup part and the rest), -initrd and -append against what the
+    /// launch measured (SNP: the SEV hash table); plain: nothing to check against.
+    fn verify_direct_boot(
+        &mut self,
+        _setup: &[u8],
+        _kernel: &[u8],
+        _initrd: &[u8],
+        _cmdline: &[u8],
+    ) -> Result<(), BootError> {
+        Ok(())
+    }
+    /// Make the rest of guest RAM usable for Linux and say what its hand-off needs.
+    fn prepare_handoff(&mut self, _e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
+        Ok(HandoffExtras::default())
+    }
+    /// Last step before the jump (SNP: wipe VMPCK0).
+    fn before_jump(&mut self) {}
 }
 
 /// The machine kinds veilboot knows.
@@ -53,11 +87,15 @@ impl Kind {
     }
 }
 
-/// SEV_STATUS MSR.
-const MSR_SEV_STATUS: u32 = 0xC001_0131;
-
 /// Find out which kind of machine this is. Must run before any other CPUID.
 pub fn detect() -> Kind {
+    let status = snp::insn::sev_status();
+    if status & (1 << 2) != 0 {
+        return Kind::SevSnp;
+    }
+    if status & 0b11 != 0 {
+        return Kind::SevLegacy;
+    }
     PROBING_SEV.store(true, Ordering::SeqCst);
     let max = cpuid(0, 0).eax; // #VC here under SEV-ES/SNP: see interrupts.rs
     PROBING_SEV.store(false, Ordering::SeqCst);
@@ -67,16 +105,6 @@ pub fn detect() -> Kind {
             == (u32::from_le_bytes(*b"Inte"), u32::from_le_bytes(*b"lTDX"), u32::from_le_bytes(*b"    "))
         {
             return Kind::Tdx;
-        }
-    }
-    if cpuid(0x8000_0000, 0).eax >= 0x8000_001F && cpuid(0x8000_001F, 0).eax & (1 << 1) != 0 {
-        // SAFETY: CPUID leaf 0x8000001F reports SEV support, so SEV_STATUS exists.
-        let status = unsafe { rdmsr(MSR_SEV_STATUS) };
-        if status & (1 << 2) != 0 {
-            return Kind::SevSnp;
-        }
-        if status & 0b11 != 0 {
-            return Kind::SevLegacy;
         }
     }
     Kind::Plain

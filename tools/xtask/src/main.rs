@@ -18,6 +18,7 @@ mod demo_image;
 mod linux;
 mod qemu;
 mod rom;
+mod snp_test;
 mod tpm_bench;
 mod tpm_test;
 
@@ -27,13 +28,14 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("build") => build_firmware().map(|_| ()),
+        Some("build-snp-model") => build_snp_model_firmware().map(|_| ()),
         Some("lint") => lint(),
         Some("test") => match args.get(1).map(String::as_str) {
             None => test(),
             // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
             Some("disk") => ensure_target().and_then(|()| disk_tests()),
             // Only the SNP launch digest against sev-snp-measure.
-            Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)),
+            Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)).and_then(|()| snp_model_test()),
             Some(other) => {
                 eprintln!("xtask: unknown test set `{other}` (known: disk, snp)");
                 std::process::exit(2);
@@ -64,7 +66,8 @@ commands:
           (release and test/dev feature sets); `test` runs it first
   test    run every test (host tests, corpus vectors, CLI, firmware build)
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
-  test snp    only veil measure --platform snp against sev-snp-measure
+  test snp    only the SEV-SNP tests: veil measure --platform snp against sev-snp-measure,
+              and the SNP model ROM booting Linux as an SNP guest under TCG
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -160,6 +163,12 @@ fn build_test_firmware() -> Result<PathBuf> {
 /// the encrypted-disk demo and tests without a TPM, and carries the test hooks.
 fn build_dev_firmware() -> Result<PathBuf> {
     build_rom(&["--features", "insecure-dev-key,test-hooks"], "veilboot-dev.fd")
+}
+
+/// The SEV-SNP model ROM: the test ROM plus a model of the AMD-SP and the hypervisor that
+/// answers the SNP instructions under TCG (kernel/src/snpmodel.rs).
+fn build_snp_model_firmware() -> Result<PathBuf> {
+    build_rom(&["--features", "snp-model"], "veilboot-snp-model.fd")
 }
 
 /// Names only the test hooks use: none may be in the release ROM, all are in the test ROM
@@ -348,6 +357,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     disk_tests()?;
 
     snp_measure_test(&root().join("target/veilboot.fd"))?;
+    snp_model_test()?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
@@ -702,6 +712,16 @@ fn expect_forced_xts(run: &qemu::Run, backend: &str) -> Result<()> {
 /// Stage names of the timeline marks in a log.
 fn veil_agent_timeline(log: &str) -> Vec<String> {
     log.lines().filter_map(|l| l.split_once("stage=").map(|(_, s)| s.trim().to_string())).collect()
+}
+
+/// The SNP model ROM: free of the release ROM, and booting Linux as an SNP guest under TCG.
+fn snp_model_test() -> Result<()> {
+    let release = root().join("target/veilboot.fd");
+    let model = build_snp_model_firmware()?;
+    eprintln!("xtask: snp test: the release ROM carries no SNP model");
+    snp_test::check_release_rom_has_no_model(&release, &model)?;
+    let python = ensure_sev_snp_measure()?.with_file_name("python");
+    snp_test::model_boot_tests(&model, &python)
 }
 
 /// sev-snp-measure 0.0.13 (PyPI), the SNP users' launch-digest calculator, in a venv of its

@@ -1,0 +1,374 @@
+//! AMD SEV-SNP guest: the platform behind the pipeline when SEV_STATUS reports SNP.
+//!
+//! Bring-up ([`Snp::init`], before any console exists): the C-bit position comes from the
+//! PSP-validated CPUID page (boot.S put it in the page tables from the same page; the two must
+//! agree), the hypervisor's SEV information must report GHCB protocol 2 and the same C-bit, and
+//! its features must include SNP; any disagreement terminates the guest through the GHCB MSR
+//! protocol with a veilboot reason code (no console is reachable yet). Then the GHCB page is
+//! made shared (page-state change, C-bit cleared, TLB flushed), zeroed and registered, and from
+//! then on port I/O is an IOIO exit through it (crate::cpu::port routes there) and CPUID
+//! answers come from the CPUID page (crate::cpu::cpuid). A #VC the firmware did not expect
+//! is answered only for CPUID (RustCrypto's feature detection executes the instruction); any
+//! other cause terminates the guest.
+//!
+//! Memory: RAM becomes usable through [`accept_memory`](Platform::accept_memory) (page-state
+//! change to private, PVALIDATE, touch: `veil_agent::snp::memory`); before Linux runs, every
+//! other RAM page is validated too, the firmware's SNP pages are reserved in the e820 map, the
+//! CC blob (secrets and CPUID pages) goes into setup_data, and VMPCK0 is wiped from the secrets
+//! page. The -kernel, -initrd and -append blobs are checked against the SEV hash table
+//! (`kernel-hashes=on`) before use.
+
+pub mod insn;
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use spin::Mutex;
+use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::snp::ghcb::{self, Ghcb, GhcbPage, PageState, Pvalidate, SnpCpu};
+use veil_agent::snp::hashes::KernelHashes;
+use veil_agent::snp::memory;
+use veil_agent::snp::pages::{self, CpuidPage};
+
+use super::{HandoffExtras, Platform};
+use crate::error::BootError;
+use crate::interrupts::Frame;
+
+/// The secrets page (SEV metadata type SNP_SECRETS, boot.S).
+pub const SECRETS_PAGE: u64 = 0x90_0000;
+/// The CPUID page (type CPUID).
+pub const CPUID_PAGE: u64 = 0x90_1000;
+/// The SEV hash table page (type SNP_KERNEL_HASHES; the footer table's hash-table GPA).
+pub const HASHES_PAGE: u64 = 0x90_3000;
+/// The GHCB page: not in the launch, made shared at bring-up.
+pub const GHCB_PAGE: u64 = 0x90_4000;
+/// Pages reserved for the firmware's SNP structures in the map Linux gets: secrets, CPUID,
+/// (the TD HOB's page), hash table, GHCB.
+const SNP_PAGES: (u64, u64) = (SECRETS_PAGE, GHCB_PAGE + 0x1000 - SECRETS_PAGE);
+/// What the launch validated (SEV metadata SNP_SEC_MEM, secrets, CPUID, hash table): never
+/// validated again.
+const LAUNCH_VALIDATED: [(u64, u64); 3] = [(0x80_0000, 0x90_2000), (HASHES_PAGE, 0x90_4000), (0xA0_0000, 0xC0_0000)];
+
+/// Why the guest terminates before it has a console (reason codes of veilboot's reason set 7,
+/// which the host sees in its logs).
+#[derive(Clone, Copy, Debug)]
+#[repr(u8)]
+pub enum Termination {
+    /// SEV or SEV-ES without SNP: not supported.
+    SevEsWithoutSnp = 1,
+    /// The CPUID page is malformed or states no usable C-bit.
+    CpuidPage = 2,
+    /// The C-bit in the page tables, the CPUID page and the hypervisor's answer disagree.
+    Cbit = 3,
+    /// The hypervisor's GHCB protocol, features or registration answer is unusable.
+    Hypervisor = 4,
+    /// The GHCB page could not be made shared.
+    GhcbPage = 5,
+    /// A #VC the firmware does not handle (only CPUID is answered).
+    UnexpectedVc = 6,
+    /// The boot failed after the console was up (the reason is on the console).
+    BootFailed = 7,
+}
+
+/// Ask the hypervisor to terminate the guest, with `reason`.
+pub fn terminate(reason: Termination) -> ! {
+    loop {
+        insn::write_ghcb_msr(ghcb::terminate_request(reason as u8));
+        insn::vmgexit();
+    }
+}
+
+/// The instruction seam on SNP: the real GHCB MSR, VMGEXIT and PVALIDATE.
+struct Hw;
+
+impl SnpCpu for Hw {
+    fn msr_protocol(&mut self, request: u64) -> u64 {
+        insn::write_ghcb_msr(request);
+        insn::vmgexit();
+        insn::read_ghcb_msr()
+    }
+
+    fn vmgexit(&mut self, page: &mut GhcbPage) {
+        let shared = GHCB_PAGE as *mut u8;
+        // SAFETY: GHCB_PAGE is the firmware's shared GHCB page, mapped (4 KiB, C-bit clear) for
+        // the firmware's lifetime; only this seam uses it, under GHCB_LOCK. The hypervisor may
+        // write it during VMGEXIT, so it is copied to and from the private image and never
+        // referenced as a Rust object.
+        unsafe { core::ptr::copy_nonoverlapping(page.0.as_ptr(), shared, ghcb::PAGE) };
+        insn::write_ghcb_msr(GHCB_PAGE);
+        insn::vmgexit();
+        // SAFETY: as above.
+        unsafe { core::ptr::copy_nonoverlapping(shared, page.0.as_mut_ptr(), ghcb::PAGE) };
+    }
+
+    fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> Pvalidate {
+        let len = if huge { 2 << 20 } else { 4096 };
+        if gpa + len > 0x1_0000_0000 || LAUNCH_VALIDATED.iter().any(|&(a, b)| gpa < b && a < gpa + len) {
+            // The firmware's own memory (image, stacks, page tables, SNP pages) was validated by
+            // the launch, and RAM above 4 GiB is not mapped: a caller asking for either is a
+            // firmware bug.
+            crate::fail(format_args!("PVALIDATE asked for {gpa:#x}+{len:#x}, outside the RAM the firmware hands over"));
+        }
+        // SAFETY: identity mapped guest RAM outside the firmware's image, stacks and page
+        // tables; callers validate fresh RAM or rescind pages they are about to share.
+        match unsafe { insn::pvalidate(gpa, huge, validate) } {
+            (0, unchanged) => Pvalidate::Done { changed: !unchanged },
+            (1, _) => Pvalidate::FailInput,
+            (6, _) => Pvalidate::SizeMismatch,
+            (code, _) => Pvalidate::Other(code),
+        }
+    }
+
+    fn touch(&mut self, gpa: u64) {
+        // SAFETY: the page was just validated and is identity mapped RAM; reading its first
+        // and last byte evicts stale cache lines (CVE-2025-38560).
+        unsafe {
+            core::ptr::read_volatile(gpa as *const u8);
+            core::ptr::read_volatile((gpa + 4095) as *const u8);
+        }
+    }
+
+    fn ghcb_gpa(&self) -> u64 {
+        GHCB_PAGE
+    }
+}
+
+/// Set once the GHCB works and the CPUID page is parsed.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The parsed CPUID page (leaked at bring-up).
+static CPUID: AtomicPtr<CpuidPage> = AtomicPtr::new(core::ptr::null_mut());
+/// One GHCB call at a time.
+static GHCB_LOCK: Mutex<()> = Mutex::new(());
+
+/// The boot is failing: let the fatal message through even if it fails inside a GHCB
+/// operation (between exits, never during one: the failing code runs in the guest, not in
+/// VMGEXIT, and there is one CPU).
+pub fn release_ghcb_for_fatal() {
+    if GHCB_LOCK.is_locked() {
+        // SAFETY: single CPU, and the holder is the failing code path itself, which never
+        // returns (crate::fail exits); no exit is in flight (see above).
+        unsafe { GHCB_LOCK.force_unlock() };
+    }
+}
+
+/// Run `f` with the GHCB. Re-entered from the exception handler while a call is in flight,
+/// there is no GHCB to use: None.
+fn with_ghcb<T>(f: impl FnOnce(&mut Ghcb<'_>) -> T) -> Option<T> {
+    let _guard = GHCB_LOCK.try_lock()?;
+    let mut hw = Hw;
+    Some(f(&mut Ghcb::new(&mut hw)))
+}
+
+/// The CPUID page's answer, once SNP is up (None: not SNP, use the instruction).
+pub fn cpuid(leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+    let page = CPUID.load(Ordering::Acquire);
+    if page.is_null() {
+        return None;
+    }
+    // SAFETY: set once from a leaked Box and never freed or changed.
+    let page = unsafe { &*page };
+    // Leaves the AMD-SP did not put in the page read as zeros (Linux does the same).
+    Some(page.lookup(leaf, subleaf).unwrap_or([0; 4]))
+}
+
+/// Port input through the GHCB (IOIO exit). A hypervisor that refuses is fatal.
+pub fn port_in(port: u16, size: u8) -> u32 {
+    match with_ghcb(|g| g.io_read(port, size)) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => ghcb_failed("port input", e),
+        None => 0xFFFF_FFFF, // re-entered: reads as a missing device
+    }
+}
+
+/// Port output through the GHCB (IOIO exit).
+pub fn port_out(port: u16, size: u8, value: u32) {
+    if let Some(Err(e)) = with_ghcb(|g| g.io_write(port, size, value)) {
+        ghcb_failed("port output", e);
+    }
+}
+
+/// String port input through the GHCB's shared buffer.
+pub fn port_in_bytes(port: u16, buf: &mut [u8]) {
+    if let Some(Err(e)) = with_ghcb(|g| g.io_read_bytes(port, buf)) {
+        ghcb_failed("port input", e);
+    }
+}
+
+/// MMIO read through the GHCB (the hypervisor performs it; the firmware never maps device
+/// memory). `addr` must be device memory: never RAM.
+pub fn mmio_read(addr: u64, size: u8) -> u64 {
+    match with_ghcb(|g| g.mmio_read(addr, size, &is_device_memory)) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => ghcb_failed("MMIO read", e),
+        None => u64::MAX,
+    }
+}
+
+/// MMIO write through the GHCB.
+pub fn mmio_write(addr: u64, size: u8, value: u64) {
+    if let Some(Err(e)) = with_ghcb(|g| g.mmio_write(addr, size, value, &is_device_memory)) {
+        ghcb_failed("MMIO write", e);
+    }
+}
+
+/// The 32-bit PCI hole (ECAM, BARs, IOAPIC, LAPIC): the only MMIO the firmware does. RAM is
+/// never MMIO (an MMIO exit aimed at private memory would let the host read or write it).
+fn is_device_memory(addr: u64) -> bool {
+    (0xB000_0000..0xFF00_0000).contains(&addr)
+}
+
+fn ghcb_failed(what: &str, e: ghcb::GhcbError) -> ! {
+    // The console itself may be what failed: the hypervisor learns the reason code only.
+    ACTIVE.store(false, Ordering::SeqCst);
+    crate::cpu::port::VIA_GHCB.store(false, Ordering::SeqCst);
+    let _ = (what, e);
+    terminate(Termination::Hypervisor)
+}
+
+/// #VC: answer CPUID (exit code 0x72, opcode 0F A2) from the CPUID page and resume; anything
+/// else terminates the guest.
+pub fn handle_vc(frame: &mut Frame) -> bool {
+    const CPUID_EXIT: u64 = 0x72;
+    // SAFETY: RIP points at the faulting instruction in the firmware's mapped text (the
+    // firmware runs no other code); two bytes are read.
+    let opcode = unsafe { core::ptr::read_volatile(frame.rip as *const [u8; 2]) };
+    if frame.error_code == CPUID_EXIT && opcode == [0x0F, 0xA2] {
+        if let Some(r) = cpuid(frame.rax as u32, frame.rcx as u32) {
+            (frame.rax, frame.rbx, frame.rcx, frame.rdx) = (r[0].into(), r[1].into(), r[2].into(), r[3].into());
+            frame.rip += 2;
+            return true;
+        }
+    }
+    terminate(Termination::UnexpectedVc)
+}
+
+/// The SEV-SNP platform.
+pub struct Snp {
+    cbit: u8,
+    /// RAM validated so far (start, end), besides what the launch validated.
+    validated: Vec<(u64, u64)>,
+}
+
+fn page<const N: usize>(gpa: u64) -> &'static mut [u8; N] {
+    // SAFETY: callers pass one of the firmware's SNP pages (0x900000-0x904FFF): private,
+    // identity mapped, used by nothing else.
+    unsafe { &mut *(gpa as *mut [u8; N]) }
+}
+
+impl Snp {
+    /// Bring the platform up (see the module documentation); terminates the guest on failure.
+    pub fn init() -> Snp {
+        let Ok(cpuid_page) = CpuidPage::parse(page::<4096>(CPUID_PAGE)) else { terminate(Termination::CpuidPage) };
+        let Ok(cbit) = cpuid_page.cbit() else { terminate(Termination::CpuidPage) };
+        if insn::page_table_cbit().is_some_and(|b| b != cbit) {
+            terminate(Termination::Cbit);
+        }
+        match ghcb::check_sev_info(&mut Hw, cbit) {
+            Ok(()) => {}
+            Err(ghcb::GhcbError::CbitMismatch { .. }) => terminate(Termination::Cbit),
+            Err(_) => terminate(Termination::Hypervisor),
+        }
+        if ghcb::hv_features(&mut Hw).is_err() {
+            terminate(Termination::Hypervisor);
+        }
+        // The GHCB page was not part of the launch (never validated): it only has to become
+        // shared in the RMP and in the page tables, then be zeroed and registered.
+        if ghcb::msr_page_state(&mut Hw, GHCB_PAGE, PageState::Shared).is_err() {
+            terminate(Termination::GhcbPage);
+        }
+        crate::paging::clear_cbit_4k(GHCB_PAGE, insn::page_table_cbit());
+        page::<4096>(GHCB_PAGE).fill(0);
+        if ghcb::register(&mut Hw, GHCB_PAGE).is_err() {
+            terminate(Termination::Hypervisor);
+        }
+        CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
+        crate::cpu::port::VIA_GHCB.store(true, Ordering::SeqCst);
+        ACTIVE.store(true, Ordering::SeqCst);
+        Snp { cbit, validated: Vec::new() }
+    }
+
+    /// The C-bit position (from the CPUID page, checked against the hypervisor's).
+    pub fn cbit(&self) -> u8 {
+        self.cbit
+    }
+
+    fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
+        let pages = with_ghcb(|g| memory::validate(g, start, end)).ok_or(BootError::Snp(
+            veil_agent::snp::SnpError::RequestRefused("the GHCB is busy"),
+        ))??;
+        self.validated.push((start, end));
+        Ok(pages)
+    }
+}
+
+/// Is the SNP platform up (GHCB registered)?
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
+/// `[start, end)` minus every range in `taken`, as 4 KiB aligned pieces.
+fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut pieces = alloc::vec![(start.next_multiple_of(4096), end / 4096 * 4096)];
+    for &(t0, t1) in taken {
+        pieces = pieces
+            .into_iter()
+            .flat_map(|(a, b)| [(a, b.min(t0)), (a.max(t1), b)])
+            .filter(|(a, b)| a < b)
+            .collect();
+    }
+    pieces
+}
+
+impl Platform for Snp {
+    fn name(&self) -> &'static str {
+        "sev-snp"
+    }
+
+    fn console_write(&mut self, bytes: &[u8]) {
+        crate::serial::write_bytes(bytes);
+    }
+
+    fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
+        let end = start + len;
+        if end > 0x1_0000_0000 {
+            return Err(BootError::UnsupportedRam(end));
+        }
+        self.validate(start, end).map(|_| ())
+    }
+
+    fn verify_direct_boot(&mut self, setup: &[u8], kernel: &[u8], initrd: &[u8], cmdline: &[u8]) -> Result<(), BootError> {
+        let table = KernelHashes::parse(page::<4096>(HASHES_PAGE))?;
+        table.verify_split(setup, kernel, initrd, cmdline)?;
+        crate::log!("snp: kernel, initrd and command line match the SEV hash table (measured direct boot)");
+        Ok(())
+    }
+
+    fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
+        let mut taken: Vec<(u64, u64)> = LAUNCH_VALIDATED.to_vec();
+        taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
+        taken.extend(self.validated.iter().copied());
+        let mut pages = 0;
+        for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
+            if e.end() > 0x1_0000_0000 {
+                return Err(BootError::UnsupportedRam(e.end().max(0x1_0000_0000)));
+            }
+            for (a, b) in subtract(e.addr, e.end(), &taken) {
+                pages += self.validate(a, b)?;
+            }
+        }
+        crate::log!("snp: validated the remaining {} MiB of guest RAM for Linux", pages >> 8);
+        let cc_blob = pages::cc_blob_setup_data(SECRETS_PAGE, CPUID_PAGE);
+        crate::log!("snp: CC blob for Linux (setup_data type 7): {}", hex::encode(cc_blob));
+        #[cfg(feature = "snp-model")]
+        if crate::snpmodel::withhold_cc_blob() {
+            return Ok(HandoffExtras { reserve: alloc::vec![SNP_PAGES], setup_data: Vec::new() });
+        }
+        Ok(HandoffExtras { reserve: alloc::vec![SNP_PAGES], setup_data: cc_blob.to_vec() })
+    }
+
+    fn before_jump(&mut self) {
+        pages::wipe_vmpck(page::<4096>(SECRETS_PAGE), 0);
+        crate::log!("snp: VMPCK0 wiped from the secrets page; Linux attests with VMPCK1 (sev-guest.vmpck_id=1)");
+    }
+}

@@ -1,0 +1,281 @@
+//! The SEV-SNP model ROM's other end (feature `snp-model`, the test ROM
+//! `veilboot-snp-model.fd` only; never in a release ROM, which `cargo xtask test` checks).
+//!
+//! Under TCG nothing answers an SNP guest: SEV_STATUS reads 0, the GHCB MSR drops writes,
+//! VMGEXIT and PVALIDATE raise #UD. This module stands in for the AMD-SP and the hypervisor so
+//! that the firmware's real SNP path runs:
+//!
+//! * [`launch`] does what the AMD-SP does before the first instruction: it fills the CPUID page
+//!   (TCG's CPUID answers plus leaf 0x8000001F stating SNP and C-bit 51), the secrets page
+//!   (fixed test VMPCKs) and the SEV hash table page (the bytes a test put in fw_cfg
+//!   `opt/veil/test-snp-hashes`, built by sev-snp-measure), and marks the launch's pages
+//!   validated in the model's RMP;
+//! * [`sev_status`], [`read_ghcb_msr`] and [`write_ghcb_msr`] stand in for the two MSRs;
+//! * [`handle_ud`] answers VMGEXIT (MSR protocol or a full GHCB exit) and PVALIDATE from
+//!   `veil_agent::snp::model`, the same model the host tests use, with TCG's own devices behind
+//!   it for port I/O, MMIO and CPUID.
+//!
+//! TCG encrypts nothing and strips no address bit, so the page tables carry no C-bit in this
+//! ROM (boot.S found no SNP); that is the one part of the SNP path only hardware runs.
+
+use alloc::boxed::Box;
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use spin::Mutex;
+use veil_agent::snp::ghcb::{self, GhcbPage, Pvalidate, SnpCpu};
+use veil_agent::snp::model::{Hypervisor, Machine, RmpEntry};
+
+use crate::interrupts::Frame;
+use crate::platform::snp::{CPUID_PAGE, HASHES_PAGE, SECRETS_PAGE};
+
+/// A marker the release-ROM check looks for (it must be absent there).
+pub const MARKER: &str = "veilboot SNP model ROM";
+/// fw_cfg name of the SEV hash table a test installs.
+const TEST_HASHES: &str = "opt/veil/test-snp-hashes";
+/// SEV_STATUS of the modelled guest: SEV, SEV-ES, SNP.
+const SEV_STATUS: u64 = 0b111;
+/// The C-bit the modelled CPU states.
+const CBIT: u32 = 51;
+
+static LAUNCHED: AtomicBool = AtomicBool::new(false);
+static GHCB_MSR: AtomicU64 = AtomicU64::new(0);
+static MODEL: Mutex<Option<Hypervisor>> = Mutex::new(None);
+
+/// TCG's devices, reached with the real instructions.
+struct Tcg;
+
+impl Machine for Tcg {
+    fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        let v: u32;
+        // SAFETY: port input on TCG's devices; touches no memory.
+        unsafe {
+            match size {
+                1 => asm!("in al, dx", "movzx eax, al", in("dx") port, out("eax") v, options(nomem, nostack)),
+                2 => asm!("in ax, dx", "movzx eax, ax", in("dx") port, out("eax") v, options(nomem, nostack)),
+                _ => asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack)),
+            }
+        }
+        v
+    }
+
+    fn io_out(&mut self, port: u16, size: u8, value: u32) {
+        // SAFETY: port output on behalf of the guest code, which owns the effect (as with
+        // crate::cpu::port on the plain platform).
+        unsafe {
+            match size {
+                1 => asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack)),
+                2 => asm!("out dx, ax", in("dx") port, in("ax") value as u16, options(nomem, nostack)),
+                _ => asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)),
+            }
+        }
+    }
+
+    fn io_in_bytes(&mut self, port: u16, buf: &mut [u8]) {
+        for b in buf {
+            *b = self.io_in(port, 1) as u8;
+        }
+    }
+
+    fn mmio_read(&mut self, gpa: u64, size: u8) -> u64 {
+        // SAFETY: device memory in the PCI hole (the guest's GHCB code only asks for that),
+        // identity mapped.
+        unsafe {
+            match size {
+                1 => u64::from(core::ptr::read_volatile(gpa as *const u8)),
+                2 => u64::from(core::ptr::read_volatile(gpa as *const u16)),
+                4 => u64::from(core::ptr::read_volatile(gpa as *const u32)),
+                _ => core::ptr::read_volatile(gpa as *const u64),
+            }
+        }
+    }
+
+    fn mmio_write(&mut self, gpa: u64, size: u8, value: u64) {
+        // SAFETY: as for mmio_read.
+        unsafe {
+            match size {
+                1 => core::ptr::write_volatile(gpa as *mut u8, value as u8),
+                2 => core::ptr::write_volatile(gpa as *mut u16, value as u16),
+                4 => core::ptr::write_volatile(gpa as *mut u32, value as u32),
+                _ => core::ptr::write_volatile(gpa as *mut u64, value),
+            }
+        }
+    }
+
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = crate::cpu::native_cpuid(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+}
+
+fn page(gpa: u64) -> &'static mut [u8; 4096] {
+    // SAFETY: one of the firmware's SNP pages (0x900000-0x903FFF), identity mapped RAM that
+    // nothing else uses before the firmware reads it.
+    unsafe { &mut *(gpa as *mut [u8; 4096]) }
+}
+
+/// The CPUID page the AMD-SP would provide: TCG's answers, with SNP stated in 0x8000001F.
+fn fill_cpuid_page() {
+    let p = page(CPUID_PAGE);
+    p.fill(0);
+    let mut n = 0usize;
+    let mut add = |leaf: u32, subleaf: u32, regs: [u32; 4]| {
+        let at = 16 + 48 * n;
+        p[at..at + 4].copy_from_slice(&leaf.to_le_bytes());
+        p[at + 4..at + 8].copy_from_slice(&subleaf.to_le_bytes());
+        p[at + 8..at + 16].copy_from_slice(&1u64.to_le_bytes()); // XCR0 in
+        for (i, r) in regs.iter().enumerate() {
+            p[at + 24 + 4 * i..at + 28 + 4 * i].copy_from_slice(&r.to_le_bytes());
+        }
+        n += 1;
+    };
+    let native = |leaf, subleaf| {
+        let r = crate::cpu::native_cpuid(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    let max = native(0, 0)[0].min(0xD);
+    for leaf in 0..=max {
+        let subleaves: &[u32] = match leaf {
+            4 => &[0, 1, 2, 3],
+            7 => &[0, 1],
+            0xB => &[0, 1],
+            0xD => &[0, 1],
+            _ => &[0],
+        };
+        for &s in subleaves {
+            add(leaf, s, native(leaf, s));
+        }
+    }
+    let mut ext = native(0x8000_0000, 0);
+    let ext_max = ext[0].min(0x8000_0008);
+    ext[0] = 0x8000_001F;
+    add(0x8000_0000, 0, ext);
+    for leaf in 0x8000_0001..=ext_max {
+        add(leaf, 0, native(leaf, 0));
+    }
+    // SME, SEV, SEV-ES, SNP; C-bit 51, one physical address bit reduced.
+    add(0x8000_001F, 0, [0b1_1011, CBIT | (1 << 6), 0, 0]);
+    p[0..4].copy_from_slice(&(n as u32).to_le_bytes());
+}
+
+/// The secrets page: version 3 and four fixed test VMPCKs (0xA0.., 0xB0.., 0xC0.., 0xD0..).
+fn fill_secrets_page() {
+    let p = page(SECRETS_PAGE);
+    p.fill(0);
+    p[0..4].copy_from_slice(&3u32.to_le_bytes());
+    for n in 0..4 {
+        for i in 0..32 {
+            p[0x20 + 32 * n + i] = 0xA0 + 0x10 * n as u8 + i as u8;
+        }
+    }
+}
+
+/// What the AMD-SP and the hypervisor do before the guest's first instruction.
+pub fn launch() {
+    fill_cpuid_page();
+    fill_secrets_page();
+    let hashes = page(HASHES_PAGE);
+    hashes.fill(0);
+    if let Ok(cfg) = crate::fwcfg::FwCfg::probe() {
+        if let Ok(Some(table)) = cfg.read_file(TEST_HASHES, 4096) {
+            hashes[..table.len()].copy_from_slice(&table);
+        }
+    }
+    let mut hv = Hypervisor::new();
+    hv.cbit = CBIT as u8;
+    hv.machine = Some(Box::new(Tcg));
+    let validated = RmpEntry { private: true, validated: true };
+    for gpa in (0x80_0000..0x90_2000).chain(HASHES_PAGE..HASHES_PAGE + 0x1000).step_by(4096) {
+        hv.rmp.set(gpa >> 12, validated);
+    }
+    hv.rmp.set_2m(0xA0_0000 >> 12, validated);
+    *MODEL.lock() = Some(hv);
+    LAUNCHED.store(true, Ordering::SeqCst);
+}
+
+/// SEV_STATUS as the modelled CPU reports it.
+pub fn sev_status() -> Option<u64> {
+    LAUNCHED.load(Ordering::SeqCst).then_some(SEV_STATUS)
+}
+
+/// The modelled GHCB MSR.
+pub fn read_ghcb_msr() -> Option<u64> {
+    LAUNCHED.load(Ordering::SeqCst).then(|| GHCB_MSR.load(Ordering::SeqCst))
+}
+
+/// Write the modelled GHCB MSR; false before the launch.
+pub fn write_ghcb_msr(value: u64) -> bool {
+    GHCB_MSR.store(value, Ordering::SeqCst);
+    LAUNCHED.load(Ordering::SeqCst)
+}
+
+/// The Linux that follows the firmware under TCG is no SNP guest (its SEV_STATUS reads 0), and
+/// Linux stops when a CC blob announces SNP that SEV_STATUS denies: the model ROM logs the blob
+/// (the test checks it) but does not hand it over.
+pub fn withhold_cc_blob() -> bool {
+    crate::log!("{MARKER}: the CC blob is withheld: Linux under TCG is no SNP guest and would stop on it");
+    true
+}
+
+/// The guest asked to terminate: say so on the serial port (natively) and stop QEMU.
+fn terminated(request: u64) -> ! {
+    let mut tcg = Tcg;
+    let line = alloc::format!(
+        "\r\n{MARKER}: the guest asked the hypervisor to terminate it: reason set {}, code {}\r\n",
+        (request >> 12) & 0xF,
+        (request >> 16) & 0xFF
+    );
+    for b in line.bytes() {
+        tcg.io_out(0x3F8, 1, u32::from(b));
+    }
+    tcg.io_out(0xF4, 1, 0x11);
+    crate::cpu::halt_forever()
+}
+
+/// #UD: VMGEXIT or PVALIDATE, answered by the model; false for any other instruction.
+pub fn handle_ud(frame: &mut Frame) -> bool {
+    if !LAUNCHED.load(Ordering::SeqCst) {
+        return false;
+    }
+    // SAFETY: RIP points into the firmware's mapped text; four bytes are read.
+    let insn = unsafe { core::ptr::read_volatile(frame.rip as *const [u8; 4]) };
+    let mut guard = MODEL.lock();
+    let Some(hv) = guard.as_mut() else { return false };
+    match insn {
+        [0xF3, 0x0F, 0x01, 0xD9] => {
+            let msr = GHCB_MSR.load(Ordering::SeqCst);
+            if msr & 0xFFF == ghcb::msr::TERMINATE_REQ {
+                terminated(msr);
+            }
+            if msr & 0xFFF != 0 {
+                GHCB_MSR.store(hv.msr_protocol(msr), Ordering::SeqCst);
+            } else {
+                let mut image = GhcbPage::default();
+                // SAFETY: the guest's GHCB MSR names its GHCB page, identity mapped RAM; it is
+                // copied in and out, as a hypervisor reads and writes it.
+                unsafe { core::ptr::copy_nonoverlapping(msr as *const u8, image.0.as_mut_ptr(), ghcb::PAGE) };
+                if hv.registered != Some(msr >> 12) {
+                    image.set(ghcb::offset::SW_EXIT_INFO_1, 2);
+                    image.set(ghcb::offset::SW_EXIT_INFO_2, 1); // NOT_REGISTERED
+                } else {
+                    hv.vmgexit(&mut image);
+                }
+                // SAFETY: as above.
+                unsafe { core::ptr::copy_nonoverlapping(image.0.as_ptr(), msr as *mut u8, ghcb::PAGE) };
+            }
+        }
+        [0xF2, 0x0F, 0x01, 0xFF] => {
+            let (code, unchanged) = match hv.pvalidate(frame.rax, frame.rcx & 1 == 1, frame.rdx & 1 == 1) {
+                Pvalidate::Done { changed } => (0, !changed),
+                Pvalidate::FailInput => (1, false),
+                Pvalidate::SizeMismatch => (6, false),
+                Pvalidate::Other(code) => (code, false),
+            };
+            frame.rax = u64::from(code);
+            frame.rflags = (frame.rflags & !1) | u64::from(unchanged);
+        }
+        _ => return false,
+    }
+    frame.rip += 4;
+    true
+}

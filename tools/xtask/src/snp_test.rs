@@ -1,0 +1,162 @@
+//! The SEV-SNP model ROM under TCG: the firmware's real SNP path (GHCB, page-state changes,
+//! PVALIDATE, CPUID page, SEV hash table, CC blob, VMPCK0 wipe) boots the Debian test kernel to
+//! its initramfs with a model of the AMD-SP and the hypervisor answering the SNP instructions
+//! (kernel/src/snpmodel.rs), and refuses a tampered initrd. The SEV hash table comes from
+//! sev-snp-measure's own code (`SevHashes`), not from ours.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{linux, qemu, root};
+
+/// The model ROM's marker string (kernel/src/snpmodel.rs MARKER).
+const MODEL_MARKER: &str = "veilboot SNP model ROM";
+const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
+
+/// The release ROM must not contain the model; the model ROM must (so the check looks at the
+/// right bytes).
+pub fn check_release_rom_has_no_model(release: &Path, model: &Path) -> Result<()> {
+    let (r, m) = (std::fs::read(release)?, std::fs::read(model)?);
+    if memchr::memmem::find(&r, MODEL_MARKER.as_bytes()).is_some() {
+        bail!("the release ROM {} contains the SNP model (`{MODEL_MARKER}`)", release.display());
+    }
+    if memchr::memmem::find(&m, MODEL_MARKER.as_bytes()).is_none() {
+        bail!("the model ROM {} lacks `{MODEL_MARKER}`: the release-ROM check would prove nothing", model.display());
+    }
+    Ok(())
+}
+
+/// The SEV hash table of (kernel, initrd, append) as sev-snp-measure builds it.
+fn sev_hashes(python: &Path, kernel: &Path, initrd: &Path, out: &Path) -> Result<()> {
+    let script = "import sys\nfrom sevsnpmeasure.sev_hashes import SevHashes\n\
+                  sys.stdout.buffer.write(SevHashes(sys.argv[1], sys.argv[2], sys.argv[3]).construct_table())";
+    let o = Command::new(python)
+        .args(["-c", script])
+        .arg(kernel)
+        .arg(initrd)
+        .arg(APPEND)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !o.status.success() {
+        bail!("sev-snp-measure's SevHashes: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::write(out, &o.stdout)?;
+    Ok(())
+}
+
+fn args(kernel: &Path, initrd: &Path, extra: &[&str]) -> Vec<String> {
+    let mut a = vec![
+        "-kernel".to_string(),
+        kernel.display().to_string(),
+        "-initrd".into(),
+        initrd.display().to_string(),
+        "-append".into(),
+        APPEND.into(),
+        "-m".into(),
+        "512M".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// QEMU without SEV rewrites header fields of the -kernel setup part in fw_cfg (loader type,
+/// heap end, command line and initrd addresses); under SEV it does not. A kernel whose file
+/// already holds QEMU's values is served unchanged, so the table sev-snp-measure computes from
+/// the file is the one the firmware must find. The values come from the setup part as fw_cfg
+/// serves it (the test ROM's `kernel-setup` dump); they depend only on the memory size, the
+/// initrd's size and the command line, which the boots below keep.
+fn kernel_as_fw_cfg_serves_it(model_rom: &Path, kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf> {
+    let run = qemu::boot(
+        model_rom,
+        "snp-kernel-setup",
+        &args(kernel, initrd, &["-fw_cfg", "name=opt/veil/test,string=kernel-setup"]),
+        Duration::from_secs(60),
+    )?;
+    let hex = run
+        .log
+        .lines()
+        .find_map(|l| l.split_once("test: kernel setup ").map(|(_, h)| h.trim().to_string()))
+        .context("the kernel-setup dump is missing from the log")?;
+    let setup = hex::decode(hex).context("the kernel-setup dump is not hex")?;
+    let mut bytes = std::fs::read(kernel)?;
+    if setup.len() > bytes.len() {
+        bail!("the setup part ({} bytes) is larger than the kernel", setup.len());
+    }
+    bytes[..setup.len()].copy_from_slice(&setup);
+    let out = dir.join("snp-vmlinuz");
+    std::fs::write(&out, bytes)?;
+    Ok(out)
+}
+
+/// The CC blob setup_data node as Linux reads it (arch/x86/include/asm/sev.h
+/// `cc_blob_sev_info` in a `setup_data` of type SETUP_CC_BLOB = 7): written out here from the
+/// layout, not with the firmware's code.
+fn cc_blob_hex() -> String {
+    let mut node = Vec::new();
+    node.extend(0u64.to_le_bytes()); // next
+    node.extend(7u32.to_le_bytes()); // type
+    node.extend(40u32.to_le_bytes()); // len
+    node.extend(b"AMDE"); // magic 0x45444d41
+    node.extend(1u16.to_le_bytes()); // version
+    node.extend(0u16.to_le_bytes()); // reserved
+    node.extend(0x90_0000u64.to_le_bytes()); // secrets_phys
+    node.extend(4096u32.to_le_bytes()); // secrets_len
+    node.extend(0u32.to_le_bytes()); // rsvd1
+    node.extend(0x90_1000u64.to_le_bytes()); // cpuid_phys
+    node.extend(4096u32.to_le_bytes()); // cpuid_len
+    node.extend(0u32.to_le_bytes()); // rsvd2
+    hex::encode(node)
+}
+
+/// Boot the model ROM: accepted with the right table, refused with a tampered initrd.
+pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
+    let t = Duration::from_secs(120);
+    let l = linux::prepare()?;
+    let dir = root().join("target/qemu-runs");
+    std::fs::create_dir_all(&dir)?;
+    let kernel = kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir)?;
+    let table = dir.join("snp-hashes.bin");
+    sev_hashes(python, &kernel, &l.initrd, &table)?;
+    let hashes = format!("name=opt/veil/test-snp-hashes,file={}", table.display());
+
+    eprintln!("xtask: snp test: the model ROM boots Linux as an SEV-SNP guest with kernel hashes");
+    let booted = qemu::boot(model_rom, "snp-linux", &args(&kernel, &l.initrd, &["-fw_cfg", &hashes]), t)?;
+    booted
+        .expect("on the sev-snp platform")?
+        .expect("fw_cfg: ")?
+        .expect("mtrr: left as they are on sev-snp")?
+        .expect("snp: validated the remaining")?
+        .expect("snp: kernel, initrd and command line match the SEV hash table (measured direct boot)")?
+        .expect(&format!("snp: CC blob for Linux (setup_data type 7): {}", cc_blob_hex()))?
+        .expect("the CC blob is withheld: Linux under TCG is no SNP guest")?
+        .expect("snp: VMPCK0 wiped from the secrets page")?
+        .expect("stage=handoff")?
+        .expect("Linux version")?
+        .expect(linux::MARKER)?
+        .expect("\"platform\":\"sev-snp\"")?;
+    if booted.code != Some(0) {
+        bail!("QEMU exited with {:?} after the kernel powered off (expected 0); log {}", booted.code, booted.log_path.display());
+    }
+
+    eprintln!("xtask: snp test: a tampered initrd and a missing hash table are refused");
+    let mut tampered = std::fs::read(&l.initrd)?;
+    let n = tampered.len();
+    tampered[n / 2] ^= 1;
+    let tampered_path = dir.join("snp-initrd-tampered.cpio");
+    std::fs::write(&tampered_path, tampered)?;
+    let refused = qemu::boot(model_rom, "snp-tampered", &args(&kernel, &tampered_path, &["-fw_cfg", &hashes]), t)?;
+    refused
+        .expect("FATAL: the initrd does not match its SHA-256 in the SEV hash table (kernel-hashes): refusing it")?
+        .expect_exit(qemu::EXIT_FAILURE)?;
+    if refused.log.contains("Linux version") {
+        bail!("the firmware started a kernel whose initrd does not match the hash table");
+    }
+    let no_table = qemu::boot(model_rom, "snp-no-table", &args(&kernel, &l.initrd, &[]), t)?;
+    no_table
+        .expect("FATAL: SEV hash table: no table header GUID (QEMU was not started with kernel-hashes=on)")?
+        .expect_exit(qemu::EXIT_FAILURE)?;
+    Ok(())
+}
