@@ -23,6 +23,7 @@ pub mod kbs;
 pub mod keysource;
 pub mod layout;
 pub mod linux;
+pub mod mmio;
 pub mod mtrr;
 pub mod paging;
 pub mod pci;
@@ -218,8 +219,8 @@ pub extern "C" fn veil_main() -> ! {
         tsc::mark("xts");
         select_xts_backend(hooks.xts_backend());
         tsc::mark("disk");
-        if !virtio::init_pool() {
-            fail(format_args!("no memory for the virtio bounce pool"));
+        if let Err(e) = virtio::init_pool() {
+            fail(format_args!("virtio bounce pool: {e}"));
         }
         disks = virtio::find_disks(*base);
         for d in &disks {

@@ -33,6 +33,11 @@ use crate::platform::snp::{CPUID_PAGE, HASHES_PAGE, SECRETS_PAGE};
 pub const MARKER: &str = "veilboot SNP model ROM";
 /// fw_cfg name of the SEV hash table a test installs.
 const TEST_HASHES: &str = "opt/veil/test-snp-hashes";
+/// fw_cfg name of the way a test wants the hypervisor to misbehave: `cbit` (it reports C-bit
+/// 47), `inject` (it answers every exit with an exception to inject), `register` (it
+/// registers the GHCB elsewhere), `double-validation` (it claims page-state changes it does
+/// not make, on RAM it had already validated: a replayed page).
+const TEST_HOSTILE: &str = "opt/veil/test-snp-hostile";
 /// SEV_STATUS of the modelled guest: SEV, SEV-ES, SNP.
 const SEV_STATUS: u64 = 0b111;
 /// The C-bit the modelled CPU states.
@@ -176,15 +181,29 @@ pub fn launch() {
     fill_secrets_page();
     let hashes = page(HASHES_PAGE);
     hashes.fill(0);
+    let mut hostile = None;
     if let Ok(cfg) = crate::fwcfg::FwCfg::probe() {
         if let Ok(Some(table)) = cfg.read_file(TEST_HASHES, 4096) {
             hashes[..table.len()].copy_from_slice(&table);
         }
+        hostile = cfg.read_file(TEST_HOSTILE, 64).ok().flatten();
     }
     let mut hv = Hypervisor::new();
     hv.cbit = CBIT as u8;
     hv.machine = Some(Box::new(Tcg));
     let validated = RmpEntry { private: true, validated: true };
+    match hostile.as_deref().map(<[u8]>::trim_ascii) {
+        Some(b"cbit") => hv.hostile.cbit = Some(47),
+        Some(b"inject") => hv.hostile.inject = true,
+        Some(b"register") => hv.hostile.register_gfn = Some(0x1234),
+        Some(b"double-validation") => {
+            hv.hostile.psc_fake = true;
+            for gpa in (crate::layout::HEAP_PREFERRED..crate::layout::HEAP_PREFERRED + (2 << 20)).step_by(2 << 20) {
+                hv.rmp.set_2m(gpa >> 12, validated);
+            }
+        }
+        _ => {}
+    }
     for gpa in (0x80_0000..0x90_2000).chain(HASHES_PAGE..HASHES_PAGE + 0x1000).step_by(4096) {
         hv.rmp.set(gpa >> 12, validated);
     }

@@ -154,8 +154,8 @@ fn kernel_setup(cfg: &FwCfg) -> ! {
 /// reply back, printed; the channel remote key release uses.
 #[cfg(feature = "test-hooks")]
 fn relay_echo(ecam_base: u64) -> ! {
-    if !virtio::init_pool() {
-        crate::fail(format_args!("no memory for the virtio bounce pool"));
+    if let Err(e) = virtio::init_pool() {
+        crate::fail(format_args!("virtio bounce pool: {e}"));
     }
     let Some(mut console) = virtio::find_console(ecam_base) else {
         crate::fail(format_args!("relay: no virtio-console device"))

@@ -31,17 +31,22 @@ const MMIO_WINDOW: (u64, u64) = (0xC000_0000, 0xFEC0_0000);
 
 static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 
-/// Give the bounce pool its memory (leaked from the heap, page aligned).
-pub fn init_pool() -> bool {
-    let Ok(layout) = core::alloc::Layout::from_size_align(POOL_SIZE, 4096) else { return false };
+/// Give the bounce pool its memory: 4 MiB leaked from the heap, 2 MiB aligned so that on
+/// SEV-SNP it can be made shared as two large pages (the platform rescinds, converts, clears
+/// the C-bit and zeroes it: platform::snp::share_dma).
+pub fn init_pool() -> Result<(), BootError> {
+    let layout = core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootError::OutOfMemory(POOL_SIZE))?;
     // SAFETY: non-zero size; leaked on purpose: the pool lives as long as the firmware.
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
     if p.is_null() {
-        return false;
+        return Err(BootError::OutOfMemory(POOL_SIZE));
+    }
+    if crate::platform::snp::active() {
+        crate::platform::snp::share_dma(p as u64, POOL_SIZE as u64)?;
     }
     // SAFETY: the block is ours alone and handed to the pool allocator once.
     unsafe { POOL.lock().init(p, POOL_SIZE) };
-    true
+    Ok(())
 }
 
 fn pool_alloc(len: usize) -> NonNull<u8> {
@@ -118,11 +123,12 @@ impl Ecam {
 impl ConfigurationAccess for Ecam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
         // SAFETY: ECAM is enabled and identity mapped; the address is in its window.
-        unsafe { self.addr(df, reg).read_volatile() }
+        unsafe { crate::mmio::read_u32(self.addr(df, reg)) }
     }
     fn write_word(&mut self, df: DeviceFunction, reg: u8, data: u32) {
-        // SAFETY: as for read_word.
-        unsafe { self.addr(df, reg).write_volatile(data) }
+        // SAFETY: as for read_word; virtio-drivers enables bus mastering only once its queues
+        // are in the bounce pool.
+        unsafe { crate::mmio::write_u32(self.addr(df, reg), data) }
     }
     unsafe fn unsafe_clone(&self) -> Self {
         Ecam(self.0)

@@ -429,6 +429,18 @@ fn linux_tests(rom: &Path) -> Result<()> {
 /// The relay channel remote key release uses: the firmware sends one length-prefixed JSON
 /// frame over virtio-console and prints the framed reply a host relay (this thread) sends.
 fn relay_test(rom: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
+    relay_echo_run(rom, "relay-echo", dir, &[], t).map(|_| ())
+}
+
+/// Boot `rom` with the relay-echo hook (log `name`, `extra` QEMU arguments) and check the
+/// exchange; returns the run for further checks.
+pub fn relay_echo_run(
+    rom: &Path,
+    name: &str,
+    dir: &Path,
+    extra: &[String],
+    t: std::time::Duration,
+) -> Result<qemu::Run> {
     use std::io::{Read, Write};
     eprintln!("xtask: firmware test: framed JSON over virtio-console to a host relay and back");
     let sock = std::fs::canonicalize(dir)?.join("relay.sock");
@@ -459,13 +471,14 @@ fn relay_test(rom: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
     });
     let mut args = vec!["-fw_cfg".to_string(), format!("name=opt/veil/test,file={}", hook.display())];
     args.extend(qemu::relay_console_args(&sock));
-    let r = qemu::boot(rom, "relay-echo", &args, t)?;
+    args.extend(extra.iter().cloned());
+    let r = qemu::boot(rom, name, &args, t)?;
     let sent = relay.join().map_err(|_| anyhow::anyhow!("relay thread panicked"))??;
     if sent != br#"{"veil":"relay-echo"}"# {
         bail!("the relay received {:?}", String::from_utf8_lossy(&sent));
     }
     r.expect_exit(qemu::EXIT_SUCCESS)?.expect(r#"relay: reply of 30 bytes: {"echo":{"veil":"relay-echo"}}"#)?;
-    Ok(())
+    Ok(r)
 }
 
 /// A freshly made encrypted demo disk with a new master secret, in target/NAME (emptied).

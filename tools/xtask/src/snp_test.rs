@@ -158,5 +158,32 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     no_table
         .expect("FATAL: SEV hash table: no table header GUID (QEMU was not started with kernel-hashes=on)")?
         .expect_exit(qemu::EXIT_FAILURE)?;
+
+    eprintln!("xtask: snp test: virtio through the GHCB and a shared bounce pool (relay echo)");
+    let relay = crate::relay_echo_run(model_rom, "snp-relay-echo", &dir, &[], t)?;
+    relay
+        .expect("on the sev-snp platform")?
+        .expect("snp: 4 MiB at ")?
+        .expect("made shared for virtio DMA (rescinded, converted, C-bit cleared, zeroed)")?
+        .expect("virtio-console at 00:")?;
+
+    eprintln!("xtask: snp test: a hostile hypervisor is refused");
+    for (how, want) in [
+        ("cbit", "the guest asked the hypervisor to terminate it: reason set 7, code 3"),
+        ("register", "the guest asked the hypervisor to terminate it: reason set 7, code 4"),
+        ("inject", "the guest asked the hypervisor to terminate it: reason set 7, code 4"),
+        (
+            "double-validation",
+            "FATAL: accepting the heap's memory: SEV-SNP memory: PVALIDATE of 0x8000000 changed nothing: the page was already validated",
+        ),
+    ] {
+        let hostile = ["-fw_cfg".to_string(), format!("name=opt/veil/test-snp-hostile,string={how}")];
+        let extra: Vec<&str> = hostile.iter().map(String::as_str).collect();
+        let run = qemu::boot(model_rom, &format!("snp-hostile-{how}"), &args(&kernel, &l.initrd, &extra), t)?;
+        run.expect(want)?.expect_exit(qemu::EXIT_FAILURE)?;
+        if run.log.contains("Linux version") {
+            bail!("the firmware booted Linux under a hostile hypervisor ({how})");
+        }
+    }
     Ok(())
 }

@@ -302,6 +302,33 @@ impl Snp {
     }
 }
 
+/// Ranges made shared for DMA (start, end): reserved in Linux's memory map.
+static SHARED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// Make `[start, start + len)` (validated heap memory, 2 MiB aligned) shared for device DMA,
+/// in the specified order: PVALIDATE rescind and page-state change to shared
+/// (`veil_agent::snp::memory::share`), then the C-bit cleared in its 2 MiB mappings and the
+/// TLB flushed, then zeroed through the shared mapping.
+pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
+    let end = start + len;
+    if !start.is_multiple_of(2 << 20) || !len.is_multiple_of(2 << 20) {
+        return Err(BootError::SnpMemory(memory::MemoryError::Range { start, end }));
+    }
+    with_ghcb(|g| memory::share(g, start, end)).ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused(
+        "the GHCB is busy",
+    )))??;
+    for at in (start..end).step_by(2 << 20) {
+        crate::paging::clear_cbit_2m(at, insn::page_table_cbit());
+    }
+    crate::paging::flush_tlb();
+    // SAFETY: the range is the caller's (leaked heap memory), now shared and mapped without
+    // the C-bit; zeroing it removes whatever the host could read of its old plaintext view.
+    unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
+    SHARED.lock().push((start, end));
+    crate::log!("snp: {} MiB at {start:#x} made shared for virtio DMA (rescinded, converted, C-bit cleared, zeroed)", len >> 20);
+    Ok(())
+}
+
 /// Is the SNP platform up (GHCB registered)?
 pub fn active() -> bool {
     ACTIVE.load(Ordering::SeqCst)
@@ -347,6 +374,8 @@ impl Platform for Snp {
     fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         let mut taken: Vec<(u64, u64)> = LAUNCH_VALIDATED.to_vec();
         taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
+        let shared = SHARED.lock().clone();
+        taken.extend(shared.iter().copied());
         taken.extend(self.validated.iter().copied());
         let mut pages = 0;
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
@@ -360,11 +389,14 @@ impl Platform for Snp {
         crate::log!("snp: validated the remaining {} MiB of guest RAM for Linux", pages >> 8);
         let cc_blob = pages::cc_blob_setup_data(SECRETS_PAGE, CPUID_PAGE);
         crate::log!("snp: CC blob for Linux (setup_data type 7): {}", hex::encode(cc_blob));
+        // Shared DMA memory stays the host's: Linux gets it as reserved, not as RAM.
+        let mut reserve = alloc::vec![SNP_PAGES];
+        reserve.extend(shared.iter().map(|(a, b)| (*a, b - a)));
         #[cfg(feature = "snp-model")]
         if crate::snpmodel::withhold_cc_blob() {
-            return Ok(HandoffExtras { reserve: alloc::vec![SNP_PAGES], setup_data: Vec::new() });
+            return Ok(HandoffExtras { reserve, setup_data: Vec::new() });
         }
-        Ok(HandoffExtras { reserve: alloc::vec![SNP_PAGES], setup_data: cc_blob.to_vec() })
+        Ok(HandoffExtras { reserve, setup_data: cc_blob.to_vec() })
     }
 
     fn before_jump(&mut self) {
