@@ -2,6 +2,8 @@
 //! main heap goes and which part of the 32-bit address space the MTRRs make uncachable.
 //! Pure functions of the map, so they are tested here rather than only under QEMU.
 
+use alloc::vec::Vec;
+
 use crate::fwcfg::{E820Entry, E820Kind};
 
 /// Where the heap may go.
@@ -58,6 +60,18 @@ pub fn mtrr_hole(map: &[E820Entry]) -> Option<(u64, u64)> {
     (ram_top <= hole.0).then_some(hole)
 }
 
+/// `[start, end)` (rounded inwards to 4 KiB pages) minus every range `[a, b)` in `taken`: the
+/// pieces left, in order. What an SNP guest still has to validate of a RAM entry.
+pub fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut pieces: Vec<(u64, u64)> =
+        [(start.next_multiple_of(4096), end / 4096 * 4096)].into_iter().filter(|(a, b)| a < b).collect();
+    for &(t0, t1) in taken {
+        pieces =
+            pieces.into_iter().flat_map(|(a, b)| [(a, b.min(t0)), (a.max(t1), b)]).filter(|(a, b)| a < b).collect();
+    }
+    pieces
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +115,16 @@ mod tests {
         // q35 with more than 2.75 GiB: low RAM ends at 0x8000_0000 and the rest is above 4 GiB.
         assert_eq!(mtrr_hole(&[ram(0, 0x8000_0000), ram(0x1_0000_0000, 1 << 30)]), Some((0x8000_0000, 0x8000_0000)));
         assert_eq!(mtrr_hole(&[ram(0, 0xD000_0000)]), None);
+    }
+
+    #[test]
+    fn subtract_leaves_the_pieces_outside_every_taken_range() {
+        let taken = [(0x80_0000, 0x90_2000), (0x90_3000, 0x90_4000), (0x800_0000, 0x1000_0000)];
+        assert_eq!(
+            subtract(0x100, 0x2000_0800, &taken),
+            vec![(0x1000, 0x80_0000), (0x90_2000, 0x90_3000), (0x90_4000, 0x800_0000), (0x1000_0000, 0x2000_0000)]
+        );
+        assert_eq!(subtract(0x80_0000, 0x90_2000, &taken), vec![]);
+        assert_eq!(subtract(0x1000, 0x1800, &[]), vec![]); // less than a page
     }
 }

@@ -77,9 +77,7 @@ pub extern "C" fn veil_main() -> ! {
         }
         Kind::SevLegacy => {
             serial::init();
-            fail(format_args!(
-                "AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"
-            ))
+            fail(format_args!("AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"))
         }
     };
     serial::init();

@@ -196,7 +196,8 @@ pub fn prepare(
         }
         rsdp = t.rsdp;
     }
-    let handoff = Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp, setup_data };
+    let handoff =
+        Handoff { cmdline_addr: cmdline_buf.as_ptr() as u64, initrd: initrd_range, e820: map, rsdp, setup_data };
     let params = boot_params(&hdr, &handoff)?;
     let bp = leak(params.len())?;
     bp.copy_from_slice(&params);

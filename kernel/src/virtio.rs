@@ -35,7 +35,8 @@ static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 /// SEV-SNP it can be made shared as two large pages (the platform rescinds, converts, clears
 /// the C-bit and zeroes it: platform::snp::share_dma).
 pub fn init_pool() -> Result<(), BootError> {
-    let layout = core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootError::OutOfMemory(POOL_SIZE))?;
+    let layout =
+        core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootError::OutOfMemory(POOL_SIZE))?;
     // SAFETY: non-zero size; leaked on purpose: the pool lives as long as the firmware.
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
     if p.is_null() {

@@ -290,12 +290,12 @@ impl SnpCpu for Hypervisor {
             exit::PSC => Some(8),
             _ => None,
         };
-        if let Some(len) = scratch_needed {
-            if !self.scratch_ok(page, len) {
-                page.set(offset::SW_EXIT_INFO_1, 2);
-                page.set(offset::SW_EXIT_INFO_2, 3); // INVALID_SCRATCH_AREA
-                return;
-            }
+        if let Some(len) = scratch_needed
+            && !self.scratch_ok(page, len)
+        {
+            page.set(offset::SW_EXIT_INFO_1, 2);
+            page.set(offset::SW_EXIT_INFO_2, 3); // INVALID_SCRATCH_AREA
+            return;
         }
         page.0[offset::VALID_BITMAP..offset::VALID_BITMAP + 16].fill(0);
         match code {

@@ -223,7 +223,7 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    for features in ["", "test-hooks", "insecure-dev-key,test-hooks"] {
+    for features in ["", "test-hooks", "insecure-dev-key,test-hooks", "snp-model"] {
         let mut cmd = cargo();
         cmd.args(["clippy", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]);
         if !features.is_empty() {

@@ -138,7 +138,11 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
         .expect(linux::MARKER)?
         .expect("\"platform\":\"sev-snp\"")?;
     if booted.code != Some(0) {
-        bail!("QEMU exited with {:?} after the kernel powered off (expected 0); log {}", booted.code, booted.log_path.display());
+        bail!(
+            "QEMU exited with {:?} after the kernel powered off (expected 0); log {}",
+            booted.code,
+            booted.log_path.display()
+        );
     }
 
     eprintln!("xtask: snp test: a tampered initrd and a missing hash table are refused");

@@ -233,12 +233,13 @@ pub fn handle_vc(frame: &mut Frame) -> bool {
     // SAFETY: RIP points at the faulting instruction in the firmware's mapped text (the
     // firmware runs no other code); two bytes are read.
     let opcode = unsafe { core::ptr::read_volatile(frame.rip as *const [u8; 2]) };
-    if frame.error_code == CPUID_EXIT && opcode == [0x0F, 0xA2] {
-        if let Some(r) = cpuid(frame.rax as u32, frame.rcx as u32) {
-            (frame.rax, frame.rbx, frame.rcx, frame.rdx) = (r[0].into(), r[1].into(), r[2].into(), r[3].into());
-            frame.rip += 2;
-            return true;
-        }
+    if frame.error_code == CPUID_EXIT
+        && opcode == [0x0F, 0xA2]
+        && let Some(r) = cpuid(frame.rax as u32, frame.rcx as u32)
+    {
+        (frame.rax, frame.rbx, frame.rcx, frame.rdx) = (r[0].into(), r[1].into(), r[2].into(), r[3].into());
+        frame.rip += 2;
+        return true;
     }
     terminate(Termination::UnexpectedVc)
 }
@@ -294,9 +295,8 @@ impl Snp {
     }
 
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
-        let pages = with_ghcb(|g| memory::validate(g, start, end)).ok_or(BootError::Snp(
-            veil_agent::snp::SnpError::RequestRefused("the GHCB is busy"),
-        ))??;
+        let pages = with_ghcb(|g| memory::validate(g, start, end))
+            .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
         self.validated.push((start, end));
         Ok(pages)
     }
@@ -314,9 +314,8 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     if !start.is_multiple_of(2 << 20) || !len.is_multiple_of(2 << 20) {
         return Err(BootError::SnpMemory(memory::MemoryError::Range { start, end }));
     }
-    with_ghcb(|g| memory::share(g, start, end)).ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused(
-        "the GHCB is busy",
-    )))??;
+    with_ghcb(|g| memory::share(g, start, end))
+        .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
     for at in (start..end).step_by(2 << 20) {
         crate::paging::clear_cbit_2m(at, insn::page_table_cbit());
     }
@@ -325,26 +324,16 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     // the C-bit; zeroing it removes whatever the host could read of its old plaintext view.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
     SHARED.lock().push((start, end));
-    crate::log!("snp: {} MiB at {start:#x} made shared for virtio DMA (rescinded, converted, C-bit cleared, zeroed)", len >> 20);
+    crate::log!(
+        "snp: {} MiB at {start:#x} made shared for virtio DMA (rescinded, converted, C-bit cleared, zeroed)",
+        len >> 20
+    );
     Ok(())
 }
 
 /// Is the SNP platform up (GHCB registered)?
 pub fn active() -> bool {
     ACTIVE.load(Ordering::SeqCst)
-}
-
-/// `[start, end)` minus every range in `taken`, as 4 KiB aligned pieces.
-fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut pieces = alloc::vec![(start.next_multiple_of(4096), end / 4096 * 4096)];
-    for &(t0, t1) in taken {
-        pieces = pieces
-            .into_iter()
-            .flat_map(|(a, b)| [(a, b.min(t0)), (a.max(t1), b)])
-            .filter(|(a, b)| a < b)
-            .collect();
-    }
-    pieces
 }
 
 impl Platform for Snp {
@@ -364,7 +353,13 @@ impl Platform for Snp {
         self.validate(start, end).map(|_| ())
     }
 
-    fn verify_direct_boot(&mut self, setup: &[u8], kernel: &[u8], initrd: &[u8], cmdline: &[u8]) -> Result<(), BootError> {
+    fn verify_direct_boot(
+        &mut self,
+        setup: &[u8],
+        kernel: &[u8],
+        initrd: &[u8],
+        cmdline: &[u8],
+    ) -> Result<(), BootError> {
         let table = KernelHashes::parse(page::<4096>(HASHES_PAGE))?;
         table.verify_split(setup, kernel, initrd, cmdline)?;
         crate::log!("snp: kernel, initrd and command line match the SEV hash table (measured direct boot)");
@@ -382,7 +377,7 @@ impl Platform for Snp {
             if e.end() > 0x1_0000_0000 {
                 return Err(BootError::UnsupportedRam(e.end().max(0x1_0000_0000)));
             }
-            for (a, b) in subtract(e.addr, e.end(), &taken) {
+            for (a, b) in veil_agent::memmap::subtract(e.addr, e.end(), &taken) {
                 pages += self.validate(a, b)?;
             }
         }
