@@ -163,15 +163,24 @@ fn fill_cpuid_page() {
     p[0..4].copy_from_slice(&(n as u32).to_le_bytes());
 }
 
-/// The secrets page: version 3 and four fixed test VMPCKs (0xA0.., 0xB0.., 0xC0.., 0xD0..).
+/// The model's test VMPCK `n`: SHA-256 of "veilboot SNP model VMPCK" and n (fixed, and unlike
+/// any byte run a kernel image contains, so a memory scan finds only real copies).
+pub fn test_vmpck(n: u8) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"veilboot SNP model VMPCK");
+    h.update([n]);
+    h.finalize().into()
+}
+
+/// The secrets page: version 3 and four fixed test VMPCKs.
 fn fill_secrets_page() {
     let p = page(SECRETS_PAGE);
     p.fill(0);
     p[0..4].copy_from_slice(&3u32.to_le_bytes());
-    for n in 0..4 {
-        for i in 0..32 {
-            p[0x20 + 32 * n + i] = 0xA0 + 0x10 * n as u8 + i as u8;
-        }
+    for n in 0..4u8 {
+        let at = 0x20 + 32 * usize::from(n);
+        p[at..at + 32].copy_from_slice(&test_vmpck(n));
     }
 }
 

@@ -111,6 +111,40 @@ fn cc_blob_hex() -> String {
     hex::encode(node)
 }
 
+/// Once `log` shows Linux powered off, save guest RAM (512 MiB) to `dump` through the QEMU
+/// monitor at `monitor` and quit QEMU.
+fn save_memory_after_power_off(monitor: PathBuf, log: PathBuf, dump: PathBuf) -> std::thread::JoinHandle<Result<()>> {
+    std::thread::spawn(move || -> Result<()> {
+        use std::io::{Read, Write};
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("reboot: Power down") {
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!("Linux did not power off (log {})", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut m = std::os::unix::net::UnixStream::connect(&monitor)?;
+        m.set_read_timeout(Some(Duration::from_secs(60)))?;
+        // Quoted: the monitor would read an unquoted `/` after the size as a division.
+        writeln!(m, "pmemsave 0 0x20000000 \"{}\"", dump.display())?;
+        // The monitor echoes each command; wait until pmemsave's line is back with a prompt.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("pmemsave") || !seen.ends_with(b"(qemu) ") {
+            let n = m.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            seen.extend_from_slice(&buf[..n]);
+        }
+        writeln!(m, "quit")?;
+        // Keep the connection open until QEMU closes it: a monitor whose client hangs up at
+        // once may drop the command unread.
+        while m.read(&mut buf).is_ok_and(|n| n > 0) {}
+        Ok(())
+    })
+}
+
 /// Boot the model ROM: accepted with the right table, refused with a tampered initrd.
 pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     let t = Duration::from_secs(120);
@@ -123,7 +157,21 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     let hashes = format!("name=opt/veil/test-snp-hashes,file={}", table.display());
 
     eprintln!("xtask: snp test: the model ROM boots Linux as an SEV-SNP guest with kernel hashes");
-    let booted = qemu::boot(model_rom, "snp-linux", &args(&kernel, &l.initrd, &["-fw_cfg", &hashes]), t)?;
+    // QEMU stays up when Linux powers off (-no-shutdown), so the guest's memory can be saved
+    // and searched for VMPCK0 before QEMU is told to quit.
+    let monitor = dir.join("snp-linux.monitor");
+    let dump = dir.join("snp-linux.mem");
+    let _ = std::fs::remove_file(&dump);
+    let monitor_arg = format!("unix:{},server=on,wait=off", monitor.display());
+    let _ = std::fs::remove_file(dir.join("snp-linux.log")); // the thread must not read an old one
+    let saver = save_memory_after_power_off(monitor.clone(), dir.join("snp-linux.log"), dump.clone());
+    let booted = qemu::boot(
+        model_rom,
+        "snp-linux",
+        &args(&kernel, &l.initrd, &["-fw_cfg", &hashes, "-no-shutdown", "-monitor", &monitor_arg]),
+        t,
+    )?;
+    saver.join().map_err(|_| anyhow::anyhow!("the memory-saving thread panicked"))??;
     booted
         .expect("on the sev-snp platform")?
         .expect("fw_cfg: ")?
@@ -144,6 +192,23 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
             booted.log_path.display()
         );
     }
+
+    let memory = std::fs::read(&dump)?;
+    // The model's test VMPCKs (kernel/src/snpmodel.rs test_vmpck), computed here on their own.
+    let vmpck = |n: u8| -> Vec<u8> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"veilboot SNP model VMPCK");
+        h.update([n]);
+        h.finalize().to_vec()
+    };
+    if memchr::memmem::find(&memory, &vmpck(0)).is_some() {
+        bail!("VMPCK0 of the modelled secrets page is still in guest memory after the hand-off");
+    }
+    if memchr::memmem::find(&memory, &vmpck(1)).is_none() {
+        bail!("VMPCK1 is not in the memory dump either: the dump cannot show that VMPCK0 is gone");
+    }
+    let _ = std::fs::remove_file(&dump);
 
     eprintln!("xtask: snp test: a tampered initrd and a missing hash table are refused");
     let mut tampered = std::fs::read(&l.initrd)?;

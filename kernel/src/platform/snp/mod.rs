@@ -369,6 +369,8 @@ impl Platform for Snp {
     fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         let mut taken: Vec<(u64, u64)> = LAUNCH_VALIDATED.to_vec();
         taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
+        // The legacy VGA and BIOS hole: reserved for Linux (crate::linux), and possibly MMIO.
+        taken.push((0xA_0000, 0x10_0000));
         let shared = SHARED.lock().clone();
         taken.extend(shared.iter().copied());
         taken.extend(self.validated.iter().copied());
