@@ -40,13 +40,16 @@ reset16:
     orl $1, %eax
     movl %eax, %cr0
     /* Straight to the flat code: the GDT is loaded already (and a second LGDT here trips
-     * some nested hypervisors' emulators). */
+     * some nested hypervisors' emulators). EBP = 0: a reset, not a TDX start. */
+    xorl %ebp, %ebp
     ljmpl $0x08, $protected32_cs
 
 /* ---------------- 32-bit protected mode, paging off ---------------- */
     .code32
 protected32:
-    /* TDX enters here directly; reload our GDT either way. */
+    /* TDX enters here directly; reload our GDT either way. EBP = 1: a TDX start (no SEV
+     * probe: its RDMSR would be a #VE there). */
+    movl $1, %ebp
     lgdtl gdt32_desc
     ljmpl $0x08, $protected32_cs
 protected32_cs:
@@ -82,13 +85,15 @@ protected32_cs:
      * yet). Where the MSR does not exist (Intel, older AMD, TCG) RDMSR raises #GP: the only gate
      * of a temporary IDT resumes after the RDMSR with EAX = EDX = 0. Paging is off, so under
      * SNP every access here is private. */
+    xorl %ebx, %ebx                    /* EBX: high half of the C-bit mask of every entry */
+    testl %ebp, %ebp
+    jnz 20f
     movl $STACK_TOP, %esp
     lidtl boot_idt_desc
     movl $0xC0010131, %ecx
     rdmsr                              /* 2 bytes: the #GP gate skips exactly these */
     movl %eax, VEIL_BOOT_SEV_STATUS
     movl %edx, VEIL_BOOT_SEV_STATUS + 4
-    xorl %ebx, %ebx                    /* EBX: high half of the C-bit mask of every entry */
     testl $4, %eax
     jz 20f
     /* SNP: the C-bit position is leaf 0x8000001F EBX[5:0] of the PSP-validated CPUID page
