@@ -65,6 +65,10 @@ pub mod exit {
     pub const MMIO_WRITE: u64 = 0x8000_0002;
     /// Page state change.
     pub const PSC: u64 = 0x8000_0010;
+    /// Guest request (a message to the AMD-SP).
+    pub const GUEST_REQUEST: u64 = 0x8000_0011;
+    /// Extended guest request (with the host's certificate table).
+    pub const EXT_GUEST_REQUEST: u64 = 0x8000_0012;
     /// Hypervisor features.
     pub const HV_FEATURES: u64 = 0x8000_FFFD;
 }
@@ -205,6 +209,11 @@ pub trait SnpCpu {
     /// The guest-physical address of the registered GHCB page (SW_SCRATCH points into its
     /// shared buffer).
     fn ghcb_gpa(&self) -> u64;
+    /// Copy `bytes` to the shared page at `gpa` (one of the firmware's guest-request pages;
+    /// the kernel refuses any other address).
+    fn write_shared(&mut self, gpa: u64, bytes: &[u8]);
+    /// Copy the shared page at `gpa` (as for `write_shared`) into `out`.
+    fn read_shared(&mut self, gpa: u64, out: &mut [u8]);
 }
 
 /// What PVALIDATE returned.
@@ -527,6 +536,26 @@ impl<'a> Ghcb<'a> {
             return Err(GhcbError::MmioAddress(gpa));
         }
         Ok(())
+    }
+
+    /// A (extended) guest-request exit: the request and response pages, and for the extended
+    /// form the certificate buffer (GPA in RAX, pages in RBX). Returns SW_EXITINFO2 (low half:
+    /// the AMD-SP's status, high half: the hypervisor's error); with INVALID_LEN the hypervisor
+    /// puts the pages it needs in RBX.
+    pub fn guest_request_exit(
+        &mut self,
+        code: u64,
+        request: u64,
+        response: u64,
+        certs: Option<(u64, u64)>,
+    ) -> Result<u64, GhcbError> {
+        self.page.start(code, request, response);
+        if let Some((gpa, pages)) = certs {
+            self.page.set(offset::RAX, gpa);
+            self.page.set(offset::RBX, pages);
+        }
+        self.call()?;
+        Ok(self.page.u64_at(offset::SW_EXIT_INFO_2))
     }
 
     /// Change the state of `pages` (GFN, 2 MiB page?) to `state` with page-state-change

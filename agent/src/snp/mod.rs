@@ -11,11 +11,13 @@
 //!   validating and sharing memory with it; `model` (tests and the `model` feature only): the
 //!   hypervisor and RMP on the other side, honest or hostile.
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
+//! * [`attest`]: guest requests through the GHCB and the host's certificate table;
 //! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules;
 //!   [`requests`]: the report and key requests they carry.
 //! * [`evidence`]: the report in the JSON form Trustee's SNP verifier reads (virtee/sev's serde).
 //! * `verify` (host, `std`): attestation reports checked against AMD's certificate chain.
 
+pub mod attest;
 pub mod evidence;
 pub mod ghcb;
 pub mod guest_msg;
@@ -26,6 +28,8 @@ pub mod memory;
 pub mod model;
 pub mod ovmf;
 pub mod pages;
+#[cfg(any(test, feature = "model"))]
+pub mod psp;
 pub mod requests;
 #[cfg(test)]
 mod tests;

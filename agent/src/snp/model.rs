@@ -78,6 +78,10 @@ pub trait Machine {
     fn mmio_write(&mut self, gpa: u64, size: u8, value: u64);
     /// CPUID as the hypervisor reports it.
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Read guest memory (a shared page the guest named in an exit).
+    fn read_guest(&mut self, gpa: u64, out: &mut [u8]);
+    /// Write guest memory (as for `read_guest`).
+    fn write_guest(&mut self, gpa: u64, bytes: &[u8]);
 }
 
 /// Ways the model can misbehave.
@@ -115,6 +119,10 @@ pub struct Hostile {
     pub clobber_version: bool,
     /// The RMP has 4 KiB entries only (2 MiB PVALIDATE fails with SIZEMISMATCH).
     pub rmp_4k_only: bool,
+    /// Answer this many guest requests BUSY first.
+    pub busy: u32,
+    /// Flip a byte of the AMD-SP's encrypted answer (it no longer authenticates).
+    pub tamper_response: bool,
 }
 
 /// The hypervisor and RMP model.
@@ -140,6 +148,12 @@ pub struct Hypervisor {
     pub touches: u64,
     /// The machine that performs I/O (inside a guest); None in host tests.
     pub machine: Option<Box<dyn Machine + Send>>,
+    /// Guest pages the model reads and writes without a machine (host tests), by GPA.
+    pub memory: BTreeMap<u64, Vec<u8>>,
+    /// The AMD-SP behind guest requests.
+    pub psp: Option<super::psp::Psp>,
+    /// The host's certificate table for extended requests.
+    pub certs: Option<Vec<u8>>,
     /// Exits seen, by code.
     pub exits: Vec<u64>,
     /// How to misbehave.
@@ -173,6 +187,64 @@ impl Hypervisor {
             _ => return false,
         }
         true
+    }
+
+    fn read_mem(&mut self, gpa: u64, out: &mut [u8]) {
+        match self.machine.as_mut() {
+            Some(m) => m.read_guest(gpa, out),
+            None => {
+                for (i, chunk) in out.chunks_mut(4096).enumerate() {
+                    let page = self.memory.get(&(gpa + 4096 * i as u64)).cloned().unwrap_or_default();
+                    let n = page.len().min(chunk.len());
+                    chunk[..n].copy_from_slice(&page[..n]);
+                    chunk[n..].fill(0);
+                }
+            }
+        }
+    }
+
+    fn write_mem(&mut self, gpa: u64, bytes: &[u8]) {
+        match self.machine.as_mut() {
+            Some(m) => m.write_guest(gpa, bytes),
+            None => {
+                for (i, chunk) in bytes.chunks(4096).enumerate() {
+                    self.memory.insert(gpa + 4096 * i as u64, chunk.to_vec());
+                }
+            }
+        }
+    }
+
+    /// A (extended) guest request: SW_EXITINFO2 as the hypervisor sets it.
+    fn guest_request(&mut self, page: &mut GhcbPage, extended: bool) -> u64 {
+        let (request, response) = (page.u64_at(offset::SW_EXIT_INFO_1), page.u64_at(offset::SW_EXIT_INFO_2));
+        if extended && let Some(table) = self.certs.clone() {
+            let (gpa, pages) = (page.u64_at(offset::RAX), page.u64_at(offset::RBX));
+            let needed = table.len().div_ceil(4096) as u64;
+            if pages < needed {
+                self.output(page, offset::RBX, needed);
+                return 1 << 32; // INVALID_LEN
+            }
+            let mut padded = table;
+            padded.resize((pages as usize) * 4096, 0);
+            self.write_mem(gpa, &padded);
+        }
+        if self.hostile.busy > 0 {
+            self.hostile.busy -= 1;
+            return 2 << 32; // BUSY
+        }
+        let mut req = alloc::vec![0u8; 4096];
+        self.read_mem(request, &mut req);
+        let Some(psp) = self.psp.as_mut() else { return 0x16 };
+        match psp.answer(&req) {
+            Ok(mut rsp) => {
+                if self.hostile.tamper_response {
+                    rsp[0x70] ^= 1;
+                }
+                self.write_mem(response, &rsp);
+                0
+            }
+            Err(status) => u64::from(status),
+        }
     }
 
     /// Is SW_SCRATCH the registered GHCB's shared buffer, holding `len` bytes?
@@ -380,6 +452,10 @@ impl SnpCpu for Hypervisor {
                 }
             }
             exit::PSC => self.psc(page),
+            exit::GUEST_REQUEST | exit::EXT_GUEST_REQUEST => {
+                let status = self.guest_request(page, code == exit::EXT_GUEST_REQUEST);
+                page.set(offset::SW_EXIT_INFO_2, status);
+            }
             _ => result = 2,
         }
         page.set(offset::SW_EXIT_INFO_1, result);
@@ -422,6 +498,14 @@ impl SnpCpu for Hypervisor {
 
     fn ghcb_gpa(&self) -> u64 {
         self.registered.unwrap_or(0) * 4096
+    }
+
+    fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
+        self.write_mem(gpa, bytes);
+    }
+
+    fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
+        self.read_mem(gpa, out);
     }
 }
 

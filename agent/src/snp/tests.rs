@@ -207,6 +207,12 @@ fn a_scratch_area_outside_the_registered_ghcb_is_refused() {
         fn ghcb_gpa(&self) -> u64 {
             0x1234_5000
         }
+        fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
+            self.0.write_shared(gpa, bytes)
+        }
+        fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
+            self.0.read_shared(gpa, out)
+        }
     }
     let mut cpu = Elsewhere(registered());
     assert_eq!(
@@ -228,4 +234,112 @@ fn the_rmp_model_keeps_uniform_granules_small() {
     rmp.set(0x201, v);
     assert_eq!(rmp.get(0x201), Some(v));
     assert_eq!(rmp.get(0x400), None);
+}
+
+mod guest_requests {
+    use super::*;
+    use crate::snp::attest::{self, AttestError, RequestPages};
+    use crate::snp::evidence::CertType;
+    use crate::snp::guest_msg::{Channel, GuestMsgError, MsgType};
+    use crate::snp::psp::Psp;
+    use crate::snp::requests;
+
+    const VMPCK0: [u8; 32] = [0x11; 32];
+    const VCEK: [u8; 48] = [0x42; 48];
+    const PAGES: RequestPages = RequestPages { request: 0x90_5000, response: 0x90_6000, certs: None };
+
+    fn with_psp() -> Hypervisor {
+        let mut hv = registered();
+        let mut psp = Psp::new([VMPCK0, [0x22; 32], [0x33; 32], [0x44; 32]]);
+        psp.vcek = Some(VCEK);
+        psp.measurement = [0xAB; 48];
+        hv.psp = Some(psp);
+        hv
+    }
+
+    fn report(hv: &mut Hypervisor, channel: &mut Channel, pages: RequestPages) -> Result<attest::Answer, AttestError> {
+        let payload = requests::report_request(&[7; 64], 0, requests::SigningKey::Vcek);
+        attest::guest_request(&mut Ghcb::new(hv), channel, MsgType::ReportRequest, 1, &payload, pages)
+    }
+
+    #[test]
+    fn a_report_comes_back_signed_by_the_vcek() {
+        let mut hv = with_psp();
+        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let answer = report(&mut hv, &mut channel, PAGES).unwrap();
+        let r = requests::report_response(&answer.payload).unwrap();
+        assert_eq!((&r[0x50..0x90], &r[0x90..0xC0]), (&[7u8; 64][..], &[0xAB; 48][..]));
+        // The signature, checked with p384 directly (r and s are little-endian in the report).
+        use p384::ecdsa::signature::Verifier;
+        let be = |at: usize| -> [u8; 48] { core::array::from_fn(|i| r[at + 47 - i]) };
+        let sig = p384::ecdsa::Signature::from_scalars(be(0x2A0), be(0x2E8)).unwrap();
+        let key = p384::ecdsa::SigningKey::from_slice(&VCEK).unwrap();
+        assert!(key.verifying_key().verify(&r[..0x2A0], &sig).is_ok());
+        // The next request uses the next sequence numbers and is answered too.
+        assert_eq!(channel.count(), 2);
+        assert!(report(&mut hv, &mut channel, PAGES).is_ok());
+    }
+
+    #[test]
+    fn busy_resends_the_same_ciphertext() {
+        let mut hv = with_psp();
+        hv.hostile.busy = 3;
+        let mut channel = Channel::new(VMPCK0, 0, 0);
+        assert!(report(&mut hv, &mut channel, PAGES).is_ok());
+        assert_eq!(hv.exits.iter().filter(|e| **e == ghcb::exit::GUEST_REQUEST).count(), 4);
+    }
+
+    #[test]
+    fn an_answer_that_does_not_authenticate_wipes_the_vmpck() {
+        let mut hv = with_psp();
+        hv.hostile.tamper_response = true;
+        let mut channel = Channel::new(VMPCK0, 0, 0);
+        assert_eq!(
+            report(&mut hv, &mut channel, PAGES).err(),
+            Some(AttestError::Message(GuestMsgError::Authentication))
+        );
+        assert_eq!(report(&mut hv, &mut channel, PAGES).err(), Some(AttestError::Message(GuestMsgError::Disabled)));
+    }
+
+    #[test]
+    fn a_refused_request_disables_the_channel() {
+        let mut hv = with_psp();
+        let mut channel = Channel::new(VMPCK0, 0, 4); // the AMD-SP expects 1, the guest sends 5
+        assert_eq!(
+            report(&mut hv, &mut channel, PAGES).err(),
+            Some(AttestError::Refused { firmware: 0x16, hypervisor: 0 })
+        );
+        assert_eq!(report(&mut hv, &mut channel, PAGES).err(), Some(AttestError::Message(GuestMsgError::Disabled)));
+    }
+
+    #[test]
+    fn the_extended_request_returns_the_hosts_certificates() {
+        let certs = alloc::vec![(CertType::Vcek, alloc::vec![1u8; 3000]), (CertType::Ask, alloc::vec![2u8; 2000])];
+        let mut hv = with_psp();
+        hv.certs = Some(attest::build_cert_table(&certs));
+        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let roomy = RequestPages { certs: Some((0x90_7000, 4)), ..PAGES };
+        let answer = report(&mut hv, &mut channel, roomy).unwrap();
+        assert_eq!(attest::parse_cert_table(&answer.certs.unwrap()).unwrap(), certs);
+        // Too small a buffer: resent as a plain request (same sequence number), no certificates.
+        let small = RequestPages { certs: Some((0x90_7000, 1)), ..PAGES };
+        let answer = report(&mut hv, &mut channel, small).unwrap();
+        assert!(answer.certs.is_none());
+        assert_eq!(channel.count(), 4);
+    }
+
+    #[test]
+    fn derived_keys_follow_the_selected_measurement() {
+        let key = |measurement: u8| {
+            let mut hv = with_psp();
+            hv.psp.as_mut().unwrap().measurement = [measurement; 48];
+            let mut channel = Channel::new(VMPCK0, 0, 0);
+            let req = requests::key_request(requests::FIELD_MEASUREMENT | requests::FIELD_GUEST_POLICY, 0, 0, 0);
+            let a = attest::guest_request(&mut Ghcb::new(&mut hv), &mut channel, MsgType::KeyRequest, 1, &req, PAGES)
+                .unwrap();
+            *requests::key_response(&a.payload).unwrap()
+        };
+        assert_eq!(key(1), key(1));
+        assert_ne!(key(1), key(2));
+    }
 }
