@@ -7,10 +7,11 @@ use common::testdata;
 use veil_agent::snp::verify::{Product, verify_report};
 
 fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
-    let text = String::from_utf8_lossy(text);
-    text.split_inclusive("-----END CERTIFICATE-----\n")
+    // Line ends may be LF or CRLF.
+    let text = String::from_utf8_lossy(text).replace("\r\n", "\n");
+    text.split_inclusive("-----END CERTIFICATE-----")
         .filter(|b| b.contains("BEGIN CERTIFICATE"))
-        .map(|b| b.trim_start().as_bytes().to_vec())
+        .map(|b| format!("{}\n", b.trim_start()).into_bytes())
         .collect()
 }
 
@@ -74,4 +75,65 @@ fn evidence_json_equals_sev_serde() {
         let ours = veil_agent::snp::evidence::report_json(&r).unwrap();
         assert_eq!(ours, theirs, "version {} family {:#x}", r[0], r[0x188]);
     }
+}
+
+/// The broker's and `veil verify`'s full check (verify_snp) on real reports: signature and
+/// chain to AMD's built-in root, TCB against the VCEK's extensions, CHIP_ID against its hwID,
+/// policy, VMPL, measurement; one flipped signed byte anywhere refuses.
+#[test]
+fn real_reports_pass_the_full_verification() {
+    use veil_agent::snp::evidence::CertType;
+    use veil_agent::snp::verify::{SnpPolicy, verify_snp};
+    let Some(dir) = testdata("snp/reports") else { return };
+    let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
+    let virtee = dir.join("virtee-sev-milan");
+    let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
+    let milan = vec![
+        (CertType::Vcek, std::fs::read(virtee.join("vcek_milan.der")).unwrap()),
+        (CertType::Ask, chain[0].clone()),
+        (CertType::Ark, chain[1].clone()),
+    ];
+    let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
+    let v = verify_snp(&report, &milan, &SnpPolicy::default()).unwrap();
+    assert!(v.checks[0].contains("AMD's Milan root key"), "{:?}", v.checks);
+    assert!(v.checks.iter().any(|c| c.starts_with("TCB: ")), "{:?}", v.checks);
+    let measurement: [u8; 48] = report[0x90..0xC0].try_into().unwrap();
+    let pinned = SnpPolicy { measurements: vec![measurement], ..SnpPolicy::default() };
+    assert!(verify_snp(&report, &milan, &pinned).is_ok());
+    let other = SnpPolicy { measurements: vec![[0u8; 48]], ..SnpPolicy::default() };
+    assert!(verify_snp(&report, &milan, &other).unwrap_err().contains("not among the reference values"));
+    for at in [0x00, 0x08, 0x50, 0x90, 0x180, 0x1A0, 0x29F] {
+        let mut flipped = report.clone();
+        flipped[at] ^= 1;
+        assert!(verify_snp(&flipped, &milan, &SnpPolicy::default()).is_err(), "byte {at:#x} flipped verified");
+    }
+
+    // Genoa, report version 5, under Oak stage0, with AMD's Genoa chain.
+    let oak = dir.join("oak-genoa-v5");
+    let genoa = vec![
+        (CertType::Vcek, std::fs::read(oak.join("vcek.der")).unwrap()),
+        (CertType::Ask, std::fs::read(certs.join("genoa-ask.pem")).unwrap()),
+        (CertType::Ark, std::fs::read(certs.join("genoa-ark.pem")).unwrap()),
+    ];
+    let report5 = std::fs::read(oak.join("report.bin")).unwrap();
+    let v = verify_snp(&report5, &genoa, &SnpPolicy::default()).unwrap();
+    assert!(v.checks[0].contains("AMD's Genoa root key"), "{:?}", v.checks);
+    // Milan's chain for a Genoa report: refused.
+    assert!(verify_snp(&report5, &milan, &SnpPolicy::default()).is_err());
+    // The Genoa report's own chip with the Milan VCEK: refused.
+    let mixed = vec![milan[0].clone(), genoa[1].clone(), genoa[2].clone()];
+    assert!(verify_snp(&report5, &mixed, &SnpPolicy::default()).is_err());
+}
+
+/// AMD's Turin chain (virtee/sev's VCEK, ASK and ARK) verifies; the Milan ARK does not sign it.
+#[test]
+fn the_turin_chain_verifies() {
+    use veil_agent::snp::verify::verify_chain;
+    let Some(dir) = testdata("snp/reports/virtee-sev-turin-vcek") else { return };
+    let chain = pem_blocks(&std::fs::read(dir.join("cert_chain_turin.pem")).unwrap());
+    let vcek = std::fs::read(dir.join("vcek_turin.der")).unwrap();
+    assert_eq!(verify_chain(&vcek, &chain[0], &chain[1]), Ok(Product::Turin));
+    let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
+    let milan_ark = std::fs::read(certs.join("milan-ark.pem")).unwrap();
+    assert!(verify_chain(&vcek, &chain[0], &milan_ark).is_err());
 }
