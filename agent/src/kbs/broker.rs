@@ -76,6 +76,8 @@ pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String
 
 /// What the broker trusts and serves.
 pub struct BrokerConfig {
+    /// SEV-SNP evidence: what is accepted (None: `snp` is refused).
+    pub snp: Option<crate::snp::verify::SnpPolicy>,
     /// Resources by path (`repo/type/tag`).
     pub resources: HashMap<String, Zeroizing<Vec<u8>>>,
     /// Reference PCR values (SHA-256).
@@ -115,6 +117,8 @@ pub struct Reply {
 
 /// What a session's attestation must match: set at /auth.
 pub struct Expected {
+    /// The TEE the session attests with.
+    pub tee: kbs_types::Tee,
     /// The nonce sent in the challenge.
     pub nonce: String,
     /// The AK certified at /auth (TPM2B_PUBLIC).
@@ -203,11 +207,15 @@ impl Broker {
                 format!("protocol version {:?}; this broker speaks {PROTOCOL_VERSION}", request.version),
             );
         }
+        if request.tee == kbs_types::Tee::Snp && self.config.snp.is_some() {
+            return self.auth_snp();
+        }
         if request.tee != kbs_types::Tee::Tpm {
+            let accepted = if self.config.snp.is_some() { "\"tpm\" and \"snp\"" } else { "only \"tpm\"" };
             return refuse(
                 400,
                 "UnsupportedTee",
-                format!("TEE {}; this broker verifies only \"tpm\" evidence", request.tee),
+                format!("TEE {}; this broker verifies {accepted} evidence", request.tee),
             );
         }
         let extra = &request.extra_params;
@@ -264,7 +272,7 @@ impl Broker {
         sessions.insert(
             id.clone(),
             Session {
-                expected: Expected { nonce, ak_public, credential: secret },
+                expected: Expected { tee: kbs_types::Tee::Tpm, nonce, ak_public, credential: secret },
                 challenge_open: true,
                 tee_pubkey: None,
                 created: Instant::now(),
@@ -278,6 +286,34 @@ impl Broker {
                 "session {id}: challenge sent (AK {} certified by the EK certificate)",
                 hex::encode(&ak_name[2..10])
             ),
+        }
+    }
+
+    /// /auth for `snp`: a nonce, nothing else (the report's own chain proves the platform).
+    fn auth_snp(&self) -> Reply {
+        let mut nonce = [0u8; 32];
+        let mut id = [0u8; 16];
+        self.fill(&mut nonce);
+        self.fill(&mut id);
+        let nonce = B64.encode(nonce);
+        let id = hex::encode(id);
+        let challenge = kbs_types::Challenge { nonce: nonce.clone(), extra_params: json!({}) };
+        let expected =
+            Expected { tee: kbs_types::Tee::Snp, nonce, ak_public: Vec::new(), credential: Zeroizing::new([0u8; 32]) };
+        let mut sessions = self.sessions.lock().expect("sessions");
+        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions
+            .insert(id.clone(), Session { expected, challenge_open: true, tee_pubkey: None, created: Instant::now() });
+        Reply {
+            status: 200,
+            body: serde_json::to_vec(&challenge).expect("JSON"),
+            set_session: Some(id.clone()),
+            log: format!("session {id}: challenge sent (tee snp)"),
         }
     }
 
@@ -360,6 +396,38 @@ pub fn check_attestation(
 ) -> Result<(p256::PublicKey, String), String> {
     let attestation: kbs_types::Attestation =
         serde_json::from_slice(body).map_err(|e| format!("the attestation is not a KBS Attestation: {e}"))?;
+    let key = attested_key(s, &attestation)?;
+    if s.tee == kbs_types::Tee::Snp {
+        let policy = config.snp.as_ref().ok_or("this broker does not verify snp evidence")?;
+        return check_snp(policy, &attestation).map(|log| (key, log));
+    }
+    let primary = &attestation.tee_evidence.primary_evidence;
+    let ev = TpmEvidence::from_json(primary)?;
+    let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
+    if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
+        return Err(String::from("the quote's AK is not the AK certified at /auth (unknown AK)"));
+    }
+    check_tpm(config, s, &attestation, &ev).map(|log| (key, log))
+}
+
+/// SEV-SNP evidence: the report verified (agent::snp::verify) and bound to this session's
+/// runtime data the way Trustee binds it for `snp` (SHA-384 of the JCS form, zero-padded to
+/// 64 bytes).
+fn check_snp(policy: &crate::snp::verify::SnpPolicy, attestation: &kbs_types::Attestation) -> Result<String, String> {
+    let (raw, certs) = crate::snp::verify::from_evidence(&attestation.tee_evidence.primary_evidence)?;
+    let verified = crate::snp::verify::verify_snp(&raw, &certs, policy)?;
+    let mut want = [0u8; 64];
+    want[..48].copy_from_slice(&expected_runtime_digest(attestation)?);
+    if raw[0x50..0x90] != want {
+        return Err(String::from(
+            "the report's REPORT_DATA is not this session's runtime data (nonce, tee-pubkey) bound as Trustee binds it",
+        ));
+    }
+    Ok(format!("SNP report verified: {}; report data bound to this session", verified.checks.join("; ")))
+}
+
+/// The nonce and the key the resource will be wrapped to, from the runtime data.
+fn attested_key(s: &Expected, attestation: &kbs_types::Attestation) -> Result<p256::PublicKey, String> {
     let runtime = &attestation.runtime_data;
     if runtime.nonce != s.nonce {
         return Err(String::from("the runtime data's nonce is not this session's (replayed or stale)"));
@@ -372,13 +440,19 @@ pub fn check_attestation(
     if alg != jwe::ALG {
         return Err(format!("the tee-pubkey's alg is {alg:?}, not {}", jwe::ALG));
     }
-    let key = jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y}))
-        .map_err(|_| "the tee-pubkey is not a P-256 JWK")?;
-    let primary = &attestation.tee_evidence.primary_evidence;
-    let ev = TpmEvidence::from_json(primary)?;
-    let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
-    if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
-        return Err(String::from("the quote's AK is not the AK certified at /auth (unknown AK)"));
+    jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y}))
+        .map_err(|_| String::from("the tee-pubkey is not a P-256 JWK"))
+}
+
+/// TPM evidence: the AK's credential, the quote over the runtime data, the PCRs.
+fn check_tpm(
+    config: &BrokerConfig,
+    s: &Expected,
+    attestation: &kbs_types::Attestation,
+    ev: &TpmEvidence,
+) -> Result<String, String> {
+    if !config.reference.values().any(|r| !r.warn_only) {
+        return Err(String::from("this broker enforces no reference PCR value: it releases nothing to tpm evidence"));
     }
     match &ev.credential {
         Some(c) if equal(c, s.credential.as_ref()) => {}
@@ -393,7 +467,7 @@ pub fn check_attestation(
             ));
         }
     }
-    let report = expected_report_data(&attestation)?;
+    let report = expected_report_data(attestation)?;
     let pcrs: Vec<(Bank, u32, Vec<u8>)> =
         ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
     quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
@@ -413,7 +487,7 @@ pub fn check_attestation(
     if !warnings.is_empty() {
         log.push_str(&format!(" (warn-only: {})", warnings.join("; ")));
     }
-    Ok((key, log))
+    Ok(log)
 }
 
 /// The quote's extraData Trustee's KBS expects for `attestation`, computed as Trustee does and
@@ -423,13 +497,19 @@ pub fn check_attestation(
 /// service hashes its RFC 8785 form with SHA-384, and the TPM verifier compares the first 32
 /// bytes with the quote's extraData.
 pub fn expected_report_data(attestation: &kbs_types::Attestation) -> Result<Vec<u8>, String> {
+    Ok(expected_runtime_digest(attestation)?[..32].to_vec())
+}
+
+/// SHA-384 of the JCS form of `{"additional-evidence", "nonce", "tee-pubkey"}` (see
+/// [`expected_report_data`]); the `snp` and `tdx` verifiers compare all 48 bytes, zero-padded.
+pub fn expected_runtime_digest(attestation: &kbs_types::Attestation) -> Result<[u8; 48], String> {
     let bound = json!({
         "additional-evidence": attestation.tee_evidence.additional_evidence,
         "nonce": attestation.runtime_data.nonce,
         "tee-pubkey": attestation.runtime_data.tee_pubkey,
     });
     let canonical = serde_json_canonicalizer::to_vec(&bound).map_err(|e| format!("runtime data: {e}"))?;
-    Ok(<sha2::Sha384 as sha2::Digest>::digest(&canonical)[..32].to_vec())
+    Ok(<sha2::Sha384 as sha2::Digest>::digest(&canonical).into())
 }
 
 #[cfg(test)]
@@ -438,6 +518,7 @@ mod tests {
 
     fn broker() -> Broker {
         let config = BrokerConfig {
+            snp: None,
             resources: HashMap::new(),
             reference: BTreeMap::new(),
             ek_root: Vec::new(),

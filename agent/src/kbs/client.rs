@@ -71,6 +71,8 @@ pub enum KbsError {
     AkPublic(String),
     /// The secret's JWE did not decrypt.
     Jwe(jwe::JweError),
+    /// The platform could not produce its evidence (SEV-SNP report): why.
+    Evidence(String),
 }
 
 impl fmt::Display for KbsError {
@@ -84,6 +86,7 @@ impl fmt::Display for KbsError {
             KbsError::Tpm { during, error } => write!(f, "TPM, {during}: {error}"),
             KbsError::AkPublic(w) => write!(f, "TPM: the attestation key: {w}"),
             KbsError::Jwe(e) => write!(f, "{e}"),
+            KbsError::Evidence(w) => write!(f, "attestation evidence: {w}"),
         }
     }
 }
@@ -247,7 +250,7 @@ fn attest_and_fetch<T: Transport>(
 
     let key = ephemeral_key(random);
     let runtime = evidence::runtime_data(&challenge.nonce, &tee_pubkey(&key.public_key()));
-    // No additional evidence is sent (below: "additional_evidence": ""), and Trustee binds that.
+    // No additional evidence is sent ("additional_evidence": ""), and Trustee binds that.
     let report = evidence::report_data(evidence::Tee::Tpm, &runtime, "");
     let pcr_list: Vec<u32> = (0..evidence::PCR_COUNT as u32).collect();
     let quote = tpm.quote(ak, &report, Bank::Sha256, &pcr_list).map_err(tpm_err("quoting the PCRs"))?;
@@ -267,18 +270,56 @@ fn attest_and_fetch<T: Transport>(
         credential: credential.map(|c| c.to_vec()),
     };
     phases.quote = clock();
+    attest_and_fetch_resource(relay, resource, runtime, ev.to_json(), &key, clock, phases)
+}
+
+/// Send the evidence with its runtime data, then fetch `resource` and decrypt it with `key`.
+fn attest_and_fetch_resource(
+    relay: &mut dyn Relay,
+    resource: &str,
+    runtime: Value,
+    primary_evidence: Value,
+    key: &p256::SecretKey,
+    clock: &dyn Fn() -> u64,
+    phases: &mut Phases,
+) -> Result<Zeroizing<Vec<u8>>, KbsError> {
+    // No additional evidence is sent, and Trustee binds that ("additional_evidence": "").
     let attestation = json!({
         "runtime-data": runtime,
-        "tee-evidence": {"primary_evidence": ev.to_json(), "additional_evidence": ""},
+        "tee-evidence": {"primary_evidence": primary_evidence, "additional_evidence": ""},
     });
     call(relay, "the attestation (attest)", "POST", "/kbs/v0/attest", Some(&attestation))?;
     phases.attested = clock();
-
     let path = alloc::format!("/kbs/v0/resource/{resource}");
     let reply = call(relay, "the resource request", "GET", &path, None)?;
-    let secret = jwe::decrypt(&reply, &key).map_err(KbsError::Jwe)?;
+    let secret = jwe::decrypt(&reply, key).map_err(KbsError::Jwe)?;
     phases.released = clock();
     Ok(secret)
+}
+
+/// Fetch `resource` from the broker behind `relay`, attesting as `tee` with the platform's
+/// own evidence: `evidence(report_data)` returns the primary evidence binding `report_data`
+/// (SEV-SNP: a report whose REPORT_DATA it is, as Trustee's `snp` evidence JSON).
+pub fn remote_release_with_evidence(
+    tee: evidence::Tee,
+    relay: &mut dyn Relay,
+    resource: &str,
+    random: &mut dyn FnMut(&mut [u8]),
+    clock: &dyn Fn() -> u64,
+    phases: &mut Phases,
+    make_evidence: &mut dyn FnMut(&[u8]) -> Result<Value, KbsError>,
+) -> Result<Zeroizing<Vec<u8>>, KbsError> {
+    phases.keys = clock();
+    let request = json!({"version": PROTOCOL_VERSION, "tee": tee.name(), "extra-params": {}});
+    let challenge =
+        Challenge::parse(&call(relay, "the attestation request (auth)", "POST", "/kbs/v0/auth", Some(&request))?)?;
+    phases.challenge = clock();
+    let key = ephemeral_key(random);
+    let runtime = evidence::runtime_data(&challenge.nonce, &tee_pubkey(&key.public_key()));
+    let report_data = evidence::report_data(tee, &runtime, "");
+    let primary = make_evidence(&report_data)?;
+    phases.quote = clock();
+    attest_and_fetch_resource(relay, resource, runtime, primary, &key, clock, phases)
 }
 
 /// A fresh P-256 key from `random` (rejection-sampled: a scalar must be below the order).

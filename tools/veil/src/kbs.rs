@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
 pub enum KbsCommand {
-    /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEE "tpm").
+    /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEEs "tpm" and "snp").
     Serve(ServeArgs),
     /// Relay a VM's virtio-console frames to a key broker over HTTP.
     Relay(RelayArgs),
@@ -37,14 +37,14 @@ pub struct ServeArgs {
     /// The master secret to release (constellation-mastersecret.json).
     #[arg(long)]
     secret: PathBuf,
-    /// Reference PCR values: Constellation's measurements JSON, as `veil measure
+    /// TPM: reference PCR values, Constellation's measurements JSON as `veil measure
     /// --platform tpm` writes it (without --after-unseal: the quote is taken before PCR 15
-    /// holds the clusterID).
-    #[arg(long)]
-    measurements: PathBuf,
-    /// The root CA of EK certificates (PEM). For swtpm: /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem.
-    #[arg(long, value_name = "PEM")]
-    ek_ca: PathBuf,
+    /// holds the clusterID). With --ek-ca, the broker accepts TEE "tpm".
+    #[arg(long, requires = "ek_ca")]
+    measurements: Option<PathBuf>,
+    /// TPM: the root CA of EK certificates (PEM). For swtpm: /var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem.
+    #[arg(long, value_name = "PEM", requires = "measurements")]
+    ek_ca: Option<PathBuf>,
     /// An intermediate CA between the root and the EK certificate (PEM; repeat, issuer of
     /// the EK certificate first). For swtpm: /var/lib/swtpm-localca/issuercert.pem.
     #[arg(long, value_name = "PEM")]
@@ -52,6 +52,8 @@ pub struct ServeArgs {
     /// Resource path the secret is served at (repository/type/tag).
     #[arg(long, default_value = veil_agent::kbs::client::DEFAULT_RESOURCE)]
     resource: String,
+    #[command(flatten)]
+    snp: crate::snp::SnpArgs,
 }
 
 #[derive(Args)]
@@ -86,23 +88,43 @@ fn serve(args: ServeArgs) -> Result<()> {
     let secret =
         Zeroizing::new(std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?);
     veil_agent::keys::MasterSecret::parse(&secret).map_err(|e| anyhow!("{}: {e}", args.secret.display()))?;
-    let text = std::fs::read_to_string(&args.measurements)
-        .with_context(|| format!("reading {}", args.measurements.display()))?;
-    let reference = broker::parse_measurements(&text).map_err(|e| anyhow!("{}: {e}", args.measurements.display()))?;
-    if reference.values().all(|r| r.warn_only) {
-        bail!(
-            "{}: no PCR is enforced (all warnOnly): the broker would release the secret to any boot",
-            args.measurements.display()
-        );
+    let reference = match &args.measurements {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let reference = broker::parse_measurements(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            if reference.values().all(|r| r.warn_only) {
+                bail!(
+                    "{}: no PCR is enforced (all warnOnly): the broker would release the secret to any boot",
+                    path.display()
+                );
+            }
+            reference
+        }
+        None => Default::default(),
+    };
+    let snp = args.snp.policy()?;
+    if args.measurements.is_none() && snp.is_none() {
+        bail!("nothing to verify: give --measurements and --ek-ca (TEE tpm), --snp-reference (TEE snp), or both");
     }
     let config = BrokerConfig {
+        snp,
         resources: [(args.resource.clone(), secret)].into(),
         reference,
-        ek_root: read_pem(&args.ek_ca)?,
+        ek_root: args.ek_ca.as_ref().map(read_pem).transpose()?.unwrap_or_default(),
         ek_intermediates: args.ek_intermediate.iter().map(read_pem).collect::<Result<_>>()?,
     };
-    let enforced: Vec<String> =
+    let mut enforced: Vec<String> =
         config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();
+    if enforced.is_empty() {
+        enforced.push(String::from("none (tpm refused)"));
+    }
+    if let Some(p) = &config.snp {
+        eprintln!(
+            "veil kbs: TEE snp: {} reference launch measurement(s){}",
+            p.measurements.len(),
+            if p.test_root.is_some() { "; WARNING: a TEST root replaces AMD's (--snp-test-root)" } else { "" }
+        );
+    }
     let broker = Broker::new(config, Box::new(|b: &mut [u8]| getrandom::fill(b).expect("the OS random source")));
     let server = tiny_http::Server::http(&args.listen).map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
     // The bound address, not the requested one: with port 0 the OS picks it, and tests read

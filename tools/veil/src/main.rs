@@ -13,6 +13,7 @@ mod measure;
 mod report;
 mod seal;
 mod secret;
+mod snp;
 mod tpm;
 mod trustee;
 
