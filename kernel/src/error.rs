@@ -58,6 +58,8 @@ pub enum BootError {
     Snp(SnpError),
     /// SEV-SNP memory validation or sharing.
     SnpMemory(MemoryError),
+    /// An SEV-SNP guest request (report, derived key).
+    SnpAttest(veil_agent::snp::attest::AttestError),
     /// Guest RAM this build cannot make usable on a confidential platform: where.
     UnsupportedRam(u64),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
@@ -128,6 +130,7 @@ impl fmt::Display for BootError {
             BootError::AcpiLoader(e) => write!(f, "{e}"),
             BootError::Snp(e) => write!(f, "{e}"),
             BootError::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
+            BootError::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
             BootError::UnsupportedRam(at) => write!(
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
@@ -160,7 +163,7 @@ impl fmt::Display for BootError {
                 write!(f, "the development key source is refused on {platform}: it exists only for plain test VMs")
             }
             BootError::SealedSecretUnopened { tokens, broker } => {
-                write!(f, "the sealed master secret does not open on this TPM with this boot's measurements (")?;
+                write!(f, "the sealed master secret does not open with this boot's measurements (")?;
                 for (i, (token, why)) in tokens.iter().enumerate() {
                     write!(f, "{}{token}: {why}", if i > 0 { "; " } else { "" })?;
                 }

@@ -1,9 +1,11 @@
 //! Where the master secret comes from, in order:
 //! 1. the TPM: a `veil-tpm2` token in the `veil-boot` header, unsealed through a PolicyPCR
-//!    session over the PCRs measured this boot (local unseal, no network);
+//!    session over the PCRs measured this boot (local unseal, no network); on SEV-SNP, a
+//!    `veil-snp` token opened with the key the AMD-SP derives for this launch;
 //! 2. a key broker (Trustee KBS protocol) behind the host relay on virtio-console, when there
-//!    is one and a TPM to attest with: remote release. The secret is then sealed to this
-//!    boot's PCRs into the `veil-tpm2` token, so the next boot needs no broker;
+//!    is one and a TPM (or the SNP platform's reports) to attest with: remote release. The
+//!    secret is then sealed (to this boot's PCRs, or with this launch's SNP key) into the
+//!    header, so the next boot needs no broker;
 //! 3. in ROMs built with `insecure-dev-key` only, on the plain platform only: fw_cfg
 //!    `opt/veil/dev-master-secret` (development and tests). With a TPM present, the secret
 //!    is then sealed to this boot's PCRs and stored as a `veil-tpm2` token, so the next boot
@@ -26,7 +28,7 @@ use zeroize::Zeroizing;
 use crate::diskboot::BootVolume;
 use crate::error::{At, BootError};
 use crate::fwcfg::FwCfg;
-use crate::platform::Kind;
+use crate::platform::{Kind, Platform};
 use crate::tpm::MeasuredBoot;
 use crate::virtio::{Console, Disk};
 
@@ -150,14 +152,159 @@ fn remote_release(tpm: &mut MeasuredBoot, relay: &mut Console) -> Result<MasterS
     Ok(secret)
 }
 
+/// Open a `veil-snp` (or later platforms') token with the platform's sealing key; Ok(None)
+/// when there is no token.
+fn unseal_platform(
+    plat: &mut dyn Platform,
+    boot: &BootVolume,
+) -> Result<Option<MasterSecret>, Vec<(String, BootError)>> {
+    use veil_agent::snp::seal;
+    let tokens = seal::find(boot.volume.json());
+    if tokens.is_empty() {
+        return Ok(None);
+    }
+    let key = match plat.sealing_key() {
+        Ok(Some(k)) => k,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(alloc::vec![(String::from("the sealing key"), e)]),
+    };
+    let mut why = Vec::new();
+    for t in tokens {
+        match t.and_then(|t| t.open(&key).map(|s| (t.number, s)).map_err(|e| alloc::format!("token {}: {e}", t.number)))
+        {
+            Ok((number, secret)) => {
+                crate::log!(
+                    "snp: master secret unsealed from veil-boot token {number} with this launch's derived key (VCEK root, measurement and policy)"
+                );
+                return Ok(Some(secret));
+            }
+            Err(e) => {
+                crate::log!("snp: veil-boot {e}");
+                why.push((String::from("veil-snp"), BootError::Token(e)));
+            }
+        }
+    }
+    Err(why)
+}
+
+/// Seal `secret` with the platform's sealing key into a `veil-snp` token (replacing any).
+fn seal_platform(
+    plat: &mut dyn Platform,
+    disk: &mut Disk,
+    boot: &mut BootVolume,
+    secret: &MasterSecret,
+) -> Result<(), BootError> {
+    use veil_agent::snp::seal;
+    let Some(key) = plat.sealing_key()? else { return Ok(()) };
+    let mut nonce = [0u8; 12];
+    crate::random::fill(&mut nonce);
+    let mut writer = HeaderWriter::edit(&boot.volume).at("veil-boot")?;
+    for old in seal::find(boot.volume.json()).into_iter().flatten() {
+        writer.remove_token(old.number).at("veil-boot")?;
+    }
+    let number = writer.add_token(seal::token_json(&key, nonce, secret), &[], None).at("veil-boot")?;
+    let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
+    let writes = writer.commit(&mut rng).at("veil-boot")?;
+    crate::diskboot::write_header(disk, boot, &writes)?;
+    crate::log!(
+        "snp: sealed the master secret with this launch's derived key (fields {:#x}, VMPL {}) in veil-boot token {number}",
+        seal::KEY_FIELDS,
+        seal::KEY_VMPL
+    );
+    Ok(())
+}
+
+/// The master secret from the key broker behind `relay`, attesting with the platform's own
+/// evidence (SNP reports).
+fn remote_release_platform(plat: &mut dyn Platform, relay: &mut Console) -> Result<MasterSecret, BootError> {
+    let tee = plat.tee().expect("only called for platforms with evidence");
+    crate::log!(
+        "kbs: asking the key broker behind the relay on virtio-console {} for {} (tee {})",
+        relay.location,
+        client::DEFAULT_RESOURCE,
+        tee.name()
+    );
+    crate::tsc::mark("kbs-auth");
+    let start = crate::cpu::rdtsc();
+    let mut phases = client::Phases::default();
+    let mut random = |b: &mut [u8]| crate::random::fill(b);
+    let mut evidence =
+        |report_data: &[u8]| plat.evidence(report_data).map_err(|e| client::KbsError::Evidence(alloc::format!("{e}")));
+    let r = client::remote_release_with_evidence(
+        tee,
+        relay,
+        client::DEFAULT_RESOURCE,
+        &mut random,
+        &crate::cpu::rdtsc,
+        &mut phases,
+        &mut evidence,
+    );
+    for (at, stage) in
+        [(phases.challenge, "kbs-report"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")]
+    {
+        if at != 0 {
+            crate::tsc::mark_at(at, stage);
+        }
+    }
+    let bytes = r.map_err(BootError::from).at("remote key release")?;
+    let secret = MasterSecret::parse(&bytes).at("remote key release: the released resource")?;
+    let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+    crate::log!(
+        "kbs: the broker verified the {} evidence and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us",
+        tee.name(),
+        bytes.len()
+    );
+    Ok(secret)
+}
+
+/// The master secret on a platform with evidence of its own (SEV-SNP): its sealed token,
+/// else the broker (then sealed), else nothing.
+fn platform_secret(
+    plat: &mut dyn Platform,
+    boot: Option<(&mut Disk, &mut BootVolume)>,
+    relay: Option<&mut Console>,
+) -> Result<Option<MasterSecret>, BootError> {
+    let mut boot = boot;
+    let mut sealed_failure = None;
+    if let Some((_, b)) = boot.as_mut() {
+        match unseal_platform(plat, b) {
+            Ok(Some(secret)) => return Ok(Some(secret)),
+            Ok(None) => crate::log!("snp: veil-boot has no veil-snp token (first boot)"),
+            Err(why) => sealed_failure = Some(why),
+        }
+    }
+    let Some(relay) = relay else {
+        return match sealed_failure {
+            Some(tokens) => Err(BootError::SealedSecretUnopened { tokens, broker: None }),
+            None => Ok(None),
+        };
+    };
+    let secret = remote_release_platform(plat, relay).map_err(|e| match sealed_failure {
+        Some(tokens) => BootError::SealedSecretUnopened { tokens, broker: Some(Box::new(e)) },
+        None => BootError::BrokerRefused(Box::new(e)),
+    })?;
+    if let Some((disk, b)) = boot {
+        crate::tsc::mark("seal");
+        seal_platform(plat, disk, b, &secret)?;
+    }
+    Ok(Some(secret))
+}
+
 /// The master secret, if some source provides it.
 pub fn master_secret(
     cfg: &FwCfg,
+    plat: &mut dyn Platform,
     kind: Kind,
     tpm: Option<&mut MeasuredBoot>,
     boot: Option<(&mut Disk, &mut BootVolume)>,
     relay: Option<&mut Console>,
 ) -> Result<Option<MasterSecret>, BootError> {
+    if plat.tee().is_some() {
+        if dev_secret_offered(cfg) {
+            return Err(BootError::DevKeyRefused(kind.name()));
+        }
+        return platform_secret(plat, boot, relay);
+    }
     let mut tpm = tpm;
     let mut boot = boot;
     let mut sealed_failure = None;

@@ -211,7 +211,8 @@ pub extern "C" fn veil_main() -> ! {
     let mut boot_volume = None;
     let mut relay = None;
     let dev_key = keysource::dev_secret_offered(&cfg);
-    if let (true, pci::Config::Ecam(base)) = (measured.is_some() || dev_key, &pci) {
+    let attests = measured.is_some() || plat.tee().is_some();
+    if let (true, pci::Config::Ecam(base)) = (attests || dev_key, &pci) {
         // Only a disk boot decrypts anything: the XTS self-test and choice run here, not on
         // every boot.
         tsc::mark("xts");
@@ -224,8 +225,9 @@ pub extern "C" fn veil_main() -> ! {
         for d in &disks {
             log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
         }
-        // A virtio-console is the relay to a key broker (remote release needs the TPM).
-        if measured.is_some() {
+        // A virtio-console is the relay to a key broker (remote release needs the TPM or the
+        // platform's own evidence).
+        if attests {
             relay = virtio::find_console(*base);
             if let Some(r) = &relay {
                 log!("virtio-console: {} (relay to a key broker)", r.location);
@@ -267,7 +269,7 @@ pub extern "C" fn veil_main() -> ! {
         (Some(d), Some(b)) => Some((d, b)),
         _ => None,
     };
-    let secret = keysource::master_secret(&cfg, kind, measured.as_mut(), boot_disk, relay.as_mut())
+    let secret = keysource::master_secret(&cfg, &mut *plat, kind, measured.as_mut(), boot_disk, relay.as_mut())
         .unwrap_or_else(|e| fail(format_args!("{e}")));
     let mut from_disk = None;
     let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();

@@ -38,6 +38,14 @@ const TEST_HASHES: &str = "opt/veil/test-snp-hashes";
 /// registers the GHCB elsewhere), `double-validation` (it claims page-state changes it does
 /// not make, on RAM it had already validated: a replayed page).
 const TEST_HOSTILE: &str = "opt/veil/test-snp-hostile";
+/// fw_cfg names of the model AMD-SP's configuration, which the test creates: the VCEK's
+/// private scalar (48 bytes), the host's certificate table, the launch measurement (48 bytes,
+/// sev-snp-measure's), HOST_DATA (32 bytes) and the guest policy (8 bytes, little-endian).
+const TEST_VCEK: &str = "opt/veil/test-snp-vcek";
+const TEST_CERTS: &str = "opt/veil/test-snp-certs";
+const TEST_MEASUREMENT: &str = "opt/veil/test-snp-measurement";
+const TEST_HOST_DATA: &str = "opt/veil/test-snp-host-data";
+const TEST_POLICY: &str = "opt/veil/test-snp-policy";
 /// SEV_STATUS of the modelled guest: SEV, SEV-ES, SNP.
 const SEV_STATUS: u64 = 0b111;
 /// The C-bit the modelled CPU states.
@@ -110,6 +118,17 @@ impl Machine for Tcg {
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
         let r = crate::cpu::native_cpuid(leaf, subleaf);
         [r.eax, r.ebx, r.ecx, r.edx]
+    }
+
+    fn read_guest(&mut self, gpa: u64, out: &mut [u8]) {
+        // SAFETY: a page the guest named in a guest-request exit (its shared request pages),
+        // identity mapped; copied as a hypervisor copies guest memory.
+        unsafe { core::ptr::copy_nonoverlapping(gpa as *const u8, out.as_mut_ptr(), out.len()) };
+    }
+
+    fn write_guest(&mut self, gpa: u64, bytes: &[u8]) {
+        // SAFETY: as for read_guest (the response and certificate pages).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), gpa as *mut u8, bytes.len()) };
     }
 }
 
@@ -191,13 +210,29 @@ pub fn launch() {
     let hashes = page(HASHES_PAGE);
     hashes.fill(0);
     let mut hostile = None;
+    let mut psp = veil_agent::snp::psp::Psp::new(core::array::from_fn(|n| test_vmpck(n as u8)));
+    let mut certs = None;
     if let Ok(cfg) = crate::fwcfg::FwCfg::probe() {
         if let Ok(Some(table)) = cfg.read_file(TEST_HASHES, 4096) {
             hashes[..table.len()].copy_from_slice(&table);
         }
         hostile = cfg.read_file(TEST_HOSTILE, 64).ok().flatten();
+        let file = |name: &str| cfg.read_file(name, 16384).ok().flatten();
+        psp.vcek = file(TEST_VCEK).and_then(|v| v.try_into().ok());
+        if let Some(m) = file(TEST_MEASUREMENT).and_then(|v| v.try_into().ok()) {
+            psp.measurement = m;
+        }
+        if let Some(h) = file(TEST_HOST_DATA).and_then(|v| v.try_into().ok()) {
+            psp.host_data = h;
+        }
+        if let Some(p) = file(TEST_POLICY).and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+            psp.policy = u64::from_le_bytes(p);
+        }
+        certs = file(TEST_CERTS);
     }
     let mut hv = Hypervisor::new();
+    hv.psp = Some(psp);
+    hv.certs = certs;
     hv.cbit = CBIT as u8;
     hv.machine = Some(Box::new(Tcg));
     let validated = RmpEntry { private: true, validated: true };

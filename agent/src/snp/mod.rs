@@ -13,7 +13,8 @@
 //! * [`pages`]: the CPUID and secrets pages the AMD-SP provides, and the CC blob for Linux.
 //! * [`attest`]: guest requests through the GHCB and the host's certificate table;
 //! * [`guest_msg`]: VMPCK-encrypted messages to the AMD-SP and their sequence-number rules;
-//!   [`requests`]: the report and key requests they carry.
+//!   [`requests`]: the report and key requests they carry; [`seal`]: the `veil-snp` token
+//!   sealed with a key the AMD-SP derives for the launch.
 //! * [`evidence`]: the report in the JSON form Trustee's SNP verifier reads (virtee/sev's serde).
 //! * `verify` (host, `std`): attestation reports checked against AMD's certificate chain.
 
@@ -31,6 +32,7 @@ pub mod pages;
 #[cfg(any(test, feature = "model"))]
 pub mod psp;
 pub mod requests;
+pub mod seal;
 #[cfg(test)]
 mod tests;
 #[cfg(feature = "std")]

@@ -20,8 +20,10 @@ use super::guest_msg::{HEADER_LEN, PAGE};
 
 /// The AMD-SP model.
 pub struct Psp {
-    /// VMPCK0..3 (the secrets page's).
-    pub vmpck: [[u8; 32]; 4],
+    /// VMPCK0..3 (the secrets page's), kept masked: inside the model ROM this model lives in
+    /// guest memory, which the tests search for VMPCK0 after the firmware wiped it, and the
+    /// AMD-SP's own copy is not the guest's to leak.
+    vmpck_masked: [[u8; 32]; 4],
     /// The sequence number expected next, per VMPCK.
     pub next_seqno: [u64; 4],
     /// The VCEK's private scalar (P-384, big-endian).
@@ -42,6 +44,12 @@ pub struct Psp {
     pub answered: u32,
 }
 
+const MASK: u8 = 0xA5;
+
+fn masked(k: [u8; 32]) -> [u8; 32] {
+    k.map(|b| b ^ MASK)
+}
+
 /// Firmware status for a request the AMD-SP cannot authenticate or whose sequence number is
 /// not the expected one (the guest must then give up the VMPCK).
 pub const STATUS_INVALID_PARAM: u32 = 0x16;
@@ -50,7 +58,7 @@ impl Psp {
     /// An AMD-SP with these VMPCKs, no VCEK yet, a policy with SMT allowed and debugging off.
     pub fn new(vmpck: [[u8; 32]; 4]) -> Psp {
         Psp {
-            vmpck,
+            vmpck_masked: vmpck.map(masked),
             next_seqno: [1; 4],
             vcek: None,
             measurement: [0; 48],
@@ -79,7 +87,8 @@ impl Psp {
         if seqno != self.next_seqno[id] {
             return Err(STATUS_INVALID_PARAM);
         }
-        let cipher = Aes256Gcm::new_from_slice(&self.vmpck[id]).expect("32 bytes");
+        let cipher =
+            Aes256Gcm::new_from_slice(&zeroize::Zeroizing::new(masked(self.vmpck_masked[id]))[..]).expect("32 bytes");
         let mut payload = page[HEADER_LEN..HEADER_LEN + len].to_vec();
         let tag = Tag::try_from(&hdr[..16]).expect("16 bytes");
         cipher
@@ -154,9 +163,9 @@ impl Psp {
         Ok(out)
     }
 
-    /// MSG_KEY_RSP's payload for a MSG_KEY_REQ payload: SHA-256 over the secret, the VMPL, the
-    /// field selection and each selected field, so that a key bound to the measurement changes
-    /// with it.
+    /// MSG_KEY_RSP's payload for a MSG_KEY_REQ payload: SHA-256 over the secret, the chip's
+    /// key (the VCEK root: another chip derives other keys), the VMPL, the field selection and
+    /// each selected field, so that a key bound to the measurement changes with it.
     fn key(&self, req: &[u8]) -> Result<Vec<u8>, u32> {
         if req.len() < 0x20 {
             return Err(STATUS_INVALID_PARAM);
@@ -168,6 +177,7 @@ impl Psp {
         }
         let mut h = sha2::Sha256::new();
         h.update(self.key_secret);
+        h.update(self.vcek.unwrap_or([0; 48]));
         h.update(req[0..4].iter().map(|b| b & 1).collect::<Vec<u8>>()); // root key select
         h.update(vmpl.to_le_bytes());
         h.update(fields.to_le_bytes());
@@ -178,7 +188,7 @@ impl Psp {
             h.update(self.measurement);
         }
         if fields & super::requests::FIELD_TCB_VERSION != 0 {
-            h.update(req[0x18..0x20].iter().copied().collect::<Vec<u8>>());
+            h.update(&req[0x18..0x20]);
         }
         let mut out = alloc::vec![0u8; 0x20];
         out.extend_from_slice(&h.finalize());

@@ -60,6 +60,20 @@ pub trait Platform {
     }
     /// Last step before the jump (SNP: wipe VMPCK0).
     fn before_jump(&mut self) {}
+    /// The TEE this platform attests as with its own evidence (SNP), or None (the plain
+    /// platform attests with its TPM, found separately).
+    fn tee(&self) -> Option<veil_agent::kbs::evidence::Tee> {
+        None
+    }
+    /// The primary evidence (Trustee's JSON form) binding `report_data`.
+    fn evidence(&mut self, _report_data: &[u8]) -> Result<serde_json::Value, BootError> {
+        Err(BootError::Token(alloc::string::String::from("this platform has no attestation evidence of its own")))
+    }
+    /// A key only this launch of this firmware can obtain again, for sealing (SNP: derived by
+    /// the AMD-SP), or None.
+    fn sealing_key(&mut self) -> Result<Option<zeroize::Zeroizing<[u8; 32]>>, BootError> {
+        Ok(None)
+    }
 }
 
 /// The machine kinds veilboot knows.

@@ -174,14 +174,30 @@ pub fn spawn_announcing(
     marker: &'static str,
     timeout: Duration,
 ) -> std::io::Result<(Child, SocketAddr)> {
+    spawn_announcing_logged(cmd, marker, timeout, None)
+}
+
+/// [`spawn_announcing`], also appending every stderr line to `log` (a test then reads what the
+/// server said, e.g. a broker's reasons for refusing).
+pub fn spawn_announcing_logged(
+    cmd: &mut Command,
+    marker: &'static str,
+    timeout: Duration,
+    log: Option<std::fs::File>,
+) -> std::io::Result<(Child, SocketAddr)> {
     let mut child = cmd.stderr(Stdio::piped()).spawn()?;
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        use std::io::Write;
         let mut tx = Some(tx);
+        let mut log = log;
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             eprintln!("{line}");
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
             if let Some(addr) = line
                 .split_once(marker)
                 .and_then(|(_, rest)| rest.split_whitespace().next())

@@ -733,8 +733,9 @@ fn snp_model_test() -> Result<()> {
     let model = build_snp_model_firmware()?;
     eprintln!("xtask: snp test: the release ROM carries no SNP model");
     snp_test::check_release_rom_has_no_model(&release, &model)?;
-    let python = ensure_sev_snp_measure()?.with_file_name("python");
-    snp_test::model_boot_tests(&model, &python)
+    let oracle = ensure_sev_snp_measure()?;
+    snp_test::model_boot_tests(&model, &oracle.with_file_name("python"))?;
+    snp_test::attestation_tests(&model, &oracle)
 }
 
 /// sev-snp-measure 0.0.13 (PyPI), the SNP users' launch-digest calculator, in a venv of its

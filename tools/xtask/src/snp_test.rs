@@ -256,3 +256,238 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// A test AMD chain made with OpenSSL (ARK and ASK RSA with RSASSA-PSS SHA-384 signatures as
+/// AMD's, a P-384 VCEK with the KDS extensions for the model's TCB and CHIP_ID), and a second
+/// VCEK key no certificate names ("another chip").
+struct TestChain {
+    ark_pem: PathBuf,
+    /// The host's certificate table (VCEK, ASK, ARK).
+    table: PathBuf,
+    /// The VCEK's private scalar (48 bytes), and another chip's.
+    vcek_scalar: PathBuf,
+    other_scalar: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    crate::run(Command::new("openssl").current_dir(dir).args(args).stdout(std::process::Stdio::null()))
+}
+
+/// The P-384 private scalar of a SEC1 DER key (`30 .. 02 01 01 04 30 <48 bytes>`).
+fn ec_scalar(dir: &Path, key: &str, out: &Path) -> Result<()> {
+    let der = Command::new("openssl").current_dir(dir).args(["ec", "-in", key, "-outform", "DER"]).output()?.stdout;
+    let at = der.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x30]).context("not a SEC1 P-384 key")? + 5;
+    std::fs::write(out, der.get(at..at + 48).context("truncated SEC1 key")?)?;
+    Ok(())
+}
+
+fn test_chain(dir: &Path) -> Result<TestChain> {
+    std::fs::create_dir_all(dir)?;
+    let pss = ["-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:48"];
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true\n")?;
+    // The model AMD-SP's TCB (0xDB18000000000003: bootloader 3, TEE 0, SNP 0x18, microcode
+    // 0xDB) and CHIP_ID (0x5C bytes).
+    std::fs::write(
+        dir.join("vcek.ext"),
+        format!(
+            "1.3.6.1.4.1.3704.1.3.1=DER:02:01:03\n1.3.6.1.4.1.3704.1.3.2=DER:02:01:00\n\
+             1.3.6.1.4.1.3704.1.3.3=DER:02:01:18\n1.3.6.1.4.1.3704.1.3.8=DER:02:02:00:DB\n\
+             1.3.6.1.4.1.3704.1.4=DER:04:40:{}\n",
+            ["5C"; 64].join(":")
+        ),
+    )?;
+    for name in ["ark", "ask"] {
+        openssl(
+            dir,
+            &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &format!("{name}.key")],
+        )?;
+    }
+    let mut a =
+        vec!["req", "-x509", "-new", "-key", "ark.key", "-subj", "/CN=ARK-Test", "-days", "3650", "-out", "ark.pem"];
+    a.extend(pss);
+    openssl(dir, &a)?;
+    openssl(dir, &["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Test", "-out", "ask.csr"])?;
+    let mut a = vec!["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-CAcreateserial"];
+    a.extend(["-days", "3650", "-extfile", "ca.ext", "-out", "ask.pem"]);
+    a.extend(pss);
+    openssl(dir, &a)?;
+    for name in ["vcek", "other"] {
+        openssl(dir, &["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", &format!("{name}.key")])?;
+    }
+    openssl(dir, &["req", "-new", "-key", "vcek.key", "-subj", "/CN=SEV-VCEK", "-out", "vcek.csr"])?;
+    let mut a = vec!["x509", "-req", "-in", "vcek.csr", "-CA", "ask.pem", "-CAkey", "ask.key", "-CAcreateserial"];
+    a.extend(["-days", "3650", "-extfile", "vcek.ext", "-outform", "DER", "-out", "vcek.der"]);
+    a.extend(pss);
+    openssl(dir, &a)?;
+    let pem_to_der = |name: &str| -> Result<Vec<u8>> {
+        Ok(Command::new("openssl").current_dir(dir).args(["x509", "-in", name, "-outform", "DER"]).output()?.stdout)
+    };
+    use veil_agent::snp::evidence::CertType;
+    let table = veil_agent::snp::attest::build_cert_table(&[
+        (CertType::Vcek, std::fs::read(dir.join("vcek.der"))?),
+        (CertType::Ask, pem_to_der("ask.pem")?),
+        (CertType::Ark, pem_to_der("ark.pem")?),
+    ]);
+    std::fs::write(dir.join("certs.table"), table)?;
+    ec_scalar(dir, "vcek.key", &dir.join("vcek.scalar"))?;
+    ec_scalar(dir, "other.key", &dir.join("other.scalar"))?;
+    Ok(TestChain {
+        ark_pem: dir.join("ark.pem"),
+        table: dir.join("certs.table"),
+        vcek_scalar: dir.join("vcek.scalar"),
+        other_scalar: dir.join("other.scalar"),
+    })
+}
+
+/// `veil kbs serve` for SNP evidence, with the test root.
+struct SnpBroker {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for SnpBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, test_root: &Path, log: &Path) -> Result<SnpBroker> {
+    let mut serve = Command::new(veil);
+    serve
+        .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
+        .arg(secret)
+        .arg("--snp-reference")
+        .arg(reference)
+        .arg("--snp-test-root")
+        .arg(test_root);
+    let (child, addr) = veil_testkit::spawn_announcing_logged(
+        &mut serve,
+        veil_testkit::KBS_LISTENING,
+        Duration::from_secs(30),
+        Some(std::fs::File::create(log)?),
+    )
+    .context("starting veil kbs serve")?;
+    Ok(SnpBroker { child, url: format!("http://{addr}") })
+}
+
+/// Boot the model ROM from `image`, with `fw_cfg` files for the model AMD-SP and, if given, a
+/// relay to `broker`.
+fn boot_disk(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    image: &Path,
+    fw_cfg: &[(&str, &Path)],
+    broker: Option<&SnpBroker>,
+) -> Result<qemu::Run> {
+    let mut args = crate::demo_image::disk_args(image);
+    for (n, f) in fw_cfg {
+        args.extend(["-fw_cfg".to_string(), format!("name={n},file={}", f.display())]);
+    }
+    let mut relay = None;
+    if let Some(b) = broker {
+        let sock = std::fs::canonicalize(image.parent().unwrap())?.join("relay.sock");
+        let _ = std::fs::remove_file(&sock);
+        relay = Some(
+            Command::new(veil)
+                .args(["kbs", "relay", "--socket"])
+                .arg(&sock)
+                .args(["--broker", &b.url])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .context("starting veil kbs relay")?,
+        );
+        args.extend(qemu::relay_console_args(&sock));
+    }
+    let r = qemu::boot(rom, name, &args, Duration::from_secs(300));
+    if let Some(mut r) = relay {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    r
+}
+
+/// SEV-SNP attestation end to end under TCG, with the model AMD-SP and a test chain: the
+/// first boot attests to the broker with a report, gets the secret, seals it and reaches the
+/// root filesystem; the second unseals locally; refusals for a measurement that is not a
+/// reference value, a debug policy, another chip's signature, and a different launch.
+pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
+    let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk("snp-attest")?;
+    let chain = test_chain(&dir.join("chain"))?;
+    // The launch digest of this ROM with 2 vCPUs: sev-snp-measure's for the model AMD-SP, the
+    // reference values file from veil measure for the broker (they are equal: `test snp`).
+    let out = Command::new(oracle)
+        .args(["--mode", "snp", "--ovmf"])
+        .arg(model_rom)
+        .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4"])
+        .output()?;
+    let measurement = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).context("sev-snp-measure's digest")?;
+    let measurement_file = dir.join("measurement.bin");
+    std::fs::write(&measurement_file, &measurement)?;
+    let reference = dir.join("snp-reference.json");
+    crate::run(
+        Command::new(&veil)
+            .args(["measure", "--platform", "snp", "--rom"])
+            .arg(model_rom)
+            .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4", "--out"])
+            .arg(&reference),
+    )?;
+    let broker_log = dir.join("broker.log");
+    let broker = start_snp_broker(&veil, &secret, &reference, &chain.ark_pem, &broker_log)?;
+    let honest: Vec<(&str, &Path)> = vec![
+        ("opt/veil/test-snp-vcek", &chain.vcek_scalar),
+        ("opt/veil/test-snp-certs", &chain.table),
+        ("opt/veil/test-snp-measurement", &measurement_file),
+    ];
+
+    eprintln!("xtask: snp test: first boot: report to the broker, secret released, sealed; root filesystem");
+    let first = boot_disk(&veil, model_rom, "snp-attest-first", &image, &honest, Some(&broker))?;
+    first
+        .expect("snp: veil-boot has no veil-snp token (first boot)")?
+        .expect("snp: attestation report of 1184 bytes")?
+        .expect("3 certificates from the host")?
+        .expect("kbs: the broker verified the snp evidence and released the master secret")?
+        .expect("snp: sealed the master secret with this launch's derived key")?
+        .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
+    let log = std::fs::read_to_string(&broker_log)?;
+    if !log.contains("SNP report verified: signature: by the VCEK, certified by the ASK, certified by the TEST root") {
+        bail!("the broker's log does not show the SNP verification:\n{log}");
+    }
+
+    eprintln!("xtask: snp test: second boot: unsealed locally, no broker");
+    let second = boot_disk(&veil, model_rom, "snp-attest-second", &image, &honest, None)?;
+    second
+        .expect("snp: master secret unsealed from veil-boot token")?
+        .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
+    if second.log.contains("kbs: asking the key broker") {
+        bail!("the second boot asked the broker although its token should open");
+    }
+
+    eprintln!("xtask: snp test: refusals (each on the serial log and the broker's log)");
+    let zeros = dir.join("zeros48.bin");
+    std::fs::write(&zeros, [0u8; 48])?;
+    let debug = dir.join("debug-policy.bin");
+    std::fs::write(&debug, (0x3_0000u64 | (1 << 19)).to_le_bytes())?;
+    let cases: Vec<(&str, Vec<(&str, &Path)>, &str)> = vec![
+        (
+            // Another launch (ROM): the token does not open, and the broker refuses it.
+            "measurement",
+            vec![honest[0], honest[1], ("opt/veil/test-snp-measurement", &zeros)],
+            "is not among the reference values",
+        ),
+        ("debug", [honest.clone(), vec![("opt/veil/test-snp-policy", &debug)]].concat(), "allows debugging"),
+        ("other-chip", vec![("opt/veil/test-snp-vcek", &chain.other_scalar), honest[1], honest[2]], "signature chain"),
+    ];
+    for (name, files, why) in cases {
+        let r = boot_disk(&veil, model_rom, &format!("snp-refused-{name}"), &image, &files, Some(&broker))?;
+        r.expect(why)?.expect_exit(qemu::EXIT_FAILURE)?;
+        if r.log.contains(crate::demo_image::ROOT_MARKER) {
+            bail!("the {name} case reached the root filesystem");
+        }
+        if !std::fs::read_to_string(&broker_log)?.contains(why) {
+            bail!("the broker's log does not say `{why}` for the {name} case");
+        }
+    }
+    Ok(())
+}

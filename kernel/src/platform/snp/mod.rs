@@ -26,10 +26,16 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use spin::Mutex;
 use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::kbs::evidence::Tee;
+use veil_agent::snp::attest::{self, RequestPages};
+use veil_agent::snp::evidence::CertType;
 use veil_agent::snp::ghcb::{self, Ghcb, GhcbPage, PageState, Pvalidate, SnpCpu};
+use veil_agent::snp::guest_msg::{Channel, MsgType};
 use veil_agent::snp::hashes::KernelHashes;
 use veil_agent::snp::memory;
 use veil_agent::snp::pages::{self, CpuidPage};
+use veil_agent::snp::requests;
+use zeroize::Zeroizing;
 
 use super::{HandoffExtras, Platform};
 use crate::error::BootError;
@@ -43,9 +49,15 @@ pub const CPUID_PAGE: u64 = 0x90_1000;
 pub const HASHES_PAGE: u64 = 0x90_3000;
 /// The GHCB page: not in the launch, made shared at bring-up.
 pub const GHCB_PAGE: u64 = 0x90_4000;
+/// The guest-request pages (shared at bring-up): request, response, and four pages for the
+/// host's certificate table.
+const REQUEST_PAGES: RequestPages =
+    RequestPages { request: 0x90_5000, response: 0x90_6000, certs: Some((0x90_7000, 4)) };
+/// End of the shared guest-request pages.
+const REQUEST_PAGES_END: u64 = 0x90_B000;
 /// Pages reserved for the firmware's SNP structures in the map Linux gets: secrets, CPUID,
-/// (the TD HOB's page), hash table, GHCB.
-const SNP_PAGES: (u64, u64) = (SECRETS_PAGE, GHCB_PAGE + 0x1000 - SECRETS_PAGE);
+/// (the TD HOB's page), hash table, GHCB, guest-request pages.
+const SNP_PAGES: (u64, u64) = (SECRETS_PAGE, REQUEST_PAGES_END - SECRETS_PAGE);
 /// What the launch validated (SEV metadata SNP_SEC_MEM, secrets, CPUID, hash table): never
 /// validated again.
 const LAUNCH_VALIDATED: [(u64, u64); 3] = [(0x80_0000, 0x90_2000), (HASHES_PAGE, 0x90_4000), (0xA0_0000, 0xC0_0000)];
@@ -132,6 +144,29 @@ impl SnpCpu for Hw {
     fn ghcb_gpa(&self) -> u64 {
         GHCB_PAGE
     }
+
+    fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
+        let at = shared_request_page(gpa, bytes.len());
+        // SAFETY: one of the firmware's shared guest-request pages (checked), mapped without
+        // the C-bit for the firmware's lifetime; only ciphertext is written there.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len()) };
+    }
+
+    fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
+        let at = shared_request_page(gpa, out.len());
+        // SAFETY: as for write_shared; the host may change the page, so it is copied out and
+        // parsed from the private copy.
+        unsafe { core::ptr::copy_nonoverlapping(at, out.as_mut_ptr(), out.len()) };
+    }
+}
+
+/// `[gpa, gpa + len)` inside the shared guest-request pages, as a pointer; anything else is a
+/// firmware bug.
+fn shared_request_page(gpa: u64, len: usize) -> *mut u8 {
+    if gpa < REQUEST_PAGES.request || gpa.saturating_add(len as u64) > REQUEST_PAGES_END {
+        crate::fail(format_args!("guest request: {gpa:#x}+{len:#x} is not a shared guest-request page"));
+    }
+    gpa as *mut u8
 }
 
 /// Set once the GHCB works and the CPUID page is parsed.
@@ -249,6 +284,8 @@ pub struct Snp {
     cbit: u8,
     /// RAM validated so far (start, end), besides what the launch validated.
     validated: Vec<(u64, u64)>,
+    /// Guest messages on VMPCK0, once used.
+    channel: Option<Channel>,
 }
 
 fn page<const N: usize>(gpa: u64) -> &'static mut [u8; N] {
@@ -283,10 +320,56 @@ impl Snp {
         if ghcb::register(&mut Hw, GHCB_PAGE).is_err() {
             terminate(Termination::Hypervisor);
         }
+        // The guest-request pages: like the GHCB page, never validated, shared from the start.
+        for gpa in (REQUEST_PAGES.request..REQUEST_PAGES_END).step_by(4096) {
+            if ghcb::msr_page_state(&mut Hw, gpa, PageState::Shared).is_err() {
+                terminate(Termination::GhcbPage);
+            }
+            crate::paging::clear_cbit_4k(gpa, insn::page_table_cbit());
+            page::<4096>(gpa).fill(0);
+        }
         CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
         crate::cpu::port::VIA_GHCB.store(true, Ordering::SeqCst);
         ACTIVE.store(true, Ordering::SeqCst);
-        Snp { cbit, validated: Vec::new() }
+        Snp { cbit, validated: Vec::new(), channel: None }
+    }
+
+    /// The guest-message channel on VMPCK0 (opened on first use; the firmware is the first
+    /// user of VMPCK0 in this launch, so its sequence numbers start at 0).
+    fn channel(&mut self) -> Result<&mut Channel, BootError> {
+        if self.channel.is_none() {
+            let vmpck = Zeroizing::new(pages::vmpck(page::<4096>(SECRETS_PAGE), 0)?);
+            self.channel = Some(Channel::new(*vmpck, 0, 0));
+        }
+        Ok(self.channel.as_mut().expect("just opened"))
+    }
+
+    fn request(&mut self, msg_type: MsgType, payload: &[u8]) -> Result<attest::Answer, BootError> {
+        let channel = self.channel()?;
+        with_ghcb(|g| attest::guest_request(g, channel, msg_type, 1, payload, REQUEST_PAGES))
+            .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))?
+            .map_err(BootError::SnpAttest)
+    }
+
+    /// An attestation report carrying `report_data` (VMPL 0, signed by the VCEK or whatever
+    /// key the host set up), and the host's certificates if it offers them.
+    pub fn report(&mut self, report_data: &[u8; 64]) -> Result<(Vec<u8>, Vec<(CertType, Vec<u8>)>), BootError> {
+        let payload = requests::report_request(report_data, 0, requests::SigningKey::Default);
+        let answer = self.request(MsgType::ReportRequest, &payload)?;
+        let report = requests::report_response(&answer.payload)?.to_vec();
+        let certs = match answer.certs {
+            Some(table) => attest::parse_cert_table(&table).map_err(BootError::SnpAttest)?,
+            None => Vec::new(),
+        };
+        Ok((report, certs))
+    }
+
+    /// The sealing key of this launch (agent::snp::seal explains the choice of fields).
+    pub fn sealing_key(&mut self) -> Result<Zeroizing<[u8; 32]>, BootError> {
+        use veil_agent::snp::seal::{KEY_FIELDS, KEY_VMPL};
+        let payload = requests::key_request(KEY_FIELDS, KEY_VMPL, 0, 0);
+        let answer = self.request(MsgType::KeyRequest, &payload)?;
+        Ok(requests::key_response(&answer.payload)?)
     }
 
     /// The C-bit position (from the CPUID page, checked against the hypervisor's).
@@ -396,7 +479,37 @@ impl Platform for Snp {
         Ok(HandoffExtras { reserve, setup_data: cc_blob.to_vec() })
     }
 
+    fn tee(&self) -> Option<Tee> {
+        Some(Tee::Snp)
+    }
+
+    fn evidence(&mut self, report_data: &[u8]) -> Result<serde_json::Value, BootError> {
+        let mut data = [0u8; 64];
+        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
+        let (report, certs) = self.report(&data)?;
+        crate::log!(
+            "snp: attestation report of {} bytes (measurement {}..), {} certificates from the host",
+            report.len(),
+            hex::encode(&report[0x90..0x98]),
+            certs.len()
+        );
+        let chain = if certs.is_empty() { None } else { Some(certs.as_slice()) };
+        Ok(veil_agent::snp::evidence::evidence_json(&report, chain)?)
+    }
+
+    fn sealing_key(&mut self) -> Result<Option<Zeroizing<[u8; 32]>>, BootError> {
+        Snp::sealing_key(self).map(Some)
+    }
+
     fn before_jump(&mut self) {
+        // The OS area's sequence number for VMPCK0 records how far the firmware used it (the
+        // key itself is wiped below, so no one can use it again).
+        if let Some(c) = self.channel.take() {
+            let count = c.count();
+            let p = page::<4096>(SECRETS_PAGE);
+            p[0xA0..0xA4].copy_from_slice(&(count as u32).to_le_bytes());
+            p[0xB8..0xBC].copy_from_slice(&((count >> 32) as u32).to_le_bytes());
+        }
         pages::wipe_vmpck(page::<4096>(SECRETS_PAGE), 0);
         crate::log!("snp: VMPCK0 wiped from the secrets page; Linux attests with VMPCK1 (sev-guest.vmpck_id=1)");
     }
