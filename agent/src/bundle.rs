@@ -234,14 +234,25 @@ pub struct BundleToken {
     pub manifest: Manifest,
     /// Constellation's measurementSalt, from which the clusterID is derived (public).
     pub measurement_salt: Vec<u8>,
+    /// The init-data document naming this manifest (crate::initdata), whose digest a
+    /// confidential launch carries (SEV-SNP HOST_DATA); None in images made before it existed.
+    pub init_data: Option<String>,
 }
 
-/// The token JSON for `manifest` (LUKS2 adds its `keyslots`).
+/// SHA-384 of the manifest's JSON (fields in declaration order, as serde writes them on the
+/// host and in the firmware alike): the boot target that init-data names.
+pub fn manifest_sha384(manifest: &Manifest) -> [u8; 48] {
+    use sha2::Digest;
+    sha2::Sha384::digest(serde_json::to_vec(manifest).expect("a manifest serializes")).into()
+}
+
+/// The token JSON for `manifest` (LUKS2 adds its `keyslots`), with its init-data document.
 pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> serde_json::Value {
     serde_json::json!({
         "type": TOKEN_TYPE,
         "manifest": manifest,
         "measurement_salt": hex::encode(measurement_salt),
+        "init_data": crate::initdata::document(&manifest_sha384(manifest)),
     })
 }
 
@@ -258,7 +269,11 @@ pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>,
     if measurement_salt.len() < 16 || measurement_salt.len() > 64 {
         return Err(bad("measurement_salt must be 16 to 64 bytes"));
     }
-    Ok(Some(BundleToken { manifest, measurement_salt }))
+    let init_data = match t.get("init_data") {
+        None => None,
+        Some(v) => Some(String::from(v.as_str().ok_or_else(|| bad("init_data is not a string"))?)),
+    };
+    Ok(Some(BundleToken { manifest, measurement_salt, init_data }))
 }
 
 #[cfg(test)]
@@ -278,7 +293,11 @@ mod token_tests {
         header["tokens"]["1"] = t.clone();
         assert_eq!(
             find_token(&header).unwrap(),
-            Some(BundleToken { manifest: manifest(), measurement_salt: alloc::vec![5; 32] })
+            Some(BundleToken {
+                manifest: manifest(),
+                measurement_salt: alloc::vec![5; 32],
+                init_data: Some(crate::initdata::document(&manifest_sha384(&manifest())))
+            })
         );
         for (field, value) in [
             ("measurement_salt", serde_json::json!("zz")),

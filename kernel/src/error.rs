@@ -60,6 +60,8 @@ pub enum BootError {
     SnpMemory(MemoryError),
     /// An SEV-SNP guest request (report, derived key).
     SnpAttest(veil_agent::snp::attest::AttestError),
+    /// The launch is not bound to this disk's boot target: why.
+    LaunchBinding(String),
     /// Guest RAM this build cannot make usable on a confidential platform: where.
     UnsupportedRam(u64),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
@@ -131,6 +133,7 @@ impl fmt::Display for BootError {
             BootError::Snp(e) => write!(f, "{e}"),
             BootError::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
             BootError::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
+            BootError::LaunchBinding(why) => write!(f, "launch binding: {why}"),
             BootError::UnsupportedRam(at) => write!(
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"

@@ -216,7 +216,11 @@ fn seal_platform(
 
 /// The master secret from the key broker behind `relay`, attesting with the platform's own
 /// evidence (SNP reports).
-fn remote_release_platform(plat: &mut dyn Platform, relay: &mut Console) -> Result<MasterSecret, BootError> {
+fn remote_release_platform(
+    plat: &mut dyn Platform,
+    relay: &mut Console,
+    init_data: Option<&str>,
+) -> Result<MasterSecret, BootError> {
     let tee = plat.tee().expect("only called for platforms with evidence");
     crate::log!(
         "kbs: asking the key broker behind the relay on virtio-console {} for {} (tee {})",
@@ -232,6 +236,7 @@ fn remote_release_platform(plat: &mut dyn Platform, relay: &mut Console) -> Resu
         |report_data: &[u8]| plat.evidence(report_data).map_err(|e| client::KbsError::Evidence(alloc::format!("{e}")));
     let r = client::remote_release_with_evidence(
         tee,
+        init_data,
         relay,
         client::DEFAULT_RESOURCE,
         &mut random,
@@ -257,14 +262,48 @@ fn remote_release_platform(plat: &mut dyn Platform, relay: &mut Console) -> Resu
     Ok(secret)
 }
 
+/// The boot volume's init-data, checked: it names this volume's manifest, and the launch
+/// carries its digest (SEV-SNP HOST_DATA). None when the image has no init-data (made before
+/// it existed: the launch is then not bound to the disk, and the log says so).
+fn launch_binding(plat: &mut dyn Platform, boot: &BootVolume) -> Result<Option<String>, BootError> {
+    use veil_agent::initdata;
+    let Some(token) = &boot.token else { return Ok(None) };
+    let Some(doc) = &token.init_data else {
+        crate::log!("snp: this disk has no init-data: the launch is not bound to its boot target");
+        return Ok(None);
+    };
+    let named = initdata::manifest_sha384(doc).map_err(BootError::LaunchBinding)?;
+    if named != veil_agent::bundle::manifest_sha384(&token.manifest) {
+        return Err(BootError::LaunchBinding(String::from(
+            "the init-data names another boot manifest than this disk's veil-bundle token",
+        )));
+    }
+    let want = initdata::regularize(&initdata::digest(doc).map_err(BootError::LaunchBinding)?, 32);
+    let Some(host_data) = plat.launch_host_data()? else { return Ok(Some(doc.clone())) };
+    if host_data[..] != want[..] {
+        return Err(BootError::LaunchBinding(alloc::format!(
+            "HOST_DATA {} is not the digest {} of this disk's init-data: the launch was made for another boot target",
+            hex::encode(host_data),
+            hex::encode(&want)
+        )));
+    }
+    crate::log!("snp: HOST_DATA {} is the digest of this disk's init-data (boot target bound)", hex::encode(host_data));
+    Ok(Some(doc.clone()))
+}
+
 /// The master secret on a platform with evidence of its own (SEV-SNP): its sealed token,
-/// else the broker (then sealed), else nothing.
+/// else the broker (then sealed), else nothing. The launch's binding to the disk (init-data
+/// and HOST_DATA) is checked first either way.
 fn platform_secret(
     plat: &mut dyn Platform,
     boot: Option<(&mut Disk, &mut BootVolume)>,
     relay: Option<&mut Console>,
 ) -> Result<Option<MasterSecret>, BootError> {
     let mut boot = boot;
+    let init_data = match boot.as_ref() {
+        Some((_, b)) => launch_binding(plat, b)?,
+        None => None,
+    };
     let mut sealed_failure = None;
     if let Some((_, b)) = boot.as_mut() {
         match unseal_platform(plat, b) {
@@ -279,7 +318,7 @@ fn platform_secret(
             None => Ok(None),
         };
     };
-    let secret = remote_release_platform(plat, relay).map_err(|e| match sealed_failure {
+    let secret = remote_release_platform(plat, relay, init_data.as_deref()).map_err(|e| match sealed_failure {
         Some(tokens) => BootError::SealedSecretUnopened { tokens, broker: Some(Box::new(e)) },
         None => BootError::BrokerRefused(Box::new(e)),
     })?;

@@ -416,6 +416,26 @@ pub fn check_attestation(
 fn check_snp(policy: &crate::snp::verify::SnpPolicy, attestation: &kbs_types::Attestation) -> Result<String, String> {
     let (raw, certs) = crate::snp::verify::from_evidence(&attestation.tee_evidence.primary_evidence)?;
     let verified = crate::snp::verify::verify_snp(&raw, &certs, policy)?;
+    // HOST_DATA: the digest of the init-data the firmware sent (Trustee's rule), when it sent
+    // one; a launch that carries HOST_DATA without it is refused.
+    let host_data = &raw[0xC0..0xE0];
+    let init = match &attestation.init_data {
+        Some(d) => {
+            let want = crate::initdata::regularize(&crate::initdata::digest(&d.body)?, 32);
+            if host_data != want.as_slice() {
+                return Err(format!(
+                    "HOST_DATA {} is not the digest of the init-data sent ({})",
+                    hex::encode(host_data),
+                    hex::encode(&want)
+                ));
+            }
+            String::from("; HOST_DATA is the init-data's digest")
+        }
+        None if host_data.iter().any(|b| *b != 0) => {
+            return Err(String::from("the launch carries HOST_DATA but no init-data was sent to check it against"));
+        }
+        None => String::from("; no init-data"),
+    };
     let mut want = [0u8; 64];
     want[..48].copy_from_slice(&expected_runtime_digest(attestation)?);
     if raw[0x50..0x90] != want {
@@ -423,7 +443,7 @@ fn check_snp(policy: &crate::snp::verify::SnpPolicy, attestation: &kbs_types::At
             "the report's REPORT_DATA is not this session's runtime data (nonce, tee-pubkey) bound as Trustee binds it",
         ));
     }
-    Ok(format!("SNP report verified: {}; report data bound to this session", verified.checks.join("; ")))
+    Ok(format!("SNP report verified: {}; report data bound to this session{init}", verified.checks.join("; ")))
 }
 
 /// The nonce and the key the resource will be wrapped to, from the runtime data.

@@ -270,24 +270,30 @@ fn attest_and_fetch<T: Transport>(
         credential: credential.map(|c| c.to_vec()),
     };
     phases.quote = clock();
-    attest_and_fetch_resource(relay, resource, runtime, ev.to_json(), &key, clock, phases)
+    attest_and_fetch_resource(relay, resource, runtime, ev.to_json(), None, &key, clock, phases)
 }
 
-/// Send the evidence with its runtime data, then fetch `resource` and decrypt it with `key`.
+/// Send the evidence with its runtime data (and init-data, a TOML document, if any), then
+/// fetch `resource` and decrypt it with `key`.
+#[allow(clippy::too_many_arguments)]
 fn attest_and_fetch_resource(
     relay: &mut dyn Relay,
     resource: &str,
     runtime: Value,
     primary_evidence: Value,
+    init_data: Option<&str>,
     key: &p256::SecretKey,
     clock: &dyn Fn() -> u64,
     phases: &mut Phases,
 ) -> Result<Zeroizing<Vec<u8>>, KbsError> {
     // No additional evidence is sent, and Trustee binds that ("additional_evidence": "").
-    let attestation = json!({
+    let mut attestation = json!({
         "runtime-data": runtime,
         "tee-evidence": {"primary_evidence": primary_evidence, "additional_evidence": ""},
     });
+    if let Some(doc) = init_data {
+        attestation["init-data"] = json!({"format": "toml", "body": doc});
+    }
     call(relay, "the attestation (attest)", "POST", "/kbs/v0/attest", Some(&attestation))?;
     phases.attested = clock();
     let path = alloc::format!("/kbs/v0/resource/{resource}");
@@ -299,9 +305,12 @@ fn attest_and_fetch_resource(
 
 /// Fetch `resource` from the broker behind `relay`, attesting as `tee` with the platform's
 /// own evidence: `evidence(report_data)` returns the primary evidence binding `report_data`
-/// (SEV-SNP: a report whose REPORT_DATA it is, as Trustee's `snp` evidence JSON).
+/// (SEV-SNP: a report whose REPORT_DATA it is, as Trustee's `snp` evidence JSON). `init_data`
+/// is the document whose digest the launch carries (HOST_DATA), sent for the broker to check.
+#[allow(clippy::too_many_arguments)]
 pub fn remote_release_with_evidence(
     tee: evidence::Tee,
+    init_data: Option<&str>,
     relay: &mut dyn Relay,
     resource: &str,
     random: &mut dyn FnMut(&mut [u8]),
@@ -319,7 +328,7 @@ pub fn remote_release_with_evidence(
     let report_data = evidence::report_data(tee, &runtime, "");
     let primary = make_evidence(&report_data)?;
     phases.quote = clock();
-    attest_and_fetch_resource(relay, resource, runtime, primary, &key, clock, phases)
+    attest_and_fetch_resource(relay, resource, runtime, primary, init_data, &key, clock, phases)
 }
 
 /// A fresh P-256 key from `random` (rejection-sampled: a scalar must be below the order).

@@ -69,6 +69,11 @@ pub trait Platform {
     fn evidence(&mut self, _report_data: &[u8]) -> Result<serde_json::Value, BootError> {
         Err(BootError::Token(alloc::string::String::from("this platform has no attestation evidence of its own")))
     }
+    /// The launch's host-provided binding register (SNP: HOST_DATA, read from a report), or
+    /// None on platforms without one.
+    fn launch_host_data(&mut self) -> Result<Option<[u8; 32]>, BootError> {
+        Ok(None)
+    }
     /// A key only this launch of this firmware can obtain again, for sealing (SNP: derived by
     /// the AMD-SP), or None.
     fn sealing_key(&mut self) -> Result<Option<zeroize::Zeroizing<[u8; 32]>>, BootError> {

@@ -435,15 +435,25 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
     )?;
     let broker_log = dir.join("broker.log");
     let broker = start_snp_broker(&veil, &secret, &reference, &chain.ark_pem, &broker_log)?;
+    // HOST_DATA: the digest of the init-data veil image build wrote beside the image (its
+    // algorithm is sha256), computed here from the file.
+    let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
+    if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
+        bail!("the init-data does not name sha256");
+    }
+    let host_data_file = dir.join("host-data.bin");
+    std::fs::write(&host_data_file, <sha2::Sha256 as sha2::Digest>::digest(&init_data))?;
     let honest: Vec<(&str, &Path)> = vec![
         ("opt/veil/test-snp-vcek", &chain.vcek_scalar),
         ("opt/veil/test-snp-certs", &chain.table),
         ("opt/veil/test-snp-measurement", &measurement_file),
+        ("opt/veil/test-snp-host-data", &host_data_file),
     ];
 
     eprintln!("xtask: snp test: first boot: report to the broker, secret released, sealed; root filesystem");
     let first = boot_disk(&veil, model_rom, "snp-attest-first", &image, &honest, Some(&broker))?;
     first
+        .expect("is the digest of this disk's init-data (boot target bound)")?
         .expect("snp: veil-boot has no veil-snp token (first boot)")?
         .expect("snp: attestation report of 1184 bytes")?
         .expect("3 certificates from the host")?
@@ -451,7 +461,9 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         .expect("snp: sealed the master secret with this launch's derived key")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
     let log = std::fs::read_to_string(&broker_log)?;
-    if !log.contains("SNP report verified: signature: by the VCEK, certified by the ASK, certified by the TEST root") {
+    if !log.contains("SNP report verified: signature: by the VCEK, certified by the ASK, certified by the TEST root")
+        || !log.contains("HOST_DATA is the init-data's digest")
+    {
         bail!("the broker's log does not show the SNP verification:\n{log}");
     }
 
@@ -469,23 +481,39 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
     std::fs::write(&zeros, [0u8; 48])?;
     let debug = dir.join("debug-policy.bin");
     std::fs::write(&debug, (0x3_0000u64 | (1 << 19)).to_le_bytes())?;
-    let cases: Vec<(&str, Vec<(&str, &Path)>, &str)> = vec![
+    let other_host_data = dir.join("other-host-data.bin");
+    std::fs::write(&other_host_data, [0x77u8; 32])?;
+    // (name, model AMD-SP files, the reason, whether the broker is asked at all)
+    let cases: Vec<(&str, Vec<(&str, &Path)>, &str, bool)> = vec![
         (
             // Another launch (ROM): the token does not open, and the broker refuses it.
             "measurement",
-            vec![honest[0], honest[1], ("opt/veil/test-snp-measurement", &zeros)],
+            vec![honest[0], honest[1], ("opt/veil/test-snp-measurement", &zeros), honest[3]],
             "is not among the reference values",
+            true,
         ),
-        ("debug", [honest.clone(), vec![("opt/veil/test-snp-policy", &debug)]].concat(), "allows debugging"),
-        ("other-chip", vec![("opt/veil/test-snp-vcek", &chain.other_scalar), honest[1], honest[2]], "signature chain"),
+        ("debug", [honest.clone(), vec![("opt/veil/test-snp-policy", &debug)]].concat(), "allows debugging", true),
+        (
+            "other-chip",
+            vec![("opt/veil/test-snp-vcek", &chain.other_scalar), honest[1], honest[2], honest[3]],
+            "signature chain",
+            true,
+        ),
+        (
+            // A launch made for another boot target: refused before any key is asked for.
+            "host-data",
+            vec![honest[0], honest[1], honest[2], ("opt/veil/test-snp-host-data", &other_host_data)],
+            "launch binding: HOST_DATA 7777",
+            false,
+        ),
     ];
-    for (name, files, why) in cases {
+    for (name, files, why, broker_asked) in cases {
         let r = boot_disk(&veil, model_rom, &format!("snp-refused-{name}"), &image, &files, Some(&broker))?;
         r.expect(why)?.expect_exit(qemu::EXIT_FAILURE)?;
         if r.log.contains(crate::demo_image::ROOT_MARKER) {
             bail!("the {name} case reached the root filesystem");
         }
-        if !std::fs::read_to_string(&broker_log)?.contains(why) {
+        if broker_asked && !std::fs::read_to_string(&broker_log)?.contains(why) {
             bail!("the broker's log does not say `{why}` for the {name} case");
         }
     }

@@ -501,6 +501,11 @@ impl Platform for Snp {
         Snp::sealing_key(self).map(Some)
     }
 
+    fn launch_host_data(&mut self) -> Result<Option<[u8; 32]>, BootError> {
+        let (report, _) = self.report(&[0u8; 64])?;
+        Ok(Some(report[0xC0..0xE0].try_into().expect("32 bytes")))
+    }
+
     fn before_jump(&mut self) {
         // The OS area's sequence number for VMPCK0 records how far the firmware used it (the
         // key itself is wiped below, so no one can use it again).

@@ -1,0 +1,89 @@
+//! Init-data (the confidential-containers convention): a small TOML document the host hands a
+//! confidential VM, whose digest the launch carries in a register the guest cannot change
+//! (SEV-SNP HOST_DATA, 32 bytes; TDX MRCONFIGID, 48), zero-padded or truncated to fit. Trustee
+//! digests the document's raw bytes with the `algorithm` it names.
+//!
+//! veilboot's document names the boot target: the SHA-384 of the `veil-boot` manifest, so a
+//! launch made for one disk image cannot boot another.
+//!
+//! ```toml
+//! algorithm = "sha256"
+//! version = "0.1.0"
+//!
+//! [data]
+//! "veilboot.json" = '''{"boot-manifest-sha384":"<96 hex digits>"}'''
+//! ```
+//!
+//! The parser reads exactly this shape (a general TOML parser is not needed for a document
+//! veil writes, and the firmware has no room for one); anything else is refused.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use sha2::Digest;
+
+/// The data entry veilboot reads.
+const ENTRY: &str = "\"veilboot.json\" = '''";
+
+/// The init-data document naming `manifest_sha384`.
+pub fn document(manifest_sha384: &[u8; 48]) -> String {
+    alloc::format!(
+        "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n{ENTRY}{{\"boot-manifest-sha384\":\"{}\"}}'''\n",
+        hex::encode(manifest_sha384)
+    )
+}
+
+/// The document's digest with the algorithm it names (sha256, sha384 or sha512).
+pub fn digest(doc: &str) -> Result<Vec<u8>, String> {
+    let algorithm = doc
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("algorithm"))
+        .and_then(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"'))
+        .ok_or("init-data: no algorithm line")?;
+    Ok(match algorithm {
+        "sha256" => sha2::Sha256::digest(doc.as_bytes()).to_vec(),
+        "sha384" => sha2::Sha384::digest(doc.as_bytes()).to_vec(),
+        "sha512" => sha2::Sha512::digest(doc.as_bytes()).to_vec(),
+        other => return Err(alloc::format!("init-data: algorithm {other:?} is not sha256, sha384 or sha512")),
+    })
+}
+
+/// `d` zero-padded or truncated to `n` bytes (Trustee's `regularize_data`).
+pub fn regularize(d: &[u8], n: usize) -> Vec<u8> {
+    let mut v = d[..d.len().min(n)].to_vec();
+    v.resize(n, 0);
+    v
+}
+
+/// The boot-manifest digest the document names.
+pub fn manifest_sha384(doc: &str) -> Result<[u8; 48], String> {
+    let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
+    let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;
+    let v: serde_json::Value =
+        serde_json::from_str(&doc[start..end]).map_err(|_| "init-data: \"veilboot.json\" is not JSON")?;
+    let h = v["boot-manifest-sha384"].as_str().ok_or("init-data: no boot-manifest-sha384")?;
+    hex::decode(h)
+        .ok()
+        .and_then(|b| <[u8; 48]>::try_from(b).ok())
+        .ok_or_else(|| String::from("init-data: boot-manifest-sha384 is not 48 bytes of hex"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_digest_and_refusals() {
+        let doc = document(&[0xAB; 48]);
+        assert_eq!(manifest_sha384(&doc), Ok([0xAB; 48]));
+        assert_eq!(digest(&doc).unwrap(), sha2::Sha256::digest(doc.as_bytes()).to_vec());
+        assert_eq!(regularize(&[1, 2], 4), [1, 2, 0, 0]);
+        assert_eq!(regularize(&[1; 48], 32), [1; 32]);
+        let sha384 = doc.replace("sha256", "sha384");
+        assert_eq!(digest(&sha384).unwrap().len(), 48);
+        assert!(digest(&doc.replace("sha256", "md5")).is_err());
+        assert!(manifest_sha384(&doc.replace("veilboot.json", "other.json")).is_err());
+        assert!(manifest_sha384(&doc.replace(&"ab".repeat(48), "ab")).is_err());
+    }
+}
