@@ -16,6 +16,7 @@ mod secret;
 mod snp;
 mod tpm;
 mod trustee;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,9 @@ enum Command {
     Tpm(tpm::TpmCommand),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
+    /// Verify attestation evidence as the key broker does (SEV-SNP reports), printing each
+    /// check; exits 1 on a refusal.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Seal(args) => seal::run(args),
         Command::Kbs(cmd) => kbs::run(cmd),
         Command::Tpm(cmd) => tpm::run(cmd),
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

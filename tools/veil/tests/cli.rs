@@ -226,3 +226,57 @@ fn measure_snp_refuses_precisely() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("derived inside the guest"), "{out:?}");
 }
+
+/// `veil verify --platform snp`: the real Genoa report (Oak stage0, version 5) verifies with
+/// its VCEK and AMD's Genoa chain, raw and as Trustee evidence JSON; a flipped signed byte, a
+/// wrong reference value and a wrong HOST_DATA are refused with their reasons and exit 1.
+#[test]
+fn verify_snp_reports_each_check_and_refusal() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/snp");
+    if !data.is_dir() {
+        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(data.join("reports/oak-genoa-v5/vcek.der"), certs.join("vcek.der")).unwrap();
+    std::fs::copy(data.join("certs/amd-ark-ask/genoa-ask.pem"), certs.join("ask.pem")).unwrap();
+    std::fs::copy(data.join("certs/amd-ark-ask/genoa-ark.pem"), certs.join("ark.pem")).unwrap();
+    let report = data.join("reports/oak-genoa-v5/report.bin");
+    let (r, c) = (report.to_str().unwrap(), certs.to_str().unwrap());
+    let ok = veil(&["verify", "--platform", "snp", "--report", r, "--certs", c]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = stdout(&ok);
+    assert!(
+        out.contains("ok   signature: by the VCEK, certified by the ASK, certified by AMD's Genoa root key"),
+        "{out}"
+    );
+    assert!(out.contains("ok   TCB: ") && out.ends_with("VERIFIED\n"), "{out}");
+
+    // The Trustee evidence form of the same report.
+    let bytes = std::fs::read(&report).unwrap();
+    let evidence = veil_agent::snp::evidence::evidence_json(&bytes, None).unwrap();
+    let json = dir.path().join("evidence.json");
+    std::fs::write(&json, serde_json::to_vec(&evidence).unwrap()).unwrap();
+    let ok = veil(&["verify", "--platform", "snp", "--report", json.to_str().unwrap(), "--certs", c, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+
+    let mut flipped = bytes.clone();
+    flipped[0x60] ^= 1;
+    let bad = dir.path().join("flipped.bin");
+    std::fs::write(&bad, &flipped).unwrap();
+    let refused = veil(&["verify", "--platform", "snp", "--report", bad.to_str().unwrap(), "--certs", c]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).starts_with("REFUSED: signature chain"), "{}", stdout(&refused));
+
+    let reference = dir.path().join("ref.json");
+    std::fs::write(&reference, format!(r#"{{"platform":"snp","launch_measurement":"{}"}}"#, "00".repeat(48))).unwrap();
+    let refused =
+        veil(&["verify", "--platform", "snp", "--report", r, "--certs", c, "--reference", reference.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("is not among the reference values"));
+    let refused = veil(&["verify", "--platform", "snp", "--report", r, "--certs", c, "--host-data", &"11".repeat(32)]);
+    assert!(stdout(&refused).contains("REFUSED: HOST_DATA "), "{}", stdout(&refused));
+}
