@@ -1,9 +1,10 @@
-//! The SEV-SNP pages the firmware reads at bring-up: the CPUID page (every CPUID answer, and
-//! the C-bit, come from it) and the secrets page (VMPCKs, the OS area's sequence numbers).
-//! The AMD-SP fills both, but they are parsed as untrusted input all the same.
+//! SEV-SNP inputs the firmware reads from the host or the AMD-SP: the CPUID page (every CPUID
+//! answer, and the C-bit, come from it) and the secrets page (VMPCKs, the OS area's sequence
+//! numbers), the host's certificate table, a disk's `veil-snp` token and init-data. All are
+//! parsed as untrusted input.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use veil_agent::snp::pages;
+use veil_agent::snp::{attest, pages, seal};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(p) = pages::CpuidPage::parse(data) {
@@ -22,4 +23,14 @@ fuzz_target!(|data: &[u8]| {
     }
     pages::wipe_vmpck(&mut page, 0);
     assert_eq!(page[0x20..0x40], [0u8; 32]);
+    let _ = attest::parse_cert_table(data);
+    if let Ok(text) = core::str::from_utf8(data) {
+        let _ = veil_agent::initdata::digest(text);
+        let _ = veil_agent::initdata::manifest_sha384(text);
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        for t in seal::find(&v).into_iter().flatten() {
+            let _ = t.open(&[0u8; 32]);
+        }
+    }
 });

@@ -591,6 +591,38 @@ mod tests {
         assert_eq!(b.handle(&Request { method: "DELETE", path: "/x", session: None, body: b"" }).status, 404);
     }
 
+    /// SEV-SNP sessions: a challenge for tee snp, and an attestation carrying another
+    /// session's (replayed) nonce refused before its evidence is looked at; a challenge is
+    /// answered once.
+    #[test]
+    fn snp_sessions_refuse_a_replayed_nonce() {
+        let mut b = broker();
+        b.config.snp = Some(crate::snp::verify::SnpPolicy::default());
+        let auth = |b: &Broker| {
+            let r = b.handle(&post("/kbs/v0/auth", None, br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#));
+            assert_eq!(r.status, 200, "{}", r.log);
+            let nonce = serde_json::from_slice::<Value>(&r.body).unwrap()["nonce"].as_str().unwrap().to_string();
+            (r.set_session.unwrap(), nonce)
+        };
+        let (first, first_nonce) = auth(&b);
+        let (second, _) = auth(&b);
+        let key = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+        let body = json!({
+            "runtime-data": {"nonce": first_nonce, "tee-pubkey": super::super::client::tee_pubkey(&key.public_key())},
+            "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""},
+        });
+        let bytes = serde_json::to_vec(&body).unwrap();
+        // The first session's nonce presented to the second session: a replay.
+        let r = b.handle(&post("/kbs/v0/attest", Some(&second), &bytes));
+        assert_eq!(r.status, 401);
+        assert!(r.log.contains("nonce is not this session's (replayed or stale)"), "{}", r.log);
+        // The right session, but evidence that is no report: refused, and the challenge is spent.
+        let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
+        assert!(r.log.contains("attestation_report"), "{}", r.log);
+        let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
+        assert_eq!(r.status, 401, "{}", r.log);
+    }
+
     #[test]
     fn measurements_json_parses_and_refuses_bad_entries() {
         let m = parse_measurements(&format!(
