@@ -76,7 +76,8 @@ commands:
   bench   XTS throughput beside OpenSSL 3.6 and 3.0, image encryption beside cryptsetup and
           qemu-img, Linux boot time beside SeaBIOS, qboot and OVMF; writes BENCHMARKS.md
           and the attestation phases with a TPM beside tpm2-tools
-          (`cargo xtask bench xts|boot|disk|tpm` runs one part)
+          and the SEV-SNP attestation phases against the model AMD-SP
+          (`cargo xtask bench xts|boot|disk|tpm|snp` runs one part)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -943,7 +944,14 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm]: unknown part `{other}`"),
+        Some("snp") => {
+            let model = build_snp_model_firmware()?;
+            let section = snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?;
+            write_section("snp", &section)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -966,6 +974,8 @@ fn bench(only: Option<&str>) -> Result<()> {
     write_section("linux-boot", &bench_linux_boot()?)?;
     write_section("disk-boot", &bench_disk_boot()?)?;
     write_section("tpm", &tpm_bench::bench()?)?;
+    let model = build_snp_model_firmware()?;
+    write_section("snp", &snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }

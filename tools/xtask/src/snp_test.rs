@@ -408,50 +408,78 @@ fn boot_disk(
     r
 }
 
+/// What the attestation tests and the benchmark share: the demo disk, a test chain, the
+/// launch digest (sev-snp-measure's, for the model AMD-SP; veil measure's reference values
+/// for the broker), HOST_DATA from the image's init-data, and the broker.
+struct Setup {
+    veil: PathBuf,
+    dir: PathBuf,
+    image: PathBuf,
+    chain: TestChain,
+    measurement_file: PathBuf,
+    host_data_file: PathBuf,
+    broker_log: PathBuf,
+    broker: SnpBroker,
+}
+
+impl Setup {
+    fn new(model_rom: &Path, oracle: &Path, name: &str) -> Result<Setup> {
+        let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk(name)?;
+        let chain = test_chain(&dir.join("chain"))?;
+        let out = Command::new(oracle)
+            .args(["--mode", "snp", "--ovmf"])
+            .arg(model_rom)
+            .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4"])
+            .output()?;
+        let measurement =
+            hex::decode(String::from_utf8_lossy(&out.stdout).trim()).context("sev-snp-measure's digest")?;
+        let measurement_file = dir.join("measurement.bin");
+        std::fs::write(&measurement_file, &measurement)?;
+        let reference = dir.join("snp-reference.json");
+        crate::run(
+            Command::new(&veil)
+                .args(["measure", "--platform", "snp", "--rom"])
+                .arg(model_rom)
+                .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4", "--out"])
+                .arg(&reference),
+        )?;
+        let broker_log = dir.join("broker.log");
+        let broker = start_snp_broker(&veil, &secret, &reference, &chain.ark_pem, &broker_log)?;
+        // HOST_DATA: the digest of the init-data veil image build wrote beside the image (its
+        // algorithm is sha256), computed here from the file.
+        let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
+        if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
+            bail!("the init-data does not name sha256");
+        }
+        let host_data_file = dir.join("host-data.bin");
+        std::fs::write(&host_data_file, <sha2::Sha256 as sha2::Digest>::digest(&init_data))?;
+        Ok(Setup { veil, dir, image, chain, measurement_file, host_data_file, broker_log, broker })
+    }
+
+    /// The model AMD-SP's files of an honest launch.
+    fn honest(&self) -> Vec<(&'static str, &Path)> {
+        vec![
+            ("opt/veil/test-snp-vcek", &self.chain.vcek_scalar),
+            ("opt/veil/test-snp-certs", &self.chain.table),
+            ("opt/veil/test-snp-measurement", &self.measurement_file),
+            ("opt/veil/test-snp-host-data", &self.host_data_file),
+        ]
+    }
+}
+
 /// SEV-SNP attestation end to end under TCG, with the model AMD-SP and a test chain: the
 /// first boot attests to the broker with a report, gets the secret, seals it and reaches the
 /// root filesystem; the second unseals locally; refusals for a measurement that is not a
-/// reference value, a debug policy, another chip's signature, and a different launch.
+/// reference value, a debug policy, another chip's signature, and a launch for another boot
+/// target (HOST_DATA).
 pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
-    let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk("snp-attest")?;
-    let chain = test_chain(&dir.join("chain"))?;
-    // The launch digest of this ROM with 2 vCPUs: sev-snp-measure's for the model AMD-SP, the
-    // reference values file from veil measure for the broker (they are equal: `test snp`).
-    let out = Command::new(oracle)
-        .args(["--mode", "snp", "--ovmf"])
-        .arg(model_rom)
-        .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4"])
-        .output()?;
-    let measurement = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).context("sev-snp-measure's digest")?;
-    let measurement_file = dir.join("measurement.bin");
-    std::fs::write(&measurement_file, &measurement)?;
-    let reference = dir.join("snp-reference.json");
-    crate::run(
-        Command::new(&veil)
-            .args(["measure", "--platform", "snp", "--rom"])
-            .arg(model_rom)
-            .args(["--vcpus", "2", "--vcpu-type", "EPYC-v4", "--out"])
-            .arg(&reference),
-    )?;
-    let broker_log = dir.join("broker.log");
-    let broker = start_snp_broker(&veil, &secret, &reference, &chain.ark_pem, &broker_log)?;
-    // HOST_DATA: the digest of the init-data veil image build wrote beside the image (its
-    // algorithm is sha256), computed here from the file.
-    let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
-    if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
-        bail!("the init-data does not name sha256");
-    }
-    let host_data_file = dir.join("host-data.bin");
-    std::fs::write(&host_data_file, <sha2::Sha256 as sha2::Digest>::digest(&init_data))?;
-    let honest: Vec<(&str, &Path)> = vec![
-        ("opt/veil/test-snp-vcek", &chain.vcek_scalar),
-        ("opt/veil/test-snp-certs", &chain.table),
-        ("opt/veil/test-snp-measurement", &measurement_file),
-        ("opt/veil/test-snp-host-data", &host_data_file),
-    ];
+    let setup = Setup::new(model_rom, oracle, "snp-attest")?;
+    let Setup { veil, dir, image, chain, broker_log, broker, .. } = &setup;
+    let (veil, dir, image, broker_log) = (veil.as_path(), dir.as_path(), image.as_path(), broker_log.as_path());
+    let honest = setup.honest();
 
     eprintln!("xtask: snp test: first boot: report to the broker, secret released, sealed; root filesystem");
-    let first = boot_disk(&veil, model_rom, "snp-attest-first", &image, &honest, Some(&broker))?;
+    let first = boot_disk(veil, model_rom, "snp-attest-first", image, &honest, Some(broker))?;
     first
         .expect("is the digest of this disk's init-data (boot target bound)")?
         .expect("snp: veil-boot has no veil-snp token (first boot)")?
@@ -460,7 +488,7 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         .expect("kbs: the broker verified the snp evidence and released the master secret")?
         .expect("snp: sealed the master secret with this launch's derived key")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
-    let log = std::fs::read_to_string(&broker_log)?;
+    let log = std::fs::read_to_string(broker_log)?;
     if !log.contains("SNP report verified: signature: by the VCEK, certified by the ASK, certified by the TEST root")
         || !log.contains("HOST_DATA is the init-data's digest")
     {
@@ -468,7 +496,7 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
     }
 
     eprintln!("xtask: snp test: second boot: unsealed locally, no broker");
-    let second = boot_disk(&veil, model_rom, "snp-attest-second", &image, &honest, None)?;
+    let second = boot_disk(veil, model_rom, "snp-attest-second", image, &honest, None)?;
     second
         .expect("snp: master secret unsealed from veil-boot token")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
@@ -508,14 +536,91 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         ),
     ];
     for (name, files, why, broker_asked) in cases {
-        let r = boot_disk(&veil, model_rom, &format!("snp-refused-{name}"), &image, &files, Some(&broker))?;
+        let r = boot_disk(veil, model_rom, &format!("snp-refused-{name}"), image, &files, Some(broker))?;
         r.expect(why)?.expect_exit(qemu::EXIT_FAILURE)?;
         if r.log.contains(crate::demo_image::ROOT_MARKER) {
             bail!("the {name} case reached the root filesystem");
         }
-        if broker_asked && !std::fs::read_to_string(&broker_log)?.contains(why) {
+        if broker_asked && !std::fs::read_to_string(broker_log)?.contains(why) {
             bail!("the broker's log does not say `{why}` for the {name} case");
         }
     }
     Ok(())
+}
+
+/// Stage durations (ms) from a firmware log's timeline marks (`veil: t=<us> stage=<name>`):
+/// each stage lasts until the next mark.
+fn stage_ms(log: &str) -> Vec<(String, f64)> {
+    let marks: Vec<(u64, String)> = log
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split_once("veil: t=")?.1;
+            let (t, stage) = rest.split_once(" stage=")?;
+            Some((t.parse().ok()?, stage.trim().to_string()))
+        })
+        .collect();
+    marks.windows(2).map(|w| (w[0].1.clone(), (w[1].0 - w[0].0) as f64 / 1000.0)).collect()
+}
+
+/// `cargo xtask bench snp`: the SNP attestation phases of the firmware under TCG against the
+/// model AMD-SP (so the AMD-SP's own latency is not in them), min / median over `runs` first
+/// boots (each on a fresh copy of the image) and the later boots that unseal locally.
+pub fn bench(model_rom: &Path, oracle: &Path, runs: usize) -> Result<String> {
+    let setup = Setup::new(model_rom, oracle, "snp-bench")?;
+    let honest = setup.honest();
+    let mut first: Vec<Vec<(String, f64)>> = Vec::new();
+    let mut later: Vec<Vec<(String, f64)>> = Vec::new();
+    for i in 0..runs {
+        let copy = setup.dir.join(format!("run{i}.img"));
+        std::fs::copy(&setup.image, &copy)?;
+        let r = boot_disk(&setup.veil, model_rom, "snp-bench-first", &copy, &honest, Some(&setup.broker))?;
+        r.expect(crate::demo_image::ROOT_MARKER)?;
+        first.push(stage_ms(&r.log));
+        let r = boot_disk(&setup.veil, model_rom, "snp-bench-later", &copy, &honest, None)?;
+        r.expect(crate::demo_image::ROOT_MARKER)?;
+        later.push(stage_ms(&r.log));
+        let _ = std::fs::remove_file(&copy);
+    }
+    let stat = |runs: &[Vec<(String, f64)>], stage: &str| -> Option<(f64, f64)> {
+        let mut v: Vec<f64> =
+            runs.iter().filter_map(|r| r.iter().find(|(s, _)| s == stage).map(|(_, ms)| *ms)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some((v[0], v[v.len() / 2]))
+    };
+    let mut out = format!(
+        "## SEV-SNP attestation phases (model AMD-SP)\n\nCommand: `cargo xtask bench snp`. The demo disk booted by the SNP model ROM under TCG (q35, 2 vCPUs), its\nguest requests answered by the model AMD-SP in the ROM's #UD handler: **measured against the model**, so\nthe real AMD-SP's latency is not in these numbers, and the model's own work (AES-GCM and the P-384\nreport signature, in TCG-emulated code) is inside `kbs-report` and `unseal`. Min / median of {runs} first boots\n(fresh image copies) and {runs} later boots.\n\n| phase (firmware, TCG) | what | min ms | median ms |\n|---|---|---:|---:|\n"
+    );
+    let rows: [(&str, &str, bool); 6] = [
+        ("unseal", "HOST_DATA check (MSG_REPORT_REQ), MSG_KEY_REQ, the veil-snp token opened", false),
+        (
+            "kbs-auth",
+            "POST /kbs/v0/auth through virtio-console (GHCB MMIO, shared bounce pool), `veil kbs relay` and HTTP",
+            true,
+        ),
+        (
+            "kbs-report",
+            "ephemeral P-256 key, MSG_REPORT_REQ (extended: the host's certificate table), Trustee snp evidence JSON",
+            true,
+        ),
+        (
+            "kbs-attest",
+            "POST /kbs/v0/attest: the broker verifies the chain, TCB, policy, measurement, report data and HOST_DATA",
+            true,
+        ),
+        ("kbs-resource", "GET /kbs/v0/resource: JWE made by the broker, decrypted in the firmware", true),
+        ("seal", "MSG_KEY_REQ and the veil-snp token written into the LUKS2 header", true),
+    ];
+    for (stage, what, on_first) in rows {
+        let runs = if on_first { &first } else { &later };
+        if let Some((min, med)) = stat(runs, stage) {
+            out.push_str(&format!(
+                "| `{stage}`{} | {what} | {min:.1} | {med:.1} |\n",
+                if on_first { "" } else { " (later boots)" }
+            ));
+        }
+    }
+    Ok(out)
 }
