@@ -124,7 +124,9 @@ impl SnpToken {
                 &tag,
             )
             .map_err(|_| {
-                String::from("does not open with this launch's sealing key (another ROM, launch or policy)")
+                String::from(
+                    "does not open with this launch's sealing key (another ROM, launch or policy, or an altered token)",
+                )
             })?;
         open_payload(&body)
     }

@@ -504,6 +504,15 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         bail!("the second boot asked the broker although its token should open");
     }
 
+    eprintln!("xtask: snp test: a tampered veil-snp token does not open; the broker is asked again");
+    tamper_snp_token(veil, image)?;
+    let again = boot_disk(veil, model_rom, "snp-attest-tampered-token", image, &honest, Some(broker))?;
+    again
+        .expect("does not open with this launch's sealing key")?
+        .expect("kbs: the broker verified the snp evidence and released the master secret")?
+        .expect("snp: sealed the master secret with this launch's derived key")?
+        .expect(crate::demo_image::ROOT_MARKER)?;
+
     eprintln!("xtask: snp test: refusals (each on the serial log and the broker's log)");
     let zeros = dir.join("zeros48.bin");
     std::fs::write(&zeros, [0u8; 48])?;
@@ -545,6 +554,39 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
             bail!("the broker's log does not say `{why}` for the {name} case");
         }
     }
+    Ok(())
+}
+
+/// Flip one byte of the `veil-snp` token's ciphertext in `image`'s veil-boot header, with the
+/// `veil luks token` commands on the partition copied out and back.
+fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut disk = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
+    let gpt = veil_agent::gpt::Gpt::read(&mut disk).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let part = gpt.by_name("veil-boot").context("no veil-boot partition")?.clone();
+    let mut bytes = vec![0u8; part.size() as usize];
+    disk.seek(SeekFrom::Start(part.offset()))?;
+    disk.read_exact(&mut bytes)?;
+    let boot = image.with_extension("veil-boot.luks");
+    std::fs::write(&boot, &bytes)?;
+    let list = Command::new(veil).args(["luks", "token", "list"]).arg(&boot).output()?;
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    let (id, json) = text
+        .lines()
+        .find_map(|l| l.split_once('\t').filter(|(_, j)| j.contains("\"veil-snp\"")))
+        .context("no veil-snp token in the header")?;
+    let mut token: serde_json::Value = serde_json::from_str(json)?;
+    token.as_object_mut().context("token")?.remove("keyslots");
+    let ct = token["ciphertext"].as_str().context("ciphertext")?.to_string();
+    let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+    token["ciphertext"] = serde_json::Value::String(flipped);
+    let token_file = image.with_extension("token.json");
+    std::fs::write(&token_file, serde_json::to_vec(&token)?)?;
+    crate::run(Command::new(veil).args(["luks", "token", "remove", "--id", id]).arg(&boot))?;
+    crate::run(Command::new(veil).args(["luks", "token", "add", "--id", id, "--json"]).arg(&token_file).arg(&boot))?;
+    disk.seek(SeekFrom::Start(part.offset()))?;
+    disk.write_all(&std::fs::read(&boot)?)?;
+    let _ = std::fs::remove_file(&boot);
     Ok(())
 }
 
