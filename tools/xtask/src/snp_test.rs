@@ -578,7 +578,10 @@ fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
     let mut token: serde_json::Value = serde_json::from_str(json)?;
     token.as_object_mut().context("token")?.remove("keyslots");
     let ct = token["ciphertext"].as_str().context("ciphertext")?.to_string();
-    let flipped = if ct.starts_with('A') { format!("B{}", &ct[1..]) } else { format!("A{}", &ct[1..]) };
+    let flipped = match ct.strip_prefix('A') {
+        Some(rest) => format!("B{rest}"),
+        None => format!("A{}", &ct[1..]),
+    };
     token["ciphertext"] = serde_json::Value::String(flipped);
     let token_file = image.with_extension("token.json");
     std::fs::write(&token_file, serde_json::to_vec(&token)?)?;
