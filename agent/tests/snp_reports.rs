@@ -94,6 +94,10 @@ fn real_reports_pass_the_full_verification() {
         (CertType::Ark, chain[1].clone()),
     ];
     let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
+    // Trustee's JSON form round-trips to the same bytes, certificates included.
+    let evidence = veil_agent::snp::evidence::evidence_json(&report, Some(&milan)).unwrap();
+    let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence).unwrap();
+    assert_eq!((raw.as_slice(), carried.as_slice()), (report.as_slice(), milan.as_slice()));
     let v = verify_snp(&report, &milan, &SnpPolicy::default()).unwrap();
     assert!(v.checks[0].contains("AMD's Milan root key"), "{:?}", v.checks);
     assert!(v.checks.iter().any(|c| c.starts_with("TCB: ")), "{:?}", v.checks);
