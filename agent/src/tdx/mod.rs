@@ -3,8 +3,18 @@
 //! part B.
 //!
 //! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs).
+//! * [`tdcall`]: TDCALL leaves and TDG.VP.VMCALL sub-functions over the instruction seam
+//!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
+//!   the TDX module and VMM on the other side, honest or hostile.
+//! * [`hob`]: the TD HOB, the memory map the VMM hands a TD.
 
+pub mod hob;
+#[cfg(any(test, feature = "model"))]
+pub mod model;
 pub mod report;
+pub mod tdcall;
+#[cfg(test)]
+mod tests;
 
 use core::fmt;
 

@@ -1,0 +1,221 @@
+//! A model of the other end of a TD: the TDX module's side of the TDCALL leaves the firmware
+//! uses (VP.INFO, MEM.PAGE.ACCEPT, MR.RTMR.EXTEND) and the VMM's side of TDG.VP.VMCALL (port
+//! I/O, MMIO, MSRs, hypervisor CPUID, MapGPA), written from the TDX module ABI and the GHCI,
+//! with switches for the ways a hostile VMM (or a VMM-driven module state) can misbehave.
+//! Tests and the `model` feature only, never a release ROM.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+
+use sha2::Digest;
+
+use super::tdcall::{Regs, TdxCpu, leaf, status, vmcall};
+
+/// Ways the model misbehaves.
+#[derive(Debug, Default, Clone)]
+pub struct Hostile {
+    /// Report this GPAW.
+    pub gpaw: Option<u8>,
+    /// Pages are mapped 4 KiB only (2 MiB accepts fail with a size mismatch).
+    pub accept_4k_only: bool,
+    /// Answer this many accepts with OPERAND_BUSY first.
+    pub busy: u32,
+    /// Answer every VMCALL with this status in R10.
+    pub vmcall_status: Option<u64>,
+    /// MapGPA: ask to resume outside the range.
+    pub map_gpa_outside: bool,
+    /// MapGPA: ask to resume where it started, for ever.
+    pub map_gpa_stall: bool,
+    /// MapGPA: convert this many pages per call, then ask to resume.
+    pub map_gpa_per_call: Option<u64>,
+}
+
+/// The TDX module and VMM model.
+#[derive(Debug)]
+pub struct TdxModel {
+    /// Guest-physical address width.
+    pub gpaw: u8,
+    /// TD attributes.
+    pub attributes: u64,
+    /// Accepted private ranges (start -> length).
+    pub accepted: BTreeMap<u64, u64>,
+    /// Pages (4 KiB GPAs) currently shared.
+    pub shared: BTreeSet<u64>,
+    /// The RTMRs.
+    pub rtmr: [[u8; 48]; 4],
+    /// Guest memory the model reads (RTMR digests), by GPA, without a machine.
+    pub memory: BTreeMap<u64, Vec<u8>>,
+    /// Port values returned by IN, and written by OUT.
+    pub ports: BTreeMap<u16, u32>,
+    /// MMIO: the last value written per address.
+    pub mmio: BTreeMap<u64, u64>,
+    /// MSR values.
+    pub msrs: BTreeMap<u32, u64>,
+    /// TDCALLs seen: (leaf, sub-function for VMCALLs).
+    pub calls: Vec<(u64, u64)>,
+    /// How to misbehave.
+    pub hostile: Hostile,
+}
+
+impl TdxModel {
+    /// An honest model with GPAW 52.
+    pub fn new() -> TdxModel {
+        TdxModel {
+            gpaw: 52,
+            attributes: 1 << 28, // SEPT_VE_DISABLE
+            accepted: BTreeMap::new(),
+            shared: BTreeSet::new(),
+            rtmr: [[0; 48]; 4],
+            memory: BTreeMap::new(),
+            ports: BTreeMap::new(),
+            mmio: BTreeMap::new(),
+            msrs: BTreeMap::new(),
+            calls: Vec::new(),
+            hostile: Hostile::default(),
+        }
+    }
+
+    /// Mark `[start, start+len)` accepted already (as if the VMM added it to the TD).
+    pub fn pre_accept(&mut self, start: u64, len: u64) {
+        self.accepted.insert(start, len);
+    }
+
+    fn is_accepted(&self, start: u64, len: u64) -> bool {
+        self.accepted.range(..start + len).any(|(s, l)| *s < start + len && start < s + l)
+    }
+
+    fn accept(&mut self, r: &mut Regs) {
+        let huge = r.rcx & 7 == 1;
+        let gpa = r.rcx & !0xFFF;
+        let len = if huge { 2 << 20 } else { 4096 };
+        if self.hostile.busy > 0 {
+            self.hostile.busy -= 1;
+            r.rax = status::OPERAND_BUSY;
+            return;
+        }
+        if huge && self.hostile.accept_4k_only {
+            r.rax = status::PAGE_SIZE_MISMATCH;
+            return;
+        }
+        if !gpa.is_multiple_of(len) || r.rcx & 7 > 1 {
+            r.rax = 0xC000_0100_0000_0001; // OPERAND_INVALID
+            return;
+        }
+        if self.is_accepted(gpa, len) {
+            r.rax = status::PAGE_ALREADY_ACCEPTED;
+            return;
+        }
+        self.accepted.insert(gpa, len);
+        r.rax = 0;
+    }
+
+    fn read_mem(&self, gpa: u64, n: usize) -> Vec<u8> {
+        let page = gpa & !0xFFF;
+        let mut v = self.memory.get(&page).cloned().unwrap_or_default();
+        v.resize(4096, 0);
+        let at = (gpa - page) as usize;
+        v[at..at + n].to_vec()
+    }
+
+    fn vmcall(&mut self, r: &mut Regs) {
+        let sub = r.r11;
+        self.calls.push((leaf::VP_VMCALL, sub));
+        if let Some(s) = self.hostile.vmcall_status {
+            r.r10 = s;
+            return;
+        }
+        r.r10 = 0;
+        match sub {
+            vmcall::IO => {
+                let port = r.r14 as u16;
+                if r.r13 == 1 {
+                    self.ports.insert(port, r.r15 as u32);
+                } else {
+                    r.r11 = u64::from(*self.ports.get(&port).unwrap_or(&0xFFFF_FFFF));
+                }
+            }
+            vmcall::MMIO => {
+                if r.r13 == 1 {
+                    self.mmio.insert(r.r14, r.r15);
+                } else {
+                    r.r11 = *self.mmio.get(&r.r14).unwrap_or(&0);
+                }
+            }
+            vmcall::RDMSR => r.r11 = *self.msrs.get(&(r.r12 as u32)).unwrap_or(&0),
+            vmcall::WRMSR => {
+                self.msrs.insert(r.r12 as u32, r.r13);
+            }
+            vmcall::CPUID => (r.r12, r.r13, r.r14, r.r15) = (0x4000_0001, 0x4B4D564B, 0x564B4D56, 0x4D),
+            vmcall::MAP_GPA => self.map_gpa(r),
+            _ => r.r10 = 0x8000_0000_0000_0000, // INVALID_OPERAND
+        }
+    }
+
+    fn map_gpa(&mut self, r: &mut Regs) {
+        let shared_bit = 1u64 << (self.gpaw - 1);
+        let (start, len) = (r.r12 & !shared_bit, r.r13);
+        let to_shared = r.r12 & shared_bit != 0;
+        if self.hostile.map_gpa_outside {
+            r.r10 = status::VMCALL_RETRY;
+            r.r11 = start + len + 0x1000;
+            return;
+        }
+        if self.hostile.map_gpa_stall {
+            r.r10 = status::VMCALL_RETRY;
+            r.r11 = r.r12;
+            return;
+        }
+        let pages = len / 4096;
+        let budget = self.hostile.map_gpa_per_call.unwrap_or(pages).min(pages);
+        for i in 0..budget {
+            let page = start + i * 4096;
+            if to_shared {
+                self.shared.insert(page);
+                // Converting to shared drops the private page (it must be accepted again).
+                self.accepted.retain(|s, l| !(*s <= page && page < s + *l));
+            } else {
+                self.shared.remove(&page);
+            }
+        }
+        if budget < pages {
+            r.r10 = status::VMCALL_RETRY;
+            r.r11 = (start + budget * 4096) | if to_shared { shared_bit } else { 0 };
+        }
+    }
+}
+
+impl TdxCpu for TdxModel {
+    fn tdcall(&mut self, r: &mut Regs) {
+        match r.rax {
+            leaf::VP_VMCALL => {
+                self.vmcall(r);
+                r.rax = 0;
+            }
+            leaf::VP_INFO => {
+                self.calls.push((leaf::VP_INFO, 0));
+                r.rcx = u64::from(self.hostile.gpaw.unwrap_or(self.gpaw));
+                r.rdx = self.attributes;
+                (r.r8, r.r9, r.rax) = (1 | (1 << 32), 0, 0);
+            }
+            leaf::MEM_PAGE_ACCEPT => {
+                self.calls.push((leaf::MEM_PAGE_ACCEPT, 0));
+                self.accept(r);
+            }
+            leaf::MR_RTMR_EXTEND => {
+                self.calls.push((leaf::MR_RTMR_EXTEND, 0));
+                let (gpa, index) = (r.rcx, r.rdx as usize);
+                if index > 3 || !gpa.is_multiple_of(64) {
+                    r.rax = 0xC000_0100_0000_0000;
+                    return;
+                }
+                let digest = self.read_mem(gpa, 48);
+                let mut h = sha2::Sha384::new();
+                h.update(self.rtmr[index]);
+                h.update(&digest);
+                self.rtmr[index] = h.finalize().into();
+                r.rax = 0;
+            }
+            _ => r.rax = 0xC000_0100_0000_0000,
+        }
+    }
+}

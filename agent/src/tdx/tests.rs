@@ -1,0 +1,98 @@
+//! The TDCALL and TDVMCALL exchanges against the TDX module and VMM model: honest, then each
+//! hostile behaviour, which must end in a precise refusal.
+
+use super::model::TdxModel;
+use super::tdcall::{self, TdcallError, status, vmcall};
+
+#[test]
+fn vp_info_and_the_shared_bit() {
+    let mut m = TdxModel::new();
+    let info = tdcall::vp_info(&mut m).unwrap();
+    assert_eq!((info.gpaw, info.shared_bit()), (52, 1 << 51));
+    m.gpaw = 48;
+    assert_eq!(tdcall::vp_info(&mut m).unwrap().shared_bit(), 1 << 47);
+    m.hostile.gpaw = Some(40);
+    assert_eq!(tdcall::vp_info(&mut m), Err(TdcallError::Gpaw(40)));
+}
+
+#[test]
+fn accept_uses_2m_pages_and_falls_back_to_4k() {
+    let mut m = TdxModel::new();
+    assert_eq!(tdcall::accept(&mut m, 0x20_0000, 0x60_2000), Ok((0x60_2000 - 0x20_0000) / 4096));
+    assert_eq!(m.accepted.get(&0x20_0000), Some(&(2 << 20)));
+    assert_eq!(m.accepted.get(&0x60_1000), Some(&4096));
+    let mut small = TdxModel::new();
+    small.hostile.accept_4k_only = true;
+    small.hostile.busy = 3;
+    assert!(tdcall::accept(&mut small, 0x20_0000, 0x40_0000).is_ok());
+    assert_eq!(small.accepted.len(), 512);
+}
+
+#[test]
+fn an_already_accepted_page_is_refused() {
+    let mut m = TdxModel::new();
+    m.pre_accept(0x30_0000, 0x1000);
+    assert_eq!(tdcall::accept(&mut m, 0x30_0000, 0x30_2000), Err(TdcallError::AlreadyAccepted(0x30_0000)));
+    let mut stuck = TdxModel::new();
+    stuck.hostile.busy = u32::MAX;
+    assert_eq!(tdcall::accept(&mut stuck, 0x1000, 0x2000), Err(TdcallError::Busy(0x1000)));
+}
+
+#[test]
+fn vmcalls_round_trip_and_errors_are_precise() {
+    let mut m = TdxModel::new();
+    m.ports.insert(0x3FD, 0x60);
+    tdcall::io_write(&mut m, 0x3F8, 1, u32::from(b'x')).unwrap();
+    assert_eq!(m.ports[&0x3F8], u32::from(b'x'));
+    assert_eq!(tdcall::io_read(&mut m, 0x3FD, 1), Ok(0x60));
+    assert_eq!(tdcall::io_read(&mut m, 0x3FD, 3), Err(TdcallError::AccessSize(3)));
+    let shared = 1 << 51;
+    tdcall::mmio_write(&mut m, shared | 0xFEC0_0000, 4, 7, shared).unwrap();
+    assert_eq!(tdcall::mmio_read(&mut m, shared | 0xFEC0_0000, 4, shared), Ok(7));
+    // Private memory is never MMIO.
+    assert_eq!(tdcall::mmio_read(&mut m, 0xFEC0_0000, 4, shared), Err(TdcallError::Address(0xFEC0_0000)));
+    tdcall::wrmsr(&mut m, 0x2FF, 0xC06).unwrap();
+    assert_eq!(tdcall::rdmsr(&mut m, 0x2FF), Ok(0xC06));
+    assert!(tdcall::hypervisor_cpuid(&mut m, 0x4000_0000, 0).is_ok());
+    assert_eq!(tdcall::hypervisor_cpuid(&mut m, 1, 0), Err(TdcallError::CpuidLeaf(1)));
+    m.hostile.vmcall_status = Some(0x8000_0000_0000_0000);
+    assert_eq!(
+        tdcall::io_read(&mut m, 0x3FD, 1),
+        Err(TdcallError::Vmcall { sub: vmcall::IO, status: 0x8000_0000_0000_0000 })
+    );
+}
+
+#[test]
+fn map_gpa_follows_retries_and_refuses_bad_ones() {
+    let shared = 1 << 51;
+    let mut m = TdxModel::new();
+    m.hostile.map_gpa_per_call = Some(3);
+    tdcall::map_gpa(&mut m, 0x80_0000, 0x10_000, true, shared).unwrap();
+    assert_eq!(m.shared.len(), 16);
+    assert!(m.calls.iter().filter(|(_, s)| *s == vmcall::MAP_GPA).count() >= 6);
+    tdcall::map_gpa(&mut m, 0x80_0000, 0x10_000, false, shared).unwrap();
+    assert!(m.shared.is_empty());
+    let mut outside = TdxModel::new();
+    outside.hostile.map_gpa_outside = true;
+    assert!(matches!(tdcall::map_gpa(&mut outside, 0x80_0000, 0x2000, true, shared), Err(TdcallError::MapGpaRetry(_))));
+    let mut stall = TdxModel::new();
+    stall.hostile.map_gpa_stall = true;
+    assert!(matches!(tdcall::map_gpa(&mut stall, 0x80_0000, 0x2000, true, shared), Err(TdcallError::MapGpaRetry(_))));
+    assert_eq!(tdcall::map_gpa(&mut stall, 0x80_0800, 0x1000, true, shared), Err(TdcallError::Address(0x80_0800)));
+}
+
+#[test]
+fn rtmr_extend_is_sha384_of_old_and_new() {
+    use sha2::Digest;
+    let mut m = TdxModel::new();
+    let digest = [0x42u8; 48];
+    m.memory.insert(0x9_0000, [digest.to_vec(), alloc::vec![0; 4096 - 48]].concat());
+    tdcall::rtmr_extend(&mut m, 2, 0x9_0000).unwrap();
+    let mut h = sha2::Sha384::new();
+    h.update([0u8; 48]);
+    h.update(digest);
+    assert_eq!(m.rtmr[2][..], h.finalize()[..]);
+    assert_eq!(tdcall::rtmr_extend(&mut m, 4, 0x9_0000), Err(TdcallError::Address(0x9_0000)));
+    assert_eq!(tdcall::rtmr_extend(&mut m, 0, 0x9_0010), Err(TdcallError::Address(0x9_0010)));
+    let _ = status::OPERAND_BUSY;
+}
