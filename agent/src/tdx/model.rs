@@ -57,6 +57,12 @@ pub struct TdxModel {
     pub hostile: Hostile,
 }
 
+impl Default for TdxModel {
+    fn default() -> Self {
+        TdxModel::new()
+    }
+}
+
 impl TdxModel {
     /// An honest model with GPAW 52.
     pub fn new() -> TdxModel {
