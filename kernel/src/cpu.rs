@@ -126,20 +126,49 @@ pub fn halt_forever() -> ! {
 /// no memory access.
 pub mod port {
     use core::arch::asm;
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::{AtomicU8, Ordering};
 
-    /// Set by the SEV-SNP platform once its GHCB is registered: from then on every port
-    /// access is an IOIO exit through the GHCB (the instructions would raise #VC).
-    pub static VIA_GHCB: AtomicBool = AtomicBool::new(false);
+    /// Where port I/O goes: the instructions ([`NATIVE`]), IOIO exits through the SEV-SNP GHCB
+    /// ([`GHCB`], set once it is registered: the instructions would raise #VC), or TDX's
+    /// TDG.VP.VMCALL<Instruction.IO> ([`TDVMCALL`]: the instructions would raise #VE).
+    pub static ROUTE: AtomicU8 = AtomicU8::new(NATIVE);
+    /// The instructions.
+    pub const NATIVE: u8 = 0;
+    /// SEV-SNP GHCB exits.
+    pub const GHCB: u8 = 1;
+    /// TDX VMCALLs.
+    pub const TDVMCALL: u8 = 2;
 
-    fn routed() -> bool {
-        VIA_GHCB.load(Ordering::Relaxed)
+    fn route() -> u8 {
+        ROUTE.load(Ordering::Relaxed)
+    }
+
+    /// Is port I/O routed through a confidential platform's host interface?
+    pub fn routed() -> bool {
+        route() != NATIVE
+    }
+
+    fn routed_in(port: u16, size: u8) -> Option<u32> {
+        match route() {
+            GHCB => Some(crate::platform::snp::port_in(port, size)),
+            TDVMCALL => Some(crate::platform::tdx::port_in(port, size)),
+            _ => None,
+        }
+    }
+
+    fn routed_out(port: u16, size: u8, v: u32) -> bool {
+        match route() {
+            GHCB => crate::platform::snp::port_out(port, size, v),
+            TDVMCALL => crate::platform::tdx::port_out(port, size, v),
+            _ => return false,
+        }
+        true
     }
 
     /// Read `buf.len()` bytes from one port (fw_cfg's data port): REP INSB's effect, through
     /// the GHCB's shared buffer on SNP.
     pub fn inb_string(port: u16, buf: &mut [u8]) {
-        if routed() {
+        if route() == GHCB {
             crate::platform::snp::port_in_bytes(port, buf);
             return;
         }
@@ -150,8 +179,8 @@ pub mod port {
 
     /// Write a byte.
     pub fn outb(port: u16, v: u8) {
-        if routed() {
-            return crate::platform::snp::port_out(port, 1, u32::from(v));
+        if routed_out(port, 1, u32::from(v)) {
+            return;
         }
         // SAFETY: a byte port write starts no memory access by any device the firmware drives
         // (serial, PIT, debug-exit; module doc); the instruction itself touches no memory.
@@ -159,8 +188,8 @@ pub mod port {
     }
     /// Read a byte.
     pub fn inb(port: u16) -> u8 {
-        if routed() {
-            return crate::platform::snp::port_in(port, 1) as u8;
+        if let Some(v) = routed_in(port, 1) {
+            return v as u8;
         }
         let v: u8;
         // SAFETY: a port read starts no memory access by the devices the firmware drives.
@@ -169,8 +198,8 @@ pub mod port {
     }
     /// Write a 16-bit word.
     pub fn outw(port: u16, v: u16) {
-        if routed() {
-            return crate::platform::snp::port_out(port, 2, u32::from(v));
+        if routed_out(port, 2, u32::from(v)) {
+            return;
         }
         // SAFETY: as for outb (the word port written is fw_cfg's selector, which moves no data).
         unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack, preserves_flags)) };
@@ -182,8 +211,8 @@ pub mod port {
     /// register enabling bus mastering), every address the device is given must be memory the
     /// caller owns, for as long as the device may use it.
     pub unsafe fn outl(port: u16, v: u32) {
-        if routed() {
-            return crate::platform::snp::port_out(port, 4, v);
+        if routed_out(port, 4, v) {
+            return;
         }
         // SAFETY: the caller owns whatever memory effect the device has (see # Safety); the
         // instruction itself touches no memory.
@@ -191,8 +220,8 @@ pub mod port {
     }
     /// Read a 32-bit word.
     pub fn inl(port: u16) -> u32 {
-        if routed() {
-            return crate::platform::snp::port_in(port, 4);
+        if let Some(v) = routed_in(port, 4) {
+            return v;
         }
         let v: u32;
         // SAFETY: as for inb.

@@ -60,6 +60,10 @@ pub enum BootError {
     SnpMemory(MemoryError),
     /// An SEV-SNP guest request (report, derived key).
     SnpAttest(veil_agent::snp::attest::AttestError),
+    /// A TDCALL or TDG.VP.VMCALL failed.
+    Tdcall(veil_agent::tdx::tdcall::TdcallError),
+    /// The TD HOB is malformed.
+    TdHob(veil_agent::tdx::hob::HobError),
     /// The launch is not bound to this disk's boot target: why.
     LaunchBinding(String),
     /// Guest RAM this build cannot make usable on a confidential platform: where.
@@ -134,6 +138,8 @@ impl fmt::Display for BootError {
             BootError::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
             BootError::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
             BootError::LaunchBinding(why) => write!(f, "launch binding: {why}"),
+            BootError::Tdcall(e) => write!(f, "TDX: {e}"),
+            BootError::TdHob(e) => write!(f, "{e}"),
             BootError::UnsupportedRam(at) => write!(
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"

@@ -85,6 +85,12 @@ impl core::fmt::Display for FwCfgError {
 /// The fw_cfg device.
 pub struct FwCfg {
     dma: bool,
+    /// The device offers DMA (used directly on the plain platform, through `bounce` on a
+    /// confidential one).
+    dma_capable: bool,
+    /// Memory shared with the host for DMA (address, length), on SEV-SNP and TDX: the
+    /// descriptor and the data go through it.
+    bounce: Option<(u64, usize)>,
     files: Vec<FileEntry>,
 }
 
@@ -117,8 +123,9 @@ impl FwCfg {
         read_pio(&mut features);
         // DMA needs memory the host can read and write: on SEV-SNP the data goes through the
         // GHCB's shared buffer with string port I/O instead.
-        let via_ghcb = crate::cpu::port::VIA_GHCB.load(core::sync::atomic::Ordering::Relaxed);
-        let mut cfg = FwCfg { dma: u32::from_le_bytes(features) & 0b10 != 0 && !via_ghcb, files: Vec::new() };
+        let routed = crate::cpu::port::routed();
+        let dma_capable = u32::from_le_bytes(features) & 0b10 != 0;
+        let mut cfg = FwCfg { dma: dma_capable && !routed, dma_capable, bounce: None, files: Vec::new() };
         // Read the count first and bound it before reading the entries it announces.
         let mut count = [0u8; 4];
         cfg.read_selector(SEL_FILE_DIR, &mut count)?;
@@ -132,6 +139,15 @@ impl FwCfg {
     /// True if the DMA interface is used.
     pub fn dma(&self) -> bool {
         self.dma
+    }
+
+    /// Use DMA through `[addr, addr + len)`, memory the platform shared with the host
+    /// (at least two pages): the descriptor in its first page, data chunks in the rest.
+    pub fn use_shared_bounce(&mut self, addr: u64, len: usize) {
+        if self.dma_capable && len >= 2 * 4096 {
+            self.bounce = Some((addr, len));
+            self.dma = true;
+        }
     }
 
     /// The file directory.
@@ -169,6 +185,21 @@ impl FwCfg {
             read_pio(buf);
             return Ok(());
         }
+        if let Some((addr, len)) = self.bounce {
+            let data = addr + 4096;
+            let mut control = u32::from(sel) << 16 | DMA_SELECT | DMA_READ;
+            for chunk in buf.chunks_mut(len - 4096) {
+                // SAFETY: the bounce region is the platform's shared memory, owned by fw_cfg
+                // for the firmware's lifetime; the descriptor goes in its first page, the
+                // chunk after it, and is copied out once the device is done.
+                unsafe {
+                    dma_with(addr as *mut DmaAccess, control, chunk.len() as u32, data)?;
+                    core::ptr::copy_nonoverlapping(data as *const u8, chunk.as_mut_ptr(), chunk.len());
+                }
+                control = DMA_READ; // the following chunks continue where the last ended
+            }
+            return Ok(());
+        }
         // SAFETY: the device writes buf.len() bytes to `buf`, which this call borrows mutably.
         unsafe { dma(u32::from(sel) << 16 | DMA_SELECT | DMA_READ, buf.len() as u32, buf.as_mut_ptr() as u64) }
     }
@@ -196,8 +227,23 @@ impl FwCfg {
 /// For a read, `address..address + length` must be memory the caller may write; for a write,
 /// memory it may read; in both cases alive until this returns (the device is done then).
 unsafe fn dma(control: u32, length: u32, address: u64) -> Result<(), FwCfgError> {
-    let access = DmaAccess { control: control.to_be(), length: length.to_be(), address: address.to_be() };
-    let addr = &access as *const DmaAccess as u64;
+    let mut access = DmaAccess { control: 0, length: 0, address: 0 };
+    // SAFETY: the descriptor lives on this frame for the call; the caller's # Safety covers
+    // the buffer.
+    unsafe { dma_with(&mut access, control, length, address) }
+}
+
+/// [`dma`] with the descriptor at `access` (shared memory on confidential platforms).
+///
+/// # Safety
+/// As for [`dma`], and `access` must be valid, 16-byte aligned memory the device can read and
+/// write for the duration of the call.
+unsafe fn dma_with(access: *mut DmaAccess, control: u32, length: u32, address: u64) -> Result<(), FwCfgError> {
+    // SAFETY: the caller's contract: `access` is valid for the call.
+    unsafe {
+        access.write_volatile(DmaAccess { control: control.to_be(), length: length.to_be(), address: address.to_be() })
+    };
+    let addr = access as u64;
     compiler_fence(Ordering::SeqCst);
     // Writing the low half starts the transfer; memory is identity mapped, so the virtual
     // addresses above are the physical ones the device needs.
@@ -208,9 +254,9 @@ unsafe fn dma(control: u32, length: u32, address: u64) -> Result<(), FwCfgError>
         outl(PORT_DMA_LOW, (addr as u32).to_be());
     }
     loop {
-        // SAFETY: `access` lives on this stack frame for the whole transfer; the device
+        // SAFETY: `access` is valid for the whole transfer (the caller's contract); the device
         // clears its control word when done, so it must be read volatile.
-        let control = u32::from_be(unsafe { core::ptr::read_volatile(&access.control) });
+        let control = u32::from_be(unsafe { core::ptr::read_volatile(&raw const (*access).control) });
         compiler_fence(Ordering::SeqCst);
         if control & DMA_ERROR != 0 {
             return Err(FwCfgError::Dma);

@@ -145,6 +145,10 @@ extern "C" fn exception_handler(frame: &mut Frame) {
     if frame.vector == 6 && crate::snpmodel::handle_ud(frame) {
         return;
     }
+    #[cfg(feature = "tdx-model")]
+    if frame.vector == 6 && crate::tdxmodel::handle_ud(frame) {
+        return;
+    }
     report(frame)
 }
 

@@ -34,6 +34,10 @@ pub mod serial;
 #[cfg(feature = "snp-model")]
 pub mod snpmodel;
 pub mod statedisk;
+#[cfg(any(feature = "snp-model", feature = "tdx-model"))]
+pub mod tcg;
+#[cfg(feature = "tdx-model")]
+pub mod tdxmodel;
 pub mod testhooks;
 pub mod tpm;
 pub mod tsc;
@@ -65,11 +69,19 @@ pub extern "C" fn veil_main() -> ! {
     interrupts::init();
     #[cfg(feature = "snp-model")]
     snpmodel::launch();
+    #[cfg(feature = "tdx-model")]
+    tdxmodel::launch();
     let kind = platform::detect();
     let entry_tsc = cpu::rdtsc();
     let mut plat: alloc::boxed::Box<dyn Platform> = match kind {
         Kind::Plain => alloc::boxed::Box::new(platform::plain::Plain),
-        Kind::Tdx => platform::tdx::halt_unsupported(),
+        Kind::Tdx => match platform::tdx::Tdx::init() {
+            Ok(t) => alloc::boxed::Box::new(t),
+            Err(e) => {
+                serial::init();
+                fail(format_args!("{e}"))
+            }
+        },
         Kind::SevSnp => alloc::boxed::Box::new(platform::snp::Snp::init()),
         Kind::SevLegacy if platform::snp::insn::sev_status() & 0b10 != 0 => {
             // SEV-ES: port I/O would raise #VC, and there is no GHCB: no console.
@@ -110,7 +122,7 @@ pub extern "C" fn veil_main() -> ! {
     );
 
     tsc::mark("fw_cfg");
-    let cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
+    let mut cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
     log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
     let hooks = testhooks::TestHooks::read(&cfg);
 
@@ -134,6 +146,19 @@ pub extern "C" fn veil_main() -> ! {
     }
     heap::init_main(start, size);
     log!("heap: {} MiB at {:#x}", size >> 20, start);
+    if cpu::port::routed() {
+        // fw_cfg DMA on a confidential platform: through 2 MiB of memory shared with the host
+        // (port I/O would take one host exit per byte or per 2 KiB).
+        let layout = core::alloc::Layout::from_size_align(2 << 20, 2 << 20).expect("layout");
+        // SAFETY: non-zero size; leaked on purpose: fw_cfg uses it for the firmware's lifetime.
+        let bounce = unsafe { alloc::alloc::alloc_zeroed(layout) } as u64;
+        if bounce == 0 {
+            fail(format_args!("no memory for the fw_cfg DMA bounce buffer"));
+        }
+        platform::share_for_dma(bounce, 2 << 20).unwrap_or_else(|e| fail(format_args!("fw_cfg DMA buffer: {e}")));
+        cfg.use_shared_bounce(bounce, 2 << 20);
+        log!("fw_cfg: DMA through 2 MiB of shared memory at {bounce:#x}");
+    }
     match kind {
         Kind::Plain => match mtrr::init(&e820) {
             Some((base, len)) => log!("mtrr: default write-back, {:#x}-{:#x} uncached", base, base + len - 1),

@@ -17,6 +17,9 @@ macro_rules! access {
             if snp::active() {
                 return snp::mmio_read(addr as u64, $size) as $t;
             }
+            if crate::platform::tdx::active() {
+                return crate::platform::tdx::mmio_read(addr as u64, $size) as $t;
+            }
             // SAFETY: the caller's contract.
             unsafe { addr.read_volatile() }
         }
@@ -29,6 +32,9 @@ macro_rules! access {
         pub unsafe fn $write(addr: *mut $t, value: $t) {
             if snp::active() {
                 return snp::mmio_write(addr as u64, $size, value as u64);
+            }
+            if crate::platform::tdx::active() {
+                return crate::platform::tdx::mmio_write(addr as u64, $size, value as u64);
             }
             // SAFETY: the caller's contract.
             unsafe { addr.write_volatile(value) }

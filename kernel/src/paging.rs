@@ -102,3 +102,16 @@ pub fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only drops cached translations.
     unsafe { write_cr3(read_cr3()) }
 }
+
+/// Set the shared bit (position `bit`; None: the page tables carry none) of the 2 MiB mapping
+/// of `gpa` (TDX: the mapping then reaches the shared alias); the caller flushes the TLB.
+pub fn set_shared_2m(gpa: u64, bit: Option<u8>) {
+    let Some(bit) = bit else { return };
+    assert!(gpa.is_multiple_of(2 << 20) && gpa < 0x1_0000_0000, "not a 2 MiB page below 4 GiB: {gpa:#x}");
+    assert!(!(0x80_0000..0xC0_0000).contains(&gpa), "the firmware's own window: {gpa:#x}");
+    // SAFETY: as for clear_cbit_2m.
+    unsafe {
+        let e = (PD0 as *mut u64).add((gpa >> 21) as usize);
+        e.write_volatile(e.read_volatile() | (1u64 << bit));
+    }
+}

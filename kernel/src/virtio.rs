@@ -42,9 +42,7 @@ pub fn init_pool() -> Result<(), BootError> {
     if p.is_null() {
         return Err(BootError::OutOfMemory(POOL_SIZE));
     }
-    if crate::platform::snp::active() {
-        crate::platform::snp::share_dma(p as u64, POOL_SIZE as u64)?;
-    }
+    crate::platform::share_for_dma(p as u64, POOL_SIZE as u64)?;
     // SAFETY: the block is ours alone and handed to the pool allocator once.
     unsafe { POOL.lock().init(p, POOL_SIZE) };
     Ok(())

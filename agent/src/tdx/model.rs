@@ -4,6 +4,7 @@
 //! with switches for the ways a hostile VMM (or a VMM-driven module state) can misbehave.
 //! Tests and the `model` feature only, never a release ROM.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
@@ -31,8 +32,10 @@ pub struct Hostile {
 }
 
 /// The TDX module and VMM model.
-#[derive(Debug)]
 pub struct TdxModel {
+    /// The machine behind the VMM inside a guest (the test ROM: TCG's devices and memory);
+    /// None in host tests, which use the maps below.
+    pub machine: Option<Box<dyn crate::snp::model::Machine + Send>>,
     /// Guest-physical address width.
     pub gpaw: u8,
     /// TD attributes.
@@ -57,6 +60,12 @@ pub struct TdxModel {
     pub hostile: Hostile,
 }
 
+impl core::fmt::Debug for TdxModel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TdxModel").field("gpaw", &self.gpaw).field("rtmr", &self.rtmr).finish_non_exhaustive()
+    }
+}
+
 impl Default for TdxModel {
     fn default() -> Self {
         TdxModel::new()
@@ -67,6 +76,7 @@ impl TdxModel {
     /// An honest model with GPAW 52.
     pub fn new() -> TdxModel {
         TdxModel {
+            machine: None,
             gpaw: 52,
             attributes: 1 << 28, // SEPT_VE_DISABLE
             accepted: BTreeMap::new(),
@@ -115,7 +125,12 @@ impl TdxModel {
         r.rax = 0;
     }
 
-    fn read_mem(&self, gpa: u64, n: usize) -> Vec<u8> {
+    fn read_mem(&mut self, gpa: u64, n: usize) -> Vec<u8> {
+        if let Some(m) = self.machine.as_mut() {
+            let mut v = alloc::vec![0u8; n];
+            m.read_guest(gpa, &mut v);
+            return v;
+        }
         let page = gpa & !0xFFF;
         let mut v = self.memory.get(&page).cloned().unwrap_or_default();
         v.resize(4096, 0);
@@ -132,6 +147,25 @@ impl TdxModel {
         }
         r.r10 = 0;
         match sub {
+            vmcall::IO if self.machine.is_some() => {
+                let m = self.machine.as_mut().expect("checked");
+                let (port, size) = (r.r14 as u16, r.r12 as u8);
+                if r.r13 == 1 {
+                    m.io_out(port, size, r.r15 as u32);
+                } else {
+                    r.r11 = u64::from(m.io_in(port, size));
+                }
+            }
+            vmcall::MMIO if self.machine.is_some() => {
+                let m = self.machine.as_mut().expect("checked");
+                let shared_bit = 1u64 << (self.gpaw - 1);
+                let (gpa, size) = (r.r14 & !shared_bit, r.r12 as u8);
+                if r.r13 == 1 {
+                    m.mmio_write(gpa, size, r.r15);
+                } else {
+                    r.r11 = m.mmio_read(gpa, size);
+                }
+            }
             vmcall::IO => {
                 let port = r.r14 as u16;
                 if r.r13 == 1 {

@@ -81,6 +81,18 @@ pub trait Platform {
     }
 }
 
+/// Make heap memory shared with the host for device DMA on the confidential platform that is
+/// up (SNP: rescind, PSC, C-bit; TDX: shared bit, MapGPA); nothing on the plain platform.
+pub fn share_for_dma(start: u64, len: u64) -> Result<(), BootError> {
+    if snp::active() {
+        return snp::share_dma(start, len);
+    }
+    if tdx::active() {
+        return tdx::share_dma(start, len);
+    }
+    Ok(())
+}
+
 /// The machine kinds veilboot knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -108,6 +120,10 @@ impl Kind {
 
 /// Find out which kind of machine this is. Must run before any other CPUID.
 pub fn detect() -> Kind {
+    #[cfg(feature = "tdx-model")]
+    if crate::tdxmodel::launched() {
+        return Kind::Tdx;
+    }
     let status = snp::insn::sev_status();
     if status & (1 << 2) != 0 {
         return Kind::SevSnp;

@@ -19,6 +19,7 @@ mod linux;
 mod qemu;
 mod rom;
 mod snp_test;
+mod tdx_test;
 mod tpm_bench;
 mod tpm_test;
 
@@ -29,6 +30,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("build") => build_firmware().map(|_| ()),
         Some("build-snp-model") => build_snp_model_firmware().map(|_| ()),
+        Some("build-tdx-model") => build_tdx_model_firmware().map(|_| ()),
         Some("lint") => lint(),
         Some("test") => match args.get(1).map(String::as_str) {
             None => test(),
@@ -36,8 +38,11 @@ fn main() {
             Some("disk") => ensure_target().and_then(|()| disk_tests()),
             // Only the SNP launch digest against sev-snp-measure.
             Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)).and_then(|()| snp_model_test()),
+            // Only the TDX model ROM boots.
+            Some("tdx") => build_firmware()
+                .and_then(|rom| build_tdx_model_firmware().and_then(|model| tdx_test::model_boot_tests(&rom, &model))),
             Some(other) => {
-                eprintln!("xtask: unknown test set `{other}` (known: disk, snp)");
+                eprintln!("xtask: unknown test set `{other}` (known: disk, snp, tdx)");
                 std::process::exit(2);
             }
         },
@@ -68,6 +73,7 @@ commands:
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   test snp    only the SEV-SNP tests: veil measure --platform snp against sev-snp-measure,
               and the SNP model ROM booting Linux as an SNP guest under TCG
+  test tdx    only the TDX model ROM booting Linux as a TD under TCG
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -172,6 +178,12 @@ fn build_snp_model_firmware() -> Result<PathBuf> {
     build_rom(&["--features", "snp-model"], "veilboot-snp-model.fd")
 }
 
+/// The TDX model ROM: the test ROM plus a model of the TDX module and the VMM that answers
+/// TDCALL under TCG (kernel/src/tdxmodel.rs).
+fn build_tdx_model_firmware() -> Result<PathBuf> {
+    build_rom(&["--features", "tdx-model"], "veilboot-tdx-model.fd")
+}
+
 /// Names only the test hooks use: none may be in the release ROM, all are in the test ROM
 /// (so the check cannot pass by looking at the wrong bytes).
 const TEST_ONLY_MARKERS: [&str; 4] = ["opt/veil/test", "opt/veil/test-xts-backend", "xts-bench", "relay-echo"];
@@ -224,7 +236,7 @@ fn lint() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    for features in ["", "test-hooks", "insecure-dev-key,test-hooks", "snp-model"] {
+    for features in ["", "test-hooks", "insecure-dev-key,test-hooks", "snp-model", "tdx-model"] {
         let mut cmd = cargo();
         cmd.args(["clippy", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET]);
         if !features.is_empty() {
@@ -359,6 +371,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
 
     snp_measure_test(&root().join("target/veilboot.fd"))?;
     snp_model_test()?;
+    tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &build_tdx_model_firmware()?)?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);

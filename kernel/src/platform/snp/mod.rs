@@ -256,7 +256,7 @@ fn is_device_memory(addr: u64) -> bool {
 fn ghcb_failed(what: &str, e: ghcb::GhcbError) -> ! {
     // The console itself may be what failed: the hypervisor learns the reason code only.
     ACTIVE.store(false, Ordering::SeqCst);
-    crate::cpu::port::VIA_GHCB.store(false, Ordering::SeqCst);
+    crate::cpu::port::ROUTE.store(crate::cpu::port::NATIVE, Ordering::SeqCst);
     let _ = (what, e);
     terminate(Termination::Hypervisor)
 }
@@ -329,7 +329,7 @@ impl Snp {
             page::<4096>(gpa).fill(0);
         }
         CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
-        crate::cpu::port::VIA_GHCB.store(true, Ordering::SeqCst);
+        crate::cpu::port::ROUTE.store(crate::cpu::port::GHCB, Ordering::SeqCst);
         ACTIVE.store(true, Ordering::SeqCst);
         Snp { cbit, validated: Vec::new(), channel: None }
     }

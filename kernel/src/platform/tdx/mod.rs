@@ -1,0 +1,185 @@
+//! Intel TDX: the platform behind the pipeline when CPUID leaf 0x21 says "IntelTDX".
+//!
+//! Bring-up ([`Tdx::init`]): port I/O goes through TDG.VP.VMCALL<Instruction.IO> from the start
+//! (the instructions would raise #VE), TDG.VP.INFO gives the guest-physical address width and
+//! so the shared bit, and the TD HOB the VMM wrote (TDVF metadata: 0x902000) gives the memory
+//! map: which RAM the VMM added (accepted) and which the TD must accept. MMIO goes through
+//! VMCALL<#VE.RequestMMIO> at the shared alias, never by dereferencing device memory.
+//!
+//! Memory: RAM becomes usable through TDG.MEM.PAGE.ACCEPT (2 MiB, 4 KiB on a size mismatch;
+//! "already accepted" is a refusal: the VMM added a page twice); before Linux runs, every RAM
+//! page below 4 GiB the TD HOB lists as unaccepted is accepted. DMA memory is converted to
+//! shared with MapGPA (its retry rule in agent) after the shared bit is set in its mapping.
+
+pub mod insn;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::tdx::hob::{self, Resource, ResourceKind};
+use veil_agent::tdx::tdcall::{self, Regs, TdInfo, TdcallError, TdxCpu};
+
+use super::{HandoffExtras, Platform};
+use crate::error::BootError;
+
+/// The TD HOB page (TDVF metadata type TD_HOB, boot.S).
+pub const TD_HOB: u64 = 0x90_2000;
+/// What the VMM added to the TD (TDVF metadata: TempMem and the TD HOB): accepted already.
+const ADDED: [(u64, u64); 3] = [(0x80_0000, 0x90_0000), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)];
+
+/// The instruction seam on TDX.
+struct Hw;
+
+impl TdxCpu for Hw {
+    fn tdcall(&mut self, regs: &mut Regs) {
+        insn::tdcall(regs);
+    }
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static SHARED_BIT: AtomicU64 = AtomicU64::new(0);
+
+/// Is the TDX platform up?
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::SeqCst)
+}
+
+/// A VMCALL the VMM refused: there may be no console left to say so; stop.
+fn vmcall_failed(_e: TdcallError) -> ! {
+    crate::cpu::halt_forever()
+}
+
+/// Port input through TDG.VP.VMCALL.
+pub fn port_in(port: u16, size: u8) -> u32 {
+    tdcall::io_read(&mut Hw, port, size).unwrap_or_else(|e| vmcall_failed(e))
+}
+
+/// Port output through TDG.VP.VMCALL.
+pub fn port_out(port: u16, size: u8, value: u32) {
+    tdcall::io_write(&mut Hw, port, size, value).unwrap_or_else(|e| vmcall_failed(e))
+}
+
+/// MMIO read at the shared alias of `addr` (device memory in the PCI hole).
+pub fn mmio_read(addr: u64, size: u8) -> u64 {
+    let shared = SHARED_BIT.load(Ordering::Relaxed);
+    tdcall::mmio_read(&mut Hw, addr | shared, size, shared).unwrap_or_else(|e| vmcall_failed(e))
+}
+
+/// MMIO write at the shared alias of `addr`.
+pub fn mmio_write(addr: u64, size: u8, value: u64) {
+    let shared = SHARED_BIT.load(Ordering::Relaxed);
+    tdcall::mmio_write(&mut Hw, addr | shared, size, value, shared).unwrap_or_else(|e| vmcall_failed(e))
+}
+
+/// The TDX platform.
+pub struct Tdx {
+    info: TdInfo,
+    /// The TD HOB's resources.
+    resources: Vec<Resource>,
+    /// Accepted so far (start, end), besides what the VMM added.
+    accepted: Vec<(u64, u64)>,
+}
+
+impl Tdx {
+    /// Bring the platform up (see the module documentation).
+    pub fn init() -> Result<Tdx, BootError> {
+        crate::cpu::port::ROUTE.store(crate::cpu::port::TDVMCALL, Ordering::SeqCst);
+        let info = tdcall::vp_info(&mut Hw).map_err(BootError::Tdcall)?;
+        SHARED_BIT.store(info.shared_bit(), Ordering::SeqCst);
+        // SAFETY: the TD HOB page, added and measured by the VMM at launch (private, identity
+        // mapped), read once.
+        let page = unsafe { core::slice::from_raw_parts(TD_HOB as *const u8, 4096) };
+        let resources = hob::parse(page).map_err(BootError::TdHob)?;
+        ACTIVE.store(true, Ordering::SeqCst);
+        Ok(Tdx { info, resources, accepted: Vec::new() })
+    }
+
+    /// What is accepted: what the VMM added, the HOB's system memory, what the TD accepted.
+    fn taken(&self) -> Vec<(u64, u64)> {
+        let mut t: Vec<(u64, u64)> = ADDED.to_vec();
+        t.extend(self.resources.iter().filter(|r| r.kind == ResourceKind::SystemMemory).map(|r| (r.start, r.end())));
+        t.extend(self.accepted.iter().copied());
+        t
+    }
+
+    fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
+        let mut pages = 0;
+        for (a, b) in veil_agent::memmap::subtract(start, end, &self.taken()) {
+            pages += tdcall::accept(&mut Hw, a, b).map_err(BootError::Tdcall)?;
+            self.accepted.push((a, b));
+        }
+        Ok(pages)
+    }
+}
+
+impl Platform for Tdx {
+    fn name(&self) -> &'static str {
+        "tdx"
+    }
+
+    fn console_write(&mut self, bytes: &[u8]) {
+        crate::serial::write_bytes(bytes);
+    }
+
+    fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
+        if start + len > 0x1_0000_0000 {
+            return Err(BootError::UnsupportedRam(start + len));
+        }
+        self.accept(start, start + len).map(|_| ())
+    }
+
+    fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
+        let mut pages = 0;
+        let unaccepted: Vec<Resource> =
+            self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).copied().collect();
+        for r in unaccepted {
+            let end = r.end().min(0x1_0000_0000);
+            // Only what the memory map gives Linux as RAM (the legacy hole stays out).
+            for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
+                let (a, b) = (r.start.max(e.addr), end.min(e.end()));
+                for (x, y) in veil_agent::memmap::subtract(a, b, &[(0xA_0000, 0x10_0000)]) {
+                    pages += self.accept(x, y)?;
+                }
+            }
+            if r.end() > 0x1_0000_0000 {
+                return Err(BootError::UnsupportedRam(r.end()));
+            }
+        }
+        crate::log!(
+            "tdx: accepted the remaining {} MiB of guest RAM for Linux (GPAW {}, attributes {:#x})",
+            pages >> 8,
+            self.info.gpaw,
+            self.info.attributes
+        );
+        Ok(HandoffExtras::default())
+    }
+}
+
+/// Make `[start, start + len)` (accepted heap memory, 2 MiB aligned) shared for device DMA:
+/// the shared bit set in its 2 MiB mappings and the TLB flushed, then MapGPA to shared (the
+/// private pages are dropped: the memory is zeroed through the shared alias afterwards).
+pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
+    let shared = SHARED_BIT.load(Ordering::Relaxed);
+    for at in (start..start + len).step_by(2 << 20) {
+        crate::paging::set_shared_2m(at, insn_shared_bit(shared));
+    }
+    crate::paging::flush_tlb();
+    tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootError::Tdcall)?;
+    // SAFETY: the caller's memory, now shared and mapped at its shared alias.
+    unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
+    crate::log!("tdx: {} MiB at {start:#x} made shared for DMA (shared bit set, MapGPA)", len >> 20);
+    Ok(())
+}
+
+/// The shared bit to put in page tables (None in the model ROM, whose TCG "hardware" has no
+/// shared half of the address space).
+fn insn_shared_bit(shared: u64) -> Option<u8> {
+    #[cfg(feature = "tdx-model")]
+    {
+        let _ = shared;
+        None
+    }
+    #[cfg(not(feature = "tdx-model"))]
+    Some(shared.trailing_zeros() as u8)
+}

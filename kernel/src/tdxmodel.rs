@@ -1,0 +1,95 @@
+//! The TDX model ROM's other end (feature `tdx-model`, the test ROM `veilboot-tdx-model.fd`
+//! only; never in a release ROM, which `cargo xtask test` checks).
+//!
+//! Under TCG nothing answers a TD: TDCALL raises #UD, and the machine starts as a plain one.
+//! This module stands in for the VMM and the TDX module so that the firmware's real TDX path
+//! runs: [`launch`] does what the VMM does before the first instruction (the TD HOB a test
+//! wrote, fw_cfg `opt/veil/test-td-hob`, copied to its TDVF metadata page; the pages the VMM
+//! adds marked accepted), and [`handle_ud`] answers TDCALL from `veil_agent::tdx::model`, the
+//! model the host tests use, with TCG's devices behind it. TCG has no shared half of the
+//! address space, so this ROM's page tables carry no shared bit.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Mutex;
+use veil_agent::tdx::model::TdxModel;
+use veil_agent::tdx::tdcall::{Regs, TdxCpu};
+
+use crate::interrupts::Frame;
+use crate::platform::tdx::TD_HOB;
+
+/// A marker the release-ROM check looks for (it must be absent there).
+pub const MARKER: &str = "veilboot TDX model ROM";
+/// fw_cfg name of the TD HOB a test writes.
+const TEST_TD_HOB: &str = "opt/veil/test-td-hob";
+/// fw_cfg name of the way a test wants the VMM to misbehave: `added-twice` (it added the page
+/// at 1 MiB to the TD although the TD HOB lists it as unaccepted: a replayed page), `gpaw`
+/// (TDG.VP.INFO reports a 40-bit address width).
+const TEST_HOSTILE: &str = "opt/veil/test-tdx-hostile";
+
+static LAUNCHED: AtomicBool = AtomicBool::new(false);
+static MODEL: Mutex<Option<TdxModel>> = Mutex::new(None);
+
+/// Did the modelled launch happen (the machine is a TD)?
+pub fn launched() -> bool {
+    LAUNCHED.load(Ordering::SeqCst)
+}
+
+/// What the VMM and the TDX module do before the TD's first instruction.
+pub fn launch() {
+    let Ok(cfg) = crate::fwcfg::FwCfg::probe() else { return };
+    let Ok(Some(hob)) = cfg.read_file(TEST_TD_HOB, 4096) else {
+        crate::log!("{MARKER}: no {TEST_TD_HOB}: this machine is not modelled as a TD");
+        return;
+    };
+    // SAFETY: the TD HOB page of the TDVF metadata, identity mapped RAM nothing else uses yet.
+    let page = unsafe { &mut *(TD_HOB as *mut [u8; 4096]) };
+    page.fill(0);
+    page[..hob.len()].copy_from_slice(&hob);
+    let mut m = TdxModel::new();
+    m.machine = Some(Box::new(crate::tcg::Tcg));
+    // The sections the VMM adds (TDH.MEM.PAGE.ADD): TempMem and the TD HOB.
+    for (start, end) in [(0x80_0000u64, 0x90_0000u64), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)] {
+        m.pre_accept(start, end - start);
+    }
+    match cfg.read_file(TEST_HOSTILE, 64).ok().flatten().as_deref().map(<[u8]>::trim_ascii) {
+        Some(b"added-twice") => m.pre_accept(0x10_0000, 0x1000),
+        Some(b"gpaw") => m.hostile.gpaw = Some(40),
+        _ => {}
+    }
+    *MODEL.lock() = Some(m);
+    LAUNCHED.store(true, Ordering::SeqCst);
+}
+
+/// #UD on TDCALL (66 0F 01 CC), answered by the model; false for anything else.
+pub fn handle_ud(frame: &mut Frame) -> bool {
+    if !launched() {
+        return false;
+    }
+    // SAFETY: RIP points into the firmware's mapped text; four bytes are read.
+    let insn = unsafe { core::ptr::read_volatile(frame.rip as *const [u8; 4]) };
+    if insn != [0x66, 0x0F, 0x01, 0xCC] {
+        return false;
+    }
+    let mut guard = MODEL.lock();
+    let Some(m) = guard.as_mut() else { return false };
+    let mut r = Regs {
+        rax: frame.rax,
+        rcx: frame.rcx,
+        rdx: frame.rdx,
+        r8: frame.r8,
+        r9: frame.r9,
+        r10: frame.r10,
+        r11: frame.r11,
+        r12: frame.r12,
+        r13: frame.r13,
+        r14: frame.r14,
+        r15: frame.r15,
+    };
+    m.tdcall(&mut r);
+    (frame.rax, frame.rcx, frame.rdx, frame.r8, frame.r9) = (r.rax, r.rcx, r.rdx, r.r8, r.r9);
+    (frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15) = (r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+    frame.rip += 4;
+    true
+}

@@ -1,0 +1,133 @@
+//! The TDX model ROM under TCG: the firmware's real TDX path (TDCALL through the model's #UD
+//! handler: TDG.VP.INFO, memory from the TD HOB, TDG.MEM.PAGE.ACCEPT, port I/O and MMIO
+//! through TDG.VP.VMCALL, fw_cfg DMA through memory made shared with MapGPA) boots the Debian
+//! kernel to its initramfs. The TD HOB is written here, byte by byte from the UEFI PI
+//! specification's layout, not with the firmware's code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::{linux, qemu, root};
+
+/// The model ROM's marker string (kernel/src/tdxmodel.rs MARKER).
+const MODEL_MARKER: &str = "veilboot TDX model ROM";
+
+/// The release ROM must not contain the TDX model; the model ROM must.
+pub fn check_release_rom_has_no_model(release: &Path, model: &Path) -> Result<()> {
+    let (r, m) = (std::fs::read(release)?, std::fs::read(model)?);
+    if memchr::memmem::find(&r, MODEL_MARKER.as_bytes()).is_some() {
+        bail!("the release ROM {} contains the TDX model (`{MODEL_MARKER}`)", release.display());
+    }
+    if memchr::memmem::find(&m, MODEL_MARKER.as_bytes()).is_none() {
+        bail!("the model ROM {} lacks `{MODEL_MARKER}`: the release-ROM check would prove nothing", model.display());
+    }
+    Ok(())
+}
+
+/// A resource descriptor HOB (type 3, 48 bytes): header, owner GUID, type, attributes,
+/// start, length.
+fn resource(kind: u32, start: u64, len: u64) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend(3u16.to_le_bytes());
+    h.extend(48u16.to_le_bytes());
+    h.extend(0u32.to_le_bytes());
+    h.extend([0u8; 16]);
+    h.extend(kind.to_le_bytes());
+    h.extend(0u32.to_le_bytes());
+    h.extend(start.to_le_bytes());
+    h.extend(len.to_le_bytes());
+    h
+}
+
+/// The TD HOB QEMU would write for `ram` bytes below 4 GiB: the PHIT, the pages the VMM adds
+/// (the ROM's TDVF TempMem and TD HOB sections) as system memory, the rest as unaccepted
+/// memory, the end-of-list HOB.
+fn td_hob(ram: u64) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend(1u16.to_le_bytes());
+    h.extend(56u16.to_le_bytes());
+    h.extend(0u32.to_le_bytes());
+    h.extend(9u32.to_le_bytes()); // version
+    h.extend([0u8; 44]);
+    let added = [(0x80_0000u64, 0x90_0000u64), (0x90_2000, 0x90_3000), (0xA0_0000, 0xC0_0000)];
+    let mut at = 0;
+    for (a, b) in added {
+        if at < a {
+            h.extend(resource(7, at, a - at));
+        }
+        h.extend(resource(0, a, b - a));
+        at = b;
+    }
+    h.extend(resource(7, at, ram - at));
+    h.extend([0xFF, 0xFF, 8, 0, 0, 0, 0, 0]);
+    h
+}
+
+/// Boot the TDX model ROM: Linux with an honest TD HOB; refusals with a malformed HOB and a
+/// HOB that lists an added page as unaccepted.
+pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
+    eprintln!("xtask: tdx test: the release ROM carries no TDX model");
+    check_release_rom_has_no_model(release, model_rom)?;
+    let t = Duration::from_secs(120);
+    let l = linux::prepare()?;
+    let dir = root().join("target/qemu-runs");
+    std::fs::create_dir_all(&dir)?;
+    let args = |hob: &Path| -> Vec<String> {
+        [
+            "-kernel",
+            &l.kernel.display().to_string(),
+            "-initrd",
+            &l.initrd.display().to_string(),
+            "-append",
+            "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet",
+            "-m",
+            "512M",
+            "-fw_cfg",
+            &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    eprintln!("xtask: tdx test: the model ROM boots Linux as a TD (TD HOB, accept, VMCALL I/O, fw_cfg DMA via MapGPA)");
+    let hob = dir.join("td-hob.bin");
+    std::fs::write(&hob, td_hob(512 << 20))?;
+    let booted = qemu::boot(model_rom, "tdx-linux", &args(&hob), t)?;
+    booted
+        .expect("on the tdx platform")?
+        .expect("made shared for DMA (shared bit set, MapGPA)")?
+        .expect("tdx: accepted the remaining")?
+        .expect("Linux version")?
+        .expect(linux::MARKER)?
+        .expect("\"platform\":\"tdx\"")?;
+    if booted.code != Some(0) {
+        bail!(
+            "QEMU exited with {:?} after the kernel powered off (expected 0); log {}",
+            booted.code,
+            booted.log_path.display()
+        );
+    }
+
+    eprintln!("xtask: tdx test: a malformed TD HOB, a page the VMM added twice and an unusable GPAW are refused");
+    let mut truncated = td_hob(512 << 20);
+    truncated.truncate(truncated.len() - 8);
+    let bad = dir.join("td-hob-truncated.bin");
+    std::fs::write(&bad, truncated)?;
+    qemu::boot(model_rom, "tdx-hob-truncated", &args(&bad), t)?
+        .expect("FATAL: TD HOB: the HOB at offset 0x188 has an impossible length")?
+        .expect_exit(qemu::EXIT_FAILURE)?;
+    for (how, want) in [
+        (
+            "added-twice",
+            "TDG.MEM.PAGE.ACCEPT of 0x100000: accepted already (the VMM added the page twice): refusing it",
+        ),
+        ("gpaw", "FATAL: TDX: TDG.VP.INFO: a guest-physical address width of 40 (48 or 52 expected)"),
+    ] {
+        let mut a = args(&hob);
+        a.extend(["-fw_cfg".to_string(), format!("name=opt/veil/test-tdx-hostile,string={how}")]);
+        qemu::boot(model_rom, &format!("tdx-hostile-{how}"), &a, t)?.expect(want)?.expect_exit(qemu::EXIT_FAILURE)?;
+    }
+    Ok(())
+}
