@@ -28,10 +28,17 @@ pub struct Tables {
     pub inputs: Vec<(String, Vec<u8>)>,
     /// The TPM event log area QEMU's TPM2 table points at (`etc/tpm/log`): address and size.
     pub tpm_log: Option<(u64, usize)>,
+    /// The CC event log area of the CCEL table the firmware added (TDX): address and size.
+    pub ccel_log: Option<(u64, usize)>,
 }
 
 /// The ACPI blob QEMU allocates for the TPM event log (LASA/LAML of the TPM2 table).
 const TPM_LOG_BLOB: &str = "etc/tpm/log";
+
+/// The byte that makes `bytes` sum to zero (ACPI checksums).
+fn checksum(bytes: &[u8]) -> u8 {
+    0u8.wrapping_sub(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)))
+}
 
 /// Memory for a blob: page-aligned (or more), never freed.
 fn place(len: usize, align: u32) -> Option<u64> {
@@ -92,11 +99,98 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, BootErr
         blobs: linked.blobs.len(),
         inputs,
         tpm_log,
+        ccel_log: None,
     }))
 }
 
 impl Tables {
     /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
+    /// Add a table (header and checksum complete) to the root table (XSDT, else RSDT): the
+    /// root is copied with one more entry and the RSDP points at the copy.
+    pub fn add_table(&mut self, table: &[u8]) -> Result<u64, BootError> {
+        if self.rsdp == 0 {
+            return Err(BootError::AcpiTable("no RSDP to add a table under"));
+        }
+        let at = place(table.len(), 16).ok_or(BootError::OutOfMemory(table.len()))?;
+        // SAFETY: `place` allocated table.len() bytes at `at`.
+        unsafe { core::ptr::copy_nonoverlapping(table.as_ptr(), at as *mut u8, table.len()) };
+        self.ranges.push((at, (table.len() as u64).div_ceil(4096) * 4096));
+        // SAFETY: the RSDP the loader placed (36 bytes for revision 2, 20 before), in memory
+        // the firmware allocated and reports to Linux as ACPI data.
+        let rsdp = unsafe { core::slice::from_raw_parts_mut(self.rsdp as *mut u8, 36) };
+        let xsdt = u64::from_le_bytes(rsdp[24..32].try_into().expect("8 bytes"));
+        let (root, entry) = if rsdp[15] >= 2 && xsdt != 0 {
+            (xsdt, 8)
+        } else {
+            (u64::from(u32::from_le_bytes(rsdp[16..20].try_into().expect("4 bytes"))), 4)
+        };
+        // SAFETY: the root table the loader linked (its length is in its header).
+        let len = unsafe { core::ptr::read_unaligned((root + 4) as *const u32) } as usize;
+        if !(36..=64 * 1024).contains(&len) {
+            return Err(BootError::AcpiTable("a root table of impossible length"));
+        }
+        let new_len = len + entry;
+        let new_root = place(new_len, 16).ok_or(BootError::OutOfMemory(new_len))?;
+        // SAFETY: `place` allocated new_len bytes; the old root has `len`.
+        let new = unsafe {
+            core::ptr::copy_nonoverlapping(root as *const u8, new_root as *mut u8, len);
+            core::slice::from_raw_parts_mut(new_root as *mut u8, new_len)
+        };
+        new[len..].copy_from_slice(&at.to_le_bytes()[..entry]);
+        new[4..8].copy_from_slice(&(new_len as u32).to_le_bytes());
+        new[9] = 0;
+        new[9] = checksum(new);
+        self.ranges.push((new_root, (new_len as u64).div_ceil(4096) * 4096));
+        if entry == 8 {
+            rsdp[24..32].copy_from_slice(&new_root.to_le_bytes());
+            rsdp[32] = 0;
+            rsdp[32] = checksum(&rsdp[..36]);
+        } else {
+            rsdp[16..20].copy_from_slice(&(new_root as u32).to_le_bytes());
+        }
+        rsdp[8] = 0;
+        rsdp[8] = checksum(&rsdp[..20]);
+        Ok(at)
+    }
+
+    /// Add a CCEL table (TDX CC event log) with a log area of `area` bytes.
+    pub fn add_ccel(&mut self, area: usize) -> Result<(), BootError> {
+        let lasa = place(area, 4096).ok_or(BootError::OutOfMemory(area))?;
+        self.ranges.push((lasa, (area as u64).div_ceil(4096) * 4096));
+        let mut t = [0u8; 56];
+        t[0..4].copy_from_slice(b"CCEL");
+        t[4..8].copy_from_slice(&56u32.to_le_bytes());
+        t[8] = 1; // revision
+        t[10..16].copy_from_slice(b"VEILBT");
+        t[16..24].copy_from_slice(b"VEILBOOT");
+        t[24..28].copy_from_slice(&1u32.to_le_bytes());
+        t[28..32].copy_from_slice(b"VEIL");
+        t[32..36].copy_from_slice(&1u32.to_le_bytes());
+        t[36] = 2; // CC type: Intel TDX
+        t[40..48].copy_from_slice(&(area as u64).to_le_bytes()); // LAML
+        t[48..56].copy_from_slice(&lasa.to_le_bytes()); // LASA
+        t[9] = checksum(&t);
+        self.add_table(&t)?;
+        self.ccel_log = Some((lasa, area));
+        Ok(())
+    }
+
+    /// Write the CC event log into the CCEL table's area.
+    pub fn write_ccel_log(&self, log: &[u8]) -> Result<(), BootError> {
+        let Some((addr, size)) = self.ccel_log else {
+            return Err(BootError::AcpiTable("no CCEL table"));
+        };
+        if log.len() > size {
+            return Err(BootError::EventLogTooLarge { log: log.len(), area: size });
+        }
+        // SAFETY: the area add_ccel allocated, reported to Linux as ACPI data.
+        let area = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size) };
+        area[..log.len()].copy_from_slice(log);
+        area[log.len()..].fill(0xFF); // the log ends where the records do (CCEL convention)
+        Ok(())
+    }
+
+    /// Write the TPM event log into the TPM2 table's log area.
     pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), BootError> {
         let Some((addr, size)) = self.tpm_log else {
             return Err(BootError::NoTpmLogArea);

@@ -60,6 +60,8 @@ pub enum BootError {
     SnpMemory(MemoryError),
     /// An SEV-SNP guest request (report, derived key).
     SnpAttest(veil_agent::snp::attest::AttestError),
+    /// An ACPI table could not be added: why.
+    AcpiTable(&'static str),
     /// A TDCALL or TDG.VP.VMCALL failed.
     Tdcall(veil_agent::tdx::tdcall::TdcallError),
     /// The TD HOB is malformed.
@@ -139,6 +141,7 @@ impl fmt::Display for BootError {
             BootError::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
             BootError::LaunchBinding(why) => write!(f, "launch binding: {why}"),
             BootError::Tdcall(e) => write!(f, "TDX: {e}"),
+            BootError::AcpiTable(why) => write!(f, "ACPI tables: {why}"),
             BootError::TdHob(e) => write!(f, "{e}"),
             BootError::UnsupportedRam(at) => write!(
                 f,

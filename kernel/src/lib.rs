@@ -51,6 +51,9 @@ use veil_agent::tpm::measure;
 
 global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 
+/// The CCEL table's log area (TDX).
+const CCEL_AREA: usize = 64 * 1024;
+
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
 
@@ -200,7 +203,10 @@ pub extern "C" fn veil_main() -> ! {
     };
 
     tsc::mark("acpi");
-    let acpi = acpi::install(&cfg, measured.is_some()).unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
+    // A platform with measurement registers of its own (TDX: RTMRs) measures what a TPM would.
+    let platform_measures = plat.event_log().is_some();
+    let mut acpi = acpi::install(&cfg, measured.is_some() || platform_measures)
+        .unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
     match &acpi {
         Some(t) => log!("acpi: {} tables blobs, RSDP at {:#x}", t.blobs, t.rsdp),
         None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
@@ -225,6 +231,16 @@ pub extern "C" fn veil_main() -> ! {
                 layout::ROM_SIZE >> 10,
                 config.len()
             );
+        }
+        None if platform_measures => {
+            let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
+            config.extend(hooks.measured_input());
+            let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
+            config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+            for (name, bytes) in &config {
+                plat.measure(&measure::config(name, bytes)).unwrap_or_else(|e| fail(format_args!("{e}")));
+            }
+            log!("{}: measured {} configuration inputs (and the TD HOB) into RTMR0", plat.name(), config.len());
         }
         None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
     }
@@ -289,6 +305,12 @@ pub extern "C" fn veil_main() -> ! {
             m.measure(&sep).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
         }
     }
+    if let (true, Some(t)) = (platform_measures, boot_volume.as_ref().and_then(|b| b.token.as_ref())) {
+        for part in measure::boot_target(&t.manifest) {
+            plat.measure(&part).unwrap_or_else(|e| fail(format_args!("{e}")));
+        }
+        log!("{}: measured the boot target into RTMR1 and RTMR2", plat.name());
+    }
     tsc::mark("unseal");
     let boot_disk = match (disks.first_mut(), boot_volume.as_mut()) {
         (Some(d), Some(b)) => Some((d, b)),
@@ -303,6 +325,10 @@ pub extern "C" fn veil_main() -> ! {
             let id = secret.cluster_id(&t.measurement_salt);
             m.measure(&measure::cluster_id(&id.0)).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
             log!("tpm: extended the clusterID {} into PCR 15", hex::encode(id.0));
+        }
+        if let (true, Some(t)) = (platform_measures, &boot.token) {
+            let id = secret.cluster_id(&t.measurement_salt);
+            plat.measure(&measure::cluster_id(&id.0)).unwrap_or_else(|e| fail(format_args!("{e}")));
         }
         tsc::mark("disk-read");
         let disk = &mut disks[0];
@@ -349,6 +375,11 @@ pub extern "C" fn veil_main() -> ! {
     let handoff = veil_agent::cpio::handoff_archive(firmware, plat.name(), &tsc::MARKS.lock(), &files);
     drop(files);
     drop(root_files); // zeroized: the key now lives only in the hand-off archive
+    if platform_measures && let Some(t) = acpi.as_mut() {
+        // The CCEL table and its log area, before the memory map for Linux is made; the log
+        // is written once the last measurement is in.
+        t.add_ccel(CCEL_AREA).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
     let extras = plat.prepare_handoff(&e820).unwrap_or_else(|e| fail(format_args!("{e}")));
     let target = linux::Target { e820: &e820, heap: (start, size), acpi: acpi.as_ref(), extra_cpio: &handoff, extras };
     let prepared = match &from_disk {
@@ -373,6 +404,19 @@ pub extern "C" fn veil_main() -> ! {
         kernel.initrd.0,
         kernel.entry
     );
+    if platform_measures {
+        for sep in measure::separators() {
+            plat.measure(&sep).unwrap_or_else(|e| fail(format_args!("{e}")));
+        }
+        let log_bytes = plat.event_log().unwrap_or_default();
+        match &acpi {
+            Some(t) => t.write_ccel_log(&log_bytes).unwrap_or_else(|e| fail(format_args!("CC event log: {e}"))),
+            None => fail(format_args!("CC event log: no ACPI tables to hand it over in")),
+        }
+        log!("{}: CC event log of {} bytes handed to Linux in the ACPI CCEL table", plat.name(), log_bytes.len());
+        #[cfg(feature = "tdx-model")]
+        tdxmodel::report(&log_bytes);
+    }
     if let Some(m) = measured.take() {
         let events = m.extends;
         let log_bytes = m.finish();

@@ -93,3 +93,14 @@ pub fn handle_ud(frame: &mut Frame) -> bool {
     frame.rip += 4;
     true
 }
+
+/// For the test: the firmware's CC event log in hex and the RTMRs the model holds, so that
+/// replaying the log on the host can be compared with them.
+pub fn report(log: &[u8]) {
+    crate::log!("{MARKER}: CCEL {}", hex::encode(log));
+    // Copied out first: logging is port I/O, which the model answers under its own lock.
+    let rtmr = MODEL.lock().as_ref().map(|m| m.rtmr);
+    for (i, r) in rtmr.iter().flatten().enumerate() {
+        crate::log!("{MARKER}: RTMR{i} {}", hex::encode(r));
+    }
+}

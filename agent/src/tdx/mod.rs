@@ -7,8 +7,10 @@
 //!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
 //!   the TDX module and VMM on the other side, honest or hostile.
 //! * [`hob`]: the TD HOB, the memory map the VMM hands a TD.
+//! * [`measure`]: the measurement plan mapped to RTMRs (UEFI CC mapping).
 
 pub mod hob;
+pub mod measure;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
 pub mod report;

@@ -69,6 +69,15 @@ pub trait Platform {
     fn evidence(&mut self, _report_data: &[u8]) -> Result<serde_json::Value, BootError> {
         Err(BootError::Token(alloc::string::String::from("this platform has no attestation evidence of its own")))
     }
+    /// Extend `m` into the platform's own measurement registers and log it (TDX: RTMRs and the
+    /// CC event log); Ok(false) on platforms without them.
+    fn measure(&mut self, _m: &veil_agent::tpm::measure::Measurement<'_>) -> Result<bool, BootError> {
+        Ok(false)
+    }
+    /// The platform's event log so far (TDX: the CCEL contents), if it keeps one.
+    fn event_log(&self) -> Option<Vec<u8>> {
+        None
+    }
     /// The launch's host-provided binding register (SNP: HOST_DATA, read from a report), or
     /// None on platforms without one.
     fn launch_host_data(&mut self) -> Result<Option<[u8; 32]>, BootError> {

@@ -65,6 +65,42 @@ fn td_hob(ram: u64) -> Vec<u8> {
     h
 }
 
+/// The firmware's CC event log (printed by the model ROM) replays, with the event-log parser
+/// that replays a real TD's CCEL to its quote's RTMRs (agent/tests/tdx_ccel.rs), to the RTMRs
+/// the model TDX module holds at the hand-off.
+fn rtmrs_replay(log: &str) -> Result<()> {
+    use veil_agent::tpm::{Bank, eventlog};
+    let field = |name: &str| -> Result<Vec<u8>> {
+        let hex = log
+            .lines()
+            .find_map(|l| l.split_once(&format!("{MODEL_MARKER}: {name} ")).map(|(_, h)| h.trim().to_string()))
+            .ok_or_else(|| anyhow::anyhow!("the model ROM did not print {name}"))?;
+        Ok(hex::decode(hex)?)
+    };
+    let ccel = field("CCEL")?;
+    let (banks, events) = eventlog::parse(&ccel).map_err(|e| anyhow::anyhow!("the firmware's CC event log: {e}"))?;
+    if banks != [Bank::Sha384] {
+        bail!("the CC event log's banks are {banks:?}, not SHA-384 alone");
+    }
+    let replayed = eventlog::replay(&events, Bank::Sha384);
+    for i in 0..4u32 {
+        let held = field(&format!("RTMR{i}"))?;
+        let want = replayed.get(&(i + 1)).cloned().unwrap_or_else(|| vec![0u8; 48]);
+        if held != want {
+            bail!(
+                "RTMR{i}: the model holds {}, the CC event log replays to {}",
+                hex::encode(&held),
+                hex::encode(&want)
+            );
+        }
+    }
+    if !events.iter().any(|e| e.pcr == 3) || !events.iter().any(|e| e.pcr == 2) {
+        bail!("the CC event log has no RTMR1/RTMR2 events (the boot target)");
+    }
+    eprintln!("xtask: tdx test: {} CC events replay to the model's RTMR0-3", events.len());
+    Ok(())
+}
+
 /// Boot the TDX model ROM: Linux with an honest TD HOB; refusals with a malformed HOB and a
 /// HOB that lists an added page as unaccepted.
 pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
@@ -109,6 +145,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
             booted.log_path.display()
         );
     }
+    rtmrs_replay(&booted.log)?;
 
     eprintln!("xtask: tdx test: a malformed TD HOB, a page the VMM added twice and an unusable GPAW are refused");
     let mut truncated = td_hob(512 << 20);

@@ -19,6 +19,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use veil_agent::fwcfg::{E820Entry, E820Kind};
 use veil_agent::tdx::hob::{self, Resource, ResourceKind};
 use veil_agent::tdx::tdcall::{self, Regs, TdInfo, TdcallError, TdxCpu};
+use veil_agent::tpm::Bank;
+use veil_agent::tpm::eventlog::EventLog;
+use veil_agent::tpm::measure::{self, Measurement};
 
 use super::{HandoffExtras, Platform};
 use crate::error::BootError;
@@ -72,8 +75,18 @@ pub fn mmio_write(addr: u64, size: u8, value: u64) {
     tdcall::mmio_write(&mut Hw, addr | shared, size, value, shared).unwrap_or_else(|e| vmcall_failed(e))
 }
 
+/// The 48-byte digest TDG.MR.RTMR.EXTEND reads, 64-byte aligned as it requires.
+#[repr(C, align(64))]
+struct RtmrDigest([u8; 48]);
+
+static RTMR_DIGEST: spin::Mutex<RtmrDigest> = spin::Mutex::new(RtmrDigest([0; 48]));
+
 /// The TDX platform.
 pub struct Tdx {
+    /// The CC event log (SHA-384, records by CC MR index): what goes into the CCEL table.
+    log: EventLog,
+    /// Measurements extended.
+    extends: usize,
     info: TdInfo,
     /// The TD HOB's resources.
     resources: Vec<Resource>,
@@ -92,7 +105,10 @@ impl Tdx {
         let page = unsafe { core::slice::from_raw_parts(TD_HOB as *const u8, 4096) };
         let resources = hob::parse(page).map_err(BootError::TdHob)?;
         ACTIVE.store(true, Ordering::SeqCst);
-        Ok(Tdx { info, resources, accepted: Vec::new() })
+        let mut t = Tdx { log: EventLog::new(&[Bank::Sha384]), extends: 0, info, resources, accepted: Vec::new() };
+        // The TD HOB is the VMM's configuration: into RTMR0 first, as TDVF and td-shim do.
+        t.measure(&measure::config("td-hob", page))?;
+        Ok(t)
     }
 
     /// What is accepted: what the VMM added, the HOB's system memory, what the TD accepted.
@@ -116,6 +132,54 @@ impl Tdx {
 impl Platform for Tdx {
     fn name(&self) -> &'static str {
         "tdx"
+    }
+
+    fn measure(&mut self, m: &Measurement<'_>) -> Result<bool, BootError> {
+        let Some(rtmr) = veil_agent::tdx::measure::rtmr_of(m) else { return Ok(true) }; // MRTD
+        let digest = m.digest(Bank::Sha384);
+        let mut buf = RTMR_DIGEST.lock();
+        buf.0.copy_from_slice(&digest);
+        let gpa = &raw const buf.0 as u64;
+        tdcall::rtmr_extend(&mut Hw, rtmr, gpa).map_err(BootError::Tdcall)?;
+        drop(buf);
+        self.log.record(
+            veil_agent::tdx::measure::mr_index(m.pcr),
+            m.event_type,
+            &[(Bank::Sha384, digest)],
+            &m.event_data,
+        );
+        self.extends += 1;
+        Ok(true)
+    }
+
+    fn event_log(&self) -> Option<Vec<u8>> {
+        Some(self.log.as_bytes().to_vec())
+    }
+
+    fn verify_direct_boot(
+        &mut self,
+        setup: &[u8],
+        kernel: &[u8],
+        initrd: &[u8],
+        cmdline: &[u8],
+    ) -> Result<(), BootError> {
+        // Measured direct boot on TDX: QEMU's -kernel (setup part and the rest), -initrd and
+        // -append go into RTMR1 and RTMR2 as the boot target of a disk would.
+        use sha2::Digest;
+        let mut k = sha2::Sha384::new();
+        k.update(setup);
+        k.update(kernel);
+        let kernel_hex = hex::encode(k.finalize());
+        let cmdline = core::str::from_utf8(cmdline).unwrap_or("");
+        for m in [
+            measure::kernel(&kernel_hex),
+            measure::cmdline(cmdline),
+            measure::initrd(&veil_agent::bundle::sha384_hex(initrd)),
+        ] {
+            Platform::measure(self, &m)?;
+        }
+        crate::log!("tdx: measured -kernel, -append and -initrd into RTMR1 and RTMR2");
+        Ok(())
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
