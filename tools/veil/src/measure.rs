@@ -34,6 +34,9 @@ pub enum Platform {
     Tpm,
     /// An AMD SEV-SNP guest under QEMU (the launch digest).
     Snp,
+    /// An Intel TDX guest: RTMR1 and RTMR2 (the boot target); MRTD and RTMR0 depend on the
+    /// VMM's configuration and are not predicted yet.
+    Tdx,
 }
 
 #[derive(Args)]
@@ -61,7 +64,8 @@ pub struct MeasureArgs {
     /// SNP: the SEV features of the VMSAs (the guest policy's; QEMU's default 0x1, SNPActive).
     #[arg(long, value_parser = parse_hex_u64, default_value = "0x1")]
     guest_features: u64,
-    /// SNP: the kernel QEMU boots with kernel-hashes=on (-kernel).
+    /// SNP: the kernel QEMU boots with kernel-hashes=on (-kernel); TDX: the -kernel of a
+    /// direct boot.
     #[arg(long, requires = "append")]
     kernel: Option<PathBuf>,
     /// SNP: its initrd (-initrd; none: an empty one is hashed, as QEMU does).
@@ -174,9 +178,51 @@ fn run_snp(args: &MeasureArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--platform tdx`: RTMR1 and RTMR2 after the boot target (a disk's, or -kernel, -append and
+/// -initrd) and the separators, as the firmware extends them (agent::tdx::measure's mapping of
+/// the same plan the TPM path uses).
+fn run_tdx(args: &MeasureArgs) -> Result<()> {
+    let mut plan: Vec<Measurement<'static>> = Vec::new();
+    match (&args.image, &args.kernel) {
+        (Some(image), None) => {
+            let (_, token) = predict(&args.rom, image)?;
+            plan.extend(measure::boot_target(&token.manifest));
+        }
+        (None, Some(k)) => {
+            let kernel = std::fs::read(k).with_context(|| format!("reading {}", k.display()))?;
+            let initrd = match &args.initrd {
+                Some(i) => std::fs::read(i).with_context(|| format!("reading {}", i.display()))?,
+                None => Vec::new(),
+            };
+            plan.push(measure::kernel(&veil_agent::bundle::sha384_hex(&kernel)));
+            plan.push(measure::cmdline(args.append.as_deref().unwrap_or("")));
+            plan.push(measure::initrd(&veil_agent::bundle::sha384_hex(&initrd)));
+        }
+        _ => bail!("--platform tdx needs --image, or --kernel with --append (and --initrd)"),
+    }
+    plan.extend(measure::separators());
+    let rtmr = veil_agent::tdx::measure::predict(&plan);
+    println!("RTMR1 {}", hex::encode(rtmr[1]));
+    println!("RTMR2 {}", hex::encode(rtmr[2]));
+    if let Some(path) = &args.out {
+        let doc = serde_json::json!({
+            "platform": "tdx",
+            "rtmr1": hex::encode(rtmr[1]),
+            "rtmr2": hex::encode(rtmr[2]),
+            "not_predicted": "MRTD (the ROM as the VMM adds it) and RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)",
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub fn run(args: MeasureArgs) -> Result<()> {
     if let Platform::Snp = args.platform {
         return run_snp(&args);
+    }
+    if let Platform::Tdx = args.platform {
+        return run_tdx(&args);
     }
     let image = args.image.as_ref().context("--platform tpm needs --image")?;
     let (mut pcrs, token) = predict(&args.rom, image)?;

@@ -68,7 +68,7 @@ fn args(kernel: &Path, initrd: &Path, extra: &[&str]) -> Vec<String> {
 /// the file is the one the firmware must find. The values come from the setup part as fw_cfg
 /// serves it (the test ROM's `kernel-setup` dump); they depend only on the memory size, the
 /// initrd's size and the command line, which the boots below keep.
-fn kernel_as_fw_cfg_serves_it(model_rom: &Path, kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf> {
+pub fn kernel_as_fw_cfg_serves_it(model_rom: &Path, kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf> {
     let run = qemu::boot(
         model_rom,
         "snp-kernel-setup",

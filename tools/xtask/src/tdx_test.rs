@@ -13,6 +13,7 @@ use crate::{linux, qemu, root};
 
 /// The model ROM's marker string (kernel/src/tdxmodel.rs MARKER).
 const MODEL_MARKER: &str = "veilboot TDX model ROM";
+const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
 
 /// The release ROM must not contain the TDX model; the model ROM must.
 pub fn check_release_rom_has_no_model(release: &Path, model: &Path) -> Result<()> {
@@ -101,6 +102,40 @@ fn rtmrs_replay(log: &str) -> Result<()> {
     Ok(())
 }
 
+/// `veil measure --platform tdx` for the same -kernel, -append and -initrd predicts the RTMR1
+/// and RTMR2 the model TDX module holds after the boot.
+fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
+    let veil = root().join("target/debug/veil");
+    crate::run(crate::cargo().args(["build", "-q", "-p", "veil"]))?;
+    let out = std::process::Command::new(&veil)
+        .args(["measure", "--platform", "tdx", "--rom", "target/veilboot.fd", "--kernel"])
+        .arg(kernel)
+        .arg("--initrd")
+        .arg(initrd)
+        .args(["--append", APPEND])
+        .current_dir(root())
+        .output()?;
+    if !out.status.success() {
+        bail!("veil measure --platform tdx: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for i in [1, 2] {
+        let predicted = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("RTMR{i} ")))
+            .ok_or_else(|| anyhow::anyhow!("veil measure printed no RTMR{i}"))?;
+        let held = log
+            .lines()
+            .find_map(|l| l.split_once(&format!("{MODEL_MARKER}: RTMR{i} ")).map(|(_, h)| h.trim()))
+            .ok_or_else(|| anyhow::anyhow!("the model ROM printed no RTMR{i}"))?;
+        if predicted.trim() != held {
+            bail!("RTMR{i}: veil measure predicts {predicted}, the model holds {held}");
+        }
+    }
+    eprintln!("xtask: tdx test: veil measure --platform tdx predicts RTMR1 and RTMR2");
+    Ok(())
+}
+
 /// Boot the TDX model ROM: Linux with an honest TD HOB; refusals with a malformed HOB and a
 /// HOB that lists an added page as unaccepted.
 pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
@@ -110,14 +145,17 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     let l = linux::prepare()?;
     let dir = root().join("target/qemu-runs");
     std::fs::create_dir_all(&dir)?;
+    // The kernel as fw_cfg serves it (QEMU rewrites setup header fields outside SEV), so that
+    // what the firmware measures is the file veil measure reads.
+    let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir)?;
     let args = |hob: &Path| -> Vec<String> {
         [
             "-kernel",
-            &l.kernel.display().to_string(),
+            &kernel.display().to_string(),
             "-initrd",
             &l.initrd.display().to_string(),
             "-append",
-            "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet",
+            APPEND,
             "-m",
             "512M",
             "-fw_cfg",
@@ -146,6 +184,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
         );
     }
     rtmrs_replay(&booted.log)?;
+    predicted_rtmrs(&booted.log, &kernel, &l.initrd)?;
 
     eprintln!("xtask: tdx test: a malformed TD HOB, a page the VMM added twice and an unusable GPAW are refused");
     let mut truncated = td_hob(512 << 20);
