@@ -47,8 +47,14 @@ reset16:
 /* ---------------- 32-bit protected mode, paging off ---------------- */
     .code32
 protected32:
-    /* TDX enters here directly; reload our GDT either way. EBP = 1: a TDX start (no SEV
-     * probe: its RDMSR would be a #VE there). */
+    /* TDX enters here directly, every vCPU at once, ESI = the vCPU index: only vCPU 0 boots;
+     * the others spin here (no HLT: it would raise #VE with no handler). Handing them to
+     * Linux through the ACPI multiprocessor wakeup mailbox is not built yet, so a TD runs
+     * Linux on one vCPU. */
+    testl %esi, %esi
+    jnz tdx_ap_park
+    /* Reload our GDT either way. EBP = 1: a TDX start (no SEV probe: its RDMSR would be a
+     * #VE there). */
     movl $1, %ebp
     lgdtl gdt32_desc
     ljmpl $0x08, $protected32_cs
@@ -232,6 +238,12 @@ gdt32_end:
 gdt32_desc:
     .word gdt32_end - gdt32 - 1
     .long gdt32
+
+/* ---------------- TDX application processors: parked ---------------- */
+    .code32
+tdx_ap_park:
+    pause
+    jmp tdx_ap_park
 
 /* ---------------- the #GP gate of the SEV_STATUS probe ---------------- */
 boot_gp:
