@@ -8,6 +8,7 @@
 //!   the TDX module and VMM on the other side, honest or hostile.
 //! * [`hob`]: the TD HOB, the memory map the VMM hands a TD.
 //! * [`measure`]: the measurement plan mapped to RTMRs (UEFI CC mapping).
+//! * [`tdvf`]: the ROM's TDVF metadata and MRTD.
 
 pub mod hob;
 pub mod measure;
@@ -15,6 +16,7 @@ pub mod measure;
 pub mod model;
 pub mod report;
 pub mod tdcall;
+pub mod tdvf;
 #[cfg(test)]
 mod tests;
 

@@ -34,9 +34,18 @@ pub enum Platform {
     Tpm,
     /// An AMD SEV-SNP guest under QEMU (the launch digest).
     Snp,
-    /// An Intel TDX guest: RTMR1 and RTMR2 (the boot target); MRTD and RTMR0 depend on the
-    /// VMM's configuration and are not predicted yet.
+    /// An Intel TDX guest: MRTD (the ROM as QEMU adds it), RTMR1 and RTMR2 (the boot target);
+    /// RTMR0 depends on the VMM's configuration and is not predicted.
     Tdx,
+}
+
+/// The order in which QEMU adds a TD's pages and extends their contents.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PageOrder {
+    /// Each page, then its extends (QEMU 9 and later).
+    Interleaved,
+    /// All pages, then all extends (QEMU 8).
+    AddsFirst,
 }
 
 #[derive(Args)]
@@ -74,6 +83,9 @@ pub struct MeasureArgs {
     /// SNP: its command line (-append; may be empty).
     #[arg(long, requires = "kernel")]
     append: Option<String>,
+    /// TDX: the order QEMU adds pages in, for MRTD.
+    #[arg(long, value_enum, default_value = "interleaved")]
+    page_order: PageOrder,
     /// Also predict PCR 15 after the clusterID was extended (needs the master secret).
     #[arg(long, value_name = "SECRET")]
     after_unseal: Option<PathBuf>,
@@ -202,14 +214,23 @@ fn run_tdx(args: &MeasureArgs) -> Result<()> {
     }
     plan.extend(measure::separators());
     let rtmr = veil_agent::tdx::measure::predict(&plan);
+    let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
+    use veil_agent::tdx::tdvf;
+    let order = match args.page_order {
+        PageOrder::Interleaved => tdvf::PageOrder::Interleaved,
+        PageOrder::AddsFirst => tdvf::PageOrder::AddsFirst,
+    };
+    let mrtd = tdvf::mrtd(&rom, order).map_err(|e| anyhow::anyhow!("{}: {e}", args.rom.display()))?;
+    println!("MRTD {}", hex::encode(mrtd));
     println!("RTMR1 {}", hex::encode(rtmr[1]));
     println!("RTMR2 {}", hex::encode(rtmr[2]));
     if let Some(path) = &args.out {
         let doc = serde_json::json!({
             "platform": "tdx",
+            "mrtd": hex::encode(mrtd),
             "rtmr1": hex::encode(rtmr[1]),
             "rtmr2": hex::encode(rtmr[2]),
-            "not_predicted": "MRTD (the ROM as the VMM adds it) and RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)",
+            "not_predicted": "RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)",
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

@@ -119,6 +119,9 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
         bail!("veil measure --platform tdx: {}", String::from_utf8_lossy(&out.stderr));
     }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !text.lines().any(|l| l.strip_prefix("MRTD ").is_some_and(|h| h.len() == 96)) {
+        bail!("veil measure --platform tdx printed no MRTD:\n{text}");
+    }
     for i in [1, 2] {
         let predicted = text
             .lines()
