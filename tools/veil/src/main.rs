@@ -67,6 +67,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing to a closed pipe (`veil measure ... | head -1`) would
+    // panic; the default action ends the process quietly, as other command-line tools do.
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Secret(cmd) => secret::run(cmd),
