@@ -2,7 +2,8 @@
 //! TDCALL instruction lives in the kernel). Facts and sources: shared/reference/snp-tdx-guest.md,
 //! part B.
 //!
-//! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs).
+//! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs);
+//!   [`quote`]: TD quotes (v4, v5) and the signatures binding them to a PCK key.
 //! * [`tdcall`]: TDCALL leaves and TDG.VP.VMCALL sub-functions over the instruction seam
 //!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
 //!   the TDX module and VMM on the other side, honest or hostile.
@@ -14,6 +15,7 @@ pub mod hob;
 pub mod measure;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
+pub mod quote;
 pub mod report;
 pub mod tdcall;
 pub mod tdvf;
