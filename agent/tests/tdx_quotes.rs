@@ -64,3 +64,21 @@ fn quotes_verify_to_their_pck_key_and_a_changed_byte_refuses() {
     not_tdx[4] = 0;
     assert_eq!(quote::parse(&not_tdx).unwrap_err(), "not a TDX quote (TEE type is not 0x81)");
 }
+
+/// The PCK chain of a real production quote (go-tdx-guest's SPR E4) verifies up to Intel's SGX
+/// root CA, and its PCK key verifies the quote's signatures; against another root it refuses.
+#[test]
+fn a_real_pck_chain_reaches_intels_root() {
+    use veil_agent::tdx::pck::verify_pck_chain;
+    let Some(dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
+    let root = std::fs::read(dir.join("trusted_root.pem")).unwrap();
+    let q = quote::parse(&std::fs::read(dir.join("tdx_prod_quote_SPR_E4.dat")).unwrap()).unwrap();
+    let pck = verify_pck_chain(&q, &root).unwrap();
+    q.verify_signatures(&pck).unwrap();
+    let Some(amd) = testdata("snp/certs/amd-ark-ask") else { return };
+    let other_root = std::fs::read(amd.join("milan-ark.pem")).unwrap();
+    assert_eq!(
+        verify_pck_chain(&q, &other_root).unwrap_err(),
+        "the PCK chain does not end at the pinned Intel SGX root CA"
+    );
+}

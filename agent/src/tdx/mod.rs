@@ -3,7 +3,8 @@
 //! part B.
 //!
 //! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs);
-//!   [`quote`]: TD quotes (v4, v5) and the signatures binding them to a PCK key.
+//!   [`quote`]: TD quotes (v4, v5) and the signatures binding them to a PCK key; `pck`
+//!   (host, `std`): the PCK certificate chain up to Intel's root.
 //! * [`tdcall`]: TDCALL leaves and TDG.VP.VMCALL sub-functions over the instruction seam
 //!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
 //!   the TDX module and VMM on the other side, honest or hostile.
@@ -15,6 +16,8 @@ pub mod hob;
 pub mod measure;
 #[cfg(any(test, feature = "model"))]
 pub mod model;
+#[cfg(feature = "std")]
+pub mod pck;
 pub mod quote;
 pub mod report;
 pub mod tdcall;
