@@ -65,7 +65,10 @@ pub fn calibrate() -> (u64, Source) {
 
 /// Microseconds for a TSC value, since the time base.
 pub fn micros(tsc: u64) -> u64 {
-    let hz = TSC_HZ.load(Ordering::Relaxed).max(1);
+    let hz = TSC_HZ.load(Ordering::Relaxed);
+    if hz == 0 {
+        return 0; // not calibrated yet (a failure before the timeline starts)
+    }
     (u128::from(tsc.saturating_sub(TSC_BASE.load(Ordering::Relaxed))) * 1_000_000 / u128::from(hz)) as u64
 }
 
