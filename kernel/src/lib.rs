@@ -212,16 +212,16 @@ pub extern "C" fn veil_main() -> ! {
         None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
     }
 
-    // The ROM, then the configuration it used.
+    // The ROM, then the configuration it used (the fw_cfg inputs: e820, test hooks, ACPI).
+    let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
+    config.extend(hooks.measured_input());
+    let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
+    config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
     match &mut measured {
         Some(m) => {
             tsc::mark("measure-firmware");
             // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
             let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
-            let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
-            config.extend(hooks.measured_input());
-            let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
-            config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
             let r = m
                 .measure(&measure::rom(rom))
                 .and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
@@ -233,10 +233,7 @@ pub extern "C" fn veil_main() -> ! {
             );
         }
         None if platform_measures => {
-            let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
-            config.extend(hooks.measured_input());
-            let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
-            config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+            tsc::mark("measure-firmware");
             for (name, bytes) in &config {
                 plat.measure(&measure::config(name, bytes)).unwrap_or_else(|e| fail(format_args!("{e}")));
             }
@@ -244,6 +241,7 @@ pub extern "C" fn veil_main() -> ! {
         }
         None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
     }
+    drop(config);
 
     // The kernel comes from the encrypted disk when there is a key source and a disk, else
     // from QEMU's -kernel. The boot volume's header is readable without a key: its

@@ -188,16 +188,21 @@ fn build_tdx_model_firmware() -> Result<PathBuf> {
 /// (so the check cannot pass by looking at the wrong bytes).
 const TEST_ONLY_MARKERS: [&str; 4] = ["opt/veil/test", "opt/veil/test-xts-backend", "xts-bench", "relay-echo"];
 
-/// Fail unless the release ROM carries no test-only code and the test ROM does.
-fn check_release_rom_has_no_test_code(release: &Path, test: &Path) -> Result<()> {
+/// The development key source's warning: only the development ROM may carry it.
+const DEV_KEY_MARKERS: [&str; 1] = ["INSECURE DEVELOPMENT KEY SOURCE"];
+
+/// Fail unless the release ROM lacks every marker of `what` (test hooks, a platform model, the
+/// development key source) and `other`, the ROM built with it, carries them all (so the check
+/// looks at the right bytes).
+pub fn check_release_rom_lacks(release: &Path, other: &Path, what: &str, markers: &[&str]) -> Result<()> {
     let release_bytes = std::fs::read(release)?;
-    let test_bytes = std::fs::read(test)?;
-    for marker in TEST_ONLY_MARKERS {
+    let other_bytes = std::fs::read(other)?;
+    for marker in markers {
         if memchr::memmem::find(&release_bytes, marker.as_bytes()).is_some() {
-            bail!("the release ROM {} contains the test-only name `{marker}`", release.display());
+            bail!("the release ROM {} contains {what} (`{marker}`)", release.display());
         }
-        if memchr::memmem::find(&test_bytes, marker.as_bytes()).is_none() {
-            bail!("the test ROM {} lacks `{marker}`: the release-ROM check would prove nothing", test.display());
+        if memchr::memmem::find(&other_bytes, marker.as_bytes()).is_none() {
+            bail!("{} lacks `{marker}`: the release-ROM check for {what} would prove nothing", other.display());
         }
     }
     Ok(())
@@ -262,7 +267,9 @@ fn test() -> Result<()> {
     let release = build_firmware()?;
     let rom = build_test_firmware()?;
     eprintln!("xtask: firmware test: the release ROM carries no test hooks");
-    check_release_rom_has_no_test_code(&release, &rom)?;
+    check_release_rom_lacks(&release, &rom, "test hooks", &TEST_ONLY_MARKERS)?;
+    eprintln!("xtask: firmware test: the release ROM carries no development key source");
+    check_release_rom_lacks(&release, &build_dev_firmware()?, "the development key source", &DEV_KEY_MARKERS)?;
     firmware_tests(&rom)?;
     eprintln!("xtask: all tests passed");
     Ok(())
@@ -746,7 +753,7 @@ fn snp_model_test() -> Result<()> {
     let release = root().join("target/veilboot.fd");
     let model = build_snp_model_firmware()?;
     eprintln!("xtask: snp test: the release ROM carries no SNP model");
-    snp_test::check_release_rom_has_no_model(&release, &model)?;
+    check_release_rom_lacks(&release, &model, "the SNP model", &[snp_test::MODEL_MARKER])?;
     let oracle = ensure_sev_snp_measure()?;
     snp_test::model_boot_tests(&model, &oracle.with_file_name("python"))?;
     snp_test::attestation_tests(&model, &oracle)

@@ -13,21 +13,8 @@ use anyhow::{Context, Result, bail};
 use crate::{linux, qemu, root};
 
 /// The model ROM's marker string (kernel/src/snpmodel.rs MARKER).
-const MODEL_MARKER: &str = "veilboot SNP model ROM";
+pub const MODEL_MARKER: &str = "veilboot SNP model ROM";
 const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
-
-/// The release ROM must not contain the model; the model ROM must (so the check looks at the
-/// right bytes).
-pub fn check_release_rom_has_no_model(release: &Path, model: &Path) -> Result<()> {
-    let (r, m) = (std::fs::read(release)?, std::fs::read(model)?);
-    if memchr::memmem::find(&r, MODEL_MARKER.as_bytes()).is_some() {
-        bail!("the release ROM {} contains the SNP model (`{MODEL_MARKER}`)", release.display());
-    }
-    if memchr::memmem::find(&m, MODEL_MARKER.as_bytes()).is_none() {
-        bail!("the model ROM {} lacks `{MODEL_MARKER}`: the release-ROM check would prove nothing", model.display());
-    }
-    Ok(())
-}
 
 /// The SEV hash table of (kernel, initrd, append) as sev-snp-measure builds it.
 fn sev_hashes(python: &Path, kernel: &Path, initrd: &Path, out: &Path) -> Result<()> {

@@ -12,20 +12,8 @@ use anyhow::{Result, bail};
 use crate::{linux, qemu, root};
 
 /// The model ROM's marker string (kernel/src/tdxmodel.rs MARKER).
-const MODEL_MARKER: &str = "veilboot TDX model ROM";
+pub const MODEL_MARKER: &str = "veilboot TDX model ROM";
 const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
-
-/// The release ROM must not contain the TDX model; the model ROM must.
-pub fn check_release_rom_has_no_model(release: &Path, model: &Path) -> Result<()> {
-    let (r, m) = (std::fs::read(release)?, std::fs::read(model)?);
-    if memchr::memmem::find(&r, MODEL_MARKER.as_bytes()).is_some() {
-        bail!("the release ROM {} contains the TDX model (`{MODEL_MARKER}`)", release.display());
-    }
-    if memchr::memmem::find(&m, MODEL_MARKER.as_bytes()).is_none() {
-        bail!("the model ROM {} lacks `{MODEL_MARKER}`: the release-ROM check would prove nothing", model.display());
-    }
-    Ok(())
-}
 
 /// A resource descriptor HOB (type 3, 48 bytes): header, owner GUID, type, attributes,
 /// start, length.
@@ -143,7 +131,7 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
 /// HOB that lists an added page as unaccepted.
 pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     eprintln!("xtask: tdx test: the release ROM carries no TDX model");
-    check_release_rom_has_no_model(release, model_rom)?;
+    crate::check_release_rom_lacks(release, model_rom, "the TDX model", &[MODEL_MARKER])?;
     let t = Duration::from_secs(120);
     let l = linux::prepare()?;
     let dir = root().join("target/qemu-runs");

@@ -211,22 +211,22 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
 pub fn port_in(port: u16, size: u8) -> u32 {
     match with_ghcb(|g| g.io_read(port, size)) {
         Some(Ok(v)) => v,
-        Some(Err(e)) => ghcb_failed("port input", e),
+        Some(Err(_)) => ghcb_failed(),
         None => 0xFFFF_FFFF, // re-entered: reads as a missing device
     }
 }
 
 /// Port output through the GHCB (IOIO exit).
 pub fn port_out(port: u16, size: u8, value: u32) {
-    if let Some(Err(e)) = with_ghcb(|g| g.io_write(port, size, value)) {
-        ghcb_failed("port output", e);
+    if let Some(Err(_)) = with_ghcb(|g| g.io_write(port, size, value)) {
+        ghcb_failed();
     }
 }
 
 /// String port input through the GHCB's shared buffer.
 pub fn port_in_bytes(port: u16, buf: &mut [u8]) {
-    if let Some(Err(e)) = with_ghcb(|g| g.io_read_bytes(port, buf)) {
-        ghcb_failed("port input", e);
+    if let Some(Err(_)) = with_ghcb(|g| g.io_read_bytes(port, buf)) {
+        ghcb_failed();
     }
 }
 
@@ -235,15 +235,15 @@ pub fn port_in_bytes(port: u16, buf: &mut [u8]) {
 pub fn mmio_read(addr: u64, size: u8) -> u64 {
     match with_ghcb(|g| g.mmio_read(addr, size, &is_device_memory)) {
         Some(Ok(v)) => v,
-        Some(Err(e)) => ghcb_failed("MMIO read", e),
+        Some(Err(_)) => ghcb_failed(),
         None => u64::MAX,
     }
 }
 
 /// MMIO write through the GHCB.
 pub fn mmio_write(addr: u64, size: u8, value: u64) {
-    if let Some(Err(e)) = with_ghcb(|g| g.mmio_write(addr, size, value, &is_device_memory)) {
-        ghcb_failed("MMIO write", e);
+    if let Some(Err(_)) = with_ghcb(|g| g.mmio_write(addr, size, value, &is_device_memory)) {
+        ghcb_failed();
     }
 }
 
@@ -253,11 +253,11 @@ fn is_device_memory(addr: u64) -> bool {
     (0xB000_0000..0xFF00_0000).contains(&addr)
 }
 
-fn ghcb_failed(what: &str, e: ghcb::GhcbError) -> ! {
-    // The console itself may be what failed: the hypervisor learns the reason code only.
+/// A GHCB exit the hypervisor refused: the console itself may be what failed, so the
+/// hypervisor learns only the reason code.
+fn ghcb_failed() -> ! {
     ACTIVE.store(false, Ordering::SeqCst);
     crate::cpu::port::ROUTE.store(crate::cpu::port::NATIVE, Ordering::SeqCst);
-    let _ = (what, e);
     terminate(Termination::Hypervisor)
 }
 
@@ -281,7 +281,6 @@ pub fn handle_vc(frame: &mut Frame) -> bool {
 
 /// The SEV-SNP platform.
 pub struct Snp {
-    cbit: u8,
     /// RAM validated so far (start, end), besides what the launch validated.
     validated: Vec<(u64, u64)>,
     /// Guest messages on VMPCK0, once used.
@@ -331,7 +330,7 @@ impl Snp {
         CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
         crate::cpu::port::ROUTE.store(crate::cpu::port::GHCB, Ordering::SeqCst);
         ACTIVE.store(true, Ordering::SeqCst);
-        Snp { cbit, validated: Vec::new(), channel: None }
+        Snp { validated: Vec::new(), channel: None }
     }
 
     /// The guest-message channel on VMPCK0 (opened on first use; the firmware is the first
@@ -370,11 +369,6 @@ impl Snp {
         let payload = requests::key_request(KEY_FIELDS, KEY_VMPL, 0, 0);
         let answer = self.request(MsgType::KeyRequest, &payload)?;
         Ok(requests::key_response(&answer.payload)?)
-    }
-
-    /// The C-bit position (from the CPUID page, checked against the hypervisor's).
-    pub fn cbit(&self) -> u8 {
-        self.cbit
     }
 
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
