@@ -30,6 +30,8 @@ pub struct Tables {
     pub tpm_log: Option<(u64, usize)>,
     /// The CC event log area of the CCEL table the firmware added (TDX): address and size.
     pub ccel_log: Option<(u64, usize)>,
+    /// Memory Linux must keep as ACPI NVS (start, length).
+    pub nvs: Vec<(u64, u64)>,
 }
 
 /// The ACPI blob QEMU allocates for the TPM event log (LASA/LAML of the TPM2 table).
@@ -100,47 +102,63 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, BootErr
         inputs,
         tpm_log,
         ccel_log: None,
+        nvs: Vec::new(),
     }))
 }
 
 impl Tables {
-    /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
-    /// Add a table (header and checksum complete) to the root table (XSDT, else RSDT): the
-    /// root is copied with one more entry and the RSDP points at the copy.
-    pub fn add_table(&mut self, table: &[u8]) -> Result<u64, BootError> {
+    /// The root table (the XSDT if the RSDP has one, else the RSDT): address, length and the
+    /// size of its entries.
+    fn root(&self) -> Result<(u64, usize, usize), BootError> {
         if self.rsdp == 0 {
-            return Err(BootError::AcpiTable("no RSDP to add a table under"));
+            return Err(BootError::AcpiTable("no RSDP"));
         }
-        let at = place(table.len(), 16).ok_or(BootError::OutOfMemory(table.len()))?;
-        // SAFETY: `place` allocated table.len() bytes at `at`.
-        unsafe { core::ptr::copy_nonoverlapping(table.as_ptr(), at as *mut u8, table.len()) };
-        self.ranges.push((at, (table.len() as u64).div_ceil(4096) * 4096));
         // SAFETY: the RSDP the loader placed (36 bytes for revision 2, 20 before), in memory
         // the firmware allocated and reports to Linux as ACPI data.
-        let rsdp = unsafe { core::slice::from_raw_parts_mut(self.rsdp as *mut u8, 36) };
+        let rsdp = unsafe { core::slice::from_raw_parts(self.rsdp as *const u8, 36) };
         let xsdt = u64::from_le_bytes(rsdp[24..32].try_into().expect("8 bytes"));
         let (root, entry) = if rsdp[15] >= 2 && xsdt != 0 {
             (xsdt, 8)
         } else {
             (u64::from(u32::from_le_bytes(rsdp[16..20].try_into().expect("4 bytes"))), 4)
         };
-        // SAFETY: the root table the loader linked (its length is in its header).
-        let len = unsafe { core::ptr::read_unaligned((root + 4) as *const u32) } as usize;
+        let len = self.table_len(root).ok_or(BootError::AcpiTable("a root table outside the loaded tables"))?;
         if !(36..=64 * 1024).contains(&len) {
             return Err(BootError::AcpiTable("a root table of impossible length"));
         }
-        let new_len = len + entry;
+        Ok((root, len, entry))
+    }
+
+    /// The length of the table at `addr`, if its header and all of it lie in the memory the
+    /// loader filled (table addresses are pointers QEMU's loader commands patched).
+    fn table_len(&self, addr: u64) -> Option<usize> {
+        let inside = |a: u64, n: u64| self.ranges.iter().any(|(s, l)| a >= *s && a.saturating_add(n) <= s + l);
+        if !inside(addr, 36) {
+            return None;
+        }
+        // SAFETY: 36 bytes at `addr` lie in a blob the firmware placed (checked above).
+        let len = unsafe { core::ptr::read_unaligned((addr + 4) as *const u32) } as usize;
+        inside(addr, len as u64).then_some(len)
+    }
+
+    /// Point the root table at a copy of itself with `change` applied to its entries area,
+    /// and the RSDP at the copy (checksums updated).
+    fn rewrite_root(&mut self, extra: usize, change: impl FnOnce(&mut [u8], usize)) -> Result<(), BootError> {
+        let (root, len, entry) = self.root()?;
+        let new_len = len + extra;
         let new_root = place(new_len, 16).ok_or(BootError::OutOfMemory(new_len))?;
-        // SAFETY: `place` allocated new_len bytes; the old root has `len`.
+        // SAFETY: `place` allocated new_len bytes; the old root has `len` (checked by root()).
         let new = unsafe {
             core::ptr::copy_nonoverlapping(root as *const u8, new_root as *mut u8, len);
             core::slice::from_raw_parts_mut(new_root as *mut u8, new_len)
         };
-        new[len..].copy_from_slice(&at.to_le_bytes()[..entry]);
+        change(new, entry);
         new[4..8].copy_from_slice(&(new_len as u32).to_le_bytes());
         new[9] = 0;
         new[9] = checksum(new);
         self.ranges.push((new_root, (new_len as u64).div_ceil(4096) * 4096));
+        // SAFETY: as in root().
+        let rsdp = unsafe { core::slice::from_raw_parts_mut(self.rsdp as *mut u8, 36) };
         if entry == 8 {
             rsdp[24..32].copy_from_slice(&new_root.to_le_bytes());
             rsdp[32] = 0;
@@ -150,6 +168,58 @@ impl Tables {
         }
         rsdp[8] = 0;
         rsdp[8] = checksum(&rsdp[..20]);
+        Ok(())
+    }
+
+    /// Add a table (header and checksum complete) to the root table (XSDT, else RSDT): the
+    /// root is copied with one more entry and the RSDP points at the copy.
+    pub fn add_table(&mut self, table: &[u8]) -> Result<u64, BootError> {
+        let at = place(table.len(), 16).ok_or(BootError::OutOfMemory(table.len()))?;
+        // SAFETY: `place` allocated table.len() bytes at `at`.
+        unsafe { core::ptr::copy_nonoverlapping(table.as_ptr(), at as *mut u8, table.len()) };
+        self.ranges.push((at, (table.len() as u64).div_ceil(4096) * 4096));
+        let (_, len, entry) = self.root()?;
+        self.rewrite_root(entry, |new, entry| new[len..].copy_from_slice(&at.to_le_bytes()[..entry]))?;
+        Ok(at)
+    }
+
+    /// Give the MADT a multiprocessor wakeup structure for `mailbox` (TDX): a copy of QEMU's
+    /// MADT with the structure appended replaces it in the root table.
+    pub fn add_mp_wakeup(&mut self, mailbox: u64) -> Result<(), BootError> {
+        let (root, len, entry) = self.root()?;
+        // SAFETY: the root table, `len` bytes inside the loaded tables (root()).
+        let entries = unsafe { core::slice::from_raw_parts((root + 36) as *const u8, len - 36) };
+        let mut found = None;
+        for (i, e) in entries.chunks_exact(entry).enumerate() {
+            let mut a = [0u8; 8];
+            a[..entry].copy_from_slice(e);
+            let addr = u64::from_le_bytes(a);
+            let Some(tlen) = self.table_len(addr) else { continue };
+            // SAFETY: `tlen` bytes at `addr` lie in the loaded tables (table_len).
+            let table = unsafe { core::slice::from_raw_parts(addr as *const u8, tlen) };
+            if &table[..4] == b"APIC" {
+                found = Some((i, table.to_vec()));
+                break;
+            }
+        }
+        let (index, madt) = found.ok_or(BootError::AcpiTable("no MADT to add the TDX wakeup mailbox to"))?;
+        let new = veil_agent::tdx::wakeup::madt_with_wakeup(&madt, mailbox).map_err(BootError::Madt)?;
+        let at = place(new.len(), 16).ok_or(BootError::OutOfMemory(new.len()))?;
+        // SAFETY: `place` allocated new.len() bytes at `at`.
+        unsafe { core::ptr::copy_nonoverlapping(new.as_ptr(), at as *mut u8, new.len()) };
+        self.ranges.push((at, (new.len() as u64).div_ceil(4096) * 4096));
+        self.rewrite_root(0, |t, entry| {
+            let off = 36 + index * entry;
+            t[off..off + entry].copy_from_slice(&at.to_le_bytes()[..entry]);
+        })
+    }
+
+    /// Memory the firmware sets aside for Linux to keep as ACPI NVS (TDX: the wakeup mailbox
+    /// and the APs' page tables), page-aligned and zeroed.
+    pub fn nvs_pages(&mut self, pages: usize) -> Result<u64, BootError> {
+        let len = pages * 4096;
+        let at = place(len, 4096).ok_or(BootError::OutOfMemory(len))?;
+        self.nvs.push((at, len as u64));
         Ok(at)
     }
 
@@ -190,7 +260,7 @@ impl Tables {
         Ok(())
     }
 
-    /// Write the TPM event log into the TPM2 table's log area.
+    /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
     pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), BootError> {
         let Some((addr, size)) = self.tpm_log else {
             return Err(BootError::NoTpmLogArea);

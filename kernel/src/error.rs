@@ -66,6 +66,10 @@ pub enum BootError {
     Tdcall(veil_agent::tdx::tdcall::TdcallError),
     /// The TD HOB is malformed.
     TdHob(veil_agent::tdx::hob::HobError),
+    /// QEMU's MADT cannot take the TDX wakeup mailbox.
+    Madt(veil_agent::tdx::wakeup::MadtError),
+    /// TDX application processors did not reach the wakeup mailbox: (arrived, expected).
+    ApsMissing(u32, u32),
     /// The launch is not bound to this disk's boot target: why.
     LaunchBinding(String),
     /// Guest RAM this build cannot make usable on a confidential platform: where.
@@ -143,6 +147,11 @@ impl fmt::Display for BootError {
             BootError::Tdcall(e) => write!(f, "TDX: {e}"),
             BootError::AcpiTable(why) => write!(f, "ACPI tables: {why}"),
             BootError::TdHob(e) => write!(f, "{e}"),
+            BootError::Madt(e) => write!(f, "ACPI tables: {e}"),
+            BootError::ApsMissing(arrived, expected) => write!(
+                f,
+                "TDX: {arrived} of {expected} application processors reached the wakeup mailbox (the VMM did not run the others)"
+            ),
             BootError::UnsupportedRam(at) => write!(
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"

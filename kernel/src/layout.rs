@@ -20,6 +20,9 @@ pub const STACK_TOP: u64 = 0x82_1000;
 pub const IST1_TOP: u64 = 0x82_5000;
 /// Second interrupt stack top.
 pub const IST2_TOP: u64 = 0x82_9000;
+/// TDX: where the parked application processors learn, from the BSP, their long-mode page
+/// tables (+0, CR3), the ACPI wakeup mailbox (+4) and say they arrived (+8) (boot.S).
+pub const AP_PARK: u64 = 0x82_F000;
 // 0x900000 and 0x901000 are the SEV-SNP secrets and CPUID pages, 0x902000 the TD HOB,
 // 0x903000 the SEV hash table of measured direct boot (declared in boot.S's SEV and TDX
 // metadata and footer table, so a VMM fills and measures them there).

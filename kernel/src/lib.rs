@@ -378,6 +378,9 @@ pub extern "C" fn veil_main() -> ! {
         // is written once the last measurement is in.
         t.add_ccel(CCEL_AREA).unwrap_or_else(|e| fail(format_args!("{e}")));
     }
+    if let Some(t) = acpi.as_mut() {
+        plat.extend_acpi(t).unwrap_or_else(|e| fail(format_args!("{e}")));
+    }
     let extras = plat.prepare_handoff(&e820).unwrap_or_else(|e| fail(format_args!("{e}")));
     let target = linux::Target { e820: &e820, heap: (start, size), acpi: acpi.as_ref(), extra_cpio: &handoff, extras };
     let prepared = match &from_disk {

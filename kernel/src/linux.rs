@@ -194,6 +194,9 @@ pub fn prepare(
         for (start, len) in &t.ranges {
             map = reserve(&map, *start, *len, E820Kind::Acpi);
         }
+        for (start, len) in &t.nvs {
+            map = reserve(&map, *start, *len, E820Kind::Nvs);
+        }
         rsdp = t.rsdp;
     }
     let handoff =

@@ -17,9 +17,15 @@ pub fn enable_nx() -> bool {
         return false;
     }
     let text_end = (&raw const __text_end) as u64;
-    // SAFETY: EFER exists on every long-mode CPU; setting NXE only makes bit 63 of page-table
-    // entries meaningful, and none is set yet.
-    unsafe { wrmsr(EFER, rdmsr(EFER) | (1 << 11)) };
+    // SAFETY: EFER exists on every long-mode CPU.
+    let efer = unsafe { rdmsr(EFER) };
+    // Written only if it changes: a TD starts with NXE set and does not write EFER (Linux's
+    // TDX path avoids the write the same way).
+    if efer & (1 << 11) == 0 {
+        // SAFETY: setting NXE only makes bit 63 of page-table entries meaningful, and none is
+        // set yet.
+        unsafe { wrmsr(EFER, efer | (1 << 11)) };
+    }
     // SAFETY: the page tables are the ones boot.S built at these identity-mapped addresses;
     // nothing else references them while we update single entries with volatile accesses.
     unsafe {

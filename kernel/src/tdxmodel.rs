@@ -25,7 +25,8 @@ pub const MARKER: &str = "veilboot TDX model ROM";
 const TEST_TD_HOB: &str = "opt/veil/test-td-hob";
 /// fw_cfg name of the way a test wants the VMM to misbehave: `added-twice` (it added the page
 /// at 1 MiB to the TD although the TD HOB lists it as unaccepted: a replayed page), `gpaw`
-/// (TDG.VP.INFO reports a 40-bit address width).
+/// (TDG.VP.INFO reports a 40-bit address width), `aps-missing` (it reports the vCPUs QEMU has
+/// but never runs the APs).
 const TEST_HOSTILE: &str = "opt/veil/test-tdx-hostile";
 
 static LAUNCHED: AtomicBool = AtomicBool::new(false);
@@ -53,13 +54,96 @@ pub fn launch() {
     for (start, end) in [(0x80_0000u64, 0x90_0000u64), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)] {
         m.pre_accept(start, end - start);
     }
-    match cfg.read_file(TEST_HOSTILE, 64).ok().flatten().as_deref().map(<[u8]>::trim_ascii) {
-        Some(b"added-twice") => m.pre_accept(0x10_0000, 0x1000),
-        Some(b"gpaw") => m.hostile.gpaw = Some(40),
+    let hostile = cfg.read_file(TEST_HOSTILE, 64).ok().flatten().unwrap_or_default();
+    match hostile.trim_ascii() {
+        b"added-twice" => m.pre_accept(0x10_0000, 0x1000),
+        b"gpaw" => m.hostile.gpaw = Some(40),
         _ => {}
     }
+    let mut cpus = [0u8; 2];
+    m.vcpus = match cfg.read_selector(FW_CFG_NB_CPUS, &mut cpus) {
+        Ok(()) => u32::from(u16::from_le_bytes(cpus)).max(1),
+        Err(_) => 1,
+    };
+    let vcpus = m.vcpus;
     *MODEL.lock() = Some(m);
     LAUNCHED.store(true, Ordering::SeqCst);
+    if vcpus > 1 && hostile.trim_ascii() != b"aps-missing" {
+        start_aps();
+    }
+}
+
+/// fw_cfg selector of the number of boot CPUs (u16).
+const FW_CFG_NB_CPUS: u16 = 0x05;
+/// Where the APs' real-mode start stub goes (a SIPI vector page below 1 MiB).
+const SIPI_PAGE: u64 = 0x9_F000;
+
+// A TD's APs start at the reset vector in 32-bit protected mode with ESI = their vCPU index;
+// TCG's wait in wait-for-SIPI. This stub, started by INIT-SIPI-SIPI at SIPI_PAGE, puts them in
+// that state (flat protected mode, ESI = the APIC ID, which is the vCPU index in QEMU's
+// default topology) and jumps to the reset vector.
+core::arch::global_asm!(
+    r#"
+    .pushsection .rodata.veil_sipi_stub, "a"
+    .globl veil_sipi_stub_start
+    .globl veil_sipi_stub_end
+    .code16
+veil_sipi_stub_start:
+    cli
+    lgdtl %cs:(veil_sipi_gdt_desc - veil_sipi_stub_start)
+    movl %cr0, %eax
+    orl $1, %eax
+    movl %eax, %cr0
+    ljmpl $0x08, $(0x9F000 + veil_sipi_32 - veil_sipi_stub_start)
+    .code32
+veil_sipi_32:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movl 0xFEE00020, %esi
+    shrl $24, %esi
+    movl $0xFFFFFFF0, %eax
+    jmp *%eax
+    .p2align 3
+veil_sipi_gdt:
+    .quad 0
+    .quad 0x00CF9B000000FFFF
+    .quad 0x00CF93000000FFFF
+veil_sipi_gdt_desc:
+    .word 23
+    .long 0x9F000 + veil_sipi_gdt - veil_sipi_stub_start
+veil_sipi_stub_end:
+    .code64
+    .popsection
+"#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static veil_sipi_stub_start: u8;
+    static veil_sipi_stub_end: u8;
+}
+
+/// Start every other CPU at the reset vector in a TD's start state (the stub above).
+fn start_aps() {
+    const ICR_LOW: u64 = 0xFEE0_0300;
+    let start = &raw const veil_sipi_stub_start;
+    let len = (&raw const veil_sipi_stub_end) as usize - start as usize;
+    // SAFETY: the stub's bytes (in .rodata) go to SIPI_PAGE, RAM below 1 MiB that nothing uses
+    // yet; the local APIC's ICR is at its architectural address, identity mapped. All
+    // excluding self: INIT, then SIPI twice (the second is ignored by a started CPU).
+    unsafe {
+        core::ptr::copy_nonoverlapping(start, SIPI_PAGE as *mut u8, len);
+        let icr = ICR_LOW as *mut u32;
+        for command in [0x000C_4500u32, 0x000C_4600 | (SIPI_PAGE >> 12) as u32, 0x000C_4600 | (SIPI_PAGE >> 12) as u32]
+        {
+            icr.write_volatile(command);
+            while icr.read_volatile() & (1 << 12) != 0 {
+                core::hint::spin_loop();
+            }
+        }
+    }
 }
 
 /// #UD on TDCALL (66 0F 01 CC), answered by the model; false for anything else.

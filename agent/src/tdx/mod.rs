@@ -11,6 +11,7 @@
 //! * [`hob`]: the TD HOB, the memory map the VMM hands a TD.
 //! * [`measure`]: the measurement plan mapped to RTMRs (UEFI CC mapping).
 //! * [`tdvf`]: the ROM's TDVF metadata and MRTD.
+//! * [`wakeup`]: the MADT multiprocessor wakeup structure and the APs' page tables.
 
 pub mod hob;
 pub mod measure;
@@ -24,6 +25,7 @@ pub mod tdcall;
 pub mod tdvf;
 #[cfg(test)]
 mod tests;
+pub mod wakeup;
 
 use core::fmt;
 

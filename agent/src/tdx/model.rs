@@ -40,6 +40,8 @@ pub struct TdxModel {
     pub gpaw: u8,
     /// TD attributes.
     pub attributes: u64,
+    /// vCPUs (TDG.VP.INFO's NUM_VCPUS and MAX_VCPUS).
+    pub vcpus: u32,
     /// Accepted private ranges (start -> length).
     pub accepted: BTreeMap<u64, u64>,
     /// Pages (4 KiB GPAs) currently shared.
@@ -79,6 +81,7 @@ impl TdxModel {
             machine: None,
             gpaw: 52,
             attributes: 1 << 28, // SEPT_VE_DISABLE
+            vcpus: 1,
             accepted: BTreeMap::new(),
             shared: BTreeSet::new(),
             rtmr: [[0; 48]; 4],
@@ -235,7 +238,8 @@ impl TdxCpu for TdxModel {
                 self.calls.push((leaf::VP_INFO, 0));
                 r.rcx = u64::from(self.hostile.gpaw.unwrap_or(self.gpaw));
                 r.rdx = self.attributes;
-                (r.r8, r.r9, r.rax) = (1 | (1 << 32), 0, 0);
+                let n = u64::from(self.vcpus);
+                (r.r8, r.r9, r.rax) = (n | (n << 32), 0, 0);
             }
             leaf::MEM_PAGE_ACCEPT => {
                 self.calls.push((leaf::MEM_PAGE_ACCEPT, 0));

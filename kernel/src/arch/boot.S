@@ -25,6 +25,7 @@
     .set GUARD_PAGE, 0x810000          /* not present: under the boot stack */
     .set STACK_TOP,  0x821000
     .set CPUID_PAGE, 0x901000          /* SEV-SNP CPUID page (SEV metadata below) */
+    .set AP_PARK,    0x82F000          /* TDX: where parked APs learn their long-mode CR3 */
 
     .section .rom_tail, "ax"
 rom_tail_start:
@@ -48,9 +49,7 @@ reset16:
     .code32
 protected32:
     /* TDX enters here directly, every vCPU at once, ESI = the vCPU index: only vCPU 0 boots;
-     * the others spin here (no HLT: it would raise #VE with no handler). Handing them to
-     * Linux through the ACPI multiprocessor wakeup mailbox is not built yet, so a TD runs
-     * Linux on one vCPU. */
+     * the others wait in tdx_ap_park for the ACPI multiprocessor wakeup mailbox. */
     testl %esi, %esi
     jnz tdx_ap_park
     /* Reload our GDT either way. EBP = 1: a TDX start (no SEV probe: its RDMSR would be a
@@ -201,11 +200,15 @@ protected32_cs:
     movl %cr4, %eax
     orl $0x20, %eax
     movl %eax, %cr4
+    /* EFER.LME, unless it is set already: a TD starts with it set and does not write EFER
+     * (as OVMF's and Linux's TDX paths avoid it; the APs below do the same). */
     movl $0xC0000080, %ecx
     rdmsr
+    btl $8, %eax
+    jc 9f
     orl $0x100, %eax
     wrmsr
-    movl %cr0, %eax
+9:  movl %cr0, %eax
     orl $0x80010001, %eax
     movl %eax, %cr0
     ljmpl $0x18, $long64
@@ -239,11 +242,55 @@ gdt32_desc:
     .word gdt32_end - gdt32 - 1
     .long gdt32
 
-/* ---------------- TDX application processors: parked ---------------- */
+/* ---------------- TDX application processors: the wakeup mailbox ---------------- */
+/* ESI = the vCPU index (the TDX start state), kept throughout. The APs wait in 32-bit mode
+ * until the BSP publishes, at AP_PARK, the address of the ACPI multiprocessor wakeup mailbox
+ * (+4) and then page tables that identity-map 0-4 GiB from memory Linux keeps (+0, CR3);
+ * each AP enters long mode on them, says it arrived (+8, counted), and from then on touches
+ * only the mailbox (ACPI NVS) and this ROM: when Linux writes command 1 (wakeup) with this
+ * AP's APIC ID (= the vCPU index, as OVMF's loop takes it), the AP reads the wakeup vector,
+ * acknowledges by clearing the command, and jumps there in long mode, interrupts off
+ * (ACPI 6.4, 5.2.12.19). No HLT anywhere: it would raise #VE with no handler. */
     .code32
 tdx_ap_park:
-    pause
-    jmp tdx_ap_park
+    lgdtl gdt32_desc
+    ljmpl $0x08, $1f
+1:  movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+2:  pause
+    movl AP_PARK, %eax
+    testl %eax, %eax
+    jz 2b
+    movl %eax, %cr3
+    movl %cr4, %eax
+    orl $0x20, %eax
+    movl %eax, %cr4
+    movl $0xC0000080, %ecx
+    rdmsr
+    btl $8, %eax
+    jc 3f
+    orl $0x100, %eax
+    wrmsr
+3:  movl %cr0, %eax
+    orl $0x80010001, %eax
+    movl %eax, %cr0
+    ljmpl $0x18, $tdx_ap_mailbox
+    .code64
+tdx_ap_mailbox:
+    movl AP_PARK + 4, %ebx
+    lock incl AP_PARK + 8
+4:  pause
+    cmpw $1, (%rbx)
+    jne 4b
+    cmpl %esi, 4(%rbx)
+    jne 4b
+    movq 8(%rbx), %rax
+    movw $0, (%rbx)
+    cli
+    jmp *%rax
+    .code32
 
 /* ---------------- the #GP gate of the SEV_STATUS probe ---------------- */
 boot_gp:

@@ -58,6 +58,11 @@ pub trait Platform {
     fn prepare_handoff(&mut self, _e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         Ok(HandoffExtras::default())
     }
+    /// Add what this platform needs to the ACPI tables Linux gets (TDX: the multiprocessor
+    /// wakeup structure, whose mailbox the application processors then wait in).
+    fn extend_acpi(&mut self, _tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
+        Ok(())
+    }
     /// Last step before the jump (SNP: wipe VMPCK0).
     fn before_jump(&mut self) {}
     /// The TEE this platform attests as with its own evidence (SNP), or None (the plain

@@ -159,13 +159,19 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     eprintln!("xtask: tdx test: the model ROM boots Linux as a TD (TD HOB, accept, VMCALL I/O, fw_cfg DMA via MapGPA)");
     let hob = dir.join("td-hob.bin");
     std::fs::write(&hob, td_hob(512 << 20))?;
-    let booted = qemu::boot(model_rom, "tdx-linux", &args(&hob), t)?;
+    // Two vCPUs: the second reaches Linux only through the ACPI multiprocessor wakeup mailbox
+    // (the model starts it at the reset vector as a TD's APs start; Linux then finds the
+    // MADT's wakeup structure and uses the mailbox instead of INIT/SIPI).
+    let mut two = args(&hob);
+    two.extend(["-smp".to_string(), "2".to_string()]);
+    let booted = qemu::boot(model_rom, "tdx-linux", &two, t)?;
     booted
         .expect("on the tdx platform")?
         .expect("made shared for DMA (shared bit set, MapGPA)")?
+        .expect("tdx: application processors in the ACPI wakeup mailbox at 0x")?
         .expect("tdx: accepted the remaining")?
         .expect("Linux version")?
-        .expect(linux::MARKER)?
+        .expect(&format!("{} cpus=2", linux::MARKER))?
         .expect("\"platform\":\"tdx\"")?;
     if booted.code != Some(0) {
         bail!(
@@ -177,7 +183,9 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     rtmrs_replay(&booted.log)?;
     predicted_rtmrs(&booted.log, &kernel, &l.initrd)?;
 
-    eprintln!("xtask: tdx test: a malformed TD HOB, a page the VMM added twice and an unusable GPAW are refused");
+    eprintln!(
+        "xtask: tdx test: a malformed TD HOB, a page the VMM added twice, an unusable GPAW and APs that never run are refused"
+    );
     let mut truncated = td_hob(512 << 20);
     truncated.truncate(truncated.len() - 8);
     let bad = dir.join("td-hob-truncated.bin");
@@ -191,8 +199,13 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
             "TDG.MEM.PAGE.ACCEPT of 0x100000: accepted already (the VMM added the page twice): refusing it",
         ),
         ("gpaw", "FATAL: TDX: TDG.VP.INFO: a guest-physical address width of 40 (48 or 52 expected)"),
+        (
+            "aps-missing",
+            "FATAL: TDX: 0 of 1 application processors reached the wakeup mailbox (the VMM did not run the others)",
+        ),
     ] {
         let mut a = args(&hob);
+        a.extend(["-smp".to_string(), "2".to_string()]);
         a.extend(["-fw_cfg".to_string(), format!("name=opt/veil/test-tdx-hostile,string={how}")]);
         qemu::boot(model_rom, &format!("tdx-hostile-{how}"), &a, t)?.expect(want)?.expect_exit(qemu::EXIT_FAILURE)?;
     }

@@ -19,6 +19,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use veil_agent::fwcfg::{E820Entry, E820Kind};
 use veil_agent::tdx::hob::{self, Resource, ResourceKind};
 use veil_agent::tdx::tdcall::{self, Regs, TdInfo, TdcallError, TdxCpu};
+use veil_agent::tdx::wakeup;
 use veil_agent::tpm::Bank;
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
@@ -193,6 +194,28 @@ impl Platform for Tdx {
         self.accept(start, start + len).map(|_| ())
     }
 
+    fn extend_acpi(&mut self, tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
+        let aps = self.info.num_vcpus.saturating_sub(1);
+        if aps == 0 {
+            return Ok(());
+        }
+        // The mailbox page, then the APs' page tables: ACPI NVS, which Linux keeps; below
+        // 4 GiB, since the APs load CR3 in 32-bit mode.
+        let region = tables.nvs_pages(wakeup::REGION_PAGES)?;
+        let (mailbox, page_tables) = (region, region + 4096);
+        if region + (wakeup::REGION_PAGES as u64) * 4096 > 0x1_0000_0000 {
+            return Err(BootError::UnsupportedRam(region));
+        }
+        let tables_bytes = wakeup::ap_page_tables(page_tables);
+        // SAFETY: the region nvs_pages just allocated (REGION_PAGES pages), identity mapped,
+        // owned by nothing else.
+        unsafe { core::ptr::copy_nonoverlapping(tables_bytes.as_ptr(), page_tables as *mut u8, tables_bytes.len()) };
+        tables.add_mp_wakeup(mailbox)?;
+        release_aps(mailbox, page_tables, aps)?;
+        crate::log!("tdx: application processors in the ACPI wakeup mailbox at {mailbox:#x}: {aps}");
+        Ok(())
+    }
+
     fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         let mut pages = 0;
         let unaccepted: Vec<Resource> =
@@ -218,6 +241,33 @@ impl Platform for Tdx {
         );
         Ok(HandoffExtras::default())
     }
+}
+
+/// How long the BSP waits for the APs to arrive, in PAUSE iterations (seconds on hardware;
+/// they normally arrive within microseconds of being released). Shorter in the model ROM,
+/// whose test of an AP that never comes should not take minutes under TCG.
+const AP_ARRIVAL_SPINS: u64 = if cfg!(feature = "tdx-model") { 1 << 22 } else { 1 << 30 };
+
+/// Release the APs parked in boot.S: the mailbox address, then the CR3 they wait for; then
+/// wait until all `aps` say they have left the parking page for the mailbox, which they read
+/// from then on (the parking page is RAM Linux reuses).
+fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError> {
+    use crate::layout::AP_PARK;
+    use core::sync::atomic::AtomicU32;
+    // SAFETY: the parking page (TDX TempMem, added by the VMM, identity mapped); the APs and
+    // the BSP share these three u32s and nothing else uses the page.
+    let (cr3, mbox, arrived) = unsafe {
+        (&*(AP_PARK as *const AtomicU32), &*((AP_PARK + 4) as *const AtomicU32), &*((AP_PARK + 8) as *const AtomicU32))
+    };
+    mbox.store(mailbox as u32, Ordering::SeqCst);
+    cr3.store(page_tables as u32, Ordering::SeqCst);
+    for _ in 0..AP_ARRIVAL_SPINS {
+        if arrived.load(Ordering::SeqCst) >= aps {
+            return Ok(());
+        }
+        core::hint::spin_loop();
+    }
+    Err(BootError::ApsMissing(arrived.load(Ordering::SeqCst), aps))
 }
 
 /// Make `[start, start + len)` (accepted heap memory, 2 MiB aligned) shared for device DMA:
