@@ -74,6 +74,8 @@ pub enum BootError {
     LaunchBinding(String),
     /// Guest RAM this build cannot make usable on a confidential platform: where.
     UnsupportedRam(u64),
+    /// TDX: memory that must lie below 4 GiB does not: what, where it ends.
+    AboveFourGib(&'static str, u64),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
     Token(String),
     /// `source`, where it happened (`veil-boot`, `disk 00:01.0`, `remote key release`).
@@ -156,6 +158,7 @@ impl fmt::Display for BootError {
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
             ),
+            BootError::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
             BootError::Token(why) => write!(f, "{why}"),
             BootError::At { place, source } => write!(f, "{place}: {source}"),
             BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes"),

@@ -238,6 +238,8 @@ pub extern "C" fn veil_main() -> ! {
                 plat.measure(&measure::config(name, bytes)).unwrap_or_else(|e| fail(format_args!("{e}")));
             }
             log!("{}: measured {} configuration inputs (and the TD HOB) into RTMR0", plat.name(), config.len());
+            #[cfg(feature = "tdx-model")]
+            tdxmodel::report_config(&config);
         }
         None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
     }

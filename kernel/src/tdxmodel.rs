@@ -188,3 +188,11 @@ pub fn report(log: &[u8]) {
         crate::log!("{MARKER}: RTMR{i} {}", hex::encode(r));
     }
 }
+
+/// For the test: the configuration inputs measured into RTMR0 (fw_cfg name and contents in
+/// hex), so that `veil measure --platform tdx --vmm-config` can be given the same files.
+pub fn report_config(config: &[(&str, &[u8])]) {
+    for (name, bytes) in config {
+        crate::log!("{MARKER}: CONFIG {name} {}", hex::encode(bytes));
+    }
+}

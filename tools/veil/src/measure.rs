@@ -34,8 +34,9 @@ pub enum Platform {
     Tpm,
     /// An AMD SEV-SNP guest under QEMU (the launch digest).
     Snp,
-    /// An Intel TDX guest: MRTD (the ROM as QEMU adds it), RTMR1 and RTMR2 (the boot target);
-    /// RTMR0 depends on the VMM's configuration and is not predicted.
+    /// An Intel TDX guest: MRTD (the ROM as QEMU adds it), RTMR1 and RTMR2 (the boot target),
+    /// RTMR3 (unused: zero), and RTMR0 (the VMM's configuration) given --td-hob and
+    /// --vmm-config.
     Tdx,
 }
 
@@ -83,6 +84,15 @@ pub struct MeasureArgs {
     /// SNP: its command line (-append; may be empty).
     #[arg(long, requires = "kernel")]
     append: Option<String>,
+    /// TDX: the TD HOB the VMM wrote (for RTMR0: it is the first configuration input the
+    /// firmware measures). QEMU derives it from the VM's memory size.
+    #[arg(long, value_name = "FILE", requires = "vmm_config")]
+    td_hob: Option<PathBuf>,
+    /// TDX: the VMM's fw_cfg files the firmware measures into RTMR0, as a directory tree named
+    /// like fw_cfg (DIR/etc/e820, DIR/etc/table-loader, DIR/etc/acpi/tables, ...). Inside a
+    /// guest of the same shape they are /sys/firmware/qemu_fw_cfg/by_name/<name>/raw (README).
+    #[arg(long, value_name = "DIR", requires = "td_hob")]
+    vmm_config: Option<PathBuf>,
     /// TDX: the order QEMU adds pages in, for MRTD.
     #[arg(long, value_enum, default_value = "interleaved")]
     page_order: PageOrder,
@@ -212,8 +222,18 @@ fn run_tdx(args: &MeasureArgs) -> Result<()> {
         }
         _ => bail!("--platform tdx needs --image, or --kernel with --append (and --initrd)"),
     }
-    plan.extend(measure::separators());
-    let rtmr = veil_agent::tdx::measure::predict(&plan);
+    // RTMR0: the TD HOB, then the fw_cfg inputs in the order the firmware reads them.
+    let config = match (&args.td_hob, &args.vmm_config) {
+        (Some(hob), Some(dir)) => Some(vmm_config(hob, dir)?),
+        _ => None,
+    };
+    let mut full: Vec<Measurement<'_>> = Vec::new();
+    if let Some(config) = &config {
+        full.extend(config.iter().map(|(name, bytes)| measure::config(name, bytes)));
+    }
+    full.extend(plan);
+    full.extend(measure::separators());
+    let rtmr = veil_agent::tdx::measure::predict(&full);
     let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
     use veil_agent::tdx::tdvf;
     let order = match args.page_order {
@@ -222,20 +242,60 @@ fn run_tdx(args: &MeasureArgs) -> Result<()> {
     };
     let mrtd = tdvf::mrtd(&rom, order).map_err(|e| anyhow::anyhow!("{}: {e}", args.rom.display()))?;
     println!("MRTD {}", hex::encode(mrtd));
-    println!("RTMR1 {}", hex::encode(rtmr[1]));
-    println!("RTMR2 {}", hex::encode(rtmr[2]));
+    match &config {
+        Some(_) => println!("RTMR0 {}", hex::encode(rtmr[0])),
+        None => eprintln!(
+            "veil: RTMR0 not predicted: it measures the VMM's configuration (TD HOB, e820, ACPI tables); \
+             give --td-hob and --vmm-config, or take it from a reference boot's event log (veil verify --platform tdx)"
+        ),
+    }
+    for (i, r) in rtmr.iter().enumerate().skip(1) {
+        println!("RTMR{i} {}", hex::encode(r));
+    }
     if let Some(path) = &args.out {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "platform": "tdx",
             "mrtd": hex::encode(mrtd),
             "rtmr1": hex::encode(rtmr[1]),
             "rtmr2": hex::encode(rtmr[2]),
-            "not_predicted": "RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)",
+            "rtmr3": hex::encode(rtmr[3]),
         });
+        match &config {
+            Some(_) => doc["rtmr0"] = serde_json::json!(hex::encode(rtmr[0])),
+            None => doc["not_predicted"] = serde_json::json!("RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)"),
+        }
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The inputs the firmware measures into RTMR0 on TDX, in its order: the TD HOB, etc/e820,
+/// etc/table-loader, then each blob the loader allocates, in command order.
+fn vmm_config(hob: &Path, dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let path = dir.join(name);
+        std::fs::read(&path).with_context(|| format!("--vmm-config: reading {} (fw_cfg {name})", path.display()))
+    };
+    // The firmware measures the whole TD HOB page of the TDVF metadata (4 KiB, zero after the
+    // HOB list).
+    let mut page = std::fs::read(hob).with_context(|| format!("reading {}", hob.display()))?;
+    if page.len() > 4096 {
+        bail!("{}: {} bytes; the TD HOB page is 4096", hob.display(), page.len());
+    }
+    page.resize(4096, 0);
+    let mut inputs = vec![("td-hob".to_string(), page)];
+    inputs.push(("etc/e820".to_string(), read("etc/e820")?));
+    let loader = read("etc/table-loader")?;
+    let commands = veil_agent::acpi_loader::parse(&loader).context("--vmm-config: etc/table-loader")?;
+    inputs.push(("etc/table-loader".to_string(), loader));
+    for c in commands {
+        if let veil_agent::acpi_loader::Command::Allocate { file, .. } = c {
+            let bytes = read(&file)?;
+            inputs.push((file, bytes));
+        }
+    }
+    Ok(inputs)
 }
 
 pub fn run(args: MeasureArgs) -> Result<()> {

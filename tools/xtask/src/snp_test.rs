@@ -55,13 +55,17 @@ fn args(kernel: &Path, initrd: &Path, extra: &[&str]) -> Vec<String> {
 /// the file is the one the firmware must find. The values come from the setup part as fw_cfg
 /// serves it (the test ROM's `kernel-setup` dump); they depend only on the memory size, the
 /// initrd's size and the command line, which the boots below keep.
-pub fn kernel_as_fw_cfg_serves_it(model_rom: &Path, kernel: &Path, initrd: &Path, dir: &Path) -> Result<PathBuf> {
-    let run = qemu::boot(
-        model_rom,
-        "snp-kernel-setup",
-        &args(kernel, initrd, &["-fw_cfg", "name=opt/veil/test,string=kernel-setup"]),
-        Duration::from_secs(60),
-    )?;
+pub fn kernel_as_fw_cfg_serves_it(
+    model_rom: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    dir: &Path,
+    ram: &str,
+) -> Result<PathBuf> {
+    let mut a = args(kernel, initrd, &["-fw_cfg", "name=opt/veil/test,string=kernel-setup"]);
+    let m = a.iter().position(|x| x == "-m").expect("args sets -m");
+    a[m + 1] = ram.to_string();
+    let run = qemu::boot(model_rom, "snp-kernel-setup", &a, Duration::from_secs(60))?;
     let hex = run
         .log
         .lines()
@@ -73,7 +77,7 @@ pub fn kernel_as_fw_cfg_serves_it(model_rom: &Path, kernel: &Path, initrd: &Path
         bail!("the setup part ({} bytes) is larger than the kernel", setup.len());
     }
     bytes[..setup.len()].copy_from_slice(&setup);
-    let out = dir.join("snp-vmlinuz");
+    let out = dir.join(format!("vmlinuz-as-served-{ram}"));
     std::fs::write(&out, bytes)?;
     Ok(out)
 }
@@ -138,7 +142,7 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     let l = linux::prepare()?;
     let dir = root().join("target/qemu-runs");
     std::fs::create_dir_all(&dir)?;
-    let kernel = kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir)?;
+    let kernel = kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir, "512M")?;
     let table = dir.join("snp-hashes.bin");
     sev_hashes(python, &kernel, &l.initrd, &table)?;
     let hashes = format!("name=opt/veil/test-snp-hashes,file={}", table.display());

@@ -30,10 +30,11 @@ fn resource(kind: u32, start: u64, len: u64) -> Vec<u8> {
     h
 }
 
-/// The TD HOB QEMU would write for `ram` bytes below 4 GiB: the PHIT, the pages the VMM adds
-/// (the ROM's TDVF TempMem and TD HOB sections) as system memory, the rest as unaccepted
-/// memory, the end-of-list HOB.
+/// The TD HOB QEMU would write for `ram` bytes: the PHIT, the pages the VMM adds (the ROM's
+/// TDVF TempMem and TD HOB sections) as system memory, the rest as unaccepted memory (on q35,
+/// 2 GiB below 4 GiB and the rest above once RAM reaches 2.75 GiB), the end-of-list HOB.
 fn td_hob(ram: u64) -> Vec<u8> {
+    let low = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
     let mut h = Vec::new();
     h.extend(1u16.to_le_bytes());
     h.extend(56u16.to_le_bytes());
@@ -49,7 +50,10 @@ fn td_hob(ram: u64) -> Vec<u8> {
         h.extend(resource(0, a, b - a));
         at = b;
     }
-    h.extend(resource(7, at, ram - at));
+    h.extend(resource(7, at, low - at));
+    if ram > low {
+        h.extend(resource(7, 0x1_0000_0000, ram - low));
+    }
     h.extend([0xFF, 0xFF, 8, 0, 0, 0, 0, 0]);
     h
 }
@@ -90,17 +94,35 @@ fn rtmrs_replay(log: &str) -> Result<()> {
     Ok(())
 }
 
-/// `veil measure --platform tdx` for the same -kernel, -append and -initrd predicts the RTMR1
-/// and RTMR2 the model TDX module holds after the boot.
-fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
+/// `veil measure --platform tdx` for the same -kernel, -append and -initrd, TD HOB and fw_cfg
+/// files predicts the RTMR0-3 the model TDX module holds after the boot.
+fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Result<()> {
     let veil = root().join("target/debug/veil");
     crate::run(crate::cargo().args(["build", "-q", "-p", "veil"]))?;
+    // The VMM's fw_cfg files, as the model ROM printed what it measured, laid out as a guest's
+    // /sys/firmware/qemu_fw_cfg/by_name would give them.
+    let config = root().join("target/qemu-runs/tdx-vmm-config");
+    let _ = std::fs::remove_dir_all(&config);
+    let mut files = 0;
+    for (name, hex) in log.lines().filter_map(|l| l.split_once(&format!("{MODEL_MARKER}: CONFIG "))?.1.split_once(' '))
+    {
+        let path = config.join(name);
+        std::fs::create_dir_all(path.parent().expect("a file name"))?;
+        std::fs::write(&path, hex::decode(hex.trim())?)?;
+        files += 1;
+    }
+    if files < 3 {
+        bail!("the model ROM printed {files} configuration inputs (e820, table loader and ACPI blobs expected)");
+    }
     let out = std::process::Command::new(&veil)
         .args(["measure", "--platform", "tdx", "--rom", "target/veilboot.fd", "--kernel"])
         .arg(kernel)
         .arg("--initrd")
         .arg(initrd)
-        .args(["--append", APPEND])
+        .args(["--append", APPEND, "--td-hob"])
+        .arg(hob)
+        .arg("--vmm-config")
+        .arg(&config)
         .current_dir(root())
         .output()?;
     if !out.status.success() {
@@ -110,7 +132,7 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
     if !text.lines().any(|l| l.strip_prefix("MRTD ").is_some_and(|h| h.len() == 96)) {
         bail!("veil measure --platform tdx printed no MRTD:\n{text}");
     }
-    for i in [1, 2] {
+    for i in 0..4 {
         let predicted = text
             .lines()
             .find_map(|l| l.strip_prefix(&format!("RTMR{i} ")))
@@ -123,7 +145,9 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path) -> Result<()> {
             bail!("RTMR{i}: veil measure predicts {predicted}, the model holds {held}");
         }
     }
-    eprintln!("xtask: tdx test: veil measure --platform tdx predicts RTMR1 and RTMR2");
+    eprintln!(
+        "xtask: tdx test: veil measure --platform tdx predicts RTMR0-3 (RTMR0 from the TD HOB and {files} fw_cfg files)"
+    );
     Ok(())
 }
 
@@ -138,8 +162,8 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     // The kernel as fw_cfg serves it (QEMU rewrites setup header fields outside SEV), so that
     // what the firmware measures is the file veil measure reads.
-    let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir)?;
-    let args = |hob: &Path| -> Vec<String> {
+    let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir, "4608M")?;
+    let args = |hob: &Path, ram: &str| -> Vec<String> {
         [
             "-kernel",
             &kernel.display().to_string(),
@@ -148,7 +172,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
             "-append",
             APPEND,
             "-m",
-            "512M",
+            ram,
             "-fw_cfg",
             &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
         ]
@@ -157,12 +181,13 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
         .collect()
     };
     eprintln!("xtask: tdx test: the model ROM boots Linux as a TD (TD HOB, accept, VMCALL I/O, fw_cfg DMA via MapGPA)");
-    let hob = dir.join("td-hob.bin");
-    std::fs::write(&hob, td_hob(512 << 20))?;
+    // 4.5 GiB: 2.5 GiB of it above 4 GiB, accepted there too.
+    let big = dir.join("td-hob-4.5g.bin");
+    std::fs::write(&big, td_hob(4608 << 20))?;
     // Two vCPUs: the second reaches Linux only through the ACPI multiprocessor wakeup mailbox
     // (the model starts it at the reset vector as a TD's APs start; Linux then finds the
     // MADT's wakeup structure and uses the mailbox instead of INIT/SIPI).
-    let mut two = args(&hob);
+    let mut two = args(&big, "4608M");
     two.extend(["-smp".to_string(), "2".to_string()]);
     let booted = qemu::boot(model_rom, "tdx-linux", &two, t)?;
     booted
@@ -180,17 +205,29 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
             booted.log_path.display()
         );
     }
+    let accepted_mib: u64 = booted
+        .log
+        .lines()
+        .find_map(|l| l.split_once("tdx: accepted the remaining ").and_then(|(_, r)| r.split(' ').next()?.parse().ok()))
+        .unwrap_or(0);
+    if accepted_mib < 4096 {
+        bail!(
+            "the firmware accepted {accepted_mib} MiB for Linux; with 4.5 GiB (2.5 above 4 GiB) it should be over 4096"
+        );
+    }
     rtmrs_replay(&booted.log)?;
-    predicted_rtmrs(&booted.log, &kernel, &l.initrd)?;
+    predicted_rtmrs(&booted.log, &kernel, &l.initrd, &big)?;
 
     eprintln!(
         "xtask: tdx test: a malformed TD HOB, a page the VMM added twice, an unusable GPAW and APs that never run are refused"
     );
+    let hob = dir.join("td-hob.bin");
+    std::fs::write(&hob, td_hob(512 << 20))?;
     let mut truncated = td_hob(512 << 20);
     truncated.truncate(truncated.len() - 8);
     let bad = dir.join("td-hob-truncated.bin");
     std::fs::write(&bad, truncated)?;
-    qemu::boot(model_rom, "tdx-hob-truncated", &args(&bad), t)?
+    qemu::boot(model_rom, "tdx-hob-truncated", &args(&bad, "512M"), t)?
         .expect("FATAL: TD HOB: the HOB at offset 0x188 has an impossible length")?
         .expect_exit(qemu::EXIT_FAILURE)?;
     for (how, want) in [
@@ -204,7 +241,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
             "FATAL: TDX: 0 of 1 application processors reached the wakeup mailbox (the VMM did not run the others)",
         ),
     ] {
-        let mut a = args(&hob);
+        let mut a = args(&hob, "512M");
         a.extend(["-smp".to_string(), "2".to_string()]);
         a.extend(["-fw_cfg".to_string(), format!("name=opt/veil/test-tdx-hostile,string={how}")]);
         qemu::boot(model_rom, &format!("tdx-hostile-{how}"), &a, t)?.expect(want)?.expect_exit(qemu::EXIT_FAILURE)?;

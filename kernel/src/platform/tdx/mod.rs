@@ -189,7 +189,7 @@ impl Platform for Tdx {
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
         if start + len > 0x1_0000_0000 {
-            return Err(BootError::UnsupportedRam(start + len));
+            return Err(BootError::AboveFourGib("firmware memory", start + len));
         }
         self.accept(start, start + len).map(|_| ())
     }
@@ -204,7 +204,7 @@ impl Platform for Tdx {
         let region = tables.nvs_pages(wakeup::REGION_PAGES)?;
         let (mailbox, page_tables) = (region, region + 4096);
         if region + (wakeup::REGION_PAGES as u64) * 4096 > 0x1_0000_0000 {
-            return Err(BootError::UnsupportedRam(region));
+            return Err(BootError::AboveFourGib("the wakeup mailbox and the APs' page tables", region));
         }
         let tables_bytes = wakeup::ap_page_tables(page_tables);
         // SAFETY: the region nvs_pages just allocated (REGION_PAGES pages), identity mapped,
@@ -220,17 +220,15 @@ impl Platform for Tdx {
         let mut pages = 0;
         let unaccepted: Vec<Resource> =
             self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).copied().collect();
+        // All of it, above 4 GiB too (TDG.MEM.PAGE.ACCEPT takes a GPA: nothing needs mapping):
+        // Linux learns of unaccepted memory only from UEFI, which this firmware is not.
         for r in unaccepted {
-            let end = r.end().min(0x1_0000_0000);
             // Only what the memory map gives Linux as RAM (the legacy hole stays out).
             for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
-                let (a, b) = (r.start.max(e.addr), end.min(e.end()));
+                let (a, b) = (r.start.max(e.addr), r.end().min(e.end()));
                 for (x, y) in veil_agent::memmap::subtract(a, b, &[(0xA_0000, 0x10_0000)]) {
                     pages += self.accept(x, y)?;
                 }
-            }
-            if r.end() > 0x1_0000_0000 {
-                return Err(BootError::UnsupportedRam(r.end()));
             }
         }
         crate::log!(
