@@ -141,6 +141,11 @@ extern "C" fn exception_handler(frame: &mut Frame) {
             return;
         }
     }
+    if frame.vector == 20 {
+        // TDX: say why before stopping (nothing here resolves a #VE: I/O goes through explicit
+        // TDG.VP.VMCALLs, so a #VE is a firmware bug or memory the VMM took away).
+        crate::platform::tdx::report_ve();
+    }
     #[cfg(feature = "snp-model")]
     if frame.vector == 6 && crate::snpmodel::handle_ud(frame) {
         return;

@@ -58,6 +58,8 @@ pub struct TdxModel {
     pub msrs: BTreeMap<u32, u64>,
     /// TDCALLs seen: (leaf, sub-function for VMCALLs).
     pub calls: Vec<(u64, u64)>,
+    /// The pending #VE (exit reason, qualification, GLA, GPA, instruction length), if any.
+    pub ve: Option<(u32, u64, u64, u64, u32)>,
     /// How to misbehave.
     pub hostile: Hostile,
 }
@@ -90,6 +92,7 @@ impl TdxModel {
             mmio: BTreeMap::new(),
             msrs: BTreeMap::new(),
             calls: Vec::new(),
+            ve: None,
             hostile: Hostile::default(),
         }
     }
@@ -240,6 +243,16 @@ impl TdxCpu for TdxModel {
                 r.rdx = self.attributes;
                 let n = u64::from(self.vcpus);
                 (r.r8, r.r9, r.rax) = (n | (n << 32), 0, 0);
+            }
+            leaf::VP_VEINFO_GET => {
+                self.calls.push((leaf::VP_VEINFO_GET, 0));
+                match self.ve.take() {
+                    Some((reason, qual, gla, gpa, len)) => {
+                        (r.rcx, r.rdx, r.r8, r.r9, r.r10) = (u64::from(reason), qual, gla, gpa, u64::from(len));
+                        r.rax = 0;
+                    }
+                    None => r.rax = 0xC000_0704_0000_0000, // no valid #VE information
+                }
             }
             leaf::MEM_PAGE_ACCEPT => {
                 self.calls.push((leaf::MEM_PAGE_ACCEPT, 0));

@@ -37,6 +37,8 @@ pub mod leaf {
     pub const VP_INFO: u64 = 1;
     /// TDG.MR.RTMR.EXTEND.
     pub const MR_RTMR_EXTEND: u64 = 2;
+    /// TDG.VP.VEINFO.GET.
+    pub const VP_VEINFO_GET: u64 = 3;
     /// TDG.MR.REPORT.
     pub const MR_REPORT: u64 = 4;
     /// TDG.MEM.PAGE.ACCEPT.
@@ -127,6 +129,56 @@ impl fmt::Display for TdcallError {
             TdcallError::Address(a) => write!(f, "address {a:#x} is not usable for this call"),
         }
     }
+}
+
+/// Why a #VE was raised (TDG.VP.VEINFO.GET), for the report the firmware makes before it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VeInfo {
+    /// The VM-exit reason the #VE stands for.
+    pub exit_reason: u32,
+    /// Its exit qualification.
+    pub qualification: u64,
+    /// The guest-linear address (EPT violations).
+    pub gla: u64,
+    /// The guest-physical address (EPT violations).
+    pub gpa: u64,
+    /// The length of the instruction that raised it.
+    pub instruction_length: u32,
+}
+
+impl fmt::Display for VeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.exit_reason {
+            10 => "CPUID",
+            12 => "HLT",
+            30 => "port I/O",
+            31 => "RDMSR",
+            32 => "WRMSR",
+            48 => "EPT violation (unaccepted or shared memory)",
+            _ => "exit",
+        };
+        write!(
+            f,
+            "#VE for {what} (exit reason {}, qualification {:#x}, GPA {:#x}, GLA {:#x}, instruction length {})",
+            self.exit_reason, self.qualification, self.gpa, self.gla, self.instruction_length
+        )
+    }
+}
+
+/// TDG.VP.VEINFO.GET: what the pending #VE is about (it must be read before another #VE).
+pub fn ve_info(cpu: &mut dyn TdxCpu) -> Result<VeInfo, TdcallError> {
+    let mut r = Regs { rax: leaf::VP_VEINFO_GET, ..Regs::default() };
+    cpu.tdcall(&mut r);
+    if r.rax != 0 {
+        return Err(TdcallError::Module { leaf: leaf::VP_VEINFO_GET, status: r.rax });
+    }
+    Ok(VeInfo {
+        exit_reason: r.rcx as u32,
+        qualification: r.rdx,
+        gla: r.r8,
+        gpa: r.r9,
+        instruction_length: r.r10 as u32,
+    })
 }
 
 /// What TDG.VP.INFO reports.

@@ -95,3 +95,15 @@ fn rtmr_extend_is_sha384_of_old_and_new() {
     assert_eq!(tdcall::rtmr_extend(&mut m, 4, 0x9_0000), Err(TdcallError::Address(0x9_0000)));
     assert_eq!(tdcall::rtmr_extend(&mut m, 0, 0x9_0010), Err(TdcallError::Address(0x9_0010)));
 }
+
+#[test]
+fn ve_info_reports_the_cause_or_its_absence() {
+    let mut m = TdxModel::new();
+    assert!(matches!(tdcall::ve_info(&mut m), Err(TdcallError::Module { leaf: 3, .. })));
+    m.ve = Some((48, 0x181, 0x7000_0000, 0x7000_0000, 0));
+    let ve = tdcall::ve_info(&mut m).unwrap();
+    assert_eq!((ve.exit_reason, ve.gpa), (48, 0x7000_0000));
+    assert!(ve.to_string().starts_with("#VE for EPT violation"));
+    // Read once: the next #VE would be a double fault on hardware; the model has none pending.
+    assert!(tdcall::ve_info(&mut m).is_err());
+}

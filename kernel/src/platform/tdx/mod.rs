@@ -54,6 +54,17 @@ fn vmcall_failed(_e: TdcallError) -> ! {
     crate::cpu::halt_forever()
 }
 
+/// Log why the pending #VE was raised (TDG.VP.VEINFO.GET), if this is a TD.
+pub fn report_ve() {
+    if !active() {
+        return;
+    }
+    match tdcall::ve_info(&mut Hw) {
+        Ok(ve) => crate::log!("tdx: {ve}"),
+        Err(e) => crate::log!("tdx: #VE without information: {e}"),
+    }
+}
+
 /// Port input through TDG.VP.VMCALL.
 pub fn port_in(port: u16, size: u8) -> u32 {
     tdcall::io_read(&mut Hw, port, size).unwrap_or_else(|e| vmcall_failed(e))
