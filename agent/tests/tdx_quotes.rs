@@ -82,3 +82,48 @@ fn a_real_pck_chain_reaches_intels_root() {
         "the PCK chain does not end at the pinned Intel SGX root CA"
     );
 }
+
+/// The DCAP verdict from Intel's collateral (dcap-qvl's samples, verified at their collateral's
+/// validity): the up-to-date quote is UpToDate with no advisories, as upstream asserts; the
+/// outdated one is not (its TCB matches no level); a flipped byte in the signed part, collateral used after its
+/// nextUpdate, another platform's collateral and another root refuse.
+#[test]
+fn real_quotes_get_their_tcb_status_from_collateral() {
+    use veil_agent::tdx::collateral::{self, Collateral};
+    let Some(dir) = testdata("tdx/quotes/dcap-qvl") else { return };
+    let Some(root_dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
+    let root = std::fs::read(root_dir.join("trusted_root.pem")).unwrap();
+    let load = |name: &str| Collateral::from_json(&std::fs::read(dir.join(name)).unwrap()).unwrap();
+    let at = |c: &Collateral| {
+        let t: serde_json::Value = serde_json::from_str(&c.tcb_info).unwrap();
+        let q: serde_json::Value = serde_json::from_str(&c.qe_identity).unwrap();
+        let issued = |v: &serde_json::Value| collateral::parse_time(v["issueDate"].as_str().unwrap()).unwrap();
+        issued(&t).max(issued(&q)) + 3600
+    };
+    let good = load("tdx_quote_collateral.json");
+    let quote = std::fs::read(dir.join("tdx_quote")).unwrap();
+    let (_, v) = collateral::verify(&quote, &good, &root, at(&good)).unwrap();
+    assert_eq!(v.status, "UpToDate", "{v:?}");
+    assert!(v.advisory_ids.is_empty(), "{v:?}");
+
+    let old = load("tdx_quote_outdated_collateral.json");
+    let outdated = std::fs::read(dir.join("tdx_quote_outdated")).unwrap();
+    // Its PCK certificate's SGX components (SEAMLDR ACM SVN 3) are below every level Intel
+    // lists (5): no level matches, the TCB is not supported (upstream reaches UpToDate only by
+    // inserting a permissive level).
+    let e = collateral::verify(&outdated, &old, &root, at(&old)).unwrap_err();
+    assert!(e.contains("not supported"), "{e}");
+
+    let mut flipped = quote.clone();
+    flipped[200] ^= 1; // inside the TD report body, signed by the attestation key
+    assert!(collateral::verify(&flipped, &good, &root, at(&good)).unwrap_err().contains("does not verify"));
+    let next: serde_json::Value = serde_json::from_str(&good.tcb_info).unwrap();
+    let expired = collateral::parse_time(next["nextUpdate"].as_str().unwrap()).unwrap() + 1;
+    let e = collateral::verify(&quote, &good, &root, expired).unwrap_err();
+    assert!(e.contains("expired") || e.contains("not valid at the verification time"), "{e}");
+    let e = collateral::verify(&quote, &old, &root, at(&old)).unwrap_err();
+    assert!(e.contains("FMSPC") || e.contains("signature"), "{e}");
+    let Some(amd) = testdata("snp/certs/amd-ark-ask") else { return };
+    let other_root = std::fs::read(amd.join("milan-ark.pem")).unwrap();
+    assert!(collateral::verify(&quote, &good, &other_root, at(&good)).is_err());
+}

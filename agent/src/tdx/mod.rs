@@ -4,7 +4,8 @@
 //!
 //! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs);
 //!   [`quote`]: TD quotes (v4, v5) and the signatures binding them to a PCK key; `pck`
-//!   (host, `std`): the PCK certificate chain up to Intel's root.
+//!   (host, `std`): the PCK certificate chain up to Intel's root and its SGX extensions;
+//!   `collateral` (host): the TCB status from Intel's collateral (the DCAP verdict).
 //! * [`tdcall`]: TDCALL leaves and TDG.VP.VMCALL sub-functions over the instruction seam
 //!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
 //!   the TDX module and VMM on the other side, honest or hostile.
@@ -13,6 +14,8 @@
 //! * [`tdvf`]: the ROM's TDVF metadata and MRTD.
 //! * [`wakeup`]: the MADT multiprocessor wakeup structure and the APs' page tables.
 
+#[cfg(feature = "std")]
+pub mod collateral;
 pub mod hob;
 pub mod measure;
 #[cfg(any(test, feature = "model"))]

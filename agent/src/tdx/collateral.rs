@@ -1,0 +1,433 @@
+//! On the host: the DCAP verdict on a TD quote from Intel's collateral, offline. The collateral
+//! is the PCS/PCCS JSON a verifier caches (the form dcap-qvl and Trustee store: TCB info and
+//! QE identity as the exact JSON Intel signed, their ECDSA signatures in hex, the issuer
+//! chains in PEM). [`verify`] checks, at a given time:
+//!
+//! 1. the quote's PCK certificate chain up to the pinned Intel SGX root CA, each certificate
+//!    within its validity, and the quote's signatures to the PCK key;
+//! 2. the TCB info and the QE identity: signed by Intel's TCB signing certificate (chained to
+//!    the same root), within issueDate..nextUpdate;
+//! 3. the quoting enclave: its report's MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES as the QE
+//!    identity says, its ISVSVN's TCB level;
+//! 4. the platform: FMSPC and PCE-ID of the PCK certificate's SGX extensions equal the TCB
+//!    info's, then the first TCB level whose SGX components and PCESVN the PCK certificate
+//!    meets and whose TDX components the quote's TEE_TCB_SVN meets; for a TDX module of major
+//!    version > 0, its identity (MRSIGNER_SEAM, ISVSVN) in `tdxModuleIdentities`;
+//!
+//! and combines the three TCB statuses into one (the QE's or the module's OutOfDate makes an
+//! UpToDate platform OutOfDate), with the advisories. The operator decides which statuses to
+//! accept; this module only states it.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use p256::ecdsa::signature::Verifier;
+use serde::Deserialize;
+
+use super::pck;
+use super::quote::Quote;
+
+/// The collateral for one quote, as a PCCS or dcap-qvl hands it out.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Collateral {
+    /// The PEM chain that signed the TCB info (TCB signing certificate, root).
+    pub tcb_info_issuer_chain: String,
+    /// The TCB info JSON, exactly as signed.
+    pub tcb_info: String,
+    /// Its signature (r || s, hex).
+    pub tcb_info_signature: String,
+    /// The PEM chain that signed the QE identity.
+    pub qe_identity_issuer_chain: String,
+    /// The QE identity JSON, exactly as signed.
+    pub qe_identity: String,
+    /// Its signature (r || s, hex).
+    pub qe_identity_signature: String,
+}
+
+impl Collateral {
+    /// Read the collateral JSON (`{"tcb_info": ..., "tcb_info_signature": ..., ...}`).
+    pub fn from_json(bytes: &[u8]) -> Result<Collateral, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("TDX collateral: {e}"))
+    }
+}
+
+/// The verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The combined TCB status (UpToDate, SWHardeningNeeded, ConfigurationNeeded,
+    /// ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked).
+    pub status: String,
+    /// The platform TCB level's status.
+    pub platform_status: String,
+    /// The quoting enclave's.
+    pub qe_status: String,
+    /// The TDX module identity's, when the module's major version is above 0.
+    pub module_status: Option<String>,
+    /// The advisories of the matched levels.
+    pub advisory_ids: Vec<String>,
+    /// The platform's FMSPC.
+    pub fmspc: [u8; 6],
+    /// The TCB info's tcbEvaluationDataNumber.
+    pub tcb_evaluation_data_number: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TcbInfo {
+    id: String,
+    version: u32,
+    issue_date: String,
+    next_update: String,
+    fmspc: String,
+    pce_id: String,
+    tcb_evaluation_data_number: u64,
+    #[serde(default)]
+    tdx_module_identities: Vec<ModuleIdentity>,
+    tcb_levels: Vec<TcbLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TcbLevel {
+    tcb: Tcb,
+    tcb_status: String,
+    #[serde(default, rename = "advisoryIDs")]
+    advisory_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Tcb {
+    sgxtcbcomponents: Vec<Component>,
+    pcesvn: u16,
+    tdxtcbcomponents: Vec<Component>,
+}
+
+#[derive(Deserialize)]
+struct Component {
+    svn: u8,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModuleIdentity {
+    id: String,
+    mrsigner: String,
+    attributes: String,
+    attributes_mask: String,
+    tcb_levels: Vec<IsvLevel>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IsvLevel {
+    tcb: IsvSvn,
+    tcb_status: String,
+    #[serde(default, rename = "advisoryIDs")]
+    advisory_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct IsvSvn {
+    isvsvn: u16,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QeIdentity {
+    id: String,
+    issue_date: String,
+    next_update: String,
+    miscselect: String,
+    miscselect_mask: String,
+    attributes: String,
+    attributes_mask: String,
+    mrsigner: String,
+    isvprodid: u16,
+    tcb_levels: Vec<IsvLevel>,
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time as Intel writes it
+/// ("2025-06-19T10:16:03Z", optionally with fractional seconds).
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a time of the form YYYY-MM-DDTHH:MM:SSZ");
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return Err(bad());
+    }
+    let fraction = &s[19..s.len() - 1];
+    if !s.ends_with('Z')
+        || !(fraction.is_empty()
+            || fraction.len() > 1 && fraction.strip_prefix('.').is_some_and(|f| f.bytes().all(|c| c.is_ascii_digit())))
+    {
+        return Err(bad());
+    }
+    let num = |r: core::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad);
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 || y < 1970 {
+        return Err(bad());
+    }
+    // Days from the civil date (proleptic Gregorian), March-based years.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+fn hex_bytes(s: &str, what: &str) -> Result<Vec<u8>, String> {
+    hex::decode(s).map_err(|_| format!("{what} is not hex"))
+}
+
+/// Check a collateral document: its issuer chain to `root` at `now`, the signature over the
+/// exact JSON, and parse it.
+fn signed_json<'a, T: Deserialize<'a>>(
+    json: &'a str,
+    signature: &str,
+    chain: &str,
+    root: &[u8],
+    now: u64,
+    what: &str,
+) -> Result<T, String> {
+    let certs = pck::verify_chain_at(chain.as_bytes(), root, now).map_err(|e| format!("{what} issuer chain: {e}"))?;
+    let key = pck::p256_key(&certs[0])?;
+    let sig = p256::ecdsa::Signature::from_slice(&hex_bytes(signature, what)?)
+        .map_err(|_| format!("{what}: a malformed signature"))?;
+    key.verify(json.as_bytes(), &sig).map_err(|_| format!("{what}: Intel's signature does not verify"))?;
+    serde_json::from_str(json).map_err(|e| format!("{what}: {e}"))
+}
+
+fn within(issue: &str, next: &str, now: u64, what: &str) -> Result<(), String> {
+    let (from, until) = (parse_time(issue)?, parse_time(next)?);
+    if now < from {
+        return Err(format!("{what} was issued at {issue}, after the verification time"));
+    }
+    if now > until {
+        return Err(format!("{what} expired at {next} (its nextUpdate): fetch current collateral"));
+    }
+    Ok(())
+}
+
+/// The values of the PCK certificate's SGX extensions the TCB evaluation uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PckTcb {
+    /// SGX TCB component SVNs 1-16.
+    pub components: [u8; 16],
+    /// PCESVN.
+    pub pcesvn: u16,
+    /// FMSPC.
+    pub fmspc: [u8; 6],
+    /// PCE-ID.
+    pub pce_id: [u8; 2],
+}
+
+/// Combine a platform status with the QE's or the module's (Intel's QVL rules: an OutOfDate
+/// component makes the platform's status out of date, keeping a configuration need).
+fn merge(platform: &str, other: &str) -> String {
+    match (other, platform) {
+        ("Revoked", _) | (_, "Revoked") => "Revoked",
+        ("OutOfDate", "UpToDate" | "SWHardeningNeeded" | "OutOfDate") => "OutOfDate",
+        ("OutOfDate", "ConfigurationNeeded" | "ConfigurationAndSWHardeningNeeded" | "OutOfDateConfigurationNeeded") => {
+            "OutOfDateConfigurationNeeded"
+        }
+        _ => platform,
+    }
+    .to_string()
+}
+
+fn isv_level<'a>(levels: &'a [IsvLevel], svn: u16, what: &str) -> Result<&'a IsvLevel, String> {
+    levels
+        .iter()
+        .find(|l| l.tcb.isvsvn <= svn)
+        .ok_or_else(|| format!("{what} ISVSVN {svn} is below every TCB level Intel lists"))
+}
+
+fn masked_eq(value: &[u8], want: &str, mask: &str, what: &str) -> Result<(), String> {
+    let (want, mask) = (hex_bytes(want, what)?, hex_bytes(mask, what)?);
+    if want.len() != value.len() || mask.len() != value.len() {
+        return Err(format!("{what}: a field of the wrong length"));
+    }
+    if value.iter().zip(&mask).map(|(v, m)| v & m).ne(want.iter().zip(&mask).map(|(w, m)| w & m)) {
+        return Err(format!("{what} does not match Intel's identity"));
+    }
+    Ok(())
+}
+
+/// The first (highest) TCB level the platform meets: the PCK certificate's SGX components and
+/// PCESVN, and the quote's TEE_TCB_SVN against the TDX components. With a TDX module of major
+/// version > 0 (TEE_TCB_SVN[1]) its first two SVN bytes are judged by the module identity
+/// instead.
+fn platform_level<'a>(levels: &'a [TcbLevel], pck: &PckTcb, tee: &[u8; 16]) -> Option<&'a TcbLevel> {
+    let first_tdx = if tee[1] > 0 { 2 } else { 0 };
+    levels.iter().find(|l| {
+        l.tcb.sgxtcbcomponents.len() == 16
+            && l.tcb.tdxtcbcomponents.len() == 16
+            && pck.pcesvn >= l.tcb.pcesvn
+            && l.tcb.sgxtcbcomponents.iter().zip(pck.components).all(|(c, have)| have >= c.svn)
+            && l.tcb.tdxtcbcomponents.iter().zip(tee).skip(first_tdx).all(|(c, have)| *have >= c.svn)
+    })
+}
+
+/// The DCAP verdict on `quote` (raw bytes) at `now` (seconds since the epoch), with Intel's SGX
+/// root CA `root` (PEM or DER) pinned.
+pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Result<(Quote, Verdict), String> {
+    let quote = super::quote::parse(quote_bytes).map_err(String::from)?;
+    // 1. The PCK chain and the quote's signatures.
+    let (kind, chain) = &quote.certification;
+    if *kind != 5 {
+        return Err(format!("certification data type {kind}: not a PCK certificate chain (type 5)"));
+    }
+    let certs = pck::verify_chain_at(chain, root, now).map_err(|e| format!("PCK chain: {e}"))?;
+    let pck_key = pck::p256_key(&certs[0])?;
+    quote.verify_signatures(pck_key.to_sec1_point(false).as_bytes()).map_err(String::from)?;
+    let pck_tcb = pck::sgx_extensions(&certs[0])?;
+
+    // 2. The TCB info and the QE identity.
+    let tcb: TcbInfo =
+        signed_json(&c.tcb_info, &c.tcb_info_signature, &c.tcb_info_issuer_chain, root, now, "TCB info")?;
+    if tcb.id != "TDX" || tcb.version < 3 {
+        return Err(format!("TCB info {} version {}: not TDX TCB info (version 3)", tcb.id, tcb.version));
+    }
+    within(&tcb.issue_date, &tcb.next_update, now, "the TCB info")?;
+    let qe: QeIdentity =
+        signed_json(&c.qe_identity, &c.qe_identity_signature, &c.qe_identity_issuer_chain, root, now, "QE identity")?;
+    if qe.id != "TD_QE" {
+        return Err(format!("QE identity {}: not the TD quoting enclave's", qe.id));
+    }
+    within(&qe.issue_date, &qe.next_update, now, "the QE identity")?;
+
+    // 3. The quoting enclave (its report: an SGX report body).
+    let r = &quote.qe_report;
+    masked_eq(&r[16..20], &qe.miscselect, &qe.miscselect_mask, "the QE's MISCSELECT")?;
+    masked_eq(&r[48..64], &qe.attributes, &qe.attributes_mask, "the QE's ATTRIBUTES")?;
+    if !hex_bytes(&qe.mrsigner, "QE identity mrsigner")?.eq_ignore_ascii_case(&r[128..160]) {
+        return Err(String::from("the QE's MRSIGNER is not Intel's"));
+    }
+    let prodid = u16::from_le_bytes([r[256], r[257]]);
+    if prodid != qe.isvprodid {
+        return Err(format!("the QE's ISVPRODID {prodid} is not the TD QE's {}", qe.isvprodid));
+    }
+    let qe_level = isv_level(&qe.tcb_levels, u16::from_le_bytes([r[258], r[259]]), "the QE's")?;
+
+    // 4. The platform.
+    if hex_bytes(&tcb.fmspc, "TCB info fmspc")? != pck_tcb.fmspc {
+        return Err(format!(
+            "the PCK certificate's FMSPC {} is not the TCB info's {}: collateral for another platform",
+            hex::encode(pck_tcb.fmspc),
+            tcb.fmspc
+        ));
+    }
+    if hex_bytes(&tcb.pce_id, "TCB info pceId")? != pck_tcb.pce_id {
+        return Err(String::from("the PCK certificate's PCE-ID is not the TCB info's"));
+    }
+    let tee = quote.body.tee_tcb_svn;
+    let level = platform_level(&tcb.tcb_levels, &pck_tcb, &tee).ok_or_else(|| {
+        String::from("the platform's TCB is below every level Intel lists (TCB status: not supported)")
+    })?;
+    let mut advisory_ids: Vec<String> = level.advisory_ids.clone();
+    let mut status = merge(&level.tcb_status, &qe_level.tcb_status);
+    advisory_ids.extend(qe_level.advisory_ids.iter().cloned());
+    let mut module_status = None;
+    if tee[1] > 0 {
+        let id = format!("TDX_{:02X}", tee[1]);
+        let m = tcb
+            .tdx_module_identities
+            .iter()
+            .find(|m| m.id.eq_ignore_ascii_case(&id))
+            .ok_or_else(|| format!("the TCB info lists no TDX module identity {id}"))?;
+        if !hex_bytes(&m.mrsigner, "module mrsigner")?.eq(&quote.body.mr_signer_seam[..]) {
+            return Err(format!("the TDX module's MRSIGNER_SEAM is not {id}'s"));
+        }
+        masked_eq(&quote.body.seam_attributes, &m.attributes, &m.attributes_mask, "the TDX module's attributes")?;
+        let ml = isv_level(&m.tcb_levels, u16::from(tee[0]), &format!("the TDX module ({id})"))?;
+        status = merge(&status, &ml.tcb_status);
+        advisory_ids.extend(ml.advisory_ids.iter().cloned());
+        module_status = Some(ml.tcb_status.clone());
+    }
+    advisory_ids.sort();
+    advisory_ids.dedup();
+    Ok((
+        quote,
+        Verdict {
+            status,
+            platform_status: level.tcb_status.clone(),
+            qe_status: qe_level.tcb_status.clone(),
+            module_status,
+            advisory_ids,
+            fmspc: pck_tcb.fmspc,
+            tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_unix_seconds() {
+        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_time("2025-06-19T10:16:03Z"), Ok(1_750_328_163));
+        assert_eq!(parse_time("2024-02-29T23:59:59Z"), Ok(1_709_251_199));
+        assert_eq!(parse_time("2025-06-19T10:16:03.123Z"), Ok(1_750_328_163));
+        assert!(parse_time("2025-06-19 10:16:03").is_err());
+        assert!(parse_time("2025-13-19T10:16:03Z").is_err());
+        assert!(parse_time("2025-06-19T10:16:03xZ").is_err());
+    }
+
+    #[test]
+    fn the_first_level_the_platform_meets_decides() {
+        let level = |sgx: u8, pce: u16, tdx: u8, status: &str| {
+            serde_json::json!({
+                "tcb": {
+                    "sgxtcbcomponents": (0..16).map(|i| serde_json::json!({"svn": if i == 7 { sgx } else { 1 }})).collect::<Vec<_>>(),
+                    "pcesvn": pce,
+                    "tdxtcbcomponents": (0..16).map(|i| serde_json::json!({"svn": if i == 2 { tdx } else { 0 }})).collect::<Vec<_>>(),
+                },
+                "tcbStatus": status,
+                "advisoryIDs": [format!("INTEL-SA-{status}")],
+            })
+        };
+        let levels: Vec<TcbLevel> = serde_json::from_value(serde_json::json!([
+            level(5, 13, 3, "UpToDate"),
+            level(5, 11, 2, "SWHardeningNeeded"),
+            level(3, 5, 0, "OutOfDate"),
+        ]))
+        .unwrap();
+        let pck = |sgx: u8, pcesvn: u16| PckTcb {
+            components: core::array::from_fn(|i| if i == 7 { sgx } else { 1 }),
+            pcesvn,
+            fmspc: [0; 6],
+            pce_id: [0; 2],
+        };
+        let tee = |v0: u8, v1: u8, c2: u8| -> [u8; 16] {
+            core::array::from_fn(|i| [v0, v1, c2][..].get(i).copied().unwrap_or(0))
+        };
+        let status = |p: &PckTcb, t: &[u8; 16]| platform_level(&levels, p, t).map(|l| l.tcb_status.as_str());
+        assert_eq!(status(&pck(5, 13), &tee(0, 0, 3)), Some("UpToDate"));
+        assert_eq!(status(&pck(5, 13), &tee(0, 0, 2)), Some("SWHardeningNeeded"), "TDX component 3 below level 1");
+        assert_eq!(status(&pck(5, 12), &tee(0, 0, 3)), Some("SWHardeningNeeded"), "PCESVN below level 1");
+        assert_eq!(status(&pck(4, 13), &tee(0, 0, 3)), Some("OutOfDate"), "an SGX component below levels 1-2");
+        assert_eq!(status(&pck(2, 13), &tee(0, 0, 3)), None, "below every level: not supported");
+        // Module version 1: the first two TDX bytes are not compared with the levels.
+        assert_eq!(status(&pck(5, 13), &tee(0, 1, 3)), Some("UpToDate"));
+        assert_eq!(levels[2].advisory_ids, ["INTEL-SA-OutOfDate"]);
+        let mut module_svn: Vec<TcbLevel> =
+            serde_json::from_value(serde_json::json!([level(5, 13, 3, "UpToDate")])).unwrap();
+        module_svn[0].tcb.tdxtcbcomponents[0].svn = 5;
+        assert!(platform_level(&module_svn, &pck(5, 13), &tee(0, 1, 3)).is_some(), "judged by the module identity");
+        assert!(platform_level(&module_svn, &pck(5, 13), &tee(0, 0, 3)).is_none(), "module version 0: compared");
+    }
+
+    #[test]
+    fn statuses_merge_as_intels_verifier_does() {
+        assert_eq!(merge("UpToDate", "UpToDate"), "UpToDate");
+        assert_eq!(merge("UpToDate", "OutOfDate"), "OutOfDate");
+        assert_eq!(merge("ConfigurationNeeded", "OutOfDate"), "OutOfDateConfigurationNeeded");
+        assert_eq!(merge("SWHardeningNeeded", "UpToDate"), "SWHardeningNeeded");
+        assert_eq!(merge("UpToDate", "Revoked"), "Revoked");
+    }
+}
