@@ -93,6 +93,7 @@ fn real_quotes_get_their_tcb_status_from_collateral() {
     let Some(dir) = testdata("tdx/quotes/dcap-qvl") else { return };
     let Some(root_dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
     let root = std::fs::read(root_dir.join("trusted_root.pem")).unwrap();
+    assert_eq!(root.trim_ascii(), veil_agent::tdx::verify::INTEL_SGX_ROOT_CA.trim().as_bytes());
     let load = |name: &str| Collateral::from_json(&std::fs::read(dir.join(name)).unwrap()).unwrap();
     let at = |c: &Collateral| {
         let t: serde_json::Value = serde_json::from_str(&c.tcb_info).unwrap();
@@ -126,4 +127,12 @@ fn real_quotes_get_their_tcb_status_from_collateral() {
     let Some(amd) = testdata("snp/certs/amd-ark-ask") else { return };
     let other_root = std::fs::read(amd.join("milan-ark.pem")).unwrap();
     assert!(collateral::verify(&quote, &good, &other_root, at(&good)).is_err());
+}
+
+/// The built-in Intel SGX root CA is the one Intel publishes (go-tdx-guest's copy).
+#[test]
+fn the_built_in_intel_root_is_intels() {
+    let Some(dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
+    let published = std::fs::read_to_string(dir.join("trusted_root.pem")).unwrap();
+    assert_eq!(veil_agent::tdx::verify::INTEL_SGX_ROOT_CA.trim(), published.trim());
 }

@@ -365,6 +365,7 @@ fn remote_release_through_the_broker_and_its_refusals() {
     let secret = b"the cluster's master secret".to_vec();
     let config = |pcr4: &[u8]| BrokerConfig {
         snp: None,
+        tdx: None,
         resources: [("veilboot/cluster/master-secret".to_string(), zeroize::Zeroizing::new(secret.clone()))].into(),
         reference: [
             (4, Reference { expected: pcr4.try_into().unwrap(), warn_only: false }),

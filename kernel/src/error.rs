@@ -66,6 +66,8 @@ pub enum BootError {
     Tdcall(veil_agent::tdx::tdcall::TdcallError),
     /// The TD HOB is malformed.
     TdHob(veil_agent::tdx::hob::HobError),
+    /// TDX GetQuote gave no quote.
+    GetQuote(veil_agent::tdx::getquote::GetQuoteError),
     /// QEMU's MADT cannot take the TDX wakeup mailbox.
     Madt(veil_agent::tdx::wakeup::MadtError),
     /// TDX application processors did not reach the wakeup mailbox: (arrived, expected).
@@ -150,6 +152,7 @@ impl fmt::Display for BootError {
             BootError::AcpiTable(why) => write!(f, "ACPI tables: {why}"),
             BootError::TdHob(e) => write!(f, "{e}"),
             BootError::Madt(e) => write!(f, "ACPI tables: {e}"),
+            BootError::GetQuote(e) => write!(f, "TDX: {e}"),
             BootError::ApsMissing(arrived, expected) => write!(
                 f,
                 "TDX: {arrived} of {expected} application processors reached the wakeup mailbox (the VMM did not run the others)"

@@ -263,13 +263,14 @@ fn remote_release_platform(
 }
 
 /// The boot volume's init-data, checked: it names this volume's manifest, and the launch
-/// carries its digest (SEV-SNP HOST_DATA). None when the image has no init-data (made before
-/// it existed: the launch is then not bound to the disk, and the log says so).
+/// carries its digest (SEV-SNP HOST_DATA, TDX MRCONFIGID). None when the image has no
+/// init-data (made before it existed: the launch is then not bound to the disk, and the log
+/// says so).
 fn launch_binding(plat: &mut dyn Platform, boot: &BootVolume) -> Result<Option<String>, BootError> {
     use veil_agent::initdata;
     let Some(token) = &boot.token else { return Ok(None) };
     let Some(doc) = &token.init_data else {
-        crate::log!("snp: this disk has no init-data: the launch is not bound to its boot target");
+        crate::log!("{}: this disk has no init-data: the launch is not bound to its boot target", plat.name());
         return Ok(None);
     };
     let named = initdata::manifest_sha384(doc).map_err(BootError::LaunchBinding)?;
@@ -278,16 +279,20 @@ fn launch_binding(plat: &mut dyn Platform, boot: &BootVolume) -> Result<Option<S
             "the init-data names another boot manifest than this disk's veil-bundle token",
         )));
     }
-    let want = initdata::regularize(&initdata::digest(doc).map_err(BootError::LaunchBinding)?, 32);
-    let Some(host_data) = plat.launch_host_data()? else { return Ok(Some(doc.clone())) };
-    if host_data[..] != want[..] {
+    let Some((register, value)) = plat.launch_host_data()? else { return Ok(Some(doc.clone())) };
+    let want = initdata::regularize(&initdata::digest(doc).map_err(BootError::LaunchBinding)?, value.len());
+    if value[..] != want[..] {
         return Err(BootError::LaunchBinding(alloc::format!(
-            "HOST_DATA {} is not the digest {} of this disk's init-data: the launch was made for another boot target",
-            hex::encode(host_data),
+            "{register} {} is not the digest {} of this disk's init-data: the launch was made for another boot target",
+            hex::encode(&value),
             hex::encode(&want)
         )));
     }
-    crate::log!("snp: HOST_DATA {} is the digest of this disk's init-data (boot target bound)", hex::encode(host_data));
+    crate::log!(
+        "{}: {register} {} is the digest of this disk's init-data (boot target bound)",
+        plat.name(),
+        hex::encode(&value)
+    );
     Ok(Some(doc.clone()))
 }
 
@@ -308,7 +313,10 @@ fn platform_secret(
     if let Some((_, b)) = boot.as_mut() {
         match unseal_platform(plat, b) {
             Ok(Some(secret)) => return Ok(Some(secret)),
-            Ok(None) => crate::log!("snp: veil-boot has no veil-snp token (first boot)"),
+            Ok(None) if plat.name() == "tdx" => {
+                crate::log!("tdx: no sealing key on TDX: the master secret comes from the key broker")
+            }
+            Ok(None) => crate::log!("{}: veil-boot has no veil-snp token (first boot)", plat.name()),
             Err(why) => sealed_failure = Some(why),
         }
     }

@@ -305,11 +305,16 @@ pub extern "C" fn veil_main() -> ! {
             m.measure(&sep).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
         }
     }
+    // Separators close the pre-boot measurements before any attestation, as on the TPM, so a
+    // quote holds what `veil measure` predicts (the clusterID follows into RTMR2). A direct
+    // boot measures its target later (linux::prepare), and its separators after it.
+    let mut separated = false;
     if let (true, Some(t)) = (platform_measures, boot_volume.as_ref().and_then(|b| b.token.as_ref())) {
-        for part in measure::boot_target(&t.manifest) {
+        for part in measure::boot_target(&t.manifest).into_iter().chain(measure::separators()) {
             plat.measure(&part).unwrap_or_else(|e| fail(format_args!("{e}")));
         }
-        log!("{}: measured the boot target into RTMR1 and RTMR2", plat.name());
+        separated = true;
+        log!("{}: measured the boot target into RTMR1 and RTMR2, and the separators", plat.name());
     }
     tsc::mark("unseal");
     let boot_disk = match (disks.first_mut(), boot_volume.as_mut()) {
@@ -408,8 +413,10 @@ pub extern "C" fn veil_main() -> ! {
         kernel.entry
     );
     if platform_measures {
-        for sep in measure::separators() {
-            plat.measure(&sep).unwrap_or_else(|e| fail(format_args!("{e}")));
+        if !separated {
+            for sep in measure::separators() {
+                plat.measure(&sep).unwrap_or_else(|e| fail(format_args!("{e}")));
+            }
         }
         let log_bytes = plat.event_log().unwrap_or_default();
         match &acpi {

@@ -62,6 +62,47 @@ fn pool_free(ptr: NonNull<u8>, len: usize) {
     unsafe { POOL.lock().deallocate(ptr, layout) };
 }
 
+/// Page-aligned memory from the bounce pool (shared with the host on SEV-SNP and TDX), freed
+/// when dropped: for exchanges with the VMM outside virtio (TDX GetQuote).
+pub struct SharedBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl SharedBuffer {
+    /// `len` bytes (rounded up to pages), zeroed; None before the pool exists.
+    pub fn new(len: usize) -> Option<SharedBuffer> {
+        if POOL.lock().size() == 0 {
+            return None;
+        }
+        let ptr = pool_alloc(len);
+        // SAFETY: pool_alloc returned at least `len` bytes, ours alone.
+        unsafe { core::ptr::write_bytes(ptr.as_ptr(), 0, len) };
+        Some(SharedBuffer { ptr, len })
+    }
+
+    /// Its (identity-mapped, private-alias) address.
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Is it empty?
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SharedBuffer {
+    fn drop(&mut self) {
+        pool_free(self.ptr, self.len);
+    }
+}
+
 /// The DMA layer for virtio-drivers. Memory is identity mapped, so physical = virtual.
 pub struct VeilHal;
 

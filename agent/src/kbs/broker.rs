@@ -78,6 +78,8 @@ pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String
 pub struct BrokerConfig {
     /// SEV-SNP evidence: what is accepted (None: `snp` is refused).
     pub snp: Option<crate::snp::verify::SnpPolicy>,
+    /// TDX evidence: what is accepted (None: `tdx` is refused).
+    pub tdx: Option<crate::tdx::verify::TdxPolicy>,
     /// Resources by path (`repo/type/tag`).
     pub resources: HashMap<String, Zeroizing<Vec<u8>>>,
     /// Reference PCR values (SHA-256).
@@ -207,11 +209,23 @@ impl Broker {
                 format!("protocol version {:?}; this broker speaks {PROTOCOL_VERSION}", request.version),
             );
         }
-        if request.tee == kbs_types::Tee::Snp && self.config.snp.is_some() {
-            return self.auth_snp();
+        if (request.tee == kbs_types::Tee::Snp && self.config.snp.is_some())
+            || (request.tee == kbs_types::Tee::Tdx && self.config.tdx.is_some())
+        {
+            return self.auth_nonce(request.tee);
         }
         if request.tee != kbs_types::Tee::Tpm {
-            let accepted = if self.config.snp.is_some() { "\"tpm\" and \"snp\"" } else { "only \"tpm\"" };
+            let mut tees = alloc::vec!["\"tpm\""];
+            if self.config.snp.is_some() {
+                tees.push("\"snp\"");
+            }
+            if self.config.tdx.is_some() {
+                tees.push("\"tdx\"");
+            }
+            let accepted = match tees.len() {
+                1 => String::from("only \"tpm\""),
+                _ => tees.join(", "),
+            };
             return refuse(
                 400,
                 "UnsupportedTee",
@@ -289,8 +303,9 @@ impl Broker {
         }
     }
 
-    /// /auth for `snp`: a nonce, nothing else (the report's own chain proves the platform).
-    fn auth_snp(&self) -> Reply {
+    /// /auth for `snp` and `tdx`: a nonce, nothing else (the evidence's own chain proves the
+    /// platform).
+    fn auth_nonce(&self, tee: kbs_types::Tee) -> Reply {
         let mut nonce = [0u8; 32];
         let mut id = [0u8; 16];
         self.fill(&mut nonce);
@@ -298,8 +313,7 @@ impl Broker {
         let nonce = B64.encode(nonce);
         let id = hex::encode(id);
         let challenge = kbs_types::Challenge { nonce: nonce.clone(), extra_params: json!({}) };
-        let expected =
-            Expected { tee: kbs_types::Tee::Snp, nonce, ak_public: Vec::new(), credential: Zeroizing::new([0u8; 32]) };
+        let expected = Expected { tee, nonce, ak_public: Vec::new(), credential: Zeroizing::new([0u8; 32]) };
         let mut sessions = self.sessions.lock().expect("sessions");
         sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
         if sessions.len() >= MAX_SESSIONS
@@ -313,7 +327,7 @@ impl Broker {
             status: 200,
             body: serde_json::to_vec(&challenge).expect("JSON"),
             set_session: Some(id.clone()),
-            log: format!("session {id}: challenge sent (tee snp)"),
+            log: format!("session {id}: challenge sent (tee {tee})"),
         }
     }
 
@@ -401,6 +415,14 @@ pub fn check_attestation(
         let policy = config.snp.as_ref().ok_or("this broker does not verify snp evidence")?;
         return check_snp(policy, &attestation).map(|log| (key, log));
     }
+    if s.tee == kbs_types::Tee::Tdx {
+        let policy = config.tdx.as_ref().ok_or("this broker does not verify tdx evidence")?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| "the broker's clock is before 1970")?
+            .as_secs();
+        return check_tdx(policy, &attestation, now).map(|log| (key, log));
+    }
     let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(primary)?;
     let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
@@ -444,6 +466,44 @@ fn check_snp(policy: &crate::snp::verify::SnpPolicy, attestation: &kbs_types::At
         ));
     }
     Ok(format!("SNP report verified: {}; report data bound to this session{init}", verified.checks.join("; ")))
+}
+
+/// TDX evidence: the quote verified (agent::tdx::verify: DCAP, TCB status, debug, reference
+/// values, CC event log), MRCONFIGID equal to the init-data's digest (Trustee's rule), and
+/// REPORTDATA bound to this session's runtime data as Trustee binds it for `tdx`.
+pub fn check_tdx(
+    policy: &crate::tdx::verify::TdxPolicy,
+    attestation: &kbs_types::Attestation,
+    now: u64,
+) -> Result<String, String> {
+    let (quote, ccel) = crate::tdx::getquote::from_evidence(&attestation.tee_evidence.primary_evidence)?;
+    let verified = crate::tdx::verify::verify_tdx(&quote, ccel.as_deref(), policy, now)?;
+    let body = &verified.quote.body;
+    let init = match &attestation.init_data {
+        Some(d) => {
+            let want = crate::initdata::regularize(&crate::initdata::digest(&d.body)?, 48);
+            if body.mr_config_id[..] != want[..] {
+                return Err(format!(
+                    "MRCONFIGID {} is not the digest of the init-data sent ({})",
+                    hex::encode(body.mr_config_id),
+                    hex::encode(&want)
+                ));
+            }
+            String::from("; MRCONFIGID is the init-data's digest")
+        }
+        None if body.mr_config_id.iter().any(|b| *b != 0) => {
+            return Err(String::from("the TD carries an MRCONFIGID but no init-data was sent to check it against"));
+        }
+        None => String::from("; no init-data"),
+    };
+    let mut want = [0u8; 64];
+    want[..48].copy_from_slice(&expected_runtime_digest(attestation)?);
+    if body.report_data != want {
+        return Err(String::from(
+            "the quote's REPORTDATA is not this session's runtime data (nonce, tee-pubkey) bound as Trustee binds it",
+        ));
+    }
+    Ok(format!("TD quote verified: {}; report data bound to this session{init}", verified.checks.join("; ")))
 }
 
 /// The nonce and the key the resource will be wrapped to, from the runtime data.
@@ -539,6 +599,7 @@ mod tests {
     fn broker() -> Broker {
         let config = BrokerConfig {
             snp: None,
+            tdx: None,
             resources: HashMap::new(),
             reference: BTreeMap::new(),
             ek_root: Vec::new(),

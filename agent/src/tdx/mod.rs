@@ -5,10 +5,13 @@
 //! * [`report`]: TDREPORT_STRUCT, the output of TDG.MR.REPORT (what a quote signs);
 //!   [`quote`]: TD quotes (v4, v5) and the signatures binding them to a PCK key; `pck`
 //!   (host, `std`): the PCK certificate chain up to Intel's root and its SGX extensions;
-//!   `collateral` (host): the TCB status from Intel's collateral (the DCAP verdict).
+//!   `collateral` (host): the TCB status from Intel's collateral (the DCAP verdict);
+//!   `verify` (host): what a broker accepts (status, debug, reference values, CCEL replay).
 //! * [`tdcall`]: TDCALL leaves and TDG.VP.VMCALL sub-functions over the instruction seam
 //!   [`tdcall::TdxCpu`], every answer checked; `model` (tests and the `model` feature only):
 //!   the TDX module and VMM on the other side, honest or hostile.
+//! * [`getquote`]: TDG.VP.VMCALL<GetQuote>'s buffer, Trustee's `tdx` evidence; its `model`:
+//!   the quoting side a test stands up.
 //! * [`hob`]: the TD HOB, the memory map the VMM hands a TD.
 //! * [`measure`]: the measurement plan mapped to RTMRs (UEFI CC mapping).
 //! * [`tdvf`]: the ROM's TDVF metadata and MRTD.
@@ -16,6 +19,7 @@
 
 #[cfg(feature = "std")]
 pub mod collateral;
+pub mod getquote;
 pub mod hob;
 pub mod measure;
 #[cfg(any(test, feature = "model"))]
@@ -28,6 +32,8 @@ pub mod tdcall;
 pub mod tdvf;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "std")]
+pub mod verify;
 pub mod wakeup;
 
 use core::fmt;

@@ -29,6 +29,10 @@ pub struct Hostile {
     pub map_gpa_stall: bool,
     /// MapGPA: convert this many pages per call, then ask to resume.
     pub map_gpa_per_call: Option<u64>,
+    /// GetQuote: answer with this status instead of a quote.
+    pub quote_status: Option<u64>,
+    /// GetQuote: claim a quote longer than the buffer.
+    pub quote_overlong: bool,
 }
 
 /// The TDX module and VMM model.
@@ -58,6 +62,14 @@ pub struct TdxModel {
     pub msrs: BTreeMap<u32, u64>,
     /// TDCALLs seen: (leaf, sub-function for VMCALLs).
     pub calls: Vec<(u64, u64)>,
+    /// MRTD (what the module measured at launch).
+    pub mrtd: [u8; 48],
+    /// MRCONFIGID (the VMM's, at launch).
+    pub mr_config_id: [u8; 48],
+    /// TEE_TCB_SVN of the module.
+    pub tee_tcb_svn: [u8; 16],
+    /// The quoting service behind the VMM (None: GetQuote answers "unavailable").
+    pub quoting: Option<super::getquote::model::QuotingKeys>,
     /// The pending #VE (exit reason, qualification, GLA, GPA, instruction length), if any.
     pub ve: Option<(u32, u64, u64, u64, u32)>,
     /// How to misbehave.
@@ -92,6 +104,10 @@ impl TdxModel {
             mmio: BTreeMap::new(),
             msrs: BTreeMap::new(),
             calls: Vec::new(),
+            mrtd: [0; 48],
+            mr_config_id: [0; 48],
+            tee_tcb_svn: [0; 16],
+            quoting: None,
             ve: None,
             hostile: Hostile::default(),
         }
@@ -131,17 +147,85 @@ impl TdxModel {
         r.rax = 0;
     }
 
+    fn write_mem(&mut self, gpa: u64, bytes: &[u8]) {
+        if let Some(m) = self.machine.as_mut() {
+            m.write_guest(gpa, bytes);
+            return;
+        }
+        for (i, chunk) in bytes.chunks(4096).enumerate() {
+            let at = gpa + (i as u64) * 4096;
+            let page = at & !0xFFF;
+            let off = (at - page) as usize;
+            let v = self.memory.entry(page).or_default();
+            v.resize(4096, 0);
+            let n = chunk.len().min(4096 - off);
+            v[off..off + n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.write_mem(page + 4096, &chunk[n..]);
+            }
+        }
+    }
+
+    /// The TDREPORT TDG.MR.REPORT writes: REPORTMACSTRUCT (type TDX, REPORTDATA), TEE_TCB_INFO
+    /// (TEE_TCB_SVN), TDINFO (attributes, MRTD, MRCONFIGID, RTMRs). No MAC: nothing checks it
+    /// outside a CPU.
+    pub fn tdreport(&self, report_data: &[u8; 64]) -> [u8; 1024] {
+        let mut r = [0u8; 1024];
+        r[0] = 0x81;
+        r[128..192].copy_from_slice(report_data);
+        r[256 + 8..256 + 24].copy_from_slice(&self.tee_tcb_svn);
+        let td = 512;
+        r[td..td + 8].copy_from_slice(&self.attributes.to_le_bytes());
+        r[td + 16..td + 64].copy_from_slice(&self.mrtd);
+        r[td + 64..td + 112].copy_from_slice(&self.mr_config_id);
+        for (i, v) in self.rtmr.iter().enumerate() {
+            r[td + 208 + 48 * i..td + 256 + 48 * i].copy_from_slice(v);
+        }
+        r
+    }
+
+    fn get_quote(&mut self, r: &mut Regs) {
+        let shared_bit = 1u64 << (self.gpaw - 1);
+        let (gpa, len) = (r.r12 & !shared_bit, r.r13 as usize);
+        if r.r12 & shared_bit == 0 || !(super::getquote::HEADER + 1024..=1 << 20).contains(&len) {
+            r.r10 = 0x8000_0000_0000_0000; // INVALID_OPERAND
+            return;
+        }
+        let mut buf = self.read_mem(gpa, len);
+        let status = match (&self.quoting, self.hostile.quote_status) {
+            (_, Some(s)) => s,
+            (None, None) => super::getquote::UNAVAILABLE,
+            (Some(keys), None) => {
+                let quote = super::getquote::model::quote(&buf[24..24 + 1024], keys);
+                let n = quote.len().min(len - 24);
+                buf[24..24 + n].copy_from_slice(&quote[..n]);
+                let out = if self.hostile.quote_overlong { len as u32 } else { quote.len() as u32 };
+                buf[20..24].copy_from_slice(&out.to_le_bytes());
+                if quote.len() > len - 24 { super::getquote::ERROR } else { super::getquote::SUCCESS }
+            }
+        };
+        buf[8..16].copy_from_slice(&status.to_le_bytes());
+        self.write_mem(gpa, &buf);
+    }
+
     fn read_mem(&mut self, gpa: u64, n: usize) -> Vec<u8> {
         if let Some(m) = self.machine.as_mut() {
             let mut v = alloc::vec![0u8; n];
             m.read_guest(gpa, &mut v);
             return v;
         }
-        let page = gpa & !0xFFF;
-        let mut v = self.memory.get(&page).cloned().unwrap_or_default();
-        v.resize(4096, 0);
-        let at = (gpa - page) as usize;
-        v[at..at + n].to_vec()
+        let mut out = Vec::with_capacity(n);
+        let mut at = gpa;
+        while out.len() < n {
+            let page = at & !0xFFF;
+            let mut v = self.memory.get(&page).cloned().unwrap_or_default();
+            v.resize(4096, 0);
+            let off = (at - page) as usize;
+            let take = (4096 - off).min(n - out.len());
+            out.extend_from_slice(&v[off..off + take]);
+            at += take as u64;
+        }
+        out
     }
 
     fn vmcall(&mut self, r: &mut Regs) {
@@ -193,6 +277,7 @@ impl TdxModel {
             }
             vmcall::CPUID => (r.r12, r.r13, r.r14, r.r15) = (0x4000_0001, 0x4B4D564B, 0x564B4D56, 0x4D),
             vmcall::MAP_GPA => self.map_gpa(r),
+            vmcall::GET_QUOTE => self.get_quote(r),
             _ => r.r10 = 0x8000_0000_0000_0000, // INVALID_OPERAND
         }
     }
@@ -243,6 +328,18 @@ impl TdxCpu for TdxModel {
                 r.rdx = self.attributes;
                 let n = u64::from(self.vcpus);
                 (r.r8, r.r9, r.rax) = (n | (n << 32), 0, 0);
+            }
+            leaf::MR_REPORT => {
+                self.calls.push((leaf::MR_REPORT, 0));
+                let (report_gpa, data_gpa) = (r.rcx, r.rdx);
+                if !report_gpa.is_multiple_of(1024) || !data_gpa.is_multiple_of(64) || r.r8 != 0 {
+                    r.rax = 0xC000_0100_0000_0000;
+                    return;
+                }
+                let data: [u8; 64] = self.read_mem(data_gpa, 64).try_into().expect("64 bytes");
+                let report = self.tdreport(&data);
+                self.write_mem(report_gpa, &report);
+                r.rax = 0;
             }
             leaf::VP_VEINFO_GET => {
                 self.calls.push((leaf::VP_VEINFO_GET, 0));

@@ -59,6 +59,8 @@ pub mod vmcall {
     pub const MMIO: u64 = 0x30;
     /// MapGPA.
     pub const MAP_GPA: u64 = 0x10001;
+    /// GetQuote.
+    pub const GET_QUOTE: u64 = 0x10002;
 }
 
 /// TDX module completion statuses the guest acts on.
@@ -272,6 +274,33 @@ pub fn rtmr_extend(cpu: &mut dyn TdxCpu, index: u8, digest_gpa: u64) -> Result<(
         0 => Ok(()),
         status => Err(TdcallError::Module { leaf: leaf::MR_RTMR_EXTEND, status }),
     }
+}
+
+/// TDG.MR.REPORT: the TDREPORT binding the 64 bytes at `data_gpa` (64-byte aligned) into the
+/// 1024 bytes at `report_gpa` (1024-byte aligned).
+pub fn mr_report(cpu: &mut dyn TdxCpu, report_gpa: u64, data_gpa: u64) -> Result<(), TdcallError> {
+    if !report_gpa.is_multiple_of(1024) {
+        return Err(TdcallError::Address(report_gpa));
+    }
+    if !data_gpa.is_multiple_of(64) {
+        return Err(TdcallError::Address(data_gpa));
+    }
+    let mut r = Regs { rax: leaf::MR_REPORT, rcx: report_gpa, rdx: data_gpa, r8: 0, ..Regs::default() };
+    cpu.tdcall(&mut r);
+    match r.rax {
+        0 => Ok(()),
+        status => Err(TdcallError::Module { leaf: leaf::MR_REPORT, status }),
+    }
+}
+
+/// TDG.VP.VMCALL<GetQuote> on the shared buffer `[gpa, gpa + len)` (4 KiB aligned; `gpa` is
+/// the private address, the shared bit is added here). The answer arrives in the buffer
+/// ([`super::getquote::response`]).
+pub fn get_quote(cpu: &mut dyn TdxCpu, gpa: u64, len: u64, shared_bit: u64) -> Result<(), TdcallError> {
+    if !gpa.is_multiple_of(4096) || gpa & shared_bit != 0 || len == 0 {
+        return Err(TdcallError::Address(gpa));
+    }
+    vmcall(cpu, vmcall::GET_QUOTE, [gpa | shared_bit, len, 0, 0]).map(|_| ())
 }
 
 /// A TDG.VP.VMCALL with R12-R15 = `args`; returns R11-R15 after a successful status.

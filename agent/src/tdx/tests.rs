@@ -107,3 +107,52 @@ fn ve_info_reports_the_cause_or_its_absence() {
     // Read once: the next #VE would be a double fault on hardware; the model has none pending.
     assert!(tdcall::ve_info(&mut m).is_err());
 }
+
+/// TDG.MR.REPORT then GetQuote, as the firmware runs them, against the model: the quote binds
+/// the report data and the model's registers; each GetQuote failure is a precise refusal.
+#[test]
+fn report_then_quote_and_each_getquote_failure() {
+    use super::getquote::{self, GetQuoteError};
+    let keys = super::getquote::model::QuotingKeys {
+        attestation: [3u8; 32],
+        pck: [5u8; 32],
+        chain_pem: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+        qe_mrsigner: [1u8; 32],
+        qe_isvsvn: 4,
+    };
+    let shared = 1u64 << 51;
+    let run = |m: &mut TdxModel| -> Result<Vec<u8>, GetQuoteError> {
+        m.memory.insert(0x1000, [0x42u8; 64].to_vec());
+        tdcall::mr_report(m, 0x2000, 0x1000).unwrap();
+        let report = m.memory[&0x2000][..1024].to_vec();
+        let mut buf = vec![0u8; 16384];
+        getquote::request(&mut buf, &report).unwrap();
+        for (i, c) in buf.chunks(4096).enumerate() {
+            m.memory.insert(0x10_0000 + i as u64 * 4096, c.to_vec());
+        }
+        tdcall::get_quote(m, 0x10_0000, 16384, shared).unwrap();
+        let back: Vec<u8> = (0..4).flat_map(|i| m.memory[&(0x10_0000 + i * 4096)].clone()).collect();
+        getquote::response(&back).map(|q| q.expect("answered"))
+    };
+    let mut m = TdxModel::new();
+    m.mrtd = [0x11; 48];
+    m.quoting = Some(keys.clone());
+    let q = super::quote::parse(&run(&mut m).unwrap()).unwrap();
+    assert_eq!((q.body.report_data, q.body.mr_td), ([0x42; 64], [0x11; 48]));
+    let mut none = TdxModel::new();
+    assert_eq!(run(&mut none), Err(GetQuoteError::Unavailable));
+    let mut failing = TdxModel::new();
+    failing.quoting = Some(keys.clone());
+    failing.hostile.quote_status = Some(getquote::ERROR);
+    assert_eq!(run(&mut failing), Err(GetQuoteError::ServiceError));
+    let mut overlong = TdxModel::new();
+    overlong.quoting = Some(keys);
+    overlong.hostile.quote_overlong = true;
+    assert!(matches!(run(&mut overlong), Err(GetQuoteError::Length { .. })));
+    // Misaligned buffers are refused before the TDCALL.
+    assert_eq!(tdcall::mr_report(&mut m, 0x2100, 0x1000), Err(TdcallError::Address(0x2100)));
+    assert_eq!(
+        tdcall::get_quote(&mut m, 0x10_0000 | shared, 4096, shared),
+        Err(TdcallError::Address(0x10_0000 | shared))
+    );
+}

@@ -83,9 +83,9 @@ pub trait Platform {
     fn event_log(&self) -> Option<Vec<u8>> {
         None
     }
-    /// The launch's host-provided binding register (SNP: HOST_DATA, read from a report), or
-    /// None on platforms without one.
-    fn launch_host_data(&mut self) -> Result<Option<[u8; 32]>, BootError> {
+    /// The launch's host-provided binding register, by name (SNP: HOST_DATA, 32 bytes; TDX:
+    /// MRCONFIGID, 48 bytes, read from a report), or None on platforms without one.
+    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
         Ok(None)
     }
     /// A key only this launch of this firmware can obtain again, for sealing (SNP: derived by

@@ -23,8 +23,8 @@ use zeroize::Zeroizing;
 
 #[derive(Subcommand)]
 pub enum KbsCommand {
-    /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEEs "tpm" and "snp").
-    Serve(ServeArgs),
+    /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEEs "tpm", "snp" and "tdx").
+    Serve(Box<ServeArgs>),
     /// Relay a VM's virtio-console frames to a key broker over HTTP.
     Relay(RelayArgs),
 }
@@ -54,6 +54,8 @@ pub struct ServeArgs {
     resource: String,
     #[command(flatten)]
     snp: crate::snp::SnpArgs,
+    #[command(flatten)]
+    tdx: crate::tdx::TdxArgs,
 }
 
 #[derive(Args)]
@@ -71,7 +73,7 @@ pub struct RelayArgs {
 
 pub fn run(cmd: KbsCommand) -> Result<()> {
     match cmd {
-        KbsCommand::Serve(args) => serve(args),
+        KbsCommand::Serve(args) => serve(*args),
         KbsCommand::Relay(args) => relay(args),
     }
 }
@@ -103,11 +105,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         None => Default::default(),
     };
     let snp = args.snp.policy()?;
-    if args.measurements.is_none() && snp.is_none() {
-        bail!("nothing to verify: give --measurements and --ek-ca (TEE tpm), --snp-reference (TEE snp), or both");
+    let tdx = args.tdx.policy()?;
+    if args.measurements.is_none() && snp.is_none() && tdx.is_none() {
+        bail!(
+            "nothing to verify: give --measurements and --ek-ca (TEE tpm), --snp-reference (TEE snp), --tdx-reference and --tdx-collateral (TEE tdx), or several"
+        );
+    }
+    if let Some(p) = &tdx {
+        eprintln!(
+            "veil kbs: TEE tdx: {} reference MRTD(s); TCB statuses accepted: {}{}",
+            p.reference.as_ref().map(|r| r.mrtd.len()).unwrap_or(0),
+            p.allowed_status.join(", "),
+            if p.test_root { "; WARNING: a TEST root replaces Intel's (--tdx-test-root)" } else { "" }
+        );
     }
     let config = BrokerConfig {
         snp,
+        tdx,
         resources: [(args.resource.clone(), secret)].into(),
         reference,
         ek_root: args.ek_ca.as_ref().map(read_pem).transpose()?.unwrap_or_default(),

@@ -14,6 +14,7 @@ mod report;
 mod seal;
 mod secret;
 mod snp;
+mod tdx;
 mod tpm;
 mod trustee;
 mod verify;
@@ -48,7 +49,7 @@ enum Command {
     /// print its disk key.
     Recover(image::RecoverArgs),
     /// Predict the measurements a veilboot ROM produces: TPM PCRs booting an image
-    /// (Constellation's measurements JSON), or the SEV-SNP launch digest.
+    /// (Constellation's measurements JSON), the SEV-SNP launch digest, or TDX's MRTD and RTMRs.
     Measure(measure::MeasureArgs),
     /// Seal the master secret for a VM's TPM from its storage key's public part alone, into
     /// the image's veil-boot header.
@@ -61,8 +62,8 @@ enum Command {
     Tpm(tpm::TpmCommand),
     /// Turn a firmware serial log into a table of boot phase durations (and an SVG chart).
     BootReport(report::ReportArgs),
-    /// Verify attestation evidence as the key broker does (SEV-SNP reports), printing each
-    /// check; exits 1 on a refusal.
+    /// Verify attestation evidence as the key broker does (SEV-SNP reports, TD quotes),
+    /// printing each check; exits 1 on a refusal.
     Verify(verify::VerifyArgs),
 }
 

@@ -1,7 +1,9 @@
-//! `veil verify --platform snp`: the key broker's checks of an SEV-SNP attestation report as a
-//! command, for researchers and CI. It reads the raw 1184-byte report or Trustee's `snp`
-//! evidence JSON, verifies it with the code the broker uses (veil_agent::snp::verify), prints
-//! each check that passed or the refusal, and exits non-zero on a refusal.
+//! `veil verify`: the key broker's checks of attestation evidence as a command, for
+//! researchers and CI, with the code the broker uses. `--platform snp`: the raw 1184-byte
+//! report or Trustee's `snp` evidence JSON (veil_agent::snp::verify). `--platform tdx`: a TD
+//! quote (raw, or Trustee's `tdx` evidence JSON with its CC event log) with Intel's collateral
+//! at a given time (veil_agent::tdx::verify). Each check that passed is printed, or the
+//! refusal; the exit status is non-zero on a refusal.
 
 use std::path::PathBuf;
 
@@ -12,6 +14,8 @@ use clap::{Args, ValueEnum};
 pub enum Platform {
     /// An AMD SEV-SNP attestation report.
     Snp,
+    /// An Intel TDX quote.
+    Tdx,
 }
 
 #[derive(Args)]
@@ -19,19 +23,35 @@ pub struct VerifyArgs {
     /// Which platform's evidence.
     #[arg(long, value_enum)]
     platform: Platform,
-    /// The report: raw ATTESTATION_REPORT (1184 bytes) or Trustee's snp evidence JSON
+    /// SNP: the report: raw ATTESTATION_REPORT (1184 bytes) or Trustee's snp evidence JSON
     /// (`{"attestation_report": ..., "cert_chain": ...}`, as the firmware sends it).
-    #[arg(long)]
-    report: PathBuf,
+    #[arg(long, required_if_eq("platform", "snp"))]
+    report: Option<PathBuf>,
+    /// TDX: the quote, raw or Trustee's tdx evidence JSON (`{"quote": ..., "cc_eventlog": ...}`).
+    #[arg(long, required_if_eq("platform", "tdx"))]
+    quote: Option<PathBuf>,
+    /// TDX: Intel's collateral for the platform (PCS/PCCS JSON).
+    #[arg(long, required_if_eq("platform", "tdx"))]
+    collateral: Option<PathBuf>,
+    /// TDX: the CC event log (the CCEL area's bytes) to replay to the quoted RTMRs.
+    #[arg(long, value_name = "CCEL")]
+    eventlog: Option<PathBuf>,
+    /// TDX: verify at this time (RFC 3339, e.g. 2025-06-19T12:00:00Z) instead of now: for
+    /// recorded quotes, within their collateral's validity.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// TDX: the TCB statuses to accept (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "UpToDate")]
+    allow_status: Vec<String>,
     /// Certificates to verify with when the evidence carries none: a directory with vcek.der
     /// or vcek.pem (or vlek.*), ask.pem and ark.pem (AMD KDS).
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
-    /// Reference values (`veil measure --platform snp --out`; repeat): the measurement must be
-    /// one of them. Without, the measurement is printed, not checked.
+    /// Reference values (`veil measure --platform snp|tdx --out`; repeat): the measurement
+    /// (MRTD) must be one of them. Without, it is printed, not checked.
     #[arg(long = "reference", value_name = "FILE")]
     reference: Vec<PathBuf>,
-    /// TESTS ONLY: accept this ARK (PEM) instead of AMD's roots.
+    /// TESTS ONLY: accept this root (PEM) instead of AMD's ARKs or Intel's SGX root CA.
     #[arg(long, value_name = "PEM")]
     test_root: Option<PathBuf>,
     /// The HOST_DATA the launch must carry (64 hex digits).
@@ -42,13 +62,96 @@ pub struct VerifyArgs {
     json: bool,
 }
 
+/// Print checks or the refusal, as text or JSON; Err on a refusal.
+fn report_result(result: Result<Vec<String>, String>, json: bool, extra: serde_json::Value) -> Result<()> {
+    if json {
+        let mut doc = match &result {
+            Ok(checks) => serde_json::json!({"verified": true, "checks": checks}),
+            Err(e) => serde_json::json!({"verified": false, "checks": [], "refusal": e}),
+        };
+        if let (Some(d), Some(x)) = (doc.as_object_mut(), extra.as_object()) {
+            d.extend(x.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        match &result {
+            Ok(checks) => {
+                for c in checks {
+                    println!("ok   {c}");
+                }
+                println!("VERIFIED");
+            }
+            Err(e) => println!("REFUSED: {e}"),
+        }
+    }
+    if let Err(e) = result {
+        bail!("the evidence is refused: {e}");
+    }
+    Ok(())
+}
+
+fn run_tdx(args: &VerifyArgs) -> Result<()> {
+    let path = args.quote.as_ref().context("--platform tdx needs --quote")?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (quote, mut log) = if bytes.first() == Some(&b'{') {
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+        veil_agent::tdx::getquote::from_evidence(&v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    } else {
+        (bytes, None)
+    };
+    if let Some(p) = &args.eventlog {
+        log = Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    let tdx = crate::tdx::TdxArgs {
+        reference: args.reference.clone(),
+        collateral: args.collateral.clone(),
+        allow_status: args.allow_status.clone(),
+        test_root: args.test_root.clone(),
+    };
+    let policy = tdx.policy_with(false)?;
+    let now = match &args.at {
+        Some(t) => veil_agent::tdx::collateral::parse_time(t).map_err(|e| anyhow::anyhow!("--at: {e}"))?,
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+    };
+    let result = veil_agent::tdx::verify::verify_tdx(&quote, log.as_deref(), &policy, now);
+    let extra = match &result {
+        Ok(v) => {
+            let b = &v.quote.body;
+            let fields = serde_json::json!({
+                "tcb_status": v.verdict.status,
+                "advisory_ids": v.verdict.advisory_ids,
+                "mrtd": hex::encode(b.mr_td),
+                "rtmr0": hex::encode(b.rtmr[0]),
+                "rtmr1": hex::encode(b.rtmr[1]),
+                "rtmr2": hex::encode(b.rtmr[2]),
+                "rtmr3": hex::encode(b.rtmr[3]),
+                "mrconfigid": hex::encode(b.mr_config_id),
+                "report_data": hex::encode(b.report_data),
+                "td_attributes": hex::encode(b.td_attributes),
+            });
+            if !args.json {
+                for (k, val) in fields.as_object().expect("object") {
+                    println!("{k:14} {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
+                }
+            }
+            fields
+        }
+        Err(_) => serde_json::json!({}),
+    };
+    report_result(result.map(|v| v.checks), args.json, extra)
+}
+
 pub fn run(args: VerifyArgs) -> Result<()> {
-    let Platform::Snp = args.platform;
-    let bytes = std::fs::read(&args.report).with_context(|| format!("reading {}", args.report.display()))?;
+    if let Platform::Tdx = args.platform {
+        return run_tdx(&args);
+    }
+    let report = args.report.as_ref().context("--platform snp needs --report")?;
+    let bytes = std::fs::read(report).with_context(|| format!("reading {}", report.display()))?;
     let (raw, certs) = if bytes.first() == Some(&b'{') {
         let v: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", args.report.display()))?;
-        veil_agent::snp::verify::from_evidence(&v).map_err(|e| anyhow::anyhow!("{}: {e}", args.report.display()))?
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", report.display()))?;
+        veil_agent::snp::verify::from_evidence(&v).map_err(|e| anyhow::anyhow!("{}: {e}", report.display()))?
     } else {
         (bytes, Vec::new())
     };
@@ -64,25 +167,5 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         policy.host_data = Some(b.try_into().map_err(|_| anyhow::anyhow!("--host-data is not 32 bytes"))?);
     }
     let result = veil_agent::snp::verify::verify_snp(&raw, &certs, &policy);
-    if args.json {
-        let doc = match &result {
-            Ok(v) => serde_json::json!({"verified": true, "checks": v.checks}),
-            Err(e) => serde_json::json!({"verified": false, "checks": [], "refusal": e}),
-        };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else {
-        match &result {
-            Ok(v) => {
-                for c in &v.checks {
-                    println!("ok   {c}");
-                }
-                println!("VERIFIED");
-            }
-            Err(e) => println!("REFUSED: {e}"),
-        }
-    }
-    if let Err(e) = result {
-        bail!("the report is refused: {e}");
-    }
-    Ok(())
+    report_result(result.map(|v| v.checks), args.json, serde_json::json!({}))
 }

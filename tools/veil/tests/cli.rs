@@ -280,3 +280,51 @@ fn verify_snp_reports_each_check_and_refusal() {
     let refused = veil(&["verify", "--platform", "snp", "--report", r, "--certs", c, "--host-data", &"11".repeat(32)]);
     assert!(stdout(&refused).contains("REFUSED: HOST_DATA "), "{}", stdout(&refused));
 }
+
+/// `veil verify --platform tdx` on dcap-qvl's real quote at its collateral's time: every field
+/// printed, UpToDate, VERIFIED; a reference MRTD it does not match, a time after nextUpdate and
+/// a TCB status the operator did not allow refuse with exit status 1.
+#[test]
+fn verify_tdx_prints_the_checks_and_refuses() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/tdx/quotes/dcap-qvl");
+    if !data.is_dir() {
+        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
+        return;
+    }
+    let q = data.join("tdx_quote");
+    let c = data.join("tdx_quote_collateral.json");
+    let (q, c) = (q.to_str().unwrap(), c.to_str().unwrap());
+    let at = "2025-06-19T12:00:00Z";
+    let ok = veil(&["verify", "--platform", "tdx", "--quote", q, "--collateral", c, "--at", at]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let out = stdout(&ok);
+    assert!(out.contains("tcb_status     UpToDate") && out.contains("ok   not a debug TD"), "{out}");
+    assert!(out.contains("mrtd           91eb2b44d141d4ec") && out.ends_with("VERIFIED\n"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("rv.json");
+    std::fs::write(&reference, format!(r#"{{"platform":"tdx","mrtd":"{}"}}"#, "00".repeat(48))).unwrap();
+    let r = reference.to_str().unwrap();
+    let refused = veil(&["verify", "--platform", "tdx", "--quote", q, "--collateral", c, "--at", at, "--reference", r]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("REFUSED: MRTD 91eb2b44"), "{}", stdout(&refused));
+    let late = veil(&["verify", "--platform", "tdx", "--quote", q, "--collateral", c, "--at", "2025-08-01T00:00:00Z"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert!(stdout(&late).contains("expired"), "{}", stdout(&late));
+    let strict = veil(&[
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        q,
+        "--collateral",
+        c,
+        "--at",
+        at,
+        "--allow-status",
+        "Revoked",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert!(v["refusal"].as_str().unwrap().starts_with("TCB status UpToDate"), "{v}");
+}

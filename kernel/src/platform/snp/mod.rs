@@ -495,9 +495,9 @@ impl Platform for Snp {
         Snp::sealing_key(self).map(Some)
     }
 
-    fn launch_host_data(&mut self) -> Result<Option<[u8; 32]>, BootError> {
+    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
         let (report, _) = self.report(&[0u8; 64])?;
-        Ok(Some(report[0xC0..0xE0].try_into().expect("32 bytes")))
+        Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
     }
 
     fn before_jump(&mut self) {

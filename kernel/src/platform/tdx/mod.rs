@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use veil_agent::fwcfg::{E820Entry, E820Kind};
 use veil_agent::tdx::hob::{self, Resource, ResourceKind};
 use veil_agent::tdx::tdcall::{self, Regs, TdInfo, TdcallError, TdxCpu};
-use veil_agent::tdx::wakeup;
+use veil_agent::tdx::{getquote, wakeup};
 use veil_agent::tpm::Bank;
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
@@ -194,6 +194,29 @@ impl Platform for Tdx {
         Ok(())
     }
 
+    fn tee(&self) -> Option<veil_agent::kbs::evidence::Tee> {
+        Some(veil_agent::kbs::evidence::Tee::Tdx)
+    }
+
+    fn evidence(&mut self, report_data: &[u8]) -> Result<serde_json::Value, BootError> {
+        let mut data = [0u8; 64];
+        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
+        let report = tdreport(&data)?;
+        let quote = get_quote(&report)?;
+        crate::log!(
+            "tdx: TD quote of {} bytes (MRTD {}..) with a CC event log of {} bytes",
+            quote.len(),
+            hex::encode(&report[528..536]),
+            self.log.as_bytes().len()
+        );
+        Ok(getquote::evidence_json(&quote, self.log.as_bytes()))
+    }
+
+    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
+        let report = tdreport(&[0u8; 64])?;
+        Ok(Some(("MRCONFIGID", report[576..624].to_vec())))
+    }
+
     fn console_write(&mut self, bytes: &[u8]) {
         crate::serial::write_bytes(bytes);
     }
@@ -250,6 +273,53 @@ impl Platform for Tdx {
         );
         Ok(HandoffExtras::default())
     }
+}
+
+/// TDG.MR.REPORT over `data`: the 1024-byte TDREPORT.
+fn tdreport(data: &[u8; 64]) -> Result<[u8; 1024], BootError> {
+    #[repr(C, align(1024))]
+    struct Report([u8; 1024]);
+    #[repr(C, align(64))]
+    struct Data([u8; 64]);
+    let mut report = alloc::boxed::Box::new(Report([0; 1024]));
+    let input = alloc::boxed::Box::new(Data(*data));
+    tdcall::mr_report(&mut Hw, &raw mut report.0 as u64, &raw const input.0 as u64).map_err(BootError::Tdcall)?;
+    Ok(report.0)
+}
+
+/// The GetQuote buffer: a TDREPORT in, a quote with its PCK chain (a few KiB) out.
+const QUOTE_BUFFER: usize = 32 * 1024;
+/// How long to poll for the quote, in PAUSE iterations (the quoting service answers in
+/// milliseconds to seconds).
+const QUOTE_POLLS: u64 = 1 << 32;
+
+/// A quote of `report` from the VMM's quoting service (TDG.VP.VMCALL<GetQuote>, the status
+/// polled until it leaves IN_FLIGHT).
+fn get_quote(report: &[u8; 1024]) -> Result<Vec<u8>, BootError> {
+    let buf = crate::virtio::SharedBuffer::new(QUOTE_BUFFER).ok_or(BootError::OutOfMemory(QUOTE_BUFFER))?;
+    let at = buf.addr();
+    // SAFETY: the buffer is ours (pool memory shared with the host), `len` bytes at `at`;
+    // the VMM writes it concurrently only after GetQuote, and it is read back by copy.
+    let view = |f: &mut dyn FnMut(&mut [u8])| f(unsafe { core::slice::from_raw_parts_mut(at as *mut u8, buf.len()) });
+    let mut r = Ok(());
+    view(&mut |b| r = getquote::request(b, report));
+    r.map_err(BootError::GetQuote)?;
+    tdcall::get_quote(&mut Hw, at, buf.len() as u64, SHARED_BIT.load(Ordering::Relaxed)).map_err(BootError::Tdcall)?;
+    for _ in 0..QUOTE_POLLS {
+        // SAFETY: the status word of the buffer above, read volatile (the VMM writes it).
+        let status = unsafe { core::ptr::read_volatile((at + 8) as *const u64) };
+        if status != getquote::IN_FLIGHT {
+            let mut copy = alloc::vec![0u8; buf.len()];
+            view(&mut |b| copy.copy_from_slice(b));
+            return match getquote::response(&copy) {
+                Ok(Some(q)) => Ok(q),
+                Ok(None) => continue,
+                Err(e) => Err(BootError::GetQuote(e)),
+            };
+        }
+        core::hint::spin_loop();
+    }
+    Err(BootError::GetQuote(getquote::GetQuoteError::Timeout))
 }
 
 /// How long the BSP waits for the APs to arrive, in PAUSE iterations (seconds on hardware;
