@@ -13,6 +13,7 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
+use veil_agent::tdx::getquote::model::QuotingKeys;
 use veil_agent::tdx::model::TdxModel;
 use veil_agent::tdx::tdcall::{Regs, TdxCpu};
 
@@ -26,8 +27,15 @@ const TEST_TD_HOB: &str = "opt/veil/test-td-hob";
 /// fw_cfg name of the way a test wants the VMM to misbehave: `added-twice` (it added the page
 /// at 1 MiB to the TD although the TD HOB lists it as unaccepted: a replayed page), `gpaw`
 /// (TDG.VP.INFO reports a 40-bit address width), `aps-missing` (it reports the vCPUs QEMU has
-/// but never runs the APs).
+/// but never runs the APs), `mrtd` (the TD was launched from other contents), `rtmr` (RTMR1
+/// holds an extend the event log does not show), `debug` (a debug TD).
+/// The quoting side: `opt/veil/test-tdx-qe` (agent::tdx::getquote::model::QuotingKeys's text
+/// form), and the VMM's MRCONFIGID, `opt/veil/test-tdx-mrconfigid` (48 bytes).
 const TEST_HOSTILE: &str = "opt/veil/test-tdx-hostile";
+/// fw_cfg name of the quoting keys and PCK chain.
+const TEST_QE: &str = "opt/veil/test-tdx-qe";
+/// fw_cfg name of the MRCONFIGID the VMM set.
+const TEST_MRCONFIGID: &str = "opt/veil/test-tdx-mrconfigid";
 
 static LAUNCHED: AtomicBool = AtomicBool::new(false);
 static MODEL: Mutex<Option<TdxModel>> = Mutex::new(None);
@@ -54,10 +62,30 @@ pub fn launch() {
     for (start, end) in [(0x80_0000u64, 0x90_0000u64), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)] {
         m.pre_accept(start, end - start);
     }
+    // What the TDX module measured when the VMM added the ROM (the BFV section).
+    // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB.
+    let rom = unsafe { core::slice::from_raw_parts(crate::layout::ROM_BASE as *const u8, crate::layout::ROM_SIZE) };
+    if let Ok(mrtd) = veil_agent::tdx::tdvf::mrtd(rom, veil_agent::tdx::tdvf::PageOrder::Interleaved) {
+        m.mrtd = mrtd;
+    }
+    if let Ok(Some(id)) = cfg.read_file(TEST_MRCONFIGID, 48)
+        && let Ok(id) = <[u8; 48]>::try_from(id.as_slice())
+    {
+        m.mr_config_id = id;
+    }
+    if let Ok(Some(text)) = cfg.read_file(TEST_QE, 64 * 1024) {
+        m.quoting = core::str::from_utf8(&text).ok().and_then(QuotingKeys::from_text);
+        if m.quoting.is_none() {
+            crate::log!("{MARKER}: {TEST_QE} is not a quoting-keys text");
+        }
+    }
     let hostile = cfg.read_file(TEST_HOSTILE, 64).ok().flatten().unwrap_or_default();
     match hostile.trim_ascii() {
         b"added-twice" => m.pre_accept(0x10_0000, 0x1000),
         b"gpaw" => m.hostile.gpaw = Some(40),
+        b"mrtd" => m.mrtd[0] ^= 0xFF,
+        b"rtmr" => m.rtmr[1] = [0x66; 48],
+        b"debug" => m.attributes |= 1,
         _ => {}
     }
     let mut cpus = [0u8; 2];

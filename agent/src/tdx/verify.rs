@@ -138,6 +138,24 @@ pub fn verify_tdx(quote: &[u8], ccel: Option<&[u8]>, p: &TdxPolicy, now: u64) ->
         return Err(String::from("a debug TD (TD attributes bit 0): its memory is open to the host"));
     }
     checks.push(String::from("not a debug TD"));
+    if let Some(log) = ccel {
+        let (banks, events) = eventlog::parse(log).map_err(|e| format!("the CC event log: {e}"))?;
+        if !banks.contains(&Bank::Sha384) {
+            return Err(String::from("the CC event log has no SHA-384 digests"));
+        }
+        let replayed = eventlog::replay(&events, Bank::Sha384);
+        for i in 0..4u32 {
+            let want = replayed.get(&(i + 1)).cloned().unwrap_or_else(|| alloc::vec![0u8; 48]);
+            if quote.body.rtmr[i as usize][..] != want[..] {
+                return Err(format!(
+                    "the CC event log replays RTMR{i} to {}, the quote holds {}: the log is not this TD's",
+                    hex::encode(&want),
+                    hex::encode(quote.body.rtmr[i as usize])
+                ));
+            }
+        }
+        checks.push(format!("the CC event log ({} events) replays to the quoted RTMR0-3", events.len()));
+    }
     if let Some(r) = &p.reference {
         if !r.mrtd.contains(&quote.body.mr_td) {
             return Err(format!("MRTD {} is not among the reference values", hex::encode(quote.body.mr_td)));
@@ -157,24 +175,6 @@ pub fn verify_tdx(quote: &[u8], ccel: Option<&[u8]>, p: &TdxPolicy, now: u64) ->
         }
     } else {
         checks.push(format!("MRTD {} and RTMR0-3 not checked (no reference values)", hex::encode(quote.body.mr_td)));
-    }
-    if let Some(log) = ccel {
-        let (banks, events) = eventlog::parse(log).map_err(|e| format!("the CC event log: {e}"))?;
-        if !banks.contains(&Bank::Sha384) {
-            return Err(String::from("the CC event log has no SHA-384 digests"));
-        }
-        let replayed = eventlog::replay(&events, Bank::Sha384);
-        for i in 0..4u32 {
-            let want = replayed.get(&(i + 1)).cloned().unwrap_or_else(|| alloc::vec![0u8; 48]);
-            if quote.body.rtmr[i as usize][..] != want[..] {
-                return Err(format!(
-                    "the CC event log replays RTMR{i} to {}, the quote holds {}: the log is not this TD's",
-                    hex::encode(&want),
-                    hex::encode(quote.body.rtmr[i as usize])
-                ));
-            }
-        }
-        checks.push(format!("the CC event log ({} events) replays to the quoted RTMR0-3", events.len()));
     }
     Ok(TdxVerified { quote, verdict, checks })
 }

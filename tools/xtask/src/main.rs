@@ -19,6 +19,7 @@ mod linux;
 mod qemu;
 mod rom;
 mod snp_test;
+mod tdx_attest;
 mod tdx_test;
 mod tpm_bench;
 mod tpm_test;
@@ -39,8 +40,11 @@ fn main() {
             // Only the SNP launch digest against sev-snp-measure.
             Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)).and_then(|()| snp_model_test()),
             // Only the TDX model ROM boots.
-            Some("tdx") => build_firmware()
-                .and_then(|rom| build_tdx_model_firmware().and_then(|model| tdx_test::model_boot_tests(&rom, &model))),
+            Some("tdx") => build_firmware().and_then(|rom| {
+                build_tdx_model_firmware().and_then(|model| {
+                    tdx_test::model_boot_tests(&rom, &model).and_then(|()| tdx_attest::attestation_tests(&model))
+                })
+            }),
             Some(other) => {
                 eprintln!("xtask: unknown test set `{other}` (known: disk, snp, tdx)");
                 std::process::exit(2);
@@ -378,7 +382,9 @@ fn firmware_tests(rom: &Path) -> Result<()> {
 
     snp_measure_test(&root().join("target/veilboot.fd"))?;
     snp_model_test()?;
-    tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &build_tdx_model_firmware()?)?;
+    let tdx_model = build_tdx_model_firmware()?;
+    tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &tdx_model)?;
+    tdx_attest::attestation_tests(&tdx_model)?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);

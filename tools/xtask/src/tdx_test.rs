@@ -33,7 +33,7 @@ fn resource(kind: u32, start: u64, len: u64) -> Vec<u8> {
 /// The TD HOB QEMU would write for `ram` bytes: the PHIT, the pages the VMM adds (the ROM's
 /// TDVF TempMem and TD HOB sections) as system memory, the rest as unaccepted memory (on q35,
 /// 2 GiB below 4 GiB and the rest above once RAM reaches 2.75 GiB), the end-of-list HOB.
-fn td_hob(ram: u64) -> Vec<u8> {
+pub fn td_hob(ram: u64) -> Vec<u8> {
     let low = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
     let mut h = Vec::new();
     h.extend(1u16.to_le_bytes());

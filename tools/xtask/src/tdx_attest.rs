@@ -1,0 +1,428 @@
+//! TDX attestation end to end under TCG, with the TDX model ROM: the model's quoting side signs
+//! with a PCK chain made here (OpenSSL: a test root, a PCK certificate carrying Intel's SGX
+//! extensions written out byte by byte from Intel's PCK certificate profile, a TCB signing
+//! certificate), and the collateral (TCB info, QE identity) is written and signed here too. The
+//! broker accepts that root only through --tdx-test-root.
+//!
+//! The first boot of the encrypted demo disk attests with a quote and its CC event log, gets
+//! the secret and reaches the root filesystem; refused, each with its reason in the serial log
+//! and the broker's log: an MRTD that is not a reference value, an event log that does not
+//! replay to the quoted RTMRs, RTMRs that are not the reference values, a debug TD; and, in the
+//! firmware before any key is asked for, an MRCONFIGID that is not the disk's init-data digest.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::qemu;
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    crate::run(Command::new("openssl").current_dir(dir).args(args).stdout(std::process::Stdio::null()))
+}
+
+/// A DER TLV.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match content.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend(content);
+    out
+}
+
+/// Intel's SGX extensions OID arc 1.2.840.113741.1.13.1, then `sub`.
+fn sgx_oid(sub: &[u8]) -> Vec<u8> {
+    tlv(0x06, &[&[0x2a, 0x86, 0x48, 0x86, 0xf8, 0x4d, 0x01, 0x0d, 0x01][..], sub].concat())
+}
+
+/// The PCK certificate's SGX extensions (Intel SGX PCK Certificate and CRL Profile): PPID, TCB
+/// (components 1-16, PCESVN, CPUSVN), PCE-ID, FMSPC.
+fn sgx_extensions(components: [u8; 16], pcesvn: u8, fmspc: [u8; 6]) -> Vec<u8> {
+    let entry = |oid: Vec<u8>, value: Vec<u8>| tlv(0x30, &[oid, value].concat());
+    let mut tcb = Vec::new();
+    for (i, svn) in components.iter().enumerate() {
+        tcb.extend(entry(sgx_oid(&[2, i as u8 + 1]), tlv(0x02, &[*svn])));
+    }
+    tcb.extend(entry(sgx_oid(&[2, 17]), tlv(0x02, &[pcesvn])));
+    tcb.extend(entry(sgx_oid(&[2, 18]), tlv(0x04, &components)));
+    let body = [
+        entry(sgx_oid(&[1]), tlv(0x04, &[0x5A; 16])),
+        entry(sgx_oid(&[2]), tlv(0x30, &tcb)),
+        entry(sgx_oid(&[3]), tlv(0x04, &[0, 0])),
+        entry(sgx_oid(&[4]), tlv(0x04, &fmspc)),
+    ]
+    .concat();
+    tlv(0x30, &body)
+}
+
+/// The P-256 private scalar of an OpenSSL EC key (SEC1 DER `02 01 01 04 20 <32 bytes>`).
+fn p256_scalar(dir: &Path, key: &str) -> Result<[u8; 32]> {
+    let der = Command::new("openssl").current_dir(dir).args(["ec", "-in", key, "-outform", "DER"]).output()?.stdout;
+    let at = der.windows(5).position(|w| w == [0x02, 0x01, 0x01, 0x04, 0x20]).context("not a SEC1 P-256 key")? + 5;
+    Ok(der.get(at..at + 32).context("truncated SEC1 key")?.try_into()?)
+}
+
+/// An ECDSA-Sig-Value (DER) as r || s, 32 bytes each.
+fn raw_signature(der: &[u8]) -> Result<[u8; 64]> {
+    let int = |b: &[u8]| -> Result<(Vec<u8>, usize)> {
+        if b.len() < 2 || b[0] != 0x02 || b.len() < 2 + usize::from(b[1]) {
+            bail!("not a DER INTEGER");
+        }
+        let n = usize::from(b[1]);
+        Ok((b[2..2 + n].to_vec(), 2 + n))
+    };
+    if der.len() < 2 || der[0] != 0x30 {
+        bail!("not an ECDSA signature");
+    }
+    let (r, used) = int(&der[2..])?;
+    let (s, _) = int(&der[2 + used..])?;
+    let mut out = [0u8; 64];
+    for (i, v) in [r, s].iter().enumerate() {
+        let v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.len() > 32 {
+            bail!("an ECDSA integer above 32 bytes");
+        }
+        out[i * 32 + 32 - v.len()..i * 32 + 32].copy_from_slice(&v);
+    }
+    Ok(out)
+}
+
+/// Seconds since the epoch as RFC 3339 UTC (what Intel's collateral uses).
+fn rfc3339(t: u64) -> String {
+    let (days, secs) = (t / 86_400, t % 86_400);
+    // Civil from days (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The test PKI and collateral.
+struct TestPki {
+    root_pem: PathBuf,
+    qe_keys: PathBuf,
+    collateral: PathBuf,
+}
+
+/// QE MRSIGNER the model reports and the QE identity names.
+const QE_MRSIGNER: [u8; 32] = [0xDC; 32];
+const FMSPC: [u8; 6] = [0x00, 0xA0, 0x6F, 0x00, 0x00, 0x00];
+const SGX_COMPONENTS: [u8; 16] = [3, 3, 2, 2, 4, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0];
+
+fn test_pki(dir: &Path) -> Result<TestPki> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true\n")?;
+    let ext = sgx_extensions(SGX_COMPONENTS, 11, FMSPC);
+    std::fs::write(dir.join("pck.ext"), format!("1.2.840.113741.1.13.1=DER:{}\n", hex::encode(&ext)))?;
+    for name in ["root", "pck", "tcb", "att"] {
+        openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{name}.key")])?;
+    }
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "root.key",
+            "-subj",
+            "/CN=Test SGX Root CA",
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-out",
+            "root.pem",
+        ],
+    )?;
+    for (name, cn, extfile) in
+        [("pck", "Test SGX PCK Certificate", "pck.ext"), ("tcb", "Test SGX TCB Signing", "ca.ext")]
+    {
+        openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN={cn}"), "-out", "x.csr"])?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "x.csr",
+                "-CA",
+                "root.pem",
+                "-CAkey",
+                "root.key",
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-sha256",
+                "-extfile",
+                extfile,
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        )?;
+    }
+    let read = |n: &str| std::fs::read_to_string(dir.join(n));
+    let (root, pck, tcb) = (read("root.pem")?, read("pck.pem")?, read("tcb.pem")?);
+    let qe_keys = dir.join("qe-keys.txt");
+    std::fs::write(
+        &qe_keys,
+        format!(
+            "att {}\npck {}\nmrsigner {}\nisvsvn 4\n{pck}{root}",
+            hex::encode(p256_scalar(dir, "att.key")?),
+            hex::encode(p256_scalar(dir, "pck.key")?),
+            hex::encode(QE_MRSIGNER)
+        ),
+    )?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let (issued, next) = (rfc3339(now - 3600), rfc3339(now + 30 * 86_400));
+    let comps = |svns: &[u8]| svns.iter().map(|s| serde_json::json!({"svn": s})).collect::<Vec<_>>();
+    let tcb_info = serde_json::json!({
+        "id": "TDX", "version": 3, "issueDate": issued, "nextUpdate": next,
+        "fmspc": hex::encode_upper(FMSPC), "pceId": "0000", "tcbType": 0, "tcbEvaluationDataNumber": 17,
+        "tdxModule": {"mrsigner": "00".repeat(48), "attributes": "0000000000000000", "attributesMask": "FFFFFFFFFFFFFFFF"},
+        "tdxModuleIdentities": [],
+        "tcbLevels": [
+            {"tcb": {"sgxtcbcomponents": comps(&SGX_COMPONENTS), "pcesvn": 11, "tdxtcbcomponents": comps(&[0; 16])},
+             "tcbDate": issued, "tcbStatus": "UpToDate"},
+        ],
+    })
+    .to_string();
+    let qe_identity = serde_json::json!({
+        "id": "TD_QE", "version": 2, "issueDate": issued, "nextUpdate": next, "tcbEvaluationDataNumber": 17,
+        "miscselect": "00000000", "miscselectMask": "FFFFFFFF",
+        "attributes": "11000000000000000000000000000000", "attributesMask": "FBFFFFFFFFFFFFFF0000000000000000",
+        "mrsigner": hex::encode_upper(QE_MRSIGNER), "isvprodid": 2,
+        "tcbLevels": [{"tcb": {"isvsvn": 4}, "tcbDate": issued, "tcbStatus": "UpToDate"}],
+    })
+    .to_string();
+    let sign = |json: &str, name: &str| -> Result<String> {
+        std::fs::write(dir.join(name), json)?;
+        let der = Command::new("openssl")
+            .current_dir(dir)
+            .args(["dgst", "-sha256", "-sign", "tcb.key", name])
+            .output()
+            .context("openssl dgst")?
+            .stdout;
+        Ok(hex::encode(raw_signature(&der)?))
+    };
+    let collateral = dir.join("collateral.json");
+    let doc = serde_json::json!({
+        "tcb_info_issuer_chain": format!("{tcb}{root}"),
+        "tcb_info": tcb_info,
+        "tcb_info_signature": sign(&tcb_info, "tcb_info.json")?,
+        "qe_identity_issuer_chain": format!("{tcb}{root}"),
+        "qe_identity": qe_identity,
+        "qe_identity_signature": sign(&qe_identity, "qe_identity.json")?,
+    });
+    std::fs::write(&collateral, serde_json::to_string_pretty(&doc)?)?;
+    Ok(TestPki { root_pem: dir.join("root.pem"), qe_keys, collateral })
+}
+
+/// `veil kbs serve` for TDX evidence with the test root.
+struct Broker {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker(veil: &Path, secret: &Path, reference: &Path, pki: &TestPki, log: &Path) -> Result<Broker> {
+    let mut serve = Command::new(veil);
+    serve
+        .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
+        .arg(secret)
+        .arg("--tdx-reference")
+        .arg(reference)
+        .arg("--tdx-collateral")
+        .arg(&pki.collateral)
+        .arg("--tdx-test-root")
+        .arg(&pki.root_pem);
+    let (child, addr) = veil_testkit::spawn_announcing_logged(
+        &mut serve,
+        veil_testkit::KBS_LISTENING,
+        Duration::from_secs(30),
+        Some(std::fs::File::create(log)?),
+    )
+    .context("starting veil kbs serve")?;
+    Ok(Broker { child, url: format!("http://{addr}") })
+}
+
+/// Boot the TDX model ROM from `image` with the model's fw_cfg files and a relay to `broker`.
+fn boot(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    image: &Path,
+    fw_cfg: &[(&str, &Path)],
+    broker: &Broker,
+) -> Result<qemu::Run> {
+    let mut args = crate::demo_image::disk_args(image);
+    for (n, f) in fw_cfg {
+        args.extend(["-fw_cfg".to_string(), format!("name={n},file={}", f.display())]);
+    }
+    let sock = std::fs::canonicalize(image.parent().expect("a directory"))?.join("relay.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut relay = Command::new(veil)
+        .args(["kbs", "relay", "--socket"])
+        .arg(&sock)
+        .args(["--broker", &broker.url])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting veil kbs relay")?;
+    args.extend(qemu::relay_console_args(&sock));
+    let r = qemu::boot(rom, name, &args, Duration::from_secs(300));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    r
+}
+
+/// The test (see the module documentation).
+pub fn attestation_tests(model_rom: &Path) -> Result<()> {
+    let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk("tdx-attest")?;
+    let pki = test_pki(&dir.join("pki"))?;
+    let reference = dir.join("tdx-reference.json");
+    crate::run(
+        Command::new(&veil)
+            .args(["measure", "--platform", "tdx", "--rom"])
+            .arg(model_rom)
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(&reference),
+    )?;
+    // MRCONFIGID: the digest of the init-data veil image build wrote beside the image (sha256),
+    // zero-padded to 48 bytes, computed here from the file.
+    let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
+    if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
+        bail!("the init-data does not name sha256");
+    }
+    let mut id = <sha2::Sha256 as sha2::Digest>::digest(&init_data).to_vec();
+    id.resize(48, 0);
+    let mrconfigid = dir.join("mrconfigid.bin");
+    std::fs::write(&mrconfigid, &id)?;
+    let hob = dir.join("td-hob.bin");
+    std::fs::write(&hob, crate::tdx_test::td_hob(512 << 20))?;
+    let broker_log = dir.join("broker.log");
+    let broker = start_broker(&veil, &secret, &reference, &pki, &broker_log)?;
+    let honest: Vec<(&str, &Path)> = vec![
+        ("opt/veil/test-td-hob", &hob),
+        ("opt/veil/test-tdx-qe", &pki.qe_keys),
+        ("opt/veil/test-tdx-mrconfigid", &mrconfigid),
+    ];
+
+    eprintln!(
+        "xtask: tdx test: first boot: a quote and the CC event log to the broker, secret released; root filesystem"
+    );
+    let first = boot(&veil, model_rom, "tdx-attest-first", &image, &honest, &broker)?;
+    first
+        .expect("tdx: MRCONFIGID ")?
+        .expect("is the digest of this disk's init-data (boot target bound)")?
+        .expect("tdx: TD quote of ")?
+        .expect("kbs: the broker verified the tdx evidence and released the master secret")?
+        .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
+    let log = std::fs::read_to_string(&broker_log)?;
+    for want in [
+        "TD quote verified: quote v4 signed by a PCK chain to a TEST root",
+        "TCB status UpToDate",
+        "replays to the quoted RTMR0-3",
+        "RTMR1 is the reference value; RTMR2 is the reference value",
+        "MRCONFIGID is the init-data's digest",
+    ] {
+        if !log.contains(want) {
+            bail!("the broker's log does not say `{want}`:\n{log}");
+        }
+    }
+
+    eprintln!("xtask: tdx test: refusals (each on the serial log and the broker's log)");
+    let mut other_id = id.clone();
+    other_id[0] ^= 0xFF;
+    let other_mrconfigid = dir.join("other-mrconfigid.bin");
+    std::fs::write(&other_mrconfigid, &other_id)?;
+    let hostile = |how: &str| -> Result<PathBuf> {
+        let p = dir.join(format!("hostile-{how}"));
+        std::fs::write(&p, how)?;
+        Ok(p)
+    };
+    let (mrtd, rtmr, debug) = (hostile("mrtd")?, hostile("rtmr")?, hostile("debug")?);
+    // (name, fw_cfg files, the reason, whether the broker sees it)
+    let cases: Vec<(&str, Vec<(&str, &Path)>, &str, bool)> = vec![
+        (
+            "mrtd",
+            [honest.clone(), vec![("opt/veil/test-tdx-hostile", &mrtd)]].concat(),
+            "is not among the reference values",
+            true,
+        ),
+        (
+            "eventlog",
+            [honest.clone(), vec![("opt/veil/test-tdx-hostile", &rtmr)]].concat(),
+            "the log is not this TD's",
+            true,
+        ),
+        ("debug", [honest.clone(), vec![("opt/veil/test-tdx-hostile", &debug)]].concat(), "a debug TD", true),
+        (
+            "mrconfigid",
+            vec![honest[0], honest[1], ("opt/veil/test-tdx-mrconfigid", &other_mrconfigid)],
+            "launch binding: MRCONFIGID ",
+            false,
+        ),
+    ];
+    for (name, files, why, broker_sees) in cases {
+        let r = boot(&veil, model_rom, &format!("tdx-refused-{name}"), &image, &files, &broker)?;
+        r.expect(why)?.expect_exit(qemu::EXIT_FAILURE)?;
+        if r.log.contains(crate::demo_image::ROOT_MARKER) {
+            bail!("the {name} case reached the root filesystem");
+        }
+        if broker_sees && !std::fs::read_to_string(&broker_log)?.contains(why) {
+            bail!("the broker's log does not say `{why}` for the {name} case");
+        }
+    }
+
+    eprintln!("xtask: tdx test: RTMRs that are not the operator's reference values are refused");
+    drop(broker);
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&reference)?)?;
+    doc["rtmr2"] = serde_json::json!("00".repeat(48));
+    let other_reference = dir.join("tdx-reference-other.json");
+    std::fs::write(&other_reference, doc.to_string())?;
+    let other_log = dir.join("broker-other.log");
+    let other = start_broker(&veil, &secret, &other_reference, &pki, &other_log)?;
+    let r = boot(&veil, model_rom, "tdx-refused-rtmr", &image, &honest, &other)?;
+    r.expect("is not the reference 000000")?.expect_exit(qemu::EXIT_FAILURE)?;
+    if !std::fs::read_to_string(&other_log)?.contains("RTMR2 ") {
+        bail!("the broker's log does not name RTMR2");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_times() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_750_328_163), "2025-06-19T10:16:03Z");
+        assert_eq!(rfc3339(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+
+    #[test]
+    fn der_signatures_become_r_and_s() {
+        let der = [0x30, 0x08, 0x02, 0x02, 0x00, 0x81, 0x02, 0x02, 0x01, 0x02];
+        let raw = raw_signature(&der).unwrap();
+        assert_eq!((raw[31], raw[62], raw[63]), (0x81, 0x01, 0x02));
+    }
+}
