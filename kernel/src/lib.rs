@@ -310,6 +310,7 @@ pub extern "C" fn veil_main() -> ! {
     // boot measures its target later (linux::prepare), and its separators after it.
     let mut separated = false;
     if let (true, Some(t)) = (platform_measures, boot_volume.as_ref().and_then(|b| b.token.as_ref())) {
+        tsc::mark("measure-target");
         for part in measure::boot_target(&t.manifest).into_iter().chain(measure::separators()) {
             plat.measure(&part).unwrap_or_else(|e| fail(format_args!("{e}")));
         }

@@ -38,6 +38,7 @@ const TEST_QE: &str = "opt/veil/test-tdx-qe";
 const TEST_MRCONFIGID: &str = "opt/veil/test-tdx-mrconfigid";
 
 static LAUNCHED: AtomicBool = AtomicBool::new(false);
+static DUMP_CONFIG: AtomicBool = AtomicBool::new(false);
 static MODEL: Mutex<Option<TdxModel>> = Mutex::new(None);
 
 /// Did the modelled launch happen (the machine is a TD)?
@@ -79,6 +80,7 @@ pub fn launch() {
             crate::log!("{MARKER}: {TEST_QE} is not a quoting-keys text");
         }
     }
+    DUMP_CONFIG.store(cfg.find("opt/veil/test-tdx-dump-config").is_some(), Ordering::SeqCst);
     let hostile = cfg.read_file(TEST_HOSTILE, 64).ok().flatten().unwrap_or_default();
     match hostile.trim_ascii() {
         b"added-twice" => m.pre_accept(0x10_0000, 0x1000),
@@ -218,8 +220,13 @@ pub fn report(log: &[u8]) {
 }
 
 /// For the test: the configuration inputs measured into RTMR0 (fw_cfg name and contents in
-/// hex), so that `veil measure --platform tdx --vmm-config` can be given the same files.
+/// hex), so that `veil measure --platform tdx --vmm-config` can be given the same files. Only
+/// when fw_cfg `opt/veil/test-tdx-dump-config` asks (a byte at a time through the model's
+/// port I/O, it takes seconds under TCG).
 pub fn report_config(config: &[(&str, &[u8])]) {
+    if !DUMP_CONFIG.load(Ordering::SeqCst) {
+        return;
+    }
     for (name, bytes) in config {
         crate::log!("{MARKER}: CONFIG {name} {}", hex::encode(bytes));
     }

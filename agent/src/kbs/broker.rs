@@ -656,32 +656,47 @@ mod tests {
     /// session's (replayed) nonce refused before its evidence is looked at; a challenge is
     /// answered once.
     #[test]
-    fn snp_sessions_refuse_a_replayed_nonce() {
-        let mut b = broker();
-        b.config.snp = Some(crate::snp::verify::SnpPolicy::default());
-        let auth = |b: &Broker| {
-            let r = b.handle(&post("/kbs/v0/auth", None, br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#));
-            assert_eq!(r.status, 200, "{}", r.log);
-            let nonce = serde_json::from_slice::<Value>(&r.body).unwrap()["nonce"].as_str().unwrap().to_string();
-            (r.set_session.unwrap(), nonce)
-        };
-        let (first, first_nonce) = auth(&b);
-        let (second, _) = auth(&b);
-        let key = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
-        let body = json!({
-            "runtime-data": {"nonce": first_nonce, "tee-pubkey": super::super::client::tee_pubkey(&key.public_key())},
-            "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""},
-        });
-        let bytes = serde_json::to_vec(&body).unwrap();
-        // The first session's nonce presented to the second session: a replay.
-        let r = b.handle(&post("/kbs/v0/attest", Some(&second), &bytes));
-        assert_eq!(r.status, 401);
-        assert!(r.log.contains("nonce is not this session's (replayed or stale)"), "{}", r.log);
-        // The right session, but evidence that is no report: refused, and the challenge is spent.
-        let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
-        assert!(r.log.contains("attestation_report"), "{}", r.log);
-        let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
-        assert_eq!(r.status, 401, "{}", r.log);
+    fn snp_and_tdx_sessions_refuse_a_replayed_nonce() {
+        for (tee, no_evidence) in [("snp", "attestation_report"), ("tdx", "no base64 \"quote\"")] {
+            let mut b = broker();
+            b.config.snp = Some(crate::snp::verify::SnpPolicy::default());
+            b.config.tdx = Some(crate::tdx::verify::TdxPolicy {
+                root: Vec::new(),
+                test_root: false,
+                collateral: crate::tdx::collateral::Collateral::from_json(
+                    br#"{"tcb_info_issuer_chain":"","tcb_info":"","tcb_info_signature":"","qe_identity_issuer_chain":"","qe_identity":"","qe_identity_signature":""}"#,
+                )
+                .unwrap(),
+                allowed_status: vec![String::from("UpToDate")],
+                reference: None,
+            });
+            let request = format!(r#"{{"version":"0.4.0","tee":"{tee}","extra-params":{{}}}}"#);
+            let auth = |b: &Broker| {
+                let r = b.handle(&post("/kbs/v0/auth", None, request.as_bytes()));
+                assert_eq!(r.status, 200, "{}", r.log);
+                assert!(r.log.ends_with(&format!("(tee {tee})")), "{}", r.log);
+                let nonce = serde_json::from_slice::<Value>(&r.body).unwrap()["nonce"].as_str().unwrap().to_string();
+                (r.set_session.unwrap(), nonce)
+            };
+            let (first, first_nonce) = auth(&b);
+            let (second, _) = auth(&b);
+            let key = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+            let body = json!({
+                "runtime-data": {"nonce": first_nonce, "tee-pubkey": super::super::client::tee_pubkey(&key.public_key())},
+                "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""},
+            });
+            let bytes = serde_json::to_vec(&body).unwrap();
+            // The first session's nonce presented to the second session: a replay.
+            let r = b.handle(&post("/kbs/v0/attest", Some(&second), &bytes));
+            assert_eq!(r.status, 401);
+            assert!(r.log.contains("nonce is not this session's (replayed or stale)"), "{tee}: {}", r.log);
+            // The right session, but no evidence: refused, and the challenge is spent.
+            let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
+            assert!(r.log.contains(no_evidence), "{tee}: {}", r.log);
+            let r = b.handle(&post("/kbs/v0/attest", Some(&first), &bytes));
+            assert_eq!(r.status, 401, "{}", r.log);
+            assert!(r.log.contains("already answered"), "{tee}: {}", r.log);
+        }
     }
 
     #[test]

@@ -232,7 +232,8 @@ pub fn build(args: BuildArgs) -> Result<()> {
         return Err(e);
     }
     // The init-data document naming this boot target, beside the image, and its digest for a
-    // confidential launch (SEV-SNP: QEMU's sev-snp-guest host-data=, base64 of 32 bytes).
+    // confidential launch (SEV-SNP: QEMU's sev-snp-guest host-data=, base64 of 32 bytes; TDX:
+    // tdx-guest mrconfigid=, base64 of 48 bytes).
     let init_data = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest));
     let init_data_path = args.out.with_extension("init-data.toml");
     std::fs::write(&init_data_path, &init_data).with_context(|| format!("writing {}", init_data_path.display()))?;
@@ -242,10 +243,16 @@ pub fn build(args: BuildArgs) -> Result<()> {
     );
     use base64::Engine;
     let host_data_b64 = base64::engine::general_purpose::STANDARD.encode(&host_data);
+    // TDX: the same digest zero-padded to 48 bytes, QEMU's tdx-guest mrconfigid=.
+    let mrconfigid = veil_agent::initdata::regularize(
+        &veil_agent::initdata::digest(&init_data).map_err(|e| anyhow::anyhow!(e))?,
+        48,
+    );
+    let mrconfigid_b64 = base64::engine::general_purpose::STANDARD.encode(&mrconfigid);
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64})
+            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64, "tdx_mrconfigid": hex::encode(&mrconfigid), "tdx_mrconfigid_base64": mrconfigid_b64})
         );
     } else {
         println!("veil-boot {boot_uuid}");
@@ -253,6 +260,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         println!("measurement-salt {}", hex::encode(&measurement_salt));
         println!("init-data {}", init_data_path.display());
         println!("snp-host-data {} (QEMU sev-snp-guest host-data={host_data_b64})", hex::encode(&host_data));
+        println!("tdx-mrconfigid {} (QEMU tdx-guest mrconfigid={mrconfigid_b64})", hex::encode(&mrconfigid));
     }
     Ok(())
 }

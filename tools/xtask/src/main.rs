@@ -977,7 +977,13 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp]: unknown part `{other}`"),
+        Some("tdx") => {
+            let model = build_tdx_model_firmware()?;
+            write_section("tdx", &tdx_attest::bench(&model, 3)?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -1002,6 +1008,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     write_section("tpm", &tpm_bench::bench()?)?;
     let model = build_snp_model_firmware()?;
     write_section("snp", &snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?)?;
+    write_section("tdx", &tdx_attest::bench(&build_tdx_model_firmware()?, 3)?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }

@@ -586,7 +586,7 @@ fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
 
 /// Stage durations (ms) from a firmware log's timeline marks (`veil: t=<us> stage=<name>`):
 /// each stage lasts until the next mark.
-fn stage_ms(log: &str) -> Vec<(String, f64)> {
+pub fn stage_ms(log: &str) -> Vec<(String, f64)> {
     let marks: Vec<(u64, String)> = log
         .lines()
         .filter_map(|l| {

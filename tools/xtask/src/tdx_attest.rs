@@ -291,51 +291,81 @@ fn boot(
     r
 }
 
+/// What the attestation tests and the benchmark share: the demo disk, the test PKI and
+/// collateral, the reference values (`veil measure --platform tdx --image`), MRCONFIGID from the
+/// image's init-data, a TD HOB, and the broker.
+struct Setup {
+    veil: PathBuf,
+    dir: PathBuf,
+    secret: PathBuf,
+    image: PathBuf,
+    pki: TestPki,
+    reference: PathBuf,
+    mrconfigid: PathBuf,
+    hob: PathBuf,
+    broker_log: PathBuf,
+    broker: Broker,
+    id: Vec<u8>,
+}
+
+impl Setup {
+    fn new(model_rom: &Path, name: &str) -> Result<Setup> {
+        let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk(name)?;
+        let pki = test_pki(&dir.join("pki"))?;
+        let reference = dir.join("tdx-reference.json");
+        crate::run(
+            Command::new(&veil)
+                .args(["measure", "--platform", "tdx", "--rom"])
+                .arg(model_rom)
+                .arg("--image")
+                .arg(&image)
+                .arg("--out")
+                .arg(&reference),
+        )?;
+        // MRCONFIGID: the digest of the init-data veil image build wrote beside the image
+        // (sha256), zero-padded to 48 bytes, computed here from the file.
+        let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
+        if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
+            bail!("the init-data does not name sha256");
+        }
+        let mut id = <sha2::Sha256 as sha2::Digest>::digest(&init_data).to_vec();
+        id.resize(48, 0);
+        let mrconfigid = dir.join("mrconfigid.bin");
+        std::fs::write(&mrconfigid, &id)?;
+        let hob = dir.join("td-hob.bin");
+        std::fs::write(&hob, crate::tdx_test::td_hob(512 << 20))?;
+        let broker_log = dir.join("broker.log");
+        let broker = start_broker(&veil, &secret, &reference, &pki, &broker_log)?;
+        Ok(Setup { veil, dir, secret, image, pki, reference, mrconfigid, hob, broker_log, broker, id })
+    }
+
+    /// The model's files of an honest launch.
+    fn honest(&self) -> Vec<(&'static str, &Path)> {
+        vec![
+            ("opt/veil/test-td-hob", &self.hob),
+            ("opt/veil/test-tdx-qe", &self.pki.qe_keys),
+            ("opt/veil/test-tdx-mrconfigid", &self.mrconfigid),
+        ]
+    }
+}
+
 /// The test (see the module documentation).
 pub fn attestation_tests(model_rom: &Path) -> Result<()> {
-    let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk("tdx-attest")?;
-    let pki = test_pki(&dir.join("pki"))?;
-    let reference = dir.join("tdx-reference.json");
-    crate::run(
-        Command::new(&veil)
-            .args(["measure", "--platform", "tdx", "--rom"])
-            .arg(model_rom)
-            .arg("--image")
-            .arg(&image)
-            .arg("--out")
-            .arg(&reference),
-    )?;
-    // MRCONFIGID: the digest of the init-data veil image build wrote beside the image (sha256),
-    // zero-padded to 48 bytes, computed here from the file.
-    let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
-    if !String::from_utf8_lossy(&init_data).contains("algorithm = \"sha256\"") {
-        bail!("the init-data does not name sha256");
-    }
-    let mut id = <sha2::Sha256 as sha2::Digest>::digest(&init_data).to_vec();
-    id.resize(48, 0);
-    let mrconfigid = dir.join("mrconfigid.bin");
-    std::fs::write(&mrconfigid, &id)?;
-    let hob = dir.join("td-hob.bin");
-    std::fs::write(&hob, crate::tdx_test::td_hob(512 << 20))?;
-    let broker_log = dir.join("broker.log");
-    let broker = start_broker(&veil, &secret, &reference, &pki, &broker_log)?;
-    let honest: Vec<(&str, &Path)> = vec![
-        ("opt/veil/test-td-hob", &hob),
-        ("opt/veil/test-tdx-qe", &pki.qe_keys),
-        ("opt/veil/test-tdx-mrconfigid", &mrconfigid),
-    ];
+    let setup = Setup::new(model_rom, "tdx-attest")?;
+    let Setup { veil, dir, secret, image, pki, reference, broker_log, broker, id, .. } = &setup;
+    let honest = setup.honest();
 
     eprintln!(
         "xtask: tdx test: first boot: a quote and the CC event log to the broker, secret released; root filesystem"
     );
-    let first = boot(&veil, model_rom, "tdx-attest-first", &image, &honest, &broker)?;
+    let first = boot(veil, model_rom, "tdx-attest-first", image, &honest, broker)?;
     first
         .expect("tdx: MRCONFIGID ")?
         .expect("is the digest of this disk's init-data (boot target bound)")?
         .expect("tdx: TD quote of ")?
         .expect("kbs: the broker verified the tdx evidence and released the master secret")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
-    let log = std::fs::read_to_string(&broker_log)?;
+    let log = std::fs::read_to_string(broker_log)?;
     for want in [
         "TD quote verified: quote v4 signed by a PCK chain to a TEST root",
         "TCB status UpToDate",
@@ -382,30 +412,75 @@ pub fn attestation_tests(model_rom: &Path) -> Result<()> {
         ),
     ];
     for (name, files, why, broker_sees) in cases {
-        let r = boot(&veil, model_rom, &format!("tdx-refused-{name}"), &image, &files, &broker)?;
+        let r = boot(veil, model_rom, &format!("tdx-refused-{name}"), image, &files, broker)?;
         r.expect(why)?.expect_exit(qemu::EXIT_FAILURE)?;
         if r.log.contains(crate::demo_image::ROOT_MARKER) {
             bail!("the {name} case reached the root filesystem");
         }
-        if broker_sees && !std::fs::read_to_string(&broker_log)?.contains(why) {
+        if broker_sees && !std::fs::read_to_string(broker_log)?.contains(why) {
             bail!("the broker's log does not say `{why}` for the {name} case");
         }
     }
 
     eprintln!("xtask: tdx test: RTMRs that are not the operator's reference values are refused");
-    drop(broker);
-    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&reference)?)?;
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(reference)?)?;
     doc["rtmr2"] = serde_json::json!("00".repeat(48));
     let other_reference = dir.join("tdx-reference-other.json");
     std::fs::write(&other_reference, doc.to_string())?;
     let other_log = dir.join("broker-other.log");
-    let other = start_broker(&veil, &secret, &other_reference, &pki, &other_log)?;
-    let r = boot(&veil, model_rom, "tdx-refused-rtmr", &image, &honest, &other)?;
+    let other = start_broker(veil, secret, &other_reference, pki, &other_log)?;
+    let r = boot(veil, model_rom, "tdx-refused-rtmr", image, &honest, &other)?;
     r.expect("is not the reference 000000")?.expect_exit(qemu::EXIT_FAILURE)?;
     if !std::fs::read_to_string(&other_log)?.contains("RTMR2 ") {
         bail!("the broker's log does not name RTMR2");
     }
     Ok(())
+}
+
+/// `cargo xtask bench tdx`: the TDX attestation phases of the firmware under TCG against the
+/// model TDX module and quoting side, min / median over `runs` boots (on TDX every boot asks the
+/// broker: there is no sealing key).
+pub fn bench(model_rom: &Path, runs: usize) -> Result<String> {
+    let setup = Setup::new(model_rom, "tdx-bench")?;
+    let honest = setup.honest();
+    let mut boots: Vec<Vec<(String, f64)>> = Vec::new();
+    for _ in 0..runs {
+        let r = boot(&setup.veil, model_rom, "tdx-bench", &setup.image, &honest, &setup.broker)?;
+        r.expect(crate::demo_image::ROOT_MARKER)?;
+        boots.push(crate::snp_test::stage_ms(&r.log));
+    }
+    let stat = |stage: &str| -> Option<(f64, f64)> {
+        let mut v: Vec<f64> =
+            boots.iter().filter_map(|r| r.iter().find(|(s, _)| s == stage).map(|(_, ms)| *ms)).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some((v[0], v[v.len() / 2]))
+    };
+    let mut out = format!(
+        "## TDX attestation phases (model TDX module and quoting side)\n\nCommand: `cargo xtask bench tdx`. The demo disk booted by the TDX model ROM under TCG (q35, 2 vCPUs, 512 MiB),\nTDCALLs answered by the model TDX module in the ROM's #UD handler and GetQuote by the model quoting side\n(ECDSA P-256 signatures in TCG-emulated code): **measured against the model**, so a real TDX module's,\nquoting enclave's and QGS's latency is not in these numbers. Min / median of {runs} boots (each asks the broker).\n\n| phase (firmware, TCG) | what | min ms | median ms |\n|---|---|---:|---:|\n"
+    );
+    let rows: [(&str, &str); 6] = [
+        ("measure-firmware", "TD HOB and fw_cfg inputs into RTMR0 (TDG.MR.RTMR.EXTEND), CC event log"),
+        ("measure-target", "boot target and separators into RTMR1/RTMR2"),
+        (
+            "kbs-auth",
+            "POST /kbs/v0/auth through virtio-console (VMCALL MMIO, shared bounce pool), `veil kbs relay`, HTTP",
+        ),
+        ("kbs-report", "ephemeral P-256 key, TDG.MR.REPORT, GetQuote (a quote of ~3 KiB), Trustee tdx evidence JSON"),
+        (
+            "kbs-attest",
+            "POST /kbs/v0/attest: the broker's DCAP verdict, CCEL replay, reference values, MRCONFIGID, report data",
+        ),
+        ("kbs-resource", "GET /kbs/v0/resource: JWE made by the broker, decrypted in the firmware"),
+    ];
+    for (stage, what) in rows {
+        if let Some((min, med)) = stat(stage) {
+            out.push_str(&format!("| `{stage}` | {what} | {min:.1} | {med:.1} |\n"));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

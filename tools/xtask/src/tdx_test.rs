@@ -189,6 +189,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     // MADT's wakeup structure and uses the mailbox instead of INIT/SIPI).
     let mut two = args(&big, "4608M");
     two.extend(["-smp".to_string(), "2".to_string()]);
+    two.extend(["-fw_cfg".to_string(), "name=opt/veil/test-tdx-dump-config,string=1".to_string()]);
     let booted = qemu::boot(model_rom, "tdx-linux", &two, t)?;
     booted
         .expect("on the tdx platform")?
