@@ -676,7 +676,7 @@ fn disk_tests() -> Result<()> {
 }
 
 /// The master key and salt, the measurement secret and every disk key of the image.
-fn key_material(veil: &Path, secret: &Path, image: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+pub fn key_material(veil: &Path, secret: &Path, image: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let master = veil_agent::keys::MasterSecret::parse(&std::fs::read(secret)?)?;
     let mut keys = vec![
         ("master key".to_string(), master.key().to_vec()),
@@ -698,7 +698,7 @@ fn key_material(veil: &Path, secret: &Path, image: &Path) -> Result<Vec<(String,
 }
 
 /// Fail if any key appears in `haystack` as raw bytes or as hex (either case).
-fn scan_for_keys(what: &str, haystack: &[u8], keys: &[(String, Vec<u8>)]) -> Result<()> {
+pub fn scan_for_keys(what: &str, haystack: &[u8], keys: &[(String, Vec<u8>)]) -> Result<()> {
     for (name, key) in keys {
         let hex_lower = hex::encode(key);
         let needles = [key.clone(), hex_lower.clone().into_bytes(), hex_lower.to_uppercase().into_bytes()];

@@ -365,6 +365,10 @@ pub fn attestation_tests(model_rom: &Path) -> Result<()> {
         .expect("tdx: TD quote of ")?
         .expect("kbs: the broker verified the tdx evidence and released the master secret")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
+    // No key in the clear: not in the serial log, not on the disk (nothing is sealed on TDX).
+    let keys = crate::key_material(veil, secret, image)?;
+    crate::scan_for_keys("the TDX serial log", first.log.as_bytes(), &keys)?;
+    crate::scan_for_keys("the TDX disk image", &std::fs::read(image)?, &keys)?;
     let log = std::fs::read_to_string(broker_log)?;
     for want in [
         "TD quote verified: quote v4 signed by a PCK chain to a TEST root",
