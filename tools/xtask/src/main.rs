@@ -18,6 +18,7 @@ mod demo_image;
 mod linux;
 mod qemu;
 mod rom;
+mod rom_size;
 mod snp_test;
 mod tdx_attest;
 mod tdx_test;
@@ -951,6 +952,22 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+/// The ROM size section: all three ROMs built, the release firmware's ELF analysed.
+fn bench_rom() -> Result<String> {
+    let snp = build_snp_model_firmware()?;
+    let tdx = build_tdx_model_firmware()?;
+    // Last, so that the ELF analysed is the release firmware's (each build replaces it).
+    let release = build_firmware()?;
+    rom_size::section(
+        &root().join("target/x86_64-unknown-none/firmware/veilboot"),
+        &[
+            ("veilboot (release: plain, TPM, SEV-SNP, TDX)", &release),
+            ("SEV-SNP model ROM (tests)", &snp),
+            ("TDX model ROM (tests)", &tdx),
+        ],
+    )
+}
+
 fn bench(only: Option<&str>) -> Result<()> {
     match only {
         None => {}
@@ -977,13 +994,18 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
+        Some("rom") => {
+            write_section("rom", &bench_rom()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
         Some("tdx") => {
             let model = build_tdx_model_firmware()?;
             write_section("tdx", &tdx_attest::bench(&model, 3)?)?;
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx]: unknown part `{other}`"),
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -1009,6 +1031,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     let model = build_snp_model_firmware()?;
     write_section("snp", &snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?)?;
     write_section("tdx", &tdx_attest::bench(&build_tdx_model_firmware()?, 3)?)?;
+    write_section("rom", &bench_rom()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }
