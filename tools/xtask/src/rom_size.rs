@@ -70,7 +70,7 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
         *by_crate.entry(crate_of(name)).or_default() += size;
     }
     let mut crates: Vec<(String, u64)> = by_crate.into_iter().collect();
-    crates.sort_by(|a, b| b.1.cmp(&a.1));
+    crates.sort_by_key(|c| std::cmp::Reverse(c.1));
     let total: u64 = syms.iter().map(|(s, _)| s).sum();
     out.push_str(&format!(
         "\nThe release firmware's code and read-only data by crate (symbols of `{}`, {} KiB in all):\n\n| crate | KiB |\n|---|---:|\n",
@@ -81,7 +81,7 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
         out.push_str(&format!("| `{name}` | {:.1} |\n", *size as f64 / 1024.0));
     }
     let mut largest = syms.clone();
-    largest.sort_by(|a, b| b.0.cmp(&a.0));
+    largest.sort_by_key(|s| std::cmp::Reverse(s.0));
     out.push_str("\nThe largest functions and tables:\n\n| symbol | KiB |\n|---|---:|\n");
     for (size, name) in largest.iter().take(15) {
         let short: String = name.chars().take(110).collect();
