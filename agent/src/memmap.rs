@@ -46,6 +46,26 @@ pub fn choose_heap(map: &[E820Entry], limits: &HeapLimits) -> Option<(u64, u64)>
     (size >= limits.min).then_some((start, size))
 }
 
+/// The heap of a direct boot (QEMU's -kernel/-initrd): the kernel gets what it needs at its
+/// load address, `[kernel.0, kernel.1)` (its init_size), and the heap the RAM above it, at most
+/// `max` from the top of that RAM range (below 4 GiB), `align`ed (a power of two), at least
+/// `need` bytes (the initrd and the firmware's own allocations). So the boot needs no more RAM
+/// than the kernel, the initrd and a few MiB, as with SeaBIOS. None when that does not fit
+/// (the caller then falls back to [`choose_heap`], and the kernel is placed above the heap if
+/// it can be).
+pub fn choose_heap_above_kernel(
+    map: &[E820Entry],
+    kernel: (u64, u64),
+    need: u64,
+    max: u64,
+    align: u64,
+) -> Option<(u64, u64)> {
+    let range = map.iter().find(|e| e.kind == E820Kind::Ram && e.addr <= kernel.0 && e.end() >= kernel.1)?;
+    let end = range.end().min(0x1_0000_0000) & !(align - 1);
+    let start = kernel.1.next_multiple_of(align).max(end.saturating_sub(max));
+    (end > start && end - start >= need).then_some((start, end - start))
+}
+
 /// The PCI hole below 4 GiB the MTRRs should make uncachable, as a size-aligned power of two
 /// (base, size): 2-4 GiB when RAM below 4 GiB ends at or below 2 GiB, else 3-4 GiB. None
 /// when RAM reaches into 3-4 GiB (then the firmware leaves the MTRRs to the OS).
@@ -74,6 +94,25 @@ pub fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_direct_boot_heap_sits_above_the_kernel() {
+        use super::choose_heap_above_kernel as above;
+        let ram = |addr: u64, len: u64| crate::fwcfg::E820Entry { addr, len, kind: crate::fwcfg::E820Kind::Ram };
+        // 80 MiB: the Debian kernel's 53968896-byte init_size from 16 MiB, then the heap.
+        let small = [ram(0, 0x9_FC00), ram(0x10_0000, (80 << 20) - 0x10_0000)];
+        let kernel = (16 << 20, (16 << 20) + 53_968_896);
+        let m2 = 2 << 20;
+        assert_eq!(above(&small, kernel, 5 << 20, 256 << 20, m2), Some((68 << 20, 12 << 20)));
+        assert_eq!(above(&small, kernel, 13 << 20, 256 << 20, m2), None, "the initrd does not fit");
+        // Page-aligned (a plain VM), the heap starts right above the kernel.
+        assert_eq!(above(&small, kernel, 5 << 20, 256 << 20, 4096), Some((70_746_112, (80 << 20) - 70_746_112)));
+        // 2 GiB: at most `max`, from the top.
+        let big = [ram(0x10_0000, (2 << 30) - 0x10_0000)];
+        assert_eq!(above(&big, kernel, 5 << 20, 256 << 20, m2), Some(((2 << 30) - (256 << 20), 256 << 20)));
+        // A kernel outside RAM: no heap from this rule.
+        assert_eq!(above(&small, (90 << 20, 100 << 20), 1 << 20, 256 << 20, m2), None);
+    }
+
     use super::*;
 
     fn ram(addr: u64, len: u64) -> E820Entry {

@@ -66,9 +66,32 @@ pub fn init_early() {
 pub const LIMITS: HeapLimits =
     HeapLimits { floor: HEAP_FLOOR, preferred: HEAP_PREFERRED, preferred_room: 64 << 20, max: MAIN_MAX, min: 1 << 20 };
 
-/// Choose the main heap from the memory map (veil_agent::memmap::choose_heap). Returns
-/// (start, size).
-pub fn choose_main(map: &[E820Entry]) -> Option<(u64, u64)> {
+/// What the firmware itself allocates in a direct boot besides the initrd (ACPI tables, the
+/// boot parameters, the hand-off archive, event logs).
+const DIRECT_BOOT_OVERHEAD: u64 = 2 << 20;
+/// ... and on a confidential platform: also the fw_cfg DMA bounce buffer (2 MiB) and the
+/// virtio bounce pool (4 MiB), both 2 MiB aligned so that they are shared as large pages.
+const DIRECT_BOOT_OVERHEAD_CC: u64 = 10 << 20;
+
+/// Choose the main heap from the memory map. Returns (start, size). A direct boot (`direct`:
+/// the kernel's range and the initrd's size) puts the heap above the kernel
+/// (veil_agent::memmap::choose_heap_above_kernel), so it needs no more RAM than the kernel,
+/// its initrd and a few MiB; otherwise veil_agent::memmap::choose_heap. On a `confidential`
+/// platform the heap is 2 MiB aligned (validated or accepted in large pages).
+pub fn choose_main(map: &[E820Entry], direct: Option<((u64, u64), u64)>, confidential: bool) -> Option<(u64, u64)> {
+    let (overhead, align) =
+        if confidential { (DIRECT_BOOT_OVERHEAD_CC, 2 << 20) } else { (DIRECT_BOOT_OVERHEAD, 4096) };
+    if let Some((kernel, initrd)) = direct
+        && let Some(h) = veil_agent::memmap::choose_heap_above_kernel(
+            map,
+            kernel,
+            initrd.next_multiple_of(4096) + overhead,
+            MAIN_MAX,
+            align,
+        )
+    {
+        return Some(h);
+    }
     choose_heap(map, &LIMITS)
 }
 

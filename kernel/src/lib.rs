@@ -141,7 +141,8 @@ pub extern "C" fn veil_main() -> ! {
     for e in &e820 {
         log!("e820: {:#014x}-{:#014x} {}", e.addr, e.end() - 1, e.kind.name());
     }
-    let Some((start, size)) = heap::choose_main(&e820) else {
+    let direct = linux::direct_boot_need(&cfg);
+    let Some((start, size)) = heap::choose_main(&e820, direct, kind != Kind::Plain) else {
         fail(format_args!("e820 has no RAM above {:#x} for the heap", layout::HEAP_FLOOR))
     };
     if let Err(e) = plat.accept_memory(start, size) {

@@ -66,6 +66,24 @@ pub trait Source {
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError>;
 }
 
+/// What a direct boot (QEMU's -kernel) needs before the heap is chosen: where the kernel will
+/// sit, `[load address, + max(init_size, kernel size))`, and the initrd's size. None without a
+/// kernel, or when its header does not parse (the boot reports that later, precisely).
+pub fn direct_boot_need(cfg: &FwCfg) -> Option<((u64, u64), u64)> {
+    let kernel_size = cfg.read_u32(sel::KERNEL_SIZE).ok()?;
+    let setup_size = cfg.read_u32(sel::SETUP_SIZE).ok()?;
+    if kernel_size == 0 || setup_size < 0x270 {
+        return None;
+    }
+    // The setup header only (the early arena is small): its fields end before 0x270.
+    let mut head = [0u8; 0x270];
+    cfg.read_selector(sel::SETUP_DATA, &mut head).ok()?;
+    let hdr = SetupHeader::parse(&head).ok()?;
+    let at = hdr.load_address(KERNEL_WINDOW.0);
+    let len = u64::from(hdr.init_size).max(u64::from(kernel_size));
+    Some(((at, at + len), u64::from(cfg.read_u32(sel::INITRD_SIZE).ok()?)))
+}
+
 /// QEMU's -kernel/-initrd/-append over fw_cfg.
 pub struct FwCfgSource<'a>(pub &'a FwCfg);
 
@@ -160,7 +178,7 @@ pub fn prepare(
 
     // The initrd, with the firmware's archive appended (4-byte aligned, as Linux wants).
     let initrd_size = src.initrd_size()?;
-    if initrd_size as u64 > heap.1 / 2 {
+    if initrd_size as u64 > heap.1 {
         return Err(BootError::InitrdTooLarge(initrd_size));
     }
     let padded = initrd_size.div_ceil(4) * 4;

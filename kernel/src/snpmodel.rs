@@ -166,7 +166,9 @@ pub fn launch() {
         Some(b"register") => hv.hostile.register_gfn = Some(0x1234),
         Some(b"double-validation") => {
             hv.hostile.psc_fake = true;
-            for gpa in (crate::layout::HEAP_PREFERRED..crate::layout::HEAP_PREFERRED + (2 << 20)).step_by(2 << 20) {
+            // Wherever the heap goes (above the kernel in a direct boot), its first granule is
+            // validated already: every 2 MiB from 16 MiB to 3 GiB.
+            for gpa in (0x100_0000u64..0xC000_0000).step_by(2 << 20) {
                 hv.rmp.set_2m(gpa >> 12, validated);
             }
         }

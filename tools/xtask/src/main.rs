@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 mod demo_image;
 mod linux;
 mod qemu;
+mod ram_bench;
 mod rom;
 mod rom_size;
 mod snp_test;
@@ -431,6 +432,13 @@ fn linux_tests(rom: &Path) -> Result<()> {
     if booted.log.contains("ACPI Error") || booted.log.contains("ACPI BIOS Error") {
         bail!("the kernel reported ACPI errors:\n{}", booted.log);
     }
+
+    eprintln!(
+        "xtask: linux test: the same kernel and initramfs in 72 MiB, the least SeaBIOS and qboot need (BENCHMARKS.md)"
+    );
+    let mut small = kernel_args(&l.kernel, "console=ttyS0 panic=-1 quiet");
+    small.extend(["-m", "72M"].map(String::from));
+    qemu::boot(rom, "linux-72m", &small, t)?.expect("heap: ")?.expect(linux::MARKER)?;
 
     eprintln!("xtask: linux test: kernels and arguments the boot protocol does not allow");
     let not_bz = rom.parent().unwrap().join("qemu-runs/not-a-bzimage");
@@ -952,6 +960,23 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+/// The least-RAM section: the release ROM's direct boot beside SeaBIOS, qboot and OVMF, and the
+/// development ROM's encrypted-disk boot of the demo image.
+fn bench_ram() -> Result<String> {
+    ensure_file(Path::new("/usr/share/ovmf/OVMF.fd"), "ovmf")?;
+    let dev = build_dev_firmware()?;
+    let release = build_firmware()?;
+    let DemoDisk { secret, image, .. } = fresh_demo_disk("ram-bench")?;
+    let mut args = demo_image::boot_args(&image, &secret);
+    if let Some(i) = args.iter().position(|a| a == "-m") {
+        args.drain(i..i + 2);
+    }
+    if let Some(i) = args.iter().position(|a| a == "-smp") {
+        args.drain(i..i + 2);
+    }
+    ram_bench::section(&release, &dev, &args)
+}
+
 /// The ROM size section: all three ROMs built, the release firmware's ELF analysed.
 fn bench_rom() -> Result<String> {
     let snp = build_snp_model_firmware()?;
@@ -994,8 +1019,14 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
+        Some("ram") => {
+            write_section("ram", &bench_ram()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
         Some("rom") => {
             write_section("rom", &bench_rom()?)?;
+            write_section("ram", &bench_ram()?)?;
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
@@ -1005,7 +1036,7 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom]: unknown part `{other}`"),
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom|ram]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -1032,6 +1063,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     write_section("snp", &snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?)?;
     write_section("tdx", &tdx_attest::bench(&build_tdx_model_firmware()?, 3)?)?;
     write_section("rom", &bench_rom()?)?;
+    write_section("ram", &bench_ram()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
 }

@@ -1,0 +1,89 @@
+//! `cargo xtask bench ram`: the least guest RAM each firmware needs to bring the same Debian
+//! kernel and busybox initramfs to the initramfs marker (QEMU 7.2, TCG, q35), found by a binary
+//! search over `-m` in 4 MiB steps, in the same run for veilboot, SeaBIOS, qboot and OVMF; and
+//! veilboot's encrypted-disk boot (the development ROM with the demo disk).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::linux;
+
+/// Does a boot with `mib` MiB reach `marker`? QEMU is killed after `timeout`.
+fn boots(fw: &[String], rest: &[String], mib: u64, marker: &str, timeout: Duration) -> Result<bool> {
+    let out = Command::new("timeout")
+        .arg(timeout.as_secs().to_string())
+        .arg("qemu-system-x86_64")
+        .args(["-machine", "q35", "-accel", "tcg", "-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-monitor", "none", "-serial", "stdio", "-m", &format!("{mib}M")])
+        .args(fw)
+        .args(rest)
+        .stderr(Stdio::null())
+        .output()?;
+    Ok(memchr::memmem::find(&out.stdout, marker.as_bytes()).is_some())
+}
+
+/// The least MiB in [lo, hi] (4 MiB steps) with which the boot reaches `marker`, assuming
+/// more RAM never hurts; None if even `hi` does not.
+fn least(fw: &[String], rest: &[String], marker: &str, lo: u64, hi: u64) -> Result<Option<u64>> {
+    let t = Duration::from_secs(90);
+    if !boots(fw, rest, hi, marker, t)? {
+        return Ok(None);
+    }
+    let (mut bad, mut good) = (lo / 4, hi / 4);
+    while good - bad > 1 {
+        let mid = (bad + good) / 2;
+        if boots(fw, rest, mid * 4, marker, t)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(Some(good * 4))
+}
+
+/// The BENCHMARKS.md section.
+pub fn section(release_rom: &Path, dev_rom: &Path, disk_args: &[String]) -> Result<String> {
+    let l = linux::prepare()?;
+    let direct: Vec<String> = [
+        "-kernel".to_string(),
+        l.kernel.display().to_string(),
+        "-initrd".into(),
+        l.initrd.display().to_string(),
+        "-append".into(),
+        "console=ttyS0 panic=-1 quiet".into(),
+    ]
+    .to_vec();
+    let bios = |p: &Path| vec!["-bios".to_string(), p.display().to_string()];
+    let mut firmwares: Vec<(&str, Vec<String>)> = vec![
+        ("veilboot", bios(release_rom)),
+        ("SeaBIOS (QEMU default)", vec![]),
+        ("qboot", bios(Path::new("/usr/share/qemu/qboot.rom"))),
+    ];
+    let ovmf = Path::new("/usr/share/ovmf/OVMF.fd");
+    if ovmf.exists() {
+        firmwares.push(("OVMF", bios(ovmf)));
+    }
+    let initrd_kib = std::fs::metadata(&l.initrd)?.len() / 1024;
+    let mut out = format!(
+        "## Least guest RAM\n\nCommand: `cargo xtask bench ram`. The least `-m` (4 MiB steps, binary search) with which each firmware brings the\nDebian cloud kernel and the {initrd_kib} KiB busybox initramfs to the initramfs marker under TCG (q35, 1 vCPU), in the same run.\nveilboot places its heap above the kernel's init_size (plus the initrd and 4 MiB), where SeaBIOS would leave it free.\n\n| boot path | firmware | least RAM |\n|---|---|---:|\n"
+    );
+    for (name, fw) in &firmwares {
+        let m = least(fw, &direct, linux::MARKER, 32, 512)?;
+        out.push_str(&format!(
+            "| direct (-kernel/-initrd) | {name} | {} |\n",
+            m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 512 MiB"))
+        ));
+    }
+    let m = least(&bios(dev_rom), disk_args, crate::demo_image::ROOT_MARKER, 32, 1024)?;
+    out.push_str(&format!(
+        "| encrypted disk (demo image, development key) | veilboot | {} |\n",
+        m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 1 GiB"))
+    ));
+    out.push_str(
+        "\nThe encrypted-disk boot still takes its heap by what the machine has (up to 256 MiB from 128 MiB): the\nbundle's size is known only once the disk is read, after the heap is chosen. The TPM path is not in this table yet.\n",
+    );
+    Ok(out)
+}
