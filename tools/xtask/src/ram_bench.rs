@@ -68,7 +68,7 @@ pub fn section(release_rom: &Path, dev_rom: &Path, disk_args: &[String]) -> Resu
     }
     let initrd_kib = std::fs::metadata(&l.initrd)?.len() / 1024;
     let mut out = format!(
-        "## Least guest RAM\n\nCommand: `cargo xtask bench ram`. The least `-m` (4 MiB steps, binary search) with which each firmware brings the\nDebian cloud kernel and the {initrd_kib} KiB busybox initramfs to the initramfs marker under TCG (q35, 1 vCPU), in the same run.\nveilboot places its heap above the kernel's init_size (plus the initrd and 4 MiB), where SeaBIOS would leave it free.\n\n| boot path | firmware | least RAM |\n|---|---|---:|\n"
+        "## Least guest RAM\n\nCommand: `cargo xtask bench ram`. The least `-m` (4 MiB steps, binary search) with which each firmware brings the\nDebian cloud kernel and the {initrd_kib} KiB busybox initramfs to the initramfs marker under TCG (q35, 1 vCPU), in the same run.\nveilboot places its heap above the kernel's init_size (the initrd and 2 MiB), where SeaBIOS would leave RAM free.\n\n| boot path | firmware | least RAM |\n|---|---|---:|\n"
     );
     for (name, fw) in &firmwares {
         let m = least(fw, &direct, linux::MARKER, 32, 512)?;
