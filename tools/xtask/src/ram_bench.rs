@@ -18,6 +18,8 @@ fn boots(fw: &[String], rest: &[String], mib: u64, marker: &str, timeout: Durati
         .arg("qemu-system-x86_64")
         .args(["-machine", "q35", "-accel", "tcg", "-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-monitor", "none", "-serial", "stdio", "-m", &format!("{mib}M")])
+        // veilboot ends a failed boot through isa-debug-exit instead of halting until the timeout.
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(fw)
         .args(rest)
         .stderr(Stdio::null())
