@@ -61,10 +61,10 @@ pub fn init_early() {
     unsafe { ALLOCATOR.early.lock().init((&raw mut EARLY).cast::<u8>(), EARLY_SIZE) };
 }
 
-/// Where the main heap may go: above the firmware, from 128 MiB when 64 MiB or more are
-/// there (the window below stays free for Linux), at most MAIN_MAX.
+/// Where the main heap may go: above the firmware, from 80 MiB when 32 MiB or more are there
+/// (the window below stays free for Linux), at most MAIN_MAX.
 pub const LIMITS: HeapLimits =
-    HeapLimits { floor: HEAP_FLOOR, preferred: HEAP_PREFERRED, preferred_room: 64 << 20, max: MAIN_MAX, min: 1 << 20 };
+    HeapLimits { floor: HEAP_FLOOR, preferred: HEAP_PREFERRED, preferred_room: 32 << 20, max: MAIN_MAX, min: 1 << 20 };
 
 /// What the firmware itself allocates in a direct boot besides the initrd (ACPI tables, the
 /// boot parameters, the hand-off archive, event logs).

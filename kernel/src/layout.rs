@@ -30,10 +30,12 @@ pub const AP_PARK: u64 = 0x82_F000;
 pub const IMAGE_BASE: u64 = 0xA0_0000;
 /// End of the firmware's RAM window.
 pub const IMAGE_END: u64 = 0xC0_0000;
-/// Where Linux goes: its preferred address, with room for its init_size above it.
-pub const KERNEL_WINDOW: (u64, u64) = (0x100_0000, 0x800_0000);
-/// The heap starts above the kernel window when RAM allows ...
-pub const HEAP_PREFERRED: u64 = 0x800_0000;
+/// Where Linux goes: its preferred address, with 64 MiB above it for its init_size (Debian's
+/// 6.1 cloud kernel needs 51.5 MiB; a larger one goes above the heap).
+pub const KERNEL_WINDOW: (u64, u64) = (0x100_0000, 0x500_0000);
+/// A disk boot's heap starts above the kernel window when RAM allows (a direct boot's sits
+/// right above the kernel: heap::choose_main) ...
+pub const HEAP_PREFERRED: u64 = 0x500_0000;
 /// ... and never below this (small VMs: the kernel then goes above the heap).
 pub const HEAP_FLOOR: u64 = 0xC0_0000;
 /// Everything the firmware itself occupies: page tables, stacks, SNP pages, the image.

@@ -85,7 +85,7 @@ pub fn section(release_rom: &Path, dev_rom: &Path, disk_args: &[String]) -> Resu
         m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 1 GiB"))
     ));
     out.push_str(
-        "\nThe encrypted-disk boot still takes its heap by what the machine has (up to 256 MiB from 128 MiB): the\nbundle's size is known only once the disk is read, after the heap is chosen. The TPM path is not in this table yet.\n",
+        "\nThe encrypted-disk boot's heap starts at 80 MiB (64 MiB above the kernel's load address for its init_size) and\ntakes what is there, at most 256 MiB: the bundle's size is known only once the disk is read, after the heap is\nchosen, so the least RAM is the kernel window plus the bundle (here about 27 MiB) and the bounce pool. The TPM path\nis not in this table yet.\n",
     );
     Ok(out)
 }
