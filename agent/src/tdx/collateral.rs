@@ -52,11 +52,15 @@ impl Collateral {
     }
 }
 
+/// The status of a platform whose TCB is below every level the TCB info lists.
+pub const NOT_SUPPORTED: &str = "TcbNotSupported";
+
 /// The verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// The combined TCB status (UpToDate, SWHardeningNeeded, ConfigurationNeeded,
-    /// ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked).
+    /// ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded, Revoked,
+    /// or [`NOT_SUPPORTED`]).
     pub status: String,
     /// The platform TCB level's status.
     pub platform_status: String,
@@ -324,11 +328,12 @@ pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Resu
         return Err(String::from("the PCK certificate's PCE-ID is not the TCB info's"));
     }
     let tee = quote.body.tee_tcb_svn;
-    let level = platform_level(&tcb.tcb_levels, &pck_tcb, &tee).ok_or_else(|| {
-        String::from("the platform's TCB is below every level Intel lists (TCB status: not supported)")
-    })?;
-    let mut advisory_ids: Vec<String> = level.advisory_ids.clone();
-    let mut status = merge(&level.tcb_status, &qe_level.tcb_status);
+    // Below every level Intel lists: the TCB is not supported (Intel's QVL says the same).
+    let (platform_status, mut advisory_ids) = match platform_level(&tcb.tcb_levels, &pck_tcb, &tee) {
+        Some(level) => (level.tcb_status.clone(), level.advisory_ids.clone()),
+        None => (String::from(NOT_SUPPORTED), Vec::new()),
+    };
+    let mut status = merge(&platform_status, &qe_level.tcb_status);
     advisory_ids.extend(qe_level.advisory_ids.iter().cloned());
     let mut module_status = None;
     if tee[1] > 0 {
@@ -353,7 +358,7 @@ pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Resu
         quote,
         Verdict {
             status,
-            platform_status: level.tcb_status.clone(),
+            platform_status,
             qe_status: qe_level.tcb_status.clone(),
             module_status,
             advisory_ids,

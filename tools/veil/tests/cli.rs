@@ -327,4 +327,18 @@ fn verify_tdx_prints_the_checks_and_refuses() {
     let v: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
     assert_eq!(v["verified"], false);
     assert!(v["refusal"].as_str().unwrap().starts_with("TCB status UpToDate"), "{v}");
+    // The outdated quote at its collateral's time: its TCB is below every level Intel lists.
+    let old = veil(&[
+        "verify",
+        "--platform",
+        "tdx",
+        "--quote",
+        data.join("tdx_quote_outdated").to_str().unwrap(),
+        "--collateral",
+        data.join("tdx_quote_outdated_collateral.json").to_str().unwrap(),
+        "--at",
+        "2026-02-18T12:00:00Z",
+    ]);
+    assert_eq!(old.status.code(), Some(1));
+    assert!(stdout(&old).starts_with("REFUSED: TCB status TcbNotSupported"), "{}", stdout(&old));
 }
