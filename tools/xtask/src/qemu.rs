@@ -33,13 +33,15 @@ pub fn base_args(rom: &Path, serial_log: &Path) -> Vec<String> {
 }
 
 /// QEMU arguments for a virtio-console whose chardev listens on the UNIX socket `sock`: the
-/// relay channel to a key broker.
+/// relay channel to a key broker. `wait=on`: QEMU starts the guest only once the relay has
+/// connected (a socket chardev without a client drops what the guest writes, so a relay that
+/// connects late would lose the firmware's first frame).
 pub fn relay_console_args(sock: &Path) -> Vec<String> {
     vec![
         "-device".to_string(),
         "virtio-serial-pci".to_string(),
         "-chardev".to_string(),
-        format!("socket,id=relay,path={},server=on,wait=off", sock.display()),
+        format!("socket,id=relay,path={},server=on,wait=on", sock.display()),
         "-device".to_string(),
         "virtconsole,chardev=relay".to_string(),
     ]
