@@ -53,7 +53,8 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
     );
     for (name, path) in ours {
         let rom = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        out.push_str(&format!("| {name} | `{}` | {} KiB |\n", path.display(), crate::rom::used(&rom) / 1024));
+        let shown = path.strip_prefix(crate::root()).unwrap_or(path);
+        out.push_str(&format!("| {name} | `{}` | {} KiB |\n", shown.display(), crate::rom::used(&rom) / 1024));
     }
     for (name, path) in [
         ("qboot", "/usr/share/qemu/qboot.rom"),
@@ -74,7 +75,7 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
     let total: u64 = syms.iter().map(|(s, _)| s).sum();
     out.push_str(&format!(
         "\nThe release firmware's code and read-only data by crate (symbols of `{}`, {} KiB in all):\n\n| crate | KiB |\n|---|---:|\n",
-        elf.display(),
+        elf.strip_prefix(crate::root()).unwrap_or(elf).display(),
         total / 1024
     ));
     for (name, size) in crates.iter().take(15) {
