@@ -257,7 +257,7 @@ struct TestChain {
     other_scalar: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     crate::run(Command::new("openssl").current_dir(dir).args(args).stdout(std::process::Stdio::null()))
 }
 
@@ -327,28 +327,25 @@ fn test_chain(dir: &Path) -> Result<TestChain> {
     })
 }
 
-/// `veil kbs serve` for SNP evidence, with the test root.
-struct SnpBroker {
+/// A running `veil kbs serve` (killed when dropped), and its URL.
+pub struct Broker {
     child: std::process::Child,
-    url: String,
+    /// http://127.0.0.1:PORT
+    pub url: String,
 }
 
-impl Drop for SnpBroker {
+impl Drop for Broker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, test_root: &Path, log: &Path) -> Result<SnpBroker> {
+/// `veil kbs serve` releasing `secret` on a port the OS picks, with the TEE options `tee`,
+/// its log in `log`.
+pub fn start_broker(veil: &Path, secret: &Path, tee: &[&std::ffi::OsStr], log: &Path) -> Result<Broker> {
     let mut serve = Command::new(veil);
-    serve
-        .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
-        .arg(secret)
-        .arg("--snp-reference")
-        .arg(reference)
-        .arg("--snp-test-root")
-        .arg(test_root);
+    serve.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"]).arg(secret).args(tee);
     let (child, addr) = veil_testkit::spawn_announcing_logged(
         &mut serve,
         veil_testkit::KBS_LISTENING,
@@ -356,18 +353,24 @@ fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, test_root: &Pa
         Some(std::fs::File::create(log)?),
     )
     .context("starting veil kbs serve")?;
-    Ok(SnpBroker { child, url: format!("http://{addr}") })
+    Ok(Broker { child, url: format!("http://{addr}") })
 }
 
-/// Boot the model ROM from `image`, with `fw_cfg` files for the model AMD-SP and, if given, a
-/// relay to `broker`.
-fn boot_disk(
+/// `veil kbs serve` for SNP evidence, with the test root.
+fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, test_root: &Path, log: &Path) -> Result<Broker> {
+    let tee = ["--snp-reference".as_ref(), reference.as_os_str(), "--snp-test-root".as_ref(), test_root.as_os_str()];
+    start_broker(veil, secret, &tee, log)
+}
+
+/// Boot a model ROM from `image`, with `fw_cfg` files for the model (AMD-SP, TDX module) and,
+/// if given, a relay to `broker`.
+pub fn boot_disk(
     veil: &Path,
     rom: &Path,
     name: &str,
     image: &Path,
     fw_cfg: &[(&str, &Path)],
-    broker: Option<&SnpBroker>,
+    broker: Option<&Broker>,
 ) -> Result<qemu::Run> {
     let mut args = crate::demo_image::disk_args(image);
     for (n, f) in fw_cfg {
@@ -407,7 +410,7 @@ struct Setup {
     measurement_file: PathBuf,
     host_data_file: PathBuf,
     broker_log: PathBuf,
-    broker: SnpBroker,
+    broker: Broker,
 }
 
 impl Setup {

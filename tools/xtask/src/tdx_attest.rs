@@ -12,15 +12,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::qemu;
-
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    crate::run(Command::new("openssl").current_dir(dir).args(args).stdout(std::process::Stdio::null()))
-}
+use crate::snp_test::{Broker, openssl};
 
 /// A DER TLV.
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -229,37 +225,16 @@ fn test_pki(dir: &Path) -> Result<TestPki> {
 }
 
 /// `veil kbs serve` for TDX evidence with the test root.
-struct Broker {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start_broker(veil: &Path, secret: &Path, reference: &Path, pki: &TestPki, log: &Path) -> Result<Broker> {
-    let mut serve = Command::new(veil);
-    serve
-        .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
-        .arg(secret)
-        .arg("--tdx-reference")
-        .arg(reference)
-        .arg("--tdx-collateral")
-        .arg(&pki.collateral)
-        .arg("--tdx-test-root")
-        .arg(&pki.root_pem);
-    let (child, addr) = veil_testkit::spawn_announcing_logged(
-        &mut serve,
-        veil_testkit::KBS_LISTENING,
-        Duration::from_secs(30),
-        Some(std::fs::File::create(log)?),
-    )
-    .context("starting veil kbs serve")?;
-    Ok(Broker { child, url: format!("http://{addr}") })
+    let tee = [
+        "--tdx-reference".as_ref(),
+        reference.as_os_str(),
+        "--tdx-collateral".as_ref(),
+        pki.collateral.as_os_str(),
+        "--tdx-test-root".as_ref(),
+        pki.root_pem.as_os_str(),
+    ];
+    crate::snp_test::start_broker(veil, secret, &tee, log)
 }
 
 /// Boot the TDX model ROM from `image` with the model's fw_cfg files and a relay to `broker`.
@@ -271,24 +246,7 @@ fn boot(
     fw_cfg: &[(&str, &Path)],
     broker: &Broker,
 ) -> Result<qemu::Run> {
-    let mut args = crate::demo_image::disk_args(image);
-    for (n, f) in fw_cfg {
-        args.extend(["-fw_cfg".to_string(), format!("name={n},file={}", f.display())]);
-    }
-    let sock = std::fs::canonicalize(image.parent().expect("a directory"))?.join("relay.sock");
-    let _ = std::fs::remove_file(&sock);
-    let mut relay = Command::new(veil)
-        .args(["kbs", "relay", "--socket"])
-        .arg(&sock)
-        .args(["--broker", &broker.url])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting veil kbs relay")?;
-    args.extend(qemu::relay_console_args(&sock));
-    let r = qemu::boot(rom, name, &args, Duration::from_secs(300));
-    let _ = relay.kill();
-    let _ = relay.wait();
-    r
+    crate::snp_test::boot_disk(veil, rom, name, image, fw_cfg, Some(broker))
 }
 
 /// What the attestation tests and the benchmark share: the demo disk, the test PKI and
