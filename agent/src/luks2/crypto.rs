@@ -1,13 +1,17 @@
 //! The primitives LUKS2 names by string: hashes for PBKDF2 and the anti-forensic splitter,
 //! the passphrase KDFs (with cost limits), the AF splitter itself, and the keyslot-area
 //! ciphers (aes-xts-plain64, and aes-cbc-essiv:sha256 which older cryptsetup volumes use).
+//!
+//! Host builds (feature `every-kdf`) open whatever cryptsetup writes. The firmware opens the
+//! keyslots written for it: PBKDF2 and AF over SHA-256 (`veil`) or SHA-512 (systemd-cryptenroll's
+//! TPM2 keyslots), an aes-xts-plain64 area. The
+//! key it opens them with is a 256-bit HKDF output, so a memory-hard KDF adds nothing there but
+//! ROM bytes and up to 64 MiB of heap; other keyslots are refused by name.
 
 use alloc::format;
-use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
@@ -43,6 +47,11 @@ impl Default for KdfLimits {
     }
 }
 
+/// What the firmware build says of a hash, KDF or cipher only host builds carry.
+#[cfg(not(feature = "every-kdf"))]
+const FIRMWARE_SUBSET: &str = "(the firmware opens PBKDF2-SHA256/512 keyslots with aes-xts-plain64 areas, as veil and systemd-cryptenroll make them)";
+
+#[cfg(feature = "every-kdf")]
 macro_rules! with_hash {
     ($name:expr, $h:ident => $body:expr) => {
         match $name {
@@ -63,6 +72,23 @@ macro_rules! with_hash {
                 Ok($body)
             }
             other => Err(Luks2Error::Unsupported(format!("hash `{other}`"))),
+        }
+    };
+}
+
+#[cfg(not(feature = "every-kdf"))]
+macro_rules! with_hash {
+    ($name:expr, $h:ident => $body:expr) => {
+        match $name {
+            "sha256" => {
+                type $h = sha2::Sha256;
+                Ok($body)
+            }
+            "sha512" => {
+                type $h = sha2::Sha512;
+                Ok($body)
+            }
+            other => Err(Luks2Error::Unsupported(format!("hash `{other}` {FIRMWARE_SUBSET}"))),
         }
     };
 }
@@ -108,6 +134,7 @@ pub fn derive_area_key(
     check_kdf(kdf, limits)?;
     match kdf {
         Kdf::Pbkdf2 { hash, iterations, salt } => pbkdf2(hash, passphrase, salt, *iterations, out),
+        #[cfg(feature = "every-kdf")]
         Kdf::Argon2 { id, time, memory_kib, cpus, salt } => {
             let algorithm = if *id { argon2::Algorithm::Argon2id } else { argon2::Algorithm::Argon2i };
             let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))
@@ -115,6 +142,11 @@ pub fn derive_area_key(
             argon2::Argon2::new(algorithm, argon2::Version::V0x13, params)
                 .hash_password_into(passphrase, salt, out)
                 .map_err(|e| Luks2Error::Unsupported(format!("Argon2: {e}")))
+        }
+        #[cfg(not(feature = "every-kdf"))]
+        Kdf::Argon2 { id, .. } => {
+            let name = if *id { "argon2id" } else { "argon2i" };
+            Err(Luks2Error::Unsupported(format!("KDF `{name}` {FIRMWARE_SUBSET}")))
         }
         Kdf::Other(name) => Err(Luks2Error::Unsupported(format!("KDF `{name}`"))),
     }
@@ -185,13 +217,20 @@ pub fn crypt_area(encryption: &str, key: &[u8], data: &mut [u8], encrypt: bool) 
             let r = if encrypt { cipher.encrypt_sectors(0, data) } else { cipher.decrypt_sectors(0, data) };
             r.map_err(Luks2Error::Xts)
         }
+        #[cfg(feature = "every-kdf")]
         "aes-cbc-essiv:sha256" if !encrypt => cbc_essiv_sha256_decrypt(key, data),
+        #[cfg(feature = "every-kdf")]
         other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}`"))),
+        #[cfg(not(feature = "every-kdf"))]
+        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}` {FIRMWARE_SUBSET}"))),
     }
 }
 
+#[cfg(feature = "every-kdf")]
 /// AES-CBC with ESSIV(SHA-256) IVs, decrypt only: IV of sector n = AES-256(SHA256(key), n).
 fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Error> {
+    use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+    use alloc::string::String;
     if !data.len().is_multiple_of(512) {
         return Err(Luks2Error::Metadata(String::from("keyslot area is not whole sectors")));
     }

@@ -649,6 +649,15 @@ fn disk_tests() -> Result<()> {
             "FATAL: veil-boot: no valid LUKS2 header",
         ),
     ];
+    // The boot volume's keyslot converted to Argon2id by cryptsetup: the firmware carries
+    // PBKDF2 only (the keyslots veil and systemd-cryptenroll write), and must say so rather than fail quietly.
+    let argon2_header = argon2_boot_header(&dir, &image, &secrets)?;
+    cases.push((
+        "argon2-keyslot",
+        Box::new(move |d: &mut Vec<u8>| d[1 << 20..(1 << 20) + argon2_header.len()].copy_from_slice(&argon2_header)),
+        vec![],
+        "FATAL: veil-boot: LUKS2 unlock with the disk key failed: unsupported KDF `argon2id` (the firmware opens PBKDF2-SHA256/512 keyslots",
+    ));
     let other = dir.join("other-secret.json");
     run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&other))?;
     cases.push((
@@ -682,6 +691,26 @@ fn disk_tests() -> Result<()> {
 
     // Measured boot and sealing with swtpm, on the same image.
     tpm_test::tests(&veil, &rom, &build_firmware()?, &secret, &image, &dir)
+}
+
+/// The veil-boot volume's LUKS2 header area (16 MiB from 1 MiB into the image) after
+/// `cryptsetup luksConvertKey --pbkdf argon2id` (cheap costs) with its disk key.
+fn argon2_boot_header(dir: &Path, image: &Path, secrets: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    let disk = std::fs::read(image)?;
+    let header = dir.join("argon2-header.img");
+    std::fs::write(&header, &disk[1 << 20..17 << 20])?;
+    let key = &secrets.iter().find(|(name, _)| name == "veil-boot disk key").context("no veil-boot disk key")?.1;
+    let key_file = dir.join("argon2-key");
+    std::fs::write(&key_file, key)?;
+    run(Command::new("cryptsetup")
+        .args(["luksConvertKey", "--batch-mode", "--pbkdf", "argon2id", "--pbkdf-memory", "32768"])
+        .args(["--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1", "--key-file"])
+        .arg(&key_file)
+        .arg(&header))?;
+    let _ = std::fs::remove_file(&key_file);
+    let bytes = std::fs::read(&header)?;
+    let _ = std::fs::remove_file(&header);
+    Ok(bytes)
 }
 
 /// The master key and salt, the measurement secret and every disk key of the image.
