@@ -83,7 +83,7 @@ fn measure_seal_and_unseal_on_swtpm() {
     let pcrs = [0, 4, 8, 9];
     let current: Vec<Vec<u8>> = tpm.pcr_read(Bank::Sha256, &pcrs).unwrap().into_iter().map(|(_, v)| v).collect();
     let policy = policy::policy_pcr(Bank::Sha256, &pcrs, &current);
-    let primary = tpm.create_primary(command::storage_primary_template()).unwrap();
+    let primary = tpm.create_primary(&command::storage_primary_template()).unwrap();
     let blob = tpm.create_sealed(primary, &policy, b"the master secret").unwrap();
     let object = tpm.load(primary, &blob).unwrap();
     let session = tpm.start_policy_session(&[1; 32]).unwrap();
@@ -137,7 +137,7 @@ fn offline_seal_imports_and_unseals() {
     tpm.pcr_extend(4, &digests).unwrap();
 
     // The host knows only the storage primary's public key and the expected PCRs.
-    let (primary, public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    let (primary, public) = tpm.create_primary_with_public(&command::storage_primary_template()).unwrap();
     let parent = duplicate::p256_point(&public).unwrap();
     let pcrs = [0, 4, 8, 9];
     let expected: Vec<Vec<u8>> =
@@ -208,7 +208,7 @@ fn quotes_verify_here_and_with_tpm2_checkquote() {
     let n = sig.len();
     sig[n - 1] ^= 1;
     assert!(quote::verify(&ak_public, &q.attest, &sig, &nonce, &values).is_err());
-    let (srk, srk_public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    let (srk, srk_public) = tpm.create_primary_with_public(&command::storage_primary_template()).unwrap();
     tpm.flush(srk).unwrap();
     assert!(quote::verify(&srk_public, &q.attest, &q.signature, &nonce, &values).is_err());
     tpm.flush(ak).unwrap();
@@ -255,7 +255,7 @@ fn make_credential_activates_only_on_the_tpm_holding_ek_and_ak() {
     assert_eq!(got.as_slice(), &[0x42; 32]);
 
     // Bound to another key's name: the TPM refuses (the AK it holds has a different name).
-    let (srk, srk_public) = tpm.create_primary_with_public(command::storage_primary_template()).unwrap();
+    let (srk, srk_public) = tpm.create_primary_with_public(&command::storage_primary_template()).unwrap();
     let (blob, secret) =
         credential::make_credential(&ek_key, &quote::key_name(&srk_public).unwrap(), &[0x42; 32], &mut rng).unwrap();
     assert!(tpm.activate_credential(ak, ek, &blob, &secret, &[7; 32]).is_err());

@@ -9,6 +9,8 @@ use veil_agent::kbs::broker::{Broker, BrokerConfig, Expected, Request, check_att
 
 fn config() -> BrokerConfig {
     BrokerConfig {
+        snp: None,
+        tdx: None,
         resources: [("a/b/c".to_string(), zeroize::Zeroizing::new(b"secret".to_vec()))].into(),
         reference: [(4, veil_agent::kbs::broker::Reference { expected: [0; 32], warn_only: false })].into(),
         ek_root: Vec::new(),
@@ -35,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00,
     ];
     ak.extend(std::iter::repeat_n(0xC5, 256));
-    let expected = Expected { nonce: "n".to_string(), ak_public: ak, credential: zeroize::Zeroizing::new([1; 32]) };
+    let expected = Expected { tee: kbs_types::Tee::Tpm, nonce: "n".to_string(), ak_public: ak, credential: zeroize::Zeroizing::new([1; 32]) };
     let _ = check_attestation(&config(), &expected, body);
     // Past the JSON: a well-formed attestation whose one field (picked by the selector) holds
     // the fuzzer's bytes, so the evidence decoders and the quote verifier see hostile bytes.

@@ -54,6 +54,12 @@ impl SnpCpu for Fuzzed<'_> {
         }
     }
     fn touch(&mut self, _gpa: u64) {}
+    fn write_shared(&mut self, _gpa: u64, _bytes: &[u8]) {}
+    fn read_shared(&mut self, _gpa: u64, out: &mut [u8]) {
+        // The hypervisor's bytes in the shared guest-request page.
+        let bytes = self.take(out.len());
+        out[..bytes.len()].copy_from_slice(&bytes);
+    }
     fn ghcb_gpa(&self) -> u64 {
         0x80_4000
     }

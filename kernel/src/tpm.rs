@@ -127,7 +127,7 @@ impl MeasuredBoot {
         if let Some(handle) = self.primary {
             return Ok(handle);
         }
-        let handle = self.tpm.create_primary(command::storage_primary_template())?;
+        let handle = self.tpm.create_primary(&command::storage_primary_template())?;
         self.primary = Some(handle);
         Ok(handle)
     }

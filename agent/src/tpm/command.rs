@@ -1,38 +1,21 @@
-//! TPM 2.0 commands veilboot sends, marshalled and unmarshalled with the `tpm2-protocol`
-//! crate: Startup, GetCapability(PCRS), PCR_Extend, PCR_Read, CreatePrimary, Create, Load,
-//! StartAuthSession, PolicyPCR, Unseal, FlushContext.
+//! TPM 2.0 commands veilboot sends: Startup, GetCapability(PCRS), PCR_Extend, PCR_Read,
+//! CreatePrimary, Create, Load, Import, Quote, NV_ReadPublic, NV_Read, StartAuthSession,
+//! PolicyPCR, PolicySecret, ActivateCredential, Unseal, FlushContext, in the wire format of
+//! [`super::wire`].
 //!
 //! The transport is a trait ([`Transport`]: the TIS driver in the firmware, a recorded or
-//! simulated TPM in tests). Every response is validated by the crate's unmarshaller against
-//! the command code it answers; a non-zero response code becomes [`TpmError::Rc`] naming the
-//! command.
+//! simulated TPM in tests). Every response's header is checked and its fields are read with
+//! bounds checks to the last byte; a non-zero response code becomes [`TpmError::Rc`] naming
+//! the command.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
 
-use tpm2_protocol::basic::{TpmBuffer, TpmInt32, TpmUint16, TpmUint32};
-use tpm2_protocol::data::{
-    Tpm2bAuth, Tpm2bData, Tpm2bDigest, Tpm2bEccParameter, Tpm2bEncryptedSecret, Tpm2bNonce, Tpm2bPrivate, Tpm2bPublic,
-    Tpm2bPublicKeyRsa, Tpm2bSensitiveCreate, Tpm2bSensitiveData, TpmAlgId, TpmCap, TpmCc, TpmEccCurve, TpmRc,
-    TpmRcBase, TpmSe, TpmSt, TpmSu, TpmaObject, TpmaSession, TpmlDigestValues, TpmlPcrSelection, TpmsAuthCommand,
-    TpmsCapabilityData, TpmsEccParms, TpmsEccPoint, TpmsKeyedhashParms, TpmsPcrSelect, TpmsPcrSelection, TpmsRsaParms,
-    TpmsSchemeHash, TpmsSensitiveCreate, TpmtHa, TpmtPublic, TpmtRsaScheme, TpmtSymDef, TpmuAsymScheme,
-    TpmuCapabilities, TpmuHa, TpmuPublicId, TpmuPublicParms, TpmuSymKeyBits, TpmuSymMode,
-};
-use tpm2_protocol::frame::{
-    TpmActivateCredentialCommand, TpmCreateCommand, TpmCreatePrimaryCommand, TpmCreatePrimaryResponse,
-    TpmCreateResponse, TpmFlushContextCommand, TpmFrame, TpmGetCapabilityCommand, TpmGetCapabilityResponse,
-    TpmImportCommand, TpmImportResponse, TpmLoadCommand, TpmLoadResponse, TpmNvReadCommand, TpmNvReadPublicCommand,
-    TpmNvReadPublicResponse, TpmNvReadResponse, TpmPcrExtendCommand, TpmPcrReadCommand, TpmPcrReadResponse,
-    TpmPolicyPcrCommand, TpmPolicySecretCommand, TpmQuoteCommand, TpmQuoteResponse, TpmResponse,
-    TpmStartAuthSessionCommand, TpmStartAuthSessionResponse, TpmStartupCommand, TpmUnmarshalBody, TpmUnsealCommand,
-    tpm_marshal_command,
-};
-use tpm2_protocol::{TpmWriter, data::TpmiYesNo};
 use zeroize::Zeroizing;
 
 use super::Bank;
+use super::wire::{self, ALG_NULL, CommandFrame, Reader};
 
 /// Moves one command to the TPM and its response back.
 pub trait Transport {
@@ -148,187 +131,171 @@ const MAX_RETRIES: u32 = 100;
 
 const MAX_COMMAND: usize = super::tis::MAX_FRAME;
 
-fn marshal<C: TpmFrame>(command: &C, sessions: &[TpmsAuthCommand], name: &'static str) -> Result<Vec<u8>, TpmError> {
-    let mut buf = alloc::vec![0u8; MAX_COMMAND];
-    let tag = if sessions.is_empty() { TpmSt::NoSessions } else { TpmSt::Sessions };
-    let mut writer = TpmWriter::new(&mut buf);
-    tpm_marshal_command(command, tag, sessions, &mut writer).map_err(|_| TpmError::Marshal(name))?;
-    let len = writer.len();
-    buf.truncate(len);
-    Ok(buf)
+/// Command codes (Part 2, 6.5.2).
+mod cc {
+    pub const STARTUP: u32 = 0x144;
+    pub const GET_CAPABILITY: u32 = 0x17A;
+    pub const PCR_EXTEND: u32 = 0x182;
+    pub const PCR_READ: u32 = 0x17E;
+    pub const CREATE_PRIMARY: u32 = 0x131;
+    pub const CREATE: u32 = 0x153;
+    pub const LOAD: u32 = 0x157;
+    pub const IMPORT: u32 = 0x156;
+    pub const QUOTE: u32 = 0x158;
+    pub const NV_READ_PUBLIC: u32 = 0x169;
+    pub const NV_READ: u32 = 0x14E;
+    pub const START_AUTH_SESSION: u32 = 0x176;
+    pub const POLICY_PCR: u32 = 0x17F;
+    pub const POLICY_SECRET: u32 = 0x151;
+    pub const ACTIVATE_CREDENTIAL: u32 = 0x147;
+    pub const UNSEAL: u32 = 0x15E;
+    pub const FLUSH_CONTEXT: u32 = 0x165;
 }
 
-fn password_session() -> TpmsAuthCommand {
-    TpmsAuthCommand {
-        session_handle: TpmUint32::new(RS_PW),
-        nonce: Tpm2bNonce::default(),
-        session_attributes: TpmaSession::empty(),
-        hmac: Tpm2bAuth::default(),
-    }
+/// Algorithm identifiers (Part 2, 6.3) the templates and commands name.
+mod alg {
+    pub const RSA: u16 = 0x0001;
+    pub const AES: u16 = 0x0006;
+    pub const KEYEDHASH: u16 = 0x0008;
+    pub const SHA256: u16 = 0x000B;
+    pub const RSASSA: u16 = 0x0014;
+    pub const RSAPSS: u16 = 0x0016;
+    pub const ECDSA: u16 = 0x0018;
+    pub const ECDAA: u16 = 0x001A;
+    pub const SM2: u16 = 0x001B;
+    pub const ECSCHNORR: u16 = 0x001C;
+    pub const HMAC: u16 = 0x0005;
+    pub const ECC: u16 = 0x0023;
+    pub const CFB: u16 = 0x0043;
 }
 
-/// Unmarshal caller-supplied bytes that must hold exactly one `V`.
-fn exact<V: tpm2_protocol::TpmUnmarshal>(bytes: &[u8], what: &'static str) -> Result<V, TpmError> {
-    match V::unmarshal(bytes) {
-        Ok((v, [])) => Ok(v),
-        _ => Err(TpmError::Marshal(what)),
-    }
-}
+/// TPM_CAP_PCRS.
+const CAP_PCRS: u32 = 5;
+/// TPM_SE_POLICY.
+const SE_POLICY: u8 = 1;
+/// TPM2B_DATA holds a TPMT_HA at most.
+const MAX_DATA: usize = 66;
+/// TPM2B_DIGEST and TPM2B_NONCE: the largest digest.
+const MAX_DIGEST: usize = 64;
+/// TPM2B_SENSITIVE_DATA: MAX_SYM_DATA.
+const MAX_SENSITIVE_DATA: usize = 128;
 
-/// The first response parameter, a TPM2B, of a successful `response` to `cc`, copied into a
-/// Zeroizing buffer. The crate validates the frame; the slicing is done here because the
-/// crate's owned responses are Copy buffers that could not be wiped.
-fn secret_parameter(
-    response: &Zeroizing<Vec<u8>>,
-    cc: TpmCc,
+/// A response to `command`, checked to the last byte by `read`.
+fn parse<'a, R>(
+    frame: &'a [u8],
+    handles: usize,
     command: &'static str,
-) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-    let frame = TpmResponse::cast(response).map_err(|e| response_error(command, e))?;
-    frame.validate(cc).map_err(|e| response_error(command, e))?;
-    // Header (10 bytes), then parameterSize (4) when sessions follow.
-    let start = if frame.tag().map_err(|e| response_error(command, e))? == TpmSt::Sessions { 14 } else { 10 };
-    let params = response.get(start..).unwrap_or(&[]);
-    let size = params.get(..2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])));
-    size.and_then(|n| params.get(2..2 + n))
-        .map(|d| Zeroizing::new(d.to_vec()))
-        .ok_or_else(|| TpmError::Response { command, why: "the parameter runs past the response".to_string() })
+    read: impl FnOnce(&[u32], &mut Reader<'a>) -> Result<R, TpmError>,
+) -> Result<R, TpmError> {
+    let (handles, mut params) = wire::response(frame, handles, command)?;
+    let out = read(&handles, &mut params)?;
+    params.end()?;
+    Ok(out)
 }
 
-fn response_error(command: &'static str, e: impl fmt::Debug) -> TpmError {
-    TpmError::Response { command, why: alloc::format!("{e:?}") }
-}
-
-/// The response code of a frame (0 = success).
-fn rc_of(frame: &[u8], command: &'static str) -> Result<u32, TpmError> {
-    let response = TpmResponse::cast(frame).map_err(|e| response_error(command, e))?;
-    let rc = response.rc().map_err(|e| response_error(command, e))?;
-    Ok(rc_value(rc))
-}
-
-fn rc_value(rc: TpmRc) -> u32 {
-    if matches!(rc, TpmRc::Fmt0(TpmRcBase::Success)) { 0 } else { rc.value() }
-}
-
-/// A bank's algorithm identifier.
-pub fn alg_of(bank: Bank) -> TpmAlgId {
-    match bank {
-        Bank::Sha1 => TpmAlgId::Sha1,
-        Bank::Sha256 => TpmAlgId::Sha256,
-        Bank::Sha384 => TpmAlgId::Sha384,
-        Bank::Sha512 => TpmAlgId::Sha512,
-    }
-}
-
-/// A PCR selection of `pcrs` in `bank` (3-byte bitmap, PCRs 0..23).
-pub fn pcr_selection(bank: Bank, pcrs: &[u32]) -> Result<TpmlPcrSelection, TpmError> {
-    let mut bitmap = [0u8; 3];
-    for &p in pcrs {
-        if p >= 24 {
-            return Err(TpmError::Marshal("PCR index above 23"));
+/// A TPMT_SIGNATURE (Part 2, 11.3.4): the signature algorithm, then its fields.
+fn skip_signature(r: &mut Reader<'_>) -> Result<(), TpmError> {
+    match r.u16()? {
+        ALG_NULL => {}
+        alg::RSASSA | alg::RSAPSS => {
+            r.u16()?;
+            r.tpm2b()?;
         }
-        bitmap[(p / 8) as usize] |= 1 << (p % 8);
+        alg::ECDSA | alg::ECDAA | alg::SM2 | alg::ECSCHNORR => {
+            r.u16()?;
+            r.tpm2b()?;
+            r.tpm2b()?;
+        }
+        alg::HMAC => {
+            let hash = r.u16()?;
+            let bank = Bank::from_alg(hash).ok_or_else(|| r.error(alloc::format!("HMAC with hash {hash:#06x}")))?;
+            r.bytes(bank.size())?;
+        }
+        other => return Err(r.error(alloc::format!("signature algorithm {other:#06x}"))),
     }
-    let select = TpmsPcrSelect::try_from(&bitmap[..]).map_err(|_| TpmError::Marshal("PCR bitmap"))?;
-    let mut list = TpmlPcrSelection::new();
-    list.try_push(TpmsPcrSelection { hash: alg_of(bank), pcr_select: select })
-        .map_err(|_| TpmError::Marshal("PCR selection"))?;
-    Ok(list)
+    Ok(())
 }
 
-/// The public area of a sealed data object bound to `policy` (a SHA-256 policy digest):
+/// TPMT_PUBLIC of a sealed data object bound to `policy` (a SHA-256 policy digest):
 /// keyedhash, no scheme, fixedTPM | fixedParent | noDA, no userWithAuth (the policy is the
 /// only way to use it).
-pub fn sealed_object_template(policy: &[u8; 32]) -> Result<TpmtPublic, TpmError> {
-    Ok(TpmtPublic {
-        object_type: TpmAlgId::KeyedHash,
-        name_alg: TpmAlgId::Sha256,
-        object_attributes: TpmaObject::from_bits_truncate(SEALED_OBJECT_ATTRIBUTES),
-        auth_policy: Tpm2bDigest::try_from(&policy[..]).map_err(|_| TpmError::Marshal("policy digest"))?,
-        parameters: TpmuPublicParms::KeyedHash(TpmsKeyedhashParms::default()),
-        unique: TpmuPublicId::KeyedHash(Tpm2bDigest::default()),
-    })
+pub fn sealed_object_template(policy: &[u8; 32]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(44);
+    t.extend_from_slice(&alg::KEYEDHASH.to_be_bytes());
+    t.extend_from_slice(&alg::SHA256.to_be_bytes());
+    t.extend_from_slice(&SEALED_OBJECT_ATTRIBUTES.to_be_bytes());
+    t.extend_from_slice(&wire::tpm2b(policy));
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // TPMT_KEYEDHASH_SCHEME
+    t.extend_from_slice(&[0, 0]); // unique: empty TPM2B_DIGEST
+    t
 }
 
 /// fixedTPM | fixedParent | noDA.
 pub const SEALED_OBJECT_ATTRIBUTES: u32 = 0x0000_0412;
 
-/// The storage primary key veilboot seals under: systemd's template (ECC NIST P-256, AES-128
-/// CFB, attributes 0x00030072 = fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth
-/// | restricted | decrypt, empty unique), so that `systemd-cryptenroll --tpm2-device` objects
-/// load under the same key. CreatePrimary is deterministic for a template and the owner seed.
-pub fn storage_primary_template() -> TpmtPublic {
-    TpmtPublic {
-        object_type: TpmAlgId::Ecc,
-        name_alg: TpmAlgId::Sha256,
-        object_attributes: TpmaObject::from_bits_truncate(0x0003_0072),
-        auth_policy: Tpm2bDigest::default(),
-        parameters: TpmuPublicParms::Ecc(TpmsEccParms {
-            symmetric: TpmtSymDef {
-                algorithm: TpmAlgId::Aes,
-                key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)),
-                mode: TpmuSymMode::Aes(TpmAlgId::Cfb),
-            },
-            scheme: Default::default(),
-            curve_id: TpmEccCurve::NistP256,
-            kdf: Default::default(),
-        }),
-        unique: TpmuPublicId::Ecc(TpmsEccPoint { x: Tpm2bEccParameter::default(), y: Tpm2bEccParameter::default() }),
-    }
+/// TPMT_SYM_DEF_OBJECT AES-128-CFB.
+fn aes_128_cfb(t: &mut Vec<u8>) {
+    t.extend_from_slice(&alg::AES.to_be_bytes());
+    t.extend_from_slice(&128u16.to_be_bytes());
+    t.extend_from_slice(&alg::CFB.to_be_bytes());
+}
+
+/// The head of a TPMT_PUBLIC: type, nameAlg SHA-256, attributes, authPolicy.
+fn public_head(kind: u16, attributes: u32, policy: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(300);
+    t.extend_from_slice(&kind.to_be_bytes());
+    t.extend_from_slice(&alg::SHA256.to_be_bytes());
+    t.extend_from_slice(&attributes.to_be_bytes());
+    t.extend_from_slice(&wire::tpm2b(policy));
+    t
+}
+
+/// The storage primary key veilboot seals under (TPMT_PUBLIC): systemd's template (ECC NIST
+/// P-256, AES-128 CFB, attributes 0x00030072 = fixedTPM | fixedParent | sensitiveDataOrigin
+/// | userWithAuth | restricted | decrypt, empty unique), so that `systemd-cryptenroll
+/// --tpm2-device` objects load under the same key. CreatePrimary is deterministic for a
+/// template and the owner seed.
+pub fn storage_primary_template() -> Vec<u8> {
+    let mut t = public_head(alg::ECC, 0x0003_0072, &[]);
+    aes_128_cfb(&mut t);
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // scheme
+    t.extend_from_slice(&0x0003u16.to_be_bytes()); // TPM_ECC_NIST_P256
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // kdf
+    t.extend_from_slice(&[0, 0, 0, 0]); // unique: empty x and y
+    t
 }
 
 /// TPM_RH_ENDORSEMENT.
 pub const RH_ENDORSEMENT: u32 = 0x4000_000B;
 
-/// The attestation key veilboot quotes with: a primary in the endorsement hierarchy (the
-/// same key on every boot of the same TPM, so a verifier can pin it; it lives on the TPM whose
-/// EK certifies it through MakeCredential/ActivateCredential), RSA-2048 with RSASSA-SHA256
-/// (the only signature Trustee's TPM verifier accepts), fixedTPM | fixedParent |
-/// sensitiveDataOrigin | userWithAuth | restricted | sign.
-pub fn attestation_key_template() -> TpmtPublic {
-    TpmtPublic {
-        object_type: TpmAlgId::Rsa,
-        name_alg: TpmAlgId::Sha256,
-        object_attributes: TpmaObject::from_bits_truncate(0x0005_0072),
-        auth_policy: Tpm2bDigest::default(),
-        parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
-            symmetric: TpmtSymDef {
-                algorithm: TpmAlgId::Null,
-                key_bits: TpmuSymKeyBits::Null,
-                mode: TpmuSymMode::Null,
-            },
-            scheme: TpmtRsaScheme {
-                scheme: TpmAlgId::Rsassa,
-                details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }),
-            },
-            key_bits: TpmUint16::new(2048),
-            exponent: TpmUint32::new(0),
-        }),
-        unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::default()),
-    }
+/// The attestation key veilboot quotes with (TPMT_PUBLIC): a primary in the endorsement
+/// hierarchy (the same key on every boot of the same TPM, so a verifier can pin it; it lives
+/// on the TPM whose EK certifies it through MakeCredential/ActivateCredential), RSA-2048 with
+/// RSASSA-SHA256 (the only signature Trustee's TPM verifier accepts), fixedTPM | fixedParent
+/// | sensitiveDataOrigin | userWithAuth | restricted | sign.
+pub fn attestation_key_template() -> Vec<u8> {
+    let mut t = public_head(alg::RSA, 0x0005_0072, &[]);
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // no symmetric
+    t.extend_from_slice(&alg::RSASSA.to_be_bytes());
+    t.extend_from_slice(&alg::SHA256.to_be_bytes());
+    t.extend_from_slice(&2048u16.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes()); // exponent 65537
+    t.extend_from_slice(&[0, 0]); // unique: empty
+    t
 }
 
-/// The TCG EK Credential Profile's default RSA-2048 EK template (L-1): fixedTPM | fixedParent
-/// | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt, authPolicy =
+/// The TCG EK Credential Profile's default RSA-2048 EK template (L-1, TPMT_PUBLIC): fixedTPM
+/// | fixedParent | sensitiveDataOrigin | adminWithPolicy | restricted | decrypt, authPolicy =
 /// PolicySecret(TPM_RH_ENDORSEMENT), AES-128-CFB, 256 zero bytes of unique. swtpm_setup's EK
 /// certificate certifies this key.
-pub fn ek_rsa2048_template() -> TpmtPublic {
-    TpmtPublic {
-        object_type: TpmAlgId::Rsa,
-        name_alg: TpmAlgId::Sha256,
-        object_attributes: TpmaObject::from_bits_truncate(0x0003_00B2),
-        auth_policy: Tpm2bDigest::try_from(&EK_POLICY[..]).expect("32 bytes"),
-        parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
-            symmetric: TpmtSymDef {
-                algorithm: TpmAlgId::Aes,
-                key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)),
-                mode: TpmuSymMode::Aes(TpmAlgId::Cfb),
-            },
-            scheme: Default::default(),
-            key_bits: TpmUint16::new(2048),
-            exponent: TpmUint32::new(0),
-        }),
-        unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).expect("256 bytes")),
-    }
+pub fn ek_rsa2048_template() -> Vec<u8> {
+    let mut t = public_head(alg::RSA, 0x0003_00B2, &EK_POLICY);
+    aes_128_cfb(&mut t);
+    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // scheme
+    t.extend_from_slice(&2048u16.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&wire::tpm2b(&[0u8; 256]));
+    t
 }
 
 /// NV index of the RSA-2048 EK certificate (TCG EK Credential Profile).
@@ -371,7 +338,7 @@ impl<T: Transport> Tpm<T> {
         let mut attempts = 0;
         loop {
             let response = self.transport.transact(command).map_err(TpmError::Transport)?;
-            match rc_of(&response, name)? {
+            match wire::response_code(&response, name)? {
                 0 => return Ok(response),
                 // TPM_RC_YIELDED, TPM_RC_TESTING, TPM_RC_RETRY: the command did not start; the
                 // TPM asks for it again (Part 2, 6.6.3). Bounded, so a broken TPM cannot hang us.
@@ -381,16 +348,17 @@ impl<T: Transport> Tpm<T> {
         }
     }
 
-    fn call<R: TpmUnmarshalBody>(&mut self, command: &[u8], name: &'static str) -> Result<R, TpmError> {
+    /// Run a command that returns no parameters, and check that none came.
+    fn run_empty(&mut self, command: &[u8], name: &'static str) -> Result<(), TpmError> {
         let response = self.run(command, name)?;
-        TpmResponse::cast(&response).and_then(|r| r.unmarshal::<R>()).map_err(|e| response_error(name, e))
+        parse(&response, 0, name, |_, _| Ok(()))
     }
 
     /// TPM2_Startup(CLEAR). Returns false when the TPM had already been started.
     pub fn startup_clear(&mut self) -> Result<bool, TpmError> {
-        let cmd = marshal(&TpmStartupCommand { handles: [], startup_type: TpmSu::Clear }, &[], "Startup")?;
-        match self.run(&cmd, "Startup") {
-            Ok(_) => Ok(true),
+        let cmd = CommandFrame::new(cc::STARTUP, &[], &[]).u16(0).finish();
+        match self.run_empty(&cmd, "Startup") {
+            Ok(()) => Ok(true),
             Err(TpmError::Rc { rc: RC_INITIALIZE, .. }) => Ok(false),
             Err(e) => Err(e),
         }
@@ -398,41 +366,35 @@ impl<T: Transport> Tpm<T> {
 
     /// The PCR banks with at least one PCR allocated.
     pub fn active_banks(&mut self) -> Result<Vec<Bank>, TpmError> {
-        let cmd = TpmGetCapabilityCommand {
-            handles: [],
-            cap: TpmCap::Pcrs,
-            property: TpmUint32::new(0),
-            property_count: TpmUint32::new(1),
-        };
-        let cmd = marshal(&cmd, &[], "GetCapability")?;
-        let resp: TpmGetCapabilityResponse = self.call(&cmd, "GetCapability")?;
-        let _: TpmiYesNo = resp.more_data;
-        let TpmsCapabilityData { data: TpmuCapabilities::Pcrs(list), .. } = resp.capability_data else {
-            return Err(TpmError::Response { command: "GetCapability", why: "not a PCR list".to_string() });
-        };
-        let mut banks = Vec::new();
-        for sel in list.iter() {
-            if sel.pcr_select.iter().any(|b| *b != 0)
-                && let Some(bank) = Bank::from_alg(sel.hash.value())
-            {
-                banks.push(bank);
+        let cmd = CommandFrame::new(cc::GET_CAPABILITY, &[], &[]).u32(CAP_PCRS).u32(0).u32(1).finish();
+        let response = self.run(&cmd, "GetCapability")?;
+        parse(&response, 0, "GetCapability", |_, r| {
+            r.u8()?; // moreData
+            if r.u32()? != CAP_PCRS {
+                return Err(r.error("not a PCR list".to_string()));
             }
-        }
-        Ok(banks)
+            let mut banks = Vec::new();
+            for (alg, bitmap) in r.pcr_selection()? {
+                if bitmap.iter().any(|b| *b != 0)
+                    && let Some(bank) = Bank::from_alg(alg)
+                {
+                    banks.push(bank);
+                }
+            }
+            Ok(banks)
+        })
     }
 
     /// TPM2_PCR_Extend of `pcr` with one digest per bank.
     pub fn pcr_extend(&mut self, pcr: u32, digests: &[(Bank, Vec<u8>)]) -> Result<(), TpmError> {
-        let mut values = TpmlDigestValues::new();
+        let mut cmd = CommandFrame::new(cc::PCR_EXTEND, &[pcr], &[RS_PW]).u32(digests.len() as u32);
         for (bank, d) in digests {
-            let buf = TpmBuffer::try_from(d.as_slice()).map_err(|_| TpmError::Marshal("digest"))?;
-            values
-                .try_push(TpmtHa { hash_alg: alg_of(*bank), digest: TpmuHa::Digest(buf) })
-                .map_err(|_| TpmError::Marshal("digest list"))?;
+            if d.len() != bank.size() {
+                return Err(TpmError::Marshal("digest"));
+            }
+            cmd = cmd.u16(bank.alg_id()).raw(d);
         }
-        let cmd = TpmPcrExtendCommand { handles: [TpmUint32::new(pcr)], digests: values };
-        let cmd = marshal(&cmd, &[password_session()], "PCR_Extend")?;
-        self.run(&cmd, "PCR_Extend").map(drop)
+        self.run_empty(&cmd.finish(), "PCR_Extend")
     }
 
     /// TPM2_PCR_Read of `pcrs` in `bank`, in index order. Reads in rounds: a TPM returns at
@@ -443,26 +405,31 @@ impl<T: Transport> Tpm<T> {
         wanted.dedup();
         let mut out = Vec::new();
         while !wanted.is_empty() {
-            let cmd = TpmPcrReadCommand { handles: [], pcr_selection_in: pcr_selection(bank, &wanted)? };
-            let cmd = marshal(&cmd, &[], "PCR_Read")?;
-            let resp: TpmPcrReadResponse = self.call(&cmd, "PCR_Read")?;
-            let mut returned = Vec::new();
-            for sel in resp.pcr_selection_out.iter() {
-                if sel.hash != alg_of(bank) {
-                    return Err(TpmError::Response {
-                        command: "PCR_Read",
-                        why: alloc::format!("values of bank {:#06x}, not {}", sel.hash.value(), bank.name()),
-                    });
-                }
-                for (byte, bits) in sel.pcr_select.iter().enumerate() {
-                    for bit in 0..8 {
-                        if bits & (1 << bit) != 0 {
-                            returned.push(byte as u32 * 8 + bit);
+            let cmd =
+                CommandFrame::new(cc::PCR_READ, &[], &[]).raw(&wire::pcr_selection(bank.alg_id(), &wanted)?).finish();
+            let response = self.run(&cmd, "PCR_Read")?;
+            let (returned, values) = parse(&response, 0, "PCR_Read", |_, r| {
+                r.u32()?; // pcrUpdateCounter
+                let mut returned = Vec::new();
+                for (alg, bitmap) in r.pcr_selection()? {
+                    if alg != bank.alg_id() {
+                        return Err(r.error(alloc::format!("values of bank {alg:#06x}, not {}", bank.name())));
+                    }
+                    for (byte, bits) in bitmap.iter().enumerate() {
+                        for bit in 0..8 {
+                            if bits & (1 << bit) != 0 {
+                                returned.push(byte as u32 * 8 + bit);
+                            }
                         }
                     }
                 }
-            }
-            let values: Vec<Vec<u8>> = resp.pcr_values.iter().map(|d| d.to_vec()).collect();
+                let count = r.u32()?;
+                if count > 8 {
+                    return Err(r.error(alloc::format!("{count} digests")));
+                }
+                let values = (0..count).map(|_| Ok(r.tpm2b()?.to_vec())).collect::<Result<Vec<Vec<u8>>, TpmError>>()?;
+                Ok((returned, values))
+            })?;
             if returned.is_empty() || returned.len() != values.len() || values.iter().any(|v| v.len() != bank.size()) {
                 return Err(TpmError::Response {
                     command: "PCR_Read",
@@ -484,55 +451,62 @@ impl<T: Transport> Tpm<T> {
         Ok(out)
     }
 
-    /// TPM2_CreatePrimary in the owner hierarchy; returns the transient handle.
-    pub fn create_primary(&mut self, template: TpmtPublic) -> Result<u32, TpmError> {
+    /// TPM2_CreatePrimary of `template` (a TPMT_PUBLIC) in the owner hierarchy; returns the
+    /// transient handle.
+    pub fn create_primary(&mut self, template: &[u8]) -> Result<u32, TpmError> {
         self.create_primary_with_public(template).map(|(h, _)| h)
     }
 
     /// TPM2_CreatePrimary; returns the handle and the key's marshalled TPM2B_PUBLIC (what
     /// `veil seal` needs to seal to this TPM without access to it).
-    pub fn create_primary_with_public(&mut self, template: TpmtPublic) -> Result<(u32, Vec<u8>), TpmError> {
+    pub fn create_primary_with_public(&mut self, template: &[u8]) -> Result<(u32, Vec<u8>), TpmError> {
         self.create_primary_in(RH_OWNER, template)
     }
 
     /// TPM2_CreatePrimary of `template` in `hierarchy`: handle and TPM2B_PUBLIC.
-    fn create_primary_in(&mut self, hierarchy: u32, template: TpmtPublic) -> Result<(u32, Vec<u8>), TpmError> {
-        let cmd = TpmCreatePrimaryCommand {
-            handles: [TpmUint32::new(hierarchy)],
-            in_sensitive: Tpm2bSensitiveCreate::default(),
-            in_public: Tpm2bPublic { inner: template },
-            outside_info: Tpm2bData::default(),
-            creation_pcr: TpmlPcrSelection::new(),
-        };
-        let cmd = marshal(&cmd, &[password_session()], "CreatePrimary")?;
-        let resp: TpmCreatePrimaryResponse = self.call(&cmd, "CreatePrimary")?;
-        Ok((resp.handles[0].value(), marshal_value(&resp.out_public)?))
+    fn create_primary_in(&mut self, hierarchy: u32, template: &[u8]) -> Result<(u32, Vec<u8>), TpmError> {
+        let cmd = CommandFrame::new(cc::CREATE_PRIMARY, &[hierarchy], &[RS_PW])
+            .raw(&[0, 4, 0, 0, 0, 0]) // inSensitive: empty userAuth and data
+            .tpm2b(template, MAX_COMMAND, "public template")?
+            .empty() // outsideInfo
+            .u32(0) // creationPCR: no selection
+            .finish();
+        let response = self.run(&cmd, "CreatePrimary")?;
+        parse(&response, 1, "CreatePrimary", |handles, r| {
+            let public = r.tpm2b_whole()?.to_vec();
+            skip_creation(r)?;
+            r.tpm2b()?; // name
+            Ok((handles[0], public))
+        })
     }
 
     /// The attestation key (see attestation_key_template): handle and TPM2B_PUBLIC.
     pub fn create_attestation_key(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
-        self.create_primary_in(RH_ENDORSEMENT, attestation_key_template())
+        self.create_primary_in(RH_ENDORSEMENT, &attestation_key_template())
     }
 
     /// TPM2_Quote of `pcrs` in `bank` with `qualifying_data` (at most 64 bytes: a nonce or
     /// a report-data digest) signed by `ak` with its own scheme.
     pub fn quote(&mut self, ak: u32, qualifying_data: &[u8], bank: Bank, pcrs: &[u32]) -> Result<Quote, TpmError> {
-        let cmd = TpmQuoteCommand {
-            handles: [TpmUint32::new(ak)],
-            qualifying_data: Tpm2bData::try_from(qualifying_data)
-                .map_err(|_| TpmError::Marshal("qualifying data larger than a TPM2B_DATA"))?,
-            in_scheme: Default::default(),
-            pcr_select: pcr_selection(bank, pcrs)?,
-        };
-        let cmd = marshal(&cmd, &[password_session()], "Quote")?;
-        let resp: TpmQuoteResponse = self.call(&cmd, "Quote")?;
-        let attest = marshal_value(&resp.quoted)?;
-        Ok(Quote { attest: attest[2..].to_vec(), signature: marshal_value(&resp.signature)? })
+        let cmd = CommandFrame::new(cc::QUOTE, &[ak], &[RS_PW])
+            .tpm2b(qualifying_data, MAX_DATA, "qualifying data larger than a TPM2B_DATA")?
+            .u16(ALG_NULL) // inScheme: the key's own
+            .raw(&wire::pcr_selection(bank.alg_id(), pcrs)?)
+            .finish();
+        let response = self.run(&cmd, "Quote")?;
+        parse(&response, 0, "Quote", |_, r| {
+            let attest = r.tpm2b()?.to_vec();
+            let signature = r.rest();
+            let mut check = Reader::new(signature, "Quote");
+            skip_signature(&mut check)?;
+            check.end()?;
+            Ok(Quote { attest, signature: signature.to_vec() })
+        })
     }
 
     /// The endorsement key (TCG default RSA-2048 template): handle and TPM2B_PUBLIC.
     pub fn create_ek(&mut self) -> Result<(u32, Vec<u8>), TpmError> {
-        self.create_primary_in(RH_ENDORSEMENT, ek_rsa2048_template())
+        self.create_primary_in(RH_ENDORSEMENT, &ek_rsa2048_template())
     }
 
     /// TPM2_ActivateCredential: recover the credential a verifier bound to `key` (the AK's
@@ -546,31 +520,28 @@ impl<T: Transport> Tpm<T> {
         secret: &[u8],
         nonce: &[u8; 32],
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        wire::check_tpm2b(credential_blob, MAX_COMMAND, "credential blob")?;
+        wire::check_tpm2b(secret, MAX_COMMAND, "credential secret")?;
         let session = self.start_policy_session(nonce)?;
-        let policy = TpmPolicySecretCommand {
-            handles: [TpmUint32::new(RH_ENDORSEMENT), TpmUint32::new(session)],
-            nonce_tpm: Tpm2bNonce::default(),
-            cp_hash_a: Tpm2bDigest::default(),
-            policy_ref: Tpm2bNonce::default(),
-            expiration: TpmInt32::new(0),
-        };
         let result = (|| {
-            let cmd = marshal(&policy, &[password_session()], "PolicySecret")?;
-            self.run(&cmd, "PolicySecret")?;
-            let ek_auth = TpmsAuthCommand {
-                session_handle: TpmUint32::new(session),
-                nonce: Tpm2bNonce::default(),
-                session_attributes: TpmaSession::empty(),
-                hmac: Tpm2bAuth::default(),
-            };
-            let cmd = TpmActivateCredentialCommand {
-                handles: [TpmUint32::new(key), TpmUint32::new(ek)],
-                credential_blob: exact(credential_blob, "credential blob")?,
-                secret: exact(secret, "credential secret")?,
-            };
-            let cmd = marshal(&cmd, &[password_session(), ek_auth], "ActivateCredential")?;
+            let policy = CommandFrame::new(cc::POLICY_SECRET, &[RH_ENDORSEMENT, session], &[RS_PW])
+                .empty() // nonceTPM
+                .empty() // cpHashA
+                .empty() // policyRef
+                .u32(0) // expiration
+                .finish();
+            let response = self.run(&policy, "PolicySecret")?;
+            parse(&response, 0, "PolicySecret", |_, r| {
+                r.tpm2b()?; // timeout
+                let _ticket = (r.u16()?, r.u32()?, r.tpm2b()?);
+                Ok(())
+            })?;
+            let cmd = CommandFrame::new(cc::ACTIVATE_CREDENTIAL, &[key, ek], &[RS_PW, session])
+                .raw(credential_blob)
+                .raw(secret)
+                .finish();
             let response = Zeroizing::new(self.run(&cmd, "ActivateCredential")?);
-            secret_parameter(&response, TpmCc::ActivateCredential, "ActivateCredential")
+            parse(&response, 0, "ActivateCredential", |_, r| Ok(Zeroizing::new(r.tpm2b()?.to_vec())))
         })();
         if result.is_err() {
             let _ = self.flush(session);
@@ -581,26 +552,35 @@ impl<T: Transport> Tpm<T> {
     /// The contents of NV index `index`, read with owner authorization in chunks of at most
     /// 1024 bytes (e.g. the EK certificate at EK_CERT_RSA_NV_INDEX).
     pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>, TpmError> {
-        let cmd = marshal(&TpmNvReadPublicCommand { handles: [TpmUint32::new(index)] }, &[], "NV_ReadPublic")?;
-        let resp: TpmNvReadPublicResponse = self.call(&cmd, "NV_ReadPublic")?;
-        let size = usize::from(resp.nv_public.inner.data_size.value());
+        let cmd = CommandFrame::new(cc::NV_READ_PUBLIC, &[index], &[]).finish();
+        let response = self.run(&cmd, "NV_ReadPublic")?;
+        let size = parse(&response, 0, "NV_ReadPublic", |_, r| {
+            let mut public = Reader::new(r.tpm2b()?, "NV_ReadPublic");
+            public.u32()?; // nvIndex
+            public.u16()?; // nameAlg
+            public.u32()?; // attributes
+            public.tpm2b()?; // authPolicy
+            let size = public.u16()?;
+            public.end()?;
+            r.tpm2b()?; // nvName
+            Ok(usize::from(size))
+        })?;
         let mut out = Vec::with_capacity(size);
         while out.len() < size {
             let chunk = (size - out.len()).min(NV_CHUNK);
-            let cmd = TpmNvReadCommand {
-                handles: [TpmUint32::new(RH_OWNER), TpmUint32::new(index)],
-                size: TpmUint16::new(chunk as u16),
-                offset: TpmUint16::new(out.len() as u16),
-            };
-            let cmd = marshal(&cmd, &[password_session()], "NV_Read")?;
-            let resp: TpmNvReadResponse = self.call(&cmd, "NV_Read")?;
-            if resp.data.is_empty() || resp.data.len() > chunk {
+            let cmd = CommandFrame::new(cc::NV_READ, &[RH_OWNER, index], &[RS_PW])
+                .u16(chunk as u16)
+                .u16(out.len() as u16)
+                .finish();
+            let response = self.run(&cmd, "NV_Read")?;
+            let data = parse(&response, 0, "NV_Read", |_, r| Ok(r.tpm2b()?.to_vec()))?;
+            if data.is_empty() || data.len() > chunk {
                 return Err(TpmError::Response {
                     command: "NV_Read",
-                    why: alloc::format!("{} bytes where {chunk} were asked for", resp.data.len()),
+                    why: alloc::format!("{} bytes where {chunk} were asked for", data.len()),
                 });
             }
-            out.extend_from_slice(&resp.data);
+            out.extend_from_slice(&data);
         }
         Ok(out)
     }
@@ -608,111 +588,104 @@ impl<T: Transport> Tpm<T> {
     /// TPM2_Import of a duplicate made for `parent` (outer wrapper only, no inner symmetric
     /// key); returns the TPM2B_PRIVATE that TPM2_Load then takes with `public`.
     pub fn import(&mut self, parent: u32, public: &[u8], duplicate: &[u8], seed: &[u8]) -> Result<Vec<u8>, TpmError> {
-        let cmd = TpmImportCommand {
-            handles: [TpmUint32::new(parent)],
-            encryption_key: Tpm2bData::default(),
-            object_public: exact(public, "import: public area")?,
-            duplicate: exact(duplicate, "import: duplicate")?,
-            in_sym_seed: exact(seed, "import: seed")?,
-            symmetric_alg: TpmtSymDef {
-                algorithm: TpmAlgId::Null,
-                key_bits: TpmuSymKeyBits::Null,
-                mode: TpmuSymMode::Null,
-            },
-        };
-        let cmd = marshal(&cmd, &[password_session()], "Import")?;
-        let resp: TpmImportResponse = self.call(&cmd, "Import")?;
-        marshal_value(&resp.out_private)
+        wire::check_tpm2b(public, MAX_COMMAND, "import: public area")?;
+        wire::check_tpm2b(duplicate, MAX_COMMAND, "import: duplicate")?;
+        wire::check_tpm2b(seed, MAX_COMMAND, "import: seed")?;
+        let cmd = CommandFrame::new(cc::IMPORT, &[parent], &[RS_PW])
+            .empty() // encryptionKey
+            .raw(public)
+            .raw(duplicate)
+            .raw(seed)
+            .u16(ALG_NULL) // symmetricAlg: no inner wrapper
+            .finish();
+        let response = self.run(&cmd, "Import")?;
+        parse(&response, 0, "Import", |_, r| Ok(r.tpm2b_whole()?.to_vec()))
     }
 
     /// TPM2_Create of a sealed data object holding `secret` under `parent`; returns the
     /// marshalled TPM2B_PRIVATE and TPM2B_PUBLIC (what TPM2_Load takes back).
     pub fn create_sealed(&mut self, parent: u32, policy: &[u8; 32], secret: &[u8]) -> Result<SealedBlob, TpmError> {
-        let data = Tpm2bSensitiveData::try_from(secret)
-            .map_err(|_| TpmError::Marshal("secret larger than a sealed object holds"))?;
-        let cmd = TpmCreateCommand {
-            handles: [TpmUint32::new(parent)],
-            in_sensitive: Tpm2bSensitiveCreate { inner: TpmsSensitiveCreate { user_auth: Tpm2bAuth::default(), data } },
-            in_public: Tpm2bPublic { inner: sealed_object_template(policy)? },
-            outside_info: Tpm2bData::default(),
-            creation_pcr: TpmlPcrSelection::new(),
-        };
-        let cmd = Zeroizing::new(marshal(&cmd, &[password_session()], "Create")?);
-        let resp: TpmCreateResponse = self.call(&cmd, "Create")?;
-        Ok(SealedBlob { private: marshal_value(&resp.out_private)?, public: marshal_value(&resp.out_public)? })
+        if secret.len() > MAX_SENSITIVE_DATA {
+            return Err(TpmError::Marshal("secret larger than a sealed object holds"));
+        }
+        let cmd = CommandFrame::new(cc::CREATE, &[parent], &[RS_PW])
+            .u16(4 + secret.len() as u16) // inSensitive: empty userAuth, then the data
+            .empty()
+            .tpm2b(secret, MAX_SENSITIVE_DATA, "sealed data")?
+            .tpm2b(&sealed_object_template(policy), MAX_COMMAND, "public template")?
+            .empty() // outsideInfo
+            .u32(0) // creationPCR
+            .finish();
+        let cmd = Zeroizing::new(cmd);
+        let response = self.run(&cmd, "Create")?;
+        parse(&response, 0, "Create", |_, r| {
+            let private = r.tpm2b_whole()?.to_vec();
+            let public = r.tpm2b_whole()?.to_vec();
+            skip_creation(r)?;
+            Ok(SealedBlob { private, public })
+        })
     }
 
     /// TPM2_Load of a sealed blob under `parent`; returns the transient handle.
     pub fn load(&mut self, parent: u32, blob: &SealedBlob) -> Result<u32, TpmError> {
-        let in_private: Tpm2bPrivate = exact(&blob.private, "sealed blob: private area")?;
-        let in_public: Tpm2bPublic = exact(&blob.public, "sealed blob: public area")?;
-        let cmd = TpmLoadCommand { handles: [TpmUint32::new(parent)], in_private, in_public };
-        let cmd = marshal(&cmd, &[password_session()], "Load")?;
-        let resp: TpmLoadResponse = self.call(&cmd, "Load")?;
-        Ok(resp.handles[0].value())
+        wire::check_tpm2b(&blob.private, MAX_COMMAND, "sealed blob: private area")?;
+        wire::check_tpm2b(&blob.public, MAX_COMMAND, "sealed blob: public area")?;
+        let cmd = CommandFrame::new(cc::LOAD, &[parent], &[RS_PW]).raw(&blob.private).raw(&blob.public).finish();
+        let response = self.run(&cmd, "Load")?;
+        parse(&response, 1, "Load", |handles, r| {
+            r.tpm2b()?; // name
+            Ok(handles[0])
+        })
     }
 
     /// Start a policy session (unsalted, unbound, SHA-256) with `nonce` as nonceCaller.
     pub fn start_policy_session(&mut self, nonce: &[u8; 32]) -> Result<u32, TpmError> {
-        let cmd = TpmStartAuthSessionCommand {
-            handles: [TpmUint32::new(RH_NULL), TpmUint32::new(RH_NULL)],
-            nonce_caller: Tpm2bNonce::try_from(&nonce[..]).map_err(|_| TpmError::Marshal("nonce"))?,
-            encrypted_salt: Tpm2bEncryptedSecret::default(),
-            session_type: TpmSe::Policy,
-            symmetric: TpmtSymDef {
-                algorithm: TpmAlgId::Null,
-                key_bits: TpmuSymKeyBits::Null,
-                mode: TpmuSymMode::Null,
-            },
-            auth_hash: TpmAlgId::Sha256,
-        };
-        let cmd = marshal(&cmd, &[], "StartAuthSession")?;
-        let resp: TpmStartAuthSessionResponse = self.call(&cmd, "StartAuthSession")?;
-        Ok(resp.handles[0].value())
+        let cmd = CommandFrame::new(cc::START_AUTH_SESSION, &[RH_NULL, RH_NULL], &[])
+            .tpm2b(nonce, MAX_DIGEST, "nonce")?
+            .empty() // encryptedSalt
+            .u8(SE_POLICY)
+            .u16(ALG_NULL) // symmetric
+            .u16(alg::SHA256)
+            .finish();
+        let response = self.run(&cmd, "StartAuthSession")?;
+        parse(&response, 1, "StartAuthSession", |handles, r| {
+            r.tpm2b()?; // nonceTPM
+            Ok(handles[0])
+        })
     }
 
     /// TPM2_PolicyPCR with an empty pcrDigest: the TPM folds in its current values of `pcrs`.
     pub fn policy_pcr(&mut self, session: u32, bank: Bank, pcrs: &[u32]) -> Result<(), TpmError> {
-        let cmd = TpmPolicyPcrCommand {
-            handles: [TpmUint32::new(session)],
-            pcr_digest: Tpm2bDigest::default(),
-            pcrs: pcr_selection(bank, pcrs)?,
-        };
-        let cmd = marshal(&cmd, &[], "PolicyPCR")?;
-        self.run(&cmd, "PolicyPCR").map(drop)
+        let cmd = CommandFrame::new(cc::POLICY_PCR, &[session], &[])
+            .empty()
+            .raw(&wire::pcr_selection(bank.alg_id(), pcrs)?)
+            .finish();
+        self.run_empty(&cmd, "PolicyPCR")
     }
 
     /// TPM2_Unseal of `object` authorised by the policy `session` (which the TPM closes).
     pub fn unseal(&mut self, object: u32, session: u32) -> Result<Zeroizing<Vec<u8>>, TpmError> {
-        let auth = TpmsAuthCommand {
-            session_handle: TpmUint32::new(session),
-            nonce: Tpm2bNonce::default(),
-            session_attributes: TpmaSession::empty(),
-            hmac: Tpm2bAuth::default(),
-        };
-        let cmd = marshal(&TpmUnsealCommand { handles: [TpmUint32::new(object)] }, &[auth], "Unseal")?;
+        let cmd = CommandFrame::new(cc::UNSEAL, &[object], &[session]).finish();
         let response = Zeroizing::new(self.run(&cmd, "Unseal")?);
-        secret_parameter(&response, TpmCc::Unseal, "Unseal")
+        parse(&response, 0, "Unseal", |_, r| Ok(Zeroizing::new(r.tpm2b()?.to_vec())))
     }
 
     /// TPM2_FlushContext.
     pub fn flush(&mut self, handle: u32) -> Result<(), TpmError> {
-        let cmd = marshal(
-            &TpmFlushContextCommand { handles: [], flush_handle: TpmUint32::new(handle) },
-            &[],
-            "FlushContext",
-        )?;
-        self.run(&cmd, "FlushContext").map(drop)
+        let cmd = CommandFrame::new(cc::FLUSH_CONTEXT, &[], &[]).u32(handle).finish();
+        self.run_empty(&cmd, "FlushContext")
     }
 }
 
-fn marshal_value<V: tpm2_protocol::TpmMarshal>(value: &V) -> Result<Vec<u8>, TpmError> {
-    let mut buf = alloc::vec![0u8; MAX_COMMAND];
-    let mut writer = TpmWriter::new(&mut buf);
-    value.marshal(&mut writer).map_err(|_| TpmError::Marshal("response value"))?;
-    let len = writer.len();
-    buf.truncate(len);
-    Ok(buf)
+/// What CreatePrimary and Create return after the key: creationData, creationHash and the
+/// creation ticket (TPMT_TK_CREATION: tag, hierarchy, digest).
+fn skip_creation(r: &mut Reader<'_>) -> Result<(), TpmError> {
+    r.tpm2b()?;
+    r.tpm2b()?;
+    r.u16()?;
+    r.u32()?;
+    r.tpm2b()?;
+    Ok(())
 }
 
 /// A sealed object as TPM2_Create returned it: marshalled TPM2B_PRIVATE and TPM2B_PUBLIC
@@ -749,13 +722,12 @@ impl SealedBlob {
 
 /// The command-code of each command, for tests and logs.
 pub fn command_code(name: &str) -> Option<u32> {
-    let cc = match name {
-        "Startup" => TpmCc::Startup,
-        "PCR_Extend" => TpmCc::PcrExtend,
-        "Unseal" => TpmCc::Unseal,
-        _ => return None,
-    };
-    Some(cc.value())
+    match name {
+        "Startup" => Some(cc::STARTUP),
+        "PCR_Extend" => Some(cc::PCR_EXTEND),
+        "Unseal" => Some(cc::UNSEAL),
+        _ => None,
+    }
 }
 
 /// Largest TPM response a host transport accepts (TPM2 responses are a few KiB at most).
@@ -851,6 +823,143 @@ mod tests {
         assert_eq!(values[0], (0, vec![0; 32]));
         assert_eq!(values[1].0, 4);
         assert_eq!(values[1].1, Bank::Sha256.extend(&[0; 32], &[0xAA; 32]));
+    }
+
+    /// The templates as the tpm2-protocol crate marshals the same TPMT_PUBLIC structures (an
+    /// independent implementation of Part 2): the hand-written bytes must agree with it.
+    #[test]
+    fn templates_match_tpm2_protocol_marshalling() {
+        use tpm2_protocol::basic::{TpmUint16, TpmUint32};
+        use tpm2_protocol::data::*;
+        fn bytes(p: &TpmtPublic) -> Vec<u8> {
+            let mut buf = vec![0u8; 1024];
+            let mut w = tpm2_protocol::TpmWriter::new(&mut buf);
+            tpm2_protocol::TpmMarshal::marshal(p, &mut w).unwrap();
+            let n = w.len();
+            buf.truncate(n);
+            buf
+        }
+        let aes = TpmtSymDef {
+            algorithm: TpmAlgId::Aes,
+            key_bits: TpmuSymKeyBits::Aes(TpmUint16::new(128)),
+            mode: TpmuSymMode::Aes(TpmAlgId::Cfb),
+        };
+        let null_sym =
+            TpmtSymDef { algorithm: TpmAlgId::Null, key_bits: TpmuSymKeyBits::Null, mode: TpmuSymMode::Null };
+        let policy = [0x5Au8; 32];
+        let sealed = TpmtPublic {
+            object_type: TpmAlgId::KeyedHash,
+            name_alg: TpmAlgId::Sha256,
+            object_attributes: TpmaObject::from_bits_truncate(SEALED_OBJECT_ATTRIBUTES),
+            auth_policy: Tpm2bDigest::try_from(&policy[..]).unwrap(),
+            parameters: TpmuPublicParms::KeyedHash(TpmsKeyedhashParms::default()),
+            unique: TpmuPublicId::KeyedHash(Tpm2bDigest::default()),
+        };
+        assert_eq!(sealed_object_template(&policy), bytes(&sealed));
+        let srk = TpmtPublic {
+            object_type: TpmAlgId::Ecc,
+            name_alg: TpmAlgId::Sha256,
+            object_attributes: TpmaObject::from_bits_truncate(0x0003_0072),
+            auth_policy: Tpm2bDigest::default(),
+            parameters: TpmuPublicParms::Ecc(TpmsEccParms {
+                symmetric: aes,
+                scheme: Default::default(),
+                curve_id: TpmEccCurve::NistP256,
+                kdf: Default::default(),
+            }),
+            unique: TpmuPublicId::Ecc(TpmsEccPoint::default()),
+        };
+        assert_eq!(storage_primary_template(), bytes(&srk));
+        let ak = TpmtPublic {
+            object_type: TpmAlgId::Rsa,
+            name_alg: TpmAlgId::Sha256,
+            object_attributes: TpmaObject::from_bits_truncate(0x0005_0072),
+            auth_policy: Tpm2bDigest::default(),
+            parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
+                symmetric: null_sym,
+                scheme: TpmtRsaScheme {
+                    scheme: TpmAlgId::Rsassa,
+                    details: TpmuAsymScheme::Hash(TpmsSchemeHash { hash_alg: TpmAlgId::Sha256 }),
+                },
+                key_bits: TpmUint16::new(2048),
+                exponent: TpmUint32::new(0),
+            }),
+            unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::default()),
+        };
+        assert_eq!(attestation_key_template(), bytes(&ak));
+        let ek = TpmtPublic {
+            object_type: TpmAlgId::Rsa,
+            name_alg: TpmAlgId::Sha256,
+            object_attributes: TpmaObject::from_bits_truncate(0x0003_00B2),
+            auth_policy: Tpm2bDigest::try_from(&EK_POLICY[..]).unwrap(),
+            parameters: TpmuPublicParms::Rsa(TpmsRsaParms {
+                symmetric: aes,
+                scheme: Default::default(),
+                key_bits: TpmUint16::new(2048),
+                exponent: TpmUint32::new(0),
+            }),
+            unique: TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0u8; 256][..]).unwrap()),
+        };
+        assert_eq!(ek_rsa2048_template(), bytes(&ek));
+        // And the RSA parser reads the crate's marshalling of a key with a modulus back.
+        let mut with_key = ak;
+        with_key.unique = TpmuPublicId::Rsa(Tpm2bPublicKeyRsa::try_from(&[0xC3u8; 256][..]).unwrap());
+        let (modulus, e) = crate::tpm::rsa_public_parts(&wire::tpm2b(&bytes(&with_key))).unwrap();
+        assert_eq!((modulus, e), (vec![0xC3; 256], 65537));
+        assert!(crate::tpm::rsa_public_parts(&wire::tpm2b(&bytes(&srk))).unwrap_err().contains("not an RSA key"));
+        let mut trailing = wire::tpm2b(&bytes(&with_key));
+        trailing.push(0);
+        assert!(crate::tpm::rsa_public_parts(&trailing).is_err());
+    }
+
+    /// Responses a hostile or broken TPM could send for commands with handles and sessions.
+    #[test]
+    fn hostile_responses_are_refused() {
+        // Load: handle, parameterSize, name; then an (ignored) session area.
+        let good = hex("80 02 00 00 00 1B 00 00 00 00 80 00 00 01 00 00 00 04 00 02 AB CD 00 00 01 00 00");
+        let blob = SealedBlob { private: vec![0, 1, 7], public: vec![0, 1, 8] };
+        let mut rec = Recorder { sent: vec![], response: good.clone() };
+        assert_eq!(Tpm::new(&mut rec).load(0x8100_0001, &blob).unwrap(), 0x8000_0001);
+        // parameterSize past the end of the frame.
+        let mut bad = good.clone();
+        bad[17] = 0x40;
+        let mut rec = Recorder { sent: vec![], response: bad };
+        assert!(Tpm::new(&mut rec).load(0x8100_0001, &blob).unwrap_err().to_string().contains("runs past"));
+        // A name longer than its parameters.
+        let mut bad = good.clone();
+        bad[19] = 0x09;
+        let mut rec = Recorder { sent: vec![], response: bad };
+        assert!(Tpm::new(&mut rec).load(0x8100_0001, &blob).is_err());
+        // The size field disagrees with the frame.
+        let mut bad = good.clone();
+        bad.push(0);
+        let mut rec = Recorder { sent: vec![], response: bad };
+        assert!(Tpm::new(&mut rec).load(0x8100_0001, &blob).unwrap_err().to_string().contains("the header says"));
+        // Caller bytes that are not one TPM2B never reach the TPM.
+        let mut rec = Recorder { sent: vec![], response: good };
+        let bad_blob = SealedBlob { private: vec![0, 5, 7], public: vec![0, 1, 8] };
+        assert_eq!(Tpm::new(&mut rec).load(1, &bad_blob), Err(TpmError::Marshal("sealed blob: private area")));
+        assert!(rec.sent.is_empty());
+        // A quote whose signature has bytes after it.
+        let quote = hex("80 02 00 00 00 1F 00 00 00 00 00 00 00 0C 00 02 FF 54 00 14 00 0B 00 02 01 02 00 00 01 00 00");
+        let mut rec = Recorder { sent: vec![], response: quote.clone() };
+        let q = Tpm::new(&mut rec).quote(1, &[1; 32], Bank::Sha256, &[0]).unwrap();
+        assert_eq!((q.attest, q.signature), (vec![0xFF, 0x54], hex("00 14 00 0B 00 02 01 02")));
+        let mut bad = quote;
+        bad[13] = 0x0D;
+        bad.insert(26, 0);
+        bad[5] += 1;
+        let mut rec = Recorder { sent: vec![], response: bad };
+        assert!(
+            Tpm::new(&mut rec)
+                .quote(1, &[1; 32], Bank::Sha256, &[0])
+                .unwrap_err()
+                .to_string()
+                .contains("after the last")
+        );
+        let mut rec = Recorder { sent: vec![], response: vec![] };
+        assert!(Tpm::new(&mut rec).quote(1, &[0; 67], Bank::Sha256, &[0]).is_err());
+        assert!(rec.sent.is_empty());
     }
 
     #[test]

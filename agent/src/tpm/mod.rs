@@ -17,6 +17,7 @@ pub mod quote;
 pub mod systemd;
 pub mod tis;
 pub mod token;
+pub mod wire;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -104,22 +105,10 @@ pub(crate) fn tpm2b(data: &[u8]) -> Vec<u8> {
 
 /// The RSA modulus and exponent in a TPM2B_PUBLIC (exponent 0 means 65537).
 pub fn rsa_public_parts(tpm2b_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
-    use tpm2_protocol::TpmUnmarshal;
-    use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId, TpmuPublicParms};
-    let (public, rest) =
-        Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| alloc::format!("not a TPM2B_PUBLIC: {e:?}"))?;
-    if !rest.is_empty() {
-        return Err(String::from("trailing bytes after the TPM2B_PUBLIC"));
+    match tpm2b_public {
+        [hi, lo, public @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == public.len() => {
+            wire::rsa_public(public)
+        }
+        _ => Err(String::from("not a TPM2B_PUBLIC: its size field does not match its length")),
     }
-    let p = public.inner;
-    let (TpmAlgId::Rsa, TpmuPublicParms::Rsa(params), TpmuPublicId::Rsa(modulus)) =
-        (p.object_type, p.parameters, p.unique)
-    else {
-        return Err(String::from("not an RSA key"));
-    };
-    let e = match params.exponent.value() {
-        0 => 65537,
-        e => e,
-    };
-    Ok((modulus.as_ref().to_vec(), e))
 }

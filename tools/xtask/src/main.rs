@@ -255,6 +255,9 @@ fn lint() -> Result<()> {
         }
         run(cmd.args(["--", "-D", "warnings"]))?;
     }
+    // The fuzz targets live outside the workspace (they run on nightly with libFuzzer); they
+    // must still compile against agent's API, or a parser silently stops being fuzzed.
+    run(cargo().args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))?;
     Ok(())
 }
 
