@@ -181,7 +181,7 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
         }
         map.push(E820Entry { addr, len, kind });
     }
-    map.sort_by_key(|e| e.addr);
+    sort_by_address(&mut map);
     let ram: Vec<&E820Entry> = map.iter().filter(|e| e.kind == E820Kind::Ram).collect();
     if ram.is_empty() {
         return Err(FwCfgError::E820(String::from("no RAM")));
@@ -220,8 +220,14 @@ pub fn reserve(map: &[E820Entry], start: u64, len: u64, kind: E820Kind) -> Vec<E
             out.push(E820Entry { addr: end, len: e.end() - end, kind: E820Kind::Ram });
         }
     }
-    out.sort_by_key(|e| e.addr);
+    sort_by_address(&mut out);
     out
+}
+
+/// Sort a map by address, then length and type: a total order, so the unstable sort gives
+/// the same map every time.
+fn sort_by_address(map: &mut [E820Entry]) {
+    crate::heapsort::sort_by_key(map, |e| (e.addr, e.len, e.kind.to_u32()));
 }
 
 /// Is `[start, start + len)` entirely inside one RAM range?

@@ -18,6 +18,7 @@ pub mod cpio;
 pub mod disksig;
 pub mod fwcfg;
 pub mod gpt;
+pub mod heapsort;
 pub mod initdata;
 pub mod io;
 pub mod kbs;

@@ -48,12 +48,21 @@ impl fmt::Write for Serial {
     }
 }
 
-/// Print a line prefixed with `veil: `.
+/// Print a line prefixed with `veil: `. One call per site (the prefix and the newline are
+/// written by [`log_line`]), so each of the firmware's few hundred log sites costs the
+/// arguments' setup and a call, not three formatted writes.
 #[macro_export]
 macro_rules! log {
-    ($($arg:tt)*) => {{
-        use core::fmt::Write as _;
-        let _ = write!($crate::serial::Serial, "veil: ");
-        let _ = writeln!($crate::serial::Serial, $($arg)*);
-    }};
+    ($($arg:tt)*) => {
+        $crate::serial::log_line(format_args!($($arg)*))
+    };
+}
+
+/// The body of [`log!`].
+#[inline(never)]
+pub fn log_line(args: fmt::Arguments<'_>) {
+    use fmt::Write as _;
+    write_bytes(b"veil: ");
+    let _ = Serial.write_fmt(args);
+    write_bytes(b"\n");
 }

@@ -260,7 +260,7 @@ impl HeaderWriter {
             .as_object()
             .map(|k| k.values().map(|s| (num(&s["area"]["offset"]), num(&s["area"]["size"]))).collect())
             .unwrap_or_default();
-        used.sort();
+        crate::heapsort::sort_by_key(&mut used, |u| *u);
         let mut candidate = start;
         for (off, size) in used {
             if candidate + len <= off {

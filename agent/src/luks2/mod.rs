@@ -336,7 +336,7 @@ impl Volume {
             })
             .map(|(n, s)| (-s.priority, *n))
             .collect();
-        candidates.sort();
+        crate::heapsort::sort_by_key(&mut candidates, |c| *c);
         let mut last = Luks2Error::WrongPassphrase;
         for (_, n) in candidates {
             match self.unlock_keyslot(dev, n, passphrase, limits) {

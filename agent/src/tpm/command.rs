@@ -401,7 +401,7 @@ impl<T: Transport> Tpm<T> {
     /// most eight digests per call.
     pub fn pcr_read(&mut self, bank: Bank, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, TpmError> {
         let mut wanted: Vec<u32> = pcrs.to_vec();
-        wanted.sort_unstable();
+        crate::heapsort::sort_by_key(&mut wanted, |p| *p);
         wanted.dedup();
         let mut out = Vec::new();
         while !wanted.is_empty() {
@@ -447,7 +447,7 @@ impl<T: Transport> Tpm<T> {
                 out.push((p, v));
             }
         }
-        out.sort_by_key(|(p, _)| *p);
+        crate::heapsort::sort_by_key(&mut out, |(p, _)| *p);
         Ok(out)
     }
 

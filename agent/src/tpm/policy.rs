@@ -29,7 +29,7 @@ pub fn marshal_selection(bank: Bank, pcrs: &[u32]) -> Vec<u8> {
 /// `bank` holding `values` (given in ascending PCR order, as the TPM concatenates them).
 pub fn policy_pcr(bank: Bank, pcrs: &[u32], values: &[Vec<u8>]) -> [u8; 32] {
     let mut sorted = pcrs.to_vec();
-    sorted.sort_unstable();
+    crate::heapsort::sort_by_key(&mut sorted, |p| *p);
     sorted.dedup();
     assert_eq!(sorted.len(), values.len(), "one value per selected PCR");
     let mut pcr_digest = Sha256::new();
