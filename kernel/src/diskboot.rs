@@ -49,7 +49,11 @@ fn read_decrypt(
 ) -> Result<Vec<u8>, BootError> {
     let sector = u64::from(seg.sector_size);
     let aligned = size.div_ceil(sector) * sector;
-    let mut out = alloc::vec![0u8; aligned as usize];
+    // The payload sizes come from the (authenticated) manifest, but RAM is whatever the VM
+    // was given: too little is a precise refusal, not an allocation panic.
+    let mut out = Vec::new();
+    out.try_reserve_exact(aligned as usize).map_err(|_| BootError::OutOfMemory(aligned as usize))?;
+    out.resize(aligned as usize, 0);
     disk.read_pipelined(part_start + seg.offset + offset, &mut out, |pos, chunk| {
         Ok(cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk)?)
     })?;

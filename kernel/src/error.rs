@@ -164,7 +164,7 @@ impl fmt::Display for BootError {
             BootError::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
             BootError::Token(why) => write!(f, "{why}"),
             BootError::At { place, source } => write!(f, "{place}: {source}"),
-            BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes"),
+            BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes (the VM needs more RAM: -m)"),
             BootError::NoRamForKernel(n) => {
                 write!(f, "no free RAM for the kernel's {n} bytes (init_size) at an aligned address")
             }

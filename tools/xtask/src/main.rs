@@ -998,7 +998,7 @@ fn bench_ram() -> Result<String> {
     ensure_file(Path::new("/usr/share/ovmf/OVMF.fd"), "ovmf")?;
     let dev = build_dev_firmware()?;
     let release = build_firmware()?;
-    let DemoDisk { secret, image, .. } = fresh_demo_disk("ram-bench")?;
+    let DemoDisk { veil, secret, image, .. } = fresh_demo_disk("ram-bench")?;
     let mut args = demo_image::boot_args(&image, &secret);
     if let Some(i) = args.iter().position(|a| a == "-m") {
         args.drain(i..i + 2);
@@ -1006,7 +1006,37 @@ fn bench_ram() -> Result<String> {
     if let Some(i) = args.iter().position(|a| a == "-smp") {
         args.drain(i..i + 2);
     }
-    ram_bench::section(&release, &dev, &args)
+    // The TPM path: the demo disk sealed offline (`veil seal`) to a fresh swtpm's storage key;
+    // every boot starts its own swtpm on that state and leaves the disk as it was (snapshot).
+    tpm_test::ensure_tools()?;
+    let dir = root().join("target/ram-bench-tpm");
+    std::fs::create_dir_all(&dir)?;
+    let state = dir.join("tpm-state");
+    tpm_test::provision(&state)?;
+    let sealed = dir.join("sealed.img");
+    std::fs::copy(&image, &sealed)?;
+    tpm_test::seal_offline(&veil, &release, &secret, &sealed, &state, &dir)?;
+    let tpm_args = vec![
+        // RDRAND for the TPM session nonces (the tests' QEMU has it too).
+        "-cpu".to_string(),
+        "max".into(),
+        "-drive".into(),
+        format!("if=none,id=d0,format=raw,file={},snapshot=on", sealed.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d0".into(),
+    ];
+    let fw = vec!["-bios".to_string(), release.display().to_string()];
+    let tpm_boot = |mib: u64| -> Result<bool> {
+        let tpm = tpm_test::start(&state)?;
+        let mut rest = tpm_args.clone();
+        rest.extend(tpm.qemu_args());
+        let ok = ram_bench::boots(&fw, &rest, mib, demo_image::ROOT_MARKER, std::time::Duration::from_secs(120));
+        drop(tpm);
+        ok
+    };
+    let section = ram_bench::section(&release, &dev, &args, tpm_boot);
+    let _ = std::fs::remove_dir_all(&dir);
+    section
 }
 
 /// The ROM size section: all three ROMs built, the release firmware's ELF analysed.

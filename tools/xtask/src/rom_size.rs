@@ -1,7 +1,9 @@
 //! `cargo xtask bench rom`: where the ROM's bytes go. The ROM bytes used by each veilboot ROM
-//! (release, SEV-SNP model, TDX model) beside the firmware QEMU ships (qboot, SeaBIOS, OVMF),
-//! and, from the release firmware's ELF symbol table (`nm --size-sort`, demangled), the
-//! largest crates and functions of .text and .rodata.
+//! (release, SEV-SNP model, TDX model) beside the firmware QEMU ships (qboot, SeaBIOS, OVMF);
+//! from the release firmware's ELF symbol table (`nm --size-sort`, demangled), the largest
+//! crates and functions of .text and .rodata; and, from its DWARF line table with inlining
+//! (`objdump --dwarf=decodedline`, `addr2line -i`), the code by the source it came from, which
+//! counts code inlined into the pipeline where it was written.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -88,7 +90,79 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
         let short: String = name.chars().take(110).collect();
         out.push_str(&format!("| `{}` | {:.1} |\n", short.replace('|', "\\|"), *size as f64 / 1024.0));
     }
+    let sources = code_by_source(elf)?;
+    let total: u64 = sources.iter().map(|(_, s)| s).sum();
+    out.push_str(&format!(
+        "\nThe code by where it was written ({} KiB of .text with line information): each instruction counts for the\ninnermost inlined frame outside Rust's standard library (a crate, or one of veilboot's files), or for the\nstandard library when every frame is in it.\n\n| source | KiB |\n|---|---:|\n",
+        total / 1024
+    ));
+    for (name, size) in sources.iter().take(25) {
+        out.push_str(&format!("| `{name}` | {:.1} |\n", *size as f64 / 1024.0));
+    }
     Ok(out)
+}
+
+/// Bytes of code per source (a crate name with its version, one of veilboot's files, or the
+/// standard library), largest first.
+fn code_by_source(elf: &Path) -> Result<Vec<(String, u64)>> {
+    let lines = Command::new("objdump").arg("--dwarf=decodedline").arg(elf).output().context("running objdump")?;
+    // Rows: "file  line  0xaddress  [view] [x]"; every distinct address starts a range that
+    // runs to the next one.
+    let mut addrs: Vec<u64> = String::from_utf8_lossy(&lines.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, _, addr) = (f.next()?, f.next()?, f.next()?);
+            u64::from_str_radix(addr.strip_prefix("0x")?, 16).ok()
+        })
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let spans: Vec<(u64, u64)> =
+        addrs.windows(2).map(|w| (w[0], w[1] - w[0])).filter(|(_, len)| *len > 0 && *len < 4096).collect();
+    let input: String = spans.iter().map(|(a, _)| format!("{a:#x}\n")).collect();
+    let mut child = Command::new("addr2line")
+        .args(["-a", "-i", "-e"])
+        .arg(elf)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running addr2line")?;
+    let mut stdin = child.stdin.take().context("addr2line stdin")?;
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, input.as_bytes()));
+    let out = child.wait_with_output()?;
+    writer.join().map_err(|_| anyhow::anyhow!("addr2line writer"))??;
+    // addr2line prints each address, then its frames innermost first ("file:line").
+    let mut frames: Vec<Vec<String>> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with("0x") {
+            frames.push(Vec::new());
+        } else if let Some(f) = frames.last_mut() {
+            f.push(line.rsplit_once(':').map_or(line, |(file, _)| file).to_string());
+        }
+    }
+    let mut by_source: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, len), files) in spans.iter().zip(&frames) {
+        let source = files.iter().find_map(|f| source_of(f)).unwrap_or_else(|| String::from("Rust standard library"));
+        *by_source.entry(source).or_default() += len;
+    }
+    let mut sorted: Vec<(String, u64)> = by_source.into_iter().collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.1));
+    Ok(sorted)
+}
+
+/// The source a file path belongs to: `crate-x.y.z` for a registry crate, the path within the
+/// project for veilboot's own files; None for Rust's standard library (and unknown frames).
+pub fn source_of(file: &str) -> Option<String> {
+    if file.starts_with("/rustc/") || file.starts_with("??") || file.is_empty() {
+        return None;
+    }
+    if let Some((_, rest)) = file.split_once("/registry/src/") {
+        return rest.split('/').nth(1).map(String::from);
+    }
+    let root = crate::root();
+    let rel = Path::new(file).strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_else(|_| file.to_string());
+    Some(rel)
 }
 
 #[cfg(test)]
@@ -104,5 +178,18 @@ mod tests {
             "serde_json"
         );
         assert_eq!(crate_of("veil_main"), "(other)");
+    }
+
+    #[test]
+    fn sources_are_crates_files_or_the_standard_library() {
+        assert_eq!(
+            source_of("/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/serde_json-1.0.154/src/de.rs"),
+            Some(String::from("serde_json-1.0.154"))
+        );
+        assert_eq!(source_of("/rustc/59807616e1fa/library/core/src/result.rs"), None);
+        assert_eq!(
+            source_of(&crate::root().join("agent/src/gpt.rs").display().to_string()),
+            Some("agent/src/gpt.rs".into())
+        );
     }
 }

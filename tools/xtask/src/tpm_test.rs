@@ -85,6 +85,38 @@ pub fn with_host_tpm(state: &Path, f: impl FnOnce(&str) -> Result<()>) -> Result
     result
 }
 
+/// `veil seal` the master secret into `image` for the TPM in `state`, knowing only its
+/// storage key's public part (read here with tpm2-tools), to the PCRs `rom` will measure.
+pub fn seal_offline(veil: &Path, rom: &Path, secret: &Path, image: &Path, state: &Path, dir: &Path) -> Result<()> {
+    let srk = dir.join("srk.pub");
+    with_host_tpm(state, |tcti| {
+        let ctx = dir.join("srk.ctx");
+        run(Command::new("tpm2_createprimary")
+            .args(SRK_TEMPLATE)
+            .arg("-c")
+            .arg(&ctx)
+            .env("TPM2TOOLS_TCTI", tcti)
+            .stdout(Stdio::null()))?;
+        run(Command::new("tpm2_readpublic")
+            .arg("-c")
+            .arg(&ctx)
+            .arg("-o")
+            .arg(&srk)
+            .env("TPM2TOOLS_TCTI", tcti)
+            .stdout(Stdio::null()))?;
+        run(Command::new("tpm2_flushcontext").arg("-t").env("TPM2TOOLS_TCTI", tcti))
+    })?;
+    run(Command::new(veil)
+        .args(["seal", "--platform", "tpm", "--parent-public"])
+        .arg(&srk)
+        .arg("--secret")
+        .arg(secret)
+        .arg("--rom")
+        .arg(rom)
+        .arg("--image")
+        .arg(image))
+}
+
 /// Start swtpm on `state` for one VM run.
 pub fn start(state: &Path) -> Result<Swtpm> {
     let state = std::fs::canonicalize(state)?;
@@ -464,35 +496,9 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     );
     let other_state = dir.join("tpm-state-offline");
     provision(&other_state)?;
-    let srk = dir.join("srk.pub");
-    with_host_tpm(&other_state, |tcti| {
-        let ctx = dir.join("srk.ctx");
-        run(Command::new("tpm2_createprimary")
-            .args(SRK_TEMPLATE)
-            .arg("-c")
-            .arg(&ctx)
-            .env("TPM2TOOLS_TCTI", tcti)
-            .stdout(Stdio::null()))?;
-        run(Command::new("tpm2_readpublic")
-            .arg("-c")
-            .arg(&ctx)
-            .arg("-o")
-            .arg(&srk)
-            .env("TPM2TOOLS_TCTI", tcti)
-            .stdout(Stdio::null()))?;
-        run(Command::new("tpm2_flushcontext").arg("-t").env("TPM2TOOLS_TCTI", tcti))
-    })?;
     let offline = dir.join("tpm-offline.img");
     std::fs::copy(image, &offline)?;
-    run(Command::new(veil)
-        .args(["seal", "--platform", "tpm", "--parent-public"])
-        .arg(&srk)
-        .arg("--secret")
-        .arg(secret)
-        .arg("--rom")
-        .arg(rom)
-        .arg("--image")
-        .arg(&offline))?;
+    seal_offline(veil, rom, secret, &offline, &other_state, dir)?;
     crate::scan_for_keys("image sealed offline", &std::fs::read(&offline)?, &keys)?;
     let off = boot_with_tpm(rom, "tpm-offline-seal", &other_state, &demo_image::disk_args(&offline))?;
     off.expect("imported (sealed offline by veil seal)")?.expect(demo_image::ROOT_MARKER)?;
