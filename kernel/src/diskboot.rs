@@ -35,24 +35,32 @@ pub struct Verified {
     pub manifest: Manifest,
     /// Bytes read and decrypted.
     pub bytes: u64,
+    /// The kernel's window, when it had to come from the heap (linux::reserve_window).
+    pub kernel_window: Option<(u64, u64)>,
 }
 
+/// Room reserved after the initrd for the hand-off archive Linux gets appended to it (keys,
+/// the boot timeline: a few KiB), so that it is appended in place.
+const INITRD_SLACK: usize = 64 << 10;
+
 /// Read `size` bytes at `offset` of the data segment of the volume at `part_start` on the disk
-/// and decrypt them; the reads stay several requests ahead of the decryption.
+/// and decrypt them, into a buffer with `slack` bytes of spare capacity; the reads stay several
+/// requests ahead of the decryption.
 fn read_decrypt(
     disk: &mut Disk,
     part_start: u64,
     seg: &DataSegment,
     cipher: &SectorCipher,
-    offset: u64,
-    size: u64,
+    (offset, size): (u64, u64),
+    slack: usize,
 ) -> Result<Vec<u8>, BootError> {
     let sector = u64::from(seg.sector_size);
     let aligned = size.div_ceil(sector) * sector;
     // The payload sizes come from the (authenticated) manifest, but RAM is whatever the VM
     // was given: too little is a precise refusal, not an allocation panic.
     let mut out = Vec::new();
-    out.try_reserve_exact(aligned as usize).map_err(|_| BootError::OutOfMemory(aligned as usize))?;
+    let capacity = (aligned as usize).saturating_add(slack);
+    out.try_reserve_exact(capacity).map_err(|_| BootError::OutOfMemory(capacity))?;
     out.resize(aligned as usize, 0);
     disk.read_pipelined(part_start + seg.offset + offset, &mut out, |pos, chunk| {
         Ok(cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk)?)
@@ -172,23 +180,33 @@ pub fn load(
     let (seg, cipher) = volume.data_cipher(&volume_key).at("veil-boot")?;
     drop(volume_key);
     let data_len = seg.len(len);
-    let header = read_decrypt(disk, start, &seg, &cipher, 0, bundle::HEADER_SIZE as u64)?;
+    let header = read_decrypt(disk, start, &seg, &cipher, (0, bundle::HEADER_SIZE as u64), 0)?;
     let manifest = bundle::open_header(secret, &header, data_len)?;
     if let Some(t) = &boot.token
         && t.manifest != manifest
     {
         return Err(BootError::ManifestDiffersFromToken);
     }
-    let kernel = read_decrypt(disk, start, &seg, &cipher, manifest.kernel.offset, manifest.kernel.size)?;
+    // In a small VM the kernel's window comes from the heap, before the payloads cut it up.
+    let head = (manifest.kernel.offset, manifest.kernel.size.min(4096));
+    let kernel_window = read_decrypt(disk, start, &seg, &cipher, head, 0)
+        .ok()
+        .and_then(|head| SetupHeader::parse(&head).ok())
+        .and_then(|hdr| {
+            let kernel_size = manifest.kernel.size.saturating_sub(hdr.setup_size as u64);
+            crate::linux::reserve_window(&hdr, kernel_size)
+        });
+    let kernel = read_decrypt(disk, start, &seg, &cipher, (manifest.kernel.offset, manifest.kernel.size), 0)?;
     bundle::verify("kernel", &manifest.kernel, &kernel)?;
-    let initrd = read_decrypt(disk, start, &seg, &cipher, manifest.initrd.offset, manifest.initrd.size)?;
+    let initrd =
+        read_decrypt(disk, start, &seg, &cipher, (manifest.initrd.offset, manifest.initrd.size), INITRD_SLACK)?;
     bundle::verify("initrd", &manifest.initrd, &initrd)?;
     let bytes = manifest.kernel.size + manifest.initrd.size + bundle::HEADER_SIZE as u64;
-    Ok(Verified { kernel, initrd, manifest, bytes })
+    Ok(Verified { kernel, initrd, manifest, bytes, kernel_window })
 }
 
-/// A verified bundle as the kernel source.
-pub struct BundleSource<'a>(pub &'a Verified);
+/// A verified bundle as the kernel source; it hands its initrd buffer over.
+pub struct BundleSource<'a>(pub &'a mut Verified);
 
 impl crate::linux::Source for BundleSource<'_> {
     fn setup(&mut self) -> Result<Option<Vec<u8>>, BootError> {
@@ -214,6 +232,20 @@ impl crate::linux::Source for BundleSource<'_> {
     fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
         dst.copy_from_slice(&self.0.initrd);
         Ok(())
+    }
+    fn reserved_window(&self) -> Option<(u64, u64)> {
+        self.0.kernel_window
+    }
+    fn take_initrd(&mut self, extra: &[u8]) -> Result<Option<&'static mut [u8]>, BootError> {
+        let mut initrd = core::mem::take(&mut self.0.initrd);
+        let padded = initrd.len().div_ceil(4) * 4;
+        // In place when read_decrypt's slack holds the archive; else one reallocation.
+        initrd
+            .try_reserve_exact(padded + extra.len() - initrd.len())
+            .map_err(|_| BootError::OutOfMemory(padded + extra.len()))?;
+        initrd.resize(padded, 0);
+        initrd.extend_from_slice(extra);
+        Ok(Some(initrd.leak()))
     }
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
         Ok(self.0.manifest.cmdline.as_bytes().to_vec())

@@ -392,7 +392,7 @@ pub extern "C" fn veil_main() -> ! {
     }
     let extras = plat.prepare_handoff(&e820).unwrap_or_else(|e| fail(format_args!("{e}")));
     let target = linux::Target { e820: &e820, heap: (start, size), acpi: acpi.as_ref(), extra_cpio: &handoff, extras };
-    let prepared = match &from_disk {
+    let prepared = match &mut from_disk {
         Some(v) => linux::prepare(&mut diskboot::BundleSource(v), &target, None),
         None => linux::prepare(&mut linux::FwCfgSource(&cfg), &target, Some(&mut *plat)),
     }

@@ -36,6 +36,47 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.0 + b.1 && b.0 < a.0 + a.1
 }
 
+/// For a disk boot, before its bundle is read: when the kernel's preferred window `[load
+/// address, + max(init_size, kernel_size))` overlaps the heap (a small VM), take a window from
+/// the heap now, while it is still in one piece (after the bundle's buffers it may not be).
+/// `hdr` comes from an early, unverified read; [`prepare`] checks the window against the
+/// verified header. None when the preferred window is clear or the heap lacks the room
+/// (`prepare` then places the kernel, or says why it cannot).
+pub fn reserve_window(hdr: &SetupHeader, kernel_size: u64) -> Option<(u64, u64)> {
+    let need = u64::from(hdr.init_size).max(kernel_size);
+    let heap = crate::heap::main_range();
+    if !overlaps((hdr.load_address(KERNEL_WINDOW.0), need), heap) {
+        return None;
+    }
+    heap_window(need, u64::from(hdr.kernel_alignment), hdr.load_address(0)).map(|at| (at, need))
+}
+
+/// A window of `need` bytes for the (relocatable) kernel taken from the heap and never freed:
+/// at its `align`ment and not below `floor`, its preferred address (a kernel loaded lower
+/// moves itself up to it, over whatever lies there). Its address, or None without the room.
+fn heap_window(need: u64, align: u64, floor: u64) -> Option<u64> {
+    let (heap_start, _) = crate::heap::main_range();
+    // First without room to climb to `floor` (the heap's free RAM is usually above it by
+    // now), then with it.
+    for extra in [0, floor.saturating_sub(heap_start)] {
+        let len = need.checked_add(extra)?;
+        let layout = Layout::from_size_align(usize::try_from(len).ok()?, usize::try_from(align).ok()?).ok()?;
+        // SAFETY: non-zero size; a block that fits is deliberately never freed (the kernel
+        // gets it), one that does not is freed with the same layout.
+        let block = unsafe { alloc::alloc::alloc(layout) };
+        if block.is_null() {
+            continue;
+        }
+        let start = (block as u64).max(floor).next_multiple_of(align);
+        if start + need <= block as u64 + len && start + need <= 0x1_0000_0000 {
+            return Some(start);
+        }
+        // SAFETY: allocated just above with this layout, not used.
+        unsafe { alloc::alloc::dealloc(block, layout) };
+    }
+    None
+}
+
 /// A leaked, page-aligned, zeroed buffer of `len` bytes.
 fn leak(len: usize) -> Result<&'static mut [u8], BootError> {
     let layout =
@@ -62,6 +103,17 @@ pub trait Source {
     fn initrd_size(&mut self) -> Result<usize, BootError>;
     /// Copy the initrd into `dst` (exactly initrd_size bytes).
     fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError>;
+    /// A kernel window reserved in the heap before the kernel was read ([`reserve_window`]):
+    /// address and length.
+    fn reserved_window(&self) -> Option<(u64, u64)> {
+        None
+    }
+    /// The initrd in a buffer the firmware never frees, `extra` appended after it at a
+    /// 4-byte boundary, when the source already holds the initrd in memory (no second copy
+    /// of it at once); None to have it read into a new buffer.
+    fn take_initrd(&mut self, _extra: &[u8]) -> Result<Option<&'static mut [u8]>, BootError> {
+        Ok(None)
+    }
     /// The command line without its NUL.
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError>;
 }
@@ -159,7 +211,8 @@ pub fn prepare(
     let cmdline = src.cmdline()?;
     hdr.check_cmdline(&cmdline)?;
 
-    // The kernel: at its preferred address if that is free RAM, else above the heap.
+    // The kernel: at its preferred address if that is free RAM, else above the heap, else in
+    // a window from the heap (reserved before the bundle was read, or now).
     let need = u64::from(hdr.init_size).max(kernel_size as u64);
     let fits = |addr: u64| {
         is_ram(e820, addr, need)
@@ -167,12 +220,27 @@ pub fn prepare(
             && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0))
             && addr + need <= 0x1_0000_0000
     };
-    let addr = [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)]
-        .into_iter()
-        .find(|a| fits(*a))
-        .ok_or(BootError::NoRamForKernel(need))?;
-    // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and disjoint from the
-    // heap and the firmware's own memory (checked by `fits`), so nothing else uses it.
+    // A window reserved earlier must still fit this (verified) header: the disk could have
+    // answered the early read of the header with other bytes.
+    let align = u64::from(hdr.kernel_alignment);
+    let reserved = src
+        .reserved_window()
+        .filter(|(at, len)| *len >= need && at.is_multiple_of(align) && *at >= hdr.load_address(0))
+        .map(|(at, _)| at);
+    let addr =
+        match [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)].into_iter().find(|a| fits(*a)) {
+            Some(addr) => addr,
+            None => {
+                let addr = reserved
+                    .or_else(|| heap_window(need, align, hdr.load_address(0)))
+                    .ok_or(BootError::NoRamForKernel(need))?;
+                crate::log!("linux: the kernel's window is taken from the heap (a small VM)");
+                addr
+            }
+        };
+    // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and either disjoint from
+    // the heap and the firmware's own memory (checked by `fits`) or a heap block leaked to the
+    // kernel (heap_window), so nothing else uses it.
     let dst = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, kernel_size) };
     src.read_kernel(dst)?;
 
@@ -181,13 +249,19 @@ pub fn prepare(
     if initrd_size as u64 > heap.1 {
         return Err(BootError::InitrdTooLarge(initrd_size));
     }
-    let padded = initrd_size.div_ceil(4) * 4;
-    let initrd = leak(padded + extra_cpio.len())?;
-    src.read_initrd(&mut initrd[..initrd_size])?;
-    if let Some(plat) = launch_check {
-        plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size], &cmdline)?;
-    }
-    initrd[padded..].copy_from_slice(extra_cpio);
+    let initrd = match src.take_initrd(extra_cpio)? {
+        Some(initrd) => initrd,
+        None => {
+            let padded = initrd_size.div_ceil(4) * 4;
+            let initrd = leak(padded + extra_cpio.len())?;
+            src.read_initrd(&mut initrd[..initrd_size])?;
+            if let Some(plat) = launch_check {
+                plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size], &cmdline)?;
+            }
+            initrd[padded..].copy_from_slice(extra_cpio);
+            initrd
+        }
+    };
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
     hdr.check_initrd(initrd_range.0, initrd_range.1)?;
 

@@ -101,7 +101,7 @@ pub fn section(
         m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 1 GiB"))
     ));
     out.push_str(
-        "\nThe encrypted-disk boot's heap starts at 80 MiB (64 MiB above the kernel's load address for its init_size) and\ntakes what is there, at most 256 MiB: the bundle's size is known only once the disk is read, after the heap is\nchosen, so the least RAM is the kernel window plus the bundle (here about 22 MiB) and the firmware's buffers.\nSeaBIOS, qboot and OVMF cannot boot this disk (its kernel is inside the LUKS2 volume).\n",
+        "\nAn encrypted-disk boot's heap starts at 80 MiB when 32 MiB or more lie above (the kernel then runs at its\npreferred 16 MiB); in a smaller VM it starts at 12 MiB and the kernel's window (its init_size, here 51.5 MiB)\nis taken from the heap before the bundle is read, from the kernel's setup header. The initrd is handed to Linux\nin the buffer it was decrypted into. What remains is the kernel window, the bzImage and initrd (here 8 + 13 MiB)\nand about 4 MiB of the firmware's own. SeaBIOS, qboot and OVMF cannot boot this disk (its kernel is inside the\nLUKS2 volume).\n",
     );
     Ok(out)
 }
