@@ -262,8 +262,11 @@ pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>,
         return Ok(None);
     };
     let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));
-    let manifest: Manifest = serde_json::from_value(t.get("manifest").cloned().ok_or_else(|| bad("no manifest"))?)
+    // Through its text, so the manifest has one deserializer (the one the bundle header's
+    // manifest takes) rather than a second one over serde_json's Value in the ROM.
+    let text = serde_json::to_vec(t.get("manifest").ok_or_else(|| bad("no manifest"))?)
         .map_err(|e| bad(&alloc::format!("{e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| bad(&alloc::format!("{e}")))?;
     let salt = t.get("measurement_salt").and_then(|v| v.as_str()).ok_or_else(|| bad("no measurement_salt"))?;
     let measurement_salt = hex::decode(salt).map_err(|_| bad("measurement_salt is not hex"))?;
     if measurement_salt.len() < 16 || measurement_salt.len() > 64 {
