@@ -255,13 +255,15 @@ pub fn prepare(
             let padded = initrd_size.div_ceil(4) * 4;
             let initrd = leak(padded + extra_cpio.len())?;
             src.read_initrd(&mut initrd[..initrd_size])?;
-            if let Some(plat) = launch_check {
-                plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size], &cmdline)?;
-            }
             initrd[padded..].copy_from_slice(extra_cpio);
             initrd
         }
     };
+    // Whichever way the initrd came, the launch's measurements are checked before any of it
+    // is used (the appended archive is the firmware's own and lies past initrd_size).
+    if let Some(plat) = launch_check {
+        plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size.min(initrd.len())], &cmdline)?;
+    }
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
     hdr.check_initrd(initrd_range.0, initrd_range.1)?;
 
