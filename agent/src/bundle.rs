@@ -262,8 +262,9 @@ pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>,
         return Ok(None);
     };
     let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));
-    // Through its text, so the manifest has one deserializer (the one the bundle header's
-    // manifest takes) rather than a second one over serde_json's Value in the ROM.
+    // Through its text (a few hundred bytes, once per boot), so the manifest has one
+    // deserializer, the one the bundle header's manifest takes: a second one over serde_json's
+    // Value costs the ROM 12 KiB.
     let text = serde_json::to_vec(t.get("manifest").ok_or_else(|| bad("no manifest"))?)
         .map_err(|e| bad(&alloc::format!("{e}")))?;
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| bad(&alloc::format!("{e}")))?;

@@ -229,14 +229,11 @@ impl crate::linux::Source for BundleSource<'_> {
     fn initrd_size(&mut self) -> Result<usize, BootError> {
         Ok(self.0.initrd.len())
     }
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
-        dst.copy_from_slice(&self.0.initrd);
-        Ok(())
-    }
     fn reserved_window(&self) -> Option<(u64, u64)> {
         self.0.kernel_window
     }
-    fn take_initrd(&mut self, extra: &[u8]) -> Result<Option<&'static mut [u8]>, BootError> {
+    /// The buffer the initrd was decrypted into, handed over (no second copy of it).
+    fn initrd(&mut self, _size: usize, extra: &[u8]) -> Result<&'static mut [u8], BootError> {
         let mut initrd = core::mem::take(&mut self.0.initrd);
         let padded = initrd.len().div_ceil(4) * 4;
         // In place when read_decrypt's slack holds the archive; else one reallocation.
@@ -245,7 +242,7 @@ impl crate::linux::Source for BundleSource<'_> {
             .map_err(|_| BootError::OutOfMemory(padded + extra.len()))?;
         initrd.resize(padded, 0);
         initrd.extend_from_slice(extra);
-        Ok(Some(initrd.leak()))
+        Ok(initrd.leak())
     }
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
         Ok(self.0.manifest.cmdline.as_bytes().to_vec())

@@ -101,11 +101,6 @@ pub fn main_range() -> (u64, u64) {
     (heap.bottom() as u64, heap.size() as u64)
 }
 
-/// Bytes of the main heap in use.
-pub fn main_used() -> usize {
-    ALLOCATOR.main.lock().used()
-}
-
 /// Hand the range `choose_main` picked (and the platform accepted) to the allocator.
 pub fn init_main(start: u64, size: u64) {
     // SAFETY: the range is RAM per e820, identity mapped, above everything the firmware

@@ -101,18 +101,13 @@ pub trait Source {
     fn read_kernel(&mut self, dst: &mut [u8]) -> Result<(), BootError>;
     /// Size of the initrd.
     fn initrd_size(&mut self) -> Result<usize, BootError>;
-    /// Copy the initrd into `dst` (exactly initrd_size bytes).
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError>;
+    /// The initrd (`size` bytes, as initrd_size said) followed at a 4-byte boundary by `extra`,
+    /// in a buffer the firmware never frees (Linux gets it).
+    fn initrd(&mut self, size: usize, extra: &[u8]) -> Result<&'static mut [u8], BootError>;
     /// A kernel window reserved in the heap before the kernel was read ([`reserve_window`]):
     /// address and length.
     fn reserved_window(&self) -> Option<(u64, u64)> {
         None
-    }
-    /// The initrd in a buffer the firmware never frees, `extra` appended after it at a
-    /// 4-byte boundary, when the source already holds the initrd in memory (no second copy
-    /// of it at once); None to have it read into a new buffer.
-    fn take_initrd(&mut self, _extra: &[u8]) -> Result<Option<&'static mut [u8]>, BootError> {
-        Ok(None)
     }
     /// The command line without its NUL.
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError>;
@@ -162,11 +157,14 @@ impl Source for FwCfgSource<'_> {
     fn initrd_size(&mut self) -> Result<usize, BootError> {
         Ok(self.0.read_u32(sel::INITRD_SIZE)? as usize)
     }
-    fn read_initrd(&mut self, dst: &mut [u8]) -> Result<(), BootError> {
-        if dst.is_empty() {
-            return Ok(());
+    fn initrd(&mut self, size: usize, extra: &[u8]) -> Result<&'static mut [u8], BootError> {
+        let padded = size.div_ceil(4) * 4;
+        let initrd = leak(padded + extra.len())?;
+        if size > 0 {
+            self.0.read_selector(sel::INITRD_DATA, &mut initrd[..size])?;
         }
-        self.0.read_selector(sel::INITRD_DATA, dst).map_err(BootError::from)
+        initrd[padded..].copy_from_slice(extra);
+        Ok(initrd)
     }
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
         let size = self.0.read_u32(sel::CMDLINE_SIZE)?;
@@ -249,20 +247,11 @@ pub fn prepare(
     if initrd_size as u64 > heap.1 {
         return Err(BootError::InitrdTooLarge(initrd_size));
     }
-    let initrd = match src.take_initrd(extra_cpio)? {
-        Some(initrd) => initrd,
-        None => {
-            let padded = initrd_size.div_ceil(4) * 4;
-            let initrd = leak(padded + extra_cpio.len())?;
-            src.read_initrd(&mut initrd[..initrd_size])?;
-            initrd[padded..].copy_from_slice(extra_cpio);
-            initrd
-        }
-    };
-    // Whichever way the initrd came, the launch's measurements are checked before any of it
-    // is used (the appended archive is the firmware's own and lies past initrd_size).
+    let initrd = src.initrd(initrd_size, extra_cpio)?;
+    // The launch's measurements are checked before any of it is used (the appended archive
+    // is the firmware's own and lies past initrd_size).
     if let Some(plat) = launch_check {
-        plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size.min(initrd.len())], &cmdline)?;
+        plat.verify_direct_boot(&setup, dst, &initrd[..initrd_size], &cmdline)?;
     }
     let initrd_range = (initrd.as_ptr() as u64, initrd.len() as u64);
     hdr.check_initrd(initrd_range.0, initrd_range.1)?;

@@ -4,9 +4,9 @@
 //!
 //! Host builds (feature `every-kdf`) open whatever cryptsetup writes. The firmware opens the
 //! keyslots written for it: PBKDF2 and AF over SHA-256 (`veil`) or SHA-512 (systemd-cryptenroll's
-//! TPM2 keyslots), an aes-xts-plain64 area. The
-//! key it opens them with is a 256-bit HKDF output, so a memory-hard KDF adds nothing there but
-//! ROM bytes and up to 64 MiB of heap; other keyslots are refused by name.
+//! TPM2 keyslots), an aes-xts-plain64 area. The key it opens them with is a 256-bit HKDF
+//! output, so a memory-hard KDF adds nothing there but ROM bytes and up to 64 MiB of heap;
+//! other keyslots are refused by name.
 
 use alloc::format;
 use alloc::vec;
@@ -47,14 +47,17 @@ impl Default for KdfLimits {
     }
 }
 
-/// What the firmware build says of a hash, KDF or cipher only host builds carry.
+/// Appended to the refusal of a hash, KDF or cipher: in the firmware build, what it opens
+/// instead; nothing in host builds, which open everything cryptsetup writes.
 #[cfg(not(feature = "every-kdf"))]
-const FIRMWARE_SUBSET: &str = "(the firmware opens PBKDF2-SHA256/512 keyslots with aes-xts-plain64 areas, as veil and systemd-cryptenroll make them)";
-
+const FIRMWARE_SUBSET: &str = " (the firmware opens PBKDF2-SHA256/512 keyslots with aes-xts-plain64 areas, as veil and systemd-cryptenroll make them)";
 #[cfg(feature = "every-kdf")]
+const FIRMWARE_SUBSET: &str = "";
+
 macro_rules! with_hash {
     ($name:expr, $h:ident => $body:expr) => {
         match $name {
+            #[cfg(feature = "every-kdf")]
             "sha1" => {
                 type $h = sha1::Sha1;
                 Ok($body)
@@ -63,6 +66,7 @@ macro_rules! with_hash {
                 type $h = sha2::Sha256;
                 Ok($body)
             }
+            #[cfg(feature = "every-kdf")]
             "sha384" => {
                 type $h = sha2::Sha384;
                 Ok($body)
@@ -71,24 +75,7 @@ macro_rules! with_hash {
                 type $h = sha2::Sha512;
                 Ok($body)
             }
-            other => Err(Luks2Error::Unsupported(format!("hash `{other}`"))),
-        }
-    };
-}
-
-#[cfg(not(feature = "every-kdf"))]
-macro_rules! with_hash {
-    ($name:expr, $h:ident => $body:expr) => {
-        match $name {
-            "sha256" => {
-                type $h = sha2::Sha256;
-                Ok($body)
-            }
-            "sha512" => {
-                type $h = sha2::Sha512;
-                Ok($body)
-            }
-            other => Err(Luks2Error::Unsupported(format!("hash `{other}` {FIRMWARE_SUBSET}"))),
+            other => Err(Luks2Error::Unsupported(format!("hash `{other}`{FIRMWARE_SUBSET}"))),
         }
     };
 }
@@ -146,7 +133,7 @@ pub fn derive_area_key(
         #[cfg(not(feature = "every-kdf"))]
         Kdf::Argon2 { id, .. } => {
             let name = if *id { "argon2id" } else { "argon2i" };
-            Err(Luks2Error::Unsupported(format!("KDF `{name}` {FIRMWARE_SUBSET}")))
+            Err(Luks2Error::Unsupported(format!("KDF `{name}`{FIRMWARE_SUBSET}")))
         }
         Kdf::Other(name) => Err(Luks2Error::Unsupported(format!("KDF `{name}`"))),
     }
@@ -219,15 +206,12 @@ pub fn crypt_area(encryption: &str, key: &[u8], data: &mut [u8], encrypt: bool) 
         }
         #[cfg(feature = "every-kdf")]
         "aes-cbc-essiv:sha256" if !encrypt => cbc_essiv_sha256_decrypt(key, data),
-        #[cfg(feature = "every-kdf")]
-        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}`"))),
-        #[cfg(not(feature = "every-kdf"))]
-        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}` {FIRMWARE_SUBSET}"))),
+        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}`{FIRMWARE_SUBSET}"))),
     }
 }
 
-#[cfg(feature = "every-kdf")]
 /// AES-CBC with ESSIV(SHA-256) IVs, decrypt only: IV of sector n = AES-256(SHA256(key), n).
+#[cfg(feature = "every-kdf")]
 fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Error> {
     use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
     use alloc::string::String;

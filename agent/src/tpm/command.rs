@@ -15,7 +15,7 @@ use core::fmt;
 use zeroize::Zeroizing;
 
 use super::Bank;
-use super::wire::{self, ALG_NULL, CommandFrame, Reader};
+use super::wire::{self, CommandFrame, Reader, alg};
 
 /// Moves one command to the TPM and its response back.
 pub trait Transport {
@@ -152,23 +152,6 @@ mod cc {
     pub const FLUSH_CONTEXT: u32 = 0x165;
 }
 
-/// Algorithm identifiers (Part 2, 6.3) the templates and commands name.
-mod alg {
-    pub const RSA: u16 = 0x0001;
-    pub const AES: u16 = 0x0006;
-    pub const KEYEDHASH: u16 = 0x0008;
-    pub const SHA256: u16 = 0x000B;
-    pub const RSASSA: u16 = 0x0014;
-    pub const RSAPSS: u16 = 0x0016;
-    pub const ECDSA: u16 = 0x0018;
-    pub const ECDAA: u16 = 0x001A;
-    pub const SM2: u16 = 0x001B;
-    pub const ECSCHNORR: u16 = 0x001C;
-    pub const HMAC: u16 = 0x0005;
-    pub const ECC: u16 = 0x0023;
-    pub const CFB: u16 = 0x0043;
-}
-
 /// TPM_CAP_PCRS.
 const CAP_PCRS: u32 = 5;
 /// TPM_SE_POLICY.
@@ -196,7 +179,7 @@ fn parse<'a, R>(
 /// A TPMT_SIGNATURE (Part 2, 11.3.4): the signature algorithm, then its fields.
 fn skip_signature(r: &mut Reader<'_>) -> Result<(), TpmError> {
     match r.u16()? {
-        ALG_NULL => {}
+        alg::NULL => {}
         alg::RSASSA | alg::RSAPSS => {
             r.u16()?;
             r.tpm2b()?;
@@ -220,13 +203,16 @@ fn skip_signature(r: &mut Reader<'_>) -> Result<(), TpmError> {
 /// keyedhash, no scheme, fixedTPM | fixedParent | noDA, no userWithAuth (the policy is the
 /// only way to use it).
 pub fn sealed_object_template(policy: &[u8; 32]) -> Vec<u8> {
-    let mut t = Vec::with_capacity(44);
-    t.extend_from_slice(&alg::KEYEDHASH.to_be_bytes());
-    t.extend_from_slice(&alg::SHA256.to_be_bytes());
-    t.extend_from_slice(&SEALED_OBJECT_ATTRIBUTES.to_be_bytes());
-    t.extend_from_slice(&wire::tpm2b(policy));
-    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // TPMT_KEYEDHASH_SCHEME
-    t.extend_from_slice(&[0, 0]); // unique: empty TPM2B_DIGEST
+    keyedhash_public(SEALED_OBJECT_ATTRIBUTES, policy, &[])
+}
+
+/// TPMT_PUBLIC of a keyed-hash data object (no scheme) with `attributes`, authPolicy `policy`
+/// and `unique` (empty for TPM2_Create, which fills it; the digest of the sensitive part in an
+/// object made outside the TPM for TPM2_Import).
+pub fn keyedhash_public(attributes: u32, policy: &[u8], unique: &[u8]) -> Vec<u8> {
+    let mut t = public_head(alg::KEYEDHASH, attributes, policy);
+    t.extend_from_slice(&alg::NULL.to_be_bytes()); // TPMT_KEYEDHASH_SCHEME
+    t.extend_from_slice(&wire::tpm2b(unique));
     t
 }
 
@@ -258,9 +244,9 @@ fn public_head(kind: u16, attributes: u32, policy: &[u8]) -> Vec<u8> {
 pub fn storage_primary_template() -> Vec<u8> {
     let mut t = public_head(alg::ECC, 0x0003_0072, &[]);
     aes_128_cfb(&mut t);
-    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // scheme
+    t.extend_from_slice(&alg::NULL.to_be_bytes()); // scheme
     t.extend_from_slice(&0x0003u16.to_be_bytes()); // TPM_ECC_NIST_P256
-    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // kdf
+    t.extend_from_slice(&alg::NULL.to_be_bytes()); // kdf
     t.extend_from_slice(&[0, 0, 0, 0]); // unique: empty x and y
     t
 }
@@ -275,7 +261,7 @@ pub const RH_ENDORSEMENT: u32 = 0x4000_000B;
 /// | sensitiveDataOrigin | userWithAuth | restricted | sign.
 pub fn attestation_key_template() -> Vec<u8> {
     let mut t = public_head(alg::RSA, 0x0005_0072, &[]);
-    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // no symmetric
+    t.extend_from_slice(&alg::NULL.to_be_bytes()); // no symmetric
     t.extend_from_slice(&alg::RSASSA.to_be_bytes());
     t.extend_from_slice(&alg::SHA256.to_be_bytes());
     t.extend_from_slice(&2048u16.to_be_bytes());
@@ -291,7 +277,7 @@ pub fn attestation_key_template() -> Vec<u8> {
 pub fn ek_rsa2048_template() -> Vec<u8> {
     let mut t = public_head(alg::RSA, 0x0003_00B2, &EK_POLICY);
     aes_128_cfb(&mut t);
-    t.extend_from_slice(&ALG_NULL.to_be_bytes()); // scheme
+    t.extend_from_slice(&alg::NULL.to_be_bytes()); // scheme
     t.extend_from_slice(&2048u16.to_be_bytes());
     t.extend_from_slice(&0u32.to_be_bytes());
     t.extend_from_slice(&wire::tpm2b(&[0u8; 256]));
@@ -490,7 +476,7 @@ impl<T: Transport> Tpm<T> {
     pub fn quote(&mut self, ak: u32, qualifying_data: &[u8], bank: Bank, pcrs: &[u32]) -> Result<Quote, TpmError> {
         let cmd = CommandFrame::new(cc::QUOTE, &[ak], &[RS_PW])
             .tpm2b(qualifying_data, MAX_DATA, "qualifying data larger than a TPM2B_DATA")?
-            .u16(ALG_NULL) // inScheme: the key's own
+            .u16(alg::NULL) // inScheme: the key's own
             .raw(&wire::pcr_selection(bank.alg_id(), pcrs)?)
             .finish();
         let response = self.run(&cmd, "Quote")?;
@@ -596,7 +582,7 @@ impl<T: Transport> Tpm<T> {
             .raw(public)
             .raw(duplicate)
             .raw(seed)
-            .u16(ALG_NULL) // symmetricAlg: no inner wrapper
+            .u16(alg::NULL) // symmetricAlg: no inner wrapper
             .finish();
         let response = self.run(&cmd, "Import")?;
         parse(&response, 0, "Import", |_, r| Ok(r.tpm2b_whole()?.to_vec()))
@@ -644,7 +630,7 @@ impl<T: Transport> Tpm<T> {
             .tpm2b(nonce, MAX_DIGEST, "nonce")?
             .empty() // encryptedSalt
             .u8(SE_POLICY)
-            .u16(ALG_NULL) // symmetric
+            .u16(alg::NULL) // symmetric
             .u16(alg::SHA256)
             .finish();
         let response = self.run(&cmd, "StartAuthSession")?;

@@ -15,7 +15,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::duplicate::kdfa;
-use super::tpm2b;
+use super::wire::tpm2b;
 
 /// The RSA public key in a TPM2B_PUBLIC (an EK or an attestation key).
 pub fn rsa_public_key(tpm2b_public: &[u8]) -> Result<rsa::PublicKey, String> {

@@ -19,13 +19,8 @@ use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::command::SealedBlob;
-use super::tpm2b;
-
-/// TPM_ALG_KEYEDHASH, TPM_ALG_SHA256, TPM_ALG_NULL.
-const ALG_KEYEDHASH: u16 = 0x0008;
-const ALG_SHA256: u16 = 0x000B;
-const ALG_NULL: u16 = 0x0010;
+use super::command::{SealedBlob, keyedhash_public};
+use super::wire::{alg, tpm2b};
 /// noDA: the only attribute of an imported sealed object.
 pub const IMPORTED_ATTRIBUTES: u32 = 0x0000_0400;
 
@@ -139,19 +134,13 @@ pub fn seal_for_import(
     let mut obfuscation = Zeroizing::new([0u8; 32]);
     random(obfuscation.as_mut());
     let unique: [u8; 32] = Sha256::new().chain_update(obfuscation.as_ref()).chain_update(secret).finalize().into();
-    let mut area = Vec::new();
-    area.extend_from_slice(&ALG_KEYEDHASH.to_be_bytes());
-    area.extend_from_slice(&ALG_SHA256.to_be_bytes());
-    area.extend_from_slice(&IMPORTED_ATTRIBUTES.to_be_bytes());
-    area.extend_from_slice(&tpm2b(policy));
-    area.extend_from_slice(&ALG_NULL.to_be_bytes()); // keyedhash scheme
-    area.extend_from_slice(&tpm2b(&unique));
-    let mut name = ALG_SHA256.to_be_bytes().to_vec();
+    let area = keyedhash_public(IMPORTED_ATTRIBUTES, policy, &unique);
+    let mut name = alg::SHA256.to_be_bytes().to_vec();
     name.extend_from_slice(&Sha256::digest(&area));
 
     // Sensitive area, as TPM2B_SENSITIVE.
     let mut sensitive = Zeroizing::new(Vec::new());
-    sensitive.extend_from_slice(&ALG_KEYEDHASH.to_be_bytes());
+    sensitive.extend_from_slice(&alg::KEYEDHASH.to_be_bytes());
     sensitive.extend_from_slice(&tpm2b(&[])); // authValue
     sensitive.extend_from_slice(&tpm2b(obfuscation.as_ref())); // seedValue
     sensitive.extend_from_slice(&tpm2b(secret));

@@ -95,14 +95,6 @@ impl Bank {
     }
 }
 
-/// A TPM2B: big-endian u16 size, then the bytes (callers keep them under 64 KiB).
-#[cfg(feature = "std")]
-pub(crate) fn tpm2b(data: &[u8]) -> Vec<u8> {
-    let mut v = (data.len() as u16).to_be_bytes().to_vec();
-    v.extend_from_slice(data);
-    v
-}
-
 /// The RSA modulus and exponent in a TPM2B_PUBLIC (exponent 0 means 65537).
 pub fn rsa_public_parts(tpm2b_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
     match tpm2b_public {

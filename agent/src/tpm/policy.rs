@@ -11,18 +11,11 @@ use super::Bank;
 /// TPM_CC_PolicyPCR.
 const CC_POLICY_PCR: u32 = 0x0000_017F;
 
-/// A marshalled TPML_PCR_SELECTION with one bank and a 3-byte bitmap of `pcrs`.
+/// A marshalled TPML_PCR_SELECTION with one bank and a 3-byte bitmap of `pcrs` (indices
+/// above 23 are left out), as TPM2_PolicyPCR takes it.
 pub fn marshal_selection(bank: Bank, pcrs: &[u32]) -> Vec<u8> {
-    let mut bitmap = [0u8; 3];
-    for &p in pcrs.iter().filter(|p| **p < 24) {
-        bitmap[(p / 8) as usize] |= 1 << (p % 8);
-    }
-    let mut v = Vec::new();
-    v.extend_from_slice(&1u32.to_be_bytes());
-    v.extend_from_slice(&bank.alg_id().to_be_bytes());
-    v.push(3);
-    v.extend_from_slice(&bitmap);
-    v
+    let below_24: Vec<u32> = pcrs.iter().copied().filter(|p| *p < 24).collect();
+    super::wire::pcr_selection(bank.alg_id(), &below_24).expect("indices below 24").to_vec()
 }
 
 /// The SHA-256 policy digest of a trial session that ran TPM2_PolicyPCR once over `pcrs` of

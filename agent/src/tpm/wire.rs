@@ -19,8 +19,40 @@ pub const ST_NO_SESSIONS: u16 = 0x8001;
 pub const ST_SESSIONS: u16 = 0x8002;
 /// A command or response header: tag (2), size (4), command or response code (4).
 pub const HEADER: usize = 10;
-/// TPM_ALG_NULL.
-pub const ALG_NULL: u16 = 0x0010;
+
+/// Algorithm identifiers (Part 2, 6.3) the commands, templates and host-side areas name.
+pub mod alg {
+    /// TPM_ALG_RSA.
+    pub const RSA: u16 = 0x0001;
+    /// TPM_ALG_AES.
+    pub const AES: u16 = 0x0006;
+    /// TPM_ALG_HMAC.
+    pub const HMAC: u16 = 0x0005;
+    /// TPM_ALG_KEYEDHASH.
+    pub const KEYEDHASH: u16 = 0x0008;
+    /// TPM_ALG_SHA256.
+    pub const SHA256: u16 = 0x000B;
+    /// TPM_ALG_NULL.
+    pub const NULL: u16 = 0x0010;
+    /// TPM_ALG_RSASSA.
+    pub const RSASSA: u16 = 0x0014;
+    /// TPM_ALG_RSAES.
+    pub const RSAES: u16 = 0x0015;
+    /// TPM_ALG_RSAPSS.
+    pub const RSAPSS: u16 = 0x0016;
+    /// TPM_ALG_ECDSA.
+    pub const ECDSA: u16 = 0x0018;
+    /// TPM_ALG_ECDAA.
+    pub const ECDAA: u16 = 0x001A;
+    /// TPM_ALG_SM2.
+    pub const SM2: u16 = 0x001B;
+    /// TPM_ALG_ECSCHNORR.
+    pub const ECSCHNORR: u16 = 0x001C;
+    /// TPM_ALG_ECC.
+    pub const ECC: u16 = 0x0023;
+    /// TPM_ALG_CFB.
+    pub const CFB: u16 = 0x0043;
+}
 
 /// A command frame being built: header, handles and authorization area first, then the
 /// parameters appended in order; [`CommandFrame::finish`] writes the size.
@@ -259,20 +291,20 @@ impl<'a> Reader<'a> {
 pub fn rsa_public(tpmt_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
     let mut r = Reader::new(tpmt_public, "public area");
     let fields = (|| {
-        if r.u16()? != ALG_RSA {
+        if r.u16()? != alg::RSA {
             return Ok(None);
         }
         r.u16()?; // nameAlg
         r.u32()?; // objectAttributes
         r.tpm2b()?; // authPolicy
         // TPMT_SYM_DEF_OBJECT: an algorithm, and key bits and mode unless it is NULL.
-        if r.u16()? != ALG_NULL {
+        if r.u16()? != alg::NULL {
             r.u16()?;
             r.u16()?;
         }
         // TPMT_RSA_SCHEME: a scheme, and a hash for every scheme but NULL and RSAES.
         let scheme = r.u16()?;
-        if scheme != ALG_NULL && scheme != ALG_RSAES {
+        if scheme != alg::NULL && scheme != alg::RSAES {
             r.u16()?;
         }
         r.u16()?; // keyBits
@@ -289,8 +321,3 @@ pub fn rsa_public(tpmt_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
         Err(e) => Err(e.to_string()),
     }
 }
-
-/// TPM_ALG_RSA.
-pub const ALG_RSA: u16 = 0x0001;
-/// TPM_ALG_RSAES.
-const ALG_RSAES: u16 = 0x0015;
