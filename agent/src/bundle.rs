@@ -13,6 +13,7 @@ use core::fmt;
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256, Sha384};
 
+use crate::json::Value;
 use crate::keys::MasterSecret;
 
 /// Magic at the start of a bundle.
@@ -65,7 +66,7 @@ impl fmt::Display for BundleError {
 impl std::error::Error for BundleError {}
 
 /// One payload.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     /// Offset from the start of the bundle (4 KiB aligned).
     pub offset: u64,
@@ -76,8 +77,7 @@ pub struct Payload {
 }
 
 /// The manifest.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     /// The bzImage.
     pub kernel: Payload,
@@ -87,6 +87,55 @@ pub struct Manifest {
     pub cmdline: String,
     /// LUKS2 UUID of the root volume whose key is handed to Linux.
     pub root_uuid: String,
+}
+
+impl Payload {
+    fn text(&self) -> String {
+        alloc::format!(r#"{{"offset":{},"size":{},"sha384":{}}}"#, self.offset, self.size, Value::from(&self.sha384))
+    }
+
+    fn from_json(v: &Value, part: &str) -> Result<Self, String> {
+        let field = |key: &str| v.get(key).ok_or_else(|| alloc::format!("{part}: missing field `{key}`"));
+        let number = |key: &str| {
+            field(key)?.as_u64().ok_or_else(|| alloc::format!("{part}: `{key}` is not an unsigned integer"))
+        };
+        let sha384 = field("sha384")?.as_str().ok_or_else(|| alloc::format!("{part}: `sha384` is not a string"))?;
+        Ok(Payload { offset: number("offset")?, size: number("size")?, sha384: String::from(sha384) })
+    }
+}
+
+impl Manifest {
+    /// The manifest's JSON text as the bundle header and init-data carry it: fields in
+    /// declaration order (the order serde wrote them in when the format was made; images
+    /// made since carry these bytes, so the order is part of the format).
+    pub fn to_json_text(&self) -> String {
+        alloc::format!(
+            r#"{{"kernel":{},"initrd":{},"cmdline":{},"root_uuid":{}}}"#,
+            self.kernel.text(),
+            self.initrd.text(),
+            Value::from(&self.cmdline),
+            Value::from(&self.root_uuid)
+        )
+    }
+
+    /// The manifest from its JSON (untrusted until its MAC or digest is checked): every
+    /// field present with its type, and no other field.
+    pub fn from_json(v: &Value) -> Result<Self, String> {
+        let map = v.as_object().ok_or("not a JSON object")?;
+        if let Some(unknown) = map.keys().find(|k| !["kernel", "initrd", "cmdline", "root_uuid"].contains(&k.as_str()))
+        {
+            return Err(alloc::format!("unknown field `{unknown}`"));
+        }
+        let field = |key: &str| map.get(key).ok_or_else(|| alloc::format!("missing field `{key}`"));
+        let string =
+            |key: &str| field(key)?.as_str().map(String::from).ok_or_else(|| alloc::format!("`{key}` is not a string"));
+        Ok(Manifest {
+            kernel: Payload::from_json(field("kernel")?, "kernel")?,
+            initrd: Payload::from_json(field("initrd")?, "initrd")?,
+            cmdline: string("cmdline")?,
+            root_uuid: string("root_uuid")?,
+        })
+    }
 }
 
 fn mac_key(secret: &MasterSecret) -> crate::keys::Key32 {
@@ -123,7 +172,7 @@ pub fn build(
         cmdline: String::from(cmdline),
         root_uuid: crate::keys::normalize_uuid(root_uuid).map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?,
     };
-    let json = serde_json::to_vec(&manifest).map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?;
+    let json = manifest.to_json_text().into_bytes();
     if json.len() > HEADER_SIZE - MANIFEST_OFFSET {
         return Err(BundleError::ManifestLength(json.len() as u32));
     }
@@ -165,8 +214,10 @@ pub fn open_header(secret: &MasterSecret, header: &[u8], volume_len: u64) -> Res
     if expected.iter().zip(stored).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
         return Err(BundleError::Mac);
     }
-    let manifest: Manifest = serde_json::from_slice(&header[MANIFEST_OFFSET..MANIFEST_OFFSET + len as usize])
-        .map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?;
+    let manifest = crate::json::from_slice(&header[MANIFEST_OFFSET..MANIFEST_OFFSET + len as usize])
+        .map_err(|e| alloc::format!("{e}"))
+        .and_then(|v| Manifest::from_json(&v))
+        .map_err(BundleError::Manifest)?;
     for (part, p) in [("kernel", &manifest.kernel), ("initrd", &manifest.initrd)] {
         if p.offset < HEADER_SIZE as u64
             || p.offset % 4096 != 0
@@ -192,6 +243,24 @@ mod tests {
 
     fn secret(b: u8) -> MasterSecret {
         MasterSecret::new(&[b; 32], &[b ^ 0x55; 32]).unwrap()
+    }
+
+    /// The manifest's bytes are part of the format (MAC'd in the header, hashed into
+    /// init-data): fields in declaration order, compact, as serde wrote them.
+    #[test]
+    fn manifest_text_is_pinned() {
+        let p = |o| Payload { offset: o, size: 10, sha384: "ab".into() };
+        let m = Manifest { kernel: p(4096), initrd: p(8192), cmdline: "a \"b\"".into(), root_uuid: "u".into() };
+        let text = r#"{"kernel":{"offset":4096,"size":10,"sha384":"ab"},"initrd":{"offset":8192,"size":10,"sha384":"ab"},"cmdline":"a \"b\"","root_uuid":"u"}"#;
+        assert_eq!(m.to_json_text(), text);
+        assert_eq!(Manifest::from_json(&crate::json::from_str(text).unwrap()).unwrap(), m);
+        let extra = text.replace(r#""root_uuid""#, r#""x":1,"root_uuid""#);
+        assert_eq!(Manifest::from_json(&crate::json::from_str(&extra).unwrap()).unwrap_err(), "unknown field `x`");
+        let missing = text.replace(r#","root_uuid":"u""#, "");
+        assert_eq!(
+            Manifest::from_json(&crate::json::from_str(&missing).unwrap()).unwrap_err(),
+            "missing field `root_uuid`"
+        );
     }
 
     #[test]
@@ -239,35 +308,30 @@ pub struct BundleToken {
     pub init_data: Option<String>,
 }
 
-/// SHA-384 of the manifest's JSON (fields in declaration order, as serde writes them on the
-/// host and in the firmware alike): the boot target that init-data names.
+/// SHA-384 of the manifest's JSON text ([`Manifest::to_json_text`]): the boot target that
+/// init-data names.
 pub fn manifest_sha384(manifest: &Manifest) -> [u8; 48] {
     use sha2::Digest;
-    sha2::Sha384::digest(serde_json::to_vec(manifest).expect("a manifest serializes")).into()
+    sha2::Sha384::digest(manifest.to_json_text()).into()
 }
 
 /// The token JSON for `manifest` (LUKS2 adds its `keyslots`), with its init-data document.
-pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> serde_json::Value {
-    serde_json::json!({
+pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> crate::json::Value {
+    crate::json!({
         "type": TOKEN_TYPE,
-        "manifest": manifest,
+        "manifest": crate::json::from_str(&manifest.to_json_text()).expect("the manifest's own text parses"),
         "measurement_salt": hex::encode(measurement_salt),
         "init_data": crate::initdata::document(&manifest_sha384(manifest)),
     })
 }
 
 /// Find and parse the `veil-bundle` token among a LUKS2 header's tokens (untrusted input).
-pub fn find_token(luks2_json: &serde_json::Value) -> Result<Option<BundleToken>, BundleError> {
+pub fn find_token(luks2_json: &crate::json::Value) -> Result<Option<BundleToken>, BundleError> {
     let Some((_, t)) = crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE).next() else {
         return Ok(None);
     };
     let bad = |what: &str| BundleError::Manifest(alloc::format!("{TOKEN_TYPE} token: {what}"));
-    // Through its text (a few hundred bytes, once per boot), so the manifest has one
-    // deserializer, the one the bundle header's manifest takes: a second one over serde_json's
-    // Value costs the ROM 12 KiB.
-    let text = serde_json::to_vec(t.get("manifest").ok_or_else(|| bad("no manifest"))?)
-        .map_err(|e| bad(&alloc::format!("{e}")))?;
-    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| bad(&alloc::format!("{e}")))?;
+    let manifest = Manifest::from_json(t.get("manifest").ok_or_else(|| bad("no manifest"))?).map_err(|e| bad(&e))?;
     let salt = t.get("measurement_salt").and_then(|v| v.as_str()).ok_or_else(|| bad("no measurement_salt"))?;
     let measurement_salt = hex::decode(salt).map_err(|_| bad("measurement_salt is not hex"))?;
     if measurement_salt.len() < 16 || measurement_salt.len() > 64 {
@@ -291,7 +355,7 @@ mod token_tests {
 
     #[test]
     fn token_round_trip_and_refusals() {
-        let mut header = serde_json::json!({"tokens": {"0": {"type": "other", "keyslots": []}}});
+        let mut header = crate::json!({"tokens": {"0": {"type": "other", "keyslots": []}}});
         assert_eq!(find_token(&header).unwrap(), None);
         let t = token_json(&manifest(), &[5; 32]);
         header["tokens"]["1"] = t.clone();
@@ -304,9 +368,9 @@ mod token_tests {
             })
         );
         for (field, value) in [
-            ("measurement_salt", serde_json::json!("zz")),
-            ("measurement_salt", serde_json::json!("00")),
-            ("manifest", serde_json::json!({"kernel": 1})),
+            ("measurement_salt", crate::json!("zz")),
+            ("measurement_salt", crate::json!("00")),
+            ("manifest", crate::json!({"kernel": 1})),
         ] {
             let mut bad = header.clone();
             bad["tokens"]["1"][field] = value;

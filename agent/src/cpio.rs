@@ -107,10 +107,9 @@ pub fn handoff_archive(
     marks: &[(&str, u64)],
     files: &[(&str, &[u8])],
 ) -> zeroize::Zeroizing<Vec<u8>> {
-    let timeline: Vec<serde_json::Value> =
-        marks.iter().map(|(s, t)| serde_json::json!({"stage": s, "t_us": t})).collect();
-    let doc = serde_json::json!({"firmware": firmware, "platform": platform, "timeline": timeline});
-    let json = serde_json::to_string(&doc).expect("a JSON value serializes");
+    let timeline: Vec<crate::json::Value> = marks.iter().map(|(s, t)| crate::json!({"stage": s, "t_us": t})).collect();
+    let doc = crate::json!({"firmware": firmware, "platform": platform, "timeline": timeline});
+    let json = crate::json::to_string(&doc);
     // Sized up front so that no reallocation leaves copies of keys in freed heap memory.
     let capacity = 2048 + json.len() + files.iter().map(|(p, d)| 512 + p.len() + d.len()).sum::<usize>();
     let mut w = CpioWriter::with_capacity(capacity);
@@ -165,9 +164,9 @@ mod tests {
             };
             assert_eq!(*mode, want, "{name}");
         }
-        let doc: serde_json::Value = serde_json::from_slice(&entries[1].2).unwrap();
+        let doc: crate::json::Value = crate::json::from_slice(&entries[1].2).unwrap();
         assert_eq!(doc["platform"], "plain");
-        assert_eq!(doc["timeline"][1], serde_json::json!({"stage": "handoff", "t_us": 900}));
+        assert_eq!(doc["timeline"][1], crate::json!({"stage": "handoff", "t_us": 900}));
     }
 
     /// A minimal reader for the tests: (name, mode, data) of each entry.

@@ -60,8 +60,8 @@ pub fn regularize(d: &[u8], n: usize) -> Vec<u8> {
 pub fn manifest_sha384(doc: &str) -> Result<[u8; 48], String> {
     let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
     let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;
-    let v: serde_json::Value =
-        serde_json::from_slice(&doc.as_bytes()[start..end]).map_err(|_| "init-data: \"veilboot.json\" is not JSON")?;
+    let v: crate::json::Value =
+        crate::json::from_slice(&doc.as_bytes()[start..end]).map_err(|_| "init-data: \"veilboot.json\" is not JSON")?;
     let h = v["boot-manifest-sha384"].as_str().ok_or("init-data: no boot-manifest-sha384")?;
     hex::decode(h)
         .ok()

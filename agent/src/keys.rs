@@ -125,14 +125,6 @@ impl fmt::Debug for MasterSecret {
     }
 }
 
-/// Wire shape of `constellation-mastersecret.json`. The strings hold secret material, so they
-/// are zeroized when the parse is done.
-#[derive(serde::Deserialize, serde::Serialize)]
-struct MasterSecretFile {
-    key: Option<Zeroizing<String>>,
-    salt: Option<Zeroizing<String>>,
-}
-
 impl MasterSecret {
     /// A master secret from raw bytes, with Constellation's length checks.
     pub fn new(key: &[u8], salt: &[u8]) -> Result<Self, KeyError> {
@@ -159,20 +151,22 @@ impl MasterSecret {
 
     /// Parse `constellation-mastersecret.json`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, KeyError> {
-        let file: MasterSecretFile = serde_json::from_slice(bytes).map_err(|e| {
-            // serde_json's own message may quote the offending value, which could be
-            // secret: report only the kind of error and its position.
-            let kind = match e.classify() {
-                serde_json::error::Category::Io => "I/O error",
-                serde_json::error::Category::Syntax => "syntax error",
-                serde_json::error::Category::Data => "unexpected structure or type",
-                serde_json::error::Category::Eof => "unexpected end of input",
+        // The parse error never quotes the input (it may be secret), only what and where.
+        let mut file = crate::json::from_slice(bytes).map_err(|e| KeyError::Json(alloc::format!("{e}")))?;
+        let parsed = (|| {
+            let map = file.as_object().ok_or_else(|| KeyError::Json(String::from("not a JSON object")))?;
+            let field = |name: &str| match map.get(name) {
+                None | Some(crate::json::Value::Null) => Ok(None),
+                Some(crate::json::Value::String(s)) => Ok(Some(s.as_str())),
+                Some(_) => Err(KeyError::Json(alloc::format!("`{name}` is not a string"))),
             };
-            KeyError::Json(alloc::format!("{kind} at line {} column {}", e.line(), e.column()))
-        })?;
-        let key = decode_field(&STANDARD, "key", file.key.as_ref().map(|s| s.as_str()))?;
-        let salt = decode_field(&STANDARD, "salt", file.salt.as_ref().map(|s| s.as_str()))?;
-        Self::new(&key, &salt)
+            let key = decode_field(&STANDARD, "key", field("key")?)?;
+            let salt = decode_field(&STANDARD, "salt", field("salt")?)?;
+            Self::new(&key, &salt)
+        })();
+        // The strings held the key and salt in base64.
+        file.wipe();
+        parsed
     }
 
     /// Serialize as `constellation-mastersecret.json` (the layout Constellation's CLI writes).
@@ -433,7 +427,7 @@ mod tests {
     fn json_round_trip_and_constellation_layout() {
         let secret = MasterSecret::new(&seq(0x10, 32), &seq(0x80, 32)).unwrap();
         let json = secret.to_json();
-        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let value: crate::json::Value = crate::json::from_str(&json).unwrap();
         assert_eq!(value["key"], STANDARD.encode(seq(0x10, 32)));
         assert_eq!(value["salt"], STANDARD.encode(seq(0x80, 32)));
         assert_eq!(MasterSecret::parse(json.as_bytes()).unwrap(), secret);

@@ -21,6 +21,7 @@ pub mod gpt;
 pub mod heapsort;
 pub mod initdata;
 pub mod io;
+pub mod json;
 pub mod kbs;
 pub mod keys;
 pub mod linux;

@@ -28,7 +28,7 @@ fn recorded() -> Option<Recorded> {
 #[test]
 fn client_binding_gives_trustees_report_data() {
     let Some(r) = recorded() else { return };
-    let runtime = &r.request["runtime-data"];
+    let runtime = &veil_agent::json::Value::from(&r.request["runtime-data"]);
     let additional = r.request["tee-evidence"]["additional_evidence"].as_str().unwrap();
     assert_eq!(evidence::runtime_digest(runtime, additional).to_vec(), r.expected);
     assert_eq!(evidence::report_data(Tee::Tpm, runtime, additional), r.expected[..32]);
@@ -49,7 +49,7 @@ fn broker_computes_trustees_report_data_independently() {
 #[test]
 fn the_accepted_quote_carries_the_first_32_bytes_as_extra_data() {
     let Some(r) = recorded() else { return };
-    let ev = TpmEvidence::from_json(&r.request["tee-evidence"]["primary_evidence"]).unwrap();
+    let ev = TpmEvidence::from_json(&(&r.request["tee-evidence"]["primary_evidence"]).into()).unwrap();
     let info = quote::parse(&ev.message).unwrap();
     assert_eq!(info.extra_data, r.expected[..32]);
     // And the evidence is the shape Trustee's TPM verifier read: an RSA AK in DER, 24 PCRs.

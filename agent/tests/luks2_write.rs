@@ -82,7 +82,7 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
         w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng),
         Err(Luks2Error::Format(_))
     ));
-    let token = serde_json::json!({"type": "veil-test", "blob": "aGVsbG8="});
+    let token = veil_agent::json!({"type": "veil-test", "blob": "aGVsbG8="});
     assert_eq!(w.add_token(token, &[1], None).unwrap(), 0);
     apply(&mut dev, w.commit(&mut rng).unwrap());
 

@@ -72,7 +72,7 @@ fn evidence_json_equals_sev_serde() {
     }
     for r in variants {
         let theirs = serde_json::to_value(sev::firmware::guest::AttestationReport::from_bytes(&r).unwrap()).unwrap();
-        let ours = veil_agent::snp::evidence::report_json(&r).unwrap();
+        let ours = serde_json::Value::from(veil_agent::snp::evidence::report_json(&r).unwrap());
         assert_eq!(ours, theirs, "version {} family {:#x}", r[0], r[0x188]);
     }
 }
@@ -96,7 +96,7 @@ fn real_reports_pass_the_full_verification() {
     let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
     // Trustee's JSON form round-trips to the same bytes, certificates included.
     let evidence = veil_agent::snp::evidence::evidence_json(&report, Some(&milan)).unwrap();
-    let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence).unwrap();
+    let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence.into()).unwrap();
     assert_eq!((raw.as_slice(), carried.as_slice()), (report.as_slice(), milan.as_slice()));
     let v = verify_snp(&report, &milan, &SnpPolicy::default()).unwrap();
     assert!(v.checks[0].contains("AMD's Milan root key"), "{:?}", v.checks);

@@ -321,9 +321,9 @@ impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
         &mut self,
         method: &str,
         path: &str,
-        body: Option<&serde_json::Value>,
+        body: Option<&veil_agent::json::Value>,
     ) -> Result<(u16, Vec<u8>), veil_agent::kbs::frame::RelayError> {
-        let mut body = body.cloned().unwrap_or(serde_json::Value::Null);
+        let mut body = body.map(serde_json::Value::from).unwrap_or(serde_json::Value::Null);
         (self.tamper)(path, &mut body);
         let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
         self.sent.push((path.to_string(), bytes.clone()));
@@ -433,7 +433,7 @@ fn remote_release_through_the_broker_and_its_refusals() {
         Box::new(|path, body| {
             if path == "/kbs/v0/attest" {
                 let other = p256::SecretKey::from_slice(&[0x11; 32]).unwrap().public_key();
-                body["runtime-data"]["tee-pubkey"] = client::tee_pubkey(&other);
+                body["runtime-data"]["tee-pubkey"] = client::tee_pubkey(&other).into();
             }
         }),
     );

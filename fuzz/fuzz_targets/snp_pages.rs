@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = veil_agent::initdata::digest(text);
         let _ = veil_agent::initdata::manifest_sha384(text);
     }
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(v) = veil_agent::json::from_slice(data) {
         for t in seal::find(&v).into_iter().flatten() {
             let _ = t.open(&[0u8; 32]);
         }

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(q.len() + getquote::HEADER <= data.len() && !q.is_empty());
         let _ = veil_agent::tdx::quote::parse(&q);
     }
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(v) = veil_agent::json::from_slice(data) {
         let _ = getquote::from_evidence(&v);
     }
 });

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = eventlog::replay(&events, b);
         }
     }
-    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) {
+    if let Ok(json) = veil_agent::json::from_slice(data) {
         let _ = token::find(&json);
         let _ = systemd::find(&json);
         let _ = veil_agent::bundle::find_token(&json);

@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use serde_json::Value;
+use veil_agent::json::Value;
 use veil_agent::kbs::client::Relay;
 use veil_agent::kbs::frame::{self, RelayError};
 

@@ -424,7 +424,7 @@ pub fn check_attestation(
         return check_tdx(policy, &attestation, now).map(|log| (key, log));
     }
     let primary = &attestation.tee_evidence.primary_evidence;
-    let ev = TpmEvidence::from_json(primary)?;
+    let ev = TpmEvidence::from_json(&primary.into())?;
     let (modulus, exponent) = crate::tpm::rsa_public_parts(&s.ak_public)?;
     if ev.ak_spki != evidence::rsa_spki(&modulus, exponent) {
         return Err(String::from("the quote's AK is not the AK certified at /auth (unknown AK)"));
@@ -476,7 +476,7 @@ pub fn check_tdx(
     attestation: &kbs_types::Attestation,
     now: u64,
 ) -> Result<String, String> {
-    let (quote, ccel) = crate::tdx::getquote::from_evidence(&attestation.tee_evidence.primary_evidence)?;
+    let (quote, ccel) = crate::tdx::getquote::from_evidence(&(&attestation.tee_evidence.primary_evidence).into())?;
     let verified = crate::tdx::verify::verify_tdx(&quote, ccel.as_deref(), policy, now)?;
     let body = &verified.quote.body;
     let init = match &attestation.init_data {
@@ -520,7 +520,7 @@ fn attested_key(s: &Expected, attestation: &kbs_types::Attestation) -> Result<p2
     if alg != jwe::ALG {
         return Err(format!("the tee-pubkey's alg is {alg:?}, not {}", jwe::ALG));
     }
-    jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y}))
+    jwe::key_from_jwk(&json!({"kty": "EC", "crv": crv, "x": x, "y": y}).into())
         .map_err(|_| String::from("the tee-pubkey is not a P-256 JWK"))
 }
 
@@ -682,7 +682,7 @@ mod tests {
             let (second, _) = auth(&b);
             let key = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
             let body = json!({
-                "runtime-data": {"nonce": first_nonce, "tee-pubkey": super::super::client::tee_pubkey(&key.public_key())},
+                "runtime-data": {"nonce": first_nonce, "tee-pubkey": serde_json::Value::from(super::super::client::tee_pubkey(&key.public_key()))},
                 "tee-evidence": {"primary_evidence": {}, "additional_evidence": ""},
             });
             let bytes = serde_json::to_vec(&body).unwrap();

@@ -22,9 +22,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::json;
+use crate::json::Value;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::evidence::{self, TpmEvidence};
@@ -107,7 +108,7 @@ fn call(
 ) -> Result<Vec<u8>, KbsError> {
     let (status, reply) = relay.exchange(method, path, body).map_err(KbsError::Relay)?;
     if status != 200 {
-        let detail = serde_json::from_slice::<Value>(&reply)
+        let detail = crate::json::from_slice(&reply)
             .ok()
             .and_then(|v| v.get("detail").and_then(Value::as_str).map(String::from))
             .unwrap_or_else(|| String::from_utf8_lossy(&reply[..reply.len().min(200)]).into_owned());
@@ -129,7 +130,7 @@ impl Challenge {
     /// Parse an untrusted challenge.
     pub fn parse(body: &[u8]) -> Result<Challenge, KbsError> {
         let v: Value =
-            serde_json::from_slice(body).map_err(|_| KbsError::Protocol(String::from("the challenge is not JSON")))?;
+            crate::json::from_slice(body).map_err(|_| KbsError::Protocol(String::from("the challenge is not JSON")))?;
         let nonce = v
             .get("nonce")
             .and_then(Value::as_str)

@@ -24,9 +24,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::json;
+use crate::json::Value;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha384};
 
 /// Number of SHA-256 PCRs quoted.
@@ -79,7 +80,7 @@ pub fn runtime_digest(runtime_data: &Value, additional_evidence: &str) -> [u8; 4
     // serde_json's map is ordered by key (no preserve_order) and writes compact output with
     // the escapes RFC 8785 prescribes for strings; the runtime data holds only strings and
     // objects, so this is its JCS form.
-    let bytes = serde_json::to_vec(&bound).expect("a JSON value serializes");
+    let bytes = crate::json::to_vec(&bound);
     Sha384::digest(&bytes).into()
 }
 
@@ -229,7 +230,7 @@ mod tests {
             assert_eq!(&r[48..], &[0u8; 16]);
         }
         // Without additional-evidence (the old binding) the digest differs: the test can fail.
-        let bytes = serde_json::to_vec(&runtime).unwrap();
+        let bytes = crate::json::to_vec(&runtime);
         assert_ne!(hex::encode(Sha384::digest(&bytes)), TRUSTEE_DIGEST);
     }
 
@@ -238,7 +239,7 @@ mod tests {
         // Trustee attestation-service's own vector (parse_data_json_binding, SHA-384), here
         // with the additional-evidence member Trustee's KBS adds.
         let a = runtime_digest(&json!({"b": 1, "a": "test", "c": {"d": "e"}}), "x");
-        let reordered: Value = serde_json::from_str(r#"{"c":{"d":"e"},"a":"test","b":1}"#).unwrap();
+        let reordered: Value = crate::json::from_str(r#"{"c":{"d":"e"},"a":"test","b":1}"#).unwrap();
         assert_eq!(runtime_digest(&reordered, "x"), a);
         let text = br#"{"a":"test","additional-evidence":"x","b":1,"c":{"d":"e"}}"#;
         assert_eq!(a, <[u8; 48]>::from(Sha384::digest(text)));

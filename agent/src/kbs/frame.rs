@@ -61,22 +61,24 @@ impl From<FrameError> for RelayError {
 }
 
 /// The framed request for one HTTP exchange: `{"method", "path", "body"}`.
-pub fn request(method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<Vec<u8>, FrameError> {
-    let json = serde_json::json!({"method": method, "path": path, "body": body});
-    encode(&serde_json::to_vec(&json).expect("a JSON value serializes"))
+pub fn request(method: &str, path: &str, body: Option<&crate::json::Value>) -> Result<Vec<u8>, FrameError> {
+    let json = crate::json!({"method": method, "path": path, "body": body});
+    encode(&crate::json::to_vec(&json))
 }
 
 /// Parse an untrusted reply payload `{"status": 100..=599, "body": "<text>"}`.
 pub fn parse_reply(payload: &[u8]) -> Result<(u16, Vec<u8>), RelayError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(payload).map_err(|_| RelayError::MalformedReply("that is not JSON"))?;
+    let v: crate::json::Value =
+        crate::json::from_slice(payload).map_err(|_| RelayError::MalformedReply("that is not JSON"))?;
     let status = v
         .get("status")
-        .and_then(serde_json::Value::as_u64)
+        .and_then(crate::json::Value::as_u64)
         .filter(|s| (100..600).contains(s))
         .ok_or(RelayError::MalformedReply("without an HTTP status"))?;
-    let body =
-        v.get("body").and_then(serde_json::Value::as_str).ok_or(RelayError::MalformedReply("without a body string"))?;
+    let body = v
+        .get("body")
+        .and_then(crate::json::Value::as_str)
+        .ok_or(RelayError::MalformedReply("without a body string"))?;
     Ok((status as u16, body.as_bytes().to_vec()))
 }
 
@@ -163,7 +165,7 @@ mod tests {
             parse_reply(br#"{"status":401,"body":7}"#),
             Err(RelayError::MalformedReply("without a body string"))
         );
-        let framed = request("POST", "/kbs/v0/auth", Some(&serde_json::json!({"a": 1}))).unwrap();
+        let framed = request("POST", "/kbs/v0/auth", Some(&crate::json!({"a": 1}))).unwrap();
         let mut d = Decoder::new();
         let payload = framed.iter().find_map(|b| d.push(*b).unwrap()).unwrap();
         assert_eq!(payload, br#"{"body":{"a":1},"method":"POST","path":"/kbs/v0/auth"}"#);

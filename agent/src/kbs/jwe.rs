@@ -52,7 +52,7 @@ fn fmt_err(what: &str) -> JweError {
     JweError::Format(String::from(what))
 }
 
-fn b64_field(v: &serde_json::Value, name: &str) -> Result<Vec<u8>, JweError> {
+fn b64_field(v: &crate::json::Value, name: &str) -> Result<Vec<u8>, JweError> {
     let s =
         v.get(name).and_then(|x| x.as_str()).ok_or_else(|| JweError::Format(alloc::format!("no \"{name}\" string")))?;
     B64.decode(s).map_err(|_| JweError::Format(alloc::format!("\"{name}\" is not base64url")))
@@ -71,7 +71,7 @@ fn concat_kdf(z: &[u8], apu: &[u8], apv: &[u8]) -> Zeroizing<[u8; 32]> {
     Zeroizing::new(h.finalize().into())
 }
 
-fn coord(jwk: &serde_json::Value, name: &str) -> Result<[u8; 32], JweError> {
+fn coord(jwk: &crate::json::Value, name: &str) -> Result<[u8; 32], JweError> {
     let s = jwk
         .get(name)
         .and_then(|x| x.as_str())
@@ -82,14 +82,14 @@ fn coord(jwk: &serde_json::Value, name: &str) -> Result<[u8; 32], JweError> {
 
 /// A P-256 public key as a JWK (`{"kty":"EC","crv":"P-256","x":..,"y":..}`), e.g. the
 /// firmware's ephemeral `tee-pubkey`.
-pub fn public_jwk(key: &p256::PublicKey) -> serde_json::Value {
+pub fn public_jwk(key: &p256::PublicKey) -> crate::json::Value {
     let point = key.to_sec1_point(false);
     let b = point.as_bytes();
-    serde_json::json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&b[1..33]), "y": B64.encode(&b[33..65])})
+    crate::json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&b[1..33]), "y": B64.encode(&b[33..65])})
 }
 
 /// The P-256 key in a JWK.
-pub fn key_from_jwk(jwk: &serde_json::Value) -> Result<p256::PublicKey, JweError> {
+pub fn key_from_jwk(jwk: &crate::json::Value) -> Result<p256::PublicKey, JweError> {
     if jwk.get("kty").and_then(|v| v.as_str()) != Some("EC") || jwk.get("crv").and_then(|v| v.as_str()) != Some("P-256")
     {
         return Err(JweError::Algorithm(String::from("the key is not an EC P-256 JWK")));
@@ -105,13 +105,13 @@ pub fn key_from_jwk(jwk: &serde_json::Value) -> Result<p256::PublicKey, JweError
 
 /// Decrypt a KBS response (JSON bytes) with the recipient's private key.
 pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing<Vec<u8>>, JweError> {
-    let v: serde_json::Value = serde_json::from_slice(response).map_err(|_| fmt_err("not JSON"))?;
+    let v: crate::json::Value = crate::json::from_slice(response).map_err(|_| fmt_err("not JSON"))?;
     let protected_b64 =
         v.get("protected").and_then(|x| x.as_str()).ok_or_else(|| fmt_err("no \"protected\" string"))?;
-    let header: serde_json::Value = B64
+    let header: crate::json::Value = B64
         .decode(protected_b64)
         .ok()
-        .and_then(|h| serde_json::from_slice(&h).ok())
+        .and_then(|h| crate::json::from_slice(&h).ok())
         .ok_or_else(|| fmt_err("the protected header is not base64url JSON"))?;
     match (header.get("alg").and_then(|x| x.as_str()), header.get("enc").and_then(|x| x.as_str())) {
         (Some(ALG), Some(ENC)) => {}
@@ -178,8 +178,8 @@ pub fn encrypt(
             break k;
         }
     };
-    let header = serde_json::json!({"alg": ALG, "enc": ENC, "epk": public_jwk(&ephemeral.public_key())});
-    let protected = B64.encode(serde_json::to_vec(&header).map_err(|_| fmt_err("header"))?);
+    let header = crate::json!({"alg": ALG, "enc": ENC, "epk": public_jwk(&ephemeral.public_key())});
+    let protected = B64.encode(crate::json::to_vec(&header));
     let shared = ephemeral.diffie_hellman(recipient);
     let kek = concat_kdf(shared.raw_secret_bytes(), &[], &[]);
     let mut cek = Zeroizing::new([0u8; 32]);
@@ -192,14 +192,14 @@ pub fn encrypt(
     let tag = aes_gcm::Aes256Gcm::new((&*cek).into())
         .encrypt_inout_detached((&iv).into(), protected.as_bytes(), ct.as_mut_slice().into())
         .map_err(|_| fmt_err("encryption"))?;
-    let out = serde_json::json!({
+    let out = crate::json!({
         "protected": protected,
         "encrypted_key": B64.encode(wrapped),
         "iv": B64.encode(iv),
         "ciphertext": B64.encode(ct.as_slice()),
         "tag": B64.encode(tag.as_slice()),
     });
-    serde_json::to_vec(&out).map_err(|_| fmt_err("response"))
+    Ok(crate::json::to_vec(&out))
 }
 
 #[cfg(test)]
@@ -212,9 +212,9 @@ mod tests {
     const COMPACT: &str = "eyJhbGciOiJFQ0RILUVTK0EyNTZLVyIsImVuYyI6IkEyNTZHQ00iLCJlcGsiOnsiY3J2IjoiUC0yNTYiLCJrdHkiOiJFQyIsIngiOiJ1cEhxQ0VJVm51ZDFZRFhuUG1PQnhOOVd2U1J6UUJ0MVlXSHB4V3RsOTZNIiwieSI6IjRrdDBnWWQ5TlVCOHNEcDR4cWZfeE4tclBwVGpDSjlOZk1QLTNId1FxQk0ifX0.dXqCGuXoxmJphfa8RGFxmuiJAyGZNrSyx8n26tE7EGXeZKu-0hq85A.Ic1YZXVlEMBQGJnt.E9loM1kFLxqSN1vFxBUuDDjo_Dv467EwLcL5SbCiI8AoisnYDoWc0YyRolzze2Hl.SrDG0RXOtlP1Cosbx8Db2Q";
     const PLAINTEXT: &[u8] = br#"{"key":"dGhlIG1hc3RlciBrZXk=","salt":"c2FsdA=="}"#;
 
-    fn as_kbs_response(compact: &str) -> serde_json::Value {
+    fn as_kbs_response(compact: &str) -> crate::json::Value {
         let p: Vec<&str> = compact.split('.').collect();
-        serde_json::json!({"protected": p[0], "encrypted_key": p[1], "iv": p[2], "ciphertext": p[3], "tag": p[4]})
+        crate::json!({"protected": p[0], "encrypted_key": p[1], "iv": p[2], "ciphertext": p[3], "tag": p[4]})
     }
 
     fn recipient() -> p256::SecretKey {
@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn decrypts_a_jwe_made_by_jwcrypto() {
-        let resp = serde_json::to_vec(&as_kbs_response(COMPACT)).unwrap();
+        let resp = crate::json::to_vec(&as_kbs_response(COMPACT));
         assert_eq!(decrypt(&resp, &recipient()).unwrap().as_slice(), PLAINTEXT);
     }
 
@@ -242,28 +242,25 @@ mod tests {
         // It is a kbs_types::Response, Trustee's wire type, with our algorithms.
         let typed: kbs_types::Response = serde_json::from_slice(&resp).unwrap();
         assert_eq!((typed.protected.alg.as_str(), typed.protected.enc.as_str()), (ALG, ENC));
-        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+        let v: crate::json::Value = crate::json::from_slice(&resp).unwrap();
         for field in ["encrypted_key", "iv", "ciphertext", "tag", "protected"] {
             let mut bad = v.clone();
             let mut bytes = B64.decode(bad[field].as_str().unwrap()).unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 1;
             bad[field] = B64.encode(&bytes).into();
-            assert!(decrypt(&serde_json::to_vec(&bad).unwrap(), &key).is_err(), "{field}");
+            assert!(decrypt(&crate::json::to_vec(&bad), &key).is_err(), "{field}");
         }
         let other = p256::SecretKey::from_slice(&[9; 32]).unwrap();
         assert_eq!(decrypt(&resp, &other).unwrap_err(), JweError::Integrity("the wrapped content key"));
         // An aad member the sender did not authenticate.
         let mut bad = v.clone();
         bad["aad"] = "eHl6".into();
-        assert_eq!(
-            decrypt(&serde_json::to_vec(&bad).unwrap(), &key).unwrap_err(),
-            JweError::Integrity("the ciphertext")
-        );
+        assert_eq!(decrypt(&crate::json::to_vec(&bad), &key).unwrap_err(), JweError::Integrity("the ciphertext"));
         // Other algorithms.
         let mut bad = v;
         bad["protected"] = B64.encode(br#"{"alg":"RSA-OAEP","enc":"A256GCM"}"#).into();
-        assert!(matches!(decrypt(&serde_json::to_vec(&bad).unwrap(), &key), Err(JweError::Algorithm(_))));
+        assert!(matches!(decrypt(&crate::json::to_vec(&bad), &key), Err(JweError::Algorithm(_))));
         assert!(matches!(decrypt(b"{}", &key), Err(JweError::Format(_))));
     }
 }

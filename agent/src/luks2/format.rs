@@ -11,9 +11,10 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::json;
+use crate::json::{Map, Value};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 use super::binary::{BIN_LEN, BinaryHeader, valid_metadata_size};
@@ -134,7 +135,7 @@ fn kdf_json(kdf: &KdfParams, random: Random<'_>) -> Value {
 }
 
 /// The requested free keyslot/token number, or the lowest free one.
-fn pick_number(section: &Map<String, Value>, wanted: Option<u32>, kind: &str) -> Result<u32, Luks2Error> {
+fn pick_number(section: &Map, wanted: Option<u32>, kind: &str) -> Result<u32, Luks2Error> {
     let free = |n: &u32| !section.contains_key(&n.to_string());
     match wanted {
         Some(n) if n >= MAX_SLOTS => err(format!("{kind} {n} is out of range (0..{MAX_SLOTS})")),
@@ -244,7 +245,7 @@ impl HeaderWriter {
         &self.header.uuid
     }
 
-    fn section(&mut self, name: &str) -> &mut Map<String, Value> {
+    fn section(&mut self, name: &str) -> &mut Map {
         self.json[name].as_object_mut().expect("validated section")
     }
 
@@ -427,7 +428,7 @@ impl HeaderWriter {
         let json_size = self.header.hdr_size as usize - BIN_LEN;
         validate(&self.json, json_size as u64)
             .map_err(|e| Luks2Error::Format(format!("refusing to write invalid metadata: {e}")))?;
-        let text = serde_json::to_string(&self.json).map_err(|e| Luks2Error::Format(format!("{e}")))?;
+        let text = crate::json::to_string(&self.json);
         if text.len() >= json_size {
             return err(format!("metadata of {} bytes does not fit the {json_size}-byte JSON area", text.len()));
         }

@@ -21,7 +21,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
-use serde_json::Value;
+use crate::json::Value;
 use zeroize::Zeroizing;
 
 pub use binary::{BIN_LEN, BinaryFault, BinaryHeader, METADATA_SIZES};

@@ -9,7 +9,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use serde_json::{Map, Value};
+use crate::json::{Map, Value};
 
 use super::binary::{BIN_LEN, valid_metadata_size};
 
@@ -60,14 +60,14 @@ pub fn as_u32(v: &Value) -> Option<u32> {
     v.as_i64().and_then(|i| u32::try_from(i).ok())
 }
 
-fn obj<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Map<String, Value>, String> {
+fn obj<'a>(parent: &'a Map, key: &str, what: &str) -> Result<&'a Map, String> {
     match parent.get(key) {
         Some(Value::Object(o)) => Ok(o),
         _ => fail(format!("{what}: missing \"{key}\" object")),
     }
 }
 
-fn string<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a str, String> {
+fn string<'a>(parent: &'a Map, key: &str, what: &str) -> Result<&'a str, String> {
     match parent.get(key) {
         Some(Value::String(s)) => Ok(s),
         _ => fail(format!("{what}: missing \"{key}\" string")),
@@ -75,7 +75,7 @@ fn string<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&
 }
 
 /// `json_contains_string`: present, a string, not empty.
-fn nonempty<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a str, String> {
+fn nonempty<'a>(parent: &'a Map, key: &str, what: &str) -> Result<&'a str, String> {
     let s = string(parent, key, what)?;
     if s.is_empty() {
         return fail(format!("{what}: \"{key}\" is empty"));
@@ -83,21 +83,21 @@ fn nonempty<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result
     Ok(s)
 }
 
-fn int<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Value, String> {
+fn int<'a>(parent: &'a Map, key: &str, what: &str) -> Result<&'a Value, String> {
     match parent.get(key) {
         Some(v) if is_int(v) => Ok(v),
         _ => fail(format!("{what}: missing \"{key}\" integer")),
     }
 }
 
-fn array<'a>(parent: &'a Map<String, Value>, key: &str, what: &str) -> Result<&'a Vec<Value>, String> {
+fn array<'a>(parent: &'a Map, key: &str, what: &str) -> Result<&'a Vec<Value>, String> {
     match parent.get(key) {
         Some(Value::Array(a)) => Ok(a),
         _ => fail(format!("{what}: missing \"{key}\" array")),
     }
 }
 
-fn u64_field(parent: &Map<String, Value>, key: &str, what: &str) -> Result<u64, String> {
+fn u64_field(parent: &Map, key: &str, what: &str) -> Result<u64, String> {
     let s = nonempty(parent, key, what)?;
     if !numbered(s) {
         return fail(format!("{what}: \"{key}\" value \"{s}\" is not a decimal number"));
@@ -106,7 +106,7 @@ fn u64_field(parent: &Map<String, Value>, key: &str, what: &str) -> Result<u64, 
 }
 
 /// References from a digest or token to keyslots/segments must name existing objects.
-fn references(arr: &[Value], section: &Map<String, Value>, what: &str, kind: &str) -> Check {
+fn references(arr: &[Value], section: &Map, what: &str, kind: &str) -> Check {
     for (i, v) in arr.iter().enumerate() {
         let Value::String(name) = v else {
             return fail(format!("{what}: {kind} reference {i} is not a string"));
@@ -118,7 +118,7 @@ fn references(arr: &[Value], section: &Map<String, Value>, what: &str, kind: &st
     Ok(())
 }
 
-fn is_backup_segment(seg: &Map<String, Value>) -> bool {
+fn is_backup_segment(seg: &Map) -> bool {
     match seg.get("flags") {
         Some(Value::Array(flags)) => flags.iter().any(|f| f.as_str().is_some_and(|s| s.starts_with("backup-"))),
         _ => false,
@@ -152,10 +152,7 @@ pub fn repair_keyslots(root: &mut Value) {
 }
 
 /// The members of a section: numbered names, each an object; with their "what" for errors.
-fn members<'a>(
-    section: &'a Map<String, Value>,
-    kind: &str,
-) -> Result<Vec<(&'a String, &'a Map<String, Value>, String)>, String> {
+fn members<'a>(section: &'a Map, kind: &str) -> Result<Vec<(&'a String, &'a Map, String)>, String> {
     section
         .iter()
         .map(|(key, v)| {
@@ -171,7 +168,7 @@ fn members<'a>(
         .collect()
 }
 
-fn validate_requirements(root: &Map<String, Value>) -> Check {
+fn validate_requirements(root: &Map) -> Check {
     let config = obj(root, "config", "JSON area")?;
     let Some(reqs) = config.get("requirements") else { return Ok(()) };
     let Value::Object(reqs) = reqs else {
@@ -197,7 +194,7 @@ fn validate_requirements(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn validate_tokens(root: &Map<String, Value>) -> Check {
+fn validate_tokens(root: &Map) -> Check {
     let tokens = obj(root, "tokens", "JSON area")?;
     let keyslots = obj(root, "keyslots", "JSON area")?;
     for (_, token, what) in members(tokens, "token")? {
@@ -207,7 +204,7 @@ fn validate_tokens(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn validate_digests(root: &Map<String, Value>) -> Check {
+fn validate_digests(root: &Map) -> Check {
     let digests = obj(root, "digests", "JSON area")?;
     let keyslots = obj(root, "keyslots", "JSON area")?;
     let segments = obj(root, "segments", "JSON area")?;
@@ -221,7 +218,7 @@ fn validate_digests(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn validate_crypt_segment(seg: &Map<String, Value>, key: &str, size: u64, digests: &Map<String, Value>) -> Check {
+fn validate_crypt_segment(seg: &Map, key: &str, size: u64, digests: &Map) -> Check {
     let what = format!("segment \"{key}\"");
     let iv_tweak = nonempty(seg, "iv_tweak", &what)?;
     nonempty(seg, "encryption", &what)?;
@@ -253,7 +250,7 @@ fn validate_crypt_segment(seg: &Map<String, Value>, key: &str, size: u64, digest
     Ok(())
 }
 
-fn validate_segments(root: &Map<String, Value>) -> Check {
+fn validate_segments(root: &Map) -> Check {
     let segments = obj(root, "segments", "JSON area")?;
     if segments.is_empty() {
         return fail("segments section is empty");
@@ -345,7 +342,7 @@ fn validate_segments(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn validate_keyslots(root: &Map<String, Value>) -> Check {
+fn validate_keyslots(root: &Map) -> Check {
     let keyslots = obj(root, "keyslots", "JSON area")?;
     for (_, slot, what) in members(keyslots, "keyslot")? {
         nonempty(slot, "type", &what)?;
@@ -357,15 +354,15 @@ fn validate_keyslots(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn metadata_size(config: &Map<String, Value>) -> u64 {
+fn metadata_size(config: &Map) -> u64 {
     config.get("json_size").and_then(Value::as_str).and_then(strtoull_exact).unwrap_or(0).wrapping_add(BIN_LEN as u64)
 }
 
-fn keyslots_size(config: &Map<String, Value>) -> u64 {
+fn keyslots_size(config: &Map) -> u64 {
     config.get("keyslots_size").and_then(Value::as_str).and_then(strtoull_exact).unwrap_or(0)
 }
 
-fn validate_config(root: &Map<String, Value>) -> Check {
+fn validate_config(root: &Map) -> Check {
     let config = obj(root, "config", "JSON area")?;
     let json_size = nonempty(config, "json_size", "config")?;
     let json_size = strtoull_exact(json_size).ok_or("config: illegal json_size")?;
@@ -403,7 +400,7 @@ fn validate_config(root: &Map<String, Value>) -> Check {
     Ok(())
 }
 
-fn validate_areas(root: &Map<String, Value>) -> Check {
+fn validate_areas(root: &Map) -> Check {
     let keyslots = obj(root, "keyslots", "JSON area")?;
     let config = obj(root, "config", "JSON area")?;
     let metadata = metadata_size(config);
@@ -460,7 +457,7 @@ fn validate_json_size(root: &Value, area_len: u64) -> Check {
             "config json_size {config_json_size} does not match the binary header's JSON area of {area_len} bytes"
         ));
     }
-    let text_len = serde_json::to_string(root).map(|s| s.len() as u64).unwrap_or(u64::MAX);
+    let text_len = crate::json::to_string(root).len() as u64;
     if text_len > area_len {
         return fail("the JSON does not fit in its area");
     }
@@ -468,7 +465,7 @@ fn validate_json_size(root: &Value, area_len: u64) -> Check {
 }
 
 /// The keyslot-type checks cryptsetup runs last (`LUKS2_keyslots_validate`).
-fn validate_luks2_keyslots(root: &Map<String, Value>) -> Check {
+fn validate_luks2_keyslots(root: &Map) -> Check {
     let keyslots = obj(root, "keyslots", "JSON area")?;
     let digests = obj(root, "digests", "JSON area")?;
     for (key, slot) in keyslots {
@@ -556,14 +553,10 @@ pub fn parse_json_area(area: &[u8]) -> Result<Value, String> {
     let Some(nul) = area.iter().position(|b| *b == 0) else {
         return fail("JSON area has no terminating NUL byte");
     };
-    let mut stream = serde_json::Deserializer::from_slice(&area[..nul]).into_iter::<Value>();
-    let value = match stream.next() {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return fail(format!("JSON area does not parse: {e}")),
-        None => return fail("JSON area is empty"),
-    };
-    if stream.byte_offset() != nul {
-        return fail(format!("data after the JSON text at offset {}", stream.byte_offset()));
+    let (value, end) =
+        crate::json::from_slice_prefix(&area[..nul]).map_err(|e| format!("JSON area does not parse: {e}"))?;
+    if end != nul {
+        return fail(format!("data after the JSON text at offset {end}"));
     }
     if let Some(pos) = area[nul..].iter().position(|b| *b != 0) {
         return fail(format!("non-NUL byte after the JSON text at offset {}", nul + pos));

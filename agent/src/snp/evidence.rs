@@ -8,7 +8,8 @@
 
 use alloc::vec::Vec;
 
-use serde_json::{Map, Value, json};
+use crate::json;
+use crate::json::{Map, Value};
 
 use super::SnpError;
 

@@ -55,7 +55,7 @@ fn aad(fields: u64, vmpl: u32) -> Vec<u8> {
 }
 
 /// The token for `secret` under `key` (derived with [`KEY_FIELDS`] at [`KEY_VMPL`]).
-pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret) -> serde_json::Value {
+pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret) -> crate::json::Value {
     let mut body = seal_payload(secret);
     let cipher = Aes256Gcm::new_from_slice(key).expect("32 bytes");
     let tag = cipher
@@ -63,7 +63,7 @@ pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret) -> ser
         .expect("within GCM's limits");
     let mut ct = body.to_vec();
     ct.extend_from_slice(&tag);
-    serde_json::json!({
+    crate::json!({
         "type": TOKEN_TYPE,
         "version": 1,
         "root_key": "vcek",
@@ -75,13 +75,13 @@ pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret) -> ser
 }
 
 /// Every `veil-snp` token in a LUKS2 header's JSON, parsed (or why not).
-pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SnpToken, String>> {
+pub fn find(luks2_json: &crate::json::Value) -> Vec<Result<SnpToken, String>> {
     crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE)
         .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}")))
         .collect()
 }
 
-fn parse(number: &str, t: &serde_json::Value) -> Result<SnpToken, String> {
+fn parse(number: &str, t: &crate::json::Value) -> Result<SnpToken, String> {
     let number = number.parse().map_err(|_| String::from("token number is not a number"))?;
     if t.get("version").and_then(|v| v.as_u64()) != Some(1)
         || t.get("root_key").and_then(|v| v.as_str()) != Some("vcek")
@@ -140,8 +140,8 @@ mod tests {
     fn seal_open_and_refusals() {
         let secret = MasterSecret::new(&[7u8; 32], &[9u8; 32]).unwrap();
         let key = [0x5A; 32];
-        let mut header = serde_json::json!({"tokens": {"2": token_json(&key, [1; 12], &secret)}});
-        header["tokens"]["2"]["keyslots"] = serde_json::json!([]);
+        let mut header = crate::json!({"tokens": {"2": token_json(&key, [1; 12], &secret)}});
+        header["tokens"]["2"]["keyslots"] = crate::json!([]);
         let found = find(&header);
         let t = found[0].as_ref().unwrap();
         assert_eq!((t.number, t.fields, t.vmpl), (2, 0x9, 0));
@@ -149,16 +149,16 @@ mod tests {
         assert!(t.open(&[0x5B; 32]).is_err());
         // The metadata is authenticated: asking for a weaker key selection does not open it.
         let mut weaker = header.clone();
-        weaker["tokens"]["2"]["guest_field_select"] = serde_json::json!("0x1");
+        weaker["tokens"]["2"]["guest_field_select"] = crate::json!("0x1");
         assert!(find(&weaker)[0].as_ref().unwrap().open(&key).is_err());
         let mut flipped = header.clone();
         let ct = B64.decode(header["tokens"]["2"]["ciphertext"].as_str().unwrap()).unwrap();
         let mut ct2 = ct.clone();
         ct2[3] ^= 1;
-        flipped["tokens"]["2"]["ciphertext"] = serde_json::json!(B64.encode(ct2));
+        flipped["tokens"]["2"]["ciphertext"] = crate::json!(B64.encode(ct2));
         assert!(find(&flipped)[0].as_ref().unwrap().open(&key).is_err());
         let mut junk = header.clone();
-        junk["tokens"]["2"]["nonce"] = serde_json::json!("AAAA");
+        junk["tokens"]["2"]["nonce"] = crate::json!("AAAA");
         assert!(find(&junk)[0].is_err());
     }
 }

@@ -111,20 +111,20 @@ pub fn response(buf: &[u8]) -> Result<Option<Vec<u8>>, GetQuoteError> {
 }
 
 /// Trustee's `tdx` evidence: the quote and the CC event log, base64.
-pub fn evidence_json(quote: &[u8], cc_eventlog: &[u8]) -> serde_json::Value {
-    serde_json::json!({"cc_eventlog": B64.encode(cc_eventlog), "quote": B64.encode(quote)})
+pub fn evidence_json(quote: &[u8], cc_eventlog: &[u8]) -> crate::json::Value {
+    crate::json!({"cc_eventlog": B64.encode(cc_eventlog), "quote": B64.encode(quote)})
 }
 
 /// The quote and the event log (if sent) of `tdx` evidence (untrusted).
-pub fn from_evidence(v: &serde_json::Value) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+pub fn from_evidence(v: &crate::json::Value) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
     let quote = v
         .get("quote")
-        .and_then(serde_json::Value::as_str)
+        .and_then(crate::json::Value::as_str)
         .and_then(|s| B64.decode(s).ok())
         .ok_or_else(|| String::from("tdx evidence: no base64 \"quote\""))?;
     let log = match v.get("cc_eventlog") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => {
+        None | Some(crate::json::Value::Null) => None,
+        Some(crate::json::Value::String(s)) => {
             Some(B64.decode(s).map_err(|_| String::from("tdx evidence: \"cc_eventlog\" is not base64"))?)
         }
         Some(_) => return Err(String::from("tdx evidence: \"cc_eventlog\" is not a string")),
@@ -272,9 +272,9 @@ mod tests {
     fn evidence_round_trips_and_refuses_junk() {
         let v = evidence_json(b"quote", b"log");
         assert_eq!(from_evidence(&v).unwrap(), (b"quote".to_vec(), Some(b"log".to_vec())));
-        assert_eq!(from_evidence(&serde_json::json!({"quote": "cXVvdGU=", "cc_eventlog": null})).unwrap().1, None);
-        assert!(from_evidence(&serde_json::json!({"cc_eventlog": "bG9n"})).is_err());
-        assert!(from_evidence(&serde_json::json!({"quote": "cXVvdGU=", "cc_eventlog": 5})).is_err());
+        assert_eq!(from_evidence(&crate::json!({"quote": "cXVvdGU=", "cc_eventlog": null})).unwrap().1, None);
+        assert!(from_evidence(&crate::json!({"cc_eventlog": "bG9n"})).is_err());
+        assert!(from_evidence(&crate::json!({"quote": "cXVvdGU=", "cc_eventlog": 5})).is_err());
     }
 
     #[test]

@@ -34,13 +34,13 @@ pub struct SystemdToken {
 }
 
 /// Every `systemd-tpm2` token of a LUKS2 header, parsed or with the reason it is unusable.
-pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SystemdToken, String>> {
+pub fn find(luks2_json: &crate::json::Value) -> Vec<Result<SystemdToken, String>> {
     crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE)
         .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("systemd-tpm2 token {n}: {e}")))
         .collect()
 }
 
-fn parse(number: &str, t: &serde_json::Value) -> Result<SystemdToken, String> {
+fn parse(number: &str, t: &crate::json::Value) -> Result<SystemdToken, String> {
     let number = number.parse().map_err(|_| "token number is not a number")?;
     if t.get("tpm2-pin").and_then(|v| v.as_bool()) == Some(true) {
         return Err(String::from("needs a PIN, which the firmware cannot ask for"));
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn our_policy_digest_equals_systemds() {
-        let header = serde_json::json!({"tokens": {"0": serde_json::from_str::<serde_json::Value>(ENROLLED).unwrap()}});
+        let header = crate::json!({"tokens": {"0": crate::json::from_str(ENROLLED).unwrap()}});
         let t = find(&header).pop().unwrap().unwrap();
         assert_eq!(
             (t.number, t.keyslots.clone(), t.pcrs.clone(), t.bank),
@@ -122,19 +122,19 @@ mod tests {
 
     #[test]
     fn unusable_tokens_say_why() {
-        let base: serde_json::Value = serde_json::from_str(ENROLLED).unwrap();
+        let base: crate::json::Value = crate::json::from_str(ENROLLED).unwrap();
         for (field, value, why) in [
-            ("tpm2-pin", serde_json::json!(true), "PIN"),
-            ("tpm2-pubkey", serde_json::json!("LS0t"), "signed PCR policy"),
-            ("tpm2-primary-alg", serde_json::json!("rsa"), "only ecc"),
-            ("tpm2-pcrs", serde_json::json!([24]), "above 23"),
-            ("keyslots", serde_json::json!([]), "no keyslot"),
-            ("tpm2-blob", serde_json::json!("!!"), "base64"),
-            ("tpm2-policy-hash", serde_json::json!("00"), "32 bytes"),
+            ("tpm2-pin", crate::json!(true), "PIN"),
+            ("tpm2-pubkey", crate::json!("LS0t"), "signed PCR policy"),
+            ("tpm2-primary-alg", crate::json!("rsa"), "only ecc"),
+            ("tpm2-pcrs", crate::json!([24]), "above 23"),
+            ("keyslots", crate::json!([]), "no keyslot"),
+            ("tpm2-blob", crate::json!("!!"), "base64"),
+            ("tpm2-policy-hash", crate::json!("00"), "32 bytes"),
         ] {
             let mut t = base.clone();
             t[field] = value;
-            let header = serde_json::json!({"tokens": {"2": t}});
+            let header = crate::json!({"tokens": {"2": t}});
             let err = find(&header).pop().unwrap().unwrap_err();
             assert!(err.contains(why), "{field}: {err}");
         }

@@ -36,8 +36,13 @@ pub struct SealToken {
 }
 
 /// The token JSON (LUKS2 adds `keyslots`); `import_seed` for a blob that must be imported.
-pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob, import_seed: Option<&[u8]>) -> serde_json::Value {
-    let mut t = serde_json::json!({
+pub fn token_json(
+    pcrs: &[u32],
+    policy: &[u8; 32],
+    blob: &SealedBlob,
+    import_seed: Option<&[u8]>,
+) -> crate::json::Value {
+    let mut t = crate::json!({
         "type": TOKEN_TYPE,
         "pcr_bank": "sha256",
         "pcrs": pcrs,
@@ -45,19 +50,19 @@ pub fn token_json(pcrs: &[u32], policy: &[u8; 32], blob: &SealedBlob, import_see
         "blob": base64::engine::general_purpose::STANDARD.encode(blob.concatenated()),
     });
     if let Some(seed) = import_seed {
-        t["import_seed"] = serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(seed));
+        t["import_seed"] = crate::json::Value::String(base64::engine::general_purpose::STANDARD.encode(seed));
     }
     t
 }
 
 /// Every `veil-tpm2` token in a LUKS2 header, each parsed or with the reason it was refused.
-pub fn find(luks2_json: &serde_json::Value) -> Vec<Result<SealToken, String>> {
+pub fn find(luks2_json: &crate::json::Value) -> Vec<Result<SealToken, String>> {
     crate::luks2::tokens_of_type(luks2_json, TOKEN_TYPE)
         .map(|(n, t)| parse(n, t).map_err(|e| alloc::format!("token {n}: {e}")))
         .collect()
 }
 
-fn parse(number: &str, t: &serde_json::Value) -> Result<SealToken, String> {
+fn parse(number: &str, t: &crate::json::Value) -> Result<SealToken, String> {
     let number = number.parse().map_err(|_| String::from("token number is not a number"))?;
     if t.get("pcr_bank").and_then(|v| v.as_str()) != Some("sha256") {
         return Err(String::from("pcr_bank must be \"sha256\""));
@@ -116,8 +121,8 @@ mod tests {
     #[test]
     fn token_and_payload_round_trip() {
         let blob = SealedBlob { private: alloc::vec![0, 2, 1, 2], public: alloc::vec![0, 1, 7] };
-        let mut header = serde_json::json!({"tokens": {"3": token_json(&[0, 4, 8, 9], &[9; 32], &blob, None)}});
-        header["tokens"]["3"]["keyslots"] = serde_json::json!([]);
+        let mut header = crate::json!({"tokens": {"3": token_json(&[0, 4, 8, 9], &[9; 32], &blob, None)}});
+        header["tokens"]["3"]["keyslots"] = crate::json!([]);
         let found = find(&header);
         assert_eq!(
             found,
@@ -130,18 +135,18 @@ mod tests {
             })]
         );
         for (field, value) in [
-            ("pcrs", serde_json::json!([24])),
-            ("pcrs", serde_json::json!([])),
-            ("policy", serde_json::json!("00")),
-            ("blob", serde_json::json!("AAEC")),
-            ("pcr_bank", serde_json::json!("sha1")),
-            ("import_seed", serde_json::json!("!")),
+            ("pcrs", crate::json!([24])),
+            ("pcrs", crate::json!([])),
+            ("policy", crate::json!("00")),
+            ("blob", crate::json!("AAEC")),
+            ("pcr_bank", crate::json!("sha1")),
+            ("import_seed", crate::json!("!")),
         ] {
             let mut bad = header.clone();
             bad["tokens"]["3"][field] = value;
             assert!(find(&bad)[0].is_err(), "{field}");
         }
-        let imported = serde_json::json!({"tokens": {"0": token_json(&[7], &[1; 32], &blob, Some(&[0, 1, 5]))}});
+        let imported = crate::json!({"tokens": {"0": token_json(&[7], &[1; 32], &blob, Some(&[0, 1, 5]))}});
         assert_eq!(find(&imported)[0].as_ref().unwrap().import_seed.as_deref(), Some(&[0u8, 1, 5][..]));
         let secret = MasterSecret::new(&[1; 32], &[2; 32]).unwrap();
         let payload = seal_payload(&secret);

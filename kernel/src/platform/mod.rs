@@ -71,7 +71,7 @@ pub trait Platform {
         None
     }
     /// The primary evidence (Trustee's JSON form) binding `report_data`.
-    fn evidence(&mut self, _report_data: &[u8]) -> Result<serde_json::Value, BootError> {
+    fn evidence(&mut self, _report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
         Err(BootError::Token(alloc::string::String::from("this platform has no attestation evidence of its own")))
     }
     /// Extend `m` into the platform's own measurement registers and log it (TDX: RTMRs and the

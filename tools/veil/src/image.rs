@@ -108,7 +108,7 @@ fn format_volume(
     base: u64,
     uuid: &str,
     secret: &MasterSecret,
-    token: Option<serde_json::Value>,
+    token: Option<veil_agent::json::Value>,
 ) -> Result<Zeroizing<Vec<u8>>> {
     let opts = FormatOptions { uuid: Some(uuid.to_string()), ..FormatOptions::default() };
     let passphrase = secret.disk_key(uuid)?;

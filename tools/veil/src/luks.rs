@@ -465,8 +465,8 @@ fn token(cmd: TokenCommand) -> Result<()> {
             let volume = load(&mut file, &image)?;
             let text =
                 std::fs::read_to_string(&json_file).with_context(|| format!("reading {}", json_file.display()))?;
-            let token: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", json_file.display()))?;
+            let token = veil_agent::json::from_str(&text)
+                .with_context(|| format!("{} is not JSON (as a LUKS2 header takes it)", json_file.display()))?;
             let mut w = HeaderWriter::edit(&volume)?;
             let n = w.add_token(token, &keyslots, id)?;
             write_all(&file, w.commit(&mut host_random)?)?;

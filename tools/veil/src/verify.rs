@@ -94,8 +94,7 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
     let path = args.quote.as_ref().context("--platform tdx needs --quote")?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (quote, mut log) = if bytes.first() == Some(&b'{') {
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
+        let v = veil_agent::json::from_slice(&bytes).with_context(|| format!("{}: not JSON", path.display()))?;
         veil_agent::tdx::getquote::from_evidence(&v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     } else {
         (bytes, None)

@@ -258,7 +258,7 @@ fn verify_snp_reports_each_check_and_refusal() {
     let bytes = std::fs::read(&report).unwrap();
     let evidence = veil_agent::snp::evidence::evidence_json(&bytes, None).unwrap();
     let json = dir.path().join("evidence.json");
-    std::fs::write(&json, serde_json::to_vec(&evidence).unwrap()).unwrap();
+    std::fs::write(&json, veil_agent::json::to_vec(&evidence)).unwrap();
     let ok = veil(&["verify", "--platform", "snp", "--report", json.to_str().unwrap(), "--certs", c, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(v["verified"], true, "{v}");

@@ -363,7 +363,7 @@ fn tamper_bundle_token(image: &Path) -> Result<()> {
         .next()
         .map(|(n, v)| (n.parse::<u32>().unwrap(), v.clone()))
         .context("no veil-bundle token")?;
-    token["manifest"]["kernel"]["sha384"] = serde_json::json!("00".repeat(48));
+    token["manifest"]["kernel"]["sha384"] = veil_agent::json!("00".repeat(48));
     token.as_object_mut().unwrap().remove("keyslots");
     let mut w = HeaderWriter::edit(&volume)?;
     w.remove_token(number)?;

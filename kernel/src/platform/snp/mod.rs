@@ -477,7 +477,7 @@ impl Platform for Snp {
         Some(Tee::Snp)
     }
 
-    fn evidence(&mut self, report_data: &[u8]) -> Result<serde_json::Value, BootError> {
+    fn evidence(&mut self, report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
         let mut data = [0u8; 64];
         data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
         let (report, certs) = self.report(&data)?;
