@@ -4,7 +4,6 @@
 //! rewrite); these types are read from it after `validate` accepted it.
 
 use alloc::borrow::ToOwned;
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -145,17 +144,94 @@ pub struct Config {
     pub requirements: Vec<String>,
 }
 
+/// Numbered objects (keyslots, segments, digests, tokens) in ascending number order.
+///
+/// A sorted `Vec` rather than a `BTreeMap`: a header has a handful of each, and the B-tree's
+/// code, instantiated per value type, was about 10 KiB of the firmware's ROM.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Numbered<T>(Vec<(u32, T)>);
+
+impl<T> Default for Numbered<T> {
+    fn default() -> Self {
+        Numbered(Vec::new())
+    }
+}
+
+impl<T> Numbered<T> {
+    /// Add (or replace) object `n`.
+    pub fn insert(&mut self, n: u32, value: T) {
+        match self.0.binary_search_by_key(&n, |(k, _)| *k) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (n, value)),
+        }
+    }
+
+    /// Object `n`.
+    pub fn get(&self, n: &u32) -> Option<&T> {
+        self.0.binary_search_by_key(n, |(k, _)| *k).ok().map(|i| &self.0[i].1)
+    }
+
+    /// True when object `n` exists.
+    pub fn contains_key(&self, n: &u32) -> bool {
+        self.get(n).is_some()
+    }
+
+    /// The objects with their numbers, in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &T)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    /// The numbers in ascending order.
+    pub fn keys(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|(n, _)| n)
+    }
+
+    /// The objects in ascending number order.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, v)| v)
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Numbered<T> {
+    type Item = (&'a u32, &'a T);
+    type IntoIter = core::iter::Map<core::slice::Iter<'a, (u32, T)>, fn(&'a (u32, T)) -> (&'a u32, &'a T)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+/// `numbered[&n]`: object `n`.
+///
+/// # Panics
+/// When there is no object `n` (use [`Numbered::get`] for numbers from untrusted input).
+impl<T> core::ops::Index<&u32> for Numbered<T> {
+    type Output = T;
+    fn index(&self, n: &u32) -> &T {
+        self.get(n).expect("no object with this number")
+    }
+}
+
 /// All of a volume's metadata, typed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metadata {
     /// Keyslots by number.
-    pub keyslots: BTreeMap<u32, Keyslot>,
+    pub keyslots: Numbered<Keyslot>,
     /// Segments by number.
-    pub segments: BTreeMap<u32, Segment>,
+    pub segments: Numbered<Segment>,
     /// Digests by number.
-    pub digests: BTreeMap<u32, Digest>,
+    pub digests: Numbered<Digest>,
     /// Tokens by number.
-    pub tokens: BTreeMap<u32, Token>,
+    pub tokens: Numbered<Token>,
     /// Config section.
     pub config: Config,
 }
@@ -217,7 +293,7 @@ impl Metadata {
         let section = |name: &str| {
             root.get(name).and_then(Value::as_object).ok_or_else(|| bad(alloc::format!("missing {name} section")))
         };
-        let mut keyslots = BTreeMap::new();
+        let mut keyslots = Numbered::default();
         for (key, v) in section("keyslots")? {
             let what = alloc::format!("keyslot {key}");
             let area = v.get("area").ok_or_else(|| bad(alloc::format!("{what}: no area")))?;
@@ -244,7 +320,7 @@ impl Metadata {
                 },
             );
         }
-        let mut segments = BTreeMap::new();
+        let mut segments = Numbered::default();
         for (key, v) in section("segments")? {
             segments.insert(
                 index(key)?,
@@ -266,7 +342,7 @@ impl Metadata {
                 },
             );
         }
-        let mut digests = BTreeMap::new();
+        let mut digests = Numbered::default();
         for (key, v) in section("digests")? {
             let what = alloc::format!("digest {key}");
             let kind = s(v, "type").unwrap_or("").to_owned();
@@ -284,7 +360,7 @@ impl Metadata {
                 },
             );
         }
-        let mut tokens = BTreeMap::new();
+        let mut tokens = Numbered::default();
         for (key, v) in section("tokens")? {
             tokens.insert(
                 index(key)?,

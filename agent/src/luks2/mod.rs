@@ -38,7 +38,7 @@ pub fn tokens_of_type<'a>(luks2_json: &'a Value, kind: &'a str) -> impl Iterator
         .map(|(n, t)| (n.as_str(), t))
 }
 pub use crypto::KdfLimits;
-pub use metadata::{Area, Config, Digest, Kdf, Keyslot, Metadata, Segment, SegmentSize, Token};
+pub use metadata::{Area, Config, Digest, Kdf, Keyslot, Metadata, Numbered, Segment, SegmentSize, Token};
 
 use crate::io::{IoError, ReadAt};
 use crate::xts::{SectorCipher, XtsError};
