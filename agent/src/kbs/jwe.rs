@@ -117,7 +117,9 @@ pub fn decrypt(response: &[u8], recipient: &p256::SecretKey) -> Result<Zeroizing
         (Some(ALG), Some(ENC)) => {}
         (alg, enc) => {
             return Err(JweError::Algorithm(alloc::format!(
-                "alg {alg:?} / enc {enc:?}; only {ALG} with {ENC} is accepted"
+                "alg {} / enc {}; only {ALG} with {ENC} is accepted",
+                alg.unwrap_or("(none)"),
+                enc.unwrap_or("(none)")
             )));
         }
     }
