@@ -352,6 +352,7 @@ impl core::ops::IndexMut<usize> for Value {
 }
 
 impl From<&str> for Value {
+    #[inline(never)]
     fn from(s: &str) -> Self {
         Value::String(String::from(s))
     }
@@ -396,16 +397,25 @@ impl<T: Into<Value>> From<Option<T>> for Value {
         v.map_or(Value::Null, Into::into)
     }
 }
+#[inline(never)]
+fn unsigned(n: u64) -> Value {
+    Value::Number(Number { text: alloc::format!("{n}") })
+}
+#[inline(never)]
+fn signed(n: i64) -> Value {
+    Value::Number(Number { text: alloc::format!("{n}") })
+}
 macro_rules! from_integer {
-    ($($t:ty),*) => {$(
+    ($via:ident: $($t:ty),*) => {$(
         impl From<$t> for Value {
             fn from(n: $t) -> Self {
-                Value::Number(Number { text: alloc::format!("{n}") })
+                $via(n as _)
             }
         }
     )*};
 }
-from_integer!(u8, u16, u32, u64, usize, i32, i64);
+from_integer!(unsigned: u8, u16, u32, u64, usize);
+from_integer!(signed: i32, i64);
 macro_rules! from_ref {
     ($($t:ty),*) => {$(
         impl From<&$t> for Value {
@@ -503,8 +513,13 @@ impl From<Value> for serde_json::Value {
     }
 }
 
+/// One entry of a [`json!`] object: out of line, so that each expansion is a call rather
+/// than an inlined key allocation and sorted insert (measured: 6 KiB of the ROM).
 #[doc(hidden)]
-pub use alloc::string::String as __String;
+#[inline(never)]
+pub fn __entry(map: &mut Map, key: &str, value: Value) {
+    map.insert(String::from(key), value);
+}
 
 /// An empty array for [`json!`] to push to (a call, so that clippy's `vec_init_then_push`
 /// does not fire on every expansion).
@@ -546,19 +561,19 @@ macro_rules! json {
     };
     (@object $m:ident) => {};
     (@object $m:ident $k:literal : null $(, $($rest:tt)*)?) => {
-        $m.insert($crate::json::__String::from($k), $crate::json::Value::Null);
+        $crate::json::__entry(&mut $m, $k, $crate::json::Value::Null);
         $crate::json!(@object $m $($($rest)*)?);
     };
     (@object $m:ident $k:literal : [ $($v:tt)* ] $(, $($rest:tt)*)?) => {
-        $m.insert($crate::json::__String::from($k), $crate::json!([ $($v)* ]));
+        $crate::json::__entry(&mut $m, $k, $crate::json!([ $($v)* ]));
         $crate::json!(@object $m $($($rest)*)?);
     };
     (@object $m:ident $k:literal : { $($v:tt)* } $(, $($rest:tt)*)?) => {
-        $m.insert($crate::json::__String::from($k), $crate::json!({ $($v)* }));
+        $crate::json::__entry(&mut $m, $k, $crate::json!({ $($v)* }));
         $crate::json!(@object $m $($($rest)*)?);
     };
     (@object $m:ident $k:literal : $v:expr $(, $($rest:tt)*)?) => {
-        $m.insert($crate::json::__String::from($k), $crate::json::Value::from($v));
+        $crate::json::__entry(&mut $m, $k, $crate::json::Value::from($v));
         $crate::json!(@object $m $($($rest)*)?);
     };
     ($v:expr) => { $crate::json::Value::from($v) };

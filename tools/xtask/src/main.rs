@@ -1098,7 +1098,6 @@ fn bench(only: Option<&str>) -> Result<()> {
         }
         Some("rom") => {
             write_section("rom", &bench_rom()?)?;
-            write_section("ram", &bench_ram()?)?;
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
