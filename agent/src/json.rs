@@ -57,12 +57,6 @@ impl Number {
     }
 }
 
-impl fmt::Display for Number {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
-    }
-}
-
 /// A JSON object: keys kept sorted (byte order, as serde_json's default `BTreeMap`), so the
 /// text it writes is canonical for digests and MACs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -291,13 +285,6 @@ impl Value {
             _ => {}
         }
         *self = Value::Null;
-    }
-
-    /// The compact JSON text.
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = String::new();
-        write_value(&mut out, self);
-        out.into_bytes()
     }
 }
 
@@ -582,15 +569,13 @@ macro_rules! json {
 /// The compact text, as serde_json writes it.
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::new();
-        write_value(&mut out, self);
-        f.write_str(&out)
+        f.write_str(&to_string(self))
     }
 }
 
 /// The compact JSON text of `value`.
 pub fn to_vec(value: &Value) -> Vec<u8> {
-    value.to_vec()
+    to_string(value).into_bytes()
 }
 
 /// The compact JSON text of `value`.

@@ -77,9 +77,9 @@ pub fn runtime_digest(runtime_data: &Value, additional_evidence: &str) -> [u8; 4
     if let Value::Object(map) = &mut bound {
         map.insert(String::from("additional-evidence"), Value::String(String::from(additional_evidence)));
     }
-    // serde_json's map is ordered by key (no preserve_order) and writes compact output with
-    // the escapes RFC 8785 prescribes for strings; the runtime data holds only strings and
-    // objects, so this is its JCS form.
+    // agent::json's objects are ordered by key and written compactly with the escapes RFC 8785
+    // prescribes for strings; the runtime data holds only strings and objects, so this is its
+    // JCS form.
     let bytes = crate::json::to_vec(&bound);
     Sha384::digest(&bytes).into()
 }
