@@ -8,7 +8,7 @@ use core::alloc::Layout;
 
 use veil_agent::acpi_loader::{self, Linked};
 
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 use crate::fwcfg::FwCfg;
 
 /// Largest loader command list and blob accepted.
@@ -80,8 +80,8 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, BootErr
     )
     .map_err(|e| match read_error.take() {
         // The loader fails because a file did not read: that is the cause to report.
-        Some(read) => BootError::FwCfg(read),
-        None => BootError::AcpiLoader(e),
+        Some(read) => BootErrorKind::FwCfg(read),
+        None => BootErrorKind::AcpiLoader(e),
     })?;
     let mut ranges = Vec::new();
     for blob in &linked.blobs {
@@ -111,7 +111,7 @@ impl Tables {
     /// size of its entries.
     fn root(&self) -> Result<(u64, usize, usize), BootError> {
         if self.rsdp == 0 {
-            return Err(BootError::AcpiTable("no RSDP"));
+            return Err(BootErrorKind::AcpiTable("no RSDP").into());
         }
         // SAFETY: the RSDP the loader placed (36 bytes for revision 2, 20 before), in memory
         // the firmware allocated and reports to Linux as ACPI data.
@@ -122,9 +122,9 @@ impl Tables {
         } else {
             (u64::from(u32::from_le_bytes(rsdp[16..20].try_into().expect("4 bytes"))), 4)
         };
-        let len = self.table_len(root).ok_or(BootError::AcpiTable("a root table outside the loaded tables"))?;
+        let len = self.table_len(root).ok_or(BootErrorKind::AcpiTable("a root table outside the loaded tables"))?;
         if !(36..=64 * 1024).contains(&len) {
-            return Err(BootError::AcpiTable("a root table of impossible length"));
+            return Err(BootErrorKind::AcpiTable("a root table of impossible length").into());
         }
         Ok((root, len, entry))
     }
@@ -146,7 +146,7 @@ impl Tables {
     fn rewrite_root(&mut self, extra: usize, change: impl FnOnce(&mut [u8], usize)) -> Result<(), BootError> {
         let (root, len, entry) = self.root()?;
         let new_len = len + extra;
-        let new_root = place(new_len, 16).ok_or(BootError::OutOfMemory(new_len))?;
+        let new_root = place(new_len, 16).ok_or(BootErrorKind::OutOfMemory(new_len))?;
         // SAFETY: `place` allocated new_len bytes; the old root has `len` (checked by root()).
         let new = unsafe {
             core::ptr::copy_nonoverlapping(root as *const u8, new_root as *mut u8, len);
@@ -174,7 +174,7 @@ impl Tables {
     /// Add a table (header and checksum complete) to the root table (XSDT, else RSDT): the
     /// root is copied with one more entry and the RSDP points at the copy.
     pub fn add_table(&mut self, table: &[u8]) -> Result<u64, BootError> {
-        let at = place(table.len(), 16).ok_or(BootError::OutOfMemory(table.len()))?;
+        let at = place(table.len(), 16).ok_or(BootErrorKind::OutOfMemory(table.len()))?;
         // SAFETY: `place` allocated table.len() bytes at `at`.
         unsafe { core::ptr::copy_nonoverlapping(table.as_ptr(), at as *mut u8, table.len()) };
         self.ranges.push((at, (table.len() as u64).div_ceil(4096) * 4096));
@@ -202,9 +202,9 @@ impl Tables {
                 break;
             }
         }
-        let (index, madt) = found.ok_or(BootError::AcpiTable("no MADT to add the TDX wakeup mailbox to"))?;
-        let new = veil_agent::tdx::wakeup::madt_with_wakeup(&madt, mailbox).map_err(BootError::Madt)?;
-        let at = place(new.len(), 16).ok_or(BootError::OutOfMemory(new.len()))?;
+        let (index, madt) = found.ok_or(BootErrorKind::AcpiTable("no MADT to add the TDX wakeup mailbox to"))?;
+        let new = veil_agent::tdx::wakeup::madt_with_wakeup(&madt, mailbox).map_err(BootErrorKind::Madt)?;
+        let at = place(new.len(), 16).ok_or(BootErrorKind::OutOfMemory(new.len()))?;
         // SAFETY: `place` allocated new.len() bytes at `at`.
         unsafe { core::ptr::copy_nonoverlapping(new.as_ptr(), at as *mut u8, new.len()) };
         self.ranges.push((at, (new.len() as u64).div_ceil(4096) * 4096));
@@ -218,14 +218,14 @@ impl Tables {
     /// and the APs' page tables), page-aligned and zeroed.
     pub fn nvs_pages(&mut self, pages: usize) -> Result<u64, BootError> {
         let len = pages * 4096;
-        let at = place(len, 4096).ok_or(BootError::OutOfMemory(len))?;
+        let at = place(len, 4096).ok_or(BootErrorKind::OutOfMemory(len))?;
         self.nvs.push((at, len as u64));
         Ok(at)
     }
 
     /// Add a CCEL table (TDX CC event log) with a log area of `area` bytes.
     pub fn add_ccel(&mut self, area: usize) -> Result<(), BootError> {
-        let lasa = place(area, 4096).ok_or(BootError::OutOfMemory(area))?;
+        let lasa = place(area, 4096).ok_or(BootErrorKind::OutOfMemory(area))?;
         self.ranges.push((lasa, (area as u64).div_ceil(4096) * 4096));
         let mut t = [0u8; 56];
         t[0..4].copy_from_slice(b"CCEL");
@@ -248,10 +248,10 @@ impl Tables {
     /// Write the CC event log into the CCEL table's area.
     pub fn write_ccel_log(&self, log: &[u8]) -> Result<(), BootError> {
         let Some((addr, size)) = self.ccel_log else {
-            return Err(BootError::AcpiTable("no CCEL table"));
+            return Err(BootErrorKind::AcpiTable("no CCEL table").into());
         };
         if log.len() > size {
-            return Err(BootError::EventLogTooLarge { log: log.len(), area: size });
+            return Err(BootErrorKind::EventLogTooLarge { log: log.len(), area: size }.into());
         }
         // SAFETY: the area add_ccel allocated, reported to Linux as ACPI data.
         let area = unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, size) };
@@ -263,10 +263,10 @@ impl Tables {
     /// Copy the TPM event log into the log area QEMU's TPM2 table points at.
     pub fn write_tpm_log(&self, log: &[u8]) -> Result<(), BootError> {
         let Some((addr, size)) = self.tpm_log else {
-            return Err(BootError::NoTpmLogArea);
+            return Err(BootErrorKind::NoTpmLogArea.into());
         };
         if log.len() > size {
-            return Err(BootError::EventLogTooLarge { log: log.len(), area: size });
+            return Err(BootErrorKind::EventLogTooLarge { log: log.len(), area: size }.into());
         }
         // SAFETY: `place` allocated `size` bytes at `addr` for this blob (see install); the
         // memory is reported to Linux as ACPI data and nothing else uses it.

@@ -13,7 +13,7 @@ use veil_agent::linux::{LinuxError, SetupHeader};
 use veil_agent::luks2::{DataSegment, KdfLimits, Volume, VolumeKey};
 use veil_agent::xts::SectorCipher;
 
-use crate::error::{At, BootError};
+use crate::error::{At, BootError, BootErrorKind};
 use crate::virtio::Disk;
 
 /// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
@@ -60,7 +60,7 @@ fn read_decrypt(
     // was given: too little is a precise refusal, not an allocation panic.
     let mut out = Vec::new();
     let capacity = (aligned as usize).saturating_add(slack);
-    out.try_reserve_exact(capacity).map_err(|_| BootError::OutOfMemory(capacity))?;
+    out.try_reserve_exact(capacity).map_err(|_| BootErrorKind::OutOfMemory(capacity))?;
     out.resize(aligned as usize, 0);
     disk.read_pipelined(part_start + seg.offset + offset, &mut out, |pos, chunk| {
         Ok(cipher.decrypt_sectors(seg.iv_sector(offset + pos), chunk)?)
@@ -89,7 +89,7 @@ pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
     if gpt.used_backup {
         crate::log!("disk: primary GPT damaged; using the backup");
     }
-    let part = gpt.by_name("veil-boot").ok_or(BootError::NoBootPartition)?;
+    let part = gpt.by_name("veil-boot").ok_or(BootErrorKind::NoBootPartition)?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: disk, start, len };
     let volume = Volume::load(&mut win).at("veil-boot")?;
@@ -106,7 +106,7 @@ pub fn write_header(
 ) -> Result<(), BootError> {
     for (offset, bytes) in writes {
         if offset + bytes.len() as u64 > boot.len {
-            return Err(BootError::HeaderWriteOutOfRange);
+            return Err(BootErrorKind::HeaderWriteOutOfRange.into());
         }
         disk.write_at(boot.start + offset, bytes).at("veil-boot: writing the header")?;
     }
@@ -185,7 +185,7 @@ pub fn load(
     if let Some(t) = &boot.token
         && t.manifest != manifest
     {
-        return Err(BootError::ManifestDiffersFromToken);
+        return Err(BootErrorKind::ManifestDiffersFromToken.into());
     }
     // In a small VM the kernel's window comes from the heap, before the payloads cut it up.
     let head = (manifest.kernel.offset, manifest.kernel.size.min(4096));
@@ -239,7 +239,7 @@ impl crate::linux::Source for BundleSource<'_> {
         // In place when read_decrypt's slack holds the archive; else one reallocation.
         initrd
             .try_reserve_exact(padded + extra.len() - initrd.len())
-            .map_err(|_| BootError::OutOfMemory(padded + extra.len()))?;
+            .map_err(|_| BootErrorKind::OutOfMemory(padded + extra.len()))?;
         initrd.resize(padded, 0);
         initrd.extend_from_slice(extra);
         Ok(initrd.leak())

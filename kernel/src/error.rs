@@ -25,9 +25,43 @@ use veil_agent::xts::XtsError;
 
 use crate::fwcfg::FwCfgError;
 
+/// Why a boot stage failed: a [`BootErrorKind`] behind one pointer.
+///
+/// Every stage returns `Result<_, BootError>`, and every `?` in the firmware moves the error it
+/// forwards. Boxed, that move is one register; as the enum itself (56 bytes) it was seven
+/// loads and stores at each of a few hundred `?` sites in the ROM.
+pub struct BootError(Box<BootErrorKind>);
+
+impl BootError {
+    /// What failed.
+    pub fn kind(&self) -> &BootErrorKind {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl From<BootErrorKind> for BootError {
+    #[cold]
+    #[inline(never)]
+    fn from(kind: BootErrorKind) -> Self {
+        BootError(Box::new(kind))
+    }
+}
+
 /// Why a boot stage failed.
 #[derive(Debug)]
-pub enum BootError {
+pub enum BootErrorKind {
     /// fw_cfg failed.
     FwCfg(FwCfgError),
     /// The TPM's TIS interface failed.
@@ -85,7 +119,7 @@ pub enum BootError {
         /// The place.
         place: String,
         /// What failed there.
-        source: Box<BootError>,
+        source: BootError,
     },
     /// Out of memory for an allocation of this many bytes.
     OutOfMemory(usize),
@@ -122,74 +156,74 @@ pub enum BootError {
         /// (token, why) for each sealed token.
         tokens: Vec<(String, BootError)>,
         /// Why remote release failed too, if a broker was asked.
-        broker: Option<Box<BootError>>,
+        broker: Option<BootError>,
     },
     /// Remote release failed and there was no sealed secret to fall back on.
-    BrokerRefused(Box<BootError>),
+    BrokerRefused(BootError),
 }
 
-impl fmt::Display for BootError {
+impl fmt::Display for BootErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BootError::FwCfg(e) => write!(f, "{e}"),
-            BootError::Tis(e) => write!(f, "{e}"),
-            BootError::Tpm(e) => write!(f, "{e}"),
-            BootError::Kbs(e) => write!(f, "{e}"),
-            BootError::Relay(e) => write!(f, "relay: {e}"),
-            BootError::Gpt(e) => write!(f, "{e}"),
-            BootError::Luks2(e) => write!(f, "{e}"),
-            BootError::Io(e) => write!(f, "{e}"),
-            BootError::Bundle(e) => write!(f, "{e}"),
-            BootError::Key(e) => write!(f, "{e}"),
-            BootError::Xts(e) => write!(f, "{e}"),
-            BootError::Linux(e) => write!(f, "{e}"),
-            BootError::AcpiLoader(e) => write!(f, "{e}"),
-            BootError::Snp(e) => write!(f, "{e}"),
-            BootError::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
-            BootError::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
-            BootError::LaunchBinding(why) => write!(f, "launch binding: {why}"),
-            BootError::Tdcall(e) => write!(f, "TDX: {e}"),
-            BootError::AcpiTable(why) => write!(f, "ACPI tables: {why}"),
-            BootError::TdHob(e) => write!(f, "{e}"),
-            BootError::Madt(e) => write!(f, "ACPI tables: {e}"),
-            BootError::GetQuote(e) => write!(f, "TDX: {e}"),
-            BootError::ApsMissing(arrived, expected) => write!(
+            BootErrorKind::FwCfg(e) => write!(f, "{e}"),
+            BootErrorKind::Tis(e) => write!(f, "{e}"),
+            BootErrorKind::Tpm(e) => write!(f, "{e}"),
+            BootErrorKind::Kbs(e) => write!(f, "{e}"),
+            BootErrorKind::Relay(e) => write!(f, "relay: {e}"),
+            BootErrorKind::Gpt(e) => write!(f, "{e}"),
+            BootErrorKind::Luks2(e) => write!(f, "{e}"),
+            BootErrorKind::Io(e) => write!(f, "{e}"),
+            BootErrorKind::Bundle(e) => write!(f, "{e}"),
+            BootErrorKind::Key(e) => write!(f, "{e}"),
+            BootErrorKind::Xts(e) => write!(f, "{e}"),
+            BootErrorKind::Linux(e) => write!(f, "{e}"),
+            BootErrorKind::AcpiLoader(e) => write!(f, "{e}"),
+            BootErrorKind::Snp(e) => write!(f, "{e}"),
+            BootErrorKind::SnpMemory(e) => write!(f, "SEV-SNP memory: {e}"),
+            BootErrorKind::SnpAttest(e) => write!(f, "SEV-SNP: {e}"),
+            BootErrorKind::LaunchBinding(why) => write!(f, "launch binding: {why}"),
+            BootErrorKind::Tdcall(e) => write!(f, "TDX: {e}"),
+            BootErrorKind::AcpiTable(why) => write!(f, "ACPI tables: {why}"),
+            BootErrorKind::TdHob(e) => write!(f, "{e}"),
+            BootErrorKind::Madt(e) => write!(f, "ACPI tables: {e}"),
+            BootErrorKind::GetQuote(e) => write!(f, "TDX: {e}"),
+            BootErrorKind::ApsMissing(arrived, expected) => write!(
                 f,
                 "TDX: {arrived} of {expected} application processors reached the wakeup mailbox (the VMM did not run the others)"
             ),
-            BootError::UnsupportedRam(at) => write!(
+            BootErrorKind::UnsupportedRam(at) => write!(
                 f,
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
             ),
-            BootError::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
-            BootError::Token(why) => write!(f, "{why}"),
-            BootError::At { place, source } => write!(f, "{place}: {source}"),
-            BootError::OutOfMemory(n) => write!(f, "out of memory for {n} bytes (the VM needs more RAM: -m)"),
-            BootError::NoRamForKernel(n) => {
+            BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
+            BootErrorKind::Token(why) => write!(f, "{why}"),
+            BootErrorKind::At { place, source } => write!(f, "{place}: {source}"),
+            BootErrorKind::OutOfMemory(n) => write!(f, "out of memory for {n} bytes (the VM needs more RAM: -m)"),
+            BootErrorKind::NoRamForKernel(n) => {
                 write!(f, "no free RAM for the kernel's {n} bytes (init_size) at an aligned address")
             }
-            BootError::InitrdTooLarge(n) => write!(f, "initrd of {n} bytes does not fit in the firmware heap"),
-            BootError::SetupSize(n) => write!(f, "kernel setup part of {n} bytes is not a bzImage's"),
-            BootError::CmdlineSize(n) => write!(f, "command line of {n} bytes is absurd"),
-            BootError::NoKnownPcrBank => {
+            BootErrorKind::InitrdTooLarge(n) => write!(f, "initrd of {n} bytes does not fit in the firmware heap"),
+            BootErrorKind::SetupSize(n) => write!(f, "kernel setup part of {n} bytes is not a bzImage's"),
+            BootErrorKind::CmdlineSize(n) => write!(f, "command line of {n} bytes is absurd"),
+            BootErrorKind::NoKnownPcrBank => {
                 write!(f, "the TPM has no active PCR bank veilboot knows (SHA-1/256/384/512)")
             }
-            BootError::NoTpmLogArea => {
+            BootErrorKind::NoTpmLogArea => {
                 write!(f, "QEMU's ACPI tables have no TPM log area (etc/tpm/log); Linux will not see the event log")
             }
-            BootError::EventLogTooLarge { log, area } => {
+            BootErrorKind::EventLogTooLarge { log, area } => {
                 write!(f, "the event log ({log} bytes) exceeds the ACPI log area ({area} bytes)")
             }
-            BootError::ManifestDiffersFromToken => write!(
+            BootErrorKind::ManifestDiffersFromToken => write!(
                 f,
                 "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot"
             ),
-            BootError::NoBootPartition => write!(f, "disk: the GPT has no partition named veil-boot"),
-            BootError::HeaderWriteOutOfRange => write!(f, "veil-boot: header write beyond the partition"),
-            BootError::DevKeyRefused(platform) => {
+            BootErrorKind::NoBootPartition => write!(f, "disk: the GPT has no partition named veil-boot"),
+            BootErrorKind::HeaderWriteOutOfRange => write!(f, "veil-boot: header write beyond the partition"),
+            BootErrorKind::DevKeyRefused(platform) => {
                 write!(f, "the development key source is refused on {platform}: it exists only for plain test VMs")
             }
-            BootError::SealedSecretUnopened { tokens, broker } => {
+            BootErrorKind::SealedSecretUnopened { tokens, broker } => {
                 write!(f, "the sealed master secret does not open with this boot's measurements (")?;
                 for (i, (token, why)) in tokens.iter().enumerate() {
                     write!(f, "{}{token}: {why}", if i > 0 { "; " } else { "" })?;
@@ -199,28 +233,30 @@ impl fmt::Display for BootError {
                     None => write!(f, ") and no key broker is configured: refusing to boot"),
                 }
             }
-            BootError::BrokerRefused(e) => write!(f, "{e}: refusing to boot"),
+            BootErrorKind::BrokerRefused(e) => write!(f, "{e}: refusing to boot"),
         }
     }
 }
 
 /// Name the place an error happened.
 pub trait At<T> {
-    /// Wrap the error as `BootError::At { place, .. }`.
+    /// Wrap the error as `BootErrorKind::At { place, .. }`.
     fn at(self, place: impl Into<String>) -> Result<T, BootError>;
 }
 
 impl<T, E: Into<BootError>> At<T> for Result<T, E> {
     fn at(self, place: impl Into<String>) -> Result<T, BootError> {
-        self.map_err(|e| BootError::At { place: place.into(), source: Box::new(e.into()) })
+        self.map_err(|e| BootErrorKind::At { place: place.into(), source: e.into() }.into())
     }
 }
 
 macro_rules! from {
     ($($variant:ident($ty:ty)),* $(,)?) => {
         $(impl From<$ty> for BootError {
+            #[cold]
+            #[inline(never)]
             fn from(e: $ty) -> Self {
-                BootError::$variant(e)
+                BootErrorKind::$variant(e).into()
             }
         })*
     };

@@ -15,7 +15,6 @@
 //! bundle), the firmware asks the broker; if the broker refuses too, or none is configured, it stops: it never boots with a key
 //! it did not obtain through attestation.
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -26,7 +25,7 @@ use veil_agent::tpm::{measure, token};
 use zeroize::Zeroizing;
 
 use crate::diskboot::BootVolume;
-use crate::error::{At, BootError};
+use crate::error::{At, BootError, BootErrorKind};
 use crate::fwcfg::FwCfg;
 use crate::platform::{Kind, Platform};
 use crate::tpm::MeasuredBoot;
@@ -49,7 +48,7 @@ fn dev_secret(cfg: &FwCfg, kind: Kind) -> Result<Option<MasterSecret>, BootError
         return Ok(None);
     }
     if kind != Kind::Plain {
-        return Err(BootError::DevKeyRefused(kind.name()));
+        return Err(BootErrorKind::DevKeyRefused(kind.name()).into());
     }
     crate::log!(
         "WARNING: INSECURE DEVELOPMENT KEY SOURCE: THE MASTER SECRET CAME FROM THE HOST (FW_CFG {DEV_SECRET}). THIS ROM MUST NEVER BOOT A REAL CLUSTER."
@@ -76,7 +75,7 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
             Ok(t) => t,
             Err(e) => {
                 crate::log!("tpm: veil-boot {e}: ignored");
-                why.push((String::from("veil-boot"), BootError::Token(e)));
+                why.push((String::from("veil-boot"), BootErrorKind::Token(e).into()));
                 continue;
             }
         };
@@ -96,7 +95,7 @@ fn unseal(tpm: &mut MeasuredBoot, boot: &BootVolume) -> Result<Option<MasterSecr
                 );
                 return token::open_payload(&bytes)
                     .map(Some)
-                    .map_err(|e| alloc::vec![(alloc::format!("token {}", t.number), BootError::Token(e))]);
+                    .map_err(|e| alloc::vec![(alloc::format!("token {}", t.number), BootErrorKind::Token(e).into())]);
             }
             Err(e) => {
                 let measured = tpm.read_pcrs(&t.pcrs).map(|v| hex_pcrs(&v)).unwrap_or_else(|e| alloc::format!("({e})"));
@@ -180,7 +179,7 @@ fn unseal_platform(
             }
             Err(e) => {
                 crate::log!("snp: veil-boot {e}");
-                why.push((String::from("veil-snp"), BootError::Token(e)));
+                why.push((String::from("veil-snp"), BootErrorKind::Token(e).into()));
             }
         }
     }
@@ -273,20 +272,22 @@ fn launch_binding(plat: &mut dyn Platform, boot: &BootVolume) -> Result<Option<S
         crate::log!("{}: this disk has no init-data: the launch is not bound to its boot target", plat.name());
         return Ok(None);
     };
-    let named = initdata::manifest_sha384(doc).map_err(BootError::LaunchBinding)?;
+    let named = initdata::manifest_sha384(doc).map_err(BootErrorKind::LaunchBinding)?;
     if named != veil_agent::bundle::manifest_sha384(&token.manifest) {
-        return Err(BootError::LaunchBinding(String::from(
+        return Err(BootErrorKind::LaunchBinding(String::from(
             "the init-data names another boot manifest than this disk's veil-bundle token",
-        )));
+        ))
+        .into());
     }
     let Some((register, value)) = plat.launch_host_data()? else { return Ok(Some(doc.clone())) };
-    let want = initdata::regularize(&initdata::digest(doc).map_err(BootError::LaunchBinding)?, value.len());
+    let want = initdata::regularize(&initdata::digest(doc).map_err(BootErrorKind::LaunchBinding)?, value.len());
     if value[..] != want[..] {
-        return Err(BootError::LaunchBinding(alloc::format!(
+        return Err(BootErrorKind::LaunchBinding(alloc::format!(
             "{register} {} is not the digest {} of this disk's init-data: the launch was made for another boot target",
             hex::encode(&value),
             hex::encode(&want)
-        )));
+        ))
+        .into());
     }
     crate::log!(
         "{}: {register} {} is the digest of this disk's init-data (boot target bound)",
@@ -322,13 +323,13 @@ fn platform_secret(
     }
     let Some(relay) = relay else {
         return match sealed_failure {
-            Some(tokens) => Err(BootError::SealedSecretUnopened { tokens, broker: None }),
+            Some(tokens) => Err(BootErrorKind::SealedSecretUnopened { tokens, broker: None }.into()),
             None => Ok(None),
         };
     };
     let secret = remote_release_platform(plat, relay, init_data.as_deref()).map_err(|e| match sealed_failure {
-        Some(tokens) => BootError::SealedSecretUnopened { tokens, broker: Some(Box::new(e)) },
-        None => BootError::BrokerRefused(Box::new(e)),
+        Some(tokens) => BootErrorKind::SealedSecretUnopened { tokens, broker: Some(e) },
+        None => BootErrorKind::BrokerRefused(e),
     })?;
     if let Some((disk, b)) = boot {
         crate::tsc::mark("seal");
@@ -348,7 +349,7 @@ pub fn master_secret(
 ) -> Result<Option<MasterSecret>, BootError> {
     if plat.tee().is_some() {
         if dev_secret_offered(cfg) {
-            return Err(BootError::DevKeyRefused(kind.name()));
+            return Err(BootErrorKind::DevKeyRefused(kind.name()).into());
         }
         return platform_secret(plat, boot, relay);
     }
@@ -367,8 +368,8 @@ pub fn master_secret(
             Ok(secret) => Some(secret),
             Err(e) => {
                 return Err(match sealed_failure {
-                    Some(tokens) => BootError::SealedSecretUnopened { tokens, broker: Some(Box::new(e)) },
-                    None => BootError::BrokerRefused(Box::new(e)),
+                    Some(tokens) => BootErrorKind::SealedSecretUnopened { tokens, broker: Some(e) }.into(),
+                    None => BootErrorKind::BrokerRefused(e).into(),
                 });
             }
         },
@@ -380,7 +381,7 @@ pub fn master_secret(
             Some(s) => s,
             None => {
                 return match sealed_failure {
-                    Some(tokens) => Err(BootError::SealedSecretUnopened { tokens, broker: None }),
+                    Some(tokens) => Err(BootErrorKind::SealedSecretUnopened { tokens, broker: None }.into()),
                     None => Ok(None),
                 };
             }

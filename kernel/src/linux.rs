@@ -3,7 +3,7 @@
 //! with /veil/handoff.json is appended to the initrd, and the CPU jumps to the 64-bit entry
 //! point with RSI = boot_params, under the firmware's identity map.
 
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::arch::asm;
@@ -80,11 +80,11 @@ fn heap_window(need: u64, align: u64, floor: u64) -> Option<u64> {
 /// A leaked, page-aligned, zeroed buffer of `len` bytes.
 fn leak(len: usize) -> Result<&'static mut [u8], BootError> {
     let layout =
-        Layout::from_size_align(len.max(1).div_ceil(4096) * 4096, 4096).map_err(|_| BootError::OutOfMemory(len))?;
+        Layout::from_size_align(len.max(1).div_ceil(4096) * 4096, 4096).map_err(|_| BootErrorKind::OutOfMemory(len))?;
     // SAFETY: non-zero size; the block is deliberately never freed (the OS gets it).
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
     if p.is_null() {
-        return Err(BootError::OutOfMemory(len));
+        return Err(BootErrorKind::OutOfMemory(len).into());
     }
     // SAFETY: freshly allocated, zeroed, exclusively ours.
     Ok(unsafe { core::slice::from_raw_parts_mut(p, len) })
@@ -142,7 +142,7 @@ impl Source for FwCfgSource<'_> {
             return Ok(None);
         }
         if !(1024..=MAX_SETUP).contains(&setup_size) {
-            return Err(BootError::SetupSize(setup_size));
+            return Err(BootErrorKind::SetupSize(setup_size).into());
         }
         let mut setup = alloc::vec![0u8; setup_size as usize];
         self.0.read_selector(sel::SETUP_DATA, &mut setup)?;
@@ -169,7 +169,7 @@ impl Source for FwCfgSource<'_> {
     fn cmdline(&mut self) -> Result<Vec<u8>, BootError> {
         let size = self.0.read_u32(sel::CMDLINE_SIZE)?;
         if size > MAX_CMDLINE {
-            return Err(BootError::CmdlineSize(size));
+            return Err(BootErrorKind::CmdlineSize(size).into());
         }
         let mut cmdline = alloc::vec![0u8; size as usize];
         self.0.read_selector(sel::CMDLINE_DATA, &mut cmdline)?;
@@ -231,7 +231,7 @@ pub fn prepare(
             None => {
                 let addr = reserved
                     .or_else(|| heap_window(need, align, hdr.load_address(0)))
-                    .ok_or(BootError::NoRamForKernel(need))?;
+                    .ok_or(BootErrorKind::NoRamForKernel(need))?;
                 crate::log!("linux: the kernel's window is taken from the heap (a small VM)");
                 addr
             }
@@ -245,7 +245,7 @@ pub fn prepare(
     // The initrd, with the firmware's archive appended (4-byte aligned, as Linux wants).
     let initrd_size = src.initrd_size()?;
     if initrd_size as u64 > heap.1 {
-        return Err(BootError::InitrdTooLarge(initrd_size));
+        return Err(BootErrorKind::InitrdTooLarge(initrd_size).into());
     }
     let initrd = src.initrd(initrd_size, extra_cpio)?;
     // The launch's measurements are checked before any of it is used (the appended archive

@@ -14,7 +14,7 @@ use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
 use veil_agent::tpm::{Bank, policy};
 use zeroize::Zeroizing;
 
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 
 /// Locality 0 of the TIS interface (PC Client PTP).
 const TIS_BASE: u64 = 0xFED4_0000;
@@ -97,7 +97,7 @@ impl MeasuredBoot {
         let started = tpm.startup_clear()?;
         let banks = tpm.active_banks()?;
         if banks.is_empty() {
-            return Err(BootError::NoKnownPcrBank);
+            return Err(BootErrorKind::NoKnownPcrBank.into());
         }
         let names: Vec<&str> = banks.iter().map(|b| b.name()).collect();
         crate::log!(

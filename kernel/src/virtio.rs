@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 
 use linked_list_allocator::Heap;
 
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 use spin::Mutex;
 use veil_agent::io::{IoError, ReadAt};
 use veil_agent::kbs::frame::RelayError;
@@ -36,11 +36,11 @@ static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 /// the C-bit and zeroes it: platform::snp::share_dma).
 pub fn init_pool() -> Result<(), BootError> {
     let layout =
-        core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootError::OutOfMemory(POOL_SIZE))?;
+        core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootErrorKind::OutOfMemory(POOL_SIZE))?;
     // SAFETY: non-zero size; leaked on purpose: the pool lives as long as the firmware.
     let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
     if p.is_null() {
-        return Err(BootError::OutOfMemory(POOL_SIZE));
+        return Err(BootErrorKind::OutOfMemory(POOL_SIZE).into());
     }
     crate::platform::share_for_dma(p as u64, POOL_SIZE as u64)?;
     // SAFETY: the block is ours alone and handed to the pool allocator once.

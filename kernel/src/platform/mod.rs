@@ -21,7 +21,7 @@ use alloc::vec::Vec;
 use veil_agent::fwcfg::E820Entry;
 
 use crate::cpu::native_cpuid as cpuid;
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 use crate::interrupts::PROBING_SEV;
 
 /// What a platform adds to Linux's hand-off.
@@ -72,7 +72,8 @@ pub trait Platform {
     }
     /// The primary evidence (Trustee's JSON form) binding `report_data`.
     fn evidence(&mut self, _report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
-        Err(BootError::Token(alloc::string::String::from("this platform has no attestation evidence of its own")))
+        Err(BootErrorKind::Token(alloc::string::String::from("this platform has no attestation evidence of its own"))
+            .into())
     }
     /// Extend `m` into the platform's own measurement registers and log it (TDX: RTMRs and the
     /// CC event log); Ok(false) on platforms without them.

@@ -38,7 +38,7 @@ use veil_agent::snp::requests;
 use zeroize::Zeroizing;
 
 use super::{HandoffExtras, Platform};
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 use crate::interrupts::Frame;
 
 /// The secrets page (SEV metadata type SNP_SECRETS, boot.S).
@@ -346,8 +346,8 @@ impl Snp {
     fn request(&mut self, msg_type: MsgType, payload: &[u8]) -> Result<attest::Answer, BootError> {
         let channel = self.channel()?;
         with_ghcb(|g| attest::guest_request(g, channel, msg_type, 1, payload, REQUEST_PAGES))
-            .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))?
-            .map_err(BootError::SnpAttest)
+            .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))?
+            .map_err(|e| BootErrorKind::SnpAttest(e).into())
     }
 
     /// An attestation report carrying `report_data` (VMPL 0, signed by the VCEK or whatever
@@ -357,7 +357,7 @@ impl Snp {
         let answer = self.request(MsgType::ReportRequest, &payload)?;
         let report = requests::report_response(&answer.payload)?.to_vec();
         let certs = match answer.certs {
-            Some(table) => attest::parse_cert_table(&table).map_err(BootError::SnpAttest)?,
+            Some(table) => attest::parse_cert_table(&table).map_err(BootErrorKind::SnpAttest)?,
             None => Vec::new(),
         };
         Ok((report, certs))
@@ -373,7 +373,7 @@ impl Snp {
 
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
         let pages = with_ghcb(|g| memory::validate(g, start, end))
-            .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
+            .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
         self.validated.push((start, end));
         Ok(pages)
     }
@@ -389,10 +389,10 @@ static SHARED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     let end = start + len;
     if !start.is_multiple_of(2 << 20) || !len.is_multiple_of(2 << 20) {
-        return Err(BootError::SnpMemory(memory::MemoryError::Range { start, end }));
+        return Err(BootErrorKind::SnpMemory(memory::MemoryError::Range { start, end }).into());
     }
     with_ghcb(|g| memory::share(g, start, end))
-        .ok_or(BootError::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
+        .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
     for at in (start..end).step_by(2 << 20) {
         crate::paging::clear_cbit_2m(at, insn::page_table_cbit());
     }
@@ -425,7 +425,7 @@ impl Platform for Snp {
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
         let end = start + len;
         if end > 0x1_0000_0000 {
-            return Err(BootError::UnsupportedRam(end));
+            return Err(BootErrorKind::UnsupportedRam(end).into());
         }
         self.validate(start, end).map(|_| ())
     }
@@ -454,7 +454,7 @@ impl Platform for Snp {
         let mut pages = 0;
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
             if e.end() > 0x1_0000_0000 {
-                return Err(BootError::UnsupportedRam(e.end().max(0x1_0000_0000)));
+                return Err(BootErrorKind::UnsupportedRam(e.end().max(0x1_0000_0000)).into());
             }
             for (a, b) in veil_agent::memmap::subtract(e.addr, e.end(), &taken) {
                 pages += self.validate(a, b)?;

@@ -25,7 +25,7 @@ use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
 
 use super::{HandoffExtras, Platform};
-use crate::error::BootError;
+use crate::error::{BootError, BootErrorKind};
 
 /// The TD HOB page (TDVF metadata type TD_HOB, boot.S).
 pub const TD_HOB: u64 = 0x90_2000;
@@ -110,12 +110,12 @@ impl Tdx {
     /// Bring the platform up (see the module documentation).
     pub fn init() -> Result<Tdx, BootError> {
         crate::cpu::port::ROUTE.store(crate::cpu::port::TDVMCALL, Ordering::SeqCst);
-        let info = tdcall::vp_info(&mut Hw).map_err(BootError::Tdcall)?;
+        let info = tdcall::vp_info(&mut Hw).map_err(BootErrorKind::Tdcall)?;
         SHARED_BIT.store(info.shared_bit(), Ordering::SeqCst);
         // SAFETY: the TD HOB page, added and measured by the VMM at launch (private, identity
         // mapped), read once.
         let page = unsafe { core::slice::from_raw_parts(TD_HOB as *const u8, 4096) };
-        let resources = hob::parse(page).map_err(BootError::TdHob)?;
+        let resources = hob::parse(page).map_err(BootErrorKind::TdHob)?;
         ACTIVE.store(true, Ordering::SeqCst);
         let mut t = Tdx { log: EventLog::new(&[Bank::Sha384]), extends: 0, info, resources, accepted: Vec::new() };
         // The TD HOB is the VMM's configuration: into RTMR0 first, as TDVF and td-shim do.
@@ -134,7 +134,7 @@ impl Tdx {
     fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
         let mut pages = 0;
         for (a, b) in veil_agent::memmap::subtract(start, end, &self.taken()) {
-            pages += tdcall::accept(&mut Hw, a, b).map_err(BootError::Tdcall)?;
+            pages += tdcall::accept(&mut Hw, a, b).map_err(BootErrorKind::Tdcall)?;
             self.accepted.push((a, b));
         }
         Ok(pages)
@@ -152,7 +152,7 @@ impl Platform for Tdx {
         let mut buf = RTMR_DIGEST.lock();
         buf.0.copy_from_slice(&digest);
         let gpa = &raw const buf.0 as u64;
-        tdcall::rtmr_extend(&mut Hw, rtmr, gpa).map_err(BootError::Tdcall)?;
+        tdcall::rtmr_extend(&mut Hw, rtmr, gpa).map_err(BootErrorKind::Tdcall)?;
         drop(buf);
         self.log.record(
             veil_agent::tdx::measure::mr_index(m.pcr),
@@ -223,7 +223,7 @@ impl Platform for Tdx {
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
         if start + len > 0x1_0000_0000 {
-            return Err(BootError::AboveFourGib("firmware memory", start + len));
+            return Err(BootErrorKind::AboveFourGib("firmware memory", start + len).into());
         }
         self.accept(start, start + len).map(|_| ())
     }
@@ -238,7 +238,7 @@ impl Platform for Tdx {
         let region = tables.nvs_pages(wakeup::REGION_PAGES)?;
         let (mailbox, page_tables) = (region, region + 4096);
         if region + (wakeup::REGION_PAGES as u64) * 4096 > 0x1_0000_0000 {
-            return Err(BootError::AboveFourGib("the wakeup mailbox and the APs' page tables", region));
+            return Err(BootErrorKind::AboveFourGib("the wakeup mailbox and the APs' page tables", region).into());
         }
         let tables_bytes = wakeup::ap_page_tables(page_tables);
         // SAFETY: the region nvs_pages just allocated (REGION_PAGES pages), identity mapped,
@@ -283,7 +283,7 @@ fn tdreport(data: &[u8; 64]) -> Result<[u8; 1024], BootError> {
     struct Data([u8; 64]);
     let mut report = alloc::boxed::Box::new(Report([0; 1024]));
     let input = alloc::boxed::Box::new(Data(*data));
-    tdcall::mr_report(&mut Hw, &raw mut report.0 as u64, &raw const input.0 as u64).map_err(BootError::Tdcall)?;
+    tdcall::mr_report(&mut Hw, &raw mut report.0 as u64, &raw const input.0 as u64).map_err(BootErrorKind::Tdcall)?;
     Ok(report.0)
 }
 
@@ -296,15 +296,16 @@ const QUOTE_POLLS: u64 = 1 << 32;
 /// A quote of `report` from the VMM's quoting service (TDG.VP.VMCALL<GetQuote>, the status
 /// polled until it leaves IN_FLIGHT).
 fn get_quote(report: &[u8; 1024]) -> Result<Vec<u8>, BootError> {
-    let buf = crate::virtio::SharedBuffer::new(QUOTE_BUFFER).ok_or(BootError::OutOfMemory(QUOTE_BUFFER))?;
+    let buf = crate::virtio::SharedBuffer::new(QUOTE_BUFFER).ok_or(BootErrorKind::OutOfMemory(QUOTE_BUFFER))?;
     let at = buf.addr();
     // SAFETY: the buffer is ours (pool memory shared with the host), `len` bytes at `at`;
     // the VMM writes it concurrently only after GetQuote, and it is read back by copy.
     let view = |f: &mut dyn FnMut(&mut [u8])| f(unsafe { core::slice::from_raw_parts_mut(at as *mut u8, buf.len()) });
     let mut r = Ok(());
     view(&mut |b| r = getquote::request(b, report));
-    r.map_err(BootError::GetQuote)?;
-    tdcall::get_quote(&mut Hw, at, buf.len() as u64, SHARED_BIT.load(Ordering::Relaxed)).map_err(BootError::Tdcall)?;
+    r.map_err(BootErrorKind::GetQuote)?;
+    tdcall::get_quote(&mut Hw, at, buf.len() as u64, SHARED_BIT.load(Ordering::Relaxed))
+        .map_err(BootErrorKind::Tdcall)?;
     for _ in 0..QUOTE_POLLS {
         // SAFETY: the status word of the buffer above, read volatile (the VMM writes it).
         let status = unsafe { core::ptr::read_volatile((at + 8) as *const u64) };
@@ -314,12 +315,12 @@ fn get_quote(report: &[u8; 1024]) -> Result<Vec<u8>, BootError> {
             return match getquote::response(&copy) {
                 Ok(Some(q)) => Ok(q),
                 Ok(None) => continue,
-                Err(e) => Err(BootError::GetQuote(e)),
+                Err(e) => Err(BootErrorKind::GetQuote(e).into()),
             };
         }
         core::hint::spin_loop();
     }
-    Err(BootError::GetQuote(getquote::GetQuoteError::Timeout))
+    Err(BootErrorKind::GetQuote(getquote::GetQuoteError::Timeout).into())
 }
 
 /// How long the BSP waits for the APs to arrive, in PAUSE iterations (seconds on hardware;
@@ -346,7 +347,7 @@ fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError
         }
         core::hint::spin_loop();
     }
-    Err(BootError::ApsMissing(arrived.load(Ordering::SeqCst), aps))
+    Err(BootErrorKind::ApsMissing(arrived.load(Ordering::SeqCst), aps).into())
 }
 
 /// Make `[start, start + len)` (accepted heap memory, 2 MiB aligned) shared for device DMA:
@@ -358,7 +359,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
         crate::paging::set_shared_2m(at, insn_shared_bit(shared));
     }
     crate::paging::flush_tlb();
-    tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootError::Tdcall)?;
+    tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootErrorKind::Tdcall)?;
     // SAFETY: the caller's memory, now shared and mapped at its shared alias.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
     crate::log!("tdx: {} MiB at {start:#x} made shared for DMA (shared bit set, MapGPA)", len >> 20);
