@@ -20,6 +20,7 @@ mod qemu;
 mod ram_bench;
 mod rom;
 mod rom_size;
+mod sha_bench;
 mod snp_test;
 mod tdx_attest;
 mod tdx_test;
@@ -95,8 +96,9 @@ commands:
           and the attestation phases with a TPM beside tpm2-tools
           and the SEV-SNP attestation phases against the model AMD-SP
           and the TDX attestation phases against the model TDX module; the least guest RAM
-          per boot path beside SeaBIOS, qboot and OVMF; the ROM size and where its bytes go
-          (`cargo xtask bench xts|boot|disk|tpm|snp|tdx|ram|rom` runs one part)
+          per boot path beside SeaBIOS, qboot and OVMF; the ROM size and where its bytes go;
+          the ROM's SHA-2 code run on the host CPU beside OpenSSL
+          (`cargo xtask bench xts|boot|disk|tpm|snp|tdx|ram|rom|sha` runs one part)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -1107,7 +1109,13 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom|ram]: unknown part `{other}`"),
+        Some("sha") => {
+            ensure_package("openssl", "openssl")?;
+            write_section("sha", &sha_bench::bench()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom|ram|sha]: unknown part `{other}`"),
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -1133,6 +1141,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     let model = build_snp_model_firmware()?;
     write_section("snp", &snp_test::bench(&model, &ensure_sev_snp_measure()?, 3)?)?;
     write_section("tdx", &tdx_attest::bench(&build_tdx_model_firmware()?, 3)?)?;
+    write_section("sha", &sha_bench::bench()?)?;
     write_section("rom", &bench_rom()?)?;
     write_section("ram", &bench_ram()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
