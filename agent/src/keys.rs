@@ -18,8 +18,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use crate::b64::{STANDARD, URL_SAFE};
 use hkdf::Hkdf;
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, Zeroizing};
@@ -160,8 +159,8 @@ impl MasterSecret {
                 Some(crate::json::Value::String(s)) => Ok(Some(s.as_str())),
                 Some(_) => Err(KeyError::Json(alloc::format!("`{name}` is not a string"))),
             };
-            let key = decode_field(&STANDARD, "key", field("key")?)?;
-            let salt = decode_field(&STANDARD, "salt", field("salt")?)?;
+            let key = decode_field(STANDARD, "key", field("key")?)?;
+            let salt = decode_field(STANDARD, "salt", field("salt")?)?;
             Self::new(&key, &salt)
         })();
         // The strings held the key and salt in base64.
@@ -207,8 +206,8 @@ impl MasterSecret {
                 *slot = Some(percent_decode(value)?);
             }
         }
-        let key = decode_field(&URL_SAFE, "key", key.as_deref().map(|s| s.as_str()))?;
-        let salt = decode_field(&URL_SAFE, "salt", salt.as_deref().map(|s| s.as_str()))?;
+        let key = decode_field(URL_SAFE, "key", key.as_deref().map(|s| s.as_str()))?;
+        let salt = decode_field(URL_SAFE, "salt", salt.as_deref().map(|s| s.as_str()))?;
         Self::new(&key, &salt)
     }
 
@@ -292,12 +291,12 @@ pub fn normalize_uuid(uuid: &str) -> Result<String, KeyError> {
 }
 
 fn decode_field(
-    engine: &base64::engine::GeneralPurpose,
+    codec: crate::b64::Codec,
     field: &'static str,
     value: Option<&str>,
 ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     let value = value.ok_or(KeyError::MissingField(field))?;
-    engine
+    codec
         .decode(value.as_bytes())
         .map(Zeroizing::new)
         .map_err(|e| KeyError::Base64 { field, reason: alloc::format!("{e}") })

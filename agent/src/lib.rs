@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod acpi_loader;
+pub mod b64;
 pub mod bundle;
 pub mod cpio;
 pub mod disksig;

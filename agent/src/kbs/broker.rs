@@ -20,8 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use crate::b64::STANDARD as B64;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 

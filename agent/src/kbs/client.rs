@@ -22,10 +22,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::b64::STANDARD as B64;
 use crate::json;
 use crate::json::Value;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
 use super::evidence::{self, TpmEvidence};

@@ -24,10 +24,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::b64::STANDARD as B64;
 use crate::json;
 use crate::json::Value;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use sha2::{Digest, Sha384};
 
 /// Number of SHA-256 PCRs quoted.

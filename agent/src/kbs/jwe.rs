@@ -12,9 +12,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::b64::URL_SAFE_NO_PAD as B64;
 use aes_gcm::aead::{AeadInOut, KeyInit as _};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use p256::elliptic_curve::sec1::ToSec1Point;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;

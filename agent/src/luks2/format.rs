@@ -11,10 +11,9 @@ use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::b64::STANDARD;
 use crate::json;
 use crate::json::{Map, Value};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use zeroize::Zeroizing;
 
 use super::binary::{BIN_LEN, BinaryHeader, valid_metadata_size};

@@ -7,9 +7,8 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::b64::STANDARD;
 use crate::json::Value;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 
 use super::Luks2Error;
 use super::validate::{as_u32, strtoull_exact};

@@ -20,10 +20,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::b64::STANDARD as B64;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use zeroize::Zeroizing;
 
 use super::requests::{FIELD_GUEST_POLICY, FIELD_MEASUREMENT};

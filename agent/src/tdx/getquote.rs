@@ -14,8 +14,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use crate::b64::STANDARD as B64;
 
 /// The buffer's header length.
 pub const HEADER: usize = 24;

@@ -7,7 +7,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::Bank;
@@ -79,7 +78,7 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SystemdToken, String> {
         return Err(String::from("bound to no keyslot"));
     }
     let blob = t.get("tpm2-blob").and_then(|v| v.as_str()).ok_or("no tpm2-blob")?;
-    let blob = base64::engine::general_purpose::STANDARD.decode(blob).map_err(|_| "tpm2-blob is not base64")?;
+    let blob = crate::b64::STANDARD.decode(blob).map_err(|_| "tpm2-blob is not base64")?;
     let blob = SealedBlob::from_concatenated(&blob).map_err(|e| alloc::format!("{e}"))?;
     let policy_hash = match t.get("tpm2-policy-hash").and_then(|v| v.as_str()) {
         Some(h) => {
@@ -92,7 +91,7 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SystemdToken, String> {
 
 /// The LUKS2 passphrase for unsealed bytes: their base64 (systemd-cryptsetup's convention).
 pub fn passphrase(unsealed: &[u8]) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(unsealed).into_bytes())
+    Zeroizing::new(crate::b64::STANDARD.encode(unsealed).into_bytes())
 }
 
 #[cfg(test)]

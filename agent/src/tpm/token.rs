@@ -11,7 +11,6 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use base64::Engine;
 use zeroize::Zeroizing;
 
 use super::command::SealedBlob;
@@ -47,10 +46,10 @@ pub fn token_json(
         "pcr_bank": "sha256",
         "pcrs": pcrs,
         "policy": hex::encode(policy),
-        "blob": base64::engine::general_purpose::STANDARD.encode(blob.concatenated()),
+        "blob": crate::b64::STANDARD.encode(blob.concatenated()),
     });
     if let Some(seed) = import_seed {
-        t["import_seed"] = crate::json::Value::String(base64::engine::general_purpose::STANDARD.encode(seed));
+        t["import_seed"] = crate::json::Value::String(crate::b64::STANDARD.encode(seed));
     }
     t
 }
@@ -80,14 +79,14 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SealToken, String> {
     let policy =
         hex::decode(t.get("policy").and_then(|v| v.as_str()).ok_or("no policy")?).map_err(|_| "policy is not hex")?;
     let policy: [u8; 32] = policy.try_into().map_err(|_| "policy is not 32 bytes")?;
-    let blob = base64::engine::general_purpose::STANDARD
+    let blob = crate::b64::STANDARD
         .decode(t.get("blob").and_then(|v| v.as_str()).ok_or("no blob")?)
         .map_err(|_| "blob is not base64")?;
     let blob = SealedBlob::from_concatenated(&blob).map_err(|e| alloc::format!("{e}"))?;
     let import_seed = match t.get("import_seed") {
         None => None,
         Some(v) => Some(
-            base64::engine::general_purpose::STANDARD
+            crate::b64::STANDARD
                 .decode(v.as_str().ok_or("import_seed is not a string")?)
                 .map_err(|_| "import_seed is not base64")?,
         ),
