@@ -187,6 +187,7 @@ fn build_unrolled_variant() -> Result<PathBuf> {
     };
     let mut variant = flags.clone();
     variant.drain(at - 1..=at);
+    variant.extend(crate::registry_path_remaps()?);
     let dir = crate::root().join("target/bench-sha");
     crate::run(
         crate::cargo()
