@@ -5,7 +5,7 @@
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
-use veil_agent::tpm::command::{self, StreamTransport, Tpm, TpmError};
+use veil_agent::tpm::command::{self, StreamTransport, Tpm, TpmErrorKind};
 use veil_agent::tpm::{Bank, policy};
 
 /// A swtpm on a fresh state in its own temporary directory (the process goes first on drop).
@@ -97,7 +97,7 @@ fn measure_seal_and_unseal_on_swtpm() {
     let session = tpm.start_policy_session(&[2; 32]).unwrap();
     tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
     let err = tpm.unseal(object, session).unwrap_err();
-    assert!(matches!(err, TpmError::Rc { command: "Unseal", .. }), "{err}");
+    assert!(matches!(err.kind(), TpmErrorKind::Rc { command: "Unseal", .. }), "{err}");
     assert!(err.to_string().contains("POLICY_FAIL"), "{err}");
     tpm.flush(session).ok(); // a failed command leaves the session open
     tpm.flush(object).unwrap();
@@ -164,7 +164,7 @@ fn offline_seal_imports_and_unseals() {
     let n = bad.len();
     bad[n - 3] ^= 1;
     let err = tpm.import(primary, &blob.public, &bad, &blob.seed).unwrap_err();
-    assert!(matches!(err, TpmError::Rc { command: "Import", .. }), "{err}");
+    assert!(matches!(err.kind(), TpmErrorKind::Rc { command: "Import", .. }), "{err}");
     // Sealed to other PCR values: imports, but does not unseal.
     let other = duplicate::seal_for_import(
         parent,
@@ -456,7 +456,7 @@ fn remote_release_through_the_broker_and_its_refusals() {
     );
     // The TPM refuses: the credential was made for another key's name.
     assert!(
-        matches!(&r, Err(KbsError::Tpm { error: TpmError::Rc { command: "ActivateCredential", .. }, .. })),
+        matches!(&r, Err(KbsError::Tpm { error, .. }) if matches!(error.kind(), TpmErrorKind::Rc { command: "ActivateCredential", .. })),
         "{r:?}"
     );
     // Swapped in at /attest: the broker refuses a quote key other than the certified AK.

@@ -31,7 +31,7 @@ use super::evidence::{self, TpmEvidence};
 use super::frame::RelayError;
 use super::jwe;
 use crate::tpm::Bank;
-use crate::tpm::command::{self, Tpm, TpmError, Transport};
+use crate::tpm::command::{self, Tpm, TpmError, TpmErrorKind, Transport};
 
 /// The KBS protocol version spoken.
 pub const PROTOCOL_VERSION: &str = "0.4.0";
@@ -257,9 +257,15 @@ fn attest_and_fetch<T: Transport>(
     let values = tpm.pcr_read(Bank::Sha256, &pcr_list).map_err(tpm_err("reading the PCRs"))?;
     let mut pcrs = Vec::with_capacity(values.len());
     for (i, v) in values {
-        pcrs.push(<[u8; 32]>::try_from(v.as_slice()).map_err(|_| KbsError::Tpm {
-            during: "reading the PCRs",
-            error: TpmError::Response { command: "PCR_Read", why: alloc::format!("PCR {i} is not a SHA-256 value") },
+        pcrs.push(<[u8; 32]>::try_from(v.as_slice()).map_err(|_| {
+            KbsError::Tpm {
+                during: "reading the PCRs",
+                error: TpmErrorKind::Response {
+                    command: "PCR_Read",
+                    why: alloc::format!("PCR {i} is not a SHA-256 value"),
+                }
+                .into(),
+            }
         })?);
     }
     let ev = TpmEvidence {

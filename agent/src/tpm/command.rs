@@ -5,9 +5,10 @@
 //!
 //! The transport is a trait ([`Transport`]: the TIS driver in the firmware, a recorded or
 //! simulated TPM in tests). Every response's header is checked and its fields are read with
-//! bounds checks to the last byte; a non-zero response code becomes [`TpmError::Rc`] naming
+//! bounds checks to the last byte; a non-zero response code becomes [`TpmErrorKind::Rc`] naming
 //! the command.
 
+use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -55,9 +56,35 @@ impl From<std::io::Error> for TransportError {
     }
 }
 
+/// Why a TPM command failed: a [`TpmErrorKind`] behind one pointer, so that the `?` at each
+/// of the TPM code's many fallible reads forwards 8 bytes rather than 40.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmError(Box<TpmErrorKind>);
+
+impl TpmError {
+    /// What failed.
+    pub fn kind(&self) -> &TpmErrorKind {
+        &self.0
+    }
+}
+
+impl From<TpmErrorKind> for TpmError {
+    #[cold]
+    #[inline(never)]
+    fn from(kind: TpmErrorKind) -> Self {
+        TpmError(Box::new(kind))
+    }
+}
+
+impl fmt::Display for TpmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// Why a TPM command failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TpmError {
+pub enum TpmErrorKind {
     /// The transport failed (TIS timeout, no TPM).
     Transport(TransportError),
     /// The TPM answered `command` with a non-zero response code.
@@ -78,15 +105,15 @@ pub enum TpmError {
     },
 }
 
-impl fmt::Display for TpmError {
+impl fmt::Display for TpmErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TpmError::Transport(e) => write!(f, "TPM: {e}"),
-            TpmError::Rc { command, rc } => {
+            TpmErrorKind::Transport(e) => write!(f, "TPM: {e}"),
+            TpmErrorKind::Rc { command, rc } => {
                 write!(f, "TPM2_{command} failed with response code {rc:#x}{}", rc_hint(*rc))
             }
-            TpmError::Marshal(what) => write!(f, "TPM command marshalling: {what}"),
-            TpmError::Response { command, why } => write!(f, "TPM2_{command}: malformed response: {why}"),
+            TpmErrorKind::Marshal(what) => write!(f, "TPM command marshalling: {what}"),
+            TpmErrorKind::Response { command, why } => write!(f, "TPM2_{command}: malformed response: {why}"),
         }
     }
 }
@@ -323,13 +350,13 @@ impl<T: Transport> Tpm<T> {
     fn run(&mut self, command: &[u8], name: &'static str) -> Result<Vec<u8>, TpmError> {
         let mut attempts = 0;
         loop {
-            let response = self.transport.transact(command).map_err(TpmError::Transport)?;
+            let response = self.transport.transact(command).map_err(TpmErrorKind::Transport)?;
             match wire::response_code(&response, name)? {
                 0 => return Ok(response),
                 // TPM_RC_YIELDED, TPM_RC_TESTING, TPM_RC_RETRY: the command did not start; the
                 // TPM asks for it again (Part 2, 6.6.3). Bounded, so a broken TPM cannot hang us.
                 RC_YIELDED | RC_TESTING | RC_RETRY if attempts < MAX_RETRIES => attempts += 1,
-                rc => return Err(TpmError::Rc { command: name, rc }),
+                rc => return Err(TpmErrorKind::Rc { command: name, rc }.into()),
             }
         }
     }
@@ -345,7 +372,7 @@ impl<T: Transport> Tpm<T> {
         let cmd = CommandFrame::new(cc::STARTUP, &[], &[]).u16(0).finish();
         match self.run_empty(&cmd, "Startup") {
             Ok(()) => Ok(true),
-            Err(TpmError::Rc { rc: RC_INITIALIZE, .. }) => Ok(false),
+            Err(e) if matches!(e.kind(), TpmErrorKind::Rc { rc: RC_INITIALIZE, .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -376,7 +403,7 @@ impl<T: Transport> Tpm<T> {
         let mut cmd = CommandFrame::new(cc::PCR_EXTEND, &[pcr], &[RS_PW]).u32(digests.len() as u32);
         for (bank, d) in digests {
             if d.len() != bank.size() {
-                return Err(TpmError::Marshal("digest"));
+                return Err(TpmErrorKind::Marshal("digest").into());
             }
             cmd = cmd.u16(bank.alg_id()).raw(d);
         }
@@ -417,17 +444,19 @@ impl<T: Transport> Tpm<T> {
                 Ok((returned, values))
             })?;
             if returned.is_empty() || returned.len() != values.len() || values.iter().any(|v| v.len() != bank.size()) {
-                return Err(TpmError::Response {
+                return Err(TpmErrorKind::Response {
                     command: "PCR_Read",
                     why: "selection and digests disagree".to_string(),
-                });
+                }
+                .into());
             }
             for (p, v) in returned.into_iter().zip(values) {
                 if !wanted.contains(&p) {
-                    return Err(TpmError::Response {
+                    return Err(TpmErrorKind::Response {
                         command: "PCR_Read",
                         why: alloc::format!("PCR {p} was not asked for"),
-                    });
+                    }
+                    .into());
                 }
                 wanted.retain(|w| *w != p);
                 out.push((p, v));
@@ -561,10 +590,11 @@ impl<T: Transport> Tpm<T> {
             let response = self.run(&cmd, "NV_Read")?;
             let data = parse(&response, 0, "NV_Read", |_, r| Ok(r.tpm2b()?.to_vec()))?;
             if data.is_empty() || data.len() > chunk {
-                return Err(TpmError::Response {
+                return Err(TpmErrorKind::Response {
                     command: "NV_Read",
                     why: alloc::format!("{} bytes where {chunk} were asked for", data.len()),
-                });
+                }
+                .into());
             }
             out.extend_from_slice(&data);
         }
@@ -592,7 +622,7 @@ impl<T: Transport> Tpm<T> {
     /// marshalled TPM2B_PRIVATE and TPM2B_PUBLIC (what TPM2_Load takes back).
     pub fn create_sealed(&mut self, parent: u32, policy: &[u8; 32], secret: &[u8]) -> Result<SealedBlob, TpmError> {
         if secret.len() > MAX_SENSITIVE_DATA {
-            return Err(TpmError::Marshal("secret larger than a sealed object holds"));
+            return Err(TpmErrorKind::Marshal("secret larger than a sealed object holds").into());
         }
         let cmd = CommandFrame::new(cc::CREATE, &[parent], &[RS_PW])
             .u16(4 + secret.len() as u16) // inSensitive: empty userAuth, then the data
@@ -690,11 +720,11 @@ impl SealedBlob {
         let size = |b: &[u8]| -> Option<usize> { Some(2 + usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]))) };
         let p = size(blob)
             .filter(|n| *n <= blob.len())
-            .ok_or(TpmError::Marshal("tpm2-blob: private area runs past the blob"))?;
+            .ok_or(TpmErrorKind::Marshal("tpm2-blob: private area runs past the blob"))?;
         let rest = &blob[p..];
         let q = size(rest)
             .filter(|n| *n == rest.len())
-            .ok_or(TpmError::Marshal("tpm2-blob: public area does not end the blob"))?;
+            .ok_or(TpmErrorKind::Marshal("tpm2-blob: public area does not end the blob"))?;
         Ok(SealedBlob { private: blob[..p].to_vec(), public: rest[..q].to_vec() })
     }
 
@@ -924,7 +954,10 @@ mod tests {
         // Caller bytes that are not one TPM2B never reach the TPM.
         let mut rec = Recorder { sent: vec![], response: good };
         let bad_blob = SealedBlob { private: vec![0, 5, 7], public: vec![0, 1, 8] };
-        assert_eq!(Tpm::new(&mut rec).load(1, &bad_blob), Err(TpmError::Marshal("sealed blob: private area")));
+        assert_eq!(
+            Tpm::new(&mut rec).load(1, &bad_blob),
+            Err(TpmErrorKind::Marshal("sealed blob: private area").into())
+        );
         assert!(rec.sent.is_empty());
         // A quote whose signature has bytes after it.
         let quote = hex("80 02 00 00 00 1F 00 00 00 00 00 00 00 0C 00 02 FF 54 00 14 00 0B 00 02 01 02 00 00 01 00 00");
@@ -953,17 +986,20 @@ mod tests {
         // TPM_RC_LOCKOUT as a bare header.
         let mut rec = Recorder { sent: vec![], response: hex("80 01 00 00 00 0A 00 00 09 21") };
         let err = Tpm::new(&mut rec).pcr_extend(4, &[(Bank::Sha256, vec![0; 32])]).unwrap_err();
-        assert_eq!(err, TpmError::Rc { command: "PCR_Extend", rc: 0x921 });
+        assert_eq!(*err.kind(), TpmErrorKind::Rc { command: "PCR_Extend", rc: 0x921 });
         assert!(err.to_string().contains("LOCKOUT"));
         // TPM_RC_RETRY forever: bounded retries, then the error.
         let mut rec = Recorder { sent: vec![], response: hex("80 01 00 00 00 0A 00 00 09 22") };
-        assert!(matches!(Tpm::new(&mut rec).startup_clear(), Err(TpmError::Rc { rc: 0x922, .. })));
+        assert!(matches!(Tpm::new(&mut rec).startup_clear().unwrap_err().kind(), TpmErrorKind::Rc { rc: 0x922, .. }));
         assert_eq!(rec.sent.len() as u32, MAX_RETRIES + 1);
         // A PCR_Read answer that names PCRs nobody asked for.
         let mut bad = hex(PCR_READ_OK);
         bad[21] = 0x13; // selection bitmap now 0,1,4
         let mut rec = Recorder { sent: vec![], response: bad };
-        assert!(matches!(Tpm::new(&mut rec).pcr_read(Bank::Sha256, &[0, 4]), Err(TpmError::Response { .. })));
+        assert!(matches!(
+            Tpm::new(&mut rec).pcr_read(Bank::Sha256, &[0, 4]).unwrap_err().kind(),
+            TpmErrorKind::Response { .. }
+        ));
         // Values of another bank.
         let mut bad = hex(PCR_READ_OK);
         bad[19] = 0x0C;

@@ -11,7 +11,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use super::command::TpmError;
+use super::command::{TpmError, TpmErrorKind};
 
 /// TPM_ST_NO_SESSIONS.
 pub const ST_NO_SESSIONS: u16 = 0x8001;
@@ -112,7 +112,7 @@ impl CommandFrame {
     /// error.
     pub fn tpm2b(self, data: &[u8], max: usize, what: &'static str) -> Result<Self, TpmError> {
         if data.len() > max {
-            return Err(TpmError::Marshal(what));
+            return Err(TpmErrorKind::Marshal(what).into());
         }
         Ok(self.u16(data.len() as u16).raw(data))
     }
@@ -139,7 +139,7 @@ pub fn pcr_selection(alg: u16, pcrs: &[u32]) -> Result<[u8; 10], TpmError> {
     out[6] = 3;
     for &p in pcrs {
         if p >= 24 {
-            return Err(TpmError::Marshal("PCR index above 23"));
+            return Err(TpmErrorKind::Marshal("PCR index above 23").into());
         }
         out[7 + (p / 8) as usize] |= 1 << (p % 8);
     }
@@ -159,7 +159,7 @@ pub fn tpm2b(data: &[u8]) -> Vec<u8> {
 pub fn check_tpm2b(bytes: &[u8], max: usize, what: &'static str) -> Result<(), TpmError> {
     match bytes {
         [hi, lo, rest @ ..] if usize::from(u16::from_be_bytes([*hi, *lo])) == rest.len() && rest.len() <= max => Ok(()),
-        _ => Err(TpmError::Marshal(what)),
+        _ => Err(TpmErrorKind::Marshal(what).into()),
     }
 }
 
@@ -213,7 +213,7 @@ impl<'a> Reader<'a> {
 
     /// A malformed-response error for this command.
     pub fn error(&self, why: String) -> TpmError {
-        TpmError::Response { command: self.command, why }
+        TpmErrorKind::Response { command: self.command, why }.into()
     }
 
     /// The next `n` bytes.
@@ -290,7 +290,7 @@ impl<'a> Reader<'a> {
 /// TPMT_PUBLIC of an RSA key: (modulus, exponent), exponent 0 read as 65537 (Part 2, 12.2.3.5).
 pub fn rsa_public(tpmt_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
     let mut r = Reader::new(tpmt_public, "public area");
-    let fields = (|| {
+    let fields: Result<_, TpmError> = (|| {
         if r.u16()? != alg::RSA {
             return Ok(None);
         }
@@ -317,7 +317,9 @@ pub fn rsa_public(tpmt_public: &[u8]) -> Result<(Vec<u8>, u32), String> {
         Ok(Some((modulus, 0))) => Ok((modulus, 65537)),
         Ok(Some(key)) => Ok(key),
         Ok(None) => Err(String::from("not an RSA key")),
-        Err(TpmError::Response { why, .. }) => Err(alloc::format!("not a TPMT_PUBLIC: {why}")),
-        Err(e) => Err(e.to_string()),
+        Err(e) => match e.kind() {
+            TpmErrorKind::Response { why, .. } => Err(alloc::format!("not a TPMT_PUBLIC: {why}")),
+            _ => Err(e.to_string()),
+        },
     }
 }
