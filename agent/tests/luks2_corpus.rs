@@ -8,7 +8,7 @@ use std::fs::File;
 use common::images::{find, unpack};
 use common::testdata;
 use veil_agent::luks2::format::HeaderWriter;
-use veil_agent::luks2::{KdfLimits, Luks2Error, Volume};
+use veil_agent::luks2::{KdfLimits, Luks2Error, Luks2ErrorKind, Volume};
 
 #[test]
 fn validation_corpus_verdicts_match_cryptsetup() {
@@ -93,19 +93,22 @@ fn upstream_images_unlock_to_published_keys() {
             );
             // The wrong passphrase is its own error.
             assert_eq!(
-                volume.unlock_keyslot(&mut dev, n, b"not the passphrase", &KdfLimits::default()).unwrap_err(),
-                Luks2Error::WrongPassphrase
+                volume
+                    .unlock_keyslot(&mut dev, n, b"not the passphrase", &KdfLimits::default())
+                    .unwrap_err()
+                    .into_kind(),
+                Luks2ErrorKind::WrongPassphrase
             );
             opened += 1;
         }
         // What the volume key may be used for: unknown requirements and ciphers are refused.
         let key = hex::decode(case["volume_key_hex"].as_str().unwrap()).unwrap();
-        match volume.data_cipher(&key) {
+        match volume.data_cipher(&key).map_err(Luks2Error::into_kind) {
             Ok(_) => assert_eq!(seg["encryption"], "aes-xts-plain64", "{name}"),
-            Err(Luks2Error::UnmetRequirements(r)) => {
+            Err(Luks2ErrorKind::UnmetRequirements(r)) => {
                 assert_eq!(case["config"]["requirements"]["mandatory"], serde_json::json!(r), "{name}")
             }
-            Err(Luks2Error::Unsupported(what)) => {
+            Err(Luks2ErrorKind::Unsupported(what)) => {
                 assert_ne!(seg["encryption"], "aes-xts-plain64", "{name}: {what}")
             }
             Err(e) => panic!("{name}: {e}"),

@@ -5,7 +5,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use veil_agent::luks2::format::{FormatOptions, HeaderWriter, KdfParams};
-use veil_agent::luks2::{KdfLimits, Luks2Error, SegmentSize, Volume};
+use veil_agent::luks2::{KdfLimits, Luks2Error, Luks2ErrorKind, SegmentSize, Volume};
 
 /// Deterministic "randomness" for tests (a counter through SHA-256).
 fn test_rng() -> impl FnMut(&mut [u8]) {
@@ -52,8 +52,8 @@ fn formatted_volume_opens_and_encrypts() {
         let (slot, got) = volume.unlock(&mut dev.as_slice(), b"correct horse", &KdfLimits::default()).unwrap();
         assert_eq!((slot, &got[..]), (0, &key[..]));
         assert_eq!(
-            volume.unlock(&mut dev.as_slice(), b"wrong", &KdfLimits::default()).unwrap_err(),
-            Luks2Error::WrongPassphrase
+            volume.unlock(&mut dev.as_slice(), b"wrong", &KdfLimits::default()).unwrap_err().into_kind(),
+            Luks2ErrorKind::WrongPassphrase
         );
         let (seg, cipher) = volume.data_cipher(&got).unwrap();
         assert_eq!((seg.offset, seg.size, seg.sector_size), (16 * MIB as u64, SegmentSize::Dynamic, sector_size));
@@ -79,8 +79,8 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     assert_eq!(w.add_keyslot(&key, b"legacy", &argon_i, Some(5), &mut rng).unwrap(), 5);
     // A wrong volume key is never bound to a keyslot.
     assert!(matches!(
-        w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng),
-        Err(Luks2Error::Format(_))
+        w.add_keyslot(&[7u8; 64][..], b"x", &KdfParams::default(), None, &mut rng).map_err(Luks2Error::into_kind),
+        Err(Luks2ErrorKind::Format(_))
     ));
     let token = veil_agent::json!({"type": "veil-test", "blob": "aGVsbG8="});
     assert_eq!(w.add_token(token, &[1], None).unwrap(), 0);
@@ -105,13 +105,13 @@ fn keyslots_and_tokens_can_be_added_replaced_removed() {
     apply(&mut dev, w.commit(&mut rng).unwrap());
     let volume = Volume::load(&mut dev.as_slice()).unwrap();
     assert_eq!(
-        volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap_err(),
-        Luks2Error::WrongPassphrase
+        volume.unlock_keyslot(&mut dev.as_slice(), 0, b"first", &limits).unwrap_err().into_kind(),
+        Luks2ErrorKind::WrongPassphrase
     );
     assert_eq!(&volume.unlock(&mut dev.as_slice(), b"third", &limits).unwrap().1[..], &key[..]);
     assert_eq!(
-        volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap_err(),
-        Luks2Error::NoSuchKeyslot(1)
+        volume.unlock_keyslot(&mut dev.as_slice(), 1, b"second", &limits).unwrap_err().into_kind(),
+        Luks2ErrorKind::NoSuchKeyslot(1)
     );
     assert!(volume.metadata().tokens.is_empty());
 }
@@ -121,9 +121,15 @@ fn damaged_headers() {
     let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
     // Truncated device: the header is there but the keyslots area is not.
     let short = &dev[..64 * 1024];
-    assert!(matches!(Volume::load(&mut &short[..]), Err(Luks2Error::DeviceTooSmall { .. })));
+    assert!(matches!(
+        Volume::load(&mut &short[..]).map_err(Luks2Error::into_kind),
+        Err(Luks2ErrorKind::DeviceTooSmall { .. })
+    ));
     // Truncated below the header: both copies unreadable.
-    assert!(matches!(Volume::load(&mut &dev[..1000]), Err(Luks2Error::NoValidHeader { .. })));
+    assert!(matches!(
+        Volume::load(&mut &dev[..1000]).map_err(Luks2Error::into_kind),
+        Err(Luks2ErrorKind::NoValidHeader { .. })
+    ));
 
     // One flipped JSON byte in the primary: checksum error, the secondary is used.
     let mut d = dev.clone();
@@ -132,8 +138,8 @@ fn damaged_headers() {
     assert!(v.header().secondary && v.other_copy_stale);
     // Both flipped: precise error for each copy.
     d[0x4000 + 4096 + 10] ^= 1;
-    match Volume::load(&mut d.as_slice()) {
-        Err(Luks2Error::NoValidHeader { primary, secondary }) => {
+    match Volume::load(&mut d.as_slice()).map_err(Luks2Error::into_kind) {
+        Err(Luks2ErrorKind::NoValidHeader { primary, secondary }) => {
             assert!(primary.contains("checksum"), "{primary}");
             assert!(secondary.contains("checksum"), "{secondary}");
         }
@@ -195,8 +201,8 @@ fn kdf_costs_are_bounded_by_the_caller() {
     let (dev, key) = new_volume(&opts, b"pw");
     let volume = Volume::load(&mut dev.as_slice()).unwrap();
     let tight = KdfLimits { max_memory_kib: 4096, ..KdfLimits::default() };
-    match volume.unlock_keyslot(&mut dev.as_slice(), 0, b"pw", &tight) {
-        Err(Luks2Error::KdfTooCostly(why)) => assert!(why.contains("8192 KiB"), "{why}"),
+    match volume.unlock_keyslot(&mut dev.as_slice(), 0, b"pw", &tight).map_err(Luks2Error::into_kind) {
+        Err(Luks2ErrorKind::KdfTooCostly(why)) => assert!(why.contains("8192 KiB"), "{why}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(&volume.unlock_keyslot(&mut dev.as_slice(), 0, b"pw", &KdfLimits::default()).unwrap()[..], &key[..]);
@@ -204,8 +210,8 @@ fn kdf_costs_are_bounded_by_the_caller() {
     let hostile = with_json(&dev, |j| j["keyslots"]["0"]["kdf"]["memory"] = 4_000_000_000u64.into());
     let v = Volume::load(&mut hostile.as_slice()).unwrap();
     assert!(matches!(
-        v.unlock_keyslot(&mut hostile.as_slice(), 0, b"pw", &KdfLimits::default()),
-        Err(Luks2Error::KdfTooCostly(_))
+        v.unlock_keyslot(&mut hostile.as_slice(), 0, b"pw", &KdfLimits::default()).map_err(Luks2Error::into_kind),
+        Err(Luks2ErrorKind::KdfTooCostly(_))
     ));
 }
 

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use super::Luks2Error;
+use super::{Luks2Error, Luks2ErrorKind};
 use crate::xts::SectorCipher;
 
 /// Upper bounds on what a keyslot may make us compute, set by the caller (the firmware has
@@ -75,7 +75,7 @@ macro_rules! with_hash {
                 type $h = sha2::Sha512;
                 Ok($body)
             }
-            other => Err(Luks2Error::Unsupported(format!("hash `{other}`{FIRMWARE_SUBSET}"))),
+            other => Err(Luks2Error::from(Luks2ErrorKind::Unsupported(format!("hash `{other}`{FIRMWARE_SUBSET}")))),
         }
     };
 }
@@ -88,21 +88,27 @@ pub fn pbkdf2(hash: &str, password: &[u8], salt: &[u8], iterations: u32, out: &m
 fn check_kdf(kdf: &super::Kdf, limits: &KdfLimits) -> Result<(), Luks2Error> {
     use super::Kdf;
     match kdf {
-        Kdf::Pbkdf2 { iterations, .. } if *iterations > limits.max_pbkdf2_iterations => Err(Luks2Error::KdfTooCostly(
-            format!("PBKDF2 with {iterations} iterations (limit {})", limits.max_pbkdf2_iterations),
-        )),
+        Kdf::Pbkdf2 { iterations, .. } if *iterations > limits.max_pbkdf2_iterations => {
+            Err(Luks2ErrorKind::KdfTooCostly(format!(
+                "PBKDF2 with {iterations} iterations (limit {})",
+                limits.max_pbkdf2_iterations
+            ))
+            .into())
+        }
         Kdf::Argon2 { time, memory_kib, cpus, .. } => {
             if *memory_kib > limits.max_memory_kib {
-                return Err(Luks2Error::KdfTooCostly(format!(
+                return Err(Luks2ErrorKind::KdfTooCostly(format!(
                     "Argon2 with {memory_kib} KiB of memory (limit {} KiB)",
                     limits.max_memory_kib
-                )));
+                ))
+                .into());
             }
             if *time > limits.max_argon2_time || *cpus > limits.max_argon2_lanes || *cpus == 0 || *time == 0 {
-                return Err(Luks2Error::KdfTooCostly(format!(
+                return Err(Luks2ErrorKind::KdfTooCostly(format!(
                     "Argon2 with time {time} and {cpus} lanes (limits {} and {})",
                     limits.max_argon2_time, limits.max_argon2_lanes
-                )));
+                ))
+                .into());
             }
             Ok(())
         }
@@ -125,17 +131,17 @@ pub fn derive_area_key(
         Kdf::Argon2 { id, time, memory_kib, cpus, salt } => {
             let algorithm = if *id { argon2::Algorithm::Argon2id } else { argon2::Algorithm::Argon2i };
             let params = argon2::Params::new(*memory_kib, *time, *cpus, Some(out.len()))
-                .map_err(|e| Luks2Error::Unsupported(format!("Argon2 parameters: {e}")))?;
+                .map_err(|e| Luks2ErrorKind::Unsupported(format!("Argon2 parameters: {e}")))?;
             argon2::Argon2::new(algorithm, argon2::Version::V0x13, params)
                 .hash_password_into(passphrase, salt, out)
-                .map_err(|e| Luks2Error::Unsupported(format!("Argon2: {e}")))
+                .map_err(|e| Luks2ErrorKind::Unsupported(format!("Argon2: {e}")).into())
         }
         #[cfg(not(feature = "every-kdf"))]
         Kdf::Argon2 { id, .. } => {
             let name = if *id { "argon2id" } else { "argon2i" };
-            Err(Luks2Error::Unsupported(format!("KDF `{name}`{FIRMWARE_SUBSET}")))
+            Err(Luks2ErrorKind::Unsupported(format!("KDF `{name}`{FIRMWARE_SUBSET}")).into())
         }
-        Kdf::Other(name) => Err(Luks2Error::Unsupported(format!("KDF `{name}`"))),
+        Kdf::Other(name) => Err(Luks2ErrorKind::Unsupported(format!("KDF `{name}`")).into()),
     }
 }
 
@@ -155,10 +161,11 @@ fn diffuse<H: Digest>(block: &mut [u8]) {
 pub fn af_merge(material: &[u8], key_len: usize, stripes: u32, hash: &str) -> Result<Zeroizing<Vec<u8>>, Luks2Error> {
     let stripes = stripes as usize;
     if stripes == 0 || material.len() < key_len * stripes {
-        return Err(Luks2Error::Metadata(format!(
+        return Err(Luks2ErrorKind::Metadata(format!(
             "AF material of {} bytes is too short for {stripes} stripes",
             material.len()
-        )));
+        ))
+        .into());
     }
     let mut acc = Zeroizing::new(vec![0u8; key_len]);
     let merge = |acc: &mut [u8]| -> Result<(), Luks2Error> {
@@ -200,13 +207,13 @@ pub fn af_split(
 pub fn crypt_area(encryption: &str, key: &[u8], data: &mut [u8], encrypt: bool) -> Result<(), Luks2Error> {
     match encryption {
         "aes-xts-plain64" => {
-            let cipher = SectorCipher::new(key, 512).map_err(Luks2Error::Xts)?;
+            let cipher = SectorCipher::new(key, 512).map_err(Luks2ErrorKind::Xts)?;
             let r = if encrypt { cipher.encrypt_sectors(0, data) } else { cipher.decrypt_sectors(0, data) };
-            r.map_err(Luks2Error::Xts)
+            r.map_err(|e| Luks2ErrorKind::Xts(e).into())
         }
         #[cfg(feature = "every-kdf")]
         "aes-cbc-essiv:sha256" if !encrypt => cbc_essiv_sha256_decrypt(key, data),
-        other => Err(Luks2Error::Unsupported(format!("keyslot cipher `{other}`{FIRMWARE_SUBSET}"))),
+        other => Err(Luks2ErrorKind::Unsupported(format!("keyslot cipher `{other}`{FIRMWARE_SUBSET}")).into()),
     }
 }
 
@@ -216,7 +223,7 @@ fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Erro
     use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
     use alloc::string::String;
     if !data.len().is_multiple_of(512) {
-        return Err(Luks2Error::Metadata(String::from("keyslot area is not whole sectors")));
+        return Err(Luks2ErrorKind::Metadata(String::from("keyslot area is not whole sectors")).into());
     }
     let salt = Zeroizing::new(<[u8; 32]>::from(sha2::Sha256::digest(key)));
     let essiv = aes::Aes256::new_from_slice(salt.as_ref()).expect("32-byte key");
@@ -240,7 +247,7 @@ fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Erro
     match key.len() {
         16 => run(&aes::Aes128::new_from_slice(key).expect("16"), &essiv, data),
         32 => run(&aes::Aes256::new_from_slice(key).expect("32"), &essiv, data),
-        n => return Err(Luks2Error::Unsupported(format!("aes-cbc-essiv with a {n}-byte key"))),
+        n => return Err(Luks2ErrorKind::Unsupported(format!("aes-cbc-essiv with a {n}-byte key")).into()),
     }
     Ok(())
 }

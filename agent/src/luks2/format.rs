@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::binary::{BIN_LEN, BinaryHeader, valid_metadata_size};
 use super::validate::{MAX_KEYSLOTS_SIZE, validate};
-use super::{Kdf, KdfLimits, Luks2Error, Metadata, Volume, crypto, verify_digest};
+use super::{Kdf, KdfLimits, Luks2Error, Luks2ErrorKind, Metadata, Volume, crypto, verify_digest};
 
 /// A source of random bytes (RDSEED/RDRAND in the firmware, getrandom on the host).
 pub type Random<'a> = &'a mut dyn FnMut(&mut [u8]);
@@ -105,7 +105,7 @@ pub struct HeaderWriter {
 }
 
 fn err<T>(msg: impl Into<String>) -> Result<T, Luks2Error> {
-    Err(Luks2Error::Format(msg.into()))
+    Err(Luks2ErrorKind::Format(msg.into()).into())
 }
 
 /// A random version-4 UUID in its text form.
@@ -140,9 +140,9 @@ fn pick_number(section: &Map, wanted: Option<u32>, kind: &str) -> Result<u32, Lu
         Some(n) if n >= MAX_SLOTS => err(format!("{kind} {n} is out of range (0..{MAX_SLOTS})")),
         Some(n) if !free(&n) => err(format!("{kind} {n} is in use")),
         Some(n) => Ok(n),
-        None => {
-            (0..MAX_SLOTS).find(free).ok_or_else(|| Luks2Error::Format(format!("all {MAX_SLOTS} {kind}s are in use")))
-        }
+        None => (0..MAX_SLOTS)
+            .find(free)
+            .ok_or_else(|| Luks2ErrorKind::Format(format!("all {MAX_SLOTS} {kind}s are in use")).into()),
     }
 }
 
@@ -165,7 +165,7 @@ impl HeaderWriter {
         if volume_key.len() != opts.key_size || !(opts.key_size == 32 || opts.key_size == 64) {
             return err(format!("volume key of {} bytes; aes-xts-plain64 takes 32 or 64", volume_key.len()));
         }
-        crate::xts::check_key(volume_key).map_err(Luks2Error::Xts)?;
+        crate::xts::check_key(volume_key).map_err(Luks2ErrorKind::Xts)?;
         if !valid_metadata_size(opts.metadata_size) {
             return err(format!("metadata size {} is not one LUKS2 allows", opts.metadata_size));
         }
@@ -180,7 +180,7 @@ impl HeaderWriter {
             return err("label is longer than 47 bytes");
         }
         let uuid = match &opts.uuid {
-            Some(u) => crate::keys::normalize_uuid(u).map_err(|e| Luks2Error::Format(e.to_string()))?,
+            Some(u) => crate::keys::normalize_uuid(u).map_err(|e| Luks2ErrorKind::Format(e.to_string()))?,
             None => random_uuid(random),
         };
         let data_offset = 2 * opts.metadata_size + opts.keyslots_size;
@@ -231,7 +231,7 @@ impl HeaderWriter {
     pub fn edit(volume: &Volume) -> Result<Self, Luks2Error> {
         let unmet = volume.unmet_requirements();
         if !unmet.is_empty() {
-            return Err(Luks2Error::UnmetRequirements(unmet));
+            return Err(Luks2ErrorKind::UnmetRequirements(unmet).into());
         }
         let mut header = volume.header().clone();
         header.secondary = false;
@@ -281,7 +281,7 @@ impl HeaderWriter {
             .digests
             .iter()
             .find(|(_, d)| !d.segments.is_empty())
-            .ok_or_else(|| Luks2Error::Format(String::from("volume has no segment digest")))?;
+            .ok_or_else(|| Luks2ErrorKind::Format(String::from("volume has no segment digest")))?;
         if !verify_digest(digest, volume_key)? {
             return err("the volume key does not match the volume's digest");
         }
@@ -362,7 +362,7 @@ impl HeaderWriter {
     /// Remove a keyslot and wipe its area; tokens and digests stop referring to it.
     pub fn remove_keyslot(&mut self, slot: u32) -> Result<(), Luks2Error> {
         let name = slot.to_string();
-        let removed = self.section("keyslots").remove(&name).ok_or(Luks2Error::NoSuchKeyslot(slot))?;
+        let removed = self.section("keyslots").remove(&name).ok_or(Luks2ErrorKind::NoSuchKeyslot(slot))?;
         let (off, size) = (num(&removed["area"]["offset"]), num(&removed["area"]["size"]));
         self.area_writes.push((off, Zeroizing::new(vec![0u8; size as usize])));
         for section in ["digests", "tokens"] {
@@ -400,7 +400,7 @@ impl HeaderWriter {
         let existing = self.json["keyslots"].as_object().expect("validated");
         for k in keyslots {
             if !existing.contains_key(&k.to_string()) {
-                return Err(Luks2Error::NoSuchKeyslot(*k));
+                return Err(Luks2ErrorKind::NoSuchKeyslot(*k).into());
             }
         }
         token.insert(
@@ -418,7 +418,7 @@ impl HeaderWriter {
         self.section("tokens")
             .remove(&n.to_string())
             .map(|_| ())
-            .ok_or_else(|| Luks2Error::Format(format!("token {n} does not exist")))
+            .ok_or_else(|| Luks2ErrorKind::Format(format!("token {n} does not exist")).into())
     }
 
     /// Validate, bump the sequence id and return every byte range to write: keyslot areas
@@ -426,7 +426,7 @@ impl HeaderWriter {
     pub fn commit(mut self, random: Random<'_>) -> Result<Vec<(u64, Zeroizing<Vec<u8>>)>, Luks2Error> {
         let json_size = self.header.hdr_size as usize - BIN_LEN;
         validate(&self.json, json_size as u64)
-            .map_err(|e| Luks2Error::Format(format!("refusing to write invalid metadata: {e}")))?;
+            .map_err(|e| Luks2ErrorKind::Format(format!("refusing to write invalid metadata: {e}")))?;
         let text = crate::json::to_string(&self.json);
         if text.len() >= json_size {
             return err(format!("metadata of {} bytes does not fit the {json_size}-byte JSON area", text.len()));
@@ -442,7 +442,7 @@ impl HeaderWriter {
             random(&mut h.salt);
             let bin = h
                 .encode_with_checksum(&area)
-                .ok_or_else(|| Luks2Error::Format(String::from("checksum algorithm unavailable")))?;
+                .ok_or_else(|| Luks2ErrorKind::Format(String::from("checksum algorithm unavailable")))?;
             let mut bytes = Zeroizing::new(Vec::with_capacity(h.hdr_size as usize));
             bytes.extend_from_slice(&bin);
             bytes.extend_from_slice(&area);

@@ -10,8 +10,8 @@ use alloc::vec::Vec;
 use crate::b64::STANDARD;
 use crate::json::Value;
 
-use super::Luks2Error;
 use super::validate::{as_u32, strtoull_exact};
+use super::{Luks2Error, Luks2ErrorKind};
 
 /// A keyslot's key derivation function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,7 +236,7 @@ pub struct Metadata {
 }
 
 fn bad(what: String) -> Luks2Error {
-    Luks2Error::Metadata(what)
+    Luks2ErrorKind::Metadata(what).into()
 }
 
 fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

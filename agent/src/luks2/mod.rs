@@ -46,9 +46,40 @@ use crate::xts::{SectorCipher, XtsError};
 /// A volume key in zeroizing storage.
 pub type VolumeKey = Zeroizing<Vec<u8>>;
 
+/// Why a LUKS2 operation failed: a [`Luks2ErrorKind`] behind one pointer, so that each `?`
+/// that forwards it moves 8 bytes (the firmware has hundreds of such sites).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Luks2Error(alloc::boxed::Box<Luks2ErrorKind>);
+
+impl Luks2Error {
+    /// What failed.
+    pub fn kind(&self) -> &Luks2ErrorKind {
+        &self.0
+    }
+
+    /// What failed, unboxed.
+    pub fn into_kind(self) -> Luks2ErrorKind {
+        *self.0
+    }
+}
+
+impl From<Luks2ErrorKind> for Luks2Error {
+    #[cold]
+    #[inline(never)]
+    fn from(kind: Luks2ErrorKind) -> Self {
+        Luks2Error(alloc::boxed::Box::new(kind))
+    }
+}
+
+impl core::fmt::Display for Luks2Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// Why a LUKS2 operation failed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Luks2Error {
+pub enum Luks2ErrorKind {
     /// Reading the device failed.
     Io(IoError),
     /// Neither header copy is usable; why, for each.
@@ -85,27 +116,27 @@ pub enum Luks2Error {
     Format(String),
 }
 
-impl fmt::Display for Luks2Error {
+impl fmt::Display for Luks2ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Luks2Error::Io(e) => write!(f, "{e}"),
-            Luks2Error::NoValidHeader { primary, secondary } => {
+            Luks2ErrorKind::Io(e) => write!(f, "{e}"),
+            Luks2ErrorKind::NoValidHeader { primary, secondary } => {
                 write!(f, "no valid LUKS2 header: primary: {primary}; secondary: {secondary}")
             }
-            Luks2Error::DeviceTooSmall { needed, size } => {
+            Luks2ErrorKind::DeviceTooSmall { needed, size } => {
                 write!(f, "LUKS2 metadata and keyslots need {needed} bytes but the device has {size}")
             }
-            Luks2Error::Metadata(m) => write!(f, "bad LUKS2 metadata: {m}"),
-            Luks2Error::NoSuchKeyslot(n) => write!(f, "keyslot {n} does not exist"),
-            Luks2Error::WrongPassphrase => write!(f, "no keyslot opens with this passphrase"),
-            Luks2Error::Unsupported(what) => write!(f, "unsupported {what}"),
-            Luks2Error::KdfTooCostly(what) => write!(f, "keyslot KDF refused: {what}"),
-            Luks2Error::UnmetRequirements(r) => {
+            Luks2ErrorKind::Metadata(m) => write!(f, "bad LUKS2 metadata: {m}"),
+            Luks2ErrorKind::NoSuchKeyslot(n) => write!(f, "keyslot {n} does not exist"),
+            Luks2ErrorKind::WrongPassphrase => write!(f, "no keyslot opens with this passphrase"),
+            Luks2ErrorKind::Unsupported(what) => write!(f, "unsupported {what}"),
+            Luks2ErrorKind::KdfTooCostly(what) => write!(f, "keyslot KDF refused: {what}"),
+            Luks2ErrorKind::UnmetRequirements(r) => {
                 write!(f, "volume requires unsupported features: {}", r.join(", "))
             }
-            Luks2Error::NoDataSegment => write!(f, "volume has no data segment"),
-            Luks2Error::Xts(e) => write!(f, "{e}"),
-            Luks2Error::Format(m) => write!(f, "{m}"),
+            Luks2ErrorKind::NoDataSegment => write!(f, "volume has no data segment"),
+            Luks2ErrorKind::Xts(e) => write!(f, "{e}"),
+            Luks2ErrorKind::Format(m) => write!(f, "{m}"),
         }
     }
 }
@@ -115,7 +146,7 @@ impl std::error::Error for Luks2Error {}
 
 impl From<IoError> for Luks2Error {
     fn from(e: IoError) -> Self {
-        Luks2Error::Io(e)
+        Luks2ErrorKind::Io(e).into()
     }
 }
 
@@ -153,7 +184,7 @@ fn check_json(area: &[u8]) -> Result<Value, String> {
 /// Check one JSON area (as it sits after a binary header) the way [`Volume::load`] does and
 /// return its typed metadata. The entry point for fuzzing the JSON rules in isolation.
 pub fn check_metadata_area(area: &[u8]) -> Result<Metadata, Luks2Error> {
-    let json = check_json(area).map_err(Luks2Error::Metadata)?;
+    let json = check_json(area).map_err(Luks2ErrorKind::Metadata)?;
     Metadata::from_json(&json)
 }
 
@@ -215,13 +246,13 @@ impl Volume {
             (Ok(p), Err(_)) => (p, true),
             (Err(_), Ok(s)) => (s, true),
             (Err(primary), Err(secondary)) => {
-                return Err(Luks2Error::NoValidHeader { primary, secondary });
+                return Err(Luks2ErrorKind::NoValidHeader { primary, secondary }.into());
             }
         };
         let metadata = Metadata::from_json(&chosen.json)?;
         let needed = 2 * chosen.header.hdr_size + metadata.config.keyslots_size;
         if needed > dev.size() {
-            return Err(Luks2Error::DeviceTooSmall { needed, size: dev.size() });
+            return Err(Luks2ErrorKind::DeviceTooSmall { needed, size: dev.size() }.into());
         }
         Ok(Volume { header: chosen.header, json: chosen.json, metadata, other_copy_stale: stale })
     }
@@ -263,7 +294,7 @@ impl Volume {
     }
 
     /// Open one keyslot with a passphrase and return the key it stores, verified against
-    /// its digest. Wrong passphrase: [`Luks2Error::WrongPassphrase`].
+    /// its digest. Wrong passphrase: [`Luks2ErrorKind::WrongPassphrase`].
     pub fn unlock_keyslot(
         &self,
         dev: &mut dyn ReadAt,
@@ -271,19 +302,23 @@ impl Volume {
         passphrase: &[u8],
         limits: &KdfLimits,
     ) -> Result<VolumeKey, Luks2Error> {
-        let slot = self.metadata.keyslots.get(&keyslot).ok_or(Luks2Error::NoSuchKeyslot(keyslot))?;
+        let slot = self.metadata.keyslots.get(&keyslot).ok_or(Luks2ErrorKind::NoSuchKeyslot(keyslot))?;
         let (Some(kdf), Some((af_hash, stripes))) = (&slot.kdf, &slot.af) else {
-            return Err(Luks2Error::Unsupported(format!("keyslot type `{}`", slot.kind)));
+            return Err(Luks2ErrorKind::Unsupported(format!("keyslot type `{}`", slot.kind)).into());
         };
         let (_, digest) = self
             .metadata
             .digest_for_keyslot(keyslot)
-            .ok_or_else(|| Luks2Error::Metadata(format!("keyslot {keyslot} has no digest")))?;
+            .ok_or_else(|| Luks2ErrorKind::Metadata(format!("keyslot {keyslot} has no digest")))?;
         if *stripes > limits.max_af_stripes {
-            return Err(Luks2Error::KdfTooCostly(format!("{stripes} AF stripes (limit {})", limits.max_af_stripes)));
+            return Err(Luks2ErrorKind::KdfTooCostly(format!(
+                "{stripes} AF stripes (limit {})",
+                limits.max_af_stripes
+            ))
+            .into());
         }
         if digest.iterations > limits.max_pbkdf2_iterations {
-            return Err(Luks2Error::KdfTooCostly(format!("digest with {} iterations", digest.iterations)));
+            return Err(Luks2ErrorKind::KdfTooCostly(format!("digest with {} iterations", digest.iterations)).into());
         }
         // LUKS2 keys are at most 512 bits in practice; anything larger is a hostile header
         // trying to make us allocate.
@@ -292,19 +327,22 @@ impl Volume {
             || slot.area.key_size == 0
             || slot.area.key_size > MAX_KEY_BYTES
         {
-            return Err(Luks2Error::Unsupported(format!(
+            return Err(Luks2ErrorKind::Unsupported(format!(
                 "keyslot {keyslot}: key size {} / area key size {}",
                 slot.key_size, slot.area.key_size
-            )));
+            ))
+            .into());
         }
         let key_len = slot.key_size as usize;
         let material_len =
             key_len.checked_mul(*stripes as usize).filter(|n| *n > 0 && (*n as u64) <= slot.area.size).ok_or_else(
-                || Luks2Error::Metadata(format!("keyslot {keyslot}: key material does not fit its area")),
+                || Luks2ErrorKind::Metadata(format!("keyslot {keyslot}: key material does not fit its area")),
             )?;
         let read_len = material_len.div_ceil(512) * 512;
         if read_len as u64 > slot.area.size {
-            return Err(Luks2Error::Metadata(format!("keyslot {keyslot}: key material does not fit its area")));
+            return Err(
+                Luks2ErrorKind::Metadata(format!("keyslot {keyslot}: key material does not fit its area")).into()
+            );
         }
 
         let mut area_key = Zeroizing::new(vec![0u8; slot.area.key_size as usize]);
@@ -313,7 +351,7 @@ impl Volume {
         dev.read_at(slot.area.offset, &mut material)?;
         crypto::crypt_area(&slot.area.encryption, &area_key, &mut material, false)?;
         let key = crypto::af_merge(&material, key_len, *stripes, af_hash)?;
-        if verify_digest(digest, &key)? { Ok(key) } else { Err(Luks2Error::WrongPassphrase) }
+        if verify_digest(digest, &key)? { Ok(key) } else { Err(Luks2ErrorKind::WrongPassphrase.into()) }
     }
 
     /// Try every keyslot that can unlock the data segment, preferred ones first; return the
@@ -324,7 +362,7 @@ impl Volume {
         passphrase: &[u8],
         limits: &KdfLimits,
     ) -> Result<(u32, VolumeKey), Luks2Error> {
-        let (segment, _) = self.metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
+        let (segment, _) = self.metadata.data_segment().ok_or(Luks2ErrorKind::NoDataSegment)?;
         let mut candidates: Vec<(i64, u32)> = self
             .metadata
             .keyslots
@@ -337,14 +375,16 @@ impl Volume {
             .map(|(n, s)| (-s.priority, *n))
             .collect();
         crate::heapsort::sort_by_key(&mut candidates, |c| *c);
-        let mut last = Luks2Error::WrongPassphrase;
+        let mut last = Luks2Error::from(Luks2ErrorKind::WrongPassphrase);
         for (_, n) in candidates {
             match self.unlock_keyslot(dev, n, passphrase, limits) {
                 Ok(key) => return Ok((n, key)),
-                Err(Luks2Error::WrongPassphrase) => {}
-                // A slot we cannot run (cost, cipher) must not hide a slot we can.
-                Err(e @ (Luks2Error::KdfTooCostly(_) | Luks2Error::Unsupported(_))) => last = e,
-                Err(e) => return Err(e),
+                Err(e) => match e.kind() {
+                    Luks2ErrorKind::WrongPassphrase => {}
+                    // A slot we cannot run (cost, cipher) must not hide a slot we can.
+                    Luks2ErrorKind::KdfTooCostly(_) | Luks2ErrorKind::Unsupported(_) => last = e,
+                    _ => return Err(e),
+                },
             }
         }
         Err(last)
@@ -354,13 +394,17 @@ impl Volume {
     pub fn data_cipher(&self, volume_key: &[u8]) -> Result<(DataSegment, SectorCipher), Luks2Error> {
         let unmet = self.unmet_requirements();
         if !unmet.is_empty() {
-            return Err(Luks2Error::UnmetRequirements(unmet));
+            return Err(Luks2ErrorKind::UnmetRequirements(unmet).into());
         }
-        let (_, seg) = self.metadata.data_segment().ok_or(Luks2Error::NoDataSegment)?;
+        let (_, seg) = self.metadata.data_segment().ok_or(Luks2ErrorKind::NoDataSegment)?;
         if seg.kind != "crypt" || seg.encryption != "aes-xts-plain64" {
-            return Err(Luks2Error::Unsupported(format!("data segment cipher `{}` ({})", seg.encryption, seg.kind)));
+            return Err(Luks2ErrorKind::Unsupported(format!(
+                "data segment cipher `{}` ({})",
+                seg.encryption, seg.kind
+            ))
+            .into());
         }
-        let cipher = SectorCipher::new(volume_key, seg.sector_size as usize).map_err(Luks2Error::Xts)?;
+        let cipher = SectorCipher::new(volume_key, seg.sector_size as usize).map_err(Luks2ErrorKind::Xts)?;
         Ok((
             DataSegment { offset: seg.offset, size: seg.size, iv_tweak: seg.iv_tweak, sector_size: seg.sector_size },
             cipher,
@@ -404,7 +448,7 @@ impl DataSegment {
 
 pub(crate) fn verify_digest(digest: &Digest, key: &[u8]) -> Result<bool, Luks2Error> {
     if digest.kind != "pbkdf2" {
-        return Err(Luks2Error::Unsupported(format!("digest type `{}`", digest.kind)));
+        return Err(Luks2ErrorKind::Unsupported(format!("digest type `{}`", digest.kind)).into());
     }
     let mut out = Zeroizing::new(vec![0u8; digest.digest.len()]);
     crypto::pbkdf2(&digest.hash, key, &digest.salt, digest.iterations, &mut out)?;

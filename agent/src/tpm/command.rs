@@ -66,6 +66,11 @@ impl TpmError {
     pub fn kind(&self) -> &TpmErrorKind {
         &self.0
     }
+
+    /// What failed, unboxed.
+    pub fn into_kind(self) -> TpmErrorKind {
+        *self.0
+    }
 }
 
 impl From<TpmErrorKind> for TpmError {
