@@ -102,6 +102,18 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
     for (name, size) in sources.iter().take(25) {
         out.push_str(&format!("| `{name}` | {:.1} |\n", *size as f64 / 1024.0));
     }
+    let mut by_capability: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, size) in &sources {
+        *by_capability.entry(capability_of(name)).or_default() += size;
+    }
+    let mut capabilities: Vec<(&str, u64)> = by_capability.into_iter().collect();
+    capabilities.sort_by_key(|c| std::cmp::Reverse(c.1));
+    out.push_str(
+        "\nThe same code by the capability it serves (sources grouped by `rom_size::capability_of`; the standard\nlibrary's share is spread over all of them):\n\n| capability | KiB |\n|---|---:|\n",
+    );
+    for (name, size) in &capabilities {
+        out.push_str(&format!("| {name} | {:.1} |\n", *size as f64 / 1024.0));
+    }
     Ok(out)
 }
 
@@ -165,7 +177,74 @@ pub fn source_of(file: &str) -> Option<String> {
     }
     let root = crate::root();
     let rel = Path::new(file).strip_prefix(&root).map(|p| p.display().to_string()).unwrap_or_else(|_| file.to_string());
+    // ROM builds cut the registry directory from crate paths (`registry_path_remaps`), which
+    // leaves `name-x.y.z/src/...` relative to the project.
+    if let Some((first, _)) = rel.split_once('/')
+        && is_crate_dir(first)
+    {
+        return Some(first.to_string());
+    }
     Some(rel)
+}
+
+/// `name-x.y.z`: a crate's directory in the registry.
+fn is_crate_dir(dir: &str) -> bool {
+    dir.rsplit_once('-').is_some_and(|(name, version)| {
+        !name.is_empty() && version.split('.').count() >= 3 && version.starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+/// What a source is for: the capability its bytes serve (crates by what the firmware uses
+/// them for), for the table that says what each part of the firmware costs.
+pub fn capability_of(source: &str) -> &'static str {
+    let crate_name = if is_crate_dir(source) { source.rsplit_once('-').map_or(source, |(n, _)| n) } else { "" };
+    let file = source.trim_end_matches(".rs");
+    let in_any = |prefixes: &[&str]| prefixes.iter().any(|p| file.starts_with(p));
+    if source == "Rust standard library" {
+        "Rust's standard library (formatting, collections, slices, panics)"
+    } else if in_any(&["kernel/src/platform/snp", "agent/src/snp", "kernel/src/snpmodel"]) {
+        "SEV-SNP (GHCB, page validation, guest messages, reports, sealing)"
+    } else if in_any(&["kernel/src/platform/tdx", "agent/src/tdx", "kernel/src/tdxmodel"]) {
+        "TDX (TDCALL, TD HOB, RTMRs and CC event log, MADT wakeup, GetQuote)"
+    } else if in_any(&["kernel/src/tpm", "agent/src/tpm"]) || crate_name == "sha1" {
+        "TPM (TIS, TPM2 commands, PCRs and event log, seal/unseal, quotes; SHA-1 bank)"
+    } else if in_any(&["agent/src/kbs", "kernel/src/kbs", "agent/src/initdata"])
+        || [
+            "p256",
+            "primeorder",
+            "primefield",
+            "elliptic-curve",
+            "crypto-bigint",
+            "aes-kw",
+            "aes-gcm",
+            "ghash",
+            "polyval",
+        ]
+        .contains(&crate_name)
+    {
+        "Key broker (Trustee RCAR client, relay frames, JWE: P-256 ECDH, AES-KW, AES-GCM)"
+    } else if in_any(&[
+        "agent/src/luks2",
+        "agent/src/gpt",
+        "agent/src/bundle",
+        "agent/src/disksig",
+        "agent/src/io",
+        "agent/src/xts",
+        "kernel/src/diskboot",
+        "kernel/src/statedisk",
+        "kernel/src/virtio",
+    ]) || ["virtio-drivers", "aes", "crc", "pbkdf2", "safe-mmio"].contains(&crate_name)
+    {
+        "Encrypted disk (virtio-blk, GPT, LUKS2 read/validate/write, XTS, boot bundle)"
+    } else if in_any(&["agent/src/keys", "kernel/src/keysource", "kernel/src/secrets"])
+        || ["hkdf", "hmac", "sha2", "digest", "block-buffer"].contains(&crate_name)
+    {
+        "Keys (master secret, HKDF key tree, key sources; SHA-2 and HMAC)"
+    } else if in_any(&["agent/src/json", "agent/src/b64"]) || ["hex", "zeroize"].contains(&crate_name) {
+        "JSON, base64, hex (shared by LUKS2, tokens and the broker)"
+    } else {
+        "Boot (reset, paging, interrupts, fw_cfg, PCI, ACPI, Linux boot protocol, heap, log, errors)"
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +273,25 @@ mod tests {
             source_of(&crate::root().join("agent/src/gpt.rs").display().to_string()),
             Some("agent/src/gpt.rs".into())
         );
+        // A crate path with the registry directory cut (ROM builds).
+        assert_eq!(
+            source_of(&crate::root().join("virtio-drivers-0.13.0/src/queue.rs").display().to_string()),
+            Some(String::from("virtio-drivers-0.13.0"))
+        );
+        assert_eq!(source_of("sha2-0.11.1/src/sha256.rs"), Some(String::from("sha2-0.11.1")));
+    }
+
+    #[test]
+    fn capabilities_group_sources() {
+        assert!(capability_of("agent/src/snp/ghcb.rs").starts_with("SEV-SNP"));
+        assert!(capability_of("kernel/src/platform/tdx/mod.rs").starts_with("TDX"));
+        assert!(capability_of("agent/src/tpm/command.rs").starts_with("TPM"));
+        assert!(capability_of("sha1-0.11.0").starts_with("TPM"));
+        assert!(capability_of("p256-0.14.0").starts_with("Key broker"));
+        assert!(capability_of("virtio-drivers-0.13.0").starts_with("Encrypted disk"));
+        assert!(capability_of("agent/src/luks2/validate.rs").starts_with("Encrypted disk"));
+        assert!(capability_of("sha2-0.11.1").starts_with("Keys"));
+        assert!(capability_of("kernel/src/acpi.rs").starts_with("Boot"));
+        assert!(capability_of("Rust standard library").starts_with("Rust"));
     }
 }
