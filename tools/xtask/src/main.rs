@@ -312,6 +312,8 @@ fn test() -> Result<()> {
     // The agent must stay no_std: build it alone for the firmware target.
     run(cargo().args(["build", "-p", "veil-agent", "--no-default-features", "--target", FIRMWARE_TARGET]))?;
     let release = build_firmware()?;
+    eprintln!("xtask: firmware test: the release ROM stays within its budget");
+    check_rom_budget(&release)?;
     let rom = build_test_firmware()?;
     eprintln!("xtask: firmware test: the release ROM carries no test hooks");
     check_release_rom_lacks(&release, &rom, "test hooks", &TEST_ONLY_MARKERS)?;
@@ -319,6 +321,26 @@ fn test() -> Result<()> {
     check_release_rom_lacks(&release, &build_dev_firmware()?, "the development key source", &DEV_KEY_MARKERS)?;
     firmware_tests(&rom)?;
     eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// The release ROM's budget of bytes used (issue 20, lean firmware), set at what it uses when
+/// the budget was last lowered, so the bytes won back stay won: a change that grows the ROM
+/// past it fails here. Lower it as the ROM shrinks; raising it is a decision to make in the
+/// open, with `cargo xtask bench rom`'s tables of where the bytes went. The ROM is
+/// reproducible (pinned toolchain and crates, registry paths cut), so the figure is the same
+/// on every machine.
+const RELEASE_ROM_BUDGET_KIB: usize = 448;
+
+fn check_rom_budget(release: &Path) -> Result<()> {
+    let used = rom::used(&std::fs::read(release)?) / 1024;
+    if used > RELEASE_ROM_BUDGET_KIB {
+        bail!(
+            "the release ROM uses {used} KiB, over its budget of {RELEASE_ROM_BUDGET_KIB} KiB (issue 20); \
+             `cargo xtask bench rom` shows where the bytes go"
+        );
+    }
+    eprintln!("xtask: release ROM: {used} KiB used of its {RELEASE_ROM_BUDGET_KIB} KiB budget");
     Ok(())
 }
 
@@ -1570,4 +1592,32 @@ fn bench_image_encryption() -> Result<String> {
          counts the 224 MiB it encrypts after moving the data up for the header. qemu-img writes LUKS1.\n",
         rows.join("\n")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1 MiB ROM image laid out as `rom::from_elf` makes one: the payload, erased flash,
+    /// then the reset-vector page; `kib` KiB used in all.
+    fn rom_using(kib: usize, name: &str) -> PathBuf {
+        let mut rom = vec![0xFFu8; 1 << 20];
+        let payload = (kib - 4) * 1024;
+        rom[64 << 10..(64 << 10) + payload].fill(0x90);
+        rom[(1 << 20) - 16..].fill(0xF4);
+        assert_eq!(rom::used(&rom), kib * 1024);
+        let path = std::env::temp_dir().join(format!("veil-rom-budget-{}-{name}.fd", std::process::id()));
+        std::fs::write(&path, rom).unwrap();
+        path
+    }
+
+    #[test]
+    fn the_rom_budget_refuses_growth() {
+        let within = rom_using(RELEASE_ROM_BUDGET_KIB - 4, "within");
+        let over = rom_using(RELEASE_ROM_BUDGET_KIB + 4, "over");
+        assert!(check_rom_budget(&within).is_ok());
+        let err = check_rom_budget(&over).unwrap_err().to_string();
+        assert!(err.contains("over its budget"), "{err}");
+        let _ = (std::fs::remove_file(within), std::fs::remove_file(over));
+    }
 }
