@@ -20,18 +20,65 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
 }
 
-/// Build the ROM image.
-pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
+/// A PT_LOAD program header: where its bytes are in the file and where they go.
+pub struct LoadSegment {
+    /// Its index among the program headers.
+    pub index: usize,
+    /// File offset of its bytes.
+    pub offset: u64,
+    /// Link (virtual) address.
+    pub vaddr: u64,
+    /// Load (physical) address.
+    pub paddr: u64,
+    /// Bytes in the file.
+    pub filesz: u64,
+    /// Bytes in memory (more than `filesz` for .bss).
+    pub memsz: u64,
+}
+
+/// The loadable segments of a little-endian ELF64 file, each checked to lie inside it.
+pub fn load_segments(elf: &[u8]) -> Result<Vec<LoadSegment>> {
     ensure!(elf.len() > 64 && &elf[..4] == b"\x7fELF" && elf[4] == 2 && elf[5] == 1, "not a little-endian ELF64 file");
     let (phoff, phentsize, phnum) = (u64_at(elf, 32) as usize, u16_at(elf, 54) as usize, u16_at(elf, 56) as usize);
+    let mut segments = Vec::new();
+    for index in 0..phnum {
+        let ph = elf
+            .get(phoff + index * phentsize..phoff + (index + 1) * phentsize)
+            .filter(|ph| ph.len() >= 48)
+            .ok_or_else(|| anyhow::anyhow!("program header {index} lies outside the file"))?;
+        if u32_at(ph, 0) != 1 {
+            continue; // not PT_LOAD
+        }
+        let segment = LoadSegment {
+            index,
+            offset: u64_at(ph, 8),
+            vaddr: u64_at(ph, 16),
+            paddr: u64_at(ph, 24),
+            filesz: u64_at(ph, 32),
+            memsz: u64_at(ph, 40),
+        };
+        ensure!(
+            segment.offset.checked_add(segment.filesz).is_some_and(|end| end <= elf.len() as u64),
+            "segment {index}'s bytes lie outside the file"
+        );
+        segments.push(segment);
+    }
+    Ok(segments)
+}
+
+/// The bytes a loadable segment takes from the file.
+pub fn segment_bytes<'a>(elf: &'a [u8], segment: &LoadSegment) -> &'a [u8] {
+    &elf[segment.offset as usize..(segment.offset + segment.filesz) as usize]
+}
+
+/// Build the ROM image.
+pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
     let mut rom = vec![0xFFu8; ROM_SIZE as usize];
     let mut placed = 0;
-    for i in 0..phnum {
-        let ph = &elf[phoff + i * phentsize..phoff + (i + 1) * phentsize];
-        let (kind, offset, vaddr, paddr, filesz) =
-            (u32_at(ph, 0), u64_at(ph, 8), u64_at(ph, 16), u64_at(ph, 24), u64_at(ph, 32));
-        if kind != 1 || filesz == 0 {
-            continue; // not PT_LOAD, or .bss
+    for segment in load_segments(elf)? {
+        let LoadSegment { index: i, vaddr, paddr, filesz, .. } = segment;
+        if filesz == 0 {
+            continue; // .bss
         }
         if paddr < ROM_BASE || paddr + filesz > 0x1_0000_0000 {
             bail!(
@@ -39,7 +86,7 @@ pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
             );
         }
         let at = (paddr - ROM_BASE) as usize;
-        rom[at..at + filesz as usize].copy_from_slice(&elf[offset as usize..(offset + filesz) as usize]);
+        rom[at..at + filesz as usize].copy_from_slice(segment_bytes(elf, &segment));
         placed += 1;
         // Segments that run from RAM must keep the ROM's layout (boot.S copies one block).
         if vaddr != paddr {

@@ -1,6 +1,6 @@
 //! `cargo xtask bench rom`: where the ROM's bytes go. The ROM bytes used by each veilboot ROM
 //! (release, SEV-SNP model, TDX model) beside the firmware QEMU ships (qboot, SeaBIOS, OVMF);
-//! from the release firmware's ELF symbol table (`nm --size-sort`, demangled), the largest
+//! from the release firmware's ELF symbol table (`nm -S -C`), the largest
 //! crates and functions of .text and .rodata; and, from its DWARF line table with inlining
 //! (`objdump --dwarf=decodedline`, `addr2line -i`), the code by the source it came from, which
 //! counts code inlined into the pipeline where it was written.
@@ -11,16 +11,27 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// (size in bytes, demangled name) of every code and read-only data symbol of `elf`.
-fn symbols(elf: &Path) -> Result<Vec<(u64, String)>> {
-    let out = Command::new("nm").args(["--size-sort", "-S", "-C"]).arg(elf).output().context("running nm")?;
+/// A code or read-only data symbol of the firmware ELF, as `nm -S -C` lists it.
+#[derive(Clone)]
+pub struct Symbol {
+    /// Its address.
+    pub address: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its demangled name.
+    pub name: String,
+}
+
+/// Every code and read-only data symbol of `elf`.
+pub fn symbols(elf: &Path) -> Result<Vec<Symbol>> {
+    let out = Command::new("nm").args(["-S", "-C"]).arg(elf).output().context("running nm")?;
     if !out.status.success() {
         bail!("nm {}: {}", elf.display(), String::from_utf8_lossy(&out.stderr));
     }
     let mut syms = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mut parts = line.splitn(4, ' ');
-        let (Some(_addr), Some(size), Some(kind), Some(name)) =
+        let (Some(address), Some(size), Some(kind), Some(name)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             continue;
@@ -28,8 +39,8 @@ fn symbols(elf: &Path) -> Result<Vec<(u64, String)>> {
         if !matches!(kind, "t" | "T" | "r" | "R") {
             continue;
         }
-        if let Ok(size) = u64::from_str_radix(size, 16) {
-            syms.push((size, name.to_string()));
+        if let (Ok(address), Ok(size)) = (u64::from_str_radix(address, 16), u64::from_str_radix(size, 16)) {
+            syms.push(Symbol { address, size, name: name.to_string() });
         }
     }
     Ok(syms)
@@ -72,12 +83,12 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
     );
     let syms = symbols(elf)?;
     let mut by_crate: BTreeMap<String, u64> = BTreeMap::new();
-    for (size, name) in &syms {
-        *by_crate.entry(crate_of(name)).or_default() += size;
+    for sym in &syms {
+        *by_crate.entry(crate_of(&sym.name)).or_default() += sym.size;
     }
     let mut crates: Vec<(String, u64)> = by_crate.into_iter().collect();
     crates.sort_by_key(|c| std::cmp::Reverse(c.1));
-    let total: u64 = syms.iter().map(|(s, _)| s).sum();
+    let total: u64 = syms.iter().map(|s| s.size).sum();
     out.push_str(&format!(
         "\nThe release firmware's code and read-only data by crate (symbols of `{}`, {} KiB in all):\n\n| crate | KiB |\n|---|---:|\n",
         elf.strip_prefix(crate::root()).unwrap_or(elf).display(),
@@ -87,11 +98,11 @@ pub fn section(elf: &Path, ours: &[(&str, &Path)]) -> Result<String> {
         out.push_str(&format!("| `{name}` | {:.1} |\n", *size as f64 / 1024.0));
     }
     let mut largest = syms.clone();
-    largest.sort_by_key(|s| std::cmp::Reverse(s.0));
+    largest.sort_by_key(|s| std::cmp::Reverse(s.size));
     out.push_str("\nThe largest functions and tables:\n\n| symbol | KiB |\n|---|---:|\n");
-    for (size, name) in largest.iter().take(15) {
-        let short: String = name.chars().take(110).collect();
-        out.push_str(&format!("| `{}` | {:.1} |\n", short.replace('|', "\\|"), *size as f64 / 1024.0));
+    for sym in largest.iter().take(15) {
+        let short: String = sym.name.chars().take(110).collect();
+        out.push_str(&format!("| `{}` | {:.1} |\n", short.replace('|', "\\|"), sym.size as f64 / 1024.0));
     }
     let sources = code_by_source(elf)?;
     let total: u64 = sources.iter().map(|(_, s)| s).sum();
