@@ -3,7 +3,6 @@
 //! where the boot fails and prints it (`main::fail`). `.at(place)` names where an error
 //! happened (a partition, a disk, a protocol step) without flattening it.
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -25,37 +24,18 @@ use veil_agent::xts::XtsError;
 
 use crate::fwcfg::FwCfgError;
 
-/// Why a boot stage failed: a [`BootErrorKind`] behind one pointer.
-///
-/// Every stage returns `Result<_, BootError>`, and every `?` in the firmware moves the error it
-/// forwards. Boxed, that move is one register; as the enum itself (56 bytes) it was seven
-/// loads and stores at each of a few hundred `?` sites in the ROM.
-pub struct BootError(Box<BootErrorKind>);
-
-impl BootError {
-    /// What failed.
-    pub fn kind(&self) -> &BootErrorKind {
-        &self.0
-    }
+veil_agent::boxed_error! {
+    /// Why a boot stage failed: a [`BootErrorKind`] behind one pointer.
+    ///
+    /// Every stage returns `Result<_, BootError>`, and every `?` in the firmware moves the error
+    /// it forwards. Boxed, that move is one register; as the enum itself (56 bytes) it was seven
+    /// loads and stores at each of a few hundred `?` sites in the ROM.
+    pub struct BootError(BootErrorKind);
 }
 
 impl fmt::Debug for BootError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Display for BootError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl From<BootErrorKind> for BootError {
-    #[cold]
-    #[inline(never)]
-    fn from(kind: BootErrorKind) -> Self {
-        BootError(Box::new(kind))
+        fmt::Debug::fmt(self.kind(), f)
     }
 }
 

@@ -46,35 +46,11 @@ use crate::xts::{SectorCipher, XtsError};
 /// A volume key in zeroizing storage.
 pub type VolumeKey = Zeroizing<Vec<u8>>;
 
-/// Why a LUKS2 operation failed: a [`Luks2ErrorKind`] behind one pointer, so that each `?`
-/// that forwards it moves 8 bytes (the firmware has hundreds of such sites).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Luks2Error(alloc::boxed::Box<Luks2ErrorKind>);
-
-impl Luks2Error {
-    /// What failed.
-    pub fn kind(&self) -> &Luks2ErrorKind {
-        &self.0
-    }
-
-    /// What failed, unboxed.
-    pub fn into_kind(self) -> Luks2ErrorKind {
-        *self.0
-    }
-}
-
-impl From<Luks2ErrorKind> for Luks2Error {
-    #[cold]
-    #[inline(never)]
-    fn from(kind: Luks2ErrorKind) -> Self {
-        Luks2Error(alloc::boxed::Box::new(kind))
-    }
-}
-
-impl core::fmt::Display for Luks2Error {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&self.0, f)
-    }
+crate::boxed_error! {
+    /// Why a LUKS2 operation failed: a [`Luks2ErrorKind`] behind one pointer, so that each `?`
+    /// that forwards it moves 8 bytes (the firmware has hundreds of such sites).
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Luks2Error(Luks2ErrorKind);
 }
 
 /// Why a LUKS2 operation failed.

@@ -8,7 +8,6 @@
 //! bounds checks to the last byte; a non-zero response code becomes [`TpmErrorKind::Rc`] naming
 //! the command.
 
-use alloc::boxed::Box;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -56,35 +55,11 @@ impl From<std::io::Error> for TransportError {
     }
 }
 
-/// Why a TPM command failed: a [`TpmErrorKind`] behind one pointer, so that the `?` at each
-/// of the TPM code's many fallible reads forwards 8 bytes rather than 40.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TpmError(Box<TpmErrorKind>);
-
-impl TpmError {
-    /// What failed.
-    pub fn kind(&self) -> &TpmErrorKind {
-        &self.0
-    }
-
-    /// What failed, unboxed.
-    pub fn into_kind(self) -> TpmErrorKind {
-        *self.0
-    }
-}
-
-impl From<TpmErrorKind> for TpmError {
-    #[cold]
-    #[inline(never)]
-    fn from(kind: TpmErrorKind) -> Self {
-        TpmError(Box::new(kind))
-    }
-}
-
-impl fmt::Display for TpmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
+crate::boxed_error! {
+    /// Why a TPM command failed: a [`TpmErrorKind`] behind one pointer, so that the `?` at each
+    /// of the TPM code's many fallible reads forwards 8 bytes rather than 40.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TpmError(TpmErrorKind);
 }
 
 /// Why a TPM command failed.
