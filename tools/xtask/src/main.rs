@@ -29,40 +29,98 @@ mod tpm_test;
 
 const FIRMWARE_TARGET: &str = "x86_64-unknown-none";
 
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+enum Invocation {
+    Build,
+    BuildDev,
+    BuildSnpModel,
+    BuildTdxModel,
+    Lint,
+    Test(Option<&'static str>),
+    Demo,
+    Bench(Option<&'static str>),
+    Help,
+}
+
+/// The test sets `cargo xtask test SET` runs on their own.
+const TEST_SETS: [&str; 3] = ["disk", "snp", "tdx"];
+/// The parts `cargo xtask bench PART` runs on their own.
+const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
+
+/// Read the command line. `-h`/`--help` anywhere asks for the help; a word a command does not
+/// take is refused rather than ignored (a mistyped option must not start a build or a bench).
+fn parse_command(args: &[String]) -> std::result::Result<Invocation, String> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        return Ok(Invocation::Help);
+    }
+    let (command, rest) = match args.split_first() {
+        None => return Ok(Invocation::Help),
+        Some((command, rest)) => (command.as_str(), rest),
+    };
+    let one_of = |known: &[&'static str], what: &str| -> std::result::Result<Option<&'static str>, String> {
+        match rest {
+            [] => Ok(None),
+            [word] => known
+                .iter()
+                .find(|k| *k == word)
+                .map(|k| Some(*k))
+                .ok_or_else(|| format!("unknown {what} `{word}` (known: {})", known.join(", "))),
+            [_, extra, ..] => Err(format!("`{command}` takes at most one {what}; `{extra}` is one too many")),
+        }
+    };
+    let parsed = match command {
+        "test" => return one_of(&TEST_SETS, "test set").map(Invocation::Test),
+        "bench" => return one_of(&BENCH_PARTS, "bench part").map(Invocation::Bench),
+        "help" => Invocation::Help,
+        "build" => Invocation::Build,
+        "build-dev" => Invocation::BuildDev,
+        "build-snp-model" => Invocation::BuildSnpModel,
+        "build-tdx-model" => Invocation::BuildTdxModel,
+        "lint" => Invocation::Lint,
+        "demo" => Invocation::Demo,
+        other => return Err(format!("unknown command `{other}`")),
+    };
+    match rest.first() {
+        None => Ok(parsed),
+        Some(extra) => Err(format!("`{command}` takes no arguments, but was given `{extra}`")),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("build") => build_firmware().map(|_| ()),
-        Some("build-dev") => build_dev_firmware().map(|_| ()),
-        Some("build-snp-model") => build_snp_model_firmware().map(|_| ()),
-        Some("build-tdx-model") => build_tdx_model_firmware().map(|_| ()),
-        Some("lint") => lint(),
-        Some("test") => match args.get(1).map(String::as_str) {
-            None => test(),
-            // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
-            Some("disk") => ensure_target().and_then(|()| disk_tests()),
-            // Only the SNP launch digest against sev-snp-measure.
-            Some("snp") => build_firmware().and_then(|rom| snp_measure_test(&rom)).and_then(|()| snp_model_test()),
-            // Only the TDX model ROM boots.
-            Some("tdx") => build_firmware().and_then(|rom| {
-                build_tdx_model_firmware().and_then(|model| {
-                    tdx_test::model_boot_tests(&rom, &model).and_then(|()| tdx_attest::attestation_tests(&model))
-                })
-            }),
-            Some(other) => {
-                eprintln!("xtask: unknown test set `{other}` (known: disk, snp, tdx)");
-                std::process::exit(2);
-            }
-        },
-        Some("demo") => demo(),
-        Some("bench") => bench(args.get(1).map(String::as_str)),
-        Some("-h" | "--help" | "help") | None => {
+    let invocation = match parse_command(&args) {
+        Ok(invocation) => invocation,
+        Err(why) => {
+            eprintln!("xtask: {why}\n\n{HELP}");
+            std::process::exit(2);
+        }
+    };
+    let result = match invocation {
+        Invocation::Build => build_firmware().map(|_| ()),
+        Invocation::BuildDev => build_dev_firmware().map(|_| ()),
+        Invocation::BuildSnpModel => build_snp_model_firmware().map(|_| ()),
+        Invocation::BuildTdxModel => build_tdx_model_firmware().map(|_| ()),
+        Invocation::Lint => lint(),
+        Invocation::Test(None) => test(),
+        // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
+        Invocation::Test(Some("disk")) => ensure_target().and_then(|()| disk_tests()),
+        // Only the SNP launch digest against sev-snp-measure, and the SNP model ROM's boots.
+        Invocation::Test(Some("snp")) => {
+            build_firmware().and_then(|rom| snp_measure_test(&rom)).and_then(|()| snp_model_test())
+        }
+        // Only the TDX model ROM boots.
+        Invocation::Test(Some("tdx")) => build_firmware().and_then(|rom| {
+            build_tdx_model_firmware().and_then(|model| {
+                tdx_test::model_boot_tests(&rom, &model).and_then(|()| tdx_attest::attestation_tests(&model))
+            })
+        }),
+        Invocation::Test(Some(other)) => Err(anyhow::anyhow!("test set `{other}` is in TEST_SETS but has no runner")),
+        Invocation::Demo => demo(),
+        Invocation::Bench(part) => bench(part),
+        Invocation::Help => {
             println!("{}", HELP);
             Ok(())
-        }
-        Some(other) => {
-            eprintln!("xtask: unknown command `{other}`\n\n{HELP}");
-            std::process::exit(2);
         }
     };
     if let Err(e) = result {
@@ -1619,5 +1677,24 @@ mod tests {
         let err = check_rom_budget(&over).unwrap_err().to_string();
         assert!(err.contains("over its budget"), "{err}");
         let _ = (std::fs::remove_file(within), std::fs::remove_file(over));
+    }
+
+    fn parse(line: &str) -> std::result::Result<Invocation, String> {
+        parse_command(&line.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_command_line_is_read_strictly() {
+        assert_eq!(parse(""), Ok(Invocation::Help));
+        assert_eq!(parse("build"), Ok(Invocation::Build));
+        assert_eq!(parse("build --help"), Ok(Invocation::Help));
+        assert_eq!(parse("bench -h"), Ok(Invocation::Help));
+        assert_eq!(parse("test"), Ok(Invocation::Test(None)));
+        assert_eq!(parse("test snp"), Ok(Invocation::Test(Some("snp"))));
+        assert_eq!(parse("bench rom"), Ok(Invocation::Bench(Some("rom"))));
+        assert!(parse("build --relase").unwrap_err().contains("takes no arguments"));
+        assert!(parse("test tpm").unwrap_err().contains("known: disk, snp, tdx"));
+        assert!(parse("bench rom ram").unwrap_err().contains("one too many"));
+        assert!(parse("bnech").unwrap_err().contains("unknown command"));
     }
 }
