@@ -17,6 +17,8 @@ pub mod diskboot;
 pub mod error;
 pub mod exit;
 pub mod fwcfg;
+#[cfg(any(feature = "snp-model", feature = "tdx-model"))]
+pub mod handoff_audit;
 pub mod heap;
 pub mod interrupts;
 pub mod kbs;
@@ -260,17 +262,14 @@ pub extern "C" fn veil_main() -> ! {
         tsc::mark("xts");
         select_xts_backend(hooks.xts_backend());
         tsc::mark("disk");
-        if let Err(e) = virtio::init_pool() {
-            fail(format_args!("virtio bounce pool: {e}"));
-        }
-        disks = virtio::find_disks(*base);
+        disks = virtio::find_disks(*base).unwrap_or_else(|e| fail(format_args!("virtio bounce pool: {e}")));
         for d in &disks {
             log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
         }
         // A virtio-console is the relay to a key broker (remote release needs the TPM or the
         // platform's own evidence).
         if attests {
-            relay = virtio::find_console(*base);
+            relay = virtio::find_console(*base).unwrap_or_else(|e| fail(format_args!("virtio bounce pool: {e}")));
             if let Some(r) = &relay {
                 log!("virtio-console: {} (relay to a key broker)", r.location);
             }
@@ -445,7 +444,11 @@ pub extern "C" fn veil_main() -> ! {
         Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),
         Err(n) => fail(format_args!("secret region {n} did not read back as zero after the wipe")),
     }
-    plat.before_jump();
+    plat.before_jump().unwrap_or_else(|e| fail(format_args!("before the jump to Linux: {e}")));
+    #[cfg(feature = "snp-model")]
+    snpmodel::audit_handoff(kernel.boot_params);
+    #[cfg(feature = "tdx-model")]
+    tdxmodel::audit_handoff(kernel.boot_params);
     tsc::mark("handoff");
     linux::jump(&kernel)
 }

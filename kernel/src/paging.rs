@@ -89,17 +89,20 @@ pub fn clear_cbit_4k(gpa: u64, cbit: Option<u8>) {
     }
 }
 
-/// Clear the C-bit of the 2 MiB mapping of `gpa` (2 MiB aligned, below 4 GiB, outside the
-/// firmware's 4 KiB-mapped window); the caller flushes the TLB ([`flush_tlb`]).
-pub fn clear_cbit_2m(gpa: u64, cbit: Option<u8>) {
-    let Some(bit) = cbit else { return };
+/// Set (`on`) or clear bit `bit` (None: the page tables carry none, nothing to do) of the
+/// 2 MiB mapping of `gpa` (2 MiB aligned, below 4 GiB, outside the firmware's 4 KiB-mapped
+/// window): SEV-SNP's C-bit (set: private) or TDX's shared bit (set: the shared alias). The
+/// caller flushes the TLB ([`flush_tlb`]).
+pub fn set_bit_2m(gpa: u64, bit: Option<u8>, on: bool) {
+    let Some(bit) = bit else { return };
     assert!(gpa.is_multiple_of(2 << 20) && gpa < 0x1_0000_0000, "not a 2 MiB page below 4 GiB: {gpa:#x}");
     assert!(!(0x80_0000..0xC0_0000).contains(&gpa), "the firmware's own window: {gpa:#x}");
     // SAFETY: PD0..PD3 map 0-4 GiB in 2 MiB pages at these identity-mapped addresses; one
     // entry changes (the caller flushes); the memory's contents are not in use.
     unsafe {
         let e = (PD0 as *mut u64).add((gpa >> 21) as usize);
-        e.write_volatile(e.read_volatile() & !(1u64 << bit));
+        let old = e.read_volatile();
+        e.write_volatile(if on { old | (1u64 << bit) } else { old & !(1u64 << bit) });
     }
 }
 
@@ -107,17 +110,4 @@ pub fn clear_cbit_2m(gpa: u64, cbit: Option<u8>) {
 pub fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only drops cached translations.
     unsafe { write_cr3(read_cr3()) }
-}
-
-/// Set the shared bit (position `bit`; None: the page tables carry none) of the 2 MiB mapping
-/// of `gpa` (TDX: the mapping then reaches the shared alias); the caller flushes the TLB.
-pub fn set_shared_2m(gpa: u64, bit: Option<u8>) {
-    let Some(bit) = bit else { return };
-    assert!(gpa.is_multiple_of(2 << 20) && gpa < 0x1_0000_0000, "not a 2 MiB page below 4 GiB: {gpa:#x}");
-    assert!(!(0x80_0000..0xC0_0000).contains(&gpa), "the firmware's own window: {gpa:#x}");
-    // SAFETY: as for clear_cbit_2m.
-    unsafe {
-        let e = (PD0 as *mut u64).add((gpa >> 21) as usize);
-        e.write_volatile(e.read_volatile() | (1u64 << bit));
-    }
 }

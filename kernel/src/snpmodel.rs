@@ -268,3 +268,13 @@ pub fn handle_ud(frame: &mut Frame) -> bool {
     frame.rip += 4;
     true
 }
+
+/// For the test: every page Linux is given as RAM is private and validated in the model's RMP
+/// (crate::handoff_audit). Nothing to check when the machine is not modelled as SNP.
+pub fn audit_handoff(boot_params: u64) {
+    let ranges = crate::handoff_audit::ram_ranges(boot_params);
+    let Some(bad) = MODEL.lock().as_ref().map(|m| ranges.iter().find_map(|&(a, b)| m.first_unusable(a, b))) else {
+        return;
+    };
+    crate::handoff_audit::report(MARKER, "private and validated", &ranges, bad);
+}

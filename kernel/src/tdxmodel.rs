@@ -231,3 +231,13 @@ pub fn report_config(config: &[(&str, &[u8])]) {
         crate::log!("{MARKER}: CONFIG {name} {}", hex::encode(bytes));
     }
 }
+
+/// For the test: every page Linux is given as RAM is accepted and private in the model
+/// (crate::handoff_audit). Nothing to check when the machine is not modelled as a TD.
+pub fn audit_handoff(boot_params: u64) {
+    let ranges = crate::handoff_audit::ram_ranges(boot_params);
+    let Some(bad) = MODEL.lock().as_ref().map(|m| ranges.iter().find_map(|&(a, b)| m.first_unusable(a, b))) else {
+        return;
+    };
+    crate::handoff_audit::report(MARKER, "accepted and private", &ranges, bad);
+}

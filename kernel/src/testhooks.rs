@@ -154,12 +154,9 @@ fn kernel_setup(cfg: &FwCfg) -> ! {
 /// reply back, printed; the channel remote key release uses.
 #[cfg(feature = "test-hooks")]
 fn relay_echo(ecam_base: u64) -> ! {
-    if let Err(e) = virtio::init_pool() {
-        crate::fail(format_args!("virtio bounce pool: {e}"));
-    }
-    let Some(mut console) = virtio::find_console(ecam_base) else {
-        crate::fail(format_args!("relay: no virtio-console device"))
-    };
+    let found =
+        virtio::find_console(ecam_base).unwrap_or_else(|e| crate::fail(format_args!("virtio bounce pool: {e}")));
+    let Some(mut console) = found else { crate::fail(format_args!("relay: no virtio-console device")) };
     log!("relay: virtio-console at {}", console.location);
     console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
     let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| crate::fail(format_args!("{e}")));

@@ -31,10 +31,15 @@ const MMIO_WINDOW: (u64, u64) = (0xC000_0000, 0xFEC0_0000);
 
 static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 
-/// Give the bounce pool its memory: 4 MiB leaked from the heap, 2 MiB aligned so that on
-/// SEV-SNP it can be made shared as two large pages (the platform rescinds, converts, clears
-/// the C-bit and zeroes it: platform::snp::share_dma).
-pub fn init_pool() -> Result<(), BootError> {
+/// Give the bounce pool its memory on first need (a virtio device to drive, or a
+/// [`SharedBuffer`]): 4 MiB leaked from the heap, 2 MiB aligned so that on SEV-SNP and TDX it
+/// is made shared as two large pages (platform::share_for_dma). A boot with no virtio device
+/// never takes it: on SEV-SNP and TDX shared memory stays the host's, and Linux gets it as
+/// reserved, so a pool made for nothing would be 4 MiB of RAM lost to the guest.
+pub fn ensure_pool() -> Result<(), BootError> {
+    if POOL.lock().size() != 0 {
+        return Ok(());
+    }
     let layout =
         core::alloc::Layout::from_size_align(POOL_SIZE, 2 << 20).map_err(|_| BootErrorKind::OutOfMemory(POOL_SIZE))?;
     // SAFETY: non-zero size; leaked on purpose: the pool lives as long as the firmware.
@@ -70,9 +75,10 @@ pub struct SharedBuffer {
 }
 
 impl SharedBuffer {
-    /// `len` bytes (rounded up to pages), zeroed; None before the pool exists.
+    /// `len` bytes (rounded up to pages), zeroed; None when the pool cannot be made.
     pub fn new(len: usize) -> Option<SharedBuffer> {
-        if POOL.lock().size() == 0 {
+        if let Err(e) = ensure_pool() {
+            crate::log!("virtio bounce pool: {e}");
             return None;
         }
         let ptr = pool_alloc(len);
@@ -217,21 +223,21 @@ fn bring_up(root: &mut PciRoot<Ecam>, df: DeviceFunction) -> Option<PciTransport
     }
 }
 
-/// The virtio devices of `kind` on bus 0, brought up.
-fn find(ecam_base: u64, kind: DeviceType) -> Vec<(DeviceFunction, PciTransport)> {
+/// The virtio devices of `kind` on bus 0, brought up (the bounce pool is made for the first).
+fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFunction, PciTransport)>, BootError> {
     let mut root = PciRoot::new(Ecam(ecam_base));
-    let found: Vec<_> = root.enumerate_bus(0).collect();
-    found
-        .into_iter()
-        .filter(|(_, info)| virtio_device_type(info) == Some(kind))
-        .filter_map(|(df, _)| bring_up(&mut root, df).map(|t| (df, t)))
-        .collect()
+    let found: Vec<_> = root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(kind)).collect();
+    if !found.is_empty() {
+        ensure_pool()?;
+    }
+    Ok(found.into_iter().filter_map(|(df, _)| bring_up(&mut root, df).map(|t| (df, t))).collect())
 }
 
-/// Find the virtio-blk devices on bus 0, give them BARs, and bring them up.
-pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
+/// Find the virtio-blk devices on bus 0, give them BARs, and bring them up. Fails only when
+/// there is a device but no bounce pool for it.
+pub fn find_disks(ecam_base: u64) -> Result<Vec<Disk>, BootError> {
     let mut disks = Vec::new();
-    for (df, transport) in find(ecam_base, DeviceType::Block) {
+    for (df, transport) in find(ecam_base, DeviceType::Block)? {
         match VirtIOBlk::<VeilHal, _>::new(transport) {
             Ok(blk) => {
                 let size = blk.capacity() * 512;
@@ -240,7 +246,7 @@ pub fn find_disks(ecam_base: u64) -> Vec<Disk> {
             Err(e) => crate::log!("virtio: {df}: block device init failed: {e:?}"),
         }
     }
-    disks
+    Ok(disks)
 }
 
 /// A virtio-console port: the firmware's only channel to the (untrusted) host relay.
@@ -250,15 +256,16 @@ pub struct Console {
     pub location: DeviceFunction,
 }
 
-/// The first virtio-console on bus 0, brought up.
-pub fn find_console(ecam_base: u64) -> Option<Console> {
-    for (df, transport) in find(ecam_base, DeviceType::Console) {
+/// The first virtio-console on bus 0, brought up. Fails only when there is a device but no
+/// bounce pool for it.
+pub fn find_console(ecam_base: u64) -> Result<Option<Console>, BootError> {
+    for (df, transport) in find(ecam_base, DeviceType::Console)? {
         match VirtIOConsole::<VeilHal, _>::new(transport) {
-            Ok(dev) => return Some(Console { dev, location: df }),
+            Ok(dev) => return Ok(Some(Console { dev, location: df })),
             Err(e) => crate::log!("virtio: {df}: console init failed: {e:?}"),
         }
     }
-    None
+    Ok(None)
 }
 
 impl Console {

@@ -173,6 +173,14 @@ impl Hypervisor {
         Hypervisor { cbit: 51, ..Hypervisor::default() }
     }
 
+    /// The first page of `[start, end)` an OS could not use as RAM: one that is not assigned
+    /// to the guest and validated. Linux, booted directly, validates nothing it is given as RAM
+    /// and would fault on such a page.
+    pub fn first_unusable(&self, start: u64, end: u64) -> Option<u64> {
+        let usable = RmpEntry { private: true, validated: true };
+        (start / 4096..end.div_ceil(4096)).find(|gfn| self.rmp.get(*gfn) != Some(usable)).map(|gfn| gfn * 4096)
+    }
+
     fn msr_answer(&self, code: u64, data: u64) -> u64 {
         match self.hostile.msr_response {
             Some(bad) => bad,

@@ -113,6 +113,28 @@ fn validate_uses_2m_pages_falls_back_to_4k_and_touches_every_page() {
 }
 
 #[test]
+fn dma_memory_is_ram_for_linux_again_only_once_validated_again() {
+    let (start, end) = (0x20_0000, 0x60_0000);
+    let mut hv = registered();
+    memory::validate(&mut Ghcb::new(&mut hv), start, end).unwrap();
+    assert_eq!(hv.first_unusable(start, end), None);
+    memory::share(&mut Ghcb::new(&mut hv), 0x40_0000, end).unwrap();
+    assert_eq!(hv.first_unusable(start, end), Some(0x40_0000));
+    assert_eq!(hv.first_unusable(start, 0x40_0000), None);
+    // Back to private, as the firmware does before the hand-off.
+    assert_eq!(memory::validate(&mut Ghcb::new(&mut hv), 0x40_0000, end), Ok(512));
+    assert_eq!(hv.first_unusable(start, end), None);
+    // A host that claims the conversion back but leaves the pages shared: PVALIDATE faults.
+    memory::share(&mut Ghcb::new(&mut hv), 0x40_0000, end).unwrap();
+    hv.hostile.psc_fake = true;
+    assert!(matches!(
+        memory::validate(&mut Ghcb::new(&mut hv), 0x40_0000, end),
+        Err(MemoryError::Pvalidate { gpa: 0x40_0000, .. })
+    ));
+    assert_eq!(hv.first_unusable(start, end), Some(0x40_0000));
+}
+
+#[test]
 fn double_validation_stops_the_boot() {
     let mut hv = registered();
     memory::validate(&mut Ghcb::new(&mut hv), 0x10_0000, 0x10_2000).unwrap();

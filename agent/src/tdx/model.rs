@@ -118,6 +118,28 @@ impl TdxModel {
         self.accepted.insert(start, len);
     }
 
+    /// The first page of `[start, end)` an OS could not use as RAM: one that is shared or not
+    /// accepted. Linux, booted without UEFI, accepts nothing it is given as RAM and would take
+    /// a #VE on such a page.
+    pub fn first_unusable(&self, start: u64, end: u64) -> Option<u64> {
+        let (start, end) = (start & !0xFFF, end.next_multiple_of(4096));
+        if let Some(page) = self.shared.range(start..end).next() {
+            return Some(*page);
+        }
+        // Sweep the accepted ranges in order of their starts (they may overlap).
+        let mut at = start;
+        for (s, l) in self.accepted.range(..end) {
+            if at >= end {
+                break;
+            }
+            if *s > at {
+                return Some(at);
+            }
+            at = at.max(s + l);
+        }
+        (at < end).then_some(at)
+    }
+
     fn is_accepted(&self, start: u64, len: u64) -> bool {
         self.accepted.range(..start + len).any(|(s, l)| *s < start + len && start < s + l)
     }

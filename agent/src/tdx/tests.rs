@@ -82,6 +82,24 @@ fn map_gpa_follows_retries_and_refuses_bad_ones() {
 }
 
 #[test]
+fn dma_memory_is_ram_for_linux_again_only_once_accepted_again() {
+    let shared = 1 << 51;
+    let mut m = TdxModel::new();
+    m.pre_accept(0x10_0000, 0x10_0000);
+    tdcall::accept(&mut m, 0x20_0000, 0x60_0000).unwrap();
+    assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), None);
+    assert_eq!(m.first_unusable(0x8_0000, 0x60_0000), Some(0x8_0000));
+    assert_eq!(m.first_unusable(0x10_0000, 0x60_1000), Some(0x60_0000));
+    tdcall::map_gpa(&mut m, 0x40_0000, 0x20_0000, true, shared).unwrap();
+    assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), Some(0x40_0000));
+    // Private again but not accepted: still not RAM Linux can use.
+    tdcall::map_gpa(&mut m, 0x40_0000, 0x20_0000, false, shared).unwrap();
+    assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), Some(0x40_0000));
+    assert_eq!(tdcall::accept(&mut m, 0x40_0000, 0x60_0000), Ok(512));
+    assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), None);
+}
+
+#[test]
 fn rtmr_extend_is_sha384_of_old_and_new() {
     use sha2::Digest;
     let mut m = TdxModel::new();

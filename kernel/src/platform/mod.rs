@@ -63,8 +63,11 @@ pub trait Platform {
     fn extend_acpi(&mut self, _tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
         Ok(())
     }
-    /// Last step before the jump (SNP: wipe VMPCK0).
-    fn before_jump(&mut self) {}
+    /// Last step before the jump (SNP: wipe VMPCK0; SNP and TDX: the memory shared for DMA made
+    /// private again, so that Linux gets it as RAM).
+    fn before_jump(&mut self) -> Result<(), BootError> {
+        Ok(())
+    }
     /// The TEE this platform attests as with its own evidence (SNP), or None (the plain
     /// platform attests with its TPM, found separately).
     fn tee(&self) -> Option<veil_agent::kbs::evidence::Tee> {

@@ -1117,6 +1117,31 @@ fn demo() -> Result<()> {
 /// development ROM's encrypted-disk boot of the demo image.
 fn bench_ram() -> Result<String> {
     ensure_file(Path::new("/usr/share/ovmf/OVMF.fd"), "ovmf")?;
+    let snp_model = build_snp_model_firmware()?;
+    let tdx_model = build_tdx_model_firmware()?;
+    let python = ensure_sev_snp_measure()?.with_file_name("python");
+    let models_dir = root().join("target/ram-bench-models");
+    std::fs::create_dir_all(&models_dir)?;
+    let bios = |rom: &Path| vec!["-bios".to_string(), rom.display().to_string()];
+    let timeout = std::time::Duration::from_secs(120);
+    let models = vec![
+        ram_bench::SizedBoot {
+            path: "direct (-kernel/-initrd), SEV-SNP guest: kernel hashes, page validation",
+            firmware: "veilboot SEV-SNP model ROM",
+            boots: Box::new(|mib| {
+                let args = snp_test::direct_boot_args(&snp_model, &python, &models_dir, mib)?;
+                ram_bench::boots(&bios(&snp_model), &args, mib, linux::MARKER, timeout)
+            }),
+        },
+        ram_bench::SizedBoot {
+            path: "direct (-kernel/-initrd), TD: TD HOB, page acceptance",
+            firmware: "veilboot TDX model ROM",
+            boots: Box::new(|mib| {
+                let args = tdx_test::direct_boot_args(&tdx_model, &models_dir, mib)?;
+                ram_bench::boots(&bios(&tdx_model), &args, mib, linux::MARKER, timeout)
+            }),
+        },
+    ];
     let dev = build_dev_firmware()?;
     let release = build_firmware()?;
     let DemoDisk { veil, secret, image, .. } = fresh_demo_disk("ram-bench")?;
@@ -1155,8 +1180,9 @@ fn bench_ram() -> Result<String> {
         drop(tpm);
         ok
     };
-    let section = ram_bench::section(&release, &dev, &args, tpm_boot);
+    let section = ram_bench::section(&release, &dev, &args, models, tpm_boot);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&models_dir);
     section
 }
 

@@ -51,12 +51,26 @@ pub fn least_by(lo: u64, hi: u64, mut boots: impl FnMut(u64) -> Result<bool>) ->
     Ok(Some(good * 4))
 }
 
-/// The BENCHMARKS.md section. `tpm_boot(mib)`: does the release ROM's TPM boot (the demo
-/// disk sealed to a swtpm, unsealed locally) reach the root filesystem with `mib` MiB?
+/// A boot whose arguments depend on the RAM size: `boots(mib)` says whether it reaches its
+/// marker with `mib` MiB.
+pub struct SizedBoot<'a> {
+    /// The table's "boot path" cell.
+    pub path: &'a str,
+    /// The table's "firmware" cell.
+    pub firmware: &'a str,
+    /// Does it boot with this many MiB?
+    pub boots: Box<dyn FnMut(u64) -> Result<bool> + 'a>,
+}
+
+/// The BENCHMARKS.md section. `models`: the SEV-SNP and TDX model ROMs' direct boots, whose
+/// kernel hashes and TD HOB depend on the RAM size. `tpm_boot(mib)`: does the release ROM's TPM
+/// boot (the demo disk sealed to a swtpm, unsealed locally) reach the root filesystem with
+/// `mib` MiB?
 pub fn section(
     release_rom: &Path,
     dev_rom: &Path,
     disk_args: &[String],
+    models: Vec<SizedBoot<'_>>,
     tpm_boot: impl FnMut(u64) -> Result<bool>,
 ) -> Result<String> {
     let l = linux::prepare()?;
@@ -90,6 +104,15 @@ pub fn section(
             m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 512 MiB"))
         ));
     }
+    for mut model in models {
+        let m = least_by(32, 512, &mut model.boots)?;
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            model.path,
+            model.firmware,
+            m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 512 MiB"))
+        ));
+    }
     let m = least(&bios(dev_rom), disk_args, crate::demo_image::ROOT_MARKER, 32, 1024)?;
     out.push_str(&format!(
         "| encrypted disk (demo image, development key) | veilboot | {} |\n",
@@ -101,7 +124,7 @@ pub fn section(
         m.map(|m| format!("{m} MiB")).unwrap_or_else(|| String::from("not within 1 GiB"))
     ));
     out.push_str(
-        "\nAn encrypted-disk boot's heap starts at 80 MiB when 32 MiB or more lie above (the kernel then runs at its\npreferred 16 MiB); in a smaller VM it starts at 12 MiB and the kernel's window (its init_size, here 51.5 MiB)\nis taken from the heap before the bundle is read, from the kernel's setup header. The initrd is handed to Linux\nin the buffer it was decrypted into. What remains is the kernel window, the bzImage and initrd (here 8 + 13 MiB)\nand about 4 MiB of the firmware's own. SeaBIOS, qboot and OVMF cannot boot this disk (its kernel is inside the\nLUKS2 volume).\n",
+        "\nAn encrypted-disk boot's heap starts at 80 MiB when 32 MiB or more lie above (the kernel then runs at its\npreferred 16 MiB); in a smaller VM it starts at 12 MiB and the kernel's window (its init_size, here 51.5 MiB)\nis taken from the heap before the bundle is read, from the kernel's setup header. The initrd is handed to Linux\nin the buffer it was decrypted into. What remains is the kernel window, the bzImage and initrd (here 8 + 13 MiB)\nand about 4 MiB of the firmware's own. SeaBIOS, qboot and OVMF cannot boot this disk (its kernel is inside the\nLUKS2 volume).\n\nThe model ROMs run the firmware's SEV-SNP and TDX paths under TCG (the model answers PVALIDATE, the GHCB and TDCALL;\nthe kernel hashes and the TD HOB are made for each size tried). There the firmware's DMA memory (2 MiB for fw_cfg, and\n4 MiB for virtio when there is a virtio device) is shared with the host while the firmware runs and made private\nand validated or accepted again before Linux starts, so Linux gets the same RAM as on a plain VM; the model checks\nevery page of Linux's memory map at the hand-off.\n",
     );
     Ok(out)
 }

@@ -82,6 +82,21 @@ pub fn kernel_as_fw_cfg_serves_it(
     Ok(out)
 }
 
+/// QEMU arguments (all but `-m`) for a measured direct boot of the Debian test kernel and
+/// initramfs on the model ROM in a VM of `mib` MiB: the kernel as fw_cfg serves it at that size
+/// and sev-snp-measure's SEV hash table of it, both written to `dir`.
+pub fn direct_boot_args(model_rom: &Path, python: &Path, dir: &Path, mib: u64) -> Result<Vec<String>> {
+    let l = linux::prepare()?;
+    let kernel = kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, dir, &format!("{mib}M"))?;
+    let table = dir.join(format!("snp-hashes-{mib}M.bin"));
+    sev_hashes(python, &kernel, &l.initrd, &table)?;
+    let mut a = args(&kernel, &l.initrd, &["-fw_cfg"]);
+    a.push(format!("name=opt/veil/test-snp-hashes,file={}", table.display()));
+    let m = a.iter().position(|x| x == "-m").expect("args sets -m");
+    a.drain(m..m + 2);
+    Ok(a)
+}
+
 /// The CC blob setup_data node as Linux reads it (arch/x86/include/asm/sev.h
 /// `cc_blob_sev_info` in a `setup_data` of type SETUP_CC_BLOB = 7): written out here from the
 /// layout, not with the firmware's code.
@@ -172,6 +187,11 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
         .expect(&format!("snp: CC blob for Linux (setup_data type 7): {}", cc_blob_hex()))?
         .expect("the CC blob is withheld: Linux under TCG is no SNP guest")?
         .expect("snp: VMPCK0 wiped from the secrets page")?
+        // The fw_cfg DMA buffer is the host's until then; Linux must get it back as RAM, and
+        // the model checks Linux's whole memory map against its RMP.
+        .expect("snp: the 2 MiB shared for DMA made private and validated again for Linux")?
+        .expect(&format!("{MODEL_MARKER}: the "))?
+        .expect("MiB Linux is given as RAM are all private and validated")?
         .expect("stage=handoff")?
         .expect("Linux version")?
         .expect(linux::MARKER)?

@@ -151,6 +151,29 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Resul
     Ok(())
 }
 
+/// QEMU arguments (all but `-m`) for a direct boot of the Debian test kernel and initramfs on
+/// the model ROM as a TD of `mib` MiB: the kernel as fw_cfg serves it at that size and the TD
+/// HOB QEMU would write for it, both written to `dir`.
+pub fn direct_boot_args(model_rom: &Path, dir: &Path, mib: u64) -> Result<Vec<String>> {
+    let l = linux::prepare()?;
+    let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, dir, &format!("{mib}M"))?;
+    let hob = dir.join(format!("td-hob-{mib}M.bin"));
+    std::fs::write(&hob, td_hob(mib << 20))?;
+    Ok([
+        "-kernel",
+        &kernel.display().to_string(),
+        "-initrd",
+        &l.initrd.display().to_string(),
+        "-append",
+        APPEND,
+        "-fw_cfg",
+        &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect())
+}
+
 /// Boot the TDX model ROM: Linux with an honest TD HOB; refusals with a malformed HOB and a
 /// HOB that lists an added page as unaccepted.
 pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
@@ -196,6 +219,11 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
         .expect("made shared for DMA (shared bit set, MapGPA)")?
         .expect("tdx: application processors in the ACPI wakeup mailbox at 0x")?
         .expect("tdx: accepted the remaining")?
+        // The fw_cfg DMA buffer is the VMM's until then; Linux must get it back as RAM, and
+        // the model checks Linux's whole memory map against what is accepted and private.
+        .expect("tdx: the 2 MiB shared for DMA made private and accepted again for Linux")?
+        .expect(&format!("{MODEL_MARKER}: the "))?
+        .expect("MiB Linux is given as RAM are all accepted and private")?
         .expect("Linux version")?
         .expect(&format!("{} cpus=2", linux::MARKER))?
         .expect("\"platform\":\"tdx\"")?;

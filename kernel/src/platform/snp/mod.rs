@@ -379,7 +379,7 @@ impl Snp {
     }
 }
 
-/// Ranges made shared for DMA (start, end): reserved in Linux's memory map.
+/// Ranges made shared for DMA (start, end): private again before Linux runs ([`unshare_dma`]).
 static SHARED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
 
 /// Make `[start, start + len)` (validated heap memory, 2 MiB aligned) shared for device DMA,
@@ -394,7 +394,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     with_ghcb(|g| memory::share(g, start, end))
         .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
     for at in (start..end).step_by(2 << 20) {
-        crate::paging::clear_cbit_2m(at, insn::page_table_cbit());
+        crate::paging::set_bit_2m(at, insn::page_table_cbit(), false);
     }
     crate::paging::flush_tlb();
     // SAFETY: the range is the caller's (leaked heap memory), now shared and mapped without
@@ -406,6 +406,23 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
         len >> 20
     );
     Ok(())
+}
+
+/// Give the DMA ranges back to the guest before the hand-off, in the specified order (as Linux
+/// makes memory private): the C-bit set in their 2 MiB mappings and the TLB flushed, then the
+/// page-state change to private and PVALIDATE (`veil_agent::snp::memory::validate`). Linux then
+/// gets them as RAM like the rest; nothing does DMA after this.
+fn unshare_dma(snp: &mut Snp) -> Result<u64, BootError> {
+    let ranges = core::mem::take(&mut *SHARED.lock());
+    let mut pages = 0;
+    for (start, end) in ranges {
+        for at in (start..end).step_by(2 << 20) {
+            crate::paging::set_bit_2m(at, insn::page_table_cbit(), true);
+        }
+        crate::paging::flush_tlb();
+        pages += snp.validate(start, end)?;
+    }
+    Ok(pages)
 }
 
 /// Is the SNP platform up (GHCB registered)?
@@ -463,9 +480,9 @@ impl Platform for Snp {
         crate::log!("snp: validated the remaining {} MiB of guest RAM for Linux", pages >> 8);
         let cc_blob = pages::cc_blob_setup_data(SECRETS_PAGE, CPUID_PAGE);
         crate::log!("snp: CC blob for Linux (setup_data type 7): {}", hex::encode(cc_blob));
-        // Shared DMA memory stays the host's: Linux gets it as reserved, not as RAM.
-        let mut reserve = alloc::vec![SNP_PAGES];
-        reserve.extend(shared.iter().map(|(a, b)| (*a, b - a)));
+        // The DMA ranges are still shared (left out above): they become private and validated
+        // again in before_jump, once nothing does DMA, and Linux gets them as RAM.
+        let reserve = alloc::vec![SNP_PAGES];
         #[cfg(feature = "snp-model")]
         if crate::snpmodel::withhold_cc_blob() {
             return Ok(HandoffExtras { reserve, setup_data: Vec::new() });
@@ -500,7 +517,7 @@ impl Platform for Snp {
         Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
     }
 
-    fn before_jump(&mut self) {
+    fn before_jump(&mut self) -> Result<(), BootError> {
         // The OS area's sequence number for VMPCK0 records how far the firmware used it (the
         // key itself is wiped below, so no one can use it again).
         if let Some(c) = self.channel.take() {
@@ -511,5 +528,10 @@ impl Platform for Snp {
         }
         pages::wipe_vmpck(page::<4096>(SECRETS_PAGE), 0);
         crate::log!("snp: VMPCK0 wiped from the secrets page; Linux attests with VMPCK1 (sev-guest.vmpck_id=1)");
+        let pages = unshare_dma(self)?;
+        if pages > 0 {
+            crate::log!("snp: the {} MiB shared for DMA made private and validated again for Linux", pages >> 8);
+        }
+        Ok(())
     }
 }

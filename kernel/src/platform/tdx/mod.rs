@@ -273,6 +273,14 @@ impl Platform for Tdx {
         );
         Ok(HandoffExtras::default())
     }
+
+    fn before_jump(&mut self) -> Result<(), BootError> {
+        let pages = unshare_dma()?;
+        if pages > 0 {
+            crate::log!("tdx: the {} MiB shared for DMA made private and accepted again for Linux", pages >> 8);
+        }
+        Ok(())
+    }
 }
 
 /// TDG.MR.REPORT over `data`: the 1024-byte TDREPORT.
@@ -350,20 +358,43 @@ fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError
     Err(BootErrorKind::ApsMissing(arrived.load(Ordering::SeqCst), aps).into())
 }
 
+/// Ranges made shared for DMA (start, end): private again before Linux runs ([`unshare_dma`]).
+static SHARED: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
+
 /// Make `[start, start + len)` (accepted heap memory, 2 MiB aligned) shared for device DMA:
 /// the shared bit set in its 2 MiB mappings and the TLB flushed, then MapGPA to shared (the
 /// private pages are dropped: the memory is zeroed through the shared alias afterwards).
 pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     let shared = SHARED_BIT.load(Ordering::Relaxed);
     for at in (start..start + len).step_by(2 << 20) {
-        crate::paging::set_shared_2m(at, insn_shared_bit(shared));
+        crate::paging::set_bit_2m(at, insn_shared_bit(shared), true);
     }
     crate::paging::flush_tlb();
     tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootErrorKind::Tdcall)?;
     // SAFETY: the caller's memory, now shared and mapped at its shared alias.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
+    SHARED.lock().push((start, start + len));
     crate::log!("tdx: {} MiB at {start:#x} made shared for DMA (shared bit set, MapGPA)", len >> 20);
     Ok(())
+}
+
+/// Give the DMA ranges back to the TD before the hand-off, as Linux makes memory private: the
+/// shared bit cleared in their 2 MiB mappings and the TLB flushed, MapGPA to private, then
+/// TDG.MEM.PAGE.ACCEPT (a page the VMM kept accepted is refused, as everywhere). Linux then
+/// gets them as RAM like the rest; nothing does DMA after this.
+fn unshare_dma() -> Result<u64, BootError> {
+    let shared = SHARED_BIT.load(Ordering::Relaxed);
+    let ranges = core::mem::take(&mut *SHARED.lock());
+    let mut pages = 0;
+    for (start, end) in ranges {
+        for at in (start..end).step_by(2 << 20) {
+            crate::paging::set_bit_2m(at, insn_shared_bit(shared), false);
+        }
+        crate::paging::flush_tlb();
+        tdcall::map_gpa(&mut Hw, start, end - start, false, shared).map_err(BootErrorKind::Tdcall)?;
+        pages += tdcall::accept(&mut Hw, start, end).map_err(BootErrorKind::Tdcall)?;
+    }
+    Ok(pages)
 }
 
 /// The shared bit to put in page tables (None in the model ROM, whose TCG "hardware" has no
