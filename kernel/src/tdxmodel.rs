@@ -28,7 +28,8 @@ const TEST_TD_HOB: &str = "opt/veil/test-td-hob";
 /// at 1 MiB to the TD although the TD HOB lists it as unaccepted: a replayed page), `gpaw`
 /// (TDG.VP.INFO reports a 40-bit address width), `aps-missing` (it reports the vCPUs QEMU has
 /// but never runs the APs), `mrtd` (the TD was launched from other contents), `rtmr` (RTMR1
-/// holds an extend the event log does not show), `debug` (a debug TD).
+/// holds an extend the event log does not show), `debug` (a debug TD), `keeps-private` (MapGPA
+/// to shared keeps the private pages, accepted, behind the shared ones).
 /// The quoting side: `opt/veil/test-tdx-qe` (agent::tdx::getquote::model::QuotingKeys's text
 /// form), and the VMM's MRCONFIGID, `opt/veil/test-tdx-mrconfigid` (48 bytes).
 const TEST_HOSTILE: &str = "opt/veil/test-tdx-hostile";
@@ -85,6 +86,7 @@ pub fn launch() {
     match hostile.trim_ascii() {
         b"added-twice" => m.pre_accept(0x10_0000, 0x1000),
         b"gpaw" => m.hostile.gpaw = Some(40),
+        b"keeps-private" => m.hostile.map_gpa_keeps_private = true,
         b"mrtd" => m.mrtd[0] ^= 0xFF,
         b"rtmr" => m.rtmr[1] = [0x66; 48],
         b"debug" => m.attributes |= 1,

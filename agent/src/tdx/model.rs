@@ -29,6 +29,9 @@ pub struct Hostile {
     pub map_gpa_stall: bool,
     /// MapGPA: convert this many pages per call, then ask to resume.
     pub map_gpa_per_call: Option<u64>,
+    /// MapGPA to shared: keep the private pages (still accepted, with their old contents)
+    /// instead of removing them.
+    pub map_gpa_keeps_private: bool,
     /// GetQuote: answer with this status instead of a quote.
     pub quote_status: Option<u64>,
     /// GetQuote: claim a quote longer than the buffer.
@@ -325,7 +328,9 @@ impl TdxModel {
             if to_shared {
                 self.shared.insert(page);
                 // Converting to shared drops the private page (it must be accepted again).
-                self.accepted.retain(|s, l| !(*s <= page && page < s + *l));
+                if !self.hostile.map_gpa_keeps_private {
+                    self.accepted.retain(|s, l| !(*s <= page && page < s + *l));
+                }
             } else {
                 self.shared.remove(&page);
             }

@@ -117,7 +117,7 @@ impl fmt::Display for TdcallError {
             TdcallError::Gpaw(w) => write!(f, "TDG.VP.INFO: a guest-physical address width of {w} (48 or 52 expected)"),
             TdcallError::AlreadyAccepted(gpa) => write!(
                 f,
-                "TDG.MEM.PAGE.ACCEPT of {gpa:#x}: accepted already (the VMM added the page twice): refusing it"
+                "TDG.MEM.PAGE.ACCEPT of {gpa:#x}: accepted already (the VMM added the page twice, or kept it when it was made shared): refusing it"
             ),
             TdcallError::Busy(gpa) => write!(f, "TDG.MEM.PAGE.ACCEPT of {gpa:#x}: the page stayed busy"),
             TdcallError::Vmcall { sub, status } => {

@@ -97,6 +97,12 @@ fn dma_memory_is_ram_for_linux_again_only_once_accepted_again() {
     assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), Some(0x40_0000));
     assert_eq!(tdcall::accept(&mut m, 0x40_0000, 0x60_0000), Ok(512));
     assert_eq!(m.first_unusable(0x10_0000, 0x60_0000), None);
+    // A VMM that kept the private pages behind the shared ones: accepting them again finds
+    // them accepted, with contents from before, and the firmware refuses them.
+    m.hostile.map_gpa_keeps_private = true;
+    tdcall::map_gpa(&mut m, 0x40_0000, 0x20_0000, true, shared).unwrap();
+    tdcall::map_gpa(&mut m, 0x40_0000, 0x20_0000, false, shared).unwrap();
+    assert_eq!(tdcall::accept(&mut m, 0x40_0000, 0x60_0000), Err(TdcallError::AlreadyAccepted(0x40_0000)));
 }
 
 #[test]

@@ -262,7 +262,11 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     for (how, want) in [
         (
             "added-twice",
-            "TDG.MEM.PAGE.ACCEPT of 0x100000: accepted already (the VMM added the page twice): refusing it",
+            "TDG.MEM.PAGE.ACCEPT of 0x100000: accepted already (the VMM added the page twice, or kept it when it was made shared): refusing it",
+        ),
+        (
+            "keeps-private",
+            "FATAL: before the jump to Linux: TDX: TDG.MEM.PAGE.ACCEPT of 0x10000000: accepted already (the VMM added the page twice, or kept it when it was made shared): refusing it",
         ),
         ("gpaw", "FATAL: TDX: TDG.VP.INFO: a guest-physical address width of 40 (48 or 52 expected)"),
         (
