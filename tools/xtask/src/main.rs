@@ -15,6 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod demo_image;
+mod fuzz_seeds;
 mod linux;
 mod qemu;
 mod ram_bench;
@@ -40,6 +41,7 @@ enum Invocation {
     Test(Option<&'static str>),
     Demo,
     Bench(Option<&'static str>),
+    FuzzSeeds,
     Help,
 }
 
@@ -79,6 +81,7 @@ fn parse_command(args: &[String]) -> std::result::Result<Invocation, String> {
         "build-tdx-model" => Invocation::BuildTdxModel,
         "lint" => Invocation::Lint,
         "demo" => Invocation::Demo,
+        "fuzz-seeds" => Invocation::FuzzSeeds,
         other => return Err(format!("unknown command `{other}`")),
     };
     match rest.first() {
@@ -118,6 +121,11 @@ fn main() {
         Invocation::Test(Some(other)) => Err(anyhow::anyhow!("test set `{other}` is in TEST_SETS but has no runner")),
         Invocation::Demo => demo(),
         Invocation::Bench(part) => bench(part),
+        Invocation::FuzzSeeds => fuzz_seeds::run().map(|counts| {
+            for (target, n) in counts {
+                eprintln!("xtask: fuzz/corpus/{target}: {n} seeds from the shared test data");
+            }
+        }),
         Invocation::Help => {
             println!("{}", HELP);
             Ok(())
@@ -157,6 +165,10 @@ commands:
           per boot path beside SeaBIOS, qboot and OVMF; the ROM size and where its bytes go;
           the ROM's SHA-2 code run on the host CPU beside OpenSSL
           (`cargo xtask bench xts|boot|disk|tpm|snp|tdx|ram|rom|sha` runs one part)
+  fuzz-seeds  start the fuzz corpora (fuzz/corpus) from real artefacts in the shared test
+              data: TD quotes, cryptsetup's LUKS2 headers, Trustee's /attest request; then
+              `cd fuzz && cargo +nightly fuzz run tdx_quote` (or luks2_json, luks2_volume,
+              kbs_request) begins inside the formats
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -1722,5 +1734,6 @@ mod tests {
         assert!(parse("test tpm").unwrap_err().contains("known: disk, snp, tdx"));
         assert!(parse("bench rom ram").unwrap_err().contains("one too many"));
         assert!(parse("bnech").unwrap_err().contains("unknown command"));
+        assert_eq!(parse("fuzz-seeds"), Ok(Invocation::FuzzSeeds));
     }
 }
