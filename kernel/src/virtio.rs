@@ -34,8 +34,8 @@ static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 /// Give the bounce pool its memory on first need (a virtio device to drive, or a
 /// [`SharedBuffer`]): 4 MiB leaked from the heap, 2 MiB aligned so that on SEV-SNP and TDX it
 /// is made shared as two large pages (platform::share_for_dma). A boot with no virtio device
-/// never takes it: on SEV-SNP and TDX shared memory stays the host's, and Linux gets it as
-/// reserved, so a pool made for nothing would be 4 MiB of RAM lost to the guest.
+/// never takes it: 4 MiB of heap, and on SEV-SNP and TDX the page-state changes to share it
+/// and take it back before Linux, for nothing.
 pub fn ensure_pool() -> Result<(), BootError> {
     if POOL.lock().size() != 0 {
         return Ok(());

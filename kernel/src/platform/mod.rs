@@ -99,15 +99,31 @@ pub trait Platform {
     }
 }
 
+/// The ranges (start, end) made shared for DMA: left out of what SNP validates for Linux, and
+/// made private again by the platform's `before_jump` ([`take_shared_for_dma`]).
+static SHARED_FOR_DMA: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
+
+/// The ranges shared for DMA so far.
+pub fn shared_for_dma() -> Vec<(u64, u64)> {
+    SHARED_FOR_DMA.lock().clone()
+}
+
+/// The ranges shared for DMA, forgotten here: the caller makes them private again.
+pub fn take_shared_for_dma() -> Vec<(u64, u64)> {
+    core::mem::take(&mut *SHARED_FOR_DMA.lock())
+}
+
 /// Make heap memory shared with the host for device DMA on the confidential platform that is
 /// up (SNP: rescind, PSC, C-bit; TDX: shared bit, MapGPA); nothing on the plain platform.
 pub fn share_for_dma(start: u64, len: u64) -> Result<(), BootError> {
     if snp::active() {
-        return snp::share_dma(start, len);
+        snp::share_dma(start, len)?;
+    } else if tdx::active() {
+        tdx::share_dma(start, len)?;
+    } else {
+        return Ok(());
     }
-    if tdx::active() {
-        return tdx::share_dma(start, len);
-    }
+    SHARED_FOR_DMA.lock().push((start, start + len));
     Ok(())
 }
 

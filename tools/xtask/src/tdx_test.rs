@@ -151,6 +151,24 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Resul
     Ok(())
 }
 
+/// QEMU arguments (all but `-m`) for a direct boot of `kernel` and `initrd` as a TD whose
+/// TD HOB is the file `hob`.
+fn td_args(kernel: &Path, initrd: &Path, hob: &Path) -> Vec<String> {
+    [
+        "-kernel",
+        &kernel.display().to_string(),
+        "-initrd",
+        &initrd.display().to_string(),
+        "-append",
+        APPEND,
+        "-fw_cfg",
+        &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// QEMU arguments (all but `-m`) for a direct boot of the Debian test kernel and initramfs on
 /// the model ROM as a TD of `mib` MiB: the kernel as fw_cfg serves it at that size and the TD
 /// HOB QEMU would write for it, both written to `dir`.
@@ -159,19 +177,7 @@ pub fn direct_boot_args(model_rom: &Path, dir: &Path, mib: u64) -> Result<Vec<St
     let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, dir, &format!("{mib}M"))?;
     let hob = dir.join(format!("td-hob-{mib}M.bin"));
     std::fs::write(&hob, td_hob(mib << 20))?;
-    Ok([
-        "-kernel",
-        &kernel.display().to_string(),
-        "-initrd",
-        &l.initrd.display().to_string(),
-        "-append",
-        APPEND,
-        "-fw_cfg",
-        &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect())
+    Ok(td_args(&kernel, &l.initrd, &hob))
 }
 
 /// Boot the TDX model ROM: Linux with an honest TD HOB; refusals with a malformed HOB and a
@@ -187,21 +193,9 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     // what the firmware measures is the file veil measure reads.
     let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir, "4608M")?;
     let args = |hob: &Path, ram: &str| -> Vec<String> {
-        [
-            "-kernel",
-            &kernel.display().to_string(),
-            "-initrd",
-            &l.initrd.display().to_string(),
-            "-append",
-            APPEND,
-            "-m",
-            ram,
-            "-fw_cfg",
-            &format!("name=opt/veil/test-td-hob,file={}", hob.display()),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        let mut a = td_args(&kernel, &l.initrd, hob);
+        a.extend(["-m".to_string(), ram.to_string()]);
+        a
     };
     eprintln!("xtask: tdx test: the model ROM boots Linux as a TD (TD HOB, accept, VMCALL I/O, fw_cfg DMA via MapGPA)");
     // 4.5 GiB: 2.5 GiB of it above 4 GiB, accepted there too.

@@ -379,9 +379,6 @@ impl Snp {
     }
 }
 
-/// Ranges made shared for DMA (start, end): private again before Linux runs ([`unshare_dma`]).
-static SHARED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
-
 /// Make `[start, start + len)` (validated heap memory, 2 MiB aligned) shared for device DMA,
 /// in the specified order: PVALIDATE rescind and page-state change to shared
 /// (`veil_agent::snp::memory::share`), then the C-bit cleared in its 2 MiB mappings and the
@@ -400,7 +397,6 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     // SAFETY: the range is the caller's (leaked heap memory), now shared and mapped without
     // the C-bit; zeroing it removes whatever the host could read of its old plaintext view.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
-    SHARED.lock().push((start, end));
     crate::log!(
         "snp: {} MiB at {start:#x} made shared for virtio DMA (rescinded, converted, C-bit cleared, zeroed)",
         len >> 20
@@ -413,7 +409,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
 /// page-state change to private and PVALIDATE (`veil_agent::snp::memory::validate`). Linux then
 /// gets them as RAM like the rest; nothing does DMA after this.
 fn unshare_dma(snp: &mut Snp) -> Result<u64, BootError> {
-    let ranges = core::mem::take(&mut *SHARED.lock());
+    let ranges = super::take_shared_for_dma();
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
@@ -465,8 +461,7 @@ impl Platform for Snp {
         taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
         // The legacy VGA and BIOS hole: reserved for Linux (crate::linux), and possibly MMIO.
         taken.push((0xA_0000, 0x10_0000));
-        let shared = SHARED.lock().clone();
-        taken.extend(shared.iter().copied());
+        taken.extend(super::shared_for_dma());
         taken.extend(self.validated.iter().copied());
         let mut pages = 0;
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {

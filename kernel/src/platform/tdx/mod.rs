@@ -358,9 +358,6 @@ fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError
     Err(BootErrorKind::ApsMissing(arrived.load(Ordering::SeqCst), aps).into())
 }
 
-/// Ranges made shared for DMA (start, end): private again before Linux runs ([`unshare_dma`]).
-static SHARED: spin::Mutex<Vec<(u64, u64)>> = spin::Mutex::new(Vec::new());
-
 /// Make `[start, start + len)` (accepted heap memory, 2 MiB aligned) shared for device DMA:
 /// the shared bit set in its 2 MiB mappings and the TLB flushed, then MapGPA to shared (the
 /// private pages are dropped: the memory is zeroed through the shared alias afterwards).
@@ -373,7 +370,6 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootErrorKind::Tdcall)?;
     // SAFETY: the caller's memory, now shared and mapped at its shared alias.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
-    SHARED.lock().push((start, start + len));
     crate::log!("tdx: {} MiB at {start:#x} made shared for DMA (shared bit set, MapGPA)", len >> 20);
     Ok(())
 }
@@ -384,7 +380,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
 /// gets them as RAM like the rest; nothing does DMA after this.
 fn unshare_dma() -> Result<u64, BootError> {
     let shared = SHARED_BIT.load(Ordering::Relaxed);
-    let ranges = core::mem::take(&mut *SHARED.lock());
+    let ranges = super::take_shared_for_dma();
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
