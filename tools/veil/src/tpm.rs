@@ -97,7 +97,8 @@ fn ak(args: AkArgs) -> Result<()> {
         None => print!("{pem}"),
     }
     eprintln!(
-        "veil tpm ak: sha256:{} (SHA-256 of the DER SubjectPublicKeyInfo, as Trustee's TPM verifier compares it)",
+        "veil tpm ak: register the PEM's body (the base64 DER SubjectPublicKeyInfo: what the firmware sends as \
+         ak_public and Trustee's policy compares with trusted_aks); fingerprint sha256:{}",
         hex::encode(Sha256::digest(&der))
     );
     Ok(())
