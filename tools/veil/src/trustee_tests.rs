@@ -262,3 +262,142 @@ fn reference_values_hold_the_ak_as_base64_der() {
     assert_eq!(values["tpm_pcr0"], vec![hex::encode([1u8; 32])]);
     assert!(!reference_values(&pcrs, None).contains_key("trusted_aks"));
 }
+
+/// A directory holding `kbs-client`: the stand-in for Trustee's client
+/// (trustee_tests_kbs_client.sh: its argument grammar, its output, a log of requests).
+fn stub_client(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = bin.join("kbs-client");
+    std::fs::write(&path, include_str!("trustee_tests_kbs_client.sh")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// Run `sh kbs-admin.sh` in `trustee` with the stub client; (success, stdout + stderr, the
+/// requests the client received).
+fn run_script(trustee: &std::path::Path, bin: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, Vec<String>) {
+    let log = trustee.join("requests.log");
+    let _ = std::fs::remove_file(&log);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("kbs-admin.sh").current_dir(trustee).env_clear().env("PATH", path).env("STUB_LOG", &log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let requests = std::fs::read_to_string(&log).unwrap_or_default().lines().map(String::from).collect();
+    (out.status.success(), text, requests)
+}
+
+fn material(dir: &std::path::Path, ak: Option<&[u8]>) -> (std::path::PathBuf, BTreeMap<String, Vec<String>>) {
+    let pcrs: BTreeMap<u32, Vec<u8>> = MEASURED.iter().map(|p| (*p, vec![*p as u8 + 1; 32])).collect();
+    let trustee = dir.join("trustee");
+    write(&trustee, &pcrs, ak, "veilboot/cluster/master-secret").unwrap();
+    let values: BTreeMap<String, Vec<String>> =
+        serde_json::from_slice(&std::fs::read(trustee.join("reference-values.json")).unwrap()).unwrap();
+    (trustee, values)
+}
+
+/// The generated kbs-admin.sh against Trustee's kbs-client grammar: every reference value, the
+/// attestation policy under default_cpu, the resource policy, then the resource, each with the
+/// admin token file; and no byte of the master secret on the terminal, although the client
+/// echoes the upload. The script generated before (`config --auth-private-key`) stops at its
+/// first command against the same client.
+#[test]
+fn admin_script_speaks_kbs_client_and_prints_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = stub_client(dir.path());
+    let (trustee, values) = material(dir.path(), Some(b"the AK's DER"));
+    let secret_json = r#"{"key":"c2VjcmV0LWtleS1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVmMDE=","salt":"c2FsdC1ieXRlcy0wMTIzNDU2Nzg5YWJjZGVmMDEyMzQ1Njc="}"#;
+    let secret = dir.path().join("constellation-mastersecret.json");
+    std::fs::write(&secret, secret_json).unwrap();
+    std::fs::write(dir.path().join("admin-token"), "eyJ.admin.token").unwrap();
+    let secret_s = secret.to_str().unwrap();
+    let token = dir.path().join("admin-token");
+    let (ok, text, requests) = run_script(
+        &trustee,
+        &bin,
+        &[("KBS_URL", "http://kbs.example:8080"), ("ADMIN_TOKEN", token.to_str().unwrap()), ("SECRET", secret_s)],
+    );
+    assert!(ok, "{text}");
+    let prefix = "token=eyJ.admin.token url=http://kbs.example:8080";
+    let mut want: Vec<String> = values
+        .iter()
+        .flat_map(|(n, l)| l.iter().map(move |v| format!("{prefix} set-sample-reference-value {n} {v}")))
+        .collect();
+    want.push(format!(
+        "{prefix} set-attestation-policy --type rego --id default_cpu --policy-file attestation-policy.rego"
+    ));
+    want.push(format!("{prefix} set-resource-policy --policy-file resource-policy.rego"));
+    want.push(format!("{prefix} set-resource --path veilboot/cluster/master-secret --resource-file {secret_s}"));
+    assert_eq!(requests, want);
+    assert!(values.contains_key("trusted_aks") && values.len() == MEASURED.len() + 1);
+    for leak in [B64.encode(secret_json), String::from("c2VjcmV0LWtleS1ieXRlcy0w"), String::from(secret_json)] {
+        assert!(!text.contains(&leak), "the master secret reached the terminal: {text}");
+    }
+    // The client does echo it: the test would see a leak.
+    let echoed = std::process::Command::new(bin.join("kbs-client"))
+        .args(["config", "set-resource", "--path", "a/b/c", "--resource-file", secret_s])
+        .env("STUB_LOG", dir.path().join("echo.log"))
+        .output()
+        .unwrap();
+    let echoed = String::from_utf8_lossy(&echoed.stdout);
+    assert!(echoed.contains(&B64.encode(secret_json)));
+
+    // A KBS with InsecureAllowAll: no ADMIN_TOKEN, no --admin-token-file; KBS_CERT for HTTPS.
+    std::fs::write(dir.path().join("kbs.pem"), "PEM").unwrap();
+    let cert = dir.path().join("kbs.pem");
+    let (ok, text, requests) = run_script(
+        &trustee,
+        &bin,
+        &[("KBS_URL", "https://kbs.example"), ("KBS_CERT", cert.to_str().unwrap()), ("SECRET", secret_s)],
+    );
+    assert!(ok, "{text}");
+    assert_eq!(requests.len(), want.len());
+    assert!(requests.iter().all(|r| r.starts_with("token= url=https://kbs.example ")), "{requests:?}");
+
+    // What the old script ran: refused by the client's grammar, as the real client refused it.
+    let out = std::process::Command::new(bin.join("kbs-client"))
+        .args(["--url", "http://kbs", "config", "--auth-private-key", "admin.key", "set-resource"])
+        .args(["--path", "a/b/c", "--resource-file", secret_s])
+        .env("STUB_LOG", dir.path().join("old.log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--auth-private-key'"));
+}
+
+/// Without an AK (veil measure had no --ak) the script takes the PEM from AK, and refuses to
+/// load anything without one: the policy would affirm no TPM.
+#[test]
+fn admin_script_registers_the_ak_given_later_or_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = stub_client(dir.path());
+    let (trustee, values) = material(dir.path(), None);
+    assert!(!values.contains_key("trusted_aks"));
+    let secret = dir.path().join("secret.json");
+    std::fs::write(&secret, "{}").unwrap();
+    let env = [("KBS_URL", "http://kbs"), ("SECRET", secret.to_str().unwrap())];
+    let (ok, text, requests) = run_script(&trustee, &bin, &env);
+    assert!(!ok && requests.is_empty() && text.contains("no attestation key"), "{text} {requests:?}");
+    let pem = dir.path().join("ak.pem");
+    std::fs::write(&pem, crate::tpm::spki_pem(b"another VM's AK, DER")).unwrap();
+    let mut with_ak = env.to_vec();
+    with_ak.push(("AK", pem.to_str().unwrap()));
+    let (ok, text, requests) = run_script(&trustee, &bin, &with_ak);
+    assert!(ok, "{text}");
+    assert_eq!(
+        requests[0],
+        format!("token= url=http://kbs set-sample-reference-value trusted_aks {}", B64.encode(b"another VM's AK, DER"))
+    );
+    // A missing secret or token file stops it before any request.
+    let (ok, _, requests) = run_script(
+        &trustee,
+        &bin,
+        &[("KBS_URL", "http://kbs"), ("SECRET", "/nonexistent"), ("AK", pem.to_str().unwrap())],
+    );
+    assert!(!ok && requests.is_empty());
+}
