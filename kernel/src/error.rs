@@ -140,6 +140,11 @@ pub enum BootErrorKind {
     },
     /// Remote release failed and there was no sealed secret to fall back on.
     BrokerRefused(BootError),
+    /// An event log with no ACPI tables to hand it over in: which log.
+    NoAcpiForLog(&'static str),
+    /// A `veil-boot` disk and no source for its master secret: the root of trust's name, or
+    /// None without one.
+    NoKeySource(Option<&'static str>),
 }
 
 impl fmt::Display for BootErrorKind {
@@ -214,6 +219,18 @@ impl fmt::Display for BootErrorKind {
                 }
             }
             BootErrorKind::BrokerRefused(e) => write!(f, "{e}: refusing to boot"),
+            BootErrorKind::NoAcpiForLog(what) => write!(f, "{what}: no ACPI tables to hand it over in"),
+            BootErrorKind::NoKeySource(rot) => {
+                write!(f, "the disk has a veil-boot volume but no key source gave its master secret: ")?;
+                match rot {
+                    Some(name) => write!(f, "no sealed {name} token opened and")?,
+                    None => write!(f, "there is no TPM (QEMU -device tpm-tis with swtpm) to unseal a token, and")?,
+                }
+                write!(
+                    f,
+                    " no key broker relay is attached (a virtio-console relay: `veil kbs relay`), and this ROM takes no development secret (veilboot-dev.fd with fw_cfg opt/veil/dev-master-secret); add one of the three, or seal one offline with `veil seal`: refusing to boot"
+                )
+            }
         }
     }
 }

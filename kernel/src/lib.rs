@@ -48,13 +48,15 @@ pub mod virtio;
 
 use core::arch::global_asm;
 
-use platform::{Kind, Platform};
+use alloc::vec::Vec;
+
+use platform::Platform;
+use veil_agent::fwcfg::E820Entry;
+use veil_agent::keys::MasterSecret;
 use veil_agent::tpm::measure;
+use zeroize::Zeroizing;
 
 global_asm!(include_str!("arch/boot.S"), options(att_syntax));
-
-/// The CCEL table's log area (TDX).
-const CCEL_AREA: usize = 64 * 1024;
 
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
@@ -67,7 +69,13 @@ pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
     exit::exit(exit::Status::Failure)
 }
 
-/// Rust entry, called by boot.S in long mode on the boot stack.
+/// `Ok(value)`, or stop the boot with the error (prefixed with `what` when not empty).
+fn or_fail<T, E: core::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    r.unwrap_or_else(|e| if what.is_empty() { fail(format_args!("{e}")) } else { fail(format_args!("{what}: {e}")) })
+}
+
+/// Rust entry, called by boot.S in long mode on the boot stack: the boot stages in order,
+/// the same on every platform. Each stage function starts with its timeline mark.
 #[unsafe(no_mangle)]
 pub extern "C" fn veil_main() -> ! {
     heap::init_early();
@@ -76,27 +84,42 @@ pub extern "C" fn veil_main() -> ! {
     snpmodel::launch();
     #[cfg(feature = "tdx-model")]
     tdxmodel::launch();
-    let kind = platform::detect();
     let entry_tsc = cpu::rdtsc();
-    let mut plat: alloc::boxed::Box<dyn Platform> = match kind {
-        Kind::Plain => alloc::boxed::Box::new(platform::plain::Plain),
-        Kind::Tdx => match platform::tdx::Tdx::init() {
-            Ok(t) => alloc::boxed::Box::new(t),
-            Err(e) => {
-                serial::init();
-                fail(format_args!("{e}"))
-            }
-        },
-        Kind::SevSnp => alloc::boxed::Box::new(platform::snp::Snp::init()),
-        Kind::SevLegacy if platform::snp::insn::sev_status() & 0b10 != 0 => {
-            // SEV-ES: port I/O would raise #VC, and there is no GHCB: no console.
-            platform::snp::terminate(platform::snp::Termination::SevEsWithoutSnp)
-        }
-        Kind::SevLegacy => {
-            serial::init();
-            fail(format_args!("AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"))
-        }
+    let mut plat = platform::init(); // detects the machine: before any other CPUID
+    start_console(&mut *plat, entry_tsc); // rust-init
+    enable_cpu_features(); // cpu
+    let mut cfg = or_fail(fwcfg::FwCfg::probe(), ""); // fw_cfg
+    log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
+    let hooks = testhooks::TestHooks::read(&cfg);
+    let memory = memory(&mut *plat, &mut cfg, &hooks); // memory
+    hooks.run_early(&cfg);
+    let pci = scan_pci(&hooks); // pci
+    tsc::mark("rot-start");
+    or_fail(plat.start_root_of_trust(), "TPM");
+    let mut acpi = install_acpi(&cfg, &mut *plat); // acpi
+    measure_firmware(&mut *plat, &memory, &hooks, acpi.as_ref()); // measure-firmware
+    let mut disks = find_disks(&cfg, &mut *plat, &pci, &hooks); // xts, disk
+    let separated = measure_target(&mut *plat, disks.boot.as_ref()); // measure-target
+    tsc::mark("unseal");
+    let (boot_disk, relay) = disks.for_key_source();
+    let secret = or_fail(keysource::master_secret(&cfg, &mut *plat, boot_disk, relay), "");
+    let (mut from_disk, root_files) = match (&secret, &disks.boot) {
+        (Some(secret), Some(_)) => read_disks(&mut *plat, &mut disks, secret), // disk-read
+        _ => (None, Vec::new()),
     };
+    drop(secret); // zeroized
+    tsc::mark("linux");
+    let kernel = prepare_linux(&cfg, &mut *plat, &memory, acpi.as_mut(), from_disk.as_mut(), root_files);
+    let Some(kernel) = kernel else {
+        log!("no kernel to boot (QEMU -kernel); boot stages done");
+        tsc::mark("done");
+        exit::exit(exit::Status::Success)
+    };
+    hand_off(&mut *plat, acpi.as_ref(), separated, &kernel) // handoff
+}
+
+/// The console, and the timeline's start.
+fn start_console(plat: &mut dyn Platform, entry_tsc: u64) {
     serial::init();
     plat.console_write(b"\n");
     let (hz, source) = tsc::calibrate();
@@ -109,7 +132,10 @@ pub extern "C" fn veil_main() -> ! {
         source,
         if since_reset { "VM reset" } else { "firmware entry (the VMM did not reset the TSC)" }
     );
+}
 
+/// Vector state (SSE/AVX for the XTS paths) and NX.
+fn enable_cpu_features() {
     tsc::mark("cpu");
     let vs = vector::enable();
     veil_agent::xts::aesni::set_xcr0(vs.xcr0);
@@ -125,31 +151,37 @@ pub extern "C" fn veil_main() -> ! {
         vs.avx512f,
         nx
     );
+}
 
-    tsc::mark("fw_cfg");
-    let mut cfg = fwcfg::FwCfg::probe().unwrap_or_else(|e| fail(format_args!("{e}")));
-    log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
-    let hooks = testhooks::TestHooks::read(&cfg);
+/// Guest RAM as the memory stage found it.
+struct Memory {
+    /// The e820 file's bytes (measured with the firmware's configuration).
+    e820_bytes: Vec<u8>,
+    /// The map.
+    e820: Vec<E820Entry>,
+    /// The main heap (start, size).
+    heap: (u64, u64),
+}
 
+/// The memory map, the main heap (accepted on confidential platforms), fw_cfg's DMA buffer
+/// and the memory types.
+fn memory(plat: &mut dyn Platform, cfg: &mut fwcfg::FwCfg, hooks: &testhooks::TestHooks) -> Memory {
     tsc::mark("memory");
     let e820_file = hooks.e820_file();
-    // Kept: measured into PCR 1 once the TPM is up.
     let e820_bytes = match cfg.read_file(e820_file, E820_LIMIT) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => fail(format_args!("fw_cfg has no {e820_file}: cannot find guest RAM")),
         Err(e) => fail(format_args!("{e}")),
     };
-    let e820 = veil_agent::fwcfg::parse_e820(&e820_bytes).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let e820 = or_fail(veil_agent::fwcfg::parse_e820(&e820_bytes), "");
     for e in &e820 {
         log!("e820: {:#014x}-{:#014x} {}", e.addr, e.end() - 1, e.kind.name());
     }
-    let direct = linux::direct_boot_need(&cfg);
-    let Some((start, size)) = heap::choose_main(&e820, direct, kind != Kind::Plain) else {
+    let direct = linux::direct_boot_need(cfg);
+    let Some((start, size)) = heap::choose_main(&e820, direct, plat.is_confidential()) else {
         fail(format_args!("e820 has no RAM above {:#x} for the heap", layout::HEAP_FLOOR))
     };
-    if let Err(e) = plat.accept_memory(start, size) {
-        fail(format_args!("accepting the heap's memory: {e}"));
-    }
+    or_fail(plat.accept_memory(start, size), "accepting the heap's memory");
     heap::init_main(start, size);
     log!("heap: {} MiB at {:#x}", size >> 20, start);
     if cpu::port::routed() {
@@ -161,21 +193,24 @@ pub extern "C" fn veil_main() -> ! {
         if bounce == 0 {
             fail(format_args!("no memory for the fw_cfg DMA bounce buffer"));
         }
-        platform::share_for_dma(bounce, 2 << 20).unwrap_or_else(|e| fail(format_args!("fw_cfg DMA buffer: {e}")));
+        or_fail(platform::share_for_dma(bounce, 2 << 20), "fw_cfg DMA buffer");
         cfg.use_shared_bounce(bounce, 2 << 20);
         log!("fw_cfg: DMA through 2 MiB of shared memory at {bounce:#x}");
     }
-    match kind {
-        Kind::Plain => match mtrr::init(&e820) {
+    if plat.is_confidential() {
+        // MTRR writes would be intercepted MSR exits, and the hypervisor decides memory types.
+        log!("mtrr: left as they are on {}", plat.name());
+    } else {
+        match mtrr::init(&e820) {
             Some((base, len)) => log!("mtrr: default write-back, {:#x}-{:#x} uncached", base, base + len - 1),
             None => log!("mtrr: not programmed (no MTRRs, or RAM in the 32-bit hole)"),
-        },
-        // MTRR writes would be intercepted MSR exits, and the hypervisor decides memory types.
-        _ => log!("mtrr: left as they are on {}", plat.name()),
+        }
     }
+    Memory { e820_bytes, e820, heap: (start, size) }
+}
 
-    hooks.run_early(&cfg);
-
+/// The PCI devices on bus 0.
+fn scan_pci(hooks: &testhooks::TestHooks) -> pci::Config {
     tsc::mark("pci");
     let pci = pci::Config::init();
     match pci {
@@ -196,213 +231,235 @@ pub extern "C" fn veil_main() -> ! {
         );
     }
     hooks.run_after_pci(&pci);
+    pci
+}
 
-    // Measured boot (plain platform with a TPM). Started before the ACPI stage so that the
-    // ACPI inputs are kept for PCR 1 only when there is a TPM to measure them into.
-    tsc::mark("rot-start");
-    let mut measured = match kind {
-        Kind::Plain => tpm::MeasuredBoot::start().unwrap_or_else(|e| fail(format_args!("TPM: {e}"))),
-        _ => None,
-    };
+/// Does the root of trust keep run-time measurements?
+fn measures(plat: &mut dyn Platform) -> bool {
+    plat.root_of_trust().is_some_and(|r| r.measures())
+}
 
+/// Measure `m` with the root of trust, or stop.
+fn measure(plat: &mut dyn Platform, m: &measure::Measurement<'_>) {
+    if let Some(rot) = plat.root_of_trust() {
+        let name = rot.name();
+        or_fail(rot.measure(m), name);
+    }
+}
+
+/// QEMU's ACPI tables; their fw_cfg inputs are kept when a root of trust measures them.
+fn install_acpi(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform) -> Option<acpi::Tables> {
     tsc::mark("acpi");
-    // A platform with measurement registers of its own (TDX: RTMRs) measures what a TPM would.
-    let platform_measures = plat.event_log().is_some();
-    let mut acpi = acpi::install(&cfg, measured.is_some() || platform_measures)
-        .unwrap_or_else(|e| fail(format_args!("ACPI tables: {e}")));
+    let acpi = or_fail(acpi::install(cfg, measures(plat)), "ACPI tables");
     match &acpi {
         Some(t) => log!("acpi: {} tables blobs, RSDP at {:#x}", t.blobs, t.rsdp),
         None => log!("acpi: QEMU offers no etc/table-loader; booting without ACPI tables"),
     }
+    acpi
+}
 
-    // The ROM, then the configuration it used (the fw_cfg inputs: e820, test hooks, ACPI).
-    let mut config: alloc::vec::Vec<(&str, &[u8])> = alloc::vec![(e820_file, &e820_bytes)];
-    config.extend(hooks.measured_input());
-    let acpi_inputs = acpi.as_ref().map(|t| t.inputs.as_slice()).unwrap_or(&[]);
-    config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
-    match &mut measured {
-        Some(m) => {
-            tsc::mark("measure-firmware");
-            // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
-            let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
-            let r = m
-                .measure(&measure::rom(rom))
-                .and_then(|()| config.iter().try_for_each(|(name, bytes)| m.measure(&measure::config(name, bytes))));
-            r.unwrap_or_else(|e| fail(format_args!("TPM: measuring the firmware: {e}")));
-            log!(
-                "tpm: measured the ROM ({} KiB) into PCR 0 and {} configuration inputs into PCR 1",
-                layout::ROM_SIZE >> 10,
-                config.len()
-            );
-        }
-        None if platform_measures => {
-            tsc::mark("measure-firmware");
-            for (name, bytes) in &config {
-                plat.measure(&measure::config(name, bytes)).unwrap_or_else(|e| fail(format_args!("{e}")));
-            }
-            log!("{}: measured {} configuration inputs (and the TD HOB) into RTMR0", plat.name(), config.len());
-            #[cfg(feature = "tdx-model")]
-            tdxmodel::report_config(&config);
-        }
-        None => log!("tpm: none (no TIS at 0xfed40000); boot is not measured"),
-    }
-    drop(config);
-
-    // The kernel comes from the encrypted disk when there is a key source and a disk, else
-    // from QEMU's -kernel. The boot volume's header is readable without a key: its
-    // veil-bundle token names the boot target, which is measured before any unsealing.
-    let mut disks = alloc::vec::Vec::new();
-    let mut boot_volume = None;
-    let mut relay = None;
-    let dev_key = keysource::dev_secret_offered(&cfg);
-    let attests = measured.is_some() || plat.tee().is_some();
-    if let (true, pci::Config::Ecam(base)) = (attests || dev_key, &pci) {
-        // Only a disk boot decrypts anything: the XTS self-test and choice run here, not on
-        // every boot.
-        tsc::mark("xts");
-        select_xts_backend(hooks.xts_backend());
-        tsc::mark("disk");
-        disks = virtio::find_disks(*base).unwrap_or_else(|e| fail(format_args!("virtio bounce pool: {e}")));
-        for d in &disks {
-            log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
-        }
-        // A virtio-console is the relay to a key broker (remote release needs the TPM or the
-        // platform's own evidence).
-        if attests {
-            relay = virtio::find_console(*base).unwrap_or_else(|e| fail(format_args!("virtio bounce pool: {e}")));
-            if let Some(r) = &relay {
-                log!("virtio-console: {} (relay to a key broker)", r.location);
-            }
-        }
-        match disks.first_mut() {
-            Some(disk) => match diskboot::open(disk) {
-                Ok(b) => boot_volume = Some(b),
-                Err(e) if dev_key => fail(format_args!("{e}")),
-                Err(e) => log!("disk {}: not a veilboot boot disk ({e}); booting QEMU's -kernel", disk.location),
-            },
-            None if dev_key => {
-                fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from"))
-            }
-            None => log!("disk: no virtio-blk disk; booting QEMU's -kernel"),
-        }
-    }
-    if let Some(m) = &mut measured {
-        tsc::mark("measure-target");
-        match boot_volume.as_ref().and_then(|b| b.token.as_ref()) {
-            Some(t) => {
-                for part in measure::boot_target(&t.manifest) {
-                    m.measure(&part).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
-                }
-                log!(
-                    "tpm: measured the boot target: kernel sha384:{}.. into PCR 4, command line into PCR 8, initrd sha384:{}.. into PCR 9",
-                    &t.manifest.kernel.sha384[..16],
-                    &t.manifest.initrd.sha384[..16]
-                );
-            }
-            None => log!("tpm: no boot volume with a veil-bundle token: the boot target is not measured"),
-        }
-        for sep in measure::separators() {
-            m.measure(&sep).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
-        }
-    }
-    // Separators close the pre-boot measurements before any attestation, as on the TPM, so a
-    // quote holds what `veil measure` predicts (the clusterID follows into RTMR2). A direct
-    // boot measures its target later (linux::prepare), and its separators after it.
-    let mut separated = false;
-    if let (true, Some(t)) = (platform_measures, boot_volume.as_ref().and_then(|b| b.token.as_ref())) {
-        tsc::mark("measure-target");
-        for part in measure::boot_target(&t.manifest).into_iter().chain(measure::separators()) {
-            plat.measure(&part).unwrap_or_else(|e| fail(format_args!("{e}")));
-        }
-        separated = true;
-        log!("{}: measured the boot target into RTMR1 and RTMR2, and the separators", plat.name());
-    }
-    tsc::mark("unseal");
-    let boot_disk = match (disks.first_mut(), boot_volume.as_mut()) {
-        (Some(d), Some(b)) => Some((d, b)),
-        _ => None,
+/// The ROM (PCR 0; on TDX the MRTD holds it already), then the configuration it used (the
+/// fw_cfg inputs: e820, test hooks, ACPI; PCR 1 / RTMR0).
+fn measure_firmware(
+    plat: &mut dyn Platform,
+    memory: &Memory,
+    hooks: &testhooks::TestHooks,
+    acpi: Option<&acpi::Tables>,
+) {
+    let Some(name) = plat.root_of_trust().filter(|r| r.measures()).map(|r| r.name()) else {
+        log!("tpm: none (no TIS at 0xfed40000); boot is not measured");
+        return;
     };
-    let secret = keysource::master_secret(&cfg, &mut *plat, kind, measured.as_mut(), boot_disk, relay.as_mut())
-        .unwrap_or_else(|e| fail(format_args!("{e}")));
-    let mut from_disk = None;
-    let mut root_files: alloc::vec::Vec<(&str, zeroize::Zeroizing<alloc::vec::Vec<u8>>)> = alloc::vec::Vec::new();
-    if let (Some(secret), Some(boot)) = (&secret, &boot_volume) {
-        if let (Some(m), Some(t)) = (&mut measured, &boot.token) {
-            let id = secret.cluster_id(&t.measurement_salt);
-            m.measure(&measure::cluster_id(&id.0)).unwrap_or_else(|e| fail(format_args!("TPM: {e}")));
-            log!("tpm: extended the clusterID {} into PCR 15", hex::encode(id.0));
-        }
-        if let (true, Some(t)) = (platform_measures, &boot.token) {
-            let id = secret.cluster_id(&t.measurement_salt);
-            plat.measure(&measure::cluster_id(&id.0)).unwrap_or_else(|e| fail(format_args!("{e}")));
-        }
-        tsc::mark("disk-read");
-        let disk = &mut disks[0];
-        let start_tsc = cpu::rdtsc();
-        let volume_key = measured.as_mut().and_then(|m| diskboot::systemd_volume_key(m, disk, boot));
-        let verified = diskboot::load(disk, boot, secret, volume_key).unwrap_or_else(|e| fail(format_args!("{e}")));
-        let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
-        log!(
-            "bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)",
-            verified.bytes,
-            us,
-            verified.bytes / us.max(1)
-        );
-        let root_key =
-            secret.disk_key(&verified.manifest.root_uuid).unwrap_or_else(|e| fail(format_args!("root volume: {e}")));
-        root_files.push(("run/veil/keys/root.key", zeroize::Zeroizing::new(root_key.to_vec())));
-        root_files
-            .push(("run/veil/root.uuid", zeroize::Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
-        log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
-        from_disk = Some(verified);
-        // A second disk is the state disk: formatted if blank, never touched otherwise.
-        if let Some(state) = disks.get_mut(1) {
-            match statedisk::prepare(state, secret) {
-                Ok(statedisk::State::Volume { uuid, formatted_now }) => {
-                    if formatted_now {
-                        log!("state disk {}: blank; formatted LUKS2 volume {uuid} with its disk key", state.location);
-                    } else {
-                        log!("state disk {}: LUKS2 volume {uuid}", state.location);
-                    }
-                    let key = secret.disk_key(&uuid).unwrap_or_else(|e| fail(format_args!("state disk: {e}")));
-                    root_files.push(("run/veil/keys/state.key", zeroize::Zeroizing::new(key.to_vec())));
-                    root_files.push(("run/veil/state.uuid", zeroize::Zeroizing::new(uuid.into_bytes())));
-                }
-                Ok(statedisk::State::Foreign(why)) => log!("state disk {}: left untouched: {why}", state.location),
-                Err(e) => fail(format_args!("state disk {}: {e}", state.location)),
-            }
+    tsc::mark("measure-firmware");
+    let mut config: Vec<(&str, &[u8])> = alloc::vec![(hooks.e820_file(), &memory.e820_bytes)];
+    config.extend(hooks.measured_input());
+    let acpi_inputs = acpi.map(|t| t.inputs.as_slice()).unwrap_or(&[]);
+    config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+    // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
+    let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
+    measure(plat, &measure::rom(rom));
+    for (file, bytes) in &config {
+        measure(plat, &measure::config(file, bytes));
+    }
+    log!(
+        "{name}: measured the ROM ({} KiB; PCR 0, or the MRTD on TDX) and {} configuration inputs (PCR 1 / RTMR0)",
+        layout::ROM_SIZE >> 10,
+        config.len()
+    );
+    #[cfg(feature = "tdx-model")]
+    tdxmodel::report_config(&config);
+}
+
+/// The virtio disks, the boot volume on the first, and the relay to a key broker.
+struct Disks {
+    disks: Vec<virtio::Disk>,
+    boot: Option<diskboot::BootVolume>,
+    relay: Option<virtio::Console>,
+}
+
+impl Disks {
+    /// The boot disk and its volume, and the relay, for the key source.
+    #[allow(clippy::type_complexity)]
+    fn for_key_source(
+        &mut self,
+    ) -> (Option<(&mut virtio::Disk, &mut diskboot::BootVolume)>, Option<&mut virtio::Console>) {
+        let boot = match (self.disks.first_mut(), self.boot.as_mut()) {
+            (Some(d), Some(b)) => Some((d, b)),
+            _ => None,
+        };
+        (boot, self.relay.as_mut())
+    }
+}
+
+/// The kernel comes from the encrypted disk when there is a key source and a disk, else from
+/// QEMU's -kernel. The boot volume's header is readable without a key: its veil-bundle token
+/// names the boot target, which is measured before any unsealing.
+fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, hooks: &testhooks::TestHooks) -> Disks {
+    let mut found = Disks { disks: Vec::new(), boot: None, relay: None };
+    let dev_key = keysource::dev_secret_offered(cfg);
+    let attests = plat.root_of_trust().is_some();
+    let pci::Config::Ecam(base) = *pci else { return found };
+    if !(attests || dev_key) {
+        return found;
+    }
+    // Only a disk boot decrypts anything: the XTS self-test and choice run here, not on every
+    // boot.
+    tsc::mark("xts");
+    select_xts_backend(hooks.xts_backend());
+    tsc::mark("disk");
+    found.disks = or_fail(virtio::find_disks(base), "virtio bounce pool");
+    for d in &found.disks {
+        log!("virtio-blk: {} {} MiB", d.location, d.size >> 20);
+    }
+    // A virtio-console is the relay to a key broker (remote release needs evidence).
+    if attests {
+        found.relay = or_fail(virtio::find_console(base), "virtio bounce pool");
+        if let Some(r) = &found.relay {
+            log!("virtio-console: {} (relay to a key broker)", r.location);
         }
     }
-    drop(secret); // zeroized
+    match found.disks.first_mut() {
+        Some(disk) => match diskboot::open(disk) {
+            Ok(b) => found.boot = Some(b),
+            Err(e) if dev_key => fail(format_args!("{e}")),
+            Err(e) => log!("disk {}: not a veilboot boot disk ({e}); booting QEMU's -kernel", disk.location),
+        },
+        None if dev_key => fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")),
+        None => log!("disk: no virtio-blk disk; booting QEMU's -kernel"),
+    }
+    found
+}
 
-    tsc::mark("linux");
-    let files: alloc::vec::Vec<(&str, &[u8])> = root_files.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+/// The boot target named by the boot volume's veil-bundle token, then the separators that
+/// close the pre-boot measurements before any attestation, so a quote holds what `veil
+/// measure` predicts. Returns whether the separators are in (a direct boot measures its
+/// target later, in linux::prepare, and its separators after it).
+fn measure_target(plat: &mut dyn Platform, boot: Option<&diskboot::BootVolume>) -> bool {
+    let Some(name) = plat.root_of_trust().filter(|r| r.measures()).map(|r| r.name()) else { return false };
+    tsc::mark("measure-target");
+    let Some(t) = boot.and_then(|b| b.token.as_ref()) else {
+        log!("{name}: no boot volume with a veil-bundle token: the boot target is not measured here");
+        return false;
+    };
+    for part in measure::boot_target(&t.manifest).into_iter().chain(measure::separators()) {
+        measure(plat, &part);
+    }
+    log!(
+        "{name}: measured the boot target: kernel sha384:{}.. (PCR 4 / RTMR1), command line (PCR 8 / RTMR2), initrd sha384:{}.. (PCR 9 / RTMR2), and the separators",
+        &t.manifest.kernel.sha384[..16],
+        &t.manifest.initrd.sha384[..16]
+    );
+    true
+}
+
+/// The files handed to Linux in the initrd (keys and UUIDs), zeroized when dropped.
+type RootFiles = Vec<(&'static str, Zeroizing<Vec<u8>>)>;
+
+/// With the master secret: the clusterID measured, the boot bundle read and verified, the
+/// root volume's key and the state disk's prepared for Linux.
+fn read_disks(
+    plat: &mut dyn Platform,
+    disks: &mut Disks,
+    secret: &MasterSecret,
+) -> (Option<diskboot::Verified>, RootFiles) {
+    let boot = disks.boot.as_ref().expect("read_disks is called with a boot volume");
+    let mut root_files: RootFiles = Vec::new();
+    if let (true, Some(t)) = (measures(plat), &boot.token) {
+        let id = secret.cluster_id(&t.measurement_salt);
+        measure(plat, &measure::cluster_id(&id.0));
+        log!("{}: extended the clusterID {} into PCR 15 / RTMR2", plat.name(), hex::encode(id.0));
+    }
+    tsc::mark("disk-read");
+    let disk = &mut disks.disks[0];
+    let start_tsc = cpu::rdtsc();
+    let volume_key = plat.root_of_trust().and_then(|r| r.volume_key(disk, boot));
+    let verified = or_fail(diskboot::load(disk, boot, secret, volume_key), "");
+    let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
+    log!(
+        "bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)",
+        verified.bytes,
+        us,
+        verified.bytes / us.max(1)
+    );
+    let root_key = or_fail(secret.disk_key(&verified.manifest.root_uuid), "root volume");
+    root_files.push(("run/veil/keys/root.key", Zeroizing::new(root_key.to_vec())));
+    root_files.push(("run/veil/root.uuid", Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
+    log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
+    // A second disk is the state disk: formatted if blank, never touched otherwise.
+    if let Some(state) = disks.disks.get_mut(1) {
+        match statedisk::prepare(state, secret) {
+            Ok(statedisk::State::Volume { uuid, formatted_now }) => {
+                if formatted_now {
+                    log!("state disk {}: blank; formatted LUKS2 volume {uuid} with its disk key", state.location);
+                } else {
+                    log!("state disk {}: LUKS2 volume {uuid}", state.location);
+                }
+                let key = or_fail(secret.disk_key(&uuid), "state disk");
+                root_files.push(("run/veil/keys/state.key", Zeroizing::new(key.to_vec())));
+                root_files.push(("run/veil/state.uuid", Zeroizing::new(uuid.into_bytes())));
+            }
+            Ok(statedisk::State::Foreign(why)) => log!("state disk {}: left untouched: {why}", state.location),
+            Err(e) => fail(format_args!("state disk {}: {e}", state.location)),
+        }
+    }
+    (Some(verified), root_files)
+}
+
+/// The hand-off archive, the platform's additions and the kernel placed: from the verified
+/// bundle, else QEMU's -kernel (checked against the launch where it measured one). None when
+/// there is nothing to boot.
+fn prepare_linux(
+    cfg: &fwcfg::FwCfg,
+    plat: &mut dyn Platform,
+    memory: &Memory,
+    mut acpi: Option<&mut acpi::Tables>,
+    from_disk: Option<&mut diskboot::Verified>,
+    root_files: RootFiles,
+) -> Option<linux::Prepared> {
+    let files: Vec<(&str, &[u8])> = root_files.iter().map(|(p, d)| (*p, d.as_slice())).collect();
     let firmware = concat!("veilboot ", env!("CARGO_PKG_VERSION"));
     let handoff = veil_agent::cpio::handoff_archive(firmware, plat.name(), &tsc::MARKS.lock(), &files);
     drop(files);
     drop(root_files); // zeroized: the key now lives only in the hand-off archive
-    if platform_measures && let Some(t) = acpi.as_mut() {
-        // The CCEL table and its log area, before the memory map for Linux is made; the log
-        // is written once the last measurement is in.
-        t.add_ccel(CCEL_AREA).unwrap_or_else(|e| fail(format_args!("{e}")));
+    if let Some(t) = acpi.as_deref_mut() {
+        or_fail(plat.extend_acpi(t), "");
     }
-    if let Some(t) = acpi.as_mut() {
-        plat.extend_acpi(t).unwrap_or_else(|e| fail(format_args!("{e}")));
-    }
-    let extras = plat.prepare_handoff(&e820).unwrap_or_else(|e| fail(format_args!("{e}")));
-    let target = linux::Target { e820: &e820, heap: (start, size), acpi: acpi.as_ref(), extra_cpio: &handoff, extras };
-    let prepared = match &mut from_disk {
+    let extras = or_fail(plat.prepare_handoff(&memory.e820), "");
+    let target =
+        linux::Target { e820: &memory.e820, heap: memory.heap, acpi: acpi.as_deref(), extra_cpio: &handoff, extras };
+    let prepared = match from_disk {
         Some(v) => linux::prepare(&mut diskboot::BundleSource(v), &target, None),
-        None => linux::prepare(&mut linux::FwCfgSource(&cfg), &target, Some(&mut *plat)),
-    }
-    .unwrap_or_else(|e| fail(format_args!("{e}")));
+        None => linux::prepare(&mut linux::FwCfgSource(cfg), &target, Some(plat)),
+    };
+    let prepared = or_fail(prepared, "");
     drop(target);
     drop(handoff); // zeroized: the copy in the initrd is the one Linux gets
-    let Some(kernel) = prepared else {
-        log!("no kernel to boot (QEMU -kernel); boot stages done");
-        tsc::mark("done");
-        exit::exit(exit::Status::Success)
-    };
+    prepared
+}
+
+/// The last measurements and the event log handed over, every secret wiped, the platform's
+/// last step, then the jump.
+fn hand_off(plat: &mut dyn Platform, acpi: Option<&acpi::Tables>, separated: bool, kernel: &linux::Prepared) -> ! {
     log!(
         "linux: boot protocol {}.{:02}, kernel at {:#x} ({} MiB reserved), initrd {} bytes at {:#x}, entry {:#x}",
         kernel.version >> 8,
@@ -413,44 +470,25 @@ pub extern "C" fn veil_main() -> ! {
         kernel.initrd.0,
         kernel.entry
     );
-    if platform_measures {
-        if !separated {
+    if let Some(rot) = plat.root_of_trust() {
+        if rot.measures() && !separated {
             for sep in measure::separators() {
-                plat.measure(&sep).unwrap_or_else(|e| fail(format_args!("{e}")));
+                or_fail(rot.measure(&sep), "");
             }
         }
-        let log_bytes = plat.event_log().unwrap_or_default();
-        match &acpi {
-            Some(t) => t.write_ccel_log(&log_bytes).unwrap_or_else(|e| fail(format_args!("CC event log: {e}"))),
-            None => fail(format_args!("CC event log: no ACPI tables to hand it over in")),
-        }
-        log!("{}: CC event log of {} bytes handed to Linux in the ACPI CCEL table", plat.name(), log_bytes.len());
-        #[cfg(feature = "tdx-model")]
-        tdxmodel::report(&log_bytes);
-    }
-    if let Some(m) = measured.take() {
-        let events = m.extends;
-        let log_bytes = m.finish();
-        match &acpi {
-            Some(t) => t.write_tpm_log(&log_bytes).unwrap_or_else(|e| fail(format_args!("TPM event log: {e}"))),
-            None => fail(format_args!("TPM event log: no ACPI tables to hand it over in")),
-        }
-        log!(
-            "tpm: event log of {events} measurements ({} bytes) handed to Linux in the ACPI TPM2 log area; locality released",
-            log_bytes.len()
-        );
+        or_fail(rot.publish(acpi), "");
     }
     match secrets::wipe_all() {
         Ok((n, bytes)) => log!("handoff: wiped {n} secret regions ({bytes} bytes), verified zero"),
         Err(n) => fail(format_args!("secret region {n} did not read back as zero after the wipe")),
     }
-    plat.before_jump().unwrap_or_else(|e| fail(format_args!("before the jump to Linux: {e}")));
+    or_fail(plat.before_jump(), "before the jump to Linux");
     #[cfg(feature = "snp-model")]
     snpmodel::audit_handoff(kernel.boot_params);
     #[cfg(feature = "tdx-model")]
     tdxmodel::audit_handoff(kernel.boot_params);
     tsc::mark("handoff");
-    linux::jump(&kernel)
+    linux::jump(kernel)
 }
 
 /// Run the known-answer self-test of every XTS backend (failures are disabled for good),

@@ -2,19 +2,27 @@
 //! veil_agent::tpm::tis, and measured boot on top of it: every measurement is extended into
 //! each active PCR bank and recorded in the TCG2 event log that Linux gets through the ACPI
 //! TPM2 table. Sealing and unsealing of the master secret live here too, and the TPM's part
-//! of remote key release (attestation to a key broker).
+//! of remote key release (attestation to a key broker): the plain platform's root of trust
+//! (crate::platform::rot).
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use veil_agent::kbs::client::{self, Phases, Relay};
+use veil_agent::keys::MasterSecret;
+use veil_agent::luks2::VolumeKey;
 use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport, TransportError};
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
 use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
+use veil_agent::tpm::token;
 use veil_agent::tpm::{Bank, policy};
 use zeroize::Zeroizing;
 
-use crate::error::{BootError, BootErrorKind};
+use crate::diskboot::BootVolume;
+use crate::error::{At, BootError, BootErrorKind};
+use crate::platform::rot::{RootOfTrust, Sealed, Unopened};
+use crate::virtio::Disk;
 
 /// Locality 0 of the TIS interface (PC Client PTP).
 const TIS_BASE: u64 = 0xFED4_0000;
@@ -200,12 +208,118 @@ impl MeasuredBoot {
 
     /// Flush the storage primary and give the TPM's locality back for the OS driver;
     /// returns the final event log.
-    pub fn finish(self) -> Vec<u8> {
-        let MeasuredBoot { mut tpm, log, primary, .. } = self;
-        if let Some(handle) = primary {
-            let _ = tpm.flush(handle);
+    pub fn finish(&mut self) -> Vec<u8> {
+        if let Some(handle) = self.primary.take() {
+            let _ = self.tpm.flush(handle);
         }
-        tpm.into_inner().0.relinquish();
-        log.as_bytes().to_vec()
+        self.tpm.transport_mut().0.release_locality();
+        self.log.as_bytes().to_vec()
+    }
+}
+
+fn hex_pcrs(values: &[(u32, Vec<u8>)]) -> String {
+    let parts: Vec<String> = values.iter().map(|(p, v)| alloc::format!("{p}={}", hex::encode(v))).collect();
+    parts.join(" ")
+}
+
+impl RootOfTrust for MeasuredBoot {
+    fn name(&self) -> &'static str {
+        "tpm"
+    }
+
+    fn measures(&self) -> bool {
+        true
+    }
+
+    fn measure(&mut self, m: &Measurement<'_>) -> Result<(), BootError> {
+        MeasuredBoot::measure(self, m)
+    }
+
+    fn evidence_name(&self) -> &'static str {
+        "TPM quote"
+    }
+
+    fn remote_release(
+        &mut self,
+        relay: &mut dyn Relay,
+        resource: &str,
+        _init_data: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>, BootError> {
+        MeasuredBoot::remote_release(self, relay, resource)
+    }
+
+    /// Every `veil-tpm2` token, through a PolicyPCR session over the PCRs measured this boot.
+    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+        let tokens = token::find(boot.volume.json());
+        if tokens.is_empty() {
+            crate::log!("tpm: veil-boot has no veil-tpm2 token (first boot)");
+            return Ok(None);
+        }
+        let mut why = Vec::new();
+        for t in tokens {
+            let t = match t {
+                Ok(t) => t,
+                Err(e) => {
+                    crate::log!("tpm: veil-boot {e}: ignored");
+                    why.push((String::from("veil-boot"), BootErrorKind::Token(e).into()));
+                    continue;
+                }
+            };
+            let start = crate::cpu::rdtsc();
+            let unsealed = match &t.import_seed {
+                Some(seed) => self.unseal_imported(&t.blob, seed, &t.pcrs),
+                None => MeasuredBoot::unseal(self, &t.blob, Bank::Sha256, &t.pcrs),
+            };
+            match unsealed {
+                Ok(bytes) => {
+                    let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+                    let how = if t.import_seed.is_some() { "imported (sealed offline by veil seal), " } else { "" };
+                    crate::log!(
+                        "tpm: master secret unsealed from veil-boot token {} ({how}PolicyPCR over SHA-256 PCRs {:?}) in {us} us",
+                        t.number,
+                        t.pcrs
+                    );
+                    return token::open_payload(&bytes).map(Some).map_err(|e| {
+                        alloc::vec![(alloc::format!("token {}", t.number), BootErrorKind::Token(e).into())]
+                    });
+                }
+                Err(e) => {
+                    let measured =
+                        self.read_pcrs(&t.pcrs).map(|v| hex_pcrs(&v)).unwrap_or_else(|e| alloc::format!("({e})"));
+                    crate::log!("tpm: veil-boot token {}: unseal failed: {e}", t.number);
+                    crate::log!("tpm: this boot measured SHA-256 PCRs {measured}");
+                    why.push((alloc::format!("token {}", t.number), e));
+                }
+            }
+        }
+        Err(why)
+    }
+
+    /// A `veil-tpm2` token sealed to this boot's values of measure::SEAL_PCRS.
+    fn seal(&mut self, boot: &BootVolume, secret: &MasterSecret) -> Result<Option<Sealed>, BootError> {
+        let (blob, policy) = MeasuredBoot::seal(self, &token::seal_payload(secret))?;
+        Ok(Some(Sealed {
+            token: token::token_json(&measure::SEAL_PCRS, &policy, &blob, None),
+            replaces: token::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
+            how: alloc::format!("to SHA-256 PCRs {:?} (policy {})", measure::SEAL_PCRS, hex::encode(policy)),
+        }))
+    }
+
+    fn volume_key(&mut self, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
+        crate::diskboot::systemd_volume_key(self, disk, boot)
+    }
+
+    fn publish(&mut self, acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+        let events = self.extends;
+        let log_bytes = self.finish();
+        match acpi {
+            Some(t) => t.write_tpm_log(&log_bytes).at("TPM event log")?,
+            None => return Err(BootErrorKind::NoAcpiForLog("TPM event log").into()),
+        }
+        crate::log!(
+            "tpm: event log of {events} measurements ({} bytes) handed to Linux in the ACPI TPM2 log area; locality released",
+            log_bytes.len()
+        );
+        Ok(())
     }
 }

@@ -327,6 +327,11 @@ impl<T: Transport> Tpm<T> {
         self.transport
     }
 
+    /// The transport, borrowed.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
     fn run(&mut self, command: &[u8], name: &'static str) -> Result<Vec<u8>, TpmError> {
         let mut attempts = 0;
         loop {

@@ -133,6 +133,11 @@ impl<R: TisRegisters, C: Clock> Tis<R, C> {
 
     /// Give locality 0 back (the OS driver requests it again).
     pub fn relinquish(mut self) {
+        self.release_locality();
+    }
+
+    /// Give locality 0 back, keeping the interface (a later command requests it again).
+    pub fn release_locality(&mut self) {
         self.regs.write8(ACCESS, ACCESS_ACTIVE_LOCALITY);
     }
 

@@ -1,7 +1,7 @@
-//! Platforms: which kind of machine this is, and what differs between them behind one
-//! trait. The plain VM and SEV-SNP boot; TDX is detected and refused (tdx.rs). The pipeline
-//! still asks [`Kind`] in two places: the TPM is looked for only on the plain platform, and
-//! the development key source is accepted only there.
+//! Platforms: which kind of machine this is, and what differs between them behind two
+//! traits: [`Platform`] (memory, console, hand-off) and [`rot::RootOfTrust`] (measure,
+//! attest, seal). [`init`] is the one place that matches on [`Kind`]; the pipeline asks
+//! properties (`is_confidential`, `root_of_trust`), never which platform it runs on.
 //!
 //! Detection (before any other CPUID, console or TSC use): SEV-SNP shows in SEV_STATUS, which
 //! boot.S read before paging (the MSR read raises no #VC; where it does not exist, boot.S's
@@ -11,6 +11,7 @@
 //! the exception handler turns into a termination request while `PROBING_SEV` is set.
 
 pub mod plain;
+pub mod rot;
 pub mod snp;
 pub mod tdx;
 
@@ -21,8 +22,9 @@ use alloc::vec::Vec;
 use veil_agent::fwcfg::E820Entry;
 
 use crate::cpu::native_cpuid as cpuid;
-use crate::error::{BootError, BootErrorKind};
+use crate::error::BootError;
 use crate::interrupts::PROBING_SEV;
+use rot::RootOfTrust;
 
 /// What a platform adds to Linux's hand-off.
 #[derive(Default)]
@@ -68,34 +70,20 @@ pub trait Platform {
     fn before_jump(&mut self) -> Result<(), BootError> {
         Ok(())
     }
-    /// The TEE this platform attests as with its own evidence (SNP), or None (the plain
-    /// platform attests with its TPM, found separately).
-    fn tee(&self) -> Option<veil_agent::kbs::evidence::Tee> {
+    /// Does the host stay outside the guest's trust (memory encrypted: SEV-SNP, TDX)? Such
+    /// a platform refuses host-supplied secrets (the development key) and keeps its own
+    /// memory-type settings.
+    fn is_confidential(&self) -> bool {
+        false
+    }
+    /// Bring the root of trust up where it is a device found late (the plain platform's TPM,
+    /// once PCI and the memory types are set); confidential platforms have theirs from launch.
+    fn start_root_of_trust(&mut self) -> Result<(), BootError> {
+        Ok(())
+    }
+    /// What measures, attests and seals on this platform (crate::platform::rot), if anything.
+    fn root_of_trust(&mut self) -> Option<&mut dyn RootOfTrust> {
         None
-    }
-    /// The primary evidence (Trustee's JSON form) binding `report_data`.
-    fn evidence(&mut self, _report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
-        Err(BootErrorKind::Token(alloc::string::String::from("this platform has no attestation evidence of its own"))
-            .into())
-    }
-    /// Extend `m` into the platform's own measurement registers and log it (TDX: RTMRs and the
-    /// CC event log); Ok(false) on platforms without them.
-    fn measure(&mut self, _m: &veil_agent::tpm::measure::Measurement<'_>) -> Result<bool, BootError> {
-        Ok(false)
-    }
-    /// The platform's event log so far (TDX: the CCEL contents), if it keeps one.
-    fn event_log(&self) -> Option<Vec<u8>> {
-        None
-    }
-    /// The launch's host-provided binding register, by name (SNP: HOST_DATA, 32 bytes; TDX:
-    /// MRCONFIGID, 48 bytes, read from a report), or None on platforms without one.
-    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
-        Ok(None)
-    }
-    /// A key only this launch of this firmware can obtain again, for sealing (SNP: derived by
-    /// the AMD-SP), or None.
-    fn sealing_key(&mut self) -> Result<Option<zeroize::Zeroizing<[u8; 32]>>, BootError> {
-        Ok(None)
     }
 }
 
@@ -148,6 +136,31 @@ impl Kind {
             Kind::SevSnp => "sev-snp",
             Kind::SevLegacy => "sev",
             Kind::Tdx => "tdx",
+        }
+    }
+}
+
+/// Detect the machine and bring its platform up; stops the boot (with a message where there
+/// is a console) on a machine veilboot does not support.
+pub fn init() -> alloc::boxed::Box<dyn Platform> {
+    use alloc::boxed::Box;
+    match detect() {
+        Kind::Plain => Box::new(plain::Plain::default()),
+        Kind::Tdx => match tdx::Tdx::init() {
+            Ok(t) => Box::new(t),
+            Err(e) => {
+                crate::serial::init();
+                crate::fail(format_args!("{e}"))
+            }
+        },
+        Kind::SevSnp => Box::new(snp::Snp::init()),
+        Kind::SevLegacy if snp::insn::sev_status() & 0b10 != 0 => {
+            // SEV-ES: port I/O would raise #VC, and there is no GHCB: no console.
+            snp::terminate(snp::Termination::SevEsWithoutSnp)
+        }
+        Kind::SevLegacy => {
+            crate::serial::init();
+            crate::fail(format_args!("AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"))
         }
     }
 }

@@ -347,9 +347,9 @@ pub fn tpm2_eventlog_pcrs(log: &Path, bank: &str) -> Result<Vec<(u32, String)>> 
     Ok(pcrs)
 }
 
-/// Change the kernel digest in the `veil-bundle` token of `image`'s veil-boot header, as a
-/// new (or tampered) kernel would: the measured PCR 4 then differs.
-fn tamper_bundle_token(image: &Path) -> Result<()> {
+/// Edit the tokens of `image`'s veil-boot header in place: `edit` gets every token (number,
+/// JSON without `keyslots`) and leaves the set to write back.
+pub fn edit_boot_tokens(image: &Path, edit: impl FnOnce(&mut Vec<(u32, veil_agent::json::Value)>)) -> Result<()> {
     use std::os::unix::fs::FileExt;
     use veil_agent::gpt::Gpt;
     use veil_agent::io::Window;
@@ -359,20 +359,53 @@ fn tamper_bundle_token(image: &Path) -> Result<()> {
     let part = Gpt::read(&mut f)?.by_name("veil-boot").context("veil-boot")?.clone();
     let mut win = Window { dev: &mut f, start: part.offset(), len: part.size() };
     let volume = Volume::load(&mut win)?;
-    let (number, mut token) = veil_agent::luks2::tokens_of_type(volume.json(), veil_agent::bundle::TOKEN_TYPE)
-        .next()
-        .map(|(n, v)| (n.parse::<u32>().unwrap(), v.clone()))
-        .context("no veil-bundle token")?;
-    token["manifest"]["kernel"]["sha384"] = veil_agent::json!("00".repeat(48));
-    token.as_object_mut().unwrap().remove("keyslots");
+    let tokens = volume.json().get("tokens").and_then(|t| t.as_object()).context("no tokens object")?;
+    let mut list: Vec<(u32, veil_agent::json::Value)> = Vec::new();
+    let mut keyslots = std::collections::HashMap::new();
+    for (n, t) in tokens.iter() {
+        let mut t = t.clone();
+        let slots = t.as_object_mut().context("a token is not an object")?.remove("keyslots");
+        let slots: Vec<u32> = slots
+            .as_ref()
+            .and_then(|s| s.as_array())
+            .map(|a| a.iter().filter_map(|s| s.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        keyslots.insert(n.parse::<u32>()?, slots);
+        list.push((n.parse()?, t));
+    }
+    let old: Vec<u32> = list.iter().map(|(n, _)| *n).collect();
+    edit(&mut list);
     let mut w = HeaderWriter::edit(&volume)?;
-    w.remove_token(number)?;
-    w.add_token(token, &[], Some(number))?;
+    for n in old {
+        w.remove_token(n)?;
+    }
+    for (n, t) in list {
+        w.add_token(t, keyslots.get(&n).map_or(&[][..], |s| s.as_slice()), Some(n))?;
+    }
     let mut rng = |b: &mut [u8]| b.fill(7);
     for (off, bytes) in w.commit(&mut rng)? {
         f.write_all_at(&bytes, part.offset() + off)?;
     }
     Ok(())
+}
+
+/// The `veil-bundle` token of a token list.
+pub fn bundle_token(tokens: &mut [(u32, veil_agent::json::Value)]) -> &mut veil_agent::json::Value {
+    let t = tokens.iter_mut().find(|(_, t)| t["type"].as_str() == Some(veil_agent::bundle::TOKEN_TYPE));
+    &mut t.expect("a veil-bundle token").1
+}
+
+/// Change the kernel digest in the `veil-bundle` token of `image`'s veil-boot header, as a
+/// new (or tampered) kernel would, with init-data naming the changed manifest (as whoever
+/// changed it would write): the measured PCR 4 then differs.
+fn tamper_bundle_token(image: &Path) -> Result<()> {
+    edit_boot_tokens(image, |tokens| {
+        let t = bundle_token(tokens);
+        t["manifest"]["kernel"]["sha384"] = veil_agent::json!("00".repeat(48));
+        let manifest = veil_agent::bundle::Manifest::from_json(&t["manifest"]).expect("the manifest");
+        let doc = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest));
+        t["init_data"] = veil_agent::json::Value::String(doc);
+    })
 }
 
 /// First boot through the key broker (remote release with a TPM quote, then sealed to the

@@ -21,12 +21,15 @@
 pub mod insn;
 
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use spin::Mutex;
 use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::kbs::client::Relay;
 use veil_agent::kbs::evidence::Tee;
+use veil_agent::keys::MasterSecret;
 use veil_agent::snp::attest::{self, RequestPages};
 use veil_agent::snp::evidence::CertType;
 use veil_agent::snp::ghcb::{self, Ghcb, GhcbPage, PageState, Pvalidate, SnpCpu};
@@ -35,9 +38,12 @@ use veil_agent::snp::hashes::KernelHashes;
 use veil_agent::snp::memory;
 use veil_agent::snp::pages::{self, CpuidPage};
 use veil_agent::snp::requests;
+use veil_agent::tpm::measure::Measurement;
 use zeroize::Zeroizing;
 
+use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
+use crate::diskboot::BootVolume;
 use crate::error::{BootError, BootErrorKind};
 use crate::interrupts::Frame;
 
@@ -421,6 +427,107 @@ fn unshare_dma(snp: &mut Snp) -> Result<u64, BootError> {
     Ok(pages)
 }
 
+impl Snp {
+    /// Trustee's `snp` evidence: a report binding `report_data` and the host's certificates.
+    fn evidence(&mut self, report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
+        let mut data = [0u8; 64];
+        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
+        let (report, certs) = self.report(&data)?;
+        crate::log!(
+            "snp: attestation report of {} bytes (measurement {}..), {} certificates from the host",
+            report.len(),
+            hex::encode(&report[0x90..0x98]),
+            certs.len()
+        );
+        let chain = if certs.is_empty() { None } else { Some(certs.as_slice()) };
+        Ok(veil_agent::snp::evidence::evidence_json(&report, chain)?)
+    }
+}
+
+/// The AMD-SP as the root of trust: the launch digest covers the firmware and HOST_DATA the
+/// boot target, so nothing is measured at run time; reports are the evidence; the key it
+/// derives for this launch seals the `veil-snp` token.
+impl RootOfTrust for Snp {
+    fn name(&self) -> &'static str {
+        "snp"
+    }
+
+    fn measures(&self) -> bool {
+        false
+    }
+
+    fn measure(&mut self, _m: &Measurement<'_>) -> Result<(), BootError> {
+        Ok(())
+    }
+
+    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
+        let (report, _) = self.report(&[0u8; 64])?;
+        Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
+    }
+
+    fn evidence_name(&self) -> &'static str {
+        "snp evidence"
+    }
+
+    fn remote_release(
+        &mut self,
+        relay: &mut dyn Relay,
+        resource: &str,
+        init_data: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>, BootError> {
+        crate::kbs::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
+    }
+
+    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+        use veil_agent::snp::seal;
+        let tokens = seal::find(boot.volume.json());
+        if tokens.is_empty() {
+            crate::log!("snp: veil-boot has no veil-snp token (first boot)");
+            return Ok(None);
+        }
+        let key = self.sealing_key().map_err(|e| alloc::vec![(String::from("the sealing key"), e)])?;
+        let mut why = Vec::new();
+        for t in tokens {
+            let opened = t.and_then(|t| {
+                t.open(&key).map(|s| (t.number, s)).map_err(|e| alloc::format!("token {}: {e}", t.number))
+            });
+            match opened {
+                Ok((number, secret)) => {
+                    crate::log!(
+                        "snp: master secret unsealed from veil-boot token {number} with this launch's derived key (VCEK root, measurement and policy)"
+                    );
+                    return Ok(Some(secret));
+                }
+                Err(e) => {
+                    crate::log!("snp: veil-boot {e}");
+                    why.push((String::from("veil-snp"), BootErrorKind::Token(e).into()));
+                }
+            }
+        }
+        Err(why)
+    }
+
+    fn seal(&mut self, boot: &BootVolume, secret: &MasterSecret) -> Result<Option<Sealed>, BootError> {
+        use veil_agent::snp::seal;
+        let key = self.sealing_key()?;
+        let mut nonce = [0u8; 12];
+        crate::random::fill(&mut nonce);
+        Ok(Some(Sealed {
+            token: seal::token_json(&key, nonce, secret),
+            replaces: seal::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
+            how: alloc::format!(
+                "with this launch's derived key (fields {:#x}, VMPL {})",
+                seal::KEY_FIELDS,
+                seal::KEY_VMPL
+            ),
+        }))
+    }
+
+    fn publish(&mut self, _acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+        Ok(()) // no event log; VMPCK0 is wiped in before_jump
+    }
+}
+
 /// Is the SNP platform up (GHCB registered)?
 pub fn active() -> bool {
     ACTIVE.load(Ordering::SeqCst)
@@ -485,31 +592,12 @@ impl Platform for Snp {
         Ok(HandoffExtras { reserve, setup_data: cc_blob.to_vec() })
     }
 
-    fn tee(&self) -> Option<Tee> {
-        Some(Tee::Snp)
+    fn is_confidential(&self) -> bool {
+        true
     }
 
-    fn evidence(&mut self, report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
-        let mut data = [0u8; 64];
-        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
-        let (report, certs) = self.report(&data)?;
-        crate::log!(
-            "snp: attestation report of {} bytes (measurement {}..), {} certificates from the host",
-            report.len(),
-            hex::encode(&report[0x90..0x98]),
-            certs.len()
-        );
-        let chain = if certs.is_empty() { None } else { Some(certs.as_slice()) };
-        Ok(veil_agent::snp::evidence::evidence_json(&report, chain)?)
-    }
-
-    fn sealing_key(&mut self) -> Result<Option<Zeroizing<[u8; 32]>>, BootError> {
-        Snp::sealing_key(self).map(Some)
-    }
-
-    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
-        let (report, _) = self.report(&[0u8; 64])?;
-        Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
+    fn root_of_trust(&mut self) -> Option<&mut dyn RootOfTrust> {
+        Some(self)
     }
 
     fn before_jump(&mut self) -> Result<(), BootError> {

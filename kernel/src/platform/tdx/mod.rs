@@ -17,18 +17,26 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use veil_agent::fwcfg::{E820Entry, E820Kind};
+use veil_agent::kbs::client::Relay;
+use veil_agent::kbs::evidence::Tee;
+use veil_agent::keys::MasterSecret;
 use veil_agent::tdx::hob::{self, Resource, ResourceKind};
 use veil_agent::tdx::tdcall::{self, Regs, TdInfo, TdcallError, TdxCpu};
 use veil_agent::tdx::{getquote, wakeup};
 use veil_agent::tpm::Bank;
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
+use zeroize::Zeroizing;
 
+use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
-use crate::error::{BootError, BootErrorKind};
+use crate::diskboot::BootVolume;
+use crate::error::{At, BootError, BootErrorKind};
 
 /// The TD HOB page (TDVF metadata type TD_HOB, boot.S).
 pub const TD_HOB: u64 = 0x90_2000;
+/// The CCEL table's log area.
+const CCEL_AREA: usize = 64 * 1024;
 /// What the VMM added to the TD (TDVF metadata: TempMem and the TD HOB): accepted already.
 const ADDED: [(u64, u64); 3] = [(0x80_0000, 0x90_0000), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)];
 
@@ -141,13 +149,19 @@ impl Tdx {
     }
 }
 
-impl Platform for Tdx {
+/// The TDX module as the root of trust: RTMRs and the CC event log, TD quotes; no sealing
+/// key, so the master secret always comes from the broker.
+impl RootOfTrust for Tdx {
     fn name(&self) -> &'static str {
         "tdx"
     }
 
-    fn measure(&mut self, m: &Measurement<'_>) -> Result<bool, BootError> {
-        let Some(rtmr) = veil_agent::tdx::measure::rtmr_of(m) else { return Ok(true) }; // MRTD
+    fn measures(&self) -> bool {
+        true
+    }
+
+    fn measure(&mut self, m: &Measurement<'_>) -> Result<(), BootError> {
+        let Some(rtmr) = veil_agent::tdx::measure::rtmr_of(m) else { return Ok(()) }; // MRTD
         let digest = m.digest(Bank::Sha384);
         let mut buf = RTMR_DIGEST.lock();
         buf.0.copy_from_slice(&digest);
@@ -161,11 +175,77 @@ impl Platform for Tdx {
             &m.event_data,
         );
         self.extends += 1;
-        Ok(true)
+        Ok(())
     }
 
-    fn event_log(&self) -> Option<Vec<u8>> {
-        Some(self.log.as_bytes().to_vec())
+    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
+        let report = tdreport(&[0u8; 64])?;
+        Ok(Some(("MRCONFIGID", report[576..624].to_vec())))
+    }
+
+    fn evidence_name(&self) -> &'static str {
+        "tdx evidence"
+    }
+
+    fn remote_release(
+        &mut self,
+        relay: &mut dyn Relay,
+        resource: &str,
+        init_data: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>, BootError> {
+        crate::kbs::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
+    }
+
+    fn unseal(&mut self, _boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+        crate::log!("tdx: no sealing key on TDX: the master secret comes from the key broker");
+        Ok(None)
+    }
+
+    fn seal(&mut self, _boot: &BootVolume, _secret: &MasterSecret) -> Result<Option<Sealed>, BootError> {
+        Ok(None)
+    }
+
+    fn publish(&mut self, acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+        let log_bytes = self.log.as_bytes();
+        match acpi {
+            Some(t) => t.write_ccel_log(log_bytes).at("CC event log")?,
+            None => return Err(BootErrorKind::NoAcpiForLog("CC event log").into()),
+        }
+        crate::log!("tdx: CC event log of {} bytes handed to Linux in the ACPI CCEL table", log_bytes.len());
+        #[cfg(feature = "tdx-model")]
+        crate::tdxmodel::report(log_bytes);
+        Ok(())
+    }
+}
+
+impl Tdx {
+    /// Trustee's `tdx` evidence: a TD quote binding `report_data`, with the CC event log.
+    fn evidence(&mut self, report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
+        let mut data = [0u8; 64];
+        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
+        let report = tdreport(&data)?;
+        let quote = get_quote(&report)?;
+        crate::log!(
+            "tdx: TD quote of {} bytes (MRTD {}..) with a CC event log of {} bytes",
+            quote.len(),
+            hex::encode(&report[528..536]),
+            self.log.as_bytes().len()
+        );
+        Ok(getquote::evidence_json(&quote, self.log.as_bytes()))
+    }
+}
+
+impl Platform for Tdx {
+    fn name(&self) -> &'static str {
+        "tdx"
+    }
+
+    fn is_confidential(&self) -> bool {
+        true
+    }
+
+    fn root_of_trust(&mut self) -> Option<&mut dyn RootOfTrust> {
+        Some(self)
     }
 
     fn verify_direct_boot(
@@ -188,33 +268,10 @@ impl Platform for Tdx {
             measure::cmdline(cmdline),
             measure::initrd(&veil_agent::bundle::sha384_hex(initrd)),
         ] {
-            Platform::measure(self, &m)?;
+            RootOfTrust::measure(self, &m)?;
         }
         crate::log!("tdx: measured -kernel, -append and -initrd into RTMR1 and RTMR2");
         Ok(())
-    }
-
-    fn tee(&self) -> Option<veil_agent::kbs::evidence::Tee> {
-        Some(veil_agent::kbs::evidence::Tee::Tdx)
-    }
-
-    fn evidence(&mut self, report_data: &[u8]) -> Result<veil_agent::json::Value, BootError> {
-        let mut data = [0u8; 64];
-        data[..report_data.len().min(64)].copy_from_slice(&report_data[..report_data.len().min(64)]);
-        let report = tdreport(&data)?;
-        let quote = get_quote(&report)?;
-        crate::log!(
-            "tdx: TD quote of {} bytes (MRTD {}..) with a CC event log of {} bytes",
-            quote.len(),
-            hex::encode(&report[528..536]),
-            self.log.as_bytes().len()
-        );
-        Ok(getquote::evidence_json(&quote, self.log.as_bytes()))
-    }
-
-    fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
-        let report = tdreport(&[0u8; 64])?;
-        Ok(Some(("MRCONFIGID", report[576..624].to_vec())))
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
@@ -229,6 +286,9 @@ impl Platform for Tdx {
     }
 
     fn extend_acpi(&mut self, tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
+        // The CCEL table and its log area, before the memory map for Linux is made; the log
+        // is written once the last measurement is in (RootOfTrust::publish).
+        tables.add_ccel(CCEL_AREA)?;
         let aps = self.info.num_vcpus.saturating_sub(1);
         if aps == 0 {
             return Ok(());
