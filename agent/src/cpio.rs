@@ -116,7 +116,7 @@ pub fn handoff_archive(
     w.dir("veil", 0o755).file("veil/handoff.json", 0o444, json.as_bytes());
     let mut dirs: Vec<&str> = Vec::new();
     for (path, data) in files {
-        // Parent directories first (run, run/veil, ...).
+        // Parent directories first (cryptroot, cryptroot/keyfiles, ...).
         let mut at = 0;
         while let Some(i) = path[at..].find('/') {
             let dir = &path[..at + i];
@@ -137,8 +137,8 @@ mod tests {
 
     #[test]
     fn handoff_archive_layout() {
-        let files: [(&str, &[u8]); 3] =
-            [("run/veil/keys/root.key", b"k1"), ("run/veil/root.uuid", b"u"), ("run/veil/keys/state.key", b"k2")];
+        use crate::handover::{ROOT_KEY, ROOT_UUID, STATE_KEY};
+        let files: [(&str, &[u8]); 3] = [(ROOT_KEY, b"k1"), (ROOT_UUID, b"u"), (STATE_KEY, b"k2")];
         let archive = handoff_archive("veilboot 0.1.0", "plain", &[("rust-init", 5), ("handoff", 900)], &files);
         let entries = read(&archive);
         let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
@@ -147,12 +147,11 @@ mod tests {
             [
                 "veil",
                 "veil/handoff.json",
-                "run",
-                "run/veil",
-                "run/veil/keys",
-                "run/veil/keys/root.key",
-                "run/veil/root.uuid",
-                "run/veil/keys/state.key"
+                "cryptroot",
+                "cryptroot/keyfiles",
+                "cryptroot/keyfiles/veil-root.key",
+                "veil/root.uuid",
+                "cryptroot/keyfiles/veil-state.key"
             ]
         );
         for (name, mode, _) in &entries {

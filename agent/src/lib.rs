@@ -59,6 +59,7 @@ pub mod cpio;
 pub mod disksig;
 pub mod fwcfg;
 pub mod gpt;
+pub mod handover;
 pub mod heapsort;
 pub mod initdata;
 pub mod io;

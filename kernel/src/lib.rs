@@ -402,8 +402,8 @@ fn read_disks(
         verified.bytes / us.max(1)
     );
     let root_key = or_fail(secret.disk_key(&verified.manifest.root_uuid), "root volume");
-    root_files.push(("run/veil/keys/root.key", Zeroizing::new(root_key.to_vec())));
-    root_files.push(("run/veil/root.uuid", Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
+    root_files.push((veil_agent::handover::ROOT_KEY, Zeroizing::new(root_key.to_vec())));
+    root_files.push((veil_agent::handover::ROOT_UUID, Zeroizing::new(verified.manifest.root_uuid.as_bytes().to_vec())));
     log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
     // A second disk is the state disk: formatted if blank, never touched otherwise.
     if let Some(state) = disks.disks.get_mut(1) {
@@ -415,8 +415,8 @@ fn read_disks(
                     log!("state disk {}: LUKS2 volume {uuid}", state.location);
                 }
                 let key = or_fail(secret.disk_key(&uuid), "state disk");
-                root_files.push(("run/veil/keys/state.key", Zeroizing::new(key.to_vec())));
-                root_files.push(("run/veil/state.uuid", Zeroizing::new(uuid.into_bytes())));
+                root_files.push((veil_agent::handover::STATE_KEY, Zeroizing::new(key.to_vec())));
+                root_files.push((veil_agent::handover::STATE_UUID, Zeroizing::new(uuid.into_bytes())));
             }
             Ok(statedisk::State::Foreign(why)) => log!("state disk {}: left untouched: {why}", state.location),
             Err(e) => fail(format_args!("state disk {}: {e}", state.location)),

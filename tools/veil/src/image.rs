@@ -36,7 +36,7 @@ pub struct BuildArgs {
     #[arg(long)]
     kernel: PathBuf,
     /// The initrd (it must open the root volume with the key veilboot hands over in
-    /// /run/veil/keys/root.key).
+    /// /cryptroot/keyfiles/veil-root.key).
     #[arg(long)]
     initrd: PathBuf,
     /// The kernel command line.

@@ -36,7 +36,7 @@ if [ -e /sys/class/tpm/tpm0 ]; then
   /bin/busybox base64 /sys/kernel/security/tpm0/binary_bios_measurements
   echo "veil-tpm: eventlog-end"
 fi
-uuid=$(/bin/busybox cat /run/veil/root.uuid 2>/dev/null)
+uuid=$(/bin/busybox cat /veil/root.uuid 2>/dev/null)
 [ -n "$uuid" ] || { echo "VEILBOOT ROOT FAILED: no root volume handed over"; /bin/busybox poweroff -f; }
 dev=
 i=0; while [ $i -lt 100 ]; do i=$((i+1))
@@ -50,8 +50,8 @@ done
 [ -n "$dev" ] || { echo "VEILBOOT ROOT FAILED: no disk holds LUKS2 volume $uuid"; /bin/busybox poweroff -f; }
 echo "veil-initramfs: opening root volume $uuid on $dev with the key veilboot handed over"
 export DM_DISABLE_UDEV=1
-/sbin/cryptsetup open --disable-external-tokens --key-file /run/veil/keys/root.key "$dev" root || { echo "VEILBOOT ROOT FAILED: cryptsetup open"; /bin/busybox poweroff -f; }
-/bin/busybox rm -f /run/veil/keys/root.key
+/sbin/cryptsetup open --disable-external-tokens --key-file /cryptroot/keyfiles/veil-root.key "$dev" root || { echo "VEILBOOT ROOT FAILED: cryptsetup open"; /bin/busybox poweroff -f; }
+/bin/busybox rm -f /cryptroot/keyfiles/veil-root.key
 /bin/busybox mount -t ext4 -o ro /dev/mapper/root /newroot || { echo "VEILBOOT ROOT FAILED: mount"; /bin/busybox poweroff -f; }
 /bin/busybox mount --move /dev /newroot/dev
 /bin/busybox umount /proc /sys
