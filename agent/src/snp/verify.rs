@@ -163,12 +163,12 @@ pub fn verify_snp(raw: &[u8], certs: &[(CertType, Vec<u8>)], policy: &SnpPolicy)
         |t: CertType| certs.iter().chain(policy.offline_certs.iter()).find(|(c, _)| *c == t).map(|(_, d)| d.as_slice());
     let signing_key = (raw[at::KEY_INFO] >> 2) & 7; // 0 VCEK, 1 VLEK
     let (vek, vek_name) = match signing_key {
-        0 => (find(CertType::Vcek).ok_or("no VCEK certificate (the evidence carries none; give --snp-certs)")?, "VCEK"),
-        1 => (find(CertType::Vlek).ok_or("no VLEK certificate (the evidence carries none; give --snp-certs)")?, "VLEK"),
+        0 => (find(CertType::Vcek).ok_or("no VCEK certificate (the evidence carries none); give a directory of AMD KDS certificates: veil verify --certs DIR, veil kbs serve --snp-certs DIR")?, "VCEK"),
+        1 => (find(CertType::Vlek).ok_or("no VLEK certificate (the evidence carries none); give a directory of AMD KDS certificates: veil verify --certs DIR, veil kbs serve --snp-certs DIR")?, "VLEK"),
         k => return Err(format!("the report is signed by key {k}, neither VCEK nor VLEK")),
     };
-    let ask = find(CertType::Ask).ok_or("no ASK certificate (give --snp-certs with ask.pem)")?;
-    let ark = find(CertType::Ark).ok_or("no ARK certificate (give --snp-certs with ark.pem)")?;
+    let ask = find(CertType::Ask).ok_or("no ASK certificate; give a directory of AMD KDS certificates: veil verify --certs DIR, veil kbs serve --snp-certs DIR")?;
+    let ark = find(CertType::Ark).ok_or("no ARK certificate; give a directory of AMD KDS certificates: veil verify --certs DIR, veil kbs serve --snp-certs DIR")?;
     if u32::from_le_bytes(raw[at::SIG_ALGO..at::SIG_ALGO + 4].try_into().expect("4 bytes")) != 1 {
         return Err(String::from("the report's signature algorithm is not ECDSA P-384 with SHA-384"));
     }

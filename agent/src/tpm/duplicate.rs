@@ -85,7 +85,9 @@ pub fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8], bits: u32) ->
 pub fn p256_point(tpm2b_public: &[u8]) -> Result<([u8; 32], [u8; 32]), String> {
     use tpm2_protocol::TpmUnmarshal;
     use tpm2_protocol::data::{Tpm2bPublic, TpmAlgId, TpmuPublicId};
-    let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| format!("not a TPM2B_PUBLIC: {e:?}"))?;
+    let (public, rest) = Tpm2bPublic::unmarshal(tpm2b_public).map_err(|e| {
+        format!("not a TPM2B_PUBLIC ({e}): give the binary `tpm2_readpublic -c KEY.ctx -o FILE` writes, not a PEM")
+    })?;
     if !rest.is_empty() {
         return Err(String::from("trailing bytes after the TPM2B_PUBLIC"));
     }

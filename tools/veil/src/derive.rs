@@ -14,7 +14,7 @@ pub enum DeriveCommand {
     /// HKDF-SHA256(masterKey, masterSalt, "key-" + lowercase UUID, 32 bytes). This is secret:
     /// pipe it, do not store it (e.g. `| xxd -r -p | cryptsetup open --key-file=- ...`).
     DiskKey {
-        /// The master secret file (JSON or kms://cluster-kms URI).
+        /// The master secret: a file (JSON or kms://cluster-kms URI) or the URI inline.
         #[arg(long)]
         secret: PathBuf,
         /// The LUKS2 volume's UUID (as `cryptsetup luksUUID` prints it).
@@ -29,11 +29,12 @@ pub enum DeriveCommand {
 pub fn run(cmd: DeriveCommand) -> Result<()> {
     match cmd {
         DeriveCommand::DiskKey { secret, uuid, json } => {
+            let uuid = veil_agent::keys::normalize_uuid(&uuid)
+                .map_err(|e| crate::cli_error::usage(format!("--uuid {uuid:?}: {e}")))?;
             let master = secret::load(&secret)?;
             let key = master.disk_key(&uuid).context("--uuid")?;
             let hex_key = Zeroizing::new(hex::encode(key.as_ref()));
             if json {
-                let uuid = veil_agent::keys::normalize_uuid(&uuid)?;
                 println!("{{\"uuid\":\"{uuid}\",\"disk_key\":\"{}\"}}", hex_key.as_str());
             } else {
                 println!("{}", hex_key.as_str());

@@ -6,7 +6,7 @@
 //! with `mke2fs -d`). Each volume's passphrase is its disk key derived from the master secret
 //! for its UUID, exactly what the firmware derives.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,11 +14,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use veil_agent::gpt::{self, Gpt, Guid, NewPartition};
-use veil_agent::io::Window;
+use veil_agent::gpt::{self, Guid, NewPartition};
 use veil_agent::keys::MasterSecret;
+use veil_agent::luks2::KdfLimits;
 use veil_agent::luks2::format::{FormatOptions, HeaderWriter, random_uuid};
-use veil_agent::luks2::{KdfLimits, Volume};
 use zeroize::Zeroizing;
 
 use crate::luks::{host_random, parse_size, report, stream, write_all_at};
@@ -28,6 +27,9 @@ use crate::secret;
 pub enum ImageCommand {
     /// Build an encrypted GPT disk image veilboot boots from.
     Build(BuildArgs),
+    /// Show a disk's partitions, each LUKS2 volume's tokens and the boot target its veil-boot
+    /// header names; with --secret, whether that secret opens each volume.
+    Inspect(crate::inspect::InspectArgs),
 }
 
 #[derive(Args)]
@@ -48,9 +50,12 @@ pub struct BuildArgs {
     /// The cluster's master secret (constellation-mastersecret.json or kms:// URI file).
     #[arg(long)]
     secret: PathBuf,
-    /// The disk image to create (must not exist).
+    /// The disk image to create (and OUT.init-data.toml beside it).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out and its init-data file if they exist.
+    #[arg(long)]
+    force: bool,
     /// Size of the whole disk image; veil-root takes what veil-boot and the GPT leave
     /// (default: just enough for the root filesystem's contents plus a margin).
     #[arg(long, value_parser = parse_size, conflicts_with = "root_size")]
@@ -78,12 +83,15 @@ pub struct RecoverArgs {
     /// The partition (GPT name): veil-root or veil-boot.
     #[arg(long, default_value = "veil-root")]
     part: String,
-    /// Where to write the decrypted volume (must not exist).
+    /// Where to write the decrypted volume (mode 0600: it is the plaintext).
     #[arg(long, required_unless_present = "print_key")]
     out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
     /// Print the volume's disk key (hex) instead, for `cryptsetup open --key-file=-` after
     /// `xxd -r -p`. The key is secret: pipe it, do not store it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "out")]
     print_key: bool,
 }
 
@@ -122,29 +130,29 @@ fn format_volume(
     Ok(volume_key)
 }
 
-fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
-}
-
 pub fn build(args: BuildArgs) -> Result<()> {
+    // Nothing is written before every input is checked.
+    let init_data_path = args.out.with_extension("init-data.toml");
+    crate::outfile::check_free(&args.out, args.force, "--force")?;
+    crate::outfile::check_free(&init_data_path, args.force, "--force")?;
+    if !args.rootfs.is_dir() {
+        crate::usage_bail!("--rootfs {}: not a directory", args.rootfs.display());
+    }
     let secret = secret::load(&args.secret)?;
     let kernel = std::fs::read(&args.kernel).with_context(|| format!("reading {}", args.kernel.display()))?;
     veil_agent::linux::SetupHeader::parse(&kernel).with_context(|| format!("{}", args.kernel.display()))?;
     let initrd = std::fs::read(&args.initrd).with_context(|| format!("reading {}", args.initrd.display()))?;
+    crate::initrd_check::warn_unless_fit(&args.initrd, &initrd, &args.cmdline);
     let root_uuid = random_uuid(&mut host_random);
     let boot_uuid = random_uuid(&mut host_random);
     let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &args.cmdline, &root_uuid)?;
     let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
     let measurement_salt = match &args.measurement_salt {
         Some(h) => {
-            let salt = hex::decode(h).context("--measurement-salt must be hex")?;
+            let salt =
+                hex::decode(h).map_err(|e| crate::cli_error::usage(format!("--measurement-salt is not hex: {e}")))?;
             if !(16..=64).contains(&salt.len()) {
-                bail!("--measurement-salt must be 16 to 64 bytes, not {}", salt.len());
+                crate::usage_bail!("--measurement-salt must be 16 to 64 bytes, not {}", salt.len());
             }
             salt
         }
@@ -165,23 +173,44 @@ pub fn build(args: BuildArgs) -> Result<()> {
         (Some(total), _) => {
             let rest = total.saturating_sub(MIB + boot_len + LUKS_OVERHEAD + MIB) / MIB * MIB;
             if rest < needed {
-                bail!("--size {total} leaves {rest} bytes for the root filesystem; its contents need about {needed}");
+                crate::usage_bail!(
+                    "--size {total} leaves {rest} bytes for the root filesystem; its contents need about {needed}"
+                );
             }
             rest
         }
         (None, Some(s)) => s,
         (None, None) => needed,
     };
+    if args.size.is_none() && args.root_size.is_none() {
+        eprintln!(
+            "veil: root filesystem of {} MiB (its contents x1.5 + 32 MiB; --root-size or --size to choose)",
+            root_size / MIB
+        );
+    }
+    // mke2fs -d copies each file's owner: a tree unpacked without root belongs to its user.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&args.rootfs)?);
+    if owner != 0 {
+        eprintln!(
+            "veil: warning: {} is owned by uid {owner}, not root: the root filesystem keeps its files' owners (unpack it as root, or under fakeroot)",
+            args.rootfs.display()
+        );
+    }
+    eprintln!("veil: making the root filesystem from {} (mke2fs)", args.rootfs.display());
     let st = Command::new("mke2fs")
         // 4 KiB blocks: the LUKS2 volume has 4096-byte sectors, so dm-crypt exposes 4 KiB logical blocks.
         .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "veil-root", "-d"])
         .arg(&args.rootfs)
         .arg(&ext4)
         .arg(format!("{}k", root_size / 1024))
-        .status()
+        .output()
         .context("running mke2fs (Debian package e2fsprogs)")?;
-    if !st.success() {
-        bail!("mke2fs failed to build the root filesystem from {}", args.rootfs.display());
+    if !st.status.success() {
+        bail!(
+            "mke2fs failed to build the root filesystem from {}: {}",
+            args.rootfs.display(),
+            String::from_utf8_lossy(&st.stderr).trim()
+        );
     }
 
     // The disk: 1 MiB GPT alignment, veil-boot, veil-root, backup GPT.
@@ -199,7 +228,8 @@ pub fn build(args: BuildArgs) -> Result<()> {
     });
     host_random(&mut gbytes);
     let (writes, laid) = gpt::build(disk_size, Guid::random_v4(gbytes), &parts)?;
-    let out = create_new(&args.out)?;
+    let output = crate::outfile::Output::create(&args.out, args.force, crate::outfile::Access::Public, "--force")?;
+    let out = output.file();
     let result = (|| -> Result<()> {
         out.set_len(disk_size)?;
         for (off, bytes) in writes {
@@ -208,7 +238,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         let (boot, root) = (&laid[0], &laid[1]);
 
         // veil-boot: the bundle.
-        let vk = format_volume(&out, boot.offset(), &boot_uuid, &secret, Some(bundle_token))?;
+        let vk = format_volume(out, boot.offset(), &boot_uuid, &secret, Some(bundle_token))?;
         let cipher = veil_agent::xts::SectorCipher::new(&vk, 4096)?;
         let mut data = Zeroizing::new(bundle.clone());
         data.resize(((bundle.len() as u64).div_ceil(4096) * 4096) as usize, 0);
@@ -216,27 +246,24 @@ pub fn build(args: BuildArgs) -> Result<()> {
         out.write_all_at(&data, boot.offset() + LUKS_OVERHEAD)?;
 
         // veil-root: the ext4 image, streamed.
-        let vk = format_volume(&out, root.offset(), &root_uuid, &secret, None)?;
+        let vk = format_volume(out, root.offset(), &root_uuid, &secret, None)?;
         let cipher = veil_agent::xts::SectorCipher::new(&vk, 4096)?;
         let src = File::open(&ext4)?;
         let start = Instant::now();
-        stream(&src, 0, &out, root.offset() + LUKS_OVERHEAD, root_size, "veil-root", |pos, chunk| {
+        stream(&src, 0, out, root.offset() + LUKS_OVERHEAD, root_size, "veil-root", |pos, chunk| {
             cipher.encrypt_sectors(pos / 512, chunk).map_err(Into::into)
         })?;
         report("veil-root: encrypted", root_size, start);
         out.sync_all()?;
         Ok(())
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&args.out);
-        return Err(e);
-    }
+    result?;
+    output.commit()?;
     // The init-data document naming this boot target, beside the image, and its digest for a
     // confidential launch (SEV-SNP: QEMU's sev-snp-guest host-data=, base64 of 32 bytes; TDX:
     // tdx-guest mrconfigid=, base64 of 48 bytes).
     let init_data = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest));
-    let init_data_path = args.out.with_extension("init-data.toml");
-    std::fs::write(&init_data_path, &init_data).with_context(|| format!("writing {}", init_data_path.display()))?;
+    crate::outfile::write(&init_data_path, args.force, crate::outfile::Access::Public, init_data.as_bytes())?;
     let host_data = veil_agent::initdata::regularize(
         &veil_agent::initdata::digest(&init_data).map_err(|e| anyhow::anyhow!(e))?,
         32,
@@ -266,15 +293,13 @@ pub fn build(args: BuildArgs) -> Result<()> {
 }
 
 pub fn recover(args: RecoverArgs) -> Result<()> {
+    if let Some(out) = &args.out {
+        crate::outfile::check_free(out, args.force, "--force")?;
+    }
     let secret = secret::load(&args.secret)?;
-    let mut disk = File::open(&args.disk).with_context(|| format!("cannot open {}", args.disk.display()))?;
-    let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", args.disk.display()))?;
-    let part = gpt
-        .by_name(&args.part)
-        .with_context(|| format!("{}: no partition named {}", args.disk.display(), args.part))?;
-    let (start, len) = (part.offset(), part.size());
-    let mut win = Window { dev: &mut disk, start, len };
-    let volume = Volume::load(&mut win).with_context(|| args.part.to_string())?;
+    let mut win = crate::volfile::open(&args.disk, Some(&args.part), false)?;
+    let (start, len) = (win.start, win.len);
+    let volume = win.load()?;
     let key = secret.disk_key(volume.uuid())?;
     if args.print_key {
         println!("{}", Zeroizing::new(hex::encode(key.as_ref())).as_str());
@@ -286,16 +311,13 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
     let (seg, cipher) = volume.data_cipher(&vk)?;
     let data_len = seg.len(len);
     let out_path = args.out.expect("clap requires --out without --print-key");
-    let out = create_new(&out_path)?;
+    let out = crate::outfile::Output::create(&out_path, args.force, crate::outfile::Access::Private, "--force")?;
     let src = File::open(&args.disk)?;
     let begin = Instant::now();
-    let r = stream(&src, start + seg.offset, &out, 0, data_len, "recover", |pos, chunk| {
+    stream(&src, start + seg.offset, out.file(), 0, data_len, "recover", |pos, chunk| {
         cipher.decrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
-    });
-    if r.is_err() {
-        let _ = std::fs::remove_file(&out_path);
-        return r;
-    }
+    })?;
+    out.commit()?;
     report("recovered", data_len, begin);
     Ok(())
 }

@@ -25,7 +25,8 @@ use zeroize::Zeroizing;
 pub enum KbsCommand {
     /// Run the key broker (HTTP, Trustee KBS protocol 0.4.0, TEEs "tpm", "snp" and "tdx").
     Serve(Box<ServeArgs>),
-    /// Relay a VM's virtio-console frames to a key broker over HTTP.
+    /// Relay a VM's virtio-console frames to a key broker over HTTP. It serves one VM
+    /// connection and exits when the VM closes the channel (start one per boot).
     Relay(RelayArgs),
 }
 
@@ -222,6 +223,12 @@ fn parse_forward(payload: &[u8]) -> Result<Forward> {
 }
 
 fn relay(args: RelayArgs) -> Result<()> {
+    let base = args.broker.trim_end_matches('/').to_string();
+    if !base.starts_with("http://") {
+        crate::usage_bail!(
+            "--broker {base}: only http:// URLs, e.g. http://127.0.0.1:8080 (the relay is untrusted either way; put TLS in front of the broker if the network needs it)"
+        );
+    }
     let start = Instant::now();
     let mut vm = loop {
         match UnixStream::connect(&args.socket) {
@@ -232,12 +239,6 @@ fn relay(args: RelayArgs) -> Result<()> {
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     };
-    let base = args.broker.trim_end_matches('/').to_string();
-    if !base.starts_with("http://") {
-        bail!(
-            "--broker {base}: only http:// URLs (the relay is untrusted either way; put TLS in front of the broker if the network needs it)"
-        );
-    }
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(60)))

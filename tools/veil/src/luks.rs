@@ -14,7 +14,9 @@ use veil_agent::luks2::format::{FormatOptions, HeaderWriter, KdfParams};
 use veil_agent::luks2::{Kdf, KdfLimits, Volume};
 use zeroize::Zeroizing;
 
+use crate::outfile::{self, Access, Output};
 use crate::secret;
+use crate::volfile::{self, VolumeFile};
 
 #[derive(Subcommand)]
 pub enum LuksCommand {
@@ -35,11 +37,16 @@ pub enum LuksCommand {
         /// Format even if the image already holds a LUKS header (destroys its data).
         #[arg(long)]
         force: bool,
+        /// Print {"uuid": ...} instead of the bare UUID.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the header: UUID, segments, keyslots, digests, tokens. Nothing secret.
     Dump {
         /// The image file.
         image: PathBuf,
+        #[command(flatten)]
+        part: PartArg,
         /// Print the metadata as JSON.
         #[arg(long)]
         json: bool,
@@ -48,6 +55,8 @@ pub enum LuksCommand {
     Open {
         /// The image file.
         image: PathBuf,
+        #[command(flatten)]
+        part: PartArg,
         #[command(flatten)]
         key: KeySource,
         /// Only try this keyslot.
@@ -62,6 +71,8 @@ pub enum LuksCommand {
         /// The image file.
         image: PathBuf,
         #[command(flatten)]
+        part: PartArg,
+        #[command(flatten)]
         key: KeySource,
         /// File holding the new passphrase (`-` for stdin).
         #[arg(long, value_name = "FILE")]
@@ -74,6 +85,9 @@ pub enum LuksCommand {
         replace: bool,
         #[command(flatten)]
         kdf: KdfArgs,
+        /// Print {"keyslot": N, "replaced": bool} instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// List, add or remove tokens (JSON objects kept in the header, e.g. sealed secrets).
     #[command(subcommand)]
@@ -83,24 +97,33 @@ pub enum LuksCommand {
         /// The plain image.
         #[arg(long = "in")]
         input: PathBuf,
-        /// The LUKS2 image to create (must not exist).
+        /// The LUKS2 image to create.
         #[arg(long = "out")]
         output: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         layout: Layout,
         #[command(flatten)]
         key: KeySource,
         #[command(flatten)]
         kdf: KdfArgs,
+        /// Print {"uuid": ..., "bytes": ...} instead of the bare UUID.
+        #[arg(long)]
+        json: bool,
     },
     /// Decrypt the data of a LUKS2 image into a new plain image.
     Decrypt {
         /// The LUKS2 image.
         #[arg(long = "in")]
         input: PathBuf,
-        /// The plain image to create (must not exist).
+        /// The plain image to create (mode 0600: it holds the plaintext).
         #[arg(long = "out")]
         output: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         key: KeySource,
     },
@@ -108,33 +131,64 @@ pub enum LuksCommand {
 
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// List the tokens.
+    /// List the tokens: one line each, number and JSON (with --json: one JSON object
+    /// {"tokens": {"N": {...}}}).
     List {
         /// The image file.
         image: PathBuf,
+        #[command(flatten)]
+        part: PartArg,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Add a token from a JSON file (an object with a "type"), bound to keyslots.
     Add {
         /// The image file.
         image: PathBuf,
-        /// The token JSON.
-        #[arg(long = "json", value_name = "FILE")]
-        json_file: PathBuf,
+        #[command(flatten)]
+        part: PartArg,
+        /// The token, a JSON file (`-` reads stdin).
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
         /// Keyslots the token belongs to (repeat for several).
         #[arg(long = "keyslot")]
         keyslots: Vec<u32>,
         /// Token number (default: lowest free).
         #[arg(long)]
         id: Option<u32>,
+        /// Print {"token": N} instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a token.
     Remove {
         /// The image file.
         image: PathBuf,
+        #[command(flatten)]
+        part: PartArg,
         /// Token number.
         #[arg(long)]
         id: u32,
+        /// Print {"token": N} instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+/// Which volume of the image file.
+#[derive(Args)]
+pub struct PartArg {
+    /// The GPT partition (by name) holding the volume, for a whole disk such as `veil image
+    /// build` makes (veil-boot, veil-root); without it the file is the volume.
+    #[arg(long, value_name = "NAME")]
+    part: Option<String>,
+}
+
+impl PartArg {
+    fn open(&self, image: &Path, write: bool) -> Result<VolumeFile> {
+        volfile::open(image, self.part.as_deref(), write)
+    }
 }
 
 /// Where the passphrase comes from.
@@ -144,7 +198,8 @@ pub struct KeySource {
     #[arg(long, value_name = "FILE", conflicts_with = "secret")]
     key_file: Option<PathBuf>,
     /// Use the disk key derived from this master secret for the volume's UUID (what the
-    /// firmware does).
+    /// firmware does): a constellation-mastersecret.json, or a kms://cluster-kms?key=...&salt=...
+    /// URI inline (visible to other users in the process list) or in a file.
     #[arg(long, value_name = "FILE")]
     secret: Option<PathBuf>,
 }
@@ -194,7 +249,7 @@ impl KdfArgs {
                 memory_kib: self.argon2_memory,
                 cpus: self.argon2_cpus,
             },
-            other => bail!("--pbkdf {other}: expected pbkdf2, argon2i or argon2id"),
+            other => crate::usage_bail!("--pbkdf {other}: expected pbkdf2, argon2i or argon2id"),
         })
     }
 }
@@ -239,6 +294,20 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 impl KeySource {
+    /// Check the key source before anything is created: one given, the secret readable and
+    /// valid, the key file present.
+    fn check(&self) -> Result<()> {
+        match (&self.key_file, &self.secret) {
+            (Some(f), None) if f != Path::new("-") => {
+                std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?;
+                Ok(())
+            }
+            (Some(_), None) => Ok(()),
+            (None, Some(s)) => secret::load(s).map(drop),
+            _ => crate::usage_bail!("give the passphrase with --key-file FILE or derive it with --secret FILE"),
+        }
+    }
+
     /// The passphrase for the volume with this UUID.
     fn passphrase(&self, uuid: &str) -> Result<Zeroizing<Vec<u8>>> {
         match (&self.key_file, &self.secret) {
@@ -248,21 +317,9 @@ impl KeySource {
                 let key = master.disk_key(uuid).with_context(|| format!("volume UUID {uuid}"))?;
                 Ok(Zeroizing::new(key.to_vec()))
             }
-            _ => bail!("give the passphrase with --key-file FILE or derive it with --secret FILE"),
+            _ => crate::usage_bail!("give the passphrase with --key-file FILE or derive it with --secret FILE"),
         }
     }
-}
-
-fn open_image(path: &Path, write: bool) -> Result<File> {
-    OpenOptions::new().read(true).write(write).open(path).with_context(|| format!("cannot open {}", path.display()))
-}
-
-fn load(file: &mut File, path: &Path) -> Result<Volume> {
-    Volume::load(file).with_context(|| format!("{}", path.display()))
-}
-
-fn write_all(file: &File, writes: Vec<(u64, Zeroizing<Vec<u8>>)>) -> Result<()> {
-    write_all_at(file, 0, writes)
 }
 
 /// Apply a LUKS2 writer's byte ranges to a volume that starts at `base` in `file`.
@@ -295,54 +352,105 @@ fn format_into(file: &File, opts: &FormatOptions, key: &KeySource) -> Result<(St
     let mut volume_key = Zeroizing::new(vec![0u8; opts.key_size]);
     host_random(&mut volume_key);
     let writer = HeaderWriter::format(&opts, &volume_key, &passphrase, &mut host_random)?;
-    write_all(file, writer.commit(&mut host_random)?)?;
+    write_all_at(file, 0, writer.commit(&mut host_random)?)?;
     Ok((uuid, volume_key))
+}
+
+/// The layout of a new volume, checked (UUID, sector size, KDF) before any file is made.
+fn checked_options(layout: &Layout, kdf: &KdfArgs) -> Result<FormatOptions> {
+    let mut opts = format_options(layout, kdf)?;
+    if !matches!(opts.sector_size, 512 | 1024 | 2048 | 4096) {
+        crate::usage_bail!("--sector-size {}: expected 512, 1024, 2048 or 4096", opts.sector_size);
+    }
+    if let Some(u) = &opts.uuid {
+        opts.uuid =
+            Some(veil_agent::keys::normalize_uuid(u).map_err(|e| crate::cli_error::usage(format!("--uuid: {e}")))?);
+    }
+    Ok(opts)
+}
+
+fn format(
+    image: &Path,
+    size: Option<u64>,
+    layout: &Layout,
+    key: &KeySource,
+    kdf: &KdfArgs,
+    force: bool,
+    json: bool,
+) -> Result<()> {
+    // Everything that can be checked is checked before the file is created.
+    let opts = checked_options(layout, kdf)?;
+    let needed = 2 * opts.metadata_size + opts.keyslots_size + u64::from(opts.sector_size);
+    key.check()?;
+    let exists = image.exists();
+    let file = match (exists, size) {
+        (false, Some(n)) => {
+            if n < needed {
+                crate::usage_bail!("--size {n}: a LUKS2 volume needs at least {needed} bytes (e.g. --size 32M)");
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(image)
+                .with_context(|| format!("cannot create {}", image.display()))?;
+            f.set_len(n)?;
+            f
+        }
+        (false, None) => crate::usage_bail!("{} does not exist; give --size to create it", image.display()),
+        (true, _) => {
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(image)
+                .with_context(|| format!("cannot open {}", image.display()))?;
+            if !force && Volume::load(&mut f).is_ok() {
+                bail!("{} already holds a LUKS2 volume; --force destroys it", image.display());
+            }
+            if f.metadata()?.len() < needed {
+                bail!("{} is smaller than the {needed} bytes a LUKS2 volume needs", image.display());
+            }
+            if size.is_some() {
+                eprintln!("veil: {} exists: --size ignored", image.display());
+            }
+            f
+        }
+    };
+    match format_into(&file, &opts, key) {
+        Ok((uuid, _key)) => {
+            if json {
+                println!("{}", serde_json::json!({ "uuid": uuid }));
+            } else {
+                println!("{uuid}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if !exists {
+                let _ = std::fs::remove_file(image); // the file this command created
+            }
+            Err(e)
+        }
+    }
 }
 
 pub fn run(cmd: LuksCommand) -> Result<()> {
     match cmd {
-        LuksCommand::Format { image, size, layout, key, kdf, force } => {
-            let exists = image.exists();
-            let file = match (exists, size) {
-                (false, Some(n)) => {
-                    let f = OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create_new(true)
-                        .open(&image)
-                        .with_context(|| format!("cannot create {}", image.display()))?;
-                    f.set_len(n)?;
-                    f
-                }
-                (false, None) => bail!("{} does not exist; give --size to create it", image.display()),
-                (true, _) => {
-                    let mut f = open_image(&image, true)?;
-                    if !force && Volume::load(&mut f).is_ok() {
-                        bail!("{} already holds a LUKS2 volume; --force destroys it", image.display());
-                    }
-                    f
-                }
-            };
-            let opts = format_options(&layout, &kdf)?;
-            let needed = 2 * opts.metadata_size + opts.keyslots_size + u64::from(opts.sector_size);
-            if file.metadata()?.len() < needed {
-                bail!("{} is smaller than the {needed} bytes a LUKS2 volume needs", image.display());
-            }
-            let (uuid, _key) = format_into(&file, &opts, &key)?;
-            println!("{uuid}");
-            Ok(())
+        LuksCommand::Format { image, size, layout, key, kdf, force, json } => {
+            format(&image, size, &layout, &key, &kdf, force, json)
         }
-        LuksCommand::Dump { image, json } => dump(&image, json),
-        LuksCommand::Open { image, key, keyslot, json } => {
-            let mut file = open_image(&image, false)?;
-            let volume = load(&mut file, &image)?;
+        LuksCommand::Dump { image, part, json } => dump(&image, &part, json),
+        LuksCommand::Open { image, part, key, keyslot, json } => {
+            let mut vf = part.open(&image, false)?;
+            let volume = vf.load()?;
             let passphrase = key.passphrase(volume.uuid())?;
             let start = Instant::now();
             let limits = KdfLimits::default();
             let slot = match keyslot {
-                Some(n) => volume.unlock_keyslot(&mut file, n, &passphrase, &limits).map(|_| n)?,
-                None => volume.unlock(&mut file, &passphrase, &limits).map(|(n, _)| n)?,
-            };
+                Some(n) => volume.unlock_keyslot(&mut vf, n, &passphrase, &limits).map(|_| n),
+                None => volume.unlock(&mut vf, &passphrase, &limits).map(|(n, _)| n),
+            }
+            .with_context(|| vf.name.clone())?;
             let ms = start.elapsed().as_secs_f64() * 1000.0;
             let kdf = kdf_name(volume.metadata().keyslots[&slot].kdf.as_ref());
             if json {
@@ -355,27 +463,35 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
             }
             Ok(())
         }
-        LuksCommand::AddKey { image, key, new_key_file, keyslot, replace, kdf } => {
-            let mut file = open_image(&image, true)?;
-            let volume = load(&mut file, &image)?;
+        LuksCommand::AddKey { image, part, key, new_key_file, keyslot, replace, kdf, json } => {
+            let params = kdf.params()?;
+            let mut vf = part.open(&image, true)?;
+            let volume = vf.load()?;
             let passphrase = key.passphrase(volume.uuid())?;
-            let (_, volume_key) = volume.unlock(&mut file, &passphrase, &KdfLimits::default())?;
+            let (_, volume_key) =
+                volume.unlock(&mut vf, &passphrase, &KdfLimits::default()).with_context(|| vf.name.clone())?;
             let new = read_key_file(&new_key_file)?;
             let mut w = HeaderWriter::edit(&volume)?;
             let slot = if replace {
                 let n = keyslot.expect("clap requires it");
-                w.replace_keyslot(n, &volume_key, &new, &kdf.params()?, &mut host_random)?;
+                w.replace_keyslot(n, &volume_key, &new, &params, &mut host_random)?;
                 n
             } else {
-                w.add_keyslot(&volume_key, &new, &kdf.params()?, keyslot, &mut host_random)?
+                w.add_keyslot(&volume_key, &new, &params, keyslot, &mut host_random)?
             };
-            write_all(&file, w.commit(&mut host_random)?)?;
-            println!("keyslot {slot} {}", if replace { "replaced" } else { "added" });
+            vf.write(w.commit(&mut host_random)?)?;
+            if json {
+                println!("{}", serde_json::json!({"keyslot": slot, "replaced": replace}));
+            } else {
+                println!("keyslot {slot} {}", if replace { "replaced" } else { "added" });
+            }
             Ok(())
         }
         LuksCommand::Token(t) => token(t),
-        LuksCommand::Encrypt { input, output, layout, key, kdf } => encrypt(&input, &output, &layout, &key, &kdf),
-        LuksCommand::Decrypt { input, output, key } => decrypt(&input, &output, &key),
+        LuksCommand::Encrypt { input, output, force, layout, key, kdf, json } => {
+            encrypt(&input, &output, force, &layout, &key, &kdf, json)
+        }
+        LuksCommand::Decrypt { input, output, force, key } => decrypt(&input, &output, force, &key),
     }
 }
 
@@ -390,9 +506,9 @@ fn kdf_name(kdf: Option<&Kdf>) -> String {
     }
 }
 
-fn dump(image: &Path, json: bool) -> Result<()> {
-    let mut file = open_image(image, false)?;
-    let volume = load(&mut file, image)?;
+fn dump(image: &Path, part: &PartArg, json: bool) -> Result<()> {
+    let mut vf = part.open(image, false)?;
+    let volume = vf.load()?;
     let h = volume.header();
     if json {
         println!(
@@ -405,7 +521,7 @@ fn dump(image: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let m = volume.metadata();
-    println!("LUKS2 volume {}", image.display());
+    println!("LUKS2 volume {}", vf.name);
     println!("  UUID:          {}", volume.uuid());
     println!("  label:         {}", if volume.label().is_empty() { "(none)" } else { volume.label() });
     println!("  epoch:         {}", h.seqid);
@@ -444,6 +560,9 @@ fn dump(image: &Path, json: bool) -> Result<()> {
         println!("  {n}: {}-{} keyslots {:?} segments {:?}", d.kind, d.hash, d.keyslots, d.segments);
     }
     println!("tokens:");
+    if m.tokens.is_empty() {
+        println!("  (none)");
+    }
     for (n, t) in &m.tokens {
         println!("  {n}: {} keyslots {:?}", t.kind, t.keyslots);
     }
@@ -452,34 +571,59 @@ fn dump(image: &Path, json: bool) -> Result<()> {
 
 fn token(cmd: TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::List { image } => {
-            let mut file = open_image(&image, false)?;
-            let volume = load(&mut file, &image)?;
-            for (n, t) in &volume.metadata().tokens {
+        TokenCommand::List { image, part, json } => {
+            let mut vf = part.open(&image, false)?;
+            let volume = vf.load()?;
+            let tokens = &volume.metadata().tokens;
+            if json {
+                let all: serde_json::Map<String, serde_json::Value> = tokens
+                    .iter()
+                    .map(|(n, t)| Ok((n.to_string(), serde_json::from_str(&veil_agent::json::to_string(&t.json))?)))
+                    .collect::<Result<_>>()?;
+                println!("{}", serde_json::json!({ "tokens": all }));
+                return Ok(());
+            }
+            if tokens.is_empty() {
+                eprintln!("veil: {}: no tokens", vf.name);
+            }
+            for (n, t) in tokens {
                 println!("{n}\t{}", serde_json::to_string(&t.json)?);
             }
             Ok(())
         }
-        TokenCommand::Add { image, json_file, keyslots, id } => {
-            let mut file = open_image(&image, true)?;
-            let volume = load(&mut file, &image)?;
-            let text =
-                std::fs::read_to_string(&json_file).with_context(|| format!("reading {}", json_file.display()))?;
+        TokenCommand::Add { image, part, file, keyslots, id, json } => {
+            let text = if file == Path::new("-") {
+                let mut t = String::new();
+                std::io::stdin().read_to_string(&mut t).context("reading the token from stdin")?;
+                t
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
             let token = veil_agent::json::from_str(&text)
-                .with_context(|| format!("{} is not JSON (as a LUKS2 header takes it)", json_file.display()))?;
+                .with_context(|| format!("{} is not JSON (as a LUKS2 header takes it)", file.display()))?;
+            let mut vf = part.open(&image, true)?;
+            let volume = vf.load()?;
             let mut w = HeaderWriter::edit(&volume)?;
             let n = w.add_token(token, &keyslots, id)?;
-            write_all(&file, w.commit(&mut host_random)?)?;
-            println!("token {n} added");
+            vf.write(w.commit(&mut host_random)?)?;
+            if json {
+                println!("{}", serde_json::json!({ "token": n }));
+            } else {
+                println!("token {n} added");
+            }
             Ok(())
         }
-        TokenCommand::Remove { image, id } => {
-            let mut file = open_image(&image, true)?;
-            let volume = load(&mut file, &image)?;
+        TokenCommand::Remove { image, part, id, json } => {
+            let mut vf = part.open(&image, true)?;
+            let volume = vf.load()?;
             let mut w = HeaderWriter::edit(&volume)?;
             w.remove_token(id)?;
-            write_all(&file, w.commit(&mut host_random)?)?;
-            println!("token {id} removed");
+            vf.write(w.commit(&mut host_random)?)?;
+            if json {
+                println!("{}", serde_json::json!({ "token": id }));
+            } else {
+                println!("token {id} removed");
+            }
             Ok(())
         }
     }
@@ -497,15 +641,6 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
-}
-
-fn create_new(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist)", path.display()))
 }
 
 pub fn report(what: &str, bytes: u64, start: Instant) {
@@ -541,51 +676,58 @@ pub fn stream(
     dst.sync_all().context("syncing the output")
 }
 
-fn encrypt(input: &Path, output: &Path, layout: &Layout, key: &KeySource, kdf: &KdfArgs) -> Result<()> {
+fn encrypt(
+    input: &Path,
+    output: &Path,
+    force: bool,
+    layout: &Layout,
+    key: &KeySource,
+    kdf: &KdfArgs,
+    json: bool,
+) -> Result<()> {
+    let opts = checked_options(layout, kdf)?;
+    key.check()?;
     let src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let plain_len = src.metadata()?.len();
-    let opts = format_options(layout, kdf)?;
     let sector = u64::from(opts.sector_size);
     let data_len = plain_len.div_ceil(sector).max(1) * sector;
     let data_offset = 2 * opts.metadata_size + opts.keyslots_size;
-    let dst = create_new(output)?;
-    let result = (|| -> Result<()> {
-        dst.set_len(data_offset + data_len)?;
-        let (uuid, volume_key) = format_into(&dst, &opts, key)?;
-        let mut dev = File::open(output)?;
-        let volume = Volume::load(&mut dev)?;
-        let (seg, cipher) = volume.data_cipher(&volume_key)?;
-        eprintln!("volume {uuid}: encrypting {plain_len} bytes ({} backend)", cipher.backend_name());
-        let start = Instant::now();
-        stream(&src, 0, &dst, seg.offset, data_len, "encrypt", |pos, chunk| {
-            cipher.encrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
-        })?;
-        report("encrypted", data_len, start);
+    let out = Output::create(output, force, Access::Public, "--force")?;
+    let dst = out.file();
+    dst.set_len(data_offset + data_len)?;
+    let (uuid, volume_key) = format_into(dst, &opts, key)?;
+    let volume = Volume::load(&mut dst.try_clone()?)?;
+    let (seg, cipher) = volume.data_cipher(&volume_key)?;
+    eprintln!("volume {uuid}: encrypting {plain_len} bytes ({} backend)", cipher.backend_name());
+    let start = Instant::now();
+    stream(&src, 0, dst, seg.offset, data_len, "encrypt", |pos, chunk| {
+        cipher.encrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
+    })?;
+    out.commit()?;
+    report("encrypted", data_len, start);
+    if json {
+        println!("{}", serde_json::json!({ "uuid": uuid, "bytes": data_offset + data_len }));
+    } else {
         println!("{uuid}");
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(output); // never leave a half-written image
     }
-    result
+    Ok(())
 }
 
-fn decrypt(input: &Path, output: &Path, key: &KeySource) -> Result<()> {
+fn decrypt(input: &Path, output: &Path, force: bool, key: &KeySource) -> Result<()> {
+    outfile::check_free(output, force, "--force")?;
     let mut src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
-    let volume = load(&mut src, input)?;
+    let volume = Volume::load(&mut src).with_context(|| input.display().to_string())?;
     let passphrase = key.passphrase(volume.uuid())?;
-    let (_, volume_key) = volume.unlock(&mut src, &passphrase, &KdfLimits::default())?;
+    let (_, volume_key) =
+        volume.unlock(&mut src, &passphrase, &KdfLimits::default()).with_context(|| input.display().to_string())?;
     let (seg, cipher) = volume.data_cipher(&volume_key)?;
     let len = seg.len(src.metadata()?.len());
-    let dst = create_new(output)?;
+    let out = Output::create(output, force, Access::Private, "--force")?;
     let start = Instant::now();
-    let result = stream(&src, seg.offset, &dst, 0, len, "decrypt", |pos, chunk| {
+    stream(&src, seg.offset, out.file(), 0, len, "decrypt", |pos, chunk| {
         cipher.decrypt_sectors(seg.iv_sector(pos), chunk).map_err(Into::into)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(output);
-        return result;
-    }
+    })?;
+    out.commit()?;
     report("decrypted", len, start);
     Ok(())
 }

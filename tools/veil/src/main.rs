@@ -3,13 +3,19 @@
 //! measurements (`veil measure`, with the material a Trustee KBS operator loads), seals,
 //! recovers, and runs the key broker and its relay (`veil kbs`).
 //!
-//! Exit status: 0 success, 1 failure (one line on stderr), 2 usage error.
+//! Exit status: 0 success, 1 failure (one line on stderr, sometimes a hint after it), 2 usage
+//! error (clap's, or an argument that parsed but cannot be used: cli_error::UsageError).
 
+mod cli_error;
 mod derive;
+mod docs;
 mod image;
+mod initrd_check;
+mod inspect;
 mod kbs;
 mod luks;
 mod measure;
+mod outfile;
 mod report;
 mod seal;
 mod secret;
@@ -18,10 +24,11 @@ mod tdx;
 mod tpm;
 mod trustee;
 mod verify;
+mod volfile;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// veilboot host tool: master secrets and the Constellation key tree.
 #[derive(Parser)]
@@ -65,6 +72,10 @@ enum Command {
     /// Verify attestation evidence as the key broker does (SEV-SNP reports, TD quotes),
     /// printing each check; exits 1 on a refusal.
     Verify(verify::VerifyArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Write the manual pages (veil.1 and one per command) into a directory, or print veil(1).
+    Man(docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,19 +90,29 @@ fn main() -> ExitCode {
         Command::Luks(cmd) => luks::run(cmd),
         Command::BootReport(args) => report::run(args),
         Command::Image(image::ImageCommand::Build(args)) => image::build(args),
+        Command::Image(image::ImageCommand::Inspect(args)) => inspect::run(args),
         Command::Recover(args) => image::recover(args),
         Command::Measure(args) => measure::run(args),
         Command::Seal(args) => seal::run(args),
         Command::Kbs(cmd) => kbs::run(cmd),
         Command::Tpm(cmd) => tpm::run(cmd),
         Command::Verify(args) => verify::run(args),
+        Command::Completions(args) => docs::completions(args, Cli::command()),
+        Command::Man(args) => docs::man(args, Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the error and its causes, outermost first.
+            // One line: the error and its causes, outermost first; then what usually causes it.
             eprintln!("veil: error: {err:#}");
-            ExitCode::FAILURE
+            if let Some(hint) = cli_error::hint(&err) {
+                eprintln!("veil: hint: {hint}");
+            }
+            let code = cli_error::exit_code(&err);
+            if code == 2 {
+                eprintln!("For more information, try '--help'.");
+            }
+            ExitCode::from(code)
         }
     }
 }

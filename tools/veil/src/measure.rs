@@ -99,9 +99,17 @@ pub struct MeasureArgs {
     /// Also predict PCR 15 after the clusterID was extended (needs the master secret).
     #[arg(long, value_name = "SECRET")]
     after_unseal: Option<PathBuf>,
-    /// Write the measurements JSON here instead of stdout.
+    /// Write the measurements JSON (the reference-values JSON for snp and tdx) here instead of
+    /// stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
+    /// Print the document --out would write on stdout (tpm: the measurements JSON, which is
+    /// also the default output; snp and tdx: the reference-values JSON instead of hex or text).
+    #[arg(long)]
+    json: bool,
     /// Print the seal policy digest (PolicyPCR over the sealed PCRs) on stderr too.
     #[arg(long)]
     policy: bool,
@@ -123,9 +131,7 @@ pub struct MeasureArgs {
 /// image's veil-bundle token.
 pub fn predict(rom_path: &Path, image: &Path) -> Result<(BTreeMap<u32, Vec<u8>>, BundleToken)> {
     let rom = std::fs::read(rom_path).with_context(|| format!("reading {}", rom_path.display()))?;
-    if rom.len() as u64 != ROM_SIZE {
-        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE}", rom_path.display(), rom.len());
-    }
+    check_rom(rom_path, &rom)?;
     let mut disk = File::open(image).with_context(|| format!("cannot open {}", image.display()))?;
     let gpt = Gpt::read(&mut disk).with_context(|| format!("{}", image.display()))?;
     let part = gpt.by_name("veil-boot").with_context(|| format!("{}: no veil-boot partition", image.display()))?;
@@ -140,6 +146,34 @@ pub fn predict(rom_path: &Path, image: &Path) -> Result<(BTreeMap<u32, Vec<u8>>,
     let mut pcrs = measure::predict(&plan, Bank::Sha256);
     pcrs.remove(&1);
     Ok((pcrs, token))
+}
+
+/// A veilboot ROM: 1 MiB with the GUID footer table at its end. The development ROM is
+/// measured with a warning: the host gives it its master secret.
+pub fn check_rom(path: &Path, rom: &[u8]) -> Result<()> {
+    if rom.len() as u64 != ROM_SIZE {
+        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE} (target/veilboot.fd)", path.display(), rom.len());
+    }
+    veil_agent::snp::ovmf::footer_entries(rom)
+        .map_err(|e| anyhow::anyhow!("{}: not a veilboot ROM: {e}", path.display()))?;
+    if rom.windows(DEV_KEY_MARKER.len()).any(|w| w == DEV_KEY_MARKER) {
+        eprintln!(
+            "veil: warning: {} is the development ROM (insecure-dev-key): it takes the master secret from the host; measure the release ROM for a real cluster",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The fw_cfg name only the development ROM reads (kernel/src/keysource.rs).
+const DEV_KEY_MARKER: &[u8] = b"opt/veil/dev-master-secret";
+
+/// Write `text` to --out (never over a file without --force).
+fn write_out(args: &MeasureArgs, text: &str) -> Result<()> {
+    match &args.out {
+        Some(path) => crate::outfile::write(path, args.force, crate::outfile::Access::Public, text.as_bytes()),
+        None => Ok(()),
+    }
 }
 
 /// The seal policy for predicted PCRs.
@@ -158,10 +192,15 @@ fn run_snp(args: &MeasureArgs) -> Result<()> {
     use veil_agent::snp::hashes::KernelHashes;
     use veil_agent::snp::launch::{self, Launch};
     let rom = std::fs::read(&args.rom).with_context(|| format!("reading {}", args.rom.display()))?;
+    if args.image.is_some() {
+        crate::usage_bail!(
+            "--platform snp measures the ROM and a direct boot's --kernel/--initrd/--append; --image is not part of the launch digest (the disk is bound by init-data: HOST_DATA)"
+        );
+    }
     let vcpu_signature = match args.vcpu_sig {
-        Some(sig) => u32::try_from(sig).context("--vcpu-sig is a 32-bit value")?,
-        None => launch::vcpu_signature(&args.vcpu_type).with_context(|| {
-            format!("unknown --vcpu-type {:?}: use EPYC(-v1..v4), EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin (or --vcpu-sig)", args.vcpu_type)
+        Some(sig) => u32::try_from(sig).map_err(|_| crate::cli_error::usage("--vcpu-sig is a 32-bit value"))?,
+        None => launch::vcpu_signature(&args.vcpu_type).ok_or_else(|| {
+            crate::cli_error::usage(format!("unknown --vcpu-type {:?}: use EPYC(-v1..v4), EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin (or --vcpu-sig)", args.vcpu_type))
         })?,
     };
     let kernel_hashes = match &args.kernel {
@@ -184,18 +223,20 @@ fn run_snp(args: &MeasureArgs) -> Result<()> {
         kernel_hashes,
     };
     let digest = hex::encode(launch::digest(&launch).with_context(|| args.rom.display().to_string())?);
-    println!("{digest}");
-    if let Some(path) = &args.out {
-        let doc = serde_json::json!({
-            "platform": "snp",
-            "launch_measurement": digest,
-            "vcpus": args.vcpus,
-            "vcpu_signature": format!("{vcpu_signature:#x}"),
-            "guest_features": format!("{:#x}", args.guest_features),
-            "kernel_hashes": kernel_hashes.is_some(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+    let doc = serde_json::json!({
+        "platform": "snp",
+        "launch_measurement": digest,
+        "vcpus": args.vcpus,
+        "vcpu_signature": format!("{vcpu_signature:#x}"),
+        "guest_features": format!("{:#x}", args.guest_features),
+        "kernel_hashes": kernel_hashes.is_some(),
+    });
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    write_out(args, &text)?;
+    if args.json {
+        print!("{text}");
+    } else {
+        println!("{digest}");
     }
     Ok(())
 }
@@ -220,7 +261,8 @@ fn run_tdx(args: &MeasureArgs) -> Result<()> {
             plan.push(measure::cmdline(args.append.as_deref().unwrap_or("")));
             plan.push(measure::initrd(&veil_agent::bundle::sha384_hex(&initrd)));
         }
-        _ => bail!("--platform tdx needs --image, or --kernel with --append (and --initrd)"),
+        (Some(_), Some(_)) => crate::usage_bail!("--platform tdx measures --image or --kernel, not both"),
+        (None, None) => crate::usage_bail!("--platform tdx needs --image, or --kernel with --append (and --initrd)"),
     }
     // RTMR0: the TD HOB, then the fw_cfg inputs in the order the firmware reads them.
     let config = match (&args.td_hob, &args.vmm_config) {
@@ -241,31 +283,35 @@ fn run_tdx(args: &MeasureArgs) -> Result<()> {
         PageOrder::AddsFirst => tdvf::PageOrder::AddsFirst,
     };
     let mrtd = tdvf::mrtd(&rom, order).map_err(|e| anyhow::anyhow!("{}: {e}", args.rom.display()))?;
-    println!("MRTD {}", hex::encode(mrtd));
+    let mut doc = serde_json::json!({
+        "platform": "tdx",
+        "mrtd": hex::encode(mrtd),
+        "rtmr1": hex::encode(rtmr[1]),
+        "rtmr2": hex::encode(rtmr[2]),
+        "rtmr3": hex::encode(rtmr[3]),
+    });
     match &config {
-        Some(_) => println!("RTMR0 {}", hex::encode(rtmr[0])),
-        None => eprintln!(
+        Some(_) => doc["rtmr0"] = serde_json::json!(hex::encode(rtmr[0])),
+        None => doc["not_predicted"] = serde_json::json!("RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)"),
+    }
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    write_out(args, &text)?;
+    if config.is_none() {
+        eprintln!(
             "veil: RTMR0 not predicted: it measures the VMM's configuration (TD HOB, e820, ACPI tables); \
              give --td-hob and --vmm-config, or take it from a reference boot's event log (veil verify --platform tdx)"
-        ),
+        );
+    }
+    if args.json {
+        print!("{text}");
+        return Ok(());
+    }
+    println!("MRTD {}", hex::encode(mrtd));
+    if config.is_some() {
+        println!("RTMR0 {}", hex::encode(rtmr[0]));
     }
     for (i, r) in rtmr.iter().enumerate().skip(1) {
         println!("RTMR{i} {}", hex::encode(r));
-    }
-    if let Some(path) = &args.out {
-        let mut doc = serde_json::json!({
-            "platform": "tdx",
-            "mrtd": hex::encode(mrtd),
-            "rtmr1": hex::encode(rtmr[1]),
-            "rtmr2": hex::encode(rtmr[2]),
-            "rtmr3": hex::encode(rtmr[3]),
-        });
-        match &config {
-            Some(_) => doc["rtmr0"] = serde_json::json!(hex::encode(rtmr[0])),
-            None => doc["not_predicted"] = serde_json::json!("RTMR0 (TD HOB, ACPI and fw_cfg inputs of the VMM)"),
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -305,6 +351,9 @@ pub fn run(args: MeasureArgs) -> Result<()> {
     if let Platform::Tdx = args.platform {
         return run_tdx(&args);
     }
+    if let Some(path) = &args.out {
+        crate::outfile::check_free(path, args.force, "--force")?;
+    }
     let image = args.image.as_ref().context("--platform tpm needs --image")?;
     let (mut pcrs, token) = predict(&args.rom, image)?;
     if let Some(dir) = &args.trustee_dir {
@@ -335,9 +384,9 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         doc.insert(p.to_string(), serde_json::json!({"expected": hex::encode(v), "warnOnly": false}));
     }
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))? + "\n";
-    match &args.out {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
-        None => print!("{text}"),
+    write_out(&args, &text)?;
+    if args.out.is_none() || args.json {
+        print!("{text}");
     }
     if args.policy {
         eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(seal_policy(&pcrs)));

@@ -16,6 +16,9 @@ pub struct ReportArgs {
     /// Also draw the phases as an SVG timeline chart into this file.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
+    /// Replace --svg if it exists.
+    #[arg(long, requires = "svg")]
+    force: bool,
     /// Print the phases as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -34,6 +37,9 @@ fn timeline(marks: &[Mark]) -> Vec<Phase> {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    if let Some(path) = &args.svg {
+        crate::outfile::check_free(path, args.force, "--force")?;
+    }
     let bytes = std::fs::read(&args.log).with_context(|| format!("cannot read {}", args.log.display()))?;
     let marks = parse_log(&String::from_utf8_lossy(&bytes));
     if marks.is_empty() {
@@ -62,7 +68,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         println!("{:<24} {:>12} {:>14.3}", "total (to last mark)", "", total as f64 / 1e3);
     }
     if let Some(path) = &args.svg {
-        write_svg(path, &phases, total)?;
+        write_svg(path, args.force, &phases, total)?;
     }
     Ok(())
 }
@@ -72,7 +78,7 @@ fn escape(s: &str) -> String {
 }
 
 /// A horizontal bar per phase on a common time axis.
-fn write_svg(path: &Path, phases: &[Phase], total_us: u64) -> Result<()> {
+fn write_svg(path: &Path, force: bool, phases: &[Phase], total_us: u64) -> Result<()> {
     const W: f64 = 900.0;
     const LEFT: f64 = 160.0;
     const ROW: f64 = 26.0;
@@ -123,5 +129,5 @@ fn write_svg(path: &Path, phases: &[Phase], total_us: u64) -> Result<()> {
         )?;
     }
     svg.push_str("</svg>\n");
-    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
+    crate::outfile::write(path, force, crate::outfile::Access::Public, svg.as_bytes())
 }

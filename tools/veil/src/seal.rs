@@ -6,19 +6,31 @@
 //! (replacing any). On boot the firmware imports it, unseals it through a PolicyPCR session,
 //! and needs no key source at all.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use veil_agent::gpt::Gpt;
-use veil_agent::io::Window;
-use veil_agent::luks2::Volume;
+use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::format::HeaderWriter;
+use veil_agent::luks2::{KdfLimits, Luks2ErrorKind, Volume};
 use veil_agent::tpm::{duplicate, measure, token};
 
 use crate::measure::Platform;
+use crate::volfile::{self, VolumeFile};
+
+/// Refuse unless `secret`'s disk key for the volume opens one of its keyslots.
+pub fn check_opens(secret: &MasterSecret, volume: &Volume, vf: &mut VolumeFile, secret_path: &Path) -> Result<()> {
+    let key = secret.disk_key(volume.uuid())?;
+    match volume.unlock(vf, key.as_ref(), &KdfLimits::default()) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), Luks2ErrorKind::WrongPassphrase) => bail!(
+            "{} does not open {} (its disk key opens no keyslot): it is not this disk's master secret; nothing was written",
+            crate::secret::display_name(secret_path),
+            vf.name
+        ),
+        Err(e) => Err(anyhow::Error::new(e).context(vf.name.clone())),
+    }
+}
 
 #[derive(Args)]
 pub struct SealArgs {
@@ -28,7 +40,8 @@ pub struct SealArgs {
     /// TPM2B_PUBLIC of the TPM's storage primary key (ECC P-256, systemd's template).
     #[arg(long, value_name = "FILE")]
     parent_public: PathBuf,
-    /// The master secret to seal.
+    /// The master secret to seal: the one the disk was built with (checked: it must open
+    /// veil-boot).
     #[arg(long)]
     secret: PathBuf,
     /// The firmware ROM the VM boots (its measurement is part of the policy).
@@ -53,18 +66,15 @@ pub fn run(args: SealArgs) -> Result<()> {
         .with_context(|| format!("{}", args.parent_public.display()))?;
     let (pcrs, _) = crate::measure::predict(&args.rom, &args.image)?;
     let policy = crate::measure::seal_policy(&pcrs);
+
+    let mut vf = volfile::open(&args.image, Some("veil-boot"), true)?;
+    let volume = vf.load()?;
+    // The secret sealed must be the one that opens this disk: sealing another would replace a
+    // working token with one whose secret opens nothing, and the next boot would stop.
+    check_opens(&secret, &volume, &mut vf, &args.secret)?;
     let blob =
         duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random)
             .map_err(anyhow::Error::msg)?;
-
-    let mut disk = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&args.image)
-        .with_context(|| format!("cannot open {}", args.image.display()))?;
-    let part = Gpt::read(&mut disk)?.by_name("veil-boot").context("no veil-boot partition")?.clone();
-    let mut win = Window { dev: &mut disk, start: part.offset(), len: part.size() };
-    let volume = Volume::load(&mut win).context("veil-boot")?;
     let mut writer = HeaderWriter::edit(&volume)?;
     for old in token::find(volume.json()).into_iter().flatten() {
         writer.remove_token(old.number)?;
@@ -74,10 +84,7 @@ pub fn run(args: SealArgs) -> Result<()> {
         &[],
         None,
     )?;
-    for (off, bytes) in writer.commit(&mut crate::luks::host_random)? {
-        disk.write_all_at(&bytes, part.offset() + off)?;
-    }
-    disk.sync_all()?;
+    vf.write(writer.commit(&mut crate::luks::host_random)?)?;
     println!(
         "sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}",
         measure::SEAL_PCRS,

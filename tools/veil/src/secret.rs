@@ -23,7 +23,7 @@ pub enum SecretCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check a master secret file (JSON or kms://cluster-kms URI) and print what is public
+    /// Check a master secret (a file, JSON or kms://cluster-kms URI, or the URI inline) and print what is public
     /// about it: key and salt lengths and, given the measurement salt, the clusterID and the
     /// PCR 15 value it produces. Never prints secret bytes.
     Show {
@@ -45,10 +45,46 @@ pub fn run(cmd: SecretCommand) -> Result<()> {
     }
 }
 
-/// Read and parse a master secret file; the raw bytes are zeroized afterwards.
+/// Read and parse a master secret: a file (constellation-mastersecret.json or a kms:// URI in a
+/// file), or a `kms://cluster-kms?key=...&salt=...` URI given inline. The raw bytes are
+/// zeroized afterwards. A file others can read is used, with a warning.
 pub fn load(path: &Path) -> Result<MasterSecret> {
+    if is_inline(path) {
+        return MasterSecret::parse(path.as_os_str().as_encoded_bytes()).context("the inline kms:// URI");
+    }
+    if path.as_os_str().as_encoded_bytes().trim_ascii_start().starts_with(b"{") {
+        // Never echo it: it is probably the secret itself.
+        crate::usage_bail!("the master secret is given as JSON text; give the file's name, or a kms:// URI");
+    }
     let bytes = Zeroizing::new(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?);
-    MasterSecret::parse(&bytes).with_context(|| format!("{}", path.display()))
+    let secret = MasterSecret::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    warn_if_readable(path);
+    Ok(secret)
+}
+
+/// A master secret given inline (a kms:// URI), not a file name.
+pub fn is_inline(path: &Path) -> bool {
+    path.as_os_str().as_encoded_bytes().starts_with(b"kms://")
+}
+
+/// How to name a master secret argument in messages: never the inline URI, which is secret.
+pub fn display_name(path: &Path) -> String {
+    if is_inline(path) { String::from("the inline kms:// URI") } else { path.display().to_string() }
+}
+
+/// Warn when a file holding a secret can be read by its group or others.
+pub fn warn_if_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.is_file()
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "veil: warning: {} holds a secret but is readable by others (mode {:04o}); chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o7777
+        );
+    }
 }
 
 fn new(out: &Path, json: bool) -> Result<()> {
@@ -85,16 +121,18 @@ fn new(out: &Path, json: bool) -> Result<()> {
 
 fn show(path: &Path, measurement_salt: Option<&str>, json: bool) -> Result<()> {
     let secret = load(path)?;
+    let name = display_name(path);
     let cluster = match measurement_salt {
         Some(hex_salt) => {
-            let salt = hex::decode(hex_salt.trim()).context("--measurement-salt is not valid hex")?;
+            let salt = hex::decode(hex_salt.trim())
+                .map_err(|e| crate::cli_error::usage(format!("--measurement-salt is not hex: {e}")))?;
             Some(secret.cluster_id(&salt))
         }
         None => None,
     };
     if json {
         let mut doc = serde_json::json!({
-            "file": path.display().to_string(),
+            "file": name,
             "key_len": secret.key().len(),
             "salt_len": secret.salt().len(),
         });
@@ -104,7 +142,7 @@ fn show(path: &Path, measurement_salt: Option<&str>, json: bool) -> Result<()> {
         }
         println!("{doc}");
     } else {
-        println!("master secret {}: valid", path.display());
+        println!("master secret {name}: valid");
         println!("  key:  {} bytes", secret.key().len());
         println!("  salt: {} bytes", secret.salt().len());
         match cluster {

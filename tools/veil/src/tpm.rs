@@ -40,6 +40,9 @@ pub struct AkArgs {
     /// Write the PEM here instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace --out if it exists.
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 pub fn run(cmd: TpmCommand) -> Result<()> {
@@ -75,6 +78,9 @@ pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
 }
 
 fn ak(args: AkArgs) -> Result<()> {
+    if let Some(path) = &args.out {
+        crate::outfile::check_free(path, args.force, "--force")?;
+    }
     let der = match (&args.device, &args.swtpm) {
         (Some(path), _) => {
             let file = std::fs::OpenOptions::new()
@@ -93,7 +99,7 @@ fn ak(args: AkArgs) -> Result<()> {
     };
     let pem = spki_pem(&der);
     match &args.out {
-        Some(path) => std::fs::write(path, &pem).with_context(|| format!("writing {}", path.display()))?,
+        Some(path) => crate::outfile::write(path, args.force, crate::outfile::Access::Public, pem.as_bytes())?,
         None => print!("{pem}"),
     }
     eprintln!(

@@ -84,8 +84,9 @@ fn report_result(result: Result<Vec<String>, String>, json: bool, extra: serde_j
             Err(e) => println!("REFUSED: {e}"),
         }
     }
-    if let Err(e) = result {
-        bail!("the evidence is refused: {e}");
+    if result.is_err() {
+        // The reason is on stdout already (REFUSED: ... or the JSON's "refusal").
+        bail!("the evidence is refused");
     }
     Ok(())
 }
@@ -110,7 +111,9 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
     };
     let policy = tdx.policy_with(false)?;
     let now = match &args.at {
-        Some(t) => veil_agent::tdx::collateral::parse_time(t).map_err(|e| anyhow::anyhow!("--at: {e}"))?,
+        Some(t) => {
+            veil_agent::tdx::collateral::parse_time(t).map_err(|e| crate::cli_error::usage(format!("--at: {e}")))?
+        }
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
     };
     let result = veil_agent::tdx::verify::verify_tdx(&quote, log.as_deref(), &policy, now);
@@ -162,8 +165,8 @@ pub fn run(args: VerifyArgs) -> Result<()> {
     };
     let mut policy = snp.policy_allowing_no_reference()?;
     if let Some(h) = &args.host_data {
-        let b = hex::decode(h).context("--host-data is not hex")?;
-        policy.host_data = Some(b.try_into().map_err(|_| anyhow::anyhow!("--host-data is not 32 bytes"))?);
+        let b = hex::decode(h).map_err(|e| crate::cli_error::usage(format!("--host-data is not hex: {e}")))?;
+        policy.host_data = Some(b.try_into().map_err(|_| crate::cli_error::usage("--host-data is not 32 bytes"))?);
     }
     let result = veil_agent::snp::verify::verify_snp(&raw, &certs, &policy);
     report_result(result.map(|v| v.checks), args.json, serde_json::json!({}))

@@ -214,7 +214,7 @@ fn measure_snp_refuses_precisely() {
     // --platform tpm still needs its image; SNP takes none.
     assert_eq!(veil(&["measure", "--platform", "tpm", "--rom", r]).status.code(), Some(2));
     let out = veil(&["measure", "--platform", "snp", "--rom", r, "--vcpu-type", "Skylake"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --vcpu-type \"Skylake\""), "{out:?}");
     let out = veil(&["measure", "--platform", "snp", "--rom", r]);
     assert_eq!(out.status.code(), Some(1));

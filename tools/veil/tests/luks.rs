@@ -69,7 +69,7 @@ fn format_open_add_key_token_dump() {
     let token = dir.path().join("t.json");
     std::fs::write(&token, r#"{"type": "veil-sealed", "blob": "abc"}"#).unwrap();
     assert!(
-        ok(veil(&["luks", "token", "add", p(&img), "--json", p(&token), "--keyslot", "1"])).contains("token 0 added")
+        ok(veil(&["luks", "token", "add", p(&img), "--file", p(&token), "--keyslot", "1"])).contains("token 0 added")
     );
     let listed = ok(veil(&["luks", "token", "list", p(&img)]));
     assert!(listed.starts_with("0\t") && listed.contains("veil-sealed"), "{listed}");

@@ -220,7 +220,7 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
         .arg(&rootfs)
         .arg("--secret")
         .arg(secret)
-        .args(["--measurement-salt", &"00".repeat(32)])
+        .args(["--measurement-salt", &"00".repeat(32), "--force"])
         .arg("--out")
         .arg(&image))?;
     if !image.exists() {

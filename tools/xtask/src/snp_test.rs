@@ -597,7 +597,7 @@ fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
     let token_file = image.with_extension("token.json");
     std::fs::write(&token_file, serde_json::to_vec(&token)?)?;
     crate::run(Command::new(veil).args(["luks", "token", "remove", "--id", id]).arg(&boot))?;
-    crate::run(Command::new(veil).args(["luks", "token", "add", "--id", id, "--json"]).arg(&token_file).arg(&boot))?;
+    crate::run(Command::new(veil).args(["luks", "token", "add", "--id", id, "--file"]).arg(&token_file).arg(&boot))?;
     disk.seek(SeekFrom::Start(part.offset()))?;
     disk.write_all(&std::fs::read(&boot)?)?;
     let _ = std::fs::remove_file(&boot);
