@@ -155,10 +155,22 @@ fn product_of(raw: &[u8]) -> Option<Product> {
 /// certificate, guest policy, VMPL, measurement and HOST_DATA. Report data is the caller's
 /// (it depends on the protocol).
 pub fn verify_snp(raw: &[u8], certs: &[(CertType, Vec<u8>)], policy: &SnpPolicy) -> Result<Verified, String> {
+    let mut checks = Vec::new();
+    verify_snp_logged(raw, certs, policy, &mut checks)?;
+    Ok(Verified { raw: raw.to_vec(), checks })
+}
+
+/// [`verify_snp`], adding each check that passed to `checks` as it goes, so that a refusal
+/// can be shown with what passed before it (`veil verify --json`).
+pub fn verify_snp_logged(
+    raw: &[u8],
+    certs: &[(CertType, Vec<u8>)],
+    policy: &SnpPolicy,
+    checks: &mut Vec<String>,
+) -> Result<(), String> {
     if raw.len() != super::evidence::REPORT_LEN {
         return Err(format!("the report is {} bytes, not 1184", raw.len()));
     }
-    let mut checks = Vec::new();
     let find =
         |t: CertType| certs.iter().chain(policy.offline_certs.iter()).find(|(c, _)| *c == t).map(|(_, d)| d.as_slice());
     let signing_key = (raw[at::KEY_INFO] >> 2) & 7; // 0 VCEK, 1 VLEK
@@ -274,7 +286,7 @@ pub fn verify_snp(raw: &[u8], certs: &[(CertType, Vec<u8>)], policy: &SnpPolicy)
         checks.push(format!("HOST_DATA: {}", hex::encode(got)));
     }
     let _ = at::VERSION;
-    Ok(Verified { raw: raw.to_vec(), checks })
+    Ok(())
 }
 
 /// Trustee's `snp` evidence (`{"attestation_report": <virtee serde>, "cert_chain": ...}`): the

@@ -50,12 +50,15 @@ pub struct SealArgs {
     /// The disk image whose veil-boot header receives the token (changed in place).
     #[arg(long)]
     image: PathBuf,
+    /// Print {"token": N, "pcrs": [...], "policy": HEX} instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: SealArgs) -> Result<()> {
-    if let Platform::Snp = args.platform {
-        anyhow::bail!(
-            "--platform snp: an SNP sealing key is derived inside the guest by the AMD-SP (MSG_KEY_REQ), so it cannot be sealed to offline"
+    if let Platform::Snp | Platform::Tdx = args.platform {
+        crate::usage_bail!(
+            "--platform tpm only: an SNP sealing key is derived inside the guest by the AMD-SP (MSG_KEY_REQ), so it cannot be sealed to offline, and TDX has no sealing key"
         );
     }
     let secret = crate::secret::load(&args.secret)?;
@@ -85,11 +88,15 @@ pub fn run(args: SealArgs) -> Result<()> {
         None,
     )?;
     vf.write(writer.commit(&mut crate::luks::host_random)?)?;
-    println!(
-        "sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}",
-        measure::SEAL_PCRS,
-        hex::encode(policy),
-        args.image.display()
-    );
+    if args.json {
+        println!("{}", serde_json::json!({"token": n, "pcrs": measure::SEAL_PCRS, "policy": hex::encode(policy)}));
+    } else {
+        println!(
+            "sealed to SHA-256 PCRs {:?} (policy {}) in veil-boot token {n} of {}",
+            measure::SEAL_PCRS,
+            hex::encode(policy),
+            args.image.display()
+        );
+    }
     Ok(())
 }

@@ -62,12 +62,18 @@ pub struct VerifyArgs {
     json: bool,
 }
 
-/// Print checks or the refusal, as text or JSON; Err on a refusal.
-fn report_result(result: Result<Vec<String>, String>, json: bool, extra: serde_json::Value) -> Result<()> {
+/// Print checks or the refusal (after the checks that passed before it, `passed`), as text
+/// or JSON; Err on a refusal.
+fn report_result(
+    result: Result<Vec<String>, String>,
+    passed: &[String],
+    json: bool,
+    extra: serde_json::Value,
+) -> Result<()> {
     if json {
         let mut doc = match &result {
             Ok(checks) => serde_json::json!({"verified": true, "checks": checks}),
-            Err(e) => serde_json::json!({"verified": false, "checks": [], "refusal": e}),
+            Err(e) => serde_json::json!({"verified": false, "checks": passed, "refusal": e}),
         };
         if let (Some(d), Some(x)) = (doc.as_object_mut(), extra.as_object()) {
             d.extend(x.clone());
@@ -81,7 +87,12 @@ fn report_result(result: Result<Vec<String>, String>, json: bool, extra: serde_j
                 }
                 println!("VERIFIED");
             }
-            Err(e) => println!("REFUSED: {e}"),
+            Err(e) => {
+                for c in passed {
+                    println!("ok   {c}");
+                }
+                println!("REFUSED: {e}");
+            }
         }
     }
     if result.is_err() {
@@ -141,7 +152,7 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
         }
         Err(_) => serde_json::json!({}),
     };
-    report_result(result.map(|v| v.checks), args.json, extra)
+    report_result(result.map(|v| v.checks), &[], args.json, extra)
 }
 
 pub fn run(args: VerifyArgs) -> Result<()> {
@@ -168,6 +179,10 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         let b = hex::decode(h).map_err(|e| crate::cli_error::usage(format!("--host-data is not hex: {e}")))?;
         policy.host_data = Some(b.try_into().map_err(|_| crate::cli_error::usage("--host-data is not 32 bytes"))?);
     }
-    let result = veil_agent::snp::verify::verify_snp(&raw, &certs, &policy);
-    report_result(result.map(|v| v.checks), args.json, serde_json::json!({}))
+    let mut passed = Vec::new();
+    let result = veil_agent::snp::verify::verify_snp_logged(&raw, &certs, &policy, &mut passed);
+    match result {
+        Ok(()) => report_result(Ok(passed), &[], args.json, serde_json::json!({})),
+        Err(e) => report_result(Err(e), &passed, args.json, serde_json::json!({})),
+    }
 }

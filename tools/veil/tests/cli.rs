@@ -223,7 +223,7 @@ fn measure_snp_refuses_precisely() {
     assert_eq!(veil(&["measure", "--platform", "snp", "--rom", r, "--initrd", r]).status.code(), Some(2));
     // SNP has no offline sealing.
     let out = veil(&["seal", "--platform", "snp", "--parent-public", r, "--secret", r, "--rom", r, "--image", r]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("derived inside the guest"), "{out:?}");
 }
 

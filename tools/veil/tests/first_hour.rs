@@ -150,9 +150,65 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     assert!(err(&refused).contains("nothing was written"), "{}", err(&refused));
     assert!(std::fs::read(&disk).unwrap() == before, "the disk changed");
 
+    // A PEM where the TPM2B_PUBLIC belongs: named, without Rust's Debug text.
+    let pem = f.path("srk.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let wrong = veil(&[
+        "seal",
+        "--platform",
+        "tpm",
+        "--parent-public",
+        p(&pem),
+        "--secret",
+        p(&f.path("secret.json")),
+        "--rom",
+        p(&rom),
+        "--image",
+        p(&disk),
+    ]);
+    fails(&wrong, 1, "not a TPM2B_PUBLIC");
+    assert!(err(&wrong).contains("tpm2_readpublic") && !err(&wrong).contains(" {"), "{}", err(&wrong));
+    assert!(std::fs::read(&disk).unwrap() == before, "the disk changed");
+    let tdx = veil(&[
+        "seal",
+        "--platform",
+        "tdx",
+        "--parent-public",
+        p(&srk),
+        "--secret",
+        p(&f.path("secret.json")),
+        "--rom",
+        p(&rom),
+        "--image",
+        p(&disk),
+    ]);
+    fails(&tdx, 2, "TDX has no sealing key");
+
     let sealed = seal("secret.json");
     assert!(sealed.status.success(), "{}", err(&sealed));
     assert!(out(&sealed).contains("in veil-boot token 1"), "{}", out(&sealed));
+    let secret = f.path("secret.json");
+    let again = [
+        "seal",
+        "--platform",
+        "tpm",
+        "--parent-public",
+        p(&srk),
+        "--secret",
+        p(&secret),
+        "--rom",
+        p(&rom),
+        "--image",
+        p(&disk),
+        "--json",
+    ];
+    let json: serde_json::Value = serde_json::from_slice(&veil(&again).stdout).unwrap();
+    assert_eq!(json["token"], 1, "the old token replaced: {json}");
+    assert_eq!(json["pcrs"], serde_json::json!([0, 4, 8, 9]));
 
     // The token is visible without opening anything.
     let list = veil(&["luks", "token", "list", p(&disk), "--part", "veil-boot", "--json"]);
@@ -431,4 +487,39 @@ fn qemu_scripts_check_the_host_first() {
         let want = if name == "TDX" { "needs QEMU 10.1 or later" } else { "needs QEMU 9.1 or later" };
         assert!(err(&o).contains("is version 7.2") && err(&o).contains(want), "{}", err(&o));
     }
+}
+
+/// `veil verify --platform snp --json`: a refusal keeps the checks that passed before it.
+#[test]
+fn verify_json_refusal_keeps_the_checks_that_passed() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/snp");
+    if !data.is_dir() {
+        assert!(std::env::var_os("VEIL_REQUIRE_TESTDATA").is_none(), "{} is absent", data.display());
+        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(data.join("reports/oak-genoa-v5/vcek.der"), certs.join("vcek.der")).unwrap();
+    std::fs::copy(data.join("certs/amd-ark-ask/genoa-ask.pem"), certs.join("ask.pem")).unwrap();
+    std::fs::copy(data.join("certs/amd-ark-ask/genoa-ark.pem"), certs.join("ark.pem")).unwrap();
+    let report = data.join("reports/oak-genoa-v5/report.bin");
+    let args = ["verify", "--platform", "snp", "--report", p(&report), "--certs", p(&certs)];
+    let mut refused = args.to_vec();
+    let host_data = "11".repeat(32);
+    refused.extend(["--host-data", &host_data, "--json"]);
+    let o = veil(&refused);
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["verified"], false);
+    assert!(doc["refusal"].as_str().unwrap().starts_with("HOST_DATA "), "{doc}");
+    let checks = doc["checks"].as_array().unwrap();
+    assert!(checks.len() >= 4 && checks[0].as_str().unwrap().starts_with("signature: "), "{doc}");
+    // The text form: the passed checks, then the refusal, once.
+    let mut text = args.to_vec();
+    text.extend(["--host-data", &host_data]);
+    let o = veil(&text);
+    assert!(out(&o).starts_with("ok   signature: ") && out(&o).contains("\nREFUSED: HOST_DATA "), "{}", out(&o));
+    assert!(!err(&o).contains("HOST_DATA"), "{}", err(&o));
 }
