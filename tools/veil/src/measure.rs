@@ -165,8 +165,9 @@ pub fn check_rom(path: &Path, rom: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The fw_cfg name only the development ROM reads (kernel/src/keysource.rs).
-const DEV_KEY_MARKER: &[u8] = b"opt/veil/dev-master-secret";
+/// The warning only the development ROM carries (kernel/src/keysource.rs; the release ROM is
+/// checked free of it by `cargo xtask test`).
+const DEV_KEY_MARKER: &[u8] = b"INSECURE DEVELOPMENT KEY SOURCE";
 
 /// Write `text` to --out (never over a file without --force).
 fn write_out(args: &MeasureArgs, text: &str) -> Result<()> {

@@ -58,14 +58,14 @@ fn initrd(fit: bool) -> Vec<u8> {
 }
 
 /// A 1 MiB ROM with the GUID footer table (empty) at its end, like veilboot's; `dev` puts the
-/// development ROM's fw_cfg name in it.
+/// development ROM's warning in it (the release ROM names the fw_cfg file too, to ignore it).
 fn fake_rom(dev: bool) -> Vec<u8> {
     let mut rom = vec![0xffu8; 1 << 20];
     let end = rom.len() - 0x20;
     rom[end - 16..end].copy_from_slice(&veil_agent::snp::ovmf::FOOTER_GUID);
     rom[end - 18..end - 16].copy_from_slice(&18u16.to_le_bytes());
     if dev {
-        rom[0x1000..0x1000 + 26].copy_from_slice(b"opt/veil/dev-master-secret");
+        rom[0x1000..0x1000 + 31].copy_from_slice(b"INSECURE DEVELOPMENT KEY SOURCE");
     }
     rom
 }
@@ -407,6 +407,10 @@ fn measure_json_out_force_and_rom_checks() {
     std::fs::write(&rom, fake_rom(false)).unwrap();
     std::fs::write(&dev, fake_rom(true)).unwrap();
     std::fs::write(&junk, vec![0x5au8; 1 << 20]).unwrap();
+    let mut release_like = fake_rom(false);
+    release_like[0x2000..0x2000 + 26].copy_from_slice(b"opt/veil/dev-master-secret");
+    let release = f.path("release.fd");
+    std::fs::write(&release, release_like).unwrap();
     let disk = f.path("disk.img");
     let tpm = |rom: &Path, extra: &[&str]| {
         let mut a = vec!["measure", "--platform", "tpm", "--rom", p(rom), "--image", p(&disk)];
@@ -414,6 +418,8 @@ fn measure_json_out_force_and_rom_checks() {
         veil(&a)
     };
     fails(&tpm(&junk, &[]), 1, "not a veilboot ROM");
+    let m = tpm(&release, &[]);
+    assert!(m.status.success() && !err(&m).contains("development ROM"), "{}", err(&m));
     let m = tpm(&dev, &[]);
     assert!(m.status.success() && err(&m).contains("is the development ROM"), "{}", err(&m));
     let m = tpm(&rom, &["--json"]);
