@@ -8,3 +8,5 @@ pub mod client;
 pub mod evidence;
 pub mod frame;
 pub mod jwe;
+#[cfg(all(test, feature = "std"))]
+mod tee_refusals;

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Regenerates the test PKI the host tests sign model evidence with (never trusted outside
+# tests: the broker accepts these roots only as a policy's test root). The same recipes as
+# tools/xtask (snp_test.rs test_chain, tdx_attest.rs test_pki), run once and committed so the
+# host tests need no OpenSSL. Run from this directory: sh make.sh
+set -eu
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+pss="-sha384 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:48"
+printf 'basicConstraints=critical,CA:true\n' > "$t/ca.ext"
+# SEV-SNP: ARK and ASK (RSA, RSASSA-PSS SHA-384 as AMD's), a P-384 VCEK with the KDS extensions
+# for the model AMD-SP's TCB (bootloader 3, TEE 0, SNP 0x18, microcode 0xDB) and CHIP_ID (0x5C).
+hwid=$(printf '5C:%.0s' $(seq 64) | sed 's/:$//')
+cat > "$t/vcek.ext" <<EXT
+1.3.6.1.4.1.3704.1.3.1=DER:02:01:03
+1.3.6.1.4.1.3704.1.3.2=DER:02:01:00
+1.3.6.1.4.1.3704.1.3.3=DER:02:01:18
+1.3.6.1.4.1.3704.1.3.8=DER:02:02:00:DB
+1.3.6.1.4.1.3704.1.4=DER:04:40:$hwid
+EXT
+for n in ark ask; do openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$t/$n.key" 2>/dev/null; done
+openssl req -x509 -new -key "$t/ark.key" -subj /CN=ARK-Test -days 7300 -out "$t/ark.pem" $pss
+openssl req -new -key "$t/ask.key" -subj /CN=SEV-Test -out "$t/ask.csr"
+openssl x509 -req -in "$t/ask.csr" -CA "$t/ark.pem" -CAkey "$t/ark.key" -CAcreateserial -days 7300 \
+  -extfile "$t/ca.ext" -out "$t/ask.pem" $pss 2>/dev/null
+openssl ecparam -name secp384r1 -genkey -noout -out "$t/vcek.key"
+openssl req -new -key "$t/vcek.key" -subj /CN=SEV-VCEK -out "$t/vcek.csr"
+openssl x509 -req -in "$t/vcek.csr" -CA "$t/ask.pem" -CAkey "$t/ask.key" -CAcreateserial -days 7300 \
+  -extfile "$t/vcek.ext" -outform DER -out snp-vcek.der $pss 2>/dev/null
+openssl x509 -in "$t/ark.pem" -outform DER -out snp-ark.der
+openssl x509 -in "$t/ask.pem" -outform DER -out snp-ask.der
+openssl ec -in "$t/vcek.key" -outform DER 2>/dev/null > "$t/vcek.sec1"
+# The private scalar: SEC1 `30 .. 02 01 01 04 30 <48 bytes>`.
+od -An -tx1 -v "$t/vcek.sec1" | tr -d ' \n' | sed 's/.*020101043\(0\)//; s/^\(.\{96\}\).*/\1/' > snp-vcek.scalar.hex
+# TDX: a P-256 root, a PCK certificate with Intel's SGX extensions (DER written by
+# tdx-pck-ext.hex's maker, tools/xtask tdx_attest.rs sgx_extensions: components
+# 3,3,2,2,4,1,0,5, PCESVN 11, FMSPC 00A06F000000), a TCB signing certificate.
+for n in root pck tcb att; do openssl ecparam -name prime256v1 -genkey -noout -out "$t/$n.key"; done
+openssl req -x509 -new -key "$t/root.key" -subj "/CN=Test SGX Root CA" -days 7300 \
+  -addext basicConstraints=critical,CA:true -out tdx-root.pem
+printf '1.2.840.113741.1.13.1=DER:%s\n' "$(cat tdx-pck-ext.hex)" > "$t/pck.ext"
+for n in pck tcb; do
+  ext=$t/pck.ext; [ $n = tcb ] && ext=$t/ca.ext
+  openssl req -new -key "$t/$n.key" -subj "/CN=Test SGX $n" -out "$t/x.csr"
+  openssl x509 -req -in "$t/x.csr" -CA tdx-root.pem -CAkey "$t/root.key" -CAserial "$t/root.srl" -CAcreateserial -days 7300 \
+    -sha256 -extfile "$ext" -out tdx-$n.pem 2>/dev/null
+  openssl ec -in "$t/$n.key" -outform DER 2>/dev/null > "$t/$n.sec1"
+done
+openssl ec -in "$t/att.key" -outform DER 2>/dev/null > "$t/att.sec1"
+for n in pck tcb att; do
+  od -An -tx1 -v "$t/$n.sec1" | tr -d ' \n' | sed 's/.*0201010420//; s/^\(.\{64\}\).*/\1/' > tdx-$n.scalar.hex
+done
+# TPM: an RSA-2048 key standing in for an attestation key (PKCS#1 DER), to sign quotes with.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$t/ak.pem" 2>/dev/null
+openssl rsa -in "$t/ak.pem" -traditional -outform DER -out tpm-ak.pkcs1.der 2>/dev/null
