@@ -192,6 +192,40 @@ fn hostile_metadata_is_refused_precisely() {
     }
 }
 
+/// A keyslot area may end exactly where the keyslots area ends (the keyslots area is the
+/// half-open [2 * header size, 2 * header size + keyslots_size)): shrinking `keyslots_size` to
+/// the slot's end is accepted and the slot still opens; one 4 KiB step less is refused; and
+/// cryptsetup itself agrees on both.
+#[test]
+fn a_keyslot_area_may_end_at_the_keyslots_area_end() {
+    let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
+    let end_of_slot = |j: &serde_json::Value| {
+        let field = |v: &serde_json::Value| v.as_str().unwrap().parse::<u64>().unwrap();
+        let metadata = j["config"]["json_size"].as_str().unwrap().parse::<u64>().unwrap() + 4096;
+        field(&j["keyslots"]["0"]["area"]["offset"]) + field(&j["keyslots"]["0"]["area"]["size"]) - 2 * metadata
+    };
+    let exact = with_json(&dev, |j| j["config"]["keyslots_size"] = end_of_slot(j).to_string().into());
+    let volume = Volume::load(&mut exact.as_slice()).expect("a keyslot area ending at the keyslots-area end");
+    let (_, got) = volume.unlock(&mut exact.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+    assert_eq!(&got[..], &key[..]);
+    let short = with_json(&dev, |j| j["config"]["keyslots_size"] = (end_of_slot(j) - 4096).to_string().into());
+    let Err(e) = Volume::load(&mut short.as_slice()) else {
+        panic!("a keyslot area past the keyslots-area end loaded")
+    };
+    let e = e.to_string();
+    assert!(e.contains("runs past the keyslots area"), "{e}");
+    // cryptsetup draws the same line.
+    if let Some(cs) = cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, image, accepted) in [("exact", &exact, true), ("short", &short, false)] {
+            let img = dir.path().join(name);
+            std::fs::write(&img, image).unwrap();
+            let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+            assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump {name}: {dump:?}");
+        }
+    }
+}
+
 #[test]
 fn kdf_costs_are_bounded_by_the_caller() {
     let opts = FormatOptions {
@@ -215,17 +249,8 @@ fn kdf_costs_are_bounded_by_the_caller() {
     ));
 }
 
-fn cryptsetup() -> Option<&'static str> {
-    for p in ["/usr/sbin/cryptsetup", "/sbin/cryptsetup", "/usr/bin/cryptsetup"] {
-        if std::path::Path::new(p).exists() {
-            return Some(p);
-        }
-    }
-    if std::env::var_os("VEIL_REQUIRE_TOOLS").is_some() {
-        panic!("cryptsetup is missing and VEIL_REQUIRE_TOOLS is set (apt-get install cryptsetup-bin)");
-    }
-    eprintln!("\n!!! SKIPPED: cryptsetup not installed (apt-get install cryptsetup-bin) !!!\n");
-    None
+fn cryptsetup() -> Option<std::path::PathBuf> {
+    veil_testkit::tool("cryptsetup", "apt-get install cryptsetup-bin")
 }
 
 #[test]
@@ -237,12 +262,12 @@ fn cryptsetup_accepts_what_we_write() {
         let (dev, key) = new_volume(&opts, b"interop passphrase");
         let img = dir.path().join(format!("veil-{sector_size}.img"));
         std::fs::write(&img, &dev).unwrap();
-        let dump = Command::new(cs).arg("luksDump").arg(&img).output().unwrap();
+        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
         assert!(dump.status.success(), "luksDump: {}", String::from_utf8_lossy(&dump.stderr));
         let text = String::from_utf8_lossy(&dump.stdout);
         assert!(text.contains(&format!("sector: {sector_size} [bytes]")), "{text}");
         assert!(text.contains("veil-test"), "{text}");
-        let mut open = Command::new(cs)
+        let mut open = Command::new(&cs)
             .args(["open", "--test-passphrase", "--key-file=-"])
             .arg(&img)
             .stdin(Stdio::piped())
@@ -252,7 +277,7 @@ fn cryptsetup_accepts_what_we_write() {
         open.stdin.take().unwrap().write_all(b"interop passphrase").unwrap();
         assert!(open.wait().unwrap().success(), "cryptsetup open --test-passphrase refused our volume");
         // cryptsetup reads back the same volume key.
-        let mut vk = Command::new(cs)
+        let mut vk = Command::new(&cs)
             .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file=-"])
             .arg(&img)
             .stdin(Stdio::piped())
@@ -274,7 +299,7 @@ fn we_open_what_cryptsetup_formats() {
     std::fs::write(&img, vec![0u8; 20 * MIB]).unwrap();
     let keyfile = dir.path().join("key");
     std::fs::write(&keyfile, b"made by cryptsetup").unwrap();
-    let status = Command::new(cs)
+    let status = Command::new(&cs)
         .args([
             "luksFormat",
             "--type",
@@ -304,7 +329,7 @@ fn we_open_what_cryptsetup_formats() {
     let mut file = std::fs::File::open(&img).unwrap();
     let volume = Volume::load(&mut file).unwrap();
     let (_, key) = volume.unlock(&mut file, b"made by cryptsetup", &KdfLimits::default()).unwrap();
-    let out = Command::new(cs)
+    let out = Command::new(&cs)
         .args(["luksDump", "--dump-volume-key", "--batch-mode", "--key-file"])
         .arg(&keyfile)
         .arg(&img)

@@ -14,14 +14,6 @@ struct Swtpm {
     _dir: tempfile::TempDir,
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn start_swtpm() -> Option<Swtpm> {
     start_swtpm_with(false)
 }
@@ -29,14 +21,7 @@ fn start_swtpm() -> Option<Swtpm> {
 /// swtpm on a fresh state; `with_ek_cert` provisions it first with swtpm_setup (EK
 /// certificate from swtpm's local CA in NV).
 fn start_swtpm_with(with_ek_cert: bool) -> Option<Swtpm> {
-    if !have("swtpm") || !have("tpm2_createpolicy") {
-        assert!(
-            std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(),
-            "swtpm/tpm2-tools missing and VEIL_REQUIRE_TOOLS set (apt-get install swtpm swtpm-tools tpm2-tools)"
-        );
-        eprintln!("SKIPPED: swtpm or tpm2-tools not installed (apt-get install swtpm swtpm-tools tpm2-tools)");
-        return None;
-    }
+    veil_testkit::tools(&["swtpm", "tpm2_createpolicy"], "apt-get install swtpm swtpm-tools tpm2-tools")?;
     let dir = tempfile::tempdir().unwrap();
     if with_ek_cert {
         let st = Command::new("swtpm_setup")
@@ -278,8 +263,8 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     // swtpm_setup (run as root) creates its local CA on first use.
     let ca = |f: &str| std::fs::read_to_string(format!("/var/lib/swtpm-localca/{f}"));
     let (Ok(issuer), Ok(root)) = (ca("issuercert.pem"), ca("swtpm-localca-rootca-cert.pem")) else {
-        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm's local CA is not in /var/lib/swtpm-localca");
-        eprintln!("SKIPPED: swtpm's local CA is not in /var/lib/swtpm-localca (swtpm_setup not run as root?)");
+        let _: Option<()> =
+            veil_testkit::missing_tool("swtpm's local CA in /var/lib/swtpm-localca", "run swtpm_setup as root");
         return;
     };
     let mut tpm = connect(&sw);
@@ -353,9 +338,9 @@ fn remote_release_through_the_broker_and_its_refusals() {
     use veil_agent::kbs::broker::{Broker, BrokerConfig, Reference};
     use veil_agent::kbs::client::{self, KbsError, Phases};
     let Some(sw) = start_swtpm_with(true) else { return };
-    let Some((issuer, root)) = swtpm_local_ca() else {
-        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "swtpm's local CA is not in /var/lib/swtpm-localca");
-        eprintln!("SKIPPED: swtpm's local CA is not in /var/lib/swtpm-localca");
+    let Some((issuer, root)) = swtpm_local_ca().or_else(|| {
+        veil_testkit::missing_tool("swtpm's local CA in /var/lib/swtpm-localca", "run swtpm_setup as root")
+    }) else {
         return;
     };
     let mut tpm = connect(&sw);

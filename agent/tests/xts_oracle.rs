@@ -1,6 +1,11 @@
 //! Property test: veilboot's sector cipher agrees with RustCrypto `xts-mode` (the
 //! one-block-at-a-time reference) over random keys, sector numbers, run lengths and
 //! buffer alignments, and decryption inverts encryption.
+//!
+//! Every backend the CPU offers is compared, including any the start-up self-test disabled
+//! (`all_backends`, not `available_backends`): a bug shared by every backend makes the
+//! self-test disable them all, and the oracle must then fail rather than compare nothing. Each
+//! case also asserts it compared the portable backend and at least one backend in all.
 use aes::cipher::KeyInit;
 use aes::{Aes128, Aes256};
 use proptest::prelude::*;
@@ -57,8 +62,11 @@ proptest! {
         let mut expected = plain.clone();
         oracle_encrypt(&key, sector_size, first, &mut expected);
 
-        // Every backend this CPU has, against the oracle.
-        for backend in veil_agent::xts::available_backends(&key).unwrap() {
+        // Every backend this CPU has, disabled or not, against the oracle.
+        let backends = veil_agent::xts::all_backends(&key).unwrap();
+        prop_assert!(backends.iter().any(|b| b.name() == "rustcrypto"), "the portable backend is compared");
+        let mut compared = 0;
+        for backend in backends {
             let name = backend.name();
             let cipher = SectorCipher::with_backend(backend, sector_size).unwrap();
             let data = &mut backing[offset..];
@@ -67,7 +75,9 @@ proptest! {
             prop_assert_eq!(&data[..], &expected[..], "{} encrypt", name);
             cipher.decrypt_sectors(first, data).unwrap();
             prop_assert_eq!(&data[..], &plain[..], "{} decrypt", name);
+            compared += 1;
         }
+        prop_assert!(compared >= 1, "no backend was compared with the oracle");
     }
 }
 
@@ -88,7 +98,9 @@ proptest! {
         let plain: Vec<u8> = (0..blocks * 16).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect();
         let mut expected = plain.clone();
         veil_agent::xts::encrypt_data_unit(&reference, &iv, &mut expected).unwrap();
-        for backend in veil_agent::xts::available_backends(&key).unwrap() {
+        let backends = veil_agent::xts::all_backends(&key).unwrap();
+        prop_assert!(backends.len() >= 2 || backends[0].name() == "rustcrypto");
+        for backend in backends {
             let mut backing = vec![0u8; plain.len() + offset];
             let data = &mut backing[offset..];
             data.copy_from_slice(&plain);
@@ -97,5 +109,21 @@ proptest! {
             veil_agent::xts::decrypt_data_unit(backend.as_ref(), &iv, data).unwrap();
             prop_assert_eq!(&data[..], &plain[..], "{} decrypt, {} blocks", backend.name(), blocks);
         }
+    }
+}
+
+/// The backends the oracle compares are every one the firmware may select: the available
+/// ones are among them, and the AES-NI paths are among them whenever this CPU has AES-NI.
+#[test]
+fn the_oracle_covers_every_selectable_backend() {
+    let key: Vec<u8> = (0..64).collect();
+    let all: Vec<&str> = veil_agent::xts::all_backends(&key).unwrap().iter().map(|b| b.name()).collect();
+    for b in veil_agent::xts::available_backends(&key).unwrap() {
+        assert!(all.contains(&b.name()), "{} is selectable but not compared", b.name());
+    }
+    assert!(all.contains(&"rustcrypto"));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("sse2") {
+        assert!(all.contains(&"aesni"), "this CPU has AES-NI but the aesni backend is not compared: {all:?}");
     }
 }

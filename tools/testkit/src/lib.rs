@@ -1,5 +1,7 @@
 //! Test support: start the servers tests talk to (swtpm, `veil kbs serve`) on addresses that
-//! cannot collide with another test's.
+//! cannot collide with another test's; and ([`require`]) find the shared corpus and the tools
+//! a test needs, skipping loudly or failing as `$VEIL_REQUIRE_TESTDATA` / `$VEIL_REQUIRE_TOOLS`
+//! say.
 //!
 //! Tests run in parallel threads and in parallel test binaries. Picking a "free" port by
 //! binding port 0, releasing it and handing the number to a server races: another test can be
@@ -8,6 +10,9 @@
 //! - swtpm's ports are sockets the test holds from the start ([`SwtpmTcp`]);
 //! - servers of our own bind port 0 themselves and print the address they got, which
 //!   [`spawn_announcing`] reads back.
+
+pub mod require;
+pub use require::{find_tool, missing_tool, testdata, tool, tools};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

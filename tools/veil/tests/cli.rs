@@ -125,17 +125,15 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     let (secret, _) = write_known_secret(dir.path(), false);
     // A self-signed certificate is enough to start; no EK certificate will be presented.
     let ca = dir.path().join("ca.pem");
-    let st = Command::new("openssl")
+    let Some(openssl) = veil_testkit::tool("openssl", "apt-get install openssl") else { return };
+    let st = Command::new(openssl)
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-days", "1", "-keyout"])
         .arg(dir.path().join("ca.key"))
         .arg("-out")
         .arg(&ca)
         .stderr(std::process::Stdio::null())
         .status();
-    if !st.is_ok_and(|s| s.success()) {
-        eprintln!("SKIPPED: no openssl to make a test CA");
-        return;
-    }
+    assert!(st.is_ok_and(|s| s.success()), "openssl could not make a test CA");
     let m = dir.path().join("m.json");
     // All warn-only: refused at start-up (it would release to any boot).
     std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": true}}}}"#, "00".repeat(32))).unwrap();
@@ -232,11 +230,7 @@ fn measure_snp_refuses_precisely() {
 /// wrong reference value and a wrong HOST_DATA are refused with their reasons and exit 1.
 #[test]
 fn verify_snp_reports_each_check_and_refusal() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/snp");
-    if !data.is_dir() {
-        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
-        return;
-    }
+    let Some(data) = veil_testkit::testdata("snp") else { return };
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
@@ -286,11 +280,7 @@ fn verify_snp_reports_each_check_and_refusal() {
 /// a TCB status the operator did not allow refuse with exit status 1.
 #[test]
 fn verify_tdx_prints_the_checks_and_refuses() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/tdx/quotes/dcap-qvl");
-    if !data.is_dir() {
-        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
-        return;
-    }
+    let Some(data) = veil_testkit::testdata("tdx/quotes/dcap-qvl") else { return };
     let q = data.join("tdx_quote");
     let c = data.join("tdx_quote_collateral.json");
     let (q, c) = (q.to_str().unwrap(), c.to_str().unwrap());

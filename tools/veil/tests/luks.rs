@@ -15,12 +15,8 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn cryptsetup() -> Option<&'static str> {
-    ["/usr/sbin/cryptsetup", "/sbin/cryptsetup"].into_iter().find(|c| Path::new(c).exists()).or_else(|| {
-        assert!(std::env::var_os("VEIL_REQUIRE_TOOLS").is_none(), "cryptsetup missing and VEIL_REQUIRE_TOOLS set");
-        eprintln!("\n!!! SKIPPED cryptsetup checks: cryptsetup not installed !!!\n");
-        None
-    })
+fn cryptsetup() -> Option<std::path::PathBuf> {
+    veil_testkit::tool("cryptsetup", "apt-get install cryptsetup-bin")
 }
 
 #[test]
@@ -85,7 +81,7 @@ fn format_open_add_key_token_dump() {
         let key = ok(veil(&["derive", "disk-key", "--secret", p(&secret), "--uuid", uuid]));
         let keyfile = dir.path().join("dk");
         std::fs::write(&keyfile, hex::decode(key.trim()).unwrap()).unwrap();
-        let st = Command::new(cs)
+        let st = Command::new(&cs)
             .args(["open", "--test-passphrase", "--key-file"])
             .arg(&keyfile)
             .arg(&img)
@@ -93,9 +89,9 @@ fn format_open_add_key_token_dump() {
             .unwrap();
         assert!(st.success(), "cryptsetup refused the derived disk key");
         let st =
-            Command::new(cs).args(["open", "--test-passphrase", "--key-file"]).arg(&pw).arg(&img).status().unwrap();
+            Command::new(&cs).args(["open", "--test-passphrase", "--key-file"]).arg(&pw).arg(&img).status().unwrap();
         assert!(st.success(), "cryptsetup refused the added argon2id keyslot");
-        let dumped = Command::new(cs).arg("luksDump").arg(&img).output().unwrap();
+        let dumped = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
         assert!(String::from_utf8_lossy(&dumped.stdout).contains("argon2id"));
     }
 }
