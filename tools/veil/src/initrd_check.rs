@@ -16,9 +16,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Where the firmware puts the root volume's key in the initramfs (kernel/src/lib.rs, the
-/// hand-off archive), without the leading slash.
-pub const HANDED_OVER_ROOT_KEY: &str = "run/veil/keys/root.key";
+/// Where the firmware puts the root volume's key in the initramfs (the hand-over contract,
+/// agent::handover), without the leading slash.
+pub const HANDED_OVER_ROOT_KEY: &str = veil_agent::handover::ROOT_KEY;
 
 /// Files larger than this are listed but not searched for the key path.
 const MAX_SEARCHED: u32 = 1 << 20;

@@ -49,7 +49,11 @@ fn fake_kernel() -> Vec<u8> {
 fn initrd(fit: bool) -> Vec<u8> {
     let mut w = CpioWriter::new();
     if fit {
-        w.file("init", 0o755, b"#!/bin/sh\ncryptsetup open --key-file /run/veil/keys/root.key \"$dev\" root\n");
+        w.file(
+            "init",
+            0o755,
+            b"#!/bin/sh\ncryptsetup open --key-file /cryptroot/keyfiles/veil-root.key \"$dev\" root\n",
+        );
         w.file("sbin/cryptsetup", 0o755, b"\x7fELF");
     } else {
         w.file("init", 0o755, b"#!/bin/sh\nexec /bin/sh\n");
@@ -295,7 +299,7 @@ fn image_build_checks_before_writing_and_warns_about_the_initrd() {
     assert!(bare.status.success(), "{}", err(&bare));
     let e = err(&bare);
     assert!(e.contains("warning: initrd") && e.contains("it has no cryptsetup"), "{e}");
-    assert!(e.contains("nothing in it names /run/veil/keys/root.key"), "{e}");
+    assert!(e.contains("nothing in it names /cryptroot/keyfiles/veil-root.key"), "{e}");
     assert!(e.contains("root filesystem of 33 MiB (its contents x1.5 + 32 MiB"), "{e}");
     let good = f.build("good.cpio", "disk.img", &[]);
     assert!(good.status.success(), "{}", err(&good));
