@@ -502,12 +502,7 @@ fn qemu_scripts_check_the_host_first() {
 /// `veil verify --platform snp --json`: a refusal keeps the checks that passed before it.
 #[test]
 fn verify_json_refusal_keeps_the_checks_that_passed() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/snp");
-    if !data.is_dir() {
-        assert!(std::env::var_os("VEIL_REQUIRE_TESTDATA").is_none(), "{} is absent", data.display());
-        eprintln!("SKIPPED: {} is absent (the shared test corpus)", data.display());
-        return;
-    }
+    let Some(data) = veil_testkit::require::testdata("snp") else { return };
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
