@@ -97,8 +97,10 @@ pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
     Ok(BootVolume { start, len, volume, token })
 }
 
-/// Write header byte ranges (offsets within the partition) of the boot volume, then read
-/// the header back to check that it still loads.
+/// Write header byte ranges (offsets within the partition) of the boot volume, each made
+/// durable before the next is written (the writer's order: keyslot areas, the primary copy,
+/// the secondary copy; so a power cut leaves at most one copy torn), then read the header
+/// back to check that it still loads.
 pub fn write_header(
     disk: &mut Disk,
     boot: &mut BootVolume,
@@ -108,7 +110,7 @@ pub fn write_header(
         if offset + bytes.len() as u64 > boot.len {
             return Err(BootErrorKind::HeaderWriteOutOfRange.into());
         }
-        disk.write_at(boot.start + offset, bytes).at("veil-boot: writing the header")?;
+        disk.write_durably(boot.start + offset, bytes).at("veil-boot: writing the header")?;
     }
     let mut win = Window { dev: disk, start: boot.start, len: boot.len };
     boot.volume = Volume::load(&mut win).at("veil-boot: the header just written does not load")?;

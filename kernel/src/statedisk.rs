@@ -63,8 +63,9 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, BootErro
     }
     let writer = HeaderWriter::format(&opts, &volume_key, passphrase.as_ref(), &mut rng)?;
     let writes: Vec<(u64, Zeroizing<Vec<u8>>)> = writer.commit(&mut rng)?;
+    // Keyslot area, primary, secondary: each durable before the next, as cryptsetup syncs.
     for (offset, bytes) in &writes {
-        disk.write_at(*offset, bytes)?;
+        disk.write_durably(*offset, bytes)?;
     }
     // Read it back: a volume that does not load was not written.
     let volume = Volume::load(disk).at("the new volume does not read back")?;

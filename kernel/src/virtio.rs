@@ -14,9 +14,9 @@ use veil_agent::io::{IoError, ReadAt};
 use veil_agent::kbs::frame::RelayError;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::device::console::VirtIOConsole;
-use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
+use virtio_drivers::transport::{DeviceType, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 
 /// Bytes per request to the device: large requests keep QEMU's per-request cost (a TCG exit
@@ -188,7 +188,13 @@ pub struct Disk {
     pub location: DeviceFunction,
     /// Size in bytes.
     pub size: u64,
+    /// The device offered VIRTIO_BLK_F_FLUSH (the driver negotiates it when offered): a
+    /// flush request makes the writes before it durable on the host.
+    flush: bool,
 }
+
+/// VIRTIO_BLK_F_FLUSH (virtio 1.2, 5.2.3): the device takes VIRTIO_BLK_T_FLUSH requests.
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 
 /// Next free address in MMIO_WINDOW for BARs (shared by every virtio device we bring up).
 static NEXT_MMIO: Mutex<u64> = Mutex::new(MMIO_WINDOW.0);
@@ -237,11 +243,19 @@ fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFunction, PciTran
 /// there is a device but no bounce pool for it.
 pub fn find_disks(ecam_base: u64) -> Result<Vec<Disk>, BootError> {
     let mut disks = Vec::new();
-    for (df, transport) in find(ecam_base, DeviceType::Block)? {
+    for (df, mut transport) in find(ecam_base, DeviceType::Block)? {
+        // virtio-drivers negotiates FLUSH whenever the device offers it, but does not say
+        // whether it did: its flush() quietly does nothing on a device without it.
+        let flush = transport.read_device_features() & VIRTIO_BLK_F_FLUSH != 0;
         match VirtIOBlk::<VeilHal, _>::new(transport) {
             Ok(blk) => {
                 let size = blk.capacity() * 512;
-                disks.push(Disk { blk, location: df, size });
+                if !flush {
+                    crate::log!(
+                        "virtio-blk: {df}: no VIRTIO_BLK_F_FLUSH: what the firmware writes is durable only when the host says so"
+                    );
+                }
+                disks.push(Disk { blk, location: df, size, flush });
             }
             Err(e) => crate::log!("virtio: {df}: block device init failed: {e:?}"),
         }
@@ -378,6 +392,23 @@ impl Disk {
                 .map_err(|e| IoError::Device(alloc::format!("virtio-blk write at sector {sector}: {e:?}")))?;
         }
         Ok(())
+    }
+
+    /// Make every write completed so far durable (VIRTIO_BLK_T_FLUSH): what a power cut
+    /// after it cannot take back. A device without VIRTIO_BLK_F_FLUSH was logged when it was
+    /// found; for it this does nothing.
+    pub fn flush(&mut self) -> Result<(), IoError> {
+        if !self.flush {
+            return Ok(());
+        }
+        self.blk.flush().map_err(|e| IoError::Device(alloc::format!("virtio-blk flush: {e:?}")))
+    }
+
+    /// Write sector-aligned data, then flush: the write is durable when this returns, and
+    /// nothing written after it can reach the disk before it. Where cryptsetup syncs.
+    pub fn write_durably(&mut self, offset: u64, data: &[u8]) -> Result<(), IoError> {
+        self.write_at(offset, data)?;
+        self.flush()
     }
 }
 
