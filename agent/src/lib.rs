@@ -70,6 +70,7 @@ pub mod linux;
 pub mod luks2;
 pub mod memmap;
 pub mod snp;
+pub mod statedisk;
 pub mod tdx;
 pub mod timeline;
 pub mod tpm;

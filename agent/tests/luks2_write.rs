@@ -340,3 +340,57 @@ fn we_open_what_cryptsetup_formats() {
     let (seg, _) = volume.data_cipher(&key).unwrap();
     assert_eq!(seg.sector_size, 4096);
 }
+
+/// A damaged or older header copy is rewritten from the one in use, as cryptsetup does when
+/// it loads such a header: same sequence id and metadata, its own salt; afterwards either
+/// copy alone is the whole volume, for us and for cryptsetup.
+#[test]
+fn the_other_copy_is_repaired_from_the_one_in_use() {
+    let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
+    let mut rng = test_rng();
+    let mut damaged_secondary = dev.clone();
+    damaged_secondary[0x4000 + 4096 + 10] ^= 1;
+    let mut torn_primary = dev.clone();
+    torn_primary[0x1000..0x2000].fill(0);
+    // A header edit cut after the primary copy: the secondary is one sequence id behind.
+    let mut older_secondary = dev.clone();
+    let mut w = HeaderWriter::edit(&Volume::load(&mut dev.as_slice()).unwrap()).unwrap();
+    w.add_token(veil_agent::json!({"type": "veil-test"}), &[], None).unwrap();
+    let writes = w.commit(&mut rng).unwrap();
+    assert_eq!(writes[0].0, 0);
+    apply(&mut older_secondary, writes.into_iter().take(1).collect());
+    let dir = tempfile::tempdir().unwrap();
+    for (name, mut d) in
+        [("damaged secondary", damaged_secondary), ("torn primary", torn_primary), ("older secondary", older_secondary)]
+    {
+        let used = Volume::load(&mut d.as_slice()).unwrap();
+        assert!(used.other_copy_stale, "{name}");
+        let (offset, bytes) = used.repair_other_copy(&mut d.as_slice(), &mut rng).unwrap().expect(name);
+        assert_eq!(offset, if used.header().secondary { 0 } else { 0x4000 }, "{name}");
+        apply(&mut d, vec![(offset, bytes)]);
+        let repaired = Volume::load(&mut d.as_slice()).unwrap();
+        assert!(!repaired.other_copy_stale, "{name}");
+        assert_eq!(repaired.header().seqid, used.header().seqid, "{name}");
+        assert_eq!(repaired.json(), used.json(), "{name}");
+        assert!(repaired.repair_other_copy(&mut d.as_slice(), &mut rng).unwrap().is_none(), "{name}");
+        for (copy, wipe) in [("primary", 0x4000..0x8000), ("secondary", 0..0x4000)] {
+            let mut one = d.clone();
+            one[wipe].fill(0);
+            let alone = Volume::load(&mut one.as_slice()).unwrap();
+            assert_eq!((alone.header().secondary, alone.json()), (copy == "secondary", used.json()), "{name}");
+            if let Some(cs) = cryptsetup() {
+                let img = dir.path().join("one-copy.img");
+                std::fs::write(&img, &one).unwrap();
+                let dump = Command::new(cs).arg("luksDump").arg(&img).output().unwrap();
+                let text = String::from_utf8_lossy(&dump.stdout);
+                assert!(
+                    dump.status.success(),
+                    "{name}: the {copy} copy alone: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+                let epoch = text.lines().find(|l| l.starts_with("Epoch:")).map(|l| l[6..].trim().to_string());
+                assert_eq!(epoch, Some(used.header().seqid.to_string()), "{name}: {text}");
+            }
+        }
+    }
+}

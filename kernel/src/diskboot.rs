@@ -17,7 +17,7 @@ use crate::error::{At, BootError, BootErrorKind};
 use crate::virtio::Disk;
 
 /// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
-const LIMITS: KdfLimits = KdfLimits {
+pub const LIMITS: KdfLimits = KdfLimits {
     max_memory_kib: 64 * 1024,
     max_argon2_time: 10,
     max_argon2_lanes: 4,
@@ -92,7 +92,7 @@ pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
     let part = gpt.by_name("veil-boot").ok_or(BootErrorKind::NoBootPartition)?;
     let (start, len) = (part.offset(), part.size());
     let mut win = Window { dev: disk, start, len };
-    let volume = Volume::load(&mut win).at("veil-boot")?;
+    let volume = Volume::load(&mut win).map_err(BootErrorKind::BootVolumeUnreadable)?;
     let token = bundle::find_token(volume.json()).at("veil-boot")?;
     Ok(BootVolume { start, len, volume, token })
 }
@@ -115,6 +115,29 @@ pub fn write_header(
     let mut win = Window { dev: disk, start: boot.start, len: boot.len };
     boot.volume = Volume::load(&mut win).at("veil-boot: the header just written does not load")?;
     Ok(())
+}
+
+/// Once `volume` (at `start`, `len` bytes, on `disk`) is trusted (a keyslot opened with its
+/// key; for `veil-boot` also the bundle's MAC checked), rewrite its second header copy from
+/// the one in use when that was missing, damaged or older, durably, as cryptsetup does when it
+/// loads such a header, and say so. A failure is logged: the boot goes on from the good copy.
+pub fn repair_other_copy(disk: &mut Disk, (start, len): (u64, u64), volume: &Volume, what: &str) {
+    let mut rng = |b: &mut [u8]| crate::random::fill(b);
+    let mut win = Window { dev: &mut *disk, start, len };
+    let repaired =
+        volume.repair_other_copy(&mut win, &mut rng).map_err(BootError::from).and_then(|write| match write {
+            Some((offset, bytes)) => disk.write_durably(start + offset, &bytes).map(|()| true).map_err(BootError::from),
+            None => Ok(false),
+        });
+    let (used, other) = if volume.header().secondary { ("secondary", "primary") } else { ("primary", "secondary") };
+    match repaired {
+        Ok(false) => {}
+        Ok(true) => crate::log!(
+            "{what}: the {other} LUKS2 header copy was missing, damaged or older; rewrote it from the {used} (sequence id {})",
+            volume.header().seqid
+        ),
+        Err(e) => crate::log!("{what}: the {other} LUKS2 header copy is stale, and rewriting it failed: {e}"),
+    }
 }
 
 /// Open the boot volume through a `systemd-tpm2` token (systemd-cryptenroll): unseal its

@@ -126,6 +126,9 @@ pub enum BootErrorKind {
     ManifestDiffersFromToken,
     /// The GPT has no `veil-boot` partition.
     NoBootPartition,
+    /// The GPT has a `veil-boot` partition, but its LUKS2 header does not load (both copies
+    /// damaged or torn): nothing on it can be measured or opened.
+    BootVolumeUnreadable(Luks2Error),
     /// A header write past the end of its partition.
     HeaderWriteOutOfRange,
     /// The development key source on a confidential platform.
@@ -204,6 +207,10 @@ impl fmt::Display for BootErrorKind {
                 "boot bundle: the manifest in the veil-bundle token (what was measured) differs from the MAC'd manifest in the volume; refusing to boot"
             ),
             BootErrorKind::NoBootPartition => write!(f, "disk: the GPT has no partition named veil-boot"),
+            BootErrorKind::BootVolumeUnreadable(e) => write!(
+                f,
+                "veil-boot: {e}; the boot volume cannot be read, so the firmware stops here (the key broker was not asked)"
+            ),
             BootErrorKind::HeaderWriteOutOfRange => write!(f, "veil-boot: header write beyond the partition"),
             BootErrorKind::DevKeyRefused(platform) => {
                 write!(f, "the development key source is refused on {platform}: it exists only for plain test VMs")

@@ -341,7 +341,9 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
     match found.disks.first_mut() {
         Some(disk) => match diskboot::open(disk) {
             Ok(b) => found.boot = Some(b),
-            Err(e) if dev_key => fail(format_args!("{e}")),
+            Err(e) if dev_key || matches!(e.kind(), error::BootErrorKind::BootVolumeUnreadable(_)) => {
+                fail(format_args!("{e}"))
+            }
             Err(e) => log!("disk {}: not a veilboot boot disk ({e}); booting QEMU's -kernel", disk.location),
         },
         None if dev_key => fail(format_args!("a master secret was given but there is no virtio-blk disk to boot from")),
@@ -394,6 +396,7 @@ fn read_disks(
     let start_tsc = cpu::rdtsc();
     let volume_key = plat.root_of_trust().and_then(|r| r.volume_key(disk, boot));
     let verified = or_fail(diskboot::load(disk, boot, secret, volume_key), "");
+    diskboot::repair_other_copy(disk, (boot.start, boot.len), &boot.volume, "veil-boot");
     let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
     log!(
         "bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)",
@@ -407,19 +410,13 @@ fn read_disks(
     log!("root: handing over the key of LUKS2 volume {} in the initrd", verified.manifest.root_uuid);
     // A second disk is the state disk: formatted if blank, never touched otherwise.
     if let Some(state) = disks.disks.get_mut(1) {
-        match statedisk::prepare(state, secret) {
-            Ok(statedisk::State::Volume { uuid, formatted_now }) => {
-                if formatted_now {
-                    log!("state disk {}: blank; formatted LUKS2 volume {uuid} with its disk key", state.location);
-                } else {
-                    log!("state disk {}: LUKS2 volume {uuid}", state.location);
-                }
-                let key = or_fail(secret.disk_key(&uuid), "state disk");
-                root_files.push((veil_agent::handover::STATE_KEY, Zeroizing::new(key.to_vec())));
-                root_files.push((veil_agent::handover::STATE_UUID, Zeroizing::new(uuid.into_bytes())));
-            }
-            Ok(statedisk::State::Foreign(why)) => log!("state disk {}: left untouched: {why}", state.location),
-            Err(e) => fail(format_args!("state disk {}: {e}", state.location)),
+        let location = state.location;
+        if let Some(uuid) =
+            statedisk::prepare(state, secret).unwrap_or_else(|e| fail(format_args!("state disk {location}: {e}")))
+        {
+            let key = or_fail(secret.disk_key(&uuid), "state disk");
+            root_files.push((veil_agent::handover::STATE_KEY, Zeroizing::new(key.to_vec())));
+            root_files.push((veil_agent::handover::STATE_UUID, Zeroizing::new(uuid.into_bytes())));
         }
     }
     (Some(verified), root_files)

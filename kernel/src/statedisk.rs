@@ -1,7 +1,8 @@
-//! The state disk: a second virtio disk that Linux keeps its data on. A blank one (no
-//! signature at all: its first and last MiB read as zeros) is formatted LUKS2 on first boot
-//! with its disk key; a disk with anything on it is never touched. Its key is handed over
-//! like the root key.
+//! The state disk: a second virtio disk that Linux keeps its data on. A blank one is
+//! formatted LUKS2 on first boot with its disk key, and so is one that holds nothing but
+//! that format cut short by a power loss; a LUKS2 volume's key is handed over when its
+//! keyslot opens with that key; anything else is never touched (veil_agent::statedisk
+//! decides). Its key is handed over like the root key.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -9,50 +10,54 @@ use alloc::vec::Vec;
 use veil_agent::io::ReadAt;
 use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::Volume;
-use veil_agent::luks2::format::{FormatOptions, HeaderWriter};
+use veil_agent::luks2::format::HeaderWriter;
+use veil_agent::statedisk::{self, Found, Keyslots};
 use zeroize::Zeroizing;
 
 use crate::error::{At, BootError};
 use crate::virtio::Disk;
 
-const PROBE: usize = 1 << 20;
-
-/// What was found on the disk.
-pub enum State {
-    /// A LUKS2 volume: its UUID (formatted now, or earlier).
-    Volume {
-        /// The volume's UUID.
-        uuid: String,
-        /// Formatted by this boot (it was blank).
-        formatted_now: bool,
-    },
-    /// Something else is on the disk; it was left alone.
-    Foreign(String),
-}
-
-/// Inspect (and, if blank, format) the state disk.
-pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, BootError> {
+/// Inspect (and, if blank or holding only an interrupted format of ours, format) the state
+/// disk, logging what was found; the UUID of the volume whose key to hand over, if any.
+pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<Option<String>, BootError> {
+    let location = disk.location;
     if let Ok(volume) = Volume::load(disk) {
-        return Ok(State::Volume { uuid: volume.uuid().to_string(), formatted_now: false });
+        let uuid = volume.uuid().to_string();
+        let key = secret.disk_key(&uuid)?;
+        return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::diskboot::LIMITS)? {
+            Keyslots::Open(slot) => {
+                crate::log!("state disk {location}: LUKS2 volume {uuid} (keyslot {slot} opens with its disk key)");
+                crate::diskboot::repair_other_copy(disk, (0, disk.size), &volume, "state disk");
+                Some(uuid)
+            }
+            Keyslots::Unchecked(why) => {
+                crate::log!("state disk {location}: LUKS2 volume {uuid} (its keyslots are not tried here: {why})");
+                Some(uuid)
+            }
+            Keyslots::Refused(why) => {
+                crate::log!("state disk {location}: LUKS2 volume {uuid} refused, its key not handed over: {why}");
+                None
+            }
+        });
     }
-    let probe = PROBE.min(disk.size as usize);
-    let mut head = alloc::vec![0u8; probe];
-    disk.read_at(0, &mut head)?;
-    let mut tail = alloc::vec![0u8; probe];
-    disk.read_at(disk.size - probe as u64, &mut tail)?;
-    if let Some(sig) = veil_agent::disksig::signature(&head) {
-        return Ok(State::Foreign(alloc::format!("it carries {sig}")));
+    let mut probes: Vec<Vec<u8>> = Vec::new();
+    for (offset, len) in statedisk::probes(disk.size) {
+        let mut bytes = alloc::vec![0u8; len as usize];
+        disk.read_at(offset, &mut bytes)?;
+        probes.push(bytes);
     }
-    if head.iter().chain(tail.iter()).any(|b| *b != 0) {
-        return Ok(State::Foreign(String::from("its first or last MiB holds data (not blank)")));
-    }
-    if disk.size < 32 << 20 {
-        return Ok(State::Foreign(alloc::format!("it is only {} bytes, too small for LUKS2 with data", disk.size)));
-    }
-    let opts = FormatOptions { uuid: None, ..FormatOptions::default() };
+    let again = match statedisk::classify(disk.size, &probes[0], &probes[1], &probes[2]) {
+        Found::Blank => None,
+        Found::InterruptedFormat(what) => Some(what),
+        Found::Foreign(why) => {
+            crate::log!("state disk {location}: left untouched: {why}");
+            return Ok(None);
+        }
+    };
+    drop(probes);
     let mut rng = |b: &mut [u8]| crate::random::fill(b);
     let uuid = veil_agent::luks2::format::random_uuid(&mut rng);
-    let opts = FormatOptions { uuid: Some(uuid.clone()), ..opts };
+    let opts = statedisk::format_options(uuid.clone());
     let passphrase = secret.disk_key(&uuid)?;
     let mut volume_key = Zeroizing::new(alloc::vec![0u8; opts.key_size]);
     loop {
@@ -69,5 +74,11 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<State, BootErro
     }
     // Read it back: a volume that does not load was not written.
     let volume = Volume::load(disk).at("the new volume does not read back")?;
-    Ok(State::Volume { uuid: volume.uuid().to_string(), formatted_now: true })
+    match again {
+        None => crate::log!("state disk {location}: blank; formatted LUKS2 volume {uuid} with its disk key"),
+        Some(what) => crate::log!(
+            "state disk {location}: held only an interrupted format of the firmware's ({what}); formatted LUKS2 volume {uuid} again with its disk key"
+        ),
+    }
+    Ok(Some(volume.uuid().to_string()))
 }

@@ -108,6 +108,12 @@ fn err<T>(msg: impl Into<String>) -> Result<T, Luks2Error> {
     Err(Luks2ErrorKind::Format(msg.into()).into())
 }
 
+/// Bytes of the keyslot area a key of `key_len` bytes takes (AF-split into [`AF_STRIPES`]
+/// stripes, rounded up to 4096 as cryptsetup does).
+pub fn keyslot_area_len(key_len: usize) -> u64 {
+    (key_len as u64 * u64::from(AF_STRIPES)).div_ceil(4096) * 4096
+}
+
 /// A random version-4 UUID in its text form.
 pub fn random_uuid(random: Random<'_>) -> String {
     let mut b = [0u8; 16];
@@ -300,7 +306,7 @@ impl HeaderWriter {
         self.check_volume_key(volume_key)?;
         let slot = pick_number(self.json["keyslots"].as_object().expect("validated"), slot, "keyslot")?;
         let key_len = volume_key.len();
-        let area_len = ((key_len as u64 * u64::from(AF_STRIPES)).div_ceil(4096)) * 4096;
+        let area_len = keyslot_area_len(key_len);
         let offset = self.free_area(area_len)?;
         let kdf_json = kdf_json(kdf, random);
         let kdf_typed = match kdf {

@@ -233,6 +233,36 @@ impl Volume {
         Ok(Volume { header: chosen.header, json: chosen.json, metadata, other_copy_stale: stale })
     }
 
+    /// The write that makes the other header copy equal to the one in use, when it was
+    /// missing, damaged or older: what cryptsetup writes when it loads such a header. The
+    /// copy in use is read from `dev` again (its bytes are the repair's) and must still be
+    /// the one loaded; the new copy gets its own random salt. None when both copies agree.
+    pub fn repair_other_copy(
+        &self,
+        dev: &mut dyn ReadAt,
+        random: format::Random<'_>,
+    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>, Luks2Error> {
+        if !self.other_copy_stale {
+            return Ok(None);
+        }
+        let (header, area) = read_copy(dev, self.header.hdr_offset, self.header.secondary)
+            .map_err(|e| Luks2ErrorKind::Metadata(format!("the header copy in use no longer reads: {e}")))?;
+        if header != self.header {
+            return Err(Luks2ErrorKind::Metadata(String::from("the header copy in use changed on the device")).into());
+        }
+        let mut other = header;
+        other.secondary = !other.secondary;
+        other.hdr_offset = if other.secondary { other.hdr_size } else { 0 };
+        random(&mut other.salt);
+        let bin = other
+            .encode_with_checksum(&area)
+            .ok_or_else(|| Luks2ErrorKind::Unsupported(format!("checksum algorithm `{}`", other.checksum_alg)))?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(other.hdr_size as usize));
+        bytes.extend_from_slice(&bin);
+        bytes.extend_from_slice(&area);
+        Ok(Some((other.hdr_offset, bytes)))
+    }
+
     /// The volume UUID.
     pub fn uuid(&self) -> &str {
         &self.header.uuid
