@@ -15,6 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod demo_image;
+mod faults;
 mod fuzz_seeds;
 mod linux;
 mod qemu;
@@ -46,7 +47,7 @@ enum Invocation {
 }
 
 /// The test sets `cargo xtask test SET` runs on their own.
-const TEST_SETS: [&str; 3] = ["disk", "snp", "tdx"];
+const TEST_SETS: [&str; 4] = ["disk", "snp", "tdx", "faults"];
 /// The parts `cargo xtask bench PART` runs on their own.
 const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
 
@@ -118,6 +119,9 @@ fn main() {
                 tdx_test::model_boot_tests(&rom, &model).and_then(|()| tdx_attest::attestation_tests(&model))
             })
         }),
+        // Only the power-cut tests: SIGKILLs around the seal and the state-disk format, torn
+        // header copies.
+        Invocation::Test(Some("faults")) => ensure_target().and_then(|()| faults_tests()).map(|_| ()),
         Invocation::Test(Some(other)) => Err(anyhow::anyhow!("test set `{other}` is in TEST_SETS but has no runner")),
         Invocation::Demo => demo(),
         Invocation::Bench(part) => bench(part),
@@ -152,6 +156,9 @@ commands:
   test snp    only the SEV-SNP tests: veil measure --platform snp against sev-snp-measure,
               and the SNP model ROM booting Linux as an SNP guest under TCG
   test tdx    only the TDX model ROM booting Linux as a TD under TCG
+  test faults only the power-cut tests: QEMU SIGKILLed at each write and flush of the seal
+              into veil-boot and of the state-disk format, header copies torn by hand;
+              the next boot of each must come up (prints the table)
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -390,6 +397,7 @@ fn test() -> Result<()> {
     eprintln!("xtask: firmware test: the release ROM carries no development key source");
     check_release_rom_lacks(&release, &build_dev_firmware()?, "the development key source", &DEV_KEY_MARKERS)?;
     firmware_tests(&rom)?;
+    faults_tests()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
@@ -829,6 +837,14 @@ fn disk_tests() -> Result<()> {
 
     // Measured boot and sealing with swtpm, on the same image.
     tpm_test::tests(&veil, &rom, &build_firmware()?, &secret, &image, &dir)
+}
+
+/// The power-cut tests (tools/xtask/src/faults.rs) on a fresh demo disk; returns the table.
+fn faults_tests() -> Result<String> {
+    let dev = build_dev_firmware()?;
+    let release = build_firmware()?;
+    let disk = fresh_demo_disk("faults-test")?;
+    faults::tests(&disk, &release, &dev)
 }
 
 /// The veil-boot volume's LUKS2 header area (16 MiB from 1 MiB into the image) after
