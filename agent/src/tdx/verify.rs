@@ -106,8 +106,21 @@ pub struct TdxVerified {
 
 /// Verify `quote` (and the CC event log, if sent) at `now` (seconds since the epoch).
 pub fn verify_tdx(quote: &[u8], ccel: Option<&[u8]>, p: &TdxPolicy, now: u64) -> Result<TdxVerified, String> {
-    let (quote, verdict) = collateral::verify(quote, &p.collateral, &p.root, now)?;
     let mut checks = Vec::new();
+    let (quote, verdict) = verify_tdx_logged(quote, ccel, p, now, &mut checks)?;
+    Ok(TdxVerified { quote, verdict, checks })
+}
+
+/// [`verify_tdx`], adding each check that passed to `checks` as it goes, so that a refusal
+/// can be shown with what passed before it (`veil verify --json`).
+pub fn verify_tdx_logged(
+    quote: &[u8],
+    ccel: Option<&[u8]>,
+    p: &TdxPolicy,
+    now: u64,
+    checks: &mut Vec<String>,
+) -> Result<(Quote, Verdict), String> {
+    let (quote, verdict) = collateral::verify(quote, &p.collateral, &p.root, now)?;
     checks.push(format!(
         "quote v{} signed by a PCK chain to {}",
         quote.version,
@@ -176,5 +189,5 @@ pub fn verify_tdx(quote: &[u8], ccel: Option<&[u8]>, p: &TdxPolicy, now: u64) ->
     } else {
         checks.push(format!("MRTD {} and RTMR0-3 not checked (no reference values)", hex::encode(quote.body.mr_td)));
     }
-    Ok(TdxVerified { quote, verdict, checks })
+    Ok((quote, verdict))
 }

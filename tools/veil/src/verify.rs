@@ -127,13 +127,14 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
         }
         None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
     };
-    let result = veil_agent::tdx::verify::verify_tdx(&quote, log.as_deref(), &policy, now);
+    let mut passed = Vec::new();
+    let result = veil_agent::tdx::verify::verify_tdx_logged(&quote, log.as_deref(), &policy, now, &mut passed);
     let extra = match &result {
-        Ok(v) => {
-            let b = &v.quote.body;
+        Ok((quote, verdict)) => {
+            let b = &quote.body;
             let fields = serde_json::json!({
-                "tcb_status": v.verdict.status,
-                "advisory_ids": v.verdict.advisory_ids,
+                "tcb_status": verdict.status,
+                "advisory_ids": verdict.advisory_ids,
                 "mrtd": hex::encode(b.mr_td),
                 "rtmr0": hex::encode(b.rtmr[0]),
                 "rtmr1": hex::encode(b.rtmr[1]),
@@ -152,7 +153,10 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
         }
         Err(_) => serde_json::json!({}),
     };
-    report_result(result.map(|v| v.checks), &[], args.json, extra)
+    match result {
+        Ok(_) => report_result(Ok(passed), &[], args.json, extra),
+        Err(e) => report_result(Err(e), &passed, args.json, extra),
+    }
 }
 
 pub fn run(args: VerifyArgs) -> Result<()> {

@@ -317,6 +317,8 @@ fn verify_tdx_prints_the_checks_and_refuses() {
     let v: serde_json::Value = serde_json::from_slice(&strict.stdout).unwrap();
     assert_eq!(v["verified"], false);
     assert!(v["refusal"].as_str().unwrap().starts_with("TCB status UpToDate"), "{v}");
+    // The refusal keeps the check that passed before it.
+    assert!(v["checks"][0].as_str().unwrap().starts_with("quote v4 signed by a PCK chain"), "{v}");
     // The outdated quote at its collateral's time: its TCB is below every level Intel lists.
     let old = veil(&[
         "verify",
@@ -330,5 +332,7 @@ fn verify_tdx_prints_the_checks_and_refuses() {
         "2026-02-18T12:00:00Z",
     ]);
     assert_eq!(old.status.code(), Some(1));
-    assert!(stdout(&old).starts_with("REFUSED: TCB status TcbNotSupported"), "{}", stdout(&old));
+    // The check that passed (the quote's signature chain), then the refusal.
+    assert!(stdout(&old).starts_with("ok   quote v5 signed by a PCK chain"), "{}", stdout(&old));
+    assert!(stdout(&old).contains("\nREFUSED: TCB status TcbNotSupported"), "{}", stdout(&old));
 }
