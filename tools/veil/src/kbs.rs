@@ -35,7 +35,8 @@ pub struct ServeArgs {
     /// Address to listen on (port 0: one the OS picks; the address bound is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
-    /// The master secret to release (constellation-mastersecret.json).
+    /// The master secret to release (constellation-mastersecret.json, a kms:// URI file, or
+    /// the URI inline).
     #[arg(long)]
     secret: PathBuf,
     /// TPM: reference PCR values, Constellation's measurements JSON as `veil measure
@@ -88,9 +89,15 @@ fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
-    let secret =
-        Zeroizing::new(std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?);
-    veil_agent::keys::MasterSecret::parse(&secret).map_err(|e| anyhow!("{}: {e}", args.secret.display()))?;
+    // Served as given: the file's bytes, or the inline kms:// URI (the firmware reads both).
+    let secret = Zeroizing::new(if crate::secret::is_inline(&args.secret) {
+        args.secret.as_os_str().as_encoded_bytes().to_vec()
+    } else {
+        crate::secret::warn_if_readable(&args.secret);
+        std::fs::read(&args.secret).with_context(|| format!("reading {}", args.secret.display()))?
+    });
+    veil_agent::keys::MasterSecret::parse(&secret)
+        .map_err(|e| anyhow!("{}: {e}", crate::secret::display_name(&args.secret)))?;
     let reference = match &args.measurements {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -373,6 +373,10 @@ fn luks_and_derive_argument_errors_exit_2_and_create_nothing() {
     let key = veil(&["derive", "disk-key", "--secret", &uri, "--uuid", &uuid]);
     let from_file = veil(&["derive", "disk-key", "--secret", p(&secret), "--uuid", &uuid]);
     assert!(key.status.success() && out(&key) == out(&from_file), "{}", err(&key));
+    // The broker takes it too (and then wants something to verify).
+    let serve = veil(&["kbs", "serve", "--secret", &uri]);
+    fails(&serve, 1, "nothing to verify");
+    assert!(!err(&serve).contains(&uri[10..]), "{}", err(&serve));
     let shown = veil(&["secret", "show", &uri]);
     assert!(shown.status.success() && !out(&shown).contains(&uri[10..]), "{}", out(&shown));
     let json_text = String::from_utf8(text).unwrap();
