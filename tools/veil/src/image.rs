@@ -34,14 +34,18 @@ pub enum ImageCommand {
 
 #[derive(Args)]
 pub struct BuildArgs {
-    /// The Linux kernel (bzImage).
-    #[arg(long)]
-    kernel: PathBuf,
+    /// The Linux kernel (bzImage). Without --kernel and --initrd, --rootfs is a distribution's
+    /// root: veil writes its crypttab, fstab and hand-over configuration, regenerates its
+    /// initramfs with its own initramfs-tools or dracut (chroot: run as root) and takes the
+    /// newest kernel and that initramfs from its /boot.
+    #[arg(long, requires = "initrd")]
+    kernel: Option<PathBuf>,
     /// The initrd (it must open the root volume with the key veilboot hands over in
     /// /cryptroot/keyfiles/veil-root.key).
-    #[arg(long)]
-    initrd: PathBuf,
-    /// The kernel command line.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line (for a distribution's root, `root=UUID=<ext4 UUID> ro` is
+    /// added when it names no root).
     #[arg(long, default_value = "console=ttyS0")]
     cmdline: String,
     /// Directory whose contents become the ext4 root filesystem.
@@ -139,13 +143,23 @@ pub fn build(args: BuildArgs) -> Result<()> {
         crate::usage_bail!("--rootfs {}: not a directory", args.rootfs.display());
     }
     let secret = secret::load(&args.secret)?;
-    let kernel = std::fs::read(&args.kernel).with_context(|| format!("reading {}", args.kernel.display()))?;
-    veil_agent::linux::SetupHeader::parse(&kernel).with_context(|| format!("{}", args.kernel.display()))?;
-    let initrd = std::fs::read(&args.initrd).with_context(|| format!("reading {}", args.initrd.display()))?;
-    crate::initrd_check::warn_unless_fit(&args.initrd, &initrd, &args.cmdline);
     let root_uuid = random_uuid(&mut host_random);
     let boot_uuid = random_uuid(&mut host_random);
-    let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &args.cmdline, &root_uuid)?;
+    // A distribution's root (no --kernel/--initrd): its own kernel and regenerated initramfs,
+    // and its ext4 filesystem made with the UUID its fstab names.
+    let (kernel_path, initrd_path, cmdline, fs_uuid) = match (&args.kernel, &args.initrd) {
+        (Some(k), Some(i)) => (k.clone(), i.clone(), args.cmdline.clone(), None),
+        _ => {
+            let fs_uuid = random_uuid(&mut host_random);
+            let p = crate::distro::prepare(&args.rootfs, &root_uuid, &fs_uuid, &args.cmdline)?;
+            (p.kernel, p.initrd, p.cmdline, Some(fs_uuid))
+        }
+    };
+    let kernel = std::fs::read(&kernel_path).with_context(|| format!("reading {}", kernel_path.display()))?;
+    veil_agent::linux::SetupHeader::parse(&kernel).with_context(|| format!("{}", kernel_path.display()))?;
+    let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
+    crate::initrd_check::warn_unless_fit(&initrd_path, &initrd, &cmdline);
+    let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &cmdline, &root_uuid)?;
     let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
     let measurement_salt = match &args.measurement_salt {
         Some(h) => {
@@ -197,9 +211,15 @@ pub fn build(args: BuildArgs) -> Result<()> {
         );
     }
     eprintln!("veil: making the root filesystem from {} (mke2fs)", args.rootfs.display());
-    let st = Command::new("mke2fs")
-        // 4 KiB blocks: the LUKS2 volume has 4096-byte sectors, so dm-crypt exposes 4 KiB logical blocks.
-        .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "veil-root", "-d"])
+    let mut mke2fs = Command::new("mke2fs");
+    // 4 KiB blocks: the LUKS2 volume has 4096-byte sectors, so dm-crypt exposes 4 KiB logical blocks.
+    mke2fs.args(["-q", "-F", "-t", "ext4", "-b", "4096", "-L", "veil-root"]);
+    // A distribution's root: the filesystem UUID its fstab and the kernel's root= name.
+    if let Some(u) = &fs_uuid {
+        mke2fs.args(["-U", u]);
+    }
+    let st = mke2fs
+        .arg("-d")
         .arg(&args.rootfs)
         .arg(&ext4)
         .arg(format!("{}k", root_size / 1024))

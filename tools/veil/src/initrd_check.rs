@@ -140,7 +140,9 @@ pub fn problems(listing: &Listing, cmdline: &str) -> Vec<String> {
     if !listing.files.contains_key("init") {
         found.push(String::from("it has no /init, which the kernel runs from an initramfs"));
     }
-    if !listing.has_suffix(&["sbin/cryptsetup", "bin/cryptsetup"]) {
+    // A systemd initrd (dracut's crypt module with systemd) opens volumes with
+    // systemd-cryptsetup from crypttab and carries no cryptsetup binary.
+    if !listing.has_suffix(&["sbin/cryptsetup", "bin/cryptsetup", "systemd/systemd-cryptsetup"]) {
         found.push(String::from(
             "it has no cryptsetup, so it cannot open the LUKS2 root volume (Debian: install cryptsetup-initramfs in the root and rebuild the initramfs there)",
         ));
@@ -205,6 +207,21 @@ mod tests {
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[0].contains("no cryptsetup") && p[1].contains("initramfs-tools") && p[2].contains("no root="));
         assert_eq!(problems(&l, "root=/dev/mapper/veil-root").len(), 2);
+    }
+
+    #[test]
+    fn a_systemd_initrd_that_opens_the_root_from_crypttab_passes() {
+        // dracut with systemd: systemd-cryptsetup (no cryptsetup binary) and the crypttab line
+        // veil writes (tools/veil/src/distro.rs), copied into the initrd.
+        let crypttab = format!("veil-root UUID=u /{HANDED_OVER_ROOT_KEY} luks,initramfs\n");
+        let l = list(&cpio(&[
+            ("init", b"\x7fELF"),
+            ("usr/lib/systemd/systemd-cryptsetup", b"\x7fELF"),
+            ("usr/lib/dracut/modules.txt", b"crypt"),
+            ("etc/crypttab", crypttab.as_bytes()),
+        ]))
+        .unwrap();
+        assert!(problems(&l, "root=UUID=f ro").is_empty(), "{:?}", problems(&l, "root=UUID=f ro"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod cli_error;
 mod derive;
+mod distro;
 mod docs;
 mod image;
 mod initrd_check;

@@ -15,6 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 mod demo_image;
+mod distro_test;
 mod faults;
 mod fuzz_seeds;
 mod linux;
@@ -47,7 +48,7 @@ enum Invocation {
 }
 
 /// The test sets `cargo xtask test SET` runs on their own.
-const TEST_SETS: [&str; 4] = ["disk", "snp", "tdx", "faults"];
+const TEST_SETS: [&str; 5] = ["disk", "snp", "tdx", "faults", "distro"];
 /// The parts `cargo xtask bench PART` runs on their own.
 const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
 
@@ -122,6 +123,8 @@ fn main() {
         // Only the power-cut tests: SIGKILLs around the seal and the state-disk format, torn
         // header copies.
         Invocation::Test(Some("faults")) => ensure_target().and_then(|()| faults_tests()).map(|_| ()),
+        // Only the Debian systems (initramfs-tools, dracut) booted to multi-user.target.
+        Invocation::Test(Some("distro")) => ensure_target().and_then(|()| distro_tests()),
         Invocation::Test(Some(other)) => Err(anyhow::anyhow!("test set `{other}` is in TEST_SETS but has no runner")),
         Invocation::Demo => demo(),
         Invocation::Bench(part) => bench(part),
@@ -159,6 +162,8 @@ commands:
   test faults only the power-cut tests: QEMU SIGKILLed at each write and flush of the seal
               into veil-boot and of the state-disk format, header copies torn by hand;
               the next boot of each must come up (prints the table)
+  test distro only the Debian 12 systems (initramfs-tools; dracut) built by mmdebstrap, made
+              into disks by veil image build --rootfs and booted to multi-user.target
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -528,6 +533,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     let tdx_model = build_tdx_model_firmware()?;
     tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &tdx_model)?;
     tdx_attest::attestation_tests(&tdx_model)?;
+    distro_tests()?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
@@ -843,6 +849,23 @@ fn faults_tests() -> Result<String> {
     let release = build_firmware()?;
     let disk = fresh_demo_disk("faults-test")?;
     faults::tests(&disk, &release, &dev)
+}
+
+/// Whole Debian systems (initramfs-tools and dracut) from `veil image build --rootfs`, booted
+/// to multi-user.target through the release ROM (broker release, then TPM unseal).
+fn distro_tests() -> Result<()> {
+    let started = std::time::Instant::now();
+    run(cargo().args(["build", "--release", "-p", "veil"]))?;
+    let veil = root().join("target/release/veil");
+    let release = build_firmware()?;
+    let times = distro_test::tests(&veil, &release)?;
+    for (name, first, second) in times {
+        eprintln!(
+            "xtask: distro: {name}: QEMU start to multi-user.target {first:.1} s (broker), {second:.1} s (TPM unseal)"
+        );
+    }
+    eprintln!("xtask: distro tests took {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// The veil-boot volume's LUKS2 header area (16 MiB from 1 MiB into the image) after
@@ -1747,7 +1770,7 @@ mod tests {
         assert_eq!(parse("test snp"), Ok(Invocation::Test(Some("snp"))));
         assert_eq!(parse("bench rom"), Ok(Invocation::Bench(Some("rom"))));
         assert!(parse("build --relase").unwrap_err().contains("takes no arguments"));
-        assert!(parse("test tpm").unwrap_err().contains("known: disk, snp, tdx"));
+        assert!(parse("test tpm").unwrap_err().contains("known: disk, snp, tdx, faults, distro"));
         assert!(parse("bench rom ram").unwrap_err().contains("one too many"));
         assert!(parse("bnech").unwrap_err().contains("unknown command"));
         assert_eq!(parse("fuzz-seeds"), Ok(Invocation::FuzzSeeds));

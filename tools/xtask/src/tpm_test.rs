@@ -156,10 +156,21 @@ impl Swtpm {
 
 /// Boot `rom` with a fresh swtpm process on `state`.
 pub fn boot_with_tpm(rom: &Path, name: &str, state: &Path, args: &[String]) -> Result<qemu::Run> {
+    boot_with_tpm_within(rom, name, state, args, Duration::from_secs(300))
+}
+
+/// As `boot_with_tpm`, killing QEMU after `timeout`.
+pub fn boot_with_tpm_within(
+    rom: &Path,
+    name: &str,
+    state: &Path,
+    args: &[String],
+    timeout: Duration,
+) -> Result<qemu::Run> {
     let tpm = start(state)?;
     let mut all = args.to_vec();
     all.extend(tpm.qemu_args());
-    let r = qemu::boot(rom, name, &all, Duration::from_secs(300));
+    let r = qemu::boot(rom, name, &all, timeout);
     drop(tpm);
     r
 }
@@ -218,6 +229,19 @@ pub fn boot_with_broker(
     broker: &KeyBroker,
     args: &[String],
 ) -> Result<qemu::Run> {
+    boot_with_broker_within(veil, rom, name, state, broker, args, Duration::from_secs(300))
+}
+
+/// As `boot_with_broker`, killing QEMU after `timeout`.
+pub fn boot_with_broker_within(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    state: &Path,
+    broker: &KeyBroker,
+    args: &[String],
+    timeout: Duration,
+) -> Result<qemu::Run> {
     let sock = std::fs::canonicalize(state)?.join("relay.sock");
     let _ = std::fs::remove_file(&sock);
     let mut relay = Command::new(veil)
@@ -228,7 +252,7 @@ pub fn boot_with_broker(
         .context("starting veil kbs relay")?;
     let mut all = args.to_vec();
     all.extend(qemu::relay_console_args(&sock));
-    let r = boot_with_tpm(rom, name, state, &all);
+    let r = boot_with_tpm_within(rom, name, state, &all, timeout);
     let _ = relay.kill();
     let _ = relay.wait();
     r

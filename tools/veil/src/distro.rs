@@ -1,0 +1,369 @@
+//! A distribution's own root for `veil image build --rootfs DIR` without `--kernel`/`--initrd`:
+//! write what the root needs to open `veil-root` with the key veilboot hands over, let the
+//! distribution's own initramfs generator rebuild its initramfs inside the root (chroot), and
+//! take the newest kernel and that initramfs from `DIR/boot`.
+//!
+//! What is written (each file read by the distribution's tools on every regeneration, so a
+//! kernel update inside the image keeps booting):
+//! - `/etc/crypttab`: `veil-root UUID=<LUKS2 UUID> /cryptroot/keyfiles/veil-root.key` and
+//!   [`ROOT_OPTIONS`] (the key path of `agent::handover`); `/etc/fstab`: `/` by the ext4 UUID.
+//! - initramfs-tools: `KEYFILE_PATTERN` in `/etc/cryptsetup-initramfs/conf-hook`, so the
+//!   cryptroot hook keeps the root entry and names its key `/cryptroot/keyfiles/veil-root.key`
+//!   (it would skip a root entry with any other key file); `initramfs` in the crypttab options
+//!   puts the entry in the initramfs also where the build host's `/` is not `veil-root` (a
+//!   chroot); `UMASK=0077` in `/etc/initramfs-tools/conf.d/veilboot`.
+//! - dracut: `/etc/dracut.conf.d/90-veilboot.conf`: the `crypt` module, `/etc/crypttab` in the
+//!   initrd (systemd-cryptsetup-generator reads it there), and a generic initrd (a chroot's
+//!   host devices say nothing of the VM's).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use veil_agent::handover;
+
+/// The initramfs generator a root uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generator {
+    /// Debian's initramfs-tools with cryptsetup-initramfs (`update-initramfs`).
+    InitramfsTools,
+    /// dracut (with systemd in the root: a systemd initrd).
+    Dracut,
+}
+
+impl Generator {
+    fn name(self) -> &'static str {
+        match self {
+            Generator::InitramfsTools => "initramfs-tools (update-initramfs)",
+            Generator::Dracut => "dracut",
+        }
+    }
+}
+
+/// The kernel and initramfs to put in the boot bundle.
+pub struct Prepared {
+    /// The kernel image in `DIR/boot`.
+    pub kernel: PathBuf,
+    /// Its initramfs, just regenerated.
+    pub initrd: PathBuf,
+    /// The kernel command line to boot it with (`root=` added when missing).
+    pub cmdline: String,
+}
+
+fn exists_any(root: &Path, paths: &[&str]) -> bool {
+    paths.iter().any(|p| root.join(p).exists())
+}
+
+/// Which generator `root` has, or why it cannot open a LUKS2 root (naming the package).
+pub fn detect(root: &Path) -> Result<Generator> {
+    let d = root.display();
+    let cryptsetup = exists_any(root, &["usr/sbin/cryptsetup", "sbin/cryptsetup"]);
+    if exists_any(root, &["usr/sbin/update-initramfs", "sbin/update-initramfs"]) {
+        if !root.join("usr/share/initramfs-tools/hooks/cryptroot").exists() {
+            bail!(
+                "{d} cannot unlock a LUKS2 root: its initramfs-tools has no cryptsetup hook; install the package cryptsetup-initramfs in it"
+            );
+        }
+        return Ok(Generator::InitramfsTools);
+    }
+    if exists_any(root, &["usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut"]) {
+        if !cryptsetup || !exists_any(root, &["usr/lib/dracut/modules.d/90crypt", "lib/dracut/modules.d/90crypt"]) {
+            bail!(
+                "{d} cannot unlock a LUKS2 root: dracut's crypt module needs cryptsetup; install the package cryptsetup in it"
+            );
+        }
+        return Ok(Generator::Dracut);
+    }
+    bail!(
+        "{d} has no initramfs generator: install cryptsetup-initramfs (initramfs-tools) or dracut and cryptsetup in it, \
+         or give --kernel and --initrd"
+    )
+}
+
+/// Compare two kernel release strings as versions (runs of digits by value).
+fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (x, y) in ca.iter().zip(cb.iter()) {
+        let ord = match (x, y) {
+            ((true, x), (true, y)) => {
+                let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+                x.len().cmp(&y.len()).then(x.cmp(y))
+            }
+            ((_, x), (_, y)) => x.cmp(y),
+        };
+        if ord != std::cmp::Ordering::Equal {
+            return ord;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+/// The newest kernel in `root/boot` (`vmlinuz-RELEASE`): its release and path.
+pub fn newest_kernel(root: &Path) -> Result<(String, PathBuf)> {
+    let boot = root.join("boot");
+    let mut releases: Vec<String> = std::fs::read_dir(&boot)
+        .with_context(|| format!("reading {}", boot.display()))?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("vmlinuz-")).map(str::to_string))
+        .collect();
+    releases.sort_by(|a, b| compare_versions(a, b));
+    let release = releases.pop().with_context(|| {
+        format!(
+            "no kernel in {} (vmlinuz-*): install a kernel package in the root, e.g. linux-image-cloud-amd64",
+            boot.display()
+        )
+    })?;
+    let path = boot.join(format!("vmlinuz-{release}"));
+    Ok((release, path))
+}
+
+/// The lines of `text` without those `drop` selects, then `add`.
+fn replace_lines(text: &str, drop: impl Fn(&str) -> bool, add: &[String]) -> String {
+    let mut out: String = text.lines().filter(|l| !drop(l)).map(|l| format!("{l}\n")).collect();
+    for l in add {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+fn field(line: &str, n: usize) -> Option<&str> {
+    if line.trim_start().starts_with('#') {
+        return None;
+    }
+    line.split_whitespace().nth(n)
+}
+
+/// The root entry's crypttab options: `luks`; `initramfs` (cryptsetup-initramfs: in the
+/// initramfs even when the build host's `/` is not this volume, as in a chroot);
+/// `x-systemd.device-timeout=0` (systemd: wait for the volume as long as it takes, instead of
+/// failing the root's unit after 90 s on a slow boot; the firmware has found the disk already).
+/// Each family ignores the other's options (with a warning).
+pub const ROOT_OPTIONS: &str = "luks,initramfs,x-systemd.device-timeout=0";
+
+const MARK: &str = "# veilboot: the key is handed over by the firmware in the initramfs, never stored here";
+
+/// Write crypttab, fstab and the generator's hand-over configuration into `root`.
+pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &str) -> Result<()> {
+    let etc = root.join("etc");
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(String::new()) } else { Err(e) })
+    };
+    let crypttab = etc.join("crypttab");
+    let text = read(&crypttab).with_context(|| format!("reading {}", crypttab.display()))?;
+    let entry = format!("{} UUID={luks_uuid} /{} {ROOT_OPTIONS}", handover::ROOT_NAME, handover::ROOT_KEY);
+    let text = replace_lines(&text, |l| l == MARK || field(l, 0) == Some(handover::ROOT_NAME), &[MARK.into(), entry]);
+    std::fs::write(&crypttab, text).with_context(|| format!("writing {}", crypttab.display()))?;
+
+    let fstab = etc.join("fstab");
+    let text = read(&fstab).with_context(|| format!("reading {}", fstab.display()))?;
+    let text = replace_lines(&text, |l| field(l, 1) == Some("/"), &[format!("UUID={fs_uuid} / ext4 defaults 0 1")]);
+    std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
+
+    match generator {
+        Generator::InitramfsTools => {
+            let pattern = format!("/{}/*.key", handover::KEY_DIR);
+            let hook = etc.join("cryptsetup-initramfs/conf-hook");
+            let text = read(&hook).with_context(|| format!("reading {}", hook.display()))?;
+            for l in text.lines() {
+                if let Some(v) = l.trim().strip_prefix("KEYFILE_PATTERN=") {
+                    let v = v.trim_matches('"');
+                    if v != pattern {
+                        bail!(
+                            "{} sets KEYFILE_PATTERN={v}; veilboot needs {pattern} there (cryptsetup-initramfs takes one pattern)",
+                            hook.display()
+                        );
+                    }
+                }
+            }
+            let text = replace_lines(
+                &text,
+                |l| l.trim().starts_with("KEYFILE_PATTERN=") || l == MARK,
+                &[MARK.into(), format!("KEYFILE_PATTERN=\"{pattern}\"")],
+            );
+            std::fs::create_dir_all(hook.parent().expect("a parent"))?;
+            std::fs::write(&hook, text).with_context(|| format!("writing {}", hook.display()))?;
+            let conf = etc.join("initramfs-tools/conf.d/veilboot");
+            std::fs::create_dir_all(conf.parent().expect("a parent"))?;
+            std::fs::write(&conf, format!("{MARK}\nUMASK=0077\n"))?;
+        }
+        Generator::Dracut => {
+            let conf = etc.join("dracut.conf.d/90-veilboot.conf");
+            std::fs::create_dir_all(conf.parent().expect("a parent"))?;
+            std::fs::write(
+                &conf,
+                format!(
+                    "{MARK}\n# crypt: systemd-cryptsetup in the initrd; /etc/crypttab names the key veilboot hands over\nadd_dracutmodules+=\" crypt \"\ninstall_items+=\" /etc/crypttab \"\n# the image boots in a VM, not on the machine that builds it\nhostonly=\"no\"\n"
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuild the initramfs of kernel `release` inside `root` with its own generator, in a chroot
+/// with /proc, /sys and /dev (a private mount namespace: nothing stays mounted afterwards).
+pub fn regenerate(root: &Path, generator: Generator, release: &str) -> Result<PathBuf> {
+    let initrd = format!("/boot/initrd.img-{release}");
+    let command = match generator {
+        Generator::InitramfsTools => {
+            let mode = if root.join(initrd.trim_start_matches('/')).exists() { "-u" } else { "-c" };
+            format!("update-initramfs {mode} -k {release}")
+        }
+        Generator::Dracut => format!("dracut --force {initrd} {release}"),
+    };
+    let script = format!(
+        "set -e; cd \"$1\"; mount -t proc proc proc; mount -t sysfs sysfs sys; mount --rbind /dev dev; \
+         exec chroot . /usr/bin/env PATH=/usr/sbin:/usr/bin:/sbin:/bin {command}"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script, "sh"])
+        .arg(root)
+        .output()
+        .context("running unshare (util-linux) to chroot into the root")?;
+    if !out.status.success() {
+        bail!(
+            "{command} inside {} failed ({}):\n{}{}",
+            root.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let path = root.join(initrd.trim_start_matches('/'));
+    if !path.exists() {
+        bail!("{command} inside {} wrote no {initrd}", root.display());
+    }
+    Ok(path)
+}
+
+/// Everything `veil image build --rootfs DIR` does to a distribution's root before the image
+/// is made. Needs root (chroot).
+pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, cmdline: &str) -> Result<Prepared> {
+    let generator = detect(root)?;
+    // Only root can chroot and mount.
+    if effective_uid() != 0 {
+        bail!(
+            "regenerating the initramfs inside {} needs root (chroot): run veil image build as root, or give --kernel and --initrd",
+            root.display()
+        );
+    }
+    let (release, kernel) = newest_kernel(root)?;
+    eprintln!(
+        "veil: {}: kernel {release}; writing crypttab, fstab and the {} hand-over configuration",
+        root.display(),
+        generator.name()
+    );
+    configure(root, generator, luks_uuid, fs_uuid)?;
+    eprintln!("veil: regenerating the initramfs of {release} inside the root with {}", generator.name());
+    let started = std::time::Instant::now();
+    let initrd = regenerate(root, generator, &release)?;
+    eprintln!(
+        "veil: {} ({} KiB) in {:.1} s",
+        initrd.display(),
+        std::fs::metadata(&initrd)?.len() / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    let cmdline = if cmdline.split_whitespace().any(|w| w.starts_with("root=")) {
+        cmdline.to_string()
+    } else {
+        format!("root=UUID={fs_uuid} ro {cmdline}")
+    };
+    Ok(Prepared { kernel, initrd, cmdline })
+}
+
+/// The effective user id, from /proc (no libc call needed for it).
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Uid:").and_then(|r| r.split_whitespace().nth(1)?.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_compare_as_versions() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_versions("6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64"), Less);
+        assert_eq!(compare_versions("6.10.0-1-amd64", "6.9.0-1-amd64"), Greater);
+        assert_eq!(compare_versions("6.1.0-57-cloud-amd64", "6.1.0-57-cloud-amd64"), Equal);
+    }
+
+    #[test]
+    fn newest_kernel_and_missing_packages() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("boot")).unwrap();
+        let err = newest_kernel(root).unwrap_err().to_string();
+        assert!(err.contains("linux-image-cloud-amd64"), "{err}");
+        for r in ["6.1.0-9-cloud-amd64", "6.1.0-10-cloud-amd64", "5.10.0-30-amd64"] {
+            std::fs::write(root.join(format!("boot/vmlinuz-{r}")), b"").unwrap();
+        }
+        assert_eq!(newest_kernel(root).unwrap().0, "6.1.0-10-cloud-amd64");
+
+        let err = detect(root).unwrap_err().to_string();
+        assert!(err.contains("cryptsetup-initramfs") && err.contains("dracut"), "{err}");
+        std::fs::create_dir_all(root.join("usr/sbin")).unwrap();
+        std::fs::write(root.join("usr/sbin/update-initramfs"), b"").unwrap();
+        let err = detect(root).unwrap_err().to_string();
+        assert!(err.contains("install the package cryptsetup-initramfs"), "{err}");
+        std::fs::create_dir_all(root.join("usr/share/initramfs-tools/hooks")).unwrap();
+        std::fs::write(root.join("usr/share/initramfs-tools/hooks/cryptroot"), b"").unwrap();
+        assert_eq!(detect(root).unwrap(), Generator::InitramfsTools);
+    }
+
+    #[test]
+    fn configuration_is_idempotent_and_keeps_other_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc/cryptsetup-initramfs")).unwrap();
+        std::fs::write(
+            root.join("etc/crypttab"),
+            "# <target name> <source device> <key file> <options>\nswap /dev/vdc /dev/urandom swap\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("etc/fstab"), "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n/dev/vda1 / ext4 defaults 0 1\n")
+            .unwrap();
+        std::fs::write(root.join("etc/cryptsetup-initramfs/conf-hook"), "#KEYFILE_PATTERN=\n").unwrap();
+        for _ in 0..2 {
+            configure(
+                root,
+                Generator::InitramfsTools,
+                "11111111-2222-4333-8444-555555555555",
+                "66666666-7777-4888-9999-aaaaaaaaaaaa",
+            )
+            .unwrap();
+        }
+        let crypttab = std::fs::read_to_string(root.join("etc/crypttab")).unwrap();
+        assert!(crypttab.contains("swap /dev/vdc /dev/urandom swap\n"));
+        assert_eq!(crypttab.matches("veil-root UUID=11111111-2222-4333-8444-555555555555 /cryptroot/keyfiles/veil-root.key luks,initramfs,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
+        let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
+        assert!(
+            !fstab.contains("/dev/vda1") && fstab.contains("UUID=66666666-7777-4888-9999-aaaaaaaaaaaa / ext4"),
+            "{fstab}"
+        );
+        let hook = std::fs::read_to_string(root.join("etc/cryptsetup-initramfs/conf-hook")).unwrap();
+        assert_eq!(hook.matches("\nKEYFILE_PATTERN=\"/cryptroot/keyfiles/*.key\"\n").count(), 1, "{hook}");
+        std::fs::write(root.join("etc/cryptsetup-initramfs/conf-hook"), "KEYFILE_PATTERN=/etc/keys/*\n").unwrap();
+        let err = configure(root, Generator::InitramfsTools, "u", "f").unwrap_err().to_string();
+        assert!(err.contains("KEYFILE_PATTERN=/etc/keys/*"), "{err}");
+    }
+}

@@ -1,0 +1,283 @@
+//! `cargo xtask test distro`: whole Debian 12 systems, built from Debian's archive by
+//! mmdebstrap with their own kernel, systemd and initramfs generator (initramfs-tools with
+//! cryptsetup-initramfs; dracut, a systemd initrd), made into disks by
+//! `veil image build --rootfs` alone and booted through the release ROM with swtpm to
+//! systemd's multi-user.target: the first boot released by `veil kbs serve` (and sealed), the
+//! second unsealed locally. A unit on the root prints what `/` is mounted from and every key
+//! file it can find on any mounted filesystem, then powers off; the serial log must carry no
+//! key. The roots are cached under target/distro (their name holds a digest of the recipe, so
+//! a new package set builds anew and a second run builds nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{ensure_package, key_material, qemu, root, run, scan_for_keys, tpm_test};
+
+/// How long one boot to multi-user.target may take under TCG (about a minute on an idle
+/// 2-core machine; many times that when the machine is shared).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+
+/// What the unit on the root prints once multi-user.target is reached.
+pub const MARKER: &str = "VEILBOOT DISTRO OK";
+/// ... and the key files it found on the mounted filesystems.
+const KEYFILES: &str = "VEILBOOT KEYFILES:";
+
+/// The two test systems.
+#[derive(Clone, Copy)]
+pub enum Flavour {
+    /// Debian 12 with initramfs-tools and cryptsetup-initramfs.
+    InitramfsTools,
+    /// Debian 12 with dracut (systemd in the initrd) and cryptsetup.
+    Dracut,
+}
+
+impl Flavour {
+    /// Short name (directories, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::InitramfsTools => "initramfs-tools",
+            Flavour::Dracut => "dracut",
+        }
+    }
+
+    /// The packages beside the minbase variant: the least that boots to multi-user.target
+    /// from a LUKS2 root.
+    fn packages(self) -> &'static str {
+        match self {
+            Flavour::InitramfsTools => "linux-image-cloud-amd64,systemd,systemd-sysv,udev,cryptsetup-initramfs",
+            Flavour::Dracut => "linux-image-cloud-amd64,systemd,systemd-sysv,udev,dracut,cryptsetup",
+        }
+    }
+}
+
+/// mmdebstrap's arguments for `flavour` (the tarball path follows).
+fn recipe(flavour: Flavour) -> Vec<String> {
+    let mut a: Vec<String> = vec!["--variant=minbase".into(), format!("--include={}", flavour.packages())];
+    // Documentation is no use in a test system: a smaller root is a faster image.
+    for p in ["/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*"] {
+        a.push(format!("--dpkgopt=path-exclude={p}"));
+    }
+    a.push("bookworm".into());
+    a
+}
+
+/// The cached root of `flavour` (a tarball mmdebstrap wrote), built when missing.
+pub fn cached_root(flavour: Flavour) -> Result<PathBuf> {
+    use sha2::Digest;
+    let args = recipe(flavour);
+    let digest = hex::encode(&sha2::Sha256::digest(args.join("\n").as_bytes())[..6]);
+    let dir = root().join("target/distro");
+    std::fs::create_dir_all(&dir)?;
+    let tar = dir.join(format!("debian-12-{}-{digest}.tar", flavour.name()));
+    if tar.exists() {
+        eprintln!("xtask: distro: {} root cached in {}", flavour.name(), tar.display());
+        return Ok(tar);
+    }
+    ensure_package("mmdebstrap", "mmdebstrap")?;
+    eprintln!("xtask: distro: building the Debian 12 {} root with mmdebstrap ({})", flavour.name(), flavour.packages());
+    let started = Instant::now();
+    let partial = tar.with_extension("tar.partial");
+    let _ = std::fs::remove_file(&partial);
+    run(Command::new("mmdebstrap").args(&args).arg(&partial).stdout(std::process::Stdio::null()))?;
+    std::fs::rename(&partial, &tar)?;
+    eprintln!("xtask: distro: {} root built in {:.0} s", flavour.name(), started.elapsed().as_secs_f64());
+    Ok(tar)
+}
+
+/// The unit that reports from the booted system, and its script.
+const MARKER_UNIT: &str = "[Unit]
+Description=veilboot test: report the root and any key file left, then power off
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/veil-test-report
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const MARKER_SCRIPT: &str = r#"#!/bin/sh
+# Every mounted filesystem but /proc and /sys, searched for the key files the firmware hands over.
+left=$(find / \( -path /proc -o -path /sys \) -prune -o \( -name 'veil-*.key' -o -name root.key -o -name state.key -o -path /cryptroot \) -print 2>/dev/null | tr '\n' ' ')
+echo "VEILBOOT DISTRO OK multi-user.target=$(systemctl is-active multi-user.target) root=$(findmnt -n -o SOURCE,FSTYPE /) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
+echo "VEILBOOT KEYFILES: ${left:-none}" > /dev/ttyS0
+echo "VEILBOOT MOUNTS: $(findmnt -rn -o TARGET,FSTYPE | tr '\n' ' ')" > /dev/ttyS0
+echo "VEILBOOT FAILED UNITS: $(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/ttyS0
+systemctl poweroff
+"#;
+
+/// Unpack the cached root of `flavour` into `dir`/root and add the reporting unit.
+fn fresh_root(flavour: Flavour, dir: &Path) -> Result<PathBuf> {
+    let tar = cached_root(flavour)?;
+    let rootfs = dir.join("root");
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs)?;
+    }
+    std::fs::create_dir_all(&rootfs)?;
+    run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&rootfs))?;
+    use std::os::unix::fs::PermissionsExt;
+    let script = rootfs.join("usr/local/sbin/veil-test-report");
+    std::fs::create_dir_all(script.parent().unwrap())?;
+    std::fs::write(&script, MARKER_SCRIPT)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::write(rootfs.join("etc/systemd/system/veil-test-report.service"), MARKER_UNIT)?;
+    let wants = rootfs.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants)?;
+    let link = wants.join("veil-test-report.service");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("/etc/systemd/system/veil-test-report.service", link)?;
+    Ok(rootfs)
+}
+
+/// A Debian system of `flavour` on an encrypted disk, made by `veil image build --rootfs`.
+pub struct DistroDisk {
+    /// Where everything of this system lives.
+    pub dir: PathBuf,
+    /// The master secret.
+    pub secret: PathBuf,
+    /// The disk image.
+    pub image: PathBuf,
+    /// A blank state disk.
+    pub state: PathBuf,
+}
+
+/// Build the disk of `flavour` in target/distro/`flavour`.
+pub fn build_disk(veil: &Path, flavour: Flavour) -> Result<DistroDisk> {
+    ensure_package("mke2fs", "e2fsprogs")?;
+    // Everything of an earlier run goes (the cached roots live one level up).
+    let dir = root().join("target/distro").join(flavour.name());
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let rootfs = fresh_root(flavour, &dir)?;
+    let secret = dir.join("constellation-mastersecret.json");
+    let _ = std::fs::remove_file(&secret);
+    run(Command::new(veil).args(["secret", "new", "--out"]).arg(&secret))?;
+    let image = dir.join("disk.img");
+    let _ = std::fs::remove_file(&image);
+    eprintln!("xtask: distro: veil image build --rootfs for the {} system", flavour.name());
+    let started = Instant::now();
+    run(Command::new(veil)
+        .args(["image", "build", "--rootfs"])
+        .arg(&rootfs)
+        .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
+        .arg("--secret")
+        .arg(&secret)
+        .arg("--out")
+        .arg(&image)
+        .arg("--force"))?;
+    eprintln!("xtask: distro: {} disk built in {:.0} s", flavour.name(), started.elapsed().as_secs_f64());
+    // The root was configured in place; its copy is in the image now.
+    std::fs::remove_dir_all(&rootfs)?;
+    let state = dir.join("state.img");
+    std::fs::write(&state, vec![0u8; 64 << 20])?;
+    Ok(DistroDisk { dir, secret, image, state })
+}
+
+/// QEMU arguments for the system disk and the state disk.
+pub fn disk_args(d: &DistroDisk) -> Vec<String> {
+    [
+        "-m".to_string(),
+        "512M".into(),
+        "-drive".into(),
+        format!("if=none,id=d0,format=raw,file={}", d.image.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d0".into(),
+        "-drive".into(),
+        format!("if=none,id=d1,format=raw,file={}", d.state.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d1".into(),
+    ]
+    .to_vec()
+}
+
+/// Check one boot of a distribution system: multi-user.target reached on the dm-crypt root,
+/// no key file left on any mounted filesystem, no key in the log.
+pub fn check_boot(r: &qemu::Run, keys: &[(String, Vec<u8>)]) -> Result<()> {
+    r.expect("stage=handoff")?.expect(MARKER)?;
+    let line = r.log.lines().find(|l| l.contains(MARKER)).unwrap_or_default();
+    if !line.contains("multi-user.target=active") || !line.contains("root=/dev/mapper/veil-root ext4") {
+        bail!("the system did not reach multi-user.target on the dm-crypt root: {line} (log {})", r.log_path.display());
+    }
+    let left = r.log.lines().find_map(|l| l.split_once(KEYFILES).map(|(_, v)| v.trim().to_string()));
+    if left.as_deref() != Some("none") {
+        bail!("key files left after switch_root: {left:?} (log {})", r.log_path.display());
+    }
+    // A unit that opens or mounts a volume must not have failed; others (a journald or getty
+    // start timed out on a starved TCG host) are reported, not fatal.
+    let failed = r.log.lines().find_map(|l| l.split_once("VEILBOOT FAILED UNITS:").map(|(_, v)| v.trim().to_string()));
+    let failed = failed.context("the report has no list of failed units")?;
+    if failed.split_whitespace().any(|u| u.contains("cryptsetup") || u.ends_with(".mount")) {
+        bail!("a volume's unit failed on the way to multi-user.target: {failed} (log {})", r.log_path.display());
+    }
+    if !failed.is_empty() {
+        eprintln!("xtask: distro: units that failed (not volumes): {failed}");
+    }
+    scan_for_keys(&format!("serial log {}", r.log_path.display()), r.log.as_bytes(), keys)
+}
+
+/// The state disk's key, once the firmware formatted it.
+fn state_key(veil: &Path, d: &DistroDisk) -> Result<(String, Vec<u8>)> {
+    let uuid = String::from_utf8_lossy(&Command::new("cryptsetup").arg("luksUUID").arg(&d.state).output()?.stdout)
+        .trim()
+        .to_string();
+    let out =
+        Command::new(veil).args(["derive", "disk-key", "--secret"]).arg(&d.secret).args(["--uuid", &uuid]).output()?;
+    Ok(("state disk key".into(), hex::decode(String::from_utf8_lossy(&out.stdout).trim()).context("veil derive")?))
+}
+
+/// Build and boot both systems through `release` with swtpm: released by the broker and
+/// sealed, then unsealed locally. Returns the boot times (flavour, first, second) in seconds
+/// from QEMU's start to the marker.
+pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)>> {
+    tpm_test::ensure_tools()?;
+    let mut times = Vec::new();
+    for flavour in [Flavour::InitramfsTools, Flavour::Dracut] {
+        let d = build_disk(veil, flavour)?;
+        let mut keys = key_material(veil, &d.secret, &d.image)?;
+        let tpm = d.dir.join("tpm");
+        tpm_test::provision(&tpm)?;
+        let broker = tpm_test::start_broker(veil, release, &d.image, &d.secret, &d.dir)?;
+        eprintln!("xtask: distro: {}: first boot, released by veil kbs serve and sealed", flavour.name());
+        let started = Instant::now();
+        let first = tpm_test::boot_with_broker_within(
+            veil,
+            release,
+            &format!("distro-{}-first", flavour.name()),
+            &tpm,
+            &broker,
+            &disk_args(&d),
+            BOOT_TIMEOUT,
+        )?;
+        let t1 = started.elapsed().as_secs_f64();
+        drop(broker);
+        first
+            .expect("kbs: the broker verified the TPM quote and released the master secret")?
+            .expect("tpm: sealed the master secret to SHA-256 PCRs")?;
+        keys.push(state_key(veil, &d)?);
+        check_boot(&first, &keys)?;
+        eprintln!("xtask: distro: {}: second boot, unsealed with the TPM", flavour.name());
+        let started = Instant::now();
+        let second = tpm_test::boot_with_tpm_within(
+            release,
+            &format!("distro-{}-second", flavour.name()),
+            &tpm,
+            &disk_args(&d),
+            BOOT_TIMEOUT,
+        )?;
+        let t2 = started.elapsed().as_secs_f64();
+        second.expect("tpm: master secret unsealed from veil-boot token")?;
+        check_boot(&second, &keys)?;
+        eprintln!(
+            "xtask: distro: {}: multi-user.target in {t1:.0} s (first boot) and {t2:.0} s (second)",
+            flavour.name()
+        );
+        times.push((flavour.name(), t1, t2));
+    }
+    Ok(times)
+}
