@@ -69,6 +69,8 @@ pub mod keys;
 pub mod linux;
 pub mod luks2;
 pub mod memmap;
+#[cfg(feature = "std")]
+pub mod pki;
 pub mod snp;
 pub mod statedisk;
 pub mod tdx;

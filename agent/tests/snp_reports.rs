@@ -4,7 +4,8 @@
 mod common;
 
 use common::testdata;
-use veil_agent::snp::verify::{Product, verify_report};
+use veil_agent::snp::evidence::CertType;
+use veil_agent::snp::verify::{Product, SnpPolicy, verify_snp};
 
 fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
     // Line ends may be LF or CRLF.
@@ -15,6 +16,17 @@ fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A time within every real VCEK's validity (the Genoa VCEK was issued 2025-08-07).
+fn at() -> u64 {
+    veil_agent::tdx::collateral::parse_time("2025-09-01T00:00:00Z").unwrap()
+}
+
+/// No AMD CRL is in the test data: the real chains are checked with missing CRLs allowed (the
+/// CRL path is tested with the test PKI in snp_forged.rs).
+fn real() -> SnpPolicy {
+    SnpPolicy { allow_missing_crl: true, ..SnpPolicy::default() }
+}
+
 #[test]
 fn real_milan_reports_verify_and_tampering_refuses() {
     let Some(dir) = testdata("snp/reports") else { return };
@@ -22,26 +34,26 @@ fn real_milan_reports_verify_and_tampering_refuses() {
     let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
     let vcek = std::fs::read(virtee.join("vcek_milan.der")).unwrap();
     let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
-    let (ask, ark) = (&chain[0], &chain[1]);
-    let parsed = verify_report(&report, &vcek, ask, ark, Product::Milan).unwrap();
-    assert_eq!(parsed.version, 2);
+    let certs = |vcek: &[u8], ask: &[u8], ark: &[u8]| {
+        vec![(CertType::Vcek, vcek.to_vec()), (CertType::Ask, ask.to_vec()), (CertType::Ark, ark.to_vec())]
+    };
+    let milan = certs(&vcek, &chain[0], &chain[1]);
+    verify_snp(&report, &milan, &real(), at()).unwrap();
     // Upstream's negative case: bit 7 of byte 21 (inside the signed part).
     let mut flipped = report.clone();
     flipped[21] ^= 0x80;
-    assert!(verify_report(&flipped, &vcek, ask, ark, Product::Milan).is_err());
-    // The Milan chain is not Genoa's root.
-    assert_eq!(
-        verify_report(&report, &vcek, ask, ark, Product::Genoa).unwrap_err(),
-        "the ARK is not AMD's Genoa root key"
-    );
+    assert!(verify_snp(&flipped, &milan, &real(), at()).is_err());
 
     let google = dir.join("go-sev-guest-milan");
     let report2 = std::fs::read(google.join("attestation.bin")).unwrap();
     let vcek2 = std::fs::read(google.join("vcek.testcer")).unwrap();
     let chain2 = pem_blocks(&std::fs::read(google.join("milan.testcer")).unwrap());
-    verify_report(&report2, &vcek2, &chain2[0], &chain2[1], Product::Milan).unwrap();
+    let e = verify_snp(&report2, &certs(&vcek2, &chain2[0], &chain2[1]), &real(), at()).unwrap_err();
+    // Its chain and signature hold; the guest was launched with DEBUG allowed.
+    assert!(e.contains("allows debugging"), "{e}");
     // A report checked with another chip's VCEK does not verify.
-    assert!(verify_report(&report2, &vcek, ask, ark, Product::Milan).is_err());
+    let e = verify_snp(&report2, &milan, &real(), at()).unwrap_err();
+    assert!(e.contains("signature does not verify"), "{e}");
 }
 
 /// The firmware's no_std JSON of a report equals virtee/sev's serde form of the same bytes
@@ -82,8 +94,6 @@ fn evidence_json_equals_sev_serde() {
 /// policy, VMPL, measurement; one flipped signed byte anywhere refuses.
 #[test]
 fn real_reports_pass_the_full_verification() {
-    use veil_agent::snp::evidence::CertType;
-    use veil_agent::snp::verify::{SnpPolicy, verify_snp};
     let Some(dir) = testdata("snp/reports") else { return };
     let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
     let virtee = dir.join("virtee-sev-milan");
@@ -98,18 +108,18 @@ fn real_reports_pass_the_full_verification() {
     let evidence = veil_agent::snp::evidence::evidence_json(&report, Some(&milan)).unwrap();
     let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence.into()).unwrap();
     assert_eq!((raw.as_slice(), carried.as_slice()), (report.as_slice(), milan.as_slice()));
-    let v = verify_snp(&report, &milan, &SnpPolicy::default()).unwrap();
+    let v = verify_snp(&report, &milan, &real(), at()).unwrap();
     assert!(v.checks[0].contains("AMD's Milan root key"), "{:?}", v.checks);
     assert!(v.checks.iter().any(|c| c.starts_with("TCB: ")), "{:?}", v.checks);
     let measurement: [u8; 48] = report[0x90..0xC0].try_into().unwrap();
-    let pinned = SnpPolicy { measurements: vec![measurement], ..SnpPolicy::default() };
-    assert!(verify_snp(&report, &milan, &pinned).is_ok());
-    let other = SnpPolicy { measurements: vec![[0u8; 48]], ..SnpPolicy::default() };
-    assert!(verify_snp(&report, &milan, &other).unwrap_err().contains("not among the reference values"));
-    for at in [0x00, 0x08, 0x50, 0x90, 0x180, 0x1A0, 0x29F] {
+    let pinned = SnpPolicy { measurements: vec![measurement], ..real() };
+    assert!(verify_snp(&report, &milan, &pinned, at()).is_ok());
+    let other = SnpPolicy { measurements: vec![[0u8; 48]], ..real() };
+    assert!(verify_snp(&report, &milan, &other, at()).unwrap_err().contains("not among the reference values"));
+    for offset in [0x00, 0x08, 0x50, 0x90, 0x180, 0x1A0, 0x29F] {
         let mut flipped = report.clone();
-        flipped[at] ^= 1;
-        assert!(verify_snp(&flipped, &milan, &SnpPolicy::default()).is_err(), "byte {at:#x} flipped verified");
+        flipped[offset] ^= 1;
+        assert!(verify_snp(&flipped, &milan, &real(), at()).is_err(), "byte {offset:#x} flipped verified");
     }
 
     // Genoa, report version 5, under Oak stage0, with AMD's Genoa chain.
@@ -120,24 +130,31 @@ fn real_reports_pass_the_full_verification() {
         (CertType::Ark, std::fs::read(certs.join("genoa-ark.pem")).unwrap()),
     ];
     let report5 = std::fs::read(oak.join("report.bin")).unwrap();
-    let v = verify_snp(&report5, &genoa, &SnpPolicy::default()).unwrap();
+    let v = verify_snp(&report5, &genoa, &real(), at()).unwrap();
     assert!(v.checks[0].contains("AMD's Genoa root key"), "{:?}", v.checks);
     // Milan's chain for a Genoa report: refused.
-    assert!(verify_snp(&report5, &milan, &SnpPolicy::default()).is_err());
+    assert!(verify_snp(&report5, &milan, &real(), at()).is_err());
     // The Genoa report's own chip with the Milan VCEK: refused.
     let mixed = vec![milan[0].clone(), genoa[1].clone(), genoa[2].clone()];
-    assert!(verify_snp(&report5, &mixed, &SnpPolicy::default()).is_err());
+    assert!(verify_snp(&report5, &mixed, &real(), at()).is_err());
 }
 
 /// AMD's Turin chain (virtee/sev's VCEK, ASK and ARK) verifies; the Milan ARK does not sign it.
 #[test]
 fn the_turin_chain_verifies() {
+    use veil_agent::pki::Crls;
     use veil_agent::snp::verify::verify_chain;
     let Some(dir) = testdata("snp/reports/virtee-sev-turin-vcek") else { return };
     let chain = pem_blocks(&std::fs::read(dir.join("cert_chain_turin.pem")).unwrap());
     let vcek = std::fs::read(dir.join("vcek_turin.der")).unwrap();
-    assert_eq!(verify_chain(&vcek, &chain[0], &chain[1]), Ok(Product::Turin));
+    let ok = verify_chain(&vcek, &chain[0], &chain[1], at(), &[], Crls::AllowMissing);
+    assert_eq!(ok, Ok(Product::Turin));
+    let e = verify_chain(&vcek, &chain[0], &chain[1], at(), &[], Crls::Required).unwrap_err();
+    assert!(e.contains("no CRL"), "{e}");
+    let before = veil_agent::tdx::collateral::parse_time("2024-01-01T00:00:00Z").unwrap();
+    let e = verify_chain(&vcek, &chain[0], &chain[1], before, &[], Crls::AllowMissing).unwrap_err();
+    assert!(e.contains("not yet valid"), "{e}");
     let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
     let milan_ark = std::fs::read(certs.join("milan-ark.pem")).unwrap();
-    assert!(verify_chain(&vcek, &chain[0], &milan_ark).is_err());
+    assert!(verify_chain(&vcek, &chain[0], &milan_ark, at(), &[], Crls::AllowMissing).is_err());
 }

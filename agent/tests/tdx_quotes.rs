@@ -65,21 +65,33 @@ fn quotes_verify_to_their_pck_key_and_a_changed_byte_refuses() {
     assert_eq!(quote::parse(&not_tdx).unwrap_err(), "not a TDX quote (TEE type is not 0x81)");
 }
 
-/// The PCK chain of a real production quote (go-tdx-guest's SPR E4) verifies up to Intel's SGX
-/// root CA, and its PCK key verifies the quote's signatures; against another root it refuses.
+/// The PCK chain of a real production quote (go-tdx-guest's SPR E4) validates up to Intel's SGX
+/// root CA with the root CA CRL and PCK CRL published with it (at their validity), and its PCK
+/// key verifies the quote's signatures; against another root, without its CRLs, or after the
+/// CRLs' nextUpdate it refuses.
 #[test]
 fn a_real_pck_chain_reaches_intels_root() {
-    use veil_agent::tdx::pck::verify_pck_chain;
+    use veil_agent::pki::Crls;
+    use veil_agent::tdx::pck::{PCK_PROFILE, p256_key_of, verify_chain};
     let Some(dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
     let root = std::fs::read(dir.join("trusted_root.pem")).unwrap();
     let q = quote::parse(&std::fs::read(dir.join("tdx_prod_quote_SPR_E4.dat")).unwrap()).unwrap();
-    let pck = verify_pck_chain(&q, &root).unwrap();
-    q.verify_signatures(&pck).unwrap();
+    let crls = vec![std::fs::read(dir.join("rootcrl.der")).unwrap(), std::fs::read(dir.join("pckcrl")).unwrap()];
+    let at = veil_agent::tdx::collateral::parse_time("2023-06-10T00:00:00Z").unwrap();
+    let chain = verify_chain(&q.certification.1, &root, at, &crls, Crls::Required, &PCK_PROFILE).unwrap();
+    assert_eq!(chain.len(), 3);
+    q.verify_signatures(&p256_key_of(&chain[0]).unwrap()).unwrap();
+    let e = verify_chain(&q.certification.1, &root, at, &crls[..1], Crls::Required, &PCK_PROFILE).unwrap_err();
+    assert!(e.contains("no CRL of its issuer covers"), "{e}");
+    verify_chain(&q.certification.1, &root, at, &crls[..1], Crls::AllowMissing, &PCK_PROFILE).unwrap();
+    let late = veil_agent::tdx::collateral::parse_time("2023-08-01T00:00:00Z").unwrap();
+    let e = verify_chain(&q.certification.1, &root, late, &crls, Crls::Required, &PCK_PROFILE).unwrap_err();
+    assert!(e.contains("past its nextUpdate"), "{e}");
     let Some(amd) = testdata("snp/certs/amd-ark-ask") else { return };
     let other_root = std::fs::read(amd.join("milan-ark.pem")).unwrap();
     assert_eq!(
-        verify_pck_chain(&q, &other_root).unwrap_err(),
-        "the PCK chain does not end at the pinned Intel SGX root CA"
+        verify_chain(&q.certification.1, &other_root, at, &crls, Crls::Required, &PCK_PROFILE).unwrap_err(),
+        "the chain does not end at the pinned Intel SGX root CA"
     );
 }
 
@@ -89,6 +101,7 @@ fn a_real_pck_chain_reaches_intels_root() {
 /// nextUpdate, another platform's collateral and another root refuse.
 #[test]
 fn real_quotes_get_their_tcb_status_from_collateral() {
+    use veil_agent::pki::Crls;
     use veil_agent::tdx::collateral::{self, Collateral};
     let Some(dir) = testdata("tdx/quotes/dcap-qvl") else { return };
     let Some(root_dir) = testdata("tdx/quotes/go-tdx-guest") else { return };
@@ -103,7 +116,7 @@ fn real_quotes_get_their_tcb_status_from_collateral() {
     };
     let good = load("tdx_quote_collateral.json");
     let quote = std::fs::read(dir.join("tdx_quote")).unwrap();
-    let (_, v) = collateral::verify(&quote, &good, &root, at(&good)).unwrap();
+    let (_, v) = collateral::verify(&quote, &good, &root, at(&good), Crls::Required).unwrap();
     assert_eq!(v.status, "UpToDate", "{v:?}");
     assert!(v.advisory_ids.is_empty(), "{v:?}");
 
@@ -112,21 +125,23 @@ fn real_quotes_get_their_tcb_status_from_collateral() {
     // Its PCK certificate's SGX components (SEAMLDR ACM SVN 3) are below every level Intel
     // lists (5): no level matches, the TCB is not supported (upstream reaches UpToDate only by
     // inserting a permissive level).
-    let (_, v) = collateral::verify(&outdated, &old, &root, at(&old)).unwrap();
+    let (_, v) = collateral::verify(&outdated, &old, &root, at(&old), Crls::Required).unwrap();
     assert_eq!(v.status, collateral::NOT_SUPPORTED, "{v:?}");
 
     let mut flipped = quote.clone();
     flipped[200] ^= 1; // inside the TD report body, signed by the attestation key
-    assert!(collateral::verify(&flipped, &good, &root, at(&good)).unwrap_err().contains("does not verify"));
+    assert!(
+        collateral::verify(&flipped, &good, &root, at(&good), Crls::Required).unwrap_err().contains("does not verify")
+    );
     let next: serde_json::Value = serde_json::from_str(&good.tcb_info).unwrap();
     let expired = collateral::parse_time(next["nextUpdate"].as_str().unwrap()).unwrap() + 1;
-    let e = collateral::verify(&quote, &good, &root, expired).unwrap_err();
-    assert!(e.contains("expired") || e.contains("not valid at the verification time"), "{e}");
-    let e = collateral::verify(&quote, &old, &root, at(&old)).unwrap_err();
+    let e = collateral::verify(&quote, &good, &root, expired, Crls::Required).unwrap_err();
+    assert!(e.contains("expired") || e.contains("past its nextUpdate"), "{e}");
+    let e = collateral::verify(&quote, &old, &root, at(&old), Crls::Required).unwrap_err();
     assert!(e.contains("FMSPC") || e.contains("signature"), "{e}");
     let Some(amd) = testdata("snp/certs/amd-ark-ask") else { return };
     let other_root = std::fs::read(amd.join("milan-ark.pem")).unwrap();
-    assert!(collateral::verify(&quote, &good, &other_root, at(&good)).is_err());
+    assert!(collateral::verify(&quote, &good, &other_root, at(&good), Crls::Required).is_err());
 }
 
 /// The built-in Intel SGX root CA is the one Intel publishes (go-tdx-guest's copy).

@@ -410,17 +410,19 @@ pub fn check_attestation(
     let attestation: kbs_types::Attestation =
         serde_json::from_slice(body).map_err(|e| format!("the attestation is not a KBS Attestation: {e}"))?;
     let key = attested_key(s, &attestation)?;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .map_err(|_| String::from("the broker's clock is before 1970"))
+    };
     if s.tee == kbs_types::Tee::Snp {
         let policy = config.snp.as_ref().ok_or("this broker does not verify snp evidence")?;
-        return check_snp(policy, &attestation).map(|log| (key, log));
+        return check_snp(policy, &attestation, now()?).map(|log| (key, log));
     }
     if s.tee == kbs_types::Tee::Tdx {
         let policy = config.tdx.as_ref().ok_or("this broker does not verify tdx evidence")?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| "the broker's clock is before 1970")?
-            .as_secs();
-        return check_tdx(policy, &attestation, now).map(|log| (key, log));
+        return check_tdx(policy, &attestation, now()?).map(|log| (key, log));
     }
     let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(&primary.into())?;
@@ -434,9 +436,13 @@ pub fn check_attestation(
 /// SEV-SNP evidence: the report verified (agent::snp::verify) and bound to this session's
 /// runtime data the way Trustee binds it for `snp` (SHA-384 of the JCS form, zero-padded to
 /// 64 bytes).
-fn check_snp(policy: &crate::snp::verify::SnpPolicy, attestation: &kbs_types::Attestation) -> Result<String, String> {
+pub fn check_snp(
+    policy: &crate::snp::verify::SnpPolicy,
+    attestation: &kbs_types::Attestation,
+    now: u64,
+) -> Result<String, String> {
     let (raw, certs) = crate::snp::verify::from_evidence(&attestation.tee_evidence.primary_evidence)?;
-    let verified = crate::snp::verify::verify_snp(&raw, &certs, policy)?;
+    let verified = crate::snp::verify::verify_snp(&raw, &certs, policy, now)?;
     // HOST_DATA: the digest of the init-data the firmware sent (Trustee's rule), when it sent
     // one; a launch that carries HOST_DATA without it is refused.
     let host_data = &raw[0xC0..0xE0];
@@ -668,6 +674,8 @@ mod tests {
                 .unwrap(),
                 allowed_status: vec![String::from("UpToDate")],
                 reference: None,
+                allow_missing_crl: false,
+                allow_service_td: false,
             });
             let request = format!(r#"{{"version":"0.4.0","tee":"{tee}","extra-params":{{}}}}"#);
             let auth = |b: &Broker| {

@@ -3,16 +3,20 @@
 //! QE identity as the exact JSON Intel signed, their ECDSA signatures in hex, the issuer
 //! chains in PEM). [`verify`] checks, at a given time:
 //!
-//! 1. the quote's PCK certificate chain up to the pinned Intel SGX root CA, each certificate
-//!    within its validity, and the quote's signatures to the PCK key;
-//! 2. the TCB info and the QE identity: signed by Intel's TCB signing certificate (chained to
-//!    the same root), within issueDate..nextUpdate;
-//! 3. the quoting enclave: its report's MRSIGNER, ISVPRODID, MISCSELECT and ATTRIBUTES as the QE
-//!    identity says, its ISVSVN's TCB level;
+//! 1. the quote's PCK certificate chain up to the pinned Intel SGX root CA with Intel's
+//!    profile, each certificate within its validity and not revoked by the root CA CRL or the
+//!    PCK CRL (`pck::verify_chain`, rustls-webpki), and the quote's signatures to the PCK key;
+//! 2. the TCB info and the QE identity: signed by Intel's TCB signing certificate (issued by
+//!    the same root, not revoked), within issueDate..nextUpdate;
+//! 3. the quoting enclave: Intel's QE vendor ID in the quote header; its report's MRSIGNER
+//!    (exactly), ISVPRODID, MISCSELECT and ATTRIBUTES as the QE identity says, its ISVSVN's TCB
+//!    level;
 //! 4. the platform: FMSPC and PCE-ID of the PCK certificate's SGX extensions equal the TCB
 //!    info's, then the first TCB level whose SGX components and PCESVN the PCK certificate
-//!    meets and whose TDX components the quote's TEE_TCB_SVN meets; for a TDX module of major
-//!    version > 0, its identity (MRSIGNER_SEAM, ISVSVN) in `tdxModuleIdentities`;
+//!    meets and whose TDX components the quote's TEE_TCB_SVN meets (a TD report 1.5's current
+//!    TEE_TCB_SVN2 must meet a level too); the TDX module's identity as Intel's QVL checks it:
+//!    MRSIGNER_SEAM and SEAM_ATTRIBUTES against the TCB info's `tdxModule` for major version 0,
+//!    against `tdxModuleIdentities` "TDX_<major>" (with its ISVSVN levels) above;
 //!
 //! and combines the three TCB statuses into one (the QE's or the module's OutOfDate makes an
 //! UpToDate platform OutOfDate), with the advisories. The operator decides which statuses to
@@ -27,6 +31,7 @@ use serde::Deserialize;
 
 use super::pck;
 use super::quote::Quote;
+use crate::pki::Crls;
 
 /// The collateral for one quote, as a PCCS or dcap-qvl hands it out.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +48,14 @@ pub struct Collateral {
     pub qe_identity: String,
     /// Its signature (r || s, hex).
     pub qe_identity_signature: String,
+    /// The CRL of the PCK certificate's issuer (Platform or Processor CA): DER in hex (as
+    /// dcap-qvl stores it) or PEM.
+    #[serde(default)]
+    pub pck_crl: Option<String>,
+    /// The CRL of Intel's SGX root CA (it revokes Platform/Processor CAs and TCB signing
+    /// certificates): DER in hex or PEM.
+    #[serde(default)]
+    pub root_ca_crl: Option<String>,
 }
 
 impl Collateral {
@@ -50,7 +63,32 @@ impl Collateral {
     pub fn from_json(bytes: &[u8]) -> Result<Collateral, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("TDX collateral: {e}"))
     }
+
+    /// The CRLs it carries, DER.
+    pub fn crls(&self) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        for (text, what) in [(&self.root_ca_crl, "root_ca_crl"), (&self.pck_crl, "pck_crl")] {
+            let Some(text) = text else { continue };
+            let text = text.trim();
+            let der = if text.starts_with("-----BEGIN") {
+                let (label, der) = der::pem::decode_vec(text.as_bytes())
+                    .map_err(|e| format!("TDX collateral: {what} is not PEM: {e}"))?;
+                if label != "X509 CRL" {
+                    return Err(format!("TDX collateral: {what} is a PEM {label}, not an X509 CRL"));
+                }
+                der
+            } else {
+                hex_bytes(text, what)?
+            };
+            out.push(der);
+        }
+        Ok(out)
+    }
 }
+
+/// Intel's QE vendor ID (quote header).
+pub const INTEL_QE_VENDOR_ID: [u8; 16] =
+    [0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07];
 
 /// The status of a platform whose TCB is below every level the TCB info lists.
 pub const NOT_SUPPORTED: &str = "TcbNotSupported";
@@ -68,6 +106,8 @@ pub struct Verdict {
     pub qe_status: String,
     /// The TDX module identity's, when the module's major version is above 0.
     pub module_status: Option<String>,
+    /// A TD report 1.5's current TCB (TEE_TCB_SVN2): its platform level's status.
+    pub current_status: Option<String>,
     /// The advisories of the matched levels.
     pub advisory_ids: Vec<String>,
     /// The platform's FMSPC.
@@ -87,8 +127,19 @@ struct TcbInfo {
     pce_id: String,
     tcb_evaluation_data_number: u64,
     #[serde(default)]
+    tdx_module: Option<ModuleBase>,
+    #[serde(default)]
     tdx_module_identities: Vec<ModuleIdentity>,
     tcb_levels: Vec<TcbLevel>,
+}
+
+/// The TCB info's `tdxModule`: the module identity of major version 0.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ModuleBase {
+    mrsigner: String,
+    attributes: String,
+    attributes_mask: String,
 }
 
 #[derive(Deserialize)]
@@ -186,17 +237,32 @@ fn hex_bytes(s: &str, what: &str) -> Result<Vec<u8>, String> {
     hex::decode(s).map_err(|_| format!("{what} is not hex"))
 }
 
-/// Check a collateral document: its issuer chain to `root` at `now`, the signature over the
-/// exact JSON, and parse it.
+/// Where a collateral document's signer is checked: the pinned root, the time, the CRLs.
+struct Anchor<'a> {
+    root: &'a [u8],
+    now: u64,
+    crls: &'a [Vec<u8>],
+    missing: Crls,
+}
+
+/// Check a collateral document: its issuer chain (Intel's TCB signing certificate, issued by
+/// the root), the signature over the exact JSON, and parse it.
 fn signed_json<'a, T: Deserialize<'a>>(
     json: &'a str,
     signature: &str,
     chain: &str,
-    root: &[u8],
-    now: u64,
+    anchor: &Anchor<'_>,
     what: &str,
 ) -> Result<T, String> {
-    let certs = pck::verify_chain_at(chain.as_bytes(), root, now).map_err(|e| format!("{what} issuer chain: {e}"))?;
+    let certs = pck::verify_chain(
+        chain.as_bytes(),
+        anchor.root,
+        anchor.now,
+        anchor.crls,
+        anchor.missing,
+        &pck::TCB_SIGNING_PROFILE,
+    )
+    .map_err(|e| format!("{what} issuer chain: {e}"))?;
     let key = pck::p256_key(&certs[0])?;
     let sig = p256::ecdsa::Signature::from_slice(&hex_bytes(signature, what)?)
         .map_err(|_| format!("{what}: a malformed signature"))?;
@@ -276,38 +342,50 @@ fn platform_level<'a>(levels: &'a [TcbLevel], pck: &PckTcb, tee: &[u8; 16]) -> O
 }
 
 /// The DCAP verdict on `quote` (raw bytes) at `now` (seconds since the epoch), with Intel's SGX
-/// root CA `root` (PEM or DER) pinned.
-pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Result<(Quote, Verdict), String> {
+/// root CA `root` (PEM or DER) pinned; the collateral's CRLs are required unless `missing`
+/// allows them to be absent.
+pub fn verify(
+    quote_bytes: &[u8],
+    c: &Collateral,
+    root: &[u8],
+    now: u64,
+    missing: Crls,
+) -> Result<(Quote, Verdict), String> {
     let quote = super::quote::parse(quote_bytes).map_err(String::from)?;
     // 1. The PCK chain and the quote's signatures.
     let (kind, chain) = &quote.certification;
     if *kind != 5 {
         return Err(format!("certification data type {kind}: not a PCK certificate chain (type 5)"));
     }
-    let certs = pck::verify_chain_at(chain, root, now).map_err(|e| format!("PCK chain: {e}"))?;
+    let crls = c.crls()?;
+    let certs = pck::verify_chain(chain, root, now, &crls, missing, &pck::PCK_PROFILE)
+        .map_err(|e| format!("PCK chain: {e}"))?;
     let pck_key = pck::p256_key(&certs[0])?;
     quote.verify_signatures(pck_key.to_sec1_point(false).as_bytes()).map_err(String::from)?;
     let pck_tcb = pck::sgx_extensions(&certs[0])?;
 
     // 2. The TCB info and the QE identity.
-    let tcb: TcbInfo =
-        signed_json(&c.tcb_info, &c.tcb_info_signature, &c.tcb_info_issuer_chain, root, now, "TCB info")?;
+    let anchor = Anchor { root, now, crls: &crls, missing };
+    let tcb: TcbInfo = signed_json(&c.tcb_info, &c.tcb_info_signature, &c.tcb_info_issuer_chain, &anchor, "TCB info")?;
     if tcb.id != "TDX" || tcb.version < 3 {
         return Err(format!("TCB info {} version {}: not TDX TCB info (version 3)", tcb.id, tcb.version));
     }
     within(&tcb.issue_date, &tcb.next_update, now, "the TCB info")?;
     let qe: QeIdentity =
-        signed_json(&c.qe_identity, &c.qe_identity_signature, &c.qe_identity_issuer_chain, root, now, "QE identity")?;
+        signed_json(&c.qe_identity, &c.qe_identity_signature, &c.qe_identity_issuer_chain, &anchor, "QE identity")?;
     if qe.id != "TD_QE" {
         return Err(format!("QE identity {}: not the TD quoting enclave's", qe.id));
     }
     within(&qe.issue_date, &qe.next_update, now, "the QE identity")?;
 
-    // 3. The quoting enclave (its report: an SGX report body).
+    // 3. The quoting enclave (its report: an SGX report body), Intel's.
+    if quote.qe_vendor_id != INTEL_QE_VENDOR_ID {
+        return Err(format!("the QE vendor ID {} is not Intel's", hex::encode(quote.qe_vendor_id)));
+    }
     let r = &quote.qe_report;
     masked_eq(&r[16..20], &qe.miscselect, &qe.miscselect_mask, "the QE's MISCSELECT")?;
     masked_eq(&r[48..64], &qe.attributes, &qe.attributes_mask, "the QE's ATTRIBUTES")?;
-    if !hex_bytes(&qe.mrsigner, "QE identity mrsigner")?.eq_ignore_ascii_case(&r[128..160]) {
+    if hex_bytes(&qe.mrsigner, "QE identity mrsigner")? != r[128..160] {
         return Err(String::from("the QE's MRSIGNER is not Intel's"));
     }
     let prodid = u16::from_le_bytes([r[256], r[257]]);
@@ -335,22 +413,49 @@ pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Resu
     };
     let mut status = merge(&platform_status, &qe_level.tcb_status);
     advisory_ids.extend(qe_level.advisory_ids.iter().cloned());
-    let mut module_status = None;
-    if tee[1] > 0 {
+    // The TDX module: its signer and attributes for every major version (Intel's QVL), its
+    // ISVSVN level for major versions above 0.
+    let module_identity = if tee[1] > 0 {
         let id = format!("TDX_{:02X}", tee[1]);
         let m = tcb
             .tdx_module_identities
             .iter()
             .find(|m| m.id.eq_ignore_ascii_case(&id))
             .ok_or_else(|| format!("the TCB info lists no TDX module identity {id}"))?;
-        if !hex_bytes(&m.mrsigner, "module mrsigner")?.eq(&quote.body.mr_signer_seam[..]) {
-            return Err(format!("the TDX module's MRSIGNER_SEAM is not {id}'s"));
-        }
-        masked_eq(&quote.body.seam_attributes, &m.attributes, &m.attributes_mask, "the TDX module's attributes")?;
-        let ml = isv_level(&m.tcb_levels, u16::from(tee[0]), &format!("the TDX module ({id})"))?;
+        (id, m.mrsigner.as_str(), m.attributes.as_str(), m.attributes_mask.as_str(), Some(&m.tcb_levels))
+    } else {
+        let m =
+            tcb.tdx_module.as_ref().ok_or("the TCB info has no tdxModule (the identity of module major version 0)")?;
+        (String::from("tdxModule"), m.mrsigner.as_str(), m.attributes.as_str(), m.attributes_mask.as_str(), None)
+    };
+    let (id, mrsigner, attributes, mask, levels) = module_identity;
+    if hex_bytes(mrsigner, "module mrsigner")? != quote.body.mr_signer_seam {
+        return Err(format!(
+            "the TDX module's MRSIGNER_SEAM {} is not {id}'s {mrsigner}",
+            hex::encode(quote.body.mr_signer_seam)
+        ));
+    }
+    masked_eq(&quote.body.seam_attributes, attributes, mask, "the TDX module's SEAM_ATTRIBUTES")?;
+    let mask_bytes = hex_bytes(mask, "module attributesMask")?;
+    if quote.body.seam_attributes.iter().zip(&mask_bytes).any(|(a, m)| a & !m != 0) {
+        return Err(format!("the TDX module's SEAM_ATTRIBUTES have bits set outside {id}'s mask"));
+    }
+    let mut module_status = None;
+    if let Some(levels) = levels {
+        let ml = isv_level(levels, u16::from(tee[0]), &format!("the TDX module ({id})"))?;
         status = merge(&status, &ml.tcb_status);
         advisory_ids.extend(ml.advisory_ids.iter().cloned());
         module_status = Some(ml.tcb_status.clone());
+    }
+    // A TD report 1.5 names the current TCB too: it must meet a level (as Intel's QVL requires);
+    // below every level, the verdict is not supported.
+    let current_status = quote.body.tee_tcb_svn2.map(|current| {
+        platform_level(&tcb.tcb_levels, &pck_tcb, &current)
+            .map(|l| l.tcb_status.clone())
+            .unwrap_or_else(|| String::from(NOT_SUPPORTED))
+    });
+    if current_status.as_deref() == Some(NOT_SUPPORTED) {
+        status = String::from(NOT_SUPPORTED);
     }
     advisory_ids.sort();
     advisory_ids.dedup();
@@ -361,6 +466,7 @@ pub fn verify(quote_bytes: &[u8], c: &Collateral, root: &[u8], now: u64) -> Resu
             platform_status,
             qe_status: qe_level.tcb_status.clone(),
             module_status,
+            current_status,
             advisory_ids,
             fmspc: pck_tcb.fmspc,
             tcb_evaluation_data_number: tcb.tcb_evaluation_data_number,

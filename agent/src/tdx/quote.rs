@@ -36,12 +36,22 @@ pub struct TdReportBody {
     pub mr_owner_config: [u8; 48],
     pub rtmr: [[u8; 48]; 4],
     pub report_data: [u8; 64],
+    /// TD report 1.5 (quote v5, body type 3) only: the current TEE TCB SVN (after a
+    /// TD-preserving module update; TEE_TCB_SVN is the launch one).
+    pub tee_tcb_svn2: Option<[u8; 16]>,
+    /// TD report 1.5 only: the hash of the service TDs bound to this TD (zero: none).
+    pub mr_service_td: Option<[u8; 48]>,
 }
 
 impl TdReportBody {
     /// Is the TD debuggable (TD attributes bit 0)?
     pub fn debug(&self) -> bool {
         self.td_attributes[0] & 1 != 0
+    }
+
+    /// The TD attributes as a number (TDX module ABI: bits 7:0 TUD, 31:8 SEC, 63:32 OTHER).
+    pub fn attributes(&self) -> u64 {
+        u64::from_le_bytes(self.td_attributes)
     }
 }
 
@@ -117,7 +127,17 @@ fn body(b: &[u8]) -> TdReportBody {
         mr_owner_config: a48(f(48)),
         rtmr: [a48(f(48)), a48(f(48)), a48(f(48)), a48(f(48))],
         report_data: f(64).try_into().expect("64"),
+        tee_tcb_svn2: None,
+        mr_service_td: None,
     }
+}
+
+/// A TD report 1.5 body: the 1.0 fields, then TEE_TCB_SVN2 and MRSERVICETD.
+fn body_15(b: &[u8]) -> TdReportBody {
+    let mut out = body(&b[..BODY_10_LEN]);
+    out.tee_tcb_svn2 = Some(b[BODY_10_LEN..BODY_10_LEN + 16].try_into().expect("16"));
+    out.mr_service_td = Some(b[BODY_10_LEN + 16..BODY_15_LEN].try_into().expect("48"));
+    out
 }
 
 /// Parse a TD quote (version 4, or 5 with a TD report 1.0 or 1.5 body).
@@ -174,7 +194,7 @@ pub fn parse(bytes: &[u8]) -> Result<Quote, &'static str> {
         qe_svn,
         pce_svn,
         qe_vendor_id,
-        body: body(&body_bytes[..BODY_10_LEN]),
+        body: if body_bytes.len() == BODY_15_LEN { body_15(body_bytes) } else { body(body_bytes) },
         signed,
         signature,
         attestation_key,

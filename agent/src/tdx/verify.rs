@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 
 use super::collateral::{self, Collateral, Verdict};
 use super::quote::Quote;
+use crate::pki::Crls;
 use crate::tpm::{Bank, eventlog};
 
 /// Intel's SGX Root CA (the anchor of every PCK and TCB signing chain), as Intel publishes it
@@ -91,6 +92,46 @@ pub struct TdxPolicy {
     pub allowed_status: Vec<String>,
     /// Reference values (None: print, do not check — `veil verify` only).
     pub reference: Option<TdxReference>,
+    /// Accept collateral without the root CA CRL or the PCK CRL (`--allow-missing-crl`): the
+    /// CRLs it does carry are still checked.
+    pub allow_missing_crl: bool,
+    /// Accept a TD bound to service TDs (`--allow-service-td`): a non-zero MRSERVICETD (TD
+    /// report 1.5) and the SERVTD_EXT attribute.
+    pub allow_service_td: bool,
+}
+
+/// TD attributes the TDX module ABI reserves (must be zero; Intel TDX Module ABI 348551-008US,
+/// TD attributes table): bits 1-3, 7-15, 23-26 and 32-61.
+const TD_ATTRIBUTES_RESERVED: u64 = 0b1110 | (0x1FF << 7) | (0xF << 23) | (((1u64 << 30) - 1) << 32);
+
+/// The TD attributes a verifier accepts (the checks Intel's QVL and dcap-qvl make): not a debug
+/// TD, no profiling (TUD bits 4-6), no reserved bit, not migratable, SEPT_VE_DISABLE set (the
+/// VMM cannot inject #VE on pending pages), SERVTD_EXT only when service TDs are allowed.
+pub fn check_td_attributes(attributes: u64, allow_service_td: bool) -> Result<(), String> {
+    if attributes & 1 != 0 {
+        return Err(String::from("a debug TD (TD attributes bit 0): its memory is open to the host"));
+    }
+    if attributes & 0x70 != 0 {
+        return Err(format!("TD attributes {attributes:#018x}: profiling is enabled (TUD bits 4-6)"));
+    }
+    if attributes & TD_ATTRIBUTES_RESERVED != 0 {
+        return Err(format!(
+            "TD attributes {attributes:#018x}: reserved bits {:#x} are set",
+            attributes & TD_ATTRIBUTES_RESERVED
+        ));
+    }
+    if attributes & (1 << 29) != 0 {
+        return Err(String::from("a migratable TD (TD attributes bit 29, MIGRATABLE)"));
+    }
+    if attributes & (1 << 17) != 0 && !allow_service_td {
+        return Err(String::from("TD attributes SERVTD_EXT (bit 17) is set and service TDs are not allowed"));
+    }
+    if attributes & (1 << 28) == 0 {
+        return Err(String::from(
+            "TD attributes SEPT_VE_DISABLE (bit 28) is clear: the VMM could inject #VE on pending private pages",
+        ));
+    }
+    Ok(())
 }
 
 /// A verified quote: its fields, the verdict, and the checks that passed.
@@ -120,11 +161,18 @@ pub fn verify_tdx_logged(
     now: u64,
     checks: &mut Vec<String>,
 ) -> Result<(Quote, Verdict), String> {
-    let (quote, verdict) = collateral::verify(quote, &p.collateral, &p.root, now)?;
+    let missing = if p.allow_missing_crl { Crls::AllowMissing } else { Crls::Required };
+    let (quote, verdict) = collateral::verify(quote, &p.collateral, &p.root, now, missing)?;
     checks.push(format!(
-        "quote v{} signed by a PCK chain to {}",
+        "quote v{} signed by a PCK chain to {} ({})",
         quote.version,
-        if p.test_root { "a TEST root (not Intel's)" } else { "Intel's SGX root CA" }
+        if p.test_root { "a TEST root (not Intel's)" } else { "Intel's SGX root CA" },
+        match (p.collateral.pck_crl.is_some(), p.collateral.root_ca_crl.is_some()) {
+            (true, true) => "not revoked: root CA CRL and PCK CRL checked",
+            (true, false) => "PCK CRL checked; NO root CA CRL (allowed)",
+            (false, true) => "root CA CRL checked; NO PCK CRL (allowed)",
+            (false, false) => "NO CRL: revocation not checked (allowed)",
+        }
     ));
     if !p.allowed_status.iter().any(|s| s == &verdict.status) {
         return Err(format!(
@@ -147,10 +195,25 @@ pub fn verify_tdx_logged(
         hex::encode(verdict.fmspc),
         verdict.tcb_evaluation_data_number
     ));
-    if quote.body.debug() {
-        return Err(String::from("a debug TD (TD attributes bit 0): its memory is open to the host"));
+    check_td_attributes(quote.body.attributes(), p.allow_service_td)?;
+    checks.push(format!(
+        "not a debug TD; TD attributes {:#018x} (SEPT_VE_DISABLE, no reserved bit)",
+        quote.body.attributes()
+    ));
+    if let Some(service) = quote.body.mr_service_td {
+        if service != [0u8; 48] && !p.allow_service_td {
+            return Err(format!(
+                "MRSERVICETD {} is not zero: the TD is bound to service TDs, which are not allowed",
+                hex::encode(service)
+            ));
+        }
+        checks.push(format!(
+            "TD report 1.5: MRSERVICETD {}, current TEE_TCB_SVN2 {} ({})",
+            hex::encode(service),
+            hex::encode(quote.body.tee_tcb_svn2.unwrap_or_default()),
+            verdict.current_status.as_deref().unwrap_or("-")
+        ));
     }
-    checks.push(String::from("not a debug TD"));
     if let Some(log) = ccel {
         let (banks, events) = eventlog::parse(log).map_err(|e| format!("the CC event log: {e}"))?;
         if !banks.contains(&Bank::Sha384) {

@@ -11,3 +11,8 @@ pub use veil_testkit::testdata;
 pub fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s.trim()).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
 }
+
+#[allow(unused)]
+pub mod tdx_forge;
+#[allow(unused)]
+pub mod test_pki;

@@ -1,6 +1,6 @@
 //! What `veil kbs serve` and `veil verify --platform snp` accept of SEV-SNP evidence: the
 //! reference launch measurements (`veil measure --platform snp --out`), offline certificates,
-//! and, for tests only, a root other than AMD's. The checks themselves are
+//! AMD's CRL, the least TCB, and, for tests only, a root other than AMD's. The checks themselves are
 //! veil_agent::snp::verify's.
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use veil_agent::snp::evidence::CertType;
-use veil_agent::snp::verify::SnpPolicy;
+use veil_agent::snp::verify::{MinTcb, SnpPolicy};
 
 #[derive(Args, Default)]
 pub struct SnpArgs {
@@ -27,6 +27,20 @@ pub struct SnpArgs {
     /// SEV-SNP: refuse guests whose policy allows SMT.
     #[arg(long = "snp-refuse-smt")]
     pub refuse_smt: bool,
+    /// SEV-SNP: AMD's CRL for the product line (DER or PEM, from AMD's KDS
+    /// `/vcek/v1/<product>/crl`; repeat for several). `crl.der` or `crl.pem` in --snp-certs is
+    /// read too. Without one the chain is refused unless --snp-allow-missing-crl.
+    #[arg(long = "snp-crl", value_name = "FILE")]
+    pub crl: Vec<PathBuf>,
+    /// SEV-SNP: accept chains without AMD's CRL (a revoked ASK then goes unnoticed).
+    #[arg(long = "snp-allow-missing-crl")]
+    pub allow_missing_crl: bool,
+    /// SEV-SNP: the least TCB accepted in the reported, current and launch TCB, per component:
+    /// `bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]` (omitted components: 0). Default: 0 in
+    /// each, so only the VCEK's own TCB binds; raise it to the values of AMD's latest security
+    /// bulletin for the product line.
+    #[arg(long = "snp-min-tcb", value_name = "LIST", default_value = "")]
+    pub min_tcb: String,
 }
 
 /// One reference-values file's launch measurement.
@@ -61,12 +75,25 @@ pub fn read_cert_dir(dir: &Path) -> Result<Vec<(CertType, Vec<u8>)>> {
     Ok(out)
 }
 
+/// AMD's CRL in `dir` (crl.der or crl.pem), if there.
+pub fn read_crl_in_dir(dir: &Path) -> Result<Option<Vec<u8>>> {
+    for name in ["crl.der", "crl.pem"] {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(Some(std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?));
+        }
+    }
+    Ok(None)
+}
+
 impl SnpArgs {
     /// The policy, or None when no SNP option is given.
     pub fn policy(&self) -> Result<Option<SnpPolicy>> {
         if self.reference.is_empty() {
-            if self.certs.is_some() || self.test_root.is_some() {
-                bail!("--snp-certs and --snp-test-root need --snp-reference (the launch measurements to accept)");
+            if self.certs.is_some() || self.test_root.is_some() || !self.crl.is_empty() {
+                bail!(
+                    "--snp-certs, --snp-crl and --snp-test-root need --snp-reference (the launch measurements to accept)"
+                );
             }
             return Ok(None);
         }
@@ -85,6 +112,14 @@ impl SnpArgs {
                 .transpose()?,
             refuse_smt: self.refuse_smt,
             host_data: None,
+            crls: self
+                .crl
+                .iter()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .chain(self.certs.as_deref().map(read_crl_in_dir).transpose()?.flatten().map(Ok))
+                .collect::<Result<_>>()?,
+            allow_missing_crl: self.allow_missing_crl,
+            min_tcb: MinTcb::parse(&self.min_tcb).map_err(|e| anyhow!("--snp-min-tcb: {e}"))?,
         })
     }
 }

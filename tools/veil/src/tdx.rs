@@ -34,6 +34,14 @@ pub struct TdxArgs {
     /// its key can forge quotes; never use it with a real cluster's secret.
     #[arg(id = "tdx_test_root", long = "tdx-test-root", value_name = "PEM")]
     pub test_root: Option<PathBuf>,
+    /// TDX: accept collateral without its CRLs (`pck_crl`, `root_ca_crl`); a revoked PCK or
+    /// CA certificate then goes unnoticed. Without it a missing CRL is a refusal.
+    #[arg(id = "tdx_allow_missing_crl", long = "tdx-allow-missing-crl")]
+    pub allow_missing_crl: bool,
+    /// TDX: accept TDs bound to service TDs (a TD report 1.5 with a non-zero MRSERVICETD, the
+    /// SERVTD_EXT attribute). Without it they are refused.
+    #[arg(id = "tdx_allow_service_td", long = "tdx-allow-service-td")]
+    pub allow_service_td: bool,
 }
 
 impl TdxArgs {
@@ -76,6 +84,14 @@ impl TdxArgs {
             Some(p) => (std::fs::read(p).with_context(|| format!("reading {}", p.display()))?, true),
             None => (INTEL_SGX_ROOT_CA.as_bytes().to_vec(), false),
         };
-        Ok(TdxPolicy { root, test_root, collateral, allowed_status: self.allow_status.clone(), reference })
+        Ok(TdxPolicy {
+            root,
+            test_root,
+            collateral,
+            allowed_status: self.allow_status.clone(),
+            reference,
+            allow_missing_crl: self.allow_missing_crl,
+            allow_service_td: self.allow_service_td,
+        })
     }
 }

@@ -36,8 +36,8 @@ pub struct VerifyArgs {
     /// TDX: the CC event log (the CCEL area's bytes) to replay to the quoted RTMRs.
     #[arg(long, value_name = "CCEL")]
     eventlog: Option<PathBuf>,
-    /// TDX: verify at this time (RFC 3339, e.g. 2025-06-19T12:00:00Z) instead of now: for
-    /// recorded quotes, within their collateral's validity.
+    /// Verify at this time (RFC 3339, e.g. 2025-06-19T12:00:00Z) instead of now: certificates,
+    /// CRLs and (TDX) collateral must be valid then. For recorded evidence.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
     /// TDX: the TCB statuses to accept (comma-separated).
@@ -54,6 +54,21 @@ pub struct VerifyArgs {
     /// TESTS ONLY: accept this root (PEM) instead of AMD's ARKs or Intel's SGX root CA.
     #[arg(long, value_name = "PEM")]
     test_root: Option<PathBuf>,
+    /// Accept evidence whose CRLs are missing (TDX: the collateral's `pck_crl` or `root_ca_crl`;
+    /// SNP: AMD's CRL, `--snp-crl` or `crl.der`/`crl.pem` in `--certs`): a revoked certificate
+    /// then goes unnoticed. Without it a missing CRL is a refusal.
+    #[arg(long)]
+    allow_missing_crl: bool,
+    /// TDX: accept a TD bound to service TDs (non-zero MRSERVICETD, SERVTD_EXT).
+    #[arg(long)]
+    allow_service_td: bool,
+    /// SNP: AMD's CRL (DER or PEM; repeat). `crl.der` or `crl.pem` in --certs is read too.
+    #[arg(long = "snp-crl", value_name = "FILE")]
+    snp_crl: Vec<PathBuf>,
+    /// SNP: the least reported, current and launch TCB, `bootloader=N,tee=N,snp=N,microcode=N[,fmc=N]`
+    /// (omitted components: 0; default 0 in each).
+    #[arg(long = "snp-min-tcb", value_name = "LIST", default_value = "")]
+    snp_min_tcb: String,
     /// The HOST_DATA the launch must carry (64 hex digits).
     #[arg(long, value_name = "HEX")]
     host_data: Option<String>,
@@ -102,6 +117,16 @@ fn report_result(
     Ok(())
 }
 
+/// `--at`, or now: seconds since the epoch.
+fn verification_time(args: &VerifyArgs) -> Result<u64> {
+    Ok(match &args.at {
+        Some(t) => {
+            veil_agent::tdx::collateral::parse_time(t).map_err(|e| crate::cli_error::usage(format!("--at: {e}")))?
+        }
+        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+    })
+}
+
 fn run_tdx(args: &VerifyArgs) -> Result<()> {
     let path = args.quote.as_ref().context("--platform tdx needs --quote")?;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -119,14 +144,11 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
         collateral: args.collateral.clone(),
         allow_status: args.allow_status.clone(),
         test_root: args.test_root.clone(),
+        allow_missing_crl: args.allow_missing_crl,
+        allow_service_td: args.allow_service_td,
     };
     let policy = tdx.policy_with(false)?;
-    let now = match &args.at {
-        Some(t) => {
-            veil_agent::tdx::collateral::parse_time(t).map_err(|e| crate::cli_error::usage(format!("--at: {e}")))?
-        }
-        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
-    };
+    let now = verification_time(args)?;
     let mut passed = Vec::new();
     let result = veil_agent::tdx::verify::verify_tdx_logged(&quote, log.as_deref(), &policy, now, &mut passed);
     let extra = match &result {
@@ -143,9 +165,14 @@ fn run_tdx(args: &VerifyArgs) -> Result<()> {
                 "mrconfigid": hex::encode(b.mr_config_id),
                 "report_data": hex::encode(b.report_data),
                 "td_attributes": hex::encode(b.td_attributes),
+                "tee_tcb_svn": hex::encode(b.tee_tcb_svn),
+                "mr_signer_seam": hex::encode(b.mr_signer_seam),
+                "seam_attributes": hex::encode(b.seam_attributes),
+                "tee_tcb_svn2": b.tee_tcb_svn2.map(hex::encode),
+                "mrservicetd": b.mr_service_td.map(hex::encode),
             });
             if !args.json {
-                for (k, val) in fields.as_object().expect("object") {
+                for (k, val) in fields.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()) {
                     println!("{k:14} {}", val.as_str().map(str::to_string).unwrap_or_else(|| val.to_string()));
                 }
             }
@@ -177,6 +204,9 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         certs: args.certs.clone(),
         test_root: args.test_root.clone(),
         refuse_smt: false,
+        crl: args.snp_crl.clone(),
+        allow_missing_crl: args.allow_missing_crl,
+        min_tcb: args.snp_min_tcb.clone(),
     };
     let mut policy = snp.policy_allowing_no_reference()?;
     if let Some(h) = &args.host_data {
@@ -184,7 +214,8 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         policy.host_data = Some(b.try_into().map_err(|_| crate::cli_error::usage("--host-data is not 32 bytes"))?);
     }
     let mut passed = Vec::new();
-    let result = veil_agent::snp::verify::verify_snp_logged(&raw, &certs, &policy, &mut passed);
+    let result =
+        veil_agent::snp::verify::verify_snp_logged(&raw, &certs, &policy, verification_time(&args)?, &mut passed);
     match result {
         Ok(()) => report_result(Ok(passed), &[], args.json, serde_json::json!({})),
         Err(e) => report_result(Err(e), &passed, args.json, serde_json::json!({})),

@@ -270,6 +270,8 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
 /// VCEK key no certificate names ("another chip").
 struct TestChain {
     ark_pem: PathBuf,
+    /// The ARK's CRL (DER).
+    crl: PathBuf,
     /// The host's certificate table (VCEK, ASK, ARK).
     table: PathBuf,
     /// The VCEK's private scalar (48 bytes), and another chip's.
@@ -279,6 +281,25 @@ struct TestChain {
 
 pub fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     crate::run(Command::new("openssl").current_dir(dir).args(args).stdout(std::process::Stdio::null()))
+}
+
+/// An empty CRL (DER) issued by the CA `cert`/`key` in `dir`, valid 30 days, signed with `sig`
+/// (`-md ...` and `-sigopt ...` arguments), made with `openssl ca -gencrl`.
+pub fn openssl_crl(dir: &Path, name: &str, cert: &str, key: &str, sig: &[&str]) -> Result<Vec<u8>> {
+    let db = format!("{name}.index");
+    std::fs::write(dir.join(&db), "")?;
+    std::fs::write(dir.join(format!("{name}.crlnumber")), "01\n")?;
+    std::fs::write(
+        dir.join(format!("{name}.cnf")),
+        format!("[ca]\ndefault_ca = d\n[d]\ndatabase = {db}\ncrlnumber = {name}.crlnumber\ndefault_crl_days = 30\n"),
+    )?;
+    let (cnf, pem) = (format!("{name}.cnf"), format!("{name}.crl.pem"));
+    let mut a = vec!["ca", "-gencrl", "-config", &cnf, "-cert", cert, "-keyfile", key, "-out", &pem];
+    a.extend(sig);
+    openssl(dir, &a)?;
+    let der = format!("{name}.crl.der");
+    openssl(dir, &["crl", "-in", &pem, "-outform", "DER", "-out", &der])?;
+    Ok(std::fs::read(dir.join(der))?)
 }
 
 /// The P-384 private scalar of a SEC1 DER key (`30 .. 02 01 01 04 30 <48 bytes>`).
@@ -292,7 +313,9 @@ fn ec_scalar(dir: &Path, key: &str, out: &Path) -> Result<()> {
 fn test_chain(dir: &Path) -> Result<TestChain> {
     std::fs::create_dir_all(dir)?;
     let pss = ["-sha384", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:48"];
-    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true\n")?;
+    // AMD's profile: the ASK is a CA of path length 0 that may sign certificates; the ARK signs
+    // certificates and CRLs.
+    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign\n")?;
     // The model AMD-SP's TCB (0xDB18000000000003: bootloader 3, TEE 0, SNP 0x18, microcode
     // 0xDB) and CHIP_ID (0x5C bytes).
     std::fs::write(
@@ -300,7 +323,7 @@ fn test_chain(dir: &Path) -> Result<TestChain> {
         format!(
             "1.3.6.1.4.1.3704.1.3.1=DER:02:01:03\n1.3.6.1.4.1.3704.1.3.2=DER:02:01:00\n\
              1.3.6.1.4.1.3704.1.3.3=DER:02:01:18\n1.3.6.1.4.1.3704.1.3.8=DER:02:02:00:DB\n\
-             1.3.6.1.4.1.3704.1.4=DER:04:40:{}\n",
+             1.3.6.1.4.1.3704.1.4=DER:{}\n",
             ["5C"; 64].join(":")
         ),
     )?;
@@ -312,9 +335,11 @@ fn test_chain(dir: &Path) -> Result<TestChain> {
     }
     let mut a =
         vec!["req", "-x509", "-new", "-key", "ark.key", "-subj", "/CN=ARK-Test", "-days", "3650", "-out", "ark.pem"];
+    a.extend(["-addext", "basicConstraints=critical,CA:true", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
     a.extend(pss);
     openssl(dir, &a)?;
-    openssl(dir, &["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Test", "-out", "ask.csr"])?;
+    // The ASK under AMD's name for Milan (the verifier checks the ASK's name).
+    openssl(dir, &["req", "-new", "-key", "ask.key", "-subj", "/CN=SEV-Milan", "-out", "ask.csr"])?;
     let mut a = vec!["x509", "-req", "-in", "ask.csr", "-CA", "ark.pem", "-CAkey", "ark.key", "-CAcreateserial"];
     a.extend(["-days", "3650", "-extfile", "ca.ext", "-out", "ask.pem"]);
     a.extend(pss);
@@ -339,7 +364,12 @@ fn test_chain(dir: &Path) -> Result<TestChain> {
     std::fs::write(dir.join("certs.table"), table)?;
     ec_scalar(dir, "vcek.key", &dir.join("vcek.scalar"))?;
     ec_scalar(dir, "other.key", &dir.join("other.scalar"))?;
+    // AMD's CRL (issued by the ARK; it revokes ASKs): empty.
+    let mut sig = vec!["-md", "sha384"];
+    sig.extend(&pss[1..]);
+    std::fs::write(dir.join("crl.der"), openssl_crl(dir, "ark", "ark.pem", "ark.key", &sig)?)?;
     Ok(TestChain {
+        crl: dir.join("crl.der"),
         ark_pem: dir.join("ark.pem"),
         table: dir.join("certs.table"),
         vcek_scalar: dir.join("vcek.scalar"),
@@ -405,8 +435,15 @@ pub fn broker_refusal(log: &Path, from: usize, why: &str, asked: bool) -> Result
 }
 
 /// `veil kbs serve` for SNP evidence, with the test root.
-fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, test_root: &Path, log: &Path) -> Result<Broker> {
-    let tee = ["--snp-reference".as_ref(), reference.as_os_str(), "--snp-test-root".as_ref(), test_root.as_os_str()];
+fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, chain: &TestChain, log: &Path) -> Result<Broker> {
+    let tee = [
+        "--snp-reference".as_ref(),
+        reference.as_os_str(),
+        "--snp-test-root".as_ref(),
+        chain.ark_pem.as_os_str(),
+        "--snp-crl".as_ref(),
+        chain.crl.as_os_str(),
+    ];
     start_broker(veil, secret, &tee, log)
 }
 
@@ -483,7 +520,7 @@ impl Setup {
                 .arg(&reference),
         )?;
         let broker_log = dir.join("broker.log");
-        let broker = start_snp_broker(&veil, &secret, &reference, &chain.ark_pem, &broker_log)?;
+        let broker = start_snp_broker(&veil, &secret, &reference, &chain, &broker_log)?;
         // HOST_DATA: the digest of the init-data veil image build wrote beside the image (its
         // algorithm is sha256), computed here from the file.
         let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
@@ -528,8 +565,10 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         .expect("snp: sealed the master secret with this launch's derived key")?
         .expect(&format!("{} clusterID=", crate::demo_image::ROOT_MARKER))?;
     let log = std::fs::read_to_string(broker_log)?;
-    if !log.contains("SNP report verified: signature: by the VCEK, certified by the ASK, certified by the TEST root")
-        || !log.contains("HOST_DATA is the init-data's digest")
+    if !log.contains(
+        "SNP report verified: signature: over the report's bytes by the VCEK, certified by the ASK, certified by the \
+         TEST root given on the command line (not AMD's); the ASK is not on AMD's CRL",
+    ) || !log.contains("HOST_DATA is the init-data's digest")
     {
         bail!("the broker's log does not show the SNP verification:\n{log}");
     }
@@ -572,7 +611,7 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         (
             "other-chip",
             vec![("opt/veil/test-snp-vcek", &chain.other_scalar), honest[1], honest[2], honest[3]],
-            "signature chain",
+            "the report's signature does not verify with the VCEK's key",
             true,
         ),
         (

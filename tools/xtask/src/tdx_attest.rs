@@ -1,8 +1,9 @@
 //! TDX attestation end to end under TCG, with the TDX model ROM: the model's quoting side signs
-//! with a PCK chain made here (OpenSSL: a test root, a PCK certificate carrying Intel's SGX
-//! extensions written out byte by byte from Intel's PCK certificate profile, a TCB signing
-//! certificate), and the collateral (TCB info, QE identity) is written and signed here too. The
-//! broker accepts that root only through --tdx-test-root.
+//! with a PCK chain made here in Intel's shape (OpenSSL: a test root, a Platform CA, a PCK
+//! certificate carrying Intel's SGX extensions written out byte by byte from Intel's PCK
+//! certificate profile, a TCB signing certificate, the root CA CRL and the PCK CRL), and the
+//! collateral (TCB info, QE identity) is written and signed here too. The broker accepts that
+//! root only through --tdx-test-root.
 //!
 //! The first boot of the encrypted demo disk attests with a quote and its CC event log, gets
 //! the secret and reaches the root filesystem; refused, each with its reason in the serial log
@@ -117,10 +118,24 @@ const SGX_COMPONENTS: [u8; 16] = [3, 3, 2, 2, 4, 1, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0
 
 fn test_pki(dir: &Path) -> Result<TestPki> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:true\n")?;
+    // Intel's profile (the verifier checks it): root (path length 1) -> "Intel SGX PCK Platform
+    // CA" (path length 0) -> "Intel SGX PCK Certificate" (no CA, the SGX extensions); the root
+    // -> "Intel SGX TCB Signing" (no CA), which signs the collateral; the root CA CRL and the PCK
+    // CRL.
+    std::fs::write(
+        dir.join("platform.ext"),
+        "basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )?;
+    std::fs::write(dir.join("tcb.ext"), "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n")?;
     let ext = sgx_extensions(SGX_COMPONENTS, 11, FMSPC);
-    std::fs::write(dir.join("pck.ext"), format!("1.2.840.113741.1.13.1=DER:{}\n", hex::encode(&ext)))?;
-    for name in ["root", "pck", "tcb", "att"] {
+    std::fs::write(
+        dir.join("pck.ext"),
+        format!(
+            "basicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n1.2.840.113741.1.13.1=DER:{}\n",
+            hex::encode(&ext)
+        ),
+    )?;
+    for name in ["root", "platform", "pck", "tcb", "att"] {
         openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &format!("{name}.key")])?;
     }
     openssl(
@@ -136,15 +151,20 @@ fn test_pki(dir: &Path) -> Result<TestPki> {
             "-days",
             "3650",
             "-addext",
-            "basicConstraints=critical,CA:true",
+            "basicConstraints=critical,CA:true,pathlen:1",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
             "-out",
             "root.pem",
         ],
     )?;
-    for (name, cn, extfile) in
-        [("pck", "Test SGX PCK Certificate", "pck.ext"), ("tcb", "Test SGX TCB Signing", "ca.ext")]
-    {
+    for (name, cn, extfile, ca) in [
+        ("platform", "Intel SGX PCK Platform CA", "platform.ext", "root"),
+        ("pck", "Intel SGX PCK Certificate", "pck.ext", "platform"),
+        ("tcb", "Intel SGX TCB Signing", "tcb.ext", "root"),
+    ] {
         openssl(dir, &["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN={cn}"), "-out", "x.csr"])?;
+        let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
         openssl(
             dir,
             &[
@@ -153,9 +173,9 @@ fn test_pki(dir: &Path) -> Result<TestPki> {
                 "-in",
                 "x.csr",
                 "-CA",
-                "root.pem",
+                &ca_pem,
                 "-CAkey",
-                "root.key",
+                &ca_key,
                 "-CAcreateserial",
                 "-days",
                 "3650",
@@ -167,13 +187,16 @@ fn test_pki(dir: &Path) -> Result<TestPki> {
             ],
         )?;
     }
+    let sha256 = ["-md", "sha256"];
+    let root_crl = crate::snp_test::openssl_crl(dir, "root", "root.pem", "root.key", &sha256)?;
+    let pck_crl = crate::snp_test::openssl_crl(dir, "platform", "platform.pem", "platform.key", &sha256)?;
     let read = |n: &str| std::fs::read_to_string(dir.join(n));
-    let (root, pck, tcb) = (read("root.pem")?, read("pck.pem")?, read("tcb.pem")?);
+    let (root, platform, pck, tcb) = (read("root.pem")?, read("platform.pem")?, read("pck.pem")?, read("tcb.pem")?);
     let qe_keys = dir.join("qe-keys.txt");
     std::fs::write(
         &qe_keys,
         format!(
-            "att {}\npck {}\nmrsigner {}\nisvsvn 4\n{pck}{root}",
+            "att {}\npck {}\nmrsigner {}\nisvsvn 4\n{pck}{platform}{root}",
             hex::encode(p256_scalar(dir, "att.key")?),
             hex::encode(p256_scalar(dir, "pck.key")?),
             hex::encode(QE_MRSIGNER)
@@ -219,6 +242,8 @@ fn test_pki(dir: &Path) -> Result<TestPki> {
         "qe_identity_issuer_chain": format!("{tcb}{root}"),
         "qe_identity": qe_identity,
         "qe_identity_signature": sign(&qe_identity, "qe_identity.json")?,
+        "pck_crl": hex::encode(pck_crl),
+        "root_ca_crl": hex::encode(root_crl),
     });
     std::fs::write(&collateral, serde_json::to_string_pretty(&doc)?)?;
     Ok(TestPki { root_pem: dir.join("root.pem"), qe_keys, collateral })
