@@ -378,8 +378,14 @@ fn lint() -> Result<()> {
     // The fuzz targets live outside the workspace (they run on nightly with libFuzzer); they
     // must still compile against agent's API, or a parser silently stops being fuzzed.
     run(cargo().args(["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"]))?;
+    // The dcap-qvl differential test lives outside the workspace too (its own lock file keeps
+    // dcap-qvl's serde features away from the host tools); `cargo xtask test` builds and runs it.
+    run(cargo().args(["fmt", "--manifest-path", DCAP_DIFF, "--check"]))?;
     Ok(())
 }
+
+/// The differential test of the TDX verifier against dcap-qvl (its own crate and lock file).
+const DCAP_DIFF: &str = "tools/dcap-diff/Cargo.toml";
 
 fn test() -> Result<()> {
     lint()?;
@@ -391,6 +397,8 @@ fn test() -> Result<()> {
     tpm_test::ensure_tools()?;
     // Host: unit tests, corpus vectors, property tests, CLI tests.
     run(cargo().args(["test", "--workspace", "--exclude", "veilboot-kernel", "--exclude", "veil-bench"]))?;
+    // The TDX verifier against dcap-qvl over the real quotes and collateral and forged copies.
+    run(cargo().args(["test", "--manifest-path", DCAP_DIFF]))?;
     // The agent must stay no_std: build it alone for the firmware target.
     run(cargo().args(["build", "-p", "veil-agent", "--no-default-features", "--target", FIRMWARE_TARGET]))?;
     let release = build_firmware()?;
