@@ -135,6 +135,7 @@ mod snp {
         let policy = crate::snp::verify::SnpPolicy {
             measurements: alloc::vec![MEASUREMENT],
             test_root: Some(fixture("snp-ark.der")),
+            crls: alloc::vec![fixture("snp-ark-crl.der")],
             ..Default::default()
         };
         broker(Some(policy), None)
@@ -222,6 +223,7 @@ mod tdx {
         let doc = json!({
             "tcb_info_issuer_chain": chain, "tcb_info": tcb_info, "tcb_info_signature": sign(&tcb_info),
             "qe_identity_issuer_chain": chain, "qe_identity": qe_identity, "qe_identity_signature": sign(&qe_identity),
+            "pck_crl": hex::encode(fixture("tdx-platform-crl.der")), "root_ca_crl": hex::encode(fixture("tdx-root-crl.der")),
         });
         crate::tdx::collateral::Collateral::from_json(&serde_json::to_vec(&doc).unwrap()).unwrap()
     }
@@ -232,7 +234,7 @@ mod tdx {
         let keys = QuotingKeys {
             attestation: scalar::<32>("tdx-att.scalar.hex"),
             pck: scalar::<32>("tdx-pck.scalar.hex"),
-            chain_pem: [fixture("tdx-pck.pem"), fixture("tdx-root.pem")].concat(),
+            chain_pem: [fixture("tdx-pck.pem"), fixture("tdx-platform.pem"), fixture("tdx-root.pem")].concat(),
             qe_mrsigner: QE_MRSIGNER,
             qe_isvsvn: 4,
         };
@@ -240,6 +242,7 @@ mod tdx {
         // 128), TEE_TCB_INFO at 256, TDINFO at 512 (ATTRIBUTES, XFAM, MRTD, MRCONFIGID at 64).
         let mut report = [0u8; 1024];
         report[128..192].copy_from_slice(report_data);
+        report[512 + 3] = 0x10; // ATTRIBUTES: SEPT_VE_DISABLE (bit 28), as a verifier requires
         report[512 + 16..512 + 64].copy_from_slice(&[0x77; 48]); // MRTD
         report[576..576 + config_id.len()].copy_from_slice(config_id);
         let quote = model::quote(&report, &keys);
@@ -253,6 +256,8 @@ mod tdx {
             collateral: collateral(),
             allowed_status: alloc::vec![String::from("UpToDate")],
             reference: None,
+            allow_missing_crl: false,
+            allow_service_td: false,
         };
         broker(None, Some(policy))
     }
