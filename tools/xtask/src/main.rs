@@ -19,6 +19,7 @@ mod distro_test;
 mod faults;
 mod fuzz_seeds;
 mod linux;
+mod mutants;
 mod qemu;
 mod ram_bench;
 mod rom;
@@ -44,6 +45,7 @@ enum Invocation {
     Demo,
     Bench(Option<&'static str>),
     FuzzSeeds,
+    Mutants(Option<&'static str>),
     Help,
 }
 
@@ -76,6 +78,7 @@ fn parse_command(args: &[String]) -> std::result::Result<Invocation, String> {
     let parsed = match command {
         "test" => return one_of(&TEST_SETS, "test set").map(Invocation::Test),
         "bench" => return one_of(&BENCH_PARTS, "bench part").map(Invocation::Bench),
+        "mutants" => return one_of(&mutants::group_names(), "mutants group").map(Invocation::Mutants),
         "help" => Invocation::Help,
         "build" => Invocation::Build,
         "build-dev" => Invocation::BuildDev,
@@ -133,6 +136,7 @@ fn main() {
                 eprintln!("xtask: fuzz/corpus/{target}: {n} seeds from the shared test data");
             }
         }),
+        Invocation::Mutants(group) => mutants::mutants(group),
         Invocation::Help => {
             println!("{}", HELP);
             Ok(())
@@ -181,6 +185,9 @@ commands:
               data: TD quotes, cryptsetup's LUKS2 headers, Trustee's /attest request; then
               `cd fuzz && cargo +nightly fuzz run tdx_quote` (or luks2_json, luks2_volume,
               kbs_request) begins inside the formats
+  mutants  cargo-mutants (-j1) over agent/'s security-critical modules with the tests that
+           cover them; not in `test` or CI (slow); survivors in target/mutants/GROUP
+           (`cargo xtask mutants kbs-broker|bundle|luks2|tpm|snp|tdx|xts` runs one group)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)

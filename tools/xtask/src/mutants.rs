@@ -1,0 +1,191 @@
+//! `cargo xtask mutants [GROUP]`: mutation testing of agent/'s security-critical modules with
+//! cargo-mutants (crates.io; installed with `cargo install --locked cargo-mutants` when
+//! missing). Each group names its source files, optionally a function filter (`--re`), and the
+//! test targets that cover them, so that a mutant is built and tested in seconds rather than
+//! running every test of the crate. One job at a time (`-j1`): the machines are 2 shared cores.
+//! Not part of `cargo xtask test` or CI: a group takes from minutes to an hour.
+//!
+//! The results land in target/mutants/GROUP/mutants.out (`missed.txt` lists the survivors);
+//! the summary line and the survivors go to BENCHMARKS.md (section `mutants-GROUP`). The mutated copies of
+//! the tree (in /tmp) build into the project's own target/ (the dependencies are built once
+//! there; only veil-agent is rebuilt per mutant, and a concurrent cargo waits for the lock),
+//! and find the shared corpus through $VEIL_TESTDATA (a copy in /tmp cannot see ../shared),
+//! with VEIL_REQUIRE_TESTDATA and VEIL_REQUIRE_TOOLS set so that no test skips its way to
+//! "caught nothing".
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{root, run};
+
+/// One group of modules and the tests that cover them.
+struct Group {
+    name: &'static str,
+    files: &'static [&'static str],
+    /// Only functions whose mutant name matches (cargo-mutants `--re`), or all.
+    re: Option<&'static str>,
+    /// `cargo test` target selections.
+    tests: &'static [&'static str],
+}
+
+const GROUPS: [Group; 7] = [
+    Group {
+        name: "kbs-broker",
+        files: &["agent/src/kbs/broker.rs"],
+        re: Some("check_|attested_key|expected_r|replace equal"),
+        tests: &["--lib", "--test=tpm_swtpm", "--test=kbs_trustee"],
+    },
+    Group { name: "bundle", files: &["agent/src/bundle.rs"], re: None, tests: &["--lib"] },
+    Group {
+        name: "luks2",
+        files: &["agent/src/luks2/validate.rs", "agent/src/luks2/crypto.rs"],
+        re: None,
+        tests: &["--lib", "--test=luks2_write", "--test=luks2_corpus"],
+    },
+    Group {
+        name: "tpm",
+        files: &["agent/src/tpm/quote.rs", "agent/src/tpm/credential.rs", "agent/src/tpm/policy.rs"],
+        re: None,
+        tests: &["--lib", "--test=tpm_swtpm", "--test=tpm_quote_signer"],
+    },
+    Group {
+        name: "snp",
+        files: &["agent/src/snp/verify.rs", "agent/src/snp/guest_msg.rs"],
+        re: None,
+        tests: &["--lib", "--test=snp_reports"],
+    },
+    Group {
+        name: "tdx",
+        files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
+        re: None,
+        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_report", "--test=tdx_ccel"],
+    },
+    Group {
+        name: "xts",
+        files: &["agent/src/xts/mod.rs", "agent/src/xts/soft.rs", "agent/src/xts/selftest.rs"],
+        re: None,
+        tests: &["--lib", "--test=xts_vectors", "--test=xts_oracle"],
+    },
+];
+
+/// The group names `cargo xtask mutants GROUP` takes.
+pub fn group_names() -> Vec<&'static str> {
+    GROUPS.iter().map(|g| g.name).collect()
+}
+
+/// Run `group` (or every group in turn).
+pub fn mutants(group: Option<&str>) -> Result<()> {
+    let tool = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/cargo-mutants"));
+    if !tool.as_ref().is_some_and(|t| t.exists())
+        && !Command::new("cargo").args(["mutants", "--version"]).output().is_ok_and(|o| o.status.success())
+    {
+        eprintln!("xtask: installing cargo-mutants (cargo install --locked cargo-mutants)");
+        run(Command::new("cargo").args(["install", "--locked", "cargo-mutants"]))?;
+    }
+    let testdata = std::env::var_os("VEIL_TESTDATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/testdata"));
+    let testdata = std::fs::canonicalize(&testdata)
+        .with_context(|| format!("the shared test corpus {} (set VEIL_TESTDATA)", testdata.display()))?;
+    let mut summaries = Vec::new();
+    for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
+        let out = root().join("target/mutants").join(g.name);
+        std::fs::create_dir_all(&out)?;
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(root())
+            .env("CARGO_TARGET_DIR", root().join("target"))
+            .env("VEIL_TESTDATA", &testdata)
+            .env("VEIL_REQUIRE_TESTDATA", "1")
+            .env("VEIL_REQUIRE_TOOLS", "1")
+            .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle", "--output"])
+            .arg(&out);
+        for f in g.files {
+            cmd.args(["--file", f]);
+        }
+        if let Some(re) = g.re {
+            cmd.args(["--re", re]);
+        }
+        for t in g.tests {
+            cmd.arg(format!("--cargo-arg={t}"));
+        }
+        eprintln!("xtask: mutants {}: {:?}", g.name, cmd);
+        // cargo-mutants exits non-zero when a mutant survives; the outcomes say which.
+        let status = cmd.status().context("running cargo mutants")?;
+        let summary = summarize(&out.join("mutants.out"))
+            .with_context(|| format!("cargo mutants {} ended with {status} and no outcomes", g.name))?;
+        eprintln!("xtask: mutants {}: {summary}", g.name);
+        let missed = std::fs::read_to_string(out.join("mutants.out/missed.txt")).unwrap_or_default();
+        let mut body = format!(
+            "### Mutation testing: {}\n\nCommand: `cargo xtask mutants {}` (cargo-mutants -j1; files {}; {}tests {}).\n\n{summary}.\n",
+            g.name,
+            g.name,
+            g.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+            g.re.map(|r| format!("functions matching `{r}`; ")).unwrap_or_default(),
+            g.tests.join(" "),
+        );
+        if !missed.trim().is_empty() {
+            body.push_str("\nSurvivors (explained under \"Mutation testing\" below, or to be killed):\n\n```\n");
+            body.push_str(missed.trim_end());
+            body.push_str("\n```\n");
+        }
+        crate::write_section(&format!("mutants-{}", g.name), &body)?;
+        summaries.push(format!("{}: {summary}", g.name));
+    }
+    if summaries.is_empty() {
+        bail!("no mutants group named {group:?}");
+    }
+    eprintln!("xtask: mutants summary (survivors in target/mutants/GROUP/mutants.out/missed.txt):");
+    for s in &summaries {
+        eprintln!("  {s}");
+    }
+    Ok(())
+}
+
+/// "N mutants: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%", from the
+/// per-outcome lists cargo-mutants writes in `out` (caught.txt, missed.txt, ...).
+fn summarize(out: &Path) -> Result<String> {
+    if !out.join("caught.txt").exists() {
+        bail!("{} has no caught.txt", out.display());
+    }
+    let n = |k: &str| -> usize {
+        std::fs::read_to_string(out.join(format!("{k}.txt")))
+            .map(|t| t.lines().filter(|l| !l.is_empty()).count())
+            .unwrap_or(0)
+    };
+    let (caught, missed, timeout, unviable) = (n("caught"), n("missed"), n("timeout"), n("unviable"));
+    let viable = caught + missed + timeout;
+    let score = if viable == 0 { 0.0 } else { 100.0 * caught as f64 / viable as f64 };
+    Ok(format!(
+        "{} mutants: caught {caught}, missed {missed}, timeout {timeout}, unviable {unviable}; score {score:.0}%",
+        viable + unviable
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_counts_each_outcome_list() {
+        let dir = std::env::temp_dir().join(format!("veil-mutants-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(summarize(&dir).is_err(), "no outcome lists: no summary");
+        for (k, lines) in [("caught", 3), ("missed", 1), ("timeout", 0), ("unviable", 2)] {
+            std::fs::write(dir.join(format!("{k}.txt")), "a.rs:1:1: replace x\n".repeat(lines)).unwrap();
+        }
+        assert_eq!(summarize(&dir).unwrap(), "6 mutants: caught 3, missed 1, timeout 0, unviable 2; score 75%");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_group_names_files_that_exist_and_tests() {
+        for g in &GROUPS {
+            assert!(!g.tests.is_empty(), "{}", g.name);
+            for f in g.files {
+                assert!(root().join(f).is_file(), "{}: {f}", g.name);
+            }
+        }
+    }
+}
