@@ -87,6 +87,25 @@ pub struct Manifest {
     pub cmdline: String,
     /// LUKS2 UUID of the root volume whose key is handed to Linux.
     pub root_uuid: String,
+    /// What the image binds besides its boot target; None in manifests made before it
+    /// existed (the firmware refuses those: see [`Bound`]).
+    pub bound: Option<Bound>,
+}
+
+/// What a manifest binds besides its boot target, under the MAC (and in the manifest digest
+/// that init-data and sealed tokens name), so that the host cannot choose it:
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// Constellation's measurementSalt (hex), from which the clusterID (PCR 15 / RTMR2) is
+    /// derived: the clear `veil-bundle` token carries a copy, which must equal this one.
+    pub measurement_salt: String,
+    /// The LUKS2 UUID of the image's state disk: a blank state disk is formatted with it, and
+    /// a state disk with another UUID (another node's, another image's) gets no key.
+    pub state_uuid: String,
+    /// The bundle's version, chosen by the image builder (`veil image build
+    /// --bundle-version`): init-data names it, so a broker can refuse older bundles
+    /// (`veil kbs serve --min-bundle-version`).
+    pub version: u64,
 }
 
 impl Payload {
@@ -109,8 +128,17 @@ impl Manifest {
     /// declaration order (the order serde wrote them in when the format was made; images
     /// made since carry these bytes, so the order is part of the format).
     pub fn to_json_text(&self) -> String {
+        let bound = match &self.bound {
+            Some(b) => alloc::format!(
+                r#","measurement_salt":{},"state_uuid":{},"version":{}"#,
+                Value::from(&b.measurement_salt),
+                Value::from(&b.state_uuid),
+                b.version
+            ),
+            None => String::new(),
+        };
         alloc::format!(
-            r#"{{"kernel":{},"initrd":{},"cmdline":{},"root_uuid":{}}}"#,
+            r#"{{"kernel":{},"initrd":{},"cmdline":{},"root_uuid":{}{bound}}}"#,
             self.kernel.text(),
             self.initrd.text(),
             Value::from(&self.cmdline),
@@ -122,8 +150,9 @@ impl Manifest {
     /// field present with its type, and no other field.
     pub fn from_json(v: &Value) -> Result<Self, String> {
         let map = v.as_object().ok_or("not a JSON object")?;
-        if let Some(unknown) = map.keys().find(|k| !["kernel", "initrd", "cmdline", "root_uuid"].contains(&k.as_str()))
-        {
+        const FIELDS: [&str; 7] =
+            ["kernel", "initrd", "cmdline", "root_uuid", "measurement_salt", "state_uuid", "version"];
+        if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(alloc::format!("unknown field `{unknown}`"));
         }
         let field = |key: &str| map.get(key).ok_or_else(|| alloc::format!("missing field `{key}`"));
@@ -134,6 +163,15 @@ impl Manifest {
             initrd: Payload::from_json(field("initrd")?, "initrd")?,
             cmdline: string("cmdline")?,
             root_uuid: string("root_uuid")?,
+            bound: match ["measurement_salt", "state_uuid", "version"].map(|k| map.contains_key(k)) {
+                [false, false, false] => None,
+                [true, true, true] => Some(Bound {
+                    measurement_salt: string("measurement_salt")?,
+                    state_uuid: string("state_uuid")?,
+                    version: field("version")?.as_u64().ok_or("`version` is not an unsigned integer")?,
+                }),
+                _ => return Err(String::from("measurement_salt, state_uuid and version come together")),
+            },
         })
     }
 }
@@ -163,6 +201,7 @@ pub fn build(
     initrd: &[u8],
     cmdline: &str,
     root_uuid: &str,
+    bound: Option<Bound>,
 ) -> Result<Vec<u8>, BundleError> {
     let kernel_off = HEADER_SIZE as u64;
     let initrd_off = (kernel_off + kernel.len() as u64).div_ceil(4096) * 4096;
@@ -171,6 +210,7 @@ pub fn build(
         initrd: Payload { offset: initrd_off, size: initrd.len() as u64, sha384: sha384_hex(initrd) },
         cmdline: String::from(cmdline),
         root_uuid: crate::keys::normalize_uuid(root_uuid).map_err(|e| BundleError::Manifest(alloc::format!("{e}")))?,
+        bound,
     };
     let json = manifest.to_json_text().into_bytes();
     if json.len() > HEADER_SIZE - MANIFEST_OFFSET {
@@ -250,12 +290,27 @@ mod tests {
     #[test]
     fn manifest_text_is_pinned() {
         let p = |o| Payload { offset: o, size: 10, sha384: "ab".into() };
-        let m = Manifest { kernel: p(4096), initrd: p(8192), cmdline: "a \"b\"".into(), root_uuid: "u".into() };
+        let m = Manifest {
+            kernel: p(4096),
+            initrd: p(8192),
+            cmdline: "a \"b\"".into(),
+            root_uuid: "u".into(),
+            bound: None,
+        };
         let text = r#"{"kernel":{"offset":4096,"size":10,"sha384":"ab"},"initrd":{"offset":8192,"size":10,"sha384":"ab"},"cmdline":"a \"b\"","root_uuid":"u"}"#;
         assert_eq!(m.to_json_text(), text);
         assert_eq!(Manifest::from_json(&crate::json::from_str(text).unwrap()).unwrap(), m);
         let extra = text.replace(r#""root_uuid""#, r#""x":1,"root_uuid""#);
         assert_eq!(Manifest::from_json(&crate::json::from_str(&extra).unwrap()).unwrap_err(), "unknown field `x`");
+        // The bound fields follow, all three or none.
+        let bound = Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3 };
+        let m2 = Manifest { bound: Some(bound), ..m.clone() };
+        let text2 = text
+            .replace(r#""root_uuid":"u"}"#, r#""root_uuid":"u","measurement_salt":"05","state_uuid":"s","version":3}"#);
+        assert_eq!(m2.to_json_text(), text2);
+        assert_eq!(Manifest::from_json(&crate::json::from_str(&text2).unwrap()).unwrap(), m2);
+        let partial = text2.replace(r#","version":3"#, "");
+        assert!(Manifest::from_json(&crate::json::from_str(&partial).unwrap()).unwrap_err().contains("come together"));
         let missing = text.replace(r#","root_uuid":"u""#, "");
         assert_eq!(
             Manifest::from_json(&crate::json::from_str(&missing).unwrap()).unwrap_err(),
@@ -267,7 +322,7 @@ mod tests {
     fn build_open_verify() {
         let s = secret(1);
         let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
-        let b = build(&s, b"kernel bytes", &[7u8; 5000], "console=ttyS0", uuid).unwrap();
+        let b = build(&s, b"kernel bytes", &[7u8; 5000], "console=ttyS0", uuid, None).unwrap();
         let m = open_header(&s, &b[..HEADER_SIZE], b.len() as u64).unwrap();
         assert_eq!((m.cmdline.as_str(), m.root_uuid.as_str()), ("console=ttyS0", uuid));
         let k = &b[m.kernel.offset as usize..(m.kernel.offset + m.kernel.size) as usize];
@@ -315,13 +370,18 @@ pub fn manifest_sha384(manifest: &Manifest) -> [u8; 48] {
     sha2::Sha384::digest(manifest.to_json_text()).into()
 }
 
+/// The init-data document naming `manifest` (its digest, and its version when it binds one).
+pub fn init_data(manifest: &Manifest) -> String {
+    crate::initdata::document(&manifest_sha384(manifest), manifest.bound.as_ref().map(|b| b.version))
+}
+
 /// The token JSON for `manifest` (LUKS2 adds its `keyslots`), with its init-data document.
 pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> crate::json::Value {
     crate::json!({
         "type": TOKEN_TYPE,
         "manifest": crate::json::from_str(&manifest.to_json_text()).expect("the manifest's own text parses"),
         "measurement_salt": hex::encode(measurement_salt),
-        "init_data": crate::initdata::document(&manifest_sha384(manifest)),
+        "init_data": init_data(manifest),
     })
 }
 
@@ -350,7 +410,13 @@ mod token_tests {
 
     fn manifest() -> Manifest {
         let p = |o| Payload { offset: o, size: 10, sha384: "ab".into() };
-        Manifest { kernel: p(4096), initrd: p(8192), cmdline: "console=ttyS0".into(), root_uuid: "u".into() }
+        Manifest {
+            kernel: p(4096),
+            initrd: p(8192),
+            cmdline: "console=ttyS0".into(),
+            root_uuid: "u".into(),
+            bound: None,
+        }
     }
 
     #[test]
@@ -364,7 +430,7 @@ mod token_tests {
             Some(BundleToken {
                 manifest: manifest(),
                 measurement_salt: alloc::vec![5; 32],
-                init_data: Some(crate::initdata::document(&manifest_sha384(&manifest())))
+                init_data: Some(init_data(&manifest()))
             })
         );
         for (field, value) in [

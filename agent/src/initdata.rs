@@ -11,7 +11,7 @@
 //! version = "0.1.0"
 //!
 //! [data]
-//! "veilboot.json" = '''{"boot-manifest-sha384":"<96 hex digits>"}'''
+//! "veilboot.json" = '''{"boot-manifest-sha384":"<96 hex digits>","bundle-version":1}'''
 //! ```
 //!
 //! The parser reads exactly this shape (a general TOML parser is not needed for a document
@@ -25,12 +25,30 @@ use sha2::Digest;
 /// The data entry veilboot reads.
 const ENTRY: &str = "\"veilboot.json\" = '''";
 
-/// The init-data document naming `manifest_sha384`.
-pub fn document(manifest_sha384: &[u8; 48]) -> String {
+/// The init-data document naming `manifest_sha384` and, when the manifest binds one, the
+/// bundle's version (a broker can require a minimum: rollback).
+pub fn document(manifest_sha384: &[u8; 48], bundle_version: Option<u64>) -> String {
+    let version = bundle_version.map(|v| alloc::format!(",\"bundle-version\":{v}")).unwrap_or_default();
     alloc::format!(
-        "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n{ENTRY}{{\"boot-manifest-sha384\":\"{}\"}}'''\n",
+        "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n{ENTRY}{{\"boot-manifest-sha384\":\"{}\"{version}}}'''\n",
         hex::encode(manifest_sha384)
     )
+}
+
+/// The bundle version the document names, if any.
+pub fn bundle_version(doc: &str) -> Result<Option<u64>, String> {
+    match entry(doc)?.get("bundle-version") {
+        None => Ok(None),
+        Some(n) => n.as_u64().map(Some).ok_or_else(|| String::from("init-data: bundle-version is not a number")),
+    }
+}
+
+/// The `veilboot.json` entry, parsed.
+fn entry(doc: &str) -> Result<crate::json::Value, String> {
+    let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
+    let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;
+    crate::json::from_slice(&doc.as_bytes()[start..end])
+        .map_err(|_| String::from("init-data: \"veilboot.json\" is not JSON"))
 }
 
 /// The document's digest with the algorithm it names (sha256, sha384 or sha512).
@@ -58,10 +76,7 @@ pub fn regularize(d: &[u8], n: usize) -> Vec<u8> {
 
 /// The boot-manifest digest the document names.
 pub fn manifest_sha384(doc: &str) -> Result<[u8; 48], String> {
-    let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
-    let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;
-    let v: crate::json::Value =
-        crate::json::from_slice(&doc.as_bytes()[start..end]).map_err(|_| "init-data: \"veilboot.json\" is not JSON")?;
+    let v = entry(doc)?;
     let h = v["boot-manifest-sha384"].as_str().ok_or("init-data: no boot-manifest-sha384")?;
     hex::decode(h)
         .ok()
@@ -75,8 +90,11 @@ mod tests {
 
     #[test]
     fn document_digest_and_refusals() {
-        let doc = document(&[0xAB; 48]);
+        let doc = document(&[0xAB; 48], None);
         assert_eq!(manifest_sha384(&doc), Ok([0xAB; 48]));
+        assert_eq!(bundle_version(&doc), Ok(None));
+        let versioned = document(&[0xAB; 48], Some(7));
+        assert_eq!((manifest_sha384(&versioned), bundle_version(&versioned)), (Ok([0xAB; 48]), Ok(Some(7))));
         assert_eq!(digest(&doc).unwrap(), sha2::Sha256::digest(doc.as_bytes()).to_vec());
         assert_eq!(regularize(&[1, 2], 4), [1, 2, 0, 0]);
         assert_eq!(regularize(&[1; 48], 32), [1; 32]);

@@ -103,6 +103,58 @@ fn measure_seal_and_unseal_on_swtpm() {
     assert_eq!(std::fs::read(out.path()).unwrap(), policy::policy_pcr(Bank::Sha256, &pcrs, &now));
 }
 
+/// Issue 35, case 1: after the firmware's full sequence (measure the firmware, the boot
+/// target and the separators; seal to the seal policy; extend the clusterID into PCR 15 before
+/// the hand-off) the booted OS, with a fresh policy session over the token's PCRs, cannot
+/// unseal. Sealed to PCRs 0, 4, 8, 9 (before the fix) the last unseal succeeded.
+#[test]
+fn the_sealed_secret_does_not_open_after_the_handoff() {
+    use veil_agent::tpm::measure;
+    let Some(sw) = start_swtpm() else { return };
+    let mut tpm = connect(&sw);
+    tpm.startup_clear().unwrap();
+    let banks = tpm.active_banks().unwrap();
+    let extend = |tpm: &mut Tpm<StreamTransport<TcpStream>>, m: &measure::Measurement<'_>| {
+        let digests: Vec<(Bank, Vec<u8>)> = banks.iter().map(|b| (*b, m.digest(*b))).collect();
+        tpm.pcr_extend(m.pcr, &digests).unwrap();
+    };
+    let rom = vec![0x90u8; 4096];
+    let mut plan = vec![measure::rom(&rom), measure::config("etc/e820", b"map")];
+    plan.extend([measure::kernel("aa"), measure::cmdline("console=ttyS0"), measure::initrd("bb")]);
+    plan.extend(measure::separators());
+    for m in &plan {
+        extend(&mut tpm, m);
+    }
+    // Sealed as the firmware seals (kernel/src/tpm.rs, MeasuredBoot::seal).
+    let values = tpm.pcr_read(Bank::Sha256, &measure::SEAL_PCRS).unwrap();
+    let policy = measure::seal_policy(&values).unwrap();
+    let primary = tpm.create_primary(&command::storage_primary_template()).unwrap();
+    let blob = tpm.create_sealed(primary, &policy, b"the master secret").unwrap();
+    let pcrs: Vec<u32> = measure::SEAL_PCRS.to_vec(); // what the token records
+    let unseal = |tpm: &mut Tpm<StreamTransport<TcpStream>>, nonce: u8| {
+        let object = tpm.load(primary, &blob).unwrap();
+        let session = tpm.start_policy_session(&[nonce; 32]).unwrap();
+        tpm.policy_pcr(session, Bank::Sha256, &pcrs).unwrap();
+        let r = tpm.unseal(object, session).map(|s| s.to_vec());
+        if r.is_err() {
+            tpm.flush(session).ok();
+        }
+        tpm.flush(object).unwrap();
+        r
+    };
+    // The firmware, before the clusterID: opens.
+    assert_eq!(unseal(&mut tpm, 1).unwrap(), b"the master secret");
+    // The firmware extends the clusterID (always, once it has the secret), then hands off.
+    extend(&mut tpm, &measure::cluster_id(&[7u8; 32]));
+    // The OS: a fresh session over the same PCRs is refused.
+    let err = unseal(&mut tpm, 2).unwrap_err();
+    assert!(err.to_string().contains("POLICY_FAIL"), "{err}");
+    // And nothing seals once PCR 15 is extended (such a token would open after the hand-off).
+    let values = tpm.pcr_read(Bank::Sha256, &measure::SEAL_PCRS).unwrap();
+    assert!(measure::seal_policy(&values).unwrap_err().contains("PCR 15 is already extended"));
+    tpm.flush(primary).unwrap();
+}
+
 #[test]
 fn sealed_blob_splitting_refuses_bad_lengths() {
     assert!(command::SealedBlob::from_concatenated(&[]).is_err());
@@ -359,6 +411,8 @@ fn remote_release_through_the_broker_and_its_refusals() {
         .into(),
         ek_root: root.clone(),
         ek_intermediates: vec![issuer.clone()],
+        allow_no_init_data: false,
+        min_bundle_version: None,
     };
     let mut seed = 0u64;
     let random = move |b: &mut [u8]| {

@@ -15,6 +15,8 @@ fn config() -> BrokerConfig {
         reference: [(4, veil_agent::kbs::broker::Reference { expected: [0; 32], warn_only: false })].into(),
         ek_root: Vec::new(),
         ek_intermediates: Vec::new(),
+        allow_no_init_data: false,
+        min_bundle_version: None,
     }
 }
 

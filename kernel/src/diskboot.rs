@@ -82,6 +82,15 @@ pub struct BootVolume {
     pub token: Option<BundleToken>,
 }
 
+impl BootVolume {
+    /// What tokens sealed for this volume are bound to (agent::tpm::token::binding): its UUID
+    /// and the manifest its `veil-bundle` token states (which the MAC'd one must equal).
+    pub fn binding(&self) -> Result<[u8; 32], BootError> {
+        let t = self.token.as_ref().ok_or(BootErrorKind::UnboundBootVolume("it has no veil-bundle token"))?;
+        Ok(veil_agent::tpm::token::binding(self.volume.uuid(), &bundle::manifest_sha384(&t.manifest)))
+    }
+}
+
 /// Find `veil-boot` on `disk` and read its LUKS2 header (no key needed).
 pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
     let location = disk.location;
@@ -179,16 +188,25 @@ pub fn systemd_volume_key(tpm: &mut crate::tpm::MeasuredBoot, disk: &mut Disk, b
     None
 }
 
-/// Unlock `boot` (with `volume_key` when a TPM token already produced it, else with the disk
-/// key from `secret`) and return the verified bundle. The MAC needs the master secret either
-/// way. When the header carries a `veil-bundle` token (what was measured), the MAC'd manifest
-/// must equal it.
-pub fn load(
+/// The boot volume unlocked and its manifest's MAC verified: the proof that a master secret
+/// is this disk's, before anything is sealed with it or read with it.
+pub struct Opened {
+    seg: DataSegment,
+    cipher: SectorCipher,
+    /// The MAC'd manifest.
+    pub manifest: Manifest,
+}
+
+/// Unlock `boot` (with `volume_key` when a token of the OS's tools already produced it, else
+/// with the disk key from `secret`) and verify the bundle header's MAC, which needs the master
+/// secret either way. When the header carries a `veil-bundle` token (what was measured), the
+/// MAC'd manifest must equal it.
+pub fn unlock(
     disk: &mut Disk,
     boot: &BootVolume,
     secret: &MasterSecret,
     volume_key: Option<VolumeKey>,
-) -> Result<Verified, BootError> {
+) -> Result<Opened, BootError> {
     let (start, len, volume) = (boot.start, boot.len, &boot.volume);
     let volume_key = match volume_key {
         Some(k) => k,
@@ -212,6 +230,25 @@ pub fn load(
     {
         return Err(BootErrorKind::ManifestDiffersFromToken.into());
     }
+    let Some(bound) = &manifest.bound else {
+        return Err(BootErrorKind::UnboundBootVolume(
+            "its MAC'd manifest binds no measurement salt, state disk or version (an image made before they were bound)",
+        )
+        .into());
+    };
+    if let Some(t) = &boot.token
+        && hex::encode(&t.measurement_salt) != bound.measurement_salt
+    {
+        return Err(BootErrorKind::MeasurementSaltDiffers.into());
+    }
+    Ok(Opened { seg, cipher, manifest })
+}
+
+/// Read the payloads of an opened boot volume, each checked against its digest in the
+/// manifest before it is used.
+pub fn read_bundle(disk: &mut Disk, boot: &BootVolume, opened: Opened) -> Result<Verified, BootError> {
+    let Opened { seg, cipher, manifest } = opened;
+    let start = boot.start;
     // In a small VM the kernel's window comes from the heap, before the payloads cut it up.
     let head = (manifest.kernel.offset, manifest.kernel.size.min(4096));
     let kernel_window = read_decrypt(disk, start, &seg, &cipher, head, 0)

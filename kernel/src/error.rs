@@ -143,6 +143,12 @@ pub enum BootErrorKind {
     },
     /// Remote release failed and there was no sealed secret to fall back on.
     BrokerRefused(BootError),
+    /// A boot volume that names no boot target (why), where a root of trust could bind one.
+    UnboundBootVolume(&'static str),
+    /// The clear `veil-bundle` token's measurement salt is not the one the MAC'd manifest binds.
+    MeasurementSaltDiffers,
+    /// A master secret from outside (where from) that does not open `veil-boot`: why.
+    SecretDoesNotOpen(&'static str, BootError),
     /// An event log with no ACPI tables to hand it over in: which log.
     NoAcpiForLog(&'static str),
     /// A `veil-boot` disk and no source for its master secret: the root of trust's name, or
@@ -226,16 +232,28 @@ impl fmt::Display for BootErrorKind {
                 }
             }
             BootErrorKind::BrokerRefused(e) => write!(f, "{e}: refusing to boot"),
+            BootErrorKind::UnboundBootVolume(why) => write!(
+                f,
+                "veil-boot is not bound to a boot target: {why}; with a root of trust (TPM, SEV-SNP, TDX) such a volume is refused before any secret is asked for or unsealed (make the image with `veil image build`, which writes the veil-bundle token and its init-data)"
+            ),
+            BootErrorKind::MeasurementSaltDiffers => write!(
+                f,
+                "boot bundle: the measurement salt in the veil-bundle token is not the one the MAC'd manifest binds (the clusterID would be the host's choice); refusing to boot"
+            ),
+            BootErrorKind::SecretDoesNotOpen(from, why) => write!(
+                f,
+                "the master secret from {from} does not open this disk ({why}); no token was written or removed: refusing to boot"
+            ),
             BootErrorKind::NoAcpiForLog(what) => write!(f, "{what}: no ACPI tables to hand it over in"),
             BootErrorKind::NoKeySource(rot) => {
-                write!(f, "the disk has a veil-boot volume but no key source gave its master secret: ")?;
+                write!(f, "the disk has a veil-boot volume but no key source gave its master secret (")?;
                 match rot {
-                    Some(name) => write!(f, "no sealed {name} token opened and")?,
-                    None => write!(f, "there is no TPM (QEMU -device tpm-tis with swtpm) to unseal a token, and")?,
+                    Some(name) => write!(f, "{name}: no sealed token, and no key broker relay")?,
+                    None => write!(f, "no TPM, no key broker relay, no development secret")?,
                 }
                 write!(
                     f,
-                    " no key broker relay is attached (a virtio-console relay: `veil kbs relay`), and this ROM takes no development secret (veilboot-dev.fd with fw_cfg opt/veil/dev-master-secret); add one of the three, or seal one offline with `veil seal`: refusing to boot"
+                    "). The three key sources: 1. a token sealed in veil-boot, opened by the TPM (QEMU -device tpm-tis on swtpm, see qemu/plain-tpm.sh; `veil seal` seals one offline, a first boot through the broker seals one) or by the SEV-SNP AMD-SP; 2. a key broker: `veil kbs serve` on the host and `veil kbs relay` on a virtio-console (needs a TPM or SEV-SNP/TDX evidence); 3. development only: the dev ROM (cargo xtask build-dev) with -fw_cfg name=opt/veil/dev-master-secret,file=SECRET. Refusing to boot"
                 )
             }
         }

@@ -1,8 +1,9 @@
 //! Where the master secret comes from: one flow for every root of trust
 //! (crate::platform::rot), in this order:
-//! 1. the launch binding: where the launch carries the digest of the disk's init-data
-//!    (SEV-SNP HOST_DATA, TDX MRCONFIGID), it must match the boot volume's init-data, and
-//!    that must name the manifest in its `veil-bundle` token;
+//! 1. the launch binding: the boot volume must have its `veil-bundle` token with the
+//!    init-data naming its manifest (else it is refused before anything is unsealed or asked
+//!    for), and where the launch carries the init-data's digest (SEV-SNP HOST_DATA, TDX
+//!    MRCONFIGID) the two must match;
 //! 2. local unseal: the root of trust's token in the `veil-boot` header (`veil-tpm2` through
 //!    a PolicyPCR session over this boot's PCRs; `veil-snp` with the key the AMD-SP derives
 //!    for this launch; TDX has none);
@@ -11,7 +12,10 @@
 //! 4. else, in ROMs built with `insecure-dev-key` only and never on a confidential platform:
 //!    fw_cfg `opt/veil/dev-master-secret` (development and tests);
 //!
-//! then the secret from 3 or 4 is sealed for the next boot, where the root of trust can seal.
+//! then the secret from 3 or 4, once it has opened `veil-boot` and the bundle manifest's MAC
+//! verified (a relay can forge a broker reply: the JWE does not authenticate its sender), is
+//! sealed for the next boot where the root of trust can seal. A secret that does not open the
+//! volume leaves the header as it was.
 //!
 //! When a sealed token exists but does not unseal (different PCRs: a new kernel, a tampered
 //! bundle), the firmware asks the broker; if the broker refuses too, or none is configured, it
@@ -57,14 +61,15 @@ fn dev_secret(cfg: &FwCfg) -> Result<Option<MasterSecret>, BootError> {
 
 /// The boot volume's init-data, checked: it names this volume's manifest, and the launch
 /// carries its digest where the launch has a register for it (SEV-SNP HOST_DATA, TDX
-/// MRCONFIGID). None when the image has no init-data (made before it existed: the launch is
-/// then not bound to the disk, and the log says so).
-fn launch_binding(rot: &mut dyn RootOfTrust, boot: &BootVolume) -> Result<Option<String>, BootError> {
+/// MRCONFIGID). A volume without the `veil-bundle` token or its init-data is refused: with a
+/// root of trust its boot target could be bound, so it must be (fail closed).
+fn launch_binding(rot: &mut dyn RootOfTrust, boot: &BootVolume) -> Result<String, BootError> {
     use veil_agent::initdata;
-    let Some(token) = &boot.token else { return Ok(None) };
+    let Some(token) = &boot.token else {
+        return Err(BootErrorKind::UnboundBootVolume("it has no veil-bundle token").into());
+    };
     let Some(doc) = &token.init_data else {
-        crate::log!("{}: this disk has no init-data: the launch is not bound to its boot target", rot.name());
-        return Ok(None);
+        return Err(BootErrorKind::UnboundBootVolume("its veil-bundle token carries no init-data").into());
     };
     let named = initdata::manifest_sha384(doc).map_err(BootErrorKind::LaunchBinding)?;
     if named != veil_agent::bundle::manifest_sha384(&token.manifest) {
@@ -73,7 +78,7 @@ fn launch_binding(rot: &mut dyn RootOfTrust, boot: &BootVolume) -> Result<Option
         ))
         .into());
     }
-    let Some((register, value)) = rot.launch_host_data()? else { return Ok(Some(doc.clone())) };
+    let Some((register, value)) = rot.launch_host_data()? else { return Ok(doc.clone()) };
     let want = initdata::regularize(&initdata::digest(doc).map_err(BootErrorKind::LaunchBinding)?, value.len());
     if value[..] != want[..] {
         return Err(BootErrorKind::LaunchBinding(alloc::format!(
@@ -88,7 +93,7 @@ fn launch_binding(rot: &mut dyn RootOfTrust, boot: &BootVolume) -> Result<Option
         rot.name(),
         hex::encode(&value)
     );
-    Ok(Some(doc.clone()))
+    Ok(doc.clone())
 }
 
 /// The master secret from the key broker behind `relay`, attesting with `rot`'s evidence.
@@ -136,53 +141,97 @@ pub fn seal(
     Ok(())
 }
 
+/// Where a master secret came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Source {
+    /// The root of trust's sealed token: nothing to seal again.
+    Sealed,
+    /// The key broker, through the (untrusted) relay.
+    Broker,
+    /// fw_cfg, in development ROMs.
+    Development,
+}
+
+impl Source {
+    /// For messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Source::Sealed => "the sealed token",
+            Source::Broker => "the key broker (through the host's relay)",
+            Source::Development => "the development source (fw_cfg)",
+        }
+    }
+}
+
+/// A master secret and where it came from.
+pub struct Obtained {
+    /// The secret.
+    pub secret: MasterSecret,
+    /// Its source.
+    pub source: Source,
+}
+
+impl Obtained {
+    /// Seal the secret for later boots when it came from outside (the broker, the development
+    /// source). Call only once it has opened `veil-boot` and its manifest MAC verified: a
+    /// secret a relay forged must leave the header untouched.
+    pub fn seal_if_new(
+        &self,
+        plat: &mut dyn Platform,
+        disk: &mut Disk,
+        boot: &mut BootVolume,
+    ) -> Result<(), BootError> {
+        if self.source == Source::Sealed {
+            return Ok(());
+        }
+        let Some(rot) = plat.root_of_trust() else { return Ok(()) };
+        crate::tsc::mark("seal");
+        seal(rot, disk, boot, &self.secret)
+    }
+}
+
 /// The refusal when no source gave the secret: every sealed token's reason, if any.
-fn none_found(sealed_failure: Option<Unopened>) -> Result<Option<MasterSecret>, BootError> {
+fn none_found(sealed_failure: Option<Unopened>) -> Result<Option<Obtained>, BootError> {
     match sealed_failure {
         Some(tokens) => Err(BootErrorKind::SealedSecretUnopened { tokens, broker: None }.into()),
         None => Ok(None),
     }
 }
 
-/// The master secret, if some source provides it (see the module documentation for the
-/// order); with a boot volume, a secret from the broker or the development source is sealed
-/// into its header.
+/// The master secret for the boot volume (`boot`, when there is one), if some source provides
+/// it (see the module documentation for the order). Nothing is written here: the caller checks
+/// the secret against `veil-boot`, then seals it (Obtained::seal_if_new).
 pub fn master_secret(
     cfg: &FwCfg,
     plat: &mut dyn Platform,
-    boot: Option<(&mut Disk, &mut BootVolume)>,
+    boot: Option<&BootVolume>,
     relay: Option<&mut Console>,
-) -> Result<Option<MasterSecret>, BootError> {
+) -> Result<Option<Obtained>, BootError> {
     let confidential = plat.is_confidential();
     if confidential && dev_secret_offered(cfg) {
         return Err(BootErrorKind::DevKeyRefused(plat.name()).into());
     }
-    let Some(rot) = plat.root_of_trust() else { return dev_secret(cfg) };
-    let init_data = match boot.as_ref() {
-        Some((_, b)) => launch_binding(rot, b)?,
-        None => None,
+    // The secret exists for the boot volume: without one (a direct boot) nothing asks for it.
+    let Some(boot) = boot else { return Ok(None) };
+    let development = |cfg: &FwCfg| -> Result<Option<Obtained>, BootError> {
+        Ok(dev_secret(cfg)?.map(|secret| Obtained { secret, source: Source::Development }))
     };
-    let mut sealed_failure = None;
-    if let Some((_, b)) = boot.as_ref() {
-        match rot.unseal(b) {
-            Ok(Some(secret)) => return Ok(Some(secret)),
-            Ok(None) => {}
-            Err(why) => sealed_failure = Some(why),
-        }
-    }
-    let secret = match relay {
-        Some(relay) => remote_release(rot, relay, init_data.as_deref()).map_err(|e| match sealed_failure {
+    let Some(rot) = plat.root_of_trust() else { return development(cfg) };
+    let init_data = launch_binding(rot, boot)?;
+    let sealed_failure = match rot.unseal(boot) {
+        Ok(Some(secret)) => return Ok(Some(Obtained { secret, source: Source::Sealed })),
+        Ok(None) => None,
+        Err(why) => Some(why),
+    };
+    if let Some(relay) = relay {
+        let secret = remote_release(rot, relay, Some(&init_data)).map_err(|e| match sealed_failure {
             Some(tokens) => BootErrorKind::SealedSecretUnopened { tokens, broker: Some(e) },
             None => BootErrorKind::BrokerRefused(e),
-        })?,
-        None => match if confidential { None } else { dev_secret(cfg)? } {
-            Some(secret) => secret,
-            None => return none_found(sealed_failure),
-        },
-    };
-    if let Some((disk, b)) = boot {
-        crate::tsc::mark("seal");
-        seal(rot, disk, b, &secret)?;
+        })?;
+        return Ok(Some(Obtained { secret, source: Source::Broker }));
     }
-    Ok(Some(secret))
+    match if confidential { None } else { development(cfg)? } {
+        Some(obtained) => Ok(Some(obtained)),
+        None => none_found(sealed_failure),
+    }
 }

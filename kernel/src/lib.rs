@@ -52,7 +52,6 @@ use alloc::vec::Vec;
 
 use platform::Platform;
 use veil_agent::fwcfg::E820Entry;
-use veil_agent::keys::MasterSecret;
 use veil_agent::tpm::measure;
 use zeroize::Zeroizing;
 
@@ -101,13 +100,15 @@ pub extern "C" fn veil_main() -> ! {
     let mut disks = find_disks(&cfg, &mut *plat, &pci, &hooks); // xts, disk
     let separated = measure_target(&mut *plat, disks.boot.as_ref()); // measure-target
     tsc::mark("unseal");
-    let (boot_disk, relay) = disks.for_key_source();
-    let secret = or_fail(keysource::master_secret(&cfg, &mut *plat, boot_disk, relay), "");
-    let (mut from_disk, root_files) = match (&secret, &disks.boot) {
-        (Some(secret), Some(_)) => read_disks(&mut *plat, &mut disks, secret), // disk-read
+    let secret = or_fail(keysource::master_secret(&cfg, &mut *plat, disks.boot.as_ref(), disks.relay.as_mut()), "");
+    let (mut from_disk, root_files) = match (secret, &disks.boot) {
+        (Some(secret), Some(_)) => read_disks(&mut *plat, &mut disks, secret), // disk-read, seal
+        (None, Some(_)) => {
+            let e = error::BootError::from(error::BootErrorKind::NoKeySource(rot_name(&mut *plat)));
+            fail(format_args!("{e}"))
+        }
         _ => (None, Vec::new()),
     };
-    drop(secret); // zeroized
     tsc::mark("linux");
     let kernel = prepare_linux(&cfg, &mut *plat, &memory, acpi.as_mut(), from_disk.as_mut(), root_files);
     let Some(kernel) = kernel else {
@@ -297,20 +298,6 @@ struct Disks {
     relay: Option<virtio::Console>,
 }
 
-impl Disks {
-    /// The boot disk and its volume, and the relay, for the key source.
-    #[allow(clippy::type_complexity)]
-    fn for_key_source(
-        &mut self,
-    ) -> (Option<(&mut virtio::Disk, &mut diskboot::BootVolume)>, Option<&mut virtio::Console>) {
-        let boot = match (self.disks.first_mut(), self.boot.as_mut()) {
-            (Some(d), Some(b)) => Some((d, b)),
-            _ => None,
-        };
-        (boot, self.relay.as_mut())
-    }
-}
-
 /// The kernel comes from the encrypted disk when there is a key source and a disk, else from
 /// QEMU's -kernel. The boot volume's header is readable without a key: its veil-bundle token
 /// names the boot target, which is measured before any unsealing.
@@ -319,13 +306,6 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
     let dev_key = keysource::dev_secret_offered(cfg);
     let attests = plat.root_of_trust().is_some();
     let pci::Config::Ecam(base) = *pci else { return found };
-    if !(attests || dev_key) {
-        return found;
-    }
-    // Only a disk boot decrypts anything: the XTS self-test and choice run here, not on every
-    // boot.
-    tsc::mark("xts");
-    select_xts_backend(hooks.xts_backend());
     tsc::mark("disk");
     found.disks = or_fail(virtio::find_disks(base), "virtio bounce pool");
     for d in &found.disks {
@@ -340,7 +320,13 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
     }
     match found.disks.first_mut() {
         Some(disk) => match diskboot::open(disk) {
-            Ok(b) => found.boot = Some(b),
+            Ok(b) => {
+                // Only a disk boot decrypts anything: the XTS self-test and choice run here,
+                // not on every boot.
+                tsc::mark("xts");
+                select_xts_backend(hooks.xts_backend());
+                found.boot = Some(b);
+            }
             Err(e) if dev_key || matches!(e.kind(), error::BootErrorKind::BootVolumeUnreadable(_)) => {
                 fail(format_args!("{e}"))
             }
@@ -377,25 +363,42 @@ fn measure_target(plat: &mut dyn Platform, boot: Option<&diskboot::BootVolume>) 
 /// The files handed to Linux in the initrd (keys and UUIDs), zeroized when dropped.
 type RootFiles = Vec<(&'static str, Zeroizing<Vec<u8>>)>;
 
-/// With the master secret: the clusterID measured, the boot bundle read and verified, the
-/// root volume's key and the state disk's prepared for Linux.
+/// The root of trust's name, if there is one.
+fn rot_name(plat: &mut dyn Platform) -> Option<&'static str> {
+    plat.root_of_trust().map(|r| r.name())
+}
+
+/// With the master secret: the boot volume opened and its manifest verified (the proof that
+/// the secret is this disk's), then a new secret sealed, the clusterID measured, the bundle
+/// read and verified, the root volume's key and the state disk's prepared for Linux.
 fn read_disks(
     plat: &mut dyn Platform,
     disks: &mut Disks,
-    secret: &MasterSecret,
+    obtained: keysource::Obtained,
 ) -> (Option<diskboot::Verified>, RootFiles) {
-    let boot = disks.boot.as_ref().expect("read_disks is called with a boot volume");
+    let boot = disks.boot.as_mut().expect("read_disks is called with a boot volume");
+    let secret = &obtained.secret;
     let mut root_files: RootFiles = Vec::new();
-    if let (true, Some(t)) = (measures(plat), &boot.token) {
-        let id = secret.cluster_id(&t.measurement_salt);
-        measure(plat, &measure::cluster_id(&id.0));
-        log!("{}: extended the clusterID {} into PCR 15 / RTMR2", plat.name(), hex::encode(id.0));
-    }
     tsc::mark("disk-read");
     let disk = &mut disks.disks[0];
     let start_tsc = cpu::rdtsc();
     let volume_key = plat.root_of_trust().and_then(|r| r.volume_key(disk, boot));
-    let verified = or_fail(diskboot::load(disk, boot, secret, volume_key), "");
+    // A secret through the relay may be forged (the JWE does not authenticate its sender):
+    // the refusal says so, and nothing was written.
+    let opened = diskboot::unlock(disk, boot, secret, volume_key).unwrap_or_else(|e| match obtained.source {
+        keysource::Source::Broker => {
+            let e = error::BootError::from(error::BootErrorKind::SecretDoesNotOpen(obtained.source.describe(), e));
+            fail(format_args!("{e}"))
+        }
+        _ => fail(format_args!("{e}")),
+    });
+    or_fail(obtained.seal_if_new(plat, disk, boot), "");
+    if let (true, Some(t)) = (measures(plat), &boot.token) {
+        let id = secret.cluster_id(&t.measurement_salt);
+        measure(plat, &measure::cluster_id(&id.0));
+        log!("{}: extended the clusterID {} into PCR 15 / RTMR2", rot_name(plat).unwrap_or(""), hex::encode(id.0));
+    }
+    let verified = or_fail(diskboot::read_bundle(disk, boot, opened), "");
     diskboot::repair_other_copy(disk, (boot.start, boot.len), &boot.volume, "veil-boot");
     let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
     log!(
@@ -411,8 +414,9 @@ fn read_disks(
     // A second disk is the state disk: formatted if blank, never touched otherwise.
     if let Some(state) = disks.disks.get_mut(1) {
         let location = state.location;
-        if let Some(uuid) =
-            statedisk::prepare(state, secret).unwrap_or_else(|e| fail(format_args!("state disk {location}: {e}")))
+        let state_uuid = &verified.manifest.bound.as_ref().expect("diskboot::unlock checked it").state_uuid;
+        if let Some(uuid) = statedisk::prepare(state, secret, state_uuid)
+            .unwrap_or_else(|e| fail(format_args!("state disk {location}: {e}")))
         {
             let key = or_fail(secret.disk_key(&uuid), "state disk");
             root_files.push((veil_agent::handover::STATE_KEY, Zeroizing::new(key.to_vec())));

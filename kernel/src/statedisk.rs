@@ -1,8 +1,9 @@
 //! The state disk: a second virtio disk that Linux keeps its data on. A blank one is
-//! formatted LUKS2 on first boot with its disk key, and so is one that holds nothing but
-//! that format cut short by a power loss; a LUKS2 volume's key is handed over when its
-//! keyslot opens with that key; anything else is never touched (veil_agent::statedisk
-//! decides). Its key is handed over like the root key.
+//! formatted LUKS2 on first boot with its disk key, under the UUID the image's MAC'd manifest
+//! names, and so is one that holds nothing but that format cut short by a power loss; a LUKS2
+//! volume's key is handed over when it carries that UUID and its keyslot opens with that key
+//! (another node's or another image's state disk gets no key); anything else is never touched
+//! (veil_agent::statedisk decides). Its key is handed over like the root key.
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -19,10 +20,16 @@ use crate::virtio::Disk;
 
 /// Inspect (and, if blank or holding only an interrupted format of ours, format) the state
 /// disk, logging what was found; the UUID of the volume whose key to hand over, if any.
-pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<Option<String>, BootError> {
+pub fn prepare(disk: &mut Disk, secret: &MasterSecret, named: &str) -> Result<Option<String>, BootError> {
     let location = disk.location;
     if let Ok(volume) = Volume::load(disk) {
         let uuid = volume.uuid().to_string();
+        if !uuid.eq_ignore_ascii_case(named) {
+            crate::log!(
+                "state disk {location}: LUKS2 volume {uuid} is not the state disk this image names ({named}): its key not handed over"
+            );
+            return Ok(None);
+        }
         let key = secret.disk_key(&uuid)?;
         return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::diskboot::LIMITS)? {
             Keyslots::Open(slot) => {
@@ -56,7 +63,7 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret) -> Result<Option<String>,
     };
     drop(probes);
     let mut rng = |b: &mut [u8]| crate::random::fill(b);
-    let uuid = veil_agent::luks2::format::random_uuid(&mut rng);
+    let uuid = String::from(named);
     let opts = statedisk::format_options(uuid.clone());
     let passphrase = secret.disk_key(&uuid)?;
     let mut volume_key = Zeroizing::new(alloc::vec![0u8; opts.key_size]);

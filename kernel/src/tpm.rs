@@ -11,12 +11,12 @@ use alloc::vec::Vec;
 use veil_agent::kbs::client::{self, Phases, Relay};
 use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::VolumeKey;
+use veil_agent::tpm::Bank;
 use veil_agent::tpm::command::{self, SealedBlob, Tpm, Transport, TransportError};
 use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
 use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
 use veil_agent::tpm::token;
-use veil_agent::tpm::{Bank, policy};
 use zeroize::Zeroizing;
 
 use crate::diskboot::BootVolume;
@@ -140,11 +140,11 @@ impl MeasuredBoot {
         Ok(handle)
     }
 
-    /// Seal `secret` to the current values of measure::SEAL_PCRS; returns the blob and the
-    /// policy digest.
+    /// Seal `secret` to the current values of measure::SEAL_PCRS (PCR 15 still zero: see
+    /// measure::seal_policy); returns the blob and the policy digest.
     pub fn seal(&mut self, secret: &[u8]) -> Result<(SealedBlob, [u8; 32]), BootError> {
-        let values: Vec<Vec<u8>> = self.read_pcrs(&measure::SEAL_PCRS)?.into_iter().map(|(_, v)| v).collect();
-        let policy = policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values);
+        let values = self.read_pcrs(&measure::SEAL_PCRS)?;
+        let policy = measure::seal_policy(&values).map_err(BootErrorKind::Token)?;
         let primary = self.primary()?;
         let blob = self.tpm.create_sealed(primary, &policy, secret)?;
         Ok((blob, policy))
@@ -255,9 +255,10 @@ impl RootOfTrust for MeasuredBoot {
             crate::log!("tpm: veil-boot has no veil-tpm2 token (first boot)");
             return Ok(None);
         }
+        let binding = boot.binding().map_err(|e| alloc::vec![(String::from("veil-boot"), e)])?;
         let mut why = Vec::new();
         for t in tokens {
-            let t = match t {
+            let t = match t.and_then(|t| t.closes_at_handoff().map(|()| t)) {
                 Ok(t) => t,
                 Err(e) => {
                     crate::log!("tpm: veil-boot {e}: ignored");
@@ -279,7 +280,7 @@ impl RootOfTrust for MeasuredBoot {
                         t.number,
                         t.pcrs
                     );
-                    return token::open_payload(&bytes).map(Some).map_err(|e| {
+                    return token::open_payload_bound(&bytes, &binding).map(Some).map_err(|e| {
                         alloc::vec![(alloc::format!("token {}", t.number), BootErrorKind::Token(e).into())]
                     });
                 }
@@ -297,7 +298,7 @@ impl RootOfTrust for MeasuredBoot {
 
     /// A `veil-tpm2` token sealed to this boot's values of measure::SEAL_PCRS.
     fn seal(&mut self, boot: &BootVolume, secret: &MasterSecret) -> Result<Option<Sealed>, BootError> {
-        let (blob, policy) = MeasuredBoot::seal(self, &token::seal_payload(secret))?;
+        let (blob, policy) = MeasuredBoot::seal(self, &token::seal_payload_bound(secret, &boot.binding()?))?;
         Ok(Some(Sealed {
             token: token::token_json(&measure::SEAL_PCRS, &policy, &blob, None),
             replaces: token::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),

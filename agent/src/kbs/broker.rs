@@ -73,7 +73,8 @@ pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String
     Ok(out)
 }
 
-/// What the broker trusts and serves.
+/// What the broker trusts and serves (the default trusts nothing and serves nothing).
+#[derive(Default)]
 pub struct BrokerConfig {
     /// SEV-SNP evidence: what is accepted (None: `snp` is refused).
     pub snp: Option<crate::snp::verify::SnpPolicy>,
@@ -88,7 +89,63 @@ pub struct BrokerConfig {
     pub ek_root: Vec<u8>,
     /// Intermediate CA certificates (DER).
     pub ek_intermediates: Vec<Vec<u8>>,
+    /// Accept SEV-SNP and TDX evidence sent without init-data (a launch not bound to a boot
+    /// target: HOST_DATA / MRCONFIGID zero). Off by default: veilboot always sends it.
+    pub allow_no_init_data: bool,
+    /// SEV-SNP and TDX: the lowest bundle version the init-data may name (rollback to an
+    /// older bundle is refused); None accepts any.
+    pub min_bundle_version: Option<u64>,
 }
+
+/// The launch's host-data register (`register`: SEV-SNP HOST_DATA, TDX MRCONFIGID, holding
+/// `value`) against the init-data sent (Trustee's rule: the register is the document's digest,
+/// zero-padded), then the bundle version the document names. Evidence without init-data is
+/// refused (a launch bound to no boot target) unless the operator allows it, and always when
+/// the register is not zero. Returns a log suffix.
+fn check_init_data(
+    (subject, register): (&str, &str),
+    value: &[u8],
+    init_data: Option<&str>,
+    config: &BrokerConfig,
+) -> Result<String, String> {
+    match init_data {
+        Some(doc) => {
+            let want = crate::initdata::regularize(&crate::initdata::digest(doc)?, value.len());
+            if value != want.as_slice() {
+                return Err(format!(
+                    "{register} {} is not the digest of the init-data sent ({})",
+                    hex::encode(value),
+                    hex::encode(&want)
+                ));
+            }
+            Ok(format!(
+                "; {register} is the init-data's digest{}",
+                check_bundle_version(doc, config.min_bundle_version)?
+            ))
+        }
+        None if value.iter().any(|b| *b != 0) => {
+            Err(format!("{subject} {register} but no init-data was sent to check it against"))
+        }
+        None if !config.allow_no_init_data => Err(String::from(NO_INIT_DATA)),
+        None => Ok(String::from("; no init-data (allowed by the operator)")),
+    }
+}
+
+/// The init-data's bundle version against the minimum the broker requires: a log suffix, or
+/// the refusal.
+fn check_bundle_version(doc: &str, min: Option<u64>) -> Result<String, String> {
+    let Some(min) = min else { return Ok(String::new()) };
+    match crate::initdata::bundle_version(doc)? {
+        Some(v) if v >= min => Ok(format!("; bundle version {v} (at least {min})")),
+        Some(v) => Err(format!(
+            "the init-data names bundle version {v}, below the minimum {min} this broker requires (an older bundle: rollback)"
+        )),
+        None => Err(format!("the init-data names no bundle version; this broker requires at least {min}")),
+    }
+}
+
+/// The refusal of SEV-SNP or TDX evidence that comes without init-data.
+const NO_INIT_DATA: &str = "the evidence comes without init-data, so the launch is bound to no boot target (veilboot sends the boot volume's init-data; `veil kbs serve --allow-no-init-data` accepts such launches)";
 
 /// An HTTP request, reduced to what the protocol needs.
 #[derive(Debug, Clone, Copy)]
@@ -418,11 +475,11 @@ pub fn check_attestation(
     };
     if s.tee == kbs_types::Tee::Snp {
         let policy = config.snp.as_ref().ok_or("this broker does not verify snp evidence")?;
-        return check_snp(policy, &attestation, now()?).map(|log| (key, log));
+        return check_snp(policy, &attestation, now()?, config).map(|log| (key, log));
     }
     if s.tee == kbs_types::Tee::Tdx {
         let policy = config.tdx.as_ref().ok_or("this broker does not verify tdx evidence")?;
-        return check_tdx(policy, &attestation, now()?).map(|log| (key, log));
+        return check_tdx(policy, &attestation, now()?, config).map(|log| (key, log));
     }
     let primary = &attestation.tee_evidence.primary_evidence;
     let ev = TpmEvidence::from_json(&primary.into())?;
@@ -440,29 +497,19 @@ pub fn check_snp(
     policy: &crate::snp::verify::SnpPolicy,
     attestation: &kbs_types::Attestation,
     now: u64,
+    config: &BrokerConfig,
 ) -> Result<String, String> {
     let (raw, certs) = crate::snp::verify::from_evidence(&attestation.tee_evidence.primary_evidence)?;
     let verified = crate::snp::verify::verify_snp(&raw, &certs, policy, now)?;
     // HOST_DATA: the digest of the init-data the firmware sent (Trustee's rule), when it sent
     // one; a launch that carries HOST_DATA without it is refused.
     let host_data = &raw[0xC0..0xE0];
-    let init = match &attestation.init_data {
-        Some(d) => {
-            let want = crate::initdata::regularize(&crate::initdata::digest(&d.body)?, 32);
-            if host_data != want.as_slice() {
-                return Err(format!(
-                    "HOST_DATA {} is not the digest of the init-data sent ({})",
-                    hex::encode(host_data),
-                    hex::encode(&want)
-                ));
-            }
-            String::from("; HOST_DATA is the init-data's digest")
-        }
-        None if host_data.iter().any(|b| *b != 0) => {
-            return Err(String::from("the launch carries HOST_DATA but no init-data was sent to check it against"));
-        }
-        None => String::from("; no init-data"),
-    };
+    let init = check_init_data(
+        ("the launch carries", "HOST_DATA"),
+        host_data,
+        attestation.init_data.as_ref().map(|d| d.body.as_str()),
+        config,
+    )?;
     let mut want = [0u8; 64];
     want[..48].copy_from_slice(&expected_runtime_digest(attestation)?);
     if raw[0x50..0x90] != want {
@@ -480,27 +527,17 @@ pub fn check_tdx(
     policy: &crate::tdx::verify::TdxPolicy,
     attestation: &kbs_types::Attestation,
     now: u64,
+    config: &BrokerConfig,
 ) -> Result<String, String> {
     let (quote, ccel) = crate::tdx::getquote::from_evidence(&(&attestation.tee_evidence.primary_evidence).into())?;
     let verified = crate::tdx::verify::verify_tdx(&quote, ccel.as_deref(), policy, now)?;
     let body = &verified.quote.body;
-    let init = match &attestation.init_data {
-        Some(d) => {
-            let want = crate::initdata::regularize(&crate::initdata::digest(&d.body)?, 48);
-            if body.mr_config_id[..] != want[..] {
-                return Err(format!(
-                    "MRCONFIGID {} is not the digest of the init-data sent ({})",
-                    hex::encode(body.mr_config_id),
-                    hex::encode(&want)
-                ));
-            }
-            String::from("; MRCONFIGID is the init-data's digest")
-        }
-        None if body.mr_config_id.iter().any(|b| *b != 0) => {
-            return Err(String::from("the TD carries an MRCONFIGID but no init-data was sent to check it against"));
-        }
-        None => String::from("; no init-data"),
-    };
+    let init = check_init_data(
+        ("the TD carries an", "MRCONFIGID"),
+        &body.mr_config_id,
+        attestation.init_data.as_ref().map(|d| d.body.as_str()),
+        config,
+    )?;
     let mut want = [0u8; 64];
     want[..48].copy_from_slice(&expected_runtime_digest(attestation)?);
     if body.report_data != want {
@@ -609,6 +646,8 @@ mod tests {
             reference: BTreeMap::new(),
             ek_root: Vec::new(),
             ek_intermediates: Vec::new(),
+            allow_no_init_data: false,
+            min_bundle_version: None,
         };
         let mut n = 0u8;
         Broker::new(
@@ -624,6 +663,43 @@ mod tests {
 
     fn post<'a>(path: &'a str, session: Option<&'a str>, body: &'a [u8]) -> Request<'a> {
         Request { method: "POST", path, session, body }
+    }
+
+    /// Issue 35, case 2: SEV-SNP or TDX evidence without init-data is refused unless the
+    /// operator allows it (before, it was accepted whenever the register was zero).
+    #[test]
+    fn init_data_is_required_unless_allowed() {
+        let mut config = broker().config;
+        let snp = ("the launch carries", "HOST_DATA");
+        assert_eq!(check_init_data(snp, &[0; 32], None, &config).unwrap_err(), NO_INIT_DATA);
+        assert!(check_init_data(snp, &[1; 32], None, &config).unwrap_err().contains("but no init-data was sent"));
+        let doc = crate::initdata::document(&[1; 48], Some(2));
+        let digest = crate::initdata::digest(&doc).unwrap();
+        assert!(
+            check_init_data(snp, &digest, Some(&doc), &config).unwrap().contains("HOST_DATA is the init-data's digest")
+        );
+        assert!(check_init_data(snp, &[2; 32], Some(&doc), &config).unwrap_err().contains("is not the digest"));
+        let tdx = ("the TD carries an", "MRCONFIGID");
+        let padded = crate::initdata::regularize(&digest, 48);
+        assert!(
+            check_init_data(tdx, &padded, Some(&doc), &config)
+                .unwrap()
+                .contains("MRCONFIGID is the init-data's digest")
+        );
+        config.min_bundle_version = Some(3);
+        assert!(check_init_data(tdx, &padded, Some(&doc), &config).unwrap_err().contains("rollback"));
+        config.allow_no_init_data = true;
+        assert!(check_init_data(tdx, &[0; 48], None, &config).unwrap().contains("allowed by the operator"));
+        assert!(check_init_data(tdx, &[9; 48], None, &config).is_err());
+    }
+
+    #[test]
+    fn bundle_version_minimum() {
+        let doc = |v| crate::initdata::document(&[1; 48], v);
+        assert_eq!(check_bundle_version(&doc(None), None), Ok(String::new()));
+        assert!(check_bundle_version(&doc(Some(3)), Some(3)).unwrap().contains("bundle version 3"));
+        assert!(check_bundle_version(&doc(Some(2)), Some(3)).unwrap_err().contains("rollback"));
+        assert!(check_bundle_version(&doc(None), Some(1)).unwrap_err().contains("names no bundle version"));
     }
 
     #[test]

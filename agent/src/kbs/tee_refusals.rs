@@ -34,6 +34,15 @@ const INIT_DATA: &str = "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n
 const OTHER_INIT_DATA: &str = "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"veilboot.json\" = '''{\"boot-manifest-sha384\":\"bb\"}'''\n";
 
 fn broker(snp: Option<crate::snp::verify::SnpPolicy>, tdx: Option<crate::tdx::verify::TdxPolicy>) -> Broker {
+    broker_allowing(snp, tdx, false)
+}
+
+/// A broker that accepts evidence sent without init-data when `allow_no_init_data`.
+fn broker_allowing(
+    snp: Option<crate::snp::verify::SnpPolicy>,
+    tdx: Option<crate::tdx::verify::TdxPolicy>,
+    allow_no_init_data: bool,
+) -> Broker {
     let config = BrokerConfig {
         snp,
         tdx,
@@ -41,6 +50,8 @@ fn broker(snp: Option<crate::snp::verify::SnpPolicy>, tdx: Option<crate::tdx::ve
         reference: BTreeMap::new(),
         ek_root: Vec::new(),
         ek_intermediates: Vec::new(),
+        allow_no_init_data,
+        min_bundle_version: None,
     };
     let mut n = 0u8;
     Broker::new(
@@ -131,14 +142,17 @@ mod snp {
         crate::snp::evidence::evidence_json(&report, Some(&certs)).unwrap()
     }
 
-    fn snp_broker() -> Broker {
-        let policy = crate::snp::verify::SnpPolicy {
+    fn snp_policy() -> crate::snp::verify::SnpPolicy {
+        crate::snp::verify::SnpPolicy {
             measurements: alloc::vec![MEASUREMENT],
             test_root: Some(fixture("snp-ark.der")),
             crls: alloc::vec![fixture("snp-ark-crl.der")],
             ..Default::default()
-        };
-        broker(Some(policy), None)
+        }
+    }
+
+    fn snp_broker() -> Broker {
+        broker(Some(snp_policy()), None)
     }
 
     #[test]
@@ -146,14 +160,14 @@ mod snp {
         let r = attest(&snp_broker(), Tee::Snp, &HONEST, &evidence);
         assert_eq!(r.status, 200, "{}", r.log);
         assert!(r.log.contains("report data bound to this session; HOST_DATA is the init-data's digest"), "{}", r.log);
-        let r = attest(
-            &snp_broker(),
-            Tee::Snp,
-            &Attempt { send_init_data: None, launched_with: None, bind_other_key: false },
-            &evidence,
-        );
+        // Issue 35: a launch bound to no boot target (no init-data, HOST_DATA zero) is refused
+        // unless the operator allows it (before, it was accepted).
+        let unbound = Attempt { send_init_data: None, launched_with: None, bind_other_key: false };
+        refused_for(&attest(&snp_broker(), Tee::Snp, &unbound, &evidence), "without init-data");
+        let allowing = broker_allowing(Some(snp_policy()), None, true);
+        let r = attest(&allowing, Tee::Snp, &unbound, &evidence);
         assert_eq!(r.status, 200, "{}", r.log);
-        assert!(r.log.ends_with("; no init-data"), "{}", r.log);
+        assert!(r.log.ends_with("; no init-data (allowed by the operator)"), "{}", r.log);
     }
 
     #[test]
@@ -249,8 +263,8 @@ mod tdx {
         crate::json!({"quote": crate::b64::STANDARD.encode(&quote), "cc_eventlog": null})
     }
 
-    fn tdx_broker() -> Broker {
-        let policy = crate::tdx::verify::TdxPolicy {
+    fn tdx_policy() -> crate::tdx::verify::TdxPolicy {
+        crate::tdx::verify::TdxPolicy {
             root: fixture("tdx-root.pem"),
             test_root: true,
             collateral: collateral(),
@@ -258,8 +272,11 @@ mod tdx {
             reference: None,
             allow_missing_crl: false,
             allow_service_td: false,
-        };
-        broker(None, Some(policy))
+        }
+    }
+
+    fn tdx_broker() -> Broker {
+        broker(None, Some(tdx_policy()))
     }
 
     #[test]
@@ -267,10 +284,12 @@ mod tdx {
         let r = attest(&tdx_broker(), Tee::Tdx, &HONEST, &evidence);
         assert_eq!(r.status, 200, "{}", r.log);
         assert!(r.log.contains("report data bound to this session; MRCONFIGID is the init-data's digest"), "{}", r.log);
+        // Issue 35: no init-data and MRCONFIGID zero: refused unless the operator allows it.
         let a = Attempt { send_init_data: None, launched_with: None, bind_other_key: false };
-        let r = attest(&tdx_broker(), Tee::Tdx, &a, &evidence);
+        refused_for(&attest(&tdx_broker(), Tee::Tdx, &a, &evidence), "without init-data");
+        let r = attest(&broker_allowing(None, Some(tdx_policy()), true), Tee::Tdx, &a, &evidence);
         assert_eq!(r.status, 200, "{}", r.log);
-        assert!(r.log.ends_with("; no init-data"), "{}", r.log);
+        assert!(r.log.ends_with("; no init-data (allowed by the operator)"), "{}", r.log);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The `veil-snp` LUKS2 token: the master secret sealed with a key the AMD-SP derives for this
 //! launch (MSG_KEY_REQ), kept in the `veil-boot` header. Parsing is of untrusted input.
 //!
-//! {"type": "veil-snp", "keyslots": [], "version": 1, "root_key": "vcek", "vmpl": 0,
+//! {"type": "veil-snp", "keyslots": [], "version": 2, "root_key": "vcek", "vmpl": 0,
 //!  "guest_field_select": "0x9", "nonce": "<base64 12 bytes>", "ciphertext": "<base64>"}
 //!
 //! AES-256-GCM; the associated data is the token's metadata (version, root key, VMPL, field
 //! selection), so a header edited to ask the AMD-SP for another key fails to open rather than
-//! opening under a weaker binding. The plaintext is the master secret in the `veil-tpm2`
-//! token's compact form.
+//! opening under a weaker binding, and the token's binding (crate::tpm::token::binding: the
+//! boot volume's UUID and its bundle manifest's digest), so a token copied to another volume or
+//! left beside another bundle does not open: the derived key does not cover HOST_DATA, so
+//! without this a token sealed for one bundle would open beside any other. The plaintext is
+//! the master secret in the `veil-tpm2` token's compact form. Version-1 tokens (no binding)
+//! are refused.
 //!
 //! Which key: VCEK-rooted (the chip's, so the token opens on this machine only), VMPL 0 (the
 //! firmware's own; Linux runs at the same VMPL but has no VMPCK0 to ask with), mixing in the
@@ -49,22 +53,23 @@ pub struct SnpToken {
     ciphertext: Vec<u8>,
 }
 
-fn aad(fields: u64, vmpl: u32) -> Vec<u8> {
-    alloc::format!("veil-snp v1 root=vcek vmpl={vmpl} fields={fields:#x}").into_bytes()
+fn aad(fields: u64, vmpl: u32, binding: &[u8; 32]) -> Vec<u8> {
+    alloc::format!("veil-snp v2 root=vcek vmpl={vmpl} fields={fields:#x} binding={}", hex::encode(binding)).into_bytes()
 }
 
-/// The token for `secret` under `key` (derived with [`KEY_FIELDS`] at [`KEY_VMPL`]).
-pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret) -> crate::json::Value {
+/// The token for `secret` under `key` (derived with [`KEY_FIELDS`] at [`KEY_VMPL`]), bound to
+/// `binding` (crate::tpm::token::binding).
+pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret, binding: &[u8; 32]) -> crate::json::Value {
     let mut body = seal_payload(secret);
     let cipher = Aes256Gcm::new_from_slice(key).expect("32 bytes");
     let tag = cipher
-        .encrypt_inout_detached(&Nonce::from(nonce), &aad(KEY_FIELDS, KEY_VMPL), (&mut body[..]).into())
+        .encrypt_inout_detached(&Nonce::from(nonce), &aad(KEY_FIELDS, KEY_VMPL, binding), (&mut body[..]).into())
         .expect("within GCM's limits");
     let mut ct = body.to_vec();
     ct.extend_from_slice(&tag);
     crate::json!({
         "type": TOKEN_TYPE,
-        "version": 1,
+        "version": 2,
         "root_key": "vcek",
         "vmpl": KEY_VMPL,
         "guest_field_select": alloc::format!("{KEY_FIELDS:#x}"),
@@ -82,10 +87,13 @@ pub fn find(luks2_json: &crate::json::Value) -> Vec<Result<SnpToken, String>> {
 
 fn parse(number: &str, t: &crate::json::Value) -> Result<SnpToken, String> {
     let number = number.parse().map_err(|_| String::from("token number is not a number"))?;
-    if t.get("version").and_then(|v| v.as_u64()) != Some(1)
+    if t.get("version").and_then(|v| v.as_u64()) == Some(1) {
+        return Err(String::from("a version-1 veil-snp token binds no boot volume: not used"));
+    }
+    if t.get("version").and_then(|v| v.as_u64()) != Some(2)
         || t.get("root_key").and_then(|v| v.as_str()) != Some("vcek")
     {
-        return Err(String::from("not a version-1 VCEK-rooted veil-snp token"));
+        return Err(String::from("not a version-2 VCEK-rooted veil-snp token"));
     }
     let vmpl = t.get("vmpl").and_then(|v| v.as_u64()).filter(|v| *v <= 3).ok_or("vmpl is not 0-3")? as u32;
     let fields = t
@@ -109,8 +117,9 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SnpToken, String> {
 }
 
 impl SnpToken {
-    /// Open the token with the key the AMD-SP derived for its field selection and VMPL.
-    pub fn open(&self, key: &[u8; 32]) -> Result<MasterSecret, String> {
+    /// Open the token with the key the AMD-SP derived for its field selection and VMPL, for
+    /// the boot volume and bundle `binding` names.
+    pub fn open(&self, key: &[u8; 32], binding: &[u8; 32]) -> Result<MasterSecret, String> {
         let (body, tag) = self.ciphertext.split_at(self.ciphertext.len() - 16);
         let mut body = Zeroizing::new(body.to_vec());
         let cipher = Aes256Gcm::new_from_slice(key).expect("32 bytes");
@@ -118,13 +127,13 @@ impl SnpToken {
         cipher
             .decrypt_inout_detached(
                 &Nonce::from(self.nonce),
-                &aad(self.fields, self.vmpl),
+                &aad(self.fields, self.vmpl, binding),
                 (&mut body[..]).into(),
                 &tag,
             )
             .map_err(|_| {
                 String::from(
-                    "does not open with this launch's sealing key (another ROM, launch or policy, or an altered token)",
+                    "does not open with this launch's sealing key for this boot volume (another ROM, launch or policy, another volume or bundle, or an altered token)",
                 )
             })?;
         open_payload(&body)
@@ -139,23 +148,33 @@ mod tests {
     fn seal_open_and_refusals() {
         let secret = MasterSecret::new(&[7u8; 32], &[9u8; 32]).unwrap();
         let key = [0x5A; 32];
-        let mut header = crate::json!({"tokens": {"2": token_json(&key, [1; 12], &secret)}});
+        let b = crate::tpm::token::binding("0b5c1a3e-0000-4000-8000-000000000001", &[3; 48]);
+        let mut header = crate::json!({"tokens": {"2": token_json(&key, [1; 12], &secret, &b)}});
         header["tokens"]["2"]["keyslots"] = crate::json!([]);
         let found = find(&header);
         let t = found[0].as_ref().unwrap();
         assert_eq!((t.number, t.fields, t.vmpl), (2, 0x9, 0));
-        assert_eq!(t.open(&key).unwrap().key(), secret.key());
-        assert!(t.open(&[0x5B; 32]).is_err());
+        assert_eq!(t.open(&key, &b).unwrap().key(), secret.key());
+        assert!(t.open(&[0x5B; 32], &b).is_err());
+        // Issue 35, case 2: moved to another volume, or beside another bundle, it does not open.
+        let other_volume = crate::tpm::token::binding("0b5c1a3e-0000-4000-8000-000000000002", &[3; 48]);
+        let other_bundle = crate::tpm::token::binding("0b5c1a3e-0000-4000-8000-000000000001", &[4; 48]);
+        assert!(t.open(&key, &other_volume).is_err());
+        assert!(t.open(&key, &other_bundle).is_err());
+        // Version 1 (no binding) is refused.
+        let mut v1 = header.clone();
+        v1["tokens"]["2"]["version"] = crate::json!(1);
+        assert!(find(&v1)[0].as_ref().unwrap_err().contains("version-1"));
         // The metadata is authenticated: asking for a weaker key selection does not open it.
         let mut weaker = header.clone();
         weaker["tokens"]["2"]["guest_field_select"] = crate::json!("0x1");
-        assert!(find(&weaker)[0].as_ref().unwrap().open(&key).is_err());
+        assert!(find(&weaker)[0].as_ref().unwrap().open(&key, &b).is_err());
         let mut flipped = header.clone();
         let ct = B64.decode(header["tokens"]["2"]["ciphertext"].as_str().unwrap()).unwrap();
         let mut ct2 = ct.clone();
         ct2[3] ^= 1;
         flipped["tokens"]["2"]["ciphertext"] = crate::json!(B64.encode(ct2));
-        assert!(find(&flipped)[0].as_ref().unwrap().open(&key).is_err());
+        assert!(find(&flipped)[0].as_ref().unwrap().open(&key, &b).is_err());
         let mut junk = header.clone();
         junk["tokens"]["2"]["nonce"] = crate::json!("AAAA");
         assert!(find(&junk)[0].is_err());

@@ -26,10 +26,14 @@ use alloc::vec::Vec;
 use super::Bank;
 use super::eventlog::{self, Event, EventLog};
 
-/// PCRs a sealed master secret is bound to (SHA-256 bank).
-pub const SEAL_PCRS: [u32; 4] = [0, 4, 8, 9];
+/// PCRs a sealed master secret is bound to (SHA-256 bank): the firmware and the boot target,
+/// and PCR 15 at zero. PCR 15 is zero while the firmware unseals and holds the clusterID from
+/// before the hand-off on (the firmware extends it whenever it has the secret, and the OS
+/// cannot reset it), so the booted OS can never satisfy the policy again: the sealed secret
+/// opens for the firmware only.
+pub const SEAL_PCRS: [u32; 5] = [0, 4, 8, 9, CLUSTER_ID_PCR];
 /// PCRs a verifier must match exactly; the others the plan touches are warn-only.
-pub const ENFORCED_PCRS: [u32; 4] = SEAL_PCRS;
+pub const ENFORCED_PCRS: [u32; 4] = [0, 4, 8, 9];
 /// The clusterID PCR.
 pub const CLUSTER_ID_PCR: u32 = 15;
 
@@ -142,6 +146,29 @@ pub fn boot_target(manifest: &crate::bundle::Manifest) -> Vec<Measurement<'stati
     alloc::vec![kernel(&manifest.kernel.sha384), cmdline(&manifest.cmdline), initrd(&manifest.initrd.sha384)]
 }
 
+/// The seal policy (PolicyPCR over [`SEAL_PCRS`], SHA-256 bank) for the PCR values before
+/// the master secret is known: `pcrs` holds at least PCRs 0, 4, 8 and 9 (a prediction or the
+/// TPM's values); PCR 15 must be zero there or absent (then taken as zero). Refused when PCR
+/// 15 is already extended: a token sealed then would open after the hand-off.
+pub fn seal_policy(pcrs: &[(u32, Vec<u8>)]) -> Result<[u8; 32], alloc::string::String> {
+    let zero = alloc::vec![0u8; 32];
+    let mut values = Vec::with_capacity(SEAL_PCRS.len());
+    for p in SEAL_PCRS {
+        let v = match pcrs.iter().find(|(q, _)| *q == p) {
+            Some((_, v)) => v,
+            None if p == CLUSTER_ID_PCR => &zero,
+            None => return Err(format!("no value for PCR {p}")),
+        };
+        if p == CLUSTER_ID_PCR && *v != zero {
+            return Err(format!(
+                "PCR {CLUSTER_ID_PCR} is already extended: a token sealed now would open after the hand-off; not sealed"
+            ));
+        }
+        values.push(v.clone());
+    }
+    Ok(super::policy::policy_pcr(Bank::Sha256, &SEAL_PCRS, &values))
+}
+
 /// Record `m` in `log` with a digest for each of the log's banks; returns those digests
 /// (what the firmware extends).
 pub fn record(log: &mut EventLog, m: &Measurement<'_>) -> Vec<(Bank, Vec<u8>)> {
@@ -175,6 +202,23 @@ mod tests {
         let p = predict(&[cluster_id(&id)], Bank::Sha256);
         let inner = Bank::Sha256.digest(&id);
         assert_eq!(p[&15], Bank::Sha256.digest(&[&[0u8; 32][..], &inner].concat()));
+    }
+
+    #[test]
+    fn seal_policy_covers_pcr_15_at_zero_and_refuses_it_extended() {
+        let mut pcrs: Vec<(u32, Vec<u8>)> = [0u32, 4, 8, 9].iter().map(|p| (*p, alloc::vec![*p as u8; 32])).collect();
+        let policy = seal_policy(&pcrs).unwrap();
+        let mut values: Vec<Vec<u8>> = pcrs.iter().map(|(_, v)| v.clone()).collect();
+        values.push(alloc::vec![0; 32]);
+        assert_eq!(policy, crate::tpm::policy::policy_pcr(Bank::Sha256, &SEAL_PCRS, &values));
+        assert!(SEAL_PCRS.contains(&CLUSTER_ID_PCR) && !ENFORCED_PCRS.contains(&CLUSTER_ID_PCR));
+        pcrs.push((15, alloc::vec![0; 32]));
+        assert_eq!(seal_policy(&pcrs).unwrap(), policy);
+        pcrs[4].1 = predict(&[cluster_id(&[1; 32])], Bank::Sha256)[&15].clone();
+        assert!(seal_policy(&pcrs).unwrap_err().contains("already extended"));
+        pcrs.remove(4);
+        pcrs.remove(1);
+        assert!(seal_policy(&pcrs).unwrap_err().contains("PCR 4"));
     }
 
     #[test]

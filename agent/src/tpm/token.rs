@@ -2,11 +2,14 @@
 //! `veil-boot` header (whose JSON is readable without a key). Parsing is of untrusted input;
 //! a token that does not parse is reported and skipped, never trusted.
 //!
-//! {"type": "veil-tpm2", "keyslots": [], "pcr_bank": "sha256", "pcrs": [0, 4, 8, 9],
+//! {"type": "veil-tpm2", "keyslots": [], "version": 2, "pcr_bank": "sha256", "pcrs": [0, 4, 8, 9, 15],
 //!  "policy": "<hex SHA-256 policy digest>", "blob": "<base64 TPM2B_PRIVATE || TPM2B_PUBLIC>"}
 //!
-//! The sealed bytes are the master secret in a compact form (fits a sealed object's 128
-//! bytes): key length (1 byte) || key || salt.
+//! The sealed bytes (version 2) are the token's binding (32 bytes: [`binding`], the boot
+//! volume's UUID and its bundle manifest's digest) followed by the master secret in a compact
+//! form: key length (1 byte) || key || salt; 97 bytes for Constellation's secrets, within a
+//! sealed object's 128. The firmware opens version-2 tokens only, sealed to a policy that
+//! covers PCR 15 (measure::SEAL_PCRS); version 1 (no `version` field) carried no binding.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -18,12 +21,16 @@ use crate::keys::MasterSecret;
 
 /// The token type.
 pub const TOKEN_TYPE: &str = "veil-tpm2";
+/// The token version this code writes (and the firmware opens).
+pub const VERSION: u64 = 2;
 
 /// A parsed `veil-tpm2` token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealToken {
     /// LUKS2 token number.
     pub number: u32,
+    /// Its version (1 when the field is absent: made before the binding).
+    pub version: u64,
     /// PCRs of the SHA-256 bank the policy covers.
     pub pcrs: Vec<u32>,
     /// The policy digest the object was sealed with.
@@ -43,6 +50,7 @@ pub fn token_json(
 ) -> crate::json::Value {
     let mut t = crate::json!({
         "type": TOKEN_TYPE,
+        "version": VERSION,
         "pcr_bank": "sha256",
         "pcrs": pcrs,
         "policy": hex::encode(policy),
@@ -63,6 +71,10 @@ pub fn find(luks2_json: &crate::json::Value) -> Vec<Result<SealToken, String>> {
 
 fn parse(number: &str, t: &crate::json::Value) -> Result<SealToken, String> {
     let number = number.parse().map_err(|_| String::from("token number is not a number"))?;
+    let version = match t.get("version") {
+        None => 1,
+        Some(v) => v.as_u64().filter(|v| (1..=VERSION).contains(v)).ok_or("version is not 1 or 2")?,
+    };
     if t.get("pcr_bank").and_then(|v| v.as_str()) != Some("sha256") {
         return Err(String::from("pcr_bank must be \"sha256\""));
     }
@@ -91,7 +103,66 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SealToken, String> {
                 .map_err(|_| "import_seed is not base64")?,
         ),
     };
-    Ok(SealToken { number, pcrs, policy, blob, import_seed })
+    Ok(SealToken { number, version, pcrs, policy, blob, import_seed })
+}
+
+impl SealToken {
+    /// Is the token's policy one the OS cannot satisfy after the hand-off (it covers PCR 15,
+    /// which the firmware extends with the clusterID)? Tokens made before PCR 15 was part of
+    /// the policy are refused: the booted OS could unseal them.
+    /// Version-1 tokens are refused too: they bind no boot volume.
+    pub fn closes_at_handoff(&self) -> Result<(), String> {
+        if self.version < VERSION {
+            return Err(alloc::format!(
+                "token {} is a version-{} token (no boot volume binding, and a policy the booted OS can satisfy); not used",
+                self.number,
+                self.version
+            ));
+        }
+        if self.pcrs.contains(&super::measure::CLUSTER_ID_PCR) {
+            return Ok(());
+        }
+        Err(alloc::format!(
+            "token {} is sealed to PCRs {:?}, without PCR {}: the booted OS could unseal it too; not used",
+            self.number,
+            self.pcrs,
+            super::measure::CLUSTER_ID_PCR
+        ))
+    }
+}
+
+/// What a sealed token (`veil-tpm2`, `veil-snp`) is bound to besides its root of trust's
+/// policy: the boot volume's LUKS2 UUID and the SHA-384 of its bundle manifest (the one the
+/// `veil-bundle` token states and the MAC'd one must equal). A token copied to another volume,
+/// or left beside another bundle on the same volume, does not open.
+pub fn binding(volume_uuid: &str, manifest_sha384: &[u8; 48]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"veil-token-binding v1\0");
+    h.update(volume_uuid.to_ascii_lowercase().as_bytes());
+    h.update([0u8]);
+    h.update(manifest_sha384);
+    h.finalize().into()
+}
+
+/// The bytes a version-2 token seals: `binding` || the compact secret.
+pub fn seal_payload_bound(secret: &MasterSecret, binding: &[u8; 32]) -> Zeroizing<Vec<u8>> {
+    let mut v = Zeroizing::new(Vec::with_capacity(32 + 1 + secret.key().len() + secret.salt().len()));
+    v.extend_from_slice(binding);
+    v.extend_from_slice(&seal_payload(secret));
+    v
+}
+
+/// The master secret from a version-2 token's unsealed bytes, if they were sealed for
+/// `binding`.
+pub fn open_payload_bound(bytes: &[u8], binding: &[u8; 32]) -> Result<MasterSecret, String> {
+    let (bound, rest) = bytes.split_at_checked(32).ok_or("sealed payload shorter than its binding")?;
+    if bound != binding {
+        return Err(String::from(
+            "sealed for another boot volume or bundle (its binding names another volume UUID or manifest)",
+        ));
+    }
+    open_payload(rest)
 }
 
 /// The bytes sealed for `secret`.
@@ -127,6 +198,7 @@ mod tests {
             found,
             alloc::vec![Ok(SealToken {
                 number: 3,
+                version: VERSION,
                 pcrs: alloc::vec![0, 4, 8, 9],
                 policy: [9; 32],
                 blob: blob.clone(),
@@ -140,14 +212,32 @@ mod tests {
             ("blob", crate::json!("AAEC")),
             ("pcr_bank", crate::json!("sha1")),
             ("import_seed", crate::json!("!")),
+            ("version", crate::json!(3)),
         ] {
             let mut bad = header.clone();
             bad["tokens"]["3"][field] = value;
             assert!(find(&bad)[0].is_err(), "{field}");
         }
+        // A token without PCR 15 in its policy opens for the booted OS too: not used.
+        assert!(found[0].as_ref().unwrap().closes_at_handoff().unwrap_err().contains("without PCR 15"));
+        let closed = crate::json!({"tokens": {"1": token_json(&[0, 4, 8, 9, 15], &[9; 32], &blob, None)}});
+        assert_eq!(find(&closed)[0].as_ref().unwrap().closes_at_handoff(), Ok(()));
+        let mut v1 = closed.clone();
+        v1["tokens"]["1"].as_object_mut().unwrap().remove("version");
+        assert!(find(&v1)[0].as_ref().unwrap().closes_at_handoff().unwrap_err().contains("version-1"));
         let imported = crate::json!({"tokens": {"0": token_json(&[7], &[1; 32], &blob, Some(&[0, 1, 5]))}});
         assert_eq!(find(&imported)[0].as_ref().unwrap().import_seed.as_deref(), Some(&[0u8, 1, 5][..]));
         let secret = MasterSecret::new(&[1; 32], &[2; 32]).unwrap();
+        // Version 2 binds the volume and the manifest.
+        let b = binding("0B5C1A3E-0000-4000-8000-000000000001", &[3; 48]);
+        assert_eq!(b, binding("0b5c1a3e-0000-4000-8000-000000000001", &[3; 48]));
+        assert_ne!(b, binding("0b5c1a3e-0000-4000-8000-000000000002", &[3; 48]));
+        assert_ne!(b, binding("0b5c1a3e-0000-4000-8000-000000000001", &[4; 48]));
+        let bound = seal_payload_bound(&secret, &b);
+        assert!(bound.len() <= 128, "a sealed object holds 128 bytes");
+        assert_eq!(open_payload_bound(&bound, &b).unwrap().key(), secret.key());
+        assert!(open_payload_bound(&bound, &[0; 32]).unwrap_err().contains("another boot volume"));
+        assert!(open_payload_bound(&bound[..20], &b).is_err());
         let payload = seal_payload(&secret);
         assert_eq!(payload.len(), 65);
         let back = open_payload(&payload).unwrap();

@@ -71,6 +71,11 @@ pub struct BuildArgs {
     /// clusterID it extends into PCR 15 (default: 32 random bytes, printed).
     #[arg(long)]
     measurement_salt: Option<String>,
+    /// The bundle's version, in its MAC'd manifest and its init-data: raise it with each new
+    /// kernel, initrd or command line so that a broker can refuse older bundles
+    /// (`veil kbs serve --min-bundle-version`).
+    #[arg(long, default_value_t = 1)]
+    bundle_version: u64,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -159,8 +164,9 @@ pub fn build(args: BuildArgs) -> Result<()> {
     veil_agent::linux::SetupHeader::parse(&kernel).with_context(|| format!("{}", kernel_path.display()))?;
     let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
     crate::initrd_check::warn_unless_fit(&initrd_path, &initrd, &cmdline);
-    let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &cmdline, &root_uuid)?;
-    let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
+    // The state disk's UUID is chosen here and named in the MAC'd manifest: the firmware
+    // formats a blank state disk with it and hands no key for a state disk with another.
+    let state_uuid = random_uuid(&mut host_random);
     let measurement_salt = match &args.measurement_salt {
         Some(h) => {
             let salt =
@@ -176,6 +182,13 @@ pub fn build(args: BuildArgs) -> Result<()> {
             salt
         }
     };
+    let bound = veil_agent::bundle::Bound {
+        measurement_salt: hex::encode(&measurement_salt),
+        state_uuid: state_uuid.clone(),
+        version: args.bundle_version,
+    };
+    let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &cmdline, &root_uuid, Some(bound))?;
+    let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
     let bundle_token = veil_agent::bundle::token_json(&manifest, &measurement_salt);
 
     // The root filesystem.
@@ -282,7 +295,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
     // The init-data document naming this boot target, beside the image, and its digest for a
     // confidential launch (SEV-SNP: QEMU's sev-snp-guest host-data=, base64 of 32 bytes; TDX:
     // tdx-guest mrconfigid=, base64 of 48 bytes).
-    let init_data = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest));
+    let init_data = veil_agent::bundle::init_data(&manifest);
     crate::outfile::write(&init_data_path, args.force, crate::outfile::Access::Public, init_data.as_bytes())?;
     let host_data = veil_agent::initdata::regularize(
         &veil_agent::initdata::digest(&init_data).map_err(|e| anyhow::anyhow!(e))?,
@@ -299,7 +312,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64, "tdx_mrconfigid": hex::encode(&mrconfigid), "tdx_mrconfigid_base64": mrconfigid_b64})
+            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "state_uuid": state_uuid, "bundle_version": args.bundle_version, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64, "tdx_mrconfigid": hex::encode(&mrconfigid), "tdx_mrconfigid_base64": mrconfigid_b64})
         );
     } else {
         println!("veil-boot {boot_uuid}");

@@ -58,6 +58,15 @@ pub struct ServeArgs {
     snp: crate::snp::SnpArgs,
     #[command(flatten)]
     tdx: crate::tdx::TdxArgs,
+    /// SEV-SNP and TDX: also release to evidence sent without init-data (a launch bound to no
+    /// boot target, HOST_DATA / MRCONFIGID zero). veilboot always sends its disk's init-data;
+    /// without this flag such evidence is refused.
+    #[arg(long)]
+    allow_no_init_data: bool,
+    /// SEV-SNP and TDX: refuse launches whose init-data names a bundle version below N
+    /// (`veil image build --bundle-version`): an older bundle, rolled back by the host.
+    #[arg(long, value_name = "N")]
+    min_bundle_version: Option<u64>,
 }
 
 #[derive(Args)]
@@ -134,6 +143,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         reference,
         ek_root: args.ek_ca.as_ref().map(read_pem).transpose()?.unwrap_or_default(),
         ek_intermediates: args.ek_intermediate.iter().map(read_pem).collect::<Result<_>>()?,
+        allow_no_init_data: args.allow_no_init_data,
+        min_bundle_version: args.min_bundle_version,
     };
     let mut enforced: Vec<String> =
         config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();

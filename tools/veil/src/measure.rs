@@ -22,8 +22,8 @@ use veil_agent::bundle::BundleToken;
 use veil_agent::gpt::Gpt;
 use veil_agent::io::Window;
 use veil_agent::luks2::Volume;
+use veil_agent::tpm::Bank;
 use veil_agent::tpm::measure::{self, Measurement};
-use veil_agent::tpm::{Bank, policy};
 
 /// The ROM size the firmware measures (linker/veilboot.ld).
 const ROM_SIZE: u64 = 1024 * 1024;
@@ -178,9 +178,10 @@ fn write_out(args: &MeasureArgs, text: &str) -> Result<()> {
 }
 
 /// The seal policy for predicted PCRs.
-pub fn seal_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> [u8; 32] {
-    let values: Vec<Vec<u8>> = measure::SEAL_PCRS.iter().map(|p| pcrs[p].clone()).collect();
-    policy::policy_pcr(Bank::Sha256, &measure::SEAL_PCRS, &values)
+/// (PCR 15 is zero when the firmware unseals: the clusterID follows).
+pub fn seal_policy(pcrs: &BTreeMap<u32, Vec<u8>>) -> Result<[u8; 32]> {
+    let pcrs: Vec<(u32, Vec<u8>)> = pcrs.iter().map(|(p, v)| (*p, v.clone())).collect();
+    measure::seal_policy(&pcrs).map_err(anyhow::Error::msg)
 }
 
 fn parse_hex_u64(s: &str) -> Result<u64, String> {
@@ -390,7 +391,7 @@ pub fn run(args: MeasureArgs) -> Result<()> {
         print!("{text}");
     }
     if args.policy {
-        eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(seal_policy(&pcrs)));
+        eprintln!("seal policy (PolicyPCR sha256:{:?}): {}", measure::SEAL_PCRS, hex::encode(seal_policy(&pcrs)?));
     }
     Ok(())
 }

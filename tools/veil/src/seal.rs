@@ -67,17 +67,23 @@ pub fn run(args: SealArgs) -> Result<()> {
     let parent = duplicate::p256_point(&public)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}", args.parent_public.display()))?;
-    let (pcrs, _) = crate::measure::predict(&args.rom, &args.image)?;
-    let policy = crate::measure::seal_policy(&pcrs);
+    let (pcrs, bundle) = crate::measure::predict(&args.rom, &args.image)?;
+    let policy = crate::measure::seal_policy(&pcrs)?;
 
     let mut vf = volfile::open(&args.image, Some("veil-boot"), true)?;
     let volume = vf.load()?;
     // The secret sealed must be the one that opens this disk: sealing another would replace a
     // working token with one whose secret opens nothing, and the next boot would stop.
     check_opens(&secret, &volume, &mut vf, &args.secret)?;
-    let blob =
-        duplicate::seal_for_import(parent, &policy, &token::seal_payload(&secret), &mut crate::luks::host_random)
-            .map_err(anyhow::Error::msg)?;
+    // Bound to this volume and bundle, as the firmware seals (agent::tpm::token::binding).
+    let binding = token::binding(volume.uuid(), &veil_agent::bundle::manifest_sha384(&bundle.manifest));
+    let blob = duplicate::seal_for_import(
+        parent,
+        &policy,
+        &token::seal_payload_bound(&secret, &binding),
+        &mut crate::luks::host_random,
+    )
+    .map_err(anyhow::Error::msg)?;
     let mut writer = HeaderWriter::edit(&volume)?;
     for old in token::find(volume.json()).into_iter().flatten() {
         writer.remove_token(old.number)?;

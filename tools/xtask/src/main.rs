@@ -854,8 +854,24 @@ fn disk_tests() -> Result<()> {
         let _ = std::fs::remove_file(&copy);
     }
 
+    // A veil-boot disk and no key source: a FATAL line naming the three sources, exit 35,
+    // never "boot stages done" (before, the release ROM skipped the disk and exited 33).
+    let release = build_firmware()?;
+    for (which, r) in [("release", &release), ("dev", &rom)] {
+        eprintln!("xtask: disk test: the {which} ROM with a veil-boot disk and no key source: refused");
+        let r = qemu::boot(r, &format!("no-key-source-{which}"), &demo_image::disk_args(&image), t)?;
+        r.expect_exit(qemu::EXIT_FAILURE)?
+            .expect("FATAL: the disk has a veil-boot volume but no key source gave its master secret")?
+            .expect("1. a token sealed in veil-boot")?
+            .expect("2. a key broker")?
+            .expect("3. development only")?;
+        if r.log.contains("boot stages done") || r.log.contains("stage=handoff") {
+            bail!("the {which} ROM went on without a key source for its veil-boot disk:\n{}", r.log);
+        }
+    }
+
     // Measured boot and sealing with swtpm, on the same image.
-    tpm_test::tests(&veil, &rom, &build_firmware()?, &secret, &image, &dir)
+    tpm_test::tests(&veil, &rom, &release, &secret, &image, &dir)
 }
 
 /// The power-cut tests (tools/xtask/src/faults.rs) on a fresh demo disk; returns the table.

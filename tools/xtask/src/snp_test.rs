@@ -631,6 +631,53 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         }
         broker_refusal(broker_log, from, why, broker_asked).with_context(|| format!("the {name} case"))?;
     }
+    unbound_volume_tests(&setup, model_rom)
+}
+
+/// Issue 35, case 2 (each failed before the fix): a disk whose init-data was deleted from the
+/// clear header is refused before any key is asked for (before, the firmware said "not bound",
+/// unsealed its veil-snp token and booted); a veil-snp token beside another bundle (the clear
+/// header's manifest and init-data changed, the launch's HOST_DATA naming them) does not open
+/// (before, the token opened: its key binds the ROM only).
+fn unbound_volume_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
+    let Setup { veil, dir, image, broker, .. } = setup;
+    let honest = setup.honest();
+    eprintln!("xtask: snp test: a disk without init-data: refused before any key is asked for");
+    let copy = dir.join("snp-no-init-data.img");
+    std::fs::copy(image, &copy)?;
+    crate::tpm_test::edit_boot_tokens(&copy, |tokens| {
+        crate::tpm_test::bundle_token(tokens).as_object_mut().expect("an object").remove("init_data");
+    })?;
+    let r = boot_disk(veil, model_rom, "snp-no-init-data", &copy, &honest, Some(broker))?;
+    r.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("veil-boot is not bound to a boot target: its veil-bundle token carries no init-data")?;
+    for never in ["master secret unsealed", "kbs: asking", crate::demo_image::ROOT_MARKER] {
+        if r.log.contains(never) {
+            bail!("a disk without init-data: the log shows `{never}`:\n{}", r.log);
+        }
+    }
+
+    eprintln!("xtask: snp test: the veil-snp token beside another bundle does not open");
+    let mut doc = String::new();
+    crate::tpm_test::edit_boot_tokens(&copy, |tokens| {
+        let t = crate::tpm_test::bundle_token(tokens);
+        let cmdline = format!("{} veil.review=HOST-CHOSEN-BUNDLE-B", t["manifest"]["cmdline"].as_str().unwrap_or(""));
+        t["manifest"]["cmdline"] = veil_agent::json::Value::String(cmdline);
+        let manifest = veil_agent::bundle::Manifest::from_json(&t["manifest"]).expect("the manifest");
+        doc = veil_agent::bundle::init_data(&manifest);
+        t["init_data"] = veil_agent::json::Value::String(doc.clone());
+    })?;
+    let host_data = dir.join("host-data-bundle-b.bin");
+    std::fs::write(&host_data, <sha2::Sha256 as sha2::Digest>::digest(doc.as_bytes()))?;
+    let files = vec![honest[0], honest[1], honest[2], ("opt/veil/test-snp-host-data", host_data.as_path())];
+    let r = boot_disk(veil, model_rom, "snp-token-other-bundle", &copy, &files, Some(broker))?;
+    r.expect("is the digest of this disk's init-data (boot target bound)")?
+        .expect("does not open with this launch's sealing key for this boot volume")?
+        .expect_exit(qemu::EXIT_FAILURE)?;
+    if r.log.contains("master secret unsealed") || r.log.contains(crate::demo_image::ROOT_MARKER) {
+        bail!("the veil-snp token opened beside another bundle:\n{}", r.log);
+    }
+    let _ = std::fs::remove_file(&copy);
     Ok(())
 }
 

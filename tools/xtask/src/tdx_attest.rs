@@ -409,6 +409,25 @@ pub fn attestation_tests(model_rom: &Path) -> Result<()> {
             .with_context(|| format!("the {name} case"))?;
     }
 
+    // Issue 35, case 2: a disk whose init-data was deleted from the clear header is refused
+    // before any quote is made or the broker asked (before, the firmware said "not bound" and
+    // asked the broker without init-data).
+    eprintln!("xtask: tdx test: a disk without init-data: refused before any quote");
+    let copy = dir.join("tdx-no-init-data.img");
+    std::fs::copy(image, &copy)?;
+    crate::tpm_test::edit_boot_tokens(&copy, |tokens| {
+        crate::tpm_test::bundle_token(tokens).as_object_mut().expect("an object").remove("init_data");
+    })?;
+    let r = boot(veil, model_rom, "tdx-no-init-data", &copy, &honest, broker)?;
+    r.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("veil-boot is not bound to a boot target: its veil-bundle token carries no init-data")?;
+    for never in ["tdx: TD quote of", "kbs: asking", crate::demo_image::ROOT_MARKER] {
+        if r.log.contains(never) {
+            bail!("a disk without init-data: the log shows `{never}`:\n{}", r.log);
+        }
+    }
+    let _ = std::fs::remove_file(&copy);
+
     eprintln!("xtask: tdx test: RTMRs that are not the operator's reference values are refused");
     let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(reference)?)?;
     doc["rtmr2"] = serde_json::json!("00".repeat(48));

@@ -427,7 +427,7 @@ fn tamper_bundle_token(image: &Path) -> Result<()> {
         let t = bundle_token(tokens);
         t["manifest"]["kernel"]["sha384"] = veil_agent::json!("00".repeat(48));
         let manifest = veil_agent::bundle::Manifest::from_json(&t["manifest"]).expect("the manifest");
-        let doc = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest));
+        let doc = veil_agent::bundle::init_data(&manifest);
         t["init_data"] = veil_agent::json::Value::String(doc);
     })
 }
@@ -451,7 +451,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
         .expect("no veil-tpm2 token (first boot)")?
         .expect("kbs: attestation key sha256:")?
         .expect("kbs: the broker verified the TPM quote and released the master secret")?
-        .expect("tpm: sealed the master secret to SHA-256 PCRs [0, 4, 8, 9]")?
+        .expect("tpm: sealed the master secret to SHA-256 PCRs [0, 4, 8, 9, 15]")?
         .expect("into PCR 15")?
         .expect("handed to Linux in the ACPI TPM2 log area")?
         .expect(demo_image::ROOT_MARKER)?;
@@ -526,6 +526,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     }
     let _ = std::fs::remove_file(&tampered);
     drop(broker);
+    fail_closed_tests(veil, dev_rom, rom, secret, image, &state, dir)?;
 
     // Another ROM measures another PCR 0: the token sealed for this one does not open, and
     // with no broker configured it halts.
@@ -602,5 +603,82 @@ fn enroll_systemd_token(veil: &Path, secret: &Path, image: &Path, state: &Path, 
     r?;
     f.write_all_at(&std::fs::read(&vol)?, part.offset())?;
     let _ = std::fs::remove_file(&vol);
+    Ok(())
+}
+
+/// Issue 35: the key path fails closed. Each case failed before the fix.
+/// - A boot volume without its `veil-bundle` token, or without its init-data, is refused
+///   before any secret is asked for or unsealed (the development ROM, with a TPM and the
+///   development secret offered: before the fix it took the secret, sealed it to a policy
+///   binding no boot target, and booted).
+/// - A false secret from the relay (here a broker holding another secret: the firmware cannot
+///   tell it from a relay that forged the reply) opens nothing and leaves the header as it
+///   was (before the fix it replaced the sealed token with the false secret first).
+fn fail_closed_tests(
+    veil: &Path,
+    dev_rom: &Path,
+    rom: &Path,
+    secret: &Path,
+    image: &Path,
+    state: &Path,
+    dir: &Path,
+) -> Result<()> {
+    for (name, why) in [
+        ("no-bundle-token", "veil-boot is not bound to a boot target: it has no veil-bundle token"),
+        ("no-init-data", "veil-boot is not bound to a boot target: its veil-bundle token carries no init-data"),
+    ] {
+        eprintln!("xtask: tpm test: {name}: refused before any secret is asked for or unsealed");
+        let copy = dir.join(format!("tpm-{name}.img"));
+        std::fs::copy(image, &copy)?;
+        edit_boot_tokens(&copy, |tokens| {
+            if name == "no-bundle-token" {
+                tokens.retain(|(_, t)| t["type"].as_str() != Some(veil_agent::bundle::TOKEN_TYPE));
+            } else {
+                bundle_token(tokens).as_object_mut().expect("an object").remove("init_data");
+            }
+        })?;
+        let r = boot_with_tpm(dev_rom, &format!("tpm-{name}"), state, &demo_image::boot_args(&copy, secret))?;
+        r.expect_exit(qemu::EXIT_FAILURE)?.expect(why)?;
+        for never in [
+            "INSECURE DEVELOPMENT KEY SOURCE",
+            "master secret unsealed",
+            "unseal failed",
+            "kbs: asking",
+            "sealed the master",
+            "stage=handoff",
+        ] {
+            if r.log.contains(never) {
+                bail!("{name}: the log shows `{never}` for a volume bound to no boot target:\n{}", r.log);
+            }
+        }
+        let _ = std::fs::remove_file(&copy);
+    }
+
+    eprintln!("xtask: tpm test: a false secret through the relay: nothing opens, the header is left as it was");
+    let forged_dir = dir.join("tpm-forged");
+    std::fs::create_dir_all(&forged_dir)?;
+    let other = forged_dir.join("other-secret.json");
+    let _ = std::fs::remove_file(&other);
+    run(Command::new(veil).args(["secret", "new", "--out"]).arg(&other))?;
+    let forger = start_broker(veil, rom, image, &other, &forged_dir)?;
+    // A TPM the sealed token was not made on: the token does not open, the broker is asked.
+    let fresh_state = forged_dir.join("tpm-state");
+    provision(&fresh_state)?;
+    let copy = forged_dir.join("disk.img");
+    std::fs::copy(image, &copy)?;
+    let before = std::fs::read(&copy)?;
+    let r = boot_with_broker(veil, rom, "tpm-forged-release", &fresh_state, &forger, &demo_image::disk_args(&copy))?;
+    r.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("unseal failed")?
+        .expect("the master secret from the key broker (through the host's relay) does not open this disk")?
+        .expect("no token was written or removed")?;
+    if r.log.contains("sealed the master secret") {
+        bail!("the firmware sealed a secret that does not open veil-boot:\n{}", r.log);
+    }
+    if std::fs::read(&copy)? != before {
+        bail!("the firmware wrote the disk with a secret that does not open veil-boot");
+    }
+    drop(forger);
+    let _ = std::fs::remove_dir_all(&forged_dir);
     Ok(())
 }

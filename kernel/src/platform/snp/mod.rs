@@ -485,16 +485,17 @@ impl RootOfTrust for Snp {
             crate::log!("snp: veil-boot has no veil-snp token (first boot)");
             return Ok(None);
         }
+        let binding = boot.binding().map_err(|e| alloc::vec![(String::from("veil-boot"), e)])?;
         let key = self.sealing_key().map_err(|e| alloc::vec![(String::from("the sealing key"), e)])?;
         let mut why = Vec::new();
         for t in tokens {
             let opened = t.and_then(|t| {
-                t.open(&key).map(|s| (t.number, s)).map_err(|e| alloc::format!("token {}: {e}", t.number))
+                t.open(&key, &binding).map(|s| (t.number, s)).map_err(|e| alloc::format!("token {}: {e}", t.number))
             });
             match opened {
                 Ok((number, secret)) => {
                     crate::log!(
-                        "snp: master secret unsealed from veil-boot token {number} with this launch's derived key (VCEK root, measurement and policy)"
+                        "snp: master secret unsealed from veil-boot token {number} with this launch's derived key (VCEK root, measurement and policy; bound to this volume and bundle)"
                     );
                     return Ok(Some(secret));
                 }
@@ -513,7 +514,7 @@ impl RootOfTrust for Snp {
         let mut nonce = [0u8; 12];
         crate::random::fill(&mut nonce);
         Ok(Some(Sealed {
-            token: seal::token_json(&key, nonce, secret),
+            token: seal::token_json(&key, nonce, secret, &boot.binding()?),
             replaces: seal::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
             how: alloc::format!(
                 "with this launch's derived key (fields {:#x}, VMPL {})",
