@@ -428,7 +428,9 @@ fn test() -> Result<()> {
 /// open, with `cargo xtask bench rom`'s tables of where the bytes went. The ROM is
 /// reproducible (pinned toolchain and crates, registry paths cut), so the figure is the same
 /// on every machine.
-const RELEASE_ROM_BUDGET_KIB: usize = 448;
+// Raised from 448 to 456 KiB for issue 35 (the fail-closed key path: launch binding, check
+// before seal, the bound manifest, the no-key-source stop), a security fix worth 8 KiB.
+const RELEASE_ROM_BUDGET_KIB: usize = 456;
 
 fn check_rom_budget(release: &Path) -> Result<()> {
     let used = rom::used(&std::fs::read(release)?) / 1024;
