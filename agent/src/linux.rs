@@ -54,6 +54,21 @@ pub enum LinuxError {
     },
     /// More memory map entries than boot_params holds.
     TooManyE820(usize),
+    /// The preferred load address rounded up to the alignment leaves the 64-bit address space.
+    LoadAddressOverflow {
+        /// pref_address (or the loader's floor, when higher).
+        pref: u64,
+        /// kernel_alignment.
+        align: u32,
+    },
+    /// The kernel's range, `[at, at + need)`, reaches past 4 GiB (or past the end of the
+    /// address space): the firmware maps, and loads the kernel, only below 4 GiB.
+    KernelPastFourGib {
+        /// The load address.
+        at: u64,
+        /// max(init_size, kernel size).
+        need: u64,
+    },
 }
 
 impl fmt::Display for LinuxError {
@@ -75,6 +90,14 @@ impl fmt::Display for LinuxError {
                 write!(f, "initrd would end at {end:#x}, above the kernel's initrd_addr_max {max:#x}")
             }
             LinuxError::TooManyE820(n) => write!(f, "{n} memory map entries; boot_params holds {E820_MAX}"),
+            LinuxError::LoadAddressOverflow { pref, align } => write!(
+                f,
+                "kernel setup header: preferred address {pref:#x} rounded up to its alignment {align:#x} overflows 64 bits"
+            ),
+            LinuxError::KernelPastFourGib { at, need } => write!(
+                f,
+                "kernel setup header: {need:#x} bytes (init_size or kernel size) from load address {at:#x} reach past 4 GiB"
+            ),
         }
     }
 }
@@ -163,10 +186,25 @@ impl SetupHeader {
     }
 
     /// The load address: the preferred one rounded up to the alignment, or `floor` rounded
-    /// up if that is higher.
-    pub fn load_address(&self, floor: u64) -> u64 {
-        let align = u64::from(self.kernel_alignment);
-        self.pref_address.max(floor).div_ceil(align) * align
+    /// up if that is higher. Refused when the rounding leaves the address space (a
+    /// `pref_address` near 2^64 would otherwise wrap to a low address).
+    pub fn load_address(&self, floor: u64) -> Result<u64, LinuxError> {
+        let pref = self.pref_address.max(floor);
+        pref.checked_next_multiple_of(u64::from(self.kernel_alignment))
+            .ok_or(LinuxError::LoadAddressOverflow { pref, align: self.kernel_alignment })
+    }
+
+    /// The range `[at, end)` the kernel occupies when loaded at [`Self::load_address`]`(floor)`:
+    /// `need` = max(init_size, `kernel_size`) bytes, all of it below 4 GiB (the firmware's
+    /// identity map, and where it loads kernels). Every step checked: the host chooses
+    /// pref_address, kernel_alignment, init_size and the kernel's size.
+    pub fn kernel_range(&self, floor: u64, kernel_size: u64) -> Result<(u64, u64), LinuxError> {
+        let at = self.load_address(floor)?;
+        let need = u64::from(self.init_size).max(kernel_size);
+        match at.checked_add(need) {
+            Some(end) if end <= 1 << 32 => Ok((at, end)),
+            _ => Err(LinuxError::KernelPastFourGib { at, need }),
+        }
     }
 
     /// Check a command line (without NUL) against cmdline_size.
@@ -265,8 +303,9 @@ mod tests {
     fn parse_and_build() {
         let hdr = SetupHeader::parse(&fake_setup()).unwrap();
         assert_eq!((hdr.version, hdr.setup_size, hdr.init_size), (0x020F, 40 * 512, 0x337_7000));
-        assert_eq!(hdr.load_address(0), 0x100_0000);
-        assert_eq!(hdr.load_address(0x100_0001), 0x120_0000);
+        assert_eq!(hdr.load_address(0), Ok(0x100_0000));
+        assert_eq!(hdr.load_address(0x100_0001), Ok(0x120_0000));
+        assert_eq!(hdr.kernel_range(0, 0x100), Ok((0x100_0000, 0x100_0000 + 0x337_7000)));
         let h = Handoff {
             cmdline_addr: 0x2_0000_1000,
             initrd: (0x800_0000, 0x1234),
@@ -322,5 +361,32 @@ mod tests {
         let many =
             Handoff { e820: vec![E820Entry { addr: 0, len: 1, kind: E820Kind::Ram }; 129], ..Default::default() };
         assert_eq!(boot_params(&hdr, &many), Err(LinuxError::TooManyE820(129)));
+    }
+
+    /// Issue 34: host-chosen pref_address, kernel_alignment and init_size whose unchecked
+    /// arithmetic wrapped to a low address (0, or 0x400000: the firmware's page tables) are
+    /// refused, each with its values.
+    #[test]
+    fn wrapping_load_addresses_and_lengths_are_refused() {
+        let with = |pref: u64, init_size: u32| {
+            let mut s = fake_setup();
+            s[0x258..0x260].copy_from_slice(&pref.to_le_bytes());
+            s[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
+            SetupHeader::parse(&s).unwrap()
+        };
+        // u64::MAX rounded up to 2 MiB was 0.
+        let e = with(u64::MAX, 0x60_0000).kernel_range(0x100_0000, 0x1000).unwrap_err();
+        assert_eq!(e, LinuxError::LoadAddressOverflow { pref: u64::MAX, align: 0x20_0000 });
+        assert!(e.to_string().contains("preferred address 0xffffffffffffffff"), "{e}");
+        // 0xFFFF_FFFF_FFE0_0000 + 6 MiB was 0x400000.
+        let e = with(0xFFFF_FFFF_FFE0_0000, 0x60_0000).kernel_range(0x100_0000, 0x1000).unwrap_err();
+        assert_eq!(e, LinuxError::KernelPastFourGib { at: 0xFFFF_FFFF_FFE0_0000, need: 0x60_0000 });
+        // A huge init_size from an ordinary address: past 4 GiB.
+        let e = with(0x100_0000, 0xFFFF_F000).kernel_range(0x100_0000, 0x1000).unwrap_err();
+        assert_eq!(e, LinuxError::KernelPastFourGib { at: 0x100_0000, need: 0xFFFF_F000 });
+        assert!(e.to_string().contains("reach past 4 GiB"), "{e}");
+        // ... and a huge kernel size likewise; up to 4 GiB exactly is fine.
+        assert!(with(0x100_0000, 0).kernel_range(0x100_0000, u64::MAX).is_err());
+        assert_eq!(with(0x100_0000, 0).kernel_range(0, 0xFF00_0000), Ok((0x100_0000, 1 << 32)));
     }
 }

@@ -49,21 +49,94 @@ pub fn choose_heap(map: &[E820Entry], limits: &HeapLimits) -> Option<(u64, u64)>
 /// The heap of a direct boot (QEMU's -kernel/-initrd): the kernel gets what it needs at its
 /// load address, `[kernel.0, kernel.1)` (its init_size), and the heap the RAM above it, at most
 /// `max` from the top of that RAM range (below 4 GiB), `align`ed (a power of two), at least
-/// `need` bytes (the initrd and the firmware's own allocations). So the boot needs no more RAM
-/// than the kernel, the initrd and a few MiB, as with SeaBIOS. None when that does not fit
-/// (the caller then falls back to [`choose_heap`], and the kernel is placed above the heap if
-/// it can be).
+/// `need` bytes (the initrd and the firmware's own allocations), never below `floor` (the
+/// firmware's own memory). So the boot needs no more RAM than the kernel, the initrd and a
+/// few MiB, as with SeaBIOS. None when that does not fit, or the kernel's range is empty or
+/// reversed (the caller then falls back to [`choose_heap`], and the kernel is placed above the
+/// heap if it can be). The kernel's range comes from a host-chosen header: every step is
+/// checked, nothing wraps.
 pub fn choose_heap_above_kernel(
     map: &[E820Entry],
     kernel: (u64, u64),
     need: u64,
     max: u64,
     align: u64,
+    floor: u64,
 ) -> Option<(u64, u64)> {
+    if kernel.0 >= kernel.1 || !align.is_power_of_two() {
+        return None;
+    }
     let range = map.iter().find(|e| e.kind == E820Kind::Ram && e.addr <= kernel.0 && e.end() >= kernel.1)?;
     let end = range.end().min(0x1_0000_0000) & !(align - 1);
-    let start = kernel.1.next_multiple_of(align).max(end.saturating_sub(max));
+    let start = kernel.1.checked_next_multiple_of(align)?.max(end.saturating_sub(max)).max(floor);
+    let start = start.checked_next_multiple_of(align)?;
     (end > start && end - start >= need).then_some((start, end - start))
+}
+
+/// Why a heap range was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeapRefusal {
+    /// It starts below the floor.
+    BelowFloor {
+        /// Its start.
+        start: u64,
+        /// The floor.
+        floor: u64,
+    },
+    /// Empty, or its end is past the address space.
+    Wraps {
+        /// Its start.
+        start: u64,
+        /// Its size.
+        size: u64,
+    },
+    /// It overlaps one of the firmware's own ranges.
+    Overlaps {
+        /// The heap's range.
+        heap: (u64, u64),
+        /// The firmware's range it overlaps.
+        range: (u64, u64),
+        /// What lives there.
+        what: &'static str,
+    },
+}
+
+impl core::fmt::Display for HeapRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeapRefusal::BelowFloor { start, floor } => {
+                write!(f, "the heap would start at {start:#x}, below the floor {floor:#x} (the firmware's own memory)")
+            }
+            HeapRefusal::Wraps { start, size } => {
+                write!(f, "the heap at {start:#x} of {size:#x} bytes is empty or leaves the address space")
+            }
+            HeapRefusal::Overlaps { heap, range, what } => write!(
+                f,
+                "the heap {:#x}-{:#x} would overlap the firmware's {what} at {:#x}-{:#x}",
+                heap.0,
+                heap.1 - 1,
+                range.0,
+                range.1 - 1
+            ),
+        }
+    }
+}
+
+/// The heap invariant, checked where the heap is initialised: `[start, start + size)` is not
+/// empty, does not wrap, starts at or above `floor`, and overlaps none of `firmware`'s ranges
+/// (`[a, b)`, what lives there).
+pub fn check_heap(start: u64, size: u64, floor: u64, firmware: &[(u64, u64, &'static str)]) -> Result<(), HeapRefusal> {
+    let end = match start.checked_add(size) {
+        Some(end) if size > 0 => end,
+        _ => return Err(HeapRefusal::Wraps { start, size }),
+    };
+    if start < floor {
+        return Err(HeapRefusal::BelowFloor { start, floor });
+    }
+    match firmware.iter().find(|(a, b, _)| start < *b && *a < end) {
+        Some(&(a, b, what)) => Err(HeapRefusal::Overlaps { heap: (start, end), range: (a, b), what }),
+        None => Ok(()),
+    }
 }
 
 /// The PCI hole below 4 GiB the MTRRs should make uncachable, as a size-aligned power of two
@@ -92,11 +165,33 @@ pub fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
     pieces
 }
 
+/// What a confidential guest still has to accept of `[start, end)` (rounded inwards to 4 KiB
+/// pages): the range minus what it accepted itself (`own`). Overlap with a range the host
+/// says it added and accepted before the guest ran (`added`: TDX's TempMem, TD HOB, image, the
+/// TD HOB's system memory) is refused with that range, not skipped: memory the firmware uses
+/// itself, or whose contents the host chose, never becomes the heap or is counted as Linux's.
+pub fn to_accept(
+    start: u64,
+    end: u64,
+    own: &[(u64, u64)],
+    added: &[(u64, u64)],
+) -> Result<Vec<(u64, u64)>, (u64, u64)> {
+    let pieces = subtract(start, end, own);
+    for &(a, b) in added {
+        if pieces.iter().any(|&(x, y)| x < b && a < y) {
+            return Err((a, b));
+        }
+    }
+    Ok(pieces)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn a_direct_boot_heap_sits_above_the_kernel() {
-        use super::choose_heap_above_kernel as above;
+        let above = |map: &[E820Entry], kernel, need, max, align| {
+            super::choose_heap_above_kernel(map, kernel, need, max, align, 0xC0_0000)
+        };
         let ram = |addr: u64, len: u64| crate::fwcfg::E820Entry { addr, len, kind: crate::fwcfg::E820Kind::Ram };
         // 80 MiB: the Debian kernel's 53968896-byte init_size from 16 MiB, then the heap.
         let small = [ram(0, 0x9_FC00), ram(0x10_0000, (80 << 20) - 0x10_0000)];
@@ -111,6 +206,44 @@ mod tests {
         assert_eq!(above(&big, kernel, 5 << 20, 256 << 20, m2), Some(((2 << 30) - (256 << 20), 256 << 20)));
         // A kernel outside RAM: no heap from this rule.
         assert_eq!(above(&small, (90 << 20, 100 << 20), 1 << 20, 256 << 20, m2), None);
+    }
+
+    /// Issue 34: the kernel ranges a wrapping setup header produced on the old code, with an
+    /// e820 whose first RAM entry is [0, 256 MiB): the heap landed on the page tables
+    /// (0x400000..) or the firmware image (0xA00000..). Now: never below the floor, and a
+    /// reversed range gives no heap at all.
+    #[test]
+    fn a_wrapped_kernel_range_never_puts_the_heap_below_the_floor() {
+        let low = [ram(0, 0x1000_0000)];
+        let m2 = 2 << 20;
+        // at = 0xFFFF_FFFF_FFE0_0000, at + 6 MiB wrapped to 0x400000: reversed, refused.
+        let wrapped = (0xFFFF_FFFF_FFE0_0000, 0x40_0000);
+        assert_eq!(choose_heap_above_kernel(&low, wrapped, 1 << 20, 256 << 20, m2, 0xC0_0000), None);
+        // at wrapped to 0 (pref_address = u64::MAX): [0, 6 MiB) is a range, but the heap
+        // starts at the floor, not at 6 MiB.
+        let (start, _) = choose_heap_above_kernel(&low, (0, 0x60_0000), 1 << 20, 256 << 20, m2, 0xC0_0000).unwrap();
+        assert_eq!(start, 0xC0_0000);
+        // An end near 2^64 does not wrap when aligned.
+        let far = [ram(0, u64::MAX - 1)];
+        assert_eq!(choose_heap_above_kernel(&far, (0x100_0000, u64::MAX - 2), 1, 1 << 28, m2, 0), None);
+    }
+
+    #[test]
+    fn the_heap_invariant_names_what_it_would_overlap() {
+        let fw = [(0x80_0000, 0x80_8000, "page tables"), (0xFFF0_0000, 0x1_0000_0000, "ROM")];
+        assert_eq!(check_heap(0xC0_0000, 1 << 20, 0xC0_0000, &fw), Ok(()));
+        assert_eq!(
+            check_heap(0x40_0000, 0x1000_0000, 0xC0_0000, &fw),
+            Err(HeapRefusal::BelowFloor { start: 0x40_0000, floor: 0xC0_0000 })
+        );
+        let e = check_heap(0xF000_0000, 0x1000_0000, 0xC0_0000, &fw).unwrap_err();
+        assert_eq!(
+            e,
+            HeapRefusal::Overlaps { heap: (0xF000_0000, 0x1_0000_0000), range: (fw[1].0, fw[1].1), what: "ROM" }
+        );
+        assert!(e.to_string().contains("overlap the firmware's ROM at 0xfff00000-0xffffffff"), "{e}");
+        assert_eq!(check_heap(u64::MAX, 2, 0, &fw), Err(HeapRefusal::Wraps { start: u64::MAX, size: 2 }));
+        assert_eq!(check_heap(0xC0_0000, 0, 0, &fw), Err(HeapRefusal::Wraps { start: 0xC0_0000, size: 0 }));
     }
 
     use super::*;
@@ -154,6 +287,22 @@ mod tests {
         // q35 with more than 2.75 GiB: low RAM ends at 0x8000_0000 and the rest is above 4 GiB.
         assert_eq!(mtrr_hole(&[ram(0, 0x8000_0000), ram(0x1_0000_0000, 1 << 30)]), Some((0x8000_0000, 0x8000_0000)));
         assert_eq!(mtrr_hole(&[ram(0, 0xD000_0000)]), None);
+    }
+
+    /// Issue 34: a heap over the pages the VMM added (TDX TempMem at 0x800000: the page tables)
+    /// was accepted around them and then used; now it is refused, naming the added range.
+    #[test]
+    fn accepting_over_added_pages_is_refused_not_skipped() {
+        let added = [(0x80_0000, 0x90_0000), (0x90_2000, 0x90_3000), (0xA0_0000, 0xC0_0000)];
+        assert_eq!(to_accept(0x40_0000, 0x1000_0000, &[], &added), Err((0x80_0000, 0x90_0000)));
+        assert_eq!(to_accept(0x90_2800, 0x90_2C00, &[], &added), Ok(vec![]), "less than a page: nothing");
+        assert_eq!(to_accept(0xC0_0000, 0x1000_0000, &[], &added), Ok(vec![(0xC0_0000, 0x1000_0000)]));
+        // What the guest accepted itself is skipped (the heap, at the hand-off).
+        let own = [(0x500_0000, 0x600_0000)];
+        assert_eq!(
+            to_accept(0xC0_0000, 0x1000_0000, &own, &added),
+            Ok(vec![(0xC0_0000, 0x500_0000), (0x600_0000, 0x1000_0000)])
+        );
     }
 
     #[test]

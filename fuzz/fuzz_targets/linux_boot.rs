@@ -5,6 +5,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(hdr) = veil_agent::linux::SetupHeader::parse(data) {
         let _ = hdr.load_address(0x100_0000);
+        let _ = hdr.kernel_range(0x100_0000, u64::from(u32::from_le_bytes([data[0], data[1], data[2], data[3]])));
         let _ = hdr.check_cmdline(b"console=ttyS0");
         let _ = hdr.check_initrd(0x800_0000, 0x100_0000);
         let _ = veil_agent::linux::boot_params(&hdr, &Default::default());

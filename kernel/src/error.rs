@@ -92,6 +92,8 @@ pub enum BootErrorKind {
     UnsupportedRam(u64),
     /// TDX: memory that must lie below 4 GiB does not: what, where it ends.
     AboveFourGib(&'static str, u64),
+    /// TDX: memory to accept, `[start, end)`, overlaps a range the VMM added at launch.
+    AcceptOverAdded((u64, u64), (u64, u64)),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
     Token(String),
     /// `source`, where it happened (`veil-boot`, `disk 00:01.0`, `remote key release`).
@@ -190,6 +192,12 @@ impl fmt::Display for BootErrorKind {
                 "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
             ),
             BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
+            BootErrorKind::AcceptOverAdded((a, b), (x, y)) => write!(
+                f,
+                "TDX: accepting {a:#x}-{:#x} would overlap {x:#x}-{:#x}, which the VMM added at launch: refusing it",
+                b - 1,
+                y - 1
+            ),
             BootErrorKind::Token(why) => write!(f, "{why}"),
             BootErrorKind::At { place, source } => write!(f, "{place}: {source}"),
             BootErrorKind::OutOfMemory(n) => write!(f, "out of memory for {n} bytes (the VM needs more RAM: -m)"),

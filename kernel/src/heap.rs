@@ -88,6 +88,7 @@ pub fn choose_main(map: &[E820Entry], direct: Option<((u64, u64), u64)>, confide
             initrd.next_multiple_of(4096) + overhead,
             MAIN_MAX,
             align,
+            HEAP_FLOOR,
         )
     {
         return Some(h);
@@ -101,9 +102,13 @@ pub fn main_range() -> (u64, u64) {
     (heap.bottom() as u64, heap.size() as u64)
 }
 
-/// Hand the range `choose_main` picked (and the platform accepted) to the allocator.
-pub fn init_main(start: u64, size: u64) {
-    // SAFETY: the range is RAM per e820, identity mapped, above everything the firmware
-    // placed in memory (HEAP_FLOOR), accepted by the platform, and handed over exactly once.
+/// Hand the range `choose_main` picked (and the platform accepted) to the allocator, once it
+/// holds the heap invariant (crate::layout::check_heap): never the firmware's own memory.
+pub fn init_main(start: u64, size: u64) -> Result<(), veil_agent::memmap::HeapRefusal> {
+    crate::layout::check_heap(start, size)?;
+    // SAFETY: the range is RAM per e820, identity mapped, at or above HEAP_FLOOR and clear of
+    // every range the firmware itself uses (checked just above), accepted by the platform,
+    // and handed over exactly once.
     unsafe { ALLOCATOR.main.lock().init(start as *mut u8, size as usize) };
+    Ok(())
 }

@@ -1,5 +1,20 @@
 //! Where things live in guest-physical memory (identity mapped). Must agree with
 //! src/arch/boot.S and linker/veilboot.ld.
+//!
+//! The invariants every host-chosen address and length is held to (issue 34), stated here
+//! once and checked where each is used:
+//! - The main heap starts at or above [`HEAP_FLOOR`] and overlaps none of
+//!   [`FIRMWARE_RANGES`] (page tables, stacks, the TDX AP parking page, the SNP pages and TD
+//!   HOB, the firmware image, the ROM): [`check_heap`], called before the platform accepts the
+//!   heap's memory and again where the allocator gets it (crate::heap::init_main).
+//! - A direct boot's kernel range, `[load address, + max(init_size, kernel size))`, is computed
+//!   with checked arithmetic from the host's setup header and lies below 4 GiB
+//!   (veil_agent::linux::SetupHeader::kernel_range), refused with its values otherwise, before
+//!   the heap is chosen (crate::linux::direct_boot_need).
+//! - The heap above such a kernel is chosen with checked arithmetic and the same floor
+//!   (veil_agent::memmap::choose_heap_above_kernel).
+//! - TDX: accepting memory that overlaps a page the VMM added at launch (TempMem, the TD HOB,
+//!   the image, the TD HOB's system memory) is refused, not skipped (veil_agent::memmap::to_accept).
 
 /// Base of the eight page-table pages the boot code builds.
 pub const PAGE_TABLES: u64 = 0x80_0000;
@@ -46,6 +61,26 @@ pub const ROM_SIZE: usize = 1024 * 1024;
 pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE as u64;
 /// The ROM's top 2 MiB, executable until long mode jumps to RAM.
 pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
+
+/// The SEV-SNP pages and the TD HOB: secrets, CPUID, TD HOB, SEV hash table, GHCB, guest
+/// request, response and certificate pages (boot.S's SEV and TDX metadata,
+/// crate::platform::snp).
+pub const CC_PAGES: (u64, u64) = (0x90_0000, 0x90_B000);
+
+/// The firmware's own ranges `[start, end)` with what lives there: the heap overlaps none.
+pub const FIRMWARE_RANGES: [(u64, u64, &str); 6] = [
+    (PAGE_TABLES, PAGE_TABLES + 0x8000, "page tables"),
+    (GUARD_PAGE, IST2_TOP, "boot stack and interrupt stacks"),
+    (AP_PARK, AP_PARK + 0x1000, "AP parking page"),
+    (CC_PAGES.0, CC_PAGES.1, "SEV-SNP pages and TD HOB"),
+    (IMAGE_BASE, IMAGE_END, "image (text, data, bss)"),
+    (ROM_BASE, 0x1_0000_0000, "ROM"),
+];
+
+/// The heap invariant (see the module documentation).
+pub fn check_heap(start: u64, size: u64) -> Result<(), veil_agent::memmap::HeapRefusal> {
+    veil_agent::memmap::check_heap(start, size, HEAP_FLOOR, &FIRMWARE_RANGES)
+}
 
 /// Is `[addr, addr + len)` inside memory the firmware itself mapped and owns (stacks, page
 /// tables, image), so that the exception handler may read it?

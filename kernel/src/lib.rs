@@ -178,12 +178,16 @@ fn memory(plat: &mut dyn Platform, cfg: &mut fwcfg::FwCfg, hooks: &testhooks::Te
     for e in &e820 {
         log!("e820: {:#014x}-{:#014x} {}", e.addr, e.end() - 1, e.kind.name());
     }
-    let direct = linux::direct_boot_need(cfg);
+    // The kernel's header is the host's: its range is checked before it steers the heap.
+    let direct = or_fail(linux::direct_boot_need(cfg), "");
     let Some((start, size)) = heap::choose_main(&e820, direct, plat.is_confidential()) else {
         fail(format_args!("e820 has no RAM above {:#x} for the heap", layout::HEAP_FLOOR))
     };
+    // Checked before the platform accepts (validates) anything for it, and again where the
+    // allocator gets it.
+    or_fail(layout::check_heap(start, size), "");
     or_fail(plat.accept_memory(start, size), "accepting the heap's memory");
-    heap::init_main(start, size);
+    or_fail(heap::init_main(start, size), "");
     log!("heap: {} MiB at {:#x}", size >> 20, start);
     if cpu::port::routed() {
         // fw_cfg DMA on a confidential platform: through 2 MiB of memory shared with the host

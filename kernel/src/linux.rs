@@ -32,8 +32,9 @@ pub struct Prepared {
     pub version: u16,
 }
 
+/// Do `[a.0, a.0 + a.1)` and `[b.0, b.0 + b.1)` overlap? (Ends saturate: never wraps.)
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
-    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+    a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
 }
 
 /// For a disk boot, before its bundle is read: when the kernel's preferred window `[load
@@ -43,12 +44,13 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 /// verified header. None when the preferred window is clear or the heap lacks the room
 /// (`prepare` then places the kernel, or says why it cannot).
 pub fn reserve_window(hdr: &SetupHeader, kernel_size: u64) -> Option<(u64, u64)> {
-    let need = u64::from(hdr.init_size).max(kernel_size);
+    let (at, end) = hdr.kernel_range(KERNEL_WINDOW.0, kernel_size).ok()?;
+    let need = end - at;
     let heap = crate::heap::main_range();
-    if !overlaps((hdr.load_address(KERNEL_WINDOW.0), need), heap) {
+    if !overlaps((at, need), heap) {
         return None;
     }
-    heap_window(need, u64::from(hdr.kernel_alignment), hdr.load_address(0)).map(|at| (at, need))
+    heap_window(need, u64::from(hdr.kernel_alignment), hdr.load_address(0).ok()?).map(|at| (at, need))
 }
 
 /// A window of `need` bytes for the (relocatable) kernel taken from the heap and never freed:
@@ -67,8 +69,10 @@ fn heap_window(need: u64, align: u64, floor: u64) -> Option<u64> {
         if block.is_null() {
             continue;
         }
-        let start = (block as u64).max(floor).next_multiple_of(align);
-        if start + need <= block as u64 + len && start + need <= 0x1_0000_0000 {
+        let fits = (block as u64).max(floor).checked_next_multiple_of(align).filter(|start| {
+            start.checked_add(need).is_some_and(|end| end <= block as u64 + len && end <= 0x1_0000_0000)
+        });
+        if let Some(start) = fits {
             return Some(start);
         }
         // SAFETY: allocated just above with this layout, not used.
@@ -114,21 +118,26 @@ pub trait Source {
 }
 
 /// What a direct boot (QEMU's -kernel) needs before the heap is chosen: where the kernel will
-/// sit, `[load address, + max(init_size, kernel size))`, and the initrd's size. None without a
-/// kernel, or when its header does not parse (the boot reports that later, precisely).
-pub fn direct_boot_need(cfg: &FwCfg) -> Option<((u64, u64), u64)> {
-    let kernel_size = cfg.read_u32(sel::KERNEL_SIZE).ok()?;
-    let setup_size = cfg.read_u32(sel::SETUP_SIZE).ok()?;
+/// sit, `[load address, + max(init_size, kernel size))`, and the initrd's size. Ok(None)
+/// without a kernel, or when its header does not parse (the boot reports that later,
+/// precisely). A range the header's values would wrap or push past 4 GiB is refused here,
+/// before it can steer the heap (crate::layout's invariants).
+pub fn direct_boot_need(cfg: &FwCfg) -> Result<Option<((u64, u64), u64)>, BootError> {
+    let (Ok(kernel_size), Ok(setup_size)) = (cfg.read_u32(sel::KERNEL_SIZE), cfg.read_u32(sel::SETUP_SIZE)) else {
+        return Ok(None);
+    };
     if kernel_size == 0 || setup_size < 0x270 {
-        return None;
+        return Ok(None);
     }
     // The setup header only (the early arena is small): its fields end before 0x270.
     let mut head = [0u8; 0x270];
-    cfg.read_selector(sel::SETUP_DATA, &mut head).ok()?;
-    let hdr = SetupHeader::parse(&head).ok()?;
-    let at = hdr.load_address(KERNEL_WINDOW.0);
-    let len = u64::from(hdr.init_size).max(u64::from(kernel_size));
-    Some(((at, at + len), u64::from(cfg.read_u32(sel::INITRD_SIZE).ok()?)))
+    if cfg.read_selector(sel::SETUP_DATA, &mut head).is_err() {
+        return Ok(None);
+    }
+    let Ok(hdr) = SetupHeader::parse(&head) else { return Ok(None) };
+    let range = hdr.kernel_range(KERNEL_WINDOW.0, u64::from(kernel_size))?;
+    let Ok(initrd) = cfg.read_u32(sel::INITRD_SIZE) else { return Ok(None) };
+    Ok(Some((range, u64::from(initrd))))
 }
 
 /// QEMU's -kernel/-initrd/-append over fw_cfg.
@@ -212,30 +221,34 @@ pub fn prepare(
     // The kernel: at its preferred address if that is free RAM, else above the heap, else in
     // a window from the heap (reserved before the bundle was read, or now).
     let need = u64::from(hdr.init_size).max(kernel_size as u64);
-    let fits = |addr: u64| {
-        is_ram(e820, addr, need)
+    // Every candidate range is checked (SetupHeader::kernel_range): the header is the host's.
+    let fits = |at: Result<u64, _>| {
+        let addr = at.ok()?;
+        let end = addr.checked_add(need).filter(|end| *end <= 0x1_0000_0000)?;
+        (is_ram(e820, addr, need)
             && !overlaps((addr, need), heap)
-            && !overlaps((addr, need), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0))
-            && addr + need <= 0x1_0000_0000
+            && !overlaps((addr, end - addr), (FIRMWARE_RANGE.0, FIRMWARE_RANGE.1 - FIRMWARE_RANGE.0)))
+        .then_some(addr)
     };
+    let floor = hdr.load_address(0)?;
+    hdr.kernel_range(0, kernel_size as u64)?;
     // A window reserved earlier must still fit this (verified) header: the disk could have
     // answered the early read of the header with other bytes.
     let align = u64::from(hdr.kernel_alignment);
     let reserved = src
         .reserved_window()
-        .filter(|(at, len)| *len >= need && at.is_multiple_of(align) && *at >= hdr.load_address(0))
+        .filter(|(at, len)| *len >= need && at.is_multiple_of(align) && *at >= floor)
         .map(|(at, _)| at);
-    let addr =
-        match [hdr.load_address(KERNEL_WINDOW.0), hdr.load_address(heap.0 + heap.1)].into_iter().find(|a| fits(*a)) {
-            Some(addr) => addr,
-            None => {
-                let addr = reserved
-                    .or_else(|| heap_window(need, align, hdr.load_address(0)))
-                    .ok_or(BootErrorKind::NoRamForKernel(need))?;
-                crate::log!("linux: the kernel's window is taken from the heap (a small VM)");
-                addr
-            }
-        };
+    let above_heap = heap.0.checked_add(heap.1).map_or(Err(()), |end| hdr.load_address(end).map_err(|_| ()));
+    let addr = match fits(hdr.load_address(KERNEL_WINDOW.0).map_err(|_| ())).or_else(|| fits(above_heap)) {
+        Some(addr) => addr,
+        None => {
+            let addr =
+                reserved.or_else(|| heap_window(need, align, floor)).ok_or(BootErrorKind::NoRamForKernel(need))?;
+            crate::log!("linux: the kernel's window is taken from the heap (a small VM)");
+            addr
+        }
+    };
     // SAFETY: [addr, addr + need) is RAM per e820, identity mapped, and either disjoint from
     // the heap and the firmware's own memory (checked by `fits`) or a heap block leaked to the
     // kernel (heap_window), so nothing else uses it.

@@ -18,6 +18,7 @@ mod demo_image;
 mod distro_test;
 mod faults;
 mod fuzz_seeds;
+mod hostile_test;
 mod linux;
 mod mutants;
 mod qemu;
@@ -50,7 +51,7 @@ enum Invocation {
 }
 
 /// The test sets `cargo xtask test SET` runs on their own.
-const TEST_SETS: [&str; 5] = ["disk", "snp", "tdx", "faults", "distro"];
+const TEST_SETS: [&str; 6] = ["disk", "snp", "tdx", "faults", "distro", "hostile"];
 /// The parts `cargo xtask bench PART` runs on their own.
 const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
 
@@ -128,6 +129,8 @@ fn main() {
         Invocation::Test(Some("faults")) => ensure_target().and_then(|()| faults_tests()).map(|_| ()),
         // Only the Debian systems (initramfs-tools, dracut) booted to multi-user.target.
         Invocation::Test(Some("distro")) => ensure_target().and_then(|()| distro_tests()),
+        // Only the hostile-host boots of issue 34 on the test ROM and both model ROMs.
+        Invocation::Test(Some("hostile")) => hostile_tests(),
         Invocation::Test(Some(other)) => Err(anyhow::anyhow!("test set `{other}` is in TEST_SETS but has no runner")),
         Invocation::Demo => demo(),
         Invocation::Bench(part) => bench(part),
@@ -551,11 +554,20 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &tdx_model)?;
     tdx_attest::attestation_tests(&tdx_model)?;
     distro_tests()?;
+    hostile_test::kernel_header_tests(rom, &build_snp_model_firmware()?, &tdx_model)?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
     }
     Ok(())
+}
+
+/// The hostile-host boots (issue 34) on the test ROM and both model ROMs.
+fn hostile_tests() -> Result<()> {
+    let plain = build_test_firmware()?;
+    let snp = build_snp_model_firmware()?;
+    let tdx = build_tdx_model_firmware()?;
+    hostile_test::kernel_header_tests(&plain, &snp, &tdx)
 }
 
 /// Boot a Debian kernel to its initramfs, and refuse kernels and arguments that break the

@@ -544,7 +544,7 @@ impl Platform for Snp {
     }
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
-        let end = start + len;
+        let end = start.saturating_add(len);
         if end > 0x1_0000_0000 {
             return Err(BootErrorKind::UnsupportedRam(end).into());
         }

@@ -7,7 +7,8 @@
 //! VMCALL<#VE.RequestMMIO> at the shared alias, never by dereferencing device memory.
 //!
 //! Memory: RAM becomes usable through TDG.MEM.PAGE.ACCEPT (2 MiB, 4 KiB on a size mismatch;
-//! "already accepted" is a refusal: the VMM added a page twice); before Linux runs, every RAM
+//! "already accepted" is a refusal: the VMM added a page twice; so is a range to accept that
+//! overlaps what the VMM added at launch); before Linux runs, every RAM
 //! page below 4 GiB the TD HOB lists as unaccepted is accepted. DMA memory is converted to
 //! shared with MapGPA (its retry rule in agent) after the shared bit is set in its mapping.
 
@@ -131,17 +132,20 @@ impl Tdx {
         Ok(t)
     }
 
-    /// What is accepted: what the VMM added, the HOB's system memory, what the TD accepted.
-    fn taken(&self) -> Vec<(u64, u64)> {
+    /// What the VMM added before the TD ran: its TDVF sections and the HOB's system memory.
+    fn added(&self) -> Vec<(u64, u64)> {
         let mut t: Vec<(u64, u64)> = ADDED.to_vec();
         t.extend(self.resources.iter().filter(|r| r.kind == ResourceKind::SystemMemory).map(|r| (r.start, r.end())));
-        t.extend(self.accepted.iter().copied());
         t
     }
 
+    /// Accept `[start, end)` but what the TD accepted already; overlap with what the VMM added
+    /// is refused (veil_agent::memmap::to_accept), never skipped.
     fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
+        let pieces = veil_agent::memmap::to_accept(start, end, &self.accepted, &self.added())
+            .map_err(|added| BootErrorKind::AcceptOverAdded((start, end), added))?;
         let mut pages = 0;
-        for (a, b) in veil_agent::memmap::subtract(start, end, &self.taken()) {
+        for (a, b) in pieces {
             pages += tdcall::accept(&mut Hw, a, b).map_err(BootErrorKind::Tdcall)?;
             self.accepted.push((a, b));
         }
@@ -279,8 +283,9 @@ impl Platform for Tdx {
     }
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
-        if start + len > 0x1_0000_0000 {
-            return Err(BootErrorKind::AboveFourGib("firmware memory", start + len).into());
+        match start.checked_add(len) {
+            Some(end) if end <= 0x1_0000_0000 => {}
+            _ => return Err(BootErrorKind::AboveFourGib("firmware memory", start.saturating_add(len)).into()),
         }
         self.accept(start, start + len).map(|_| ())
     }

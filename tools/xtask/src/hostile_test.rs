@@ -1,0 +1,114 @@
+//! Hostile-host boots (issue 34) on the three ROMs whose paths differ: the plain test ROM, the
+//! SEV-SNP model ROM and the TDX model ROM. The host chooses the kernel's setup header (QEMU's
+//! -kernel) and the memory map (etc/e820, here its test substitute): a header whose unchecked
+//! arithmetic wrapped put the firmware's heap over its own page tables, stacks and image
+//! before anything was measured. Each boot here must stop with its precise error at the memory
+//! stage, before the heap exists and so before any host data is written to it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::{linux, qemu, root, tdx_test};
+
+/// An e820 entry (20 bytes).
+fn entry(addr: u64, len: u64, kind: u32) -> Vec<u8> {
+    [addr.to_le_bytes().to_vec(), len.to_le_bytes().to_vec(), kind.to_le_bytes().to_vec()].concat()
+}
+
+/// The kernel-header and memory-map cases: (name, setup-header patches, e820, expected line).
+fn cases() -> Vec<(&'static str, Vec<(usize, Vec<u8>)>, Vec<u8>, &'static str)> {
+    let align = (0x230, 0x20_0000u32.to_le_bytes().to_vec());
+    // The first RAM entry covers the firmware's own memory, as in the issue's reproduction.
+    let low = entry(0, 0x1000_0000, 1);
+    vec![
+        (
+            // pref_address = u64::MAX rounded up to 2 MiB wrapped to 0.
+            "pref-max",
+            vec![align.clone(), (0x258, u64::MAX.to_le_bytes().to_vec())],
+            low.clone(),
+            "FATAL: kernel setup header: preferred address 0xffffffffffffffff rounded up to its alignment 0x200000 overflows 64 bits",
+        ),
+        (
+            // 0xFFFF_FFFF_FFE0_0000 + 6 MiB (init_size; the kernel is larger) wrapped to 0x400000.
+            "pref-wraps",
+            vec![
+                align.clone(),
+                (0x258, 0xFFFF_FFFF_FFE0_0000u64.to_le_bytes().to_vec()),
+                (0x260, 0x60_0000u32.to_le_bytes().to_vec()),
+            ],
+            low.clone(),
+            "from load address 0xffffffffffe00000 reach past 4 GiB",
+        ),
+        (
+            "init-size-huge",
+            vec![
+                align.clone(),
+                (0x258, 0x100_0000u64.to_le_bytes().to_vec()),
+                (0x260, 0xFFFF_F000u32.to_le_bytes().to_vec()),
+            ],
+            low,
+            "FATAL: kernel setup header: 0xfffff000 bytes (init_size or kernel size) from load address 0x1000000 reach past 4 GiB",
+        ),
+        (
+            // RAM claimed up to 4 GiB: the heap above the kernel would take the top 256 MiB,
+            // over the ROM. Refused where the heap is checked (layout::check_heap).
+            "e820-over-rom",
+            vec![align],
+            entry(0, 0x1_0000_0000, 1),
+            "FATAL: the heap 0xf0000000-0xffffffff would overlap the firmware's ROM at 0xfff00000-0xffffffff",
+        ),
+    ]
+}
+
+/// Boot each case on each ROM (`plain`: the test ROM; `snp`, `tdx`: the model ROMs).
+pub fn kernel_header_tests(plain: &Path, snp: &Path, tdx: &Path) -> Result<()> {
+    let t = Duration::from_secs(30);
+    let l = linux::prepare()?;
+    let dir = root().join("target/qemu-runs");
+    std::fs::create_dir_all(&dir)?;
+    let hob = dir.join("hostile-td-hob.bin");
+    std::fs::write(&hob, tdx_test::td_hob(256 << 20))?;
+    let mut failed = Vec::new();
+    for (name, patches, e820, want) in cases() {
+        let patches: Vec<(usize, &[u8])> = patches.iter().map(|(at, b)| (*at, b.as_slice())).collect();
+        let kernel = linux::patched_kernel(&l.kernel, &format!("hostile-{name}"), &patches)?;
+        let map = dir.join(format!("hostile-{name}-e820.bin"));
+        std::fs::write(&map, &e820)?;
+        let base = vec![
+            "-kernel".to_string(),
+            kernel.display().to_string(),
+            "-initrd".into(),
+            l.initrd.display().to_string(),
+            "-append".into(),
+            "console=ttyS0".into(),
+            "-fw_cfg".into(),
+            format!("name=opt/veil/test-e820,file={}", map.display()),
+        ];
+        let td = ["-fw_cfg".to_string(), format!("name=opt/veil/test-td-hob,file={}", hob.display())];
+        for (rom, platform, extra) in [(plain, "plain", &[][..]), (snp, "sev-snp", &[][..]), (tdx, "tdx", &td[..])] {
+            eprintln!("xtask: hostile test: {name} on the {platform} ROM stops at the memory stage");
+            let args: Vec<String> = base.iter().chain(extra).cloned().collect();
+            let run = qemu::boot(rom, &format!("hostile-{name}-{platform}"), &args, t)?;
+            // Nothing after the memory stage ran: no heap, so nothing the host sent was stored.
+            let checked = run
+                .expect_exit(qemu::EXIT_FAILURE)
+                .and_then(|r| r.expect(&format!("on the {platform} platform")))
+                .and_then(|r| r.expect(want))
+                .and_then(|r| match r.log.contains("heap: ") || r.log.contains("stage=pci") {
+                    true => Err(anyhow::anyhow!("the boot went past the memory stage: {}", r.log_path.display())),
+                    false => Ok(()),
+                });
+            if let Err(e) = checked {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                eprintln!("xtask: hostile test: {name} on the {platform} ROM: FAILED: {first}");
+                failed.push(format!("{name} on the {platform} ROM: {e}"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} hostile-host boots did not stop as they must:\n{}", failed.len(), failed.join("\n"));
+    }
+    Ok(())
+}
