@@ -9,8 +9,9 @@
 //! * a request carries the channel's count + 1, its response count + 2, the type + 1 and the
 //!   same version; only a verified response advances the count (by 2);
 //! * while a request is outstanding no other is encrypted: a BUSY answer means resending the
-//!   same ciphertext; any other failure, or a response that does not authenticate, disables
-//!   the channel and wipes the VMPCK, since the AMD-SP may have seen the sequence number.
+//!   same ciphertext; any other failure, and any response that is not exactly the answer
+//!   (header, length, type, version, sequence number, authentication), disables the channel
+//!   and wipes the VMPCK, since the AMD-SP may have seen the sequence number.
 //!
 //! Encryption and decryption happen here, on private memory; the kernel copies only the
 //! ciphertext to and from the shared pages.
@@ -172,8 +173,10 @@ impl Channel {
     }
 
     /// Check and decrypt the response to `request` (the bytes copied from the shared
-    /// response page into private memory). A response that fails authentication disables
-    /// the channel.
+    /// response page into private memory). The request has left: any response that is not
+    /// exactly its answer (header, length, type, version, sequence number, or a failed
+    /// authentication) disables the channel and wipes the VMPCK, since the AMD-SP may have
+    /// consumed the sequence number and the host has shown it tampers (as Linux's sev-guest).
     pub fn response(&mut self, request: &Request, page: &[u8]) -> Result<Zeroizing<Vec<u8>>, GuestMsgError> {
         if self.disabled {
             return Err(GuestMsgError::Disabled);
@@ -181,6 +184,15 @@ impl Channel {
         if self.outstanding != Some(request.seqno) {
             return Err(GuestMsgError::NoRequest);
         }
+        let answer = self.open(request, page);
+        if answer.is_err() {
+            self.disable();
+        }
+        answer
+    }
+
+    /// [`Self::response`]'s checks and decryption, without the consequence of a failure.
+    fn open(&mut self, request: &Request, page: &[u8]) -> Result<Zeroizing<Vec<u8>>, GuestMsgError> {
         if page.len() < HEADER_LEN {
             return Err(GuestMsgError::Truncated);
         }
@@ -211,7 +223,6 @@ impl Channel {
             .decrypt_inout_detached(&Nonce::from(iv(seqno)), &hdr[0x30..0x60], (&mut body[..]).into(), &tag)
             .is_err()
         {
-            self.disable();
             return Err(GuestMsgError::Authentication);
         }
         self.count = seqno;
@@ -270,24 +281,40 @@ mod tests {
         assert_eq!(u64::from_le_bytes(next.bytes[0x20..0x28].try_into().unwrap()), 3);
     }
 
+    /// Issue 34: a response whose header or length the host changed was refused, but the
+    /// channel stayed open and the VMPCK in memory. Every such path now disables and wipes.
     #[test]
-    fn wrong_headers_are_refused_without_touching_the_key() {
+    fn a_changed_header_or_length_disables_the_channel_and_wipes_the_vmpck() {
         let rsp = hex::decode(KEY_RSP).unwrap();
-        let cases: [(usize, u8, &str); 4] = [
-            (0x20, 4, "the sequence number is not the request's + 1"),
-            (0x34, 6, "the message type is not the request's + 1"),
-            (0x35, 2, "the message version differs from the request's"),
-            (0x3C, 1, "another VMPCK"),
+        let len_past_the_page = (MAX_PAYLOAD as u16 + 1).to_le_bytes();
+        let cases: [(usize, &[u8], GuestMsgError); 8] = [
+            (0x20, &[4], GuestMsgError::Header("the sequence number is not the request's + 1")),
+            (0x34, &[6], GuestMsgError::Header("the message type is not the request's + 1")),
+            (0x35, &[2], GuestMsgError::Header("the message version differs from the request's")),
+            (0x3C, &[1], GuestMsgError::Header("another VMPCK")),
+            (0x30, &[2], GuestMsgError::Header("not AES-256-GCM")),
+            (0x31, &[2], GuestMsgError::Header("an unknown header version or size")),
+            // The length: past the page, and past what was copied.
+            (0x36, &len_past_the_page, GuestMsgError::Truncated),
+            (0x36, &[0x40, 0x01], GuestMsgError::Truncated),
         ];
-        for (at, value, what) in cases {
+        for (at, value, want) in cases {
             let mut ch = Channel::new(key(), 0, 0);
             let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
             let mut bad = rsp.clone();
-            bad[at] = value;
-            assert_eq!(ch.response(&req, &bad), Err(GuestMsgError::Header(what)));
-            // The genuine response still opens: a header refusal does not burn the key.
-            assert!(ch.response(&req, &rsp).is_ok());
+            bad[at..at + value.len()].copy_from_slice(value);
+            // A length within the page but past the bytes copied (0x140 > 0x40 of payload).
+            let bad = if at == 0x36 && value == [0x40, 0x01] { bad[..HEADER_LEN + 0x40].to_vec() } else { bad };
+            assert_eq!(ch.response(&req, &bad), Err(want), "byte {at:#x}");
+            assert_eq!(*ch.vmpck, [0u8; 32], "byte {at:#x}: the VMPCK is wiped");
+            assert_eq!(ch.response(&req, &rsp), Err(GuestMsgError::Disabled), "byte {at:#x}: the genuine one too late");
+            assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
         }
+        // Shorter than a header.
+        let mut ch = Channel::new(key(), 0, 0);
+        let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
+        assert_eq!(ch.response(&req, &rsp[..HEADER_LEN - 1]), Err(GuestMsgError::Truncated));
+        assert_eq!(*ch.vmpck, [0u8; 32]);
     }
 
     #[test]
@@ -317,5 +344,6 @@ mod tests {
         );
         let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         assert_eq!(ch.response(&req, &[0u8; 10]), Err(GuestMsgError::Truncated));
+        assert_eq!(ch.request(MsgType::KeyRequest, 1, &[]), Err(GuestMsgError::Disabled));
     }
 }
