@@ -9,7 +9,7 @@ use veil_agent::json::Value;
 use veil_agent::kbs::client::Relay;
 use veil_agent::kbs::frame::{self, RelayError};
 
-use crate::virtio::Console;
+use crate::relay::Console;
 
 /// How long the firmware waits for one broker reply.
 const REPLY_TIMEOUT_US: u64 = 60_000_000;

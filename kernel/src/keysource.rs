@@ -33,7 +33,8 @@ use crate::error::{At, BootError, BootErrorKind};
 use crate::fwcfg::FwCfg;
 use crate::platform::Platform;
 use crate::platform::rot::{RootOfTrust, Unopened};
-use crate::virtio::{Console, Disk};
+use crate::relay::Console;
+use crate::virtio::Disk;
 
 const DEV_SECRET: &str = "opt/veil/dev-master-secret";
 

@@ -31,6 +31,7 @@ pub mod paging;
 pub mod pci;
 pub mod platform;
 pub mod random;
+pub mod relay;
 pub mod secrets;
 pub mod serial;
 #[cfg(feature = "snp-model")]
@@ -317,7 +318,7 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
     }
     // A virtio-console is the relay to a key broker (remote release needs evidence).
     if attests {
-        found.relay = or_fail(virtio::find_console(base), "virtio bounce pool");
+        found.relay = or_fail(relay::find_console(base), "virtio bounce pool");
         if let Some(r) = &found.relay {
             log!("virtio-console: {} (relay to a key broker)", r.location);
         }

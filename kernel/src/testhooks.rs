@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use crate::fwcfg::FwCfg;
 #[cfg(feature = "test-hooks")]
-use crate::{exit, layout, log, secrets, tsc, virtio};
+use crate::{exit, layout, log, secrets, tsc};
 
 /// fw_cfg name of the memory map the firmware reads.
 const E820: &str = "etc/e820";
@@ -155,7 +155,7 @@ fn kernel_setup(cfg: &FwCfg) -> ! {
 #[cfg(feature = "test-hooks")]
 fn relay_echo(ecam_base: u64) -> ! {
     let found =
-        virtio::find_console(ecam_base).unwrap_or_else(|e| crate::fail(format_args!("virtio bounce pool: {e}")));
+        crate::relay::find_console(ecam_base).unwrap_or_else(|e| crate::fail(format_args!("virtio bounce pool: {e}")));
     let Some(mut console) = found else { crate::fail(format_args!("relay: no virtio-console device")) };
     log!("relay: virtio-console at {}", console.location);
     console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| crate::fail(format_args!("{e}")));

@@ -1,4 +1,4 @@
-//! virtio-blk (and the virtio-console relay channel) over modern virtio-pci, through the
+//! virtio-blk (the virtio-console relay channel is crate::relay's) over modern virtio-pci, through the
 //! virtio-drivers crate: our PCI configuration
 //! access (ECAM), BAR assignment, and a DMA layer (`VeilHal`) whose every buffer the device
 //! sees lives in one bounce pool: SEV-SNP and TDX will only have to mark that pool shared.
@@ -11,9 +11,7 @@ use linked_list_allocator::Heap;
 use crate::error::{BootError, BootErrorKind};
 use spin::Mutex;
 use veil_agent::io::{IoError, ReadAt};
-use veil_agent::kbs::frame::RelayError;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
-use virtio_drivers::device::console::VirtIOConsole;
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use virtio_drivers::transport::{DeviceType, Transport};
@@ -230,7 +228,7 @@ fn bring_up(root: &mut PciRoot<Ecam>, df: DeviceFunction) -> Option<PciTransport
 }
 
 /// The virtio devices of `kind` on bus 0, brought up (the bounce pool is made for the first).
-fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFunction, PciTransport)>, BootError> {
+pub(crate) fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFunction, PciTransport)>, BootError> {
     let mut root = PciRoot::new(Ecam(ecam_base));
     let found: Vec<_> = root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(kind)).collect();
     if !found.is_empty() {
@@ -261,53 +259,6 @@ pub fn find_disks(ecam_base: u64) -> Result<Vec<Disk>, BootError> {
         }
     }
     Ok(disks)
-}
-
-/// A virtio-console port: the firmware's only channel to the (untrusted) host relay.
-pub struct Console {
-    dev: VirtIOConsole<VeilHal, PciTransport>,
-    /// Where it is.
-    pub location: DeviceFunction,
-}
-
-/// The first virtio-console on bus 0, brought up. Fails only when there is a device but no
-/// bounce pool for it.
-pub fn find_console(ecam_base: u64) -> Result<Option<Console>, BootError> {
-    for (df, transport) in find(ecam_base, DeviceType::Console)? {
-        match VirtIOConsole::<VeilHal, _>::new(transport) {
-            Ok(dev) => return Ok(Some(Console { dev, location: df })),
-            Err(e) => crate::log!("virtio: {df}: console init failed: {e:?}"),
-        }
-    }
-    Ok(None)
-}
-
-impl Console {
-    /// Send bytes. A device error is logged with the driver's words and returned as a
-    /// relay channel failure.
-    pub fn send(&mut self, bytes: &[u8]) -> Result<(), RelayError> {
-        self.dev.send_bytes(bytes).map_err(|e| {
-            crate::log!("virtio-console {}: send: {e:?}", self.location);
-            RelayError::Channel { op: "send" }
-        })
-    }
-
-    /// The next byte, polling until `deadline_us` (TSC microseconds); None on timeout.
-    pub fn recv_byte(&mut self, deadline_us: u64) -> Result<Option<u8>, RelayError> {
-        loop {
-            let received = self.dev.recv(true).map_err(|e| {
-                crate::log!("virtio-console {}: receive: {e:?}", self.location);
-                RelayError::Channel { op: "receive" }
-            })?;
-            if let Some(b) = received {
-                return Ok(Some(b));
-            }
-            if crate::tsc::micros(crate::cpu::rdtsc()) > deadline_us {
-                return Ok(None);
-            }
-            core::hint::spin_loop();
-        }
-    }
 }
 
 impl Disk {

@@ -41,6 +41,13 @@ pub enum RelayError {
     },
     /// The reply frame is not the relay's `{"status", "body"}` JSON: what is wrong with it.
     MalformedReply(&'static str),
+    /// The device said it wrote more bytes into a receive buffer than the buffer holds.
+    UsedLength {
+        /// The used-ring length the device reported.
+        len: u32,
+        /// The buffer's size.
+        cap: usize,
+    },
 }
 
 impl fmt::Display for RelayError {
@@ -50,6 +57,10 @@ impl fmt::Display for RelayError {
             RelayError::Channel { op } => write!(f, "the relay channel failed to {op}"),
             RelayError::Timeout { seconds } => write!(f, "no reply within {seconds} s"),
             RelayError::MalformedReply(what) => write!(f, "a reply frame {what}"),
+            RelayError::UsedLength { len, cap } => write!(
+                f,
+                "the relay device reported {len} bytes received into a {cap}-byte buffer: refusing the channel"
+            ),
         }
     }
 }
@@ -93,6 +104,65 @@ pub fn encode(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(v)
 }
 
+/// Size of the buffer the firmware posts on the console's receive queue.
+pub const RX_BUFFER: usize = 4096;
+
+/// The relay's receive side below the frames: the one buffer posted on the virtio-console
+/// receive queue and what the device says it wrote into it. The device's used-ring length is
+/// the host's word: a length above the buffer is refused ([`RelayError::UsedLength`]), never
+/// used as an index (virtio-drivers 0.13's console driver did, and panicked past 4096).
+#[derive(Debug)]
+pub struct Receiver {
+    buf: Vec<u8>,
+    cursor: usize,
+    len: usize,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Receiver::new()
+    }
+}
+
+impl Receiver {
+    /// An empty receiver with its [`RX_BUFFER`]-byte buffer.
+    pub fn new() -> Receiver {
+        Receiver { buf: alloc::vec![0; RX_BUFFER], cursor: 0, len: 0 }
+    }
+
+    /// The buffer to post on the receive queue (its address stays put for the receiver's
+    /// lifetime: it is never resized). Post it only when [`Self::drained`].
+    pub fn buffer(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// Has every received byte been taken?
+    pub fn drained(&self) -> bool {
+        self.cursor == self.len
+    }
+
+    /// The device returned the buffer saying it wrote `used_len` bytes. Refused (and nothing
+    /// taken from the buffer) when that is more than the buffer holds; zero is nothing.
+    pub fn filled(&mut self, used_len: u32) -> Result<(), RelayError> {
+        let len = usize::try_from(used_len).ok().filter(|n| *n <= self.buf.len());
+        let Some(len) = len else {
+            self.cursor = 0;
+            self.len = 0;
+            return Err(RelayError::UsedLength { len: used_len, cap: self.buf.len() });
+        };
+        self.cursor = 0;
+        self.len = len;
+        Ok(())
+    }
+
+    /// The next received byte, if any.
+    pub fn next_byte(&mut self) -> Option<u8> {
+        let b = *self.buf[..self.len].get(self.cursor)?;
+        self.cursor += 1;
+        Some(b)
+    }
+}
+
 /// Reassembles frames from a byte stream.
 #[derive(Debug, Default)]
 pub struct Decoder {
@@ -132,6 +202,32 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 34: the device's used length is bounded by the posted buffer. virtio-drivers 0.13's
+    /// console indexed its 4096-byte buffer with it and panicked at 4096.
+    #[test]
+    fn a_used_length_past_the_buffer_is_refused() {
+        let mut rx = Receiver::new();
+        rx.buffer()[..6].copy_from_slice(&[2, 0, 0, 0, b'[', b']']);
+        for long in [RX_BUFFER as u32 + 1, 5000, u32::MAX] {
+            assert_eq!(rx.filled(long), Err(RelayError::UsedLength { len: long, cap: RX_BUFFER }));
+            assert!(rx.drained(), "nothing is taken from a refused buffer");
+            assert_eq!(rx.next_byte(), None);
+        }
+        assert!(RelayError::UsedLength { len: 5000, cap: RX_BUFFER }.to_string().contains("5000 bytes"));
+        // A whole buffer, and zero, are fine.
+        rx.filled(RX_BUFFER as u32).unwrap();
+        assert_eq!((0..RX_BUFFER).filter_map(|_| rx.next_byte()).count(), RX_BUFFER);
+        assert_eq!(rx.next_byte(), None);
+        rx.filled(0).unwrap();
+        assert!(rx.drained());
+        // What was written comes out as a frame.
+        rx.buffer()[..6].copy_from_slice(&[2, 0, 0, 0, b'[', b']']);
+        rx.filled(6).unwrap();
+        let mut d = Decoder::new();
+        let frames: Vec<Vec<u8>> = core::iter::from_fn(|| rx.next_byte()).filter_map(|b| d.push(b).unwrap()).collect();
+        assert_eq!(frames, [b"[]".to_vec()]);
+    }
 
     #[test]
     fn frames_round_trip_byte_by_byte_and_bad_lengths_are_refused() {

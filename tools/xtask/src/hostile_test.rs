@@ -76,7 +76,7 @@ pub fn kernel_header_tests(plain: &Path, snp: &Path, tdx: &Path) -> Result<()> {
         let kernel = linux::patched_kernel(&l.kernel, &format!("hostile-{name}"), &patches)?;
         let map = dir.join(format!("hostile-{name}-e820.bin"));
         std::fs::write(&map, &e820)?;
-        let base = vec![
+        let base = [
             "-kernel".to_string(),
             kernel.display().to_string(),
             "-initrd".into(),
