@@ -56,6 +56,23 @@ pub struct FileEntry {
     pub name: String,
 }
 
+/// The fw_cfg DMA interface's ports: the high half of the descriptor's guest-physical address,
+/// then the low half, whose write starts the transfer (both big-endian).
+pub const DMA_PORT_HIGH: u16 = 0x514;
+/// The low half (see [`DMA_PORT_HIGH`]).
+pub const DMA_PORT_LOW: u16 = 0x518;
+
+/// The guest memory a fw_cfg DMA transfer moves data to or from, from its 16-byte descriptor
+/// (control, length, address; big-endian): `[address, address + length)` for a read or write
+/// (control bits 1 and 4), None for a select or skip alone or an empty transfer. What the
+/// models check the host can reach (shared memory only, on SEV-SNP and TDX).
+pub fn dma_data_range(descriptor: &[u8; 16]) -> Option<(u64, u64)> {
+    let control = u32::from_be_bytes(descriptor[0..4].try_into().expect("4 bytes"));
+    let length = u32::from_be_bytes(descriptor[4..8].try_into().expect("4 bytes"));
+    let address = u64::from_be_bytes(descriptor[8..16].try_into().expect("8 bytes"));
+    (control & 0b1_0010 != 0 && length > 0).then(|| (address, address.saturating_add(u64::from(length))))
+}
+
 /// Parse the file directory.
 pub fn parse_directory(bytes: &[u8]) -> Result<Vec<FileEntry>, FwCfgError> {
     let count = bytes

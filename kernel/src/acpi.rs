@@ -93,6 +93,7 @@ pub fn install(cfg: &FwCfg, keep_inputs: bool) -> Result<Option<Tables>, BootErr
     }
     for w in &linked.write_backs {
         cfg.write_file(&w.file, w.offset, &w.bytes)?;
+        crate::log!("acpi: wrote a pointer back to QEMU's {} (fw_cfg WRITE_POINTER)", w.file);
     }
     let tpm_log = linked.blobs.iter().find(|b| b.name == TPM_LOG_BLOB).map(|b| (b.addr, b.data.len()));
     Ok(Some(Tables {

@@ -47,6 +47,8 @@ pub enum FwCfgError {
     Missing,
     /// The device reported a DMA error.
     Dma,
+    /// The device did not complete a DMA transfer in the time allowed.
+    DmaTimeout,
     /// Writing needs the DMA interface.
     NoDmaWrite,
     /// A write outside its file.
@@ -72,6 +74,10 @@ impl core::fmt::Display for FwCfgError {
         match self {
             FwCfgError::Missing => write!(f, "fw_cfg: no device (signature is not \"QEMU\")"),
             FwCfgError::Dma => write!(f, "fw_cfg: the DMA transfer reported an error"),
+            FwCfgError::DmaTimeout => write!(
+                f,
+                "fw_cfg: the device did not complete a DMA transfer (QEMU completes them at once: the host could not reach the memory, or will not)"
+            ),
             FwCfgError::NoDmaWrite => write!(f, "fw_cfg: writing needs the DMA interface, which this device lacks"),
             FwCfgError::WriteRange { name } => write!(f, "fw_cfg: write outside the file {name}"),
             FwCfgError::Directory(e) => write!(f, "{e}"),
@@ -204,7 +210,9 @@ impl FwCfg {
         unsafe { dma(u32::from(sel) << 16 | DMA_SELECT | DMA_READ, buf.len() as u32, buf.as_mut_ptr() as u64) }
     }
 
-    /// Write `bytes` into the fw_cfg file `name` at `offset` (QEMU's write-pointer files).
+    /// Write `bytes` into the fw_cfg file `name` at `offset` (QEMU's write-pointer files). On
+    /// SEV-SNP and TDX the descriptor and the bytes go through the shared bounce buffer, as
+    /// reads do: the host cannot reach private memory.
     pub fn write_file(&self, name: &str, offset: u32, bytes: &[u8]) -> Result<(), FwCfgError> {
         if !self.dma {
             return Err(FwCfgError::NoDmaWrite);
@@ -213,13 +221,32 @@ impl FwCfg {
         if u64::from(offset) + bytes.len() as u64 > u64::from(entry.size) {
             return Err(FwCfgError::WriteRange { name: name.into() });
         }
+        let select = u32::from(entry.select) << 16 | DMA_SELECT | DMA_SKIP;
+        if let Some((addr, len)) = self.bounce {
+            let data = addr + 4096;
+            if bytes.len() > len - 4096 {
+                return Err(FwCfgError::WriteRange { name: name.into() });
+            }
+            // SAFETY: the bounce region is the platform's shared memory, owned by fw_cfg for
+            // the firmware's lifetime: the descriptor in its first page, the bytes after it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), data as *mut u8, bytes.len());
+                dma_with(addr as *mut DmaAccess, select, offset, 0)?;
+                return dma_with(addr as *mut DmaAccess, DMA_WRITE, bytes.len() as u32, data);
+            }
+        }
         // SAFETY: a skip moves no data; the write only reads `bytes`, borrowed for the call.
         unsafe {
-            dma(u32::from(entry.select) << 16 | DMA_SELECT | DMA_SKIP, offset, 0)?;
+            dma(select, offset, 0)?;
             dma(DMA_WRITE, bytes.len() as u32, bytes.as_ptr() as u64)
         }
     }
 }
+
+/// How many times a DMA descriptor's control word is polled before the transfer is given up.
+/// QEMU completes a transfer within the port write that starts it, so the first poll normally
+/// sees it done; the bound only turns a host that never completes into an error, not a hang.
+const DMA_POLLS: u32 = 1 << 24;
 
 /// One DMA transfer; returns when the device has finished it.
 ///
@@ -253,7 +280,7 @@ unsafe fn dma_with(access: *mut DmaAccess, control: u32, length: u32, address: u
         outl(PORT_DMA_HIGH, ((addr >> 32) as u32).to_be());
         outl(PORT_DMA_LOW, (addr as u32).to_be());
     }
-    loop {
+    for _ in 0..DMA_POLLS {
         // SAFETY: `access` is valid for the whole transfer (the caller's contract); the device
         // clears its control word when done, so it must be read volatile.
         let control = u32::from_be(unsafe { core::ptr::read_volatile(&raw const (*access).control) });
@@ -266,4 +293,5 @@ unsafe fn dma_with(access: *mut DmaAccess, control: u32, length: u32, address: u
         }
         core::hint::spin_loop();
     }
+    Err(FwCfgError::DmaTimeout)
 }

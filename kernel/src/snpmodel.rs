@@ -159,7 +159,7 @@ pub fn launch() {
     hv.certs = certs;
     hv.cbit = CBIT as u8;
     hv.machine = Some(Box::new(Tcg));
-    let validated = RmpEntry { private: true, validated: true };
+    let validated = RmpEntry { private: true, validated: true, huge: false };
     match hostile.as_deref().map(<[u8]>::trim_ascii) {
         Some(b"cbit") => hv.hostile.cbit = Some(47),
         Some(b"inject") => hv.hostile.inject = true,

@@ -5,8 +5,9 @@
 //!   4 KiB when the RMP entry is 4 KiB), then touch every 4 KiB page (CVE-2025-38560). A
 //!   PVALIDATE that changes nothing (CF = 1) means the page was already validated: the host
 //!   mapped a page twice or replayed one, and the boot stops.
-//! * shared: PVALIDATE rescind, then page-state change to shared; the kernel clears the C-bit
-//!   in the page tables and flushes the TLB afterwards.
+//! * shared: PVALIDATE rescind at the RMP entry's page size (2 MiB where aligned, 4 KiB on
+//!   FAIL_SIZEMISMATCH), then page-state change to shared; the kernel clears the C-bit in the
+//!   page tables and flushes the TLB afterwards.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -125,13 +126,31 @@ pub fn validate(ghcb: &mut Ghcb<'_>, start: u64, end: u64) -> Result<u64, Memory
 }
 
 /// Rescind the validation of `[start, end)` and make it shared (the kernel then clears the
-/// C-bit of its mapping and flushes the TLB).
+/// C-bit of its mapping and flushes the TLB). The rescind uses the RMP's page size, as
+/// validation did: 2 MiB where the range allows, 4 KiB on FAIL_SIZEMISMATCH (the host
+/// assigned 4 KiB pages); a 4 KiB PVALIDATE inside a 2 MiB RMP entry fails with
+/// FAIL_SIZEMISMATCH (AMD APM vol. 3, PVALIDATE), so rescinding validated heap 4 KiB at a
+/// time would stop the boot on hardware.
 pub fn share(ghcb: &mut Ghcb<'_>, start: u64, end: u64) -> Result<(), MemoryError> {
     check_range(start, end)?;
-    for gpa in (start..end).step_by(4096) {
-        pvalidate_4k(ghcb, gpa, false)?;
+    let entries = psc_entries(start, end);
+    for &(gfn, huge) in &entries {
+        let gpa = gfn << 12;
+        if !huge {
+            pvalidate_4k(ghcb, gpa, false)?;
+            continue;
+        }
+        match ghcb.cpu().pvalidate(gpa, true, false) {
+            Pvalidate::Done { changed: true } => {}
+            Pvalidate::Done { changed: false } => return Err(MemoryError::Unchanged { gpa, validate: false }),
+            Pvalidate::SizeMismatch => {
+                for page in (gpa..gpa + MIB2).step_by(4096) {
+                    pvalidate_4k(ghcb, page, false)?;
+                }
+            }
+            result => return Err(MemoryError::Pvalidate { gpa, result }),
+        }
     }
-    let entries: Vec<(u64, bool)> = (start..end).step_by(4096).map(|gpa| (gpa >> 12, false)).collect();
     ghcb.page_state_change(&entries, PageState::Shared)?;
     Ok(())
 }

@@ -17,6 +17,9 @@ pub struct RmpEntry {
     pub private: bool,
     /// Validated by the guest.
     pub validated: bool,
+    /// Part of a 2 MiB RMP entry (the RMP's Page_Size), as the hypervisor assigned it; 4 KiB
+    /// otherwise. PVALIDATE's page size must match it (see `Hypervisor`'s pvalidate).
+    pub huge: bool,
 }
 
 /// The RMP, kept per 2 MiB granule: one entry for a granule whose 512 pages are alike, 512
@@ -53,6 +56,16 @@ impl Rmp {
             if pages.iter().all(|p| *p == Some(entry)) {
                 *granule = Granule::Uniform(entry);
             }
+        }
+    }
+
+    /// PSMASH: the 2 MiB RMP entry holding page `gfn`, if it is one, becomes 512 4 KiB entries
+    /// with the same state (AMD APM vol. 3, PSMASH); a 4 KiB change inside it needs that first.
+    pub fn smash(&mut self, gfn: u64) {
+        match self.0.get_mut(&(gfn >> 9)) {
+            Some(Granule::Uniform(e)) => e.huge = false,
+            Some(Granule::Split(pages)) => pages.iter_mut().flatten().for_each(|e| e.huge = false),
+            None => {}
         }
     }
 
@@ -159,6 +172,10 @@ pub struct Hypervisor {
     /// How to misbehave.
     pub hostile: Hostile,
     psc_calls: usize,
+    /// The high half of the fw_cfg DMA descriptor address last written.
+    fw_cfg_dma_high: u32,
+    /// fw_cfg DMA transfers the host could not perform (private memory named).
+    pub dma_refused: u32,
 }
 
 impl core::fmt::Debug for Hypervisor {
@@ -177,8 +194,37 @@ impl Hypervisor {
     /// to the guest and validated. Linux, booted directly, validates nothing it is given as RAM
     /// and would fault on such a page.
     pub fn first_unusable(&self, start: u64, end: u64) -> Option<u64> {
-        let usable = RmpEntry { private: true, validated: true };
-        (start / 4096..end.div_ceil(4096)).find(|gfn| self.rmp.get(*gfn) != Some(usable)).map(|gfn| gfn * 4096)
+        let usable = |e: Option<RmpEntry>| e.is_some_and(|e| e.private && e.validated);
+        (start / 4096..end.div_ceil(4096)).find(|gfn| !usable(self.rmp.get(*gfn))).map(|gfn| gfn * 4096)
+    }
+
+    /// The host reaches only shared guest memory: a fw_cfg DMA whose descriptor or data lies
+    /// in a page assigned to the guest (private) reads as ciphertext on hardware, so QEMU
+    /// would leave the transfer undone (or worse). The model drops that OUT (counted in
+    /// `dma_refused`) and the guest sees a transfer that never completes. Other ports: true.
+    fn host_reaches_fw_cfg_dma(&mut self, port: u16, value: u32) -> bool {
+        use crate::fwcfg::{DMA_PORT_HIGH, DMA_PORT_LOW, dma_data_range};
+        if port == DMA_PORT_HIGH {
+            self.fw_cfg_dma_high = u32::from_be(value);
+        }
+        if port != DMA_PORT_LOW {
+            return true;
+        }
+        let gpa = u64::from(self.fw_cfg_dma_high) << 32 | u64::from(u32::from_be(value));
+        let private = |rmp: &Rmp, start: u64, end: u64| {
+            (start / 4096..end.div_ceil(4096)).any(|gfn| rmp.get(gfn).is_some_and(|e| e.private))
+        };
+        let mut descriptor = [0u8; 16];
+        let reachable = !private(&self.rmp, gpa, gpa + 16) && {
+            if let Some(m) = self.machine.as_mut() {
+                m.read_guest(gpa, &mut descriptor);
+            }
+            dma_data_range(&descriptor).is_none_or(|(a, b)| !private(&self.rmp, a, b))
+        };
+        if !reachable {
+            self.dma_refused += 1;
+        }
+        reachable
     }
 
     fn msr_answer(&self, code: u64, data: u64) -> u64 {
@@ -188,12 +234,14 @@ impl Hypervisor {
         }
     }
 
+    /// A 4 KiB page-state change (MSR protocol, or a 4 KiB PSC entry): the hypervisor smashes
+    /// a 2 MiB RMP entry around the page first, then assigns the page as 4 KiB.
     fn set_state(&mut self, gfn: u64, state: u64) -> bool {
-        match state {
-            1 => self.rmp.set(gfn, RmpEntry { private: true, validated: false }),
-            2 => self.rmp.set(gfn, RmpEntry { private: false, validated: false }),
-            _ => return false,
+        if !matches!(state, 1 | 2) {
+            return false;
         }
+        self.rmp.smash(gfn);
+        self.rmp.set(gfn, RmpEntry { private: state == 1, validated: false, huge: false });
         true
     }
 
@@ -293,8 +341,14 @@ impl Hypervisor {
                     return;
                 }
                 if !self.hostile.psc_fake {
-                    let e = RmpEntry { private: op == 1, validated: false };
-                    if huge { self.rmp.set_2m(gfn, e) } else { self.rmp.set(gfn, e) }
+                    // A 2 MiB entry is assigned as a 2 MiB RMP page unless the host backs the
+                    // guest with 4 KiB pages only.
+                    if huge {
+                        let e = RmpEntry { private: op == 1, validated: false, huge: !self.hostile.rmp_4k_only };
+                        self.rmp.set_2m(gfn, e);
+                    } else {
+                        self.set_state(gfn, op);
+                    }
                 }
                 done = i + 1;
             }
@@ -398,9 +452,14 @@ impl SnpCpu for Hypervisor {
                         let v = *self.ports.get(&port).unwrap_or(&0xFF) as u8;
                         page.shared_buffer()[..count].fill(v);
                     }
-                } else if let Some(m) = self.machine.as_mut() {
+                } else if self.machine.is_some() {
+                    let reachable =
+                        info1 & 1 != 0 || self.host_reaches_fw_cfg_dma(port, page.u64_at(offset::RAX) as u32);
+                    let m = self.machine.as_mut().expect("checked");
                     if info1 & 1 == 0 {
-                        m.io_out(port, size, page.u64_at(offset::RAX) as u32);
+                        if reachable {
+                            m.io_out(port, size, page.u64_at(offset::RAX) as u32);
+                        }
                     } else {
                         let v = u64::from(m.io_in(port, size));
                         self.output(page, offset::RAX, v);
@@ -475,6 +534,10 @@ impl SnpCpu for Hypervisor {
         }
     }
 
+    /// PVALIDATE (AMD APM vol. 3, "PVALIDATE"; AMD 56860 ABI, "Page Validation"): the page
+    /// size operand must equal the RMP entry's page size, else FAIL_SIZEMISMATCH (6): a 2 MiB
+    /// operand on 4 KiB entries, and a 4 KiB operand on a page inside a 2 MiB entry (which
+    /// must be rescinded whole, or smashed by the host first). The entry keeps its size.
     fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> Pvalidate {
         let pages = if huge { 512 } else { 1 };
         if !gpa.is_multiple_of(if huge { 2 << 20 } else { 4096 }) {
@@ -487,8 +550,11 @@ impl SnpCpu for Hypervisor {
         if (gfn..gfn + pages).any(|g| !self.rmp.get(g).is_some_and(|e| e.private)) {
             return Pvalidate::FailInput; // PVALIDATE of a shared page faults on hardware
         }
+        if (gfn..gfn + pages).any(|g| self.rmp.get(g).is_some_and(|e| e.huge != huge)) {
+            return Pvalidate::SizeMismatch;
+        }
         let changed = (gfn..gfn + pages).any(|g| self.rmp.get(g).is_some_and(|e| e.validated != validate));
-        let entry = RmpEntry { private: true, validated: validate };
+        let entry = RmpEntry { private: true, validated: validate, huge };
         if huge {
             self.rmp.set_2m(gfn, entry);
         } else {

@@ -112,6 +112,29 @@ fn validate_uses_2m_pages_falls_back_to_4k_and_touches_every_page() {
     );
 }
 
+/// Issue 34: memory validated as 2 MiB RMP pages (the heap) was shared by rescinding it 4 KiB
+/// at a time, which the RMP refuses with FAIL_SIZEMISMATCH (a 4 KiB PVALIDATE inside a 2 MiB
+/// entry). Sharing now rescinds at the size it validated: 2 MiB where the range allows,
+/// 4 KiB where the host assigned 4 KiB pages.
+#[test]
+fn sharing_rescinds_at_the_rmp_page_size() {
+    use super::ghcb::{Pvalidate, SnpCpu};
+    let (start, end) = (0x20_0000, 0x60_0000 + 0x2000);
+    let mut hv = registered();
+    memory::validate(&mut Ghcb::new(&mut hv), start, end).unwrap();
+    assert!(hv.rmp.get(0x200).unwrap().huge && !hv.rmp.get(0x600).unwrap().huge);
+    // The model refuses a 4 KiB rescind inside a 2 MiB entry, as the RMP does ...
+    assert_eq!(hv.pvalidate(0x20_1000, false, false), Pvalidate::SizeMismatch);
+    memory::share(&mut Ghcb::new(&mut hv), start, end).unwrap();
+    assert!((start..end).step_by(4096).all(|gpa| state_of(&hv, gpa) == Some((PageState::Shared, false))));
+    // With 4 KiB pages only, the 2 MiB rescind falls back to 4 KiB.
+    let mut small = registered();
+    small.hostile.rmp_4k_only = true;
+    memory::validate(&mut Ghcb::new(&mut small), start, end).unwrap();
+    memory::share(&mut Ghcb::new(&mut small), start, end).unwrap();
+    assert!((start..end).step_by(4096).all(|gpa| state_of(&small, gpa) == Some((PageState::Shared, false))));
+}
+
 #[test]
 fn dma_memory_is_ram_for_linux_again_only_once_validated_again() {
     let (start, end) = (0x20_0000, 0x60_0000);
@@ -246,10 +269,10 @@ fn a_scratch_area_outside_the_registered_ghcb_is_refused() {
 #[test]
 fn the_rmp_model_keeps_uniform_granules_small() {
     let mut rmp = super::model::Rmp::default();
-    let v = super::model::RmpEntry { private: true, validated: true };
+    let v = super::model::RmpEntry { private: true, validated: true, huge: false };
     rmp.set_2m(0x200, v);
     assert_eq!(rmp.get(0x3FF), Some(v));
-    let shared = super::model::RmpEntry { private: false, validated: false };
+    let shared = super::model::RmpEntry { private: false, validated: false, huge: false };
     rmp.set(0x201, shared);
     assert_eq!(rmp.get(0x201), Some(shared));
     assert_eq!(rmp.get(0x202), Some(v));

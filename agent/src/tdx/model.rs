@@ -77,6 +77,10 @@ pub struct TdxModel {
     pub ve: Option<(u32, u64, u64, u64, u32)>,
     /// How to misbehave.
     pub hostile: Hostile,
+    /// The high half of the fw_cfg DMA descriptor address last written.
+    fw_cfg_dma_high: u32,
+    /// fw_cfg DMA transfers the VMM could not perform (private memory named).
+    pub dma_refused: u32,
 }
 
 impl core::fmt::Debug for TdxModel {
@@ -113,6 +117,8 @@ impl TdxModel {
             quoting: None,
             ve: None,
             hostile: Hostile::default(),
+            fw_cfg_dma_high: 0,
+            dma_refused: 0,
         }
     }
 
@@ -253,6 +259,36 @@ impl TdxModel {
         out
     }
 
+    /// The VMM reaches only memory the TD made shared (MapGPA): a fw_cfg DMA whose descriptor
+    /// or data lies in private memory cannot be performed (on hardware the private pages are
+    /// not in the VMM's reach), so the model drops that OUT (counted in `dma_refused`) and the
+    /// TD sees a transfer that never completes. Other ports: true.
+    fn vmm_reaches_fw_cfg_dma(&mut self, port: u16, value: u32) -> bool {
+        use crate::fwcfg::{DMA_PORT_HIGH, DMA_PORT_LOW, dma_data_range};
+        if port == DMA_PORT_HIGH {
+            self.fw_cfg_dma_high = u32::from_be(value);
+        }
+        if port != DMA_PORT_LOW {
+            return true;
+        }
+        let shared_bit = 1u64 << (self.gpaw - 1);
+        let gpa = (u64::from(self.fw_cfg_dma_high) << 32 | u64::from(u32::from_be(value))) & !shared_bit;
+        let shared = |set: &BTreeSet<u64>, start: u64, end: u64| {
+            (start / 4096..end.div_ceil(4096)).all(|gfn| set.contains(&(gfn * 4096)))
+        };
+        let mut descriptor = [0u8; 16];
+        let reachable = shared(&self.shared, gpa, gpa + 16) && {
+            if let Some(m) = self.machine.as_mut() {
+                m.read_guest(gpa, &mut descriptor);
+            }
+            dma_data_range(&descriptor).is_none_or(|(a, b)| shared(&self.shared, a & !shared_bit, b & !shared_bit))
+        };
+        if !reachable {
+            self.dma_refused += 1;
+        }
+        reachable
+    }
+
     fn vmcall(&mut self, r: &mut Regs) {
         let sub = r.r11;
         self.calls.push((leaf::VP_VMCALL, sub));
@@ -263,10 +299,13 @@ impl TdxModel {
         r.r10 = 0;
         match sub {
             vmcall::IO if self.machine.is_some() => {
-                let m = self.machine.as_mut().expect("checked");
                 let (port, size) = (r.r14 as u16, r.r12 as u8);
+                let reachable = r.r13 != 1 || self.vmm_reaches_fw_cfg_dma(port, r.r15 as u32);
+                let m = self.machine.as_mut().expect("checked");
                 if r.r13 == 1 {
-                    m.io_out(port, size, r.r15 as u32);
+                    if reachable {
+                        m.io_out(port, size, r.r15 as u32);
+                    }
                 } else {
                     r.r11 = u64::from(m.io_in(port, size));
                 }

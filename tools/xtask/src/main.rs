@@ -554,7 +554,9 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &tdx_model)?;
     tdx_attest::attestation_tests(&tdx_model)?;
     distro_tests()?;
-    hostile_test::kernel_header_tests(rom, &build_snp_model_firmware()?, &tdx_model)?;
+    let snp_model = build_snp_model_firmware()?;
+    hostile_test::kernel_header_tests(rom, &snp_model, &tdx_model)?;
+    hostile_test::write_pointer_tests(&snp_model, &tdx_model)?;
     let size = std::fs::metadata(rom)?.len();
     if size > rom::ROM_SIZE {
         bail!("ROM is {size} bytes, more than {} KiB", rom::ROM_SIZE / 1024);
@@ -567,7 +569,8 @@ fn hostile_tests() -> Result<()> {
     let plain = build_test_firmware()?;
     let snp = build_snp_model_firmware()?;
     let tdx = build_tdx_model_firmware()?;
-    hostile_test::kernel_header_tests(&plain, &snp, &tdx)
+    hostile_test::kernel_header_tests(&plain, &snp, &tdx)?;
+    hostile_test::write_pointer_tests(&snp, &tdx)
 }
 
 /// Boot a Debian kernel to its initramfs, and refuse kernels and arguments that break the
