@@ -7,10 +7,10 @@ use libfuzzer_sys::fuzz_target;
 use veil_agent::snp::guest_msg::{Channel, HEADER_LEN, MsgType};
 
 fuzz_target!(|data: &[u8]| {
-    let mut ch = Channel::new([7u8; 32], 0, 0);
+    let mut ch = Channel::new(&[7u8; 32], 0, 0);
     let req = ch.request(MsgType::ReportRequest, 1, &[0u8; 96]).unwrap();
     let _ = ch.response(&req, data);
-    let mut ch = Channel::new([7u8; 32], 0, 0);
+    let mut ch = Channel::new(&[7u8; 32], 0, 0);
     let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
     let mut page = data.to_vec();
     page.resize(page.len().max(HEADER_LEN), 0);

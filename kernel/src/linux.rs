@@ -319,13 +319,19 @@ struct Gdtr {
     base: u64,
 }
 
-/// Jump to the kernel. Interrupts are off, the identity map stays, RSI = boot_params.
+/// Jump to the kernel. Interrupts are off, the identity map stays, RSI = boot_params. The
+/// boot and interrupt stacks, `[STACK_BOTTOM, IST2_TOP)`, are zeroed on the way, after the
+/// last use of the stack: whatever a callee left there by value (keys moved through
+/// registers and frames, issue 34) does not reach Linux, which gets that memory as RAM.
 pub fn jump(p: &Prepared) -> ! {
+    use crate::layout::{IST2_TOP, STACK_BOTTOM};
     crate::paging::allow_execute_everywhere();
     let gdtr = Gdtr { limit: (core::mem::size_of_val(&HANDOFF_GDT) - 1) as u16, base: HANDOFF_GDT.as_ptr() as u64 };
     // SAFETY: the kernel image, boot_params and command line were placed in identity-mapped
     // RAM by `prepare`; the GDT above is static; this is the boot protocol's documented
-    // 64-bit entry state. The firmware does not continue.
+    // 64-bit entry state. The stacks are zeroed only after the far return, the last use of
+    // the stack (interrupts are off; Linux sets up its own stack before using one). The
+    // firmware does not continue.
     unsafe {
         asm!(
             "cli",
@@ -339,11 +345,16 @@ pub fn jump(p: &Prepared) -> ! {
             "mov ds, eax",
             "mov es, eax",
             "mov ss, eax",
+            "cld",
+            "xor eax, eax",
+            "rep stosb",
             "xor ebp, ebp",
-            "jmp rcx",
+            "jmp r8",
             in("rdx") &gdtr,
-            in("rcx") p.entry,
+            in("r8") p.entry,
             in("rsi") p.boot_params,
+            in("rdi") STACK_BOTTOM,
+            in("rcx") IST2_TOP - STACK_BOTTOM,
             options(noreturn),
         );
     }

@@ -50,15 +50,16 @@ pub fn find_console(ecam_base: u64) -> Result<Option<Console>, BootError> {
             Ok((receiveq, transmitq)) => {
                 transport.finish_init();
                 let rx = Receiver::new();
-                return Ok(Some(Console {
-                    transport,
-                    receiveq,
-                    transmitq,
-                    rx,
-                    rx_token: None,
-                    broken: false,
-                    location: df,
-                }));
+                let mut console =
+                    Console { transport, receiveq, transmitq, rx, rx_token: None, broken: false, location: df };
+                // The receive buffer goes to the device at once, as the host may send (and
+                // close) before the firmware first reads: QEMU takes bytes from its chardev
+                // only into a buffer the guest posted.
+                if let Err(e) = console.post_receive() {
+                    crate::log!("virtio: {df}: console receive buffer: {e}");
+                    continue;
+                }
+                return Ok(Some(console));
             }
             Err(e) => crate::log!("virtio: {df}: console init failed: {e:?}"),
         }
@@ -123,6 +124,9 @@ impl Console {
     pub fn recv_byte(&mut self, deadline_us: u64) -> Result<Option<u8>, RelayError> {
         loop {
             if let Some(b) = self.rx.next_byte() {
+                if self.rx.drained() {
+                    self.post_receive()?;
+                }
                 return Ok(Some(b));
             }
             self.post_receive()?;
@@ -135,6 +139,8 @@ impl Console {
                 self.rx_token = None;
                 let used = used.map_err(|e| self.channel_failed("receive", e))?;
                 self.rx.filled(used)?;
+                // Post it again as soon as it is drained (a zero-length answer: now).
+                self.post_receive()?;
                 continue;
             }
             if crate::tsc::micros(crate::cpu::rdtsc()) > deadline_us {

@@ -88,9 +88,10 @@ pub struct Request {
     version: u8,
 }
 
-/// A VMPCK and its sequence numbers.
+/// A VMPCK and its sequence numbers. The key lives in one heap box, zeroized on drop and on
+/// disable, and is never moved: a channel moves only the pointer.
 pub struct Channel {
-    vmpck: Zeroizing<[u8; 32]>,
+    vmpck: alloc::boxed::Box<Zeroizing<[u8; 32]>>,
     vmpck_id: u8,
     /// Messages exchanged so far (the OS area's count): the next request uses count + 1.
     count: u64,
@@ -124,9 +125,12 @@ fn iv(seqno: u64) -> [u8; 12] {
 }
 
 impl Channel {
-    /// A channel on VMPCK `vmpck_id` with `count` messages already exchanged on it.
-    pub fn new(vmpck: [u8; 32], vmpck_id: u8, count: u64) -> Channel {
-        Channel { vmpck: Zeroizing::new(vmpck), vmpck_id, count, outstanding: None, disabled: false }
+    /// A channel on VMPCK `vmpck_id` with `count` messages already exchanged on it. The key
+    /// is copied from where it lies (the secrets page) straight into the channel's box.
+    pub fn new(vmpck: &[u8; 32], vmpck_id: u8, count: u64) -> Channel {
+        let mut key = alloc::boxed::Box::new(Zeroizing::new([0u8; 32]));
+        key.copy_from_slice(vmpck);
+        Channel { vmpck: key, vmpck_id, count, outstanding: None, disabled: false }
     }
 
     /// Messages exchanged so far (what the OS area's count must be set to before hand-off).
@@ -149,7 +153,7 @@ impl Channel {
             self.count.checked_add(1).filter(|s| *s < u64::from(u32::MAX)).ok_or(GuestMsgError::SequenceExhausted)?;
         let mut hdr = header(seqno, msg_type as u8, version, payload.len(), self.vmpck_id);
         let mut body = payload.to_vec();
-        let cipher = Aes256Gcm::new_from_slice(self.vmpck.as_ref()).expect("a 32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(&self.vmpck[..]).expect("a 32-byte key");
         let tag = cipher
             .encrypt_inout_detached(&Nonce::from(iv(seqno)), &hdr[0x30..0x60], (&mut body[..]).into())
             .expect("a payload within GCM's limits");
@@ -167,7 +171,7 @@ impl Channel {
     }
 
     fn disable(&mut self) {
-        zeroize::Zeroize::zeroize(&mut *self.vmpck);
+        zeroize::Zeroize::zeroize(&mut **self.vmpck);
         self.disabled = true;
         self.outstanding = None;
     }
@@ -217,7 +221,7 @@ impl Channel {
             return Err(GuestMsgError::Truncated);
         }
         let mut body = Zeroizing::new(page[HEADER_LEN..HEADER_LEN + len].to_vec());
-        let cipher = Aes256Gcm::new_from_slice(self.vmpck.as_ref()).expect("a 32-byte key");
+        let cipher = Aes256Gcm::new_from_slice(&self.vmpck[..]).expect("a 32-byte key");
         let tag = Tag::try_from(&hdr[..16]).expect("16 bytes");
         if cipher
             .decrypt_inout_detached(&Nonce::from(iv(seqno)), &hdr[0x30..0x60], (&mut body[..]).into(), &tag)
@@ -263,14 +267,14 @@ mod tests {
 
     #[test]
     fn request_equals_the_independent_vector() {
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         let req = ch.request(MsgType::ReportRequest, 1, &report_payload()).unwrap();
         assert_eq!(hex::encode(&req.bytes), REPORT_REQ);
     }
 
     #[test]
     fn response_decrypts_and_advances_by_two() {
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Outstanding));
         let body = ch.response(&req, &hex::decode(KEY_RSP).unwrap()).unwrap();
@@ -299,35 +303,35 @@ mod tests {
             (0x36, &[0x40, 0x01], GuestMsgError::Truncated),
         ];
         for (at, value, want) in cases {
-            let mut ch = Channel::new(key(), 0, 0);
+            let mut ch = Channel::new(&key(), 0, 0);
             let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
             let mut bad = rsp.clone();
             bad[at..at + value.len()].copy_from_slice(value);
             // A length within the page but past the bytes copied (0x140 > 0x40 of payload).
             let bad = if at == 0x36 && value == [0x40, 0x01] { bad[..HEADER_LEN + 0x40].to_vec() } else { bad };
             assert_eq!(ch.response(&req, &bad), Err(want), "byte {at:#x}");
-            assert_eq!(*ch.vmpck, [0u8; 32], "byte {at:#x}: the VMPCK is wiped");
+            assert_eq!(**ch.vmpck, [0u8; 32], "byte {at:#x}: the VMPCK is wiped");
             assert_eq!(ch.response(&req, &rsp), Err(GuestMsgError::Disabled), "byte {at:#x}: the genuine one too late");
             assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
         }
         // Shorter than a header.
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         assert_eq!(ch.response(&req, &rsp[..HEADER_LEN - 1]), Err(GuestMsgError::Truncated));
-        assert_eq!(*ch.vmpck, [0u8; 32]);
+        assert_eq!(**ch.vmpck, [0u8; 32]);
     }
 
     #[test]
     fn a_forged_response_disables_the_channel() {
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         let req = ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         let mut forged = hex::decode(KEY_RSP).unwrap();
         forged[HEADER_LEN + 40] ^= 1;
         assert_eq!(ch.response(&req, &forged), Err(GuestMsgError::Authentication));
-        assert_eq!(*ch.vmpck, [0u8; 32], "the VMPCK is wiped");
+        assert_eq!(**ch.vmpck, [0u8; 32], "the VMPCK is wiped");
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
         // A host failure (not BUSY) does the same.
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         ch.fail();
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
@@ -335,9 +339,9 @@ mod tests {
 
     #[test]
     fn limits() {
-        let mut ch = Channel::new(key(), 0, u64::from(u32::MAX) - 1);
+        let mut ch = Channel::new(&key(), 0, u64::from(u32::MAX) - 1);
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[]), Err(GuestMsgError::SequenceExhausted));
-        let mut ch = Channel::new(key(), 0, 0);
+        let mut ch = Channel::new(&key(), 0, 0);
         assert_eq!(
             ch.request(MsgType::KeyRequest, 1, &[0; MAX_PAYLOAD + 1]),
             Err(GuestMsgError::PayloadSize(MAX_PAYLOAD + 1))

@@ -109,8 +109,15 @@ mod secrets {
     pub const OS_SEQNO_HIGH: usize = 0x0B8;
 }
 
-/// The secrets page's VMPCK `n` (0..=3).
+/// The secrets page's VMPCK `n` (0..=3), by value (tests; the firmware borrows it with
+/// [`vmpck_ref`]).
 pub fn vmpck(page: &[u8; 4096], n: usize) -> Result<[u8; 32], SnpError> {
+    vmpck_ref(page, n).copied()
+}
+
+/// The secrets page's VMPCK `n` (0..=3), borrowed where it lies: the firmware copies it once,
+/// into the guest-message channel's zeroizing box, and nowhere else.
+pub fn vmpck_ref(page: &[u8; 4096], n: usize) -> Result<&[u8; 32], SnpError> {
     if n > 3 {
         return Err(SnpError::SecretsPage("VMPCK index above 3"));
     }

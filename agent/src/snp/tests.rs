@@ -310,7 +310,7 @@ mod guest_requests {
     #[test]
     fn a_report_comes_back_signed_by_the_vcek() {
         let mut hv = with_psp();
-        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let mut channel = Channel::new(&VMPCK0, 0, 0);
         let answer = report(&mut hv, &mut channel, PAGES).unwrap();
         let r = requests::report_response(&answer.payload).unwrap();
         assert_eq!((&r[0x50..0x90], &r[0x90..0xC0]), (&[7u8; 64][..], &[0xAB; 48][..]));
@@ -329,7 +329,7 @@ mod guest_requests {
     fn busy_resends_the_same_ciphertext() {
         let mut hv = with_psp();
         hv.hostile.busy = 3;
-        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let mut channel = Channel::new(&VMPCK0, 0, 0);
         assert!(report(&mut hv, &mut channel, PAGES).is_ok());
         assert_eq!(hv.exits.iter().filter(|e| **e == ghcb::exit::GUEST_REQUEST).count(), 4);
     }
@@ -338,7 +338,7 @@ mod guest_requests {
     fn an_answer_that_does_not_authenticate_wipes_the_vmpck() {
         let mut hv = with_psp();
         hv.hostile.tamper_response = true;
-        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let mut channel = Channel::new(&VMPCK0, 0, 0);
         assert_eq!(
             report(&mut hv, &mut channel, PAGES).err(),
             Some(AttestError::Message(GuestMsgError::Authentication))
@@ -349,7 +349,7 @@ mod guest_requests {
     #[test]
     fn a_refused_request_disables_the_channel() {
         let mut hv = with_psp();
-        let mut channel = Channel::new(VMPCK0, 0, 4); // the AMD-SP expects 1, the guest sends 5
+        let mut channel = Channel::new(&VMPCK0, 0, 4); // the AMD-SP expects 1, the guest sends 5
         assert_eq!(
             report(&mut hv, &mut channel, PAGES).err(),
             Some(AttestError::Refused { firmware: 0x16, hypervisor: 0 })
@@ -362,7 +362,7 @@ mod guest_requests {
         let certs = alloc::vec![(CertType::Vcek, alloc::vec![1u8; 3000]), (CertType::Ask, alloc::vec![2u8; 2000])];
         let mut hv = with_psp();
         hv.certs = Some(attest::build_cert_table(&certs));
-        let mut channel = Channel::new(VMPCK0, 0, 0);
+        let mut channel = Channel::new(&VMPCK0, 0, 0);
         let roomy = RequestPages { certs: Some((0x90_7000, 4)), ..PAGES };
         let answer = report(&mut hv, &mut channel, roomy).unwrap();
         assert_eq!(attest::parse_cert_table(&answer.certs.unwrap()).unwrap(), certs);
@@ -378,7 +378,7 @@ mod guest_requests {
         let key = |measurement: u8| {
             let mut hv = with_psp();
             hv.psp.as_mut().unwrap().measurement = [measurement; 48];
-            let mut channel = Channel::new(VMPCK0, 0, 0);
+            let mut channel = Channel::new(&VMPCK0, 0, 0);
             let req = requests::key_request(requests::FIELD_MEASUREMENT | requests::FIELD_GUEST_POLICY, 0, 0, 0);
             let a = attest::guest_request(&mut Ghcb::new(&mut hv), &mut channel, MsgType::KeyRequest, 1, &req, PAGES)
                 .unwrap();

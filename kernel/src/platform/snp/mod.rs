@@ -343,8 +343,8 @@ impl Snp {
     /// user of VMPCK0 in this launch, so its sequence numbers start at 0).
     fn channel(&mut self) -> Result<&mut Channel, BootError> {
         if self.channel.is_none() {
-            let vmpck = Zeroizing::new(pages::vmpck(page::<4096>(SECRETS_PAGE), 0)?);
-            self.channel = Some(Channel::new(*vmpck, 0, 0));
+            // Borrowed from the secrets page and copied once, into the channel's box.
+            self.channel = Some(Channel::new(pages::vmpck_ref(page::<4096>(SECRETS_PAGE), 0)?, 0, 0));
         }
         Ok(self.channel.as_mut().expect("just opened"))
     }
