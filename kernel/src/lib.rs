@@ -300,7 +300,7 @@ fn measure_firmware(
 struct Disks {
     disks: Vec<virtio::Disk>,
     boot: Option<diskboot::BootVolume>,
-    relay: Option<virtio::Console>,
+    relay: Option<relay::Console>,
 }
 
 /// The kernel comes from the encrypted disk when there is a key source and a disk, else from
