@@ -127,7 +127,7 @@ mod snp {
         psp.vcek = Some(scalar::<48>("snp-vcek.scalar.hex"));
         psp.measurement = MEASUREMENT;
         psp.host_data[..host_data.len()].copy_from_slice(host_data);
-        let mut channel = Channel::new(vmpck, 0, 0);
+        let mut channel = Channel::new(&vmpck, 0, 0);
         let user_data: [u8; 64] = report_data.try_into().unwrap();
         let req = channel
             .request(MsgType::ReportRequest, 1, &requests::report_request(&user_data, 0, requests::SigningKey::Vcek))
