@@ -194,7 +194,8 @@ commands:
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
-  VEIL_REQUIRE_TESTDATA  fail, rather than skip loudly, when the corpus is absent (CI)";
+  VEIL_REQUIRE_TESTDATA  fail, rather than skip loudly, when the corpus is absent (CI)
+  VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("project root")

@@ -1,4 +1,8 @@
 //! Booting the ROM in QEMU (TCG) and checking what it printed on the serial console.
+//!
+//! Every boot's time limit is multiplied by `$VEIL_TEST_TIMEOUT_SCALE` (default 1; e.g. 3 on a
+//! machine busier than CI), and a boot that QEMU had to be killed for says so in every failure
+//! message, with the last `stage=` timeline mark the firmware reached.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -47,18 +51,43 @@ pub fn relay_console_args(sock: &Path) -> Vec<String> {
     ]
 }
 
+/// The factor every test's time limit is multiplied by (`$VEIL_TEST_TIMEOUT_SCALE`, default
+/// 1; a value that is not a positive number is refused rather than ignored).
+pub fn timeout_scale() -> Result<f64> {
+    match std::env::var("VEIL_TEST_TIMEOUT_SCALE") {
+        Err(_) => Ok(1.0),
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() && f > 0.0 => Ok(f),
+            _ => bail!("VEIL_TEST_TIMEOUT_SCALE={v:?} is not a positive number"),
+        },
+    }
+}
+
+/// `t` scaled by [`timeout_scale`].
+pub fn scaled(t: Duration) -> Result<Duration> {
+    Ok(t.mul_f64(timeout_scale()?))
+}
+
+/// The last `stage=` timeline mark in a serial log (`veil: t=<us> stage=<name>`).
+pub fn last_stage(log: &str) -> Option<&str> {
+    log.lines().rev().find_map(|l| l.split_once("stage=")).map(|(_, s)| s.split_whitespace().next().unwrap_or(""))
+}
+
 /// One finished run.
 pub struct Run {
     /// QEMU's exit code (None if it had to be killed).
     pub code: Option<i32>,
+    /// The (scaled) limit QEMU was killed at, if it was.
+    pub killed_after: Option<Duration>,
     /// The serial log.
     pub log: String,
     /// Where the log is.
     pub log_path: PathBuf,
 }
 
-/// Boot with extra arguments; kill QEMU after `timeout`.
+/// Boot with extra arguments; kill QEMU after `timeout` (scaled by [`timeout_scale`]).
 pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Result<Run> {
+    let timeout = scaled(timeout)?;
     let dir = rom.parent().unwrap().join("qemu-runs");
     std::fs::create_dir_all(&dir)?;
     let log_path = dir.join(format!("{name}.log"));
@@ -78,26 +107,38 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
         .spawn()
         .context("starting qemu-system-x86_64")?;
     let start = Instant::now();
-    let code = loop {
+    let (code, killed_after) = loop {
         if let Some(status) = child.try_wait()? {
-            break status.code();
+            break (status.code(), None);
         }
         if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
-            break None;
+            break (None, Some(timeout));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
     let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
-    Ok(Run { code, log, log_path })
+    if let Some(t) = killed_after {
+        eprintln!("xtask: {name}: {}", timed_out(t, &log));
+    }
+    Ok(Run { code, killed_after, log, log_path })
+}
+
+/// What a killed boot says: the limit, the knob, and how far the firmware got.
+fn timed_out(t: Duration, log: &str) -> String {
+    format!(
+        "QEMU was killed after {:.0} s (the limit times VEIL_TEST_TIMEOUT_SCALE); the last stage reached: {}",
+        t.as_secs_f64(),
+        last_stage(log).map(|s| format!("stage={s}")).unwrap_or_else(|| String::from("none (no stage= mark)"))
+    )
 }
 
 impl Run {
     /// Fail with the log if `needle` is not in it.
     pub fn expect(&self, needle: &str) -> Result<&Self> {
         if !self.log.contains(needle) {
-            bail!("expected `{needle}` in the serial log {}:\n{}", self.log_path.display(), self.log);
+            bail!("expected `{needle}` in the serial log {}{}:\n{}", self.log_path.display(), self.killed(), self.log);
         }
         Ok(self)
     }
@@ -106,12 +147,34 @@ impl Run {
     pub fn expect_exit(&self, code: i32) -> Result<&Self> {
         if self.code != Some(code) {
             bail!(
-                "QEMU exited with {:?}, expected {code}; serial log {}:\n{}",
+                "QEMU exited with {:?}, expected {code}{}; serial log {}:\n{}",
                 self.code,
+                self.killed(),
                 self.log_path.display(),
                 self.log
             );
         }
         Ok(self)
+    }
+}
+
+impl Run {
+    /// ", <why it was killed and how far it got>" for a killed boot, else "".
+    fn killed(&self) -> String {
+        self.killed_after.map(|t| format!(" ({})", timed_out(t, &self.log))).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_stage_mark_is_found() {
+        let log = "veil: t=10 stage=reset\nnoise\nveil: t=20 stage=memmap extra\nveil: refused\n";
+        assert_eq!(last_stage(log), Some("memmap"));
+        assert_eq!(last_stage("nothing"), None);
+        let message = timed_out(Duration::from_secs(90), log);
+        assert!(message.contains("after 90 s") && message.ends_with("stage=memmap"), "{message}");
     }
 }
