@@ -331,9 +331,21 @@ fn the_broker_refuses_a_revoked_chain_with_its_reason() {
     }))
     .unwrap();
     let revoked = SnpPolicy { crls: vec![crl(p.ark, (2025, 12, 1), (2026, 2, 1), &[2])], ..policy(&p) };
-    let e = veil_agent::kbs::broker::check_snp(&revoked, &attestation, now(), &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() }).unwrap_err();
+    let e = veil_agent::kbs::broker::check_snp(
+        &revoked,
+        &attestation,
+        now(),
+        &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() },
+    )
+    .unwrap_err();
     assert!(e.contains("revoked"), "{e}");
     // The unrevoked chain gets past the verifier to the session binding.
-    let e = veil_agent::kbs::broker::check_snp(&policy(&p), &attestation, now(), &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() }).unwrap_err();
+    let e = veil_agent::kbs::broker::check_snp(
+        &policy(&p),
+        &attestation,
+        now(),
+        &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() },
+    )
+    .unwrap_err();
     assert!(e.contains("REPORT_DATA is not this session's"), "{e}");
 }

@@ -289,6 +289,12 @@ fn the_broker_refuses_a_forged_chain_with_its_reason() {
     }))
     .unwrap();
     let p = policy(&pki.root, case.coll.build(&pki.tcb, &case.tcb_chain()));
-    let e = veil_agent::kbs::broker::check_tdx(&p, &attestation, at(), &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() }).unwrap_err();
+    let e = veil_agent::kbs::broker::check_tdx(
+        &p,
+        &attestation,
+        at(),
+        &veil_agent::kbs::broker::BrokerConfig { allow_no_init_data: true, ..Default::default() },
+    )
+    .unwrap_err();
     assert!(e.contains("is not a CA"), "{e}");
 }

@@ -325,21 +325,23 @@ fn ek_certificate_from_nv_chains_to_the_swtpm_local_ca() {
     let (_, ek_public) = tpm.create_ek().unwrap();
     let ek = credential::rsa_public_key(&ek_public).unwrap();
     let (issuer, root) = (ekcert::pem_to_der(&issuer).unwrap(), ekcert::pem_to_der(&root).unwrap());
-    ekcert::verify(&cert, &ek, std::slice::from_ref(&issuer), &root).unwrap();
+    ekcert::verify(&cert, &ek, std::slice::from_ref(&issuer), &root, now()).unwrap();
 
     // Refusals: another key, a missing intermediate, a forged signature.
     let other =
         rsa::PublicKey::new(rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]), rsa::BoxedUint::from(65537u64));
     if let Ok(other) = other {
         assert!(
-            ekcert::verify(&cert, &other, std::slice::from_ref(&issuer), &root).unwrap_err().contains("another key")
+            ekcert::verify(&cert, &other, std::slice::from_ref(&issuer), &root, now())
+                .unwrap_err()
+                .contains("another key")
         );
     }
-    assert!(ekcert::verify(&cert, &ek, &[], &root).unwrap_err().contains("issued by"));
+    assert!(ekcert::verify(&cert, &ek, &[], &root, now()).unwrap_err().contains("issued by"));
     let mut forged = cert.clone();
     let n = forged.len();
     forged[n - 5] ^= 1;
-    assert!(ekcert::verify(&forged, &ek, &[issuer], &root).unwrap_err().contains("does not verify"));
+    assert!(ekcert::verify(&forged, &ek, &[issuer], &root, now()).unwrap_err().contains("does not verify"));
 }
 
 /// The broker in-process behind a relay that keeps the session cookie, like `veil kbs
@@ -378,6 +380,10 @@ impl veil_agent::kbs::client::Relay for InProcessRelay<'_> {
     }
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 fn swtpm_local_ca() -> Option<(Vec<u8>, Vec<u8>)> {
     use veil_agent::tpm::ekcert::pem_to_der;
     let ca =
@@ -387,7 +393,7 @@ fn swtpm_local_ca() -> Option<(Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn remote_release_through_the_broker_and_its_refusals() {
-    use veil_agent::kbs::broker::{Broker, BrokerConfig, Reference};
+    use veil_agent::kbs::broker::{Broker, BrokerConfig, Reference, TpmTrust};
     use veil_agent::kbs::client::{self, KbsError, Phases};
     let Some(sw) = start_swtpm_with(true) else { return };
     let Some((issuer, root)) = swtpm_local_ca().or_else(|| {
@@ -400,7 +406,24 @@ fn remote_release_through_the_broker_and_its_refusals() {
     tpm.pcr_extend(4, &[(Bank::Sha256, Bank::Sha256.digest(b"kernel"))]).unwrap();
     let pcr4 = tpm.pcr_read(Bank::Sha256, &[4]).unwrap().remove(0).1;
     let secret = b"the cluster's master secret".to_vec();
-    let config = |pcr4: &[u8]| BrokerConfig {
+    // What the operator registers: this TPM's AK (as `veil tpm ak` makes it) or its EK (the
+    // key its EK certificate certifies, as `veil tpm ek` prints it).
+    let ak_spki = {
+        let (handle, public) = tpm.create_attestation_key().unwrap();
+        tpm.flush(handle).unwrap();
+        let (n, e) = veil_agent::tpm::rsa_public_parts(&public).unwrap();
+        veil_agent::kbs::evidence::rsa_spki(&n, e)
+    };
+    let ek_spki = {
+        use rsa::pkcs8::EncodePublicKey;
+        let cert = tpm.nv_read(command::EK_CERT_RSA_NV_INDEX).unwrap();
+        veil_agent::tpm::ekcert::certified_key(&cert).unwrap().to_public_key_der().unwrap().as_bytes().to_vec()
+    };
+    let mut other_ak = ak_spki.clone();
+    let n = other_ak.len();
+    other_ak[n - 20] ^= 1;
+    let registered = TpmTrust::Registered(vec![ak_spki.clone()]);
+    let config = |pcr4: &[u8], tpm_trust: TpmTrust| BrokerConfig {
         snp: None,
         tdx: None,
         resources: [("veilboot/cluster/master-secret".to_string(), zeroize::Zeroizing::new(secret.clone()))].into(),
@@ -413,6 +436,7 @@ fn remote_release_through_the_broker_and_its_refusals() {
         ek_intermediates: vec![issuer.clone()],
         allow_no_init_data: false,
         min_bundle_version: None,
+        tpm_trust,
     };
     let mut seed = 0u64;
     let random = move |b: &mut [u8]| {
@@ -421,7 +445,7 @@ fn remote_release_through_the_broker_and_its_refusals() {
             *x = (seed >> 33) as u8;
         }
     };
-    let broker = Broker::new(config(&pcr4), Box::new(random));
+    let broker = Broker::new(config(&pcr4, registered.clone()), Box::new(random));
     let mut rng = random;
     let mut release = |tpm: &mut Tpm<StreamTransport<TcpStream>>,
                        broker: &Broker,
@@ -432,7 +456,29 @@ fn remote_release_through_the_broker_and_its_refusals() {
         (r, relay.sent, relay.session)
     };
 
-    // The honest path releases the secret.
+    let refused = |r: Result<zeroize::Zeroizing<Vec<u8>>, KbsError>, why: &str| match r {
+        Err(KbsError::Refused { detail, .. }) => assert!(detail.contains(why), "wanted {why:?}, got {detail:?}"),
+        other => panic!("wanted a refusal ({why}), got {other:?}"),
+    };
+    // The PCRs this host program extended are public inputs any TPM under the swtpm CA can
+    // reproduce: a broker releases only to a registered TPM (issue 33). No registry: refused.
+    let (r, ..) =
+        release(&mut tpm, &Broker::new(config(&pcr4, TpmTrust::Nobody), Box::new(random)), Box::new(|_, _| {}));
+    refused(r, "no TPM registry");
+    // Another VM's AK registered: refused, before any credential is made.
+    let others = Broker::new(config(&pcr4, TpmTrust::Registered(vec![other_ak])), Box::new(random));
+    let (r, ..) = release(&mut tpm, &others, Box::new(|_, _| {}));
+    refused(r, "the TPM is not registered");
+    // Registered by its EK instead of its AK: released.
+    let by_ek = Broker::new(config(&pcr4, TpmTrust::Registered(vec![ek_spki])), Box::new(random));
+    let (r, ..) = release(&mut tpm, &by_ek, Box::new(|_, _| {}));
+    assert_eq!(r.unwrap().as_slice(), secret.as_slice());
+    // --any-tpm-under-ca: the operator's explicit choice of the old behaviour.
+    let any = Broker::new(config(&pcr4, TpmTrust::AnyTpmUnderCa), Box::new(random));
+    let (r, ..) = release(&mut tpm, &any, Box::new(|_, _| {}));
+    assert_eq!(r.unwrap().as_slice(), secret.as_slice());
+
+    // The registered TPM's honest path releases the secret.
     let (r, sent, session) = release(&mut tpm, &broker, Box::new(|_, _| {}));
     assert_eq!(r.unwrap().as_slice(), secret.as_slice());
     let attest = sent.iter().find(|(p, _)| p == "/kbs/v0/attest").unwrap().1.clone();
@@ -460,10 +506,6 @@ fn remote_release_through_the_broker_and_its_refusals() {
     assert!(replay.status == 401 && replay.log.contains("nonce is not this session's"), "{}", replay.log);
 
     // Each refusal, with the reason the broker gives.
-    let refused = |r: Result<zeroize::Zeroizing<Vec<u8>>, KbsError>, why: &str| match r {
-        Err(KbsError::Refused { detail, .. }) => assert!(detail.contains(why), "wanted {why:?}, got {detail:?}"),
-        other => panic!("wanted a refusal ({why}), got {other:?}"),
-    };
     // A relay that swaps in its own key for the secret: the quote's report data (SHA-384 of
     // the runtime data) no longer matches.
     let (r, ..) = release(
@@ -477,11 +519,10 @@ fn remote_release_through_the_broker_and_its_refusals() {
         }),
     );
     refused(r, "nonce (extraData) differs");
-    // An unknown AK. Certified at /auth in the TPM's place (one modulus bit flipped): the
+    // An unknown AK offered at /auth in the TPM's place (one modulus bit flipped). The
+    // registry refuses it; a broker taking any TPM under the CA certifies it, but the
     // credential is bound to that key's name, so the TPM will not activate it.
-    let (r, ..) = release(
-        &mut tpm,
-        &broker,
+    let swap_ak = || -> Box<dyn FnMut(&str, &mut serde_json::Value)> {
         Box::new(|path, body| {
             if path == "/kbs/v0/auth" {
                 use base64::Engine;
@@ -491,8 +532,11 @@ fn remote_release_through_the_broker_and_its_refusals() {
                 ak[n - 7] ^= 1;
                 body["extra-params"]["veil-ak-public"] = serde_json::json!(b64.encode(ak));
             }
-        }),
-    );
+        })
+    };
+    let (r, ..) = release(&mut tpm, &broker, swap_ak());
+    refused(r, "the TPM is not registered");
+    let (r, ..) = release(&mut tpm, &any, swap_ak());
     // The TPM refuses: the credential was made for another key's name.
     assert!(
         matches!(&r, Err(KbsError::Tpm { error, .. }) if matches!(error.kind(), TpmErrorKind::Rc { command: "ActivateCredential", .. })),
@@ -539,11 +583,11 @@ fn remote_release_through_the_broker_and_its_refusals() {
     );
     refused(r, "no recovered credential");
     // Another PCR 4 (a tampered kernel): the broker refuses and names the PCR.
-    let strict = Broker::new(config(&[0x44; 32]), Box::new(random));
+    let strict = Broker::new(config(&[0x44; 32], registered.clone()), Box::new(random));
     let (r, ..) = release(&mut tpm, &strict, Box::new(|_, _| {}));
     refused(r, "PCR 4 is");
     // An EK certificate from a CA the broker does not trust.
-    let mut untrusting = config(&pcr4);
+    let mut untrusting = config(&pcr4, registered.clone());
     untrusting.ek_root = issuer.clone();
     untrusting.ek_intermediates.clear();
     let (r, ..) = release(&mut tpm, &Broker::new(untrusting, Box::new(random)), Box::new(|_, _| {}));

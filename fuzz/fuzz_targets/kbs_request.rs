@@ -17,6 +17,7 @@ fn config() -> BrokerConfig {
         ek_intermediates: Vec::new(),
         allow_no_init_data: false,
         min_bundle_version: None,
+        tpm_trust: veil_agent::kbs::broker::TpmTrust::AnyTpmUnderCa,
     }
 }
 

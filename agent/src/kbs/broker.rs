@@ -4,8 +4,11 @@
 //! HTTP server feeds it), so tests and the fuzzer drive it directly.
 //!
 //! What it checks before it releases a resource, each with its own refusal:
-//! - /auth: protocol version 0.4.0 and TEE `tpm`; the EK certificate chains to the trusted
-//!   root; the AK is a restricted RSA signing key with fixedTPM and fixedParent. It answers
+//! - /auth: protocol version 0.4.0 and TEE `tpm`; the AK is a restricted RSA signing key with
+//!   fixedTPM and fixedParent; the TPM is a registered one (its AK or its EK public key is in
+//!   the operator's registry, [`TpmTrust::Registered`]; without a registry TPM evidence is
+//!   refused unless the operator chose [`TpmTrust::AnyTpmUnderCa`]); the EK certificate is
+//!   valid now, has the TCG EK profile's fields and chains to the trusted root. It answers
 //!   with a fresh nonce and a credential made for the AK's name and encrypted to the EK
 //!   (TPM2_MakeCredential): only the TPM holding both keys can recover it.
 //! - /attest (once per challenge: a second answer is a replay): the nonce is this session's;
@@ -73,6 +76,22 @@ pub fn parse_measurements(text: &str) -> Result<BTreeMap<u32, Reference>, String
     Ok(out)
 }
 
+/// Which TPMs the broker releases to. PCR values are extends of public inputs (the ROM, the
+/// manifest `veil image build` stores in clear), so any TPM under the EK CA can reproduce
+/// them: what ties a release to this VM is its registered TPM.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TpmTrust {
+    /// No registry: TPM evidence is refused.
+    #[default]
+    Nobody,
+    /// Only TPMs whose AK or EK public key (DER SubjectPublicKeyInfo, as `veil tpm ak` /
+    /// `veil tpm ek` print it) is one of these.
+    Registered(Vec<Vec<u8>>),
+    /// Any TPM whose EK certificate chains to the EK CA (`--any-tpm-under-ca`): every tenant
+    /// that can get a TPM under that CA and reproduce the PCR values gets the secret.
+    AnyTpmUnderCa,
+}
+
 /// What the broker trusts and serves (the default trusts nothing and serves nothing).
 #[derive(Default)]
 pub struct BrokerConfig {
@@ -95,6 +114,8 @@ pub struct BrokerConfig {
     /// SEV-SNP and TDX: the lowest bundle version the init-data may name (rollback to an
     /// older bundle is refused); None accepts any.
     pub min_bundle_version: Option<u64>,
+    /// Which TPMs are released to.
+    pub tpm_trust: TpmTrust,
 }
 
 /// The launch's host-data register (`register`: SEV-SNP HOST_DATA, TDX MRCONFIGID, holding
@@ -229,6 +250,50 @@ pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
     crate::tpm::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
 }
 
+/// A short fingerprint of a public key for the log: SHA-256 of its DER, first 8 bytes.
+fn fingerprint(spki: &[u8]) -> String {
+    hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(spki)[..8])
+}
+
+/// A registry entry (DER SubjectPublicKeyInfo) as the RSA key it must be (the firmware's AK
+/// and EK are RSA-2048).
+pub fn registry_key(spki: &[u8]) -> Result<rsa::PublicKey, String> {
+    use rsa::pkcs8::DecodePublicKey;
+    rsa::PublicKey::from_public_key_der(spki).map_err(|e| format!("a registered key is not an RSA public key: {e}"))
+}
+
+/// Is the TPM of `ak_public` (TPM2B_PUBLIC) and `ek` one the operator registered? Ok names how.
+pub fn check_registered(trust: &TpmTrust, ak_public: &[u8], ek: &rsa::PublicKey) -> Result<String, String> {
+    use rsa::pkcs8::{DecodePublicKey, EncodePublicKey};
+    let (modulus, exponent) = crate::tpm::rsa_public_parts(ak_public)?;
+    let ak_spki = evidence::rsa_spki(&modulus, exponent);
+    let ak = rsa::PublicKey::from_public_key_der(&ak_spki).map_err(|e| format!("the AK: {e}"))?;
+    let ek_spki = ek.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+    let keys = match trust {
+        TpmTrust::Nobody => {
+            return Err(String::from(
+                "this broker has no TPM registry: it releases to no TPM (the operator registers each VM's AK or EK with --tpm-registry)",
+            ));
+        }
+        TpmTrust::AnyTpmUnderCa => return Ok(String::from("any TPM under the EK CA is accepted")),
+        TpmTrust::Registered(keys) => keys,
+    };
+    for der in keys {
+        let Ok(key) = registry_key(der) else { continue };
+        if key == ak {
+            return Ok(format!("registered AK {}", fingerprint(&ak_spki)));
+        }
+        if &key == ek {
+            return Ok(format!("registered EK {}", fingerprint(&ek_spki)));
+        }
+    }
+    Err(format!(
+        "the TPM is not registered: neither its AK (sha256 {}...) nor its EK (sha256 {}...) is in the broker's TPM registry",
+        fingerprint(&ak_spki),
+        fingerprint(&ek_spki)
+    ))
+}
+
 impl Broker {
     /// A broker with `config`, drawing nonces, credentials and session ids from `random`.
     pub fn new(config: BrokerConfig, random: Box<dyn FnMut(&mut [u8]) + Send>) -> Broker {
@@ -302,12 +367,19 @@ impl Broker {
         if let Err(e) = check_ak(&ak_public) {
             return refuse(401, "AttestationFailed", e);
         }
-        let ek = match ekcert::certified_key(&ek_cert)
-            .and_then(|k| ekcert::verify(&ek_cert, &k, &self.config.ek_intermediates, &self.config.ek_root).map(|()| k))
-        {
+        let ek = match ekcert::certified_key(&ek_cert) {
             Ok(k) => k,
             Err(e) => return refuse(401, "AttestationFailed", format!("EK certificate not trusted: {e}")),
         };
+        let registered = match check_registered(&self.config.tpm_trust, &ak_public, &ek) {
+            Ok(how) => how,
+            Err(e) => return refuse(401, "AttestationFailed", e),
+        };
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        if let Err(e) = ekcert::verify(&ek_cert, &ek, &self.config.ek_intermediates, &self.config.ek_root, now) {
+            return refuse(401, "AttestationFailed", format!("EK certificate not trusted: {e}"));
+        }
         let ak_name = match quote::key_name(&ak_public) {
             Ok(n) => n,
             Err(e) => return refuse(401, "AttestationFailed", format!("the AK: {e}")),
@@ -353,7 +425,7 @@ impl Broker {
             body: serde_json::to_vec(&challenge).expect("JSON"),
             set_session: Some(id.clone()),
             log: format!(
-                "session {id}: challenge sent (AK {} certified by the EK certificate)",
+                "session {id}: challenge sent (AK {} certified by the EK certificate; {registered})",
                 hex::encode(&ak_name[2..10])
             ),
         }
@@ -648,6 +720,7 @@ mod tests {
             ek_intermediates: Vec::new(),
             allow_no_init_data: false,
             min_bundle_version: None,
+            tpm_trust: TpmTrust::Nobody,
         };
         let mut n = 0u8;
         Broker::new(

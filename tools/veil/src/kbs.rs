@@ -51,6 +51,18 @@ pub struct ServeArgs {
     /// the EK certificate first). For swtpm: /var/lib/swtpm-localca/issuercert.pem.
     #[arg(long, value_name = "PEM")]
     ek_intermediate: Vec<PathBuf>,
+    /// TPM: the registry of TPMs released to: each VM's AK or EK public key, as PEM PUBLIC KEY
+    /// blocks (`veil tpm ak` / `veil tpm ek`, concatenated), or Trustee's form, a JSON object
+    /// whose "trusted_aks" lists base64 DER keys (`veil measure --trustee-dir`'s
+    /// reference-values.json). Without it, TPM evidence is refused.
+    #[arg(long, value_name = "FILE", conflicts_with = "any_tpm_under_ca")]
+    tpm_registry: Option<PathBuf>,
+    /// TPM: release to ANY TPM whose EK certificate chains to --ek-ca and whose PCRs match,
+    /// with no registry. PCR values are extends of public inputs, so every TPM under that CA
+    /// can reproduce them (swtpm's local CA signs every vTPM of the host): use only where
+    /// every such TPM is trusted.
+    #[arg(long)]
+    any_tpm_under_ca: bool,
     /// Resource path the secret is served at (repository/type/tag).
     #[arg(long, default_value = veil_agent::kbs::client::DEFAULT_RESOURCE)]
     resource: String,
@@ -97,6 +109,39 @@ fn read_pem(path: &PathBuf) -> Result<Vec<u8>> {
     ekcert::pem_to_der(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
+/// The registry file: PEM PUBLIC KEY blocks, or JSON `{"trusted_aks": [base64 DER, ...]}`.
+fn read_registry(path: &PathBuf) -> Result<Vec<Vec<u8>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let keys: Vec<Vec<u8>> = if text.trim_start().starts_with('{') {
+        let v: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        v.get("trusted_aks")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow!("{}: no \"trusted_aks\" list", path.display()))?
+            .iter()
+            .map(|k| {
+                k.as_str()
+                    .and_then(|s| veil_agent::b64::STANDARD.decode(s).ok())
+                    .ok_or_else(|| anyhow!("{}: a trusted_aks entry is not base64", path.display()))
+            })
+            .collect::<Result<_>>()?
+    } else {
+        let mut keys = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("-----BEGIN PUBLIC KEY-----") {
+            keys.push(ekcert::pem_block(&rest[at..], "PUBLIC KEY").map_err(|e| anyhow!("{}: {e}", path.display()))?);
+            rest = &rest[at + "-----BEGIN PUBLIC KEY-----".len()..];
+        }
+        keys
+    };
+    for k in &keys {
+        broker::registry_key(k).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    }
+    if keys.is_empty() {
+        bail!("{}: no public key (PEM PUBLIC KEY blocks from veil tpm ak / veil tpm ek)", path.display());
+    }
+    Ok(keys)
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     // Served as given: the file's bytes, or the inline kms:// URI (the firmware reads both).
     let secret = Zeroizing::new(if crate::secret::is_inline(&args.secret) {
@@ -121,6 +166,23 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         None => Default::default(),
     };
+    let tpm_trust = match (&args.tpm_registry, args.any_tpm_under_ca) {
+        (Some(path), _) => broker::TpmTrust::Registered(read_registry(path)?),
+        (None, true) => broker::TpmTrust::AnyTpmUnderCa,
+        (None, false) if args.measurements.is_some() => bail!(
+            "--measurements: give --tpm-registry FILE (each VM's AK or EK, from veil tpm ak / veil tpm ek); the PCR values alone can be reproduced by any TPM under --ek-ca (--any-tpm-under-ca accepts that)"
+        ),
+        (None, false) => broker::TpmTrust::Nobody,
+    };
+    match &tpm_trust {
+        broker::TpmTrust::Registered(keys) => {
+            eprintln!("veil kbs: TEE tpm: {} registered TPM key(s) (AK or EK)", keys.len())
+        }
+        broker::TpmTrust::AnyTpmUnderCa if args.measurements.is_some() => eprintln!(
+            "veil kbs: TEE tpm: WARNING: no TPM registry: ANY TPM under the EK CA whose PCRs match gets the secret (--any-tpm-under-ca)"
+        ),
+        _ => {}
+    }
     let snp = args.snp.policy()?;
     let tdx = args.tdx.policy()?;
     if args.measurements.is_none() && snp.is_none() && tdx.is_none() {
@@ -145,6 +207,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         ek_intermediates: args.ek_intermediate.iter().map(read_pem).collect::<Result<_>>()?,
         allow_no_init_data: args.allow_no_init_data,
         min_bundle_version: args.min_bundle_version,
+        tpm_trust,
     };
     let mut enforced: Vec<String> =
         config.reference.iter().filter(|(_, r)| !r.warn_only).map(|(p, _)| p.to_string()).collect();

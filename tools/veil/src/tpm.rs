@@ -1,6 +1,8 @@
 //! `veil tpm ak`: the attestation key (AK) a veilboot firmware attests with, read from the TPM
-//! itself at provisioning time, for registering with a Trustee KBS (reference value
-//! `trusted_aks`).
+//! itself at provisioning time, for registering the VM's TPM with a Trustee KBS (reference
+//! value `trusted_aks`) or with `veil kbs serve --tpm-registry`; `veil tpm ek`: the TPM's
+//! endorsement key (the default RSA-2048 EK template, the key its EK certificate certifies),
+//! the other key `--tpm-registry` takes.
 //!
 //! The firmware's AK is a primary key of the endorsement hierarchy made from a fixed template
 //! (RSA-2048, RSASSA-SHA256, restricted signing: agent::tpm::command's attestation-key
@@ -25,6 +27,8 @@ use veil_agent::tpm::command::{DeviceTransport, StreamTransport, Tpm, Transport}
 pub enum TpmCommand {
     /// Print the attestation key the firmware will attest with (PEM), recreated on its TPM.
     Ak(AkArgs),
+    /// Print the TPM's endorsement key (PEM): what its EK certificate certifies.
+    Ek(AkArgs),
 }
 
 #[derive(Args)]
@@ -47,16 +51,27 @@ pub struct AkArgs {
 
 pub fn run(cmd: TpmCommand) -> Result<()> {
     match cmd {
-        TpmCommand::Ak(args) => ak(args),
+        TpmCommand::Ak(args) => key(args, Which::Ak),
+        TpmCommand::Ek(args) => key(args, Which::Ek),
     }
 }
 
-/// The AK's DER SubjectPublicKeyInfo, made on `tpm` exactly as the firmware makes it.
-fn attestation_key<T: Transport>(tpm: &mut Tpm<T>) -> Result<Vec<u8>> {
+/// Which of the TPM's two keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Ak,
+    Ek,
+}
+
+/// The key's DER SubjectPublicKeyInfo, made on `tpm` exactly as the firmware makes it.
+fn tpm_key<T: Transport>(tpm: &mut Tpm<T>, which: Which) -> Result<Vec<u8>> {
     tpm.startup_clear().map_err(|e| anyhow!("TPM2_Startup: {e}"))?;
-    let (handle, public) = tpm.create_attestation_key().map_err(|e| anyhow!("creating the attestation key: {e}"))?;
+    let (handle, public) = match which {
+        Which::Ak => tpm.create_attestation_key().map_err(|e| anyhow!("creating the attestation key: {e}"))?,
+        Which::Ek => tpm.create_ek().map_err(|e| anyhow!("creating the endorsement key: {e}"))?,
+    };
     let _ = tpm.flush(handle);
-    let (modulus, exponent) = veil_agent::tpm::rsa_public_parts(&public).map_err(|e| anyhow!("the TPM's AK: {e}"))?;
+    let (modulus, exponent) = veil_agent::tpm::rsa_public_parts(&public).map_err(|e| anyhow!("the TPM's key: {e}"))?;
     Ok(evidence::rsa_spki(&modulus, exponent))
 }
 
@@ -77,7 +92,7 @@ pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
     veil_agent::tpm::ekcert::pem_block(text, "PUBLIC KEY").map_err(|e| anyhow!("{e}"))
 }
 
-fn ak(args: AkArgs) -> Result<()> {
+fn key(args: AkArgs, which: Which) -> Result<()> {
     if let Some(path) = &args.out {
         crate::outfile::check_free(path, args.force, "--force")?;
     }
@@ -88,12 +103,12 @@ fn ak(args: AkArgs) -> Result<()> {
                 .write(true)
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            attestation_key(&mut Tpm::new(DeviceTransport(file)))?
+            tpm_key(&mut Tpm::new(DeviceTransport(file)), which)?
         }
         (None, Some(addr)) => {
             let stream = TcpStream::connect(addr).with_context(|| format!("connecting to swtpm at {addr}"))?;
             stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
-            attestation_key(&mut Tpm::new(StreamTransport(stream)))?
+            tpm_key(&mut Tpm::new(StreamTransport(stream)), which)?
         }
         (None, None) => unreachable!("clap requires --device or --swtpm"),
     };
@@ -102,11 +117,17 @@ fn ak(args: AkArgs) -> Result<()> {
         Some(path) => crate::outfile::write(path, args.force, crate::outfile::Access::Public, pem.as_bytes())?,
         None => print!("{pem}"),
     }
-    eprintln!(
-        "veil tpm ak: register the PEM's body (the base64 DER SubjectPublicKeyInfo: what the firmware sends as \
-         ak_public and Trustee's policy compares with trusted_aks); fingerprint sha256:{}",
-        hex::encode(Sha256::digest(&der))
-    );
+    let fingerprint = hex::encode(Sha256::digest(&der));
+    match which {
+        Which::Ak => eprintln!(
+            "veil tpm ak: register the PEM (veil kbs serve --tpm-registry) or its body, the base64 DER \
+             SubjectPublicKeyInfo the firmware sends as ak_public (Trustee: reference value trusted_aks); \
+             fingerprint sha256:{fingerprint}"
+        ),
+        Which::Ek => eprintln!(
+            "veil tpm ek: register the PEM with veil kbs serve --tpm-registry; fingerprint sha256:{fingerprint}"
+        ),
+    }
     Ok(())
 }
 

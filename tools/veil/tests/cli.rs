@@ -150,6 +150,27 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PCR is enforced"), "{out:?}");
     std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}}}"#, "00".repeat(32))).unwrap();
+    // No TPM registry: refused at start-up (any TPM under the CA could reproduce the PCRs).
+    let serve_args = |extra: &[&str]| {
+        let mut a = vec!["kbs", "serve", "--secret", secret.to_str().unwrap(), "--measurements", m.to_str().unwrap()];
+        a.extend(["--ek-ca", ca.to_str().unwrap()]);
+        a.extend(extra.iter().copied());
+        veil(&a)
+    };
+    let out = serve_args(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --tpm-registry"), "{out:?}");
+    // A registry that holds no public key, or something else: refused too.
+    let registry = dir.path().join("registry.pem");
+    std::fs::write(&registry, "nothing").unwrap();
+    let out = serve_args(&["--tpm-registry", registry.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no public key"), "{out:?}");
+    std::fs::write(&registry, r#"{"trusted_aks": ["AQID"]}"#).unwrap();
+    let out = serve_args(&["--tpm-registry", registry.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an RSA public key"), "{out:?}");
+    // Both a registry and --any-tpm-under-ca: a usage error.
+    let out = serve_args(&["--tpm-registry", registry.to_str().unwrap(), "--any-tpm-under-ca"]);
+    assert_eq!(out.status.code(), Some(2));
 
     let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"));
     serve.args([
@@ -163,6 +184,7 @@ fn kbs_relay_carries_frames_to_the_broker_and_back() {
         m.to_str().unwrap(),
         "--ek-ca",
         ca.to_str().unwrap(),
+        "--any-tpm-under-ca",
     ]);
     let (mut serve, addr) =
         veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, std::time::Duration::from_secs(30))

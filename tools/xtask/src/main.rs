@@ -1176,8 +1176,10 @@ fn demo() -> Result<()> {
         .arg(&firmware)
         .arg("--image")
         .arg(&image))?;
-    eprintln!("xtask: starting the key broker (veil kbs serve) with those reference values");
-    let broker = tpm_test::start_broker(&veil, &firmware, &image, &secret, &dir)?;
+    eprintln!(
+        "xtask: registering the VM's TPM (veil tpm ak) and starting the key broker (veil kbs serve) with it and those reference values"
+    );
+    let broker = tpm_test::start_broker(&veil, &firmware, &image, &secret, &state, &dir)?;
     eprintln!(
         "xtask: first boot of {} (q35, TCG, 2 vCPUs, TPM, relay to the broker): remote release, then sealed to the measured PCRs",
         image.display()

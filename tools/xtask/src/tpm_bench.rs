@@ -48,7 +48,7 @@ pub fn bench() -> Result<String> {
     let state = dir.join("tpm-state");
     tpm_test::provision(&state)?;
     // First boots: each on a fresh copy of the unsealed image, so each goes to the broker.
-    let broker = tpm_test::start_broker(&veil, &rom, &image, &secret, &dir)?;
+    let broker = tpm_test::start_broker(&veil, &rom, &image, &secret, &state, &dir)?;
     let pristine = dir.join("pristine.img");
     std::fs::copy(&image, &pristine)?;
     let kbs_stages = ["kbs-keys", "kbs-auth", "kbs-quote", "kbs-attest", "kbs-resource", "seal"];

@@ -194,8 +194,28 @@ impl Drop for KeyBroker {
 pub const SWTPM_CA: [&str; 2] =
     ["/var/lib/swtpm-localca/swtpm-localca-rootca-cert.pem", "/var/lib/swtpm-localca/issuercert.pem"];
 
-/// Start the broker for `rom` booting `image` (measurements written to `dir`).
-pub fn start_broker(veil: &Path, rom: &Path, image: &Path, secret: &Path, dir: &Path) -> Result<KeyBroker> {
+/// Register the VM's TPM as an operator does: `veil tpm ak` on its TPM state (the VM off),
+/// the PEM written to `dir`/ak.pem, which `veil kbs serve --tpm-registry` takes.
+pub fn register_ak(veil: &Path, state: &Path, dir: &Path) -> Result<PathBuf> {
+    let ak_pem = dir.join("ak.pem");
+    with_host_tpm(state, |tcti| {
+        let port = tcti.rsplit("port=").next().context("tcti")?;
+        run(Command::new(veil).args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--out"]).arg(&ak_pem))
+    })?;
+    Ok(ak_pem)
+}
+
+/// Start the broker for `rom` booting `image` (measurements written to `dir`), releasing only
+/// to the TPM in `state` (its AK registered).
+pub fn start_broker(
+    veil: &Path,
+    rom: &Path,
+    image: &Path,
+    secret: &Path,
+    state: &Path,
+    dir: &Path,
+) -> Result<KeyBroker> {
+    let registry = register_ak(veil, state, dir)?;
     let measurements = dir.join("measurements.json");
     run(Command::new(veil)
         .args(["measure", "--platform", "tpm", "--rom"])
@@ -210,7 +230,9 @@ pub fn start_broker(veil: &Path, rom: &Path, image: &Path, secret: &Path, dir: &
         .arg(secret)
         .arg("--measurements")
         .arg(&measurements)
-        .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]]);
+        .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]])
+        .arg("--tpm-registry")
+        .arg(&registry);
     // It binds a port of its own choosing and says which: no other test can hold it.
     let (child, addr) =
         veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30))
@@ -442,7 +464,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     let state = dir.join("tpm-state");
     provision(&state)?;
     let keys = crate::key_material(veil, secret, image)?;
-    let broker = start_broker(veil, rom, image, secret, dir)?;
+    let broker = start_broker(veil, rom, image, secret, &state, dir)?;
 
     eprintln!("xtask: tpm test: first boot: remote release by the key broker, then sealed to the measured PCRs");
     let first = boot_with_broker(veil, rom, "tpm-first-boot", &state, &broker, &demo_image::disk_args(image))?;
