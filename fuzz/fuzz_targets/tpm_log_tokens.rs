@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = veil_agent::tpm::credential::rsa_public_key(data);
     let modulus = rsa::BoxedUint::from_be_slice_vartime(&[0xC3; 256]);
     if let Ok(ek) = rsa::PublicKey::new(modulus, rsa::BoxedUint::from(65537u64)) {
-        let _ = veil_agent::tpm::ekcert::verify(data, &ek, &[], data);
+        let _ = veil_agent::tpm::ekcert::verify(data, &ek, &[], data, 1_800_000_000);
     }
     let _ = veil_agent::tpm::quote::key_name(data);
 });
