@@ -216,6 +216,18 @@ pub fn start_broker(
     dir: &Path,
 ) -> Result<KeyBroker> {
     let registry = register_ak(veil, state, dir)?;
+    start_broker_for(veil, rom, image, secret, &registry, dir)
+}
+
+/// Start the broker for `rom` booting `image`, releasing only to the TPMs in `registry`.
+pub fn start_broker_for(
+    veil: &Path,
+    rom: &Path,
+    image: &Path,
+    secret: &Path,
+    registry: &Path,
+    dir: &Path,
+) -> Result<KeyBroker> {
     let measurements = dir.join("measurements.json");
     run(Command::new(veil)
         .args(["measure", "--platform", "tpm", "--rom"])
@@ -232,7 +244,7 @@ pub fn start_broker(
         .arg(&measurements)
         .args(["--ek-ca", SWTPM_CA[0], "--ek-intermediate", SWTPM_CA[1]])
         .arg("--tpm-registry")
-        .arg(&registry);
+        .arg(registry);
     // It binds a port of its own choosing and says which: no other test can hold it.
     let (child, addr) =
         veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30))
@@ -464,6 +476,27 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     let state = dir.join("tpm-state");
     provision(&state)?;
     let keys = crate::key_material(veil, secret, image)?;
+    // Before the first boot (the disk holds no sealed token yet, so the firmware asks the
+    // broker): a broker that registered another VM's TPM refuses this one at /auth, however
+    // right its PCRs, and nothing boots.
+    eprintln!("xtask: tpm test: a broker that registered another VM's TPM refuses this one");
+    let other_registry = dir.join("other-vm.pem");
+    let pubkey = Command::new("openssl").args(["x509", "-pubkey", "-noout", "-in", SWTPM_CA[1]]).output()?;
+    if !pubkey.status.success() {
+        bail!("openssl x509 -pubkey: {}", String::from_utf8_lossy(&pubkey.stderr));
+    }
+    std::fs::write(&other_registry, &pubkey.stdout)?;
+    let other = start_broker_for(veil, rom, image, secret, &other_registry, dir)?;
+    let refused = boot_with_broker(veil, rom, "tpm-unregistered", &state, &other, &demo_image::disk_args(image))?;
+    drop(other);
+    refused
+        .expect_exit(qemu::EXIT_FAILURE)?
+        .expect("the key broker refused the attestation (auth) (HTTP 401): the TPM is not registered")?
+        .expect("refusing to boot")?;
+    if refused.log.contains("stage=handoff") {
+        bail!("a TPM the broker does not know booted");
+    }
+
     let broker = start_broker(veil, rom, image, secret, &state, dir)?;
 
     eprintln!("xtask: tpm test: first boot: remote release by the key broker, then sealed to the measured PCRs");
