@@ -483,6 +483,39 @@ fn remote_release_through_the_broker_and_its_refusals() {
     assert_eq!(r.unwrap().as_slice(), secret.as_slice());
     let attest = sent.iter().find(|(p, _)| p == "/kbs/v0/attest").unwrap().1.clone();
 
+    // An /auth flood made with this VM's EK certificate and AK (both public) while the VM's
+    // own session is open, between its /auth and its /attest: refused beyond the EK's quota,
+    // and the VM's session still completes. (The broker used to drop its oldest session to
+    // make room, the VM's.)
+    {
+        use std::sync::{Arc, Mutex};
+        let flooded = Arc::new(Broker::new(config(&pcr4, registered.clone()), Box::new(random)));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let (attacker, seen, auth_body) = (flooded.clone(), statuses.clone(), sent[0].1.clone());
+        let (r, ..) = release(
+            &mut tpm,
+            &flooded,
+            Box::new(move |path, _| {
+                if path == "/kbs/v0/attest" {
+                    for _ in 0..1100 {
+                        let reply = attacker.handle(&veil_agent::kbs::broker::Request {
+                            method: "POST",
+                            path: "/kbs/v0/auth",
+                            session: None,
+                            body: &auth_body,
+                        });
+                        seen.lock().unwrap().push(reply.status);
+                    }
+                }
+            }),
+        );
+        assert_eq!(r.unwrap().as_slice(), secret.as_slice(), "the VM's session survived the flood");
+        let statuses = statuses.lock().unwrap();
+        let quota = veil_agent::kbs::broker::MAX_SESSIONS_PER_EK;
+        assert!(statuses[..quota - 1].iter().all(|s| *s == 200), "{:?}", &statuses[..quota]);
+        assert!(statuses[quota - 1..].iter().all(|s| *s == 429), "{:?}", &statuses[quota - 1..quota + 2]);
+    }
+
     // Replay: the same attestation in its own session, and in a fresh one.
     let again = broker.handle(&veil_agent::kbs::broker::Request {
         method: "POST",

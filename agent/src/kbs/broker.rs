@@ -18,6 +18,13 @@
 //!   warn-only equals it.
 //! - /resource: the session attested; the resource is sent as a JWE to the key in the
 //!   runtime data, and the session ends.
+//!
+//! Sessions live 300 s. At most [`MAX_SESSIONS_PER_EK`] are open for one TPM and 1024 in all;
+//! beyond, /auth is refused (429, 503) and no live session (its challenge unanswered, or
+//! attested and not yet served) is ever dropped for a new one, so an /auth flood (a VM's EK
+//! certificate and AK are public) cannot evict the VM's own session. A session whose answer
+//! was refused no longer counts against its TPM's quota.
+//! The broker is shared by the HTTP server's threads: its state is behind mutexes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -36,8 +43,13 @@ use crate::tpm::{Bank, credential, ekcert, quote};
 pub const COOKIE: &str = "kbs-session-id";
 /// How long a session lives.
 const SESSION_LIFETIME: Duration = Duration::from_secs(300);
-/// Most sessions kept at once (the oldest beyond are dropped).
+/// Most sessions open at once; beyond, /auth is refused (503) until some end or expire: a
+/// live session is never dropped to make room.
 const MAX_SESSIONS: usize = 1024;
+/// Most sessions open at once for one EK (one TPM): an /auth flood made with a VM's EK
+/// certificate and AK (both public) is refused (429) instead of crowding out the VM's own
+/// session.
+pub const MAX_SESSIONS_PER_EK: usize = 4;
 
 /// Equality of two byte strings in time independent of where they differ.
 fn equal(a: &[u8], b: &[u8]) -> bool {
@@ -206,7 +218,17 @@ pub struct Expected {
     pub credential: Zeroizing<[u8; 32]>,
 }
 
+impl Session {
+    /// Still in progress: its challenge unanswered, or attested and its resource not yet
+    /// fetched. (A session whose answer was refused is over.)
+    fn live(&self) -> bool {
+        self.challenge_open || self.tee_pubkey.is_some()
+    }
+}
+
 struct Session {
+    /// The EK (DER SubjectPublicKeyInfo) of a `tpm` session: whose quota it counts against.
+    ek: Option<Vec<u8>>,
     expected: Expected,
     challenge_open: bool,
     tee_pubkey: Option<p256::PublicKey>,
@@ -248,6 +270,47 @@ pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
         ));
     }
     crate::tpm::rsa_public_parts(ak_public).map(|_| ()).map_err(|e| format!("the AK: {e}"))
+}
+
+/// Put `session` in `sessions` as `id` unless that would pass a bound: the whole table
+/// ([`MAX_SESSIONS`]) or its EK's share ([`MAX_SESSIONS_PER_EK`]). Expired sessions go first;
+/// no live session is ever dropped.
+fn open_session(sessions: &mut HashMap<String, Session>, id: String, session: Session) -> Result<(), Reply> {
+    has_room(sessions, session.ek.as_deref())?;
+    sessions.insert(id, session);
+    Ok(())
+}
+
+/// Whether a session of `ek` (None: not a `tpm` session) fits within the bounds; expired
+/// sessions are dropped first.
+fn has_room(sessions: &mut HashMap<String, Session>, ek: Option<&[u8]>) -> Result<(), Reply> {
+    sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+    if let Some(ek) = ek {
+        let open = sessions.values().filter(|s| s.live() && s.ek.as_deref() == Some(ek)).count();
+        if open >= MAX_SESSIONS_PER_EK {
+            return Err(refuse(
+                429,
+                "TooManySessions",
+                format!(
+                    "this TPM already has {open} open sessions (EK sha256 {}...): answer or let them expire ({} s)",
+                    fingerprint(ek),
+                    SESSION_LIFETIME.as_secs()
+                ),
+            ));
+        }
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        // Sessions whose one answer was refused serve only to name a replay: they go first.
+        sessions.retain(|_, s| s.live());
+    }
+    if sessions.len() >= MAX_SESSIONS {
+        return Err(refuse(
+            503,
+            "TooManySessions",
+            format!("{MAX_SESSIONS} sessions are open: try again when some have ended"),
+        ));
+    }
+    Ok(())
 }
 
 /// A short fingerprint of a public key for the log: SHA-256 of its DER, first 8 bytes.
@@ -375,6 +438,14 @@ impl Broker {
             Ok(how) => how,
             Err(e) => return refuse(401, "AttestationFailed", e),
         };
+        let ek_spki = {
+            use rsa::pkcs8::EncodePublicKey;
+            ek.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+        };
+        // The EK's quota first, before the costly checks: a flood stops here.
+        if let Err(r) = has_room(&mut self.sessions.lock().expect("sessions"), Some(&ek_spki)) {
+            return r;
+        }
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         if let Err(e) = ekcert::verify(&ek_cert, &ek, &self.config.ek_intermediates, &self.config.ek_root, now) {
@@ -404,22 +475,16 @@ impl Broker {
             nonce: nonce.clone(),
             extra_params: json!({"veil-credential": {"blob": B64.encode(&blob), "secret": B64.encode(&encrypted_seed)}}),
         };
-        let mut sessions = self.sessions.lock().expect("sessions");
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
-        {
-            sessions.remove(&oldest);
+        let session = Session {
+            ek: Some(ek_spki),
+            expected: Expected { tee: kbs_types::Tee::Tpm, nonce, ak_public, credential: secret },
+            challenge_open: true,
+            tee_pubkey: None,
+            created: Instant::now(),
+        };
+        if let Err(r) = open_session(&mut self.sessions.lock().expect("sessions"), id.clone(), session) {
+            return r;
         }
-        sessions.insert(
-            id.clone(),
-            Session {
-                expected: Expected { tee: kbs_types::Tee::Tpm, nonce, ak_public, credential: secret },
-                challenge_open: true,
-                tee_pubkey: None,
-                created: Instant::now(),
-            },
-        );
         Reply {
             status: 200,
             body: serde_json::to_vec(&challenge).expect("JSON"),
@@ -442,15 +507,10 @@ impl Broker {
         let id = hex::encode(id);
         let challenge = kbs_types::Challenge { nonce: nonce.clone(), extra_params: json!({}) };
         let expected = Expected { tee, nonce, ak_public: Vec::new(), credential: Zeroizing::new([0u8; 32]) };
-        let mut sessions = self.sessions.lock().expect("sessions");
-        sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| k.clone())
-        {
-            sessions.remove(&oldest);
+        let session = Session { ek: None, expected, challenge_open: true, tee_pubkey: None, created: Instant::now() };
+        if let Err(r) = open_session(&mut self.sessions.lock().expect("sessions"), id.clone(), session) {
+            return r;
         }
-        sessions
-            .insert(id.clone(), Session { expected, challenge_open: true, tee_pubkey: None, created: Instant::now() });
         Reply {
             status: 200,
             body: serde_json::to_vec(&challenge).expect("JSON"),

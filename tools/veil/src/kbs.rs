@@ -2,6 +2,8 @@
 //! over HTTP and releases the cluster's master secret to a veilboot firmware whose TPM quote
 //! matches the reference measurements (the checks live in veil_agent::kbs::broker).
 //!
+//! The HTTP side (a thread per connection, deadlines, bounds) is [`http`].
+//!
 //! `veil kbs relay`: the untrusted bridge between a VM's virtio-console (QEMU's chardev
 //! socket) and a broker's HTTP endpoint. It reads length-prefixed JSON frames
 //! (`{"method","path","body"}`), makes the HTTP request, keeps the session cookie, and
@@ -17,6 +19,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use veil_agent::kbs::broker::{self, Broker, BrokerConfig};
+
+#[path = "kbs_http.rs"]
+mod http;
 use veil_agent::kbs::frame;
 use veil_agent::tpm::ekcert;
 use zeroize::Zeroizing;
@@ -63,6 +68,10 @@ pub struct ServeArgs {
     /// every such TPM is trusted.
     #[arg(long)]
     any_tpm_under_ca: bool,
+    /// Seconds a client has to send one whole request; a slower one is cut off (408) without
+    /// holding up any other.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    request_timeout: u64,
     /// Resource path the secret is served at (repository/type/tag).
     #[arg(long, default_value = veil_agent::kbs::client::DEFAULT_RESOURCE)]
     resource: String,
@@ -222,58 +231,26 @@ fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     let broker = Broker::new(config, Box::new(|b: &mut [u8]| getrandom::fill(b).expect("the OS random source")));
-    let server = tiny_http::Server::http(&args.listen).map_err(|e| anyhow!("listening on {}: {e}", args.listen))?;
+    let listener =
+        std::net::TcpListener::bind(&args.listen).with_context(|| format!("listening on {}", args.listen))?;
     // The bound address, not the requested one: with port 0 the OS picks it, and tests read
     // it from this line.
-    let bound = server.server_addr().to_ip().map(|a| a.to_string()).unwrap_or_else(|| args.listen.clone());
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| args.listen.clone());
     eprintln!(
         "veil kbs: listening on http://{bound} (Trustee KBS protocol {}; resource {}; PCRs {} enforced)",
         veil_agent::kbs::client::PROTOCOL_VERSION,
         args.resource,
         enforced.join(",")
     );
-    for mut request in server.incoming_requests() {
-        let mut body = Vec::new();
-        let read = request.as_reader().take(MAX_BODY + 1).read_to_end(&mut body);
-        let method = request.method().as_str().to_string();
-        let path = request.url().split('?').next().unwrap_or("").to_string();
-        let session = request
-            .headers()
-            .iter()
-            .filter(|h| h.field.equiv("Cookie"))
-            .flat_map(|h| h.value.as_str().split(';').map(str::trim).map(String::from).collect::<Vec<_>>())
-            .find_map(|c| c.strip_prefix(&format!("{}=", broker::COOKIE)).map(String::from));
-        let reply = match read {
-            Err(e) => broker::Reply {
-                status: 400,
-                body: Vec::new(),
-                set_session: None,
-                log: format!("reading the request: {e}"),
-            },
-            Ok(_) if body.len() as u64 > MAX_BODY => broker::Reply {
-                status: 413,
-                body: Vec::new(),
-                set_session: None,
-                log: format!("a request body over {MAX_BODY} bytes"),
-            },
-            Ok(_) => broker.handle(&broker::Request {
-                method: &method,
-                path: &path,
-                session: session.as_deref(),
-                body: &body,
-            }),
-        };
-        eprintln!("veil kbs: {method} {path}: {}", reply.log);
-        let mut response = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-        response.add_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("valid header"));
-        if let Some(id) = reply.set_session {
-            let cookie = format!("{}={id}; Path=/kbs; HttpOnly; Max-Age=300", broker::COOKIE);
-            response.add_header(tiny_http::Header::from_bytes("Set-Cookie", cookie).expect("valid header"));
-        }
-        if let Err(e) = request.respond(response) {
-            eprintln!("veil kbs: replying: {e}");
-        }
-    }
+    let limits = http::Limits {
+        read_deadline: Duration::from_secs(args.request_timeout.max(1)),
+        write_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        max_connections: 256,
+        max_connections_per_peer: 64,
+        max_head: 16 << 10,
+        max_body: MAX_BODY as usize,
+    };
+    http::serve(listener, std::sync::Arc::new(broker), limits, |line| eprintln!("veil kbs: {line}"));
     Ok(())
 }
 

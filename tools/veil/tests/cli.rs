@@ -378,3 +378,72 @@ fn verify_tdx_prints_the_checks_and_refuses() {
     assert!(stdout(&old).starts_with("ok   quote v5 signed by a PCK chain"), "{}", stdout(&old));
     assert!(stdout(&old).contains("\nREFUSED: TCB status TcbNotSupported"), "{}", stdout(&old));
 }
+
+/// `veil kbs serve` serves clients concurrently: a client that declares a 60000-byte body and
+/// sends one byte neither stalls the others (each answered at once) nor keeps its connection
+/// past the request deadline (408). The single-threaded server answered no one while such a
+/// client held it (issue 33).
+#[test]
+fn kbs_serve_is_not_stalled_by_a_slow_client() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = write_known_secret(dir.path(), false);
+    let ca = dir.path().join("ca.pem");
+    let st = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-days", "1", "-keyout"])
+        .arg(dir.path().join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .stderr(std::process::Stdio::null())
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: no openssl to make a test CA");
+        return;
+    }
+    let m = dir.path().join("m.json");
+    std::fs::write(&m, format!(r#"{{"4": {{"expected": "{}", "warnOnly": false}}}}"#, "00".repeat(32))).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"));
+    serve.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret", secret.to_str().unwrap()]);
+    serve.args(["--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap(), "--any-tpm-under-ca"]);
+    serve.args(["--request-timeout", "3"]);
+    let (mut serve, addr) =
+        veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30)).unwrap();
+    // Ten slow clients: a head announcing 60000 bytes, then one byte.
+    let mut slow: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Honest clients are answered while the slow ones hang.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let body = br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#;
+        c.write_all(
+            format!("POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+        )
+        .unwrap();
+        c.write_all(body).unwrap();
+        let mut reply = String::new();
+        c.read_to_string(&mut reply).expect("an answer while slow clients hold connections");
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+        assert!(reply.contains("veil-ak-public"), "{reply}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+    // The slow clients are cut off at the deadline (3 s), not left hanging.
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+}

@@ -491,7 +491,7 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
     drop(other);
     refused
         .expect_exit(qemu::EXIT_FAILURE)?
-        .expect("the key broker refused the attestation (auth) (HTTP 401): the TPM is not registered")?
+        .expect("the key broker refused the attestation request (auth) (HTTP 401): the TPM is not registered")?
         .expect("refusing to boot")?;
     if refused.log.contains("stage=handoff") {
         bail!("a TPM the broker does not know booted");
