@@ -413,7 +413,7 @@ fn kbs_serve_is_not_stalled_by_a_slow_client() {
     // Ten slow clients: a head announcing 60000 bytes, then one byte.
     let mut slow: Vec<TcpStream> = (0..10)
         .map(|_| {
-            let mut s = TcpStream::connect(&addr).unwrap();
+            let mut s = TcpStream::connect(addr).unwrap();
             s.write_all(b"POST /kbs/v0/auth HTTP/1.1\r\nHost: kbs\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
                 .unwrap();
             s
@@ -423,7 +423,7 @@ fn kbs_serve_is_not_stalled_by_a_slow_client() {
     // Honest clients are answered while the slow ones hang.
     for _ in 0..5 {
         let started = Instant::now();
-        let mut c = TcpStream::connect(&addr).unwrap();
+        let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let body = br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#;
         c.write_all(
