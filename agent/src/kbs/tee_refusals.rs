@@ -52,6 +52,7 @@ fn broker_allowing(
         ek_intermediates: Vec::new(),
         allow_no_init_data,
         min_bundle_version: None,
+        tpm_trust: crate::kbs::broker::TpmTrust::Nobody,
     };
     let mut n = 0u8;
     Broker::new(

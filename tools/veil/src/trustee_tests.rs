@@ -33,29 +33,10 @@ use serde_json::{Value, json};
 /// The PCRs veilboot's reference values cover (`veil measure --trustee-dir`: 0, 2-9, 15).
 const MEASURED: [u32; 10] = [0, 2, 3, 4, 5, 6, 7, 8, 9, 15];
 
-/// ../shared/testdata (or $VEIL_TESTDATA); None, loudly, when absent, a failure with
-/// $VEIL_REQUIRE_TESTDATA.
-fn testdata(sub: &str) -> Option<std::path::PathBuf> {
-    let root = std::env::var_os("VEIL_TESTDATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata"));
-    let dir = root.join(sub);
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("VEIL_REQUIRE_TESTDATA").is_none(),
-        "test corpus {} is missing and VEIL_REQUIRE_TESTDATA is set",
-        dir.display()
-    );
-    eprintln!("\n!!! SKIPPED: test corpus {} is absent !!!\n", dir.display());
-    None
-}
-
 /// The recorded attestation a real Trustee KBS accepted: (the attest request, the report data
 /// Trustee computed for it).
 fn recorded() -> Option<(Value, Vec<u8>)> {
-    let dir = testdata("kbs/trustee-tpm-accepted")?;
+    let dir = veil_testkit::testdata("kbs/trustee-tpm-accepted")?;
     let request: Value = serde_json::from_slice(&std::fs::read(dir.join("attest-request.json")).unwrap()).unwrap();
     let report = hex::decode(std::fs::read_to_string(dir.join("expected-report-data.hex")).unwrap().trim()).unwrap();
     Some((request, report))
