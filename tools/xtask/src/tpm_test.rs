@@ -200,7 +200,9 @@ pub fn register_ak(veil: &Path, state: &Path, dir: &Path) -> Result<PathBuf> {
     let ak_pem = dir.join("ak.pem");
     with_host_tpm(state, |tcti| {
         let port = tcti.rsplit("port=").next().context("tcti")?;
-        run(Command::new(veil).args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--out"]).arg(&ak_pem))
+        run(Command::new(veil)
+            .args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--force", "--out"])
+            .arg(&ak_pem))
     })?;
     Ok(ak_pem)
 }
@@ -235,7 +237,8 @@ pub fn start_broker_for(
         .arg("--image")
         .arg(image)
         .arg("--out")
-        .arg(&measurements))?;
+        .arg(&measurements)
+        .arg("--force"))?;
     let mut serve = Command::new(veil);
     serve
         .args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret"])
@@ -312,7 +315,9 @@ fn trustee_material(veil: &Path, rom: &Path, image: &Path, state: &Path, log: &s
     let ak_pem = dir.join("ak.pem");
     with_host_tpm(state, |tcti| {
         let port = tcti.rsplit("port=").next().context("tcti")?;
-        run(Command::new(veil).args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--out"]).arg(&ak_pem))
+        run(Command::new(veil)
+            .args(["tpm", "ak", "--swtpm", &format!("127.0.0.1:{port}"), "--force", "--out"])
+            .arg(&ak_pem))
     })?;
     let pem_body: String = std::fs::read_to_string(&ak_pem)?.lines().filter(|l| !l.starts_with("-----")).collect();
     if pem_body != logged_b64 {
