@@ -331,7 +331,9 @@ fn seal_cases(disk: &DemoDisk, rom: &Path, rows: &mut Vec<Row>) -> Result<()> {
     let pristine_tpm = dir.join("faults-tpm-pristine");
     tpm_test::provision(&pristine_tpm)?;
     let tpm_dir = dir.join("faults-tpm");
-    let broker = tpm_test::start_broker(veil, rom, image, secret, dir)?;
+    // The broker releases only to a registered TPM: this one's AK, read from a copy of its state.
+    copy_state(&pristine_tpm, &tpm_dir)?;
+    let broker = tpm_test::start_broker(veil, rom, image, secret, &tpm_dir, dir)?;
     let boot = |name: &str, cut: Option<Cut>| -> Result<Ran> {
         let tpm = tpm_test::start(&tpm_dir)?;
         let (_relay, mut args) = relay(veil, dir, &broker)?;
