@@ -242,7 +242,7 @@ pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)
         let mut keys = key_material(veil, &d.secret, &d.image)?;
         let tpm = d.dir.join("tpm");
         tpm_test::provision(&tpm)?;
-        let broker = tpm_test::start_broker(veil, release, &d.image, &d.secret, &d.dir)?;
+        let broker = tpm_test::start_broker(veil, release, &d.image, &d.secret, &tpm, &d.dir)?;
         eprintln!("xtask: distro: {}: first boot, released by veil kbs serve and sealed", flavour.name());
         let started = Instant::now();
         let first = tpm_test::boot_with_broker_within(
