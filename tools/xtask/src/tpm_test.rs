@@ -720,10 +720,11 @@ fn fail_closed_tests(
     let other = forged_dir.join("other-secret.json");
     let _ = std::fs::remove_file(&other);
     run(Command::new(veil).args(["secret", "new", "--out"]).arg(&other))?;
-    let forger = start_broker(veil, rom, image, &other, &forged_dir)?;
-    // A TPM the sealed token was not made on: the token does not open, the broker is asked.
+    // A TPM the sealed token was not made on: the token does not open, the broker (which has
+    // registered that TPM) is asked.
     let fresh_state = forged_dir.join("tpm-state");
     provision(&fresh_state)?;
+    let forger = start_broker(veil, rom, image, &other, &fresh_state, &forged_dir)?;
     let copy = forged_dir.join("disk.img");
     std::fs::copy(image, &copy)?;
     let before = std::fs::read(&copy)?;
