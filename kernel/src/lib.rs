@@ -11,41 +11,27 @@
 
 extern crate alloc;
 
-pub mod acpi;
-pub mod cpu;
-pub mod diskboot;
+pub mod arch;
+pub mod boot;
+pub mod devices;
 pub mod error;
-pub mod exit;
-pub mod fwcfg;
 #[cfg(any(feature = "snp-model", feature = "tdx-model"))]
-pub mod handoff_audit;
-pub mod heap;
-pub mod interrupts;
-pub mod kbs;
-pub mod keysource;
-pub mod layout;
-pub mod linux;
-pub mod mmio;
-pub mod mtrr;
-pub mod paging;
-pub mod pci;
+pub mod model;
 pub mod platform;
-pub mod random;
-pub mod relay;
-pub mod secrets;
-pub mod serial;
-#[cfg(feature = "snp-model")]
-pub mod snpmodel;
-pub mod statedisk;
-#[cfg(any(feature = "snp-model", feature = "tdx-model"))]
-pub mod tcg;
-#[cfg(feature = "tdx-model")]
-pub mod tdxmodel;
 pub mod testhooks;
-pub mod tpm;
-pub mod tsc;
-pub mod vector;
-pub mod virtio;
+
+// Transitional: the flat names the modules had before they moved into their layer folders,
+// so that work in flight keeps compiling. New code names the layer (`crate::devices::virtio`).
+pub use arch::{cpu, exit, interrupts, layout, mtrr, paging, random, serial, tsc, vector};
+pub use boot::{diskboot, heap, kbs, keysource, linux, secrets, statedisk};
+pub use devices::{acpi, fwcfg, mmio, pci, relay, virtio};
+#[cfg(feature = "snp-model")]
+pub use model::snp as snpmodel;
+#[cfg(feature = "tdx-model")]
+pub use model::tdx as tdxmodel;
+#[cfg(any(feature = "snp-model", feature = "tdx-model"))]
+pub use model::{handoff_audit, tcg};
+pub use platform::tpm;
 
 use core::arch::global_asm;
 
@@ -61,13 +47,7 @@ global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
 
-/// Print a precise error and stop with a failure status: the one way a boot fails.
-pub fn fail(what: core::fmt::Arguments<'_>) -> ! {
-    platform::snp::release_ghcb_for_fatal();
-    log!("FATAL: {what}");
-    tsc::mark("halt");
-    exit::exit(exit::Status::Failure)
-}
+pub use arch::exit::fail;
 
 /// `Ok(value)`, or stop the boot with the error (prefixed with `what` when not empty).
 fn or_fail<T, E: core::fmt::Display>(r: Result<T, E>, what: &str) -> T {

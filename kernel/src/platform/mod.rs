@@ -14,6 +14,7 @@ pub mod plain;
 pub mod rot;
 pub mod snp;
 pub mod tdx;
+pub mod tpm;
 
 use core::sync::atomic::Ordering;
 
@@ -23,7 +24,6 @@ use veil_agent::fwcfg::E820Entry;
 
 use crate::cpu::native_cpuid as cpuid;
 use crate::error::BootError;
-use crate::interrupts::PROBING_SEV;
 use rot::RootOfTrust;
 
 /// What a platform adds to Linux's hand-off.
@@ -143,7 +143,13 @@ impl Kind {
 /// Detect the machine and bring its platform up; stops the boot (with a message where there
 /// is a console) on a machine veilboot does not support.
 pub fn init() -> alloc::boxed::Box<dyn Platform> {
+    use crate::interrupts::{Resumable, set_handler};
     use alloc::boxed::Box;
+    // Before detection: its first CPUID raises #VC under SEV-ES, which the SNP handler turns
+    // into a termination request while probing. Neither exception occurs on other platforms.
+    set_handler(Resumable::VmmCommunication, &snp::VC_HANDLER);
+    set_handler(Resumable::VirtualizationException, &tdx::VE_HANDLER);
+    crate::virtio::set_dma_sharer(share_for_dma);
     match detect() {
         Kind::Plain => Box::new(plain::Plain::default()),
         Kind::Tdx => match tdx::Tdx::init() {
@@ -178,9 +184,9 @@ pub fn detect() -> Kind {
     if status & 0b11 != 0 {
         return Kind::SevLegacy;
     }
-    PROBING_SEV.store(true, Ordering::SeqCst);
+    snp::PROBING_SEV.store(true, Ordering::SeqCst);
     let max = cpuid(0, 0).eax; // #VC here under SEV-ES/SNP: see interrupts.rs
-    PROBING_SEV.store(false, Ordering::SeqCst);
+    snp::PROBING_SEV.store(false, Ordering::SeqCst);
     if max >= 0x21 {
         let l = cpuid(0x21, 0);
         if (l.ebx, l.edx, l.ecx)

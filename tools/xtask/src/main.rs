@@ -281,13 +281,13 @@ fn build_dev_firmware() -> Result<PathBuf> {
 }
 
 /// The SEV-SNP model ROM: the test ROM plus a model of the AMD-SP and the hypervisor that
-/// answers the SNP instructions under TCG (kernel/src/snpmodel.rs).
+/// answers the SNP instructions under TCG (kernel/src/model/snp.rs).
 fn build_snp_model_firmware() -> Result<PathBuf> {
     build_rom(&["--features", "snp-model"], "veilboot-snp-model.fd")
 }
 
 /// The TDX model ROM: the test ROM plus a model of the TDX module and the VMM that answers
-/// TDCALL under TCG (kernel/src/tdxmodel.rs).
+/// TDCALL under TCG (kernel/src/model/tdx.rs).
 fn build_tdx_model_firmware() -> Result<PathBuf> {
     build_rom(&["--features", "tdx-model"], "veilboot-tdx-model.fd")
 }

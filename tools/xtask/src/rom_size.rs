@@ -213,13 +213,13 @@ pub fn capability_of(source: &str) -> &'static str {
     let in_any = |prefixes: &[&str]| prefixes.iter().any(|p| file.starts_with(p));
     if source == "Rust standard library" {
         "Rust's standard library (formatting, collections, slices, panics)"
-    } else if in_any(&["kernel/src/platform/snp", "agent/src/snp", "kernel/src/snpmodel"]) {
+    } else if in_any(&["kernel/src/platform/snp", "agent/src/snp", "kernel/src/model/snp"]) {
         "SEV-SNP (GHCB, page validation, guest messages, reports, sealing)"
-    } else if in_any(&["kernel/src/platform/tdx", "agent/src/tdx", "kernel/src/tdxmodel"]) {
+    } else if in_any(&["kernel/src/platform/tdx", "agent/src/tdx", "kernel/src/model/tdx"]) {
         "TDX (TDCALL, TD HOB, RTMRs and CC event log, MADT wakeup, GetQuote)"
-    } else if in_any(&["kernel/src/tpm", "agent/src/tpm"]) || crate_name == "sha1" {
+    } else if in_any(&["kernel/src/platform/tpm", "agent/src/tpm"]) || crate_name == "sha1" {
         "TPM (TIS, TPM2 commands, PCRs and event log, seal/unseal, quotes; SHA-1 bank)"
-    } else if in_any(&["agent/src/kbs", "kernel/src/kbs", "agent/src/initdata"])
+    } else if in_any(&["agent/src/kbs", "kernel/src/boot/kbs", "agent/src/initdata"])
         || [
             "p256",
             "primeorder",
@@ -241,13 +241,13 @@ pub fn capability_of(source: &str) -> &'static str {
         "agent/src/disksig",
         "agent/src/io",
         "agent/src/xts",
-        "kernel/src/diskboot",
-        "kernel/src/statedisk",
-        "kernel/src/virtio",
+        "kernel/src/boot/diskboot",
+        "kernel/src/boot/statedisk",
+        "kernel/src/devices/virtio",
     ]) || ["virtio-drivers", "aes", "crc", "pbkdf2", "safe-mmio"].contains(&crate_name)
     {
         "Encrypted disk (virtio-blk, GPT, LUKS2 read/validate/write, XTS, boot bundle)"
-    } else if in_any(&["agent/src/keys", "kernel/src/keysource", "kernel/src/secrets"])
+    } else if in_any(&["agent/src/keys", "kernel/src/boot/keysource", "kernel/src/boot/secrets"])
         || ["hkdf", "hmac", "sha2", "digest", "block-buffer"].contains(&crate_name)
     {
         "Keys (master secret, HKDF key tree, key sources; SHA-2 and HMAC)"
@@ -302,7 +302,7 @@ mod tests {
         assert!(capability_of("virtio-drivers-0.13.0").starts_with("Encrypted disk"));
         assert!(capability_of("agent/src/luks2/validate.rs").starts_with("Encrypted disk"));
         assert!(capability_of("sha2-0.11.1").starts_with("Keys"));
-        assert!(capability_of("kernel/src/acpi.rs").starts_with("Boot"));
+        assert!(capability_of("kernel/src/devices/acpi.rs").starts_with("Boot"));
         assert!(capability_of("Rust standard library").starts_with("Rust"));
     }
 }

@@ -1,7 +1,7 @@
 //! The SEV-SNP model ROM under TCG: the firmware's real SNP path (GHCB, page-state changes,
 //! PVALIDATE, CPUID page, SEV hash table, CC blob, VMPCK0 wipe) boots the Debian test kernel to
 //! its initramfs with a model of the AMD-SP and the hypervisor answering the SNP instructions
-//! (kernel/src/snpmodel.rs), and refuses a tampered initrd. The SEV hash table comes from
+//! (kernel/src/model/snp.rs), and refuses a tampered initrd. The SEV hash table comes from
 //! sev-snp-measure's own code (`SevHashes`), not from ours.
 
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{linux, qemu, root};
 
-/// The model ROM's marker string (kernel/src/snpmodel.rs MARKER).
+/// The model ROM's marker string (kernel/src/model/snp.rs MARKER).
 pub const MODEL_MARKER: &str = "veilboot SNP model ROM";
 const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
 
@@ -206,7 +206,7 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     }
 
     let memory = std::fs::read(&dump)?;
-    // The model's test VMPCKs (kernel/src/snpmodel.rs test_vmpck), computed here on their own.
+    // The model's test VMPCKs (kernel/src/model/snp.rs test_vmpck), computed here on their own.
     let vmpck = |n: u8| -> Vec<u8> {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();

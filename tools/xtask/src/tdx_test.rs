@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 
 use crate::{linux, qemu, root};
 
-/// The model ROM's marker string (kernel/src/tdxmodel.rs MARKER).
+/// The model ROM's marker string (kernel/src/model/tdx.rs MARKER).
 pub const MODEL_MARKER: &str = "veilboot TDX model ROM";
 const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
 

@@ -213,6 +213,24 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
     Some(page.lookup(leaf, subleaf).unwrap_or([0; 4]))
 }
 
+/// CPUID answered from the CPUID page once SNP is up.
+static CPUID_FROM_PAGE: crate::cpu::CpuidSource = crate::cpu::CpuidSource { lookup: cpuid };
+
+/// Port I/O and MMIO as GHCB exits.
+static GHCB_ROUTE: crate::cpu::port::HostRoute =
+    crate::cpu::port::HostRoute { port_in, port_out, port_in_bytes: Some(port_in_bytes), mmio_read, mmio_write };
+
+/// A failing boot: the GHCB is released for the fatal message, and the host learns of the
+/// failure from a termination request (SNP has no debug-exit device).
+static FAILURE_HOOKS: crate::exit::FailureHooks =
+    crate::exit::FailureHooks { before_message: release_ghcb_for_fatal, after_exit_port: failed_boot };
+
+fn failed_boot() {
+    if active() {
+        terminate(Termination::BootFailed);
+    }
+}
+
 /// Port input through the GHCB (IOIO exit). A hypervisor that refuses is fatal.
 pub fn port_in(port: u16, size: u8) -> u32 {
     match with_ghcb(|g| g.io_read(port, size)) {
@@ -263,13 +281,24 @@ fn is_device_memory(addr: u64) -> bool {
 /// hypervisor learns only the reason code.
 fn ghcb_failed() -> ! {
     ACTIVE.store(false, Ordering::SeqCst);
-    crate::cpu::port::ROUTE.store(crate::cpu::port::NATIVE, Ordering::SeqCst);
+    crate::cpu::port::unroute();
     terminate(Termination::Hypervisor)
 }
 
-/// #VC: answer CPUID (exit code 0x72, opcode 0F A2) from the CPUID page and resume; anything
-/// else terminates the guest.
+/// Set while the platform detection probes for SEV-ES/SNP (#VC on CPUID).
+pub static PROBING_SEV: AtomicBool = AtomicBool::new(false);
+
+/// The #VC handler (installed by `platform::init` before detection).
+pub static VC_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_vc };
+
+/// #VC: while detection probes, SEV-ES without SNP (SNP is known from SEV_STATUS before any
+/// CPUID): no console is reachable without a GHCB, so the hypervisor is asked to terminate
+/// the guest. Otherwise answer CPUID (exit code 0x72, opcode 0F A2) from the CPUID page and
+/// resume; anything else terminates the guest.
 pub fn handle_vc(frame: &mut Frame) -> bool {
+    if PROBING_SEV.load(Ordering::SeqCst) {
+        terminate(Termination::SevEsWithoutSnp);
+    }
     const CPUID_EXIT: u64 = 0x72;
     // SAFETY: RIP points at the faulting instruction in the firmware's mapped text (the
     // firmware runs no other code); two bytes are read.
@@ -334,7 +363,9 @@ impl Snp {
             page::<4096>(gpa).fill(0);
         }
         CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
-        crate::cpu::port::ROUTE.store(crate::cpu::port::GHCB, Ordering::SeqCst);
+        crate::cpu::set_cpuid_source(&CPUID_FROM_PAGE);
+        crate::cpu::port::route(&GHCB_ROUTE);
+        crate::exit::set_failure_hooks(&FAILURE_HOOKS);
         ACTIVE.store(true, Ordering::SeqCst);
         Snp { validated: Vec::new(), channel: None }
     }

@@ -63,6 +63,16 @@ fn vmcall_failed(_e: TdcallError) -> ! {
     crate::cpu::halt_forever()
 }
 
+/// The #VE handler (installed by `platform::init`): it explains, the exception report follows
+/// (nothing here resolves a #VE: I/O goes through explicit TDG.VP.VMCALLs, so a #VE is a
+/// firmware bug or memory the VMM took away).
+pub static VE_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler {
+    handle: |_| {
+        report_ve();
+        false
+    },
+};
+
 /// Log why the pending #VE was raised (TDG.VP.VEINFO.GET), if this is a TD.
 pub fn report_ve() {
     if !active() {
@@ -73,6 +83,10 @@ pub fn report_ve() {
         Err(e) => crate::log!("tdx: #VE without information: {e}"),
     }
 }
+
+/// Port I/O and MMIO as TDG.VP.VMCALLs.
+static VMCALL_ROUTE: crate::cpu::port::HostRoute =
+    crate::cpu::port::HostRoute { port_in, port_out, port_in_bytes: None, mmio_read, mmio_write };
 
 /// Port input through TDG.VP.VMCALL.
 pub fn port_in(port: u16, size: u8) -> u32 {
@@ -118,7 +132,7 @@ pub struct Tdx {
 impl Tdx {
     /// Bring the platform up (see the module documentation).
     pub fn init() -> Result<Tdx, BootError> {
-        crate::cpu::port::ROUTE.store(crate::cpu::port::TDVMCALL, Ordering::SeqCst);
+        crate::cpu::port::route(&VMCALL_ROUTE);
         let info = tdcall::vp_info(&mut Hw).map_err(BootErrorKind::Tdcall)?;
         SHARED_BIT.store(info.shared_bit(), Ordering::SeqCst);
         // SAFETY: the TD HOB page, added and measured by the VMM at launch (private, identity

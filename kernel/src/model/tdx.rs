@@ -49,6 +49,7 @@ pub fn launched() -> bool {
 
 /// What the VMM and the TDX module do before the TD's first instruction.
 pub fn launch() {
+    crate::interrupts::set_handler(crate::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
     let Ok(cfg) = crate::fwcfg::FwCfg::probe() else { return };
     let Ok(Some(hob)) = cfg.read_file(TEST_TD_HOB, 4096) else {
         crate::log!("{MARKER}: no {TEST_TD_HOB}: this machine is not modelled as a TD");
@@ -177,6 +178,9 @@ fn start_aps() {
         }
     }
 }
+
+/// The #UD handler, installed at launch.
+static UD_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_ud };
 
 /// #UD on TDCALL (66 0F 01 CC), answered by the model; false for anything else.
 pub fn handle_ud(frame: &mut Frame) -> bool {

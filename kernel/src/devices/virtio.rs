@@ -29,9 +29,18 @@ const MMIO_WINDOW: (u64, u64) = (0xC000_0000, 0xFEC0_0000);
 
 static POOL: Mutex<Heap> = Mutex::new(Heap::empty());
 
+/// How memory is made shared with the host for device DMA: installed by the platform
+/// (`platform::share_for_dma`); nothing to do until one is.
+static DMA_SHARER: Mutex<Option<fn(u64, u64) -> Result<(), BootError>>> = Mutex::new(None);
+
+/// Install the platform's way of sharing memory for DMA (before the first device is driven).
+pub fn set_dma_sharer(share: fn(u64, u64) -> Result<(), BootError>) {
+    *DMA_SHARER.lock() = Some(share);
+}
+
 /// Give the bounce pool its memory on first need (a virtio device to drive, or a
 /// [`SharedBuffer`]): 4 MiB leaked from the heap, 2 MiB aligned so that on SEV-SNP and TDX it
-/// is made shared as two large pages (platform::share_for_dma). A boot with no virtio device
+/// is made shared as two large pages (the platform's [`set_dma_sharer`]). A boot with no virtio device
 /// never takes it: 4 MiB of heap, and on SEV-SNP and TDX the page-state changes to share it
 /// and take it back before Linux, for nothing.
 pub fn ensure_pool() -> Result<(), BootError> {
@@ -45,7 +54,10 @@ pub fn ensure_pool() -> Result<(), BootError> {
     if p.is_null() {
         return Err(BootErrorKind::OutOfMemory(POOL_SIZE).into());
     }
-    crate::platform::share_for_dma(p as u64, POOL_SIZE as u64)?;
+    let share = *DMA_SHARER.lock();
+    if let Some(share) = share {
+        share(p as u64, POOL_SIZE as u64)?;
+    }
     // SAFETY: the block is ours alone and handed to the pool allocator once.
     unsafe { POOL.lock().init(p, POOL_SIZE) };
     Ok(())

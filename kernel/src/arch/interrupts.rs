@@ -5,14 +5,15 @@
 //! faults run on IST1, page faults, NMIs and machine checks on IST2, so a stack overflow into
 //! the guard page still gets reported. The handlers use no vector registers.
 //!
-//! Two exceptions can be resumed: #VC (vector 29, SEV-SNP only), whose CPUID cause the SNP
-//! platform answers from the PSP-validated CPUID page (platform::snp::handle_vc), and, in the
-//! SNP model test ROM only, #UD (vector 6) on VMGEXIT or PVALIDATE, which the model answers
-//! (crate::snpmodel). A handler that resumes edits the saved registers in [`Frame`]; the stub
-//! then restores them and returns with IRETQ.
+//! Three exceptions have handlers that others install ([`set_handler`]) and that may resume:
+//! #VC (vector 29, SEV-SNP), whose CPUID cause the SNP platform answers from the PSP-validated
+//! CPUID page; #VE (vector 20, TDX), which the TDX platform explains before the report; and,
+//! in the model test ROMs only, #UD (vector 6) on VMGEXIT, PVALIDATE or TDCALL, which the model
+//! answers. A handler that resumes edits the saved registers in [`Frame`]; the stub then
+//! restores them and returns with IRETQ. This layer names no platform and no model.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::layout::{IST1_TOP, IST2_TOP, firmware_owned};
 
@@ -127,32 +128,49 @@ const NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Set while the platform detection probes for SEV-ES/SNP (#VC on CPUID).
-pub static PROBING_SEV: AtomicBool = AtomicBool::new(false);
+/// The exceptions whose handling someone else installs.
+#[derive(Clone, Copy)]
+pub enum Resumable {
+    /// #UD (6): the model ROMs answer the SNP/TDX instructions TCG does not know.
+    InvalidOpcode,
+    /// #VE (20): TDX.
+    VirtualizationException,
+    /// #VC (29): SEV-ES/SNP.
+    VmmCommunication,
+}
+
+impl Resumable {
+    fn of(vector: u64) -> Option<Resumable> {
+        match vector {
+            6 => Some(Resumable::InvalidOpcode),
+            20 => Some(Resumable::VirtualizationException),
+            29 => Some(Resumable::VmmCommunication),
+            _ => None,
+        }
+    }
+}
+
+/// An installed handler: true when it resolved the cause and the faulting code may resume,
+/// false to report the exception and stop.
+pub struct Handler {
+    /// The handler.
+    pub handle: fn(&mut Frame) -> bool,
+}
+
+static HANDLERS: [AtomicPtr<Handler>; 3] = [const { AtomicPtr::new(core::ptr::null_mut()) }; 3];
+
+/// Install `handler` for `exception` (replacing any).
+pub fn set_handler(exception: Resumable, handler: &'static Handler) {
+    HANDLERS[exception as usize].store(core::ptr::from_ref(handler).cast_mut(), Ordering::SeqCst);
+}
 
 extern "C" fn exception_handler(frame: &mut Frame) {
-    if frame.vector == 29 {
-        if PROBING_SEV.load(Ordering::SeqCst) {
-            // SEV-ES without SNP (SNP is known from SEV_STATUS before any CPUID): no console
-            // is reachable without a GHCB, so ask the hypervisor to terminate the guest.
-            crate::platform::snp::terminate(crate::platform::snp::Termination::SevEsWithoutSnp);
-        }
-        if crate::platform::snp::handle_vc(frame) {
+    if let Some(exception) = Resumable::of(frame.vector) {
+        let handler = HANDLERS[exception as usize].load(Ordering::SeqCst);
+        // SAFETY: only `&'static Handler` values are ever stored (set_handler).
+        if !handler.is_null() && (unsafe { &*handler }.handle)(frame) {
             return;
         }
-    }
-    if frame.vector == 20 {
-        // TDX: say why before stopping (nothing here resolves a #VE: I/O goes through explicit
-        // TDG.VP.VMCALLs, so a #VE is a firmware bug or memory the VMM took away).
-        crate::platform::tdx::report_ve();
-    }
-    #[cfg(feature = "snp-model")]
-    if frame.vector == 6 && crate::snpmodel::handle_ud(frame) {
-        return;
-    }
-    #[cfg(feature = "tdx-model")]
-    if frame.vector == 6 && crate::tdxmodel::handle_ud(frame) {
-        return;
     }
     report(frame)
 }

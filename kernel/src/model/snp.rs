@@ -129,6 +129,7 @@ fn fill_secrets_page() {
 
 /// What the AMD-SP and the hypervisor do before the guest's first instruction.
 pub fn launch() {
+    crate::interrupts::set_handler(crate::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
     fill_cpuid_page();
     fill_secrets_page();
     let hashes = page(HASHES_PAGE);
@@ -220,6 +221,9 @@ fn terminated(request: u64) -> ! {
     tcg.io_out(0xF4, 1, 0x11);
     crate::cpu::halt_forever()
 }
+
+/// The #UD handler, installed at launch.
+static UD_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_ud };
 
 /// #UD: VMGEXIT or PVALIDATE, answered by the model; false for any other instruction.
 pub fn handle_ud(frame: &mut Frame) -> bool {

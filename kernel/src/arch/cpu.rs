@@ -3,6 +3,7 @@
 //! caller's (documented where it matters) except where the instruction cannot affect memory.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 /// CPUID result.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,12 +19,31 @@ pub struct Cpuid {
 }
 
 /// CPUID. On SEV-SNP the answer comes from the PSP-validated CPUID page (the instruction
-/// would raise #VC and ask the untrusted hypervisor); elsewhere it is the instruction.
+/// would raise #VC and ask the untrusted hypervisor), installed by the platform as the
+/// [`CpuidSource`]; elsewhere it is the instruction.
 pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
-    if let Some(r) = crate::platform::snp::cpuid(leaf, subleaf) {
-        return Cpuid { eax: r[0], ebx: r[1], ecx: r[2], edx: r[3] };
+    let source = CPUID_SOURCE.load(Ordering::Acquire);
+    if !source.is_null() {
+        // SAFETY: only `&'static CpuidSource` values are ever stored (set_cpuid_source).
+        let source = unsafe { &*source };
+        if let Some(r) = (source.lookup)(leaf, subleaf) {
+            return Cpuid { eax: r[0], ebx: r[1], ecx: r[2], edx: r[3] };
+        }
     }
     native_cpuid(leaf, subleaf)
+}
+
+/// Where CPUID answers come from instead of the instruction (SEV-SNP: the CPUID page).
+pub struct CpuidSource {
+    /// The answer for (leaf, subleaf), or None to execute the instruction.
+    pub lookup: fn(u32, u32) -> Option<[u32; 4]>,
+}
+
+static CPUID_SOURCE: AtomicPtr<CpuidSource> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Answer CPUID from `source` from now on (the platform, once its CPUID data is validated).
+pub fn set_cpuid_source(source: &'static CpuidSource) {
+    CPUID_SOURCE.store(core::ptr::from_ref(source).cast_mut(), Ordering::Release);
 }
 
 /// The CPUID instruction itself.
@@ -126,41 +146,57 @@ pub fn halt_forever() -> ! {
 /// no memory access.
 pub mod port {
     use core::arch::asm;
-    use core::sync::atomic::{AtomicU8, Ordering};
+    use core::sync::atomic::{AtomicPtr, Ordering};
 
-    /// Where port I/O goes: the instructions ([`NATIVE`]), IOIO exits through the SEV-SNP GHCB
-    /// ([`GHCB`], set once it is registered: the instructions would raise #VC), or TDX's
-    /// TDG.VP.VMCALL<Instruction.IO> ([`TDVMCALL`]: the instructions would raise #VE).
-    pub static ROUTE: AtomicU8 = AtomicU8::new(NATIVE);
-    /// The instructions.
-    pub const NATIVE: u8 = 0;
-    /// SEV-SNP GHCB exits.
-    pub const GHCB: u8 = 1;
-    /// TDX VMCALLs.
-    pub const TDVMCALL: u8 = 2;
+    /// How a confidential platform reaches the host for what the port and MMIO instructions
+    /// would do (SEV-SNP: GHCB exits, where the instructions raise #VC; TDX: TDG.VP.VMCALL,
+    /// where they raise #VE). Installed by the platform at bring-up ([`route`]); none on the
+    /// plain platform, which uses the instructions.
+    pub struct HostRoute {
+        /// Port input of `size` bytes.
+        pub port_in: fn(u16, u8) -> u32,
+        /// Port output of `size` bytes.
+        pub port_out: fn(u16, u8, u32),
+        /// REP INSB's effect (fw_cfg's data port), or None for a byte loop over `port_in`.
+        pub port_in_bytes: Option<fn(u16, &mut [u8])>,
+        /// MMIO read of `size` bytes at a device address.
+        pub mmio_read: fn(u64, u8) -> u64,
+        /// MMIO write of `size` bytes at a device address.
+        pub mmio_write: fn(u64, u8, u64),
+    }
 
-    fn route() -> u8 {
-        ROUTE.load(Ordering::Relaxed)
+    static ROUTE: AtomicPtr<HostRoute> = AtomicPtr::new(core::ptr::null_mut());
+
+    /// Send port I/O and MMIO through `to` from now on.
+    pub fn route(to: &'static HostRoute) {
+        ROUTE.store(core::ptr::from_ref(to).cast_mut(), Ordering::SeqCst);
+    }
+
+    /// Back to the instructions (a platform whose host interface failed, about to stop).
+    pub fn unroute() {
+        ROUTE.store(core::ptr::null_mut(), Ordering::SeqCst);
+    }
+
+    /// The route installed, if any.
+    pub fn current() -> Option<&'static HostRoute> {
+        let to = ROUTE.load(Ordering::SeqCst);
+        // SAFETY: only `&'static HostRoute` values are ever stored (route).
+        (!to.is_null()).then(|| unsafe { &*to })
     }
 
     /// Is port I/O routed through a confidential platform's host interface?
     pub fn routed() -> bool {
-        route() != NATIVE
+        current().is_some()
     }
 
     fn routed_in(port: u16, size: u8) -> Option<u32> {
-        match route() {
-            GHCB => Some(crate::platform::snp::port_in(port, size)),
-            TDVMCALL => Some(crate::platform::tdx::port_in(port, size)),
-            _ => None,
-        }
+        current().map(|r| (r.port_in)(port, size))
     }
 
     fn routed_out(port: u16, size: u8, v: u32) -> bool {
-        match route() {
-            GHCB => crate::platform::snp::port_out(port, size, v),
-            TDVMCALL => crate::platform::tdx::port_out(port, size, v),
-            _ => return false,
+        match current() {
+            Some(r) => (r.port_out)(port, size, v),
+            None => return false,
         }
         true
     }
@@ -168,8 +204,8 @@ pub mod port {
     /// Read `buf.len()` bytes from one port (fw_cfg's data port): REP INSB's effect, through
     /// the GHCB's shared buffer on SNP.
     pub fn inb_string(port: u16, buf: &mut [u8]) {
-        if route() == GHCB {
-            crate::platform::snp::port_in_bytes(port, buf);
+        if let Some(bytes) = current().and_then(|r| r.port_in_bytes) {
+            bytes(port, buf);
             return;
         }
         for b in buf {

@@ -1,10 +1,11 @@
-//! MMIO to device memory: volatile accesses on the plain platform, MMIO exits through the GHCB
-//! on SEV-SNP (the hypervisor performs the access; the firmware never dereferences device
+//! MMIO to device memory: volatile accesses on the plain platform, through the host route the
+//! platform installed elsewhere (`arch::cpu::port::HostRoute`): MMIO exits through the GHCB
+//! on SEV-SNP, TDG.VP.VMCALL on TDX (the hypervisor performs the access; the firmware never dereferences device
 //! memory there, whose mapping would need the C-bit clear and would raise #VC). PCI
 //! configuration (ECAM) goes through here, and so does virtio-drivers: safe-mmio's
 //! `custom-mmio` backend is this module ([`VeilMmio`]).
 
-use crate::platform::snp;
+use crate::arch::cpu::port;
 
 macro_rules! access {
     ($read:ident, $write:ident, $t:ty, $size:literal) => {
@@ -14,11 +15,8 @@ macro_rules! access {
         /// `addr` must be a device register (identity mapped, aligned) whose read has no
         /// effect on memory the firmware uses.
         pub unsafe fn $read(addr: *const $t) -> $t {
-            if snp::active() {
-                return snp::mmio_read(addr as u64, $size) as $t;
-            }
-            if crate::platform::tdx::active() {
-                return crate::platform::tdx::mmio_read(addr as u64, $size) as $t;
+            if let Some(route) = port::current() {
+                return (route.mmio_read)(addr as u64, $size) as $t;
             }
             // SAFETY: the caller's contract.
             unsafe { addr.read_volatile() }
@@ -30,11 +28,8 @@ macro_rules! access {
         /// `addr` must be a device register (identity mapped, aligned); if the write makes the
         /// device access memory, the caller owns that memory for as long as the device uses it.
         pub unsafe fn $write(addr: *mut $t, value: $t) {
-            if snp::active() {
-                return snp::mmio_write(addr as u64, $size, value as u64);
-            }
-            if crate::platform::tdx::active() {
-                return crate::platform::tdx::mmio_write(addr as u64, $size, value as u64);
+            if let Some(route) = port::current() {
+                return (route.mmio_write)(addr as u64, $size, value as u64);
             }
             // SAFETY: the caller's contract.
             unsafe { addr.write_volatile(value) }
