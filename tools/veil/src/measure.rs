@@ -165,7 +165,7 @@ pub fn check_rom(path: &Path, rom: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// The warning only the development ROM carries (kernel/src/keysource.rs; the release ROM is
+/// The warning only the development ROM carries (kernel/src/boot/keysource.rs; the release ROM is
 /// checked free of it by `cargo xtask test`).
 const DEV_KEY_MARKER: &[u8] = b"INSECURE DEVELOPMENT KEY SOURCE";
 

@@ -582,7 +582,7 @@ impl Setup {
     /// Every secret of this launch the firmware must not leave in memory: the master key and
     /// salt, the measurement secret, the veil-boot disk key, VMPCK0 and the sealing key (all
     /// but the veil-root key, which the initrd carries to Linux). VMPCK0 and the sealing key
-    /// are computed here from the model AMD-SP's definitions (kernel/src/snpmodel.rs
+    /// are computed here from the model AMD-SP's definitions (kernel/src/model/snp.rs
     /// test_vmpck; agent::snp::psp's key derivation over the launch's fields).
     fn keys_not_handed_over(&self) -> Result<Vec<(String, Vec<u8>)>> {
         use sha2::Digest;
