@@ -12,7 +12,7 @@
  * metadata ("ASEV"), the TDX metadata ("TDVF"), and the edk2 GUID footer table that ends at
  * 4 GiB - 0x20 (QEMU's pc_system_ovmf_table_find, sev-snp-measure).
  *
- * RAM layout constants must match kernel/src/layout.rs.
+ * RAM layout constants must match kernel/src/arch/layout.rs.
  */
 
     .set PT_BASE,    0x800000          /* 8 pages of page tables */
