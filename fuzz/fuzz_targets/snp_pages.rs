@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(v) = veil_agent::json::from_slice(data) {
         for t in seal::find(&v).into_iter().flatten() {
-            let _ = t.open(&[0u8; 32]);
+            let _ = t.open(&[0u8; 32], &[0u8; 32]);
         }
     }
 });
