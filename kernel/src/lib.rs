@@ -68,7 +68,8 @@ pub extern "C" fn veil_main() -> ! {
     let mut plat = platform::init(); // detects the machine: before any other CPUID
     start_console(&mut *plat, entry_tsc); // rust-init
     enable_cpu_features(); // cpu
-    let mut cfg = or_fail(fwcfg::FwCfg::probe(), ""); // fw_cfg
+    tsc::mark("fw_cfg");
+    let mut cfg = or_fail(fwcfg::FwCfg::probe(), "");
     log!("fw_cfg: {} files, {} interface", cfg.files().len(), if cfg.dma() { "DMA" } else { "port I/O" });
     let hooks = testhooks::TestHooks::read(&cfg);
     let memory = memory(&mut *plat, &mut cfg, &hooks); // memory
