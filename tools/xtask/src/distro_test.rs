@@ -81,7 +81,9 @@ pub fn cached_root(flavour: Flavour) -> Result<PathBuf> {
     let started = Instant::now();
     let partial = tar.with_extension("tar.partial");
     let _ = std::fs::remove_file(&partial);
-    run(Command::new("mmdebstrap").args(&args).arg(&partial).stdout(std::process::Stdio::null()))?;
+    // The format is named: mmdebstrap picks it from the file name otherwise, and ".partial"
+    // makes it write a directory.
+    run(Command::new("mmdebstrap").arg("--format=tar").args(&args).arg(&partial).stdout(std::process::Stdio::null()))?;
     std::fs::rename(&partial, &tar)?;
     eprintln!("xtask: distro: {} root built in {:.0} s", flavour.name(), started.elapsed().as_secs_f64());
     Ok(tar)
