@@ -72,7 +72,11 @@ pub fn cached_root(flavour: Flavour) -> Result<PathBuf> {
     let dir = root().join("target/distro");
     std::fs::create_dir_all(&dir)?;
     let tar = dir.join(format!("debian-12-{}-{digest}.tar", flavour.name()));
-    if tar.exists() {
+    if tar.is_dir() {
+        // Left by a build that wrote a directory where the tarball belongs.
+        std::fs::remove_dir_all(&tar)?;
+    }
+    if tar.is_file() {
         eprintln!("xtask: distro: {} root cached in {}", flavour.name(), tar.display());
         return Ok(tar);
     }
