@@ -496,6 +496,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     let out = Command::new(root().join("target/debug/veil"))
         .arg("boot-report")
         .arg(&ok.log_path)
+        .arg("--force") // the test's own file, rewritten on every run
         .arg("--svg")
         .arg(&svg)
         .output()?;
@@ -1207,7 +1208,7 @@ fn demo() -> Result<()> {
     print!("{}", second.log);
     second.expect("tpm: master secret unsealed")?.expect(demo_image::ROOT_MARKER)?;
     let svg = dir.join("boot.svg");
-    run(Command::new(&veil).arg("boot-report").arg(&second.log_path).arg("--svg").arg(&svg))?;
+    run(Command::new(&veil).arg("boot-report").arg(&second.log_path).arg("--force").arg("--svg").arg(&svg))?;
     eprintln!(
         "xtask: booted twice from the encrypted disk to the root filesystem (released by the broker and sealed, then unsealed); timeline chart: {}",
         svg.display()
