@@ -125,7 +125,7 @@ fn the_sealed_secret_does_not_open_after_the_handoff() {
     for m in &plan {
         extend(&mut tpm, m);
     }
-    // Sealed as the firmware seals (kernel/src/tpm.rs, MeasuredBoot::seal).
+    // Sealed as the firmware seals (kernel/src/platform/tpm.rs, MeasuredBoot::seal).
     let values = tpm.pcr_read(Bank::Sha256, &measure::SEAL_PCRS).unwrap();
     let policy = measure::seal_policy(&values).unwrap();
     let primary = tpm.create_primary(&command::storage_primary_template()).unwrap();

@@ -1,7 +1,7 @@
 //! The relay's receive path below the frames: what a hostile virtio-console device returns in
 //! its used ring (a length, and the bytes it wrote into the posted buffer), cut here from the
 //! input as [used length: u32 LE][count: u16 LE][count bytes] records, through
-//! `kbs::frame::Receiver` into the frame `Decoder`, as kernel/src/virtio.rs drives them.
+//! `kbs::frame::Receiver` into the frame `Decoder`, as kernel/src/devices/relay.rs drives them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use veil_agent::kbs::frame::{Decoder, MAX_FRAME, RX_BUFFER, Receiver};

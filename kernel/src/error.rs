@@ -22,7 +22,7 @@ use veil_agent::tpm::command::TpmError;
 use veil_agent::tpm::tis::TisError;
 use veil_agent::xts::XtsError;
 
-use crate::fwcfg::FwCfgError;
+use crate::devices::fwcfg::FwCfgError;
 
 veil_agent::boxed_error! {
     /// Why a boot stage failed: a [`BootErrorKind`] behind one pointer.

@@ -20,23 +20,18 @@ pub mod model;
 pub mod platform;
 pub mod testhooks;
 
-// Transitional: the flat names the modules had before they moved into their layer folders,
-// so that work in flight keeps compiling. New code names the layer (`crate::devices::virtio`).
-pub use arch::{cpu, exit, interrupts, layout, mtrr, paging, random, serial, tsc, vector};
-pub use boot::{diskboot, heap, kbs, keysource, linux, secrets, statedisk};
-pub use devices::{acpi, fwcfg, mmio, pci, relay, virtio};
-#[cfg(feature = "snp-model")]
-pub use model::snp as snpmodel;
-#[cfg(feature = "tdx-model")]
-pub use model::tdx as tdxmodel;
-#[cfg(any(feature = "snp-model", feature = "tdx-model"))]
-pub use model::{handoff_audit, tcg};
-pub use platform::tpm;
-
 use core::arch::global_asm;
 
 use alloc::vec::Vec;
 
+use arch::exit::{self, fail};
+use arch::{cpu, interrupts, layout, mtrr, paging, serial, tsc, vector};
+use boot::{diskboot, heap, keysource, linux, secrets, statedisk};
+use devices::{acpi, fwcfg, pci, relay, virtio};
+#[cfg(feature = "snp-model")]
+use model::snp as snpmodel;
+#[cfg(feature = "tdx-model")]
+use model::tdx as tdxmodel;
 use platform::Platform;
 use veil_agent::fwcfg::E820Entry;
 use veil_agent::tpm::measure;
@@ -46,8 +41,6 @@ global_asm!(include_str!("arch/boot.S"), options(att_syntax));
 
 /// Largest e820 map accepted (bytes).
 const E820_LIMIT: usize = 128 * 20;
-
-pub use arch::exit::fail;
 
 /// `Ok(value)`, or stop the boot with the error (prefixed with `what` when not empty).
 fn or_fail<T, E: core::fmt::Display>(r: Result<T, E>, what: &str) -> T {

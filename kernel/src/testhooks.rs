@@ -10,9 +10,13 @@
 #[cfg(feature = "test-hooks")]
 use alloc::vec::Vec;
 
-use crate::fwcfg::FwCfg;
 #[cfg(feature = "test-hooks")]
-use crate::{exit, layout, log, secrets, tsc};
+use crate::arch::{exit, layout, tsc};
+#[cfg(feature = "test-hooks")]
+use crate::boot::secrets;
+use crate::devices::fwcfg::FwCfg;
+#[cfg(feature = "test-hooks")]
+use crate::log;
 
 /// fw_cfg name of the memory map the firmware reads.
 const E820: &str = "etc/e820";
@@ -50,7 +54,7 @@ impl TestHooks {
     /// No early hooks.
     pub fn run_early(&self, _cfg: &FwCfg) {}
     /// No hooks after the PCI scan.
-    pub fn run_after_pci(&self, _pci: &crate::pci::Config) {}
+    pub fn run_after_pci(&self, _pci: &crate::devices::pci::Config) {}
     /// No forced XTS backend.
     pub fn xts_backend(&self) -> Option<&str> {
         None
@@ -119,8 +123,8 @@ impl TestHooks {
     }
 
     /// Requests that need the PCI bus: the relay echo.
-    pub fn run_after_pci(&self, pci: &crate::pci::Config) {
-        if let (Some(b"relay-echo"), crate::pci::Config::Ecam(base)) = (self.request(), pci) {
+    pub fn run_after_pci(&self, pci: &crate::devices::pci::Config) {
+        if let (Some(b"relay-echo"), crate::devices::pci::Config::Ecam(base)) = (self.request(), pci) {
             relay_echo(*base);
         }
     }
@@ -142,10 +146,10 @@ impl TestHooks {
 /// what it reads can match.
 #[cfg(feature = "test-hooks")]
 fn kernel_setup(cfg: &FwCfg) -> ! {
-    use crate::fwcfg::sel;
-    let size = cfg.read_u32(sel::SETUP_SIZE).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
+    use crate::devices::fwcfg::sel;
+    let size = cfg.read_u32(sel::SETUP_SIZE).unwrap_or_else(|e| crate::arch::exit::fail(format_args!("{e}")));
     let mut setup = alloc::vec![0u8; size.min(64 * 1024) as usize];
-    cfg.read_selector(sel::SETUP_DATA, &mut setup).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
+    cfg.read_selector(sel::SETUP_DATA, &mut setup).unwrap_or_else(|e| crate::arch::exit::fail(format_args!("{e}")));
     log!("test: kernel setup {}", hex::encode(&setup));
     exit::exit(exit::Status::Success)
 }
@@ -154,12 +158,12 @@ fn kernel_setup(cfg: &FwCfg) -> ! {
 /// reply back, printed; the channel remote key release uses.
 #[cfg(feature = "test-hooks")]
 fn relay_echo(ecam_base: u64) -> ! {
-    let found =
-        crate::relay::find_console(ecam_base).unwrap_or_else(|e| crate::fail(format_args!("virtio bounce pool: {e}")));
-    let Some(mut console) = found else { crate::fail(format_args!("relay: no virtio-console device")) };
+    let found = crate::devices::relay::find_console(ecam_base)
+        .unwrap_or_else(|e| crate::arch::exit::fail(format_args!("virtio bounce pool: {e}")));
+    let Some(mut console) = found else { crate::arch::exit::fail(format_args!("relay: no virtio-console device")) };
     log!("relay: virtio-console at {}", console.location);
-    console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
-    let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| crate::fail(format_args!("{e}")));
+    console.send_frame(br#"{"veil":"relay-echo"}"#).unwrap_or_else(|e| crate::arch::exit::fail(format_args!("{e}")));
+    let frame = console.recv_frame(10_000_000).unwrap_or_else(|e| crate::arch::exit::fail(format_args!("{e}")));
     let text = core::str::from_utf8(&frame).unwrap_or("<not UTF-8>");
     log!("relay: reply of {} bytes: {text}", frame.len());
     exit::exit(exit::Status::Success)
@@ -177,9 +181,9 @@ fn xts_bench() {
         let name = backend.name();
         let Ok(cipher) = veil_agent::xts::SectorCipher::with_backend(backend, 4096) else { continue };
         for (op, encrypt) in [("encrypt", true), ("decrypt", false)] {
-            let start = crate::cpu::rdtsc();
+            let start = crate::arch::cpu::rdtsc();
             let r = if encrypt { cipher.encrypt_sectors(0, &mut buf) } else { cipher.decrypt_sectors(0, &mut buf) };
-            let us = (tsc::micros(crate::cpu::rdtsc()) - tsc::micros(start)).max(1);
+            let us = (tsc::micros(crate::arch::cpu::rdtsc()) - tsc::micros(start)).max(1);
             if r.is_ok() {
                 log!("xts-bench: backend={name} op={op} bytes={LEN} us={us} MB/s={}", LEN as u64 / us);
             }

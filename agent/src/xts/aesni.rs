@@ -607,7 +607,7 @@ pub fn vaes_available() -> (bool, bool) {
 pub fn available() -> bool {
     let l1 = core::arch::x86_64::__cpuid(1);
     // AES-NI (ECX bit 25) and SSE2 (EDX bit 26); the firmware enables the SSE state before
-    // any cipher is built (kernel/src/vector.rs), a hosted OS always has.
+    // any cipher is built (kernel/src/arch/vector.rs), a hosted OS always has.
     l1.ecx & (1 << 25) != 0 && l1.edx & (1 << 26) != 0
 }
 

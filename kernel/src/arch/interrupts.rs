@@ -15,7 +15,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::layout::{IST1_TOP, IST2_TOP, firmware_owned};
+use crate::arch::layout::{IST1_TOP, IST2_TOP, firmware_owned};
 
 /// Register state pushed by the entry stubs (lowest address first).
 #[repr(C)]
@@ -184,7 +184,7 @@ fn report(frame: &Frame) -> ! {
         frame.cs,
         frame.rflags,
         frame.rsp,
-        crate::cpu::read_cr2()
+        crate::arch::cpu::read_cr2()
     );
     crate::log!(
         "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
@@ -218,7 +218,7 @@ fn report(frame: &Frame) -> ! {
         crate::log!("  stack dump skipped: rsp is outside firmware memory");
     }
     crate::log!("halted after exception {}", frame.vector);
-    crate::exit::exit(crate::exit::Status::Failure)
+    crate::arch::exit::exit(crate::arch::exit::Status::Failure)
 }
 
 #[repr(C, packed)]

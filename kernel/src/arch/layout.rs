@@ -6,11 +6,11 @@
 //! - The main heap starts at or above [`HEAP_FLOOR`] and overlaps none of
 //!   [`FIRMWARE_RANGES`] (page tables, stacks, the TDX AP parking page, the SNP pages and TD
 //!   HOB, the firmware image, the ROM): [`check_heap`], called before the platform accepts the
-//!   heap's memory and again where the allocator gets it (crate::heap::init_main).
+//!   heap's memory and again where the allocator gets it (crate::boot::heap::init_main).
 //! - A direct boot's kernel range, `[load address, + max(init_size, kernel size))`, is computed
 //!   with checked arithmetic from the host's setup header and lies below 4 GiB
 //!   (veil_agent::linux::SetupHeader::kernel_range), refused with its values otherwise, before
-//!   the heap is chosen (crate::linux::direct_boot_need).
+//!   the heap is chosen (crate::boot::linux::direct_boot_need).
 //! - The heap above such a kernel is chosen with checked arithmetic and the same floor
 //!   (veil_agent::memmap::choose_heap_above_kernel).
 //! - TDX: accepting memory that overlaps a page the VMM added at launch (TempMem, the TD HOB,

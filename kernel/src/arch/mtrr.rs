@@ -5,7 +5,7 @@
 
 use veil_agent::fwcfg::E820Entry;
 
-use crate::cpu::{cpuid, rdmsr, wrmsr};
+use crate::arch::cpu::{cpuid, rdmsr, wrmsr};
 
 const MTRR_CAP: u32 = 0xFE;
 const MTRR_DEF_TYPE: u32 = 0x2FF;

@@ -1,8 +1,8 @@
 //! Finish the boot page tables once CPUID may be used: mark everything except code as
 //! no-execute (EFER.NXE), keeping the ROM's top 2 MiB and the firmware text executable.
 
-use crate::cpu::{cpuid, rdmsr, read_cr3, write_cr3, wrmsr};
-use crate::layout::{IMAGE_BASE, PD0, PT_IMAGE, PT_LOW, ROM_TOP_2M};
+use crate::arch::cpu::{cpuid, rdmsr, read_cr3, write_cr3, wrmsr};
+use crate::arch::layout::{IMAGE_BASE, PD0, PT_IMAGE, PT_LOW, ROM_TOP_2M};
 
 const NX: u64 = 1 << 63;
 const EFER: u32 = 0xC000_0080;

@@ -4,7 +4,7 @@
 
 use core::arch::asm;
 
-use crate::cpu::cpuid;
+use crate::arch::cpu::cpuid;
 
 /// One RDSEED (`seed`) or RDRAND value, retried while the carry flag says "not ready".
 fn hardware_random(seed: bool) -> Option<u64> {
@@ -34,9 +34,9 @@ pub fn fill(buf: &mut [u8]) {
             .or_else(|| if has_rdrand { hardware_random(false) } else { None });
         match v {
             Some(v) => chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]),
-            None => {
-                crate::fail(format_args!("no working RDSEED or RDRAND: refusing to generate keys from a weaker source"))
-            }
+            None => crate::arch::exit::fail(format_args!(
+                "no working RDSEED or RDRAND: refusing to generate keys from a weaker source"
+            )),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::cpu::port::{inb, outb};
+use crate::arch::cpu::port::{inb, outb};
 
 const COM1: u16 = 0x3F8;
 
@@ -54,7 +54,7 @@ impl fmt::Write for Serial {
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {
-        $crate::serial::log_line(format_args!($($arg)*))
+        $crate::arch::serial::log_line(format_args!($($arg)*))
     };
 }
 

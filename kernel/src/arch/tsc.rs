@@ -4,8 +4,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::cpu::port::{inb, outb};
-use crate::cpu::{cpuid, rdtsc};
+use crate::arch::cpu::port::{inb, outb};
+use crate::arch::cpu::{cpuid, rdtsc};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_BASE: AtomicU64 = AtomicU64::new(0);
@@ -92,7 +92,7 @@ pub static MARKS: spin::Mutex<alloc::vec::Vec<(&'static str, u64)>> = spin::Mute
 pub fn mark_at(tsc: u64, stage: &'static str) {
     MARKS.lock().push((stage, micros(tsc)));
     use core::fmt::Write as _;
-    let mut out = crate::serial::Serial;
+    let mut out = crate::arch::serial::Serial;
     let _ = veil_agent::timeline::write_mark(&mut out, micros(tsc), stage);
     let _ = out.write_str("\n");
 }

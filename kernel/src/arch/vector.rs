@@ -2,7 +2,7 @@
 //! OSXSAVE, XCR0), before any vector code runs. The firmware's Rust code itself is built
 //! soft-float and never touches these registers; the assembly XTS paths do.
 
-use crate::cpu::{cpuid, read_cr0, read_cr4, write_cr0, write_cr4, xsetbv0};
+use crate::arch::cpu::{cpuid, read_cr0, read_cr4, write_cr0, write_cr4, xsetbv0};
 
 /// What vector features are usable after `enable`.
 #[derive(Clone, Copy, Debug, Default)]

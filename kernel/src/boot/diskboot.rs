@@ -13,8 +13,8 @@ use veil_agent::linux::{LinuxError, SetupHeader};
 use veil_agent::luks2::{DataSegment, KdfLimits, Volume, VolumeKey};
 use veil_agent::xts::SectorCipher;
 
+use crate::devices::virtio::Disk;
 use crate::error::{At, BootError, BootErrorKind};
-use crate::virtio::Disk;
 
 /// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
 pub const LIMITS: KdfLimits = KdfLimits {
@@ -131,7 +131,7 @@ pub fn write_header(
 /// the one in use when that was missing, damaged or older, durably, as cryptsetup does when it
 /// loads such a header, and say so. A failure is logged: the boot goes on from the good copy.
 pub fn repair_other_copy(disk: &mut Disk, (start, len): (u64, u64), volume: &Volume, what: &str) {
-    let mut rng = |b: &mut [u8]| crate::random::fill(b);
+    let mut rng = |b: &mut [u8]| crate::arch::random::fill(b);
     let mut win = Window { dev: &mut *disk, start, len };
     let repaired =
         volume.repair_other_copy(&mut win, &mut rng).map_err(BootError::from).and_then(|write| match write {
@@ -152,7 +152,11 @@ pub fn repair_other_copy(disk: &mut Disk, (start, len): (u64, u64), volume: &Vol
 /// Open the boot volume through a `systemd-tpm2` token (systemd-cryptenroll): unseal its
 /// object under the same storage primary key, base64 it, and open its keyslot with that
 /// passphrase. Returns the volume key, or None (with the reasons logged) when no token works.
-pub fn systemd_volume_key(tpm: &mut crate::tpm::MeasuredBoot, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
+pub fn systemd_volume_key(
+    tpm: &mut crate::platform::tpm::MeasuredBoot,
+    disk: &mut Disk,
+    boot: &BootVolume,
+) -> Option<VolumeKey> {
     for token in veil_agent::tpm::systemd::find(boot.volume.json()) {
         let t = match token {
             Ok(t) => t,
@@ -256,7 +260,7 @@ pub fn read_bundle(disk: &mut Disk, boot: &BootVolume, opened: Opened) -> Result
         .and_then(|head| SetupHeader::parse(&head).ok())
         .and_then(|hdr| {
             let kernel_size = manifest.kernel.size.saturating_sub(hdr.setup_size as u64);
-            crate::linux::reserve_window(&hdr, kernel_size)
+            crate::boot::linux::reserve_window(&hdr, kernel_size)
         });
     let kernel = read_decrypt(disk, start, &seg, &cipher, (manifest.kernel.offset, manifest.kernel.size), 0)?;
     bundle::verify("kernel", &manifest.kernel, &kernel)?;
@@ -270,7 +274,7 @@ pub fn read_bundle(disk: &mut Disk, boot: &BootVolume, opened: Opened) -> Result
 /// A verified bundle as the kernel source; it hands its initrd buffer over.
 pub struct BundleSource<'a>(pub &'a mut Verified);
 
-impl crate::linux::Source for BundleSource<'_> {
+impl crate::boot::linux::Source for BundleSource<'_> {
     fn setup(&mut self) -> Result<Option<Vec<u8>>, BootError> {
         let k = &self.0.kernel;
         let setup = SetupHeader::parse(k)?.setup_size;

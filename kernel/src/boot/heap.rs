@@ -10,7 +10,7 @@ use spin::Mutex;
 use veil_agent::fwcfg::E820Entry;
 use veil_agent::memmap::{HeapLimits, choose_heap};
 
-use crate::layout::{HEAP_FLOOR, HEAP_PREFERRED};
+use crate::arch::layout::{HEAP_FLOOR, HEAP_PREFERRED};
 
 const EARLY_SIZE: usize = 512 * 1024;
 /// The main heap takes at most this much RAM (the rest stays for Linux).
@@ -103,9 +103,9 @@ pub fn main_range() -> (u64, u64) {
 }
 
 /// Hand the range `choose_main` picked (and the platform accepted) to the allocator, once it
-/// holds the heap invariant (crate::layout::check_heap): never the firmware's own memory.
+/// holds the heap invariant (crate::arch::layout::check_heap): never the firmware's own memory.
 pub fn init_main(start: u64, size: u64) -> Result<(), veil_agent::memmap::HeapRefusal> {
-    crate::layout::check_heap(start, size)?;
+    crate::arch::layout::check_heap(start, size)?;
     // SAFETY: the range is RAM per e820, identity mapped, at or above HEAP_FLOOR and clear of
     // every range the firmware itself uses (checked just above), accepted by the platform,
     // and handed over exactly once.

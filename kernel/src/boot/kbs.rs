@@ -9,7 +9,7 @@ use veil_agent::json::Value;
 use veil_agent::kbs::client::Relay;
 use veil_agent::kbs::frame::{self, RelayError};
 
-use crate::relay::Console;
+use crate::devices::relay::Console;
 
 /// How long the firmware waits for one broker reply.
 const REPLY_TIMEOUT_US: u64 = 60_000_000;
@@ -23,7 +23,7 @@ impl Console {
 
     /// Receive one frame, waiting at most `timeout_us`.
     pub fn recv_frame(&mut self, timeout_us: u64) -> Result<Vec<u8>, RelayError> {
-        let deadline = crate::tsc::micros(crate::cpu::rdtsc()) + timeout_us;
+        let deadline = crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) + timeout_us;
         let mut decoder = frame::Decoder::new();
         loop {
             match self.recv_byte(deadline)? {
@@ -56,9 +56,9 @@ pub fn release_with_evidence(
     evidence: &mut dyn FnMut(&[u8]) -> Result<Value, crate::error::BootError>,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::error::BootError> {
     use veil_agent::kbs::client;
-    crate::tsc::mark("kbs-auth");
+    crate::arch::tsc::mark("kbs-auth");
     let mut phases = client::Phases::default();
-    let mut random = |b: &mut [u8]| crate::random::fill(b);
+    let mut random = |b: &mut [u8]| crate::arch::random::fill(b);
     let mut evidence =
         |report_data: &[u8]| evidence(report_data).map_err(|e| client::KbsError::Evidence(alloc::format!("{e}")));
     let r = client::remote_release_with_evidence(
@@ -67,7 +67,7 @@ pub fn release_with_evidence(
         relay,
         resource,
         &mut random,
-        &crate::cpu::rdtsc,
+        &crate::arch::cpu::rdtsc,
         &mut phases,
         &mut evidence,
     );
@@ -75,7 +75,7 @@ pub fn release_with_evidence(
         [(phases.challenge, "kbs-report"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")]
     {
         if at != 0 {
-            crate::tsc::mark_at(at, stage);
+            crate::arch::tsc::mark_at(at, stage);
         }
     }
     Ok(r?)

@@ -28,13 +28,13 @@ use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::format::HeaderWriter;
 use zeroize::Zeroizing;
 
-use crate::diskboot::BootVolume;
+use crate::boot::diskboot::BootVolume;
+use crate::devices::fwcfg::FwCfg;
+use crate::devices::relay::Console;
+use crate::devices::virtio::Disk;
 use crate::error::{At, BootError, BootErrorKind};
-use crate::fwcfg::FwCfg;
 use crate::platform::Platform;
 use crate::platform::rot::{RootOfTrust, Unopened};
-use crate::relay::Console;
-use crate::virtio::Disk;
 
 const DEV_SECRET: &str = "opt/veil/dev-master-secret";
 
@@ -109,10 +109,10 @@ fn remote_release(
         client::DEFAULT_RESOURCE,
         rot.evidence_name()
     );
-    let start = crate::cpu::rdtsc();
+    let start = crate::arch::cpu::rdtsc();
     let bytes = rot.remote_release(relay, client::DEFAULT_RESOURCE, init_data).at("remote key release")?;
     let secret = MasterSecret::parse(&bytes).at("remote key release: the released resource")?;
-    let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+    let us = crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) - crate::arch::tsc::micros(start);
     crate::log!(
         "kbs: the broker verified the {} and released the master secret ({} bytes, JWE to this boot's ephemeral key) in {us} us",
         rot.evidence_name(),
@@ -135,9 +135,9 @@ pub fn seal(
         writer.remove_token(old).at("veil-boot")?;
     }
     let number = writer.add_token(sealed.token, &[], None).at("veil-boot")?;
-    let mut rng = |buf: &mut [u8]| crate::random::fill(buf);
+    let mut rng = |buf: &mut [u8]| crate::arch::random::fill(buf);
     let writes = writer.commit(&mut rng).at("veil-boot")?;
-    crate::diskboot::write_header(disk, boot, &writes)?;
+    crate::boot::diskboot::write_header(disk, boot, &writes)?;
     crate::log!("{}: sealed the master secret {} in veil-boot token {number}", rot.name(), sealed.how);
     Ok(())
 }
@@ -186,7 +186,7 @@ impl Obtained {
             return Ok(());
         }
         let Some(rot) = plat.root_of_trust() else { return Ok(()) };
-        crate::tsc::mark("seal");
+        crate::arch::tsc::mark("seal");
         seal(rot, disk, boot, &self.secret)
     }
 }

@@ -11,8 +11,8 @@ use core::arch::asm;
 use veil_agent::fwcfg::{E820Entry, E820Kind, is_ram, reserve};
 use veil_agent::linux::{ENTRY_64_OFFSET, Handoff, SetupHeader, boot_params};
 
-use crate::fwcfg::{FwCfg, sel};
-use crate::layout::{FIRMWARE_RANGE, KERNEL_WINDOW};
+use crate::arch::layout::{FIRMWARE_RANGE, KERNEL_WINDOW};
+use crate::devices::fwcfg::{FwCfg, sel};
 
 /// Bounds on what the host may hand over.
 const MAX_SETUP: u32 = 64 * 1024;
@@ -46,7 +46,7 @@ fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
 pub fn reserve_window(hdr: &SetupHeader, kernel_size: u64) -> Option<(u64, u64)> {
     let (at, end) = hdr.kernel_range(KERNEL_WINDOW.0, kernel_size).ok()?;
     let need = end - at;
-    let heap = crate::heap::main_range();
+    let heap = crate::boot::heap::main_range();
     if !overlaps((at, need), heap) {
         return None;
     }
@@ -57,7 +57,7 @@ pub fn reserve_window(hdr: &SetupHeader, kernel_size: u64) -> Option<(u64, u64)>
 /// at its `align`ment and not below `floor`, its preferred address (a kernel loaded lower
 /// moves itself up to it, over whatever lies there). Its address, or None without the room.
 fn heap_window(need: u64, align: u64, floor: u64) -> Option<u64> {
-    let (heap_start, _) = crate::heap::main_range();
+    let (heap_start, _) = crate::boot::heap::main_range();
     // First without room to climb to `floor` (the heap's free RAM is usually above it by
     // now), then with it.
     for extra in [0, floor.saturating_sub(heap_start)] {
@@ -121,7 +121,7 @@ pub trait Source {
 /// sit, `[load address, + max(init_size, kernel size))`, and the initrd's size. Ok(None)
 /// without a kernel, or when its header does not parse (the boot reports that later,
 /// precisely). A range the header's values would wrap or push past 4 GiB is refused here,
-/// before it can steer the heap (crate::layout's invariants).
+/// before it can steer the heap (crate::arch::layout's invariants).
 pub fn direct_boot_need(cfg: &FwCfg) -> Result<Option<((u64, u64), u64)>, BootError> {
     let (Ok(kernel_size), Ok(setup_size)) = (cfg.read_u32(sel::KERNEL_SIZE), cfg.read_u32(sel::SETUP_SIZE)) else {
         return Ok(None);
@@ -196,7 +196,7 @@ pub struct Target<'a> {
     /// The firmware heap (start, size): not for the kernel.
     pub heap: (u64, u64),
     /// QEMU's ACPI tables, if installed.
-    pub acpi: Option<&'a crate::acpi::Tables>,
+    pub acpi: Option<&'a crate::devices::acpi::Tables>,
     /// A cpio archive appended to the initrd (the hand-off files).
     pub extra_cpio: &'a [u8],
     /// What the platform adds (e820 reservations, setup_data).
@@ -324,8 +324,8 @@ struct Gdtr {
 /// last use of the stack: whatever a callee left there by value (keys moved through
 /// registers and frames, issue 34) does not reach Linux, which gets that memory as RAM.
 pub fn jump(p: &Prepared) -> ! {
-    use crate::layout::{IST2_TOP, STACK_BOTTOM};
-    crate::paging::allow_execute_everywhere();
+    use crate::arch::layout::{IST2_TOP, STACK_BOTTOM};
+    crate::arch::paging::allow_execute_everywhere();
     let gdtr = Gdtr { limit: (core::mem::size_of_val(&HANDOFF_GDT) - 1) as u16, base: HANDOFF_GDT.as_ptr() as u64 };
     // SAFETY: the kernel image, boot_params and command line were placed in identity-mapped
     // RAM by `prepare`; the GDT above is static; this is the boot protocol's documented

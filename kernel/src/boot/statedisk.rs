@@ -15,8 +15,8 @@ use veil_agent::luks2::format::HeaderWriter;
 use veil_agent::statedisk::{self, Found, Keyslots};
 use zeroize::Zeroizing;
 
+use crate::devices::virtio::Disk;
 use crate::error::{At, BootError};
-use crate::virtio::Disk;
 
 /// Inspect (and, if blank or holding only an interrupted format of ours, format) the state
 /// disk, logging what was found; the UUID of the volume whose key to hand over, if any.
@@ -31,10 +31,10 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret, named: &str) -> Result<Op
             return Ok(None);
         }
         let key = secret.disk_key(&uuid)?;
-        return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::diskboot::LIMITS)? {
+        return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::boot::diskboot::LIMITS)? {
             Keyslots::Open(slot) => {
                 crate::log!("state disk {location}: LUKS2 volume {uuid} (keyslot {slot} opens with its disk key)");
-                crate::diskboot::repair_other_copy(disk, (0, disk.size), &volume, "state disk");
+                crate::boot::diskboot::repair_other_copy(disk, (0, disk.size), &volume, "state disk");
                 Some(uuid)
             }
             Keyslots::Unchecked(why) => {
@@ -62,7 +62,7 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret, named: &str) -> Result<Op
         }
     };
     drop(probes);
-    let mut rng = |b: &mut [u8]| crate::random::fill(b);
+    let mut rng = |b: &mut [u8]| crate::arch::random::fill(b);
     let uuid = String::from(named);
     let opts = statedisk::format_options(uuid.clone());
     let passphrase = secret.disk_key(&uuid)?;

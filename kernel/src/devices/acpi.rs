@@ -8,8 +8,8 @@ use core::alloc::Layout;
 
 use veil_agent::acpi_loader::{self, Linked};
 
+use crate::devices::fwcfg::FwCfg;
 use crate::error::{BootError, BootErrorKind};
-use crate::fwcfg::FwCfg;
 
 /// Largest loader command list and blob accepted.
 const MAX_LOADER: usize = 128 * 1024;

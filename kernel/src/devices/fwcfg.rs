@@ -7,7 +7,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 
 use veil_agent::fwcfg::{FileEntry, MAX_FILES, SEL_FEATURES, SEL_FILE_DIR, SEL_SIGNATURE, parse_directory};
 
-use crate::cpu::port::{outl, outw};
+use crate::arch::cpu::port::{outl, outw};
 
 const PORT_SELECTOR: u16 = 0x510;
 const PORT_DATA: u16 = 0x511;
@@ -112,7 +112,7 @@ fn select(sel: u16) {
 }
 
 fn read_pio(buf: &mut [u8]) {
-    crate::cpu::port::inb_string(PORT_DATA, buf);
+    crate::arch::cpu::port::inb_string(PORT_DATA, buf);
 }
 
 impl FwCfg {
@@ -129,7 +129,7 @@ impl FwCfg {
         read_pio(&mut features);
         // DMA needs memory the host can read and write: on SEV-SNP the data goes through the
         // GHCB's shared buffer with string port I/O instead.
-        let routed = crate::cpu::port::routed();
+        let routed = crate::arch::cpu::port::routed();
         let dma_capable = u32::from_le_bytes(features) & 0b10 != 0;
         let mut cfg = FwCfg { dma: dma_capable && !routed, dma_capable, bounce: None, files: Vec::new() };
         // Read the count first and bound it before reading the entries it announces.

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use crate::cpu::port::{inl, outl};
+use crate::arch::cpu::port::{inl, outl};
 
 /// Where the firmware places ECAM (QEMU's q35 default).
 pub const ECAM_BASE: u64 = 0xB000_0000;
@@ -95,7 +95,7 @@ impl Config {
                     base | u64::from(bus) << 20 | u64::from(dev) << 15 | u64::from(func) << 12 | u64::from(reg & 0xFFC);
                 // SAFETY: ECAM is enabled at `base` and identity mapped; the address is inside
                 // the 256 MiB window by construction.
-                unsafe { crate::mmio::read_u32(addr as *const u32) }
+                unsafe { crate::devices::mmio::read_u32(addr as *const u32) }
             }
             Config::Legacy => legacy_read(bus, dev, func, reg as u8),
         }

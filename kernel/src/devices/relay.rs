@@ -13,8 +13,8 @@ use virtio_drivers::transport::pci::PciTransport;
 use virtio_drivers::transport::pci::bus::DeviceFunction;
 use virtio_drivers::transport::{DeviceType, Transport};
 
+use crate::devices::virtio::VeilHal;
 use crate::error::BootError;
-use crate::virtio::VeilHal;
 
 /// Port 0's receive and transmit queues (virtio 1.2, 5.3.2).
 const RECEIVEQ: u16 = 0;
@@ -41,7 +41,7 @@ pub struct Console {
 /// The first virtio-console on bus 0, brought up. Fails only when there is a device but no
 /// bounce pool for it.
 pub fn find_console(ecam_base: u64) -> Result<Option<Console>, BootError> {
-    for (df, mut transport) in crate::virtio::find(ecam_base, DeviceType::Console)? {
+    for (df, mut transport) in crate::devices::virtio::find(ecam_base, DeviceType::Console)? {
         // VERSION_1 only: no indirect descriptors, no event index, no multiport.
         transport.begin_init(Feature::VERSION_1);
         let queues = VirtQueue::new(&mut transport, RECEIVEQ, false, false)
@@ -90,9 +90,9 @@ impl Console {
         if self.transmitq.should_notify() {
             self.transport.notify(TRANSMITQ);
         }
-        let deadline = crate::tsc::micros(crate::cpu::rdtsc()) + SEND_TIMEOUT_US;
+        let deadline = crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) + SEND_TIMEOUT_US;
         while self.transmitq.peek_used() != Some(token) {
-            if crate::tsc::micros(crate::cpu::rdtsc()) > deadline {
+            if crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) > deadline {
                 self.broken = true;
                 crate::log!("virtio-console {}: the device did not take a send within 10 s", self.location);
                 return Err(RelayError::Channel { op: "send" });
@@ -143,7 +143,7 @@ impl Console {
                 self.post_receive()?;
                 continue;
             }
-            if crate::tsc::micros(crate::cpu::rdtsc()) > deadline_us {
+            if crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) > deadline_us {
                 return Ok(None);
             }
             core::hint::spin_loop();

@@ -1,4 +1,4 @@
-//! virtio-blk (the virtio-console relay channel is crate::relay's) over modern virtio-pci, through the
+//! virtio-blk (the virtio-console relay channel is crate::devices::relay's) over modern virtio-pci, through the
 //! virtio-drivers crate: our PCI configuration
 //! access (ECAM), BAR assignment, and a DMA layer (`VeilHal`) whose every buffer the device
 //! sees lives in one bounce pool: SEV-SNP and TDX will only have to mark that pool shared.
@@ -67,7 +67,7 @@ fn pool_alloc(len: usize) -> NonNull<u8> {
     let layout = core::alloc::Layout::from_size_align(len.div_ceil(4096) * 4096, 4096).expect("page layout");
     match POOL.lock().allocate_first_fit(layout) {
         Ok(p) => p,
-        Err(()) => crate::fail(format_args!("virtio bounce pool exhausted ({len} bytes wanted)")),
+        Err(()) => crate::arch::exit::fail(format_args!("virtio bounce pool exhausted ({len} bytes wanted)")),
     }
 }
 
@@ -179,12 +179,12 @@ impl Ecam {
 impl ConfigurationAccess for Ecam {
     fn read_word(&self, df: DeviceFunction, reg: u8) -> u32 {
         // SAFETY: ECAM is enabled and identity mapped; the address is in its window.
-        unsafe { crate::mmio::read_u32(self.addr(df, reg)) }
+        unsafe { crate::devices::mmio::read_u32(self.addr(df, reg)) }
     }
     fn write_word(&mut self, df: DeviceFunction, reg: u8, data: u32) {
         // SAFETY: as for read_word; virtio-drivers enables bus mastering only once its queues
         // are in the bounce pool.
-        unsafe { crate::mmio::write_u32(self.addr(df, reg), data) }
+        unsafe { crate::devices::mmio::write_u32(self.addr(df, reg), data) }
     }
     unsafe fn unsafe_clone(&self) -> Self {
         Ecam(self.0)

@@ -37,7 +37,7 @@ pub fn ram_ranges(boot_params: u64) -> Vec<(u64, u64)> {
 /// Called without the model's lock held: logging is port I/O, which the model answers.
 pub fn report(marker: &str, what: &str, ranges: &[(u64, u64)], first_unusable: Option<u64>) {
     if let Some(gpa) = first_unusable {
-        crate::fail(format_args!("{marker}: Linux is given {gpa:#x} as RAM, but the page is not {what}"));
+        crate::arch::exit::fail(format_args!("{marker}: Linux is given {gpa:#x} as RAM, but the page is not {what}"));
     }
     let mib = ranges.iter().map(|(a, b)| b - a).sum::<u64>() >> 20;
     crate::log!("{marker}: the {mib} MiB Linux is given as RAM are all {what}");

@@ -25,9 +25,9 @@ use spin::Mutex;
 use veil_agent::snp::ghcb::{self, GhcbPage, Pvalidate, SnpCpu};
 use veil_agent::snp::model::{Hypervisor, Machine, RmpEntry};
 
-use crate::tcg::Tcg;
+use crate::model::tcg::Tcg;
 
-use crate::interrupts::Frame;
+use crate::arch::interrupts::Frame;
 use crate::platform::snp::{CPUID_PAGE, HASHES_PAGE, SECRETS_PAGE};
 
 /// A marker the release-ROM check looks for (it must be absent there).
@@ -78,7 +78,7 @@ fn fill_cpuid_page() {
         n += 1;
     };
     let native = |leaf, subleaf| {
-        let r = crate::cpu::native_cpuid(leaf, subleaf);
+        let r = crate::arch::cpu::native_cpuid(leaf, subleaf);
         [r.eax, r.ebx, r.ecx, r.edx]
     };
     let max = native(0, 0)[0].min(0xD);
@@ -129,7 +129,7 @@ fn fill_secrets_page() {
 
 /// What the AMD-SP and the hypervisor do before the guest's first instruction.
 pub fn launch() {
-    crate::interrupts::set_handler(crate::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
+    crate::arch::interrupts::set_handler(crate::arch::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
     fill_cpuid_page();
     fill_secrets_page();
     let hashes = page(HASHES_PAGE);
@@ -137,7 +137,7 @@ pub fn launch() {
     let mut hostile = None;
     let mut psp = veil_agent::snp::psp::Psp::new(core::array::from_fn(|n| test_vmpck(n as u8)));
     let mut certs = None;
-    if let Ok(cfg) = crate::fwcfg::FwCfg::probe() {
+    if let Ok(cfg) = crate::devices::fwcfg::FwCfg::probe() {
         if let Ok(Some(table)) = cfg.read_file(TEST_HASHES, 4096) {
             hashes[..table.len()].copy_from_slice(&table);
         }
@@ -219,11 +219,11 @@ fn terminated(request: u64) -> ! {
         tcg.io_out(0x3F8, 1, u32::from(b));
     }
     tcg.io_out(0xF4, 1, 0x11);
-    crate::cpu::halt_forever()
+    crate::arch::cpu::halt_forever()
 }
 
 /// The #UD handler, installed at launch.
-static UD_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_ud };
+static UD_HANDLER: crate::arch::interrupts::Handler = crate::arch::interrupts::Handler { handle: handle_ud };
 
 /// #UD: VMGEXIT or PVALIDATE, answered by the model; false for any other instruction.
 pub fn handle_ud(frame: &mut Frame) -> bool {
@@ -274,11 +274,11 @@ pub fn handle_ud(frame: &mut Frame) -> bool {
 }
 
 /// For the test: every page Linux is given as RAM is private and validated in the model's RMP
-/// (crate::handoff_audit). Nothing to check when the machine is not modelled as SNP.
+/// (crate::model::handoff_audit). Nothing to check when the machine is not modelled as SNP.
 pub fn audit_handoff(boot_params: u64) {
-    let ranges = crate::handoff_audit::ram_ranges(boot_params);
+    let ranges = crate::model::handoff_audit::ram_ranges(boot_params);
     let Some(bad) = MODEL.lock().as_ref().map(|m| ranges.iter().find_map(|&(a, b)| m.first_unusable(a, b))) else {
         return;
     };
-    crate::handoff_audit::report(MARKER, "private and validated", &ranges, bad);
+    crate::model::handoff_audit::report(MARKER, "private and validated", &ranges, bad);
 }

@@ -25,7 +25,7 @@ impl Machine for Tcg {
 
     fn io_out(&mut self, port: u16, size: u8, value: u32) {
         // SAFETY: port output on behalf of the guest code, which owns the effect (as with
-        // crate::cpu::port on the plain platform).
+        // crate::arch::cpu::port on the plain platform).
         unsafe {
             match size {
                 1 => asm!("out dx, al", in("dx") port, in("al") value as u8, options(nomem, nostack)),
@@ -67,7 +67,7 @@ impl Machine for Tcg {
     }
 
     fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
-        let r = crate::cpu::native_cpuid(leaf, subleaf);
+        let r = crate::arch::cpu::native_cpuid(leaf, subleaf);
         [r.eax, r.ebx, r.ecx, r.edx]
     }
 

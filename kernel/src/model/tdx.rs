@@ -17,7 +17,7 @@ use veil_agent::tdx::getquote::model::QuotingKeys;
 use veil_agent::tdx::model::TdxModel;
 use veil_agent::tdx::tdcall::{Regs, TdxCpu};
 
-use crate::interrupts::Frame;
+use crate::arch::interrupts::Frame;
 use crate::platform::tdx::TD_HOB;
 
 /// A marker the release-ROM check looks for (it must be absent there).
@@ -49,8 +49,8 @@ pub fn launched() -> bool {
 
 /// What the VMM and the TDX module do before the TD's first instruction.
 pub fn launch() {
-    crate::interrupts::set_handler(crate::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
-    let Ok(cfg) = crate::fwcfg::FwCfg::probe() else { return };
+    crate::arch::interrupts::set_handler(crate::arch::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
+    let Ok(cfg) = crate::devices::fwcfg::FwCfg::probe() else { return };
     let Ok(Some(hob)) = cfg.read_file(TEST_TD_HOB, 4096) else {
         crate::log!("{MARKER}: no {TEST_TD_HOB}: this machine is not modelled as a TD");
         return;
@@ -60,14 +60,16 @@ pub fn launch() {
     page.fill(0);
     page[..hob.len()].copy_from_slice(&hob);
     let mut m = TdxModel::new();
-    m.machine = Some(Box::new(crate::tcg::Tcg));
+    m.machine = Some(Box::new(crate::model::tcg::Tcg));
     // The sections the VMM adds (TDH.MEM.PAGE.ADD): TempMem and the TD HOB.
     for (start, end) in [(0x80_0000u64, 0x90_0000u64), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)] {
         m.pre_accept(start, end - start);
     }
     // What the TDX module measured when the VMM added the ROM (the BFV section).
     // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB.
-    let rom = unsafe { core::slice::from_raw_parts(crate::layout::ROM_BASE as *const u8, crate::layout::ROM_SIZE) };
+    let rom = unsafe {
+        core::slice::from_raw_parts(crate::arch::layout::ROM_BASE as *const u8, crate::arch::layout::ROM_SIZE)
+    };
     if let Ok(mrtd) = veil_agent::tdx::tdvf::mrtd(rom, veil_agent::tdx::tdvf::PageOrder::Interleaved) {
         m.mrtd = mrtd;
     }
@@ -180,7 +182,7 @@ fn start_aps() {
 }
 
 /// The #UD handler, installed at launch.
-static UD_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_ud };
+static UD_HANDLER: crate::arch::interrupts::Handler = crate::arch::interrupts::Handler { handle: handle_ud };
 
 /// #UD on TDCALL (66 0F 01 CC), answered by the model; false for anything else.
 pub fn handle_ud(frame: &mut Frame) -> bool {
@@ -239,11 +241,11 @@ pub fn report_config(config: &[(&str, &[u8])]) {
 }
 
 /// For the test: every page Linux is given as RAM is accepted and private in the model
-/// (crate::handoff_audit). Nothing to check when the machine is not modelled as a TD.
+/// (crate::model::handoff_audit). Nothing to check when the machine is not modelled as a TD.
 pub fn audit_handoff(boot_params: u64) {
-    let ranges = crate::handoff_audit::ram_ranges(boot_params);
+    let ranges = crate::model::handoff_audit::ram_ranges(boot_params);
     let Some(bad) = MODEL.lock().as_ref().map(|m| ranges.iter().find_map(|&(a, b)| m.first_unusable(a, b))) else {
         return;
     };
-    crate::handoff_audit::report(MARKER, "accepted and private", &ranges, bad);
+    crate::model::handoff_audit::report(MARKER, "accepted and private", &ranges, bad);
 }

@@ -22,7 +22,7 @@ use alloc::vec::Vec;
 
 use veil_agent::fwcfg::E820Entry;
 
-use crate::cpu::native_cpuid as cpuid;
+use crate::arch::cpu::native_cpuid as cpuid;
 use crate::error::BootError;
 use rot::RootOfTrust;
 
@@ -36,7 +36,7 @@ pub struct HandoffExtras {
 }
 
 /// What differs between a plain VM, SEV-SNP and TDX, as far as the boot uses it today. Port
-/// I/O and CPUID are routed by the platform at bring-up (crate::cpu), since the console and
+/// I/O and CPUID are routed by the platform at bring-up (crate::arch::cpu), since the console and
 /// the exception handler need them before and outside any platform object.
 pub trait Platform {
     /// Name for logs and the hand-off file.
@@ -62,7 +62,7 @@ pub trait Platform {
     }
     /// Add what this platform needs to the ACPI tables Linux gets (TDX: the multiprocessor
     /// wakeup structure, whose mailbox the application processors then wait in).
-    fn extend_acpi(&mut self, _tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
+    fn extend_acpi(&mut self, _tables: &mut crate::devices::acpi::Tables) -> Result<(), BootError> {
         Ok(())
     }
     /// Last step before the jump (SNP: wipe VMPCK0; SNP and TDX: the memory shared for DMA made
@@ -143,20 +143,20 @@ impl Kind {
 /// Detect the machine and bring its platform up; stops the boot (with a message where there
 /// is a console) on a machine veilboot does not support.
 pub fn init() -> alloc::boxed::Box<dyn Platform> {
-    use crate::interrupts::{Resumable, set_handler};
+    use crate::arch::interrupts::{Resumable, set_handler};
     use alloc::boxed::Box;
     // Before detection: its first CPUID raises #VC under SEV-ES, which the SNP handler turns
     // into a termination request while probing. Neither exception occurs on other platforms.
     set_handler(Resumable::VmmCommunication, &snp::VC_HANDLER);
     set_handler(Resumable::VirtualizationException, &tdx::VE_HANDLER);
-    crate::virtio::set_dma_sharer(share_for_dma);
+    crate::devices::virtio::set_dma_sharer(share_for_dma);
     match detect() {
         Kind::Plain => Box::new(plain::Plain::default()),
         Kind::Tdx => match tdx::Tdx::init() {
             Ok(t) => Box::new(t),
             Err(e) => {
-                crate::serial::init();
-                crate::fail(format_args!("{e}"))
+                crate::arch::serial::init();
+                crate::arch::exit::fail(format_args!("{e}"))
             }
         },
         Kind::SevSnp => Box::new(snp::Snp::init()),
@@ -165,8 +165,10 @@ pub fn init() -> alloc::boxed::Box<dyn Platform> {
             snp::terminate(snp::Termination::SevEsWithoutSnp)
         }
         Kind::SevLegacy => {
-            crate::serial::init();
-            crate::fail(format_args!("AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"))
+            crate::arch::serial::init();
+            crate::arch::exit::fail(format_args!(
+                "AMD SEV without SNP detected (SEV_STATUS); veilboot supports SEV-SNP only"
+            ))
         }
     }
 }
@@ -174,7 +176,7 @@ pub fn init() -> alloc::boxed::Box<dyn Platform> {
 /// Find out which kind of machine this is. Must run before any other CPUID.
 pub fn detect() -> Kind {
     #[cfg(feature = "tdx-model")]
-    if crate::tdxmodel::launched() {
+    if crate::model::tdx::launched() {
         return Kind::Tdx;
     }
     let status = snp::insn::sev_status();

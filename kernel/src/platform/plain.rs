@@ -1,10 +1,10 @@
 //! The plain VM: real port I/O, all memory usable as it is. Its root of trust is the TPM
-//! (crate::tpm::MeasuredBoot) when a TIS answers at 0xFED40000, else there is none.
+//! (crate::platform::tpm::MeasuredBoot) when a TIS answers at 0xFED40000, else there is none.
 
 use super::Platform;
 use super::rot::RootOfTrust;
 use crate::error::BootError;
-use crate::tpm::MeasuredBoot;
+use crate::platform::tpm::MeasuredBoot;
 
 /// A VM without memory encryption, with its TPM once started.
 #[derive(Default)]
@@ -17,7 +17,7 @@ impl Platform for Plain {
         "plain"
     }
     fn console_write(&mut self, bytes: &[u8]) {
-        crate::serial::write_bytes(bytes);
+        crate::arch::serial::write_bytes(bytes);
     }
     fn accept_memory(&mut self, _start: u64, _len: u64) -> Result<(), BootError> {
         Ok(()) // nothing to accept: guest memory is usable as is

@@ -3,11 +3,11 @@
 //!
 //! | | measures | evidence | seals |
 //! |---|---|---|---|
-//! | TPM (plain VM, crate::tpm) | PCRs + TCG2 event log | TPM quote | `veil-tpm2` (PolicyPCR) |
+//! | TPM (plain VM, crate::platform::tpm) | PCRs + TCG2 event log | TPM quote | `veil-tpm2` (PolicyPCR) |
 //! | AMD-SP (SEV-SNP) | nothing at run time: the launch digest covers the firmware, HOST_DATA the boot target | attestation report | `veil-snp` (derived key) |
 //! | TDX module | RTMRs + CC event log | TD quote | nothing: always the broker |
 //!
-//! crate::keysource (where the master secret comes from) and the pipeline's measurement stages
+//! crate::boot::keysource (where the master secret comes from) and the pipeline's measurement stages
 //! use this trait only: they never ask which platform they run on. The logic behind each
 //! implementation (event logs, tokens, evidence formats) is agent's and host-tested there.
 
@@ -21,9 +21,9 @@ use veil_agent::luks2::VolumeKey;
 use veil_agent::tpm::measure::Measurement;
 use zeroize::Zeroizing;
 
-use crate::diskboot::BootVolume;
+use crate::boot::diskboot::BootVolume;
+use crate::devices::virtio::Disk;
 use crate::error::BootError;
-use crate::virtio::Disk;
 
 /// A sealed token ready for the `veil-boot` header.
 pub struct Sealed {
@@ -75,5 +75,5 @@ pub trait RootOfTrust {
     }
     /// The hand-off: the event log into the ACPI table Linux reads it from, the device given
     /// back to the OS.
-    fn publish(&mut self, acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError>;
+    fn publish(&mut self, acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError>;
 }

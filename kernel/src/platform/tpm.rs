@@ -19,10 +19,10 @@ use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
 use veil_agent::tpm::token;
 use zeroize::Zeroizing;
 
-use crate::diskboot::BootVolume;
+use crate::boot::diskboot::BootVolume;
+use crate::devices::virtio::Disk;
 use crate::error::{At, BootError, BootErrorKind};
 use crate::platform::rot::{RootOfTrust, Sealed, Unopened};
-use crate::virtio::Disk;
 
 /// Locality 0 of the TIS interface (PC Client PTP).
 const TIS_BASE: u64 = 0xFED4_0000;
@@ -68,7 +68,7 @@ struct TscClock;
 
 impl Clock for TscClock {
     fn now_us(&mut self) -> u64 {
-        crate::tsc::micros(crate::cpu::rdtsc())
+        crate::arch::tsc::micros(crate::arch::cpu::rdtsc())
     }
 }
 
@@ -170,7 +170,7 @@ impl MeasuredBoot {
         let primary = self.primary()?;
         let object = self.tpm.load(primary, blob)?;
         let mut nonce = [0u8; 32];
-        crate::random::fill(&mut nonce);
+        crate::arch::random::fill(&mut nonce);
         let out = (|| {
             let session = self.tpm.start_policy_session(&nonce)?;
             let r = self.tpm.policy_pcr(session, bank, pcrs).and_then(|()| self.tpm.unseal(object, session));
@@ -186,10 +186,11 @@ impl MeasuredBoot {
     /// Fetch `resource` from the key broker behind `relay`, attesting with this TPM (the
     /// quote covers the PCRs measured so far). Each protocol phase gets a timeline mark.
     pub fn remote_release(&mut self, relay: &mut dyn Relay, resource: &str) -> Result<Zeroizing<Vec<u8>>, BootError> {
-        crate::tsc::mark("kbs-keys");
+        crate::arch::tsc::mark("kbs-keys");
         let mut phases = Phases::default();
-        let mut random = |b: &mut [u8]| crate::random::fill(b);
-        let r = client::remote_release(&mut self.tpm, relay, resource, &mut random, &crate::cpu::rdtsc, &mut phases);
+        let mut random = |b: &mut [u8]| crate::arch::random::fill(b);
+        let r =
+            client::remote_release(&mut self.tpm, relay, resource, &mut random, &crate::arch::cpu::rdtsc, &mut phases);
         if let Some(ak) = phases.ak_description() {
             crate::log!("kbs: attestation key {ak}");
         }
@@ -200,7 +201,7 @@ impl MeasuredBoot {
             (phases.attested, "kbs-resource"),
         ] {
             if at != 0 {
-                crate::tsc::mark_at(at, stage);
+                crate::arch::tsc::mark_at(at, stage);
             }
         }
         r.map_err(BootError::from)
@@ -266,14 +267,14 @@ impl RootOfTrust for MeasuredBoot {
                     continue;
                 }
             };
-            let start = crate::cpu::rdtsc();
+            let start = crate::arch::cpu::rdtsc();
             let unsealed = match &t.import_seed {
                 Some(seed) => self.unseal_imported(&t.blob, seed, &t.pcrs),
                 None => MeasuredBoot::unseal(self, &t.blob, Bank::Sha256, &t.pcrs),
             };
             match unsealed {
                 Ok(bytes) => {
-                    let us = crate::tsc::micros(crate::cpu::rdtsc()) - crate::tsc::micros(start);
+                    let us = crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) - crate::arch::tsc::micros(start);
                     let how = if t.import_seed.is_some() { "imported (sealed offline by veil seal), " } else { "" };
                     crate::log!(
                         "tpm: master secret unsealed from veil-boot token {} ({how}PolicyPCR over SHA-256 PCRs {:?}) in {us} us",
@@ -307,10 +308,10 @@ impl RootOfTrust for MeasuredBoot {
     }
 
     fn volume_key(&mut self, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
-        crate::diskboot::systemd_volume_key(self, disk, boot)
+        crate::boot::diskboot::systemd_volume_key(self, disk, boot)
     }
 
-    fn publish(&mut self, acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+    fn publish(&mut self, acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError> {
         let events = self.extends;
         let log_bytes = self.finish();
         match acpi {

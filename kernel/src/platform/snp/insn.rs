@@ -4,7 +4,7 @@
 //!
 //! The model test ROM (feature `snp-model`) runs this same code under TCG. VMGEXIT and
 //! PVALIDATE are the same instructions in every ROM: TCG raises #UD on both and the model's #UD
-//! handler answers (crate::snpmodel). TCG drops writes to the GHCB MSR and reads SEV_STATUS as
+//! handler answers (crate::model::snp). TCG drops writes to the GHCB MSR and reads SEV_STATUS as
 //! 0, so in that ROM those two MSRs are the model's. The code that runs on hardware alone is
 //! therefore the two MSR accesses in [`read_ghcb_msr`]/[`write_ghcb_msr`] and the boot.S read.
 
@@ -25,7 +25,7 @@ const MSR_GHCB: u32 = veil_agent::snp::ghcb::MSR_GHCB;
 /// SEV_STATUS (bit 2: SNP active).
 pub fn sev_status() -> u64 {
     #[cfg(feature = "snp-model")]
-    if let Some(status) = crate::snpmodel::sev_status() {
+    if let Some(status) = crate::model::snp::sev_status() {
         return status;
     }
     VEIL_BOOT_SEV_STATUS.load(Ordering::Relaxed)
@@ -43,22 +43,22 @@ pub fn page_table_cbit() -> Option<u8> {
 /// Write the GHCB MSR.
 pub fn write_ghcb_msr(value: u64) {
     #[cfg(feature = "snp-model")]
-    if crate::snpmodel::write_ghcb_msr(value) {
+    if crate::model::snp::write_ghcb_msr(value) {
         return;
     }
     // SAFETY: the GHCB MSR exists on an SNP guest (callers run only once SEV_STATUS says SNP);
     // writing it only tells the hypervisor where to look on the next VMGEXIT.
-    unsafe { crate::cpu::wrmsr(MSR_GHCB, value) }
+    unsafe { crate::arch::cpu::wrmsr(MSR_GHCB, value) }
 }
 
 /// Read the GHCB MSR.
 pub fn read_ghcb_msr() -> u64 {
     #[cfg(feature = "snp-model")]
-    if let Some(v) = crate::snpmodel::read_ghcb_msr() {
+    if let Some(v) = crate::model::snp::read_ghcb_msr() {
         return v;
     }
     // SAFETY: as for write_ghcb_msr; reading has no effect.
-    unsafe { crate::cpu::rdmsr(MSR_GHCB) }
+    unsafe { crate::arch::cpu::rdmsr(MSR_GHCB) }
 }
 
 /// VMGEXIT (`rep vmmcall`): hand control to the hypervisor, which reads the GHCB MSR and, for

@@ -6,8 +6,8 @@
 //! its features must include SNP; any disagreement terminates the guest through the GHCB MSR
 //! protocol with a veilboot reason code (no console is reachable yet). Then the GHCB page is
 //! made shared (page-state change, C-bit cleared, TLB flushed), zeroed and registered, and from
-//! then on port I/O is an IOIO exit through it (crate::cpu::port routes there) and CPUID
-//! answers come from the CPUID page (crate::cpu::cpuid). A #VC the firmware did not expect
+//! then on port I/O is an IOIO exit through it (crate::arch::cpu::port routes there) and CPUID
+//! answers come from the CPUID page (crate::arch::cpu::cpuid). A #VC the firmware did not expect
 //! is answered only for CPUID (RustCrypto's feature detection executes the instruction); any
 //! other cause terminates the guest.
 //!
@@ -43,9 +43,9 @@ use zeroize::Zeroizing;
 
 use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
-use crate::diskboot::BootVolume;
+use crate::arch::interrupts::Frame;
+use crate::boot::diskboot::BootVolume;
 use crate::error::{BootError, BootErrorKind};
-use crate::interrupts::Frame;
 
 /// The secrets page (SEV metadata type SNP_SECRETS, boot.S).
 pub const SECRETS_PAGE: u64 = 0x90_0000;
@@ -126,7 +126,9 @@ impl SnpCpu for Hw {
             // The firmware's own memory (image, stacks, page tables, SNP pages) was validated by
             // the launch, and RAM above 4 GiB is not mapped: a caller asking for either is a
             // firmware bug.
-            crate::fail(format_args!("PVALIDATE asked for {gpa:#x}+{len:#x}, outside the RAM the firmware hands over"));
+            crate::arch::exit::fail(format_args!(
+                "PVALIDATE asked for {gpa:#x}+{len:#x}, outside the RAM the firmware hands over"
+            ));
         }
         // SAFETY: identity mapped guest RAM outside the firmware's image, stacks and page
         // tables; callers validate fresh RAM or rescind pages they are about to share.
@@ -170,7 +172,7 @@ impl SnpCpu for Hw {
 /// firmware bug.
 fn shared_request_page(gpa: u64, len: usize) -> *mut u8 {
     if gpa < REQUEST_PAGES.request || gpa.saturating_add(len as u64) > REQUEST_PAGES_END {
-        crate::fail(format_args!("guest request: {gpa:#x}+{len:#x} is not a shared guest-request page"));
+        crate::arch::exit::fail(format_args!("guest request: {gpa:#x}+{len:#x} is not a shared guest-request page"));
     }
     gpa as *mut u8
 }
@@ -188,7 +190,7 @@ static GHCB_LOCK: Mutex<()> = Mutex::new(());
 pub fn release_ghcb_for_fatal() {
     if GHCB_LOCK.is_locked() {
         // SAFETY: single CPU, and the holder is the failing code path itself, which never
-        // returns (crate::fail exits); no exit is in flight (see above).
+        // returns (crate::arch::exit::fail exits); no exit is in flight (see above).
         unsafe { GHCB_LOCK.force_unlock() };
     }
 }
@@ -214,16 +216,16 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
 }
 
 /// CPUID answered from the CPUID page once SNP is up.
-static CPUID_FROM_PAGE: crate::cpu::CpuidSource = crate::cpu::CpuidSource { lookup: cpuid };
+static CPUID_FROM_PAGE: crate::arch::cpu::CpuidSource = crate::arch::cpu::CpuidSource { lookup: cpuid };
 
 /// Port I/O and MMIO as GHCB exits.
-static GHCB_ROUTE: crate::cpu::port::HostRoute =
-    crate::cpu::port::HostRoute { port_in, port_out, port_in_bytes: Some(port_in_bytes), mmio_read, mmio_write };
+static GHCB_ROUTE: crate::arch::cpu::port::HostRoute =
+    crate::arch::cpu::port::HostRoute { port_in, port_out, port_in_bytes: Some(port_in_bytes), mmio_read, mmio_write };
 
 /// A failing boot: the GHCB is released for the fatal message, and the host learns of the
 /// failure from a termination request (SNP has no debug-exit device).
-static FAILURE_HOOKS: crate::exit::FailureHooks =
-    crate::exit::FailureHooks { before_message: release_ghcb_for_fatal, after_exit_port: failed_boot };
+static FAILURE_HOOKS: crate::arch::exit::FailureHooks =
+    crate::arch::exit::FailureHooks { before_message: release_ghcb_for_fatal, after_exit_port: failed_boot };
 
 fn failed_boot() {
     if active() {
@@ -281,7 +283,7 @@ fn is_device_memory(addr: u64) -> bool {
 /// hypervisor learns only the reason code.
 fn ghcb_failed() -> ! {
     ACTIVE.store(false, Ordering::SeqCst);
-    crate::cpu::port::unroute();
+    crate::arch::cpu::port::unroute();
     terminate(Termination::Hypervisor)
 }
 
@@ -289,7 +291,7 @@ fn ghcb_failed() -> ! {
 pub static PROBING_SEV: AtomicBool = AtomicBool::new(false);
 
 /// The #VC handler (installed by `platform::init` before detection).
-pub static VC_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler { handle: handle_vc };
+pub static VC_HANDLER: crate::arch::interrupts::Handler = crate::arch::interrupts::Handler { handle: handle_vc };
 
 /// #VC: while detection probes, SEV-ES without SNP (SNP is known from SEV_STATUS before any
 /// CPUID): no console is reachable without a GHCB, so the hypervisor is asked to terminate
@@ -349,7 +351,7 @@ impl Snp {
         if ghcb::msr_page_state(&mut Hw, GHCB_PAGE, PageState::Shared).is_err() {
             terminate(Termination::GhcbPage);
         }
-        crate::paging::clear_cbit_4k(GHCB_PAGE, insn::page_table_cbit());
+        crate::arch::paging::clear_cbit_4k(GHCB_PAGE, insn::page_table_cbit());
         page::<4096>(GHCB_PAGE).fill(0);
         if ghcb::register(&mut Hw, GHCB_PAGE).is_err() {
             terminate(Termination::Hypervisor);
@@ -359,13 +361,13 @@ impl Snp {
             if ghcb::msr_page_state(&mut Hw, gpa, PageState::Shared).is_err() {
                 terminate(Termination::GhcbPage);
             }
-            crate::paging::clear_cbit_4k(gpa, insn::page_table_cbit());
+            crate::arch::paging::clear_cbit_4k(gpa, insn::page_table_cbit());
             page::<4096>(gpa).fill(0);
         }
         CPUID.store(Box::into_raw(Box::new(cpuid_page)), Ordering::Release);
-        crate::cpu::set_cpuid_source(&CPUID_FROM_PAGE);
-        crate::cpu::port::route(&GHCB_ROUTE);
-        crate::exit::set_failure_hooks(&FAILURE_HOOKS);
+        crate::arch::cpu::set_cpuid_source(&CPUID_FROM_PAGE);
+        crate::arch::cpu::port::route(&GHCB_ROUTE);
+        crate::arch::exit::set_failure_hooks(&FAILURE_HOOKS);
         ACTIVE.store(true, Ordering::SeqCst);
         Snp { validated: Vec::new(), channel: None }
     }
@@ -428,9 +430,9 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     with_ghcb(|g| memory::share(g, start, end))
         .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
     for at in (start..end).step_by(2 << 20) {
-        crate::paging::set_bit_2m(at, insn::page_table_cbit(), false);
+        crate::arch::paging::set_bit_2m(at, insn::page_table_cbit(), false);
     }
-    crate::paging::flush_tlb();
+    crate::arch::paging::flush_tlb();
     // SAFETY: the range is the caller's (leaked heap memory), now shared and mapped without
     // the C-bit; zeroing it removes whatever the host could read of its old plaintext view.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
@@ -450,9 +452,9 @@ fn unshare_dma(snp: &mut Snp) -> Result<u64, BootError> {
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
-            crate::paging::set_bit_2m(at, insn::page_table_cbit(), true);
+            crate::arch::paging::set_bit_2m(at, insn::page_table_cbit(), true);
         }
-        crate::paging::flush_tlb();
+        crate::arch::paging::flush_tlb();
         pages += snp.validate(start, end)?;
     }
     Ok(pages)
@@ -506,7 +508,7 @@ impl RootOfTrust for Snp {
         resource: &str,
         init_data: Option<&str>,
     ) -> Result<Zeroizing<Vec<u8>>, BootError> {
-        crate::kbs::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
+        crate::boot::kbs::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
     fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
@@ -543,7 +545,7 @@ impl RootOfTrust for Snp {
         use veil_agent::snp::seal;
         let key = self.sealing_key()?;
         let mut nonce = [0u8; 12];
-        crate::random::fill(&mut nonce);
+        crate::arch::random::fill(&mut nonce);
         Ok(Some(Sealed {
             token: seal::token_json(&key, nonce, secret, &boot.binding()?),
             replaces: seal::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
@@ -555,7 +557,7 @@ impl RootOfTrust for Snp {
         }))
     }
 
-    fn publish(&mut self, _acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+    fn publish(&mut self, _acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError> {
         Ok(()) // no event log; VMPCK0 is wiped in before_jump
     }
 }
@@ -571,7 +573,7 @@ impl Platform for Snp {
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
-        crate::serial::write_bytes(bytes);
+        crate::arch::serial::write_bytes(bytes);
     }
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
@@ -598,7 +600,7 @@ impl Platform for Snp {
     fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         let mut taken: Vec<(u64, u64)> = LAUNCH_VALIDATED.to_vec();
         taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
-        // The legacy VGA and BIOS hole: reserved for Linux (crate::linux), and possibly MMIO.
+        // The legacy VGA and BIOS hole: reserved for Linux (crate::boot::linux), and possibly MMIO.
         taken.push((0xA_0000, 0x10_0000));
         taken.extend(super::shared_for_dma());
         taken.extend(self.validated.iter().copied());
@@ -618,7 +620,7 @@ impl Platform for Snp {
         // again in before_jump, once nothing does DMA, and Linux gets them as RAM.
         let reserve = alloc::vec![SNP_PAGES];
         #[cfg(feature = "snp-model")]
-        if crate::snpmodel::withhold_cc_blob() {
+        if crate::model::snp::withhold_cc_blob() {
             return Ok(HandoffExtras { reserve, setup_data: Vec::new() });
         }
         Ok(HandoffExtras { reserve, setup_data: cc_blob.to_vec() })

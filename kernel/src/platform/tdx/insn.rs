@@ -1,7 +1,7 @@
 //! TDCALL, the one instruction only a TD executes, in the one place it lives. What it carries
 //! is built and checked in safe Rust in `veil_agent::tdx::tdcall`. In the TDX model test ROM
 //! (feature `tdx-model`) TCG raises #UD on it and the model's #UD handler answers
-//! (crate::tdxmodel), so this same code runs there.
+//! (crate::model::tdx), so this same code runs there.
 
 use core::arch::asm;
 

@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
-use crate::diskboot::BootVolume;
+use crate::boot::diskboot::BootVolume;
 use crate::error::{At, BootError, BootErrorKind};
 
 /// The TD HOB page (TDVF metadata type TD_HOB, boot.S).
@@ -60,13 +60,13 @@ pub fn active() -> bool {
 
 /// A VMCALL the VMM refused: there may be no console left to say so; stop.
 fn vmcall_failed(_e: TdcallError) -> ! {
-    crate::cpu::halt_forever()
+    crate::arch::cpu::halt_forever()
 }
 
 /// The #VE handler (installed by `platform::init`): it explains, the exception report follows
 /// (nothing here resolves a #VE: I/O goes through explicit TDG.VP.VMCALLs, so a #VE is a
 /// firmware bug or memory the VMM took away).
-pub static VE_HANDLER: crate::interrupts::Handler = crate::interrupts::Handler {
+pub static VE_HANDLER: crate::arch::interrupts::Handler = crate::arch::interrupts::Handler {
     handle: |_| {
         report_ve();
         false
@@ -85,8 +85,8 @@ pub fn report_ve() {
 }
 
 /// Port I/O and MMIO as TDG.VP.VMCALLs.
-static VMCALL_ROUTE: crate::cpu::port::HostRoute =
-    crate::cpu::port::HostRoute { port_in, port_out, port_in_bytes: None, mmio_read, mmio_write };
+static VMCALL_ROUTE: crate::arch::cpu::port::HostRoute =
+    crate::arch::cpu::port::HostRoute { port_in, port_out, port_in_bytes: None, mmio_read, mmio_write };
 
 /// Port input through TDG.VP.VMCALL.
 pub fn port_in(port: u16, size: u8) -> u32 {
@@ -132,7 +132,7 @@ pub struct Tdx {
 impl Tdx {
     /// Bring the platform up (see the module documentation).
     pub fn init() -> Result<Tdx, BootError> {
-        crate::cpu::port::route(&VMCALL_ROUTE);
+        crate::arch::cpu::port::route(&VMCALL_ROUTE);
         let info = tdcall::vp_info(&mut Hw).map_err(BootErrorKind::Tdcall)?;
         SHARED_BIT.store(info.shared_bit(), Ordering::SeqCst);
         // SAFETY: the TD HOB page, added and measured by the VMM at launch (private, identity
@@ -211,7 +211,7 @@ impl RootOfTrust for Tdx {
         resource: &str,
         init_data: Option<&str>,
     ) -> Result<Zeroizing<Vec<u8>>, BootError> {
-        crate::kbs::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
+        crate::boot::kbs::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
     fn unseal(&mut self, _boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
@@ -223,7 +223,7 @@ impl RootOfTrust for Tdx {
         Ok(None)
     }
 
-    fn publish(&mut self, acpi: Option<&crate::acpi::Tables>) -> Result<(), BootError> {
+    fn publish(&mut self, acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError> {
         let log_bytes = self.log.as_bytes();
         match acpi {
             Some(t) => t.write_ccel_log(log_bytes).at("CC event log")?,
@@ -231,7 +231,7 @@ impl RootOfTrust for Tdx {
         }
         crate::log!("tdx: CC event log of {} bytes handed to Linux in the ACPI CCEL table", log_bytes.len());
         #[cfg(feature = "tdx-model")]
-        crate::tdxmodel::report(log_bytes);
+        crate::model::tdx::report(log_bytes);
         Ok(())
     }
 }
@@ -293,7 +293,7 @@ impl Platform for Tdx {
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
-        crate::serial::write_bytes(bytes);
+        crate::arch::serial::write_bytes(bytes);
     }
 
     fn accept_memory(&mut self, start: u64, len: u64) -> Result<(), BootError> {
@@ -304,7 +304,7 @@ impl Platform for Tdx {
         self.accept(start, start + len).map(|_| ())
     }
 
-    fn extend_acpi(&mut self, tables: &mut crate::acpi::Tables) -> Result<(), BootError> {
+    fn extend_acpi(&mut self, tables: &mut crate::devices::acpi::Tables) -> Result<(), BootError> {
         // The CCEL table and its log area, before the memory map for Linux is made; the log
         // is written once the last measurement is in (RootOfTrust::publish).
         tables.add_ccel(CCEL_AREA)?;
@@ -383,7 +383,8 @@ const QUOTE_POLLS: u64 = 1 << 32;
 /// A quote of `report` from the VMM's quoting service (TDG.VP.VMCALL<GetQuote>, the status
 /// polled until it leaves IN_FLIGHT).
 fn get_quote(report: &[u8; 1024]) -> Result<Vec<u8>, BootError> {
-    let buf = crate::virtio::SharedBuffer::new(QUOTE_BUFFER).ok_or(BootErrorKind::OutOfMemory(QUOTE_BUFFER))?;
+    let buf =
+        crate::devices::virtio::SharedBuffer::new(QUOTE_BUFFER).ok_or(BootErrorKind::OutOfMemory(QUOTE_BUFFER))?;
     let at = buf.addr();
     // SAFETY: the buffer is ours (pool memory shared with the host), `len` bytes at `at`;
     // the VMM writes it concurrently only after GetQuote, and it is read back by copy.
@@ -419,7 +420,7 @@ const AP_ARRIVAL_SPINS: u64 = if cfg!(feature = "tdx-model") { 1 << 22 } else { 
 /// wait until all `aps` say they have left the parking page for the mailbox, which they read
 /// from then on (the parking page is RAM Linux reuses).
 fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError> {
-    use crate::layout::AP_PARK;
+    use crate::arch::layout::AP_PARK;
     use core::sync::atomic::AtomicU32;
     // SAFETY: the parking page (TDX TempMem, added by the VMM, identity mapped); the APs and
     // the BSP share these three u32s and nothing else uses the page.
@@ -443,9 +444,9 @@ fn release_aps(mailbox: u64, page_tables: u64, aps: u32) -> Result<(), BootError
 pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
     let shared = SHARED_BIT.load(Ordering::Relaxed);
     for at in (start..start + len).step_by(2 << 20) {
-        crate::paging::set_bit_2m(at, insn_shared_bit(shared), true);
+        crate::arch::paging::set_bit_2m(at, insn_shared_bit(shared), true);
     }
-    crate::paging::flush_tlb();
+    crate::arch::paging::flush_tlb();
     tdcall::map_gpa(&mut Hw, start, len, true, shared).map_err(BootErrorKind::Tdcall)?;
     // SAFETY: the caller's memory, now shared and mapped at its shared alias.
     unsafe { core::ptr::write_bytes(start as *mut u8, 0, len as usize) };
@@ -463,9 +464,9 @@ fn unshare_dma() -> Result<u64, BootError> {
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
-            crate::paging::set_bit_2m(at, insn_shared_bit(shared), false);
+            crate::arch::paging::set_bit_2m(at, insn_shared_bit(shared), false);
         }
-        crate::paging::flush_tlb();
+        crate::arch::paging::flush_tlb();
         tdcall::map_gpa(&mut Hw, start, end - start, false, shared).map_err(BootErrorKind::Tdcall)?;
         pages += tdcall::accept(&mut Hw, start, end).map_err(BootErrorKind::Tdcall)?;
     }
