@@ -83,7 +83,8 @@ pub fn cached_root(flavour: Flavour) -> Result<PathBuf> {
     ensure_package("mmdebstrap", "mmdebstrap")?;
     eprintln!("xtask: distro: building the Debian 12 {} root with mmdebstrap ({})", flavour.name(), flavour.packages());
     let started = Instant::now();
-    let partial = tar.with_extension("tar.partial");
+    // Per process: two xtasks building the same root each write their own, then rename.
+    let partial = tar.with_extension(format!("{}.tar.partial", std::process::id()));
     let _ = std::fs::remove_file(&partial);
     // The format is named: mmdebstrap picks it from the file name otherwise, and ".partial"
     // makes it write a directory.
@@ -151,15 +152,11 @@ pub struct DistroDisk {
     pub state: PathBuf,
 }
 
-/// Build the disk of `flavour` in target/distro/`flavour`.
+/// Build the disk of `flavour` in the run directory `distro-<flavour>` (the cached roots stay
+/// in target/distro).
 pub fn build_disk(veil: &Path, flavour: Flavour) -> Result<DistroDisk> {
     ensure_package("mke2fs", "e2fsprogs")?;
-    // Everything of an earlier run goes (the cached roots live one level up).
-    let dir = root().join("target/distro").join(flavour.name());
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir(&format!("distro-{}", flavour.name()))?;
     let rootfs = fresh_root(flavour, &dir)?;
     let secret = dir.join("constellation-mastersecret.json");
     let _ = std::fs::remove_file(&secret);

@@ -147,6 +147,7 @@ fn run(rom: &Path, dir: &Path, name: &str, args: &[String], cut: Option<Cut>) ->
     let kill = || {
         let _ = child.lock().map(|mut c| c.kill());
     };
+    let limit = qemu::scaled(Duration::from_secs(300))?;
     let start = Instant::now();
     let mut serial_cut = false;
     loop {
@@ -165,9 +166,9 @@ fn run(rom: &Path, dir: &Path, name: &str, args: &[String], cut: Option<Cut>) ->
             kill();
             break;
         }
-        if start.elapsed() > Duration::from_secs(300) {
+        if start.elapsed() > limit {
             kill();
-            bail!("{name}: QEMU ran for 300 s; serial log {}:\n{log}", log_path.display());
+            bail!("{name}: {}; serial log {}:\n{log}", qemu::timed_out(limit, &log), log_path.display());
         }
         std::thread::sleep(Duration::from_millis(2));
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{linux, qemu, root, tdx_test};
+use crate::{linux, qemu, tdx_test};
 
 /// An e820 entry (20 bytes).
 fn entry(addr: u64, len: u64, kind: u32) -> Vec<u8> {
@@ -66,8 +66,7 @@ fn cases() -> Vec<(&'static str, Vec<(usize, Vec<u8>)>, Vec<u8>, &'static str)> 
 pub fn kernel_header_tests(plain: &Path, snp: &Path, tdx: &Path) -> Result<()> {
     let t = Duration::from_secs(30);
     let l = linux::prepare()?;
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir("hostile-kernel-header")?;
     let hob = dir.join("hostile-td-hob.bin");
     std::fs::write(&hob, tdx_test::td_hob(256 << 20))?;
     let mut failed = Vec::new();
@@ -119,8 +118,7 @@ pub fn kernel_header_tests(plain: &Path, snp: &Path, tdx: &Path) -> Result<()> {
 /// sat on the private stack: the transfer never completed and the boot hung).
 pub fn write_pointer_tests(snp: &Path, tdx: &Path) -> Result<()> {
     let t = Duration::from_secs(60);
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir("hostile-write-pointer")?;
     let hob = dir.join("vmgenid-td-hob.bin");
     std::fs::write(&hob, tdx_test::td_hob(256 << 20))?;
     let td = ["-fw_cfg".to_string(), format!("name=opt/veil/test-td-hob,file={}", hob.display())];

@@ -89,7 +89,8 @@ pub fn prepare() -> Result<TestLinux> {
     w.file("bin/busybox", 0o755, &std::fs::read(&busybox)?);
     w.file("init", 0o755, INIT.as_bytes());
     let initrd = dir.join("initramfs.cpio");
-    std::fs::write(&initrd, w.finish())?;
+    // Rewritten on every call, while another xtask's QEMU may be reading it.
+    crate::qemu::replace_file(&initrd, &w.finish())?;
     Ok(TestLinux { kernel, initrd })
 }
 
@@ -99,7 +100,7 @@ pub fn patched_kernel(kernel: &Path, name: &str, patches: &[(usize, &[u8])]) -> 
     for (at, b) in patches {
         bytes[*at..*at + b.len()].copy_from_slice(b);
     }
-    let out = root().join("target/qemu-runs").join(name);
+    let out = crate::qemu::session_dir()?.join(name);
     std::fs::write(&out, bytes)?;
     Ok(out)
 }

@@ -195,7 +195,12 @@ commands:
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
   VEIL_REQUIRE_TESTDATA  fail, rather than skip loudly, when the corpus is absent (CI)
-  VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1)";
+  VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1, e.g. 3 on a
+                           busy machine); a boot killed at its limit names the last stage=
+                           mark (or serial line) it reached
+
+QEMU runs: each xtask process works in target/qemu-runs/<n> (one no other running xtask holds,
+emptied when taken), each test in a directory of its own there (disks, sockets, <boot>.log)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("project root")
@@ -318,6 +323,12 @@ pub fn check_release_rom_lacks(release: &Path, other: &Path, what: &str, markers
 
 fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
     ensure_target()?;
+    // Every feature set builds the same ELF path: held from the build until the ELF is read,
+    // so a concurrent xtask building another ROM cannot swap the ELF in between.
+    let lock_path = root().join("target/.xtask-rom-build.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap())?;
+    let lock = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path)?;
+    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
     let remaps = registry_path_remaps()?;
     let config = format!(
         "target.{FIRMWARE_TARGET}.rustflags=[{}]",
@@ -329,8 +340,10 @@ fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
         .args(features))?;
     let elf = root().join("target").join(FIRMWARE_TARGET).join("firmware/veilboot");
     let rom = rom::from_elf(&std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
+    drop(lock);
     let out = root().join("target").join(name);
-    std::fs::write(&out, &rom)?;
+    // Renamed into place: a QEMU of another xtask booting this ROM reads a whole file.
+    qemu::replace_file(&out, &rom)?;
     eprintln!("xtask: ROM {} ({} KiB, {} KiB used)", out.display(), rom.len() / 1024, rom::used(&rom) / 1024);
     Ok(out)
 }
@@ -454,8 +467,8 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     use std::time::Duration;
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
     let t = Duration::from_secs(60);
-    let disk = rom.parent().unwrap().join("qemu-runs/disk.img");
-    std::fs::create_dir_all(disk.parent().unwrap())?;
+    let dir = qemu::run_dir("firmware")?;
+    let disk = dir.join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20])?;
     let blk = vec![
         "-drive".to_string(),
@@ -492,7 +505,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     }
     // veil boot-report renders it.
     run(cargo().args(["build", "-q", "-p", "veil"]))?;
-    let svg = rom.parent().unwrap().join("qemu-runs/boot.svg");
+    let svg = dir.join("boot.svg");
     let out = Command::new(root().join("target/debug/veil"))
         .arg("boot-report")
         .arg(&ok.log_path)
@@ -524,7 +537,6 @@ fn firmware_tests(rom: &Path) -> Result<()> {
         .expect("cr2=0x0000000000810000")?;
 
     eprintln!("xtask: firmware test: malformed e820 maps");
-    let dir = rom.parent().unwrap().join("qemu-runs");
     let entry = |a: u64, l: u64, t: u32| {
         [a.to_le_bytes().to_vec(), l.to_le_bytes().to_vec(), t.to_le_bytes().to_vec()].concat()
     };
@@ -622,7 +634,7 @@ fn linux_tests(rom: &Path) -> Result<()> {
     qemu::boot(rom, "linux-80m", &small, t)?.expect("heap: ")?.expect(linux::MARKER)?;
 
     eprintln!("xtask: linux test: kernels and arguments the boot protocol does not allow");
-    let not_bz = rom.parent().unwrap().join("qemu-runs/not-a-bzimage");
+    let not_bz = qemu::run_dir("linux")?.join("not-a-bzimage");
     std::fs::write(&not_bz, vec![0x5Au8; 64 * 1024])?;
     let old = linux::patched_kernel(&l.kernel, "old-protocol", &[(0x206, &0x020Bu16.to_le_bytes())])?;
     let short_cmdline = linux::patched_kernel(&l.kernel, "short-cmdline", &[(0x238, &16u32.to_le_bytes())])?;
@@ -665,18 +677,18 @@ pub fn relay_echo_run(
     let hook = dir.join("relay-echo.bin");
     std::fs::write(&hook, "relay-echo")?;
     let path = sock.clone();
+    let connect_limit = qemu::scaled(std::time::Duration::from_secs(30))?;
+    let read_limit = qemu::scaled(std::time::Duration::from_secs(60))?;
     let relay = std::thread::spawn(move || -> Result<Vec<u8>> {
         let start = std::time::Instant::now();
         let mut s = loop {
             match std::os::unix::net::UnixStream::connect(&path) {
                 Ok(s) => break s,
-                Err(_) if start.elapsed() < std::time::Duration::from_secs(30) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
+                Err(_) if start.elapsed() < connect_limit => std::thread::sleep(std::time::Duration::from_millis(20)),
                 Err(e) => return Err(e.into()),
             }
         };
-        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+        s.set_read_timeout(Some(read_limit))?;
         let mut len = [0u8; 4];
         s.read_exact(&mut len)?;
         let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
@@ -698,7 +710,7 @@ pub fn relay_echo_run(
     Ok(r)
 }
 
-/// A freshly made encrypted demo disk with a new master secret, in target/NAME (emptied).
+/// A freshly made encrypted demo disk with a new master secret, in the run directory NAME.
 pub struct DemoDisk {
     /// The release `veil` binary.
     pub veil: PathBuf,
@@ -710,13 +722,11 @@ pub struct DemoDisk {
     pub image: PathBuf,
 }
 
-/// Build `veil`, a new master secret and the demo disk in target/`name`.
+/// Build `veil`, a new master secret and the demo disk in [`qemu::run_dir`] `name`.
 pub fn fresh_demo_disk(name: &str) -> Result<DemoDisk> {
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
     let veil = root().join("target/release/veil");
-    let dir = root().join("target").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir(name)?;
     let secret = dir.join("constellation-mastersecret.json");
     run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
     let image = demo_image::build(&veil, &secret, &dir)?;
@@ -1049,8 +1059,7 @@ fn snp_measure_test(release: &Path) -> Result<()> {
     let oracle = ensure_sev_snp_measure()?;
     run(cargo().args(["build", "-q", "-p", "veil"]))?;
     let veil = root().join("target/debug/veil");
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir("snp-measure")?;
     let (kernel, initrd) = (dir.join("snp-kernel.bin"), dir.join("snp-initrd.bin"));
     std::fs::write(&kernel, (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>())?;
     std::fs::write(&initrd, (0..70_000u32).map(|i| (i * 13 + 1) as u8).collect::<Vec<u8>>())?;

@@ -2,10 +2,17 @@
 //!
 //! Every boot's time limit is multiplied by `$VEIL_TEST_TIMEOUT_SCALE` (default 1; e.g. 3 on a
 //! machine busier than CI), and a boot that QEMU had to be killed for says so in every failure
-//! message, with the last `stage=` timeline mark the firmware reached.
+//! message, with the last `stage=` timeline mark the firmware reached (or its last serial line).
+//!
+//! Files a boot uses (disks, sockets, logs, patched kernels) live in directories of their own:
+//! each xtask process takes a session directory `target/qemu-runs/<n>` that no other running
+//! xtask holds (a lock file), and each test a [`run_dir`] inside it, so two tests, or two
+//! `cargo xtask test` sets run at once, never share a disk image, a relay socket or a log.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -51,6 +58,63 @@ pub fn relay_console_args(sock: &Path) -> Vec<String> {
     ]
 }
 
+/// This process's session directory, `target/qemu-runs/<n>` for the lowest `n` whose lock file
+/// (`<n>.lock`) no other process holds; emptied when taken, kept after the run (the logs a
+/// failure names are there), and reused by the next run that finds it free.
+pub fn session_dir() -> Result<&'static Path> {
+    static SESSION: OnceLock<(PathBuf, File)> = OnceLock::new();
+    if let Some((dir, _)) = SESSION.get() {
+        return Ok(dir);
+    }
+    let base = crate::root().join("target/qemu-runs");
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    for n in 1..=64u32 {
+        let lock_path = base.join(format!("{n}.lock"));
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => continue,
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).context(format!("locking {}", lock_path.display())),
+        }
+        let dir = base.join(n.to_string());
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        // The lock is held (the file kept open) until this process exits.
+        let (dir, _) = SESSION.get_or_init(|| (dir, lock));
+        return Ok(dir);
+    }
+    bail!("64 xtask processes hold {}/<n>.lock; none is free", base.display())
+}
+
+/// A directory of its own for one test (or one group of boots that share files): `name` in
+/// this process's [`session_dir`], emptied. Each test names its own; no other test or
+/// concurrent xtask writes there.
+pub fn run_dir(name: &str) -> Result<PathBuf> {
+    let dir = session_dir()?.join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Where [`boot`] writes the serial log of the boot called `name`.
+pub fn log_path(name: &str) -> Result<PathBuf> {
+    Ok(session_dir()?.join(format!("{name}.log")))
+}
+
+/// Replace `path` with `bytes` by writing a sibling and renaming it over: a QEMU (of this or
+/// another xtask) that has the old file open, or opens it meanwhile, reads a whole file,
+/// never a truncated one. For files shared across runs (ROMs, the cached test initramfs).
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().context("a file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
 /// The factor every test's time limit is multiplied by (`$VEIL_TEST_TIMEOUT_SCALE`, default
 /// 1; a value that is not a positive number is refused rather than ignored).
 pub fn timeout_scale() -> Result<f64> {
@@ -73,6 +137,32 @@ pub fn last_stage(log: &str) -> Option<&str> {
     log.lines().rev().find_map(|l| l.split_once("stage=")).map(|(_, s)| s.split_whitespace().next().unwrap_or(""))
 }
 
+/// How far a boot got: its last `stage=` mark, and its last serial line when that is not the
+/// mark's (Linux, an initramfs or a refusal printed after it), or that the log is empty.
+pub fn progress(log: &str) -> String {
+    let last_line = log.lines().rev().map(str::trim).find(|l| !l.is_empty());
+    let mut s = last_stage(log).map(|s| format!("stage={s}")).unwrap_or_else(|| String::from("no stage= mark"));
+    match last_line {
+        None => s.push_str(", the serial log is empty"),
+        Some(l) if last_stage(l).is_some() => {}
+        Some(l) => {
+            let l: String = l.chars().take(200).collect();
+            s.push_str(&format!("; the last serial line: {l:?}"));
+        }
+    }
+    s
+}
+
+/// What a boot killed at its (scaled) limit `t` says: the limit, the knob, and how far the
+/// firmware got. For every runner that kills QEMU at a limit, not only [`boot`].
+pub fn timed_out(t: Duration, log: &str) -> String {
+    format!(
+        "QEMU was killed after {:.0} s (the limit times VEIL_TEST_TIMEOUT_SCALE); the last stage reached: {}",
+        t.as_secs_f64(),
+        progress(log)
+    )
+}
+
 /// One finished run.
 pub struct Run {
     /// QEMU's exit code (None if it had to be killed).
@@ -88,9 +178,7 @@ pub struct Run {
 /// Boot with extra arguments; kill QEMU after `timeout` (scaled by [`timeout_scale`]).
 pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Result<Run> {
     let timeout = scaled(timeout)?;
-    let dir = rom.parent().unwrap().join("qemu-runs");
-    std::fs::create_dir_all(&dir)?;
-    let log_path = dir.join(format!("{name}.log"));
+    let log_path = log_path(name)?;
     let _ = std::fs::remove_file(&log_path);
     let mut args = base_args(rom, &log_path);
     for (flag, default) in [("-m", "256M"), ("-smp", "1"), ("-accel", "tcg"), ("-cpu", "max")] {
@@ -123,15 +211,6 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
         eprintln!("xtask: {name}: {}", timed_out(t, &log));
     }
     Ok(Run { code, killed_after, log, log_path })
-}
-
-/// What a killed boot says: the limit, the knob, and how far the firmware got.
-fn timed_out(t: Duration, log: &str) -> String {
-    format!(
-        "QEMU was killed after {:.0} s (the limit times VEIL_TEST_TIMEOUT_SCALE); the last stage reached: {}",
-        t.as_secs_f64(),
-        last_stage(log).map(|s| format!("stage={s}")).unwrap_or_else(|| String::from("none (no stage= mark)"))
-    )
 }
 
 impl Run {
@@ -175,6 +254,24 @@ mod tests {
         assert_eq!(last_stage(log), Some("memmap"));
         assert_eq!(last_stage("nothing"), None);
         let message = timed_out(Duration::from_secs(90), log);
-        assert!(message.contains("after 90 s") && message.ends_with("stage=memmap"), "{message}");
+        assert!(message.contains("after 90 s") && message.contains("stage=memmap;"), "{message}");
+        assert!(message.ends_with("the last serial line: \"veil: refused\""), "{message}");
+        assert!(timed_out(Duration::from_secs(1), "veil: t=3 stage=disk\n").ends_with("stage=disk"));
+        assert_eq!(progress(""), "no stage= mark, the serial log is empty");
+        assert_eq!(
+            progress("[    1.0] Linux version\n"),
+            "no stage= mark; the last serial line: \"[    1.0] Linux version\""
+        );
+    }
+
+    #[test]
+    fn run_dirs_are_distinct_and_emptied() {
+        let a = run_dir("unit-a").unwrap();
+        std::fs::write(a.join("left-over"), b"x").unwrap();
+        let again = run_dir("unit-a").unwrap();
+        assert_eq!(a, again);
+        assert!(!again.join("left-over").exists());
+        assert_ne!(run_dir("unit-b").unwrap(), a);
+        assert_eq!(log_path("x").unwrap(), session_dir().unwrap().join("x.log"));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{linux, qemu, root};
+use crate::{linux, qemu};
 
 /// The model ROM's marker string (kernel/src/model/snp.rs MARKER).
 pub const MODEL_MARKER: &str = "veilboot SNP model ROM";
@@ -125,13 +125,15 @@ fn save_memory_after_power_off(monitor: PathBuf, log: PathBuf, dump: PathBuf) ->
         let start = std::time::Instant::now();
         while !std::fs::read_to_string(&log).unwrap_or_default().contains("reboot: Power down") {
             // The disk boots take up to 300 s under TCG (boot_disk's limit).
-            if start.elapsed() > Duration::from_secs(300) {
-                bail!("Linux did not power off (log {})", log.display());
+            let limit = qemu::scaled(Duration::from_secs(300))?;
+            if start.elapsed() > limit {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("Linux did not power off (log {}): {}", log.display(), qemu::timed_out(limit, &text));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut m = std::os::unix::net::UnixStream::connect(&monitor)?;
-        m.set_read_timeout(Some(Duration::from_secs(60)))?;
+        m.set_read_timeout(Some(qemu::scaled(Duration::from_secs(60))?))?;
         // Quoted: the monitor would read an unquoted `/` after the size as a division.
         writeln!(m, "pmemsave 0 0x20000000 \"{}\"", dump.display())?;
         // The monitor echoes each command; wait until pmemsave's line is back with a prompt.
@@ -156,8 +158,7 @@ fn save_memory_after_power_off(monitor: PathBuf, log: PathBuf, dump: PathBuf) ->
 pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     let t = Duration::from_secs(120);
     let l = linux::prepare()?;
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir("snp-boot")?;
     let kernel = kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir, "512M")?;
     let table = dir.join("snp-hashes.bin");
     sev_hashes(python, &kernel, &l.initrd, &table)?;
@@ -170,8 +171,8 @@ pub fn model_boot_tests(model_rom: &Path, python: &Path) -> Result<()> {
     let dump = dir.join("snp-linux.mem");
     let _ = std::fs::remove_file(&dump);
     let monitor_arg = format!("unix:{},server=on,wait=off", monitor.display());
-    let _ = std::fs::remove_file(dir.join("snp-linux.log")); // the thread must not read an old one
-    let saver = save_memory_after_power_off(monitor.clone(), dir.join("snp-linux.log"), dump.clone());
+    let _ = std::fs::remove_file(qemu::log_path("snp-linux")?); // the thread must not read an old one
+    let saver = save_memory_after_power_off(monitor.clone(), qemu::log_path("snp-linux")?, dump.clone());
     let booted = qemu::boot(
         model_rom,
         "snp-linux",
@@ -475,13 +476,11 @@ pub fn boot_disk_scanned(
     broker: Option<&Broker>,
     keys: &[(String, Vec<u8>)],
 ) -> Result<qemu::Run> {
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir(&format!("{name}-memory"))?;
     let monitor = dir.join(format!("{name}.monitor"));
     let dump = dir.join(format!("{name}.mem"));
-    let _ = std::fs::remove_file(&dump);
-    let _ = std::fs::remove_file(dir.join(format!("{name}.log"))); // the thread must not read an old one
-    let saver = save_memory_after_power_off(monitor.clone(), dir.join(format!("{name}.log")), dump.clone());
+    let _ = std::fs::remove_file(qemu::log_path(name)?); // the thread must not read an old one
+    let saver = save_memory_after_power_off(monitor.clone(), qemu::log_path(name)?, dump.clone());
     let extra =
         ["-no-shutdown".to_string(), "-monitor".into(), format!("unix:{},server=on,wait=off", monitor.display())];
     let run = boot_disk_with(veil, rom, name, image, fw_cfg, broker, &extra)?;

@@ -101,8 +101,7 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Resul
     crate::run(crate::cargo().args(["build", "-q", "-p", "veil"]))?;
     // The VMM's fw_cfg files, as the model ROM printed what it measured, laid out as a guest's
     // /sys/firmware/qemu_fw_cfg/by_name would give them.
-    let config = root().join("target/qemu-runs/tdx-vmm-config");
-    let _ = std::fs::remove_dir_all(&config);
+    let config = qemu::run_dir("tdx-vmm-config")?;
     let mut files = 0;
     for (name, hex) in log.lines().filter_map(|l| l.split_once(&format!("{MODEL_MARKER}: CONFIG "))?.1.split_once(' '))
     {
@@ -187,8 +186,7 @@ pub fn model_boot_tests(release: &Path, model_rom: &Path) -> Result<()> {
     crate::check_release_rom_lacks(release, model_rom, "the TDX model", &[MODEL_MARKER])?;
     let t = Duration::from_secs(120);
     let l = linux::prepare()?;
-    let dir = root().join("target/qemu-runs");
-    std::fs::create_dir_all(&dir)?;
+    let dir = qemu::run_dir("tdx-boot")?;
     // The kernel as fw_cfg serves it (QEMU rewrites setup header fields outside SEV), so that
     // what the firmware measures is the file veil measure reads.
     let kernel = crate::snp_test::kernel_as_fw_cfg_serves_it(model_rom, &l.kernel, &l.initrd, &dir, "4608M")?;
