@@ -165,6 +165,27 @@ pub fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
     pieces
 }
 
+/// `[start, end)` cut at every GiB boundary above 4 GiB, each piece with the GiB it lies in
+/// (None: below 4 GiB). An SNP guest validates RAM above 4 GiB one mapped GiB at a time
+/// (PVALIDATE takes a virtual address, and the boot page tables map 0-4 GiB only).
+pub fn by_high_gib(start: u64, end: u64) -> Vec<(u64, u64, Option<u64>)> {
+    const GIB: u64 = 1 << 30;
+    let mut pieces = Vec::new();
+    let mut at = start;
+    while at < end {
+        if at < 4 * GIB {
+            let to = end.min(4 * GIB);
+            pieces.push((at, to, None));
+            at = to;
+        } else {
+            let to = end.min((at / GIB + 1) * GIB);
+            pieces.push((at, to, Some(at / GIB)));
+            at = to;
+        }
+    }
+    pieces
+}
+
 /// What a confidential guest still has to accept of `[start, end)` (rounded inwards to 4 KiB
 /// pages): the range minus what it accepted itself (`own`). Overlap with a range the host
 /// says it added and accepted before the guest ran (`added`: TDX's TempMem, TD HOB, image, the
@@ -303,6 +324,22 @@ mod tests {
             to_accept(0xC0_0000, 0x1000_0000, &own, &added),
             Ok(vec![(0xC0_0000, 0x500_0000), (0x600_0000, 0x1000_0000)])
         );
+    }
+
+    #[test]
+    fn ram_above_4_gib_is_cut_at_every_gib() {
+        const G: u64 = 1 << 30;
+        assert_eq!(super::by_high_gib(0, 2 * G), vec![(0, 2 * G, None)]);
+        assert_eq!(
+            super::by_high_gib(3 * G, 6 * G + 0x1000),
+            vec![(3 * G, 4 * G, None), (4 * G, 5 * G, Some(4)), (5 * G, 6 * G, Some(5)), (6 * G, 6 * G + 0x1000, Some(6))]
+        );
+        assert_eq!(super::by_high_gib(4 * G + 0x20_0000, 4 * G + 0x40_0000), vec![(4 * G + 0x20_0000, 4 * G + 0x40_0000, Some(4))]);
+        assert!(super::by_high_gib(5 * G, 5 * G).is_empty());
+        // 16 GiB on q35: 2 GiB low, 14 GiB from 4 GiB; every piece within one GiB.
+        let high = super::by_high_gib(4 * G, 18 * G);
+        assert_eq!(high.len(), 14);
+        assert!(high.iter().all(|&(a, b, g)| g == Some(a / G) && (b - 1) / G == a / G));
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub enum BootErrorKind {
     ApsMissing(u32, u32),
     /// The launch is not bound to this disk's boot target: why.
     LaunchBinding(String),
-    /// Guest RAM this build cannot make usable on a confidential platform: where.
+    /// SEV-SNP firmware memory (the heap) asked for above 4 GiB: where it ends.
     UnsupportedRam(u64),
     /// TDX: memory that must lie below 4 GiB does not: what, where it ends.
     AboveFourGib(&'static str, u64),
@@ -189,7 +189,7 @@ impl fmt::Display for BootErrorKind {
             ),
             BootErrorKind::UnsupportedRam(at) => write!(
                 f,
-                "guest RAM at {at:#x} is above 4 GiB, which this build cannot validate yet as an SEV-SNP guest (give the VM at most 2 GiB)"
+                "SEV-SNP: the firmware's own memory must lie below 4 GiB (ends at {at:#x})"
             ),
             BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
             BootErrorKind::AcceptOverAdded((a, b), (x, y)) => write!(

@@ -111,3 +111,74 @@ pub fn flush_tlb() {
     // SAFETY: reloading CR3 with its own value only drops cached translations.
     unsafe { write_cr3(read_cr3()) }
 }
+
+/// A page-table page.
+#[repr(C, align(4096))]
+pub struct Table(pub [u64; 512]);
+
+/// The page directory (and, from 512 GiB up, the PDPT) through which [`map_gib`] maps one GiB
+/// above 4 GiB at a time: the boot tables map 0-4 GiB only, and PVALIDATE takes a virtual
+/// address. One GiB at a time keeps the firmware's page-table memory constant whatever the
+/// guest's size.
+pub struct HighWindow {
+    pd: alloc::boxed::Box<Table>,
+    pdpt: alloc::boxed::Box<Table>,
+}
+
+impl HighWindow {
+    /// Empty tables (from the heap: validated, identity-mapped memory).
+    pub fn new() -> HighWindow {
+        HighWindow { pd: alloc::boxed::Box::new(Table([0; 512])), pdpt: alloc::boxed::Box::new(Table([0; 512])) }
+    }
+
+    /// Identity-map GiB `gib` (4 or above) with 2 MiB pages carrying the C-bit `cbit` (private),
+    /// replacing whatever GiB the window mapped before; the TLB is flushed.
+    pub fn map_gib(&mut self, gib: u64, cbit: Option<u8>) {
+        assert!((4..1 << 18).contains(&gib), "not a GiB above 4 GiB the window maps: {gib}");
+        let c = cbit.map_or(0, |b| 1u64 << b);
+        for (i, e) in self.pd.0.iter_mut().enumerate() {
+            *e = (gib << 30) + ((i as u64) << 21) | c | 0x83;
+        }
+        self.pdpt.0.fill(0);
+        let (pml4_index, pdpt_index) = ((gib >> 9) as usize, (gib & 511) as usize);
+        let pd = &*self.pd as *const Table as u64 | c | 3;
+        // SAFETY: PML4 (PAGE_TABLES) and its PDPT (PAGE_TABLES + 0x1000) are boot.S's tables;
+        // entries 4..511 of that PDPT and 1..511 of the PML4 map nothing else, so only the
+        // window's own entries change. The window's tables live on the heap (identity mapped)
+        // for as long as `self`.
+        unsafe {
+            let pml4 = crate::arch::layout::PAGE_TABLES as *mut u64;
+            let boot_pdpt = (crate::arch::layout::PAGE_TABLES + 0x1000) as *mut u64;
+            self.clear_entries();
+            if pml4_index == 0 {
+                boot_pdpt.add(pdpt_index).write_volatile(pd);
+            } else {
+                self.pdpt.0[pdpt_index] = pd;
+                pml4.add(pml4_index).write_volatile(&*self.pdpt as *const Table as u64 | c | 3);
+            }
+        }
+        flush_tlb();
+    }
+
+    /// Unmap whatever the window maps (the boot tables' entries above 4 GiB back to empty).
+    fn clear_entries(&self) {
+        // SAFETY: as in map_gib: only the entries the window may have set are cleared.
+        unsafe {
+            let pml4 = crate::arch::layout::PAGE_TABLES as *mut u64;
+            let boot_pdpt = (crate::arch::layout::PAGE_TABLES + 0x1000) as *mut u64;
+            for i in 4..512 {
+                boot_pdpt.add(i).write_volatile(0);
+            }
+            for i in 1..512 {
+                pml4.add(i).write_volatile(0);
+            }
+        }
+    }
+}
+
+impl Drop for HighWindow {
+    fn drop(&mut self) {
+        self.clear_entries();
+        flush_tlb();
+    }
+}

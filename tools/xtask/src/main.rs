@@ -1035,6 +1035,7 @@ fn snp_model_test() -> Result<()> {
     check_release_rom_lacks(&release, &model, "the SNP model", &[snp_test::MODEL_MARKER])?;
     let oracle = ensure_sev_snp_measure()?;
     snp_test::model_boot_tests(&model, &oracle.with_file_name("python"))?;
+    snp_test::large_guest_tests(&model, &oracle.with_file_name("python"))?;
     snp_test::attestation_tests(&model, &oracle)
 }
 

@@ -13,7 +13,8 @@
 //!
 //! Memory: RAM becomes usable through [`accept_memory`](Platform::accept_memory) (page-state
 //! change to private, PVALIDATE, touch: `veil_agent::snp::memory`); before Linux runs, every
-//! other RAM page is validated too, the firmware's SNP pages are reserved in the e820 map, the
+//! other RAM page is validated too (above 4 GiB through a window mapping one GiB at a time,
+//! `crate::arch::paging::HighWindow`), the firmware's SNP pages are reserved in the e820 map, the
 //! CC blob (secrets and CPUID pages) goes into setup_data, and VMPCK0 is wiped from the secrets
 //! page. The -kernel, -initrd and -append blobs are checked against the SEV hash table
 //! (`kernel-hashes=on`) before use.
@@ -23,7 +24,7 @@ pub mod insn;
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use spin::Mutex;
 use veil_agent::fwcfg::{E820Entry, E820Kind};
@@ -122,10 +123,12 @@ impl SnpCpu for Hw {
 
     fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> Pvalidate {
         let len = if huge { 2 << 20 } else { 4096 };
-        if gpa + len > 0x1_0000_0000 || LAUNCH_VALIDATED.iter().any(|&(a, b)| gpa < b && a < gpa + len) {
+        let window = HIGH_GIB.load(Ordering::SeqCst);
+        let mapped = gpa + len <= 0x1_0000_0000 || (window != 0 && gpa >> 30 == window - 1 && (gpa + len - 1) >> 30 == window - 1);
+        if !mapped || LAUNCH_VALIDATED.iter().any(|&(a, b)| gpa < b && a < gpa + len) {
             // The firmware's own memory (image, stacks, page tables, SNP pages) was validated by
-            // the launch, and RAM above 4 GiB is not mapped: a caller asking for either is a
-            // firmware bug.
+            // the launch, and RAM above 4 GiB is mapped only in the GiB the high window maps: a
+            // caller asking for either is a firmware bug.
             crate::arch::exit::fail(format_args!(
                 "PVALIDATE asked for {gpa:#x}+{len:#x}, outside the RAM the firmware hands over"
             ));
@@ -181,6 +184,9 @@ fn shared_request_page(gpa: u64, len: usize) -> *mut u8 {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The parsed CPUID page (leaked at bring-up).
 static CPUID: AtomicPtr<CpuidPage> = AtomicPtr::new(core::ptr::null_mut());
+/// The GiB above 4 GiB the high window maps, plus one (0: none); Hw::pvalidate and touch reach
+/// no other RAM above 4 GiB.
+static HIGH_GIB: AtomicU64 = AtomicU64::new(0);
 /// One GHCB call at a time.
 static GHCB_LOCK: Mutex<()> = Mutex::new(());
 
@@ -605,14 +611,22 @@ impl Platform for Snp {
         taken.extend(super::shared_for_dma());
         taken.extend(self.validated.iter().copied());
         let mut pages = 0;
+        // RAM above 4 GiB is validated through a window that maps one GiB at a time.
+        let mut window = None;
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
-            if e.end() > 0x1_0000_0000 {
-                return Err(BootErrorKind::UnsupportedRam(e.end().max(0x1_0000_0000)).into());
-            }
             for (a, b) in veil_agent::memmap::subtract(e.addr, e.end(), &taken) {
-                pages += self.validate(a, b)?;
+                for (x, y, gib) in veil_agent::memmap::by_high_gib(a, b) {
+                    if let Some(gib) = gib {
+                        window.get_or_insert_with(crate::arch::paging::HighWindow::new).map_gib(gib, insn::page_table_cbit());
+                        HIGH_GIB.store(gib + 1, Ordering::SeqCst);
+                    }
+                    let validated = self.validate(x, y);
+                    HIGH_GIB.store(0, Ordering::SeqCst);
+                    pages += validated?;
+                }
             }
         }
+        drop(window);
         crate::log!("snp: validated the remaining {} MiB of guest RAM for Linux", pages >> 8);
         let cc_blob = pages::cc_blob_setup_data(SECRETS_PAGE, CPUID_PAGE);
         crate::log!("snp: CC blob for Linux (setup_data type 7): {}", hex::encode(cc_blob));
