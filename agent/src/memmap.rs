@@ -332,9 +332,17 @@ mod tests {
         assert_eq!(super::by_high_gib(0, 2 * G), vec![(0, 2 * G, None)]);
         assert_eq!(
             super::by_high_gib(3 * G, 6 * G + 0x1000),
-            vec![(3 * G, 4 * G, None), (4 * G, 5 * G, Some(4)), (5 * G, 6 * G, Some(5)), (6 * G, 6 * G + 0x1000, Some(6))]
+            vec![
+                (3 * G, 4 * G, None),
+                (4 * G, 5 * G, Some(4)),
+                (5 * G, 6 * G, Some(5)),
+                (6 * G, 6 * G + 0x1000, Some(6))
+            ]
         );
-        assert_eq!(super::by_high_gib(4 * G + 0x20_0000, 4 * G + 0x40_0000), vec![(4 * G + 0x20_0000, 4 * G + 0x40_0000, Some(4))]);
+        assert_eq!(
+            super::by_high_gib(4 * G + 0x20_0000, 4 * G + 0x40_0000),
+            vec![(4 * G + 0x20_0000, 4 * G + 0x40_0000, Some(4))]
+        );
         assert!(super::by_high_gib(5 * G, 5 * G).is_empty());
         // 16 GiB on q35: 2 GiB low, 14 GiB from 4 GiB; every piece within one GiB.
         let high = super::by_high_gib(4 * G, 18 * G);

@@ -187,10 +187,9 @@ impl fmt::Display for BootErrorKind {
                 f,
                 "TDX: {arrived} of {expected} application processors reached the wakeup mailbox (the VMM did not run the others)"
             ),
-            BootErrorKind::UnsupportedRam(at) => write!(
-                f,
-                "SEV-SNP: the firmware's own memory must lie below 4 GiB (ends at {at:#x})"
-            ),
+            BootErrorKind::UnsupportedRam(at) => {
+                write!(f, "SEV-SNP: the firmware's own memory must lie below 4 GiB (ends at {at:#x})")
+            }
             BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
             BootErrorKind::AcceptOverAdded((a, b), (x, y)) => write!(
                 f,

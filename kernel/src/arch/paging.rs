@@ -137,7 +137,7 @@ impl HighWindow {
         assert!((4..1 << 18).contains(&gib), "not a GiB above 4 GiB the window maps: {gib}");
         let c = cbit.map_or(0, |b| 1u64 << b);
         for (i, e) in self.pd.0.iter_mut().enumerate() {
-            *e = (gib << 30) + ((i as u64) << 21) | c | 0x83;
+            *e = ((gib << 30) + ((i as u64) << 21)) | c | 0x83;
         }
         self.pdpt.0.fill(0);
         let (pml4_index, pdpt_index) = ((gib >> 9) as usize, (gib & 511) as usize);
@@ -173,6 +173,12 @@ impl HighWindow {
                 pml4.add(i).write_volatile(0);
             }
         }
+    }
+}
+
+impl Default for HighWindow {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -118,7 +118,9 @@ pub fn large_guest_tests(model_rom: &Path, python: &Path) -> Result<()> {
         let mib: u64 = run
             .log
             .lines()
-            .find_map(|l| l.split_once(&format!("{MODEL_MARKER}: the ")).and_then(|(_, r)| r.split(' ').next()?.parse().ok()))
+            .find_map(|l| {
+                l.split_once(&format!("{MODEL_MARKER}: the ")).and_then(|(_, r)| r.split(' ').next()?.parse().ok())
+            })
             .unwrap_or(0);
         if mib + 64 < gib << 10 || mib > gib << 10 {
             bail!("the {gib} GiB guest's Linux was given {mib} MiB of RAM");

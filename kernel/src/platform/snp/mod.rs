@@ -124,7 +124,8 @@ impl SnpCpu for Hw {
     fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> Pvalidate {
         let len = if huge { 2 << 20 } else { 4096 };
         let window = HIGH_GIB.load(Ordering::SeqCst);
-        let mapped = gpa + len <= 0x1_0000_0000 || (window != 0 && gpa >> 30 == window - 1 && (gpa + len - 1) >> 30 == window - 1);
+        let mapped = gpa + len <= 0x1_0000_0000
+            || (window != 0 && gpa >> 30 == window - 1 && (gpa + len - 1) >> 30 == window - 1);
         if !mapped || LAUNCH_VALIDATED.iter().any(|&(a, b)| gpa < b && a < gpa + len) {
             // The firmware's own memory (image, stacks, page tables, SNP pages) was validated by
             // the launch, and RAM above 4 GiB is mapped only in the GiB the high window maps: a
