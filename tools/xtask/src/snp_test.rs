@@ -101,7 +101,7 @@ pub fn direct_boot_args(model_rom: &Path, python: &Path, dir: &Path, mib: u64) -
 /// guest has 2.75 GiB): 6 GiB and 16 GiB boot Linux, every page of its map private and validated
 /// in the model's RMP (QEMU allocates guest RAM lazily, so 16 GiB costs what Linux touches).
 pub fn large_guest_tests(model_rom: &Path, python: &Path) -> Result<()> {
-    let dir = root().join("target/qemu-runs");
+    let dir = qemu::run_dir("snp-large-guests")?;
     std::fs::create_dir_all(&dir)?;
     for gib in [6u64, 16] {
         eprintln!("xtask: snp test: a {gib} GiB guest ({} GiB above 4 GiB) boots Linux", gib - 2);
