@@ -114,77 +114,46 @@ pub fn flush_tlb() {
 
 /// A page-table page.
 #[repr(C, align(4096))]
-pub struct Table(pub [u64; 512]);
+struct Table([u64; 512]);
 
-/// The page directory (and, from 512 GiB up, the PDPT) through which [`map_gib`] maps one GiB
-/// above 4 GiB at a time: the boot tables map 0-4 GiB only, and PVALIDATE takes a virtual
-/// address. One GiB at a time keeps the firmware's page-table memory constant whatever the
-/// guest's size.
-pub struct HighWindow {
-    pd: alloc::boxed::Box<Table>,
-    pdpt: alloc::boxed::Box<Table>,
-}
+/// The page directory (and, from 512 GiB up, the PDPT) through which [`map_high_gib`] maps
+/// one GiB above 4 GiB at a time: the boot tables map 0-4 GiB only, and PVALIDATE takes a
+/// virtual address. One GiB at a time keeps the firmware's page-table memory constant whatever
+/// the guest's size.
+static mut HIGH_PD: Table = Table([0; 512]);
+static mut HIGH_PDPT: Table = Table([0; 512]);
 
-impl HighWindow {
-    /// Empty tables (from the heap: validated, identity-mapped memory).
-    pub fn new() -> HighWindow {
-        HighWindow { pd: alloc::boxed::Box::new(Table([0; 512])), pdpt: alloc::boxed::Box::new(Table([0; 512])) }
-    }
-
-    /// Identity-map GiB `gib` (4 or above) with 2 MiB pages carrying the C-bit `cbit` (private),
-    /// replacing whatever GiB the window mapped before; the TLB is flushed.
-    pub fn map_gib(&mut self, gib: u64, cbit: Option<u8>) {
-        assert!((4..1 << 18).contains(&gib), "not a GiB above 4 GiB the window maps: {gib}");
-        let c = cbit.map_or(0, |b| 1u64 << b);
-        for (i, e) in self.pd.0.iter_mut().enumerate() {
-            *e = ((gib << 30) + ((i as u64) << 21)) | c | 0x83;
-        }
-        self.pdpt.0.fill(0);
-        let (pml4_index, pdpt_index) = ((gib >> 9) as usize, (gib & 511) as usize);
-        let pd = &*self.pd as *const Table as u64 | c | 3;
-        // SAFETY: PML4 (PAGE_TABLES) and its PDPT (PAGE_TABLES + 0x1000) are boot.S's tables;
-        // entries 4..511 of that PDPT and 1..511 of the PML4 map nothing else, so only the
-        // window's own entries change. The window's tables live on the heap (identity mapped)
-        // for as long as `self`.
-        unsafe {
-            let pml4 = crate::arch::layout::PAGE_TABLES as *mut u64;
-            let boot_pdpt = (crate::arch::layout::PAGE_TABLES + 0x1000) as *mut u64;
-            self.clear_entries();
-            if pml4_index == 0 {
-                boot_pdpt.add(pdpt_index).write_volatile(pd);
-            } else {
-                self.pdpt.0[pdpt_index] = pd;
-                pml4.add(pml4_index).write_volatile(&*self.pdpt as *const Table as u64 | c | 3);
-            }
-        }
-        flush_tlb();
-    }
-
-    /// Unmap whatever the window maps (the boot tables' entries above 4 GiB back to empty).
-    fn clear_entries(&self) {
-        // SAFETY: as in map_gib: only the entries the window may have set are cleared.
-        unsafe {
-            let pml4 = crate::arch::layout::PAGE_TABLES as *mut u64;
-            let boot_pdpt = (crate::arch::layout::PAGE_TABLES + 0x1000) as *mut u64;
-            for i in 4..512 {
+/// Identity-map GiB `gib` (4 to 2^18 - 1) with 2 MiB pages carrying the C-bit `cbit`
+/// (private), in place of whatever GiB was mapped above 4 GiB before (None: map nothing);
+/// the TLB is flushed.
+pub fn map_high_gib(gib: Option<u64>, cbit: Option<u8>) {
+    let c = cbit.map_or(0, |b| 1u64 << b);
+    // SAFETY: PML4 (PAGE_TABLES) and its PDPT (PAGE_TABLES + 0x1000) are boot.S's tables;
+    // entries 4..511 of that PDPT and 1..511 of the PML4 map nothing but this window, whose
+    // two tables are statics used by nothing else (one CPU runs the firmware's Rust).
+    unsafe {
+        let pml4 = crate::arch::layout::PAGE_TABLES as *mut u64;
+        let boot_pdpt = pml4.add(512);
+        for i in 1..512 {
+            pml4.add(i).write_volatile(0);
+            if i >= 4 {
                 boot_pdpt.add(i).write_volatile(0);
             }
-            for i in 1..512 {
-                pml4.add(i).write_volatile(0);
+        }
+        if let Some(gib) = gib.filter(|g| (4..1 << 18).contains(g)) {
+            let (pd, pdpt) = (&raw mut HIGH_PD, &raw mut HIGH_PDPT);
+            for i in 0..512 {
+                (*pd).0[i] = ((gib << 30) + ((i as u64) << 21)) | c | 0x83;
+            }
+            let pd_entry = pd as u64 | c | 3;
+            if gib < 512 {
+                boot_pdpt.add(gib as usize).write_volatile(pd_entry);
+            } else {
+                (*pdpt).0.fill(0);
+                (*pdpt).0[(gib & 511) as usize] = pd_entry;
+                pml4.add((gib >> 9) as usize).write_volatile(pdpt as u64 | c | 3);
             }
         }
     }
-}
-
-impl Default for HighWindow {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for HighWindow {
-    fn drop(&mut self) {
-        self.clear_entries();
-        flush_tlb();
-    }
+    flush_tlb();
 }

@@ -14,7 +14,7 @@
 //! Memory: RAM becomes usable through [`accept_memory`](Platform::accept_memory) (page-state
 //! change to private, PVALIDATE, touch: `veil_agent::snp::memory`); before Linux runs, every
 //! other RAM page is validated too (above 4 GiB through a window mapping one GiB at a time,
-//! `crate::arch::paging::HighWindow`), the firmware's SNP pages are reserved in the e820 map, the
+//! `crate::arch::paging::map_high_gib`), the firmware's SNP pages are reserved in the e820 map, the
 //! CC blob (secrets and CPUID pages) goes into setup_data, and VMPCK0 is wiped from the secrets
 //! page. The -kernel, -initrd and -append blobs are checked against the SEV hash table
 //! (`kernel-hashes=on`) before use.
@@ -613,21 +613,19 @@ impl Platform for Snp {
         taken.extend(self.validated.iter().copied());
         let mut pages = 0;
         // RAM above 4 GiB is validated through a window that maps one GiB at a time.
-        let mut window = None;
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
             for (a, b) in veil_agent::memmap::subtract(e.addr, e.end(), &taken) {
                 for (x, y, gib) in veil_agent::memmap::by_high_gib(a, b) {
-                    if let Some(gib) = gib {
-                        window.get_or_insert_with(crate::arch::paging::HighWindow::new).map_gib(gib, insn::page_table_cbit());
-                        HIGH_GIB.store(gib + 1, Ordering::SeqCst);
+                    if gib.is_some() {
+                        crate::arch::paging::map_high_gib(gib, insn::page_table_cbit());
                     }
-                    let validated = self.validate(x, y);
-                    HIGH_GIB.store(0, Ordering::SeqCst);
-                    pages += validated?;
+                    HIGH_GIB.store(gib.map_or(0, |g| g + 1), Ordering::SeqCst);
+                    pages += self.validate(x, y)?;
                 }
             }
         }
-        drop(window);
+        HIGH_GIB.store(0, Ordering::SeqCst);
+        crate::arch::paging::map_high_gib(None, None);
         crate::log!("snp: validated the remaining {} MiB of guest RAM for Linux", pages >> 8);
         let cc_blob = pages::cc_blob_setup_data(SECRETS_PAGE, CPUID_PAGE);
         crate::log!("snp: CC blob for Linux (setup_data type 7): {}", hex::encode(cc_blob));
