@@ -102,6 +102,10 @@ pub struct RecoverArgs {
     /// `xxd -r -p`. The key is secret: pipe it, do not store it.
     #[arg(long, conflicts_with = "out")]
     print_key: bool,
+    /// Print one JSON object: with --print-key {"part", "uuid", "disk_key"}; with --out
+    /// {"part", "uuid", "out", "bytes"}.
+    #[arg(long)]
+    json: bool,
 }
 
 const MIB: u64 = 1 << 20;
@@ -334,8 +338,21 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
     let (start, len) = (win.start, win.len);
     let volume = win.load()?;
     let key = secret.disk_key(volume.uuid())?;
+    let uuid = volume.uuid().to_string();
     if args.print_key {
-        println!("{}", Zeroizing::new(hex::encode(key.as_ref())).as_str());
+        let hex_key = Zeroizing::new(hex::encode(key.as_ref()));
+        if args.json {
+            // Built by hand: a serde_json::Value would keep a copy of the key it never zeroizes.
+            let line = Zeroizing::new(format!(
+                "{{\"part\":{},\"uuid\":{},\"disk_key\":\"{}\"}}",
+                serde_json::to_string(&args.part)?,
+                serde_json::to_string(&uuid)?,
+                hex_key.as_str()
+            ));
+            println!("{}", line.as_str());
+        } else {
+            println!("{}", hex_key.as_str());
+        }
         return Ok(());
     }
     let (_, vk) = volume
@@ -352,5 +369,11 @@ pub fn recover(args: RecoverArgs) -> Result<()> {
     })?;
     out.commit()?;
     report("recovered", data_len, begin);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"part": args.part, "uuid": uuid, "out": out_path.display().to_string(), "bytes": data_len})
+        );
+    }
     Ok(())
 }

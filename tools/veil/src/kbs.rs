@@ -152,6 +152,13 @@ fn read_registry(path: &PathBuf) -> Result<Vec<Vec<u8>>> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    // HOST:PORT, checked before any file is read (an argument error, exit 2).
+    if args.listen.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        crate::usage_bail!(
+            "--listen {:?}: expected HOST:PORT, e.g. 127.0.0.1:8080 (port 0: any free port)",
+            args.listen
+        );
+    }
     // Served as given: the file's bytes, or the inline kms:// URI (the firmware reads both).
     let secret = Zeroizing::new(if crate::secret::is_inline(&args.secret) {
         args.secret.as_os_str().as_encoded_bytes().to_vec()

@@ -126,6 +126,9 @@ pub enum LuksCommand {
         force: bool,
         #[command(flatten)]
         key: KeySource,
+        /// Print {"uuid": ..., "bytes": N} (the plaintext's length) when done.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -157,6 +160,11 @@ pub enum TokenCommand {
         /// Token number (default: lowest free).
         #[arg(long)]
         id: Option<u32>,
+        /// The master secret that opens the volume (a file, or a kms:// URI inline). Required
+        /// when the volume is a veil-boot header (`--part veil-boot`, or a volume carrying the
+        /// boot bundle's token), and checked to open it before anything is written.
+        #[arg(long, value_name = "FILE")]
+        secret: Option<PathBuf>,
         /// Print {"token": N} instead of a sentence.
         #[arg(long)]
         json: bool,
@@ -170,6 +178,11 @@ pub enum TokenCommand {
         /// Token number.
         #[arg(long)]
         id: u32,
+        /// The master secret that opens the volume (a file, or a kms:// URI inline). Required
+        /// when the volume is a veil-boot header (`--part veil-boot`, or a volume carrying the
+        /// boot bundle's token), and checked to open it before anything is written.
+        #[arg(long, value_name = "FILE")]
+        secret: Option<PathBuf>,
         /// Print {"token": N} instead of a sentence.
         #[arg(long)]
         json: bool,
@@ -491,7 +504,7 @@ pub fn run(cmd: LuksCommand) -> Result<()> {
         LuksCommand::Encrypt { input, output, force, layout, key, kdf, json } => {
             encrypt(&input, &output, force, &layout, &key, &kdf, json)
         }
-        LuksCommand::Decrypt { input, output, force, key } => decrypt(&input, &output, force, &key),
+        LuksCommand::Decrypt { input, output, force, key, json } => decrypt(&input, &output, force, &key, json),
     }
 }
 
@@ -591,7 +604,7 @@ fn token(cmd: TokenCommand) -> Result<()> {
             }
             Ok(())
         }
-        TokenCommand::Add { image, part, file, keyslots, id, json } => {
+        TokenCommand::Add { image, part, file, keyslots, id, secret, json } => {
             let text = if file == Path::new("-") {
                 let mut t = String::new();
                 std::io::stdin().read_to_string(&mut t).context("reading the token from stdin")?;
@@ -603,6 +616,7 @@ fn token(cmd: TokenCommand) -> Result<()> {
                 .with_context(|| format!("{} is not JSON (as a LUKS2 header takes it)", file.display()))?;
             let mut vf = part.open(&image, true)?;
             let volume = vf.load()?;
+            check_veil_boot_edit(&part, &volume, &mut vf, secret.as_deref(), "token add")?;
             let mut w = HeaderWriter::edit(&volume)?;
             let n = w.add_token(token, &keyslots, id)?;
             vf.write(w.commit(&mut host_random)?)?;
@@ -613,9 +627,10 @@ fn token(cmd: TokenCommand) -> Result<()> {
             }
             Ok(())
         }
-        TokenCommand::Remove { image, part, id, json } => {
+        TokenCommand::Remove { image, part, id, secret, json } => {
             let mut vf = part.open(&image, true)?;
             let volume = vf.load()?;
+            check_veil_boot_edit(&part, &volume, &mut vf, secret.as_deref(), "token remove")?;
             let mut w = HeaderWriter::edit(&volume)?;
             w.remove_token(id)?;
             vf.write(w.commit(&mut host_random)?)?;
@@ -626,6 +641,30 @@ fn token(cmd: TokenCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// A veil-boot header (its partition named, or a volume carrying the boot bundle's token) is
+/// changed only with the master secret that opens it, checked first as `veil seal` checks it
+/// (issue 36): a token edit on the wrong disk's header, or by someone without the disk's
+/// secret, would leave a disk whose next boot cannot unseal or open it. Other volumes need no
+/// secret (`--secret`, when given, is checked all the same).
+fn check_veil_boot_edit(
+    part: &PartArg,
+    volume: &Volume,
+    vf: &mut VolumeFile,
+    secret: Option<&Path>,
+    what: &str,
+) -> Result<()> {
+    let veil_boot = part.part.as_deref() == Some("veil-boot")
+        || volume.metadata().tokens.values().any(|t| t.kind == veil_agent::bundle::TOKEN_TYPE);
+    match secret {
+        Some(path) => crate::seal::check_opens(&secret::load(path)?, volume, vf, path),
+        None if veil_boot => crate::usage_bail!(
+            "{}: is a veil-boot header; `veil luks {what}` changes one only with --secret FILE, the master secret that opens it (checked first, as veil seal does); nothing was written",
+            vf.name
+        ),
+        None => Ok(()),
     }
 }
 
@@ -713,7 +752,7 @@ fn encrypt(
     Ok(())
 }
 
-fn decrypt(input: &Path, output: &Path, force: bool, key: &KeySource) -> Result<()> {
+fn decrypt(input: &Path, output: &Path, force: bool, key: &KeySource, json: bool) -> Result<()> {
     outfile::check_free(output, force, "--force")?;
     let mut src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     let volume = Volume::load(&mut src).with_context(|| input.display().to_string())?;
@@ -729,5 +768,8 @@ fn decrypt(input: &Path, output: &Path, force: bool, key: &KeySource) -> Result<
     })?;
     out.commit()?;
     report("decrypted", len, start);
+    if json {
+        println!("{}", serde_json::json!({ "uuid": volume.uuid(), "bytes": len }));
+    }
     Ok(())
 }

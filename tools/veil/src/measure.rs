@@ -62,7 +62,7 @@ pub struct MeasureArgs {
     #[arg(long, required_if_eq("platform", "tpm"))]
     image: Option<PathBuf>,
     /// SNP: the number of vCPUs (one VMSA each).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     vcpus: u32,
     /// SNP: QEMU's CPU model (EPYC, EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...),
     /// which sets the CPUID signature in each VMSA.

@@ -91,7 +91,7 @@ impl SnpArgs {
     pub fn policy(&self) -> Result<Option<SnpPolicy>> {
         if self.reference.is_empty() {
             if self.certs.is_some() || self.test_root.is_some() || !self.crl.is_empty() {
-                bail!(
+                crate::usage_bail!(
                     "--snp-certs, --snp-crl and --snp-test-root need --snp-reference (the launch measurements to accept)"
                 );
             }
@@ -102,6 +102,9 @@ impl SnpArgs {
 
     /// The policy even without reference values (`veil verify` then reports the measurement).
     pub fn policy_allowing_no_reference(&self) -> Result<SnpPolicy> {
+        // The argument first (exit 2), before any file is read.
+        let min_tcb =
+            MinTcb::parse(&self.min_tcb).map_err(|e| crate::cli_error::usage(format!("--snp-min-tcb: {e}")))?;
         Ok(SnpPolicy {
             measurements: self.reference.iter().map(|p| read_reference(p)).collect::<Result<_>>()?,
             offline_certs: self.certs.as_deref().map(read_cert_dir).transpose()?.unwrap_or_default(),
@@ -119,7 +122,7 @@ impl SnpArgs {
                 .chain(self.certs.as_deref().map(read_crl_in_dir).transpose()?.flatten().map(Ok))
                 .collect::<Result<_>>()?,
             allow_missing_crl: self.allow_missing_crl,
-            min_tcb: MinTcb::parse(&self.min_tcb).map_err(|e| anyhow!("--snp-min-tcb: {e}"))?,
+            min_tcb,
         })
     }
 }

@@ -93,6 +93,12 @@ pub fn spki_from_pem(text: &str) -> Result<Vec<u8>> {
 }
 
 fn key(args: AkArgs, which: Which) -> Result<()> {
+    // HOST:PORT, checked before anything is written or connected to (an argument error, exit 2).
+    if let Some(addr) = &args.swtpm
+        && addr.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        crate::usage_bail!("--swtpm {addr:?}: expected HOST:PORT, e.g. 127.0.0.1:2321 (swtpm's TCP command port)");
+    }
     if let Some(path) = &args.out {
         crate::outfile::check_free(path, args.force, "--force")?;
     }

@@ -234,6 +234,99 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     assert_eq!(doc["boot_target"]["root_uuid"], doc["partitions"][1]["luks2"]["uuid"]);
 }
 
+/// Item 3, "every command that writes a header": `veil luks token add/remove` on a veil-boot
+/// header needs the master secret that opens it and checks it first, as `veil seal` does; a
+/// missing secret is an argument error (exit 2), a wrong one is refused (exit 1, with the
+/// hint), and neither changes a byte of the disk. Other volumes need no secret.
+#[test]
+fn token_edits_on_veil_boot_need_the_secret_that_opens_it() {
+    let f = Fixture::new();
+    assert!(f.build("good.cpio", "disk.img", &[]).status.success());
+    let disk = f.path("disk.img");
+    let d = p(&disk);
+    let token = f.path("token.json");
+    std::fs::write(&token, r#"{"type":"example","keyslots":[]}"#).unwrap();
+    let t = p(&token);
+    let (good, other) = (f.path("secret.json"), f.path("other.json"));
+    let before = std::fs::read(&disk).unwrap();
+    let unchanged = |what: &str| assert!(std::fs::read(&disk).unwrap() == before, "{what}: the disk changed");
+
+    let no_secret = veil(&["luks", "token", "add", d, "--part", "veil-boot", "--file", t]);
+    fails(&no_secret, 2, "is a veil-boot header; `veil luks token add` changes one only with --secret FILE");
+    unchanged("token add without --secret");
+    let wrong = veil(&["luks", "token", "add", d, "--part", "veil-boot", "--file", t, "--secret", p(&other)]);
+    fails(&wrong, 1, "does not open");
+    assert!(err(&wrong).contains("nothing was written"), "{}", err(&wrong));
+    unchanged("token add with another secret");
+    fails(&veil(&["luks", "token", "remove", d, "--part", "veil-boot", "--id", "0"]), 2, "only with --secret FILE");
+    let wrong = veil(&["luks", "token", "remove", d, "--part", "veil-boot", "--id", "0", "--secret", p(&other)]);
+    fails(&wrong, 1, "does not open");
+    unchanged("token remove");
+
+    // The veil-boot volume on its own (no --part): known by the boot bundle's token.
+    let list = veil(&["luks", "dump", d, "--part", "veil-boot", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let gpt = veil_agent::gpt::Gpt::read(&mut std::fs::File::open(&disk).unwrap()).unwrap();
+    let part = gpt.by_name("veil-boot").unwrap();
+    let alone = f.path("veil-boot.luks");
+    std::fs::write(&alone, &before[part.offset() as usize..(part.offset() + part.size()) as usize]).unwrap();
+    let alone_before = std::fs::read(&alone).unwrap();
+    fails(&veil(&["luks", "token", "add", p(&alone), "--file", t]), 2, "is a veil-boot header");
+    assert!(std::fs::read(&alone).unwrap() == alone_before, "the volume changed");
+    assert_eq!(doc["metadata"]["tokens"]["0"]["type"], "veil-bundle", "{doc}");
+    // As the SNP test tampers a token: the volume copied out, a token removed and added back
+    // with --secret, by id.
+    let secret = p(&good);
+    let bundle = doc["metadata"]["tokens"]["0"].clone();
+    let bundle_file = f.path("bundle-token.json");
+    let mut bare = bundle.clone();
+    bare.as_object_mut().unwrap().remove("keyslots");
+    std::fs::write(&bundle_file, serde_json::to_vec(&bare).unwrap()).unwrap();
+    let removed = veil(&["luks", "token", "remove", "--id", "0", "--secret", secret, p(&alone)]);
+    assert!(removed.status.success(), "{}", err(&removed));
+    let add = ["luks", "token", "add", "--id", "0", "--secret", secret, "--file", p(&bundle_file), p(&alone)];
+    let added = veil(&add);
+    assert!(added.status.success(), "{}", err(&added));
+    let listed = veil(&["luks", "token", "list", p(&alone), "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["tokens"]["0"], bundle, "the token came back as it was");
+
+    // With the secret that opens it: added, then removed.
+    let added = veil(&["luks", "token", "add", d, "--part", "veil-boot", "--file", t, "--secret", p(&good), "--json"]);
+    assert!(added.status.success(), "{}", err(&added));
+    let n: serde_json::Value = serde_json::from_slice(&added.stdout).unwrap();
+    let id = n["token"].to_string();
+    let removed = veil(&["luks", "token", "remove", d, "--part", "veil-boot", "--id", &id, "--secret", p(&good)]);
+    assert!(removed.status.success(), "{}", err(&removed));
+    // veil-root carries no bundle: no secret needed.
+    let root = veil(&["luks", "token", "add", d, "--part", "veil-root", "--file", t]);
+    assert!(root.status.success(), "{}", err(&root));
+}
+
+/// `veil recover --print-key --json` and `--out --json`: one object each, the key as
+/// `veil derive disk-key --json` gives it.
+#[test]
+fn recover_prints_json() {
+    let f = Fixture::new();
+    assert!(f.build("good.cpio", "disk.img", &[]).status.success());
+    let (disk, secret) = (f.path("disk.img"), f.path("secret.json"));
+    let (d, s) = (p(&disk), p(&secret));
+    let k = veil(&["recover", "--secret", s, "--disk", d, "--print-key", "--json"]);
+    assert!(k.status.success(), "{}", err(&k));
+    let doc: serde_json::Value = serde_json::from_slice(&k.stdout).unwrap();
+    assert_eq!(doc["part"], "veil-root");
+    let uuid = doc["uuid"].as_str().unwrap();
+    let derived = veil(&["derive", "disk-key", "--secret", s, "--uuid", uuid]);
+    assert_eq!(doc["disk_key"].as_str().unwrap(), out(&derived).trim());
+    let plain = f.path("root.ext4");
+    let r = veil(&["recover", "--secret", s, "--disk", d, "--out", p(&plain), "--json"]);
+    assert!(r.status.success(), "{}", err(&r));
+    let doc: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(doc["uuid"], uuid);
+    assert_eq!(doc["bytes"], std::fs::metadata(&plain).unwrap().len());
+    assert_eq!(doc["out"], p(&plain));
+}
+
 /// `luks dump disk.img` said "no LUKS2 magic"; `--part nope` listed no names; `recover --out`
 /// wrote plaintext 0644 and overwrote nothing but gave no --force; `--print-key --out`
 /// ignored --out; a wrong secret and a truncated disk gave no hint.
@@ -463,6 +556,10 @@ fn outputs_need_force_and_the_relay_checks_its_url_first() {
     std::fs::write(&ak, "mine").unwrap();
     // Refused before the TPM is even reached.
     fails(&veil(&["tpm", "ak", "--swtpm", "127.0.0.1:1", "--out", p(&ak)]), 1, "ak.pem already exists");
+    // A --swtpm that is no HOST:PORT is an argument error, found before the TPM is reached.
+    let ek = dir.path().join("ek.pem");
+    fails(&veil(&["tpm", "ek", "--swtpm", "nohost", "--out", p(&ek)]), 2, "expected HOST:PORT");
+    assert!(!ek.exists(), "no file left behind");
 
     let start = std::time::Instant::now();
     let sock = dir.path().join("none.sock");
@@ -480,6 +577,13 @@ fn outputs_need_force_and_the_relay_checks_its_url_first() {
     assert!(out(&refused).contains("veil verify --certs DIR"), "{}", out(&refused));
     assert!(!err(&refused).contains("VCEK"), "the reason twice: {}", err(&refused));
     fails(&veil(&["verify", "--platform", "snp", "--report", p(&report), "--host-data", "xy"]), 2, "--host-data");
+    fails(&veil(&["verify", "--platform", "snp", "--report", p(&report), "--snp-min-tcb", "x"]), 2, "--snp-min-tcb");
+    let rom = dir.path().join("rom.fd");
+    fails(&veil(&["measure", "--platform", "snp", "--rom", p(&rom), "--vcpus", "0"]), 2, "--vcpus");
+    let secret = dir.path().join("secret.json");
+    assert!(veil(&["secret", "new", "--out", p(&secret)]).status.success());
+    let serve = veil(&["kbs", "serve", "--secret", p(&secret), "--listen", "nope", "--snp-reference", "none.json"]);
+    fails(&serve, 2, "--listen \"nope\": expected HOST:PORT");
 }
 
 /// qemu/snp.sh and qemu/tdx.sh name what the host lacks (QEMU's version, KVM with SEV-SNP or

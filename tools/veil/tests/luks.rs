@@ -122,8 +122,11 @@ fn encrypt_then_decrypt_round_trip() {
     );
 
     let back = dir.path().join("back.img");
-    ok(veil(&["luks", "decrypt", "--in", p(&enc), "--out", p(&back), "--key-file", p(&pw)]));
+    let decrypted = veil(&["luks", "decrypt", "--in", p(&enc), "--out", p(&back), "--key-file", p(&pw), "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&decrypted.stdout).unwrap();
+    ok(decrypted);
     let got = std::fs::read(&back).unwrap();
+    assert_eq!(doc["bytes"], got.len(), "{doc}");
     assert_eq!(&got[..data.len()], &data[..]);
     assert!(got[data.len()..].iter().all(|b| *b == 0));
 

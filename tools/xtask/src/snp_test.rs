@@ -692,7 +692,7 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
     }
 
     eprintln!("xtask: snp test: a tampered veil-snp token does not open; the broker is asked again");
-    tamper_snp_token(veil, image)?;
+    tamper_snp_token(veil, image, &setup.secret)?;
     let again = boot_disk(veil, model_rom, "snp-attest-tampered-token", image, &honest, Some(broker))?;
     again
         .expect("does not open with this launch's sealing key")?
@@ -791,8 +791,9 @@ fn unbound_volume_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
 }
 
 /// Flip one byte of the `veil-snp` token's ciphertext in `image`'s veil-boot header, with the
-/// `veil luks token` commands on the partition copied out and back.
-fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
+/// `veil luks token` commands on the partition copied out and back (a veil-boot header: they
+/// take the master `secret` that opens it).
+fn tamper_snp_token(veil: &Path, image: &Path, secret: &Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut disk = std::fs::OpenOptions::new().read(true).write(true).open(image)?;
     let gpt = veil_agent::gpt::Gpt::read(&mut disk).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -818,8 +819,15 @@ fn tamper_snp_token(veil: &Path, image: &Path) -> Result<()> {
     token["ciphertext"] = serde_json::Value::String(flipped);
     let token_file = image.with_extension("token.json");
     std::fs::write(&token_file, serde_json::to_vec(&token)?)?;
-    crate::run(Command::new(veil).args(["luks", "token", "remove", "--id", id]).arg(&boot))?;
-    crate::run(Command::new(veil).args(["luks", "token", "add", "--id", id, "--file"]).arg(&token_file).arg(&boot))?;
+    crate::run(Command::new(veil).args(["luks", "token", "remove", "--id", id, "--secret"]).arg(secret).arg(&boot))?;
+    crate::run(
+        Command::new(veil)
+            .args(["luks", "token", "add", "--id", id, "--secret"])
+            .arg(secret)
+            .arg("--file")
+            .arg(&token_file)
+            .arg(&boot),
+    )?;
     disk.seek(SeekFrom::Start(part.offset()))?;
     disk.write_all(&std::fs::read(&boot)?)?;
     let _ = std::fs::remove_file(&boot);
