@@ -1,7 +1,10 @@
 //! The firmware's one error type. Stages return `BootError`, which keeps agent's typed errors
 //! as they are and adds the firmware's own refusals with their values; it becomes text only
-//! where the boot fails and prints it (`main::fail`). `.at(place)` names where an error
+//! where the boot fails and prints it (`arch::exit::fail`). `.at(place)` names where an error
 //! happened (a partition, a disk, a protocol step) without flattening it.
+//!
+//! Layer: above `arch`, below `devices` (tools/xtask/src/layers.rs); it names nothing else in
+//! this crate, so every layer may return it. fw_cfg's own error lives here for that reason.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -21,8 +24,6 @@ use veil_agent::snp::memory::MemoryError;
 use veil_agent::tpm::command::TpmError;
 use veil_agent::tpm::tis::TisError;
 use veil_agent::xts::XtsError;
-
-use crate::devices::fwcfg::FwCfgError;
 
 veil_agent::boxed_error! {
     /// Why a boot stage failed: a [`BootErrorKind`] behind one pointer.
@@ -308,3 +309,51 @@ from!(
     Snp(SnpError),
     SnpMemory(MemoryError),
 );
+
+/// Why fw_cfg could not be used.
+#[derive(Debug)]
+pub enum FwCfgError {
+    /// No "QEMU" signature: no fw_cfg device.
+    Missing,
+    /// The device reported a DMA error.
+    Dma,
+    /// The device did not complete a DMA transfer in the time allowed.
+    DmaTimeout,
+    /// Writing needs the DMA interface.
+    NoDmaWrite,
+    /// A write outside its file.
+    WriteRange {
+        /// The file.
+        name: alloc::string::String,
+    },
+    /// The directory is malformed.
+    Directory(veil_agent::fwcfg::FwCfgError),
+    /// A file is larger than the caller allows.
+    TooLarge {
+        /// The file.
+        name: alloc::string::String,
+        /// Its size.
+        size: u32,
+        /// The caller's limit.
+        limit: usize,
+    },
+}
+
+impl core::fmt::Display for FwCfgError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FwCfgError::Missing => write!(f, "fw_cfg: no device (signature is not \"QEMU\")"),
+            FwCfgError::Dma => write!(f, "fw_cfg: the DMA transfer reported an error"),
+            FwCfgError::DmaTimeout => write!(
+                f,
+                "fw_cfg: the device did not complete a DMA transfer (QEMU completes them at once: the host could not reach the memory, or will not)"
+            ),
+            FwCfgError::NoDmaWrite => write!(f, "fw_cfg: writing needs the DMA interface, which this device lacks"),
+            FwCfgError::WriteRange { name } => write!(f, "fw_cfg: write outside the file {name}"),
+            FwCfgError::Directory(e) => write!(f, "{e}"),
+            FwCfgError::TooLarge { name, size, limit } => {
+                write!(f, "fw_cfg: {name} is {size} bytes, more than the {limit} allowed")
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@ use core::sync::atomic::{Ordering, compiler_fence};
 use veil_agent::fwcfg::{FileEntry, MAX_FILES, SEL_FEATURES, SEL_FILE_DIR, SEL_SIGNATURE, parse_directory};
 
 use crate::arch::cpu::port::{outl, outw};
+use crate::error::FwCfgError;
 
 const PORT_SELECTOR: u16 = 0x510;
 const PORT_DATA: u16 = 0x511;
@@ -38,54 +39,6 @@ pub mod sel {
     pub const SETUP_SIZE: u16 = 0x17;
     /// The real-mode setup part (with the setup header).
     pub const SETUP_DATA: u16 = 0x18;
-}
-
-/// Why fw_cfg could not be used.
-#[derive(Debug)]
-pub enum FwCfgError {
-    /// No "QEMU" signature: no fw_cfg device.
-    Missing,
-    /// The device reported a DMA error.
-    Dma,
-    /// The device did not complete a DMA transfer in the time allowed.
-    DmaTimeout,
-    /// Writing needs the DMA interface.
-    NoDmaWrite,
-    /// A write outside its file.
-    WriteRange {
-        /// The file.
-        name: alloc::string::String,
-    },
-    /// The directory is malformed.
-    Directory(veil_agent::fwcfg::FwCfgError),
-    /// A file is larger than the caller allows.
-    TooLarge {
-        /// The file.
-        name: alloc::string::String,
-        /// Its size.
-        size: u32,
-        /// The caller's limit.
-        limit: usize,
-    },
-}
-
-impl core::fmt::Display for FwCfgError {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            FwCfgError::Missing => write!(f, "fw_cfg: no device (signature is not \"QEMU\")"),
-            FwCfgError::Dma => write!(f, "fw_cfg: the DMA transfer reported an error"),
-            FwCfgError::DmaTimeout => write!(
-                f,
-                "fw_cfg: the device did not complete a DMA transfer (QEMU completes them at once: the host could not reach the memory, or will not)"
-            ),
-            FwCfgError::NoDmaWrite => write!(f, "fw_cfg: writing needs the DMA interface, which this device lacks"),
-            FwCfgError::WriteRange { name } => write!(f, "fw_cfg: write outside the file {name}"),
-            FwCfgError::Directory(e) => write!(f, "{e}"),
-            FwCfgError::TooLarge { name, size, limit } => {
-                write!(f, "fw_cfg: {name} is {size} bytes, more than the {limit} allowed")
-            }
-        }
-    }
 }
 
 /// The fw_cfg device.
