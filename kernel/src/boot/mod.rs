@@ -7,7 +7,6 @@
 
 pub mod diskboot;
 pub mod heap;
-pub mod kbs;
 pub mod keysource;
 pub mod linux;
 pub mod secrets;

@@ -4,9 +4,15 @@
 //! the device's used-ring length (virtio-drivers 0.13 console.rs: a length past 4096 panics,
 //! and a zero length trips an assertion). Here the length goes through
 //! veil_agent::kbs::frame::Receiver, which refuses one past the buffer; and a send waits a
-//! bounded time for the device.
+//! bounded time for the device. On it, the frames of veil_agent::kbs::frame carry
+//! `{"method","path","body"}` out and `{"status","body"}` back ([`Relay`] for the RCAR client);
+//! everything the relay returns is untrusted and parsed in agent.
 
-use veil_agent::kbs::frame::{Receiver, RelayError};
+use alloc::vec::Vec;
+
+use veil_agent::json::Value;
+use veil_agent::kbs::client::Relay;
+use veil_agent::kbs::frame::{self, Receiver, RelayError};
 use virtio_drivers::device::common::Feature;
 use virtio_drivers::queue::VirtQueue;
 use virtio_drivers::transport::pci::PciTransport;
@@ -148,5 +154,39 @@ impl Console {
             }
             core::hint::spin_loop();
         }
+    }
+}
+
+/// How long the firmware waits for one broker reply.
+const REPLY_TIMEOUT_US: u64 = 60_000_000;
+
+impl Console {
+    /// Send one frame's payload (the relay-echo test hook; exchanges send requests whole).
+    #[cfg(feature = "test-hooks")]
+    pub fn send_frame(&mut self, payload: &[u8]) -> Result<(), RelayError> {
+        self.send(&frame::encode(payload)?)
+    }
+
+    /// Receive one frame, waiting at most `timeout_us`.
+    pub fn recv_frame(&mut self, timeout_us: u64) -> Result<Vec<u8>, RelayError> {
+        let deadline = crate::arch::tsc::micros(crate::arch::cpu::rdtsc()) + timeout_us;
+        let mut decoder = frame::Decoder::new();
+        loop {
+            match self.recv_byte(deadline)? {
+                Some(b) => {
+                    if let Some(payload) = decoder.push(b)? {
+                        return Ok(payload);
+                    }
+                }
+                None => return Err(RelayError::Timeout { seconds: timeout_us / 1_000_000 }),
+            }
+        }
+    }
+}
+
+impl Relay for Console {
+    fn exchange(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>), RelayError> {
+        self.send(&frame::request(method, path, body)?)?;
+        frame::parse_reply(&self.recv_frame(REPLY_TIMEOUT_US)?)
     }
 }

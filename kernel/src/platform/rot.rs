@@ -77,3 +77,39 @@ pub trait RootOfTrust {
     /// back to the OS.
     fn publish(&mut self, acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError>;
 }
+
+/// Fetch `resource` from the broker behind `relay`, attesting as `tee` with the platform's own
+/// evidence (`evidence(report_data)`: SEV-SNP reports, TDX quotes), `init_data` sent for the
+/// broker to check; each protocol phase gets a timeline mark.
+pub fn release_with_evidence(
+    tee: veil_agent::kbs::evidence::Tee,
+    init_data: Option<&str>,
+    relay: &mut dyn Relay,
+    resource: &str,
+    evidence: &mut dyn FnMut(&[u8]) -> Result<Value, crate::error::BootError>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, crate::error::BootError> {
+    use veil_agent::kbs::client;
+    crate::arch::tsc::mark("kbs-auth");
+    let mut phases = client::Phases::default();
+    let mut random = |b: &mut [u8]| crate::arch::random::fill(b);
+    let mut evidence =
+        |report_data: &[u8]| evidence(report_data).map_err(|e| client::KbsError::Evidence(alloc::format!("{e}")));
+    let r = client::remote_release_with_evidence(
+        tee,
+        init_data,
+        relay,
+        resource,
+        &mut random,
+        &crate::arch::cpu::rdtsc,
+        &mut phases,
+        &mut evidence,
+    );
+    for (at, stage) in
+        [(phases.challenge, "kbs-report"), (phases.quote, "kbs-attest"), (phases.attested, "kbs-resource")]
+    {
+        if at != 0 {
+            crate::arch::tsc::mark_at(at, stage);
+        }
+    }
+    Ok(r?)
+}

@@ -515,7 +515,7 @@ impl RootOfTrust for Snp {
         resource: &str,
         init_data: Option<&str>,
     ) -> Result<Zeroizing<Vec<u8>>, BootError> {
-        crate::boot::kbs::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
+        super::rot::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
     fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {

@@ -211,7 +211,7 @@ impl RootOfTrust for Tdx {
         resource: &str,
         init_data: Option<&str>,
     ) -> Result<Zeroizing<Vec<u8>>, BootError> {
-        crate::boot::kbs::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
+        super::rot::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
     fn unseal(&mut self, _boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
