@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use arch::exit::{self, fail};
 use arch::{cpu, interrupts, layout, mtrr, paging, serial, tsc, vector};
 use boot::{diskboot, heap, keysource, linux, secrets, statedisk};
-use devices::{acpi, fwcfg, pci, relay, virtio};
+use devices::{acpi, fwcfg, pci, relay, virtio, volume};
 #[cfg(feature = "snp-model")]
 use model::snp as snpmodel;
 #[cfg(feature = "tdx-model")]
@@ -273,7 +273,7 @@ fn measure_firmware(
 /// The virtio disks, the boot volume on the first, and the relay to a key broker.
 struct Disks {
     disks: Vec<virtio::Disk>,
-    boot: Option<diskboot::BootVolume>,
+    boot: Option<volume::BootVolume>,
     relay: Option<relay::Console>,
 }
 
@@ -298,7 +298,7 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
         }
     }
     match found.disks.first_mut() {
-        Some(disk) => match diskboot::open(disk) {
+        Some(disk) => match volume::open(disk) {
             Ok(b) => {
                 // Only a disk boot decrypts anything: the XTS self-test and choice run here,
                 // not on every boot.
@@ -321,7 +321,7 @@ fn find_disks(cfg: &fwcfg::FwCfg, plat: &mut dyn Platform, pci: &pci::Config, ho
 /// close the pre-boot measurements before any attestation, so a quote holds what `veil
 /// measure` predicts. Returns whether the separators are in (a direct boot measures its
 /// target later, in linux::prepare, and its separators after it).
-fn measure_target(plat: &mut dyn Platform, boot: Option<&diskboot::BootVolume>) -> bool {
+fn measure_target(plat: &mut dyn Platform, boot: Option<&volume::BootVolume>) -> bool {
     let Some(name) = plat.root_of_trust().filter(|r| r.measures()).map(|r| r.name()) else { return false };
     tsc::mark("measure-target");
     let Some(t) = boot.and_then(|b| b.token.as_ref()) else {
@@ -378,7 +378,7 @@ fn read_disks(
         log!("{}: extended the clusterID {} into PCR 15 / RTMR2", rot_name(plat).unwrap_or(""), hex::encode(id.0));
     }
     let verified = or_fail(diskboot::read_bundle(disk, boot, opened), "");
-    diskboot::repair_other_copy(disk, (boot.start, boot.len), &boot.volume, "veil-boot");
+    volume::repair_other_copy(disk, (boot.start, boot.len), &boot.volume, "veil-boot");
     let us = tsc::micros(cpu::rdtsc()) - tsc::micros(start_tsc);
     log!(
         "bundle: {} bytes read, decrypted and verified in {} us ({} MB/s)",

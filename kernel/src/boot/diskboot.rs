@@ -5,25 +5,16 @@
 
 use alloc::vec::Vec;
 
-use veil_agent::bundle::{self, BundleToken, Manifest};
-use veil_agent::gpt::Gpt;
+use veil_agent::bundle::{self, Manifest};
 use veil_agent::io::Window;
 use veil_agent::keys::MasterSecret;
 use veil_agent::linux::{LinuxError, SetupHeader};
-use veil_agent::luks2::{DataSegment, KdfLimits, Volume, VolumeKey};
+use veil_agent::luks2::{DataSegment, VolumeKey};
 use veil_agent::xts::SectorCipher;
 
 use crate::devices::virtio::Disk;
+use crate::devices::volume::{BootVolume, LIMITS};
 use crate::error::{At, BootError, BootErrorKind};
-
-/// What the firmware allows a keyslot to cost (its heap is small and time is boot time).
-pub const LIMITS: KdfLimits = KdfLimits {
-    max_memory_kib: 64 * 1024,
-    max_argon2_time: 10,
-    max_argon2_lanes: 4,
-    max_pbkdf2_iterations: 10_000_000,
-    max_af_stripes: 4000,
-};
 
 /// A verified bundle.
 pub struct Verified {
@@ -67,129 +58,6 @@ fn read_decrypt(
     })?;
     out.truncate(size as usize);
     Ok(out)
-}
-
-/// The `veil-boot` volume before it is unlocked: where it is, its LUKS2 header, and the
-/// boot bundle's manifest as the `veil-bundle` token states it in the clear (unverified).
-pub struct BootVolume {
-    /// Partition start on the disk (bytes).
-    pub start: u64,
-    /// Partition length (bytes).
-    pub len: u64,
-    /// The LUKS2 header.
-    pub volume: Volume,
-    /// The manifest from the header's `veil-bundle` token, if it has one.
-    pub token: Option<BundleToken>,
-}
-
-impl BootVolume {
-    /// What tokens sealed for this volume are bound to (agent::tpm::token::binding): its UUID
-    /// and the manifest its `veil-bundle` token states (which the MAC'd one must equal).
-    pub fn binding(&self) -> Result<[u8; 32], BootError> {
-        let t = self.token.as_ref().ok_or(BootErrorKind::UnboundBootVolume("it has no veil-bundle token"))?;
-        Ok(veil_agent::tpm::token::binding(self.volume.uuid(), &bundle::manifest_sha384(&t.manifest)))
-    }
-}
-
-/// Find `veil-boot` on `disk` and read its LUKS2 header (no key needed).
-pub fn open(disk: &mut Disk) -> Result<BootVolume, BootError> {
-    let location = disk.location;
-    let gpt = Gpt::read(disk).at(alloc::format!("disk {location}"))?;
-    if gpt.used_backup {
-        crate::log!("disk: primary GPT damaged; using the backup");
-    }
-    let part = gpt.by_name("veil-boot").ok_or(BootErrorKind::NoBootPartition)?;
-    let (start, len) = (part.offset(), part.size());
-    let mut win = Window { dev: disk, start, len };
-    let volume = Volume::load(&mut win).map_err(BootErrorKind::BootVolumeUnreadable)?;
-    let token = bundle::find_token(volume.json()).at("veil-boot")?;
-    Ok(BootVolume { start, len, volume, token })
-}
-
-/// Write header byte ranges (offsets within the partition) of the boot volume, each made
-/// durable before the next is written (the writer's order: keyslot areas, the primary copy,
-/// the secondary copy; so a power cut leaves at most one copy torn), then read the header
-/// back to check that it still loads.
-pub fn write_header(
-    disk: &mut Disk,
-    boot: &mut BootVolume,
-    writes: &[(u64, zeroize::Zeroizing<Vec<u8>>)],
-) -> Result<(), BootError> {
-    for (offset, bytes) in writes {
-        if offset + bytes.len() as u64 > boot.len {
-            return Err(BootErrorKind::HeaderWriteOutOfRange.into());
-        }
-        disk.write_durably(boot.start + offset, bytes).at("veil-boot: writing the header")?;
-    }
-    let mut win = Window { dev: disk, start: boot.start, len: boot.len };
-    boot.volume = Volume::load(&mut win).at("veil-boot: the header just written does not load")?;
-    Ok(())
-}
-
-/// Once `volume` (at `start`, `len` bytes, on `disk`) is trusted (a keyslot opened with its
-/// key; for `veil-boot` also the bundle's MAC checked), rewrite its second header copy from
-/// the one in use when that was missing, damaged or older, durably, as cryptsetup does when it
-/// loads such a header, and say so. A failure is logged: the boot goes on from the good copy.
-pub fn repair_other_copy(disk: &mut Disk, (start, len): (u64, u64), volume: &Volume, what: &str) {
-    let mut rng = |b: &mut [u8]| crate::arch::random::fill(b);
-    let mut win = Window { dev: &mut *disk, start, len };
-    let repaired =
-        volume.repair_other_copy(&mut win, &mut rng).map_err(BootError::from).and_then(|write| match write {
-            Some((offset, bytes)) => disk.write_durably(start + offset, &bytes).map(|()| true).map_err(BootError::from),
-            None => Ok(false),
-        });
-    let (used, other) = if volume.header().secondary { ("secondary", "primary") } else { ("primary", "secondary") };
-    match repaired {
-        Ok(false) => {}
-        Ok(true) => crate::log!(
-            "{what}: the {other} LUKS2 header copy was missing, damaged or older; rewrote it from the {used} (sequence id {})",
-            volume.header().seqid
-        ),
-        Err(e) => crate::log!("{what}: the {other} LUKS2 header copy is stale, and rewriting it failed: {e}"),
-    }
-}
-
-/// Open the boot volume through a `systemd-tpm2` token (systemd-cryptenroll): unseal its
-/// object under the same storage primary key, base64 it, and open its keyslot with that
-/// passphrase. Returns the volume key, or None (with the reasons logged) when no token works.
-pub fn systemd_volume_key(
-    tpm: &mut crate::platform::tpm::MeasuredBoot,
-    disk: &mut Disk,
-    boot: &BootVolume,
-) -> Option<VolumeKey> {
-    for token in veil_agent::tpm::systemd::find(boot.volume.json()) {
-        let t = match token {
-            Ok(t) => t,
-            Err(e) => {
-                crate::log!("veil-boot: {e}: skipped");
-                continue;
-            }
-        };
-        let unsealed = match tpm.unseal(&t.blob, t.bank, &t.pcrs) {
-            Ok(u) => u,
-            Err(e) => {
-                crate::log!("veil-boot: systemd-tpm2 token {}: unseal failed: {e}", t.number);
-                continue;
-            }
-        };
-        let passphrase = veil_agent::tpm::systemd::passphrase(&unsealed);
-        let mut win = Window { dev: disk, start: boot.start, len: boot.len };
-        for slot in &t.keyslots {
-            match boot.volume.unlock_keyslot(&mut win, *slot, &passphrase, &LIMITS) {
-                Ok(key) => {
-                    crate::log!(
-                        "veil-boot: systemd-tpm2 token {} unsealed (PolicyPCR {} PCRs {:?}); its passphrase opens keyslot {slot}",
-                        t.number,
-                        t.bank.name(),
-                        t.pcrs
-                    );
-                    return Some(key);
-                }
-                Err(e) => crate::log!("veil-boot: systemd-tpm2 token {}: keyslot {slot}: {e}", t.number),
-            }
-        }
-    }
-    None
 }
 
 /// The boot volume unlocked and its manifest's MAC verified: the proof that a master secret

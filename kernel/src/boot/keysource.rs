@@ -28,10 +28,10 @@ use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::format::HeaderWriter;
 use zeroize::Zeroizing;
 
-use crate::boot::diskboot::BootVolume;
 use crate::devices::fwcfg::FwCfg;
 use crate::devices::relay::Console;
 use crate::devices::virtio::Disk;
+use crate::devices::volume::BootVolume;
 use crate::error::{At, BootError, BootErrorKind};
 use crate::platform::Platform;
 use crate::platform::rot::{RootOfTrust, Unopened};
@@ -137,7 +137,7 @@ pub fn seal(
     let number = writer.add_token(sealed.token, &[], None).at("veil-boot")?;
     let mut rng = |buf: &mut [u8]| crate::arch::random::fill(buf);
     let writes = writer.commit(&mut rng).at("veil-boot")?;
-    crate::boot::diskboot::write_header(disk, boot, &writes)?;
+    crate::devices::volume::write_header(disk, boot, &writes)?;
     crate::log!("{}: sealed the master secret {} in veil-boot token {number}", rot.name(), sealed.how);
     Ok(())
 }

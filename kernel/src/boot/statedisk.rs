@@ -31,10 +31,10 @@ pub fn prepare(disk: &mut Disk, secret: &MasterSecret, named: &str) -> Result<Op
             return Ok(None);
         }
         let key = secret.disk_key(&uuid)?;
-        return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::boot::diskboot::LIMITS)? {
+        return Ok(match statedisk::check_keyslots(&volume, disk, key.as_ref(), &crate::devices::volume::LIMITS)? {
             Keyslots::Open(slot) => {
                 crate::log!("state disk {location}: LUKS2 volume {uuid} (keyslot {slot} opens with its disk key)");
-                crate::boot::diskboot::repair_other_copy(disk, (0, disk.size), &volume, "state disk");
+                crate::devices::volume::repair_other_copy(disk, (0, disk.size), &volume, "state disk");
                 Some(uuid)
             }
             Keyslots::Unchecked(why) => {

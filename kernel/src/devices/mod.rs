@@ -12,3 +12,4 @@ pub mod mmio;
 pub mod pci;
 pub mod relay;
 pub mod virtio;
+pub mod volume;

@@ -21,8 +21,8 @@ use veil_agent::luks2::VolumeKey;
 use veil_agent::tpm::measure::Measurement;
 use zeroize::Zeroizing;
 
-use crate::boot::diskboot::BootVolume;
 use crate::devices::virtio::Disk;
+use crate::devices::volume::BootVolume;
 use crate::error::BootError;
 
 /// A sealed token ready for the `veil-boot` header.

@@ -8,6 +8,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use veil_agent::io::Window;
 use veil_agent::kbs::client::{self, Phases, Relay};
 use veil_agent::keys::MasterSecret;
 use veil_agent::luks2::VolumeKey;
@@ -19,8 +20,8 @@ use veil_agent::tpm::tis::{Clock, Tis, TisRegisters};
 use veil_agent::tpm::token;
 use zeroize::Zeroizing;
 
-use crate::boot::diskboot::BootVolume;
 use crate::devices::virtio::Disk;
+use crate::devices::volume::{BootVolume, LIMITS};
 use crate::error::{At, BootError, BootErrorKind};
 use crate::platform::rot::{RootOfTrust, Sealed, Unopened};
 
@@ -308,7 +309,7 @@ impl RootOfTrust for MeasuredBoot {
     }
 
     fn volume_key(&mut self, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
-        crate::boot::diskboot::systemd_volume_key(self, disk, boot)
+        systemd_volume_key(self, disk, boot)
     }
 
     fn publish(&mut self, acpi: Option<&crate::devices::acpi::Tables>) -> Result<(), BootError> {
@@ -324,4 +325,43 @@ impl RootOfTrust for MeasuredBoot {
         );
         Ok(())
     }
+}
+
+/// Open the boot volume through a `systemd-tpm2` token (systemd-cryptenroll): unseal its
+/// object under the same storage primary key, base64 it, and open its keyslot with that
+/// passphrase. Returns the volume key, or None (with the reasons logged) when no token works.
+pub fn systemd_volume_key(tpm: &mut MeasuredBoot, disk: &mut Disk, boot: &BootVolume) -> Option<VolumeKey> {
+    for token in veil_agent::tpm::systemd::find(boot.volume.json()) {
+        let t = match token {
+            Ok(t) => t,
+            Err(e) => {
+                crate::log!("veil-boot: {e}: skipped");
+                continue;
+            }
+        };
+        let unsealed = match tpm.unseal(&t.blob, t.bank, &t.pcrs) {
+            Ok(u) => u,
+            Err(e) => {
+                crate::log!("veil-boot: systemd-tpm2 token {}: unseal failed: {e}", t.number);
+                continue;
+            }
+        };
+        let passphrase = veil_agent::tpm::systemd::passphrase(&unsealed);
+        let mut win = Window { dev: disk, start: boot.start, len: boot.len };
+        for slot in &t.keyslots {
+            match boot.volume.unlock_keyslot(&mut win, *slot, &passphrase, &LIMITS) {
+                Ok(key) => {
+                    crate::log!(
+                        "veil-boot: systemd-tpm2 token {} unsealed (PolicyPCR {} PCRs {:?}); its passphrase opens keyslot {slot}",
+                        t.number,
+                        t.bank.name(),
+                        t.pcrs
+                    );
+                    return Some(key);
+                }
+                Err(e) => crate::log!("veil-boot: systemd-tpm2 token {}: keyslot {slot}: {e}", t.number),
+            }
+        }
+    }
+    None
 }

@@ -45,7 +45,7 @@ use zeroize::Zeroizing;
 use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
 use crate::arch::interrupts::Frame;
-use crate::boot::diskboot::BootVolume;
+use crate::devices::volume::BootVolume;
 use crate::error::{BootError, BootErrorKind};
 
 /// The secrets page (SEV metadata type SNP_SECRETS, boot.S).

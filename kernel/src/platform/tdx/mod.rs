@@ -31,7 +31,7 @@ use zeroize::Zeroizing;
 
 use super::rot::{RootOfTrust, Sealed, Unopened};
 use super::{HandoffExtras, Platform};
-use crate::boot::diskboot::BootVolume;
+use crate::devices::volume::BootVolume;
 use crate::error::{At, BootError, BootErrorKind};
 
 /// The TD HOB page (TDVF metadata type TD_HOB, boot.S).
