@@ -129,6 +129,7 @@ fn fill_secrets_page() {
 
 /// What the AMD-SP and the hypervisor do before the guest's first instruction.
 pub fn launch() {
+    crate::platform::snp::insn::install_model(&HOOKS);
     crate::arch::interrupts::set_handler(crate::arch::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
     fill_cpuid_page();
     fill_secrets_page();
@@ -182,6 +183,10 @@ pub fn launch() {
     *MODEL.lock() = Some(hv);
     LAUNCHED.store(true, Ordering::SeqCst);
 }
+
+/// What the platform's SNP instructions ask the model (crate::platform::snp::insn).
+static HOOKS: crate::platform::snp::insn::ModelHooks =
+    crate::platform::snp::insn::ModelHooks { sev_status, read_ghcb_msr, write_ghcb_msr, withhold_cc_blob };
 
 /// SEV_STATUS as the modelled CPU reports it.
 pub fn sev_status() -> Option<u64> {

@@ -42,6 +42,9 @@ static LAUNCHED: AtomicBool = AtomicBool::new(false);
 static DUMP_CONFIG: AtomicBool = AtomicBool::new(false);
 static MODEL: Mutex<Option<TdxModel>> = Mutex::new(None);
 
+/// What the platform asks the model (crate::platform::tdx::insn).
+static HOOKS: crate::platform::tdx::insn::ModelHooks = crate::platform::tdx::insn::ModelHooks { launched, report };
+
 /// Did the modelled launch happen (the machine is a TD)?
 pub fn launched() -> bool {
     LAUNCHED.load(Ordering::SeqCst)
@@ -49,6 +52,7 @@ pub fn launched() -> bool {
 
 /// What the VMM and the TDX module do before the TD's first instruction.
 pub fn launch() {
+    crate::platform::tdx::insn::install_model(&HOOKS);
     crate::arch::interrupts::set_handler(crate::arch::interrupts::Resumable::InvalidOpcode, &UD_HANDLER);
     let Ok(cfg) = crate::devices::fwcfg::FwCfg::probe() else { return };
     let Ok(Some(hob)) = cfg.read_file(TEST_TD_HOB, 4096) else {

@@ -176,7 +176,7 @@ pub fn init() -> alloc::boxed::Box<dyn Platform> {
 /// Find out which kind of machine this is. Must run before any other CPUID.
 pub fn detect() -> Kind {
     #[cfg(feature = "tdx-model")]
-    if crate::model::tdx::launched() {
+    if tdx::insn::model().is_some_and(|m| (m.launched)()) {
         return Kind::Tdx;
     }
     let status = snp::insn::sev_status();

@@ -4,11 +4,13 @@
 //!
 //! The model test ROM (feature `snp-model`) runs this same code under TCG. VMGEXIT and
 //! PVALIDATE are the same instructions in every ROM: TCG raises #UD on both and the model's #UD
-//! handler answers (crate::model::snp). TCG drops writes to the GHCB MSR and reads SEV_STATUS as
+//! handler answers (the model, `model/snp.rs`, installs [`ModelHooks`]). TCG drops writes to the GHCB MSR and reads SEV_STATUS as
 //! 0, so in that ROM those two MSRs are the model's. The code that runs on hardware alone is
 //! therefore the two MSR accesses in [`read_ghcb_msr`]/[`write_ghcb_msr`] and the boot.S read.
 
 use core::arch::asm;
+#[cfg(feature = "snp-model")]
+use core::sync::atomic::AtomicPtr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// SEV_STATUS as boot.S read it, before any CPUID (0 where the MSR does not exist: boot.S
@@ -19,13 +21,44 @@ pub static VEIL_BOOT_SEV_STATUS: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 pub static VEIL_BOOT_CBIT: AtomicU32 = AtomicU32::new(0);
 
+/// What the SNP model (the `snp-model` test ROM) answers in place of what TCG lacks: the
+/// model installs it ([`install_model`]) before the platform is detected, and the functions
+/// below ask it first. The platform never names the model, which sits above it.
+#[cfg(feature = "snp-model")]
+pub struct ModelHooks {
+    /// SEV_STATUS as the modelled CPU reports it (None: no modelled launch).
+    pub sev_status: fn() -> Option<u64>,
+    /// The modelled GHCB MSR (None: no modelled launch).
+    pub read_ghcb_msr: fn() -> Option<u64>,
+    /// Write the modelled GHCB MSR; false before the modelled launch.
+    pub write_ghcb_msr: fn(u64) -> bool,
+    /// Keep the CC blob from Linux (which under TCG is no SNP guest and would stop on it)?
+    pub withhold_cc_blob: fn() -> bool,
+}
+
+#[cfg(feature = "snp-model")]
+static MODEL: AtomicPtr<ModelHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Route the instructions TCG lacks to the SNP model from now on.
+#[cfg(feature = "snp-model")]
+pub fn install_model(hooks: &'static ModelHooks) {
+    MODEL.store(core::ptr::from_ref(hooks).cast_mut(), Ordering::Release);
+}
+
+/// The installed model, if any.
+#[cfg(feature = "snp-model")]
+pub fn model() -> Option<&'static ModelHooks> {
+    // SAFETY: only `&'static ModelHooks` values are ever stored (install_model).
+    unsafe { MODEL.load(Ordering::Acquire).as_ref() }
+}
+
 /// The GHCB MSR.
 const MSR_GHCB: u32 = veil_agent::snp::ghcb::MSR_GHCB;
 
 /// SEV_STATUS (bit 2: SNP active).
 pub fn sev_status() -> u64 {
     #[cfg(feature = "snp-model")]
-    if let Some(status) = crate::model::snp::sev_status() {
+    if let Some(status) = model().and_then(|m| (m.sev_status)()) {
         return status;
     }
     VEIL_BOOT_SEV_STATUS.load(Ordering::Relaxed)
@@ -43,7 +76,7 @@ pub fn page_table_cbit() -> Option<u8> {
 /// Write the GHCB MSR.
 pub fn write_ghcb_msr(value: u64) {
     #[cfg(feature = "snp-model")]
-    if crate::model::snp::write_ghcb_msr(value) {
+    if model().is_some_and(|m| (m.write_ghcb_msr)(value)) {
         return;
     }
     // SAFETY: the GHCB MSR exists on an SNP guest (callers run only once SEV_STATUS says SNP);
@@ -54,7 +87,7 @@ pub fn write_ghcb_msr(value: u64) {
 /// Read the GHCB MSR.
 pub fn read_ghcb_msr() -> u64 {
     #[cfg(feature = "snp-model")]
-    if let Some(v) = crate::model::snp::read_ghcb_msr() {
+    if let Some(v) = model().and_then(|m| (m.read_ghcb_msr)()) {
         return v;
     }
     // SAFETY: as for write_ghcb_msr; reading has no effect.

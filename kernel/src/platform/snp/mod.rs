@@ -633,7 +633,7 @@ impl Platform for Snp {
         // again in before_jump, once nothing does DMA, and Linux gets them as RAM.
         let reserve = alloc::vec![SNP_PAGES];
         #[cfg(feature = "snp-model")]
-        if crate::model::snp::withhold_cc_blob() {
+        if insn::model().is_some_and(|m| (m.withhold_cc_blob)()) {
             return Ok(HandoffExtras { reserve, setup_data: Vec::new() });
         }
         Ok(HandoffExtras { reserve, setup_data: cc_blob.to_vec() })

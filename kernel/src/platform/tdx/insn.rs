@@ -1,9 +1,12 @@
 //! TDCALL, the one instruction only a TD executes, in the one place it lives. What it carries
 //! is built and checked in safe Rust in `veil_agent::tdx::tdcall`. In the TDX model test ROM
 //! (feature `tdx-model`) TCG raises #UD on it and the model's #UD handler answers
-//! (crate::model::tdx), so this same code runs there.
+//! (`model/tdx.rs`), so this same code runs there; the model installs [`ModelHooks`] for what
+//! else it answers, since the platform never names the model, which sits above it.
 
 use core::arch::asm;
+#[cfg(feature = "tdx-model")]
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use veil_agent::tdx::tdcall::Regs;
 
@@ -30,4 +33,31 @@ pub fn tdcall(r: &mut Regs) {
             options(nostack),
         );
     }
+}
+
+/// What the TDX model (the `tdx-model` test ROM) answers that TCG cannot: whether the machine
+/// is a modelled TD (CPUID leaf 0x21 does not say so under TCG), and the test's report of the
+/// CC event log beside the model's RTMRs.
+#[cfg(feature = "tdx-model")]
+pub struct ModelHooks {
+    /// Did the modelled launch happen (the machine is a TD)?
+    pub launched: fn() -> bool,
+    /// Log the firmware's CC event log and the model's RTMRs for the test.
+    pub report: fn(&[u8]),
+}
+
+#[cfg(feature = "tdx-model")]
+static MODEL: AtomicPtr<ModelHooks> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Let the TDX model answer from now on (before the platform is detected).
+#[cfg(feature = "tdx-model")]
+pub fn install_model(hooks: &'static ModelHooks) {
+    MODEL.store(core::ptr::from_ref(hooks).cast_mut(), Ordering::Release);
+}
+
+/// The installed model, if any.
+#[cfg(feature = "tdx-model")]
+pub fn model() -> Option<&'static ModelHooks> {
+    // SAFETY: only `&'static ModelHooks` values are ever stored (install_model).
+    unsafe { MODEL.load(Ordering::Acquire).as_ref() }
 }

@@ -231,7 +231,9 @@ impl RootOfTrust for Tdx {
         }
         crate::log!("tdx: CC event log of {} bytes handed to Linux in the ACPI CCEL table", log_bytes.len());
         #[cfg(feature = "tdx-model")]
-        crate::model::tdx::report(log_bytes);
+        if let Some(m) = insn::model() {
+            (m.report)(log_bytes);
+        }
         Ok(())
     }
 }
