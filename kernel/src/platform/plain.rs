@@ -1,8 +1,8 @@
 //! The plain VM: real port I/O, all memory usable as it is. Its root of trust is the TPM
 //! (crate::platform::tpm::MeasuredBoot) when a TIS answers at 0xFED40000, else there is none.
 
-use super::Platform;
 use super::rot::RootOfTrust;
+use super::seam::Platform;
 use crate::error::BootError;
 use crate::platform::tpm::MeasuredBoot;
 

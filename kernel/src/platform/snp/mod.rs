@@ -43,7 +43,7 @@ use veil_agent::tpm::measure::Measurement;
 use zeroize::Zeroizing;
 
 use super::rot::{RootOfTrust, Sealed, Unopened};
-use super::{HandoffExtras, Platform};
+use super::seam::{self, HandoffExtras, Platform};
 use crate::arch::interrupts::Frame;
 use crate::devices::volume::BootVolume;
 use crate::error::{BootError, BootErrorKind};
@@ -455,7 +455,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
 /// page-state change to private and PVALIDATE (`veil_agent::snp::memory::validate`). Linux then
 /// gets them as RAM like the rest; nothing does DMA after this.
 fn unshare_dma(snp: &mut Snp) -> Result<u64, BootError> {
-    let ranges = super::take_shared_for_dma();
+    let ranges = seam::take_shared_for_dma();
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
@@ -609,7 +609,7 @@ impl Platform for Snp {
         taken.push((SNP_PAGES.0, SNP_PAGES.0 + SNP_PAGES.1));
         // The legacy VGA and BIOS hole: reserved for Linux (crate::boot::linux), and possibly MMIO.
         taken.push((0xA_0000, 0x10_0000));
-        taken.extend(super::shared_for_dma());
+        taken.extend(seam::shared_for_dma());
         taken.extend(self.validated.iter().copied());
         let mut pages = 0;
         // RAM above 4 GiB is validated through a window that maps one GiB at a time.

@@ -30,7 +30,7 @@ use veil_agent::tpm::measure::{self, Measurement};
 use zeroize::Zeroizing;
 
 use super::rot::{RootOfTrust, Sealed, Unopened};
-use super::{HandoffExtras, Platform};
+use super::seam::{self, HandoffExtras, Platform};
 use crate::devices::volume::BootVolume;
 use crate::error::{At, BootError, BootErrorKind};
 
@@ -462,7 +462,7 @@ pub fn share_dma(start: u64, len: u64) -> Result<(), BootError> {
 /// gets them as RAM like the rest; nothing does DMA after this.
 fn unshare_dma() -> Result<u64, BootError> {
     let shared = SHARED_BIT.load(Ordering::Relaxed);
-    let ranges = super::take_shared_for_dma();
+    let ranges = seam::take_shared_for_dma();
     let mut pages = 0;
     for (start, end) in ranges {
         for at in (start..end).step_by(2 << 20) {
