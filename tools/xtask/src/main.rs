@@ -19,6 +19,7 @@ mod distro_test;
 mod faults;
 mod fuzz_seeds;
 mod hostile_test;
+mod layers;
 mod linux;
 mod mutants;
 mod qemu;
@@ -371,9 +372,11 @@ fn registry_path_remaps() -> Result<Vec<String>> {
     Ok(remaps)
 }
 
-/// Formatting and lints: the whole tree as rustfmt.toml says, and clippy with warnings as
+/// The kernel's layer rule (tools/xtask/src/layers.rs), formatting and lints: the whole tree as rustfmt.toml says, and clippy with warnings as
 /// errors on every host crate and on the firmware target with each feature set a ROM uses.
 fn lint() -> Result<()> {
+    // The firmware's layers (kernel/src/*/mod.rs): no upward import, no import circle.
+    layers::check_tree(&root().join("kernel/src"))?;
     ensure_target()?;
     run(Command::new("rustup").current_dir(root()).args(["component", "add", "rustfmt", "clippy"]))?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
