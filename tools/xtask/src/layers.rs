@@ -33,8 +33,9 @@ pub const LAYERS: &[(&str, &str)] = &[
 pub enum Violation {
     /// A file names a file of a higher layer.
     Upward { from: String, to: String, line: usize, path: String },
-    /// Files that name each other in a circle (each names the next, the last the first).
-    Circle { files: Vec<String> },
+    /// Files that name each other in a circle (each names the next, the last the first);
+    /// `component` is every file tied into circles with them.
+    Circle { files: Vec<String>, component: Vec<String> },
 }
 
 impl fmt::Display for Violation {
@@ -43,7 +44,13 @@ impl fmt::Display for Violation {
             Violation::Upward { from, to, line, path } => {
                 write!(f, "{from}:{line}: `{path}` names {to}, a higher layer")
             }
-            Violation::Circle { files } => write!(f, "import circle: {} -> {}", files.join(" -> "), files[0]),
+            Violation::Circle { files, component } => {
+                write!(f, "import circle: {} -> {}", files.join(" -> "), files[0])?;
+                if component.len() > files.len() {
+                    write!(f, " (one of the circles among {})", component.join(", "))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -131,8 +138,9 @@ pub fn check(files: &[(String, String)]) -> Vec<Violation> {
             }
         }
     }
-    for circle in circles(&edges) {
-        violations.push(Violation::Circle { files: circle.into_iter().map(str::to_owned).collect() });
+    for component in circles(&edges) {
+        let files = shortest_circle(&edges, &component).into_iter().map(str::to_owned).collect();
+        violations.push(Violation::Circle { files, component: component.into_iter().map(str::to_owned).collect() });
     }
     violations
 }
@@ -506,6 +514,31 @@ fn circles<'a>(edges: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Vec<Vec<&'a str>
     t.out
 }
 
+/// The shortest circle through the first file of `component` (breadth first, inside it).
+fn shortest_circle<'a>(edges: &BTreeMap<&'a str, BTreeSet<&'a str>>, component: &[&'a str]) -> Vec<&'a str> {
+    let start = component[0];
+    let inside: BTreeSet<&str> = component.iter().copied().collect();
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for &w in edges.get(v).into_iter().flatten() {
+            if w == start {
+                let mut path = vec![v];
+                while let Some(&p) = came_from.get(path.last().expect("non-empty")) {
+                    path.push(p);
+                }
+                path.reverse();
+                return path;
+            }
+            if inside.contains(w) && !came_from.contains_key(w) && w != start {
+                came_from.insert(w, v);
+                queue.push_back(w);
+            }
+        }
+    }
+    component.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,7 +614,8 @@ mod tests {
         assert_eq!(
             v,
             vec![Violation::Circle {
-                files: vec!["devices/a.rs".into(), "devices/b.rs".into(), "devices/c.rs".into()]
+                files: vec!["devices/a.rs".into(), "devices/b.rs".into(), "devices/c.rs".into()],
+                component: vec!["devices/a.rs".into(), "devices/b.rs".into(), "devices/c.rs".into()],
             }]
         );
     }
@@ -594,7 +628,10 @@ mod tests {
         let v = tree(&files);
         assert_eq!(
             v,
-            vec![Violation::Circle { files: vec!["devices/virtio/blk.rs".into(), "devices/virtio/mod.rs".into()] }]
+            vec![Violation::Circle {
+                files: vec!["devices/virtio/blk.rs".into(), "devices/virtio/mod.rs".into()],
+                component: vec!["devices/virtio/blk.rs".into(), "devices/virtio/mod.rs".into()],
+            }]
         );
     }
 
