@@ -6,6 +6,11 @@
 //!
 //! This is the firmware's library; `src/main.rs` only links it into the `veilboot` binary, so
 //! that the crate's public items are checked for documentation (`missing_docs`) as agent's are.
+//!
+//! Its folders are its layers, lowest first: `arch` < `error` < `devices` < `platform` <
+//! `boot` < `model` < `testhooks` < this file. A file names only files of its own layer or of
+//! lower ones, and no files name each other in a circle; `cargo xtask lint` checks both
+//! (tools/xtask/src/layers.rs, where the table is). Each folder's mod.rs says what it is for.
 #![no_std]
 #![warn(missing_docs)]
 

@@ -6,6 +6,9 @@
 //! nothing, so no hook, and no hook's name, is in the image; `cargo xtask test` checks the
 //! release ROM for the names. The host controls fw_cfg either way, so a hook adds no trust,
 //! but a release image should carry no code a user has no use for.
+//!
+//! May call: every layer but lib.rs (`arch`, `error`, `devices`, `platform`, `boot`, `model`);
+//! only lib.rs calls it, at the points `veil_main` names.
 
 #[cfg(feature = "test-hooks")]
 use alloc::vec::Vec;

@@ -7,7 +7,7 @@
 //! May call: nothing else in this crate. What differs per platform (port I/O and CPUID routed
 //! through the GHCB or TDVMCALL, #VC/#VE/#UD handlers, a fatal-exit hook) is installed into
 //! this layer by the platform (`cpu::port::route`, `interrupts::set_handler`,
-//! `exit::set_before_fatal`), never called upwards by name.
+//! `exit::set_failure_hooks`), never called upwards by name.
 
 pub mod cpu;
 pub mod exit;

@@ -1,9 +1,9 @@
 //! Layer 4, the boot stages `veil_main` (lib.rs) runs in order: the heap, the key source
-//! (launch binding, unseal, key broker, seal), the relay channel to the broker, the encrypted
-//! boot disk and the state disk, the secrets wiped at hand-off, and the Linux hand-off.
+//! (launch binding, unseal, key broker, seal), the encrypted boot disk and the state disk, the
+//! secrets wiped at hand-off, and the Linux hand-off.
 //!
-//! May call: `arch`, `devices`, `platform` (through the `Platform` and `RootOfTrust` traits,
-//! never by platform name).
+//! May call: `arch`, `error`, `devices`, `platform` (through the `Platform` and `RootOfTrust`
+//! traits, never by platform name).
 
 pub mod diskboot;
 pub mod heap;

@@ -3,8 +3,11 @@
 //! VMM (`tdx`) that answer the SNP/TDX instructions under TCG from the #UD handler, the TCG
 //! glue they share, and the audit of Linux's hand-off against the model's memory state.
 //!
-//! May call: every layer (a model stands in for the hardware and the host below the
-//! platform, and registers its handlers into `arch`).
+//! May call: `arch`, `error`, `devices`, `platform`, `boot`. Only lib.rs calls it (`launch`
+//! first, the hand-off audit last). A model stands in for the hardware and the host below the
+//! platform, so it reaches them the other way round: it installs its #UD handler into `arch`
+//! (`interrupts::set_handler`) and its `ModelHooks` into `platform::{snp,tdx}::insn`, which
+//! ask them in place of what TCG lacks.
 
 #[cfg(any(feature = "snp-model", feature = "tdx-model"))]
 pub mod handoff_audit;

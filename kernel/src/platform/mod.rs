@@ -1,7 +1,16 @@
-//! Platforms: which kind of machine this is, and what differs between them behind two
-//! traits: [`Platform`] (memory, console, hand-off) and [`rot::RootOfTrust`] (measure,
-//! attest, seal). [`init`] is the one place that matches on [`Kind`]; the pipeline asks
-//! properties (`is_confidential`, `root_of_trust`), never which platform it runs on.
+//! Layer 3, the platforms: which kind of machine this is, and what differs between them behind
+//! two traits: [`Platform`] (seam.rs: memory, console, hand-off) and [`rot::RootOfTrust`]
+//! (rot.rs: measure, attest, seal). [`init`] is the one place that matches on [`Kind`]; the
+//! boot stages ask properties (`is_confidential`, `root_of_trust`), never which platform they
+//! run on. `plain.rs`, `snp/` and `tdx/` are the platforms, each with its only-unsafe
+//! `insn.rs`; `tpm.rs` is the plain platform's root of trust.
+//!
+//! May call: `arch`, `error`, `devices`. What a platform changes below it, it installs there
+//! (`arch::cpu::port::route`, `arch::cpu::set_cpuid_source`, `arch::interrupts::set_handler`,
+//! `arch::exit::set_failure_hooks`, `devices::virtio::set_dma_sharer`). Inside the folder only
+//! this file names the platforms; they name `seam.rs` and `rot.rs`, never this file. The model
+//! ROMs' models (crate::model, a layer above) reach the instructions through the `ModelHooks`
+//! they install into `snp/insn.rs` and `tdx/insn.rs`.
 //!
 //! Detection (before any other CPUID, console or TSC use): SEV-SNP shows in SEV_STATUS, which
 //! boot.S read before paging (the MSR read raises no #VC; where it does not exist, boot.S's

@@ -7,9 +7,11 @@
 //! | AMD-SP (SEV-SNP) | nothing at run time: the launch digest covers the firmware, HOST_DATA the boot target | attestation report | `veil-snp` (derived key) |
 //! | TDX module | RTMRs + CC event log | TD quote | nothing: always the broker |
 //!
-//! crate::boot::keysource (where the master secret comes from) and the pipeline's measurement stages
-//! use this trait only: they never ask which platform they run on. The logic behind each
+//! crate::boot::keysource (where the master secret comes from) and the pipeline's measurement
+//! stages use this trait only: they never ask which platform they run on. The logic behind each
 //! implementation (event logs, tokens, evidence formats) is agent's and host-tested there.
+//! [`release_with_evidence`] is the broker exchange the SEV-SNP and TDX roots share (the TPM's
+//! runs through agent's TPM client); the relay it talks over is crate::devices::relay.
 
 use alloc::string::String;
 use alloc::vec::Vec;
