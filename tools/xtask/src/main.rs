@@ -52,7 +52,7 @@ enum Invocation {
 }
 
 /// The test sets `cargo xtask test SET` runs on their own.
-const TEST_SETS: [&str; 6] = ["disk", "snp", "tdx", "faults", "distro", "hostile"];
+const TEST_SETS: [&str; 7] = ["disk", "snp", "tdx", "faults", "distro", "hostile", "firmware"];
 /// The parts `cargo xtask bench PART` runs on their own.
 const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
 
@@ -113,6 +113,8 @@ fn main() {
         Invocation::BuildTdxModel => build_tdx_model_firmware().map(|_| ()),
         Invocation::Lint => lint(),
         Invocation::Test(None) => test(),
+        // Only the test ROM's own boots without a disk: stages, faults, malformed maps, hooks.
+        Invocation::Test(Some("firmware")) => ensure_target().and_then(|()| firmware_tests(&build_test_firmware()?)),
         // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
         Invocation::Test(Some("disk")) => ensure_target().and_then(|()| disk_tests()),
         // Only the SNP launch digest against sev-snp-measure, and the SNP model ROM's boots.
@@ -160,9 +162,12 @@ commands:
                    target/veilboot-dev.fd; never for production
   build-snp-model  the SEV-SNP model ROM (tests only): target/veilboot-snp-model.fd
   build-tdx-model  the TDX model ROM (tests only): target/veilboot-tdx-model.fd
-  lint    cargo fmt --check, and clippy -D warnings on the host crates and the firmware
+  lint    the kernel's layer rule (tools/xtask/src/layers.rs), cargo fmt --check, and
+          clippy -D warnings on the host crates and the firmware
           (release and test/dev feature sets); `test` runs it first
   test    run every test (host tests, corpus vectors, CLI, firmware build)
+  test firmware  only the test ROM's boots without a disk (stages, exceptions, malformed
+              e820 maps, test hooks): what `test` boots before the disk and fault sets
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   test snp    only the SEV-SNP tests: veil measure --platform snp against sev-snp-measure,
               and the SNP model ROM booting Linux as an SNP guest under TCG
@@ -372,8 +377,9 @@ fn registry_path_remaps() -> Result<Vec<String>> {
     Ok(remaps)
 }
 
-/// The kernel's layer rule (tools/xtask/src/layers.rs), formatting and lints: the whole tree as rustfmt.toml says, and clippy with warnings as
-/// errors on every host crate and on the firmware target with each feature set a ROM uses.
+/// The kernel's layer rule (tools/xtask/src/layers.rs), then formatting and lints: the whole
+/// tree as rustfmt.toml says, and clippy with warnings as errors on every host crate and on
+/// the firmware target with each feature set a ROM uses.
 fn lint() -> Result<()> {
     // The firmware's layers (kernel/src/*/mod.rs): no upward import, no import circle.
     layers::check_tree(&root().join("kernel/src"))?;
