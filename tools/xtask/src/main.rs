@@ -113,8 +113,11 @@ fn main() {
         Invocation::BuildTdxModel => build_tdx_model_firmware().map(|_| ()),
         Invocation::Lint => lint(),
         Invocation::Test(None) => test(),
-        // Only the test ROM's own boots without a disk: stages, faults, malformed maps, hooks.
-        Invocation::Test(Some("firmware")) => ensure_target().and_then(|()| firmware_tests(&build_test_firmware()?)),
+        // Only the release ROM's budget and the test ROM's own boots without a disk: stages,
+        // exceptions, malformed maps, hooks.
+        Invocation::Test(Some("firmware")) => build_firmware()
+            .and_then(|release| check_rom_budget(&release))
+            .and_then(|()| firmware_tests(&build_test_firmware()?)),
         // Only the encrypted-disk and TPM boots (what a change to the boot path needs).
         Invocation::Test(Some("disk")) => ensure_target().and_then(|()| disk_tests()),
         // Only the SNP launch digest against sev-snp-measure, and the SNP model ROM's boots.
@@ -166,8 +169,8 @@ commands:
           clippy -D warnings on the host crates and the firmware
           (release and test/dev feature sets); `test` runs it first
   test    run every test (host tests, corpus vectors, CLI, firmware build)
-  test firmware  only the test ROM's boots without a disk (stages, exceptions, malformed
-              e820 maps, test hooks): what `test` boots before the disk and fault sets
+  test firmware  only the release ROM's size budget and the test ROM's boots without a
+              disk (stages, exceptions, malformed e820 maps, test hooks)
   test disk   only the encrypted-disk and TPM boots (QEMU), for changes to the boot path
   test snp    only the SEV-SNP tests: veil measure --platform snp against sev-snp-measure,
               and the SNP model ROM booting Linux as an SNP guest under TCG
