@@ -8,7 +8,11 @@ use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use super::ghcb::{GhcbPage, PageState, Pvalidate, SnpCpu, exit, msr, offset};
+use super::ghcb::{GhcbPage, PageState, Pvalidate, SnpCpu, msr};
+
+pub mod layout;
+
+use layout::exit_code as exit;
 
 /// One RMP entry as the model keeps it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -272,12 +276,12 @@ impl Hypervisor {
 
     /// A (extended) guest request: SW_EXITINFO2 as the hypervisor sets it.
     fn guest_request(&mut self, page: &mut GhcbPage, extended: bool) -> u64 {
-        let (request, response) = (page.u64_at(offset::SW_EXIT_INFO_1), page.u64_at(offset::SW_EXIT_INFO_2));
+        let (request, response) = (layout::read(page, layout::SW_EXITINFO1), layout::read(page, layout::SW_EXITINFO2));
         if extended && let Some(table) = self.certs.clone() {
-            let (gpa, pages) = (page.u64_at(offset::RAX), page.u64_at(offset::RBX));
+            let (gpa, pages) = (layout::read(page, layout::RAX), layout::read(page, layout::RBX));
             let needed = table.len().div_ceil(4096) as u64;
             if pages < needed {
-                self.output(page, offset::RBX, needed);
+                self.output(page, layout::RBX, needed);
                 return 1 << 32; // INVALID_LEN
             }
             let mut padded = table;
@@ -305,23 +309,23 @@ impl Hypervisor {
 
     /// Is SW_SCRATCH the registered GHCB's shared buffer, holding `len` bytes?
     fn scratch_ok(&self, page: &GhcbPage, len: u64) -> bool {
-        let buffer = self.registered.unwrap_or(0) * 4096 + offset::SHARED_BUFFER as u64;
-        page.is_valid(offset::SW_SCRATCH)
-            && page.u64_at(offset::SW_SCRATCH) == buffer
-            && len <= offset::SHARED_BUFFER_SIZE as u64
+        let buffer = self.registered.unwrap_or(0) * 4096 + layout::SHARED_BUFFER as u64;
+        layout::valid(page, layout::SW_SCRATCH)
+            && layout::read(page, layout::SW_SCRATCH) == buffer
+            && len <= layout::SHARED_BUFFER_LEN as u64
     }
 
     fn psc(&mut self, page: &mut GhcbPage) {
         if let Some(code) = self.hostile.psc_error {
-            page.set(offset::SW_EXIT_INFO_2, code);
+            layout::write(page, layout::SW_EXITINFO2, code);
             return;
         }
         self.psc_calls += 1;
-        let buf = page.shared_buffer();
+        let buf = layout::shared_buffer(page);
         let cur = u16::from_le_bytes([buf[0], buf[1]]) as usize;
         let end = u16::from_le_bytes([buf[2], buf[3]]) as usize;
         if end >= super::ghcb::MAX_PSC_ENTRIES || cur > end + 1 {
-            page.set(offset::SW_EXIT_INFO_2, (1 << 32) | 1); // invalid header
+            layout::write(page, layout::SW_EXITINFO2, (1 << 32) | 1); // invalid header
             return;
         }
         let budget = self.hostile.psc_per_call.unwrap_or(usize::MAX);
@@ -332,12 +336,12 @@ impl Hypervisor {
                     break;
                 }
                 let at = 8 + 8 * i;
-                let entry = u64::from_le_bytes(page.shared_buffer()[at..at + 8].try_into().expect("8 bytes"));
+                let entry = u64::from_le_bytes(layout::shared_buffer(page)[at..at + 8].try_into().expect("8 bytes"));
                 let gfn = (entry >> 12) & ((1 << 40) - 1);
                 let op = (entry >> 52) & 0xF;
                 let huge = entry & (1 << 56) != 0;
                 if !matches!(op, 1 | 2) || (huge && gfn % 512 != 0) {
-                    page.set(offset::SW_EXIT_INFO_2, (1 << 32) | 2); // invalid entry
+                    layout::write(page, layout::SW_EXITINFO2, (1 << 32) | 2); // invalid entry
                     return;
                 }
                 if !self.hostile.psc_fake {
@@ -353,7 +357,7 @@ impl Hypervisor {
                 done = i + 1;
             }
         }
-        let buf = page.shared_buffer();
+        let buf = layout::shared_buffer(page);
         let mut new_cur = done as u16;
         if self.hostile.psc_backwards && self.psc_calls > 1 {
             new_cur = 0;
@@ -365,14 +369,14 @@ impl Hypervisor {
         if self.hostile.psc_rewrite_entry {
             buf[8 + 8 * end + 2] ^= 0x10;
         }
-        page.set(offset::SW_EXIT_INFO_2, 0);
+        layout::write(page, layout::SW_EXITINFO2, 0);
     }
 
-    fn output(&self, page: &mut GhcbPage, at: usize, value: u64) {
+    fn output(&self, page: &mut GhcbPage, field: layout::Field, value: u64) {
         if self.hostile.drop_valid_bits {
-            page.0[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            layout::write_unmarked(page, field, value);
         } else {
-            page.set(at, value);
+            layout::write(page, field, value);
         }
     }
 }
@@ -402,36 +406,43 @@ impl SnpCpu for Hypervisor {
     }
 
     fn vmgexit(&mut self, page: &mut GhcbPage) {
-        let code = page.u64_at(offset::SW_EXIT_CODE);
+        let code = layout::read(page, layout::SW_EXITCODE);
         self.exits.push(code);
         if self.registered.is_none() {
-            page.set(offset::SW_EXIT_INFO_1, 2);
-            page.set(offset::SW_EXIT_INFO_2, 1); // NOT_REGISTERED
+            layout::write(page, layout::SW_EXITINFO1, 2);
+            layout::write(page, layout::SW_EXITINFO2, layout::error::NOT_REGISTERED);
             return;
         }
         if self.hostile.inject {
-            page.set(offset::SW_EXIT_INFO_1, 1);
-            page.set(offset::SW_EXIT_INFO_2, (1 << 31) | (3 << 8) | 13); // valid, exception, #GP
+            layout::write(page, layout::SW_EXITINFO1, 1);
+            layout::write(page, layout::SW_EXITINFO2, (1 << 31) | (3 << 8) | 13); // valid, exception, #GP
             return;
         }
-        let info1 = page.u64_at(offset::SW_EXIT_INFO_1);
+        let info1 = layout::read(page, layout::SW_EXITINFO1);
+        // The inputs must be marked valid (by the model's own reading of the bitmap, so that a
+        // guest marking the wrong bit is refused here rather than agreed with).
+        if layout::missing_input(page, code, info1).is_some() {
+            layout::write(page, layout::SW_EXITINFO1, 2);
+            layout::write(page, layout::SW_EXITINFO2, layout::error::MISSING_INPUT);
+            return;
+        }
         // After the inputs are read, the valid bitmap says which outputs the hypervisor
         // wrote (the GHCB specification's rule, as KVM does it).
         let mut result = 0;
         let scratch_needed = match code {
-            exit::IOIO if info1 & (1 << 2) != 0 => Some(page.u64_at(offset::SW_EXIT_INFO_2)),
-            exit::MMIO_READ | exit::MMIO_WRITE => Some(page.u64_at(offset::SW_EXIT_INFO_2)),
+            exit::IOIO if info1 & (1 << 2) != 0 => Some(layout::read(page, layout::SW_EXITINFO2)),
+            exit::MMIO_READ | exit::MMIO_WRITE => Some(layout::read(page, layout::SW_EXITINFO2)),
             exit::PSC => Some(8),
             _ => None,
         };
         if let Some(len) = scratch_needed
             && !self.scratch_ok(page, len)
         {
-            page.set(offset::SW_EXIT_INFO_1, 2);
-            page.set(offset::SW_EXIT_INFO_2, 3); // INVALID_SCRATCH_AREA
+            layout::write(page, layout::SW_EXITINFO1, 2);
+            layout::write(page, layout::SW_EXITINFO2, layout::error::INVALID_SCRATCH_AREA);
             return;
         }
-        page.0[offset::VALID_BITMAP..offset::VALID_BITMAP + 16].fill(0);
+        layout::clear_valid(page);
         match code {
             exit::IOIO => {
                 let port = (info1 >> 16) as u16;
@@ -443,73 +454,75 @@ impl SnpCpu for Hypervisor {
                 };
                 if info1 & (1 << 2) != 0 {
                     // String IN, byte-sized only (what the firmware uses).
-                    let count = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
+                    let count = layout::read(page, layout::SW_EXITINFO2) as usize;
                     if info1 & 1 == 0 || size != 1 {
                         result = 2;
                     } else if let Some(m) = self.machine.as_mut() {
-                        m.io_in_bytes(port, &mut page.shared_buffer()[..count]);
+                        m.io_in_bytes(port, &mut layout::shared_buffer(page)[..count]);
                     } else {
                         let v = *self.ports.get(&port).unwrap_or(&0xFF) as u8;
-                        page.shared_buffer()[..count].fill(v);
+                        layout::shared_buffer(page)[..count].fill(v);
                     }
                 } else if self.machine.is_some() {
                     let reachable =
-                        info1 & 1 != 0 || self.host_reaches_fw_cfg_dma(port, page.u64_at(offset::RAX) as u32);
+                        info1 & 1 != 0 || self.host_reaches_fw_cfg_dma(port, layout::read(page, layout::RAX) as u32);
                     let m = self.machine.as_mut().expect("checked");
                     if info1 & 1 == 0 {
                         if reachable {
-                            m.io_out(port, size, page.u64_at(offset::RAX) as u32);
+                            m.io_out(port, size, layout::read(page, layout::RAX) as u32);
                         }
                     } else {
                         let v = u64::from(m.io_in(port, size));
-                        self.output(page, offset::RAX, v);
+                        self.output(page, layout::RAX, v);
                     }
                 } else if info1 & 1 == 0 {
                     if port == 0x3F8 {
-                        self.console.push(page.u64_at(offset::RAX) as u8);
+                        self.console.push(layout::read(page, layout::RAX) as u8);
                     }
-                    self.ports.insert(port, page.u64_at(offset::RAX) as u32);
+                    self.ports.insert(port, layout::read(page, layout::RAX) as u32);
                 } else {
                     let v = u64::from(*self.ports.get(&port).unwrap_or(&0xFF));
-                    self.output(page, offset::RAX, v);
+                    self.output(page, layout::RAX, v);
                 }
             }
             exit::MSR => {
-                let index = page.u64_at(offset::RCX) as u32;
+                let index = layout::read(page, layout::RCX) as u32;
                 if info1 == 0 {
                     let v = *self.msrs.get(&index).unwrap_or(&0);
-                    self.output(page, offset::RAX, v & 0xFFFF_FFFF);
-                    self.output(page, offset::RDX, v >> 32);
+                    self.output(page, layout::RAX, v & 0xFFFF_FFFF);
+                    self.output(page, layout::RDX, v >> 32);
                 } else {
-                    let v = (page.u64_at(offset::RDX) << 32) | (page.u64_at(offset::RAX) & 0xFFFF_FFFF);
+                    let v = (layout::read(page, layout::RDX) << 32) | (layout::read(page, layout::RAX) & 0xFFFF_FFFF);
                     self.msrs.insert(index, v);
                 }
             }
             exit::CPUID => {
-                let leaf = page.u64_at(offset::RAX);
+                let leaf = layout::read(page, layout::RAX);
                 let answer = match self.machine.as_mut() {
-                    Some(m) => m.cpuid(leaf as u32, page.u64_at(offset::RCX) as u32).map(u64::from),
+                    Some(m) => m.cpuid(leaf as u32, layout::read(page, layout::RCX) as u32).map(u64::from),
                     None => [0, 1, 2, 3].map(|i| leaf.wrapping_add(i)),
                 };
-                for (v, at) in answer.into_iter().zip([offset::RAX, offset::RBX, offset::RCX, offset::RDX]) {
+                for (v, at) in answer.into_iter().zip([layout::RAX, layout::RBX, layout::RCX, layout::RDX]) {
                     self.output(page, at, v);
                 }
             }
-            exit::MMIO_READ | exit::MMIO_WRITE if !matches!(page.u64_at(offset::SW_EXIT_INFO_2), 1 | 2 | 4 | 8) => {
+            exit::MMIO_READ | exit::MMIO_WRITE
+                if !matches!(layout::read(page, layout::SW_EXITINFO2), 1 | 2 | 4 | 8) =>
+            {
                 result = 2;
             }
             exit::MMIO_READ => {
-                let n = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
+                let n = layout::read(page, layout::SW_EXITINFO2) as usize;
                 let v = match self.machine.as_mut() {
                     Some(m) => m.mmio_read(info1, n as u8),
                     None => *self.mmio.get(&info1).unwrap_or(&0),
                 };
-                page.shared_buffer()[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+                layout::shared_buffer(page)[..n].copy_from_slice(&v.to_le_bytes()[..n]);
             }
             exit::MMIO_WRITE => {
-                let n = page.u64_at(offset::SW_EXIT_INFO_2) as usize;
+                let n = layout::read(page, layout::SW_EXITINFO2) as usize;
                 let mut v = [0u8; 8];
-                v[..n].copy_from_slice(&page.shared_buffer()[..n]);
+                v[..n].copy_from_slice(&layout::shared_buffer(page)[..n]);
                 let v = u64::from_le_bytes(v);
                 match self.machine.as_mut() {
                     Some(m) => m.mmio_write(info1, n as u8, v),
@@ -521,16 +534,16 @@ impl SnpCpu for Hypervisor {
             exit::PSC => self.psc(page),
             exit::GUEST_REQUEST | exit::EXT_GUEST_REQUEST => {
                 let status = self.guest_request(page, code == exit::EXT_GUEST_REQUEST);
-                page.set(offset::SW_EXIT_INFO_2, status);
+                layout::write(page, layout::SW_EXITINFO2, status);
             }
             _ => result = 2,
         }
-        page.set(offset::SW_EXIT_INFO_1, result);
+        layout::write(page, layout::SW_EXITINFO1, result);
         if result == 2 {
-            page.set(offset::SW_EXIT_INFO_2, 2); // INVALID_USAGE
+            layout::write(page, layout::SW_EXITINFO2, layout::error::INVALID_USAGE);
         }
         if self.hostile.clobber_version {
-            page.0[offset::PROTOCOL_VERSION] = 1;
+            page.0[layout::PROTOCOL_VERSION] = 1;
         }
     }
 

@@ -10,7 +10,11 @@ use alloc::vec::Vec;
 
 use sha2::Digest;
 
-use super::tdcall::{Regs, TdxCpu, leaf, status, vmcall};
+use super::tdcall::{Regs, TdxCpu};
+
+pub mod abi;
+
+use abi::{leaf, quote_status, status, subfunction, vmcall_status};
 
 /// Ways the model misbehaves.
 #[derive(Debug, Default, Clone)]
@@ -159,15 +163,15 @@ impl TdxModel {
         let len = if huge { 2 << 20 } else { 4096 };
         if self.hostile.busy > 0 {
             self.hostile.busy -= 1;
-            r.rax = status::OPERAND_BUSY;
+            r.rax = status::OPERAND_BUSY | status::OPERAND_ID_RCX;
             return;
         }
         if huge && self.hostile.accept_4k_only {
-            r.rax = status::PAGE_SIZE_MISMATCH;
+            r.rax = status::PAGE_SIZE_MISMATCH | status::OPERAND_ID_RCX;
             return;
         }
         if !gpa.is_multiple_of(len) || r.rcx & 7 > 1 {
-            r.rax = 0xC000_0100_0000_0001; // OPERAND_INVALID
+            r.rax = status::OPERAND_INVALID | status::OPERAND_ID_RCX;
             return;
         }
         if self.is_accepted(gpa, len) {
@@ -175,7 +179,7 @@ impl TdxModel {
             return;
         }
         self.accepted.insert(gpa, len);
-        r.rax = 0;
+        r.rax = status::SUCCESS;
     }
 
     fn write_mem(&mut self, gpa: u64, bytes: &[u8]) {
@@ -219,20 +223,20 @@ impl TdxModel {
         let shared_bit = 1u64 << (self.gpaw - 1);
         let (gpa, len) = (r.r12 & !shared_bit, r.r13 as usize);
         if r.r12 & shared_bit == 0 || !(super::getquote::HEADER + 1024..=1 << 20).contains(&len) {
-            r.r10 = 0x8000_0000_0000_0000; // INVALID_OPERAND
+            r.r10 = vmcall_status::INVALID_OPERAND;
             return;
         }
         let mut buf = self.read_mem(gpa, len);
         let status = match (&self.quoting, self.hostile.quote_status) {
             (_, Some(s)) => s,
-            (None, None) => super::getquote::UNAVAILABLE,
+            (None, None) => quote_status::SERVICE_UNAVAILABLE,
             (Some(keys), None) => {
                 let quote = super::getquote::model::quote(&buf[24..24 + 1024], keys);
                 let n = quote.len().min(len - 24);
                 buf[24..24 + n].copy_from_slice(&quote[..n]);
                 let out = if self.hostile.quote_overlong { len as u32 } else { quote.len() as u32 };
                 buf[20..24].copy_from_slice(&out.to_le_bytes());
-                if quote.len() > len - 24 { super::getquote::ERROR } else { super::getquote::SUCCESS }
+                if quote.len() > len - 24 { quote_status::ERROR } else { quote_status::SUCCESS }
             }
         };
         buf[8..16].copy_from_slice(&status.to_le_bytes());
@@ -291,14 +295,14 @@ impl TdxModel {
 
     fn vmcall(&mut self, r: &mut Regs) {
         let sub = r.r11;
-        self.calls.push((leaf::VP_VMCALL, sub));
+        self.calls.push((leaf::TDG_VP_VMCALL, sub));
         if let Some(s) = self.hostile.vmcall_status {
             r.r10 = s;
             return;
         }
-        r.r10 = 0;
+        r.r10 = vmcall_status::SUCCESS;
         match sub {
-            vmcall::IO if self.machine.is_some() => {
+            subfunction::IO if self.machine.is_some() => {
                 let (port, size) = (r.r14 as u16, r.r12 as u8);
                 let reachable = r.r13 != 1 || self.vmm_reaches_fw_cfg_dma(port, r.r15 as u32);
                 let m = self.machine.as_mut().expect("checked");
@@ -310,7 +314,7 @@ impl TdxModel {
                     r.r11 = u64::from(m.io_in(port, size));
                 }
             }
-            vmcall::MMIO if self.machine.is_some() => {
+            subfunction::REQUEST_MMIO if self.machine.is_some() => {
                 let m = self.machine.as_mut().expect("checked");
                 let shared_bit = 1u64 << (self.gpaw - 1);
                 let (gpa, size) = (r.r14 & !shared_bit, r.r12 as u8);
@@ -320,7 +324,7 @@ impl TdxModel {
                     r.r11 = m.mmio_read(gpa, size);
                 }
             }
-            vmcall::IO => {
+            subfunction::IO => {
                 let port = r.r14 as u16;
                 if r.r13 == 1 {
                     self.ports.insert(port, r.r15 as u32);
@@ -328,21 +332,21 @@ impl TdxModel {
                     r.r11 = u64::from(*self.ports.get(&port).unwrap_or(&0xFFFF_FFFF));
                 }
             }
-            vmcall::MMIO => {
+            subfunction::REQUEST_MMIO => {
                 if r.r13 == 1 {
                     self.mmio.insert(r.r14, r.r15);
                 } else {
                     r.r11 = *self.mmio.get(&r.r14).unwrap_or(&0);
                 }
             }
-            vmcall::RDMSR => r.r11 = *self.msrs.get(&(r.r12 as u32)).unwrap_or(&0),
-            vmcall::WRMSR => {
+            subfunction::RDMSR => r.r11 = *self.msrs.get(&(r.r12 as u32)).unwrap_or(&0),
+            subfunction::WRMSR => {
                 self.msrs.insert(r.r12 as u32, r.r13);
             }
-            vmcall::CPUID => (r.r12, r.r13, r.r14, r.r15) = (0x4000_0001, 0x4B4D564B, 0x564B4D56, 0x4D),
-            vmcall::MAP_GPA => self.map_gpa(r),
-            vmcall::GET_QUOTE => self.get_quote(r),
-            _ => r.r10 = 0x8000_0000_0000_0000, // INVALID_OPERAND
+            subfunction::CPUID => (r.r12, r.r13, r.r14, r.r15) = (0x4000_0001, 0x4B4D564B, 0x564B4D56, 0x4D),
+            subfunction::MAP_GPA => self.map_gpa(r),
+            subfunction::GET_QUOTE => self.get_quote(r),
+            _ => r.r10 = vmcall_status::INVALID_OPERAND,
         }
     }
 
@@ -351,12 +355,12 @@ impl TdxModel {
         let (start, len) = (r.r12 & !shared_bit, r.r13);
         let to_shared = r.r12 & shared_bit != 0;
         if self.hostile.map_gpa_outside {
-            r.r10 = status::VMCALL_RETRY;
+            r.r10 = vmcall_status::RETRY;
             r.r11 = start + len + 0x1000;
             return;
         }
         if self.hostile.map_gpa_stall {
-            r.r10 = status::VMCALL_RETRY;
+            r.r10 = vmcall_status::RETRY;
             r.r11 = r.r12;
             return;
         }
@@ -375,7 +379,7 @@ impl TdxModel {
             }
         }
         if budget < pages {
-            r.r10 = status::VMCALL_RETRY;
+            r.r10 = vmcall_status::RETRY;
             r.r11 = (start + budget * 4096) | if to_shared { shared_bit } else { 0 };
         }
     }
@@ -384,48 +388,48 @@ impl TdxModel {
 impl TdxCpu for TdxModel {
     fn tdcall(&mut self, r: &mut Regs) {
         match r.rax {
-            leaf::VP_VMCALL => {
+            leaf::TDG_VP_VMCALL => {
                 self.vmcall(r);
-                r.rax = 0;
+                r.rax = status::SUCCESS;
             }
-            leaf::VP_INFO => {
-                self.calls.push((leaf::VP_INFO, 0));
+            leaf::TDG_VP_INFO => {
+                self.calls.push((leaf::TDG_VP_INFO, 0));
                 r.rcx = u64::from(self.hostile.gpaw.unwrap_or(self.gpaw));
                 r.rdx = self.attributes;
                 let n = u64::from(self.vcpus);
-                (r.r8, r.r9, r.rax) = (n | (n << 32), 0, 0);
+                (r.r8, r.r9, r.rax) = (n | (n << 32), 0, status::SUCCESS);
             }
-            leaf::MR_REPORT => {
-                self.calls.push((leaf::MR_REPORT, 0));
+            leaf::TDG_MR_REPORT => {
+                self.calls.push((leaf::TDG_MR_REPORT, 0));
                 let (report_gpa, data_gpa) = (r.rcx, r.rdx);
                 if !report_gpa.is_multiple_of(1024) || !data_gpa.is_multiple_of(64) || r.r8 != 0 {
-                    r.rax = 0xC000_0100_0000_0000;
+                    r.rax = status::OPERAND_INVALID;
                     return;
                 }
                 let data: [u8; 64] = self.read_mem(data_gpa, 64).try_into().expect("64 bytes");
                 let report = self.tdreport(&data);
                 self.write_mem(report_gpa, &report);
-                r.rax = 0;
+                r.rax = status::SUCCESS;
             }
-            leaf::VP_VEINFO_GET => {
-                self.calls.push((leaf::VP_VEINFO_GET, 0));
+            leaf::TDG_VP_VEINFO_GET => {
+                self.calls.push((leaf::TDG_VP_VEINFO_GET, 0));
                 match self.ve.take() {
                     Some((reason, qual, gla, gpa, len)) => {
                         (r.rcx, r.rdx, r.r8, r.r9, r.r10) = (u64::from(reason), qual, gla, gpa, u64::from(len));
-                        r.rax = 0;
+                        r.rax = status::SUCCESS;
                     }
-                    None => r.rax = 0xC000_0704_0000_0000, // no valid #VE information
+                    None => r.rax = status::NO_VALID_VE_INFO,
                 }
             }
-            leaf::MEM_PAGE_ACCEPT => {
-                self.calls.push((leaf::MEM_PAGE_ACCEPT, 0));
+            leaf::TDG_MEM_PAGE_ACCEPT => {
+                self.calls.push((leaf::TDG_MEM_PAGE_ACCEPT, 0));
                 self.accept(r);
             }
-            leaf::MR_RTMR_EXTEND => {
-                self.calls.push((leaf::MR_RTMR_EXTEND, 0));
+            leaf::TDG_MR_RTMR_EXTEND => {
+                self.calls.push((leaf::TDG_MR_RTMR_EXTEND, 0));
                 let (gpa, index) = (r.rcx, r.rdx as usize);
                 if index > 3 || !gpa.is_multiple_of(64) {
-                    r.rax = 0xC000_0100_0000_0000;
+                    r.rax = status::OPERAND_INVALID;
                     return;
                 }
                 let digest = self.read_mem(gpa, 48);
@@ -433,9 +437,9 @@ impl TdxCpu for TdxModel {
                 h.update(self.rtmr[index]);
                 h.update(&digest);
                 self.rtmr[index] = h.finalize().into();
-                r.rax = 0;
+                r.rax = status::SUCCESS;
             }
-            _ => r.rax = 0xC000_0100_0000_0000,
+            _ => r.rax = status::OPERAND_INVALID,
         }
     }
 }

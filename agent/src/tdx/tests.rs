@@ -180,3 +180,59 @@ fn report_then_quote_and_each_getquote_failure() {
         Err(TdcallError::Address(0x10_0000 | shared))
     );
 }
+
+/// Issue 37: the model answers TDCALLs from its own table of the TDX module ABI and the GHCI
+/// (model::abi), not from the firmware's constants. Both tables must name the same numbers:
+/// the leaves and sub-functions the firmware sends, and the statuses it acts on (the size
+/// mismatch as the module reports it, on the RCX operand; busy by its class alone, whatever
+/// operand details follow).
+#[test]
+fn tdx_abi_agrees_with_the_firmware() {
+    use super::getquote;
+    use super::model::abi;
+    use super::tdcall::{leaf, status};
+    for (firmware, spec, name) in [
+        (leaf::VP_VMCALL, abi::leaf::TDG_VP_VMCALL, "TDG.VP.VMCALL"),
+        (leaf::VP_INFO, abi::leaf::TDG_VP_INFO, "TDG.VP.INFO"),
+        (leaf::MR_RTMR_EXTEND, abi::leaf::TDG_MR_RTMR_EXTEND, "TDG.MR.RTMR.EXTEND"),
+        (leaf::VP_VEINFO_GET, abi::leaf::TDG_VP_VEINFO_GET, "TDG.VP.VEINFO.GET"),
+        (leaf::MR_REPORT, abi::leaf::TDG_MR_REPORT, "TDG.MR.REPORT"),
+        (leaf::MEM_PAGE_ACCEPT, abi::leaf::TDG_MEM_PAGE_ACCEPT, "TDG.MEM.PAGE.ACCEPT"),
+        (vmcall::CPUID, abi::subfunction::CPUID, "Instruction.CPUID"),
+        (vmcall::IO, abi::subfunction::IO, "Instruction.IO"),
+        (vmcall::RDMSR, abi::subfunction::RDMSR, "Instruction.RDMSR"),
+        (vmcall::WRMSR, abi::subfunction::WRMSR, "Instruction.WRMSR"),
+        (vmcall::MMIO, abi::subfunction::REQUEST_MMIO, "#VE.RequestMMIO"),
+        (vmcall::MAP_GPA, abi::subfunction::MAP_GPA, "MapGPA"),
+        (vmcall::GET_QUOTE, abi::subfunction::GET_QUOTE, "GetQuote"),
+        (
+            status::PAGE_SIZE_MISMATCH,
+            abi::status::PAGE_SIZE_MISMATCH | abi::status::OPERAND_ID_RCX,
+            "TDX_PAGE_SIZE_MISMATCH(RCX)",
+        ),
+        (status::PAGE_ALREADY_ACCEPTED, abi::status::PAGE_ALREADY_ACCEPTED, "TDX_PAGE_ALREADY_ACCEPTED"),
+        (status::OPERAND_BUSY, abi::status::OPERAND_BUSY, "TDX_OPERAND_BUSY"),
+        (status::VMCALL_RETRY, abi::vmcall_status::RETRY, "TDG.VP.VMCALL_RETRY"),
+        (getquote::SUCCESS, abi::quote_status::SUCCESS, "GET_QUOTE_SUCCESS"),
+        (getquote::IN_FLIGHT, abi::quote_status::IN_FLIGHT, "GET_QUOTE_IN_FLIGHT"),
+        (getquote::ERROR, abi::quote_status::ERROR, "GET_QUOTE_ERROR"),
+        (getquote::UNAVAILABLE, abi::quote_status::SERVICE_UNAVAILABLE, "GET_QUOTE_SERVICE_UNAVAILABLE"),
+    ] {
+        assert_eq!(firmware, spec, "{name}: the firmware says {firmware:#x}, the specification {spec:#x}");
+    }
+    // Each firmware call reaches the model under the leaf (and sub-function) the model's table
+    // names: the model answers unknown numbers with OPERAND_INVALID / INVALID_OPERAND, which the
+    // round trips of the tests above would turn into errors.
+    let mut m = TdxModel::new();
+    tdcall::vp_info(&mut m).unwrap();
+    assert_eq!(tdcall::accept(&mut m, 0x20_0000, 0x40_0000), Ok(512));
+    assert_eq!(tdcall::map_gpa(&mut m, 0x1000, 0x1000, true, 1 << 51), Ok(()));
+    assert_eq!(
+        m.calls,
+        [
+            (abi::leaf::TDG_VP_INFO, 0),
+            (abi::leaf::TDG_MEM_PAGE_ACCEPT, 0),
+            (abi::leaf::TDG_VP_VMCALL, abi::subfunction::MAP_GPA)
+        ]
+    );
+}

@@ -23,7 +23,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Mutex;
 use veil_agent::snp::ghcb::{self, GhcbPage, Pvalidate, SnpCpu};
-use veil_agent::snp::model::{Hypervisor, Machine, RmpEntry};
+use veil_agent::snp::model::{Hypervisor, Machine, RmpEntry, layout};
 
 use crate::model::tcg::Tcg;
 
@@ -253,8 +253,8 @@ pub fn handle_ud(frame: &mut Frame) -> bool {
                 // copied in and out, as a hypervisor reads and writes it.
                 unsafe { core::ptr::copy_nonoverlapping(msr as *const u8, image.0.as_mut_ptr(), ghcb::PAGE) };
                 if hv.registered != Some(msr >> 12) {
-                    image.set(ghcb::offset::SW_EXIT_INFO_1, 2);
-                    image.set(ghcb::offset::SW_EXIT_INFO_2, 1); // NOT_REGISTERED
+                    layout::write(&mut image, layout::SW_EXITINFO1, 2);
+                    layout::write(&mut image, layout::SW_EXITINFO2, layout::error::NOT_REGISTERED);
                 } else {
                     hv.vmgexit(&mut image);
                 }

@@ -60,7 +60,7 @@ const GROUPS: [Group; 7] = [
         name: "tdx",
         files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
         re: None,
-        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_report", "--test=tdx_ccel"],
+        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_report", "--test=tdx_ccel", "--test=tdx_hob_spec"],
     },
     Group {
         name: "xts",
