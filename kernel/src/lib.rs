@@ -260,15 +260,14 @@ fn measure_firmware(
     config.extend(hooks.measured_input());
     let acpi_inputs = acpi.map(|t| t.inputs.as_slice()).unwrap_or(&[]);
     config.extend(acpi_inputs.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
-    // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB for the firmware's lifetime.
-    let rom = unsafe { core::slice::from_raw_parts(layout::ROM_BASE as *const u8, layout::ROM_SIZE) };
+    let rom = layout::rom();
     measure(plat, &measure::rom(rom));
     for (file, bytes) in &config {
         measure(plat, &measure::config(file, bytes));
     }
     log!(
         "{name}: measured the ROM ({} KiB; PCR 0, or the MRTD on TDX) and {} configuration inputs (PCR 1 / RTMR0)",
-        layout::ROM_SIZE >> 10,
+        rom.len() >> 10,
         config.len()
     );
     #[cfg(feature = "tdx-model")]

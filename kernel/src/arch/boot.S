@@ -334,9 +334,9 @@ tdx_metadata:
     .long tdx_metadata_end - tdx_metadata
     .long 1                                  /* version */
     .long (tdx_metadata_end - tdx_metadata - 16) / 32
-    /* BFV: the whole ROM, measured into MRTD */
-    .long 0, 0x100000
-    .quad 0xFFF00000, 0x100000
+    /* BFV: the whole ROM, measured into MRTD (ROM_BASE, ROM_SIZE: linker/veilboot.ld) */
+    .long 0, ROM_SIZE
+    .quad ROM_BASE, ROM_SIZE
     .long 0, 1                               /* type BFV, attribute MR.EXTEND */
     /* TempMem: page tables and stacks */
     .long 0, 0

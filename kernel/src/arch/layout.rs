@@ -4,7 +4,7 @@
 //! The invariants every host-chosen address and length is held to (issue 34), stated here
 //! once and checked where each is used:
 //! - The main heap starts at or above [`HEAP_FLOOR`] and overlaps none of
-//!   [`FIRMWARE_RANGES`] (page tables, stacks, the TDX AP parking page, the SNP pages and TD
+//!   [`firmware_ranges`] (page tables, stacks, the TDX AP parking page, the SNP pages and TD
 //!   HOB, the firmware image, the ROM): [`check_heap`], called before the platform accepts the
 //!   heap's memory and again where the allocator gets it (crate::boot::heap::init_main).
 //! - A direct boot's kernel range, `[load address, + max(init_size, kernel size))`, is computed
@@ -55,10 +55,28 @@ pub const HEAP_PREFERRED: u64 = 0x500_0000;
 pub const HEAP_FLOOR: u64 = 0xC0_0000;
 /// Everything the firmware itself occupies: page tables, stacks, SNP pages, the image.
 pub const FIRMWARE_RANGE: (u64, u64) = (PAGE_TABLES, IMAGE_END);
-/// The ROM image QEMU maps below 4 GiB (linker/veilboot.ld: ROM_SIZE).
-pub const ROM_SIZE: usize = 1024 * 1024;
-/// Where it starts.
-pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE as u64;
+unsafe extern "C" {
+    /// The ROM's size (linker/veilboot.ld: its contents rounded up to 64 KiB), an absolute
+    /// symbol: its address is the value.
+    static ROM_SIZE: u8;
+}
+
+/// The ROM image QEMU maps so that it ends at 4 GiB: `[4 GiB - ROM_SIZE, 4 GiB)`, with
+/// ROM_SIZE the linker script's (the one constant boot.S's TDVF metadata and the ROM file's
+/// size also follow).
+pub fn rom_range() -> (u64, u64) {
+    let size = (&raw const ROM_SIZE) as u64;
+    (0x1_0000_0000 - size, 0x1_0000_0000)
+}
+
+/// The ROM's bytes, as QEMU mapped them (read-only, for the firmware's lifetime).
+pub fn rom() -> &'static [u8] {
+    let (base, end) = rom_range();
+    // SAFETY: boot.S identity-maps 0-4 GiB and the ROM lies at [base, end) below 4 GiB; nothing
+    // writes it (it is ROM, and the top 2 MiB are mapped read-only).
+    unsafe { core::slice::from_raw_parts(base as *const u8, (end - base) as usize) }
+}
+
 /// The ROM's top 2 MiB, executable until long mode jumps to RAM.
 pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
 
@@ -68,18 +86,21 @@ pub const ROM_TOP_2M: u64 = 0xFFE0_0000;
 pub const CC_PAGES: (u64, u64) = (0x90_0000, 0x90_B000);
 
 /// The firmware's own ranges `[start, end)` with what lives there: the heap overlaps none.
-pub const FIRMWARE_RANGES: [(u64, u64, &str); 6] = [
-    (PAGE_TABLES, PAGE_TABLES + 0x8000, "page tables"),
-    (GUARD_PAGE, IST2_TOP, "boot stack and interrupt stacks"),
-    (AP_PARK, AP_PARK + 0x1000, "AP parking page"),
-    (CC_PAGES.0, CC_PAGES.1, "SEV-SNP pages and TD HOB"),
-    (IMAGE_BASE, IMAGE_END, "image (text, data, bss)"),
-    (ROM_BASE, 0x1_0000_0000, "ROM"),
-];
+pub fn firmware_ranges() -> [(u64, u64, &'static str); 6] {
+    let (rom_base, rom_end) = rom_range();
+    [
+        (PAGE_TABLES, PAGE_TABLES + 0x8000, "page tables"),
+        (GUARD_PAGE, IST2_TOP, "boot stack and interrupt stacks"),
+        (AP_PARK, AP_PARK + 0x1000, "AP parking page"),
+        (CC_PAGES.0, CC_PAGES.1, "SEV-SNP pages and TD HOB"),
+        (IMAGE_BASE, IMAGE_END, "image (text, data, bss)"),
+        (rom_base, rom_end, "ROM"),
+    ]
+}
 
 /// The heap invariant (see the module documentation).
 pub fn check_heap(start: u64, size: u64) -> Result<(), veil_agent::memmap::HeapRefusal> {
-    veil_agent::memmap::check_heap(start, size, HEAP_FLOOR, &FIRMWARE_RANGES)
+    veil_agent::memmap::check_heap(start, size, HEAP_FLOOR, &firmware_ranges())
 }
 
 /// Is `[addr, addr + len)` inside memory the firmware itself mapped and owns (stacks, page

@@ -70,11 +70,9 @@ pub fn launch() {
         m.pre_accept(start, end - start);
     }
     // What the TDX module measured when the VMM added the ROM (the BFV section).
-    // SAFETY: the ROM is mapped read-only at ROM_BASE..4 GiB.
-    let rom = unsafe {
-        core::slice::from_raw_parts(crate::arch::layout::ROM_BASE as *const u8, crate::arch::layout::ROM_SIZE)
-    };
-    if let Ok(mrtd) = veil_agent::tdx::tdvf::mrtd(rom, veil_agent::tdx::tdvf::PageOrder::Interleaved) {
+    if let Ok(mrtd) =
+        veil_agent::tdx::tdvf::mrtd(crate::arch::layout::rom(), veil_agent::tdx::tdvf::PageOrder::Interleaved)
+    {
         m.mrtd = mrtd;
     }
     if let Ok(Some(id)) = cfg.read_file(TEST_MRCONFIGID, 48)

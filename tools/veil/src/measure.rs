@@ -25,8 +25,11 @@ use veil_agent::luks2::Volume;
 use veil_agent::tpm::Bank;
 use veil_agent::tpm::measure::{self, Measurement};
 
-/// The ROM size the firmware measures (linker/veilboot.ld).
-const ROM_SIZE: u64 = 1024 * 1024;
+/// A veilboot ROM is its contents rounded up to this (linker/veilboot.ld: ROM_SIZE), the
+/// granule QEMU takes a -bios file in ...
+const ROM_GRANULE: usize = 64 * 1024;
+/// ... and at most this (the top 2 MiB below 4 GiB the firmware maps as its ROM).
+const ROM_MAX: usize = 2 * 1024 * 1024;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Platform {
@@ -148,11 +151,16 @@ pub fn predict(rom_path: &Path, image: &Path) -> Result<(BTreeMap<u32, Vec<u8>>,
     Ok((pcrs, token))
 }
 
-/// A veilboot ROM: 1 MiB with the GUID footer table at its end. The development ROM is
-/// measured with a warning: the host gives it its master secret.
+/// A veilboot ROM: a multiple of 64 KiB up to 2 MiB, with the GUID footer table at its end
+/// (every byte of the file is measured, whatever its size). The development ROM is measured
+/// with a warning: the host gives it its master secret.
 pub fn check_rom(path: &Path, rom: &[u8]) -> Result<()> {
-    if rom.len() as u64 != ROM_SIZE {
-        bail!("{}: {} bytes; a veilboot ROM is exactly {ROM_SIZE} (target/veilboot.fd)", path.display(), rom.len());
+    if rom.is_empty() || !rom.len().is_multiple_of(ROM_GRANULE) || rom.len() > ROM_MAX {
+        bail!(
+            "{}: {} bytes; a veilboot ROM is a multiple of 64 KiB up to 2 MiB (target/veilboot.fd)",
+            path.display(),
+            rom.len()
+        );
     }
     veil_agent::snp::ovmf::footer_entries(rom)
         .map_err(|e| anyhow::anyhow!("{}: not a veilboot ROM: {e}", path.display()))?;

@@ -1,14 +1,20 @@
 //! ELF -> flat ROM image: every loadable segment is placed at its physical (load) address in
-//! a ROM_SIZE image that ends at 4 GiB. The program headers are read by hand: the input is our
-//! own linker output and only these few fields are needed; the checks below are the point.
+//! an image that ends at 4 GiB. Its size is the linker script's ROM_SIZE (linker/veilboot.ld:
+//! the contents rounded up to 64 KiB), which the payload's load address, 4 GiB - ROM_SIZE,
+//! carries; [`from_elf`] checks it against the contents and against the TDVF metadata boot.S
+//! built from the same constant. The program headers are read by hand: the input is our own
+//! linker output and only these few fields are needed; the checks below are the point.
 
 use anyhow::{Result, bail, ensure};
 
-/// ROM size. The boot-only firmware fitted 256 KiB; with the encrypted-disk path (LUKS2,
-/// JSON, KDFs, virtio) it needs more, so the ROM is 512 KiB; measured boot with offline sealing outgrew that too: 1 MiB (QEMU maps it below 4 GiB).
-pub const ROM_SIZE: u64 = 1024 * 1024;
-/// Where the ROM starts in guest-physical memory.
-pub const ROM_BASE: u64 = 0x1_0000_0000 - ROM_SIZE;
+/// QEMU takes a -bios file of any multiple of 64 KiB; the ROM is its contents rounded up to it.
+pub const ROM_GRANULE: u64 = 64 * 1024;
+/// The ROM tail (boot.S: reset code, metadata, GUID footer table, reset vector) at its end.
+const TAIL: u64 = 4096;
+/// Where the payload runs (linker/veilboot.ld: FW_RAM).
+const FW_RAM: u64 = 0x00A0_0000;
+/// 4 GiB, where the ROM ends.
+const TOP: u64 = 0x1_0000_0000;
 
 fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
@@ -73,30 +79,41 @@ pub fn segment_bytes<'a>(elf: &'a [u8], segment: &LoadSegment) -> &'a [u8] {
 
 /// Build the ROM image.
 pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
-    let mut rom = vec![0xFFu8; ROM_SIZE as usize];
-    let mut placed = 0;
-    for segment in load_segments(elf)? {
-        let LoadSegment { index: i, vaddr, paddr, filesz, .. } = segment;
-        if filesz == 0 {
-            continue; // .bss
-        }
-        if paddr < ROM_BASE || paddr + filesz > 0x1_0000_0000 {
+    let segments: Vec<LoadSegment> = load_segments(elf)?.into_iter().filter(|s| s.filesz > 0).collect();
+    ensure!(segments.len() >= 2, "no loadable segments found");
+    // The payload's load address is ROM_BASE = 4 GiB - ROM_SIZE (the linker script's).
+    let rom_base = segments.iter().map(|s| s.paddr).min().expect("two segments");
+    ensure!(rom_base < TOP, "the lowest load address {rom_base:#x} is not below 4 GiB");
+    let rom_size = TOP - rom_base;
+    ensure!(rom_size.is_multiple_of(ROM_GRANULE), "the ROM size {rom_size:#x} is not a multiple of 64 KiB");
+    let mut rom = vec![0xFFu8; rom_size as usize];
+    let mut payload_end = rom_base;
+    for segment in &segments {
+        let LoadSegment { index: i, vaddr, paddr, filesz, .. } = *segment;
+        if paddr < rom_base || paddr + filesz > TOP {
             bail!(
                 "segment {i} (load address {paddr:#x}, {filesz} bytes) lies outside the ROM: the firmware is too large"
             );
         }
-        let at = (paddr - ROM_BASE) as usize;
-        rom[at..at + filesz as usize].copy_from_slice(segment_bytes(elf, &segment));
-        placed += 1;
+        let at = (paddr - rom_base) as usize;
+        rom[at..at + filesz as usize].copy_from_slice(segment_bytes(elf, segment));
         // Segments that run from RAM must keep the ROM's layout (boot.S copies one block).
         if vaddr != paddr {
             ensure!(
-                vaddr.wrapping_sub(paddr) == 0x00A0_0000u64.wrapping_sub(ROM_BASE),
+                vaddr.wrapping_sub(paddr) == FW_RAM.wrapping_sub(rom_base),
                 "segment {i}: RAM and ROM layouts differ ({vaddr:#x} vs {paddr:#x})"
             );
+            payload_end = payload_end.max(paddr + filesz);
+        } else {
+            ensure!(paddr == TOP - TAIL && filesz == TAIL, "segment {i} runs in place but is not the 4 KiB ROM tail");
         }
     }
-    ensure!(placed >= 2, "no loadable segments found");
+    // As large as its contents rounded up to 64 KiB, no larger.
+    let contents = payload_end - rom_base + TAIL;
+    ensure!(
+        rom_size == contents.next_multiple_of(ROM_GRANULE),
+        "the ROM is {rom_size:#x} bytes for {contents:#x} bytes of contents (linker/veilboot.ld: ROM_SIZE)"
+    );
     // The reset vector and the GUID footer table must be where VMMs look for them.
     ensure!(rom[rom.len() - 16] == 0x0f, "reset vector missing at 4 GiB - 16");
     let footer = &rom[rom.len() - 48..rom.len() - 32];
@@ -104,7 +121,20 @@ pub fn from_elf(elf: &[u8]) -> Result<Vec<u8>> {
         footer == [0xde, 0x82, 0xb5, 0x96, 0xb2, 0x1f, 0xf7, 0x45, 0xba, 0xea, 0xa3, 0x66, 0xc5, 0x5a, 0x08, 0x2d],
         "GUID footer table missing at 4 GiB - 0x30"
     );
+    ensure!(
+        tdvf_bfv(&rom[rom.len() - TAIL as usize..]) == Some((0, rom_size as u32, rom_base, rom_size)),
+        "the TDVF metadata's BFV section is not the whole {rom_size:#x}-byte ROM at {rom_base:#x}"
+    );
     Ok(rom)
+}
+
+/// The first TDVF section (the BFV: data offset, raw size, address, memory size) of the
+/// descriptor in the ROM tail, found by its signature (not through the footer table, as
+/// veil_agent::tdx::tdvf does).
+fn tdvf_bfv(tail: &[u8]) -> Option<(u32, u32, u64, u64)> {
+    let at = tail.windows(4).position(|w| w == b"TDVF")?;
+    let s = tail.get(at + 16..at + 48)?;
+    Some((u32_at(s, 0), u32_at(s, 4), u64_at(s, 8), u64_at(s, 16)))
 }
 
 /// Bytes of the ROM that hold something (not erased-flash 0xFF).

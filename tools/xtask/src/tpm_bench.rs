@@ -198,7 +198,7 @@ pub fn bench() -> Result<String> {
 
     let what = [
         "TIS locality, TPM2_Startup(CLEAR), GetCapability(PCRS)",
-        "the 1 MiB ROM hashed per active bank (here SHA-256 and SHA-384, TCG-emulated) + PCR 0 extend; e820 + ACPI inputs into PCR 1",
+        "the ROM file hashed per active bank (here SHA-256 and SHA-384, TCG-emulated) + PCR 0 extend; e820 + ACPI inputs into PCR 1",
         "boot target (PCR 4/8/9) from the veil-bundle token + 8 separators: 11 extends",
         "CreatePrimary (kept for the boot) + Load + policy session + PolicyPCR + Unseal + flushes",
     ];
