@@ -458,18 +458,26 @@ fn test() -> Result<()> {
 /// reproducible (pinned toolchain and crates, registry paths cut), so the figure is the same
 /// on every machine.
 // Raised from 448 to 456 KiB for issue 35 (the fail-closed key path: launch binding, check
-// before seal, the bound manifest, the no-key-source stop), a security fix worth 8 KiB.
-const RELEASE_ROM_BUDGET_KIB: usize = 456;
+// before seal, the bound manifest, the no-key-source stop), a security fix worth 8 KiB; back
+// to 448 KiB for issue 32 (LLVM's machine outliner, one virtio queue instantiation), so the
+// release ROM file, its contents rounded up to 64 KiB, is 448 KiB.
+const RELEASE_ROM_BUDGET_KIB: usize = 448;
 
 fn check_rom_budget(release: &Path) -> Result<()> {
-    let used = rom::used(&std::fs::read(release)?) / 1024;
+    let rom = std::fs::read(release)?;
+    // Rounded up: the ROM file is its contents rounded up to 64 KiB, so a budget that is a
+    // multiple of 64 KiB bounds the file too.
+    let used = rom::used(&rom).div_ceil(1024);
     if used > RELEASE_ROM_BUDGET_KIB {
         bail!(
             "the release ROM uses {used} KiB, over its budget of {RELEASE_ROM_BUDGET_KIB} KiB (issue 20); \
              `cargo xtask bench rom` shows where the bytes go"
         );
     }
-    eprintln!("xtask: release ROM: {used} KiB used of its {RELEASE_ROM_BUDGET_KIB} KiB budget");
+    eprintln!(
+        "xtask: release ROM: {used} KiB used of its {RELEASE_ROM_BUDGET_KIB} KiB budget ({} KiB file)",
+        rom.len() / 1024
+    );
     Ok(())
 }
 

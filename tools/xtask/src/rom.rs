@@ -140,6 +140,7 @@ fn tdvf_bfv(tail: &[u8]) -> Option<(u32, u32, u64, u64)> {
 /// Bytes of the ROM that hold something (not erased-flash 0xFF).
 pub fn used(rom: &[u8]) -> usize {
     let first = rom.iter().position(|b| *b != 0xFF).unwrap_or(rom.len());
-    let gap = rom[first..].windows(4096).position(|w| w.iter().all(|b| *b == 0xFF)).map_or(rom.len() - first, |g| g);
-    gap + 4096
+    // The payload ends at the first erased 4 KiB; the 4 KiB tail follows at the end. A ROM
+    // with no erased 4 KiB (a payload that ends within 4 KiB of the tail) is all used.
+    rom[first..].windows(4096).position(|w| w.iter().all(|b| *b == 0xFF)).map_or(rom.len() - first, |g| g + 4096)
 }
