@@ -137,10 +137,11 @@ fn tdvf_bfv(tail: &[u8]) -> Option<(u32, u32, u64, u64)> {
     Some((u32_at(s, 0), u32_at(s, 4), u64_at(s, 8), u64_at(s, 16)))
 }
 
-/// Bytes of the ROM that hold something (not erased-flash 0xFF).
+/// Bytes of the ROM that hold something (not erased-flash 0xFF): from the first non-erased
+/// byte to the last one before the 4 KiB tail, and the tail.
 pub fn used(rom: &[u8]) -> usize {
     let first = rom.iter().position(|b| *b != 0xFF).unwrap_or(rom.len());
-    // The payload ends at the first erased 4 KiB; the 4 KiB tail follows at the end. A ROM
-    // with no erased 4 KiB (a payload that ends within 4 KiB of the tail) is all used.
-    rom[first..].windows(4096).position(|w| w.iter().all(|b| *b == 0xFF)).map_or(rom.len() - first, |g| g + 4096)
+    let body = &rom[..rom.len().saturating_sub(4096)];
+    let end = body.iter().rposition(|b| *b != 0xFF).map_or(first, |i| i + 1);
+    end.saturating_sub(first) + rom.len().min(4096)
 }
