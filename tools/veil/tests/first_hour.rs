@@ -64,7 +64,12 @@ fn initrd(fit: bool) -> Vec<u8> {
 /// A 1 MiB ROM with the GUID footer table (empty) at its end, like veilboot's; `dev` puts the
 /// development ROM's warning in it (the release ROM names the fw_cfg file too, to ignore it).
 fn fake_rom(dev: bool) -> Vec<u8> {
-    let mut rom = vec![0xffu8; 1 << 20];
+    fake_rom_of(dev, 1 << 20)
+}
+
+/// The same, `size` bytes long.
+fn fake_rom_of(dev: bool, size: usize) -> Vec<u8> {
+    let mut rom = vec![0xffu8; size];
     let end = rom.len() - 0x20;
     rom[end - 16..end].copy_from_slice(&veil_agent::snp::ovmf::FOOTER_GUID);
     rom[end - 18..end - 16].copy_from_slice(&18u16.to_le_bytes());
@@ -519,6 +524,14 @@ fn measure_json_out_force_and_rom_checks() {
         veil(&a)
     };
     fails(&tpm(&junk, &[]), 1, "not a veilboot ROM");
+    // A ROM file is its contents rounded up to 64 KiB, at most 2 MiB (issue 32 item 3).
+    let sized = f.path("sized.fd");
+    std::fs::write(&sized, fake_rom_of(false, 448 << 10)).unwrap();
+    assert!(tpm(&sized, &[]).status.success(), "a 448 KiB ROM is measured");
+    for size in [(448 << 10) + 4096, 4 << 20] {
+        std::fs::write(&sized, fake_rom_of(false, size)).unwrap();
+        fails(&tpm(&sized, &[]), 1, "a veilboot ROM is a multiple of 64 KiB up to 2 MiB");
+    }
     let m = tpm(&release, &[]);
     assert!(m.status.success() && !err(&m).contains("development ROM"), "{}", err(&m));
     let m = tpm(&dev, &[]);
