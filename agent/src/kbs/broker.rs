@@ -14,15 +14,18 @@
 //! - /attest (once per challenge: a second answer is a replay): the nonce is this session's;
 //!   the AK is the one certified at /auth and the recovered credential matches; the quote is
 //!   signed by it, names it as signer, carries SHA-384 of the runtime data as extraData, and
-//!   its PCR digest matches the 24 values sent; every PCR with a reference value that is not
-//!   warn-only equals it.
+//!   its PCR digest matches the 24 values sent; PCR 15 is zero (veilboot quotes before it
+//!   extends it, a booted OS has); every PCR with a reference value that is not warn-only
+//!   equals it.
 //! - /resource: the session attested; the resource is sent as a JWE to the key in the
 //!   runtime data, and the session ends.
 //!
-//! Sessions live 300 s. At most [`MAX_SESSIONS_PER_EK`] are open for one TPM and 1024 in all;
-//! beyond, /auth is refused (429, 503) and no live session (its challenge unanswered, or
-//! attested and not yet served) is ever dropped for a new one, so an /auth flood (a VM's EK
-//! certificate and AK are public) cannot evict the VM's own session. A session whose answer
+//! Sessions live 300 s, a challenge left unanswered 60 s. At most [`MAX_SESSIONS_PER_EK`] are
+//! open for one TPM (beyond, /auth is refused, 429: an /auth flood made with a VM's public EK
+//! certificate and AK cannot crowd out the VM's own session) and 1024 in all: when the table
+//! is full, a new challenge evicts the oldest unanswered one (an /auth flood without /attest,
+//! which needs no evidence, cannot lock genuine clients out), and an attested session waiting
+//! for its resource is never dropped (503 when nothing else can go). A session whose answer
 //! was refused no longer counts against its TPM's quota.
 //! The broker is shared by the HTTP server's threads: its state is behind mutexes.
 
@@ -43,9 +46,12 @@ use crate::tpm::{Bank, credential, ekcert, quote};
 pub const COOKIE: &str = "kbs-session-id";
 /// How long a session lives.
 const SESSION_LIFETIME: Duration = Duration::from_secs(300);
-/// Most sessions open at once; beyond, /auth is refused (503) until some end or expire: a
-/// live session is never dropped to make room.
-const MAX_SESSIONS: usize = 1024;
+/// How long a challenge waits for its answer: veilboot answers within seconds (one report or
+/// quote), so unanswered challenges of a flood do not hold the table for long.
+const CHALLENGE_LIFETIME: Duration = Duration::from_secs(60);
+/// Most sessions open at once; beyond, the oldest unanswered challenge makes room, and /auth
+/// is refused (503) only when every session is attested and waiting for its resource.
+pub const MAX_SESSIONS: usize = 1024;
 /// Most sessions open at once for one EK (one TPM): an /auth flood made with a VM's EK
 /// certificate and AK (both public) is refused (429) instead of crowding out the VM's own
 /// session.
@@ -224,6 +230,13 @@ impl Session {
     fn live(&self) -> bool {
         self.challenge_open || self.tee_pubkey.is_some()
     }
+
+    /// Past its lifetime: [`SESSION_LIFETIME`], or [`CHALLENGE_LIFETIME`] while its challenge
+    /// is unanswered.
+    fn expired(&self) -> bool {
+        let age = self.created.elapsed();
+        age >= SESSION_LIFETIME || (self.challenge_open && age >= CHALLENGE_LIFETIME)
+    }
 }
 
 struct Session {
@@ -273,18 +286,19 @@ pub fn check_ak(ak_public: &[u8]) -> Result<(), String> {
 }
 
 /// Put `session` in `sessions` as `id` unless that would pass a bound: the whole table
-/// ([`MAX_SESSIONS`]) or its EK's share ([`MAX_SESSIONS_PER_EK`]). Expired sessions go first;
-/// no live session is ever dropped.
+/// ([`MAX_SESSIONS`]) or its EK's share ([`MAX_SESSIONS_PER_EK`]). Expired sessions go first,
+/// then refused ones, then the oldest unanswered challenge; an attested session is never
+/// dropped.
 fn open_session(sessions: &mut HashMap<String, Session>, id: String, session: Session) -> Result<(), Reply> {
     has_room(sessions, session.ek.as_deref())?;
     sessions.insert(id, session);
     Ok(())
 }
 
-/// Whether a session of `ek` (None: not a `tpm` session) fits within the bounds; expired
-/// sessions are dropped first.
+/// Whether a session of `ek` (None: not a `tpm` session) fits within the bounds, making room
+/// as [`open_session`] says.
 fn has_room(sessions: &mut HashMap<String, Session>, ek: Option<&[u8]>) -> Result<(), Reply> {
-    sessions.retain(|_, s| s.created.elapsed() < SESSION_LIFETIME);
+    sessions.retain(|_, s| !s.expired());
     if let Some(ek) = ek {
         let open = sessions.values().filter(|s| s.live() && s.ek.as_deref() == Some(ek)).count();
         if open >= MAX_SESSIONS_PER_EK {
@@ -304,10 +318,17 @@ fn has_room(sessions: &mut HashMap<String, Session>, ek: Option<&[u8]>) -> Resul
         sessions.retain(|_, s| s.live());
     }
     if sessions.len() >= MAX_SESSIONS {
+        // An unanswered challenge costs its sender nothing: the oldest makes room.
+        let oldest = sessions.iter().filter(|(_, s)| s.challenge_open).min_by_key(|(_, s)| s.created);
+        if let Some(id) = oldest.map(|(id, _)| id.clone()) {
+            sessions.remove(&id);
+        }
+    }
+    if sessions.len() >= MAX_SESSIONS {
         return Err(refuse(
             503,
             "TooManySessions",
-            format!("{MAX_SESSIONS} sessions are open: try again when some have ended"),
+            format!("{MAX_SESSIONS} attested sessions are waiting for their resource: try again when some have ended"),
         ));
     }
     Ok(())
@@ -521,9 +542,7 @@ impl Broker {
 
     fn attest(&self, session: Option<&str>, body: &[u8]) -> Reply {
         let mut sessions = self.sessions.lock().expect("sessions");
-        let Some((id, s)) = session
-            .and_then(|id| sessions.get_mut(id).map(|s| (id, s)))
-            .filter(|(_, s)| s.created.elapsed() < SESSION_LIFETIME)
+        let Some((id, s)) = session.and_then(|id| sessions.get_mut(id).map(|s| (id, s))).filter(|(_, s)| !s.expired())
         else {
             return refuse(
                 401,
@@ -560,9 +579,8 @@ impl Broker {
 
     fn resource(&self, session: Option<&str>, path: &str) -> Reply {
         let mut sessions = self.sessions.lock().expect("sessions");
-        let Some(id) = session.filter(|id| {
-            sessions.get(*id).is_some_and(|s| s.tee_pubkey.is_some() && s.created.elapsed() < SESSION_LIFETIME)
-        }) else {
+        let Some(id) = session.filter(|id| sessions.get(*id).is_some_and(|s| s.tee_pubkey.is_some() && !s.expired()))
+        else {
             return refuse(
                 401,
                 "UnAuthenticatedCookie",
@@ -725,6 +743,16 @@ fn check_tpm(
     let pcrs: Vec<(Bank, u32, Vec<u8>)> =
         ev.pcrs.iter().enumerate().map(|(i, v)| (Bank::Sha256, i as u32, v.to_vec())).collect();
     quote::verify(&s.ak_public, &ev.message, &ev.signature, &report, &pcrs)?;
+    // veilboot quotes before it extends PCR 15 with the clusterID; the OS it boots inherits
+    // every other PCR, so a quote with PCR 15 extended is the OS's: refused whatever the
+    // reference values say (issue 35).
+    let cluster = ev.pcrs.get(crate::tpm::measure::CLUSTER_ID_PCR as usize).ok_or("the quote lacks PCR 15")?;
+    if *cluster != [0u8; 32] {
+        return Err(format!(
+            "PCR 15 is not zero ({}): the quote was not taken by veilboot before the hand-off (it extends PCR 15 with the clusterID; a booted OS asks with it extended)",
+            hex::encode(cluster)
+        ));
+    }
     let mut warnings = Vec::new();
     for (pcr, r) in &config.reference {
         let got = &ev.pcrs[*pcr as usize];
@@ -824,6 +852,41 @@ mod tests {
         config.allow_no_init_data = true;
         assert!(check_init_data(tdx, &[0; 48], None, &config).unwrap().contains("allowed by the operator"));
         assert!(check_init_data(tdx, &[9; 48], None, &config).is_err());
+    }
+
+    /// Issue 35: an unanswered challenge lives [`CHALLENGE_LIFETIME`], an attested session
+    /// [`SESSION_LIFETIME`]; when the table is full the oldest unanswered challenge makes room,
+    /// never an attested session.
+    #[test]
+    fn challenges_expire_and_the_oldest_unanswered_makes_room() {
+        let ago = |s: u64| Instant::now().checked_sub(Duration::from_secs(s)).expect("an uptime of minutes");
+        let key = p256::SecretKey::from_slice(&[7; 32]).unwrap().public_key();
+        let session = |created, challenge_open, attested: bool| Session {
+            ek: None,
+            expected: Expected {
+                tee: kbs_types::Tee::Snp,
+                nonce: String::new(),
+                ak_public: Vec::new(),
+                credential: Zeroizing::new([0; 32]),
+            },
+            challenge_open,
+            tee_pubkey: attested.then_some(key),
+            created,
+        };
+        assert!(session(ago(CHALLENGE_LIFETIME.as_secs() + 1), true, false).expired());
+        assert!(!session(ago(CHALLENGE_LIFETIME.as_secs() + 1), false, true).expired());
+        assert!(session(ago(SESSION_LIFETIME.as_secs() + 1), false, true).expired());
+        let mut table = HashMap::new();
+        table.insert(String::from("oldest"), session(ago(30), true, false));
+        table.insert(String::from("attested"), session(ago(40), false, true));
+        for i in 0..MAX_SESSIONS - 2 {
+            table.insert(format!("{i}"), session(ago(10), true, false));
+        }
+        assert!(has_room(&mut table, None).is_ok());
+        assert!(!table.contains_key("oldest") && table.contains_key("attested"));
+        let mut attested: HashMap<String, Session> =
+            (0..MAX_SESSIONS).map(|i| (format!("{i}"), session(ago(10), false, true))).collect();
+        assert_eq!(has_room(&mut attested, None).map_err(|r| r.status), Err(503));
     }
 
     #[test]

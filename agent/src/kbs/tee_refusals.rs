@@ -43,7 +43,16 @@ fn broker_allowing(
     tdx: Option<crate::tdx::verify::TdxPolicy>,
     allow_no_init_data: bool,
 ) -> Broker {
-    let config = BrokerConfig {
+    new_broker(config(snp, tdx, allow_no_init_data))
+}
+
+/// The configuration of [`broker_allowing`] (no resource).
+fn config(
+    snp: Option<crate::snp::verify::SnpPolicy>,
+    tdx: Option<crate::tdx::verify::TdxPolicy>,
+    allow_no_init_data: bool,
+) -> BrokerConfig {
+    BrokerConfig {
         snp,
         tdx,
         resources: HashMap::new(),
@@ -53,14 +62,19 @@ fn broker_allowing(
         allow_no_init_data,
         min_bundle_version: None,
         tpm_trust: crate::kbs::broker::TpmTrust::Nobody,
-    };
-    let mut n = 0u8;
+    }
+}
+
+/// A broker with `config` and a deterministic random source whose session ids do not repeat
+/// (a 64-bit LCG: a flood must fill the session table, not overwrite a few ids).
+fn new_broker(config: BrokerConfig) -> Broker {
+    let mut seed = 0u64;
     Broker::new(
         config,
         Box::new(move |b: &mut [u8]| {
             b.iter_mut().for_each(|x| {
-                n = n.wrapping_add(13);
-                *x = n;
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                *x = (seed >> 33) as u8;
             })
         }),
     )
@@ -81,12 +95,25 @@ const HONEST: Attempt =
 
 /// /auth then /attest with the evidence `make(report_data, launch digest)` makes; the /attest reply.
 fn attest(b: &Broker, tee: Tee, a: &Attempt, make: &dyn Fn(&[u8], &[u8]) -> crate::json::Value) -> Reply {
+    attest_in_session(b, tee, a, make).0
+}
+
+/// The private key of the tee-pubkey an attempt sends.
+const TEE_KEY: [u8; 32] = [7u8; 32];
+
+/// [`attest`], with the session id.
+fn attest_in_session(
+    b: &Broker,
+    tee: Tee,
+    a: &Attempt,
+    make: &dyn Fn(&[u8], &[u8]) -> crate::json::Value,
+) -> (Reply, String) {
     let request = format!(r#"{{"version":"0.4.0","tee":"{}","extra-params":{{}}}}"#, tee.name());
     let r = b.handle(&Request { method: "POST", path: "/kbs/v0/auth", session: None, body: request.as_bytes() });
     assert_eq!(r.status, 200, "{}", r.log);
     let nonce = serde_json::from_slice::<Value>(&r.body).unwrap()["nonce"].as_str().unwrap().to_string();
     let session = r.set_session.unwrap();
-    let sent = p256::SecretKey::from_slice(&[7u8; 32]).unwrap().public_key();
+    let sent = p256::SecretKey::from_slice(&TEE_KEY).unwrap().public_key();
     let other = p256::SecretKey::from_slice(&[8u8; 32]).unwrap().public_key();
     let runtime = evidence::runtime_data(&nonce, &super::client::tee_pubkey(&sent));
     let bound =
@@ -103,7 +130,7 @@ fn attest(b: &Broker, tee: Tee, a: &Attempt, make: &dyn Fn(&[u8], &[u8]) -> crat
         body["init-data"] = json!({"format": "toml", "body": doc});
     }
     let bytes = serde_json::to_vec(&body).unwrap();
-    b.handle(&Request { method: "POST", path: "/kbs/v0/attest", session: Some(&session), body: &bytes })
+    (b.handle(&Request { method: "POST", path: "/kbs/v0/attest", session: Some(&session), body: &bytes }), session)
 }
 
 fn refused_for(r: &Reply, reason: &str) {
@@ -169,6 +196,28 @@ mod snp {
         let r = attest(&allowing, Tee::Snp, &unbound, &evidence);
         assert_eq!(r.status, 200, "{}", r.log);
         assert!(r.log.ends_with("; no init-data (allowed by the operator)"), "{}", r.log);
+    }
+
+    /// Issue 35: an /auth flood that never answers (it needs no evidence) fills the session
+    /// table; a genuine client that comes after it still attests and gets its secret (before,
+    /// its /auth was refused, 503, for as long as the flood's challenges lived).
+    #[test]
+    fn an_auth_flood_does_not_lock_out_a_genuine_client() {
+        let secret = b"the cluster's master secret".to_vec();
+        let mut config = config(Some(snp_policy()), None, false);
+        config.resources.insert(String::from("veilboot/cluster/master-secret"), secret.clone().into());
+        let b = new_broker(config);
+        let auth = br#"{"version":"0.4.0","tee":"snp","extra-params":{}}"#;
+        for _ in 0..crate::kbs::broker::MAX_SESSIONS + 50 {
+            b.handle(&Request { method: "POST", path: "/kbs/v0/auth", session: None, body: auth });
+        }
+        let (r, session) = attest_in_session(&b, Tee::Snp, &HONEST, &evidence);
+        assert_eq!(r.status, 200, "{}", r.log);
+        let path = "/kbs/v0/resource/veilboot/cluster/master-secret";
+        let r = b.handle(&Request { method: "GET", path, session: Some(&session), body: b"" });
+        assert_eq!(r.status, 200, "{}", r.log);
+        let key = p256::SecretKey::from_slice(&TEE_KEY).unwrap();
+        assert_eq!(super::super::jwe::decrypt(&r.body, &key).unwrap().as_slice(), secret.as_slice());
     }
 
     #[test]

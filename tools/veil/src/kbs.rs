@@ -85,7 +85,8 @@ pub struct ServeArgs {
     #[arg(long)]
     allow_no_init_data: bool,
     /// SEV-SNP and TDX: refuse launches whose init-data names a bundle version below N
-    /// (`veil image build --bundle-version`): an older bundle, rolled back by the host.
+    /// (`veil image build --bundle-version`): an older bundle, rolled back by the host. No
+    /// effect on TPM evidence (no init-data): its PCRs 4, 8 and 9 pin the bundle.
     #[arg(long, value_name = "N")]
     min_bundle_version: Option<u64>,
 }
@@ -201,6 +202,21 @@ fn serve(args: ServeArgs) -> Result<()> {
     }
     let snp = args.snp.policy()?;
     let tdx = args.tdx.policy()?;
+    if let Some(reference) = tdx.as_ref().and_then(|p| p.reference.as_ref()) {
+        let missing: Vec<String> =
+            [1, 2].iter().filter(|&&n| reference.rtmr[n].is_none()).map(|n| format!("RTMR{n}")).collect();
+        if !missing.is_empty() {
+            bail!(
+                "--tdx-reference gives no {} value: RTMR1 measures the boot bundle (kernel, initrd, command line) and RTMR2 the clusterID, so without both the broker would release to any boot target this ROM launches (write the file with `veil measure --platform tdx --image DISK`)",
+                missing.join(" or ")
+            );
+        }
+    }
+    if args.min_bundle_version.is_some() && args.measurements.is_some() {
+        eprintln!(
+            "veil kbs: TEE tpm: WARNING: --min-bundle-version does not apply to tpm evidence (a TPM quote carries no init-data): pin the bundle with PCRs 4, 8 and 9 in --measurements"
+        );
+    }
     if args.measurements.is_none() && snp.is_none() && tdx.is_none() {
         bail!(
             "nothing to verify: give --measurements and --ek-ca (TEE tpm), --snp-reference (TEE snp), --tdx-reference and --tdx-collateral (TEE tdx), or several"

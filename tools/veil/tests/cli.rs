@@ -379,6 +379,45 @@ fn verify_tdx_prints_the_checks_and_refuses() {
     assert!(stdout(&old).contains("\nREFUSED: TCB status TcbNotSupported"), "{}", stdout(&old));
 }
 
+/// Issue 35: `veil kbs serve` refuses TDX reference values without RTMR1 (the boot bundle) or
+/// RTMR2 (the clusterID): such a broker released to any boot target of the ROM.
+#[test]
+fn kbs_serve_refuses_tdx_reference_without_rtmr1_and_rtmr2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (secret, _) = write_known_secret(dir.path(), false);
+    let Some(data) = veil_testkit::testdata("tdx/quotes/dcap-qvl") else { return };
+    let collateral = data.join("tdx_quote_collateral.json");
+    let full = serde_json::json!({"platform": "tdx", "mrtd": "11".repeat(48), "rtmr1": "22".repeat(48), "rtmr2": "33".repeat(48)});
+    for (drop, named) in [("rtmr1", "no RTMR1 value"), ("rtmr2", "no RTMR2 value")] {
+        let mut doc = full.clone();
+        doc.as_object_mut().unwrap().remove(drop);
+        let reference = dir.path().join(format!("without-{drop}.json"));
+        std::fs::write(&reference, doc.to_string()).unwrap();
+        // The port is taken by nothing: a broker that started would print its address and
+        // serve; one that refuses exits at once.
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"));
+        serve.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret", secret.to_str().unwrap()]);
+        serve.args(["--tdx-reference", reference.to_str().unwrap(), "--tdx-collateral", collateral.to_str().unwrap()]);
+        match veil_testkit::spawn_announcing(
+            &mut serve,
+            veil_testkit::KBS_LISTENING,
+            std::time::Duration::from_secs(30),
+        ) {
+            Ok((mut child, addr)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("without {drop}: the broker started on {addr}");
+            }
+            Err(_) => {
+                let out = serve.output().unwrap();
+                assert!(!out.status.success(), "without {drop}");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(err.contains(named) && err.contains("any boot target"), "without {drop}: {err}");
+            }
+        }
+    }
+}
+
 /// `veil kbs serve` serves clients concurrently: a client that declares a 60000-byte body and
 /// sends one byte neither stalls the others (each answered at once) nor keeps its connection
 /// past the request deadline (408). The single-threaded server answered no one while such a
@@ -405,9 +444,21 @@ fn kbs_serve_is_not_stalled_by_a_slow_client() {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_veil"));
     serve.args(["kbs", "serve", "--listen", "127.0.0.1:0", "--secret", secret.to_str().unwrap()]);
     serve.args(["--measurements", m.to_str().unwrap(), "--ek-ca", ca.to_str().unwrap(), "--any-tpm-under-ca"]);
-    serve.args(["--request-timeout", "3"]);
-    let (mut serve, addr) =
-        veil_testkit::spawn_announcing(&mut serve, veil_testkit::KBS_LISTENING, Duration::from_secs(30)).unwrap();
+    serve.args(["--request-timeout", "3", "--min-bundle-version", "2"]);
+    let log = dir.path().join("serve.log");
+    let (mut serve, addr) = veil_testkit::spawn_announcing_logged(
+        &mut serve,
+        veil_testkit::KBS_LISTENING,
+        Duration::from_secs(30),
+        Some(std::fs::File::create(&log).unwrap()),
+    )
+    .unwrap();
+    // Issue 35: --min-bundle-version cannot apply to tpm evidence (no init-data): said at start.
+    let said = std::fs::read_to_string(&log).unwrap();
+    if !said.contains("--min-bundle-version does not apply to tpm evidence") {
+        let _ = serve.kill();
+        panic!("no warning that --min-bundle-version does not apply to tpm evidence:\n{said}");
+    }
     // Ten slow clients: a head announcing 60000 bytes, then one byte.
     let mut slow: Vec<TcpStream> = (0..10)
         .map(|_| {
