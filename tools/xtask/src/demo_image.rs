@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use veil_agent::cpio::CpioWriter;
 
-use crate::{ensure_package, linux, root, run};
+use crate::{ensure_package, linux, run, target_dir};
 
 /// What the root filesystem prints.
 pub const ROOT_MARKER: &str = "VEILBOOT ROOT OK";
@@ -110,7 +110,7 @@ fn build_initramfs(l: &linux::TestLinux, out: &Path) -> Result<()> {
         std::fs::read_dir(&modules_root)?.flatten().next().context("no modules in the kernel package")?.path();
     let mut w = CpioWriter::new();
     let mut dirs = Vec::new();
-    add_path(&mut w, &mut dirs, "bin/busybox", 0o755, &std::fs::read(root().join("target/linux/bb/bin/busybox"))?);
+    add_path(&mut w, &mut dirs, "bin/busybox", 0o755, &std::fs::read(target_dir().join("linux/bb/bin/busybox"))?);
     add_path(&mut w, &mut dirs, "sbin/cryptsetup", 0o755, &std::fs::read(&cryptsetup)?);
     for lib in ldd_libs(&cryptsetup)? {
         // Copy the file the link points to, under the name the binary asks for.
@@ -196,7 +196,7 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
     for d in ["bin", "sbin", "proc", "dev", "etc/veil", "tmp"] {
         std::fs::create_dir_all(rootfs.join(d))?;
     }
-    std::fs::copy(root().join("target/linux/bb/bin/busybox"), rootfs.join("bin/busybox"))?;
+    std::fs::copy(target_dir().join("linux/bb/bin/busybox"), rootfs.join("bin/busybox"))?;
     std::fs::write(rootfs.join("sbin/init"), ROOT_INIT)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(rootfs.join("sbin/init"), std::fs::Permissions::from_mode(0o755))?;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{ensure_package, key_material, qemu, root, run, scan_for_keys, tpm_test};
+use crate::{ensure_package, key_material, qemu, run, scan_for_keys, target_dir, tpm_test};
 
 /// How long one boot to multi-user.target may take under TCG (about a minute on an idle
 /// 2-core machine; many times that when the machine is shared).
@@ -69,7 +69,7 @@ pub fn cached_root(flavour: Flavour) -> Result<PathBuf> {
     use sha2::Digest;
     let args = recipe(flavour);
     let digest = hex::encode(&sha2::Sha256::digest(args.join("\n").as_bytes())[..6]);
-    let dir = root().join("target/distro");
+    let dir = target_dir().join("distro");
     std::fs::create_dir_all(&dir)?;
     let tar = dir.join(format!("debian-12-{}-{digest}.tar", flavour.name()));
     if tar.is_dir() {

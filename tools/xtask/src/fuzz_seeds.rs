@@ -14,7 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::root;
+use crate::{root, target_dir};
 
 /// Where the shared test data is: `$VEIL_TESTDATA`, else ../shared/testdata.
 fn testdata() -> Result<PathBuf> {
@@ -103,7 +103,7 @@ pub fn run() -> Result<Vec<(&'static str, usize)>> {
     }
     counts.push(("tdx_quote", n));
 
-    let work = root().join("target/fuzz-seeds");
+    let work = target_dir().join("fuzz-seeds");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     for path in files(&data.join("luks2"))? {

@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use veil_agent::cpio::CpioWriter;
 
-use crate::{root, run};
+use crate::{run, target_dir};
 
 /// Marker the initramfs prints.
 pub const MARKER: &str = "VEILBOOT INITRAMFS OK";
@@ -58,7 +58,7 @@ fn find_file(dir: &Path, prefix: &str) -> Option<PathBuf> {
 
 /// Fetch (once) and build the test kernel and initramfs.
 pub fn prepare() -> Result<TestLinux> {
-    let dir = root().join("target/linux");
+    let dir = target_dir().join("linux");
     std::fs::create_dir_all(&dir)?;
     let kernel_dir = dir.join("kernel/boot");
     if find_file(&kernel_dir, "vmlinuz-").is_none() {

@@ -207,12 +207,27 @@ environment:
   VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1, e.g. 3 on a
                            busy machine); a boot killed at its limit names the last stage=
                            mark (or serial line) it reached
+  CARGO_TARGET_DIR       cargo's target directory, honoured: every target/ path above
+                         (ROMs, target/linux, qemu-runs) is then in it
 
 QEMU runs: each xtask process works in target/qemu-runs/<n> (one no other running xtask holds,
 emptied when taken), each test in a directory of its own there (disks, sockets, <boot>.log)";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("project root")
+}
+
+/// Cargo's target directory, where the ROMs, the `veil` binaries and xtask's own work
+/// (`linux`, `qemu-runs`, ...) go: `$CARGO_TARGET_DIR` when it is set (relative to where xtask
+/// was started, as cargo reads it), else `target/` in the project. The cargo builds xtask
+/// starts inherit the variable, so what they write and what xtask reads is one directory.
+fn target_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => std::path::absolute(dir).expect("CARGO_TARGET_DIR as an absolute path"),
+        None => root().join("target"),
+    })
+    .clone()
 }
 
 fn cargo() -> Command {
@@ -334,7 +349,7 @@ fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
     ensure_target()?;
     // Every feature set builds the same ELF path: held from the build until the ELF is read,
     // so a concurrent xtask building another ROM cannot swap the ELF in between.
-    let lock_path = root().join("target/.xtask-rom-build.lock");
+    let lock_path = target_dir().join(".xtask-rom-build.lock");
     std::fs::create_dir_all(lock_path.parent().unwrap())?;
     let lock = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path)?;
     lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
@@ -347,10 +362,10 @@ fn build_rom(features: &[&str], name: &str) -> Result<PathBuf> {
         .args(["build", "--profile", "firmware", "-p", "veilboot-kernel", "--target", FIRMWARE_TARGET])
         .args(if remaps.is_empty() { vec![] } else { vec!["--config", config.as_str()] })
         .args(features))?;
-    let elf = root().join("target").join(FIRMWARE_TARGET).join("firmware/veilboot");
+    let elf = target_dir().join(FIRMWARE_TARGET).join("firmware/veilboot");
     let rom = rom::from_elf(&std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))?)?;
     drop(lock);
-    let out = root().join("target").join(name);
+    let out = target_dir().join(name);
     // Renamed into place: a QEMU of another xtask booting this ROM reads a whole file.
     qemu::replace_file(&out, &rom)?;
     eprintln!("xtask: ROM {} ({} KiB, {} KiB used)", out.display(), rom.len() / 1024, rom::used(&rom) / 1024);
@@ -526,7 +541,7 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     // veil boot-report renders it.
     run(cargo().args(["build", "-q", "-p", "veil"]))?;
     let svg = dir.join("boot.svg");
-    let out = Command::new(root().join("target/debug/veil"))
+    let out = Command::new(target_dir().join("debug/veil"))
         .arg("boot-report")
         .arg(&ok.log_path)
         .arg("--force") // the test's own file, rewritten on every run
@@ -582,10 +597,10 @@ fn firmware_tests(rom: &Path) -> Result<()> {
     linux_tests(rom)?;
     disk_tests()?;
 
-    snp_measure_test(&root().join("target/veilboot.fd"))?;
+    snp_measure_test(&target_dir().join("veilboot.fd"))?;
     snp_model_test()?;
     let tdx_model = build_tdx_model_firmware()?;
-    tdx_test::model_boot_tests(&root().join("target/veilboot.fd"), &tdx_model)?;
+    tdx_test::model_boot_tests(&target_dir().join("veilboot.fd"), &tdx_model)?;
     tdx_attest::attestation_tests(&tdx_model)?;
     distro_tests()?;
     let snp_model = build_snp_model_firmware()?;
@@ -741,7 +756,7 @@ pub struct DemoDisk {
 /// Build `veil`, a new master secret and the demo disk in [`qemu::run_dir`] `name`.
 pub fn fresh_demo_disk(name: &str) -> Result<DemoDisk> {
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
+    let veil = target_dir().join("release/veil");
     let dir = qemu::run_dir(name)?;
     let secret = dir.join("constellation-mastersecret.json");
     run(Command::new(&veil).args(["secret", "new", "--out"]).arg(&secret))?;
@@ -932,7 +947,7 @@ fn faults_tests() -> Result<String> {
 fn distro_tests() -> Result<()> {
     let started = std::time::Instant::now();
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
+    let veil = target_dir().join("release/veil");
     let release = build_firmware()?;
     let times = distro_test::tests(&veil, &release)?;
     for (name, first, second) in times {
@@ -1045,7 +1060,7 @@ fn veil_agent_timeline(log: &str) -> Vec<String> {
 
 /// The SNP model ROM: free of the release ROM, and booting Linux as an SNP guest under TCG.
 fn snp_model_test() -> Result<()> {
-    let release = root().join("target/veilboot.fd");
+    let release = target_dir().join("veilboot.fd");
     let model = build_snp_model_firmware()?;
     eprintln!("xtask: snp test: the release ROM carries no SNP model");
     check_release_rom_lacks(&release, &model, "the SNP model", &[snp_test::MODEL_MARKER])?;
@@ -1058,7 +1073,7 @@ fn snp_model_test() -> Result<()> {
 /// sev-snp-measure 0.0.13 (PyPI), the SNP users' launch-digest calculator, in a venv of its
 /// own under target/ (made on first use); returns its executable.
 fn ensure_sev_snp_measure() -> Result<PathBuf> {
-    let venv = root().join("target/venv-sev-snp-measure");
+    let venv = target_dir().join("venv-sev-snp-measure");
     let exe = venv.join("bin/sev-snp-measure");
     if exe.is_file() {
         return Ok(exe);
@@ -1075,7 +1090,7 @@ fn snp_measure_test(release: &Path) -> Result<()> {
     eprintln!("xtask: firmware test: veil measure --platform snp equals sev-snp-measure on the release ROM");
     let oracle = ensure_sev_snp_measure()?;
     run(cargo().args(["build", "-q", "-p", "veil"]))?;
-    let veil = root().join("target/debug/veil");
+    let veil = target_dir().join("debug/veil");
     let dir = qemu::run_dir("snp-measure")?;
     let (kernel, initrd) = (dir.join("snp-kernel.bin"), dir.join("snp-initrd.bin"));
     std::fs::write(&kernel, (0..200_000u32).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>())?;
@@ -1137,7 +1152,7 @@ fn demo() -> Result<()> {
     let firmware = build_firmware()?;
     eprintln!("xtask: release ROM (no development key source): {}", firmware.display());
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
+    let veil = target_dir().join("release/veil");
     let dir = root().join("build/demo");
     std::fs::create_dir_all(&dir)?;
     let secret = dir.join("constellation-mastersecret.json");
@@ -1249,7 +1264,7 @@ fn bench_ram() -> Result<String> {
     let snp_model = build_snp_model_firmware()?;
     let tdx_model = build_tdx_model_firmware()?;
     let python = ensure_sev_snp_measure()?.with_file_name("python");
-    let models_dir = root().join("target/ram-bench-models");
+    let models_dir = target_dir().join("ram-bench-models");
     std::fs::create_dir_all(&models_dir)?;
     let bios = |rom: &Path| vec!["-bios".to_string(), rom.display().to_string()];
     let timeout = std::time::Duration::from_secs(120);
@@ -1284,7 +1299,7 @@ fn bench_ram() -> Result<String> {
     // The TPM path: the demo disk sealed offline (`veil seal`) to a fresh swtpm's storage key;
     // every boot starts its own swtpm on that state and leaves the disk as it was (snapshot).
     tpm_test::ensure_tools()?;
-    let dir = root().join("target/ram-bench-tpm");
+    let dir = target_dir().join("ram-bench-tpm");
     std::fs::create_dir_all(&dir)?;
     let state = dir.join("tpm-state");
     tpm_test::provision(&state)?;
@@ -1322,7 +1337,7 @@ fn bench_rom() -> Result<String> {
     // Last, so that the ELF analysed is the release firmware's (each build replaces it).
     let release = build_firmware()?;
     rom_size::section(
-        &root().join("target/x86_64-unknown-none/firmware/veilboot"),
+        &target_dir().join("x86_64-unknown-none/firmware/veilboot"),
         &[
             ("veilboot (release: plain, TPM, SEV-SNP, TDX)", &release),
             ("SEV-SNP model ROM (tests)", &snp),
@@ -1388,7 +1403,7 @@ fn bench(only: Option<&str>) -> Result<()> {
     let mut soft = cargo();
     soft.args(["run", "--release", "-p", "veil-bench", "--no-default-features", "--", "--soft-rows"])
         .env("RUSTFLAGS", "--cfg aes_backend=\"soft\"")
-        .env("CARGO_TARGET_DIR", root().join("target/bench-soft"));
+        .env("CARGO_TARGET_DIR", target_dir().join("bench-soft"));
     let soft_rows = capture(&mut soft)?;
     let mut main = cargo();
     main.args(["run", "--release", "-p", "veil-bench"]).env("VEIL_BENCH_SOFT_ROWS", &soft_rows);
@@ -1674,7 +1689,7 @@ fn bench_image_encryption() -> Result<String> {
     const SIZE: usize = 256 << 20;
     const RUNS: usize = 5;
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
-    let veil = root().join("target/release/veil");
+    let veil = target_dir().join("release/veil");
     // tmpfs, so that the disk is not what is measured.
     let dir = PathBuf::from("/dev/shm/veil-bench");
     let _ = std::fs::remove_dir_all(&dir);

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::{root, run};
+use crate::{root, run, target_dir};
 
 /// One group of modules and the tests that cover them.
 struct Group {
@@ -91,11 +91,11 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         .with_context(|| format!("the shared test corpus {} (set VEIL_TESTDATA)", testdata.display()))?;
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
-        let out = root().join("target/mutants").join(g.name);
+        let out = target_dir().join("mutants").join(g.name);
         std::fs::create_dir_all(&out)?;
         let mut cmd = Command::new("cargo");
         cmd.current_dir(root())
-            .env("CARGO_TARGET_DIR", root().join("target"))
+            .env("CARGO_TARGET_DIR", target_dir())
             .env("VEIL_TESTDATA", &testdata)
             .env("VEIL_REQUIRE_TESTDATA", "1")
             .env("VEIL_REQUIRE_TOOLS", "1")

@@ -66,7 +66,7 @@ pub fn session_dir() -> Result<&'static Path> {
     if let Some((dir, _)) = SESSION.get() {
         return Ok(dir);
     }
-    let base = crate::root().join("target/qemu-runs");
+    let base = crate::target_dir().join("qemu-runs");
     std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     for n in 1..=64u32 {
         let lock_path = base.join(format!("{n}.lock"));

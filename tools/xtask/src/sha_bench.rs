@@ -173,7 +173,7 @@ fn build_unrolled_variant() -> Result<PathBuf> {
     let mut variant = flags.clone();
     variant.drain(at - 1..=at);
     variant.extend(crate::registry_path_remaps()?);
-    let dir = crate::root().join("target/bench-sha");
+    let dir = crate::target_dir().join("bench-sha");
     crate::run(
         crate::cargo()
             .args(["build", "--profile", "firmware", "-p", "veilboot-kernel", "--target", crate::FIRMWARE_TARGET])
@@ -211,8 +211,8 @@ fn rustflags(config: &str) -> Result<Vec<String>> {
 /// The BENCHMARKS.md section.
 pub fn bench() -> Result<String> {
     crate::build_firmware()?;
-    let shipped = crate::root().join("target/bench-sha-shipped.elf");
-    std::fs::copy(crate::root().join("target/x86_64-unknown-none/firmware/veilboot"), &shipped)?;
+    let shipped = crate::target_dir().join("bench-sha-shipped.elf");
+    std::fs::copy(crate::target_dir().join("x86_64-unknown-none/firmware/veilboot"), &shipped)?;
     let unrolled = build_unrolled_variant()?;
     // The two builds map at the same addresses, so they take turns: ROUNDS rounds of each, the
     // best figure of each kept, so that this shared VM's drift favours neither.

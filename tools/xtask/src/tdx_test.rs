@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use crate::{linux, qemu, root};
+use crate::{linux, qemu, root, target_dir};
 
 /// The model ROM's marker string (kernel/src/model/tdx.rs MARKER).
 pub const MODEL_MARKER: &str = "veilboot TDX model ROM";
@@ -97,7 +97,7 @@ fn rtmrs_replay(log: &str) -> Result<()> {
 /// `veil measure --platform tdx` for the same -kernel, -append and -initrd, TD HOB and fw_cfg
 /// files predicts the RTMR0-3 the model TDX module holds after the boot.
 fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Result<()> {
-    let veil = root().join("target/debug/veil");
+    let veil = target_dir().join("debug/veil");
     crate::run(crate::cargo().args(["build", "-q", "-p", "veil"]))?;
     // The VMM's fw_cfg files, as the model ROM printed what it measured, laid out as a guest's
     // /sys/firmware/qemu_fw_cfg/by_name would give them.
@@ -114,7 +114,9 @@ fn predicted_rtmrs(log: &str, kernel: &Path, initrd: &Path, hob: &Path) -> Resul
         bail!("the model ROM printed {files} configuration inputs (e820, table loader and ACPI blobs expected)");
     }
     let out = std::process::Command::new(&veil)
-        .args(["measure", "--platform", "tdx", "--rom", "target/veilboot.fd", "--kernel"])
+        .args(["measure", "--platform", "tdx", "--rom"])
+        .arg(target_dir().join("veilboot.fd"))
+        .arg("--kernel")
         .arg(kernel)
         .arg("--initrd")
         .arg(initrd)
