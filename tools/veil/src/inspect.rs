@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::{Value, json};
-use veil_agent::gpt::Gpt;
 use veil_agent::luks2::{KdfLimits, Luks2ErrorKind, Volume};
 
 use crate::volfile;
@@ -37,7 +36,7 @@ fn volume_json(volume: &Volume) -> Value {
 pub fn run(args: InspectArgs) -> Result<()> {
     let secret = args.secret.as_deref().map(crate::secret::load).transpose()?;
     let mut file = std::fs::File::open(&args.disk).with_context(|| format!("cannot open {}", args.disk.display()))?;
-    let gpt = Gpt::read(&mut file).with_context(|| format!("{}", args.disk.display()))?;
+    let gpt = volfile::read_gpt(&mut file, &args.disk)?;
     let mut parts = Vec::new();
     let mut boot_target = Value::Null;
     for p in &gpt.partitions {

@@ -43,6 +43,26 @@ pub fn partition_names(gpt: &Gpt) -> String {
     if names.is_empty() { String::from("none named") } else { names.join(", ") }
 }
 
+/// Whether `file` starts with a LUKS2 primary header's magic and version.
+fn is_luks2_volume(file: &File) -> bool {
+    let mut head = [0u8; 8];
+    file.read_exact_at(&mut head, 0).is_ok() && head == *b"LUKS\xba\xbe\x00\x02"
+}
+
+/// The GPT of the disk `path`; a LUKS2 volume given where a disk belongs is an argument error
+/// that says which commands take which.
+pub fn read_gpt(file: &mut File, path: &Path) -> Result<Gpt> {
+    match Gpt::read(file) {
+        Ok(gpt) => Ok(gpt),
+        Err(_) if is_luks2_volume(file) => Err(usage(format!(
+            "{} is a LUKS2 volume, not a GPT disk: `veil luks` takes it without --part; --part, `veil image \
+             inspect`, `veil recover` and `veil seal` take a whole disk made by `veil image build`",
+            path.display()
+        ))),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("{}: not a GPT disk", path.display()))),
+    }
+}
+
 /// Open `path` (for writing too if `write`), the whole file or its partition `part`.
 pub fn open(path: &Path, part: Option<&str>, write: bool) -> Result<VolumeFile> {
     let mut file = OpenOptions::new()
@@ -54,7 +74,7 @@ pub fn open(path: &Path, part: Option<&str>, write: bool) -> Result<VolumeFile> 
     match part {
         None => Ok(VolumeFile { file, start: 0, len: size, name: path.display().to_string() }),
         Some(name) => {
-            let gpt = Gpt::read(&mut file).with_context(|| format!("{}: --part needs a GPT disk", path.display()))?;
+            let gpt = read_gpt(&mut file, path)?;
             let p = gpt.by_name(name).ok_or_else(|| {
                 usage(format!("{} has no partition named {name:?} (it has: {})", path.display(), partition_names(&gpt)))
             })?;

@@ -388,6 +388,56 @@ fn partitions_recover_and_hints() {
     assert!(!f.path("cut.ext4").exists(), "no file left behind");
 }
 
+/// A LUKS2 volume given where a whole disk belongs (`--part`, `veil recover`, `veil image
+/// inspect`) ended in "no valid GPT: primary: no \"EFI PART\" signature", exit 1; now it is an
+/// argument error that says which commands take a volume and which a disk. Nothing is written.
+#[test]
+fn a_volume_where_a_disk_belongs_is_an_argument_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("s.json");
+    assert!(veil(&["secret", "new", "--out", p(&secret)]).status.success());
+    let (s, vol) = (p(&secret), dir.path().join("v.luks"));
+    assert!(veil(&["luks", "format", p(&vol), "--size", "20M", "--secret", s]).status.success());
+    let v = p(&vol);
+    let said = "v.luks is a LUKS2 volume, not a GPT disk: `veil luks` takes it without --part";
+    fails(&veil(&["luks", "dump", v, "--part", "veil-root"]), 2, said);
+    fails(&veil(&["image", "inspect", v]), 2, said);
+    let plain = dir.path().join("plain.img");
+    fails(&veil(&["recover", "--secret", s, "--disk", v, "--out", p(&plain)]), 2, said);
+    assert!(!plain.exists(), "no file left behind");
+    // Without --part the volume opens, as the message says.
+    assert!(veil(&["luks", "open", v, "--secret", s]).status.success());
+    // A file that is neither stays a plain failure, named.
+    let junk = dir.path().join("junk.img");
+    std::fs::write(&junk, vec![0x5au8; 1 << 20]).unwrap();
+    fails(&veil(&["luks", "dump", p(&junk), "--part", "veil-root"]), 1, "junk.img: not a GPT disk");
+}
+
+/// `image build` from a root tree that is not root's (unpacked by a user) made every file of the
+/// root filesystem that user's without a word; now it warns, before mke2fs runs.
+#[test]
+fn image_build_warns_when_the_root_tree_is_not_roots() {
+    let f = Fixture::new();
+    let rootfs = f.path("rootfs");
+    use std::os::unix::fs::MetadataExt;
+    let as_root = std::fs::metadata(&rootfs).unwrap().uid() == 0;
+    if as_root {
+        std::os::unix::fs::chown(&rootfs, Some(65534), Some(65534)).unwrap();
+    }
+    let o = f.build("good.cpio", "disk.img", &[]);
+    assert!(o.status.success(), "{}", err(&o));
+    let e = err(&o);
+    let warned = e.find("rootfs is owned by uid ").unwrap_or_else(|| panic!("no warning: {e}"));
+    assert!(e.contains("not root: the root filesystem keeps its files' owners"), "{e}");
+    assert!(warned < e.find("(mke2fs)").unwrap(), "the warning came after mke2fs: {e}");
+    if as_root {
+        // A tree that is root's: no warning.
+        std::os::unix::fs::chown(&rootfs, Some(0), Some(0)).unwrap();
+        let o = f.build("good.cpio", "disk.img", &["--force"]);
+        assert!(o.status.success() && !err(&o).contains("owned by uid"), "{}", err(&o));
+    }
+}
+
 /// Blocker 4 (the warning) and the Polish items of `image build`: checks before writing, no
 /// overwrite of the disk or its init-data without --force, the initrd's fitness.
 #[test]
