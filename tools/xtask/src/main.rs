@@ -461,6 +461,7 @@ fn test() -> Result<()> {
     eprintln!("xtask: firmware test: the release ROM carries no development key source");
     check_release_rom_lacks(&release, &build_dev_firmware()?, "the development key source", &DEV_KEY_MARKERS)?;
     firmware_tests(&rom)?;
+    boot_tests(&rom)?;
     faults_tests()?;
     eprintln!("xtask: all tests passed");
     Ok(())
@@ -497,7 +498,7 @@ fn check_rom_budget(release: &Path) -> Result<()> {
 }
 
 /// Boot the test ROM under TCG and check the serial log: stages, exception reports, malformed
-/// memory maps, the relay channel, then Linux, the disk and the TPM.
+/// memory maps, the relay channel.
 fn firmware_tests(rom: &Path) -> Result<()> {
     use std::time::Duration;
     ensure_package("qemu-system-x86_64", "qemu-system-x86")?;
@@ -593,7 +594,13 @@ fn firmware_tests(rom: &Path) -> Result<()> {
             .expect(want)?;
     }
 
-    relay_test(rom, &dir, t)?;
+    relay_test(rom, &dir, t)
+}
+
+/// Every QEMU boot beyond the test ROM's own (`cargo xtask test` runs them after
+/// `firmware_tests`; `test firmware` does not): Linux, the disk and the TPM, SNP, TDX, the
+/// distributions, the hostile hosts.
+fn boot_tests(rom: &Path) -> Result<()> {
     linux_tests(rom)?;
     disk_tests()?;
 
