@@ -66,5 +66,7 @@ mod tests {
     #[test]
     fn selection_layout() {
         assert_eq!(marshal_selection(Bank::Sha256, &[0, 4, 8, 9, 23]), [0, 0, 0, 1, 0, 0x0B, 3, 0x11, 0x03, 0x80]);
+        // PolicyPCR's 3-byte bitmap has no room for PCR 24 and up: they are left out.
+        assert_eq!(marshal_selection(Bank::Sha256, &[0, 24, 31]), [0, 0, 0, 1, 0, 0x0B, 3, 0x01, 0, 0]);
     }
 }
