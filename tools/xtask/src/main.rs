@@ -197,13 +197,14 @@ commands:
               data: TD quotes, cryptsetup's LUKS2 headers, Trustee's /attest request; then
               `cd fuzz && cargo +nightly fuzz run tdx_quote` (or luks2_json, luks2_volume,
               kbs_request) begins inside the formats
-  mutants  cargo-mutants (-j1) over agent/'s security-critical modules with the tests that
-           cover them; not in `test` or CI (slow); survivors in target/mutants/GROUP
+  mutants  cargo-mutants (-j1, nice -n 19) over agent/'s security-critical modules with the
+           tests that cover them; not in `test` or CI (slow); survivors in target/mutants/GROUP
            (`cargo xtask mutants kbs-broker|bundle|luks2|tpm|snp|tdx|xts` runs one group)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
   VEIL_REQUIRE_TESTDATA  fail, rather than skip loudly, when the corpus is absent (CI)
+  VEIL_MUTANTS_MINUTES   wall-clock limit of each `mutants` group (default 60)
   VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1, e.g. 3 on a
                            busy machine); a boot killed at its limit names the last stage=
                            mark (or serial line) it reached

@@ -2,14 +2,23 @@
 //! cargo-mutants (crates.io; installed with `cargo install --locked cargo-mutants` when
 //! missing). Each group names its source files, optionally a function filter (`--re`), and the
 //! test targets that cover them, so that a mutant is built and tested in seconds rather than
-//! running every test of the crate. One job at a time (`-j1`): the machines are 2 shared cores.
-//! Not part of `cargo xtask test` or CI: a group takes from minutes to an hour.
+//! running every test of the crate. One job at a time (`-j1`) under `nice -n 19`: the machines
+//! are 2 cores shared with other builds and QEMU boots, and mutants should only take idle CPU.
+//! Each mutant's tests stop after `TEST_TIMEOUT_S` (a mutant that loops is "timeout"), and each
+//! group stops after $VEIL_MUTANTS_MINUTES (default 60) of wall clock, interrupted like a
+//! Ctrl-C so that cargo-mutants still writes the outcomes of the mutants it finished; the
+//! summary then says how many of the group's mutants were tested.
+//! Not part of `cargo xtask test` or CI: a group takes from minutes to hours.
 //!
 //! The results land in target/mutants/GROUP/mutants.out (`missed.txt` lists the survivors);
 //! the summary line and the survivors go to BENCHMARKS.md (section `mutants-GROUP`). The mutated copies of
-//! the tree (in /tmp) build into the project's own target/ (the dependencies are built once
-//! there; only veil-agent is rebuilt per mutant, and a concurrent cargo waits for the lock),
-//! and find the shared corpus through $VEIL_TESTDATA (a copy in /tmp cannot see ../shared),
+//! the tree (in /tmp) build into their own target directory, target/mutants/build (the
+//! dependencies are built there once; only veil-agent is rebuilt per mutant), never into the
+//! project's target/: cargo fingerprints a workspace crate by paths relative to the package, so
+//! a `cargo test` in the checkout while a mutant is being tested overwrites the mutant's test
+//! binaries with the unmutated ones, which cargo then takes as fresh, and the mutant "survives"
+//! (seen on 2026-12-07: a make_credential returning garbage passed the swtpm activation
+//! test). The copies find the shared corpus through $VEIL_TESTDATA (a copy in /tmp cannot see ../shared),
 //! with VEIL_REQUIRE_TESTDATA and VEIL_REQUIRE_TOOLS set so that no test skips its way to
 //! "caught nothing".
 
@@ -19,6 +28,14 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use crate::{root, run, target_dir};
+
+/// A mutant whose tests run longer than this (seconds) counts as "timeout" (caught). The
+/// slowest group's unmutated tests take ~40 s on an idle machine.
+const TEST_TIMEOUT_S: u32 = 300;
+/// Building one mutant: the first one in a fresh copy of the tree builds all of veil-agent.
+const BUILD_TIMEOUT_S: u32 = 1200;
+/// Wall-clock limit of one group unless $VEIL_MUTANTS_MINUTES says otherwise.
+const DEFAULT_GROUP_MINUTES: u32 = 60;
 
 /// One group of modules and the tests that cover them.
 struct Group {
@@ -48,7 +65,7 @@ const GROUPS: [Group; 7] = [
         name: "tpm",
         files: &["agent/src/tpm/quote.rs", "agent/src/tpm/credential.rs", "agent/src/tpm/policy.rs"],
         re: None,
-        tests: &["--lib", "--test=tpm_swtpm", "--test=tpm_quote_signer"],
+        tests: &["--lib", "--test=tpm_swtpm", "--test=tpm_quote_signer", "--test=tpm_credential"],
     },
     Group {
         name: "snp",
@@ -89,17 +106,26 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         .unwrap_or_else(|| root().join("../shared/testdata"));
     let testdata = std::fs::canonicalize(&testdata)
         .with_context(|| format!("the shared test corpus {} (set VEIL_TESTDATA)", testdata.display()))?;
+    let minutes: u32 = match std::env::var("VEIL_MUTANTS_MINUTES") {
+        Ok(m) => m.parse().with_context(|| format!("VEIL_MUTANTS_MINUTES={m:?} is not a number of minutes"))?,
+        Err(_) => DEFAULT_GROUP_MINUTES,
+    };
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
         let out = target_dir().join("mutants").join(g.name);
         std::fs::create_dir_all(&out)?;
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(root())
-            .env("CARGO_TARGET_DIR", target_dir())
+        // A previous (possibly interrupted) run's outcomes must not be counted again.
+        let _ = std::fs::remove_dir_all(out.join("mutants.out"));
+        let mut cmd = Command::new("timeout");
+        cmd.args(["--signal=INT", "--kill-after=60", &format!("{minutes}m"), "nice", "-n", "19", "cargo"])
+            .current_dir(root())
+            .env("CARGO_TARGET_DIR", target_dir().join("mutants/build"))
             .env("VEIL_TESTDATA", &testdata)
             .env("VEIL_REQUIRE_TESTDATA", "1")
             .env("VEIL_REQUIRE_TOOLS", "1")
-            .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle", "--output"])
+            .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle"])
+            .args(["--timeout", &TEST_TIMEOUT_S.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
+            .arg("--output")
             .arg(&out);
         for f in g.files {
             cmd.args(["--file", f]);
@@ -118,7 +144,8 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         eprintln!("xtask: mutants {}: {summary}", g.name);
         let missed = std::fs::read_to_string(out.join("mutants.out/missed.txt")).unwrap_or_default();
         let mut body = format!(
-            "### Mutation testing: {}\n\nCommand: `cargo xtask mutants {}` (cargo-mutants -j1; files {}; {}tests {}).\n\n{summary}.\n",
+            "### Mutation testing: {}\n\nCommand: `VEIL_MUTANTS_MINUTES={minutes} cargo xtask mutants {}` (cargo-mutants -j1 under \
+             nice -n 19, {TEST_TIMEOUT_S} s per mutant's tests; files {}; {}tests {}).\n\n{summary}.\n",
             g.name,
             g.name,
             g.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
@@ -143,8 +170,10 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// "N mutants: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%", from the
-/// per-outcome lists cargo-mutants writes in `out` (caught.txt, missed.txt, ...).
+/// "N of TOTAL mutants tested: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%",
+/// from the per-outcome lists cargo-mutants writes in `out` (caught.txt, missed.txt, ...) and
+/// the list of every mutant it found (mutants.json), so that a run the group's time limit cut
+/// short says so.
 fn summarize(out: &Path) -> Result<String> {
     if !out.join("caught.txt").exists() {
         bail!("{} has no caught.txt", out.display());
@@ -156,10 +185,19 @@ fn summarize(out: &Path) -> Result<String> {
     };
     let (caught, missed, timeout, unviable) = (n("caught"), n("missed"), n("timeout"), n("unviable"));
     let viable = caught + missed + timeout;
+    let tested = viable + unviable;
+    let found = std::fs::read(out.join("mutants.json"))
+        .ok()
+        .and_then(|j| serde_json::from_slice::<Vec<serde_json::Value>>(&j).ok())
+        .map_or(tested, |all| all.len());
     let score = if viable == 0 { 0.0 } else { 100.0 * caught as f64 / viable as f64 };
+    let untested = if tested < found {
+        format!("; NOT TESTED: {} (the group's time limit stopped the run)", found - tested)
+    } else {
+        String::new()
+    };
     Ok(format!(
-        "{} mutants: caught {caught}, missed {missed}, timeout {timeout}, unviable {unviable}; score {score:.0}%",
-        viable + unviable
+        "{tested} of {found} mutants tested: caught {caught}, missed {missed}, timeout {timeout}, unviable {unviable}; score {score:.0}% of those tested{untested}"
     ))
 }
 
@@ -175,7 +213,16 @@ mod tests {
         for (k, lines) in [("caught", 3), ("missed", 1), ("timeout", 0), ("unviable", 2)] {
             std::fs::write(dir.join(format!("{k}.txt")), "a.rs:1:1: replace x\n".repeat(lines)).unwrap();
         }
-        assert_eq!(summarize(&dir).unwrap(), "6 mutants: caught 3, missed 1, timeout 0, unviable 2; score 75%");
+        assert_eq!(
+            summarize(&dir).unwrap(),
+            "6 of 6 mutants tested: caught 3, missed 1, timeout 0, unviable 2; score 75% of those tested"
+        );
+        std::fs::write(dir.join("mutants.json"), format!("[{}{{}}]", "{},".repeat(9))).unwrap();
+        assert_eq!(
+            summarize(&dir).unwrap(),
+            "6 of 10 mutants tested: caught 3, missed 1, timeout 0, unviable 2; score 75% of those tested; \
+             NOT TESTED: 4 (the group's time limit stopped the run)"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
