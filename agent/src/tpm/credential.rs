@@ -77,3 +77,29 @@ impl rand_core::TryRng for RandomAdapter<'_> {
 }
 
 impl rand_core::TryCryptoRng for RandomAdapter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::TryRng;
+
+    /// rsa 0.10's OAEP draws its padding seed with try_fill_bytes only (tests/tpm_credential.rs
+    /// checks that path); the word-sized draws TryRng also requires must come from the caller's
+    /// source too, should a later rsa use them.
+    #[test]
+    fn every_draw_of_the_adapter_comes_from_the_callers_source() {
+        let mut counter = 0u8;
+        let mut source = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                counter += 1;
+                *x = counter;
+            })
+        };
+        let mut rng = RandomAdapter(&mut source);
+        assert_eq!(rng.try_next_u32().unwrap(), u32::from_le_bytes([1, 2, 3, 4]));
+        assert_eq!(rng.try_next_u64().unwrap(), u64::from_le_bytes([5, 6, 7, 8, 9, 10, 11, 12]));
+        let mut bytes = [0u8; 3];
+        rng.try_fill_bytes(&mut bytes).unwrap();
+        assert_eq!(bytes, [13, 14, 15]);
+    }
+}
