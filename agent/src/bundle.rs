@@ -106,6 +106,11 @@ pub struct Bound {
     /// --bundle-version`): init-data names it, so a broker can refuse older bundles
     /// (`veil kbs serve --min-bundle-version`).
     pub version: u64,
+    /// Never seal the master secret locally (`veil image build --never-seal`): every boot
+    /// asks the broker, so a disk rolled back to an older image, or a firmware rolled back,
+    /// meets the broker's checks each time. In the manifest (written only when set, so the
+    /// manifests of other images keep their bytes) so the host cannot clear it.
+    pub never_seal: bool,
 }
 
 impl Payload {
@@ -130,10 +135,11 @@ impl Manifest {
     pub fn to_json_text(&self) -> String {
         let bound = match &self.bound {
             Some(b) => alloc::format!(
-                r#","measurement_salt":{},"state_uuid":{},"version":{}"#,
+                r#","measurement_salt":{},"state_uuid":{},"version":{}{}"#,
                 Value::from(&b.measurement_salt),
                 Value::from(&b.state_uuid),
-                b.version
+                b.version,
+                if b.never_seal { r#","never_seal":true"# } else { "" }
             ),
             None => String::new(),
         };
@@ -150,8 +156,8 @@ impl Manifest {
     /// field present with its type, and no other field.
     pub fn from_json(v: &Value) -> Result<Self, String> {
         let map = v.as_object().ok_or("not a JSON object")?;
-        const FIELDS: [&str; 7] =
-            ["kernel", "initrd", "cmdline", "root_uuid", "measurement_salt", "state_uuid", "version"];
+        const FIELDS: [&str; 8] =
+            ["kernel", "initrd", "cmdline", "root_uuid", "measurement_salt", "state_uuid", "version", "never_seal"];
         if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
             return Err(alloc::format!("unknown field `{unknown}`"));
         }
@@ -164,11 +170,20 @@ impl Manifest {
             cmdline: string("cmdline")?,
             root_uuid: string("root_uuid")?,
             bound: match ["measurement_salt", "state_uuid", "version"].map(|k| map.contains_key(k)) {
+                [false, false, false] if map.contains_key("never_seal") => {
+                    return Err(String::from("never_seal comes with measurement_salt, state_uuid and version"));
+                }
                 [false, false, false] => None,
                 [true, true, true] => Some(Bound {
                     measurement_salt: string("measurement_salt")?,
                     state_uuid: string("state_uuid")?,
                     version: field("version")?.as_u64().ok_or("`version` is not an unsigned integer")?,
+                    // One encoding per meaning: present only as `true`.
+                    never_seal: match map.get("never_seal") {
+                        None => false,
+                        Some(v) if v.as_bool() == Some(true) => true,
+                        Some(_) => return Err(String::from("`never_seal` is present only as true")),
+                    },
                 }),
                 _ => return Err(String::from("measurement_salt, state_uuid and version come together")),
             },
@@ -303,7 +318,7 @@ mod tests {
         let extra = text.replace(r#""root_uuid""#, r#""x":1,"root_uuid""#);
         assert_eq!(Manifest::from_json(&crate::json::from_str(&extra).unwrap()).unwrap_err(), "unknown field `x`");
         // The bound fields follow, all three or none.
-        let bound = Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3 };
+        let bound = Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3, never_seal: false };
         let m2 = Manifest { bound: Some(bound), ..m.clone() };
         let text2 = text
             .replace(r#""root_uuid":"u"}"#, r#""root_uuid":"u","measurement_salt":"05","state_uuid":"s","version":3}"#);
@@ -316,6 +331,37 @@ mod tests {
             Manifest::from_json(&crate::json::from_str(&missing).unwrap()).unwrap_err(),
             "missing field `root_uuid`"
         );
+    }
+
+    /// Issue 31, item 5: `never_seal` is part of the manifest, so of its MAC and of the digest
+    /// init-data names: a host that clears it in the header (to have the firmware seal, and
+    /// later unseal without the broker) or sets it gets a manifest that does not verify.
+    #[test]
+    fn never_seal_is_under_the_mac() {
+        let s = secret(1);
+        let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
+        let bound = |never_seal| Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3, never_seal };
+        let b = build(&s, b"kernel bytes", &[7u8; 5000], "console=ttyS0", uuid, Some(bound(true))).unwrap();
+        let m = open_header(&s, &b[..HEADER_SIZE], b.len() as u64).unwrap();
+        assert!(m.bound.as_ref().unwrap().never_seal);
+        assert!(m.to_json_text().ends_with(r#""version":3,"never_seal":true}"#));
+        // Only `true` is written; `false` or a non-boolean is refused, and it needs the rest.
+        let text = m.to_json_text();
+        for bad in [text.replace("true}", "false}"), text.replace("true}", "1}")] {
+            let e = Manifest::from_json(&crate::json::from_str(&bad).unwrap()).unwrap_err();
+            assert_eq!(e, "`never_seal` is present only as true");
+        }
+        let lone = r#"{"kernel":{"offset":4096,"size":1,"sha384":"ab"},"initrd":{"offset":8192,"size":1,"sha384":"ab"},"cmdline":"","root_uuid":"u","never_seal":true}"#;
+        assert!(Manifest::from_json(&crate::json::from_str(lone).unwrap()).unwrap_err().contains("never_seal comes with"));
+        // Cleared by the host: the header's MAC no longer verifies, and the digest differs.
+        let cleared = Manifest { bound: Some(bound(false)), ..m.clone() };
+        let json = cleared.to_json_text().into_bytes();
+        let mut forged = b[..HEADER_SIZE].to_vec();
+        forged[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        forged[MANIFEST_OFFSET..].fill(0);
+        forged[MANIFEST_OFFSET..MANIFEST_OFFSET + json.len()].copy_from_slice(&json);
+        assert_eq!(open_header(&s, &forged, b.len() as u64), Err(BundleError::Mac));
+        assert_ne!(manifest_sha384(&cleared), manifest_sha384(&m));
     }
 
     #[test]

@@ -165,15 +165,34 @@ impl Psp {
 
     /// MSG_KEY_RSP's payload for a MSG_KEY_REQ payload: SHA-256 over the secret, the chip's
     /// key (the VCEK root: another chip derives other keys), the VMPL, the field selection and
-    /// each selected field, so that a key bound to the measurement changes with it.
+    /// each selected field, so that a key bound to the measurement changes with it. A request
+    /// the AMD-SP refuses is answered in the response's status field (the request itself went
+    /// through: the channel stays usable): a selection outside bits 0-5 or a VMPL above 3 with
+    /// INVALID_KEY (0x27); a TCB_VERSION (bit 5) above the committed TCB, in any of its
+    /// components, with INVALID_PARAM (0x16), as the SNP firmware ABI requires of TCB_VERSION
+    /// ("must not exceed CommittedTcb"): a key for a TCB the platform has not committed to
+    /// cannot be derived, so a rolled-back AMD-SP cannot derive the keys of newer firmware.
     fn key(&self, req: &[u8]) -> Result<Vec<u8>, u32> {
         if req.len() < 0x20 {
             return Err(STATUS_INVALID_PARAM);
         }
+        let refused = |status: u32| {
+            let mut out = alloc::vec![0u8; 0x40];
+            out[..4].copy_from_slice(&status.to_le_bytes());
+            Ok(out)
+        };
         let fields = u64::from_le_bytes(req[0x08..0x10].try_into().expect("8 bytes"));
         let vmpl = u32::from_le_bytes(req[0x10..0x14].try_into().expect("4 bytes"));
         if fields >> 6 != 0 || vmpl > 3 {
-            return Err(0x27); // invalid key selection
+            return refused(0x27);
+        }
+        let requested_tcb = &req[0x18..0x20];
+        // Each byte of TCB_VERSION is one component's SPL or reserved (zero), in Milan's,
+        // Genoa's and Turin's layouts alike: compared byte by byte.
+        let committed = self.committed_tcb().to_le_bytes();
+        if fields & super::requests::FIELD_TCB_VERSION != 0 && requested_tcb.iter().zip(committed).any(|(r, c)| *r > c)
+        {
+            return refused(STATUS_INVALID_PARAM);
         }
         let mut h = sha2::Sha256::new();
         h.update(self.key_secret);
@@ -188,11 +207,17 @@ impl Psp {
             h.update(self.measurement);
         }
         if fields & super::requests::FIELD_TCB_VERSION != 0 {
-            h.update(&req[0x18..0x20]);
+            h.update(requested_tcb);
         }
         let mut out = alloc::vec![0u8; 0x20];
         out.extend_from_slice(&h.finalize());
         Ok(out)
+    }
+
+    /// The committed TCB: the model keeps one TCB for current, reported, committed and launch
+    /// (a test that rolls the AMD-SP back lowers all four, as loading older firmware does).
+    pub fn committed_tcb(&self) -> u64 {
+        self.tcb
     }
 }
 

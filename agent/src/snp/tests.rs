@@ -387,6 +387,75 @@ mod guest_requests {
         assert_eq!(key(1), key(1));
         assert_ne!(key(1), key(2));
     }
+
+    /// Issue 31, item 4, against the model AMD-SP (agent::snp::psp, which implements the ABI's
+    /// TCB_VERSION rule independently of [`tcb_at_most`]): sealed at TCB t, the token opens
+    /// after an update (and is stale: sealed again at the new TCB); after a rollback below t
+    /// it is refused, and the AMD-SP refuses to derive that key even when asked; a version-2
+    /// token opens once and is stale.
+    #[test]
+    fn sealing_follows_the_committed_tcb() {
+        use crate::keys::MasterSecret;
+        use crate::snp::seal::*;
+        let mut hv = with_psp();
+        let mut channel = Channel::new(&VMPCK0, 0, 0);
+        let (old, new) = (0xDB18_0000_0000_0003, 0xDB19_0000_0000_0003);
+        let secret = MasterSecret::new(&[7u8; 32], &[9u8; 32]).unwrap();
+        let b = crate::tpm::token::binding("0b5c1a3e-0000-4000-8000-000000000001", &[3; 48]);
+        // Each request through the guest-message channel, as the firmware makes it: a refusal
+        // comes back in the response's status and leaves the channel usable.
+        let mut ask = |hv: &mut Hypervisor, fields: u64, tcb: u64| {
+            let req = requests::key_request(fields, KEY_VMPL, 0, tcb);
+            let a = attest::guest_request(&mut Ghcb::new(hv), &mut channel, MsgType::KeyRequest, 1, &req, PAGES)
+                .expect("the request goes through");
+            requests::key_response(&a.payload)
+        };
+        let header_with = |token: crate::json::Value| crate::json!({"tokens": {"4": token}});
+
+        // Sealed at the committed TCB `old`; it opens at `old`.
+        hv.psp.as_mut().unwrap().tcb = old;
+        let committed = hv.psp.as_ref().unwrap().committed_tcb();
+        let key_old = ask(&mut hv, KEY_FIELDS, committed).unwrap();
+        let header = header_with(token_json(&key_old, [1; 12], &secret, &b, old));
+        let t = find(&header).remove(0).unwrap();
+        assert_eq!(t.key_tcb(old), Ok(old));
+        assert_eq!(t.open(&ask(&mut hv, KEY_FIELDS, old).unwrap(), &b).unwrap().key(), secret.key());
+        assert_eq!(t.stale(old), None);
+
+        // The key differs per TCB.
+        hv.psp.as_mut().unwrap().tcb = new;
+        let key_new = ask(&mut hv, KEY_FIELDS, new).unwrap();
+        assert_ne!(*key_new, *key_old);
+
+        // Update: committed `new` > `old`. The key at `old` is still derived, the token opens
+        // and is stale; sealed again at `new`.
+        assert_eq!(t.key_tcb(new), Ok(old));
+        assert_eq!(t.open(&ask(&mut hv, KEY_FIELDS, old).unwrap(), &b).unwrap().key(), secret.key());
+        assert!(t.stale(new).unwrap().contains("older than the committed TCB 0xdb19000000000003"));
+        let resealed = find(&header_with(token_json(&key_new, [2; 12], &secret, &b, new))).remove(0).unwrap();
+        assert_eq!(resealed.stale(new), None);
+
+        // Rollback: committed back to `old`. The token sealed at `new` is refused by name, and
+        // the AMD-SP refuses to derive its key (INVALID_PARAM in the response, not a key).
+        hv.psp.as_mut().unwrap().tcb = old;
+        let why = resealed.key_tcb(old).unwrap_err();
+        assert!(why.contains("sealed at TCB 0xdb19000000000003, above the AMD-SP's committed TCB 0xdb18000000000003"), "{why}");
+        assert_eq!(
+            ask(&mut hv, KEY_FIELDS, new).map(|_| ()),
+            Err(crate::snp::SnpError::RequestRefused("invalid parameters (0x16)"))
+        );
+        // Without bit 5 the TCB field is not mixed in and not checked: another key.
+        assert_ne!(*ask(&mut hv, LEGACY_FIELDS, new).unwrap(), *key_new);
+
+        // A version-2 token (no TCB) opens with the key without TCB, once: it is stale.
+        let legacy_key = ask(&mut hv, LEGACY_FIELDS, 0).unwrap();
+        let legacy = find(&header_with(legacy_token_json(&legacy_key, [3; 12], &secret, &b))).remove(0).unwrap();
+        assert_eq!((legacy.fields, legacy.tcb, legacy.key_tcb(old)), (LEGACY_FIELDS, None, Ok(0)));
+        assert_eq!(legacy.open(&legacy_key, &b).unwrap().key(), secret.key());
+        assert!(legacy.stale(old).unwrap().contains("version-2"));
+        // Its key is not the TCB-bound key: a version-3 token cannot be opened as version 2.
+        assert_ne!(*legacy_key, *ask(&mut hv, KEY_FIELDS, old).unwrap());
+    }
 }
 
 /// Issue 37: the model hypervisor reads and writes the GHCB from its own table of the GHCB

@@ -121,14 +121,28 @@ fn remote_release(
     Ok(secret)
 }
 
+/// Is the boot volume's image built never to seal locally (`veil image build --never-seal`)?
+/// Read from the manifest in the clear header: before the secret is obtained that copy is
+/// unverified, but the manifest's MAC covers it and is verified before anything is sealed
+/// (a host that clears it gets a manifest that does not verify), and a host that sets it only
+/// sends the boot to the broker.
+fn never_seals(boot: &BootVolume) -> bool {
+    boot.token.as_ref().and_then(|t| t.manifest.bound.as_ref()).is_some_and(|b| b.never_seal)
+}
+
 /// Seal `secret` with `rot` into the boot volume's header, replacing `rot`'s older tokens;
-/// nothing where `rot` cannot seal.
+/// nothing where `rot` cannot seal, or where the image never seals (every boot asks the
+/// broker).
 pub fn seal(
     rot: &mut dyn RootOfTrust,
     disk: &mut Disk,
     boot: &mut BootVolume,
     secret: &MasterSecret,
 ) -> Result<(), BootError> {
+    if never_seals(boot) {
+        crate::log!("{}: the image is built --never-seal: nothing sealed, the next boot asks the broker", rot.name());
+        return Ok(());
+    }
     let Some(sealed) = rot.seal(boot, secret)? else { return Ok(()) };
     let mut writer = HeaderWriter::edit(&boot.volume).at("veil-boot")?;
     for old in sealed.replaces {
@@ -147,6 +161,9 @@ pub fn seal(
 pub enum Source {
     /// The root of trust's sealed token: nothing to seal again.
     Sealed,
+    /// The root of trust's sealed token, to be sealed again (SEV-SNP: an older TCB than the
+    /// committed one, or the format without the TCB).
+    SealedStale,
     /// The key broker, through the (untrusted) relay.
     Broker,
     /// fw_cfg, in development ROMs.
@@ -157,7 +174,7 @@ impl Source {
     /// For messages.
     pub fn describe(self) -> &'static str {
         match self {
-            Source::Sealed => "the sealed token",
+            Source::Sealed | Source::SealedStale => "the sealed token",
             Source::Broker => "the key broker (through the host's relay)",
             Source::Development => "the development source (fw_cfg)",
         }
@@ -174,7 +191,7 @@ pub struct Obtained {
 
 impl Obtained {
     /// Seal the secret for later boots when it came from outside (the broker, the development
-    /// source). Call only once it has opened `veil-boot` and its manifest MAC verified: a
+    /// source) or from a stale token. Call only once it has opened `veil-boot` and its manifest MAC verified: a
     /// secret a relay forged must leave the header untouched.
     pub fn seal_if_new(
         &self,
@@ -219,8 +236,17 @@ pub fn master_secret(
     };
     let Some(rot) = plat.root_of_trust() else { return development(cfg) };
     let init_data = launch_binding(rot, boot)?;
-    let sealed_failure = match rot.unseal(boot) {
-        Ok(Some(secret)) => return Ok(Some(Obtained { secret, source: Source::Sealed })),
+    let unsealed = if never_seals(boot) {
+        crate::log!("{}: the image is built --never-seal: no local unseal, the broker is asked", rot.name());
+        Ok(None)
+    } else {
+        rot.unseal(boot)
+    };
+    let sealed_failure = match unsealed {
+        Ok(Some(u)) => {
+            let source = if u.reseal.is_some() { Source::SealedStale } else { Source::Sealed };
+            return Ok(Some(Obtained { secret: u.secret, source }));
+        }
         Ok(None) => None,
         Err(why) => Some(why),
     };

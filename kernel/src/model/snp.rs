@@ -47,6 +47,11 @@ const TEST_CERTS: &str = "opt/veil/test-snp-certs";
 const TEST_MEASUREMENT: &str = "opt/veil/test-snp-measurement";
 const TEST_HOST_DATA: &str = "opt/veil/test-snp-host-data";
 const TEST_POLICY: &str = "opt/veil/test-snp-policy";
+/// fw_cfg name of the model AMD-SP's TCB_VERSION (8 bytes, little-endian; current, reported,
+/// committed and launch alike): a test raises it between boots (a firmware update) or lowers
+/// it (the hostile rollback: an AMD-SP rolled back below the TCB a token was sealed at, whose
+/// MSG_KEY_REQ then refuses that TCB).
+const TEST_TCB: &str = "opt/veil/test-snp-tcb";
 /// SEV_STATUS of the modelled guest: SEV, SEV-ES, SNP.
 const SEV_STATUS: u64 = 0b111;
 /// The C-bit the modelled CPU states.
@@ -153,6 +158,9 @@ pub fn launch() {
         }
         if let Some(p) = file(TEST_POLICY).and_then(|v| <[u8; 8]>::try_from(v).ok()) {
             psp.policy = u64::from_le_bytes(p);
+        }
+        if let Some(t) = file(TEST_TCB).and_then(|v| <[u8; 8]>::try_from(v).ok()) {
+            psp.tcb = u64::from_le_bytes(t);
         }
         certs = file(TEST_CERTS);
     }

@@ -37,6 +37,15 @@ pub struct Sealed {
     pub how: String,
 }
 
+/// A secret a sealed token gave, and why the token must be sealed again, if it must (SEV-SNP:
+/// a token of an older TCB than the committed one, or of the format without the TCB).
+pub struct Unsealed {
+    /// The secret.
+    pub secret: MasterSecret,
+    /// Why it must be sealed again; None when the token is current.
+    pub reseal: Option<String>,
+}
+
 /// Why each sealed token of a header did not open: (token, reason).
 pub type Unopened = Vec<(String, BootError)>;
 
@@ -66,7 +75,7 @@ pub trait RootOfTrust {
     ) -> Result<Zeroizing<Vec<u8>>, BootError>;
     /// Open this root's sealed tokens in the boot volume's header: Ok(None) when there is
     /// none (a first boot, or no sealing at all), else the secret or every token's reason.
-    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened>;
+    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<Unsealed>, Unopened>;
     /// Seal `secret` for later boots of this launch: the token (replacing this root's older
     /// ones), or None where this root cannot seal.
     fn seal(&mut self, boot: &BootVolume, secret: &MasterSecret) -> Result<Option<Sealed>, BootError>;

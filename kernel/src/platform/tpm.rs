@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use crate::devices::virtio::Disk;
 use crate::devices::volume::{BootVolume, LIMITS};
 use crate::error::{At, BootError, BootErrorKind};
-use crate::platform::rot::{RootOfTrust, Sealed, Unopened};
+use crate::platform::rot::{RootOfTrust, Sealed, Unopened, Unsealed};
 
 /// Locality 0 of the TIS interface (PC Client PTP).
 const TIS_BASE: u64 = 0xFED4_0000;
@@ -251,7 +251,7 @@ impl RootOfTrust for MeasuredBoot {
     }
 
     /// Every `veil-tpm2` token, through a PolicyPCR session over the PCRs measured this boot.
-    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<Unsealed>, Unopened> {
         let tokens = token::find(boot.volume.json());
         if tokens.is_empty() {
             crate::log!("tpm: veil-boot has no veil-tpm2 token (first boot)");
@@ -282,7 +282,8 @@ impl RootOfTrust for MeasuredBoot {
                         t.number,
                         t.pcrs
                     );
-                    return token::open_payload_bound(&bytes, &binding).map(Some).map_err(|e| {
+                    let unsealed = token::open_payload_bound(&bytes, &binding);
+                    return unsealed.map(|secret| Some(Unsealed { secret, reseal: None })).map_err(|e| {
                         alloc::vec![(alloc::format!("token {}", t.number), BootErrorKind::Token(e).into())]
                     });
                 }

@@ -76,6 +76,12 @@ pub struct BuildArgs {
     /// (`veil kbs serve --min-bundle-version`).
     #[arg(long, default_value_t = 1)]
     bundle_version: u64,
+    /// Never seal the master secret locally: every boot asks the key broker (no boot opens a
+    /// TPM or SEV-SNP sealed token), so a rolled-back disk or firmware meets the broker's
+    /// checks (`--min-bundle-version`, `--snp-min-tcb`) each time. In the MAC'd manifest, so
+    /// the host cannot clear it.
+    #[arg(long)]
+    never_seal: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -190,6 +196,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         measurement_salt: hex::encode(&measurement_salt),
         state_uuid: state_uuid.clone(),
         version: args.bundle_version,
+        never_seal: args.never_seal,
     };
     let bundle = veil_agent::bundle::build(&secret, &kernel, &initrd, &cmdline, &root_uuid, Some(bound))?;
     let manifest = veil_agent::bundle::open_header(&secret, &bundle, u64::MAX)?;
@@ -316,7 +323,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "state_uuid": state_uuid, "bundle_version": args.bundle_version, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64, "tdx_mrconfigid": hex::encode(&mrconfigid), "tdx_mrconfigid_base64": mrconfigid_b64})
+            serde_json::json!({"disk": args.out.display().to_string(), "veil_boot_uuid": boot_uuid, "veil_root_uuid": root_uuid, "state_uuid": state_uuid, "bundle_version": args.bundle_version, "never_seal": args.never_seal, "bundle_bytes": bundle.len(), "measurement_salt": hex::encode(&measurement_salt), "cluster_id": hex::encode(secret.cluster_id(&measurement_salt).0), "init_data": init_data_path.display().to_string(), "snp_host_data": hex::encode(&host_data), "snp_host_data_base64": host_data_b64, "tdx_mrconfigid": hex::encode(&mrconfigid), "tdx_mrconfigid_base64": mrconfigid_b64})
         );
     } else {
         println!("veil-boot {boot_uuid}");

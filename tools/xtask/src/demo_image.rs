@@ -187,6 +187,11 @@ fn find_module(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
 
 /// Build the demo disk image for `secret` into `dir`; returns the image path.
 pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
+    build_variant(veil, secret, dir, "disk.img", &[])
+}
+
+/// [`build`], with more `veil image build` options (`extra`), into `dir`/`name`.
+pub fn build_variant(veil: &Path, secret: &Path, dir: &Path, name: &str, extra: &[&str]) -> Result<PathBuf> {
     ensure_package("mke2fs", "e2fsprogs")?;
     let l = linux::prepare()?;
     let initrd = dir.join("initramfs-cryptsetup.cpio");
@@ -208,7 +213,7 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
         .output()?;
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).context("veil secret show")?;
     std::fs::write(rootfs.join("etc/veil/cluster-id"), doc["cluster_id"].as_str().unwrap_or("?"))?;
-    let image = dir.join("disk.img");
+    let image = dir.join(name);
     let _ = std::fs::remove_file(&image);
     run(Command::new(veil)
         .args(["image", "build", "--kernel"])
@@ -221,6 +226,7 @@ pub fn build(veil: &Path, secret: &Path, dir: &Path) -> Result<PathBuf> {
         .arg("--secret")
         .arg(secret)
         .args(["--measurement-salt", &"00".repeat(32), "--force"])
+        .args(extra)
         .arg("--out")
         .arg(&image))?;
     if !image.exists() {

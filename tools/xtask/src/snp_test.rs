@@ -15,6 +15,11 @@ use crate::{linux, qemu};
 /// The model ROM's marker string (kernel/src/model/snp.rs MARKER).
 pub const MODEL_MARKER: &str = "veilboot SNP model ROM";
 const APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
+/// The model AMD-SP's default TCB_VERSION (agent::snp::psp: microcode 0xDB, SNP 0x18,
+/// bootloader 3), which the test chain's VCEK certifies.
+const MODEL_TCB: u64 = 0xDB18_0000_0000_0003;
+/// The TCB after the firmware update of the rollback test: SNP 0x19.
+const UPDATED_TCB: u64 = 0xDB19_0000_0000_0003;
 
 /// The SEV hash table of (kernel, initrd, append) as sev-snp-measure builds it.
 fn sev_hashes(python: &Path, kernel: &Path, initrd: &Path, out: &Path) -> Result<()> {
@@ -636,6 +641,9 @@ impl Setup {
         if seal::KEY_FIELDS & requests::FIELD_MEASUREMENT != 0 {
             k.update(std::fs::read(&self.measurement_file)?);
         }
+        if seal::KEY_FIELDS & requests::FIELD_TCB_VERSION != 0 {
+            k.update(MODEL_TCB.to_le_bytes()); // sealed at the model's committed TCB
+        }
         keys.push(("sealing key".into(), k.finalize().to_vec()));
         Ok(keys)
     }
@@ -740,7 +748,86 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
         }
         broker_refusal(broker_log, from, why, broker_asked).with_context(|| format!("the {name} case"))?;
     }
-    unbound_volume_tests(&setup, model_rom)
+    unbound_volume_tests(&setup, model_rom)?;
+    tcb_rollback_tests(&setup, model_rom)?;
+    never_seal_test(&setup, model_rom)
+}
+
+/// Issue 31, item 4, on the disk the boots above left with a token sealed at the model's TCB:
+/// after a firmware update (the model's TCB raised) the token opens without the broker and is
+/// sealed again at the new committed TCB; after a rollback (the TCB lowered again: the
+/// hostile AMD-SP) that token is refused by the firmware, which asks the broker, which refuses
+/// the report's TCB (the operator raised `--snp-min-tcb` with the update). Before the fix the
+/// rollback boot unsealed locally and booted without meeting the broker.
+fn tcb_rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
+    let Setup { veil, dir, image, secret, chain, .. } = setup;
+    let honest = setup.honest();
+    eprintln!("xtask: snp test: an AMD-SP firmware update: the token opens at its TCB and is sealed again at the new one");
+    let updated = dir.join("tcb-updated.bin");
+    std::fs::write(&updated, UPDATED_TCB.to_le_bytes())?;
+    let files = [honest.clone(), vec![("opt/veil/test-snp-tcb", updated.as_path())]].concat();
+    let r = boot_disk(veil, model_rom, "snp-tcb-update", image, &files, None)?;
+    r.expect(&format!("and TCB {MODEL_TCB:#018x}; bound to this volume and bundle); sealed at TCB {MODEL_TCB:#018x}, older than the committed TCB {UPDATED_TCB:#018x}: to be sealed again"))?
+        .expect(&format!("snp: sealed the master secret with this launch's derived key (fields 0x29, VMPL 0, committed TCB {UPDATED_TCB:#018x})"))?
+        .expect(crate::demo_image::ROOT_MARKER)?;
+    if r.log.contains("kbs: asking") {
+        bail!("the updated platform asked the broker although its token should open");
+    }
+
+    eprintln!("xtask: snp test: the AMD-SP rolled back below the token's TCB: refused, the broker asked (and refuses the TCB)");
+    let min_tcb_log = dir.join("broker-min-tcb.log");
+    let reference = dir.join("snp-reference.json");
+    let tee = [
+        "--snp-reference".as_ref(),
+        reference.as_os_str(),
+        "--snp-test-root".as_ref(),
+        chain.ark_pem.as_os_str(),
+        "--snp-crl".as_ref(),
+        chain.crl.as_os_str(),
+        "--snp-min-tcb".as_ref(),
+        "snp=0x19".as_ref(),
+    ];
+    let raised = start_broker(veil, secret, &tee, &min_tcb_log)?;
+    let r = boot_disk(veil, model_rom, "snp-tcb-rollback", image, &honest, Some(&raised))?;
+    r.expect(&format!(
+        "was sealed at TCB {UPDATED_TCB:#018x}, above the AMD-SP's committed TCB {MODEL_TCB:#018x}: the AMD-SP's firmware was rolled back"
+    ))?
+    .expect("kbs: asking the key broker")?
+    .expect_exit(qemu::EXIT_FAILURE)?;
+    if r.log.contains("master secret unsealed") || r.log.contains(crate::demo_image::ROOT_MARKER) {
+        bail!("the rolled-back AMD-SP opened the token:\n{}", r.log);
+    }
+    broker_refusal(&min_tcb_log, 0, "SNP SPL 24 is below the minimum 25 (--snp-min-tcb)", true)?;
+    Ok(())
+}
+
+/// Issue 31, item 5: an image built with `veil image build --never-seal` (same secret, so the
+/// same broker) asks the broker, boots, and leaves no sealed token in its header: the next
+/// boot asks the broker again. (The host cannot clear the option: agent bundle.rs
+/// `never_seal_is_under_the_mac`.)
+fn never_seal_test(setup: &Setup, model_rom: &Path) -> Result<()> {
+    let Setup { veil, dir, secret, broker, .. } = setup;
+    eprintln!("xtask: snp test: a --never-seal image: the broker is asked, nothing is sealed");
+    let image = crate::demo_image::build_variant(veil, secret, dir, "never-seal.img", &["--never-seal"])?;
+    let init_data = std::fs::read(image.with_extension("init-data.toml")).context("the image's init-data")?;
+    let host_data = dir.join("host-data-never-seal.bin");
+    std::fs::write(&host_data, <sha2::Sha256 as sha2::Digest>::digest(&init_data))?;
+    let honest = setup.honest();
+    let files = vec![honest[0], honest[1], honest[2], ("opt/veil/test-snp-host-data", host_data.as_path())];
+    let r = boot_disk(veil, model_rom, "snp-never-seal", &image, &files, Some(broker))?;
+    r.expect("snp: the image is built --never-seal: no local unseal, the broker is asked")?
+        .expect("kbs: the broker verified the snp evidence and released the master secret")?
+        .expect("snp: the image is built --never-seal: nothing sealed, the next boot asks the broker")?
+        .expect(crate::demo_image::ROOT_MARKER)?;
+    let mut types = Vec::new();
+    crate::tpm_test::edit_boot_tokens(&image, |tokens| {
+        types = tokens.iter().map(|(_, t)| t["type"].as_str().unwrap_or("?").to_string()).collect();
+    })?;
+    if types.iter().any(|t| t == veil_agent::snp::seal::TOKEN_TYPE) {
+        bail!("the --never-seal image has a veil-snp token after its boot: {types:?}");
+    }
+    let _ = std::fs::remove_file(&image);
+    Ok(())
 }
 
 /// Issue 35, case 2 (each failed before the fix): a disk whose init-data was deleted from the

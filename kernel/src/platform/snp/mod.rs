@@ -42,7 +42,7 @@ use veil_agent::snp::requests;
 use veil_agent::tpm::measure::Measurement;
 use zeroize::Zeroizing;
 
-use super::rot::{RootOfTrust, Sealed, Unopened};
+use super::rot::{RootOfTrust, Sealed, Unopened, Unsealed};
 use super::seam::{self, HandoffExtras, Platform};
 use crate::arch::interrupts::Frame;
 use crate::devices::volume::BootVolume;
@@ -329,6 +329,8 @@ pub struct Snp {
     validated: Vec<(u64, u64)>,
     /// Guest messages on VMPCK0, once used.
     channel: Option<Channel>,
+    /// The COMMITTED_TCB of this launch's first attestation report, once asked for.
+    committed_tcb: Option<u64>,
 }
 
 fn page<const N: usize>(gpa: u64) -> &'static mut [u8; N] {
@@ -376,7 +378,7 @@ impl Snp {
         crate::arch::cpu::port::route(&GHCB_ROUTE);
         crate::arch::exit::set_failure_hooks(&FAILURE_HOOKS);
         ACTIVE.store(true, Ordering::SeqCst);
-        Snp { validated: Vec::new(), channel: None }
+        Snp { validated: Vec::new(), channel: None, committed_tcb: None }
     }
 
     /// The guest-message channel on VMPCK0 (opened on first use; the firmware is the first
@@ -409,12 +411,26 @@ impl Snp {
         Ok((report, certs))
     }
 
-    /// The sealing key of this launch (agent::snp::seal explains the choice of fields).
-    pub fn sealing_key(&mut self) -> Result<Zeroizing<[u8; 32]>, BootError> {
-        use veil_agent::snp::seal::{KEY_FIELDS, KEY_VMPL};
-        let payload = requests::key_request(KEY_FIELDS, KEY_VMPL, 0, 0);
+    /// The sealing key of this launch for the guest fields `fields` at the TCB_VERSION `tcb`
+    /// (agent::snp::seal explains the choice of fields and TCB).
+    pub fn sealing_key(&mut self, fields: u64, tcb: u64) -> Result<Zeroizing<[u8; 32]>, BootError> {
+        let payload = requests::key_request(fields, veil_agent::snp::seal::KEY_VMPL, 0, tcb);
         let answer = self.request(MsgType::KeyRequest, &payload)?;
         Ok(requests::key_response(&answer.payload)?)
+    }
+
+    /// The AMD-SP's committed TCB, from an attestation report (the first one's, kept).
+    fn committed_tcb(&mut self) -> Result<u64, BootError> {
+        if let Some(t) = self.committed_tcb {
+            return Ok(t);
+        }
+        let (report, _) = self.report(&[0u8; 64])?;
+        self.note_report(&report);
+        self.committed_tcb.ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::Report("a report without COMMITTED_TCB")).into())
+    }
+
+    fn note_report(&mut self, report: &[u8]) {
+        self.committed_tcb = self.committed_tcb.or(veil_agent::snp::seal::committed_tcb(report));
     }
 
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
@@ -502,6 +518,7 @@ impl RootOfTrust for Snp {
 
     fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
         let (report, _) = self.report(&[0u8; 64])?;
+        self.note_report(&report);
         Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
     }
 
@@ -518,7 +535,10 @@ impl RootOfTrust for Snp {
         super::rot::release_with_evidence(Tee::Snp, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
-    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+    /// Each `veil-snp` token with the key of the TCB it was sealed at, if that TCB is not above
+    /// the AMD-SP's committed TCB (else refused by name: a rolled-back AMD-SP); a token of an
+    /// older TCB, or of the format without the TCB, opens and is to be sealed again.
+    fn unseal(&mut self, boot: &BootVolume) -> Result<Option<Unsealed>, Unopened> {
         use veil_agent::snp::seal;
         let tokens = seal::find(boot.volume.json());
         if tokens.is_empty() {
@@ -526,18 +546,30 @@ impl RootOfTrust for Snp {
             return Ok(None);
         }
         let binding = boot.binding().map_err(|e| alloc::vec![(String::from("veil-boot"), e)])?;
-        let key = self.sealing_key().map_err(|e| alloc::vec![(String::from("the sealing key"), e)])?;
+        let committed = self.committed_tcb().map_err(|e| alloc::vec![(String::from("the committed TCB"), e)])?;
         let mut why = Vec::new();
         for t in tokens {
             let opened = t.and_then(|t| {
-                t.open(&key, &binding).map(|s| (t.number, s)).map_err(|e| alloc::format!("token {}: {e}", t.number))
+                let tcb = t.key_tcb(committed)?;
+                let key = self.sealing_key(t.fields, tcb).map_err(|e| alloc::format!("token {}: the sealing key: {e}", t.number))?;
+                match t.open(&key, &binding) {
+                    Ok(secret) => Ok((t, secret)),
+                    Err(e) => Err(alloc::format!("token {}: {e}", t.number)),
+                }
             });
             match opened {
-                Ok((number, secret)) => {
+                Ok((t, secret)) => {
+                    let reseal = t.stale(committed);
                     crate::log!(
-                        "snp: master secret unsealed from veil-boot token {number} with this launch's derived key (VCEK root, measurement and policy; bound to this volume and bundle)"
+                        "snp: master secret unsealed from veil-boot token {} with this launch's derived key (VCEK root, measurement, policy and TCB {:#018x}; bound to this volume and bundle){}",
+                        t.number,
+                        t.tcb.unwrap_or(0),
+                        match &reseal {
+                            Some(why) => alloc::format!("; {why}: to be sealed again at the committed TCB"),
+                            None => String::new(),
+                        }
                     );
-                    return Ok(Some(secret));
+                    return Ok(Some(Unsealed { secret, reseal }));
                 }
                 Err(e) => {
                     crate::log!("snp: veil-boot {e}");
@@ -548,16 +580,18 @@ impl RootOfTrust for Snp {
         Err(why)
     }
 
+    /// A `veil-snp` token with the key of the committed TCB (the highest the AMD-SP derives).
     fn seal(&mut self, boot: &BootVolume, secret: &MasterSecret) -> Result<Option<Sealed>, BootError> {
         use veil_agent::snp::seal;
-        let key = self.sealing_key()?;
+        let tcb = self.committed_tcb()?;
+        let key = self.sealing_key(seal::KEY_FIELDS, tcb)?;
         let mut nonce = [0u8; 12];
         crate::arch::random::fill(&mut nonce);
         Ok(Some(Sealed {
-            token: seal::token_json(&key, nonce, secret, &boot.binding()?),
+            token: seal::token_json(&key, nonce, secret, &boot.binding()?, tcb),
             replaces: seal::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
             how: alloc::format!(
-                "with this launch's derived key (fields {:#x}, VMPL {})",
+                "with this launch's derived key (fields {:#x}, VMPL {}, committed TCB {tcb:#018x})",
                 seal::KEY_FIELDS,
                 seal::KEY_VMPL
             ),

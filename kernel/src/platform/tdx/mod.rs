@@ -29,7 +29,7 @@ use veil_agent::tpm::eventlog::EventLog;
 use veil_agent::tpm::measure::{self, Measurement};
 use zeroize::Zeroizing;
 
-use super::rot::{RootOfTrust, Sealed, Unopened};
+use super::rot::{RootOfTrust, Sealed, Unopened, Unsealed};
 use super::seam::{self, HandoffExtras, Platform};
 use crate::devices::volume::BootVolume;
 use crate::error::{At, BootError, BootErrorKind};
@@ -214,7 +214,7 @@ impl RootOfTrust for Tdx {
         super::rot::release_with_evidence(Tee::Tdx, init_data, relay, resource, &mut |rd| self.evidence(rd))
     }
 
-    fn unseal(&mut self, _boot: &BootVolume) -> Result<Option<MasterSecret>, Unopened> {
+    fn unseal(&mut self, _boot: &BootVolume) -> Result<Option<Unsealed>, Unopened> {
         crate::log!("tdx: no sealing key on TDX: the master secret comes from the key broker");
         Ok(None)
     }
