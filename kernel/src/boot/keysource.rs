@@ -12,10 +12,12 @@
 //! 4. else, in ROMs built with `insecure-dev-key` only and never on a confidential platform:
 //!    fw_cfg `opt/veil/dev-master-secret` (development and tests);
 //!
-//! then the secret from 3 or 4, once it has opened `veil-boot` and the bundle manifest's MAC
-//! verified (a relay can forge a broker reply: the JWE does not authenticate its sender), is
-//! sealed for the next boot where the root of trust can seal. A secret that does not open the
-//! volume leaves the header as it was.
+//! then the secret from 3 or 4, or from a stale token of 2 (SEV-SNP: sealed at an older TCB
+//! than the committed one, or without the TCB), once it has opened `veil-boot` and the bundle
+//! manifest's MAC verified (a relay can forge a broker reply: the JWE does not authenticate its
+//! sender), is sealed for the next boot where the root of trust can seal. A secret that does
+//! not open the volume leaves the header as it was. An image built `--never-seal` skips 2 and
+//! the sealing: every boot asks the broker.
 //!
 //! When a sealed token exists but does not unseal (different PCRs: a new kernel, a tampered
 //! bundle), the firmware asks the broker; if the broker refuses too, or none is configured, it
