@@ -340,7 +340,8 @@ mod tests {
     fn never_seal_is_under_the_mac() {
         let s = secret(1);
         let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
-        let bound = |never_seal| Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3, never_seal };
+        let bound =
+            |never_seal| Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 3, never_seal };
         let b = build(&s, b"kernel bytes", &[7u8; 5000], "console=ttyS0", uuid, Some(bound(true))).unwrap();
         let m = open_header(&s, &b[..HEADER_SIZE], b.len() as u64).unwrap();
         assert!(m.bound.as_ref().unwrap().never_seal);
@@ -352,7 +353,9 @@ mod tests {
             assert_eq!(e, "`never_seal` is present only as true");
         }
         let lone = r#"{"kernel":{"offset":4096,"size":1,"sha384":"ab"},"initrd":{"offset":8192,"size":1,"sha384":"ab"},"cmdline":"","root_uuid":"u","never_seal":true}"#;
-        assert!(Manifest::from_json(&crate::json::from_str(lone).unwrap()).unwrap_err().contains("never_seal comes with"));
+        assert!(
+            Manifest::from_json(&crate::json::from_str(lone).unwrap()).unwrap_err().contains("never_seal comes with")
+        );
         // Cleared by the host: the header's MAC no longer verifies, and the digest differs.
         let cleared = Manifest { bound: Some(bound(false)), ..m.clone() };
         let json = cleared.to_json_text().into_bytes();

@@ -91,7 +91,9 @@ fn aad(fields: u64, vmpl: u32, tcb: Option<u64>, binding: &[u8; 32]) -> Vec<u8> 
     let binding = hex::encode(binding);
     match tcb {
         None => alloc::format!("veil-snp v2 root=vcek vmpl={vmpl} fields={fields:#x} binding={binding}"),
-        Some(t) => alloc::format!("veil-snp v3 root=vcek vmpl={vmpl} fields={fields:#x} tcb={t:#018x} binding={binding}"),
+        Some(t) => {
+            alloc::format!("veil-snp v3 root=vcek vmpl={vmpl} fields={fields:#x} tcb={t:#018x} binding={binding}")
+        }
     }
     .into_bytes()
 }
@@ -116,7 +118,13 @@ fn seal_with(
 
 /// The token for `secret` under `key` (derived with [`KEY_FIELDS`] at [`KEY_VMPL`] and the
 /// TCB_VERSION `tcb`, the committed TCB), bound to `binding` (crate::tpm::token::binding).
-pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret, binding: &[u8; 32], tcb: u64) -> crate::json::Value {
+pub fn token_json(
+    key: &[u8; 32],
+    nonce: [u8; 12],
+    secret: &MasterSecret,
+    binding: &[u8; 32],
+    tcb: u64,
+) -> crate::json::Value {
     crate::json!({
         "type": TOKEN_TYPE,
         "version": 3,
@@ -131,7 +139,12 @@ pub fn token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret, bindin
 
 /// A version-2 token (no TCB), as firmware before issue 31 wrote them: for the migration tests.
 #[cfg(test)]
-pub fn legacy_token_json(key: &[u8; 32], nonce: [u8; 12], secret: &MasterSecret, binding: &[u8; 32]) -> crate::json::Value {
+pub fn legacy_token_json(
+    key: &[u8; 32],
+    nonce: [u8; 12],
+    secret: &MasterSecret,
+    binding: &[u8; 32],
+) -> crate::json::Value {
     crate::json!({
         "type": TOKEN_TYPE,
         "version": 2,

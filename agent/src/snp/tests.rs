@@ -439,7 +439,10 @@ mod guest_requests {
         // the AMD-SP refuses to derive its key (INVALID_PARAM in the response, not a key).
         hv.psp.as_mut().unwrap().tcb = old;
         let why = resealed.key_tcb(old).unwrap_err();
-        assert!(why.contains("sealed at TCB 0xdb19000000000003, above the AMD-SP's committed TCB 0xdb18000000000003"), "{why}");
+        assert!(
+            why.contains("sealed at TCB 0xdb19000000000003, above the AMD-SP's committed TCB 0xdb18000000000003"),
+            "{why}"
+        );
         assert_eq!(
             ask(&mut hv, KEY_FIELDS, new).map(|_| ()),
             Err(crate::snp::SnpError::RequestRefused("invalid parameters (0x16)"))

@@ -762,7 +762,9 @@ pub fn attestation_tests(model_rom: &Path, oracle: &Path) -> Result<()> {
 fn tcb_rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
     let Setup { veil, dir, image, secret, chain, .. } = setup;
     let honest = setup.honest();
-    eprintln!("xtask: snp test: an AMD-SP firmware update: the token opens at its TCB and is sealed again at the new one");
+    eprintln!(
+        "xtask: snp test: an AMD-SP firmware update: the token opens at its TCB and is sealed again at the new one"
+    );
     let updated = dir.join("tcb-updated.bin");
     std::fs::write(&updated, UPDATED_TCB.to_le_bytes())?;
     let files = [honest.clone(), vec![("opt/veil/test-snp-tcb", updated.as_path())]].concat();
@@ -774,7 +776,9 @@ fn tcb_rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
         bail!("the updated platform asked the broker although its token should open");
     }
 
-    eprintln!("xtask: snp test: the AMD-SP rolled back below the token's TCB: refused, the broker asked (and refuses the TCB)");
+    eprintln!(
+        "xtask: snp test: the AMD-SP rolled back below the token's TCB: refused, the broker asked (and refuses the TCB)"
+    );
     let min_tcb_log = dir.join("broker-min-tcb.log");
     let reference = dir.join("snp-reference.json");
     let tee = [

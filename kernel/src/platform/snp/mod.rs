@@ -426,7 +426,8 @@ impl Snp {
         }
         let (report, _) = self.report(&[0u8; 64])?;
         self.note_report(&report);
-        self.committed_tcb.ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::Report("a report without COMMITTED_TCB")).into())
+        self.committed_tcb
+            .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::Report("a report without COMMITTED_TCB")).into())
     }
 
     fn note_report(&mut self, report: &[u8]) {
@@ -551,7 +552,9 @@ impl RootOfTrust for Snp {
         for t in tokens {
             let opened = t.and_then(|t| {
                 let tcb = t.key_tcb(committed)?;
-                let key = self.sealing_key(t.fields, tcb).map_err(|e| alloc::format!("token {}: the sealing key: {e}", t.number))?;
+                let key = self
+                    .sealing_key(t.fields, tcb)
+                    .map_err(|e| alloc::format!("token {}: the sealing key: {e}", t.number))?;
                 match t.open(&key, &binding) {
                     Ok(secret) => Ok((t, secret)),
                     Err(e) => Err(alloc::format!("token {}: {e}", t.number)),
