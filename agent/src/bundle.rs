@@ -134,13 +134,18 @@ impl Manifest {
     /// made since carry these bytes, so the order is part of the format).
     pub fn to_json_text(&self) -> String {
         let bound = match &self.bound {
-            Some(b) => alloc::format!(
-                r#","measurement_salt":{},"state_uuid":{},"version":{}{}"#,
-                Value::from(&b.measurement_salt),
-                Value::from(&b.state_uuid),
-                b.version,
-                if b.never_seal { r#","never_seal":true"# } else { "" }
-            ),
+            Some(b) => {
+                let mut fields = alloc::format!(
+                    r#","measurement_salt":{},"state_uuid":{},"version":{}"#,
+                    Value::from(&b.measurement_salt),
+                    Value::from(&b.state_uuid),
+                    b.version
+                );
+                if b.never_seal {
+                    fields.push_str(r#","never_seal":true"#);
+                }
+                fields
+            }
             None => String::new(),
         };
         alloc::format!(

@@ -87,15 +87,19 @@ pub fn tcb_at_most(tcb: u64, bound: u64) -> bool {
     tcb.to_le_bytes().iter().zip(bound.to_le_bytes()).all(|(t, b)| *t <= b)
 }
 
+/// `tcb` as the token writes it: "0x" and 16 lower-case hexadecimal digits.
+fn hex_tcb(tcb: u64) -> String {
+    String::from("0x") + &hex::encode(tcb.to_be_bytes())
+}
+
 fn aad(fields: u64, vmpl: u32, tcb: Option<u64>, binding: &[u8; 32]) -> Vec<u8> {
-    let binding = hex::encode(binding);
-    match tcb {
-        None => alloc::format!("veil-snp v2 root=vcek vmpl={vmpl} fields={fields:#x} binding={binding}"),
-        Some(t) => {
-            alloc::format!("veil-snp v3 root=vcek vmpl={vmpl} fields={fields:#x} tcb={t:#018x} binding={binding}")
-        }
-    }
-    .into_bytes()
+    // Version 2's bytes stay as they were (its tokens still open); version 3 adds the TCB.
+    let (version, tcb) = match tcb {
+        None => ("2", String::new()),
+        Some(t) => ("3", String::from(" tcb=") + &hex_tcb(t)),
+    };
+    alloc::format!("veil-snp v{version} root=vcek vmpl={vmpl} fields={fields:#x}{tcb} binding={}", hex::encode(binding))
+        .into_bytes()
 }
 
 fn seal_with(
@@ -131,7 +135,7 @@ pub fn token_json(
         "root_key": "vcek",
         "vmpl": KEY_VMPL,
         "guest_field_select": alloc::format!("{KEY_FIELDS:#x}"),
-        "tcb_version": alloc::format!("{tcb:#018x}"),
+        "tcb_version": hex_tcb(tcb),
         "nonce": B64.encode(nonce),
         "ciphertext": seal_with(key, nonce, secret, binding, KEY_FIELDS, Some(tcb)),
     })
@@ -182,17 +186,16 @@ fn parse(number: &str, t: &crate::json::Value) -> Result<SnpToken, String> {
     }
     let vmpl = t.get("vmpl").and_then(|v| v.as_u64()).filter(|v| *v <= 3).ok_or("vmpl is not 0-3")? as u32;
     let fields = hex_u64(t, "guest_field_select").ok_or("guest_field_select is not a hexadecimal number")?;
-    let tcb = if version == Some(2) {
-        if fields != LEGACY_FIELDS {
-            return Err(alloc::format!("a version-2 token selects the fields {LEGACY_FIELDS:#x}, not {fields:#x}"));
+    // Version 2 selects LEGACY_FIELDS and has no TCB; version 3 selects KEY_FIELDS with one.
+    let (want, tcb) = match version {
+        Some(2) => (LEGACY_FIELDS, None),
+        _ => {
+            (KEY_FIELDS, Some(hex_u64(t, "tcb_version").ok_or("tcb_version is not a hexadecimal 64-bit TCB_VERSION")?))
         }
-        None
-    } else {
-        if fields != KEY_FIELDS {
-            return Err(alloc::format!("a version-3 token selects the fields {KEY_FIELDS:#x}, not {fields:#x}"));
-        }
-        Some(hex_u64(t, "tcb_version").ok_or("tcb_version is not a hexadecimal 64-bit TCB_VERSION")?)
     };
+    if fields != want {
+        return Err(String::from("guest_field_select is not the one of the token's version (0x9 for 2, 0x29 for 3)"));
+    }
     let nonce = B64
         .decode(t.get("nonce").and_then(|v| v.as_str()).ok_or("no nonce")?)
         .ok()
@@ -217,23 +220,16 @@ impl SnpToken {
             None => Ok(0),
             Some(t) if tcb_at_most(t, committed) => Ok(t),
             Some(t) => Err(alloc::format!(
-                "token {} was sealed at TCB {t:#018x}, above the AMD-SP's committed TCB {committed:#018x}: the AMD-SP's firmware was rolled back (or the header comes from a newer machine); the key of that TCB cannot be derived here, not opened",
-                self.number
+                "sealed at TCB {t:#018x}, above the AMD-SP's committed TCB {committed:#018x}: the AMD-SP's firmware was rolled back"
             )),
         }
     }
 
-    /// Why a token that opened must be sealed again at the `committed` TCB, if it must: a
-    /// version-2 token (no TCB), or one sealed at an older TCB than the committed one (a
-    /// firmware update since).
-    pub fn stale(&self, committed: u64) -> Option<String> {
-        match self.tcb {
-            None => Some(String::from("a version-2 token, sealed without the TCB")),
-            Some(t) if t != committed => {
-                Some(alloc::format!("sealed at TCB {t:#018x}, older than the committed TCB {committed:#018x}"))
-            }
-            Some(_) => None,
-        }
+    /// Must a token that opened be sealed again at the `committed` TCB? A version-2 token (no
+    /// TCB) must, and so must one sealed at an older TCB than the committed one (a firmware
+    /// update since).
+    pub fn stale(&self, committed: u64) -> bool {
+        self.tcb != Some(committed)
     }
 
     /// Open the token with the key the AMD-SP derived for its field selection, VMPL and TCB
@@ -290,7 +286,9 @@ mod tests {
         // in the clear header (to ask the AMD-SP for another TCB's key) does not open.
         let mut weaker = header.clone();
         weaker["tokens"]["2"]["guest_field_select"] = crate::json!("0x9");
-        assert!(find(&weaker)[0].as_ref().unwrap_err().contains("selects the fields 0x29, not 0x9"));
+        assert!(
+            find(&weaker)[0].as_ref().unwrap_err().contains("guest_field_select is not the one of the token's version")
+        );
         let mut lowered = header.clone();
         lowered["tokens"]["2"]["tcb_version"] = crate::json!("0xdb17000000000003");
         assert!(find(&lowered)[0].as_ref().unwrap().open(&key, &b).is_err());
@@ -315,6 +313,9 @@ mod tests {
 
     #[test]
     fn the_tcb_is_compared_per_component() {
+        // Written as "0x" and 16 hexadecimal digits, leading zeros kept.
+        assert_eq!(hex_tcb(0x0018_0000_0000_0003), "0x0018000000000003");
+        assert_eq!(hex_u64(&crate::json!({"t": hex_tcb(u64::MAX)}), "t"), Some(u64::MAX));
         assert!(tcb_at_most(TCB, TCB));
         assert!(tcb_at_most(0xDB18_0000_0000_0003, 0xDB19_0000_0000_0003)); // SNP 0x18 <= 0x19
         assert!(!tcb_at_most(0xDB19_0000_0000_0003, 0xDB18_0000_0000_0003));

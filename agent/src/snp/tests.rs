@@ -420,7 +420,7 @@ mod guest_requests {
         let t = find(&header).remove(0).unwrap();
         assert_eq!(t.key_tcb(old), Ok(old));
         assert_eq!(t.open(&ask(&mut hv, KEY_FIELDS, old).unwrap(), &b).unwrap().key(), secret.key());
-        assert_eq!(t.stale(old), None);
+        assert!(!t.stale(old));
 
         // The key differs per TCB.
         hv.psp.as_mut().unwrap().tcb = new;
@@ -431,9 +431,9 @@ mod guest_requests {
         // and is stale; sealed again at `new`.
         assert_eq!(t.key_tcb(new), Ok(old));
         assert_eq!(t.open(&ask(&mut hv, KEY_FIELDS, old).unwrap(), &b).unwrap().key(), secret.key());
-        assert!(t.stale(new).unwrap().contains("older than the committed TCB 0xdb19000000000003"));
+        assert!(t.stale(new));
         let resealed = find(&header_with(token_json(&key_new, [2; 12], &secret, &b, new))).remove(0).unwrap();
-        assert_eq!(resealed.stale(new), None);
+        assert!(!resealed.stale(new));
 
         // Rollback: committed back to `old`. The token sealed at `new` is refused by name, and
         // the AMD-SP refuses to derive its key (INVALID_PARAM in the response, not a key).
@@ -455,7 +455,7 @@ mod guest_requests {
         let legacy = find(&header_with(legacy_token_json(&legacy_key, [3; 12], &secret, &b))).remove(0).unwrap();
         assert_eq!((legacy.fields, legacy.tcb, legacy.key_tcb(old)), (LEGACY_FIELDS, None, Ok(0)));
         assert_eq!(legacy.open(&legacy_key, &b).unwrap().key(), secret.key());
-        assert!(legacy.stale(old).unwrap().contains("version-2"));
+        assert!(legacy.stale(old));
         // Its key is not the TCB-bound key: a version-3 token cannot be opened as version 2.
         assert_ne!(*legacy_key, *ask(&mut hv, KEY_FIELDS, old).unwrap());
     }

@@ -142,7 +142,7 @@ pub fn seal(
     secret: &MasterSecret,
 ) -> Result<(), BootError> {
     if never_seals(boot) {
-        crate::log!("{}: the image is built --never-seal: nothing sealed, the next boot asks the broker", rot.name());
+        crate::log!("the image is built --never-seal: nothing sealed, the next boot asks the broker");
         return Ok(());
     }
     let Some(sealed) = rot.seal(boot, secret)? else { return Ok(()) };
@@ -239,14 +239,14 @@ pub fn master_secret(
     let Some(rot) = plat.root_of_trust() else { return development(cfg) };
     let init_data = launch_binding(rot, boot)?;
     let unsealed = if never_seals(boot) {
-        crate::log!("{}: the image is built --never-seal: no local unseal, the broker is asked", rot.name());
+        crate::log!("the image is built --never-seal: no local unseal, the broker is asked");
         Ok(None)
     } else {
         rot.unseal(boot)
     };
     let sealed_failure = match unsealed {
         Ok(Some(u)) => {
-            let source = if u.reseal.is_some() { Source::SealedStale } else { Source::Sealed };
+            let source = if u.stale { Source::SealedStale } else { Source::Sealed };
             return Ok(Some(Obtained { secret: u.secret, source }));
         }
         Ok(None) => None,

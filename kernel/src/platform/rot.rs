@@ -37,13 +37,13 @@ pub struct Sealed {
     pub how: String,
 }
 
-/// A secret a sealed token gave, and why the token must be sealed again, if it must (SEV-SNP:
-/// a token of an older TCB than the committed one, or of the format without the TCB).
+/// A secret a sealed token gave, and whether the token must be sealed again (SEV-SNP: a token
+/// of an older TCB than the committed one, or of the format without the TCB).
 pub struct Unsealed {
     /// The secret.
     pub secret: MasterSecret,
-    /// Why it must be sealed again; None when the token is current.
-    pub reseal: Option<String>,
+    /// The token must be sealed again.
+    pub stale: bool,
 }
 
 /// Why each sealed token of a header did not open: (token, reason).

@@ -283,7 +283,7 @@ impl RootOfTrust for MeasuredBoot {
                         t.pcrs
                     );
                     let unsealed = token::open_payload_bound(&bytes, &binding);
-                    return unsealed.map(|secret| Some(Unsealed { secret, reseal: None })).map_err(|e| {
+                    return unsealed.map(|secret| Some(Unsealed { secret, stale: false })).map_err(|e| {
                         alloc::vec![(alloc::format!("token {}", t.number), BootErrorKind::Token(e).into())]
                     });
                 }

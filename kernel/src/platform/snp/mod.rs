@@ -419,19 +419,12 @@ impl Snp {
         Ok(requests::key_response(&answer.payload)?)
     }
 
-    /// The AMD-SP's committed TCB, from an attestation report (the first one's, kept).
-    fn committed_tcb(&mut self) -> Result<u64, BootError> {
-        if let Some(t) = self.committed_tcb {
-            return Ok(t);
-        }
-        let (report, _) = self.report(&[0u8; 64])?;
-        self.note_report(&report);
-        self.committed_tcb
-            .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::Report("a report without COMMITTED_TCB")).into())
-    }
-
-    fn note_report(&mut self, report: &[u8]) {
-        self.committed_tcb = self.committed_tcb.or(veil_agent::snp::seal::committed_tcb(report));
+    /// The AMD-SP's committed TCB, from the report of [`RootOfTrust::launch_host_data`], which
+    /// the key path reads before any unseal or seal (boot::keysource::launch_binding).
+    fn committed_tcb(&self) -> Result<u64, BootError> {
+        self.committed_tcb.ok_or(
+            BootErrorKind::Snp(veil_agent::snp::SnpError::Report("no report read: COMMITTED_TCB unknown")).into(),
+        )
     }
 
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
@@ -519,7 +512,7 @@ impl RootOfTrust for Snp {
 
     fn launch_host_data(&mut self) -> Result<Option<(&'static str, Vec<u8>)>, BootError> {
         let (report, _) = self.report(&[0u8; 64])?;
-        self.note_report(&report);
+        self.committed_tcb = veil_agent::snp::seal::committed_tcb(&report);
         Ok(Some(("HOST_DATA", report[0xC0..0xE0].to_vec())))
     }
 
@@ -546,33 +539,27 @@ impl RootOfTrust for Snp {
             crate::log!("snp: veil-boot has no veil-snp token (first boot)");
             return Ok(None);
         }
-        let binding = boot.binding().map_err(|e| alloc::vec![(String::from("veil-boot"), e)])?;
-        let committed = self.committed_tcb().map_err(|e| alloc::vec![(String::from("the committed TCB"), e)])?;
+        let bound = boot.binding().and_then(|binding| Ok((binding, self.committed_tcb()?)));
+        let (binding, committed) = bound.map_err(|e| alloc::vec![(String::from("veil-boot"), e)])?;
         let mut why = Vec::new();
         for t in tokens {
             let opened = t.and_then(|t| {
-                let tcb = t.key_tcb(committed)?;
-                let key = self
-                    .sealing_key(t.fields, tcb)
-                    .map_err(|e| alloc::format!("token {}: the sealing key: {e}", t.number))?;
-                match t.open(&key, &binding) {
+                let key = t
+                    .key_tcb(committed)
+                    .and_then(|tcb| self.sealing_key(t.fields, tcb).map_err(|e| alloc::format!("{e}")));
+                match key.and_then(|key| t.open(&key, &binding)) {
                     Ok(secret) => Ok((t, secret)),
                     Err(e) => Err(alloc::format!("token {}: {e}", t.number)),
                 }
             });
             match opened {
                 Ok((t, secret)) => {
-                    let reseal = t.stale(committed);
+                    // A stale token is sealed again (keysource), which logs the committed TCB.
                     crate::log!(
-                        "snp: master secret unsealed from veil-boot token {} with this launch's derived key (VCEK root, measurement, policy and TCB {:#018x}; bound to this volume and bundle){}",
-                        t.number,
-                        t.tcb.unwrap_or(0),
-                        match &reseal {
-                            Some(why) => alloc::format!("; {why}: to be sealed again at the committed TCB"),
-                            None => String::new(),
-                        }
+                        "snp: master secret unsealed from veil-boot token {} with this launch's derived key (VCEK root, measurement, policy and the TCB it was sealed at; bound to this volume and bundle)",
+                        t.number
                     );
-                    return Ok(Some(Unsealed { secret, reseal }));
+                    return Ok(Some(Unsealed { secret, stale: t.stale(committed) }));
                 }
                 Err(e) => {
                     crate::log!("snp: veil-boot {e}");
@@ -593,11 +580,7 @@ impl RootOfTrust for Snp {
         Ok(Some(Sealed {
             token: seal::token_json(&key, nonce, secret, &boot.binding()?, tcb),
             replaces: seal::find(boot.volume.json()).into_iter().flatten().map(|t| t.number).collect(),
-            how: alloc::format!(
-                "with this launch's derived key (fields {:#x}, VMPL {}, committed TCB {tcb:#018x})",
-                seal::KEY_FIELDS,
-                seal::KEY_VMPL
-            ),
+            how: alloc::format!("with this launch's derived key at the committed TCB {tcb:#018x}"),
         }))
     }
 
