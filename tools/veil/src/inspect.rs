@@ -63,6 +63,10 @@ pub fn run(args: InspectArgs) -> Result<()> {
                         "measurement_salt": hex::encode(&token.measurement_salt),
                         "init_data": token.init_data.is_some(),
                     });
+                    if let Some(b) = &m.bound {
+                        t["bundle_version"] = json!(b.version);
+                        t["never_seal"] = json!(b.never_seal);
+                    }
                     if let Some(secret) = &secret {
                         t["cluster_id"] = json!(hex::encode(secret.cluster_id(&token.measurement_salt).0));
                     }
@@ -117,6 +121,12 @@ fn print_text(doc: &Value) {
     println!("  cmdline {}", t["cmdline"]);
     println!("  root volume {}", s(&t["root_uuid"]));
     println!("  measurement salt {}", s(&t["measurement_salt"]));
+    if let Some(v) = t.get("bundle_version") {
+        println!("  bundle version {v}");
+    }
+    if t["never_seal"] == true {
+        println!("  never sealed locally (--never-seal): every boot asks the key broker");
+    }
     if let Some(id) = t.get("cluster_id") {
         println!("  clusterID {} (with this master secret)", s(id));
     }

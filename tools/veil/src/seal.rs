@@ -68,6 +68,14 @@ pub fn run(args: SealArgs) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}", args.parent_public.display()))?;
     let (pcrs, bundle) = crate::measure::predict(&args.rom, &args.image)?;
+    // The firmware never unseals on an image built --never-seal (every boot asks the broker):
+    // a token sealed here would never be used.
+    if bundle.manifest.bound.as_ref().is_some_and(|b| b.never_seal) {
+        anyhow::bail!(
+            "{} was built --never-seal: its firmware asks the key broker on every boot and opens no sealed token; nothing was written",
+            args.image.display()
+        );
+    }
     let policy = crate::measure::seal_policy(&pcrs)?;
 
     let mut vf = volfile::open(&args.image, Some("veil-boot"), true)?;

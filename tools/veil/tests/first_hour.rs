@@ -237,6 +237,33 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     assert_eq!(doc["partitions"][1]["secret_opens"], true);
     assert_eq!(doc["boot_target"]["cmdline"], "console=ttyS0");
     assert_eq!(doc["boot_target"]["root_uuid"], doc["partitions"][1]["luks2"]["uuid"]);
+    assert_eq!((&doc["boot_target"]["bundle_version"], &doc["boot_target"]["never_seal"]), (&1.into(), &false.into()));
+
+    // Issue 31, item 5: an image built --never-seal says so, and `veil seal` refuses it (its
+    // firmware would never open the token) without writing a byte.
+    let b = f.build("good.cpio", "never.img", &["--never-seal"]);
+    assert!(b.status.success(), "{}", err(&b));
+    let never = f.path("never.img");
+    let inspect = veil(&["image", "inspect", p(&never), "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(doc["boot_target"]["never_seal"], true, "{doc}");
+    assert!(out(&veil(&["image", "inspect", p(&never)])).contains("never sealed locally (--never-seal)"));
+    let before = std::fs::read(&never).unwrap();
+    let refused = veil(&[
+        "seal",
+        "--platform",
+        "tpm",
+        "--parent-public",
+        p(&srk),
+        "--secret",
+        p(&secret),
+        "--rom",
+        p(&rom),
+        "--image",
+        p(&never),
+    ]);
+    fails(&refused, 1, "was built --never-seal");
+    assert!(std::fs::read(&never).unwrap() == before, "the disk changed");
 }
 
 /// Item 3, "every command that writes a header": `veil luks token add/remove` on a veil-boot
