@@ -429,6 +429,30 @@ pub fn init_data(manifest: &Manifest) -> String {
     crate::initdata::document(&manifest_sha384(manifest), manifest.bound.as_ref().map(|b| b.version))
 }
 
+/// Is `doc` exactly the init-data veil image build makes from `manifest` (the token's, which
+/// the firmware later requires to be the MAC'd one)? The broker reads its fields (the bundle
+/// version for `--min-bundle-version`), so every field must be the manifest's: a host cannot
+/// hand an old bundle with init-data claiming a newer version.
+pub fn check_init_data(manifest: &Manifest, doc: &str) -> Result<(), String> {
+    if doc == init_data(manifest) {
+        return Ok(());
+    }
+    if crate::initdata::manifest_sha384(doc)? != manifest_sha384(manifest) {
+        return Err(String::from("the init-data names another boot manifest than this disk's veil-bundle token"));
+    }
+    let bound = manifest.bound.as_ref().map(|b| b.version);
+    let claimed = crate::initdata::bundle_version(doc)?;
+    if claimed != bound {
+        let say = |v: Option<u64>| v.map_or(String::from("none"), |v| alloc::format!("{v}"));
+        return Err(alloc::format!(
+            "the init-data claims bundle version {}, but this disk's manifest binds {} (a host's rollback?)",
+            say(claimed),
+            say(bound)
+        ));
+    }
+    Err(String::from("the init-data is not the document veil image build makes from this disk's manifest"))
+}
+
 /// The token JSON for `manifest` (LUKS2 adds its `keyslots`), with its init-data document.
 pub fn token_json(manifest: &Manifest, measurement_salt: &[u8]) -> crate::json::Value {
     crate::json!({
@@ -471,6 +495,26 @@ mod token_tests {
             root_uuid: "u".into(),
             bound: None,
         }
+    }
+
+    /// Issue 35: a host hands an old bundle with init-data naming its manifest but claiming a
+    /// newer bundle version (what the broker's `--min-bundle-version` reads), or otherwise not
+    /// the document veil image build makes from the manifest: refused.
+    #[test]
+    fn init_data_must_be_the_manifests() {
+        let mut m = manifest();
+        m.bound = Some(Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 2 });
+        assert_eq!(check_init_data(&m, &init_data(&m)), Ok(()));
+        let digest = manifest_sha384(&m);
+        let newer = crate::initdata::document(&digest, Some(9));
+        let err = check_init_data(&m, &newer).unwrap_err();
+        assert!(err.contains("claims bundle version 9, but this disk's manifest binds 2"), "{err}");
+        let unversioned = crate::initdata::document(&digest, None);
+        assert!(check_init_data(&m, &unversioned).unwrap_err().contains("claims bundle version none"));
+        let extra = init_data(&m).replace("version = \"0.1.0\"", "version = \"0.1.0\"\nx = 1");
+        assert!(check_init_data(&m, &extra).unwrap_err().contains("not the document"));
+        let other = crate::initdata::document(&[0xAB; 48], Some(2));
+        assert!(check_init_data(&m, &other).unwrap_err().contains("another boot manifest"));
     }
 
     #[test]

@@ -74,13 +74,7 @@ fn launch_binding(rot: &mut dyn RootOfTrust, boot: &BootVolume) -> Result<String
     let Some(doc) = &token.init_data else {
         return Err(BootErrorKind::UnboundBootVolume("its veil-bundle token carries no init-data").into());
     };
-    let named = initdata::manifest_sha384(doc).map_err(BootErrorKind::LaunchBinding)?;
-    if named != veil_agent::bundle::manifest_sha384(&token.manifest) {
-        return Err(BootErrorKind::LaunchBinding(String::from(
-            "the init-data names another boot manifest than this disk's veil-bundle token",
-        ))
-        .into());
-    }
+    veil_agent::bundle::check_init_data(&token.manifest, doc).map_err(BootErrorKind::LaunchBinding)?;
     let Some((register, value)) = rot.launch_host_data()? else { return Ok(doc.clone()) };
     let want = initdata::regularize(&initdata::digest(doc).map_err(BootErrorKind::LaunchBinding)?, value.len());
     if value[..] != want[..] {

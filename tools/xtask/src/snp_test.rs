@@ -880,6 +880,65 @@ fn unbound_volume_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
         bail!("the veil-snp token opened beside another bundle:\n{}", r.log);
     }
     let _ = std::fs::remove_file(&copy);
+    rollback_tests(setup, model_rom)
+}
+
+/// Issue 35, bundle rollback, on a first boot (the veil-snp token removed, so the broker is
+/// asked), against a second broker that requires bundle version 2 (the demo disk is version 1):
+/// - the honest version-1 disk: the broker's own refusal line names the rollback;
+/// - the same disk with init-data claiming version 2 (HOST_DATA its digest, as a host would
+///   launch it): the firmware refuses before any key is asked for, since the init-data is not
+///   the one its manifest makes (before, the broker read version 2, released the secret and
+///   the old bundle booted).
+fn rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
+    let Setup { veil, dir, secret, image, chain, .. } = setup;
+    let honest = setup.honest();
+    let broker_log = dir.join("broker-min-version.log");
+    let reference = dir.join("snp-reference.json");
+    let tee = [
+        "--snp-reference".as_ref(),
+        reference.as_os_str(),
+        "--snp-test-root".as_ref(),
+        chain.ark_pem.as_os_str(),
+        "--snp-crl".as_ref(),
+        chain.crl.as_os_str(),
+        "--min-bundle-version".as_ref(),
+        "2".as_ref(),
+    ];
+    let broker = start_broker(veil, secret, &tee, &broker_log)?;
+    let copy = dir.join("snp-rollback.img");
+    std::fs::copy(image, &copy)?;
+    crate::tpm_test::edit_boot_tokens(&copy, |tokens| tokens.retain(|(_, t)| t["type"].as_str() != Some("veil-snp")))?;
+
+    eprintln!("xtask: snp test: a version-1 bundle against a broker requiring version 2: the broker refuses");
+    let from = log_mark(&broker_log)?;
+    let r = boot_disk(veil, model_rom, "snp-rollback-refused", &copy, &honest, Some(&broker))?;
+    r.expect("kbs: asking the key broker")?.expect_exit(qemu::EXIT_FAILURE)?;
+    if r.log.contains(crate::demo_image::ROOT_MARKER) {
+        bail!("a version-1 bundle booted against a broker requiring version 2:\n{}", r.log);
+    }
+    broker_refusal(&broker_log, from, "names bundle version 1, below the minimum 2", true)?;
+
+    eprintln!("xtask: snp test: the version-1 bundle with init-data claiming version 2: the firmware refuses");
+    let mut doc = String::new();
+    crate::tpm_test::edit_boot_tokens(&copy, |tokens| {
+        let t = crate::tpm_test::bundle_token(tokens);
+        let manifest = veil_agent::bundle::Manifest::from_json(&t["manifest"]).expect("the manifest");
+        doc = veil_agent::initdata::document(&veil_agent::bundle::manifest_sha384(&manifest), Some(2));
+        t["init_data"] = veil_agent::json::Value::String(doc.clone());
+    })?;
+    let host_data = dir.join("host-data-claims-v2.bin");
+    std::fs::write(&host_data, <sha2::Sha256 as sha2::Digest>::digest(doc.as_bytes()))?;
+    let files = vec![honest[0], honest[1], honest[2], ("opt/veil/test-snp-host-data", host_data.as_path())];
+    let from = log_mark(&broker_log)?;
+    let r = boot_disk(veil, model_rom, "snp-rollback-claimed-version", &copy, &files, Some(&broker))?;
+    r.expect("launch binding: the init-data claims bundle version 2, but this disk's manifest binds 1")?
+        .expect_exit(qemu::EXIT_FAILURE)?;
+    if r.log.contains(crate::demo_image::ROOT_MARKER) {
+        bail!("a version-1 bundle booted with init-data claiming version 2:\n{}", r.log);
+    }
+    broker_refusal(&broker_log, from, "", false)?;
+    let _ = std::fs::remove_file(&copy);
     Ok(())
 }
 
