@@ -23,6 +23,65 @@ pub struct VectorState {
     pub avx512f: bool,
 }
 
+/// XCR0 as `enable` set it (0 without XSAVE).
+static XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Zero the vector registers the XTS routines use (their round keys and data of `veil-boot`
+/// stay there otherwise; issue 35): zmm16-31 where AVX-512 state is on (VAES-512 keeps round
+/// keys in zmm16-30), then VZEROALL where AVX state is on, else PXOR of xmm0-15. Call last
+/// before the hand-off: the firmware's Rust code is soft-float and never touches them.
+pub fn scrub() {
+    let xcr0 = XCR0.load(core::sync::atomic::Ordering::Relaxed);
+    // SAFETY: each instruction runs only where its register state is enabled (XCR0 as set by
+    // `enable`; SSE always is); no Rust code keeps a value in a vector register.
+    unsafe {
+        if xcr0 & (0b111 << 5) == 0b111 << 5 {
+            core::arch::asm!(
+                "vpxord zmm16, zmm16, zmm16",
+                "vmovdqa64 zmm17, zmm16",
+                "vmovdqa64 zmm18, zmm16",
+                "vmovdqa64 zmm19, zmm16",
+                "vmovdqa64 zmm20, zmm16",
+                "vmovdqa64 zmm21, zmm16",
+                "vmovdqa64 zmm22, zmm16",
+                "vmovdqa64 zmm23, zmm16",
+                "vmovdqa64 zmm24, zmm16",
+                "vmovdqa64 zmm25, zmm16",
+                "vmovdqa64 zmm26, zmm16",
+                "vmovdqa64 zmm27, zmm16",
+                "vmovdqa64 zmm28, zmm16",
+                "vmovdqa64 zmm29, zmm16",
+                "vmovdqa64 zmm30, zmm16",
+                "vmovdqa64 zmm31, zmm16",
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        if xcr0 & 0b110 == 0b110 {
+            core::arch::asm!("vzeroall", options(nomem, nostack, preserves_flags));
+        } else {
+            core::arch::asm!(
+                "pxor xmm0, xmm0",
+                "pxor xmm1, xmm1",
+                "pxor xmm2, xmm2",
+                "pxor xmm3, xmm3",
+                "pxor xmm4, xmm4",
+                "pxor xmm5, xmm5",
+                "pxor xmm6, xmm6",
+                "pxor xmm7, xmm7",
+                "pxor xmm8, xmm8",
+                "pxor xmm9, xmm9",
+                "pxor xmm10, xmm10",
+                "pxor xmm11, xmm11",
+                "pxor xmm12, xmm12",
+                "pxor xmm13, xmm13",
+                "pxor xmm14, xmm14",
+                "pxor xmm15, xmm15",
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+    }
+}
+
 /// Enable SSE always, and AVX/AVX-512 state where CPUID offers it.
 pub fn enable() -> VectorState {
     let l1 = cpuid(1, 0);
@@ -60,6 +119,7 @@ pub fn enable() -> VectorState {
     // XSETBV faults on a value it does not take, so reading it back adds nothing (and
     // XGETBV is missing from some nested hypervisors' instruction emulators).
     state.xcr0 = xcr0;
+    XCR0.store(xcr0, core::sync::atomic::Ordering::Relaxed);
     let ymm = state.xcr0 & 0b110 == 0b110;
     let zmm = ymm && state.xcr0 & (0b111 << 5) == 0b111 << 5;
     state.avx2 = ymm && l7.ebx & (1 << 5) != 0;

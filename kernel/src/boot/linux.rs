@@ -322,10 +322,13 @@ struct Gdtr {
 /// Jump to the kernel. Interrupts are off, the identity map stays, RSI = boot_params. The
 /// boot and interrupt stacks, `[STACK_BOTTOM, IST2_TOP)`, are zeroed on the way, after the
 /// last use of the stack: whatever a callee left there by value (keys moved through
-/// registers and frames, issue 34) does not reach Linux, which gets that memory as RAM.
+/// registers and frames, issue 34) does not reach Linux, which gets that memory as RAM. So are
+/// the vector registers and every general-purpose register but RSI, RSP and the entry's
+/// (issue 35).
 pub fn jump(p: &Prepared) -> ! {
     use crate::arch::layout::{IST2_TOP, STACK_BOTTOM};
     crate::arch::paging::allow_execute_everywhere();
+    crate::arch::vector::scrub();
     let gdtr = Gdtr { limit: (core::mem::size_of_val(&HANDOFF_GDT) - 1) as u16, base: HANDOFF_GDT.as_ptr() as u64 };
     // SAFETY: the kernel image, boot_params and command line were placed in identity-mapped
     // RAM by `prepare`; the GDT above is static; this is the boot protocol's documented
@@ -349,6 +352,16 @@ pub fn jump(p: &Prepared) -> ! {
             "xor eax, eax",
             "rep stosb",
             "xor ebp, ebp",
+            "xor ebx, ebx",
+            "xor edx, edx",
+            "xor edi, edi",
+            "xor r9d, r9d",
+            "xor r10d, r10d",
+            "xor r11d, r11d",
+            "xor r12d, r12d",
+            "xor r13d, r13d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
             "jmp r8",
             in("rdx") &gdtr,
             in("r8") p.entry,
