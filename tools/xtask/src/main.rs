@@ -855,6 +855,24 @@ fn disk_tests() -> Result<()> {
     if std::fs::read(&foreign)? != bytes {
         bail!("the firmware modified a disk that carries a filesystem signature");
     }
+    // Issue 35: another node's state disk (a LUKS2 volume whose keyslot opens with the key the
+    // same master secret derives for its UUID, not the UUID this image's MAC'd manifest names)
+    // gets no key (before, the firmware derived the key for whatever UUID the header claimed
+    // and handed it over).
+    let other_state = dir.join("other-node-state.img");
+    let other_uuid = "0e0e0e0e-5e5e-4e4e-8e8e-0e0e0e0e0e0e";
+    run(Command::new(&veil)
+        .args(["luks", "format", "--size", "64M", "--uuid", other_uuid, "--secret"])
+        .arg(&secret)
+        .arg(&other_state)
+        .stdout(std::process::Stdio::null()))?;
+    let r =
+        qemu::boot(&rom, "other-node-state-disk", &demo_image::boot_args_with_state(&image, &secret, &other_state), t)?;
+    r.expect(&format!("LUKS2 volume {other_uuid} is not the state disk this image names"))?
+        .expect(demo_image::ROOT_MARKER)?;
+    if r.log.contains("opens with its disk key") || r.log.contains("formatted LUKS2 volume") {
+        bail!("another node's state disk was opened or formatted:\n{}", r.log);
+    }
 
     // Tampering: each case on a fresh copy of the image.
     let boot_data = 17 << 20; // veil-boot starts at 1 MiB, its data 16 MiB further
