@@ -43,7 +43,9 @@ pub fn bundle_version(doc: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The `veilboot.json` entry, parsed.
+/// The `veilboot.json` entry, parsed (one copy in the firmware: it counts against the ROM's
+/// budget).
+#[inline(never)]
 fn entry(doc: &str) -> Result<crate::json::Value, String> {
     let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
     let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;

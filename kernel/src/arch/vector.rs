@@ -23,60 +23,39 @@ pub struct VectorState {
     pub avx512f: bool,
 }
 
-/// XCR0 as `enable` set it (0 without XSAVE).
-static XCR0: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// An XSAVE area in the initial state XRSTOR and FXRSTOR load for [`scrub`]: FCW and MXCSR
+/// at their reset values, every register zero, no component present in the header's
+/// XSTATE_BV; 64-byte aligned, as XRSTOR needs. In .bss (the ROM carries none of it).
+#[repr(C, align(64))]
+struct InitArea([u8; 576]);
+static mut INIT_AREA: InitArea = InitArea([0; 576]);
 
 /// Zero the vector registers the XTS routines use (their round keys and data of `veil-boot`
-/// stay there otherwise; issue 35): zmm16-31 where AVX-512 state is on (VAES-512 keeps round
-/// keys in zmm16-30), then VZEROALL where AVX state is on, else PXOR of xmm0-15. Call last
-/// before the hand-off: the firmware's Rust code is soft-float and never touches them.
+/// stay there otherwise; issue 35): XRSTOR of the initial state for every component XCR0
+/// enables (x87, xmm0-15, the upper halves of ymm0-15, opmask, zmm0-15's upper halves and
+/// zmm16-31, which VZEROUPPER never touches and VAES-512 keeps round keys in), or FXRSTOR of
+/// zeros into x87 and xmm0-15 without XSAVE. Call last before the hand-off: the firmware's
+/// Rust code is soft-float and never touches them.
+#[inline(always)]
 pub fn scrub() {
-    let xcr0 = XCR0.load(core::sync::atomic::Ordering::Relaxed);
-    // SAFETY: each instruction runs only where its register state is enabled (XCR0 as set by
-    // `enable`; SSE always is); no Rust code keeps a value in a vector register.
+    let area = &raw mut INIT_AREA;
+    // SAFETY: the area is this module's, 64-byte aligned and in the standard format (header
+    // zero: XSTATE_BV and XCOMP_BV 0), with valid FCW and MXCSR; XRSTOR runs only with
+    // CR4.OSXSAVE set and restores only what XCR0 enables; no
+    // Rust code keeps a value in a vector register.
     unsafe {
-        if xcr0 & (0b111 << 5) == 0b111 << 5 {
-            core::arch::asm!(
-                "vpxord zmm16, zmm16, zmm16",
-                "vmovdqa64 zmm17, zmm16",
-                "vmovdqa64 zmm18, zmm16",
-                "vmovdqa64 zmm19, zmm16",
-                "vmovdqa64 zmm20, zmm16",
-                "vmovdqa64 zmm21, zmm16",
-                "vmovdqa64 zmm22, zmm16",
-                "vmovdqa64 zmm23, zmm16",
-                "vmovdqa64 zmm24, zmm16",
-                "vmovdqa64 zmm25, zmm16",
-                "vmovdqa64 zmm26, zmm16",
-                "vmovdqa64 zmm27, zmm16",
-                "vmovdqa64 zmm28, zmm16",
-                "vmovdqa64 zmm29, zmm16",
-                "vmovdqa64 zmm30, zmm16",
-                "vmovdqa64 zmm31, zmm16",
-                options(nomem, nostack, preserves_flags)
-            );
-        }
-        if xcr0 & 0b110 == 0b110 {
-            core::arch::asm!("vzeroall", options(nomem, nostack, preserves_flags));
+        area.cast::<u16>().write(0x037F);
+        area.cast::<u8>().add(24).cast::<u32>().write(0x1F80);
+        if read_cr4() & (1 << 18) == 0 {
+            core::arch::asm!("fxrstor64 [{}]", in(reg) area, options(nostack, preserves_flags, readonly));
         } else {
+            // EDX:EAX all ones: every component XCR0 enables.
             core::arch::asm!(
-                "pxor xmm0, xmm0",
-                "pxor xmm1, xmm1",
-                "pxor xmm2, xmm2",
-                "pxor xmm3, xmm3",
-                "pxor xmm4, xmm4",
-                "pxor xmm5, xmm5",
-                "pxor xmm6, xmm6",
-                "pxor xmm7, xmm7",
-                "pxor xmm8, xmm8",
-                "pxor xmm9, xmm9",
-                "pxor xmm10, xmm10",
-                "pxor xmm11, xmm11",
-                "pxor xmm12, xmm12",
-                "pxor xmm13, xmm13",
-                "pxor xmm14, xmm14",
-                "pxor xmm15, xmm15",
-                options(nomem, nostack, preserves_flags)
+                "xrstor64 [{}]",
+                in(reg) area,
+                in("eax") u32::MAX,
+                in("edx") u32::MAX,
+                options(nostack, preserves_flags, readonly)
             );
         }
     }
@@ -119,7 +98,6 @@ pub fn enable() -> VectorState {
     // XSETBV faults on a value it does not take, so reading it back adds nothing (and
     // XGETBV is missing from some nested hypervisors' instruction emulators).
     state.xcr0 = xcr0;
-    XCR0.store(xcr0, core::sync::atomic::Ordering::Relaxed);
     let ymm = state.xcr0 & 0b110 == 0b110;
     let zmm = ymm && state.xcr0 & (0b111 << 5) == 0b111 << 5;
     state.avx2 = ymm && l7.ebx & (1 << 5) != 0;

@@ -932,7 +932,7 @@ fn rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
     let files = vec![honest[0], honest[1], honest[2], ("opt/veil/test-snp-host-data", host_data.as_path())];
     let from = log_mark(&broker_log)?;
     let r = boot_disk(veil, model_rom, "snp-rollback-claimed-version", &copy, &files, Some(&broker))?;
-    r.expect("launch binding: the init-data claims bundle version 2, but this disk's manifest binds 1")?
+    r.expect("launch binding: the init-data claims another bundle version than this disk's manifest binds")?
         .expect_exit(qemu::EXIT_FAILURE)?;
     if r.log.contains(crate::demo_image::ROOT_MARKER) {
         bail!("a version-1 bundle booted with init-data claiming version 2:\n{}", r.log);
