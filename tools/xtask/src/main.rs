@@ -24,6 +24,7 @@ mod linux;
 mod mutants;
 mod qemu;
 mod ram_bench;
+mod regdump;
 mod rom;
 mod rom_size;
 mod sha_bench;
@@ -874,6 +875,9 @@ fn disk_tests() -> Result<()> {
         bail!("another node's state disk was opened or formatted:\n{}", r.log);
     }
 
+    handoff_register_test(&veil, &rom, &secret, &dir, t)?;
+    measurement_salt_test(&rom, &secret, &image, &dir, t)?;
+
     // Tampering: each case on a fresh copy of the image.
     let boot_data = 17 << 20; // veil-boot starts at 1 MiB, its data 16 MiB further
     let mut cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, Vec<String>, &str)> = vec![
@@ -958,6 +962,62 @@ fn disk_tests() -> Result<()> {
 
     // Measured boot and sealing with swtpm, on the same image.
     tpm_test::tests(&veil, &rom, &release, &secret, &image, &dir)
+}
+
+/// Issue 35, the register scrub: a disk whose bundle kernel is the register-dump stand-in
+/// (tools/xtask/src/regdump.S), read with the AES-NI XTS backend (its round keys and data sit
+/// in xmm registers): at the kernel's entry every general-purpose register but RSI, RSP and the
+/// entry's, and every enabled vector register, is zero (before the scrub, RDX held the GDT
+/// descriptor's address, RDI the stack's end, and the vector registers the XTS state).
+fn handoff_register_test(veil: &Path, rom: &Path, secret: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
+    eprintln!("xtask: disk test: the registers at the hand-off to Linux: all zero but RSI, RSP and the entry's");
+    let work = dir.join("regdump");
+    std::fs::create_dir_all(work.join("rootfs"))?;
+    let kernel = regdump::kernel(&work)?;
+    let initrd = work.join("initrd");
+    std::fs::write(&initrd, b"not read: the stand-in kernel never looks at its initrd")?;
+    let image = work.join("disk.img");
+    run(Command::new(veil)
+        .args(["image", "build", "--kernel"])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .args(["--cmdline", "console=ttyS0", "--rootfs"])
+        .arg(work.join("rootfs"))
+        .arg("--secret")
+        .arg(secret)
+        .args(["--measurement-salt", &"00".repeat(32), "--force", "--out"])
+        .arg(&image)
+        .stdout(std::process::Stdio::null()))?;
+    let mut args = demo_image::boot_args(&image, secret);
+    args.extend(force_xts("aesni"));
+    let r = qemu::boot(rom, "handoff-registers", &args, t)?;
+    expect_forced_xts(&r, "aesni")?;
+    r.expect("stage=handoff")?.expect(regdump::PREFIX)?.expect_exit(qemu::EXIT_SUCCESS)?;
+    let checked = regdump::check(&r.log).with_context(|| format!("serial log {}", r.log_path.display()))?;
+    eprintln!("xtask: disk test: at the hand-off {checked}");
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// Issue 35, the measurement salt: the clear `veil-bundle` token's salt (from which the
+/// firmware derives the clusterID it extends into PCR 15) changed by the host is refused
+/// against the one the MAC'd manifest binds, and nothing boots.
+fn measurement_salt_test(rom: &Path, secret: &Path, image: &Path, dir: &Path, t: std::time::Duration) -> Result<()> {
+    eprintln!("xtask: disk test: a measurement salt changed in the clear veil-bundle token: refused");
+    let copy = dir.join("other-measurement-salt.img");
+    std::fs::copy(image, &copy)?;
+    tpm_test::edit_boot_tokens(&copy, |tokens| {
+        tpm_test::bundle_token(tokens)["measurement_salt"] = veil_agent::json!("11".repeat(32));
+    })?;
+    let r = qemu::boot(rom, "other-measurement-salt", &demo_image::boot_args(&copy, secret), t)?;
+    r.expect_exit(qemu::EXIT_FAILURE)?
+        .expect("the measurement salt in the veil-bundle token is not the one the MAC'd manifest binds")?;
+    if r.log.contains("stage=handoff") {
+        bail!("a disk whose clear token names another measurement salt booted:\n{}", r.log);
+    }
+    let _ = std::fs::remove_file(&copy);
+    Ok(())
 }
 
 /// The power-cut tests (tools/xtask/src/faults.rs) on a fresh demo disk; returns the table.
