@@ -7,6 +7,11 @@
 //! kernel update inside the image keeps booting):
 //! - `/etc/crypttab`: `veil-root UUID=<LUKS2 UUID> /cryptroot/keyfiles/veil-root.key` and
 //!   [`ROOT_OPTIONS`] (the key path of `agent::handover`); `/etc/fstab`: `/` by the ext4 UUID.
+//! - The state disk the same way: `veil-state UUID=<state UUID> /cryptroot/keyfiles/veil-state.key`
+//!   with [`STATE_OPTIONS`], opened in the initramfs (its key file is deleted at switch_root, so
+//!   after it the volume could not be opened), and `/etc/fstab` mounts it at [`STATE_MOUNT`]
+//!   (ext4, made by systemd-makefs on the first boot: the firmware formats the blank disk as LUKS2
+//!   only).
 //! - initramfs-tools: `KEYFILE_PATTERN` in `/etc/cryptsetup-initramfs/conf-hook`, so the
 //!   cryptroot hook keeps the root entry and names its key `/cryptroot/keyfiles/veil-root.key`
 //!   (it would skip a root entry with any other key file); `initramfs` in the crypttab options
@@ -153,10 +158,26 @@ fn field(line: &str, n: usize) -> Option<&str> {
 /// Each family ignores the other's options (with a warning).
 pub const ROOT_OPTIONS: &str = "luks,initramfs,x-systemd.device-timeout=0";
 
+/// The state disk's crypttab options: those of the root. `initramfs` puts the entry in the
+/// initramfs (cryptsetup-initramfs includes only the root's otherwise), where it is opened
+/// with the key the firmware handed over; a systemd initrd opens every entry of the crypttab it
+/// carries before it switches root (cryptsetup.target is ordered before sysinit.target). No
+/// `nofail`: that drops the ordering, and a volume still opening at switch_root would find its
+/// key deleted.
+pub const STATE_OPTIONS: &str = ROOT_OPTIONS;
+
+/// Where the state volume is mounted.
+pub const STATE_MOUNT: &str = "/var/lib/veil-state";
+
+/// Its fstab options: `x-systemd.makefs` (an ext4 filesystem made on the first boot, when the
+/// volume holds none), `nofail` (a boot whose state volume could not be opened still comes up).
+const STATE_FSTAB_OPTIONS: &str = "defaults,nofail,x-systemd.makefs";
+
 const MARK: &str = "# veilboot: the key is handed over by the firmware in the initramfs, never stored here";
 
-/// Write crypttab, fstab and the generator's hand-over configuration into `root`.
-pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &str) -> Result<()> {
+/// Write crypttab, fstab and the generator's hand-over configuration into `root`: the root
+/// volume `luks_uuid` with the filesystem `fs_uuid`, and the state disk's volume `state_uuid`.
+pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &str, state_uuid: &str) -> Result<()> {
     let etc = root.join("etc");
     let read = |p: &Path| {
         std::fs::read_to_string(p)
@@ -165,13 +186,24 @@ pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &s
     let crypttab = etc.join("crypttab");
     let text = read(&crypttab).with_context(|| format!("reading {}", crypttab.display()))?;
     let entry = format!("{} UUID={luks_uuid} /{} {ROOT_OPTIONS}", handover::ROOT_NAME, handover::ROOT_KEY);
-    let text = replace_lines(&text, |l| l == MARK || field(l, 0) == Some(handover::ROOT_NAME), &[MARK.into(), entry]);
+    let state = format!("{} UUID={state_uuid} /{} {STATE_OPTIONS}", handover::STATE_NAME, handover::STATE_KEY);
+    let ours = |l: &str| l == MARK || [Some(handover::ROOT_NAME), Some(handover::STATE_NAME)].contains(&field(l, 0));
+    let text = replace_lines(&text, ours, &[MARK.into(), entry, state]);
     std::fs::write(&crypttab, text).with_context(|| format!("writing {}", crypttab.display()))?;
 
     let fstab = etc.join("fstab");
     let text = read(&fstab).with_context(|| format!("reading {}", fstab.display()))?;
-    let text = replace_lines(&text, |l| field(l, 1) == Some("/"), &[format!("UUID={fs_uuid} / ext4 defaults 0 1")]);
+    let state_device = format!("/dev/mapper/{}", handover::STATE_NAME);
+    let text = replace_lines(
+        &text,
+        |l| [Some("/"), Some(STATE_MOUNT)].contains(&field(l, 1)) || field(l, 0) == Some(state_device.as_str()),
+        &[
+            format!("UUID={fs_uuid} / ext4 defaults 0 1"),
+            format!("{state_device} {STATE_MOUNT} ext4 {STATE_FSTAB_OPTIONS} 0 2"),
+        ],
+    );
     std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
+    std::fs::create_dir_all(root.join(STATE_MOUNT.trim_start_matches('/')))?;
 
     match generator {
         Generator::InitramfsTools => {
@@ -252,7 +284,7 @@ pub fn regenerate(root: &Path, generator: Generator, release: &str) -> Result<Pa
 
 /// Everything `veil image build --rootfs DIR` does to a distribution's root before the image
 /// is made. Needs root (chroot).
-pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, cmdline: &str) -> Result<Prepared> {
+pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, state_uuid: &str, cmdline: &str) -> Result<Prepared> {
     let generator = detect(root)?;
     // Only root can chroot and mount.
     if effective_uid() != 0 {
@@ -267,7 +299,7 @@ pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, cmdline: &str) -> Re
         root.display(),
         generator.name()
     );
-    configure(root, generator, luks_uuid, fs_uuid)?;
+    configure(root, generator, luks_uuid, fs_uuid, state_uuid)?;
     eprintln!("veil: regenerating the initramfs of {release} inside the root with {}", generator.name());
     let started = std::time::Instant::now();
     let initrd = regenerate(root, generator, &release)?;
@@ -349,21 +381,31 @@ mod tests {
                 Generator::InitramfsTools,
                 "11111111-2222-4333-8444-555555555555",
                 "66666666-7777-4888-9999-aaaaaaaaaaaa",
+                "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff",
             )
             .unwrap();
         }
         let crypttab = std::fs::read_to_string(root.join("etc/crypttab")).unwrap();
         assert!(crypttab.contains("swap /dev/vdc /dev/urandom swap\n"));
         assert_eq!(crypttab.matches("veil-root UUID=11111111-2222-4333-8444-555555555555 /cryptroot/keyfiles/veil-root.key luks,initramfs,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
+        assert_eq!(crypttab.matches("veil-state UUID=bbbbbbbb-cccc-4ddd-8eee-ffffffffffff /cryptroot/keyfiles/veil-state.key luks,initramfs,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
         let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
         assert!(
             !fstab.contains("/dev/vda1") && fstab.contains("UUID=66666666-7777-4888-9999-aaaaaaaaaaaa / ext4"),
             "{fstab}"
         );
+        assert_eq!(
+            fstab
+                .matches("/dev/mapper/veil-state /var/lib/veil-state ext4 defaults,nofail,x-systemd.makefs 0 2\n")
+                .count(),
+            1,
+            "{fstab}"
+        );
+        assert!(root.join("var/lib/veil-state").is_dir());
         let hook = std::fs::read_to_string(root.join("etc/cryptsetup-initramfs/conf-hook")).unwrap();
         assert_eq!(hook.matches("\nKEYFILE_PATTERN=\"/cryptroot/keyfiles/*.key\"\n").count(), 1, "{hook}");
         std::fs::write(root.join("etc/cryptsetup-initramfs/conf-hook"), "KEYFILE_PATTERN=/etc/keys/*\n").unwrap();
-        let err = configure(root, Generator::InitramfsTools, "u", "f").unwrap_err().to_string();
+        let err = configure(root, Generator::InitramfsTools, "u", "f", "s").unwrap_err().to_string();
         assert!(err.contains("KEYFILE_PATTERN=/etc/keys/*"), "{err}");
     }
 }

@@ -162,11 +162,15 @@ pub fn build(args: BuildArgs) -> Result<()> {
     let boot_uuid = random_uuid(&mut host_random);
     // A distribution's root (no --kernel/--initrd): its own kernel and regenerated initramfs,
     // and its ext4 filesystem made with the UUID its fstab names.
+    // The state disk's UUID is chosen here and named in the MAC'd manifest: the firmware
+    // formats a blank state disk with it and hands no key for a state disk with another (a
+    // distribution's root names it in its crypttab).
+    let state_uuid = random_uuid(&mut host_random);
     let (kernel_path, initrd_path, cmdline, fs_uuid) = match (&args.kernel, &args.initrd) {
         (Some(k), Some(i)) => (k.clone(), i.clone(), args.cmdline.clone(), None),
         _ => {
             let fs_uuid = random_uuid(&mut host_random);
-            let p = crate::distro::prepare(&args.rootfs, &root_uuid, &fs_uuid, &args.cmdline)?;
+            let p = crate::distro::prepare(&args.rootfs, &root_uuid, &fs_uuid, &state_uuid, &args.cmdline)?;
             (p.kernel, p.initrd, p.cmdline, Some(fs_uuid))
         }
     };
@@ -174,9 +178,6 @@ pub fn build(args: BuildArgs) -> Result<()> {
     veil_agent::linux::SetupHeader::parse(&kernel).with_context(|| format!("{}", kernel_path.display()))?;
     let initrd = std::fs::read(&initrd_path).with_context(|| format!("reading {}", initrd_path.display()))?;
     crate::initrd_check::warn_unless_fit(&initrd_path, &initrd, &cmdline);
-    // The state disk's UUID is chosen here and named in the MAC'd manifest: the firmware
-    // formats a blank state disk with it and hands no key for a state disk with another.
-    let state_uuid = random_uuid(&mut host_random);
     let measurement_salt = match &args.measurement_salt {
         Some(h) => {
             let salt =

@@ -3,7 +3,8 @@
 //! cryptsetup-initramfs; dracut, a systemd initrd), made into disks by
 //! `veil image build --rootfs` alone and booted through the release ROM with swtpm to
 //! systemd's multi-user.target: the first boot released by `veil kbs serve` (and sealed), the
-//! second unsealed locally. A unit on the root prints what `/` is mounted from and every key
+//! second unsealed locally. A unit on the root prints what `/` is mounted from, the state volume
+//! (opened in the initramfs, mounted, a line added to a file on it each boot) and every key
 //! file it can find on any mounted filesystem, then powers off; the serial log must carry no
 //! key. The roots are cached under target/distro (their name holds a digest of the recipe, so
 //! a new package set builds anew and a second run builds nothing).
@@ -114,6 +115,10 @@ echo "VEILBOOT DISTRO OK multi-user.target=$(systemctl is-active multi-user.targ
 echo "VEILBOOT KEYFILES: ${left:-none}" > /dev/ttyS0
 echo "VEILBOOT MOUNTS: $(findmnt -rn -o TARGET,FSTYPE | tr '\n' ' ')" > /dev/ttyS0
 echo "VEILBOOT FAILED UNITS: $(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/ttyS0
+# The state disk: opened in the initramfs (its key is gone now), its ext4 mounted; one line
+# more in a file on it each boot.
+if mountpoint -q /var/lib/veil-state; then echo boot >> /var/lib/veil-state/boots; sync; fi
+echo "VEILBOOT STATE: veil-state=$(cryptsetup status veil-state >/dev/null 2>&1 && echo active || echo inactive) mount=$(findmnt -n -o SOURCE,FSTYPE /var/lib/veil-state | tr ' ' ,) boots=$(cat /var/lib/veil-state/boots 2>/dev/null | wc -l)" > /dev/ttyS0
 systemctl poweroff
 "#;
 
@@ -182,11 +187,14 @@ pub fn build_disk(veil: &Path, flavour: Flavour) -> Result<DistroDisk> {
     Ok(DistroDisk { dir, secret, image, state })
 }
 
+/// Every test system's RAM (MiB).
+const RAM_MIB: u64 = 512;
+
 /// QEMU arguments for the system disk and the state disk.
 pub fn disk_args(d: &DistroDisk) -> Vec<String> {
     [
         "-m".to_string(),
-        "512M".into(),
+        format!("{RAM_MIB}M"),
         "-drive".into(),
         format!("if=none,id=d0,format=raw,file={}", d.image.display()),
         "-device".into(),
@@ -200,9 +208,15 @@ pub fn disk_args(d: &DistroDisk) -> Vec<String> {
 }
 
 /// Check one boot of a distribution system: multi-user.target reached on the dm-crypt root,
-/// no key file left on any mounted filesystem, no key in the log.
-pub fn check_boot(r: &qemu::Run, keys: &[(String, Vec<u8>)]) -> Result<()> {
+/// the state volume open and mounted (`boots` times so far, this one included), no key file
+/// left on any mounted filesystem, no key in the log.
+pub fn check_boot(r: &qemu::Run, keys: &[(String, Vec<u8>)], boots: usize) -> Result<()> {
     r.expect("stage=handoff")?.expect(MARKER)?;
+    let state = r.log.lines().find_map(|l| l.split_once("VEILBOOT STATE:").map(|(_, v)| v.trim().to_string()));
+    let want = format!("veil-state=active mount=/dev/mapper/veil-state,ext4 boots={boots}");
+    if state.as_deref() != Some(want.as_str()) {
+        bail!("the state volume: {state:?}, expected `{want}` (log {})", r.log_path.display());
+    }
     let line = r.log.lines().find(|l| l.contains(MARKER)).unwrap_or_default();
     if !line.contains("multi-user.target=active") || !line.contains("root=/dev/mapper/veil-root ext4") {
         bail!("the system did not reach multi-user.target on the dm-crypt root: {line} (log {})", r.log_path.display());
@@ -263,7 +277,7 @@ pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)
             .expect("kbs: the broker verified the TPM quote and released the master secret")?
             .expect("tpm: sealed the master secret to SHA-256 PCRs")?;
         keys.push(state_key(veil, &d)?);
-        check_boot(&first, &keys)?;
+        check_boot(&first, &keys, 1)?;
         eprintln!("xtask: distro: {}: second boot, unsealed with the TPM", flavour.name());
         let started = Instant::now();
         let second = tpm_test::boot_with_tpm_within(
@@ -275,7 +289,7 @@ pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)
         )?;
         let t2 = started.elapsed().as_secs_f64();
         second.expect("tpm: master secret unsealed from veil-boot token")?;
-        check_boot(&second, &keys)?;
+        check_boot(&second, &keys, 2)?;
         eprintln!(
             "xtask: distro: {}: multi-user.target in {t1:.0} s (first boot) and {t2:.0} s (second)",
             flavour.name()
