@@ -3,7 +3,10 @@
 //! cryptsetup-initramfs; dracut, a systemd initrd), made into disks by
 //! `veil image build --rootfs` alone and booted through the release ROM with swtpm to
 //! systemd's multi-user.target: the first boot released by `veil kbs serve` (and sealed), the
-//! second unsealed locally. A unit on the root prints what `/` is mounted from, the state volume
+//! second unsealed locally. System (a) then boots once through the SEV-SNP model ROM and once
+//! through the TDX model ROM (each released by the broker through the relay), with guest RAM
+//! saved at the jump into Linux: the root and state keys must be only in their hand-off files
+//! (crate::jump_scan). A unit on the root prints what `/` is mounted from, the state volume
 //! (opened in the initramfs, mounted, a line added to a file on it each boot) and every key
 //! file it can find on any mounted filesystem, then powers off; the serial log must carry no
 //! key. The roots are cached under target/distro (their name holds a digest of the recipe, so
@@ -15,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{ensure_package, key_material, qemu, run, scan_for_keys, target_dir, tpm_test};
+use crate::{
+    ensure_package, jump_scan, key_material, qemu, run, scan_for_keys, snp_test, target_dir, tdx_attest, tpm_test,
+};
+use veil_agent::handover;
 
 /// How long one boot to multi-user.target may take under TCG (about a minute on an idle
 /// 2-core machine; many times that when the machine is shared).
@@ -187,7 +193,8 @@ pub fn build_disk(veil: &Path, flavour: Flavour) -> Result<DistroDisk> {
     Ok(DistroDisk { dir, secret, image, state })
 }
 
-/// Every test system's RAM (MiB).
+/// Every test system's RAM (MiB), on every ROM: the model ROMs' TD HOB and the RAM saved at the
+/// jump are this size.
 const RAM_MIB: u64 = 512;
 
 /// QEMU arguments for the system disk and the state disk.
@@ -248,10 +255,91 @@ fn state_key(veil: &Path, d: &DistroDisk) -> Result<(String, Vec<u8>)> {
     Ok(("state disk key".into(), hex::decode(String::from_utf8_lossy(&out.stdout).trim()).context("veil derive")?))
 }
 
+/// The model ROMs and sev-snp-measure, for one boot of system (a) through each.
+pub struct Models<'a> {
+    /// The SEV-SNP model ROM.
+    pub snp: &'a Path,
+    /// sev-snp-measure (its venv's python runs the hash table code).
+    pub oracle: &'a Path,
+    /// The TDX model ROM.
+    pub tdx: &'a Path,
+}
+
+/// One boot's times, in seconds: QEMU start to the marker (wall clock, including any pause at
+/// the jump for the RAM dump), the firmware's hand-off mark and Linux's uptime at the marker.
+pub struct BootTime {
+    /// System and boot path.
+    pub what: String,
+    pub wall: f64,
+    pub handoff: f64,
+    pub uptime: f64,
+}
+
+impl BootTime {
+    fn of(what: String, r: &qemu::Run, wall: f64) -> BootTime {
+        let handoff = r
+            .log
+            .lines()
+            .find_map(|l| l.split_once("veil: t=")?.1.strip_suffix(" stage=handoff")?.trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |us| us / 1e6);
+        let uptime = r
+            .log
+            .lines()
+            .find(|l| l.contains(MARKER))
+            .and_then(|l| l.split_once("uptime=")?.1.split_whitespace().next()?.parse().ok())
+            .unwrap_or(f64::NAN);
+        BootTime { what, wall, handoff, uptime }
+    }
+}
+
+/// One boot of `d` through a model ROM, released by `broker` through the relay, with guest RAM
+/// saved at the jump into Linux: the handed-over keys must be only in their hand-off files
+/// (crate::jump_scan), then the boot must reach multi-user.target as on the release ROM.
+#[allow(clippy::too_many_arguments)]
+fn model_boot(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    d: &DistroDisk,
+    fw_cfg: &[(&str, &Path)],
+    broker: &snp_test::Broker,
+    keys: &[(String, Vec<u8>)],
+    boots: usize,
+) -> Result<(qemu::Run, f64)> {
+    let runs = qemu::run_dir(&format!("{name}-jump"))?;
+    let scan = jump_scan::JumpScan::new(rom, name, &runs, RAM_MIB << 20, BOOT_TIMEOUT)?;
+    let mut args = disk_args(d);
+    args.extend(scan.args.iter().cloned());
+    let started = Instant::now();
+    let r = snp_test::boot_with_relay(veil, rom, name, args, &d.dir, fw_cfg, Some(broker), BOOT_TIMEOUT)?;
+    let wall = started.elapsed().as_secs_f64();
+    let at = scan.finish();
+    r.expect("stage=handoff")?;
+    let at = at?;
+    let key = |n: &str| -> Result<&[u8]> {
+        Ok(keys.iter().find(|(k, _)| k == n).with_context(|| format!("no {n}"))?.1.as_slice())
+    };
+    jump_scan::check_handed_over_keys(
+        &at,
+        &[
+            ("veil-root key", key("veil-root disk key")?, handover::ROOT_KEY),
+            ("state disk key", key("state disk key")?, handover::STATE_KEY),
+        ],
+    )?;
+    eprintln!(
+        "xtask: distro: {name}: guest RAM at the jump into Linux (entry {:#x}) holds the root and state keys only in \
+         their hand-off files",
+        at.entry
+    );
+    check_boot(&r, keys, boots)?;
+    Ok((r, wall))
+}
+
 /// Build and boot both systems through `release` with swtpm: released by the broker and
-/// sealed, then unsealed locally. Returns the boot times (flavour, first, second) in seconds
-/// from QEMU's start to the marker.
-pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)>> {
+/// sealed, then unsealed locally; with `models`, system (a) then once through the SEV-SNP model
+/// ROM (released by the broker, sealed) and once through the TDX model ROM (released by the
+/// broker), both with guest RAM checked at the jump. Returns each boot's times.
+pub fn tests(veil: &Path, release: &Path, models: Option<Models>) -> Result<Vec<BootTime>> {
     tpm_test::ensure_tools()?;
     let mut times = Vec::new();
     for flavour in [Flavour::InitramfsTools, Flavour::Dracut] {
@@ -278,6 +366,7 @@ pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)
             .expect("tpm: sealed the master secret to SHA-256 PCRs")?;
         keys.push(state_key(veil, &d)?);
         check_boot(&first, &keys, 1)?;
+        times.push(BootTime::of(format!("{}: release ROM, broker", flavour.name()), &first, t1));
         eprintln!("xtask: distro: {}: second boot, unsealed with the TPM", flavour.name());
         let started = Instant::now();
         let second = tpm_test::boot_with_tpm_within(
@@ -290,11 +379,33 @@ pub fn tests(veil: &Path, release: &Path) -> Result<Vec<(&'static str, f64, f64)
         let t2 = started.elapsed().as_secs_f64();
         second.expect("tpm: master secret unsealed from veil-boot token")?;
         check_boot(&second, &keys, 2)?;
+        times.push(BootTime::of(format!("{}: release ROM, TPM unseal", flavour.name()), &second, t2));
         eprintln!(
             "xtask: distro: {}: multi-user.target in {t1:.0} s (first boot) and {t2:.0} s (second)",
             flavour.name()
         );
-        times.push((flavour.name(), t1, t2));
+        let (Some(m), Flavour::InitramfsTools) = (&models, flavour) else { continue };
+        // The same disk through the model ROMs: every platform hands the keys over the same way.
+        let (veil_path, secret, image) = (veil.to_path_buf(), d.secret.clone(), d.image.clone());
+        let snp_dir = d.dir.join("snp");
+        std::fs::create_dir_all(&snp_dir)?;
+        let snp =
+            snp_test::Setup::for_image(m.snp, m.oracle, veil_path.clone(), snp_dir, secret.clone(), image.clone())?;
+        eprintln!("xtask: distro: {}: SEV-SNP model ROM, released by veil kbs serve and sealed", flavour.name());
+        let (r, wall) =
+            model_boot(veil, m.snp, "distro-initramfs-tools-snp", &d, &snp.honest(), &snp.broker, &keys, 3)?;
+        r.expect("kbs: the broker verified the snp evidence and released the master secret")?
+            .expect("snp: sealed the master secret with this launch's derived key")?;
+        times.push(BootTime::of(format!("{}: SEV-SNP model ROM, broker", flavour.name()), &r, wall));
+        drop(snp);
+        let tdx_dir = d.dir.join("tdx");
+        std::fs::create_dir_all(&tdx_dir)?;
+        let tdx = tdx_attest::Setup::for_image(m.tdx, veil_path, tdx_dir, secret, image, RAM_MIB << 20)?;
+        eprintln!("xtask: distro: {}: TDX model ROM, released by veil kbs serve", flavour.name());
+        let (r, wall) =
+            model_boot(veil, m.tdx, "distro-initramfs-tools-tdx", &d, &tdx.honest(), &tdx.broker, &keys, 4)?;
+        r.expect("kbs: the broker verified the tdx evidence and released the master secret")?;
+        times.push(BootTime::of(format!("{}: TDX model ROM, broker", flavour.name()), &r, wall));
     }
     Ok(times)
 }

@@ -19,6 +19,7 @@ mod distro_test;
 mod faults;
 mod fuzz_seeds;
 mod hostile_test;
+mod jump_scan;
 mod layers;
 mod linux;
 mod mutants;
@@ -181,6 +182,8 @@ commands:
               the next boot of each must come up (prints the table)
   test distro only the Debian 12 systems (initramfs-tools; dracut) built by mmdebstrap, made
               into disks by veil image build --rootfs and booted to multi-user.target
+              (release ROM; initramfs-tools also through both model ROMs, with guest RAM
+              scanned at the jump into Linux)
   demo    build the tools and firmware; master secret, key tree, encrypted LUKS2 volume;
           build an encrypted GPT disk (Debian kernel, cryptsetup initramfs, root fs) and
           boot it twice in QEMU with a TPM (swtpm) to the root filesystem: first boot
@@ -1029,16 +1032,22 @@ fn faults_tests() -> Result<String> {
 }
 
 /// Whole Debian systems (initramfs-tools and dracut) from `veil image build --rootfs`, booted
-/// to multi-user.target through the release ROM (broker release, then TPM unseal).
+/// to multi-user.target through the release ROM (broker release, then TPM unseal), and the
+/// initramfs-tools system through the SEV-SNP and TDX model ROMs (broker release).
 fn distro_tests() -> Result<()> {
     let started = std::time::Instant::now();
     run(cargo().args(["build", "--release", "-p", "veil"]))?;
     let veil = target_dir().join("release/veil");
     let release = build_firmware()?;
-    let times = distro_test::tests(&veil, &release)?;
-    for (name, first, second) in times {
+    let snp = build_snp_model_firmware()?;
+    let tdx = build_tdx_model_firmware()?;
+    let oracle = ensure_sev_snp_measure()?;
+    let models = distro_test::Models { snp: &snp, oracle: &oracle, tdx: &tdx };
+    let times = distro_test::tests(&veil, &release, Some(models))?;
+    for t in times {
         eprintln!(
-            "xtask: distro: {name}: QEMU start to multi-user.target {first:.1} s (broker), {second:.1} s (TPM unseal)"
+            "xtask: distro: {}: QEMU start to the marker {:.1} s (firmware hand-off at {:.1} s, Linux uptime {:.1} s)",
+            t.what, t.wall, t.handoff, t.uptime
         );
     }
     eprintln!("xtask: distro tests took {:.0} s", started.elapsed().as_secs_f64());

@@ -540,12 +540,30 @@ fn boot_disk_with(
 ) -> Result<qemu::Run> {
     let mut args = crate::demo_image::disk_args(image);
     args.extend(extra.iter().cloned());
+    let relay_dir = image.parent().unwrap();
+    boot_with_relay(veil, rom, name, args, relay_dir, fw_cfg, broker, Duration::from_secs(300))
+}
+
+/// Boot a model ROM with QEMU arguments `args`, `fw_cfg` files for the model (AMD-SP, TDX
+/// module) and, if given, a relay to `broker` (its socket in `relay_dir`); kill it after
+/// `timeout`.
+#[allow(clippy::too_many_arguments)]
+pub fn boot_with_relay(
+    veil: &Path,
+    rom: &Path,
+    name: &str,
+    mut args: Vec<String>,
+    relay_dir: &Path,
+    fw_cfg: &[(&str, &Path)],
+    broker: Option<&Broker>,
+    timeout: Duration,
+) -> Result<qemu::Run> {
     for (n, f) in fw_cfg {
         args.extend(["-fw_cfg".to_string(), format!("name={n},file={}", f.display())]);
     }
     let mut relay = None;
     if let Some(b) = broker {
-        let sock = std::fs::canonicalize(image.parent().unwrap())?.join("relay.sock");
+        let sock = std::fs::canonicalize(relay_dir)?.join("relay.sock");
         let _ = std::fs::remove_file(&sock);
         relay = Some(
             Command::new(veil)
@@ -558,7 +576,7 @@ fn boot_disk_with(
         );
         args.extend(qemu::relay_console_args(&sock));
     }
-    let r = qemu::boot(rom, name, &args, Duration::from_secs(300));
+    let r = qemu::boot(rom, name, &args, timeout);
     if let Some(mut r) = relay {
         let _ = r.kill();
         let _ = r.wait();
@@ -569,7 +587,7 @@ fn boot_disk_with(
 /// What the attestation tests and the benchmark share: the demo disk, a test chain, the
 /// launch digest (sev-snp-measure's, for the model AMD-SP; veil measure's reference values
 /// for the broker), HOST_DATA from the image's init-data, and the broker.
-struct Setup {
+pub struct Setup {
     veil: PathBuf,
     dir: PathBuf,
     secret: PathBuf,
@@ -578,12 +596,25 @@ struct Setup {
     measurement_file: PathBuf,
     host_data_file: PathBuf,
     broker_log: PathBuf,
-    broker: Broker,
+    /// `veil kbs serve` with this launch's reference values and the test root.
+    pub broker: Broker,
 }
 
 impl Setup {
     fn new(model_rom: &Path, oracle: &Path, name: &str) -> Result<Setup> {
         let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk(name)?;
+        Setup::for_image(model_rom, oracle, veil, dir, secret, image)
+    }
+
+    /// The same for `image`, made by `veil image build` with `secret`; files go to `dir`.
+    pub fn for_image(
+        model_rom: &Path,
+        oracle: &Path,
+        veil: PathBuf,
+        dir: PathBuf,
+        secret: PathBuf,
+        image: PathBuf,
+    ) -> Result<Setup> {
         let chain = test_chain(&dir.join("chain"))?;
         let out = Command::new(oracle)
             .args(["--mode", "snp", "--ovmf"])
@@ -649,7 +680,7 @@ impl Setup {
     }
 
     /// The model AMD-SP's files of an honest launch.
-    fn honest(&self) -> Vec<(&'static str, &Path)> {
+    pub fn honest(&self) -> Vec<(&'static str, &Path)> {
         vec![
             ("opt/veil/test-snp-vcek", &self.chain.vcek_scalar),
             ("opt/veil/test-snp-certs", &self.chain.table),

@@ -277,7 +277,7 @@ fn boot(
 /// What the attestation tests and the benchmark share: the demo disk, the test PKI and
 /// collateral, the reference values (`veil measure --platform tdx --image`), MRCONFIGID from the
 /// image's init-data, a TD HOB, and the broker.
-struct Setup {
+pub struct Setup {
     veil: PathBuf,
     dir: PathBuf,
     secret: PathBuf,
@@ -287,13 +287,27 @@ struct Setup {
     mrconfigid: PathBuf,
     hob: PathBuf,
     broker_log: PathBuf,
-    broker: Broker,
+    /// `veil kbs serve` with this image's reference values and the test PKI.
+    pub broker: Broker,
     id: Vec<u8>,
 }
 
 impl Setup {
     fn new(model_rom: &Path, name: &str) -> Result<Setup> {
         let crate::DemoDisk { veil, dir, secret, image } = crate::fresh_demo_disk(name)?;
+        Setup::for_image(model_rom, veil, dir, secret, image, 512 << 20)
+    }
+
+    /// The same for `image`, made by `veil image build` with `secret`, in a TD of `ram` bytes
+    /// (the TD HOB's); files go to `dir`.
+    pub fn for_image(
+        model_rom: &Path,
+        veil: PathBuf,
+        dir: PathBuf,
+        secret: PathBuf,
+        image: PathBuf,
+        ram: u64,
+    ) -> Result<Setup> {
         let pki = test_pki(&dir.join("pki"))?;
         let reference = dir.join("tdx-reference.json");
         crate::run(
@@ -316,14 +330,14 @@ impl Setup {
         let mrconfigid = dir.join("mrconfigid.bin");
         std::fs::write(&mrconfigid, &id)?;
         let hob = dir.join("td-hob.bin");
-        std::fs::write(&hob, crate::tdx_test::td_hob(512 << 20))?;
+        std::fs::write(&hob, crate::tdx_test::td_hob(ram))?;
         let broker_log = dir.join("broker.log");
         let broker = start_broker(&veil, &secret, &reference, &pki, &broker_log)?;
         Ok(Setup { veil, dir, secret, image, pki, reference, mrconfigid, hob, broker_log, broker, id })
     }
 
     /// The model's files of an honest launch.
-    fn honest(&self) -> Vec<(&'static str, &Path)> {
+    pub fn honest(&self) -> Vec<(&'static str, &Path)> {
         vec![
             ("opt/veil/test-td-hob", &self.hob),
             ("opt/veil/test-tdx-qe", &self.pki.qe_keys),
