@@ -170,8 +170,10 @@ pub const STATE_OPTIONS: &str = ROOT_OPTIONS;
 pub const STATE_MOUNT: &str = "/var/lib/veil-state";
 
 /// Its fstab options: `x-systemd.makefs` (an ext4 filesystem made on the first boot, when the
-/// volume holds none), `nofail` (a boot whose state volume could not be opened still comes up).
-const STATE_FSTAB_OPTIONS: &str = "defaults,nofail,x-systemd.makefs";
+/// volume holds none). No `nofail`: it would take the mount out of local-fs.target's order, so
+/// services (and the tests' marker unit) could start before it is mounted, as a distro boot
+/// showed; the initramfs needs the volume anyway (its crypttab entry has no `nofail` either).
+const STATE_FSTAB_OPTIONS: &str = "defaults,x-systemd.makefs";
 
 const MARK: &str = "# veilboot: the key is handed over by the firmware in the initramfs, never stored here";
 
@@ -395,9 +397,7 @@ mod tests {
             "{fstab}"
         );
         assert_eq!(
-            fstab
-                .matches("/dev/mapper/veil-state /var/lib/veil-state ext4 defaults,nofail,x-systemd.makefs 0 2\n")
-                .count(),
+            fstab.matches("/dev/mapper/veil-state /var/lib/veil-state ext4 defaults,x-systemd.makefs 0 2\n").count(),
             1,
             "{fstab}"
         );
