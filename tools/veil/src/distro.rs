@@ -10,8 +10,8 @@
 //! - The state disk the same way: `veil-state UUID=<state UUID> /cryptroot/keyfiles/veil-state.key`
 //!   with [`STATE_OPTIONS`], opened in the initramfs (its key file is deleted at switch_root, so
 //!   after it the volume could not be opened), and `/etc/fstab` mounts it at [`STATE_MOUNT`]
-//!   (ext4, made by systemd-makefs on the first boot: the firmware formats the blank disk as LUKS2
-//!   only).
+//!   (ext4, made on the first boot by [`STATE_MAKEFS_UNIT`], which the mount requires: the
+//!   firmware formats the blank disk as LUKS2 only).
 //! - initramfs-tools: `KEYFILE_PATTERN` in `/etc/cryptsetup-initramfs/conf-hook`, so the
 //!   cryptroot hook keeps the root entry and names its key `/cryptroot/keyfiles/veil-root.key`
 //!   (it would skip a root entry with any other key file); `initramfs` in the crypttab options
@@ -169,11 +169,44 @@ pub const STATE_OPTIONS: &str = ROOT_OPTIONS;
 /// Where the state volume is mounted.
 pub const STATE_MOUNT: &str = "/var/lib/veil-state";
 
-/// Its fstab options: `x-systemd.makefs` (an ext4 filesystem made on the first boot, when the
-/// volume holds none). No `nofail`: it would take the mount out of local-fs.target's order, so
-/// services (and the tests' marker unit) could start before it is mounted, as a distro boot
-/// showed; the initramfs needs the volume anyway (its crypttab entry has no `nofail` either).
-const STATE_FSTAB_OPTIONS: &str = "defaults,x-systemd.makefs";
+/// The unit that makes the state volume's ext4 filesystem on its first boot (the firmware formats
+/// a blank state disk as LUKS2 only), in `/etc/systemd/system`.
+pub const STATE_MAKEFS_UNIT: &str = "veil-state-makefs.service";
+
+/// Its text. Not fstab's `x-systemd.makefs`: udev marks an open dm-crypt volume that holds no
+/// filesystem not ready (systemd's 99-systemd.rules, "still calling mke2fs"), and
+/// systemd-makefs@.service is bound to that device unit, so on the first boot it would never
+/// start and the mount would wait for ever (a distro boot showed it). This unit needs only the
+/// volume opened in the initramfs; systemd-makefs leaves an existing filesystem alone, and
+/// the change event makes udev probe the volume again, so its device unit appears and the
+/// mount (ordered after this unit by `x-systemd.requires`) goes on.
+const STATE_MAKEFS: &str =
+    "# veilboot (veil image build): the state volume, opened in the initramfs, gets its ext4 here
+[Unit]
+Description=veilboot: make the state volume's filesystem on its first boot
+DefaultDependencies=no
+After=cryptsetup.target systemd-udev-trigger.service
+Conflicts=shutdown.target
+Before=shutdown.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+TimeoutStartSec=infinity
+ExecStart=/usr/lib/systemd/systemd-makefs ext4 /dev/mapper/veil-state
+ExecStart=/usr/bin/udevadm trigger --settle --action=change /dev/mapper/veil-state
+";
+
+/// Its fstab options: the unit above before the mount. No `nofail`: it would take the mount
+/// out of local-fs.target's order, so services (and the tests' marker unit) could start before
+/// it is mounted, as a distro boot showed; the initramfs needs the volume anyway (its crypttab
+/// entry has no `nofail` either).
+/// `x-systemd.mount-timeout=infinity`: a required mount that times out drops the boot into
+/// emergency mode; on a starved host a first mount took longer than systemd's default 90 s
+/// (mount interrupted: "error -4 creating inode table initialization thread"), as the root's
+/// crypttab entry waits however slow the boot (`x-systemd.device-timeout=0`).
+const STATE_FSTAB_OPTIONS: &str =
+    "defaults,x-systemd.requires=veil-state-makefs.service,x-systemd.mount-timeout=infinity";
 
 const MARK: &str = "# veilboot: the key is handed over by the firmware in the initramfs, never stored here";
 
@@ -206,6 +239,9 @@ pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &s
     );
     std::fs::write(&fstab, text).with_context(|| format!("writing {}", fstab.display()))?;
     std::fs::create_dir_all(root.join(STATE_MOUNT.trim_start_matches('/')))?;
+    let units = etc.join("systemd/system");
+    std::fs::create_dir_all(&units)?;
+    std::fs::write(units.join(STATE_MAKEFS_UNIT), STATE_MAKEFS)?;
 
     match generator {
         Generator::InitramfsTools => {
@@ -397,11 +433,16 @@ mod tests {
             "{fstab}"
         );
         assert_eq!(
-            fstab.matches("/dev/mapper/veil-state /var/lib/veil-state ext4 defaults,x-systemd.makefs 0 2\n").count(),
+            fstab
+                .matches("/dev/mapper/veil-state /var/lib/veil-state ext4 defaults,x-systemd.requires=veil-state-makefs.service,x-systemd.mount-timeout=infinity 0 2\n")
+                .count(),
             1,
             "{fstab}"
         );
         assert!(root.join("var/lib/veil-state").is_dir());
+        let unit = std::fs::read_to_string(root.join("etc/systemd/system/veil-state-makefs.service")).unwrap();
+        assert!(unit.contains("\nExecStart=/usr/lib/systemd/systemd-makefs ext4 /dev/mapper/veil-state\n"), "{unit}");
+        assert!(!unit.contains("BindsTo") && !unit.contains(".device"), "{unit}");
         let hook = std::fs::read_to_string(root.join("etc/cryptsetup-initramfs/conf-hook")).unwrap();
         assert_eq!(hook.matches("\nKEYFILE_PATTERN=\"/cryptroot/keyfiles/*.key\"\n").count(), 1, "{hook}");
         std::fs::write(root.join("etc/cryptsetup-initramfs/conf-hook"), "KEYFILE_PATTERN=/etc/keys/*\n").unwrap();
