@@ -4,13 +4,14 @@
 //! `veil image build --rootfs` alone and booted through the release ROM with swtpm to
 //! systemd's multi-user.target: the first boot released by `veil kbs serve` (and sealed), the
 //! second unsealed locally. System (a) then boots once through the SEV-SNP model ROM and once
-//! through the TDX model ROM (each released by the broker through the relay), with guest RAM
-//! saved at the jump into Linux: the root and state keys must be only in their hand-off files
-//! (crate::jump_scan). A unit on the root prints what `/` is mounted from, the state volume
-//! (opened in the initramfs, mounted, a line added to a file on it each boot) and every key
-//! file it can find on any mounted filesystem, then powers off; the serial log must carry no
-//! key. The roots are cached under target/distro (their name holds a digest of the recipe, so
-//! a new package set builds anew and a second run builds nothing).
+//! through the TDX model ROM (each released by the broker through the relay). On those two
+//! boots and on system (a)'s first release-ROM boot guest RAM is saved at the jump into Linux:
+//! the root and state keys must be only in their hand-off files (crate::jump_scan). A unit on
+//! the root prints what `/` is mounted from, the state volume (opened in the initramfs,
+//! mounted, a line added to a file on it each boot) and every key file it can find on any
+//! mounted filesystem, then powers off; the serial log must carry no key. The roots are cached
+//! under target/distro (their name holds a digest of the recipe, so a new package set builds
+//! anew and a second run builds nothing).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -292,6 +293,30 @@ impl BootTime {
     }
 }
 
+/// Once a boot with `scan` has run: guest RAM at the jump into Linux holds the root and state
+/// keys only in their hand-off files (crate::jump_scan).
+fn check_at_jump(scan: jump_scan::JumpScan, r: &qemu::Run, keys: &[(String, Vec<u8>)], name: &str) -> Result<()> {
+    let at = scan.finish();
+    r.expect("stage=handoff")?;
+    let at = at?;
+    let key = |n: &str| -> Result<&[u8]> {
+        Ok(keys.iter().find(|(k, _)| k == n).with_context(|| format!("no {n}"))?.1.as_slice())
+    };
+    jump_scan::check_handed_over_keys(
+        &at,
+        &[
+            ("veil-root key", key("veil-root disk key")?, handover::ROOT_KEY),
+            ("state disk key", key("state disk key")?, handover::STATE_KEY),
+        ],
+    )?;
+    eprintln!(
+        "xtask: distro: {name}: guest RAM at the jump into Linux (entry {:#x}) holds the root and state keys only in \
+         their hand-off files",
+        at.entry
+    );
+    Ok(())
+}
+
 /// One boot of `d` through a model ROM, released by `broker` through the relay, with guest RAM
 /// saved at the jump into Linux: the handed-over keys must be only in their hand-off files
 /// (crate::jump_scan), then the boot must reach multi-user.target as on the release ROM.
@@ -313,24 +338,7 @@ fn model_boot(
     let started = Instant::now();
     let r = snp_test::boot_with_relay(veil, rom, name, args, &d.dir, fw_cfg, Some(broker), BOOT_TIMEOUT)?;
     let wall = started.elapsed().as_secs_f64();
-    let at = scan.finish();
-    r.expect("stage=handoff")?;
-    let at = at?;
-    let key = |n: &str| -> Result<&[u8]> {
-        Ok(keys.iter().find(|(k, _)| k == n).with_context(|| format!("no {n}"))?.1.as_slice())
-    };
-    jump_scan::check_handed_over_keys(
-        &at,
-        &[
-            ("veil-root key", key("veil-root disk key")?, handover::ROOT_KEY),
-            ("state disk key", key("state disk key")?, handover::STATE_KEY),
-        ],
-    )?;
-    eprintln!(
-        "xtask: distro: {name}: guest RAM at the jump into Linux (entry {:#x}) holds the root and state keys only in \
-         their hand-off files",
-        at.entry
-    );
+    check_at_jump(scan, &r, keys, name)?;
     check_boot(&r, keys, boots)?;
     Ok((r, wall))
 }
@@ -349,22 +357,30 @@ pub fn tests(veil: &Path, release: &Path, models: Option<Models>) -> Result<Vec<
         tpm_test::provision(&tpm)?;
         let broker = tpm_test::start_broker(veil, release, &d.image, &d.secret, &tpm, &d.dir)?;
         eprintln!("xtask: distro: {}: first boot, released by veil kbs serve and sealed", flavour.name());
+        // System (a)'s first boot also stops at the jump into Linux: the release ROM's TPM path
+        // (a blank state disk formatted, its key derived) must leave no key copy either.
+        let name = format!("distro-{}-first", flavour.name());
+        let mut args = disk_args(&d);
+        let scan = match flavour {
+            Flavour::InitramfsTools => {
+                let runs = qemu::run_dir(&format!("{name}-jump"))?;
+                let scan = jump_scan::JumpScan::new(release, &name, &runs, RAM_MIB << 20, BOOT_TIMEOUT)?;
+                args.extend(scan.args.iter().cloned());
+                Some(scan)
+            }
+            Flavour::Dracut => None,
+        };
         let started = Instant::now();
-        let first = tpm_test::boot_with_broker_within(
-            veil,
-            release,
-            &format!("distro-{}-first", flavour.name()),
-            &tpm,
-            &broker,
-            &disk_args(&d),
-            BOOT_TIMEOUT,
-        )?;
+        let first = tpm_test::boot_with_broker_within(veil, release, &name, &tpm, &broker, &args, BOOT_TIMEOUT)?;
         let t1 = started.elapsed().as_secs_f64();
         drop(broker);
         first
             .expect("kbs: the broker verified the TPM quote and released the master secret")?
             .expect("tpm: sealed the master secret to SHA-256 PCRs")?;
         keys.push(state_key(veil, &d)?);
+        if let Some(scan) = scan {
+            check_at_jump(scan, &first, &keys, &name)?;
+        }
         check_boot(&first, &keys, 1)?;
         times.push(BootTime::of(format!("{}: release ROM, broker", flavour.name()), &first, t1));
         eprintln!("xtask: distro: {}: second boot, unsealed with the TPM", flavour.name());
