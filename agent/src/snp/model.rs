@@ -163,6 +163,8 @@ pub struct Hypervisor {
     pub touched: BTreeSet<u64>,
     /// Touches counted.
     pub touches: u64,
+    /// PVALIDATE calls that validated, by page size: [4 KiB, 2 MiB] (issue 32's counts).
+    pub validations: [u64; 2],
     /// The machine that performs I/O (inside a guest); None in host tests.
     pub machine: Option<Box<dyn Machine + Send>>,
     /// Guest pages the model reads and writes without a machine (host tests), by GPA.
@@ -565,6 +567,9 @@ impl SnpCpu for Hypervisor {
         }
         if (gfn..gfn + pages).any(|g| self.rmp.get(g).is_some_and(|e| e.huge != huge)) {
             return Pvalidate::SizeMismatch;
+        }
+        if validate {
+            self.validations[usize::from(huge)] += 1;
         }
         let changed = (gfn..gfn + pages).any(|g| self.rmp.get(g).is_some_and(|e| e.validated != validate));
         let entry = RmpEntry { private: true, validated: validate, huge };
