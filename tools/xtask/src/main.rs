@@ -14,6 +14,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod accept_bench;
 mod demo_image;
 mod distro_test;
 mod faults;
@@ -56,7 +57,7 @@ enum Invocation {
 /// The test sets `cargo xtask test SET` runs on their own.
 const TEST_SETS: [&str; 7] = ["disk", "snp", "tdx", "faults", "distro", "hostile", "firmware"];
 /// The parts `cargo xtask bench PART` runs on their own.
-const BENCH_PARTS: [&str; 9] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha"];
+const BENCH_PARTS: [&str; 10] = ["xts", "boot", "disk", "tpm", "snp", "tdx", "rom", "ram", "sha", "accept"];
 
 /// Read the command line. `-h`/`--help` anywhere asks for the help; a word a command does not
 /// take is refused rather than ignored (a mistyped option must not start a build or a bench).
@@ -195,8 +196,9 @@ commands:
           and the SEV-SNP attestation phases against the model AMD-SP
           and the TDX attestation phases against the model TDX module; the least guest RAM
           per boot path beside SeaBIOS, qboot and OVMF; the ROM size and where its bytes go;
-          the ROM's SHA-2 code run on the host CPU beside OpenSSL
-          (`cargo xtask bench xts|boot|disk|tpm|snp|tdx|ram|rom|sha` runs one part)
+          the ROM's SHA-2 code run on the host CPU beside OpenSSL; the SNP and TDX models'
+          page validation and acceptance at 2, 4, 8 and 16 GiB
+          (`cargo xtask bench xts|boot|disk|tpm|snp|tdx|ram|rom|sha|accept` runs one part)
   fuzz-seeds  start the fuzz corpora (fuzz/corpus) from real artefacts in the shared test
               data: TD quotes, cryptsetup's LUKS2 headers, Trustee's /attest request; then
               `cd fuzz && cargo +nightly fuzz run tdx_quote` (or luks2_json, luks2_volume,
@@ -1489,7 +1491,14 @@ fn bench(only: Option<&str>) -> Result<()> {
             eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
             return Ok(());
         }
-        Some(other) => bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom|ram|sha]: unknown part `{other}`"),
+        Some("accept") => {
+            write_section("accept", &bench_accept()?)?;
+            eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
+            return Ok(());
+        }
+        Some(other) => {
+            bail!("cargo xtask bench [xts|boot|disk|tpm|snp|tdx|rom|ram|sha|accept]: unknown part `{other}`")
+        }
     }
     ensure_package("openssl", "openssl")?;
     ensure_package("qemu-img", "qemu-utils")?;
@@ -1518,8 +1527,17 @@ fn bench(only: Option<&str>) -> Result<()> {
     write_section("sha", &sha_bench::bench()?)?;
     write_section("rom", &bench_rom()?)?;
     write_section("ram", &bench_ram()?)?;
+    write_section("accept", &bench_accept()?)?;
     eprintln!("xtask: wrote {}", root().join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// The SEV-SNP and TDX model ROMs' memory work at 2, 4, 8 and 16 GiB (issue 32 item 2).
+fn bench_accept() -> Result<String> {
+    let snp_model = build_snp_model_firmware()?;
+    let tdx_model = build_tdx_model_firmware()?;
+    let python = ensure_sev_snp_measure()?.with_file_name("python");
+    accept_bench::bench(&snp_model, &tdx_model, &python)
 }
 
 fn capture(cmd: &mut Command) -> Result<String> {
