@@ -67,6 +67,8 @@ fn one(rom: &Path, name: &str, args: Vec<String>, gib: u64, audit: &str, calls: 
 
 /// Run the boots and write the section.
 pub fn bench(snp_model: &Path, tdx_model: &Path, python: &Path) -> Result<String> {
+    // The 1-minute load average at the start: under load the spans below are noise.
+    let load = std::fs::read_to_string("/proc/loadavg")?.split_whitespace().next().unwrap_or("?").to_string();
     let dir = qemu::run_dir("accept-bench")?;
     let mut snp = Vec::new();
     let mut tdx = Vec::new();
@@ -91,7 +93,7 @@ pub fn bench(snp_model: &Path, tdx_model: &Path, python: &Path) -> Result<String
             "TDG.MEM.PAGE.ACCEPT calls that accepted: ",
         )?);
     }
-    Ok(section(&snp, &tdx))
+    Ok(section(&snp, &tdx, &load))
 }
 
 /// Seconds per GiB to accept TDX memory on one vCPU, from asterinas PR #1691 ("Accept pending
@@ -100,10 +102,10 @@ pub fn bench(snp_model: &Path, tdx_model: &Path, python: &Path) -> Result<String
 /// zeroing after the accept, so it bounds the accept from above.
 const TDX_S_PER_GIB: f64 = 30.0 / 8.0;
 
-fn section(snp: &[Work], tdx: &[Work]) -> String {
+fn section(snp: &[Work], tdx: &[Work], load: &str) -> String {
     let mib = |w: &Work| w.bytes() >> 20;
     let ms = |us: u64| us as f64 / 1000.0;
-    let mut s = String::from(
+    let mut s = format!(
         "## Memory validation and acceptance against guest RAM (SEV-SNP and TDX models)\n\n\
          `cargo xtask bench accept`: the SEV-SNP and TDX model ROMs boot the Debian test kernel\n\
          (direct boot, one vCPU, QEMU TCG) with 2, 4, 8 and 16 GiB, one run per size; each boot\n\
@@ -112,7 +114,10 @@ fn section(snp: &[Work], tdx: &[Work]) -> String {
          page, counted by the models; `linux -> handoff` is the firmware's timeline from the\n\
          `linux` stage to the jump (the validation or acceptance of Linux's RAM and, in the model\n\
          ROMs only, the hand-off audit), under TCG with the model answering each call: it shows\n\
-         the growth, not hardware's cost.\n\n",
+         the growth, not hardware's cost. The 1-minute load average was {load} when the run\n\
+         started, on {} CPUs: under load the firmware's TSC calibration and these spans are\n\
+         noise, and only the counts are exact.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     s.push_str("| platform | guest RAM | calls of 2 MiB | calls of 4 KiB | MiB validated / accepted | bytes cleared by the platform | model: linux -> handoff ms | model: reset -> handoff ms | hardware, estimated |\n");
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
