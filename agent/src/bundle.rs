@@ -497,7 +497,7 @@ mod token_tests {
     #[test]
     fn init_data_must_be_the_manifests() {
         let mut m = manifest();
-        m.bound = Some(Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 2 });
+        m.bound = Some(Bound { measurement_salt: "05".into(), state_uuid: "s".into(), version: 2, never_seal: false });
         assert_eq!(check_init_data(&m, &init_data(&m)), Ok(()));
         let digest = manifest_sha384(&m);
         let newer = crate::initdata::document(&digest, Some(9));

@@ -22,17 +22,16 @@ use alloc::vec::Vec;
 
 use sha2::Digest;
 
-/// The data entry veilboot reads.
-const ENTRY: &str = "\"veilboot.json\" = '''";
+/// Everything before the `veilboot.json` entry's JSON: the only document shape read.
+const HEAD: &str = "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n\"veilboot.json\" = '''";
+/// Everything after it.
+const TAIL: &str = "'''\n";
 
 /// The init-data document naming `manifest_sha384` and, when the manifest binds one, the
 /// bundle's version (a broker can require a minimum: rollback).
 pub fn document(manifest_sha384: &[u8; 48], bundle_version: Option<u64>) -> String {
     let version = bundle_version.map(|v| alloc::format!(",\"bundle-version\":{v}")).unwrap_or_default();
-    alloc::format!(
-        "algorithm = \"sha256\"\nversion = \"0.1.0\"\n\n[data]\n{ENTRY}{{\"boot-manifest-sha384\":\"{}\"{version}}}'''\n",
-        hex::encode(manifest_sha384)
-    )
+    alloc::format!("{HEAD}{{\"boot-manifest-sha384\":\"{}\"{version}}}{TAIL}", hex::encode(manifest_sha384))
 }
 
 /// The bundle version the document names, if any.
@@ -43,14 +42,18 @@ pub fn bundle_version(doc: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The `veilboot.json` entry, parsed (one copy in the firmware: it counts against the ROM's
-/// budget).
+/// The `veilboot.json` entry, parsed, of a document exactly in the shape [`document`] writes
+/// (one copy in the firmware: it counts against the ROM's budget). Exactly, because a TOML
+/// parser (Trustee's) and this one must read the same entry from the bytes the launch digest
+/// covers: a document with a second `"veilboot.json"` line in a comment, another table or
+/// anything else around the entry is refused rather than read two ways.
 #[inline(never)]
 fn entry(doc: &str) -> Result<crate::json::Value, String> {
-    let start = doc.find(ENTRY).ok_or("init-data: no \"veilboot.json\" entry")? + ENTRY.len();
-    let end = doc[start..].find("'''").ok_or("init-data: the \"veilboot.json\" entry is not closed")? + start;
-    crate::json::from_slice(&doc.as_bytes()[start..end])
-        .map_err(|_| String::from("init-data: \"veilboot.json\" is not JSON"))
+    let json =
+        doc.strip_prefix(HEAD).and_then(|rest| rest.strip_suffix(TAIL)).filter(|json| !json.contains("\'\'\'")).ok_or(
+            "init-data: not the document veil writes (algorithm sha256, version 0.1.0, one \"veilboot.json\" entry)",
+        )?;
+    crate::json::from_slice(json.as_bytes()).map_err(|_| String::from("init-data: \"veilboot.json\" is not JSON"))
 }
 
 /// The document's digest with the algorithm it names (sha256, sha384 or sha512).
@@ -105,5 +108,26 @@ mod tests {
         assert!(digest(&doc.replace("sha256", "md5")).is_err());
         assert!(manifest_sha384(&doc.replace("veilboot.json", "other.json")).is_err());
         assert!(manifest_sha384(&doc.replace(&"ab".repeat(48), "ab")).is_err());
+    }
+
+    /// A host writes a document that a TOML parser (Trustee's) and this one would read two
+    /// ways: an old entry in a comment before the real one, a second entry in another table,
+    /// text after the entry. The launch digest covers all of it, so each is refused rather than
+    /// read as the first occurrence says.
+    #[test]
+    fn a_document_read_two_ways_is_refused() {
+        use alloc::format;
+        let old = document(&[0xAB; 48], Some(1));
+        let new = document(&[0xAB; 48], Some(9));
+        let commented = old.lines().map(|l| format!("# {l}\n")).collect::<String>() + &new;
+        assert_eq!(bundle_version(&new), Ok(Some(9)));
+        assert!(bundle_version(&commented).unwrap_err().contains("not the document veil writes"));
+        let mut old_first = old.clone();
+        old_first.push_str("[other]\n\"veilboot.json\" = '''{}'''\n");
+        assert!(bundle_version(&old_first).unwrap_err().contains("not the document veil writes"));
+        let in_entry = new.replace("\"bundle-version\":9}", "\"bundle-version\":9}''' # '''");
+        assert!(manifest_sha384(&in_entry).unwrap_err().contains("not the document veil writes"));
+        assert!(manifest_sha384(&format!("{new}\n")).is_err());
+        assert!(manifest_sha384(&new.replace("version = \"0.1.0\"", "version = \"0.2.0\"")).is_err());
     }
 }

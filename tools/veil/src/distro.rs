@@ -6,7 +6,10 @@
 //! What is written (each file read by the distribution's tools on every regeneration, so a
 //! kernel update inside the image keeps booting):
 //! - `/etc/crypttab`: `veil-root UUID=<LUKS2 UUID> /cryptroot/keyfiles/veil-root.key` and
-//!   [`ROOT_OPTIONS`] (the key path of `agent::handover`); `/etc/fstab`: `/` by the ext4 UUID.
+//!   [`ROOT_OPTIONS`] (the key path of `agent::handover`); `/etc/fstab`: `/` as
+//!   `/dev/mapper/veil-root` (a name only the guest's device mapper creates: by filesystem UUID,
+//!   which the command line makes public, a host's plaintext disk with that UUID could be
+//!   mounted as `/` by a systemd initrd).
 //! - The state disk the same way: `veil-state UUID=<state UUID> /cryptroot/keyfiles/veil-state.key`
 //!   with [`STATE_OPTIONS`], opened in the initramfs (its key file is deleted at switch_root, so
 //!   after it the volume could not be opened), and `/etc/fstab` mounts it at [`STATE_MOUNT`]
@@ -153,10 +156,14 @@ fn field(line: &str, n: usize) -> Option<&str> {
 
 /// The root entry's crypttab options: `luks`; `initramfs` (cryptsetup-initramfs: in the
 /// initramfs even when the build host's `/` is not this volume, as in a chroot);
+/// `tries=1,headless=true` (systemd-cryptsetup: when the key file is missing or does not open
+/// the volume, give up instead of asking for a passphrase on the console, which is the host's:
+/// a host that made a volume with the public UUID and a passphrase of its own could type it and
+/// have the guest use its volume; cryptsetup-initramfs tries a key file once anyway);
 /// `x-systemd.device-timeout=0` (systemd: wait for the volume as long as it takes, instead of
 /// failing the root's unit after 90 s on a slow boot; the firmware has found the disk already).
 /// Each family ignores the other's options (with a warning).
-pub const ROOT_OPTIONS: &str = "luks,initramfs,x-systemd.device-timeout=0";
+pub const ROOT_OPTIONS: &str = "luks,initramfs,tries=1,headless=true,x-systemd.device-timeout=0";
 
 /// The state disk's crypttab options: those of the root. `initramfs` puts the entry in the
 /// initramfs (cryptsetup-initramfs includes only the root's otherwise), where it is opened
@@ -210,9 +217,43 @@ const STATE_FSTAB_OPTIONS: &str =
 
 const MARK: &str = "# veilboot: the key is handed over by the firmware in the initramfs, never stored here";
 
+/// Every path under the root that [`configure`] writes or creates.
+const WRITTEN: [&str; 7] = [
+    "etc/crypttab",
+    "etc/fstab",
+    "etc/systemd/system/veil-state-makefs.service",
+    "var/lib/veil-state",
+    "etc/cryptsetup-initramfs/conf-hook",
+    "etc/initramfs-tools/conf.d/veilboot",
+    "etc/dracut.conf.d/90-veilboot.conf",
+];
+
+/// Refuse `rel` under `root` when it or a directory on the way is a symbolic link: veil runs
+/// as root, and a link in the tree (`etc -> /etc`, `etc/fstab -> /etc/fstab`) would have it
+/// write the build host's files.
+fn refuse_symlinks(root: &Path, rel: &str) -> Result<()> {
+    let mut path = root.to_path_buf();
+    for part in rel.split('/') {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "{} is a symbolic link: veil writes there as root and will not follow a link out of the root tree (replace it with the file or directory itself)",
+                path.display()
+            ),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Write crypttab, fstab and the generator's hand-over configuration into `root`: the root
-/// volume `luks_uuid` with the filesystem `fs_uuid`, and the state disk's volume `state_uuid`.
-pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &str, state_uuid: &str) -> Result<()> {
+/// volume `luks_uuid`, mounted as `/`, and the state disk's volume `state_uuid`.
+pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, state_uuid: &str) -> Result<()> {
+    for path in WRITTEN {
+        refuse_symlinks(root, path)?;
+    }
     let etc = root.join("etc");
     let read = |p: &Path| {
         std::fs::read_to_string(p)
@@ -233,7 +274,7 @@ pub fn configure(root: &Path, generator: Generator, luks_uuid: &str, fs_uuid: &s
         &text,
         |l| [Some("/"), Some(STATE_MOUNT)].contains(&field(l, 1)) || field(l, 0) == Some(state_device.as_str()),
         &[
-            format!("UUID={fs_uuid} / ext4 defaults 0 1"),
+            format!("{} / ext4 defaults 0 1", root_device()),
             format!("{state_device} {STATE_MOUNT} ext4 {STATE_FSTAB_OPTIONS} 0 2"),
         ],
     );
@@ -322,7 +363,7 @@ pub fn regenerate(root: &Path, generator: Generator, release: &str) -> Result<Pa
 
 /// Everything `veil image build --rootfs DIR` does to a distribution's root before the image
 /// is made. Needs root (chroot).
-pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, state_uuid: &str, cmdline: &str) -> Result<Prepared> {
+pub fn prepare(root: &Path, luks_uuid: &str, state_uuid: &str, cmdline: &str) -> Result<Prepared> {
     let generator = detect(root)?;
     // Only root can chroot and mount.
     if effective_uid() != 0 {
@@ -337,7 +378,7 @@ pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, state_uuid: &str, cm
         root.display(),
         generator.name()
     );
-    configure(root, generator, luks_uuid, fs_uuid, state_uuid)?;
+    configure(root, generator, luks_uuid, state_uuid)?;
     eprintln!("veil: regenerating the initramfs of {release} inside the root with {}", generator.name());
     let started = std::time::Instant::now();
     let initrd = regenerate(root, generator, &release)?;
@@ -347,12 +388,34 @@ pub fn prepare(root: &Path, luks_uuid: &str, fs_uuid: &str, state_uuid: &str, cm
         std::fs::metadata(&initrd)?.len() / 1024,
         started.elapsed().as_secs_f64()
     );
-    let cmdline = if cmdline.split_whitespace().any(|w| w.starts_with("root=")) {
-        cmdline.to_string()
-    } else {
-        format!("root=UUID={fs_uuid} ro {cmdline}")
-    };
-    Ok(Prepared { kernel, initrd, cmdline })
+    Ok(Prepared { kernel, initrd, cmdline: command_line(cmdline) })
+}
+
+/// The root filesystem's device: the name the guest's device mapper gives `veil-root`.
+fn root_device() -> String {
+    format!("/dev/mapper/{}", handover::ROOT_NAME)
+}
+
+/// The kernel command line: `cmdline` with `root=/dev/mapper/veil-root ro` unless it names a
+/// root, and what makes a failed initramfs stop the VM instead of giving the console (the
+/// host's) a root shell while the key files are there: `panic=-1` (initramfs-tools' `panic`
+/// reboots, the kernel's too), `rd.shell=0 rd.emergency=reboot` (dracut), each unless
+/// `cmdline` sets it (a developer's choice, which the README warns about).
+pub fn command_line(cmdline: &str) -> String {
+    let words: Vec<&str> = cmdline.split_whitespace().collect();
+    let has = |prefix: &str| words.iter().any(|w| w.starts_with(prefix));
+    let mut out = Vec::new();
+    if !has("root=") {
+        out.push(format!("root={} ro", root_device()));
+    }
+    out.extend(words.iter().map(|w| w.to_string()));
+    for (prefix, word) in [("panic=", "panic=-1"), ("rd.shell", "rd.shell=0"), ("rd.emergency=", "rd.emergency=reboot")]
+    {
+        if !has(prefix) {
+            out.push(word.to_string());
+        }
+    }
+    out.join(" ")
 }
 
 /// The effective user id, from /proc (no libc call needed for it).
@@ -418,18 +481,17 @@ mod tests {
                 root,
                 Generator::InitramfsTools,
                 "11111111-2222-4333-8444-555555555555",
-                "66666666-7777-4888-9999-aaaaaaaaaaaa",
                 "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff",
             )
             .unwrap();
         }
         let crypttab = std::fs::read_to_string(root.join("etc/crypttab")).unwrap();
         assert!(crypttab.contains("swap /dev/vdc /dev/urandom swap\n"));
-        assert_eq!(crypttab.matches("veil-root UUID=11111111-2222-4333-8444-555555555555 /cryptroot/keyfiles/veil-root.key luks,initramfs,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
-        assert_eq!(crypttab.matches("veil-state UUID=bbbbbbbb-cccc-4ddd-8eee-ffffffffffff /cryptroot/keyfiles/veil-state.key luks,initramfs,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
+        assert_eq!(crypttab.matches("veil-root UUID=11111111-2222-4333-8444-555555555555 /cryptroot/keyfiles/veil-root.key luks,initramfs,tries=1,headless=true,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
+        assert_eq!(crypttab.matches("veil-state UUID=bbbbbbbb-cccc-4ddd-8eee-ffffffffffff /cryptroot/keyfiles/veil-state.key luks,initramfs,tries=1,headless=true,x-systemd.device-timeout=0\n").count(), 1, "{crypttab}");
         let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
         assert!(
-            !fstab.contains("/dev/vda1") && fstab.contains("UUID=66666666-7777-4888-9999-aaaaaaaaaaaa / ext4"),
+            !fstab.contains("/dev/vda1") && fstab.matches("/dev/mapper/veil-root / ext4 defaults 0 1\n").count() == 1,
             "{fstab}"
         );
         assert_eq!(
@@ -446,7 +508,43 @@ mod tests {
         let hook = std::fs::read_to_string(root.join("etc/cryptsetup-initramfs/conf-hook")).unwrap();
         assert_eq!(hook.matches("\nKEYFILE_PATTERN=\"/cryptroot/keyfiles/*.key\"\n").count(), 1, "{hook}");
         std::fs::write(root.join("etc/cryptsetup-initramfs/conf-hook"), "KEYFILE_PATTERN=/etc/keys/*\n").unwrap();
-        let err = configure(root, Generator::InitramfsTools, "u", "f", "s").unwrap_err().to_string();
+        let err = configure(root, Generator::InitramfsTools, "u", "s").unwrap_err().to_string();
         assert!(err.contains("KEYFILE_PATTERN=/etc/keys/*"), "{err}");
+    }
+
+    /// A root tree whose `etc` or `etc/fstab` is a link out of it (to the build host's `/etc`,
+    /// which veil, run as root, would rewrite): refused, nothing written through the link.
+    #[test]
+    fn links_out_of_the_root_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("host-etc");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("fstab"), "host\n").unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc")).unwrap();
+        let err = configure(&root, Generator::Dracut, "u", "s").unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        std::fs::remove_file(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.join("fstab"), root.join("etc/fstab")).unwrap();
+        let err = configure(&root, Generator::Dracut, "u", "s").unwrap_err().to_string();
+        assert!(err.contains("etc/fstab is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(outside.join("fstab")).unwrap(), "host\n");
+        assert!(!root.join("etc/crypttab").exists());
+    }
+
+    /// The command line: the root by its device-mapper name, and a failed initramfs stops the VM
+    /// rather than opening a shell on the host's console; what the caller set is kept.
+    #[test]
+    fn command_line_names_the_root_and_no_shell() {
+        assert_eq!(
+            command_line("console=ttyS0"),
+            "root=/dev/mapper/veil-root ro console=ttyS0 panic=-1 rd.shell=0 rd.emergency=reboot"
+        );
+        assert_eq!(
+            command_line("root=/dev/vda2 console=ttyS0 panic=5 rd.shell=1"),
+            "root=/dev/vda2 console=ttyS0 panic=5 rd.shell=1 rd.emergency=reboot"
+        );
     }
 }

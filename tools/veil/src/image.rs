@@ -170,7 +170,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         (Some(k), Some(i)) => (k.clone(), i.clone(), args.cmdline.clone(), None),
         _ => {
             let fs_uuid = random_uuid(&mut host_random);
-            let p = crate::distro::prepare(&args.rootfs, &root_uuid, &fs_uuid, &state_uuid, &args.cmdline)?;
+            let p = crate::distro::prepare(&args.rootfs, &root_uuid, &state_uuid, &args.cmdline)?;
             (p.kernel, p.initrd, p.cmdline, Some(fs_uuid))
         }
     };

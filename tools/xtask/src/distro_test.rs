@@ -121,6 +121,7 @@ left=$(find / \( -path /proc -o -path /sys \) -prune -o \( -name 'veil-*.key' -o
 echo "VEILBOOT DISTRO OK multi-user.target=$(systemctl is-active multi-user.target) root=$(findmnt -n -o SOURCE,FSTYPE /) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 echo "VEILBOOT KEYFILES: ${left:-none}" > /dev/ttyS0
 echo "VEILBOOT MOUNTS: $(findmnt -rn -o TARGET,FSTYPE | tr '\n' ' ')" > /dev/ttyS0
+echo "VEILBOOT CMDLINE: $(cat /proc/cmdline)" > /dev/ttyS0
 echo "VEILBOOT FAILED UNITS: $(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/ttyS0
 # The state disk: opened in the initramfs (its key is gone now), its ext4 mounted; one line
 # more in a file on it each boot.
@@ -180,7 +181,8 @@ pub fn build_disk(veil: &Path, flavour: Flavour) -> Result<DistroDisk> {
     run(Command::new(veil)
         .args(["image", "build", "--rootfs"])
         .arg(&rootfs)
-        .args(["--cmdline", "console=ttyS0 panic=-1 quiet"])
+        // No panic= here: what veil image build adds by default is what boots.
+        .args(["--cmdline", "console=ttyS0 quiet"])
         .arg("--secret")
         .arg(&secret)
         .arg("--out")
@@ -228,6 +230,16 @@ pub fn check_boot(r: &qemu::Run, keys: &[(String, Vec<u8>)], boots: usize) -> Re
     let line = r.log.lines().find(|l| l.contains(MARKER)).unwrap_or_default();
     if !line.contains("multi-user.target=active") || !line.contains("root=/dev/mapper/veil-root ext4") {
         bail!("the system did not reach multi-user.target on the dm-crypt root: {line} (log {})", r.log_path.display());
+    }
+    // The root by its device-mapper name (a host's disk with the public filesystem UUID cannot
+    // become `/`), and a failed initramfs reboots instead of giving the host's console a shell
+    // while the key files are there (issue 35 review: veil image build adds these by default).
+    let cmdline = r.log.lines().find_map(|l| l.split_once("VEILBOOT CMDLINE:").map(|(_, v)| v.trim().to_string()));
+    let cmdline = cmdline.context("the report has no command line")?;
+    for word in ["root=/dev/mapper/veil-root", "panic=-1", "rd.shell=0", "rd.emergency=reboot"] {
+        if !cmdline.split_whitespace().any(|w| w == word) {
+            bail!("the booted command line lacks {word}: {cmdline} (log {})", r.log_path.display());
+        }
     }
     let left = r.log.lines().find_map(|l| l.split_once(KEYFILES).map(|(_, v)| v.trim().to_string()));
     if left.as_deref() != Some("none") {
@@ -309,10 +321,20 @@ fn check_at_jump(scan: jump_scan::JumpScan, r: &qemu::Run, keys: &[(String, Vec<
             ("state disk key", key("state disk key")?, handover::STATE_KEY),
         ],
     )?;
+    // Every other secret (the master key and salt, the measurement secret, veil-boot's disk
+    // key) is wiped before the jump: nowhere in RAM, raw or as hex.
+    let handed_over = ["veil-root disk key", "state disk key"];
+    let others: Vec<(String, Vec<u8>)> =
+        keys.iter().filter(|(n, _)| !handed_over.contains(&n.as_str())).cloned().collect();
+    if others.len() + handed_over.len() != keys.len() || others.is_empty() {
+        bail!("the key list is not the one this check expects: {:?}", keys.iter().map(|(n, _)| n).collect::<Vec<_>>());
+    }
+    scan_for_keys(&format!("guest RAM at the jump into Linux ({name})"), &at.memory, &others)?;
     eprintln!(
         "xtask: distro: {name}: guest RAM at the jump into Linux (entry {:#x}) holds the root and state keys only in \
-         their hand-off files",
-        at.entry
+         their hand-off files, and none of the {} other secrets",
+        at.entry,
+        others.len()
     );
     Ok(())
 }

@@ -18,9 +18,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 /// The end of `linux::jump`: `xor eax, eax; rep stosb` (the stacks zeroed), `xor ebp, ebp`,
-/// then `jmp r8` (Linux's 64-bit entry). The breakpoint is on the `jmp`.
-const JUMP_TAIL: [u8; 9] = [0x31, 0xC0, 0xF3, 0xAA, 0x31, 0xED, 0x41, 0xFF, 0xE0];
-const JMP_OFFSET: usize = 6;
+/// the other general-purpose registers zeroed (ebx, edx, edi, r9d-r15d; issue 35), then
+/// `jmp r8` (Linux's 64-bit entry). The breakpoint is on the `jmp`.
+const JUMP_TAIL: [u8; 36] = [
+    0x31, 0xC0, 0xF3, 0xAA, 0x31, 0xED, 0x31, 0xDB, 0x31, 0xD2, 0x31, 0xFF, 0x45, 0x31, 0xC9, 0x45, 0x31, 0xD2, 0x45,
+    0x31, 0xDB, 0x45, 0x31, 0xE4, 0x45, 0x31, 0xED, 0x45, 0x31, 0xF6, 0x45, 0x31, 0xFF, 0x41, 0xFF, 0xE0,
+];
+const JMP_OFFSET: usize = 33;
 /// Where the ROM's payload runs (linker/veilboot.ld FW_RAM): the ROM's first byte is there.
 const FW_RAM: u64 = 0xA0_0000;
 
