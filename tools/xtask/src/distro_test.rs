@@ -32,6 +32,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 pub const MARKER: &str = "VEILBOOT DISTRO OK";
 /// ... and the key files it found on the mounted filesystems.
 const KEYFILES: &str = "VEILBOOT KEYFILES:";
+/// ... and the SHA-256 of every regular file of a key's size (32 or 64 bytes raw, 64, 65, 128
+/// or 129 as hex with or without a newline) on them, so a key copied under another name is
+/// found by its content, not its name.
+const KEY_SIZED: &str = "VEILBOOT KEY-SIZED FILES:";
 
 /// The two test systems.
 #[derive(Clone, Copy)]
@@ -120,6 +124,8 @@ const MARKER_SCRIPT: &str = r#"#!/bin/sh
 left=$(find / \( -path /proc -o -path /sys \) -prune -o \( -name 'veil-*.key' -o -name root.key -o -name state.key -o -path /cryptroot \) -print 2>/dev/null | tr '\n' ' ')
 echo "VEILBOOT DISTRO OK multi-user.target=$(systemctl is-active multi-user.target) root=$(findmnt -n -o SOURCE,FSTYPE /) uptime=$(cut -d' ' -f1 /proc/uptime)" > /dev/ttyS0
 echo "VEILBOOT KEYFILES: ${left:-none}" > /dev/ttyS0
+sized=$(find / \( -path /proc -o -path /sys \) -prune -o -type f \( -size 32c -o -size 64c -o -size 65c -o -size 128c -o -size 129c \) -print0 2>/dev/null | xargs -0 -r sha256sum | cut -c1-64 | sort -u | tr '\n' ' ')
+echo "VEILBOOT KEY-SIZED FILES: ${sized:-none}" > /dev/ttyS0
 echo "VEILBOOT MOUNTS: $(findmnt -rn -o TARGET,FSTYPE | tr '\n' ' ')" > /dev/ttyS0
 echo "VEILBOOT CMDLINE: $(cat /proc/cmdline)" > /dev/ttyS0
 echo "VEILBOOT FAILED UNITS: $(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/ttyS0
@@ -239,6 +245,25 @@ pub fn check_boot(r: &qemu::Run, keys: &[(String, Vec<u8>)], boots: usize) -> Re
     for word in ["root=/dev/mapper/veil-root", "panic=-1", "rd.shell=0", "rd.emergency=reboot"] {
         if !cmdline.split_whitespace().any(|w| w == word) {
             bail!("the booted command line lacks {word}: {cmdline} (log {})", r.log_path.display());
+        }
+    }
+    let sized = r.log.lines().find_map(|l| l.split_once(KEY_SIZED).map(|(_, v)| v.trim().to_string()));
+    let sized = sized.context("the report has no digests of key-sized files")?;
+    let digests: std::collections::HashSet<&str> = sized.split_whitespace().collect();
+    if digests.is_empty() {
+        bail!("the report lists no key-sized file digests at all (expected some, or `none`)");
+    }
+    for (name, key) in keys {
+        let hex = hex::encode(key);
+        for form in
+            [key.clone(), hex.clone().into_bytes(), format!("{hex}\n").into_bytes(), hex.to_uppercase().into_bytes()]
+        {
+            if digests.contains(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&form)).as_str()) {
+                bail!(
+                    "a file on the booted system holds the {name} (found by its SHA-256; log {})",
+                    r.log_path.display()
+                );
+            }
         }
     }
     let left = r.log.lines().find_map(|l| l.split_once(KEYFILES).map(|(_, v)| v.trim().to_string()));
