@@ -69,12 +69,21 @@ impl JumpScan {
     /// sockets and dump in `dir`; `timeout` bounds the wait for the jump.
     pub fn new(rom: &Path, name: &str, dir: &Path, ram: u64, timeout: Duration) -> Result<JumpScan> {
         let jump = jump_address(rom)?;
-        let gdb = dir.join(format!("{name}.gdb"));
-        let monitor = dir.join(format!("{name}.jump-monitor"));
-        let dump = dir.join(format!("{name}.jump.mem"));
-        for p in [&gdb, &monitor, &dump] {
-            let _ = std::fs::remove_file(p);
+        // The sockets in a short directory of their own: a UNIX socket's path has at most 107
+        // bytes, which a run directory in a deep checkout exceeds (connect then fails, and the
+        // paused guest would wait out its whole time limit).
+        let sockets = std::env::temp_dir().join(format!("veil-jump-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sockets);
+        std::fs::create_dir_all(&sockets).with_context(|| format!("creating {}", sockets.display()))?;
+        let gdb = sockets.join("gdb.sock");
+        let monitor = sockets.join("monitor.sock");
+        for p in [&gdb, &monitor] {
+            if p.as_os_str().len() > 100 {
+                bail!("{}: too long for a UNIX socket's path (TMPDIR is too deep)", p.display());
+            }
         }
+        let dump = dir.join(format!("{name}.jump.mem"));
+        let _ = std::fs::remove_file(&dump);
         let args = vec![
             "-S".to_string(),
             "-gdb".into(),
@@ -146,20 +155,43 @@ fn register(g: &str, n: usize) -> Result<u64> {
 
 fn drive(gdb: &Path, monitor: &Path, dump: &Path, jump: u64, ram: u64, timeout: Duration) -> Result<Registers> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut g = connect(gdb, deadline)?;
-    let mut m = connect(monitor, deadline)?;
-    if packet(&mut g, &format!("Z0,{jump:x},1"))? != "OK" {
-        bail!("the gdbstub refused a breakpoint at {jump:#x}");
+    let connected = connect(gdb, deadline).and_then(|g| Ok((g, connect(monitor, deadline)?)));
+    if let Some(dir) = gdb.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let (mut g, mut m) = connected.inspect_err(|e| eprintln!("xtask: jump scan: {e:#}"))?;
+    let r = stop_and_save(&mut g, &mut m, dump, jump, ram, timeout);
+    if let Err(e) = &r {
+        // Said now, not when the boot's time limit ends: the guest may be paused for good.
+        eprintln!("xtask: jump scan: {e:#}; stopping QEMU");
+        let _ = writeln!(m, "quit");
+    }
+    r
+}
+
+/// Break at `jump`, run the guest there, save `ram` bytes of its memory to `dump`, and let it go
+/// on into Linux.
+fn stop_and_save(
+    g: &mut UnixStream,
+    m: &mut UnixStream,
+    dump: &Path,
+    jump: u64,
+    ram: u64,
+    timeout: Duration,
+) -> Result<Registers> {
+    let reply_to_break = packet(g, &format!("Z0,{jump:x},1"))?;
+    if reply_to_break != "OK" {
+        bail!("the gdbstub answered {reply_to_break:?} to a breakpoint at {jump:#x}, not OK");
     }
     g.write_all(b"$c#63")?;
     g.set_read_timeout(Some(timeout))?;
-    let stop = reply(&mut g).with_context(|| format!("waiting {} s for the jump into Linux", timeout.as_secs()))?;
+    let stop = reply(g).with_context(|| format!("waiting {} s for the jump into Linux", timeout.as_secs()))?;
     g.set_read_timeout(None)?;
     if !stop.starts_with('T') && !stop.starts_with('S') {
         bail!("the gdbstub stopped with {stop:?}, not at the breakpoint");
     }
     // x86-64 `g` layout: rax rbx rcx rdx rsi rdi rbp rsp r8..r15 rip ...
-    let regs = packet(&mut g, "g")?;
+    let regs = packet(g, "g")?;
     let rip = register(&regs, 16)?;
     if rip != jump {
         bail!("stopped at {rip:#x}, not at the jump into Linux ({jump:#x})");
@@ -178,8 +210,8 @@ fn drive(gdb: &Path, monitor: &Path, dump: &Path, jump: u64, ram: u64, timeout: 
         seen.extend_from_slice(&buf[..n]);
     }
     // Detaching removes the breakpoint and lets the guest run on into Linux.
-    packet(&mut g, &format!("z0,{jump:x},1"))?;
-    packet(&mut g, "D")?;
+    packet(g, &format!("z0,{jump:x},1"))?;
+    packet(g, "D")?;
     Ok(r)
 }
 
