@@ -26,6 +26,20 @@ global_asm!(
     .p2align 4
 veil_aesni_gf128mul_mask:
     .quad 0x87, 0x1
+    .p2align 6
+    /* 0x87 in the low qword of each 128-bit lane (VPCLMULQDQ takes no broadcast). */
+veil_vaes512_x87:
+    .quad 0x87, 0, 0x87, 0, 0x87, 0, 0x87, 0
+    /* Per-qword shift counts k and 64 - k that make tweak vector j (blocks 4j..4j+3 of a
+     * sector) from T0: k = 4j + lane, for j = 0..7. */
+veil_vaes512_shl:
+    .irp j, 0,1,2,3,4,5,6,7
+    .byte 4*\j, 4*\j, 4*\j+1, 4*\j+1, 4*\j+2, 4*\j+2, 4*\j+3, 4*\j+3
+    .endr
+veil_vaes512_shr:
+    .irp j, 0,1,2,3,4,5,6,7
+    .byte 64-4*\j, 64-4*\j, 63-4*\j, 63-4*\j, 62-4*\j, 62-4*\j, 61-4*\j, 61-4*\j
+    .endr
 
     .text
 
@@ -528,6 +542,134 @@ veil_aesni_xts_decrypt:
     VEIL_VEX_TAIL \op, \oplast
     .endm
 
+    /* \m i, i + 8 for the 8 (data, tweak) register pairs of VEIL_VAES512_SECTORS. */
+    .macro VEIL_PAIRS8 m
+    \m 0, 8
+    \m 1, 9
+    \m 2, 10
+    \m 3, 11
+    \m 4, 12
+    \m 5, 13
+    \m 6, 14
+    \m 7, 15
+    .endm
+    .macro VEIL_S_LOAD i, t
+    vmovdqu64 64*\i(%rdx), %zmm\i
+    .endm
+    .macro VEIL_S_WHITEN i, t
+    vpternlogq $0x96, %zmm\t, %zmm16, %zmm\i
+    .endm
+    .macro VEIL_S_STORE i, t
+    vpxorq %zmm\t, %zmm\i, %zmm\i
+    vmovdqu64 %zmm\i, 64*\i(%rdx)
+    .endm
+    /* Tweak vector \t advances by alpha^32: each lane shifted left by 4 bytes, its top 32
+     * bits times 0x87 folded back (\i, already stored, is the scratch). */
+    .macro VEIL_S_ADVANCE i, t
+    vpsrldq $12, %zmm\t, %zmm\i
+    vpclmulqdq $0x00, veil_vaes512_x87(%rip), %zmm\i, %zmm\i
+    vpslldq $4, %zmm\t, %zmm\t
+    vpxorq %zmm\i, %zmm\t, %zmm\t
+    .endm
+    /* Tweak vector \t (blocks 4i..4i+3 of a sector) from T0 broadcast in zmm0: lane k = 4i + l
+     * is T0 * alpha^k = (T0 << k) ^ 0x87 * (T0 >> (128 - k)), k < 32. zmm1-3 scratch. */
+    .macro VEIL_S_TWEAK i, t
+    vpmovzxbq veil_vaes512_shl+8*\i(%rip), %zmm1
+    vpmovzxbq veil_vaes512_shr+8*\i(%rip), %zmm2
+    vpsllvq %zmm1, %zmm0, %zmm\t
+    vpsrlvq %zmm2, %zmm0, %zmm2
+    vpslldq $8, %zmm2, %zmm3
+    vpsrldq $8, %zmm2, %zmm2
+    vpclmulqdq $0x00, veil_vaes512_x87(%rip), %zmm2, %zmm2
+    vpternlogq $0x96, %zmm3, %zmm2, %zmm\t
+    .endm
+
+    /* One round on the 32 blocks of zmm0-7 with the round key zmm\k. */
+    .macro VEIL_ROUND32 op, k
+    .irp i, 0,1,2,3,4,5,6,7
+    \op %zmm\k, %zmm\i, %zmm\i
+    .endr
+    .endm
+
+    /* Whole sectors, 32 blocks (8 zmm, two per VAES port's 4-cycle latency) per iteration:
+     * data keys rdi, tweak keys rsi (encryption schedule), data rdx, nsectors rcx, first
+     * plain64 IV r8, rounds r9, blocks per sector at 8(%rsp) (a multiple of 32; the IV
+     * advances by blocks / 32 per sector, dm-crypt's 512-byte units). The next sector's
+     * T0 = AES-Enc(key2, IV) is computed in xmm31 while this sector's blocks run, and its
+     * tweak vectors are made from it in parallel (T0 * alpha^k by per-lane shifts and one
+     * carry-less multiply each), so nothing serial sits between sectors.
+     * zmm0-7 data (and scratch once stored), zmm8-15 the tweaks of the 32 blocks, zmm16 key 0,
+     * zmm17-20 keys 1-4 (AES-256 only), zmm21-30 the last 10 keys, zmm31 the next T0. */
+    .macro VEIL_VAES512_SECTORS op, oplast
+    test %rcx, %rcx
+    jz 19f
+    mov 8(%rsp), %r10
+    shr $5, %r10                      /* iterations per sector = IV step */
+    mov %rsi, %r11
+    vbroadcasti32x4 (%rdi), %zmm16
+    cmp $10, %r9
+    je 1f
+    vbroadcasti32x4 16(%rdi), %zmm17
+    vbroadcasti32x4 32(%rdi), %zmm18
+    vbroadcasti32x4 48(%rdi), %zmm19
+    vbroadcasti32x4 64(%rdi), %zmm20
+    add $64, %rdi
+    add $64, %r11
+1:  vbroadcasti32x4 16(%rdi), %zmm21
+    vbroadcasti32x4 32(%rdi), %zmm22
+    vbroadcasti32x4 48(%rdi), %zmm23
+    vbroadcasti32x4 64(%rdi), %zmm24
+    vbroadcasti32x4 80(%rdi), %zmm25
+    vbroadcasti32x4 96(%rdi), %zmm26
+    vbroadcasti32x4 112(%rdi), %zmm27
+    vbroadcasti32x4 128(%rdi), %zmm28
+    vbroadcasti32x4 144(%rdi), %zmm29
+    vbroadcasti32x4 160(%rdi), %zmm30
+    xor %edi, %edi                    /* 0 until the first sector's tweaks are made */
+    /* xmm31 = AES-Enc(key2, plain64(r8)); r8 advances to the next sector. */
+11: vmovq %r8, %xmm31
+    vpxorq (%rsi), %xmm31, %xmm31
+    cmp $10, %r9
+    je 2f
+    vaesenc 16(%rsi), %xmm31, %xmm31
+    vaesenc 32(%rsi), %xmm31, %xmm31
+    vaesenc 48(%rsi), %xmm31, %xmm31
+    vaesenc 64(%rsi), %xmm31, %xmm31
+2:  .irp o, 16,32,48,64,80,96,112,128,144
+    vaesenc \o(%r11), %xmm31, %xmm31
+    .endr
+    vaesenclast 160(%r11), %xmm31, %xmm31
+    add %r10, %r8
+    test %edi, %edi
+    jnz 13f
+    inc %edi
+    /* This sector's 8 tweak vectors from its T0 (xmm31), all in parallel. */
+10: vshufi64x2 $0, %zmm31, %zmm31, %zmm0
+    VEIL_PAIRS8 VEIL_S_TWEAK
+    jmp 11b
+13: mov %r10, %rax
+14: VEIL_PAIRS8 VEIL_S_LOAD
+    VEIL_PAIRS8 VEIL_S_WHITEN
+    cmp $10, %r9
+    je 15f
+    .irp k, 17,18,19,20
+    VEIL_ROUND32 \op, \k
+    .endr
+15: .irp k, 21,22,23,24,25,26,27,28,29
+    VEIL_ROUND32 \op, \k
+    .endr
+    VEIL_ROUND32 \oplast, 30
+    VEIL_PAIRS8 VEIL_S_STORE
+    VEIL_PAIRS8 VEIL_S_ADVANCE
+    add $512, %rdx
+    dec %rax
+    jnz 14b
+    dec %rcx
+    jnz 10b
+    vzeroupper
+19: ret
+    .endm
+
     .globl veil_vaes256_xts_encrypt
 veil_vaes256_xts_encrypt:
     VEIL_VAES256 vaesenc, vaesenclast
@@ -540,6 +682,12 @@ veil_vaes512_xts_encrypt:
     .globl veil_vaes512_xts_decrypt
 veil_vaes512_xts_decrypt:
     VEIL_VAES512 vaesdec, vaesdeclast
+    .globl veil_vaes512_xts_encrypt_sectors
+veil_vaes512_xts_encrypt_sectors:
+    VEIL_VAES512_SECTORS vaesenc, vaesenclast
+    .globl veil_vaes512_xts_decrypt_sectors
+veil_vaes512_xts_decrypt_sectors:
+    VEIL_VAES512_SECTORS vaesdec, vaesdeclast
 "#,
     options(att_syntax)
 );
@@ -555,6 +703,24 @@ unsafe extern "C" {
     fn veil_vaes256_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_vaes512_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_vaes512_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
+    fn veil_vaes512_xts_encrypt_sectors(
+        keys: *const u8,
+        tweak_keys: *const u8,
+        data: *mut u8,
+        nsectors: u64,
+        first_iv: u64,
+        rounds: u64,
+        sector_blocks: u64,
+    );
+    fn veil_vaes512_xts_decrypt_sectors(
+        keys: *const u8,
+        tweak_keys: *const u8,
+        data: *mut u8,
+        nsectors: u64,
+        first_iv: u64,
+        rounds: u64,
+        sector_blocks: u64,
+    );
 }
 
 /// XCR0 as the firmware set it (no_std builds cannot ask the OS; XGETBV is also missing from
@@ -715,5 +881,64 @@ impl XtsBackend for AesNiXts {
         };
         // SAFETY: as for encrypt_blocks, with the decryption schedule.
         unsafe { f(self.data.dec.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
+    }
+
+    fn encrypt_sectors(&self, data: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64) {
+        if !self.vaes512_sectors(data, sector_size, first_iv, iv_step, true) {
+            let mut iv = first_iv;
+            for sector in data.chunks_exact_mut(sector_size) {
+                let mut tweak = self.encrypt_tweak(&super::plain64_iv(iv));
+                self.encrypt_blocks(sector, &mut tweak);
+                iv = iv.wrapping_add(iv_step);
+            }
+        }
+    }
+
+    fn decrypt_sectors(&self, data: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64) {
+        if !self.vaes512_sectors(data, sector_size, first_iv, iv_step, false) {
+            let mut iv = first_iv;
+            for sector in data.chunks_exact_mut(sector_size) {
+                let mut tweak = self.encrypt_tweak(&super::plain64_iv(iv));
+                self.decrypt_blocks(sector, &mut tweak);
+                iv = iv.wrapping_add(iv_step);
+            }
+        }
+    }
+}
+
+impl AesNiXts {
+    /// The multi-sector VAES-512 path: every whole sector of `data` in one call, when the
+    /// sectors are whole 512-byte units and the IV advances by one per unit (dm-crypt's
+    /// plain64, as [`super::SectorCipher`] calls it). False (nothing done) otherwise.
+    fn vaes512_sectors(&self, data: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, encrypt: bool) -> bool {
+        if self.width != Width::Vaes512
+            || sector_size == 0
+            || !sector_size.is_multiple_of(512)
+            || iv_step != (sector_size / 512) as u64
+        {
+            return false;
+        }
+        let n = (data.len() / sector_size) as u64;
+        let (f, keys) = if encrypt {
+            (veil_vaes512_xts_encrypt_sectors as unsafe extern "C" fn(_, _, _, _, _, _, _), &self.data.enc)
+        } else {
+            (veil_vaes512_xts_decrypt_sectors as unsafe extern "C" fn(_, _, _, _, _, _, _), &self.data.dec)
+        };
+        // SAFETY: the routine reads and writes exactly n whole sectors of `data` (n *
+        // sector_size <= data.len(), sector_size a multiple of 512 bytes = 32 blocks) and
+        // reads the two 15-key schedules; the CPU and its enabled state run VAES-512
+        // (checked in `new`).
+        unsafe {
+            f(
+                keys.as_ptr(),
+                self.tweak.enc.as_ptr(),
+                data.as_mut_ptr(),
+                n,
+                first_iv,
+                self.data.rounds,
+                (sector_size / BLOCK) as u64,
+            )
+        };
+        true
     }
 }
