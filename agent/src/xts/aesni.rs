@@ -26,20 +26,6 @@ global_asm!(
     .p2align 4
 veil_aesni_gf128mul_mask:
     .quad 0x87, 0x1
-    .p2align 6
-    /* 0x87 in the low qword of each 128-bit lane (VPCLMULQDQ takes no broadcast). */
-veil_vaes512_x87:
-    .quad 0x87, 0, 0x87, 0, 0x87, 0, 0x87, 0
-    /* Per-qword shift counts k and 64 - k that make tweak vector j (blocks 4j..4j+3 of a
-     * sector) from T0: k = 4j + lane, for j = 0..7. */
-veil_vaes512_shl:
-    .irp j, 0,1,2,3,4,5,6,7
-    .byte 4*\j, 4*\j, 4*\j+1, 4*\j+1, 4*\j+2, 4*\j+2, 4*\j+3, 4*\j+3
-    .endr
-veil_vaes512_shr:
-    .irp j, 0,1,2,3,4,5,6,7
-    .byte 64-4*\j, 64-4*\j, 63-4*\j, 63-4*\j, 62-4*\j, 62-4*\j, 61-4*\j, 61-4*\j
-    .endr
 
     .text
 
@@ -180,13 +166,13 @@ veil_aesni_encrypt_block:
     pxor %xmm9, %xmm15
     .endm
 
-    /* Rounds 1..n of 8 blocks (xmm0-7) with round keys from rdi: during rounds 1-8 the
+    /* Rounds 1..n of 8 blocks (xmm0-7) with round keys from r10: during rounds 1-8 the
      * next batch's 8 tweaks are stored at rax (xmm15 advancing); after the last round each
      * block is XORed with its tweak at r11 and stored. xmm8, xmm9 scratch. */
     .macro VEIL_AESNI_ROUNDS8 op, oplast, n
     .irp r, 1,2,3,4,5,6,7,8,9,10,11,12,13
     .if \r < \n
-    movdqu 16*\r(%rdi), %xmm8
+    movdqu 16*\r(%r10), %xmm8
     .irp i, 0,1,2,3,4,5,6,7
     \op %xmm8, %xmm\i
     .endr
@@ -196,7 +182,7 @@ veil_aesni_encrypt_block:
     .endif
     .endif
     .endr
-    movdqu 16*\n(%rdi), %xmm8
+    movdqu 16*\n(%r10), %xmm8
     .irp i, 0,1,2,3,4,5,6,7
     \oplast %xmm8, %xmm\i
     pxor 16*\i(%r11), %xmm\i
@@ -230,12 +216,20 @@ veil_aesni_encrypt_block:
     pxor 16*\i(%r11), %xmm\i
     pxor %xmm8, %xmm\i
     .endr
+    /* AES-256 runs its first 4 rounds here, then the last 10 as AES-128 does (one copy
+     * of the unrolled rounds, for the firmware's ROM). */
+    mov %rdi, %r10
     cmp $10, %rsi
-    jne 64f
-    VEIL_AESNI_ROUNDS8 \op, \oplast, 10
-    jmp 65f
-64: VEIL_AESNI_ROUNDS8 \op, \oplast, 14
-65: mov %r11, %r9
+    je 64f
+    .irp r, 1,2,3,4
+    movdqu 16*\r(%rdi), %xmm8
+    .irp i, 0,1,2,3,4,5,6,7
+    \op %xmm8, %xmm\i
+    .endr
+    .endr
+    add $64, %r10
+64: VEIL_AESNI_ROUNDS8 \op, \oplast, 10
+    mov %r11, %r9
     mov %rax, %r11
     mov %r9, %rax
     add $128, %rdx
@@ -431,117 +425,6 @@ veil_aesni_xts_decrypt:
     VEIL_VEX_TAIL \op, \oplast
     .endm
 
-    /* zmm15 = zmm15 * alpha^4 per lane: shift by 4, carry the low qword's top bits into the
-     * high qword, reduce the high qword's top 4 bits with a carry-less multiply by 0x87
-     * (zmm14 qword 0 of each lane). zmm9, zmm10 scratch. */
-    .macro VEIL_ALPHA4
-    vpsrlq $60, %zmm15, %zmm9
-    vpsllq $4, %zmm15, %zmm15
-    vpclmulqdq $0x01, %zmm14, %zmm9, %zmm10
-    vpslldq $8, %zmm9, %zmm9
-    vpternlogq $0x96, %zmm10, %zmm9, %zmm15
-    .endm
-
-    /* \t = \t * alpha^16 per 128-bit lane, with byte shifts and one carry-less multiply
-     * (all shuffle-port work on current cores, leaving port 0 to VAES; the bit shifts of
-     * VEIL_ALPHA4 run only on port 0): the lane's top 16 bits, times 0x87 (zmm14 qword 0),
-     * are folded into the lane shifted left by two bytes. \s is scratch. */
-    .macro VEIL_ALPHA16 t, s
-    vpsrldq $14, \t, \s
-    vpclmulqdq $0x00, %zmm14, \s, \s
-    vpslldq $2, \t, \t
-    vpxorq \s, \t, \t
-    .endm
-
-    /* 16 blocks (zmm0-3) through \n rounds with round keys preloaded in zmm16.. */
-    .macro VEIL_ROUNDS512 op, oplast, last
-    .irp k, 17,18,19,20,21,22,23,24,25,26,27,28,29,30
-    .if \k < \last
-    \op %zmm\k, %zmm0, %zmm0
-    \op %zmm\k, %zmm1, %zmm1
-    \op %zmm\k, %zmm2, %zmm2
-    \op %zmm\k, %zmm3, %zmm3
-    .endif
-    .endr
-    \oplast %zmm\last, %zmm0, %zmm0
-    \oplast %zmm\last, %zmm1, %zmm1
-    \oplast %zmm\last, %zmm2, %zmm2
-    \oplast %zmm\last, %zmm3, %zmm3
-    .endm
-
-    .macro VEIL_VAES512 op, oplast
-    vmovdqu (%r8), %xmm15
-    vbroadcasti32x4 veil_aesni_gf128mul_mask(%rip), %zmm14
-    vmovdqa %xmm15, %xmm10
-    VEIL_DOUBLE %xmm10, %xmm9, %xmm14, vpand, vpxor   /* T1 */
-    vmovdqa %xmm10, %xmm11
-    VEIL_DOUBLE %xmm11, %xmm9, %xmm14, vpand, vpxor   /* T2 */
-    vmovdqa %xmm11, %xmm12
-    VEIL_DOUBLE %xmm12, %xmm9, %xmm14, vpand, vpxor   /* T3 */
-    vinserti32x4 $1, %xmm10, %zmm15, %zmm15
-    vinserti32x4 $2, %xmm11, %zmm15, %zmm15
-    vinserti32x4 $3, %xmm12, %zmm15, %zmm15           /* zmm15 = [T0, T1, T2, T3] */
-    /* All round keys in registers (the schedule buffer always holds 15). */
-    vbroadcasti32x4 0(%rdi), %zmm16
-    vbroadcasti32x4 16(%rdi), %zmm17
-    vbroadcasti32x4 32(%rdi), %zmm18
-    vbroadcasti32x4 48(%rdi), %zmm19
-    vbroadcasti32x4 64(%rdi), %zmm20
-    vbroadcasti32x4 80(%rdi), %zmm21
-    vbroadcasti32x4 96(%rdi), %zmm22
-    vbroadcasti32x4 112(%rdi), %zmm23
-    vbroadcasti32x4 128(%rdi), %zmm24
-    vbroadcasti32x4 144(%rdi), %zmm25
-    vbroadcasti32x4 160(%rdi), %zmm26
-    vbroadcasti32x4 176(%rdi), %zmm27
-    vbroadcasti32x4 192(%rdi), %zmm28
-    vbroadcasti32x4 208(%rdi), %zmm29
-    vbroadcasti32x4 224(%rdi), %zmm30
-    /* Tweaks of the 16 blocks of an iteration: zmm15 (blocks 0-3; its low lane is what the
-     * tail continues from), zmm5, zmm6, zmm7; each advances by alpha^16 per iteration,
-     * independently of the others. */
-    vmovdqa64 %zmm15, %zmm4
-    VEIL_ALPHA4
-    vmovdqa64 %zmm15, %zmm5
-    VEIL_ALPHA4
-    vmovdqa64 %zmm15, %zmm6
-    VEIL_ALPHA4
-    vmovdqa64 %zmm15, %zmm7
-    vmovdqa64 %zmm4, %zmm15
-10: cmp $16, %rcx
-    jb 40f
-    /* data ^ tweak ^ round key 0 */
-    vmovdqu64 (%rdx), %zmm0
-    vmovdqu64 64(%rdx), %zmm1
-    vmovdqu64 128(%rdx), %zmm2
-    vmovdqu64 192(%rdx), %zmm3
-    vpternlogq $0x96, %zmm15, %zmm16, %zmm0
-    vpternlogq $0x96, %zmm5, %zmm16, %zmm1
-    vpternlogq $0x96, %zmm6, %zmm16, %zmm2
-    vpternlogq $0x96, %zmm7, %zmm16, %zmm3
-    cmp $10, %rsi
-    jne 12f
-    VEIL_ROUNDS512 \op, \oplast, 26
-    jmp 13f
-12: VEIL_ROUNDS512 \op, \oplast, 30
-13: vpxorq %zmm15, %zmm0, %zmm0
-    vpxorq %zmm5, %zmm1, %zmm1
-    vpxorq %zmm6, %zmm2, %zmm2
-    vpxorq %zmm7, %zmm3, %zmm3
-    vmovdqu64 %zmm0, (%rdx)
-    vmovdqu64 %zmm1, 64(%rdx)
-    vmovdqu64 %zmm2, 128(%rdx)
-    vmovdqu64 %zmm3, 192(%rdx)
-    VEIL_ALPHA16 %zmm15, %zmm8
-    VEIL_ALPHA16 %zmm5, %zmm9
-    VEIL_ALPHA16 %zmm6, %zmm10
-    VEIL_ALPHA16 %zmm7, %zmm11
-    add $256, %rdx
-    sub $16, %rcx
-    jmp 10b
-    VEIL_VEX_TAIL \op, \oplast
-    .endm
-
     /* \m i, i + 8 for the 8 (data, tweak) register pairs of VEIL_VAES512_SECTORS. */
     .macro VEIL_PAIRS8 m
     \m 0, 8
@@ -567,21 +450,12 @@ veil_aesni_xts_decrypt:
      * bits times 0x87 folded back (\i, already stored, is the scratch). */
     .macro VEIL_S_ADVANCE i, t
     vpsrldq $12, %zmm\t, %zmm\i
-    vpclmulqdq $0x00, veil_vaes512_x87(%rip), %zmm\i, %zmm\i
+    vpclmulqdq $0x00, 512(%rsp), %zmm\i, %zmm\i
     vpslldq $4, %zmm\t, %zmm\t
     vpxorq %zmm\i, %zmm\t, %zmm\t
     .endm
-    /* Tweak vector \t (blocks 4i..4i+3 of a sector) from T0 broadcast in zmm0: lane k = 4i + l
-     * is T0 * alpha^k = (T0 << k) ^ 0x87 * (T0 >> (128 - k)), k < 32. zmm1-3 scratch. */
-    .macro VEIL_S_TWEAK i, t
-    vpmovzxbq veil_vaes512_shl+8*\i(%rip), %zmm1
-    vpmovzxbq veil_vaes512_shr+8*\i(%rip), %zmm2
-    vpsllvq %zmm1, %zmm0, %zmm\t
-    vpsrlvq %zmm2, %zmm0, %zmm2
-    vpslldq $8, %zmm2, %zmm3
-    vpsrldq $8, %zmm2, %zmm2
-    vpclmulqdq $0x00, veil_vaes512_x87(%rip), %zmm2, %zmm2
-    vpternlogq $0x96, %zmm3, %zmm2, %zmm\t
+    .macro VEIL_S_RELOAD i, t
+    vmovdqu64 64*\i(%rsp), %zmm\t
     .endm
 
     /* One round on the 32 blocks of zmm0-7 with the round key zmm\k. */
@@ -591,21 +465,27 @@ veil_aesni_xts_decrypt:
     .endr
     .endm
 
-    /* Whole sectors, 32 blocks (8 zmm, two per VAES port's 4-cycle latency) per iteration:
-     * data keys rdi, tweak keys rsi (encryption schedule), data rdx, nsectors rcx, first
-     * plain64 IV r8, rounds r9, blocks per sector at 8(%rsp) (a multiple of 32; the IV
-     * advances by blocks / 32 per sector, dm-crypt's 512-byte units). The next sector's
-     * T0 = AES-Enc(key2, IV) is computed in xmm31 while this sector's blocks run, and its
-     * tweak vectors are made from it in parallel (T0 * alpha^k by per-lane shifts and one
-     * carry-less multiply each), so nothing serial sits between sectors.
-     * zmm0-7 data (and scratch once stored), zmm8-15 the tweaks of the 32 blocks, zmm16 key 0,
-     * zmm17-20 keys 1-4 (AES-256 only), zmm21-30 the last 10 keys, zmm31 the next T0. */
+    /* Whole sectors, 32 blocks (8 zmm: two per cycle on VAES's two ports, each 4 cycles
+     * deep) per iteration: data keys rdi, tweak keys rsi (encryption schedule), data rdx,
+     * nsectors rcx, first plain64 IV r8, rounds r9, blocks per sector at 8(%rsp) (a multiple
+     * of 32; the IV advances by blocks / 32 per sector, dm-crypt's 512-byte units). The next
+     * sector's T0 = AES-Enc(key2, IV) is computed in xmm31 while this sector's blocks run,
+     * and its 8 tweak vectors are made from it independently of each other (T0 * alpha^k by
+     * per-lane shifts and one carry-less multiply, through 512 bytes of stack), so no serial
+     * chain sits between sectors. zmm0-7 data (scratch once stored), zmm8-15 the tweaks of
+     * the 32 blocks, zmm16 key 0, zmm17-20 keys 1-4 (AES-256 only), zmm21-30 the last 10
+     * keys, zmm31 the next T0. */
     .macro VEIL_VAES512_SECTORS op, oplast
     test %rcx, %rcx
     jz 19f
     mov 8(%rsp), %r10
     shr $5, %r10                      /* iterations per sector = IV step */
-    mov %rsi, %r11
+    push %rbp
+    mov %rsp, %rbp
+    sub $576, %rsp
+    and $-64, %rsp                    /* 8 tweak vectors, then 0x87 per lane */
+    vbroadcasti32x4 veil_aesni_gf128mul_mask(%rip), %zmm0
+    vmovdqa64 %zmm0, 512(%rsp)
     vbroadcasti32x4 (%rdi), %zmm16
     cmp $10, %r9
     je 1f
@@ -614,7 +494,6 @@ veil_aesni_xts_decrypt:
     vbroadcasti32x4 48(%rdi), %zmm19
     vbroadcasti32x4 64(%rdi), %zmm20
     add $64, %rdi
-    add $64, %r11
 1:  vbroadcasti32x4 16(%rdi), %zmm21
     vbroadcasti32x4 32(%rdi), %zmm22
     vbroadcasti32x4 48(%rdi), %zmm23
@@ -629,23 +508,42 @@ veil_aesni_xts_decrypt:
     /* xmm31 = AES-Enc(key2, plain64(r8)); r8 advances to the next sector. */
 11: vmovq %r8, %xmm31
     vpxorq (%rsi), %xmm31, %xmm31
-    cmp $10, %r9
-    je 2f
-    vaesenc 16(%rsi), %xmm31, %xmm31
-    vaesenc 32(%rsi), %xmm31, %xmm31
-    vaesenc 48(%rsi), %xmm31, %xmm31
-    vaesenc 64(%rsi), %xmm31, %xmm31
-2:  .irp o, 16,32,48,64,80,96,112,128,144
-    vaesenc \o(%r11), %xmm31, %xmm31
-    .endr
-    vaesenclast 160(%r11), %xmm31, %xmm31
+    lea 16(%rsi), %rax
+    lea -1(%r9), %r11
+2:  vaesenc (%rax), %xmm31, %xmm31
+    add $16, %rax
+    dec %r11
+    jnz 2b
+    vaesenclast (%rax), %xmm31, %xmm31
     add %r10, %r8
     test %edi, %edi
     jnz 13f
     inc %edi
-    /* This sector's 8 tweak vectors from its T0 (xmm31), all in parallel. */
+    /* This sector's tweak vector j (blocks 4j..4j+3) from its T0: lane k = 4j + l is
+     * T0 * alpha^k = (T0 << k) ^ 0x87 * (T0 >> (128 - k)), k < 32; to the stack, then
+     * into zmm8-15. */
 10: vshufi64x2 $0, %zmm31, %zmm31, %zmm0
-    VEIL_PAIRS8 VEIL_S_TWEAK
+    mov $0x0303020201010000, %rax
+    vmovq %rax, %xmm4
+    vpmovzxbq %xmm4, %zmm4            /* k = 0,0,1,1,2,2,3,3 per qword */
+    mov $64, %eax
+    vpbroadcastq %rax, %zmm5
+    mov $4, %eax
+    vpbroadcastq %rax, %zmm6
+    xor %eax, %eax
+3:  vpsubq %zmm4, %zmm5, %zmm2        /* 64 - k */
+    vpsllvq %zmm4, %zmm0, %zmm3
+    vpsrlvq %zmm2, %zmm0, %zmm2
+    vpslldq $8, %zmm2, %zmm1
+    vpsrldq $8, %zmm2, %zmm2
+    vpclmulqdq $0x00, 512(%rsp), %zmm2, %zmm2
+    vpternlogq $0x96, %zmm1, %zmm2, %zmm3
+    vmovdqa64 %zmm3, (%rsp,%rax)
+    vpaddq %zmm6, %zmm4, %zmm4
+    add $64, %eax
+    cmp $512, %eax
+    jne 3b
+    VEIL_PAIRS8 VEIL_S_RELOAD
     jmp 11b
 13: mov %r10, %rax
 14: VEIL_PAIRS8 VEIL_S_LOAD
@@ -667,6 +565,8 @@ veil_aesni_xts_decrypt:
     dec %rcx
     jnz 10b
     vzeroupper
+    mov %rbp, %rsp
+    pop %rbp
 19: ret
     .endm
 
@@ -676,12 +576,6 @@ veil_vaes256_xts_encrypt:
     .globl veil_vaes256_xts_decrypt
 veil_vaes256_xts_decrypt:
     VEIL_VAES256 vaesdec, vaesdeclast
-    .globl veil_vaes512_xts_encrypt
-veil_vaes512_xts_encrypt:
-    VEIL_VAES512 vaesenc, vaesenclast
-    .globl veil_vaes512_xts_decrypt
-veil_vaes512_xts_decrypt:
-    VEIL_VAES512 vaesdec, vaesdeclast
     .globl veil_vaes512_xts_encrypt_sectors
 veil_vaes512_xts_encrypt_sectors:
     VEIL_VAES512_SECTORS vaesenc, vaesenclast
@@ -701,8 +595,6 @@ unsafe extern "C" {
     fn veil_aesni_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_vaes256_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_vaes256_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
-    fn veil_vaes512_xts_encrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
-    fn veil_vaes512_xts_decrypt(keys: *const u8, rounds: u64, data: *mut u8, nblocks: u64, tweak: *mut u8);
     fn veil_vaes512_xts_encrypt_sectors(
         keys: *const u8,
         tweak_keys: *const u8,
@@ -864,7 +756,10 @@ impl XtsBackend for AesNiXts {
         let f = match self.width {
             Width::AesNi => veil_aesni_xts_encrypt,
             Width::Vaes256 => veil_vaes256_xts_encrypt,
-            Width::Vaes512 => veil_vaes512_xts_encrypt,
+            // Whole sectors take the VAES-512 path (`encrypt_sectors`); what comes here (data
+            // units of other shapes, the published vectors' API) runs on the AES-NI code,
+            // which every VAES CPU has, to keep the firmware's ROM small.
+            Width::Vaes512 => veil_aesni_xts_encrypt,
         };
         // SAFETY: the routine reads and writes exactly n whole blocks of `data` and the
         // 16-byte tweak; any partial trailing bytes (none from the safe wrappers) are left;
@@ -877,7 +772,7 @@ impl XtsBackend for AesNiXts {
         let f = match self.width {
             Width::AesNi => veil_aesni_xts_decrypt,
             Width::Vaes256 => veil_vaes256_xts_decrypt,
-            Width::Vaes512 => veil_vaes512_xts_decrypt,
+            Width::Vaes512 => veil_aesni_xts_decrypt,
         };
         // SAFETY: as for encrypt_blocks, with the decryption schedule.
         unsafe { f(self.data.dec.as_ptr(), self.data.rounds, data.as_mut_ptr(), n, tweak.as_mut_ptr()) };
