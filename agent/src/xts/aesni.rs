@@ -442,17 +442,22 @@ veil_aesni_xts_decrypt:
     .macro VEIL_S_WHITEN i, t
     vpternlogq $0x96, %zmm\t, %zmm16, %zmm\i
     .endm
+    /* The last XOR with the iteration's tweak, kept on the stack (its register has advanced). */
     .macro VEIL_S_STORE i, t
-    vpxorq %zmm\t, %zmm\i, %zmm\i
+    vpxorq 64*\i(%rsp), %zmm\i, %zmm\i
     vmovdqu64 %zmm\i, 64*\i(%rdx)
     .endm
-    /* Tweak vector \t advances by alpha^32: each lane shifted left by 4 bytes, its top 32
-     * bits times 0x87 folded back (\i, already stored, is the scratch). */
-    .macro VEIL_S_ADVANCE i, t
-    vpsrldq $12, %zmm\t, %zmm\i
-    vpclmulqdq $0x00, 512(%rsp), %zmm\i, %zmm\i
+    .macro VEIL_S_SPILL i, t
+    vmovdqa64 %zmm\t, 64*\i(%rsp)
+    .endm
+    /* Tweak vector zmm\t advances by alpha^32 for the next iteration, during this one's
+     * rounds: each lane shifted left by 4 bytes, its top 32 bits times 0x87 folded back
+     * (zmm31 scratch). */
+    .macro VEIL_S_ADVANCE t
+    vpsrldq $12, %zmm\t, %zmm31
+    vpclmulqdq $0x00, 512(%rsp), %zmm31, %zmm31
     vpslldq $4, %zmm\t, %zmm\t
-    vpxorq %zmm\i, %zmm\t, %zmm\t
+    vpxorq %zmm31, %zmm\t, %zmm\t
     .endm
     .macro VEIL_S_RELOAD i, t
     vmovdqu64 64*\i(%rsp), %zmm\t
@@ -482,8 +487,8 @@ veil_aesni_xts_decrypt:
     shr $5, %r10                      /* iterations per sector = IV step */
     push %rbp
     mov %rsp, %rbp
-    sub $576, %rsp
-    and $-64, %rsp                    /* 8 tweak vectors, then 0x87 per lane */
+    sub $640, %rsp
+    and $-64, %rsp                    /* 8 tweak vectors, 0x87 per lane, the next T0 */
     vbroadcasti32x4 veil_aesni_gf128mul_mask(%rip), %zmm0
     vmovdqa64 %zmm0, 512(%rsp)
     vbroadcasti32x4 (%rdi), %zmm16
@@ -515,6 +520,7 @@ veil_aesni_xts_decrypt:
     dec %r11
     jnz 2b
     vaesenclast (%rax), %xmm31, %xmm31
+    vmovdqa64 %xmm31, 576(%rsp)       /* zmm31 is the rounds' scratch from here */
     add %r10, %r8
     test %edi, %edi
     jnz 13f
@@ -522,7 +528,7 @@ veil_aesni_xts_decrypt:
     /* This sector's tweak vector j (blocks 4j..4j+3) from its T0: lane k = 4j + l is
      * T0 * alpha^k = (T0 << k) ^ 0x87 * (T0 >> (128 - k)), k < 32; to the stack, then
      * into zmm8-15. */
-10: vshufi64x2 $0, %zmm31, %zmm31, %zmm0
+10: vbroadcasti32x4 576(%rsp), %zmm0
     mov $0x0303020201010000, %rax
     vmovq %rax, %xmm4
     vpmovzxbq %xmm4, %zmm4            /* k = 0,0,1,1,2,2,3,3 per qword */
@@ -548,17 +554,33 @@ veil_aesni_xts_decrypt:
 13: mov %r10, %rax
 14: VEIL_PAIRS8 VEIL_S_LOAD
     VEIL_PAIRS8 VEIL_S_WHITEN
+    VEIL_PAIRS8 VEIL_S_SPILL
     cmp $10, %r9
     je 15f
     .irp k, 17,18,19,20
     VEIL_ROUND32 \op, \k
     .endr
-15: .irp k, 21,22,23,24,25,26,27,28,29
-    VEIL_ROUND32 \op, \k
-    .endr
+    /* The next iteration's tweaks are made early, one vector per round, so that its
+     * first round need not wait for them. */
+15: VEIL_ROUND32 \op, 21
+    VEIL_S_ADVANCE 8
+    VEIL_ROUND32 \op, 22
+    VEIL_S_ADVANCE 9
+    VEIL_ROUND32 \op, 23
+    VEIL_S_ADVANCE 10
+    VEIL_ROUND32 \op, 24
+    VEIL_S_ADVANCE 11
+    VEIL_ROUND32 \op, 25
+    VEIL_S_ADVANCE 12
+    VEIL_ROUND32 \op, 26
+    VEIL_S_ADVANCE 13
+    VEIL_ROUND32 \op, 27
+    VEIL_S_ADVANCE 14
+    VEIL_ROUND32 \op, 28
+    VEIL_S_ADVANCE 15
+    VEIL_ROUND32 \op, 29
     VEIL_ROUND32 \oplast, 30
     VEIL_PAIRS8 VEIL_S_STORE
-    VEIL_PAIRS8 VEIL_S_ADVANCE
     add $512, %rdx
     dec %rax
     jnz 14b
