@@ -540,9 +540,8 @@ veil_aesni_xts_decrypt:
 3:  vpsubq %zmm4, %zmm5, %zmm2        /* 64 - k */
     vpsllvq %zmm4, %zmm0, %zmm3
     vpsrlvq %zmm2, %zmm0, %zmm2
-    vpslldq $8, %zmm2, %zmm1
-    vpsrldq $8, %zmm2, %zmm2
-    vpclmulqdq $0x00, 512(%rsp), %zmm2, %zmm2
+    vpclmulqdq $0x01, 512(%rsp), %zmm2, %zmm1   /* high qword's overflow * 0x87 */
+    vpslldq $8, %zmm2, %zmm2                    /* low qword's overflow, to the high */
     vpternlogq $0x96, %zmm1, %zmm2, %zmm3
     vmovdqa64 %zmm3, (%rsp,%rax)
     vpaddq %zmm6, %zmm4, %zmm4
