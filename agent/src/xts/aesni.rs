@@ -3,18 +3,25 @@
 //! arch/x86/crypto does it, because on x86_64-unknown-none the RustCrypto crates cannot use
 //! AES-NI (their detection is off there and `target_feature(enable = "aes")` on that
 //! soft-float target crashes LLVM). AES-NI interleaves 8 blocks (tweaks spilled to aligned
-//! stack, the next batch's computed during the current batch's rounds), VAES-256 8 (4 ymm) and
-//! VAES-512 16 (4 zmm); tweaks are multiplied by α lane-wise in registers (by α² and α⁴ to
-//! advance a vector of tweaks; VAES-512 advances each of its four tweak vectors by α¹⁶
-//! with byte shifts and one carry-less multiply, keeping port 0 free for VAES), and the routines touch only what the safe wrapper below
-//! hands them: pointers to checked, whole-block buffers and lengths in blocks.
+//! stack, the next batch's computed during the current batch's rounds), VAES-256 8 (4 ymm);
+//! tweaks are multiplied by α lane-wise in registers (by α² to advance a vector of tweaks).
+//! VAES-512 takes a whole run of sectors per call (dm-crypt's plain64 IVs) and keeps 32
+//! blocks (8 zmm) in flight: VAESENC/VAESDEC on zmm have a 4-cycle latency and two issue
+//! per cycle on current cores (Zen 5), so 4 zmm leave half the AES units idle. Its 8 tweak
+//! vectors advance by α³² each (byte shifts and one carry-less multiply) during the rounds,
+//! and the next sector's encrypted tweak is computed while the current sector runs. Other
+//! shapes on the VAES-512 backend (data units of any length: the published vectors' API,
+//! nothing the firmware calls) run on the AES-NI code. The routines touch only what the
+//! safe wrapper below hands them: pointers to checked, whole-block buffers and lengths in
+//! blocks or whole sectors.
 //!
-//! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8; the routines clobber
-//! rax, r9, r10, r11, xmm/ymm/zmm0-15 (VAES-512 also zmm16-30, its round keys) and the flags, all caller-saved (the VAES routines end
-//! with VZEROUPPER); the AES-NI XTS routines use 256 bytes of stack (and rbp, restored), the
-//! others none beyond the return address; no memory other than the
-//! arguments' buffers and a read-only constant. The firmware never runs them from its
-//! exception handlers.
+//! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8, r9 (the VAES-512 sector
+//! routines also one on the stack); the routines clobber rax, rdi, rsi, rdx, rcx, r8-r11,
+//! xmm/ymm/zmm0-15 (VAES-512 also zmm16-31) and the flags, all caller-saved (the VAES
+//! routines end with VZEROUPPER); the AES-NI XTS routines use 256 bytes of stack and the
+//! VAES-512 sector routines 640 (both with rbp, restored), the others none beyond the return
+//! address; no memory other than the arguments' buffers and a read-only constant. The
+//! firmware never runs them from its exception handlers.
 
 use core::arch::global_asm;
 
@@ -728,7 +735,7 @@ pub enum Width {
     AesNi,
     /// VAES on ymm registers (AVX2), 8 blocks per iteration.
     Vaes256,
-    /// VAES on zmm registers (AVX-512), 16 blocks per iteration.
+    /// VAES on zmm registers (AVX-512), 32 blocks per iteration over whole sectors.
     Vaes512,
 }
 

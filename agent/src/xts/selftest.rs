@@ -9,7 +9,8 @@
 //! such fault in whichever backend, on whichever CPU or emulator.
 //!
 //! The cases: AES-128 and AES-256, 512-, 1024- and 4096-byte sectors, runs of several sectors
-//! (every loop of every backend: 4, 8 and 16 blocks), a run across the 2^64 sector wrap, and
+//! (every loop of every backend: 4, 8 and 32 blocks, and the VAES-512 hand-over from one
+//! sector's tweaks to the next), a run across the 2^64 sector wrap, and
 //! IEEE 1619 vector 10. The expected values are SHA-256 digests of the ciphertexts, computed
 //! by an independent implementation (Python `cryptography`, i.e. OpenSSL; see
 //! `expected_digests_come_from_the_oracle` for the script and a second check against

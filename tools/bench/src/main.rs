@@ -394,7 +394,7 @@ fn render(rows: &[Row]) -> String {
     s.push_str("(x86_64-unknown-none) runs the same code on the bitsliced software AES; the \"software AES\" rows are the same\n");
     s.push_str("benchmark built with `--cfg aes_backend=\"soft\"`, in the same `cargo xtask bench` run.\n");
     s.push_str(
-        "The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (8, 8 and 16 blocks per iteration).\n",
+        "The `aesni`, `vaes256` and `vaes512` rows are veilboot's own assembly (8, 8 and 32 blocks per iteration; `vaes512` takes a whole run of sectors per call).\n",
     );
     s.push_str("`openssl speed` reuses one IV for every 4096-byte buffer and so skips the per-sector EVP re-initialisation that\n");
     s.push_str("the other rows (and dm-crypt) pay; the paired rows below run Debian's OpenSSL 3.0 with the same per-sector loop.\n");
