@@ -470,6 +470,15 @@ veil_aesni_xts_decrypt:
     vmovdqu64 64*\i(%rsp), %zmm\t
     .endm
 
+    /* zmm\dst = zmm\src * alpha^k per lane (0 < k < 64; zmm1, zmm2 scratch; 0x87 at 512(%rsp)). */
+    .macro VEIL_S_MULK dst, src, k
+    vpsllq $\k, %zmm\src, %zmm\dst
+    vpsrlq $64-\k, %zmm\src, %zmm2
+    vpclmulqdq $0x01, 512(%rsp), %zmm2, %zmm1
+    vpslldq $8, %zmm2, %zmm2
+    vpternlogq $0x96, %zmm1, %zmm2, %zmm\dst
+    .endm
+
     /* One round on the 32 blocks of zmm0-7 with the round key zmm\k. */
     .macro VEIL_ROUND32 op, k
     .irp i, 0,1,2,3,4,5,6,7
@@ -481,12 +490,12 @@ veil_aesni_xts_decrypt:
      * deep) per iteration: data keys rdi, tweak keys rsi (encryption schedule), data rdx,
      * nsectors rcx, first plain64 IV r8, rounds r9, blocks per sector at 8(%rsp) (a multiple
      * of 32; the IV advances by blocks / 32 per sector, dm-crypt's 512-byte units). The next
-     * sector's T0 = AES-Enc(key2, IV) is computed in xmm31 while this sector's blocks run,
-     * and its 8 tweak vectors are made from it independently of each other (T0 * alpha^k by
-     * per-lane shifts and one carry-less multiply, through 512 bytes of stack), so no serial
-     * chain sits between sectors. zmm0-7 data (scratch once stored), zmm8-15 the tweaks of
-     * the 32 blocks, zmm16 key 0, zmm17-20 keys 1-4 (AES-256 only), zmm21-30 the last 10
-     * keys, zmm31 the next T0. */
+     * sector's T0 = AES-Enc(key2, IV) is computed while this sector's blocks run, and its 8
+     * tweak vectors are made from it without a serial chain, so little sits between sectors.
+     * zmm0-7 data, zmm8-15 the tweaks of the 32 blocks (advanced during the rounds; the
+     * iteration's own are spilled to the stack for the last XOR), zmm16 key 0, zmm17-20
+     * keys 1-4 (AES-256 only), zmm21-30 the last 10 keys, zmm31 scratch. Stack (64-byte
+     * aligned): 0-511 the spilled tweaks, 512 0x87 per lane, 576 the next T0. */
     .macro VEIL_VAES512_SECTORS op, oplast
     test %rcx, %rcx
     jz 19f
@@ -532,30 +541,30 @@ veil_aesni_xts_decrypt:
     test %edi, %edi
     jnz 13f
     inc %edi
-    /* This sector's tweak vector j (blocks 4j..4j+3) from its T0: lane k = 4j + l is
-     * T0 * alpha^k = (T0 << k) ^ 0x87 * (T0 >> (128 - k)), k < 32; to the stack, then
-     * into zmm8-15. */
+    /* This sector's tweak vectors from its T0, straight into zmm8-15 with no serial chain:
+     * V0 = [T0, T0 a, T0 a^2, T0 a^3] by per-qword shift counts, then Vj = V0 * a^4j for
+     * j = 1..7, each from V0. X * a^k = (X << k) ^ 0x87 * (X >> (128 - k)), k < 64, per lane:
+     * qword shifts, the high qword's overflow through a carry-less multiply, the low one's
+     * moved up a qword. */
 10: vbroadcasti32x4 576(%rsp), %zmm0
     mov $0x0303020201010000, %rax
     vmovq %rax, %xmm4
     vpmovzxbq %xmm4, %zmm4            /* k = 0,0,1,1,2,2,3,3 per qword */
     mov $64, %eax
     vpbroadcastq %rax, %zmm5
-    mov $4, %eax
-    vpbroadcastq %rax, %zmm6
-    xor %eax, %eax
-3:  vpsubq %zmm4, %zmm5, %zmm2        /* 64 - k */
-    vpsllvq %zmm4, %zmm0, %zmm3
-    vpsrlvq %zmm2, %zmm0, %zmm2
-    vpclmulqdq $0x01, 512(%rsp), %zmm2, %zmm1   /* high qword's overflow * 0x87 */
-    vpslldq $8, %zmm2, %zmm2                    /* low qword's overflow, to the high */
-    vpternlogq $0x96, %zmm1, %zmm2, %zmm3
-    vmovdqa64 %zmm3, (%rsp,%rax)
-    vpaddq %zmm6, %zmm4, %zmm4
-    add $64, %eax
-    cmp $512, %eax
-    jne 3b
-    VEIL_PAIRS8 VEIL_S_RELOAD
+    vpsubq %zmm4, %zmm5, %zmm5        /* 64 - k */
+    vpsllvq %zmm4, %zmm0, %zmm8
+    vpsrlvq %zmm5, %zmm0, %zmm2
+    vpclmulqdq $0x01, 512(%rsp), %zmm2, %zmm1
+    vpslldq $8, %zmm2, %zmm2
+    vpternlogq $0x96, %zmm1, %zmm2, %zmm8
+    VEIL_S_MULK 9, 8, 4
+    VEIL_S_MULK 10, 8, 8
+    VEIL_S_MULK 11, 8, 12
+    VEIL_S_MULK 12, 8, 16
+    VEIL_S_MULK 13, 8, 20
+    VEIL_S_MULK 14, 8, 24
+    VEIL_S_MULK 15, 8, 28
     jmp 11b
 13: mov %r10, %rax
 14: VEIL_PAIRS8 VEIL_S_LOAD
