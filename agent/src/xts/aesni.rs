@@ -466,9 +466,6 @@ veil_aesni_xts_decrypt:
     vpslldq $4, %zmm\t, %zmm\t
     vpxorq %zmm31, %zmm\t, %zmm\t
     .endm
-    .macro VEIL_S_RELOAD i, t
-    vmovdqu64 64*\i(%rsp), %zmm\t
-    .endm
 
     /* zmm\dst = zmm\src * alpha^k per lane (0 < k < 64; zmm1, zmm2 scratch; 0x87 at 512(%rsp)). */
     .macro VEIL_S_MULK dst, src, k
