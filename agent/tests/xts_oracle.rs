@@ -127,4 +127,15 @@ fn the_oracle_covers_every_selectable_backend() {
     if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("sse2") {
         assert!(all.contains(&"aesni"), "this CPU has AES-NI but the aesni backend is not compared: {all:?}");
     }
+    // A VAES-512 path lost by a wrong feature check would leave only the others compared.
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("vaes")
+        && std::arch::is_x86_feature_detected!("vpclmulqdq")
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+    {
+        assert!(all.contains(&"vaes512"), "this CPU has VAES and AVX-512 but vaes512 is not compared: {all:?}");
+    }
 }

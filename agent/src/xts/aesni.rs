@@ -9,7 +9,8 @@
 //! blocks (8 zmm) in flight: VAESENC/VAESDEC on zmm have a 4-cycle latency and two issue
 //! per cycle on current cores (Zen 5), so 4 zmm leave half the AES units idle. Its 8 tweak
 //! vectors advance by α³² each (byte shifts and one carry-less multiply) during the rounds,
-//! and the next sector's encrypted tweak is computed while the current sector runs. Other
+//! and the next sector's encrypted tweak is computed before the current sector's rounds (out-of-order
+//! execution overlaps the two). Other
 //! shapes on the VAES-512 backend (data units of any length: the published vectors' API,
 //! nothing the firmware calls) run on the AES-NI code. The routines touch only what the
 //! safe wrapper below hands them: pointers to checked, whole-block buffers and lengths in
@@ -18,7 +19,8 @@
 //! Register contract (System V): arguments in rdi, rsi, rdx, rcx, r8, r9 (the VAES-512 sector
 //! routines also one on the stack); the routines clobber rax, rdi, rsi, rdx, rcx, r8-r11,
 //! xmm/ymm/zmm0-15 (VAES-512 also zmm16-31) and the flags, all caller-saved (the VAES
-//! routines end with VZEROUPPER); the AES-NI XTS routines use 256 bytes of stack and the
+//! routines end with VZEROUPPER; the VAES-512 sector routines first zero zmm16-31, where
+//! their round keys were, and their stack area); the AES-NI XTS routines use 256 bytes of stack and the
 //! VAES-512 sector routines 640 (both with rbp, restored), the others none beyond the return
 //! address; no memory other than the arguments' buffers and a read-only constant. The
 //! firmware never runs them from its exception handlers.
@@ -598,6 +600,15 @@ veil_aesni_xts_decrypt:
     jnz 14b
     dec %rcx
     jnz 10b
+    /* Nothing of the key or the tweaks is left behind: the stack area zeroed, zmm16-31 (the
+       round keys; VZEROUPPER leaves them) cleared by 128-bit writes, which zero the rest. */
+    vpxord %zmm0, %zmm0, %zmm0
+    .irp i, 0,1,2,3,4,5,6,7,8,9
+    vmovdqa64 %zmm0, 64*\i(%rsp)
+    .endr
+    .irp r, 16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    vpxord %xmm\r, %xmm\r, %xmm\r
+    .endr
     vzeroupper
     mov %rbp, %rsp
     pop %rbp
@@ -737,7 +748,7 @@ impl Schedule {
 /// Which instructions drive the bulk blocks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Width {
-    /// AES-NI on xmm registers, 4 blocks interleaved.
+    /// AES-NI on xmm registers, 8 blocks interleaved.
     AesNi,
     /// VAES on ymm registers (AVX2), 8 blocks per iteration.
     Vaes256,

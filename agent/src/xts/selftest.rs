@@ -9,7 +9,7 @@
 //! such fault in whichever backend, on whichever CPU or emulator.
 //!
 //! The cases: AES-128 and AES-256, 512-, 1024- and 4096-byte sectors, runs of several sectors
-//! (every loop of every backend: 4, 8 and 32 blocks, and the VAES-512 hand-over from one
+//! (every backend on whole sectors, the path the firmware takes; the VAES-512 hand-over from one
 //! sector's tweaks to the next), a run across the 2^64 sector wrap, and
 //! IEEE 1619 vector 10. The expected values are SHA-256 digests of the ciphertexts, computed
 //! by an independent implementation (Python `cryptography`, i.e. OpenSSL; see
