@@ -198,17 +198,7 @@ fn stop_and_save(
     }
     let r = Registers { rsi: register(&regs, 4)?, r8: register(&regs, 8)? };
     m.set_read_timeout(Some(Duration::from_secs(120)))?;
-    // Quoted: the monitor would read an unquoted `/` after the size as a division.
-    writeln!(m, "pmemsave 0 {ram:#x} \"{}\"", dump.display())?;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("pmemsave") || !seen.ends_with(b"(qemu) ") {
-        let n = m.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
-    }
+    crate::qemu::pmemsave(m, ram, dump)?;
     // Detaching removes the breakpoint and lets the guest run on into Linux.
     packet(g, &format!("z0,{jump:x},1"))?;
     packet(g, "D")?;

@@ -244,6 +244,25 @@ impl Run {
     }
 }
 
+/// Save `len` bytes of guest RAM from address 0 to `dump` through the QEMU monitor `m` (a
+/// human monitor on a UNIX socket), and wait until it is written: the monitor echoes each
+/// command, and its prompt after pmemsave's line means the file is complete.
+pub fn pmemsave(m: &mut std::os::unix::net::UnixStream, len: u64, dump: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    // Quoted: the monitor would read an unquoted `/` after the size as a division.
+    writeln!(m, "pmemsave 0 {len:#x} \"{}\"", dump.display())?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("pmemsave") || !seen.ends_with(b"(qemu) ") {
+        let n = m.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,18 +171,8 @@ fn save_memory_after_power_off(monitor: PathBuf, log: PathBuf, dump: PathBuf) ->
         }
         let mut m = std::os::unix::net::UnixStream::connect(&monitor)?;
         m.set_read_timeout(Some(qemu::scaled(Duration::from_secs(60))?))?;
-        // Quoted: the monitor would read an unquoted `/` after the size as a division.
-        writeln!(m, "pmemsave 0 0x20000000 \"{}\"", dump.display())?;
-        // The monitor echoes each command; wait until pmemsave's line is back with a prompt.
-        let mut seen = Vec::new();
+        qemu::pmemsave(&mut m, 0x2000_0000, &dump)?;
         let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains("pmemsave") || !seen.ends_with(b"(qemu) ") {
-            let n = m.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            seen.extend_from_slice(&buf[..n]);
-        }
         writeln!(m, "quit")?;
         // Keep the connection open until QEMU closes it: a monitor whose client hangs up at
         // once may drop the command unread.
@@ -475,7 +465,19 @@ pub fn broker_refusal(log: &Path, from: usize, why: &str, asked: bool) -> Result
 
 /// `veil kbs serve` for SNP evidence, with the test root.
 fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, chain: &TestChain, log: &Path) -> Result<Broker> {
-    let tee = [
+    start_snp_broker_with(veil, secret, reference, chain, &[], log)
+}
+
+/// The same with more of the broker's options (`--snp-min-tcb`, `--min-bundle-version`, ...).
+fn start_snp_broker_with(
+    veil: &Path,
+    secret: &Path,
+    reference: &Path,
+    chain: &TestChain,
+    extra: &[&str],
+    log: &Path,
+) -> Result<Broker> {
+    let mut tee: Vec<&std::ffi::OsStr> = vec![
         "--snp-reference".as_ref(),
         reference.as_os_str(),
         "--snp-test-root".as_ref(),
@@ -483,6 +485,7 @@ fn start_snp_broker(veil: &Path, secret: &Path, reference: &Path, chain: &TestCh
         "--snp-crl".as_ref(),
         chain.crl.as_os_str(),
     ];
+    tee.extend(extra.iter().map(std::ffi::OsStr::new));
     start_broker(veil, secret, &tee, log)
 }
 
@@ -814,17 +817,7 @@ fn tcb_rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
     );
     let min_tcb_log = dir.join("broker-min-tcb.log");
     let reference = dir.join("snp-reference.json");
-    let tee = [
-        "--snp-reference".as_ref(),
-        reference.as_os_str(),
-        "--snp-test-root".as_ref(),
-        chain.ark_pem.as_os_str(),
-        "--snp-crl".as_ref(),
-        chain.crl.as_os_str(),
-        "--snp-min-tcb".as_ref(),
-        "snp=0x19".as_ref(),
-    ];
-    let raised = start_broker(veil, secret, &tee, &min_tcb_log)?;
+    let raised = start_snp_broker_with(veil, secret, &reference, chain, &["--snp-min-tcb", "snp=0x19"], &min_tcb_log)?;
     let r = boot_disk(veil, model_rom, "snp-tcb-rollback", image, &honest, Some(&raised))?;
     r.expect(&format!(
         ": sealed at TCB {UPDATED_TCB:#018x}, above the AMD-SP's committed TCB {MODEL_TCB:#018x}: the AMD-SP's firmware was rolled back"
@@ -926,17 +919,7 @@ fn rollback_tests(setup: &Setup, model_rom: &Path) -> Result<()> {
     let honest = setup.honest();
     let broker_log = dir.join("broker-min-version.log");
     let reference = dir.join("snp-reference.json");
-    let tee = [
-        "--snp-reference".as_ref(),
-        reference.as_os_str(),
-        "--snp-test-root".as_ref(),
-        chain.ark_pem.as_os_str(),
-        "--snp-crl".as_ref(),
-        chain.crl.as_os_str(),
-        "--min-bundle-version".as_ref(),
-        "2".as_ref(),
-    ];
-    let broker = start_broker(veil, secret, &tee, &broker_log)?;
+    let broker = start_snp_broker_with(veil, secret, &reference, chain, &["--min-bundle-version", "2"], &broker_log)?;
     let copy = dir.join("snp-rollback.img");
     std::fs::copy(image, &copy)?;
     crate::tpm_test::edit_boot_tokens(&copy, |tokens| tokens.retain(|(_, t)| t["type"].as_str() != Some("veil-snp")))?;
