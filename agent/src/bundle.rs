@@ -270,7 +270,7 @@ pub fn open_header(secret: &MasterSecret, header: &[u8], volume_len: u64) -> Res
         return Err(BundleError::ManifestLength(len));
     }
     let expected = mac(secret, &authenticated_bytes(header, len as usize));
-    let stored = &header[MAC_OFFSET..MAC_OFFSET + 32];
+    let stored: [u8; 32] = header[MAC_OFFSET..MAC_OFFSET + 32].try_into().expect("32 bytes");
     if expected.iter().zip(stored).fold(0u8, |a, (x, y)| a | (x ^ y)) != 0 {
         return Err(BundleError::Mac);
     }
@@ -396,6 +396,70 @@ mod tests {
         let mut v = b.clone();
         v[8] = 2;
         assert_eq!(open_header(&s, &v[..HEADER_SIZE], v.len() as u64), Err(BundleError::Version(2)));
+    }
+    /// A header with `manifest` MAC'd by `s` as `build` would write it, whatever the manifest
+    /// says (to reach the range checks behind the MAC).
+    fn forge(s: &MasterSecret, manifest: &Manifest) -> Vec<u8> {
+        let json = manifest.to_json_text().into_bytes();
+        let mut h = alloc::vec![0u8; HEADER_SIZE];
+        h[..8].copy_from_slice(MAGIC);
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        h[12..16].copy_from_slice(&(json.len() as u32).to_le_bytes());
+        h[MANIFEST_OFFSET..MANIFEST_OFFSET + json.len()].copy_from_slice(&json);
+        let tag = mac(s, &authenticated_bytes(&h, json.len()));
+        h[MAC_OFFSET..MAC_OFFSET + 32].copy_from_slice(&tag);
+        h
+    }
+
+    /// Every bound of the header is exact (issue 37, the bundle group's surviving mutants): a
+    /// manifest filling the header to its last byte is built and opened and one byte more is
+    /// refused both ways; a header one byte short is no bundle; the initrd starts at the
+    /// kernel's end rounded up to 4 KiB; a payload ending exactly at the volume's end opens.
+    #[test]
+    fn header_bounds_are_exact() {
+        let s = secret(1);
+        let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
+        let room = HEADER_SIZE - MANIFEST_OFFSET;
+        let base = build(&s, b"k", b"i", "", uuid, None).unwrap();
+        let m = open_header(&s, &base[..HEADER_SIZE], base.len() as u64).unwrap();
+        assert_eq!((m.kernel.offset, m.initrd.offset), (HEADER_SIZE as u64, HEADER_SIZE as u64 + 4096));
+        let fill = "x".repeat(room - m.to_json_text().len());
+        let full = build(&s, b"k", b"i", &fill, uuid, None).unwrap();
+        let m = open_header(&s, &full[..HEADER_SIZE], full.len() as u64).unwrap();
+        assert_eq!(m.to_json_text().len(), room);
+        let over = alloc::format!("{fill}x");
+        assert_eq!(build(&s, b"k", b"i", &over, uuid, None), Err(BundleError::ManifestLength(room as u32 + 1)));
+        let mut long = full[..HEADER_SIZE].to_vec();
+        long[12..16].copy_from_slice(&(room as u32 + 1).to_le_bytes());
+        assert_eq!(open_header(&s, &long, full.len() as u64), Err(BundleError::ManifestLength(room as u32 + 1)));
+        assert_eq!(open_header(&s, &full[..HEADER_SIZE - 1], full.len() as u64), Err(BundleError::NotABundle));
+        let end = m.initrd.offset + m.initrd.size;
+        assert_eq!(open_header(&s, &full[..HEADER_SIZE], end).map(|m| m.initrd.size), Ok(1));
+        assert_eq!(open_header(&s, &full[..HEADER_SIZE], end - 1), Err(BundleError::Range("initrd")));
+    }
+
+    /// The MAC is compared in every byte at once: two bytes changed by the same bit (which an
+    /// XOR fold would cancel) are refused, as is a payload placed over the header or off a
+    /// 4 KiB boundary behind a valid MAC, each alone; the errors say what they are.
+    #[test]
+    fn mac_and_payload_placement_are_checked_exactly() {
+        let s = secret(1);
+        let uuid = "0f6a6c12-1d4b-4e55-9a0b-8c3c2d1e0f00";
+        let b = build(&s, b"kernel", b"initrd", "", uuid, None).unwrap();
+        let mut t = b[..HEADER_SIZE].to_vec();
+        t[MAC_OFFSET] ^= 0x80;
+        t[MAC_OFFSET + 1] ^= 0x80;
+        assert_eq!(open_header(&s, &t, b.len() as u64), Err(BundleError::Mac));
+        let good = open_header(&s, &b[..HEADER_SIZE], b.len() as u64).unwrap();
+        assert_eq!(open_header(&s, &forge(&s, &good), b.len() as u64), Ok(good.clone()));
+        let mut over_header = good.clone();
+        over_header.kernel.offset = 0;
+        assert_eq!(open_header(&s, &forge(&s, &over_header), b.len() as u64), Err(BundleError::Range("kernel")));
+        let mut unaligned = good.clone();
+        unaligned.initrd.offset += 512;
+        assert_eq!(open_header(&s, &forge(&s, &unaligned), 1 << 20), Err(BundleError::Range("initrd")));
+        assert!(BundleError::Mac.to_string().contains("manifest MAC mismatch"));
+        assert!(BundleError::Range("kernel").to_string().contains("the kernel lies outside the volume"));
     }
 }
 
@@ -529,9 +593,16 @@ mod token_tests {
                 init_data: Some(init_data(&manifest()))
             })
         );
+        for n in [16, 64] {
+            let mut edge = header.clone();
+            edge["tokens"]["1"]["measurement_salt"] = crate::json!(hex::encode(alloc::vec![5u8; n]));
+            assert_eq!(find_token(&edge).unwrap().map(|t| t.measurement_salt.len()), Some(n));
+        }
         for (field, value) in [
             ("measurement_salt", crate::json!("zz")),
             ("measurement_salt", crate::json!("00")),
+            ("measurement_salt", crate::json!(hex::encode([5u8; 15]))),
+            ("measurement_salt", crate::json!(hex::encode([5u8; 65]))),
             ("manifest", crate::json!({"kernel": 1})),
         ] {
             let mut bad = header.clone();
