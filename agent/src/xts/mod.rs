@@ -431,6 +431,38 @@ mod tests {
         if !forced {
             assert_eq!(best_backend(&key).unwrap().name(), chosen);
         }
+        // With a clock that makes each candidate quicker than the one before, the last wins
+        // (in this test, not another: the choice is the process's).
+        let candidates: Vec<&str> = names.iter().copied().filter(|n| names.len() == 1 || *n != "rustcrypto").collect();
+        if candidates.len() > 1 {
+            let reads = core::cell::Cell::new(0u64);
+            let clock = || {
+                let c = reads.get();
+                reads.set(c + 1);
+                let j = c / 2;
+                1000 * j + if c % 2 == 1 { 100 - 10 * j } else { 0 }
+            };
+            let quickest = select_fastest(&clock, 4096).unwrap();
+            assert_eq!(quickest, *candidates.last().unwrap());
+            if !forced {
+                assert_eq!(best_backend(&key).unwrap().name(), quickest);
+            }
+            assert_eq!(select_fastest(&|| 0, 4096), Some(candidates[0]));
+        }
+    }
+
+    /// What the errors and the cipher say of themselves, and a name no backend has.
+    #[test]
+    fn errors_and_names_say_what_they_are() {
+        assert!(XtsError::KeyLength(48).to_string().contains("XTS key is 48 bytes"));
+        assert!(XtsError::SectorSize(1000).to_string().contains("sector size 1000"));
+        assert!(PreferError::Unknown.to_string().contains("no such XTS backend"));
+        assert_eq!(set_preferred("nope"), Err(PreferError::Unknown));
+        let key: vec::Vec<u8> = (0..64).collect();
+        let cipher = SectorCipher::with_backend(Box::new(soft::SoftXts::new(&key).unwrap()), 1024).unwrap();
+        assert_eq!(cipher.sector_size(), 1024);
+        let debug = alloc::format!("{cipher:?}");
+        assert!(debug.contains("rustcrypto") && debug.contains("1024"), "{debug}");
     }
 
     // IEEE 1619-2007 Appendix B vector 2 (AES-128, 32-byte data unit, sector 0x3333333333).
