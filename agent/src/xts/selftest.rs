@@ -327,5 +327,38 @@ mod tests {
             Ok(alloc::vec![Box::new(NoDecrypt(SoftXts::new(key)?)) as Box<dyn XtsBackend>])
         };
         assert_eq!(run_with(&make)[0].result, Err(SelfTestFailure::WrongPlaintext { case: 0, sector_size: 512 }));
+        // A backend wrong only in the last block of sector 0xff, IEEE 1619 vector 10's, which
+        // no digest case encrypts: the vector's check catches it on its tail alone.
+        struct WrongTailOfSectorFf(SoftXts, core::sync::atomic::AtomicBool);
+        impl XtsBackend for WrongTailOfSectorFf {
+            fn name(&self) -> &'static str {
+                "wrong-tail-of-sector-ff"
+            }
+            fn encrypt_tweak(&self, iv: &[u8; 16]) -> [u8; 16] {
+                self.1.store(*iv == crate::xts::plain64_iv(0xff), core::sync::atomic::Ordering::Relaxed);
+                self.0.encrypt_tweak(iv)
+            }
+            fn encrypt_blocks(&self, data: &mut [u8], tweak: &mut [u8; 16]) {
+                self.0.encrypt_blocks(data, tweak);
+                if self.1.load(core::sync::atomic::Ordering::Relaxed) && data.len() == 512 {
+                    data[511] ^= 1;
+                }
+            }
+            fn decrypt_blocks(&self, data: &mut [u8], tweak: &mut [u8; 16]) {
+                self.0.decrypt_blocks(data, tweak);
+            }
+        }
+        let make =
+            |key: &[u8]| -> Result<Vec<Box<dyn XtsBackend>>, XtsError> {
+                Ok(alloc::vec![
+                    Box::new(WrongTailOfSectorFf(SoftXts::new(key)?, Default::default())) as Box<dyn XtsBackend>
+                ])
+            };
+        let failure = SelfTestFailure::WrongCiphertext { case: CASES.len(), sector_size: 512 };
+        assert_eq!(run_with(&make)[0].result, Err(failure.clone()));
+        assert_eq!(
+            alloc::format!("{failure}"),
+            alloc::format!("case {} (512-byte sectors): wrong ciphertext", CASES.len())
+        );
     }
 }
