@@ -206,6 +206,13 @@ pub fn to_accept(
     Ok(pieces)
 }
 
+/// The first piece of `[start, end)` (4 KiB pages) that no range of `within` covers, if any:
+/// RAM the e820 map lists that the launch does not describe (TDX: RAM to accept that the TD
+/// HOB does not list as unaccepted memory, so the VMM never added it).
+pub fn uncovered(start: u64, end: u64, within: &[(u64, u64)]) -> Option<(u64, u64)> {
+    subtract(start, end, within).first().copied()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -348,6 +355,19 @@ mod tests {
         let high = super::by_high_gib(4 * G, 18 * G);
         assert_eq!(high.len(), 14);
         assert!(high.iter().all(|&(a, b, g)| g == Some(a / G) && (b - 1) / G == a / G));
+    }
+
+    /// Issue 32 item 5: a TD HOB that lists 256 MiB as unaccepted (around the VMM's added
+    /// TempMem) and an e820 map that claims 512 MiB: the RAM beyond 256 MiB is the first piece
+    /// not described; a heap inside the HOB's memory, or RAM the HOB covers in two adjacent
+    /// resources, is.
+    #[test]
+    fn uncovered_names_the_first_piece_the_launch_does_not_describe() {
+        let hob = [(0, 0x80_0000), (0xC0_0000, 0x800_0000), (0x800_0000, 0x1000_0000)];
+        assert_eq!(super::uncovered(0xC0_0000, 0x1000_0000, &hob), None);
+        assert_eq!(super::uncovered(0xC0_0000, 0x2000_0000, &hob), Some((0x1000_0000, 0x2000_0000)));
+        assert_eq!(super::uncovered(0x40_0000, 0x2000_0000, &hob), Some((0x80_0000, 0xC0_0000)));
+        assert_eq!(super::uncovered(0x1000_0800, 0x1000_0C00, &hob), None, "less than a page");
     }
 
     #[test]

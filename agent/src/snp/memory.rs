@@ -4,7 +4,12 @@
 //! * private (validate): page-state change to private, then PVALIDATE (2 MiB where aligned,
 //!   4 KiB when the RMP entry is 4 KiB), then touch every 4 KiB page (CVE-2025-38560). A
 //!   PVALIDATE that changes nothing (CF = 1) means the page was already validated: the host
-//!   mapped a page twice or replayed one, and the boot stops.
+//!   mapped a page twice or replayed one, and the boot stops. CF = 1 cannot catch a page the
+//!   launch validated (the firmware's own, the ROM, the SNP pages): the page-state change to
+//!   private asked for first lets the host RMPUPDATE it, which clears its validated bit, so the
+//!   second PVALIDATE "changes" it. Such ranges are refused before any exit
+//!   ([`check_not_launched`]), and a page-state change the host refuses (RAM it does not back)
+//!   names the range.
 //! * shared: PVALIDATE rescind at the RMP entry's page size (2 MiB where aligned, 4 KiB on
 //!   FAIL_SIZEMISMATCH), then page-state change to shared; the kernel clears the C-bit in the
 //!   page tables and flushes the TLB afterwards.
@@ -36,6 +41,25 @@ pub enum MemoryError {
         /// Validating (true) or rescinding.
         validate: bool,
     },
+    /// The range overlaps one the launch validated (`launch`): never validated again.
+    Launched {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+        /// The launch's range it overlaps.
+        launch: (u64, u64),
+    },
+    /// The hypervisor refused the page-state change to private of `[start, end)` with this
+    /// error: RAM it does not back (the e820 map and the launch disagree).
+    NotPrivate {
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+        /// SW_EXITINFO2.
+        code: u64,
+    },
     /// PVALIDATE failed.
     Pvalidate {
         /// The page.
@@ -59,6 +83,17 @@ impl fmt::Display for MemoryError {
             MemoryError::Unchanged { gpa, validate: false } => {
                 write!(f, "rescinding {gpa:#x} changed nothing: the page was not validated")
             }
+            MemoryError::Launched { start, end, launch: (a, b) } => write!(
+                f,
+                "validating {start:#x}-{:#x} would overlap {a:#x}-{:#x}, which the launch validated: refusing it",
+                end - 1,
+                b - 1
+            ),
+            MemoryError::NotPrivate { start, end, code } => write!(
+                f,
+                "the hypervisor refused to make {start:#x}-{:#x} private (error {code:#x}): RAM it does not back",
+                end - 1
+            ),
             MemoryError::Pvalidate { gpa, result } => write!(f, "PVALIDATE of {gpa:#x} failed: {result:?}"),
         }
     }
@@ -97,11 +132,24 @@ fn pvalidate_4k(ghcb: &mut Ghcb<'_>, gpa: u64, validate: bool) -> Result<(), Mem
     }
 }
 
+/// `[start, end)` may be validated only if it overlaps none of the ranges the launch validated
+/// (`launch`): else refused with the first such range (see the module documentation).
+pub fn check_not_launched(start: u64, end: u64, launch: &[(u64, u64)]) -> Result<(), MemoryError> {
+    crate::memmap::to_accept(start, end, &[], launch).map(|_| ()).map_err(|l| MemoryError::Launched {
+        start,
+        end,
+        launch: l,
+    })
+}
+
 /// Make `[start, end)` private and validated; returns the number of 4 KiB pages.
 pub fn validate(ghcb: &mut Ghcb<'_>, start: u64, end: u64) -> Result<u64, MemoryError> {
     check_range(start, end)?;
     let entries = psc_entries(start, end);
-    ghcb.page_state_change(&entries, PageState::Private)?;
+    ghcb.page_state_change(&entries, PageState::Private).map_err(|e| match e {
+        GhcbError::PscFailed(code) => MemoryError::NotPrivate { start, end, code },
+        e => MemoryError::Ghcb(e),
+    })?;
     for (gfn, huge) in entries {
         let gpa = gfn << 12;
         if huge {

@@ -165,6 +165,10 @@ pub struct Hypervisor {
     pub touches: u64,
     /// PVALIDATE calls that validated, by page size: [4 KiB, 2 MiB] (issue 32's counts).
     pub validations: [u64; 2],
+    /// The guest-physical ranges `[start, end)` the host backs with memory (empty: all). A
+    /// page-state change outside them fails as KVM fails one outside its memory slots
+    /// (VMGEXIT_PSC_ERROR_GENERIC): the e820 map can list RAM the host never backs.
+    pub backed: Vec<(u64, u64)>,
     /// The machine that performs I/O (inside a guest); None in host tests.
     pub machine: Option<Box<dyn Machine + Send>>,
     /// Guest pages the model reads and writes without a machine (host tests), by GPA.
@@ -344,6 +348,11 @@ impl Hypervisor {
                 let huge = entry & (1 << 56) != 0;
                 if !matches!(op, 1 | 2) || (huge && gfn % 512 != 0) {
                     layout::write(page, layout::SW_EXITINFO2, (1 << 32) | 2); // invalid entry
+                    return;
+                }
+                let (a, b) = (gfn << 12, (gfn << 12) + if huge { 2 << 20 } else { 4096 });
+                if !self.backed.is_empty() && !self.backed.iter().any(|&(s, e)| s <= a && b <= e) {
+                    layout::write(page, layout::SW_EXITINFO2, 0x100 << 32); // generic error
                     return;
                 }
                 if !self.hostile.psc_fake {
