@@ -95,6 +95,8 @@ pub enum BootErrorKind {
     AboveFourGib(&'static str, u64),
     /// TDX: memory to accept, `[start, end)`, overlaps a range the VMM added at launch.
     AcceptOverAdded((u64, u64), (u64, u64)),
+    /// TDX: memory to accept, `[start, end)`, that the TD HOB does not list as unaccepted.
+    NotInTdHob((u64, u64)),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
     Token(String),
     /// `source`, where it happened (`veil-boot`, `disk 00:01.0`, `remote key release`).
@@ -197,6 +199,11 @@ impl fmt::Display for BootErrorKind {
                 "TDX: accepting {a:#x}-{:#x} would overlap {x:#x}-{:#x}, which the VMM added at launch: refusing it",
                 b - 1,
                 y - 1
+            ),
+            BootErrorKind::NotInTdHob((a, b)) => write!(
+                f,
+                "TDX: RAM {a:#x}-{:#x} is not memory the TD HOB lists as unaccepted (the VMM never added it): refusing to accept it",
+                b - 1
             ),
             BootErrorKind::Token(why) => write!(f, "{why}"),
             BootErrorKind::At { place, source } => write!(f, "{place}: {source}"),

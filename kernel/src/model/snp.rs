@@ -9,7 +9,8 @@
 //!   (TCG's CPUID answers plus leaf 0x8000001F stating SNP and C-bit 51), the secrets page
 //!   (fixed test VMPCKs) and the SEV hash table page (the bytes a test put in fw_cfg
 //!   `opt/veil/test-snp-hashes`, built by sev-snp-measure), and marks the launch's pages
-//!   validated in the model's RMP;
+//!   validated in the model's RMP, and takes the RAM QEMU backs from its etc/e820 (a
+//!   page-state change elsewhere fails, as KVM's does outside its memory slots);
 //! * [`sev_status`], [`read_ghcb_msr`] and [`write_ghcb_msr`] stand in for the two MSRs;
 //! * [`handle_ud`] answers VMGEXIT (MSR protocol or a full GHCB exit) and PVALIDATE from
 //!   `veil_agent::snp::model`, the same model the host tests use, with TCG's own devices behind
@@ -143,6 +144,7 @@ pub fn launch() {
     let mut hostile = None;
     let mut psp = veil_agent::snp::psp::Psp::new(core::array::from_fn(|n| test_vmpck(n as u8)));
     let mut certs = None;
+    let mut backed = alloc::vec::Vec::new();
     if let Ok(cfg) = crate::devices::fwcfg::FwCfg::probe() {
         if let Ok(Some(table)) = cfg.read_file(TEST_HASHES, 4096) {
             hashes[..table.len()].copy_from_slice(&table);
@@ -163,10 +165,16 @@ pub fn launch() {
             psp.tcb = u64::from_le_bytes(t);
         }
         certs = file(TEST_CERTS);
+        // The RAM QEMU has (its own etc/e820, not a test's substitute): what the host backs.
+        if let Ok(map) = veil_agent::fwcfg::parse_e820(&file("etc/e820").unwrap_or_default()) {
+            let ram = map.iter().filter(|e| e.kind == veil_agent::fwcfg::E820Kind::Ram);
+            backed = ram.map(|e| (e.addr, e.end())).collect();
+        }
     }
     let mut hv = Hypervisor::new();
     hv.psp = Some(psp);
     hv.certs = certs;
+    hv.backed = backed;
     hv.cbit = CBIT as u8;
     hv.machine = Some(Box::new(Tcg));
     let validated = RmpEntry { private: true, validated: true, huge: false };
@@ -188,6 +196,11 @@ pub fn launch() {
         hv.rmp.set(gpa >> 12, validated);
     }
     hv.rmp.set_2m(0xA0_0000 >> 12, validated);
+    // The ROM, measured and validated page by page (LAUNCH_UPDATE).
+    let (rom, top) = crate::arch::layout::rom_range();
+    for gpa in (rom..top).step_by(4096) {
+        hv.rmp.set(gpa >> 12, validated);
+    }
     *MODEL.lock() = Some(hv);
     LAUNCHED.store(true, Ordering::SeqCst);
 }

@@ -65,8 +65,8 @@ const REQUEST_PAGES_END: u64 = 0x90_B000;
 /// Pages reserved for the firmware's SNP structures in the map Linux gets: secrets, CPUID,
 /// (the TD HOB's page), hash table, GHCB, guest-request pages.
 const SNP_PAGES: (u64, u64) = (SECRETS_PAGE, REQUEST_PAGES_END - SECRETS_PAGE);
-/// What the launch validated (SEV metadata SNP_SEC_MEM, secrets, CPUID, hash table): never
-/// validated again.
+/// What the launch validated (SEV metadata SNP_SEC_MEM, secrets, CPUID, hash table) besides the
+/// ROM: never validated again (e820 RAM over it is left out, or refused over the ROM).
 const LAUNCH_VALIDATED: [(u64, u64); 3] = [(0x80_0000, 0x90_2000), (HASHES_PAGE, 0x90_4000), (0xA0_0000, 0xC0_0000)];
 
 /// Why the guest terminates before it has a console (reason codes of veilboot's reason set 7,
@@ -427,7 +427,13 @@ impl Snp {
         )
     }
 
+    /// Validate `[start, end)`, never a page the launch validated (its own pages and the
+    /// ROM: the page-state change asked for first would let the host replace them, and CF = 1
+    /// would not show it; `veil_agent::snp::memory::check_not_launched`).
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
+        let mut launch = LAUNCH_VALIDATED.to_vec();
+        launch.push(crate::arch::layout::rom_range());
+        memory::check_not_launched(start, end, &launch)?;
         let pages = with_ghcb(|g| memory::validate(g, start, end))
             .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
         self.validated.push((start, end));

@@ -8,9 +8,11 @@
 //!
 //! Memory: RAM becomes usable through TDG.MEM.PAGE.ACCEPT (2 MiB, 4 KiB on a size mismatch;
 //! "already accepted" is a refusal: the VMM added a page twice; so is a range to accept that
-//! overlaps what the VMM added at launch); before Linux runs, every RAM
-//! page below 4 GiB the TD HOB lists as unaccepted is accepted. DMA memory is converted to
-//! shared with MapGPA (its retry rule in agent) after the shared bit is set in its mapping.
+//! overlaps what the VMM added at launch, or that the TD HOB does not list as unaccepted);
+//! before Linux runs, every page the e820 map gives Linux as RAM is either system memory the
+//! TD HOB lists (added) or accepted, so RAM the HOB does not describe stops the boot. DMA
+//! memory is converted to shared with MapGPA (its retry rule in agent) after the shared bit is
+//! set in its mapping.
 
 pub mod insn;
 
@@ -154,10 +156,17 @@ impl Tdx {
     }
 
     /// Accept `[start, end)` but what the TD accepted already; overlap with what the VMM added
-    /// is refused (veil_agent::memmap::to_accept), never skipped.
+    /// is refused (veil_agent::memmap::to_accept), never skipped, and so is a piece the TD HOB
+    /// does not list as unaccepted memory (the VMM never added it: RAM the launch does not
+    /// describe).
     fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
         let pieces = veil_agent::memmap::to_accept(start, end, &self.accepted, &self.added())
             .map_err(|added| BootErrorKind::AcceptOverAdded((start, end), added))?;
+        let unaccepted: Vec<(u64, u64)> =
+            self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).map(|r| (r.start, r.end())).collect();
+        if let Some(r) = pieces.iter().find_map(|&(a, b)| veil_agent::memmap::uncovered(a, b, &unaccepted)) {
+            return Err(BootErrorKind::NotInTdHob(r).into());
+        }
         let mut pages = 0;
         for (a, b) in pieces {
             pages += tdcall::accept(&mut Hw, a, b).map_err(BootErrorKind::Tdcall)?;
@@ -333,17 +342,16 @@ impl Platform for Tdx {
 
     fn prepare_handoff(&mut self, e820: &[E820Entry]) -> Result<HandoffExtras, BootError> {
         let mut pages = 0;
-        let unaccepted: Vec<Resource> =
-            self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).copied().collect();
-        // All of it, above 4 GiB too (TDG.MEM.PAGE.ACCEPT takes a GPA: nothing needs mapping):
-        // Linux learns of unaccepted memory only from UEFI, which this firmware is not.
-        for r in unaccepted {
-            // Only what the memory map gives Linux as RAM (the legacy hole stays out).
-            for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
-                let (a, b) = (r.start.max(e.addr), r.end().min(e.end()));
-                for (x, y) in veil_agent::memmap::subtract(a, b, &[(0xA_0000, 0x10_0000)]) {
-                    pages += self.accept(x, y)?;
-                }
+        // Every page Linux is given as RAM (the legacy hole stays out), above 4 GiB too
+        // (TDG.MEM.PAGE.ACCEPT takes a GPA: nothing needs mapping; Linux learns of unaccepted
+        // memory only from UEFI, which this firmware is not): what the TD HOB lists as system
+        // memory the VMM added; the rest is accepted, and must be what it lists as unaccepted
+        // (accept refuses anything else: the e820 map and the launch disagree).
+        let mut skip: Vec<(u64, u64)> = alloc::vec![(0xA_0000, 0x10_0000)];
+        skip.extend(self.resources.iter().filter(|r| r.kind == ResourceKind::SystemMemory).map(|r| (r.start, r.end())));
+        for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
+            for (x, y) in veil_agent::memmap::subtract(e.addr, e.end(), &skip) {
+                pages += self.accept(x, y)?;
             }
         }
         crate::log!(
