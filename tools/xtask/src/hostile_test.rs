@@ -3,7 +3,8 @@
 //! -kernel) and the memory map (etc/e820, here its test substitute): a header whose unchecked
 //! arithmetic wrapped put the firmware's heap over its own page tables, stacks and image
 //! before anything was measured. Each boot here must stop with its precise error at the memory
-//! stage, before the heap exists and so before any host data is written to it.
+//! stage, before the heap exists and so before any host data is written to it. And (issue 32
+//! item 5) memory maps the launch disagrees with, on both model ROMs.
 
 use std::path::Path;
 use std::time::Duration;
@@ -111,6 +112,118 @@ pub fn kernel_header_tests(plain: &Path, snp: &Path, tdx: &Path) -> Result<()> {
     }
     if !failed.is_empty() {
         anyhow::bail!("{} hostile-host boots did not stop as they must:\n{}", failed.len(), failed.join("\n"));
+    }
+    Ok(())
+}
+
+/// Issue 32 item 5: the memory map (the host's etc/e820, here its test substitute) and the
+/// launch disagree (TDX: the TD HOB, which lists the RAM the VMM added or left to accept;
+/// SEV-SNP: the RAM the host backs and the pages the launch validated). Each boot is a guest
+/// of 512 MiB and must stop with its precise line before Linux starts: (case, ROM, e820 map or
+/// QEMU's own, the TD HOB, the line).
+pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
+    const MIB: u64 = 1 << 20;
+    let t = Duration::from_secs(60);
+    let l = linux::prepare()?;
+    let dir = qemu::run_dir("hostile-e820-launch")?;
+    let rom_base = |rom: &Path| -> Result<u64> { Ok(0x1_0000_0000 - std::fs::metadata(rom)?.len()) };
+    // RAM 128 MiB beyond the 512 MiB QEMU has; RAM over the ROM, apart from the heap's entry.
+    let beyond = [entry(0, 512 * MIB, 1), entry(512 * MIB, 128 * MIB, 1)].concat();
+    let over_rom = [entry(0, 512 * MIB, 1), entry(0xF000_0000, 0x1000_0000, 1)].concat();
+    let not_in_hob = "is not memory the TD HOB lists as unaccepted (the VMM never added it): refusing to accept it";
+    let hob = |mib: u64| Some(tdx_test::td_hob(mib * MIB));
+    // The TDVF TempMem section (added by the VMM) listed as unaccepted instead of system memory.
+    let mut temp_unaccepted = tdx_test::td_hob(512 * MIB);
+    let at = (56..temp_unaccepted.len() - 48)
+        .step_by(48)
+        .find(|&at| temp_unaccepted[at + 32..at + 40] == 0x80_0000u64.to_le_bytes())
+        .expect("td_hob lists TempMem");
+    temp_unaccepted[at + 24..at + 28].copy_from_slice(&7u32.to_le_bytes());
+    let cases: Vec<(&str, &Path, Option<&[u8]>, Option<Vec<u8>>, String)> = vec![
+        (
+            "e820-beyond-backed",
+            snp,
+            Some(&beyond),
+            None,
+            "FATAL: SEV-SNP memory: the hypervisor refused to make 0x20000000-0x27ffffff private (error 0x10000000000): RAM it does not back".into(),
+        ),
+        ("e820-beyond-hob", tdx, Some(&beyond), hob(512), format!("FATAL: TDX: RAM 0x20000000-0x27ffffff {not_in_hob}")),
+        // The heap (the top 256 MiB of QEMU's 512) lies beyond what the TD HOB describes.
+        (
+            "hob-short-of-heap",
+            tdx,
+            None,
+            hob(256),
+            format!("FATAL: accepting the heap's memory: TDX: RAM 0x10000000-0x1fffffff {not_in_hob}"),
+        ),
+        (
+            "e820-ram-over-rom",
+            snp,
+            Some(&over_rom),
+            None,
+            format!(
+                "FATAL: SEV-SNP memory: validating 0xf0000000-0xffffffff would overlap {:#x}-0xffffffff, which the launch validated: refusing it",
+                rom_base(snp)?
+            ),
+        ),
+        ("e820-ram-over-rom", tdx, Some(&over_rom), hob(512), format!("FATAL: TDX: RAM 0xf0000000-0xffffffff {not_in_hob}")),
+        // QEMU's e820 RAM covers TempMem, which the HOB now asks the TD to accept.
+        (
+            "hob-tempmem-unaccepted",
+            tdx,
+            None,
+            Some(temp_unaccepted),
+            "FATAL: TDX: accepting 0x100000-0x901fff would overlap 0x800000-0x8fffff, which the VMM added at launch: refusing it".into(),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, rom, e820, td_hob, want) in cases {
+        let platform = if rom == snp { "sev-snp" } else { "tdx" };
+        eprintln!("xtask: hostile test: {name} on the {platform} model ROM stops before Linux");
+        let mut args: Vec<String> = [
+            "-kernel",
+            &l.kernel.display().to_string(),
+            "-initrd",
+            &l.initrd.display().to_string(),
+            "-append",
+            "console=ttyS0",
+            "-m",
+            "512M",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(map) = e820 {
+            let file = dir.join(format!("{name}-e820.bin"));
+            std::fs::write(&file, map)?;
+            args.extend(["-fw_cfg".to_string(), format!("name=opt/veil/test-e820,file={}", file.display())]);
+        }
+        if let Some(bytes) = td_hob {
+            let file = dir.join(format!("{name}-td-hob.bin"));
+            std::fs::write(&file, bytes)?;
+            args.extend(["-fw_cfg".to_string(), format!("name=opt/veil/test-td-hob,file={}", file.display())]);
+        }
+        let run = qemu::boot(rom, &format!("hostile-{name}-{platform}"), &args, t)?;
+        let checked = run
+            .expect_exit(qemu::EXIT_FAILURE)
+            .and_then(|r| r.expect(&format!("on the {platform} platform")))
+            .and_then(|r| r.expect(&want))
+            .and_then(|r| match r.log.contains("Linux version") {
+                true => Err(anyhow::anyhow!("Linux started: {}", r.log_path.display())),
+                false => Ok(()),
+            });
+        if let Err(e) = checked {
+            let first = e.to_string().lines().next().unwrap_or_default().to_string();
+            eprintln!("xtask: hostile test: {name} on the {platform} model ROM: FAILED: {first}");
+            failed.push(format!("{name} on the {platform} model ROM: {e}"));
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} boots with a memory map the launch disagrees with did not stop:\n{}",
+            failed.len(),
+            failed.join("\n")
+        );
     }
     Ok(())
 }

@@ -619,6 +619,7 @@ fn boot_tests(rom: &Path) -> Result<()> {
     distro_tests()?;
     let snp_model = build_snp_model_firmware()?;
     hostile_test::kernel_header_tests(rom, &snp_model, &tdx_model)?;
+    hostile_test::launch_disagreement_tests(&snp_model, &tdx_model)?;
     hostile_test::write_pointer_tests(&snp_model, &tdx_model)?;
     Ok(())
 }
@@ -629,6 +630,7 @@ fn hostile_tests() -> Result<()> {
     let snp = build_snp_model_firmware()?;
     let tdx = build_tdx_model_firmware()?;
     hostile_test::kernel_header_tests(&plain, &snp, &tdx)?;
+    hostile_test::launch_disagreement_tests(&snp, &tdx)?;
     hostile_test::write_pointer_tests(&snp, &tdx)
 }
 
