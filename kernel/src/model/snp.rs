@@ -170,6 +170,8 @@ pub fn launch() {
             let ram = map.iter().filter(|e| e.kind == veil_agent::fwcfg::E820Kind::Ram);
             backed = ram.map(|e| (e.addr, e.end())).collect();
         }
+        // And the ROM, private memory of the launch (a memory slot, not RAM in etc/e820).
+        backed.push(crate::arch::layout::rom_range());
     }
     let mut hv = Hypervisor::new();
     hv.psp = Some(psp);

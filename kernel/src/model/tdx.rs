@@ -69,6 +69,9 @@ pub fn launch() {
     for (start, end) in [(0x80_0000u64, 0x90_0000u64), (TD_HOB, TD_HOB + 0x1000), (0xA0_0000, 0xC0_0000)] {
         m.pre_accept(start, end - start);
     }
+    // And the ROM (the BFV section, added and measured).
+    let (rom, top) = crate::arch::layout::rom_range();
+    m.pre_accept(rom, top - rom);
     // What the TDX module measured when the VMM added the ROM (the BFV section).
     if let Ok(mrtd) =
         veil_agent::tdx::tdvf::mrtd(crate::arch::layout::rom(), veil_agent::tdx::tdvf::PageOrder::Interleaved)

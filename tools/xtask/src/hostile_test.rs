@@ -127,9 +127,14 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
     let l = linux::prepare()?;
     let dir = qemu::run_dir("hostile-e820-launch")?;
     let rom_base = |rom: &Path| -> Result<u64> { Ok(0x1_0000_0000 - std::fs::metadata(rom)?.len()) };
-    // RAM 128 MiB beyond the 512 MiB QEMU has; RAM over the ROM, apart from the heap's entry.
+    // RAM 128 MiB beyond the 512 MiB QEMU has; RAM over the ROM (which the launch validated or
+    // added), apart from the heap's entry.
     let beyond = [entry(0, 512 * MIB, 1), entry(512 * MIB, 128 * MIB, 1)].concat();
-    let over_rom = [entry(0, 512 * MIB, 1), entry(0xF000_0000, 0x1000_0000, 1)].concat();
+    let over_rom = |rom: &Path| -> Result<Vec<u8>> {
+        let base = rom_base(rom)?;
+        Ok([entry(0, 512 * MIB, 1), entry(base, 0x1_0000_0000 - base, 1)].concat())
+    };
+    let (snp_rom, tdx_rom) = (over_rom(snp)?, over_rom(tdx)?);
     let not_in_hob = "is not memory the TD HOB lists as unaccepted (the VMM never added it): refusing to accept it";
     let hob = |mib: u64| Some(tdx_test::td_hob(mib * MIB));
     // The TDVF TempMem section (added by the VMM) listed as unaccepted instead of system memory.
@@ -159,14 +164,20 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
         (
             "e820-ram-over-rom",
             snp,
-            Some(&over_rom),
+            Some(&snp_rom),
             None,
             format!(
-                "FATAL: SEV-SNP memory: validating 0xf0000000-0xffffffff would overlap {:#x}-0xffffffff, which the launch validated: refusing it",
+                "FATAL: SEV-SNP memory: validating {0:#x}-0xffffffff would overlap {0:#x}-0xffffffff, which the launch validated: refusing it",
                 rom_base(snp)?
             ),
         ),
-        ("e820-ram-over-rom", tdx, Some(&over_rom), hob(512), format!("FATAL: TDX: RAM 0xf0000000-0xffffffff {not_in_hob}")),
+        (
+            "e820-ram-over-rom",
+            tdx,
+            Some(&tdx_rom),
+            hob(512),
+            format!("FATAL: TDX: RAM {:#x}-0xffffffff {not_in_hob}", rom_base(tdx)?),
+        ),
         // QEMU's e820 RAM covers TempMem, which the HOB now asks the TD to accept.
         (
             "hob-tempmem-unaccepted",
