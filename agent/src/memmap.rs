@@ -209,8 +209,18 @@ pub fn to_accept(
 /// The first piece of `[start, end)` (4 KiB pages) that no range of `within` covers, if any:
 /// RAM the e820 map lists that the launch does not describe (TDX: RAM to accept that the TD
 /// HOB does not list as unaccepted memory, so the VMM never added it).
-pub fn uncovered(start: u64, end: u64, within: &[(u64, u64)]) -> Option<(u64, u64)> {
-    subtract(start, end, within).first().copied()
+pub fn uncovered(start: u64, end: u64, within: impl Iterator<Item = (u64, u64)> + Clone) -> Option<(u64, u64)> {
+    let (mut at, end) = (start.next_multiple_of(4096), end / 4096 * 4096);
+    while at < end {
+        match within.clone().find(|&(a, b)| a <= at && at < b) {
+            Some((_, b)) => at = b,
+            None => {
+                let next = within.clone().filter(|&(a, _)| a > at).map(|(a, _)| a).min();
+                return Some((at, next.unwrap_or(end).min(end)));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -364,10 +374,11 @@ mod tests {
     #[test]
     fn uncovered_names_the_first_piece_the_launch_does_not_describe() {
         let hob = [(0, 0x80_0000), (0xC0_0000, 0x800_0000), (0x800_0000, 0x1000_0000)];
-        assert_eq!(super::uncovered(0xC0_0000, 0x1000_0000, &hob), None);
-        assert_eq!(super::uncovered(0xC0_0000, 0x2000_0000, &hob), Some((0x1000_0000, 0x2000_0000)));
-        assert_eq!(super::uncovered(0x40_0000, 0x2000_0000, &hob), Some((0x80_0000, 0xC0_0000)));
-        assert_eq!(super::uncovered(0x1000_0800, 0x1000_0C00, &hob), None, "less than a page");
+        let uncovered = |start, end| super::uncovered(start, end, hob.iter().copied());
+        assert_eq!(uncovered(0xC0_0000, 0x1000_0000), None);
+        assert_eq!(uncovered(0xC0_0000, 0x2000_0000), Some((0x1000_0000, 0x2000_0000)));
+        assert_eq!(uncovered(0x40_0000, 0x2000_0000), Some((0x80_0000, 0xC0_0000)));
+        assert_eq!(uncovered(0x1000_0800, 0x1000_0C00), None, "less than a page");
     }
 
     #[test]

@@ -93,8 +93,9 @@ pub enum BootErrorKind {
     UnsupportedRam(u64),
     /// TDX: memory that must lie below 4 GiB does not: what, where it ends.
     AboveFourGib(&'static str, u64),
-    /// TDX: memory to accept, `[start, end)`, overlaps a range the VMM added at launch.
-    AcceptOverAdded((u64, u64), (u64, u64)),
+    /// Memory to accept (TDX) or validate (SEV-SNP), `[start, end)`, overlaps a range the
+    /// launch added (or validated): what was asked ("TDX: accepting"), the range, the launch's.
+    OverLaunch(&'static str, (u64, u64), (u64, u64)),
     /// TDX: memory to accept, `[start, end)`, that the TD HOB does not list as unaccepted.
     NotInTdHob((u64, u64)),
     /// A sealed-secret token (`veil-tpm2`) or its payload: the parser's reason.
@@ -194,17 +195,15 @@ impl fmt::Display for BootErrorKind {
                 write!(f, "SEV-SNP: the firmware's own memory must lie below 4 GiB (ends at {at:#x})")
             }
             BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
-            BootErrorKind::AcceptOverAdded((a, b), (x, y)) => write!(
+            BootErrorKind::OverLaunch(what, (a, b), (x, y)) => write!(
                 f,
-                "TDX: accepting {a:#x}-{:#x} would overlap {x:#x}-{:#x}, which the VMM added at launch: refusing it",
+                "{what} {a:#x}-{:#x} would overlap {x:#x}-{:#x}, which the launch added: refusing it",
                 b - 1,
                 y - 1
             ),
-            BootErrorKind::NotInTdHob((a, b)) => write!(
-                f,
-                "TDX: RAM {a:#x}-{:#x} is not memory the TD HOB lists as unaccepted (the VMM never added it): refusing to accept it",
-                b - 1
-            ),
+            BootErrorKind::NotInTdHob((a, b)) => {
+                write!(f, "TDX: {a:#x}-{:#x} is not unaccepted in the TD HOB: refusing it", b - 1)
+            }
             BootErrorKind::Token(why) => write!(f, "{why}"),
             BootErrorKind::At { place, source } => write!(f, "{place}: {source}"),
             BootErrorKind::OutOfMemory(n) => write!(f, "out of memory for {n} bytes (the VM needs more RAM: -m)"),

@@ -8,8 +8,8 @@
 //!   launch validated (the firmware's own, the ROM, the SNP pages): the page-state change to
 //!   private asked for first lets the host RMPUPDATE it, which clears its validated bit, so the
 //!   second PVALIDATE "changes" it. Such ranges are refused before any exit
-//!   ([`check_not_launched`]), and a page-state change the host refuses (RAM it does not back)
-//!   names the range.
+//!   ([`check_not_launched`]). A page-state change the host refuses (RAM it does not back) stops
+//!   the boot too.
 //! * shared: PVALIDATE rescind at the RMP entry's page size (2 MiB where aligned, 4 KiB on
 //!   FAIL_SIZEMISMATCH), then page-state change to shared; the kernel clears the C-bit in the
 //!   page tables and flushes the TLB afterwards.
@@ -41,25 +41,6 @@ pub enum MemoryError {
         /// Validating (true) or rescinding.
         validate: bool,
     },
-    /// The range overlaps one the launch validated (`launch`): never validated again.
-    Launched {
-        /// Start.
-        start: u64,
-        /// End.
-        end: u64,
-        /// The launch's range it overlaps.
-        launch: (u64, u64),
-    },
-    /// The hypervisor refused the page-state change to private of `[start, end)` with this
-    /// error: RAM it does not back (the e820 map and the launch disagree).
-    NotPrivate {
-        /// Start.
-        start: u64,
-        /// End.
-        end: u64,
-        /// SW_EXITINFO2.
-        code: u64,
-    },
     /// PVALIDATE failed.
     Pvalidate {
         /// The page.
@@ -83,17 +64,6 @@ impl fmt::Display for MemoryError {
             MemoryError::Unchanged { gpa, validate: false } => {
                 write!(f, "rescinding {gpa:#x} changed nothing: the page was not validated")
             }
-            MemoryError::Launched { start, end, launch: (a, b) } => write!(
-                f,
-                "validating {start:#x}-{:#x} would overlap {a:#x}-{:#x}, which the launch validated: refusing it",
-                end - 1,
-                b - 1
-            ),
-            MemoryError::NotPrivate { start, end, code } => write!(
-                f,
-                "the hypervisor refused to make {start:#x}-{:#x} private (error {code:#x}): RAM it does not back",
-                end - 1
-            ),
             MemoryError::Pvalidate { gpa, result } => write!(f, "PVALIDATE of {gpa:#x} failed: {result:?}"),
         }
     }
@@ -133,23 +103,19 @@ fn pvalidate_4k(ghcb: &mut Ghcb<'_>, gpa: u64, validate: bool) -> Result<(), Mem
 }
 
 /// `[start, end)` may be validated only if it overlaps none of the ranges the launch validated
-/// (`launch`): else refused with the first such range (see the module documentation).
-pub fn check_not_launched(start: u64, end: u64, launch: &[(u64, u64)]) -> Result<(), MemoryError> {
-    crate::memmap::to_accept(start, end, &[], launch).map(|_| ()).map_err(|l| MemoryError::Launched {
-        start,
-        end,
-        launch: l,
-    })
+/// (`launch`): else the first such range (see the module documentation).
+pub fn check_not_launched(start: u64, end: u64, launch: &[(u64, u64)]) -> Result<(), (u64, u64)> {
+    match launch.iter().find(|&&(a, b)| start < b && a < end) {
+        Some(&launch) => Err(launch),
+        None => Ok(()),
+    }
 }
 
 /// Make `[start, end)` private and validated; returns the number of 4 KiB pages.
 pub fn validate(ghcb: &mut Ghcb<'_>, start: u64, end: u64) -> Result<u64, MemoryError> {
     check_range(start, end)?;
     let entries = psc_entries(start, end);
-    ghcb.page_state_change(&entries, PageState::Private).map_err(|e| match e {
-        GhcbError::PscFailed(code) => MemoryError::NotPrivate { start, end, code },
-        e => MemoryError::Ghcb(e),
-    })?;
+    ghcb.page_state_change(&entries, PageState::Private)?;
     for (gfn, huge) in entries {
         let gpa = gfn << 12;
         if huge {

@@ -135,7 +135,7 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
         Ok([entry(0, 512 * MIB, 1), entry(base, 0x1_0000_0000 - base, 1)].concat())
     };
     let (snp_rom, tdx_rom) = (over_rom(snp)?, over_rom(tdx)?);
-    let not_in_hob = "is not memory the TD HOB lists as unaccepted (the VMM never added it): refusing to accept it";
+    let not_in_hob = "is not unaccepted in the TD HOB: refusing it";
     let hob = |mib: u64| Some(tdx_test::td_hob(mib * MIB));
     // The TDVF TempMem section (added by the VMM) listed as unaccepted instead of system memory.
     let mut temp_unaccepted = tdx_test::td_hob(512 * MIB);
@@ -150,16 +150,16 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             snp,
             Some(&beyond),
             None,
-            "FATAL: SEV-SNP memory: the hypervisor refused to make 0x20000000-0x27ffffff private (error 0x10000000000): RAM it does not back".into(),
+            "FATAL: SEV-SNP memory: page state change failed with hypervisor error 0x10000000000".into(),
         ),
-        ("e820-beyond-hob", tdx, Some(&beyond), hob(512), format!("FATAL: TDX: RAM 0x20000000-0x27ffffff {not_in_hob}")),
+        ("e820-beyond-hob", tdx, Some(&beyond), hob(512), format!("FATAL: TDX: 0x20000000-0x27ffffff {not_in_hob}")),
         // The heap (the top 256 MiB of QEMU's 512) lies beyond what the TD HOB describes.
         (
             "hob-short-of-heap",
             tdx,
             None,
             hob(256),
-            format!("FATAL: accepting the heap's memory: TDX: RAM 0x10000000-0x1fffffff {not_in_hob}"),
+            format!("FATAL: accepting the heap's memory: TDX: 0x10000000-0x1fffffff {not_in_hob}"),
         ),
         (
             "e820-ram-over-rom",
@@ -167,7 +167,7 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             Some(&snp_rom),
             None,
             format!(
-                "FATAL: SEV-SNP memory: validating {0:#x}-0xffffffff would overlap {0:#x}-0xffffffff, which the launch validated: refusing it",
+                "FATAL: SEV-SNP: validating {0:#x}-0xffffffff would overlap {0:#x}-0xffffffff, which the launch added: refusing it",
                 rom_base(snp)?
             ),
         ),
@@ -176,7 +176,7 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             tdx,
             Some(&tdx_rom),
             hob(512),
-            format!("FATAL: TDX: RAM {:#x}-0xffffffff {not_in_hob}", rom_base(tdx)?),
+            format!("FATAL: TDX: {:#x}-0xffffffff {not_in_hob}", rom_base(tdx)?),
         ),
         // QEMU's e820 RAM covers TempMem, which the HOB now asks the TD to accept.
         (
@@ -184,7 +184,7 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             tdx,
             None,
             Some(temp_unaccepted),
-            "FATAL: TDX: accepting 0x100000-0x901fff would overlap 0x800000-0x8fffff, which the VMM added at launch: refusing it".into(),
+            "FATAL: TDX: accepting 0x100000-0x901fff would overlap 0x800000-0x8fffff, which the launch added: refusing it".into(),
         ),
     ];
     let mut failed = Vec::new();

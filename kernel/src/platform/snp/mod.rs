@@ -431,9 +431,9 @@ impl Snp {
     /// ROM: the page-state change asked for first would let the host replace them, and CF = 1
     /// would not show it; `veil_agent::snp::memory::check_not_launched`).
     fn validate(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
-        let mut launch = LAUNCH_VALIDATED.to_vec();
-        launch.push(crate::arch::layout::rom_range());
-        memory::check_not_launched(start, end, &launch)?;
+        let [a, b, c] = LAUNCH_VALIDATED;
+        memory::check_not_launched(start, end, &[a, b, c, crate::arch::layout::rom_range()])
+            .map_err(|l| BootErrorKind::OverLaunch("SEV-SNP: validating", (start, end), l))?;
         let pages = with_ghcb(|g| memory::validate(g, start, end))
             .ok_or(BootErrorKind::Snp(veil_agent::snp::SnpError::RequestRefused("the GHCB is busy")))??;
         self.validated.push((start, end));

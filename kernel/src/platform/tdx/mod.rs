@@ -161,10 +161,10 @@ impl Tdx {
     /// describe).
     fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
         let pieces = veil_agent::memmap::to_accept(start, end, &self.accepted, &self.added())
-            .map_err(|added| BootErrorKind::AcceptOverAdded((start, end), added))?;
-        let unaccepted: Vec<(u64, u64)> =
-            self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).map(|r| (r.start, r.end())).collect();
-        if let Some(r) = pieces.iter().find_map(|&(a, b)| veil_agent::memmap::uncovered(a, b, &unaccepted)) {
+            .map_err(|added| BootErrorKind::OverLaunch("TDX: accepting", (start, end), added))?;
+        let unaccepted =
+            self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).map(|r| (r.start, r.end()));
+        if let Some(r) = pieces.iter().find_map(|&(a, b)| veil_agent::memmap::uncovered(a, b, unaccepted.clone())) {
             return Err(BootErrorKind::NotInTdHob(r).into());
         }
         let mut pages = 0;
