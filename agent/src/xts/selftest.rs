@@ -355,7 +355,7 @@ mod tests {
                 ])
             };
         let failure = SelfTestFailure::WrongCiphertext { case: CASES.len(), sector_size: 512 };
-        assert_eq!(run_with(&make)[0].result, Err(failure.clone()));
+        assert_eq!(run_with(&make)[0].result, Err(failure));
         assert_eq!(
             alloc::format!("{failure}"),
             alloc::format!("case {} (512-byte sectors): wrong ciphertext", CASES.len())
