@@ -9,6 +9,6 @@ fuzz_target!(|data: &[u8]| {
         let mut pck = [4u8; 65];
         pck[1..].copy_from_slice(&q.attestation_key);
         let _ = q.verify_signatures(&pck);
-        let _ = q.body.debug();
+        let _ = q.body.attributes();
     }
 });

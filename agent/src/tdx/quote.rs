@@ -44,11 +44,6 @@ pub struct TdReportBody {
 }
 
 impl TdReportBody {
-    /// Is the TD debuggable (TD attributes bit 0)?
-    pub fn debug(&self) -> bool {
-        self.td_attributes[0] & 1 != 0
-    }
-
     /// The TD attributes as a number (TDX module ABI: bits 7:0 TUD, 31:8 SEC, 63:32 OTHER).
     pub fn attributes(&self) -> u64 {
         u64::from_le_bytes(self.td_attributes)

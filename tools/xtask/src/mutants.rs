@@ -71,13 +71,20 @@ const GROUPS: [Group; 7] = [
         name: "snp",
         files: &["agent/src/snp/verify.rs", "agent/src/snp/guest_msg.rs"],
         re: None,
-        tests: &["--lib", "--test=snp_reports"],
+        tests: &["--lib", "--test=snp_reports", "--test=snp_forged"],
     },
     Group {
         name: "tdx",
         files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
         re: None,
-        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_report", "--test=tdx_ccel", "--test=tdx_hob_spec"],
+        tests: &[
+            "--lib",
+            "--test=tdx_quotes",
+            "--test=tdx_report",
+            "--test=tdx_ccel",
+            "--test=tdx_hob_spec",
+            "--test=tdx_forged",
+        ],
     },
     Group {
         name: "xts",
