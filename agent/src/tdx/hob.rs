@@ -190,6 +190,10 @@ mod tests {
             mem(ResourceKind::Mmio, 0xFEC0_0000, 0x1000),
         ];
         assert_eq!(parse(&build(&rs)).unwrap(), rs);
+        // Touching is not overlapping, in either order.
+        let descending = [rs[1], rs[0]];
+        assert_eq!(parse(&build(&descending)).unwrap(), descending);
+        assert!(HobError::Overlap(0x1000).to_string().contains("0x1000"), "{}", HobError::Overlap(0x1000));
     }
 
     #[test]
