@@ -139,21 +139,16 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     std::fs::write(&srk, &tpm2b).unwrap();
 
     let before = std::fs::read(&disk).unwrap();
-    let seal = |secret: &str| {
-        veil(&[
-            "seal",
-            "--platform",
-            "tpm",
-            "--parent-public",
-            p(&srk),
-            "--secret",
-            p(&f.path(secret)),
-            "--rom",
-            p(&rom),
-            "--image",
-            p(&disk),
-        ])
+    // `veil seal --platform tpm` of `image` with the master secret file `secret`, and `extra`.
+    let seal_image = |secret: &str, image: &std::path::Path, extra: &[&str]| {
+        let secret = f.path(secret);
+        let mut args =
+            vec!["seal", "--platform", "tpm", "--parent-public", p(&srk), "--secret", p(&secret), "--rom", p(&rom)];
+        args.extend(["--image", p(image)]);
+        args.extend(extra);
+        veil(&args)
     };
+    let seal = |secret: &str| seal_image(secret, &disk, &[]);
     let refused = seal("other.json");
     fails(&refused, 1, "does not open");
     assert!(err(&refused).contains("nothing was written"), "{}", err(&refused));
@@ -200,22 +195,8 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     let sealed = seal("secret.json");
     assert!(sealed.status.success(), "{}", err(&sealed));
     assert!(out(&sealed).contains("in veil-boot token 1"), "{}", out(&sealed));
-    let secret = f.path("secret.json");
-    let again = [
-        "seal",
-        "--platform",
-        "tpm",
-        "--parent-public",
-        p(&srk),
-        "--secret",
-        p(&secret),
-        "--rom",
-        p(&rom),
-        "--image",
-        p(&disk),
-        "--json",
-    ];
-    let json: serde_json::Value = serde_json::from_slice(&veil(&again).stdout).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&seal_image("secret.json", &disk, &["--json"]).stdout).unwrap();
     assert_eq!(json["token"], 1, "the old token replaced: {json}");
     assert_eq!(json["pcrs"], serde_json::json!([0, 4, 8, 9, 15]));
 
@@ -249,19 +230,7 @@ fn seal_refuses_a_secret_that_does_not_open_veil_boot() {
     assert_eq!(doc["boot_target"]["never_seal"], true, "{doc}");
     assert!(out(&veil(&["image", "inspect", p(&never)])).contains("never sealed locally (--never-seal)"));
     let before = std::fs::read(&never).unwrap();
-    let refused = veil(&[
-        "seal",
-        "--platform",
-        "tpm",
-        "--parent-public",
-        p(&srk),
-        "--secret",
-        p(&secret),
-        "--rom",
-        p(&rom),
-        "--image",
-        p(&never),
-    ]);
+    let refused = seal_image("secret.json", &never, &[]);
     fails(&refused, 1, "was built --never-seal");
     assert!(std::fs::read(&never).unwrap() == before, "the disk changed");
 }
