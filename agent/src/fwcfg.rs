@@ -193,8 +193,18 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
         let addr = u64::from_le_bytes(e[0..8].try_into().expect("8 bytes"));
         let len = u64::from_le_bytes(e[8..16].try_into().expect("8 bytes"));
         let kind = E820Kind::from_u32(u32::from_le_bytes(e[16..20].try_into().expect("4 bytes")));
-        if len == 0 || addr.checked_add(len).is_none() {
-            return Err(FwCfgError::E820(alloc::format!("entry {i} ({addr:#x}+{len:#x}) is empty or wraps")));
+        // RAM in whole pages only: a page split between two RAM entries is in neither entry's
+        // whole pages, so a confidential guest would neither validate nor accept it, yet Linux
+        // merges the entries and uses it.
+        let why = if len == 0 || addr.checked_add(len).is_none() {
+            "is empty or wraps"
+        } else if kind == E820Kind::Ram && (addr | len) & 0xFFF != 0 {
+            "is RAM not in whole 4 KiB pages"
+        } else {
+            ""
+        };
+        if !why.is_empty() {
+            return Err(FwCfgError::E820(alloc::format!("entry {i} ({addr:#x}+{len:#x}) {why}")));
         }
         map.push(E820Entry { addr, len, kind });
     }
@@ -313,6 +323,14 @@ mod tests {
         assert!(parse_e820(&e820(&[(0, 0, 1)])).is_err());
         assert!(parse_e820(&e820(&[(u64::MAX, 2, 1)])).is_err());
         assert!(parse_e820(&e820(&[(0, 0x1000, 2)])).is_err(), "no RAM");
+        // RAM split inside a page (issue 32): refused at either end; other kinds may be unaligned.
+        let split = parse_e820(&e820(&[(0, 0x1000_0800, 1), (0x1000_0800, 0xFF_F800, 1)]));
+        assert_eq!(
+            split.unwrap_err().to_string(),
+            "etc/e820: entry 0 (0x0+0x10000800) is RAM not in whole 4 KiB pages"
+        );
+        assert!(parse_e820(&e820(&[(0x800, 0x1000, 1)])).is_err());
+        assert!(parse_e820(&e820(&[(0, 0x1000, 1), (0x9_FC00, 0x400, 2)])).is_ok());
         let overlap = parse_e820(&e820(&[(0, 0x200000, 1), (0x100000, 0x200000, 1)]));
         assert!(matches!(overlap, Err(FwCfgError::E820(m)) if m.contains("overlap")));
         assert!(parse_e820(&vec![0u8; 20 * (MAX_E820 + 1)]).is_err());

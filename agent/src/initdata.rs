@@ -60,9 +60,9 @@ fn entry(doc: &str) -> Result<crate::json::Value, String> {
 pub fn digest(doc: &str) -> Result<Vec<u8>, String> {
     let algorithm = doc
         .lines()
-        .find_map(|l| l.trim().strip_prefix("algorithm"))
-        .and_then(|rest| rest.trim().strip_prefix('='))
-        .map(|v| v.trim().trim_matches('"'))
+        .find_map(|l| l.trim_ascii().strip_prefix("algorithm"))
+        .and_then(|rest| rest.trim_ascii().strip_prefix('='))
+        .map(|v| v.trim_ascii().trim_matches('"'))
         .ok_or("init-data: no algorithm line")?;
     Ok(match algorithm {
         "sha256" => sha2::Sha256::digest(doc.as_bytes()).to_vec(),

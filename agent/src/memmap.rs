@@ -156,8 +156,8 @@ pub fn mtrr_hole(map: &[E820Entry]) -> Option<(u64, u64)> {
 /// `[start, end)` (rounded inwards to 4 KiB pages) minus every range `[a, b)` in `taken`: the
 /// pieces left, in order. What an SNP guest still has to validate of a RAM entry.
 pub fn subtract(start: u64, end: u64, taken: &[(u64, u64)]) -> Vec<(u64, u64)> {
-    let mut pieces: Vec<(u64, u64)> =
-        [(start.next_multiple_of(4096), end / 4096 * 4096)].into_iter().filter(|(a, b)| a < b).collect();
+    let first = start.checked_next_multiple_of(4096).unwrap_or(u64::MAX); // the last page: none
+    let mut pieces: Vec<(u64, u64)> = [(first, end / 4096 * 4096)].into_iter().filter(|(a, b)| a < b).collect();
     for &(t0, t1) in taken {
         pieces =
             pieces.into_iter().flat_map(|(a, b)| [(a, b.min(t0)), (a.max(t1), b)]).filter(|(a, b)| a < b).collect();
@@ -178,7 +178,7 @@ pub fn by_high_gib(start: u64, end: u64) -> Vec<(u64, u64, Option<u64>)> {
             pieces.push((at, to, None));
             at = to;
         } else {
-            let to = end.min((at / GIB + 1) * GIB);
+            let to = end.min((at / GIB + 1).saturating_mul(GIB)); // the last GiB ends at 2^64
             pieces.push((at, to, Some(at / GIB)));
             at = to;
         }
@@ -187,10 +187,11 @@ pub fn by_high_gib(start: u64, end: u64) -> Vec<(u64, u64, Option<u64>)> {
 }
 
 /// What a confidential guest still has to accept of `[start, end)` (rounded inwards to 4 KiB
-/// pages): the range minus what it accepted itself (`own`). Overlap with a range the host
-/// says it added and accepted before the guest ran (`added`: TDX's TempMem, TD HOB, image, the
-/// TD HOB's system memory) is refused with that range, not skipped: memory the firmware uses
-/// itself, or whose contents the host chose, never becomes the heap or is counted as Linux's.
+/// pages): the range minus what it accepted itself (`own`). Overlap with a range the launch
+/// added and accepted before the guest ran (`added`: TDX's TempMem, TD HOB and image sections,
+/// from the firmware's own TDVF metadata, never the host's word) is refused with that range, not
+/// skipped: memory the firmware uses itself, or whose contents the host chose, never becomes
+/// the heap or is counted as Linux's.
 pub fn to_accept(
     start: u64,
     end: u64,
@@ -210,7 +211,7 @@ pub fn to_accept(
 /// RAM the e820 map lists that the launch does not describe (TDX: RAM to accept that the TD
 /// HOB does not list as unaccepted memory, so the VMM never added it).
 pub fn uncovered(start: u64, end: u64, within: impl Iterator<Item = (u64, u64)> + Clone) -> Option<(u64, u64)> {
-    let (mut at, end) = (start.next_multiple_of(4096), end / 4096 * 4096);
+    let (mut at, end) = (start.checked_next_multiple_of(4096).unwrap_or(u64::MAX), end / 4096 * 4096);
     while at < end {
         match within.clone().find(|&(a, b)| a <= at && at < b) {
             Some((_, b)) => at = b,
@@ -390,5 +391,24 @@ mod tests {
         );
         assert_eq!(subtract(0x80_0000, 0x90_2000, &taken), vec![]);
         assert_eq!(subtract(0x1000, 0x1800, &[]), vec![]); // less than a page
+    }
+
+    /// Issue 32: ranges at the top of the address space (a hostile e820) give pieces, not a
+    /// wrapped address or an endless loop.
+    #[test]
+    fn the_last_page_and_the_last_gib_of_the_address_space() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(super::subtract(u64::MAX - 0x800, u64::MAX, &[]), vec![], "inside the last page");
+        assert_eq!(
+            super::subtract(0u64.wrapping_sub(0x2000), u64::MAX, &[]),
+            vec![(0u64.wrapping_sub(0x2000), u64::MAX - 0xFFF)]
+        );
+        assert_eq!(super::uncovered(u64::MAX - 0x800, u64::MAX, core::iter::empty()), None);
+        let last = 0u64.wrapping_sub(GIB);
+        assert_eq!(super::by_high_gib(last, u64::MAX - 0xFFF), vec![(last, u64::MAX - 0xFFF, Some((1 << 34) - 1))]);
+        assert_eq!(
+            super::by_high_gib(last - GIB, last + 0x1000),
+            vec![(last - GIB, last, Some((1 << 34) - 2)), (last, last + 0x1000, Some((1 << 34) - 1))]
+        );
     }
 }

@@ -173,10 +173,10 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 /// The DER of the first PEM block labelled `label` (`CERTIFICATE`, `PUBLIC KEY`).
 pub fn pem_block(pem: &str, label: &str) -> Result<Vec<u8>, String> {
     let begin = alloc::format!("-----BEGIN {label}-----");
-    let mut lines = pem.lines().skip_while(|l| l.trim() != begin);
+    let mut lines = pem.lines().skip_while(|l| l.trim_ascii() != begin);
     if lines.next().is_none() {
         return Err(alloc::format!("PEM: no {label} block"));
     }
     let body: String = lines.take_while(|l| !l.starts_with("-----END")).collect();
-    crate::b64::STANDARD.decode(body.trim()).map_err(|_| alloc::format!("PEM: the {label} block is not base64"))
+    crate::b64::STANDARD.decode(body.trim_ascii()).map_err(|_| alloc::format!("PEM: the {label} block is not base64"))
 }

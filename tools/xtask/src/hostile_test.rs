@@ -144,6 +144,18 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
         .find(|&at| temp_unaccepted[at + 32..at + 40] == 0x80_0000u64.to_le_bytes())
         .expect("td_hob lists TempMem");
     temp_unaccepted[at + 24..at + 28].copy_from_slice(&7u32.to_le_bytes());
+    // A HOB that calls 1 MiB at 128 MiB system memory the VMM added, which it never added: left
+    // unaccepted, Linux would take it as accepted RAM.
+    let mut claimed = tdx_test::ADDED_SECTIONS.to_vec();
+    claimed.push((128 * MIB, 129 * MIB));
+    let claimed_added = tdx_test::td_hob_listing(512 * MIB, &claimed);
+    // 512 MiB as two RAM entries split inside a page: the page across the split is in neither
+    // entry's whole pages, so neither validated nor accepted, but Linux merges the entries and
+    // uses it.
+    let split = [entry(0, 256 * MIB + 0x800, 1), entry(256 * MIB + 0x800, 256 * MIB - 0x800, 1)].concat();
+    let split_line = "FATAL: etc/e820: entry 0 (0x0+0x10000800) is RAM not in whole 4 KiB pages";
+    // RAM in the last GiB of the address space, beyond any physical address width.
+    let last_gib = [entry(0, 512 * MIB, 1), entry(0u64.wrapping_sub(1 << 30), (1 << 30) - 0x1000, 1)].concat();
     let cases: Vec<(&str, &Path, Option<&[u8]>, Option<Vec<u8>>, String)> = vec![
         (
             "e820-beyond-backed",
@@ -178,13 +190,23 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             hob(512),
             format!("FATAL: TDX: {:#x}-0xffffffff {not_in_hob}", rom_base(tdx)?),
         ),
-        // QEMU's e820 RAM covers TempMem, which the HOB now asks the TD to accept.
+        // The HOB asks the TD to accept TempMem, which the VMM added.
         (
             "hob-tempmem-unaccepted",
             tdx,
             None,
             Some(temp_unaccepted),
-            "FATAL: TDX: accepting 0x100000-0x901fff would overlap 0x800000-0x8fffff, which the launch added: refusing it".into(),
+            "FATAL: TDX: the TD HOB's unaccepted 0x800000-0x8fffff would overlap 0x800000-0x8fffff, which the launch added: refusing it".into(),
+        ),
+        ("hob-claims-added", tdx, None, Some(claimed_added), format!("FATAL: TDX: 0x8000000-0x80fffff {not_in_hob}")),
+        ("e820-split-page", snp, Some(&split), None, split_line.into()),
+        ("e820-split-page", tdx, Some(&split), hob(512), split_line.into()),
+        (
+            "e820-last-gib",
+            snp,
+            Some(&last_gib),
+            None,
+            "FATAL: SEV-SNP: memory up to 0xfffffffffffff000 is out of reach (heap: below 4 GiB, RAM: 256 TiB)".into(),
         ),
     ];
     let mut failed = Vec::new();
@@ -217,7 +239,11 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
         let run = qemu::boot(rom, &format!("hostile-{name}-{platform}"), &args, t)?;
         let checked = run
             .expect_exit(qemu::EXIT_FAILURE)
-            .and_then(|r| r.expect(&format!("on the {platform} platform")))
+            // A TD HOB is refused as the platform comes up, before the banner names it.
+            .and_then(|r| match want.contains("the TD HOB's") {
+                true => Ok(r),
+                false => r.expect(&format!("on the {platform} platform")),
+            })
             .and_then(|r| r.expect(&want))
             .and_then(|r| match r.log.contains("Linux version") {
                 true => Err(anyhow::anyhow!("Linux started: {}", r.log_path.display())),

@@ -30,10 +30,20 @@ fn resource(kind: u32, start: u64, len: u64) -> Vec<u8> {
     h
 }
 
+/// The ranges the VMM adds to the TD before it runs (TDH.MEM.PAGE.ADD): the ROM's TDVF
+/// TempMem and TD HOB sections, from its TDVF metadata (boot.S).
+pub const ADDED_SECTIONS: [(u64, u64); 3] = [(0x80_0000, 0x90_0000), (0x90_2000, 0x90_3000), (0xA0_0000, 0xC0_0000)];
+
 /// The TD HOB QEMU would write for `ram` bytes: the PHIT, the pages the VMM adds (the ROM's
 /// TDVF TempMem and TD HOB sections) as system memory, the rest as unaccepted memory (on q35,
 /// 2 GiB below 4 GiB and the rest above once RAM reaches 2.75 GiB), the end-of-list HOB.
 pub fn td_hob(ram: u64) -> Vec<u8> {
+    td_hob_listing(ram, &ADDED_SECTIONS)
+}
+
+/// [`td_hob`] with `system_memory` (ascending, below 2 GiB) listed as the system memory the VMM
+/// added, whether or not it did: a hostile VMM's HOB.
+pub fn td_hob_listing(ram: u64, system_memory: &[(u64, u64)]) -> Vec<u8> {
     let low = if ram >= 0xB000_0000 { 0x8000_0000 } else { ram };
     let mut h = Vec::new();
     h.extend(1u16.to_le_bytes());
@@ -41,9 +51,8 @@ pub fn td_hob(ram: u64) -> Vec<u8> {
     h.extend(0u32.to_le_bytes());
     h.extend(9u32.to_le_bytes()); // version
     h.extend([0u8; 44]);
-    let added = [(0x80_0000u64, 0x90_0000u64), (0x90_2000, 0x90_3000), (0xA0_0000, 0xC0_0000)];
     let mut at = 0;
-    for (a, b) in added {
+    for &(a, b) in system_memory {
         if at < a {
             h.extend(resource(7, at, a - at));
         }

@@ -141,6 +141,12 @@ impl Tdx {
         // mapped), read once.
         let page = unsafe { core::slice::from_raw_parts(TD_HOB as *const u8, 4096) };
         let resources = hob::parse(page).map_err(BootErrorKind::TdHob)?;
+        // A HOB that leaves a section the VMM added to be accepted disagrees with the launch.
+        for r in resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted) {
+            if let Some(&added) = ADDED.iter().find(|&&(a, b)| r.start < b && a < r.end()) {
+                return Err(BootErrorKind::OverLaunch("TDX: the TD HOB's unaccepted", (r.start, r.end()), added).into());
+            }
+        }
         ACTIVE.store(true, Ordering::SeqCst);
         let mut t = Tdx { log: EventLog::new(&[Bank::Sha384]), extends: 0, info, resources, accepted: Vec::new() };
         // The TD HOB is the VMM's configuration: into RTMR0 first, as TDVF and td-shim do.
@@ -148,19 +154,12 @@ impl Tdx {
         Ok(t)
     }
 
-    /// What the VMM added before the TD ran: its TDVF sections and the HOB's system memory.
-    fn added(&self) -> Vec<(u64, u64)> {
-        let mut t: Vec<(u64, u64)> = ADDED.to_vec();
-        t.extend(self.resources.iter().filter(|r| r.kind == ResourceKind::SystemMemory).map(|r| (r.start, r.end())));
-        t
-    }
-
     /// Accept `[start, end)` but what the TD accepted already; overlap with what the VMM added
     /// is refused (veil_agent::memmap::to_accept), never skipped, and so is a piece the TD HOB
     /// does not list as unaccepted memory (the VMM never added it: RAM the launch does not
     /// describe).
     fn accept(&mut self, start: u64, end: u64) -> Result<u64, BootError> {
-        let pieces = veil_agent::memmap::to_accept(start, end, &self.accepted, &self.added())
+        let pieces = veil_agent::memmap::to_accept(start, end, &self.accepted, &ADDED)
             .map_err(|added| BootErrorKind::OverLaunch("TDX: accepting", (start, end), added))?;
         let unaccepted =
             self.resources.iter().filter(|r| r.kind == ResourceKind::Unaccepted).map(|r| (r.start, r.end()));
@@ -344,11 +343,13 @@ impl Platform for Tdx {
         let mut pages = 0;
         // Every page Linux is given as RAM (the legacy hole stays out), above 4 GiB too
         // (TDG.MEM.PAGE.ACCEPT takes a GPA: nothing needs mapping; Linux learns of unaccepted
-        // memory only from UEFI, which this firmware is not): what the TD HOB lists as system
-        // memory the VMM added; the rest is accepted, and must be what it lists as unaccepted
-        // (accept refuses anything else: the e820 map and the launch disagree).
+        // memory only from UEFI, which this firmware is not) but the sections the TDVF metadata
+        // has the VMM add, which are accepted already. The rest is accepted here, and must be
+        // what the TD HOB lists as unaccepted (accept refuses anything else: the e820 map and
+        // the launch disagree). The TD HOB's own "system memory" is the host's word, not taken:
+        // memory it claims was added and was not would reach Linux unaccepted.
         let mut skip: Vec<(u64, u64)> = alloc::vec![(0xA_0000, 0x10_0000)];
-        skip.extend(self.resources.iter().filter(|r| r.kind == ResourceKind::SystemMemory).map(|r| (r.start, r.end())));
+        skip.extend(ADDED);
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
             for (x, y) in veil_agent::memmap::subtract(e.addr, e.end(), &skip) {
                 pages += self.accept(x, y)?;
