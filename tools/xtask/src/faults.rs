@@ -294,8 +294,7 @@ impl Drop for Relay {
 }
 
 fn relay(veil: &Path, dir: &Path, broker: &tpm_test::KeyBroker) -> Result<(Relay, Vec<String>)> {
-    let sock = std::fs::canonicalize(dir)?.join("relay.sock");
-    let _ = std::fs::remove_file(&sock);
+    let sock = qemu::socket_path(dir, "relay.sock")?;
     let child = Command::new(veil)
         .args(["kbs", "relay", "--socket"])
         .arg(&sock)

@@ -719,8 +719,7 @@ pub fn relay_echo_run(
 ) -> Result<qemu::Run> {
     use std::io::{Read, Write};
     eprintln!("xtask: firmware test: framed JSON over virtio-console to a host relay and back");
-    let sock = std::fs::canonicalize(dir)?.join("relay.sock");
-    let _ = std::fs::remove_file(&sock);
+    let sock = qemu::socket_path(dir, "relay.sock")?;
     let hook = dir.join("relay-echo.bin");
     std::fs::write(&hook, "relay-echo")?;
     let path = sock.clone();

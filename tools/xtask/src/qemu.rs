@@ -100,6 +100,29 @@ pub fn run_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Longest path a UNIX socket can be bound at (`sun_path` is 108 bytes with its NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// Where the UNIX socket `name` of the test whose run directory is `dir` lives: in `dir` when
+/// the path fits a socket's 107 bytes, else (a deep checkout) in a directory of its own under
+/// TMPDIR named after `dir`, so two runs never share it. Any stale socket there is removed.
+pub fn socket_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("{}", dir.display()))?;
+    let mut path = dir.join(name);
+    if path.as_os_str().len() > SOCKET_PATH_MAX {
+        let id = BuildHasherDefault::<DefaultHasher>::default().hash_one(&dir);
+        let short = std::env::temp_dir().join(format!("veil-{id:016x}"));
+        std::fs::create_dir_all(&short).with_context(|| format!("creating {}", short.display()))?;
+        path = short.join(name);
+        if path.as_os_str().len() > SOCKET_PATH_MAX {
+            bail!("{}: too long for a UNIX socket's path (TMPDIR is too deep)", path.display());
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(path)
+}
+
 /// Where [`boot`] writes the serial log of the boot called `name`.
 pub fn log_path(name: &str) -> Result<PathBuf> {
     Ok(session_dir()?.join(format!("{name}.log")))
@@ -266,6 +289,26 @@ pub fn pmemsave(m: &mut std::os::unix::net::UnixStream, len: u64, dump: &Path) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run directory too deep for a UNIX socket's path gets its sockets under TMPDIR, one
+    /// directory per run directory; a shallow one keeps them.
+    #[test]
+    fn sockets_fit_a_unix_path() {
+        let base = std::env::temp_dir().join(format!("veil-socket-test-{}", std::process::id()));
+        let deep = base.join("d".repeat(120));
+        std::fs::create_dir_all(&deep).unwrap();
+        let shallow = super::socket_path(&base, "relay.sock").unwrap();
+        assert_eq!(shallow, std::fs::canonicalize(&base).unwrap().join("relay.sock"));
+        let moved = super::socket_path(&deep, "relay.sock").unwrap();
+        assert!(moved.as_os_str().len() <= 107, "{}", moved.display());
+        assert!(moved.parent().unwrap().is_dir());
+        assert_eq!(super::socket_path(&deep, "relay.sock").unwrap(), moved, "the same run, the same socket");
+        let other = base.join("e".repeat(120));
+        std::fs::create_dir_all(&other).unwrap();
+        assert_ne!(super::socket_path(&other, "relay.sock").unwrap(), moved, "another run, another socket");
+        let _ = std::fs::remove_dir_all(moved.parent().unwrap());
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn the_last_stage_mark_is_found() {

@@ -566,8 +566,7 @@ pub fn boot_with_relay(
     }
     let mut relay = None;
     if let Some(b) = broker {
-        let sock = std::fs::canonicalize(relay_dir)?.join("relay.sock");
-        let _ = std::fs::remove_file(&sock);
+        let sock = qemu::socket_path(relay_dir, "relay.sock")?;
         relay = Some(
             Command::new(veil)
                 .args(["kbs", "relay", "--socket"])

@@ -120,8 +120,7 @@ pub fn seal_offline(veil: &Path, rom: &Path, secret: &Path, image: &Path, state:
 /// Start swtpm on `state` for one VM run.
 pub fn start(state: &Path) -> Result<Swtpm> {
     let state = std::fs::canonicalize(state)?;
-    let sock = state.join("swtpm.sock");
-    let _ = std::fs::remove_file(&sock);
+    let sock = crate::qemu::socket_path(&state, "swtpm.sock")?;
     let child = Command::new("swtpm")
         .args(["socket", "--tpm2"])
         .arg("--tpmstate")
@@ -279,8 +278,7 @@ pub fn boot_with_broker_within(
     args: &[String],
     timeout: Duration,
 ) -> Result<qemu::Run> {
-    let sock = std::fs::canonicalize(state)?.join("relay.sock");
-    let _ = std::fs::remove_file(&sock);
+    let sock = crate::qemu::socket_path(state, "relay.sock")?;
     let mut relay = Command::new(veil)
         .args(["kbs", "relay", "--socket"])
         .arg(&sock)
