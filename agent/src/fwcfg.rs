@@ -180,7 +180,8 @@ impl E820Entry {
 }
 
 /// Parse `etc/e820`: whole entries, at least one RAM range, no zero-length or wrapping
-/// ranges, no overlapping RAM. Returned sorted by address.
+/// ranges, RAM in whole 4 KiB pages and not overlapping, types 1-5 only. Returned sorted by
+/// address.
 pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(20) {
         return Err(FwCfgError::E820(alloc::format!("{} bytes is not a whole number of 20-byte entries", bytes.len())));
@@ -200,6 +201,10 @@ pub fn parse_e820(bytes: &[u8]) -> Result<Vec<E820Entry>, FwCfgError> {
             "is empty or wraps"
         } else if kind == E820Kind::Ram && (addr | len) & 0xFFF != 0 {
             "is RAM not in whole 4 KiB pages"
+        } else if matches!(kind, E820Kind::Other(_)) {
+            // Linux takes some as memory (128, E820_TYPE_RESERVED_KERN; 7 and 12, pmem) that
+            // the firmware would neither validate nor accept; QEMU writes 1 and 2 only.
+            "has a type other than 1-5"
         } else {
             ""
         };
@@ -331,6 +336,12 @@ mod tests {
         );
         assert!(parse_e820(&e820(&[(0x800, 0x1000, 1)])).is_err());
         assert!(parse_e820(&e820(&[(0, 0x1000, 1), (0x9_FC00, 0x400, 2)])).is_ok());
+        // Types Linux could take as memory, or that nobody defined (issue 32): refused.
+        for t in [0, 6, 7, 12, 128, 0xEFFF_FFFF] {
+            let e = parse_e820(&e820(&[(0, 0x1000_0000, 1), (0x1000_0000, 0x1000, t)])).unwrap_err();
+            assert_eq!(e.to_string(), "etc/e820: entry 1 (0x10000000+0x1000) has a type other than 1-5", "type {t}");
+        }
+        assert!(parse_e820(&e820(&[(0, 0x1000, 1), (0x1000, 0x1000, 3), (0x2000, 0x1000, 4), (0x3000, 1, 5)])).is_ok());
         let overlap = parse_e820(&e820(&[(0, 0x200000, 1), (0x100000, 0x200000, 1)]));
         assert!(matches!(overlap, Err(FwCfgError::E820(m)) if m.contains("overlap")));
         assert!(parse_e820(&vec![0u8; 20 * (MAX_E820 + 1)]).is_err());

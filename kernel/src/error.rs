@@ -89,7 +89,7 @@ pub enum BootErrorKind {
     ApsMissing(u32, u32),
     /// The launch is not bound to this disk's boot target: why.
     LaunchBinding(String),
-    /// SEV-SNP memory out of the firmware's reach: the heap above 4 GiB, RAM above 256 TiB
+    /// SEV-SNP memory out of the firmware's reach: the heap above 4 GiB, RAM above 128 TiB
     /// (what its page tables map): where it ends.
     UnsupportedRam(u64),
     /// TDX: memory that must lie below 4 GiB does not: what, where it ends.
@@ -193,7 +193,7 @@ impl fmt::Display for BootErrorKind {
                 "TDX: {arrived} of {expected} application processors reached the wakeup mailbox (the VMM did not run the others)"
             ),
             BootErrorKind::UnsupportedRam(at) => {
-                write!(f, "SEV-SNP: memory up to {at:#x} is out of reach (heap: below 4 GiB, RAM: 256 TiB)")
+                write!(f, "SEV-SNP: memory up to {at:#x} is out of reach (heap: below 4 GiB, RAM: 128 TiB)")
             }
             BootErrorKind::AboveFourGib(what, at) => write!(f, "TDX: {what} must lie below 4 GiB (ends at {at:#x})"),
             BootErrorKind::OverLaunch(what, (a, b), (x, y)) => write!(

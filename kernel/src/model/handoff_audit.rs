@@ -14,17 +14,19 @@ use alloc::vec::Vec;
 const E820_ENTRIES: usize = 0x1E8;
 /// `e820_table`: 128 entries of (addr u64, size u64, type u32).
 const E820_TABLE: usize = 0x2D0;
-/// E820_TYPE_RAM.
-const RAM: u32 = 1;
+/// The types Linux never takes as memory (reserved, ACPI, NVS, unusable): every other type
+/// counts as RAM here (1; 128, E820_TYPE_RESERVED_KERN, which Linux adds to its usable memory;
+/// pmem 7 and 12, which userspace can online), so the audit misses none.
+const NOT_RAM: core::ops::RangeInclusive<u32> = 2..=5;
 
-/// The RAM ranges `[start, end)` of the e820 table in the boot_params at `boot_params`.
+/// The RAM ranges `[start, end)` (every type Linux may use as memory) of the e820 table in the boot_params at `boot_params`.
 pub fn ram_ranges(boot_params: u64) -> Vec<(u64, u64)> {
     // SAFETY: the zero page the firmware wrote for Linux (4 KiB, identity mapped), read only.
     let page = unsafe { core::slice::from_raw_parts(boot_params as *const u8, 4096) };
     let count = usize::from(page[E820_ENTRIES]).min(128);
     (0..count)
         .map(|i| &page[E820_TABLE + 20 * i..E820_TABLE + 20 * (i + 1)])
-        .filter(|e| u32::from_le_bytes(e[16..20].try_into().expect("4 bytes")) == RAM)
+        .filter(|e| !NOT_RAM.contains(&u32::from_le_bytes(e[16..20].try_into().expect("4 bytes"))))
         .map(|e| {
             let addr = u64::from_le_bytes(e[0..8].try_into().expect("8 bytes"));
             (addr, addr + u64::from_le_bytes(e[8..16].try_into().expect("8 bytes")))

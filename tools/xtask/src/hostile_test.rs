@@ -156,6 +156,12 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
     let split_line = "FATAL: etc/e820: entry 0 (0x0+0x10000800) is RAM not in whole 4 KiB pages";
     // RAM in the last GiB of the address space, beyond any physical address width.
     let last_gib = [entry(0, 512 * MIB, 1), entry(0u64.wrapping_sub(1 << 30), (1 << 30) - 0x1000, 1)].concat();
+    // RAM at 128 TiB: above it, an identity mapping is no canonical address (4-level paging).
+    let at_128_tib = [entry(0, 512 * MIB, 1), entry(1 << 47, 2 * MIB, 1)].concat();
+    // E820_TYPE_RESERVED_KERN (128), which Linux adds to its usable memory like RAM, beyond
+    // QEMU's RAM: neither validated nor accepted.
+    let reserved_kern = [entry(0, 512 * MIB, 1), entry(512 * MIB, 128 * MIB, 128)].concat();
+    let kern_line = "FATAL: etc/e820: entry 1 (0x20000000+0x8000000) has a type other than 1-5";
     let cases: Vec<(&str, &Path, Option<&[u8]>, Option<Vec<u8>>, String)> = vec![
         (
             "e820-beyond-backed",
@@ -206,8 +212,17 @@ pub fn launch_disagreement_tests(snp: &Path, tdx: &Path) -> Result<()> {
             snp,
             Some(&last_gib),
             None,
-            "FATAL: SEV-SNP: memory up to 0xfffffffffffff000 is out of reach (heap: below 4 GiB, RAM: 256 TiB)".into(),
+            "FATAL: SEV-SNP: memory up to 0xfffffffffffff000 is out of reach (heap: below 4 GiB, RAM: 128 TiB)".into(),
         ),
+        (
+            "e820-at-128-tib",
+            snp,
+            Some(&at_128_tib),
+            None,
+            "FATAL: SEV-SNP: memory up to 0x800000200000 is out of reach (heap: below 4 GiB, RAM: 128 TiB)".into(),
+        ),
+        ("e820-reserved-kern", snp, Some(&reserved_kern), None, kern_line.into()),
+        ("e820-reserved-kern", tdx, Some(&reserved_kern), hob(512), kern_line.into()),
     ];
     let mut failed = Vec::new();
     for (name, rom, e820, td_hob, want) in cases {

@@ -640,8 +640,9 @@ impl Platform for Snp {
         let mut pages = 0;
         // RAM above 4 GiB is validated through a window that maps one GiB at a time.
         for e in e820.iter().filter(|e| e.kind == E820Kind::Ram) {
-            // The window reaches 256 TiB (4-level paging), beyond any SEV-SNP guest's RAM.
-            if e.end() > 1 << 48 {
+            // The window maps a GiB at its own address: above 128 TiB that is no canonical
+            // address (4-level paging). Beyond any SEV-SNP guest's RAM.
+            if e.end() > 1 << 47 {
                 return Err(BootErrorKind::UnsupportedRam(e.end()).into());
             }
             for (a, b) in veil_agent::memmap::subtract(e.addr, e.end(), &taken) {

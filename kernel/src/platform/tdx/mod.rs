@@ -3,14 +3,15 @@
 //! Bring-up ([`Tdx::init`]): port I/O goes through TDG.VP.VMCALL<Instruction.IO> from the start
 //! (the instructions would raise #VE), TDG.VP.INFO gives the guest-physical address width and
 //! so the shared bit, and the TD HOB the VMM wrote (TDVF metadata: 0x902000) gives the memory
-//! map: which RAM the VMM added (accepted) and which the TD must accept. MMIO goes through
+//! map: which RAM the TD must accept (what the VMM added is known from the firmware's own TDVF
+//! sections, `ADDED`, not from the HOB). MMIO goes through
 //! VMCALL<#VE.RequestMMIO> at the shared alias, never by dereferencing device memory.
 //!
 //! Memory: RAM becomes usable through TDG.MEM.PAGE.ACCEPT (2 MiB, 4 KiB on a size mismatch;
 //! "already accepted" is a refusal: the VMM added a page twice; so is a range to accept that
 //! overlaps what the VMM added at launch, or that the TD HOB does not list as unaccepted);
-//! before Linux runs, every page the e820 map gives Linux as RAM is either system memory the
-//! TD HOB lists (added) or accepted, so RAM the HOB does not describe stops the boot. DMA
+//! before Linux runs, every page the e820 map gives Linux as RAM is either in a TDVF section the
+//! VMM added or accepted, so RAM the HOB does not list as unaccepted stops the boot. DMA
 //! memory is converted to shared with MapGPA (its retry rule in agent) after the shared bit is
 //! set in its mapping.
 
