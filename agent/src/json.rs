@@ -11,8 +11,10 @@
 //! Differences from serde_json, on purpose: a number keeps the text it was parsed from (so
 //! a rewrite of a LUKS2 header never changes a number it does not touch, and no float code
 //! is linked), an object with a key twice is refused (serde_json keeps the last: a parser
-//! disagreement an attacker could use against another reader), and an error never quotes
-//! the input (a master-secret file is JSON).
+//! disagreement an attacker could use against another reader), an error never quotes
+//! the input (a master-secret file is JSON), and a number beyond f64's range (`1E310`) is
+//! kept as its text like any other, where serde_json refuses it ("number out of range"): no
+//! reader here takes it as a float, and as an integer it is none (`as_u64` gives None).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -975,8 +977,25 @@ mod tests {
                     Ok(v) => prop_assert_eq!(to_serde(&v), theirs),
                     Err(e) => prop_assert_eq!(e.what(), "duplicate key in an object"),
                 },
+                // The one difference on purpose besides repeated keys: a number beyond f64's
+                // range is kept as text (module documentation).
+                Err(e) if e.to_string().starts_with("number out of range") => {}
                 Err(_) => prop_assert!(ours.is_err(), "accepted {:?}", String::from_utf8_lossy(&text)),
             }
+        }
+    }
+
+    /// serde_json refuses a number beyond f64's range; this parser keeps its text, which is no
+    /// integer (the property test above allows exactly this difference).
+    #[test]
+    fn a_number_beyond_f64_is_kept_as_text() {
+        for text in ["1E310", "-1e400", "[2e308]"] {
+            let e = serde_json::from_str::<serde_json::Value>(text).unwrap_err().to_string();
+            assert!(e.starts_with("number out of range"), "{e}");
+            let v = from_str(text).unwrap();
+            let n = if text.starts_with('[') { v[0].clone() } else { v };
+            assert_eq!((n.as_u64(), n.as_i64()), (None, None), "{text}");
+            assert_eq!(to_string(&from_str(text).unwrap()), text);
         }
     }
 
