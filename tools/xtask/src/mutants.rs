@@ -18,6 +18,14 @@
 //! passes share the group's time limit. The summary counts each mutant once, by its last
 //! outcome, and says what each pass caught; `missed.txt` of the second pass (in mutants.out)
 //! lists the final survivors.
+//!
+//! After tests are added, `VEIL_MUTANTS_ITERATE=1 cargo xtask mutants GROUP` tests again only
+//! what the group's earlier runs did not catch (`--iterate` again, over mutants.out), and
+//! counts the rest by their earlier outcomes: each run leaves every mutant's last outcome in
+//! target/mutants/GROUP/outcomes.txt. `VEIL_MUTANTS_BUILD` names another build directory than
+//! target/mutants/build, for a second group run at the same time (two runs must never share
+//! one: each would overwrite the other's test binaries, see above); copy target/mutants/build
+//! there first to keep its dependencies.
 //! Not part of `cargo xtask test` or CI: a group takes from minutes to hours.
 //!
 //! The results land in target/mutants/GROUP/mutants.out (`missed.txt` lists the survivors);
@@ -136,12 +144,34 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         Ok(m) => m.parse().with_context(|| format!("VEIL_MUTANTS_MINUTES={m:?} is not a number of minutes"))?,
         Err(_) => DEFAULT_GROUP_MINUTES,
     };
+    let iterate = std::env::var("VEIL_MUTANTS_ITERATE").is_ok_and(|v| v == "1");
+    let build_dir = std::env::var_os("VEIL_MUTANTS_BUILD")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("mutants/build"));
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
         let out = target_dir().join("mutants").join(g.name);
         std::fs::create_dir_all(&out)?;
-        // A previous (possibly interrupted) run's outcomes must not be counted again.
-        let _ = std::fs::remove_dir_all(out.join("mutants.out"));
+        let mut passes: Vec<(String, Pass)> = Vec::new();
+        if iterate {
+            if !out.join("mutants.out/caught.txt").exists() {
+                bail!(
+                    "VEIL_MUTANTS_ITERATE=1 needs an earlier run of {} (target/mutants/{}/mutants.out)",
+                    g.name,
+                    g.name
+                );
+            }
+            // Without the record (a run by hand), the last run's lists are all there is.
+            let earlier = match Pass::load(&out.join(RECORD)) {
+                Ok(p) => p,
+                Err(_) => Pass::read(&out.join("mutants.out"))?,
+            };
+            passes.push((String::from("earlier runs"), earlier));
+        } else {
+            // A previous (possibly interrupted) run's outcomes must not be counted again.
+            let _ = std::fs::remove_dir_all(out.join("mutants.out"));
+            let _ = std::fs::remove_file(out.join(RECORD));
+        }
         let _ = std::fs::remove_dir_all(out.join("mutants.out.old"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(u64::from(minutes) * 60);
         let cargo_mutants = |tests: &[&str], iterate: bool| -> Result<()> {
@@ -149,7 +179,7 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             let mut cmd = Command::new("timeout");
             cmd.args(["--signal=INT", "--kill-after=60", &format!("{left}s"), "nice", "-n", "19", "cargo"])
                 .current_dir(root())
-                .env("CARGO_TARGET_DIR", target_dir().join("mutants/build"))
+                .env("CARGO_TARGET_DIR", &build_dir)
                 .env("VEIL_TESTDATA", &testdata)
                 .env("VEIL_REQUIRE_TESTDATA", "1")
                 .env("VEIL_REQUIRE_TOOLS", "1")
@@ -177,30 +207,44 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             }
             Ok(())
         };
-        cargo_mutants(g.tests, false)?;
-        let mut passes = vec![Pass::read(&out.join("mutants.out"))?];
-        let mut second = String::new();
-        if !g.slow_tests.is_empty() {
-            let first = &passes[0];
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if first.left_over() == 0 {
-                second = format!("; no second pass with {}: the first caught every mutant", g.slow_tests.join(" "));
-            } else if left.as_secs() < 120 {
-                second =
-                    format!("; NO second pass with {}: the group's time limit was reached", g.slow_tests.join(" "));
-            } else {
-                let tests: Vec<&str> = g.tests.iter().chain(g.slow_tests).copied().collect();
-                cargo_mutants(&tests, true)?;
-                passes = vec![Pass::read(&out.join("mutants.out.old"))?, Pass::read(&out.join("mutants.out"))?];
-            }
+        let slow = g.slow_tests.join(" ");
+        cargo_mutants(g.tests, iterate)?;
+        let first = Pass::read(&out.join("mutants.out"))?;
+        let first_label = if !g.slow_tests.is_empty() {
+            format!("first pass, without {slow}")
+        } else {
+            String::from("this run (--iterate: only what the earlier runs did not catch)")
+        };
+        let mut note = String::new();
+        if g.slow_tests.is_empty() {
+            passes.push((first_label, first));
+        } else if first.left_over() == 0 {
+            note = format!("; no second pass with {slow}: the first caught every mutant");
+            passes.push((first_label, first));
+        } else if deadline.saturating_duration_since(std::time::Instant::now()).as_secs() < 120 {
+            note = format!("; NO second pass with {slow}: the group's time limit was reached");
+            passes.push((first_label, first));
+        } else {
+            let tests: Vec<&str> = g.tests.iter().chain(g.slow_tests).copied().collect();
+            cargo_mutants(&tests, true)?;
+            // cargo-mutants moved the first pass's outcomes to mutants.out.old.
+            passes.push((first_label, Pass::read(&out.join("mutants.out.old"))?));
+            let second = Pass::read(&out.join("mutants.out"))?;
+            passes.push((
+                format!("second pass, with {slow}, over the first pass's {} survivors", second.tested.len()),
+                second,
+            ));
         }
-        let summary = format!("{}{second}", summarize(&passes, g.slow_tests));
+        let merged: Vec<&Pass> = passes.iter().map(|(_, p)| p).collect();
+        Pass::merge(&merged).save(&out.join(RECORD))?;
+        let summary = format!("{}{note}", summarize(&passes));
         eprintln!("xtask: mutants {}: {summary}", g.name);
-        let missed = survivors(&passes).join("\n");
+        let missed = survivors(&merged).join("\n");
         let mut body = format!(
-            "### Mutation testing: {}\n\nCommand: `VEIL_MUTANTS_MINUTES={minutes} cargo xtask mutants {}` (cargo-mutants -j1 under \
+            "### Mutation testing: {}\n\nCommand: `VEIL_MUTANTS_MINUTES={minutes} {}cargo xtask mutants {}` (cargo-mutants -j1 under \
              nice -n 19, {TEST_TIMEOUT_S} s per mutant's tests; files {}; {}tests {}{}).\n\n{summary}.\n",
             g.name,
+            if iterate { "VEIL_MUTANTS_ITERATE=1 " } else { "" },
             g.name,
             g.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
             g.re.map(|r| format!("functions matching `{r}`; ")).unwrap_or_default(),
@@ -232,16 +276,21 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
 /// The outcome lists cargo-mutants writes, in the order a summary gives them.
 const OUTCOMES: [&str; 4] = ["caught", "missed", "timeout", "unviable"];
 
-/// One cargo-mutants run's outcomes, from the per-outcome lists it writes in its mutants.out
-/// (caught.txt, missed.txt, ...) and the list of every mutant it was to test (mutants.json).
+/// The group's record of every mutant's last outcome over all its runs (in
+/// target/mutants/GROUP), which VEIL_MUTANTS_ITERATE=1 continues from.
+const RECORD: &str = "outcomes.txt";
+
+/// Outcomes of one cargo-mutants run, or the record of several.
 struct Pass {
-    /// (mutant name, index in `OUTCOMES`), in the lists' order.
+    /// (mutant name, index in `OUTCOMES`), in the order they were read.
     tested: Vec<(String, usize)>,
     /// How many mutants the run was to test.
     found: usize,
 }
 
 impl Pass {
+    /// A run's outcomes, from the per-outcome lists cargo-mutants writes in its mutants.out
+    /// (caught.txt, missed.txt, ...) and the list of every mutant it was to test (mutants.json).
     fn read(out: &Path) -> Result<Pass> {
         if !out.join("caught.txt").exists() {
             bail!("{} has no caught.txt", out.display());
@@ -258,6 +307,49 @@ impl Pass {
         Ok(Pass { tested, found })
     }
 
+    /// A record written by `save`: "found N", then one "OUTCOME<TAB>name" line per mutant.
+    fn load(path: &Path) -> Result<Pass> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = text.lines();
+        let found = lines
+            .next()
+            .and_then(|l| l.strip_prefix("found "))
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("{}: no `found N` line", path.display()))?;
+        let mut tested = Vec::new();
+        for l in lines.filter(|l| !l.is_empty()) {
+            let (outcome, name) = l.split_once('\t').with_context(|| format!("{}: {l:?}", path.display()))?;
+            let i =
+                OUTCOMES.iter().position(|o| *o == outcome).with_context(|| format!("{}: {l:?}", path.display()))?;
+            tested.push((name.to_string(), i));
+        }
+        Ok(Pass { tested, found })
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut text = format!("found {}\n", self.found);
+        for (name, outcome) in &self.tested {
+            text.push_str(&format!("{}\t{name}\n", OUTCOMES[*outcome]));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Each mutant's last outcome over `passes` (a later pass tested again what an earlier
+    /// one did not catch), in first-seen order; as many found as the first pass found.
+    fn merge(passes: &[&Pass]) -> Pass {
+        let mut tested: Vec<(String, usize)> = Vec::new();
+        for pass in passes {
+            for (name, outcome) in &pass.tested {
+                match tested.iter_mut().find(|(n, _)| n == name) {
+                    Some(m) => m.1 = *outcome,
+                    None => tested.push((name.clone(), *outcome)),
+                }
+            }
+        }
+        let found = passes.first().map_or(0, |p| p.found).max(tested.len());
+        Pass { tested, found }
+    }
+
     fn count(&self, outcome: usize) -> usize {
         self.tested.iter().filter(|(_, o)| *o == outcome).count()
     }
@@ -268,37 +360,21 @@ impl Pass {
     }
 }
 
-/// Each mutant's last outcome over `passes` (a later pass tested again what an earlier one
-/// did not catch), in first-seen order.
-fn last_outcomes(passes: &[Pass]) -> Vec<(&str, usize)> {
-    let mut merged: Vec<(&str, usize)> = Vec::new();
-    for pass in passes {
-        for (name, outcome) in &pass.tested {
-            match merged.iter_mut().find(|(n, _)| n == name) {
-                Some(m) => m.1 = *outcome,
-                None => merged.push((name, *outcome)),
-            }
-        }
-    }
-    merged
-}
-
 /// The names of the mutants whose last outcome is "missed".
-fn survivors(passes: &[Pass]) -> Vec<&str> {
-    last_outcomes(passes).into_iter().filter(|(_, o)| *o == 1).map(|(n, _)| n).collect()
+fn survivors(passes: &[&Pass]) -> Vec<String> {
+    Pass::merge(passes).tested.into_iter().filter(|(_, o)| *o == 1).map(|(n, _)| n).collect()
 }
 
-/// "N of TOTAL mutants tested: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%"
-/// over every pass (each mutant counted once, by its last outcome; TOTAL is what the first pass
-/// found), so that a run the group's time limit cut short says so; with a second pass, what
-/// each pass caught.
-fn summarize(passes: &[Pass], slow_tests: &[&str]) -> String {
-    let merged = last_outcomes(passes);
-    let n = |k: usize| merged.iter().filter(|(_, o)| *o == k).count();
-    let (caught, missed, timeout, unviable) = (n(0), n(1), n(2), n(3));
+/// "N of TOTAL mutants tested: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%",
+/// each mutant counted once, by its last outcome over `passes` (TOTAL is what the first pass
+/// found), so that a run the group's time limit cut short says so; with several passes, what
+/// each one (its label) found.
+fn summarize(passes: &[(String, Pass)]) -> String {
+    let all = Pass::merge(&passes.iter().map(|(_, p)| p).collect::<Vec<_>>());
+    let (caught, missed, timeout, unviable) = (all.count(0), all.count(1), all.count(2), all.count(3));
     let viable = caught + missed + timeout;
     let tested = viable + unviable;
-    let found = passes.first().map_or(tested, |p| p.found.max(tested));
+    let found = all.found;
     let score = if viable == 0 { 0.0 } else { 100.0 * caught as f64 / viable as f64 };
     let untested = if tested < found {
         format!("; NOT TESTED: {} (the group's time limit stopped the run)", found - tested)
@@ -308,22 +384,20 @@ fn summarize(passes: &[Pass], slow_tests: &[&str]) -> String {
     let mut s = format!(
         "{tested} of {found} mutants tested: caught {caught}, missed {missed}, timeout {timeout}, unviable {unviable}; score {score:.0}% of those tested{untested}"
     );
-    if let [first, second] = passes {
-        let c = |p: &Pass, k| p.count(k);
-        s.push_str(&format!(
-            " (first pass, without {slow}: caught {}, missed {}, timeout {}, unviable {}; second pass, with {slow}, over the \
-             first pass's {} survivors: caught {}, missed {}, timeout {}, unviable {})",
-            c(first, 0),
-            c(first, 1),
-            c(first, 2),
-            c(first, 3),
-            second.tested.len(),
-            c(second, 0),
-            c(second, 1),
-            c(second, 2),
-            c(second, 3),
-            slow = slow_tests.join(" "),
-        ));
+    if passes.len() > 1 {
+        let each: Vec<String> = passes
+            .iter()
+            .map(|(label, p)| {
+                format!(
+                    "{label}: caught {}, missed {}, timeout {}, unviable {}",
+                    p.count(0),
+                    p.count(1),
+                    p.count(2),
+                    p.count(3)
+                )
+            })
+            .collect();
+        s.push_str(&format!(" ({})", each.join("; ")));
     }
     s
 }
@@ -349,24 +423,26 @@ mod tests {
             &dir,
             &[("caught", &["1", "2", "3"]), ("missed", &["4"]), ("timeout", &[]), ("unviable", &["5", "6"])],
         );
+        let one = |p: Pass| [(String::from("only"), p)];
         assert_eq!(
-            summarize(&[Pass::read(&dir).unwrap()], &[]),
+            summarize(&one(Pass::read(&dir).unwrap())),
             "6 of 6 mutants tested: caught 3, missed 1, timeout 0, unviable 2; score 75% of those tested"
         );
         std::fs::write(dir.join("mutants.json"), format!("[{}{{}}]", "{},".repeat(9))).unwrap();
         let pass = Pass::read(&dir).unwrap();
+        assert_eq!(pass.left_over(), 5, "the missed one and the four untested");
+        assert_eq!(survivors(&[&pass]), ["a.rs:4: replace x"]);
         assert_eq!(
-            summarize(std::slice::from_ref(&pass), &[]),
+            summarize(&one(pass)),
             "6 of 10 mutants tested: caught 3, missed 1, timeout 0, unviable 2; score 75% of those tested; \
              NOT TESTED: 4 (the group's time limit stopped the run)"
         );
-        assert_eq!(pass.left_over(), 5, "the missed one and the four untested");
-        assert_eq!(survivors(&[pass]), ["a.rs:4: replace x"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A second pass (`--iterate`) tests again what the first did not catch: each mutant is
-    /// counted once, by its last outcome, and the survivors are those the second pass missed.
+    /// counted once, by its last outcome, and the survivors are those the second pass missed;
+    /// the record of both, saved and loaded, is the starting point of a later --iterate run.
     #[test]
     fn a_second_pass_supersedes_the_first_for_what_it_tested_again() {
         let dir = std::env::temp_dir().join(format!("veil-mutants-passes-{}", std::process::id()));
@@ -380,15 +456,20 @@ mod tests {
         std::fs::write(new.join("mutants.json"), "[{},{},{},{},{}]").unwrap();
         let first = Pass::read(&old).unwrap();
         assert_eq!(first.left_over(), 5, "three missed, one timeout, one never tested");
-        let passes = [first, Pass::read(&new).unwrap()];
+        let passes = [(String::from("first"), first), (String::from("second"), Pass::read(&new).unwrap())];
+        let summary = "7 of 8 mutants tested: caught 4, missed 1, timeout 1, unviable 1; score 67% of those tested; \
+             NOT TESTED: 1 (the group's time limit stopped the run)";
         assert_eq!(
-            summarize(&passes, &["--test=slow"]),
-            "7 of 8 mutants tested: caught 4, missed 1, timeout 1, unviable 1; score 67% of those tested; \
-             NOT TESTED: 1 (the group's time limit stopped the run) (first pass, without --test=slow: caught 2, \
-             missed 3, timeout 1, unviable 1; second pass, with --test=slow, over the first pass's 4 survivors: \
-             caught 2, missed 1, timeout 1, unviable 0)"
+            summarize(&passes),
+            format!(
+                "{summary} (first: caught 2, missed 3, timeout 1, unviable 1; second: caught 2, missed 1, timeout 1, unviable 0)"
+            )
         );
-        assert_eq!(survivors(&passes), ["a.rs:4: replace x"]);
+        assert_eq!(survivors(&[&passes[0].1, &passes[1].1]), ["a.rs:4: replace x"]);
+        let record = dir.join(RECORD);
+        Pass::merge(&[&passes[0].1, &passes[1].1]).save(&record).unwrap();
+        let loaded = Pass::load(&record).unwrap();
+        assert_eq!(summarize(&[(String::from("record"), loaded)]), summary);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
