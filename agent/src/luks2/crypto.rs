@@ -251,3 +251,63 @@ fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Erro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::luks2::Kdf;
+    use alloc::string::String;
+
+    /// The firmware's limits (kernel/src/devices/volume.rs: 64 MiB, 10 passes, 4 lanes, 10
+    /// million PBKDF2 iterations).
+    const FIRMWARE: KdfLimits = KdfLimits {
+        max_memory_kib: 64 * 1024,
+        max_argon2_time: 10,
+        max_argon2_lanes: 4,
+        max_pbkdf2_iterations: 10_000_000,
+        max_af_stripes: 4000,
+    };
+
+    fn pbkdf2(iterations: u32) -> Kdf {
+        Kdf::Pbkdf2 { hash: String::from("sha256"), iterations, salt: alloc::vec![0x5A; 32] }
+    }
+
+    fn argon2(time: u32, memory_kib: u32, cpus: u32) -> Kdf {
+        Kdf::Argon2 { id: true, time, memory_kib, cpus, salt: alloc::vec![0x5A; 32] }
+    }
+
+    /// check_kdf's verdict: None when the keyslot may be opened, else the KdfTooCostly reason.
+    fn refusal(kdf: &Kdf) -> Option<String> {
+        match check_kdf(kdf, &FIRMWARE).map_err(Luks2Error::into_kind) {
+            Ok(()) => None,
+            Err(Luks2ErrorKind::KdfTooCostly(why)) => Some(why),
+            Err(other) => panic!("{kdf:?}: {other:?}"),
+        }
+    }
+
+    /// A keyslot costing exactly the caller's limit is opened; one iteration, KiB, pass or lane
+    /// more is refused, each on its own, and so are zero passes or lanes (RFC 9106 3.1: t and p
+    /// are at least 1), before any KDF work.
+    #[test]
+    fn kdf_costs_up_to_the_limits_are_accepted_and_one_more_is_refused() {
+        assert_eq!(refusal(&pbkdf2(10_000_000)), None);
+        assert_eq!(refusal(&pbkdf2(1)), None);
+        assert_eq!(
+            refusal(&pbkdf2(10_000_001)).as_deref(),
+            Some("PBKDF2 with 10000001 iterations (limit 10000000)")
+        );
+        assert_eq!(refusal(&argon2(10, 64 * 1024, 4)), None);
+        assert_eq!(refusal(&argon2(1, 1024, 1)), None);
+        assert_eq!(
+            refusal(&argon2(10, 64 * 1024 + 1, 4)).as_deref(),
+            Some("Argon2 with 65537 KiB of memory (limit 65536 KiB)")
+        );
+        for (time, cpus) in [(11, 4), (10, 5), (10, 0), (0, 4)] {
+            assert_eq!(
+                refusal(&argon2(time, 64 * 1024, cpus)).as_deref(),
+                Some(alloc::format!("Argon2 with time {time} and {cpus} lanes (limits 10 and 4)").as_str()),
+                "time {time}, {cpus} lanes"
+            );
+        }
+    }
+}
