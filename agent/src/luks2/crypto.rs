@@ -310,4 +310,31 @@ mod tests {
             );
         }
     }
+
+    /// af_merge is given the keyslot area as read, in whole 512-byte sectors: material longer
+    /// than stripes x key length merges to the key, shorter material or zero stripes is refused
+    /// (not read past, no stripe count underflow).
+    #[test]
+    fn af_merge_takes_whole_sectors_and_refuses_short_material() {
+        let key = [0x42u8; 32];
+        let mut n = 0u8;
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(37);
+                *x = n;
+            })
+        };
+        let split = af_split(&key, 3, "sha256", &mut rng).unwrap();
+        assert_eq!(split.len(), 96);
+        let mut sector = split.to_vec();
+        sector.resize(512, 0xEE);
+        assert_eq!(&af_merge(&split, 32, 3, "sha256").unwrap()[..], &key);
+        assert_eq!(&af_merge(&sector, 32, 3, "sha256").unwrap()[..], &key, "a whole sector read");
+        for (what, material, stripes) in [("one byte short", &split[..95], 3), ("zero stripes", &sector[..], 0)] {
+            match af_merge(material, 32, stripes, "sha256").map_err(Luks2Error::into_kind) {
+                Err(Luks2ErrorKind::Metadata(why)) => assert!(why.contains("too short"), "{what}: {why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
 }
