@@ -337,4 +337,26 @@ mod tests {
             }
         }
     }
+
+    /// LUKS1 AF split (the LUKS2 keyslots' "luks1" AF): stripes 1 to n-1 are random, taken
+    /// from the caller's source as they come, and only the last is derived from the key, so
+    /// that all n stripes are needed to recover it.
+    #[test]
+    fn af_split_takes_every_stripe_but_the_last_from_the_random_source() {
+        let key: Vec<u8> = (0..64u8).collect();
+        let mut drawn = Vec::new();
+        let mut n = 0u8;
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(1);
+                *x = n;
+            });
+            drawn.extend_from_slice(b);
+        };
+        let split = af_split(&key, 4000, "sha512", &mut rng).unwrap();
+        assert_eq!(split.len(), 64 * 4000);
+        assert!(drawn.len() >= 64 * 3999);
+        assert_eq!(&split[..64 * 3999], &drawn[..64 * 3999], "stripes 1 to 3999 are the random bytes");
+        assert_eq!(&af_merge(&split, 64, 4000, "sha512").unwrap()[..], &key[..]);
+    }
 }
