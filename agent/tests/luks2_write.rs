@@ -183,6 +183,10 @@ fn hostile_metadata_is_refused_precisely() {
         ("not 512-byte aligned", Box::new(|j| j["segments"]["0"]["offset"] = "16777217".into())),
         ("missing keyslot", Box::new(|j| j["digests"]["0"]["keyslots"] = serde_json::json!(["7"]))),
         ("illegal sector size", Box::new(|j| j["segments"]["0"]["sector_size"] = 1000.into())),
+        // An integer field must be a JSON integer (json-c's json_type_int), not a float, and a
+        // negative integer is one, refused for its range (validate_json_uint32).
+        ("keyslot \"0\": missing \"key_size\" integer", Box::new(|j| j["keyslots"]["0"]["key_size"] = 64.0.into())),
+        ("keyslot \"0\": key_size out of range", Box::new(|j| j["keyslots"]["0"]["key_size"] = (-1).into())),
     ];
     for (want, edit) in cases {
         match Volume::load(&mut with_json(&dev, edit).as_slice()) {
@@ -222,6 +226,42 @@ fn a_keyslot_area_may_end_at_the_keyslots_area_end() {
             std::fs::write(&img, image).unwrap();
             let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
             assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump {name}: {dump:?}");
+        }
+    }
+}
+
+/// cryptsetup reads config's json_size with strtoull (json_str_to_uint64): a sign is
+/// accepted and a minus wraps modulo 2^64, so "+12288" and "-18446744073709539328" are both
+/// the 12288-byte JSON area of a 16 KiB header and the volume loads and opens; "-12288" is
+/// 2^64 - 12288, not a metadata size LUKS2 allows, and is refused. cryptsetup draws the same
+/// lines.
+#[test]
+fn config_json_size_is_read_as_strtoull_reads_it() {
+    let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
+    let dir = tempfile::tempdir().unwrap();
+    for (text, refusal) in
+        [("+12288", None), ("-18446744073709539328", None), ("-12288", Some("unsupported metadata size"))]
+    {
+        let accepted = refusal.is_none();
+        let image = with_json(&dev, |j| {
+            assert_eq!(j["config"]["json_size"], "12288");
+            j["config"]["json_size"] = text.into()
+        });
+        match Volume::load(&mut image.as_slice()) {
+            Ok(volume) => {
+                assert!(accepted, "json_size {text} loaded");
+                let (_, got) = volume.unlock(&mut image.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+                assert_eq!(&got[..], &key[..], "json_size {text}");
+            }
+            Err(e) => {
+                assert!(e.to_string().contains(refusal.unwrap_or("(loads)")), "json_size {text}: {e}");
+            }
+        }
+        if let Some(cs) = cryptsetup() {
+            let img = dir.path().join("json-size.img");
+            std::fs::write(&img, &image).unwrap();
+            let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+            assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump with json_size {text}: {dump:?}");
         }
     }
 }
