@@ -266,6 +266,33 @@ fn config_json_size_is_read_as_strtoull_reads_it() {
     }
 }
 
+/// A segment flagged `backup-*` (what cryptsetup's reencryption keeps, here a decryption's
+/// linear `backup-final` over the same data) is not part of the regular segments' layout: it
+/// may overlap the dynamic data segment, and the volume loads with segment 0 as its data.
+/// cryptsetup agrees.
+#[test]
+fn a_backup_segment_stays_outside_the_regular_layout() {
+    let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
+    let image = with_json(&dev, |j| {
+        j["segments"]["1"] = serde_json::json!({
+            "type": "linear", "offset": "16777216", "size": "dynamic", "flags": ["backup-final"]
+        });
+    });
+    let volume = Volume::load(&mut image.as_slice()).expect("a backup segment over the data segment");
+    let (n, data) = volume.metadata().data_segment().unwrap();
+    assert_eq!((n, data.offset), (0, 16 << 20));
+    let (_, got) = volume.unlock(&mut image.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+    assert_eq!(&got[..], &key[..]);
+    if let Some(cs) = cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("backup.img");
+        std::fs::write(&img, &image).unwrap();
+        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
+        assert!(String::from_utf8_lossy(&dump.stdout).contains("backup-final"), "{dump:?}");
+    }
+}
+
 #[test]
 fn kdf_costs_are_bounded_by_the_caller() {
     let opts = FormatOptions {
