@@ -187,6 +187,15 @@ fn hostile_metadata_is_refused_precisely() {
         // negative integer is one, refused for its range (validate_json_uint32).
         ("keyslot \"0\": missing \"key_size\" integer", Box::new(|j| j["keyslots"]["0"]["key_size"] = 64.0.into())),
         ("keyslot \"0\": key_size out of range", Box::new(|j| j["keyslots"]["0"]["key_size"] = (-1).into())),
+        // A 1 MiB data segment and a linear one starting inside it.
+        (
+            "segments 1 and 0 overlap",
+            Box::new(|j| {
+                j["segments"]["0"]["size"] = "1048576".into();
+                j["segments"]["1"] =
+                    serde_json::json!({"type": "linear", "offset": "17301504", "size": "dynamic"});
+            }),
+        ),
     ];
     for (want, edit) in cases {
         match Volume::load(&mut with_json(&dev, edit).as_slice()) {
@@ -290,6 +299,47 @@ fn a_backup_segment_stays_outside_the_regular_layout() {
         let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
         assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
         assert!(String::from_utf8_lossy(&dump.stdout).contains("backup-final"), "{dump:?}");
+    }
+}
+
+/// At most one mandatory requirement may ask for online reencryption: "online-reencrypt" or
+/// "online-reencrypt-v" followed by digits (cryptsetup 2.6's reencrypt_candidate_flag and
+/// hdr_validate_requirements); "online-reencrypt-v" alone or with a non-digit is just another
+/// requirement. cryptsetup's debug log says when it counts more than one (it also refuses the
+/// other two headers, for a rule veilboot does not have: a known reencryption requirement
+/// needs reencryption's backup segments).
+#[test]
+fn online_reencrypt_requirements_are_counted_as_cryptsetup_counts_them() {
+    let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
+    let dir = tempfile::tempdir().unwrap();
+    for (mandatory, accepted) in [
+        (["online-reencrypt-v2", "online-reencrypt"], false),
+        (["online-reencrypt-v2", "online-reencrypt-v3"], false),
+        (["online-reencrypt-v2", "online-reencrypt-vX"], true),
+        (["online-reencrypt-v2", "online-reencrypt-v"], true),
+    ] {
+        let image = with_json(&dev, |j| j["config"]["requirements"] = serde_json::json!({"mandatory": mandatory}));
+        match Volume::load(&mut image.as_slice()) {
+            Ok(volume) => {
+                assert!(accepted, "{mandatory:?} loaded");
+                assert_eq!(volume.unmet_requirements(), mandatory, "{mandatory:?}");
+            }
+            Err(e) => {
+                assert!(!accepted, "{mandatory:?}: {e}");
+                assert!(e.to_string().contains("several online-reencrypt requirements"), "{mandatory:?}: {e}");
+            }
+        }
+        if let Some(cs) = cryptsetup() {
+            let img = dir.path().join("requirements.img");
+            std::fs::write(&img, &image).unwrap();
+            let dump = Command::new(&cs).args(["luksDump", "--debug"]).arg(&img).output().unwrap();
+            let log = String::from_utf8_lossy(&dump.stdout);
+            assert_eq!(
+                log.contains("Multiple online reencryption requirement flags detected"),
+                !accepted,
+                "cryptsetup luksDump with {mandatory:?}: {log}"
+            );
+        }
     }
 }
 
