@@ -192,8 +192,7 @@ fn hostile_metadata_is_refused_precisely() {
             "segments 1 and 0 overlap",
             Box::new(|j| {
                 j["segments"]["0"]["size"] = "1048576".into();
-                j["segments"]["1"] =
-                    serde_json::json!({"type": "linear", "offset": "17301504", "size": "dynamic"});
+                j["segments"]["1"] = serde_json::json!({"type": "linear", "offset": "17301504", "size": "dynamic"});
             }),
         ),
     ];

@@ -292,10 +292,7 @@ mod tests {
     fn kdf_costs_up_to_the_limits_are_accepted_and_one_more_is_refused() {
         assert_eq!(refusal(&pbkdf2(10_000_000)), None);
         assert_eq!(refusal(&pbkdf2(1)), None);
-        assert_eq!(
-            refusal(&pbkdf2(10_000_001)).as_deref(),
-            Some("PBKDF2 with 10000001 iterations (limit 10000000)")
-        );
+        assert_eq!(refusal(&pbkdf2(10_000_001)).as_deref(), Some("PBKDF2 with 10000001 iterations (limit 10000000)"));
         assert_eq!(refusal(&argon2(10, 64 * 1024, 4)), None);
         assert_eq!(refusal(&argon2(1, 1024, 1)), None);
         assert_eq!(
