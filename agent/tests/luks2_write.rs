@@ -187,6 +187,12 @@ fn hostile_metadata_is_refused_precisely() {
         // negative integer is one, refused for its range (validate_json_uint32).
         ("keyslot \"0\": missing \"key_size\" integer", Box::new(|j| j["keyslots"]["0"]["key_size"] = 64.0.into())),
         ("keyslot \"0\": key_size out of range", Box::new(|j| j["keyslots"]["0"]["key_size"] = (-1).into())),
+        // iv_tweak: decimal digits only (cryptsetup's numbered()) and within 64 bits.
+        ("illegal iv_tweak \"+0\"", Box::new(|j| j["segments"]["0"]["iv_tweak"] = "+0".into())),
+        (
+            "illegal iv_tweak \"18446744073709551616\"",
+            Box::new(|j| j["segments"]["0"]["iv_tweak"] = "18446744073709551616".into()),
+        ),
         // A 1 MiB data segment and a linear one starting inside it.
         (
             "segments 1 and 0 overlap",
