@@ -187,6 +187,9 @@ fn hostile_metadata_is_refused_precisely() {
         // negative integer is one, refused for its range (validate_json_uint32).
         ("keyslot \"0\": missing \"key_size\" integer", Box::new(|j| j["keyslots"]["0"]["key_size"] = 64.0.into())),
         ("keyslot \"0\": key_size out of range", Box::new(|j| j["keyslots"]["0"]["key_size"] = (-1).into())),
+        // The keyslots area is at most 128 MiB (cryptsetup's LUKS2_MAX_KEYSLOTS_SIZE), whatever the
+        // data offset.
+        ("unsupported keyslots_size 134221824", Box::new(|j| j["config"]["keyslots_size"] = "134221824".into())),
         // iv_tweak: decimal digits only (cryptsetup's numbered()) and within 64 bits.
         ("illegal iv_tweak \"+0\"", Box::new(|j| j["segments"]["0"]["iv_tweak"] = "+0".into())),
         (
