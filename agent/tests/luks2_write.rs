@@ -190,6 +190,11 @@ fn hostile_metadata_is_refused_precisely() {
         // The keyslots area is at most 128 MiB (cryptsetup's LUKS2_MAX_KEYSLOTS_SIZE), whatever the
         // data offset.
         ("unsupported keyslots_size 134221824", Box::new(|j| j["config"]["keyslots_size"] = "134221824".into())),
+        // config flags (activation flags such as "allow-discards") are strings.
+        (
+            "config: a flag is not a string",
+            Box::new(|j| j["config"]["flags"] = serde_json::json!(["allow-discards", 1])),
+        ),
         // iv_tweak: decimal digits only (cryptsetup's numbered()) and within 64 bits.
         ("illegal iv_tweak \"+0\"", Box::new(|j| j["segments"]["0"]["iv_tweak"] = "+0".into())),
         (
@@ -348,6 +353,34 @@ fn online_reencrypt_requirements_are_counted_as_cryptsetup_counts_them() {
                 "cryptsetup luksDump with {mandatory:?}: {log}"
             );
         }
+    }
+}
+
+/// The largest keyslots area LUKS2 allows, exactly 128 MiB, with a string activation flag in
+/// config: the volume loads and opens (cryptsetup agrees).
+#[test]
+fn a_128_mib_keyslots_area_and_config_flags_load() {
+    let opts = FormatOptions { keyslots_size: 128 << 20, ..FormatOptions::default() };
+    let mut rng = test_rng();
+    let mut key = vec![0u8; opts.key_size];
+    rng(&mut key);
+    let writer = HeaderWriter::format(&opts, &key, b"pw", &mut rng).unwrap();
+    let mut dev = vec![0u8; (129 << 20) + 2 * 0x4000];
+    apply(&mut dev, writer.commit(&mut rng).unwrap());
+    let dev = with_json(&dev, |j| {
+        assert_eq!(j["config"]["keyslots_size"], "134217728");
+        j["config"]["flags"] = serde_json::json!(["allow-discards"]);
+    });
+    let volume = Volume::load(&mut dev.as_slice()).expect("a 128 MiB keyslots area");
+    assert_eq!(volume.metadata().config.keyslots_size, 128 << 20);
+    let (_, got) = volume.unlock(&mut dev.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+    assert_eq!(&got[..], &key[..]);
+    if let Some(cs) = cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("big.img");
+        std::fs::write(&img, &dev).unwrap();
+        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
     }
 }
 
