@@ -384,6 +384,29 @@ fn a_128_mib_keyslots_area_and_config_flags_load() {
     }
 }
 
+/// A keyslot's KDF object holds exactly its type's parameters (cryptsetup's
+/// luks2_keyslot_validate): a PBKDF2 one without its hash, or an Argon2 one without its lane
+/// count, is refused for that reason.
+#[test]
+fn each_kdf_type_needs_all_its_parameters() {
+    let argon2 = FormatOptions {
+        kdf: KdfParams::Argon2 { id: true, time: 2, memory_kib: 8192, cpus: 1 },
+        ..FormatOptions::default()
+    };
+    for (opts, field, want) in [
+        (FormatOptions::default(), "hash", "pbkdf2 takes exactly type, salt, hash, iterations"),
+        (argon2, "cpus", "argon2 takes exactly type, salt, time, memory, cpus"),
+    ] {
+        let (dev, _) = new_volume(&opts, b"pw");
+        assert!(Volume::load(&mut dev.as_slice()).is_ok());
+        let hostile = with_json(&dev, |j| {
+            j["keyslots"]["0"]["kdf"].as_object_mut().unwrap().remove(field).unwrap();
+        });
+        let e = Volume::load(&mut hostile.as_slice()).err().unwrap_or_else(|| panic!("a KDF without {field} loaded"));
+        assert!(e.to_string().contains(&format!("keyslot \"0\": {want}")), "{e}");
+    }
+}
+
 #[test]
 fn kdf_costs_are_bounded_by_the_caller() {
     let opts = FormatOptions {
