@@ -183,6 +183,32 @@ fn hostile_metadata_is_refused_precisely() {
         ("not 512-byte aligned", Box::new(|j| j["segments"]["0"]["offset"] = "16777217".into())),
         ("missing keyslot", Box::new(|j| j["digests"]["0"]["keyslots"] = serde_json::json!(["7"]))),
         ("illegal sector size", Box::new(|j| j["segments"]["0"]["sector_size"] = 1000.into())),
+        // An integer field must be a JSON integer (json-c's json_type_int), not a float, and a
+        // negative integer is one, refused for its range (validate_json_uint32).
+        ("keyslot \"0\": missing \"key_size\" integer", Box::new(|j| j["keyslots"]["0"]["key_size"] = 64.0.into())),
+        ("keyslot \"0\": key_size out of range", Box::new(|j| j["keyslots"]["0"]["key_size"] = (-1).into())),
+        // The keyslots area is at most 128 MiB (cryptsetup's LUKS2_MAX_KEYSLOTS_SIZE), whatever the
+        // data offset.
+        ("unsupported keyslots_size 134221824", Box::new(|j| j["config"]["keyslots_size"] = "134221824".into())),
+        // config flags (activation flags such as "allow-discards") are strings.
+        (
+            "config: a flag is not a string",
+            Box::new(|j| j["config"]["flags"] = serde_json::json!(["allow-discards", 1])),
+        ),
+        // iv_tweak: decimal digits only (cryptsetup's numbered()) and within 64 bits.
+        ("illegal iv_tweak \"+0\"", Box::new(|j| j["segments"]["0"]["iv_tweak"] = "+0".into())),
+        (
+            "illegal iv_tweak \"18446744073709551616\"",
+            Box::new(|j| j["segments"]["0"]["iv_tweak"] = "18446744073709551616".into()),
+        ),
+        // A 1 MiB data segment and a linear one starting inside it.
+        (
+            "segments 1 and 0 overlap",
+            Box::new(|j| {
+                j["segments"]["0"]["size"] = "1048576".into();
+                j["segments"]["1"] = serde_json::json!({"type": "linear", "offset": "17301504", "size": "dynamic"});
+            }),
+        ),
     ];
     for (want, edit) in cases {
         match Volume::load(&mut with_json(&dev, edit).as_slice()) {
@@ -223,6 +249,161 @@ fn a_keyslot_area_may_end_at_the_keyslots_area_end() {
             let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
             assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump {name}: {dump:?}");
         }
+    }
+}
+
+/// cryptsetup reads config's json_size with strtoull (json_str_to_uint64): a sign is
+/// accepted and a minus wraps modulo 2^64, so "+12288" and "-18446744073709539328" are both
+/// the 12288-byte JSON area of a 16 KiB header and the volume loads and opens; "-12288" is
+/// 2^64 - 12288, not a metadata size LUKS2 allows, and is refused. cryptsetup draws the same
+/// lines.
+#[test]
+fn config_json_size_is_read_as_strtoull_reads_it() {
+    let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
+    let dir = tempfile::tempdir().unwrap();
+    for (text, refusal) in
+        [("+12288", None), ("-18446744073709539328", None), ("-12288", Some("unsupported metadata size"))]
+    {
+        let accepted = refusal.is_none();
+        let image = with_json(&dev, |j| {
+            assert_eq!(j["config"]["json_size"], "12288");
+            j["config"]["json_size"] = text.into()
+        });
+        match Volume::load(&mut image.as_slice()) {
+            Ok(volume) => {
+                assert!(accepted, "json_size {text} loaded");
+                let (_, got) = volume.unlock(&mut image.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+                assert_eq!(&got[..], &key[..], "json_size {text}");
+            }
+            Err(e) => {
+                assert!(e.to_string().contains(refusal.unwrap_or("(loads)")), "json_size {text}: {e}");
+            }
+        }
+        if let Some(cs) = cryptsetup() {
+            let img = dir.path().join("json-size.img");
+            std::fs::write(&img, &image).unwrap();
+            let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+            assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump with json_size {text}: {dump:?}");
+        }
+    }
+}
+
+/// A segment flagged `backup-*` (what cryptsetup's reencryption keeps, here a decryption's
+/// linear `backup-final` over the same data) is not part of the regular segments' layout: it
+/// may overlap the dynamic data segment, and the volume loads with segment 0 as its data.
+/// cryptsetup agrees.
+#[test]
+fn a_backup_segment_stays_outside_the_regular_layout() {
+    let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
+    let image = with_json(&dev, |j| {
+        j["segments"]["1"] = serde_json::json!({
+            "type": "linear", "offset": "16777216", "size": "dynamic", "flags": ["backup-final"]
+        });
+    });
+    let volume = Volume::load(&mut image.as_slice()).expect("a backup segment over the data segment");
+    let (n, data) = volume.metadata().data_segment().unwrap();
+    assert_eq!((n, data.offset), (0, 16 << 20));
+    let (_, got) = volume.unlock(&mut image.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+    assert_eq!(&got[..], &key[..]);
+    if let Some(cs) = cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("backup.img");
+        std::fs::write(&img, &image).unwrap();
+        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
+        assert!(String::from_utf8_lossy(&dump.stdout).contains("backup-final"), "{dump:?}");
+    }
+}
+
+/// At most one mandatory requirement may ask for online reencryption: "online-reencrypt" or
+/// "online-reencrypt-v" followed by digits (cryptsetup 2.6's reencrypt_candidate_flag and
+/// hdr_validate_requirements); "online-reencrypt-v" alone or with a non-digit is just another
+/// requirement. cryptsetup's debug log says when it counts more than one (it also refuses the
+/// other two headers, for a rule veilboot does not have: a known reencryption requirement
+/// needs reencryption's backup segments).
+#[test]
+fn online_reencrypt_requirements_are_counted_as_cryptsetup_counts_them() {
+    let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
+    let dir = tempfile::tempdir().unwrap();
+    for (mandatory, accepted) in [
+        (["online-reencrypt-v2", "online-reencrypt"], false),
+        (["online-reencrypt-v2", "online-reencrypt-v3"], false),
+        (["online-reencrypt-v2", "online-reencrypt-vX"], true),
+        (["online-reencrypt-v2", "online-reencrypt-v"], true),
+    ] {
+        let image = with_json(&dev, |j| j["config"]["requirements"] = serde_json::json!({"mandatory": mandatory}));
+        match Volume::load(&mut image.as_slice()) {
+            Ok(volume) => {
+                assert!(accepted, "{mandatory:?} loaded");
+                assert_eq!(volume.unmet_requirements(), mandatory, "{mandatory:?}");
+            }
+            Err(e) => {
+                assert!(!accepted, "{mandatory:?}: {e}");
+                assert!(e.to_string().contains("several online-reencrypt requirements"), "{mandatory:?}: {e}");
+            }
+        }
+        if let Some(cs) = cryptsetup() {
+            let img = dir.path().join("requirements.img");
+            std::fs::write(&img, &image).unwrap();
+            let dump = Command::new(&cs).args(["luksDump", "--debug"]).arg(&img).output().unwrap();
+            let log = String::from_utf8_lossy(&dump.stdout);
+            assert_eq!(
+                log.contains("Multiple online reencryption requirement flags detected"),
+                !accepted,
+                "cryptsetup luksDump with {mandatory:?}: {log}"
+            );
+        }
+    }
+}
+
+/// The largest keyslots area LUKS2 allows, exactly 128 MiB, with a string activation flag in
+/// config: the volume loads and opens (cryptsetup agrees).
+#[test]
+fn a_128_mib_keyslots_area_and_config_flags_load() {
+    let opts = FormatOptions { keyslots_size: 128 << 20, ..FormatOptions::default() };
+    let mut rng = test_rng();
+    let mut key = vec![0u8; opts.key_size];
+    rng(&mut key);
+    let writer = HeaderWriter::format(&opts, &key, b"pw", &mut rng).unwrap();
+    let mut dev = vec![0u8; (129 << 20) + 2 * 0x4000];
+    apply(&mut dev, writer.commit(&mut rng).unwrap());
+    let dev = with_json(&dev, |j| {
+        assert_eq!(j["config"]["keyslots_size"], "134217728");
+        j["config"]["flags"] = serde_json::json!(["allow-discards"]);
+    });
+    let volume = Volume::load(&mut dev.as_slice()).expect("a 128 MiB keyslots area");
+    assert_eq!(volume.metadata().config.keyslots_size, 128 << 20);
+    let (_, got) = volume.unlock(&mut dev.as_slice(), b"pw", &KdfLimits::default()).unwrap();
+    assert_eq!(&got[..], &key[..]);
+    if let Some(cs) = cryptsetup() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("big.img");
+        std::fs::write(&img, &dev).unwrap();
+        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
+    }
+}
+
+/// A keyslot's KDF object holds exactly its type's parameters (cryptsetup's
+/// luks2_keyslot_validate): a PBKDF2 one without its hash, or an Argon2 one without its lane
+/// count, is refused for that reason.
+#[test]
+fn each_kdf_type_needs_all_its_parameters() {
+    let argon2 = FormatOptions {
+        kdf: KdfParams::Argon2 { id: true, time: 2, memory_kib: 8192, cpus: 1 },
+        ..FormatOptions::default()
+    };
+    for (opts, field, want) in [
+        (FormatOptions::default(), "hash", "pbkdf2 takes exactly type, salt, hash, iterations"),
+        (argon2, "cpus", "argon2 takes exactly type, salt, time, memory, cpus"),
+    ] {
+        let (dev, _) = new_volume(&opts, b"pw");
+        assert!(Volume::load(&mut dev.as_slice()).is_ok());
+        let hostile = with_json(&dev, |j| {
+            j["keyslots"]["0"]["kdf"].as_object_mut().unwrap().remove(field).unwrap();
+        });
+        let e = Volume::load(&mut hostile.as_slice()).err().unwrap_or_else(|| panic!("a KDF without {field} loaded"));
+        assert!(e.to_string().contains(&format!("keyslot \"0\": {want}")), "{e}");
     }
 }
 

@@ -251,3 +251,109 @@ fn cbc_essiv_sha256_decrypt(key: &[u8], data: &mut [u8]) -> Result<(), Luks2Erro
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::luks2::Kdf;
+    use alloc::string::String;
+
+    /// The firmware's limits (kernel/src/devices/volume.rs: 64 MiB, 10 passes, 4 lanes, 10
+    /// million PBKDF2 iterations).
+    const FIRMWARE: KdfLimits = KdfLimits {
+        max_memory_kib: 64 * 1024,
+        max_argon2_time: 10,
+        max_argon2_lanes: 4,
+        max_pbkdf2_iterations: 10_000_000,
+        max_af_stripes: 4000,
+    };
+
+    fn pbkdf2(iterations: u32) -> Kdf {
+        Kdf::Pbkdf2 { hash: String::from("sha256"), iterations, salt: alloc::vec![0x5A; 32] }
+    }
+
+    fn argon2(time: u32, memory_kib: u32, cpus: u32) -> Kdf {
+        Kdf::Argon2 { id: true, time, memory_kib, cpus, salt: alloc::vec![0x5A; 32] }
+    }
+
+    /// check_kdf's verdict: None when the keyslot may be opened, else the KdfTooCostly reason.
+    fn refusal(kdf: &Kdf) -> Option<String> {
+        match check_kdf(kdf, &FIRMWARE).map_err(Luks2Error::into_kind) {
+            Ok(()) => None,
+            Err(Luks2ErrorKind::KdfTooCostly(why)) => Some(why),
+            Err(other) => panic!("{kdf:?}: {other:?}"),
+        }
+    }
+
+    /// A keyslot costing exactly the caller's limit is opened; one iteration, KiB, pass or lane
+    /// more is refused, each on its own, and so are zero passes or lanes (RFC 9106 3.1: t and p
+    /// are at least 1), before any KDF work.
+    #[test]
+    fn kdf_costs_up_to_the_limits_are_accepted_and_one_more_is_refused() {
+        assert_eq!(refusal(&pbkdf2(10_000_000)), None);
+        assert_eq!(refusal(&pbkdf2(1)), None);
+        assert_eq!(refusal(&pbkdf2(10_000_001)).as_deref(), Some("PBKDF2 with 10000001 iterations (limit 10000000)"));
+        assert_eq!(refusal(&argon2(10, 64 * 1024, 4)), None);
+        assert_eq!(refusal(&argon2(1, 1024, 1)), None);
+        assert_eq!(
+            refusal(&argon2(10, 64 * 1024 + 1, 4)).as_deref(),
+            Some("Argon2 with 65537 KiB of memory (limit 65536 KiB)")
+        );
+        for (time, cpus) in [(11, 4), (10, 5), (10, 0), (0, 4)] {
+            assert_eq!(
+                refusal(&argon2(time, 64 * 1024, cpus)).as_deref(),
+                Some(alloc::format!("Argon2 with time {time} and {cpus} lanes (limits 10 and 4)").as_str()),
+                "time {time}, {cpus} lanes"
+            );
+        }
+    }
+
+    /// af_merge is given the keyslot area as read, in whole 512-byte sectors: material longer
+    /// than stripes x key length merges to the key, shorter material or zero stripes is refused
+    /// (not read past, no stripe count underflow).
+    #[test]
+    fn af_merge_takes_whole_sectors_and_refuses_short_material() {
+        let key = [0x42u8; 32];
+        let mut n = 0u8;
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(37);
+                *x = n;
+            })
+        };
+        let split = af_split(&key, 3, "sha256", &mut rng).unwrap();
+        assert_eq!(split.len(), 96);
+        let mut sector = split.to_vec();
+        sector.resize(512, 0xEE);
+        assert_eq!(&af_merge(&split, 32, 3, "sha256").unwrap()[..], &key);
+        assert_eq!(&af_merge(&sector, 32, 3, "sha256").unwrap()[..], &key, "a whole sector read");
+        for (what, material, stripes) in [("one byte short", &split[..95], 3), ("zero stripes", &sector[..], 0)] {
+            match af_merge(material, 32, stripes, "sha256").map_err(Luks2Error::into_kind) {
+                Err(Luks2ErrorKind::Metadata(why)) => assert!(why.contains("too short"), "{what}: {why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// LUKS1 AF split (the LUKS2 keyslots' "luks1" AF): stripes 1 to n-1 are random, taken
+    /// from the caller's source as they come, and only the last is derived from the key, so
+    /// that all n stripes are needed to recover it.
+    #[test]
+    fn af_split_takes_every_stripe_but_the_last_from_the_random_source() {
+        let key: Vec<u8> = (0..64u8).collect();
+        let mut drawn = Vec::new();
+        let mut n = 0u8;
+        let mut rng = |b: &mut [u8]| {
+            b.iter_mut().for_each(|x| {
+                n = n.wrapping_add(1);
+                *x = n;
+            });
+            drawn.extend_from_slice(b);
+        };
+        let split = af_split(&key, 4000, "sha512", &mut rng).unwrap();
+        assert_eq!(split.len(), 64 * 4000);
+        assert!(drawn.len() >= 64 * 3999);
+        assert_eq!(&split[..64 * 3999], &drawn[..64 * 3999], "stripes 1 to 3999 are the random bytes");
+        assert_eq!(&af_merge(&split, 64, 4000, "sha512").unwrap()[..], &key[..]);
+    }
+}

@@ -211,6 +211,10 @@ environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
   VEIL_REQUIRE_TESTDATA  fail, rather than skip loudly, when the corpus is absent (CI)
   VEIL_MUTANTS_MINUTES   wall-clock limit of each `mutants` group (default 60)
+  VEIL_MUTANTS_ITERATE   1: `mutants` tests again only what the group's earlier runs did not
+                         catch (after adding tests), and counts the rest as they were
+  VEIL_MUTANTS_BUILD     build directory of `mutants` (default target/mutants/build; a group
+                         run at the same time as another needs its own)
   VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1, e.g. 3 on a
                            busy machine); a boot killed at its limit names the last stage=
                            mark (or serial line) it reached
