@@ -69,13 +69,24 @@ const GROUPS: [Group; 7] = [
     },
     Group {
         name: "snp",
-        files: &["agent/src/snp/verify.rs", "agent/src/snp/guest_msg.rs"],
+        files: &[
+            "agent/src/snp/verify.rs",
+            "agent/src/snp/guest_msg.rs",
+            "agent/src/snp/seal.rs",
+            "agent/src/snp/ghcb.rs",
+        ],
         re: None,
         tests: &["--lib", "--test=snp_reports", "--test=snp_forged"],
     },
     Group {
         name: "tdx",
-        files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
+        files: &[
+            "agent/src/tdx/quote.rs",
+            "agent/src/tdx/verify.rs",
+            "agent/src/tdx/hob.rs",
+            "agent/src/tdx/collateral.rs",
+            "agent/src/tdx/tdcall.rs",
+        ],
         re: None,
         tests: &[
             "--lib",
