@@ -12,6 +12,8 @@
 //! cargo-mutants takes a group's files in alphabetical order, so a large module that a time
 //! limit should not crowd the others out of has a group of its own (tdx-collateral,
 //! tdx-tdcall, snp-seal, snp-ghcb), which can be run, and run again, alone.
+//! `VEIL_MUTANTS_FILES=verify.rs cargo xtask mutants tdx` runs only that file of a group (as
+//! `tdx-verify`: its own output and section), e.g. again after the tests that kill its survivors.
 //!
 //! The results land in target/mutants/GROUP/mutants.out (`missed.txt` lists the survivors);
 //! the summary line and the survivors go to BENCHMARKS.md (section `mutants-GROUP`). The mutated copies of
@@ -134,9 +136,17 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         Ok(m) => m.parse().with_context(|| format!("VEIL_MUTANTS_MINUTES={m:?} is not a number of minutes"))?,
         Err(_) => DEFAULT_GROUP_MINUTES,
     };
+    // $VEIL_MUTANTS_FILES (comma-separated file names, e.g. `verify.rs`): only those of the
+    // group's files, as a run of their own (`GROUP-STEM`: output, BENCHMARKS section), so that a
+    // file's survivors can be run again after new tests without the whole group.
+    let only: Vec<String> = std::env::var("VEIL_MUTANTS_FILES")
+        .map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
+        .unwrap_or_default();
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
-        let out = target_dir().join("mutants").join(g.name);
+        let (name, files) = subset(g, &only)?;
+        let name = name.as_str();
+        let out = target_dir().join("mutants").join(name);
         std::fs::create_dir_all(&out)?;
         // A previous (possibly interrupted) run's outcomes must not be counted again.
         let _ = std::fs::remove_dir_all(out.join("mutants.out"));
@@ -151,7 +161,7 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             .args(["--timeout", &TEST_TIMEOUT_S.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
             .arg("--output")
             .arg(&out);
-        for f in g.files {
+        for f in &files {
             cmd.args(["--file", f]);
         }
         if let Some(re) = g.re {
@@ -160,19 +170,23 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         for t in g.tests {
             cmd.arg(format!("--cargo-arg={t}"));
         }
-        eprintln!("xtask: mutants {}: {:?}", g.name, cmd);
+        eprintln!("xtask: mutants {name}: {cmd:?}");
         // cargo-mutants exits non-zero when a mutant survives; the outcomes say which.
         let status = cmd.status().context("running cargo mutants")?;
         let summary = summarize(&out.join("mutants.out"))
-            .with_context(|| format!("cargo mutants {} ended with {status} and no outcomes", g.name))?;
-        eprintln!("xtask: mutants {}: {summary}", g.name);
+            .with_context(|| format!("cargo mutants {name} ended with {status} and no outcomes"))?;
+        eprintln!("xtask: mutants {name}: {summary}");
         let missed = std::fs::read_to_string(out.join("mutants.out/missed.txt")).unwrap_or_default();
+        let only_env = if files.len() < g.files.len() {
+            format!("VEIL_MUTANTS_FILES={} ", only.join(","))
+        } else {
+            String::new()
+        };
         let mut body = format!(
-            "### Mutation testing: {}\n\nCommand: `VEIL_MUTANTS_MINUTES={minutes} cargo xtask mutants {}` (cargo-mutants -j1 under \
+            "### Mutation testing: {name}\n\nCommand: `{only_env}VEIL_MUTANTS_MINUTES={minutes} cargo xtask mutants {}` (cargo-mutants -j1 under \
              nice -n 19, {TEST_TIMEOUT_S} s per mutant's tests; files {}; {}tests {}).\n\n{summary}.\n",
             g.name,
-            g.name,
-            g.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+            files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
             g.re.map(|r| format!("functions matching `{r}`; ")).unwrap_or_default(),
             g.tests.join(" "),
         );
@@ -181,8 +195,8 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             body.push_str(missed.trim_end());
             body.push_str("\n```\n");
         }
-        crate::write_section(&format!("mutants-{}", g.name), &body)?;
-        summaries.push(format!("{}: {summary}", g.name));
+        crate::write_section(&format!("mutants-{name}"), &body)?;
+        summaries.push(format!("{name}: {summary}"));
     }
     if summaries.is_empty() {
         bail!("no mutants group named {group:?}");
@@ -192,6 +206,26 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         eprintln!("  {s}");
     }
     Ok(())
+}
+
+/// The run's name and files: the whole group, or (`only` not empty) the group's files whose
+/// name is one of `only`, named `GROUP-STEM` after the first of them.
+fn subset(g: &Group, only: &[String]) -> Result<(String, Vec<&'static str>)> {
+    if only.is_empty() {
+        return Ok((g.name.to_string(), g.files.to_vec()));
+    }
+    let file_name = |f: &str| Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    for o in only {
+        if !g.files.iter().any(|f| file_name(f) == *o) {
+            bail!("VEIL_MUTANTS_FILES: {o:?} is not one of group {}'s files {:?}", g.name, g.files);
+        }
+    }
+    let files: Vec<&'static str> = g.files.iter().copied().filter(|f| only.contains(&file_name(f))).collect();
+    if files.len() == g.files.len() {
+        return Ok((g.name.to_string(), files));
+    }
+    let stem = |f: &str| Path::new(f).file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    Ok((format!("{}-{}", g.name, files.iter().map(|f| stem(f)).collect::<Vec<_>>().join("-")), files))
 }
 
 /// "N of TOTAL mutants tested: caught C, missed M, timeout T, unviable U; score C/(C+M+T) = P%",
@@ -248,6 +282,17 @@ mod tests {
              NOT TESTED: 4 (the group's time limit stopped the run)"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_subset_of_a_groups_files_is_a_run_of_its_own() {
+        let tdx = GROUPS.iter().find(|g| g.name == "tdx").unwrap();
+        assert_eq!(subset(tdx, &[]).unwrap(), (String::from("tdx"), tdx.files.to_vec()));
+        assert_eq!(
+            subset(tdx, &[String::from("verify.rs")]).unwrap(),
+            (String::from("tdx-verify"), vec!["agent/src/tdx/verify.rs"])
+        );
+        assert!(subset(tdx, &[String::from("seal.rs")]).is_err(), "not one of the group's files");
     }
 
     #[test]
