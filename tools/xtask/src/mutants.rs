@@ -4,7 +4,7 @@
 //! test targets that cover them, so that a mutant is built and tested in seconds rather than
 //! running every test of the crate. One job at a time (`-j1`) under `nice -n 19`: the machines
 //! are 2 cores shared with other builds and QEMU boots, and mutants should only take idle CPU.
-//! Each mutant's tests stop after `TEST_TIMEOUT_S` (a mutant that loops is "timeout"), and each
+//! Each mutant's tests stop after the group's `timeout_s` (a mutant that loops is "timeout"), and each
 //! group stops after $VEIL_MUTANTS_MINUTES (default 60) of wall clock, interrupted like a
 //! Ctrl-C so that cargo-mutants still writes the outcomes of the mutants it finished; the
 //! summary then says how many of the group's mutants were tested.
@@ -37,6 +37,8 @@ use crate::{root, run, target_dir};
 /// A mutant whose tests run longer than this (seconds) counts as "timeout" (caught). The
 /// slowest group's unmutated tests take ~40 s on an idle machine.
 const TEST_TIMEOUT_S: u32 = 300;
+/// The same for groups whose unmutated tests take seconds (~15 s for tdx's under load).
+const FAST_TIMEOUT_S: u32 = 120;
 /// Building one mutant: the first one in a fresh copy of the tree builds all of veil-agent.
 const BUILD_TIMEOUT_S: u32 = 1200;
 /// Wall-clock limit of one group unless $VEIL_MUTANTS_MINUTES says otherwise.
@@ -50,6 +52,11 @@ struct Group {
     re: Option<&'static str>,
     /// `cargo test` target selections.
     tests: &'static [&'static str],
+    /// A mutant whose tests run longer than this (seconds) counts as "timeout" (caught):
+    /// [`TEST_TIMEOUT_S`] for the groups with slow tests (swtpm, Trustee, the LUKS2 and XTS
+    /// corpora), less where the unmutated tests take seconds, so that each mutant that makes a
+    /// parser loop costs minutes less.
+    timeout_s: u32,
 }
 
 const GROUPS: [Group; 11] = [
@@ -58,30 +65,46 @@ const GROUPS: [Group; 11] = [
         files: &["agent/src/kbs/broker.rs"],
         re: Some("check_|attested_key|expected_r|replace equal"),
         tests: &["--lib", "--test=tpm_swtpm", "--test=kbs_trustee"],
+        timeout_s: TEST_TIMEOUT_S,
     },
-    Group { name: "bundle", files: &["agent/src/bundle.rs"], re: None, tests: &["--lib"] },
+    Group { name: "bundle", files: &["agent/src/bundle.rs"], re: None, tests: &["--lib"], timeout_s: FAST_TIMEOUT_S },
     Group {
         name: "luks2",
         files: &["agent/src/luks2/validate.rs", "agent/src/luks2/crypto.rs"],
         re: None,
         tests: &["--lib", "--test=luks2_write", "--test=luks2_corpus"],
+        timeout_s: TEST_TIMEOUT_S,
     },
     Group {
         name: "tpm",
         files: &["agent/src/tpm/quote.rs", "agent/src/tpm/credential.rs", "agent/src/tpm/policy.rs"],
         re: None,
         tests: &["--lib", "--test=tpm_swtpm", "--test=tpm_quote_signer", "--test=tpm_credential"],
+        timeout_s: TEST_TIMEOUT_S,
     },
     Group {
         name: "snp",
         files: &["agent/src/snp/verify.rs", "agent/src/snp/guest_msg.rs"],
         re: None,
         tests: &["--lib", "--test=snp_reports", "--test=snp_forged"],
+        timeout_s: FAST_TIMEOUT_S,
     },
     // seal.rs (the key derivation requests, the sealed blob) and ghcb.rs (the GHCB protocol
     // against a hostile hypervisor) are tested by the lib's snp tests only.
-    Group { name: "snp-seal", files: &["agent/src/snp/seal.rs"], re: None, tests: &["--lib"] },
-    Group { name: "snp-ghcb", files: &["agent/src/snp/ghcb.rs"], re: None, tests: &["--lib"] },
+    Group {
+        name: "snp-seal",
+        files: &["agent/src/snp/seal.rs"],
+        re: None,
+        tests: &["--lib"],
+        timeout_s: FAST_TIMEOUT_S,
+    },
+    Group {
+        name: "snp-ghcb",
+        files: &["agent/src/snp/ghcb.rs"],
+        re: None,
+        tests: &["--lib"],
+        timeout_s: FAST_TIMEOUT_S,
+    },
     Group {
         name: "tdx",
         files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
@@ -94,6 +117,7 @@ const GROUPS: [Group; 11] = [
             "--test=tdx_hob_spec",
             "--test=tdx_forged",
         ],
+        timeout_s: FAST_TIMEOUT_S,
     },
     // The DCAP verdict (PCK chain, collateral signatures, QE identity, TCB levels): the lib's
     // unit tests, the real quotes and collateral, the forged-evidence refusals.
@@ -102,14 +126,22 @@ const GROUPS: [Group; 11] = [
         files: &["agent/src/tdx/collateral.rs"],
         re: None,
         tests: &["--lib", "--test=tdx_quotes", "--test=tdx_forged"],
+        timeout_s: FAST_TIMEOUT_S,
     },
     // The guest's TDCALL/TDVMCALL marshalling, against the lib's TDX module and VMM model.
-    Group { name: "tdx-tdcall", files: &["agent/src/tdx/tdcall.rs"], re: None, tests: &["--lib"] },
+    Group {
+        name: "tdx-tdcall",
+        files: &["agent/src/tdx/tdcall.rs"],
+        re: None,
+        tests: &["--lib"],
+        timeout_s: FAST_TIMEOUT_S,
+    },
     Group {
         name: "xts",
         files: &["agent/src/xts/mod.rs", "agent/src/xts/soft.rs", "agent/src/xts/selftest.rs"],
         re: None,
         tests: &["--lib", "--test=xts_vectors", "--test=xts_oracle"],
+        timeout_s: TEST_TIMEOUT_S,
     },
 ];
 
@@ -158,7 +190,7 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             .env("VEIL_REQUIRE_TESTDATA", "1")
             .env("VEIL_REQUIRE_TOOLS", "1")
             .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle"])
-            .args(["--timeout", &TEST_TIMEOUT_S.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
+            .args(["--timeout", &g.timeout_s.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
             .arg("--output")
             .arg(&out);
         for f in &files {
@@ -177,15 +209,13 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             .with_context(|| format!("cargo mutants {name} ended with {status} and no outcomes"))?;
         eprintln!("xtask: mutants {name}: {summary}");
         let missed = std::fs::read_to_string(out.join("mutants.out/missed.txt")).unwrap_or_default();
-        let only_env = if files.len() < g.files.len() {
-            format!("VEIL_MUTANTS_FILES={} ", only.join(","))
-        } else {
-            String::new()
-        };
+        let only_env =
+            if files.len() < g.files.len() { format!("VEIL_MUTANTS_FILES={} ", only.join(",")) } else { String::new() };
         let mut body = format!(
             "### Mutation testing: {name}\n\nCommand: `{only_env}VEIL_MUTANTS_MINUTES={minutes} cargo xtask mutants {}` (cargo-mutants -j1 under \
-             nice -n 19, {TEST_TIMEOUT_S} s per mutant's tests; files {}; {}tests {}).\n\n{summary}.\n",
+             nice -n 19, {} s per mutant's tests; files {}; {}tests {}).\n\n{summary}.\n",
             g.name,
+            g.timeout_s,
             files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
             g.re.map(|r| format!("functions matching `{r}`; ")).unwrap_or_default(),
             g.tests.join(" "),
