@@ -268,6 +268,22 @@ fn the_qe_and_the_td_attributes_are_checked_exactly() {
     refused(attrs(&|a| a | (1 << 17)), "SERVTD_EXT");
     refused(attrs(&|a| a | (1 << 40)), "reserved bits");
     assert!(attrs(&|a| a | (1 << 30)).is_ok(), "PKS (bit 30) is allowed");
+    // Each reserved range's first and last bit (1-3, 7-15, 23-26, 32-61), and the defined bits
+    // beside them (Linux's tdx.h: ICSSD 16, LASS 27, KL 31, TPA 62, PERFMON 63), accepted.
+    for bit in [1, 3, 7, 15, 23, 26, 32, 61] {
+        refused(attrs(&|a| a | (1 << bit)), &format!("reserved bits {:#x} are set", 1u64 << bit));
+    }
+    for bit in [16, 27, 31, 62, 63] {
+        assert!(attrs(&|a| a | (1 << bit)).is_ok(), "bit {bit} is not reserved");
+    }
+    // SERVTD_EXT is accepted when service TDs are.
+    let mut servtd = base.clone();
+    let a = u64::from_le_bytes(servtd.body[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].try_into().unwrap());
+    servtd.body[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].copy_from_slice(&(a | (1 << 17)).to_le_bytes());
+    let case = Case { pki: &pki, parts: servtd, coll: Coll::from_real(&real, &pki) };
+    let mut p = policy(&pki.root, case.coll.build(&pki.tcb, &case.tcb_chain()));
+    p.allow_service_td = true;
+    verify_tdx(&case.parts.build(&pki.pck, &case.honest_chain()), None, &p, at()).unwrap();
 }
 
 /// The broker refuses the forged chain of finding 1 with the same reason (its /attest path runs
