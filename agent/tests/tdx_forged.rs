@@ -344,7 +344,9 @@ fn the_event_log_and_the_reference_values_are_compared() {
     };
 
     let v = verify(&cos, Some(&log), None).unwrap();
-    assert!(v.checks.iter().any(|c| c.starts_with("the CC event log (") && c.ends_with("replays to the quoted RTMR0-3")));
+    assert!(
+        v.checks.iter().any(|c| c.starts_with("the CC event log (") && c.ends_with("replays to the quoted RTMR0-3"))
+    );
     for i in 0..4 {
         let mut other = cos.clone();
         other.body[RTMR + 48 * i + 47] ^= 1;
