@@ -259,6 +259,29 @@ fn a_tcb_below_the_minimum_is_refused() {
         MinTcb { bootloader: 3, tee: 0, snp: 0x18, microcode: 219, fmc: 0 }
     );
     assert!(MinTcb::parse("bl=3").is_err());
+    // Each component against its own floor (Turin: the FMC too), and the parser's forms.
+    for (min, why) in [
+        (MinTcb { bootloader: 4, ..MinTcb::default() }, "the reported TCB's bootloader SPL 3 is below the minimum 4"),
+        (MinTcb { tee: 1, ..MinTcb::default() }, "the reported TCB's TEE SPL 0 is below the minimum 1"),
+        (
+            MinTcb { microcode: 0x74, ..MinTcb::default() },
+            "the reported TCB's microcode SPL 115 is below the minimum 116",
+        ),
+        (MinTcb { fmc: 2, ..MinTcb::default() }, "the reported TCB's FMC SPL 1 is below the minimum 2"),
+    ] {
+        let t = pki(Gen::Turin);
+        let q = t.chain();
+        refused(run(&q, &signed(Gen::Turin, &q, |_| {}), &SnpPolicy { min_tcb: min, ..policy(&q) }), why);
+    }
+    let fmc_only = SnpPolicy { min_tcb: MinTcb { fmc: 9, ..MinTcb::default() }, ..policy(&p) };
+    run(&p, &signed(g, &p, |_| {}), &fmc_only).expect("Milan's TCB has no FMC");
+    assert_eq!(MinTcb::parse(" tee = 2 , fmc=0x1F,,").unwrap(), MinTcb { tee: 2, fmc: 0x1F, ..MinTcb::default() });
+    assert_eq!(MinTcb::parse("snp=256").unwrap_err(), "\"snp=256\": not an SPL from 0 to 255");
+    assert_eq!(MinTcb::parse("snp").unwrap_err(), "\"snp\" is not NAME=VALUE");
+    assert_eq!(
+        MinTcb::parse("bl=3").unwrap_err(),
+        "\"bl\" is not a TCB component (bootloader, tee, snp, microcode, fmc)"
+    );
 }
 
 /// Finding 7: the signature over the raw bytes, with the reserved fields enforced.
