@@ -198,6 +198,20 @@ fn chain_revocation_and_validity_are_checked() {
     // The ARK's CRL revokes the ASK.
     let revoked = SnpPolicy { crls: vec![crl(p.ark, (2025, 12, 1), (2026, 2, 1), &[2])], ..policy(&p) };
     refused(run(&p, &r, &revoked), "revoked");
+    // The CRL as PEM (`--snp-crl crl.pem`), and a PEM of something else.
+    let pem = |label: &str, der: &[u8]| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("\n-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n")).into_bytes()
+    };
+    let as_pem = SnpPolicy { crls: vec![pem("X509 CRL", &policy(&p).crls[0])], ..policy(&p) };
+    assert!(run(&p, &r, &as_pem).unwrap().checks[0].contains("the ASK is not on AMD's CRL"));
+    let revoked_pem =
+        SnpPolicy { crls: vec![pem("X509 CRL", &crl(p.ark, (2025, 12, 1), (2026, 2, 1), &[2]))], ..policy(&p) };
+    refused(run(&p, &r, &revoked_pem), "revoked");
+    let not_a_crl = SnpPolicy { crls: vec![pem("CERTIFICATE", &p.ark.der)], ..policy(&p) };
+    refused(run(&p, &r, &not_a_crl), "AMD's CRL: a PEM CERTIFICATE, not an X509 CRL");
     // A stale CRL.
     let stale = SnpPolicy { crls: vec![crl(p.ark, (2025, 10, 1), (2025, 11, 1), &[])], ..policy(&p) };
     refused(run(&p, &r, &stale), "past its nextUpdate");
