@@ -467,6 +467,10 @@ fn the_guest_policy_vmpl_measurement_host_data_and_signing_key_are_checked() {
         v.checks
     );
     assert!(!v.checks.iter().any(|c| c.starts_with("chip:")), "{:?}", v.checks);
+    // Trustee's evidence form carries the VLEK as such.
+    let evidence = veil_agent::snp::evidence::evidence_json(&r, Some(&chain)).unwrap();
+    let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence.into()).unwrap();
+    assert_eq!((raw, carried), (r.clone(), chain.clone()));
     // The VCEK's chain for a report the VLEK signed: the VCEK profile does not name SEV-VLEK.
     let vcek_named =
         vec![(CertType::Vcek, vlek.der.clone()), (CertType::Ask, asvk.der.clone()), (CertType::Ark, p.ark.der.clone())];
