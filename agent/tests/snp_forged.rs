@@ -198,6 +198,20 @@ fn chain_revocation_and_validity_are_checked() {
     // The ARK's CRL revokes the ASK.
     let revoked = SnpPolicy { crls: vec![crl(p.ark, (2025, 12, 1), (2026, 2, 1), &[2])], ..policy(&p) };
     refused(run(&p, &r, &revoked), "revoked");
+    // The CRL as PEM (`--snp-crl crl.pem`), and a PEM of something else.
+    let pem = |label: &str, der: &[u8]| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        format!("\n-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n")).into_bytes()
+    };
+    let as_pem = SnpPolicy { crls: vec![pem("X509 CRL", &policy(&p).crls[0])], ..policy(&p) };
+    assert!(run(&p, &r, &as_pem).unwrap().checks[0].contains("the ASK is not on AMD's CRL"));
+    let revoked_pem =
+        SnpPolicy { crls: vec![pem("X509 CRL", &crl(p.ark, (2025, 12, 1), (2026, 2, 1), &[2]))], ..policy(&p) };
+    refused(run(&p, &r, &revoked_pem), "revoked");
+    let not_a_crl = SnpPolicy { crls: vec![pem("CERTIFICATE", &p.ark.der)], ..policy(&p) };
+    refused(run(&p, &r, &not_a_crl), "AMD's CRL: a PEM CERTIFICATE, not an X509 CRL");
     // A stale CRL.
     let stale = SnpPolicy { crls: vec![crl(p.ark, (2025, 10, 1), (2025, 11, 1), &[])], ..policy(&p) };
     refused(run(&p, &r, &stale), "past its nextUpdate");
@@ -259,6 +273,29 @@ fn a_tcb_below_the_minimum_is_refused() {
         MinTcb { bootloader: 3, tee: 0, snp: 0x18, microcode: 219, fmc: 0 }
     );
     assert!(MinTcb::parse("bl=3").is_err());
+    // Each component against its own floor (Turin: the FMC too), and the parser's forms.
+    for (min, why) in [
+        (MinTcb { bootloader: 4, ..MinTcb::default() }, "the reported TCB's bootloader SPL 3 is below the minimum 4"),
+        (MinTcb { tee: 1, ..MinTcb::default() }, "the reported TCB's TEE SPL 0 is below the minimum 1"),
+        (
+            MinTcb { microcode: 0x74, ..MinTcb::default() },
+            "the reported TCB's microcode SPL 115 is below the minimum 116",
+        ),
+        (MinTcb { fmc: 2, ..MinTcb::default() }, "the reported TCB's FMC SPL 1 is below the minimum 2"),
+    ] {
+        let t = pki(Gen::Turin);
+        let q = t.chain();
+        refused(run(&q, &signed(Gen::Turin, &q, |_| {}), &SnpPolicy { min_tcb: min, ..policy(&q) }), why);
+    }
+    let fmc_only = SnpPolicy { min_tcb: MinTcb { fmc: 9, ..MinTcb::default() }, ..policy(&p) };
+    run(&p, &signed(g, &p, |_| {}), &fmc_only).expect("Milan's TCB has no FMC");
+    assert_eq!(MinTcb::parse(" tee = 2 , fmc=0x1F,,").unwrap(), MinTcb { tee: 2, fmc: 0x1F, ..MinTcb::default() });
+    assert_eq!(MinTcb::parse("snp=256").unwrap_err(), "\"snp=256\": not an SPL from 0 to 255");
+    assert_eq!(MinTcb::parse("snp").unwrap_err(), "\"snp\" is not NAME=VALUE");
+    assert_eq!(
+        MinTcb::parse("bl=3").unwrap_err(),
+        "\"bl\" is not a TCB component (bootloader, tee, snp, microcode, fmc)"
+    );
 }
 
 /// Finding 7: the signature over the raw bytes, with the reserved fields enforced.
@@ -348,4 +385,94 @@ fn the_broker_refuses_a_revoked_chain_with_its_reason() {
     )
     .unwrap_err();
     assert!(e.contains("REPORT_DATA is not this session's"), "{e}");
+}
+
+/// The checks after the signature and the TCB: the guest policy (DEBUG, MIGRATE_MA, SMT when
+/// the verifier refuses it), the VMPL, the measurement and HOST_DATA against the policy's; and
+/// before them the report's length, version, signature algorithm and signing key (a VLEK's
+/// report verifies with a VLEK chain). Each refusal with its reason.
+#[test]
+fn the_guest_policy_vmpl_measurement_host_data_and_signing_key_are_checked() {
+    let g = Gen::Milan;
+    let pk = pki(g);
+    let p = pk.chain();
+    let plain = policy(&p);
+    let ok = run(&p, &signed(g, &p, |_| {}), &plain).unwrap();
+    let measurement = "33".repeat(48);
+    for check in [
+        String::from("policy: 0x30000 (no debugging, no migration agent)"),
+        String::from("VMPL: 0"),
+        format!("measurement: {measurement} (no reference values given: not checked)"),
+    ] {
+        assert!(ok.checks.contains(&check), "{check:?} not in {:?}", ok.checks);
+    }
+    let guest_policy =
+        |bits: u64| signed(g, &p, move |r| r[0x08..0x10].copy_from_slice(&(0x30000 | bits).to_le_bytes()));
+    refused(run(&p, &guest_policy(1 << 19), &plain), "the guest policy allows debugging (DEBUG, bit 19)");
+    refused(run(&p, &guest_policy(1 << 18), &plain), "the guest policy allows a migration agent (MIGRATE_MA, bit 18)");
+    // SMT (bit 16, allowed in the test report): refused only when the verifier says so.
+    let no_smt = SnpPolicy { refuse_smt: true, ..policy(&p) };
+    refused(run(&p, &signed(g, &p, |_| {}), &no_smt), "the guest policy allows SMT (bit 16)");
+    run(&p, &signed(g, &p, |r| r[0x0A] = 0x02), &no_smt).unwrap();
+    refused(run(&p, &signed(g, &p, |r| r[0x30] = 1), &plain), "the report was requested at VMPL 1, not 0");
+
+    let pinned = SnpPolicy { measurements: vec![[0x11; 48], [0x33; 48]], ..policy(&p) };
+    let v = run(&p, &signed(g, &p, |_| {}), &pinned).unwrap();
+    assert!(v.checks.contains(&format!("measurement: {measurement} is a reference value")), "{:?}", v.checks);
+    let other = SnpPolicy { measurements: vec![[0x11; 48]], ..policy(&p) };
+    refused(
+        run(&p, &signed(g, &p, |_| {}), &other),
+        &format!("the launch measurement {measurement} is not among the reference values"),
+    );
+    let host_data = SnpPolicy { host_data: Some([0x44; 32]), ..policy(&p) };
+    let v = run(&p, &signed(g, &p, |r| r[0xC0..0xE0].fill(0x44)), &host_data).unwrap();
+    assert!(v.checks.contains(&format!("HOST_DATA: {}", "44".repeat(32))), "{:?}", v.checks);
+    refused(
+        run(&p, &signed(g, &p, |r| r[0xDF] = 0x45), &host_data),
+        &format!("HOST_DATA {}45 is not the expected {}", "00".repeat(31), "44".repeat(32)),
+    );
+
+    // The report's header.
+    refused(run(&p, &signed(g, &p, |_| {})[..0x49F], &plain), "the report is 1183 bytes, not 1184");
+    for version in [1u8, 6] {
+        refused(
+            run(&p, &signed(g, &p, |r| r[0] = version), &plain),
+            &format!("report version {version}: not a layout this verifier knows (2 to 5)"),
+        );
+    }
+    refused(
+        run(&p, &signed(g, &p, |r| r[0x34] = 2), &plain),
+        "the report's signature algorithm is not ECDSA P-384 with SHA-384",
+    );
+    refused(
+        run(&p, &signed(g, &p, |r| r[0x48] = 2 << 2), &plain),
+        "the report is signed by key 2, neither VCEK nor VLEK",
+    );
+    // KEY_INFO SIGNING_KEY 1: a VLEK, issued by the ASVK ("SEV-VLEK-Milan"), not the VCEK.
+    refused(run(&p, &signed(g, &p, |r| r[0x48] = 1 << 2), &plain), "no VLEK certificate (the evidence carries none)");
+    let asvk = ca("SEV-VLEK-Milan", Some(0), 40).signed_by(p.ark);
+    let mut vlek = vcek_spec(g, TCB, &hwid(g), 41);
+    vlek.cn = "SEV-VLEK";
+    let vlek = vlek.signed_by(&asvk);
+    let mut r = report(g);
+    r[0x48] = 1 << 2;
+    r[0x1A0..0x1E0].fill(0); // a VLEK's report carries no CHIP_ID
+    sign(&mut r, &vlek);
+    let chain =
+        vec![(CertType::Vlek, vlek.der.clone()), (CertType::Ask, asvk.der.clone()), (CertType::Ark, p.ark.der.clone())];
+    let v = verify_snp(&r, &chain, &plain, now()).unwrap();
+    assert!(
+        v.checks[0].starts_with("signature: over the report's bytes by the VLEK, certified by the ASK"),
+        "{:?}",
+        v.checks
+    );
+    assert!(!v.checks.iter().any(|c| c.starts_with("chip:")), "{:?}", v.checks);
+    // Trustee's evidence form carries the VLEK as such.
+    let evidence = veil_agent::snp::evidence::evidence_json(&r, Some(&chain)).unwrap();
+    let (raw, carried) = veil_agent::snp::verify::from_evidence(&evidence.into()).unwrap();
+    assert_eq!((raw, carried), (r.clone(), chain.clone()));
+    // The VCEK's chain for a report the VLEK signed: the VCEK profile does not name SEV-VLEK.
+    let vcek_named =
+        vec![(CertType::Vcek, vlek.der.clone()), (CertType::Ask, asvk.der.clone()), (CertType::Ark, p.ark.der.clone())];
+    refused(verify_snp(&signed(g, &p, |_| {}), &vcek_named, &plain, now()), "certificate chain");
 }

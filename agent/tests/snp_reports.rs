@@ -158,3 +158,78 @@ fn the_turin_chain_verifies() {
     let milan_ark = std::fs::read(certs.join("milan-ark.pem")).unwrap();
     assert!(verify_chain(&vcek, &chain[0], &milan_ark, at(), &[], Crls::AllowMissing).is_err());
 }
+
+/// Without a test root the ARK must be AMD's root key for the report's product line (version
+/// 3 and later: CPUID family and model; Milan 0x19 models 0x00-0x0F, Genoa 0x19 models
+/// 0x10-0x1F and 0xA0-0xAF, Turin 0x1A; any other: any of AMD's roots), checked before the
+/// chain and the signature: real
+/// reports and AMD's real chains, the report's family and model edited (its signature then
+/// fails, which says the product-line check passed).
+#[test]
+fn the_ark_must_be_amds_root_for_the_reports_product_line() {
+    let Some(dir) = testdata("snp/reports") else { return };
+    let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
+    let virtee = dir.join("virtee-sev-milan");
+    let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
+    let milan = vec![
+        (CertType::Vcek, std::fs::read(virtee.join("vcek_milan.der")).unwrap()),
+        (CertType::Ask, chain[0].clone()),
+        (CertType::Ark, chain[1].clone()),
+    ];
+    let genoa = vec![
+        (CertType::Vcek, std::fs::read(dir.join("oak-genoa-v5/vcek.der")).unwrap()),
+        (CertType::Ask, std::fs::read(certs.join("genoa-ask.pem")).unwrap()),
+        (CertType::Ark, std::fs::read(certs.join("genoa-ark.pem")).unwrap()),
+    ];
+    let turin_dir = dir.join("virtee-sev-turin-vcek");
+    let turin_chain = pem_blocks(&std::fs::read(turin_dir.join("cert_chain_turin.pem")).unwrap());
+    let turin = vec![
+        (CertType::Vcek, std::fs::read(turin_dir.join("vcek_turin.der")).unwrap()),
+        (CertType::Ask, turin_chain[0].clone()),
+        (CertType::Ark, turin_chain[1].clone()),
+    ];
+    const OTHER_LINE: &str = "the ARK is not AMD's root key for the report's product line";
+    const SIGNATURE: &str = "the report's signature does not verify with the VCEK's key";
+    let check = |report: &[u8], certs: &[(CertType, Vec<u8>)], reason: &str| {
+        let e = verify_snp(report, certs, &real(), at()).unwrap_err();
+        assert!(e.contains(reason), "{e} (expected {reason:?})");
+    };
+    // Oak's Genoa report (version 5, family 0x19 model 0x11) with Milan's chain.
+    let report5 = std::fs::read(dir.join("oak-genoa-v5/report.bin")).unwrap();
+    assert_eq!((report5[0], report5[0x188], report5[0x189]), (5, 0x19, 0x11));
+    check(&report5, &milan, OTHER_LINE);
+    check(&report5, &turin, OTHER_LINE);
+    // virtee's Milan report (version 2: no CPUID, any AMD root) as version 3 of each family
+    // and model edge, against each chain.
+    let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
+    assert_eq!(report[0], 2);
+    verify_snp(&report, &milan, &real(), at()).unwrap();
+    for (family, model, line) in [
+        (0x19, 0x00, "milan"),
+        (0x19, 0x0F, "milan"),
+        (0x19, 0x10, "genoa"),
+        (0x19, 0x1F, "genoa"),
+        (0x19, 0xA0, "genoa"),
+        (0x19, 0xAF, "genoa"),
+        (0x1A, 0x02, "turin"),
+    ] {
+        let mut r = report.clone();
+        r[0] = 3;
+        r[0x188] = family;
+        r[0x189] = model;
+        for (name, certs) in [("milan", &milan), ("genoa", &genoa), ("turin", &turin)] {
+            let e = verify_snp(&r, certs, &real(), at()).unwrap_err();
+            let want = if name == line { SIGNATURE } else { OTHER_LINE };
+            assert!(e.contains(want), "family {family:#x} model {model:#x}, {name}'s chain: {e} (expected {want:?})");
+        }
+    }
+    // A family or model of no known line: any of AMD's roots, as for version 2.
+    for (family, model) in [(0x19, 0x20), (0x19, 0x9F), (0x19, 0xB0), (0x17, 0x01)] {
+        let mut r = report.clone();
+        r[0] = 3;
+        r[0x188] = family;
+        r[0x189] = model;
+        check(&r, &milan, SIGNATURE);
+        check(&r, &genoa, SIGNATURE);
+    }
+}

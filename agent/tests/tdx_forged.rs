@@ -268,6 +268,22 @@ fn the_qe_and_the_td_attributes_are_checked_exactly() {
     refused(attrs(&|a| a | (1 << 17)), "SERVTD_EXT");
     refused(attrs(&|a| a | (1 << 40)), "reserved bits");
     assert!(attrs(&|a| a | (1 << 30)).is_ok(), "PKS (bit 30) is allowed");
+    // Each reserved range's first and last bit (1-3, 7-15, 23-26, 32-61), and the defined bits
+    // beside them (Linux's tdx.h: ICSSD 16, LASS 27, KL 31, TPA 62, PERFMON 63), accepted.
+    for bit in [1, 3, 7, 15, 23, 26, 32, 61] {
+        refused(attrs(&|a| a | (1 << bit)), &format!("reserved bits {:#x} are set", 1u64 << bit));
+    }
+    for bit in [16, 27, 31, 62, 63] {
+        assert!(attrs(&|a| a | (1 << bit)).is_ok(), "bit {bit} is not reserved");
+    }
+    // SERVTD_EXT is accepted when service TDs are.
+    let mut servtd = base.clone();
+    let a = u64::from_le_bytes(servtd.body[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].try_into().unwrap());
+    servtd.body[TD_ATTRIBUTES..TD_ATTRIBUTES + 8].copy_from_slice(&(a | (1 << 17)).to_le_bytes());
+    let case = Case { pki: &pki, parts: servtd, coll: Coll::from_real(&real, &pki) };
+    let mut p = policy(&pki.root, case.coll.build(&pki.tcb, &case.tcb_chain()));
+    p.allow_service_td = true;
+    verify_tdx(&case.parts.build(&pki.pck, &case.honest_chain()), None, &p, at()).unwrap();
 }
 
 /// The broker refuses the forged chain of finding 1 with the same reason (its /attest path runs
@@ -297,4 +313,100 @@ fn the_broker_refuses_a_forged_chain_with_its_reason() {
     )
     .unwrap_err();
     assert!(e.contains("is not a CA"), "{e}");
+}
+
+/// The CC event log and the reference values, the checks after the DCAP verdict: a real TD's
+/// CCEL (go-tdx-guest's COS TD, shared/testdata/tdx/ccel-rtmr-replay) sent with a quote that
+/// holds that TD's RTMRs is accepted, and a quote whose RTMRi differs in one bit is refused for
+/// RTMRi; MRTD and RTMRs are compared with `veil measure --platform tdx --out` files read by
+/// `TdxReference::from_json` (several files: every MRTD is accepted, their RTMRs must agree).
+#[test]
+fn the_event_log_and_the_reference_values_are_compared() {
+    use common::{testdata, unhex};
+    use serde_json::json;
+    use veil_agent::tdx::verify::TdxReference;
+    let Some(real) = real() else { return };
+    let Some(dir) = testdata("tdx/ccel-rtmr-replay/go-tdx-guest") else { return };
+    let log = std::fs::read(dir.join("ccel_data.dat")).unwrap();
+    let expected: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("expected_rtmrs_from_quote.json")).unwrap()).unwrap();
+    let rtmr = |i: usize| unhex(expected[format!("rtmr{i}")].as_str().unwrap());
+    let pki = pki(&real);
+    let mut cos = QuoteParts::from_real(&real);
+    for i in 0..4 {
+        cos.body[RTMR + 48 * i..RTMR + 48 * (i + 1)].copy_from_slice(&rtmr(i));
+    }
+    let verify = |parts: &QuoteParts, ccel: Option<&[u8]>, reference: Option<TdxReference>| {
+        let case = Case { pki: &pki, parts: parts.clone(), coll: Coll::from_real(&real, &pki) };
+        let mut p = policy(&pki.root, case.coll.build(&pki.tcb, &case.tcb_chain()));
+        p.reference = reference;
+        verify_tdx(&case.parts.build(&pki.pck, &case.honest_chain()), ccel, &p, at())
+    };
+
+    let v = verify(&cos, Some(&log), None).unwrap();
+    assert!(
+        v.checks.iter().any(|c| c.starts_with("the CC event log (") && c.ends_with("replays to the quoted RTMR0-3"))
+    );
+    for i in 0..4 {
+        let mut other = cos.clone();
+        other.body[RTMR + 48 * i + 47] ^= 1;
+        refused(
+            verify(&other, Some(&log), None),
+            &format!("the CC event log replays RTMR{i} to {}, the quote holds", hex::encode(rtmr(i))),
+        );
+    }
+    // The dcap-qvl TD's own RTMRs are not what this log replays to.
+    refused(verify(&QuoteParts::from_real(&real), Some(&log), None), "the CC event log replays RTMR0 to 3fa2f61f");
+    refused(verify(&cos, Some(&log[..40]), None), "the CC event log: "); // cut inside its header
+
+    // Reference values as `veil measure --platform tdx --out` writes them (RTMR0 only with --vmm).
+    let mrtd = hex::encode(&cos.body[MR_TD..MR_TD + 48]);
+    let other_mrtd = "ab".repeat(48);
+    let doc = |mrtd: &str, rtmrs: &[usize]| {
+        let mut d = json!({"platform": "tdx", "mrtd": mrtd});
+        for &i in rtmrs {
+            d[format!("rtmr{i}")] = json!(hex::encode(rtmr(i)));
+        }
+        d
+    };
+    let reference = |docs: &[serde_json::Value]| TdxReference::from_json(docs);
+    // Two ROMs' files: either MRTD is accepted, each RTMR compared.
+    let both = reference(&[doc(&other_mrtd, &[1, 2, 3]), doc(&mrtd, &[0, 1, 2, 3])]).unwrap();
+    assert_eq!(both.mrtd.len(), 2);
+    let v = verify(&cos, Some(&log), Some(both.clone())).unwrap();
+    assert!(v.checks.contains(&format!("MRTD {mrtd} is a reference value")), "{:?}", v.checks);
+    for i in 0..4 {
+        assert!(v.checks.contains(&format!("RTMR{i} is the reference value")), "{:?}", v.checks);
+    }
+    refused(
+        verify(&cos, None, Some(reference(&[doc(&other_mrtd, &[1, 2, 3])]).unwrap())),
+        &format!("MRTD {mrtd} is not among the reference values"),
+    );
+    for i in 0..4 {
+        let mut changed = cos.clone();
+        changed.body[RTMR + 48 * i] ^= 0x80;
+        let mut quoted = rtmr(i);
+        quoted[0] ^= 0x80;
+        refused(
+            verify(&changed, None, Some(both.clone())),
+            &format!("RTMR{i} {} is not the reference {}", hex::encode(quoted), hex::encode(rtmr(i))),
+        );
+    }
+    // Without an RTMR in any file, that RTMR is not compared.
+    let mut changed = cos.clone();
+    changed.body[RTMR] ^= 0x80;
+    let v = verify(&changed, None, Some(reference(&[doc(&mrtd, &[1, 2, 3])]).unwrap())).unwrap();
+    assert!(!v.checks.iter().any(|c| c.starts_with("RTMR0")), "{:?}", v.checks);
+
+    // The files' own refusals.
+    let err = |docs: &[serde_json::Value]| reference(docs).unwrap_err();
+    assert_eq!(
+        err(&[doc(&mrtd, &[1]), json!({"platform": "snp", "measurement": "00"})]),
+        "reference 1: not a TDX reference-values file (platform is not \"tdx\")"
+    );
+    let mut disagree = doc(&other_mrtd, &[1, 2]);
+    disagree["rtmr2"] = json!("cd".repeat(48));
+    assert_eq!(err(&[doc(&mrtd, &[1, 2]), disagree]), "reference files disagree on RTMR2");
+    assert_eq!(err(&[json!({"platform": "tdx", "rtmr1": hex::encode(rtmr(1))})]), "reference 0: no mrtd");
+    assert_eq!(err(&[json!({"platform": "tdx", "mrtd": "ab".repeat(47)})]), "reference 0: mrtd is not 48 bytes of hex");
 }

@@ -328,6 +328,10 @@ mod tests {
         let mut forged = hex::decode(KEY_RSP).unwrap();
         forged[HEADER_LEN + 40] ^= 1;
         assert_eq!(ch.response(&req, &forged), Err(GuestMsgError::Authentication));
+        assert_eq!(
+            GuestMsgError::Authentication.to_string(),
+            "the guest-message response does not authenticate: channel disabled, VMPCK wiped"
+        );
         assert_eq!(**ch.vmpck, [0u8; 32], "the VMPCK is wiped");
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
         // A host failure (not BUSY) does the same.
@@ -335,6 +339,38 @@ mod tests {
         ch.request(MsgType::KeyRequest, 1, &[0u8; 32]).unwrap();
         ch.fail();
         assert_eq!(ch.request(MsgType::KeyRequest, 1, &[0u8; 32]), Err(GuestMsgError::Disabled));
+    }
+
+    /// A response sealed as the AMD-SP seals one (the header's layout is the one the
+    /// independent request vector above checks), for the request's sequence number + 1.
+    fn sealed_response(req: &Request, payload: &[u8]) -> Vec<u8> {
+        let seqno = req.seqno + 1;
+        let mut hdr = header(seqno, req.msg_type as u8 + 1, req.version, payload.len(), 0);
+        let mut body = payload.to_vec();
+        let tag = Aes256Gcm::new_from_slice(&key())
+            .unwrap()
+            .encrypt_inout_detached(&Nonce::from(iv(seqno)), &hdr[0x30..0x60], (&mut body[..]).into())
+            .unwrap();
+        hdr[..16].copy_from_slice(&tag);
+        [hdr.to_vec(), body].concat()
+    }
+
+    #[test]
+    fn a_message_fills_at_most_the_4k_shared_page() {
+        // A request: the 0x60-byte header and up to 4000 bytes of payload fill the page.
+        let mut ch = Channel::new(&key(), 0, 0);
+        let full = ch.request(MsgType::ReportRequest, 1, &[0xA5; 4096 - 0x60]).unwrap();
+        assert_eq!(full.bytes.len(), 4096);
+        // Its response: a whole page opens, and so does a header alone (no payload).
+        let page = sealed_response(&full, &[0x5A; 4096 - 0x60]);
+        assert_eq!(page.len(), 4096);
+        assert_eq!(&ch.response(&full, &page).unwrap()[..], &[0x5A; 4096 - 0x60][..]);
+        let req = ch.request(MsgType::KeyRequest, 1, &[]).unwrap();
+        assert_eq!(ch.response(&req, &sealed_response(&req, &[])).unwrap().len(), 0);
+        assert_eq!(ch.count(), 4);
+        // One byte more does not fit.
+        let mut ch = Channel::new(&key(), 0, 0);
+        assert_eq!(ch.request(MsgType::ReportRequest, 1, &[0; 4096 - 0x60 + 1]), Err(GuestMsgError::PayloadSize(4001)));
     }
 
     #[test]

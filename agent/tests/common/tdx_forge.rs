@@ -147,6 +147,9 @@ pub const TEE_TCB_SVN: usize = 0;
 pub const MR_SIGNER_SEAM: usize = 64;
 pub const SEAM_ATTRIBUTES: usize = 112;
 pub const TD_ATTRIBUTES: usize = 120;
+pub const MR_TD: usize = 136;
+/// RTMR0; RTMRi at `RTMR + 48 * i`.
+pub const RTMR: usize = 328;
 
 /// The collateral: Intel's TCB info and QE identity (possibly changed), signed by `signer`
 /// with `chain` as their issuer chain, and the CRLs.

@@ -4,7 +4,7 @@
 //! test targets that cover them, so that a mutant is built and tested in seconds rather than
 //! running every test of the crate. One job at a time (`-j1`) under `nice -n 19`: the machines
 //! are 2 cores shared with other builds and QEMU boots, and mutants should only take idle CPU.
-//! Each mutant's tests stop after `TEST_TIMEOUT_S` (a mutant that loops is "timeout"), and each
+//! Each mutant's tests stop after the group's `timeout_s` (a mutant that loops is "timeout"), and each
 //! group stops after $VEIL_MUTANTS_MINUTES (default 60) of wall clock, interrupted like a
 //! Ctrl-C so that cargo-mutants still writes the outcomes of the mutants it finished; the
 //! summary then says how many of the group's mutants were tested.
@@ -27,6 +27,11 @@
 //! one: each would overwrite the other's test binaries, see above); copy target/mutants/build
 //! there first to keep its dependencies.
 //! Not part of `cargo xtask test` or CI: a group takes from minutes to hours.
+//! cargo-mutants takes a group's files in alphabetical order, so a large module that a time
+//! limit should not crowd the others out of has a group of its own (tdx-collateral,
+//! tdx-tdcall, snp-seal, snp-ghcb), which can be run, and run again, alone.
+//! `VEIL_MUTANTS_FILES=verify.rs cargo xtask mutants tdx` runs only that file of a group (as
+//! `tdx-verify`: its own output and section), e.g. again after the tests that kill its survivors.
 //!
 //! The results land in target/mutants/GROUP/mutants.out (`missed.txt` lists the survivors);
 //! the summary line and the survivors go to BENCHMARKS.md (section `mutants-GROUP`). The mutated copies of
@@ -50,6 +55,8 @@ use crate::{root, run, target_dir};
 /// A mutant whose tests run longer than this (seconds) counts as "timeout" (caught). The
 /// slowest group's unmutated tests take ~40 s on an idle machine.
 const TEST_TIMEOUT_S: u32 = 300;
+/// The same for groups whose unmutated tests take seconds (~15 s for tdx's under load).
+const FAST_TIMEOUT_S: u32 = 120;
 /// Building one mutant: the first one in a fresh copy of the tree builds all of veil-agent.
 const BUILD_TIMEOUT_S: u32 = 1200;
 /// Wall-clock limit of one group unless $VEIL_MUTANTS_MINUTES says otherwise.
@@ -66,23 +73,37 @@ struct Group {
     /// Slow test targets, run only in a second pass over the first pass's survivors (with
     /// `tests`); empty for a one-pass group.
     slow_tests: &'static [&'static str],
+    /// A mutant whose tests run longer than this (seconds) counts as "timeout" (caught):
+    /// [`TEST_TIMEOUT_S`] for the groups with slow tests (swtpm, Trustee, the LUKS2 and XTS
+    /// corpora), less where the unmutated tests take seconds, so that each mutant that makes a
+    /// parser loop costs minutes less.
+    timeout_s: u32,
 }
 
-const GROUPS: [Group; 7] = [
+const GROUPS: [Group; 11] = [
     Group {
         name: "kbs-broker",
         files: &["agent/src/kbs/broker.rs"],
         re: Some("check_|attested_key|expected_r|replace equal"),
         tests: &["--lib", "--test=tpm_swtpm", "--test=kbs_trustee"],
         slow_tests: &[],
+        timeout_s: TEST_TIMEOUT_S,
     },
-    Group { name: "bundle", files: &["agent/src/bundle.rs"], re: None, tests: &["--lib"], slow_tests: &[] },
+    Group {
+        name: "bundle",
+        files: &["agent/src/bundle.rs"],
+        re: None,
+        tests: &["--lib"],
+        slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
+    },
     Group {
         name: "luks2",
         files: &["agent/src/luks2/validate.rs", "agent/src/luks2/crypto.rs"],
         re: None,
         tests: &["--lib", "--test=luks2_write", "--test=luks2_corpus"],
         slow_tests: &[],
+        timeout_s: TEST_TIMEOUT_S,
     },
     Group {
         name: "tpm",
@@ -90,6 +111,7 @@ const GROUPS: [Group; 7] = [
         re: None,
         tests: &["--lib", "--test=tpm_quote_signer", "--test=tpm_credential"],
         slow_tests: &["--test=tpm_swtpm"],
+        timeout_s: TEST_TIMEOUT_S,
     },
     Group {
         name: "snp",
@@ -97,20 +119,54 @@ const GROUPS: [Group; 7] = [
         re: None,
         tests: &["--lib", "--test=snp_reports", "--test=snp_forged"],
         slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
+    },
+    // seal.rs (the key derivation requests, the sealed blob) and ghcb.rs (the GHCB protocol
+    // against a hostile hypervisor) are tested by the lib's snp tests only.
+    Group {
+        name: "snp-seal",
+        files: &["agent/src/snp/seal.rs"],
+        re: None,
+        tests: &["--lib"],
+        slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
+    },
+    Group {
+        name: "snp-ghcb",
+        files: &["agent/src/snp/ghcb.rs"],
+        re: None,
+        tests: &["--lib"],
+        slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
     },
     Group {
         name: "tdx",
         files: &["agent/src/tdx/quote.rs", "agent/src/tdx/verify.rs", "agent/src/tdx/hob.rs"],
         re: None,
-        tests: &[
-            "--lib",
-            "--test=tdx_quotes",
-            "--test=tdx_report",
-            "--test=tdx_ccel",
-            "--test=tdx_hob_spec",
-            "--test=tdx_forged",
-        ],
+        // Not tdx_report (report.rs) nor tdx_ccel (the event log's parser): neither reaches
+        // these files, and each test binary is linked again for every mutant.
+        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_hob_spec", "--test=tdx_forged"],
         slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
+    },
+    // The DCAP verdict (PCK chain, collateral signatures, QE identity, TCB levels): the lib's
+    // unit tests, the real quotes and collateral, the forged-evidence refusals.
+    Group {
+        name: "tdx-collateral",
+        files: &["agent/src/tdx/collateral.rs"],
+        re: None,
+        tests: &["--lib", "--test=tdx_quotes", "--test=tdx_forged"],
+        slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
+    },
+    // The guest's TDCALL/TDVMCALL marshalling, against the lib's TDX module and VMM model.
+    Group {
+        name: "tdx-tdcall",
+        files: &["agent/src/tdx/tdcall.rs"],
+        re: None,
+        tests: &["--lib"],
+        slow_tests: &[],
+        timeout_s: FAST_TIMEOUT_S,
     },
     Group {
         name: "xts",
@@ -118,6 +174,7 @@ const GROUPS: [Group; 7] = [
         re: None,
         tests: &["--lib", "--test=xts_vectors", "--test=xts_oracle"],
         slow_tests: &[],
+        timeout_s: TEST_TIMEOUT_S,
     },
 ];
 
@@ -148,18 +205,22 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
     let build_dir = std::env::var_os("VEIL_MUTANTS_BUILD")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| target_dir().join("mutants/build"));
+    // $VEIL_MUTANTS_FILES (comma-separated file names, e.g. `verify.rs`): only those of the
+    // group's files, as a run of their own (`GROUP-STEM`: output, BENCHMARKS section), so that a
+    // file's survivors can be run again after new tests without the whole group.
+    let only: Vec<String> = std::env::var("VEIL_MUTANTS_FILES")
+        .map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
+        .unwrap_or_default();
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
-        let out = target_dir().join("mutants").join(g.name);
+        let (name, files) = subset(g, &only)?;
+        let name = name.as_str();
+        let out = target_dir().join("mutants").join(name);
         std::fs::create_dir_all(&out)?;
         let mut passes: Vec<(String, Pass)> = Vec::new();
         if iterate {
             if !out.join("mutants.out/caught.txt").exists() {
-                bail!(
-                    "VEIL_MUTANTS_ITERATE=1 needs an earlier run of {} (target/mutants/{}/mutants.out)",
-                    g.name,
-                    g.name
-                );
+                bail!("VEIL_MUTANTS_ITERATE=1 needs an earlier run of {name} (target/mutants/{name}/mutants.out)");
             }
             // Without the record (a run by hand), the last run's lists are all there is.
             let earlier = match Pass::load(&out.join(RECORD)) {
@@ -184,13 +245,13 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
                 .env("VEIL_REQUIRE_TESTDATA", "1")
                 .env("VEIL_REQUIRE_TOOLS", "1")
                 .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle"])
-                .args(["--timeout", &TEST_TIMEOUT_S.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
+                .args(["--timeout", &g.timeout_s.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
                 .arg("--output")
                 .arg(&out);
             if iterate {
                 cmd.arg("--iterate");
             }
-            for f in g.files {
+            for f in &files {
                 cmd.args(["--file", f]);
             }
             if let Some(re) = g.re {
@@ -199,11 +260,11 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             for t in tests {
                 cmd.arg(format!("--cargo-arg={t}"));
             }
-            eprintln!("xtask: mutants {}: {:?}", g.name, cmd);
+            eprintln!("xtask: mutants {name}: {cmd:?}");
             // cargo-mutants exits non-zero when a mutant survives; the outcomes say which.
             let status = cmd.status().context("running cargo mutants")?;
             if !out.join("mutants.out/caught.txt").exists() {
-                bail!("cargo mutants {} ended with {status} and no outcomes", g.name);
+                bail!("cargo mutants {name} ended with {status} and no outcomes");
             }
             Ok(())
         };
@@ -238,15 +299,17 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         let merged: Vec<&Pass> = passes.iter().map(|(_, p)| p).collect();
         Pass::merge(&merged).save(&out.join(RECORD))?;
         let summary = format!("{}{note}", summarize(&passes));
-        eprintln!("xtask: mutants {}: {summary}", g.name);
+        eprintln!("xtask: mutants {name}: {summary}");
         let missed = survivors(&merged).join("\n");
+        let only_env =
+            if files.len() < g.files.len() { format!("VEIL_MUTANTS_FILES={} ", only.join(",")) } else { String::new() };
         let mut body = format!(
-            "### Mutation testing: {}\n\nCommand: `VEIL_MUTANTS_MINUTES={minutes} {}cargo xtask mutants {}` (cargo-mutants -j1 under \
-             nice -n 19, {TEST_TIMEOUT_S} s per mutant's tests; files {}; {}tests {}{}).\n\n{summary}.\n",
-            g.name,
+            "### Mutation testing: {name}\n\nCommand: `{only_env}VEIL_MUTANTS_MINUTES={minutes} {}cargo xtask mutants {}` (cargo-mutants -j1 under \
+             nice -n 19, {} s per mutant's tests; files {}; {}tests {}{}).\n\n{summary}.\n",
             if iterate { "VEIL_MUTANTS_ITERATE=1 " } else { "" },
             g.name,
-            g.files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
+            g.timeout_s,
+            files.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", "),
             g.re.map(|r| format!("functions matching `{r}`; ")).unwrap_or_default(),
             g.tests.join(" "),
             if g.slow_tests.is_empty() {
@@ -260,8 +323,8 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             body.push_str(&missed);
             body.push_str("\n```\n");
         }
-        crate::write_section(&format!("mutants-{}", g.name), &body)?;
-        summaries.push(format!("{}: {summary}", g.name));
+        crate::write_section(&format!("mutants-{name}"), &body)?;
+        summaries.push(format!("{name}: {summary}"));
     }
     if summaries.is_empty() {
         bail!("no mutants group named {group:?}");
@@ -271,6 +334,26 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         eprintln!("  {s}");
     }
     Ok(())
+}
+
+/// The run's name and files: the whole group, or (`only` not empty) the group's files whose
+/// name is one of `only`, named `GROUP-STEM` after the first of them.
+fn subset(g: &Group, only: &[String]) -> Result<(String, Vec<&'static str>)> {
+    if only.is_empty() {
+        return Ok((g.name.to_string(), g.files.to_vec()));
+    }
+    let file_name = |f: &str| Path::new(f).file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    for o in only {
+        if !g.files.iter().any(|f| file_name(f) == *o) {
+            bail!("VEIL_MUTANTS_FILES: {o:?} is not one of group {}'s files {:?}", g.name, g.files);
+        }
+    }
+    let files: Vec<&'static str> = g.files.iter().copied().filter(|f| only.contains(&file_name(f))).collect();
+    if files.len() == g.files.len() {
+        return Ok((g.name.to_string(), files));
+    }
+    let stem = |f: &str| Path::new(f).file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    Ok((format!("{}-{}", g.name, files.iter().map(|f| stem(f)).collect::<Vec<_>>().join("-")), files))
 }
 
 /// The outcome lists cargo-mutants writes, in the order a summary gives them.
@@ -471,6 +554,17 @@ mod tests {
         let loaded = Pass::load(&record).unwrap();
         assert_eq!(summarize(&[(String::from("record"), loaded)]), summary);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_subset_of_a_groups_files_is_a_run_of_its_own() {
+        let tdx = GROUPS.iter().find(|g| g.name == "tdx").unwrap();
+        assert_eq!(subset(tdx, &[]).unwrap(), (String::from("tdx"), tdx.files.to_vec()));
+        assert_eq!(
+            subset(tdx, &[String::from("verify.rs")]).unwrap(),
+            (String::from("tdx-verify"), vec!["agent/src/tdx/verify.rs"])
+        );
+        assert!(subset(tdx, &[String::from("seal.rs")]).is_err(), "not one of the group's files");
     }
 
     #[test]
