@@ -205,7 +205,8 @@ commands:
               kbs_request) begins inside the formats
   mutants  cargo-mutants (-j1, nice -n 19) over agent/'s security-critical modules with the
            tests that cover them; not in `test` or CI (slow); survivors in target/mutants/GROUP
-           (`cargo xtask mutants kbs-broker|bundle|luks2|tpm|snp|tdx|xts` runs one group)
+           (`cargo xtask mutants GROUP` runs one: kbs-broker, bundle, luks2, tpm, snp,
+           snp-seal, snp-ghcb, tdx, tdx-collateral, tdx-tdcall, xts)
 
 environment:
   VEIL_TESTDATA          where the shared test corpus lives (default ../shared/testdata)
@@ -215,6 +216,8 @@ environment:
                          catch (after adding tests), and counts the rest as they were
   VEIL_MUTANTS_BUILD     build directory of `mutants` (default target/mutants/build; a group
                          run at the same time as another needs its own)
+  VEIL_MUTANTS_FILES     `mutants`: only these of the group's files (e.g. verify.rs), as a
+                         run of its own (GROUP-STEM: output and BENCHMARKS section)
   VEIL_TEST_TIMEOUT_SCALE  multiply every QEMU boot's time limit (default 1, e.g. 3 on a
                            busy machine); a boot killed at its limit names the last stage=
                            mark (or serial line) it reached
