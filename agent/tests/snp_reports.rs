@@ -233,3 +233,26 @@ fn the_ark_must_be_amds_root_for_the_reports_product_line() {
         check(&r, &genoa, SIGNATURE);
     }
 }
+
+/// The TCB a `veil-snp` key is derived at is the report's COMMITTED_TCB, as
+/// parsed-fields.json decodes it independently (shared/testdata, from the ABI's layout); a
+/// report too short to hold the field gives none.
+#[test]
+fn the_sealing_tcb_is_the_reports_committed_tcb() {
+    use veil_agent::snp::seal::committed_tcb;
+    let Some(dir) = testdata("snp/reports") else { return };
+    let fields: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("parsed-fields.json")).unwrap()).unwrap();
+    for (name, file) in [
+        ("virtee-sev/report_milan", "virtee-sev-milan/report_milan.bin"),
+        ("go-sev-guest/attestation.bin", "go-sev-guest-milan/attestation.bin"),
+    ] {
+        let report = std::fs::read(dir.join(file)).unwrap();
+        let bytes = hex::decode(fields[name]["committed_tcb"].as_str().unwrap()).unwrap();
+        let want = u64::from_le_bytes(bytes.try_into().unwrap());
+        assert!(want > 1, "{name}: a TCB that tells the field from a constant");
+        assert_eq!(committed_tcb(&report), Some(want), "{name}");
+        assert_eq!(committed_tcb(&report[..0x1E8]), Some(want), "{name}: the field's end");
+        assert_eq!(committed_tcb(&report[..0x1E7]), None, "{name}: one byte short");
+    }
+}

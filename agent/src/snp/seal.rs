@@ -324,4 +324,42 @@ mod tests {
         assert!(!tcb_at_most(0xDA18_0000_0000_0004, 0xDB18_0000_0000_0003));
         assert!(!tcb_at_most(0xDC18_0000_0000_0002, 0xDB18_0000_0000_0003));
     }
+
+    /// Only the shape `veil` writes is read: a version-2 or -3 token rooted in the VCEK, its
+    /// numbers in at most 16 hexadecimal digits, a ciphertext of possible length (a tag and
+    /// at least 2 bytes, at most 1 KiB); anything else is refused with its reason.
+    #[test]
+    fn the_token_shape_is_exact() {
+        let secret = MasterSecret::new(&[7u8; 32], &[9u8; 32]).unwrap();
+        let b = crate::tpm::token::binding("0b5c1a3e-0000-4000-8000-000000000001", &[3; 48]);
+        let good = token_json(&[0x5A; 32], [1; 12], &secret, &b, TCB);
+        let parsed = |t: &crate::json::Value| parse("2", t);
+        assert_eq!(parsed(&good).unwrap().tcb, Some(TCB));
+        let with = |key: &str, value: crate::json::Value| {
+            let mut t = good.clone();
+            t[key] = value;
+            t
+        };
+        let ct = |n: usize| crate::json!(B64.encode(alloc::vec![0u8; n]));
+        for (key, value, why) in [
+            ("root_key", crate::json!("vlek"), "not a version-2 or -3 VCEK-rooted veil-snp token"),
+            ("version", crate::json!(4), "not a version-2 or -3 VCEK-rooted veil-snp token"),
+            // 17 digits, though their value fits: not the form written.
+            ("tcb_version", crate::json!("0x0db18000000000003"), "tcb_version is not a hexadecimal 64-bit TCB_VERSION"),
+            ("tcb_version", crate::json!("0x"), "tcb_version is not a hexadecimal 64-bit TCB_VERSION"),
+            (
+                "guest_field_select",
+                crate::json!("0x00000000000000029"),
+                "guest_field_select is not a hexadecimal number",
+            ),
+            ("ciphertext", ct(17), "a ciphertext of impossible length"),
+            ("ciphertext", ct(1025), "a ciphertext of impossible length"),
+        ] {
+            assert_eq!(parsed(&with(key, value.clone())).unwrap_err(), why, "{key} = {value:?}");
+        }
+        assert_eq!(parsed(&with("tcb_version", crate::json!("0xdb18000000000003"))).unwrap().tcb, Some(TCB));
+        for n in [18, 1024] {
+            assert!(parsed(&with("ciphertext", ct(n))).is_ok(), "{n} bytes");
+        }
+    }
 }

@@ -121,13 +121,13 @@ const GROUPS: [Group; 11] = [
         slow_tests: &[],
         timeout_s: FAST_TIMEOUT_S,
     },
-    // seal.rs (the key derivation requests, the sealed blob) and ghcb.rs (the GHCB protocol
-    // against a hostile hypervisor) are tested by the lib's snp tests only.
+    // seal.rs (the sealed token, the TCB it is derived at: the lib's tests, and real reports'
+    // COMMITTED_TCB) and ghcb.rs (the GHCB protocol against a hostile hypervisor: the lib's).
     Group {
         name: "snp-seal",
         files: &["agent/src/snp/seal.rs"],
         re: None,
-        tests: &["--lib"],
+        tests: &["--lib", "--test=snp_reports"],
         slow_tests: &[],
         timeout_s: FAST_TIMEOUT_S,
     },
