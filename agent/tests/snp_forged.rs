@@ -474,5 +474,8 @@ fn the_guest_policy_vmpl_measurement_host_data_and_signing_key_are_checked() {
     // The VCEK's chain for a report the VLEK signed: the VCEK profile does not name SEV-VLEK.
     let vcek_named =
         vec![(CertType::Vcek, vlek.der.clone()), (CertType::Ask, asvk.der.clone()), (CertType::Ark, p.ark.der.clone())];
-    refused(verify_snp(&signed(g, &p, |_| {}), &vcek_named, &plain, now()), "certificate chain");
+    refused(
+        verify_snp(&signed(g, &p, |_| {}), &vcek_named, &plain, now()),
+        "certificate chain: the VCEK certificate: its subject is \"SEV-VLEK\", not SEV-VCEK",
+    );
 }
