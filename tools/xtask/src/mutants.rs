@@ -213,7 +213,12 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         .unwrap_or_default();
     let mut summaries = Vec::new();
     for g in GROUPS.iter().filter(|g| group.is_none_or(|want| want == g.name)) {
-        let (name, files) = subset(g, &only)?;
+        let (name, files) = match subset(g, &only) {
+            Ok(run) => run,
+            // Every group in turn: those that do not hold the files named are not run.
+            Err(_) if group.is_none() => continue,
+            Err(e) => return Err(e),
+        };
         let name = name.as_str();
         let out = target_dir().join("mutants").join(name);
         std::fs::create_dir_all(&out)?;
@@ -265,9 +270,15 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             }
             eprintln!("xtask: mutants {name}: {cmd:?}");
             // cargo-mutants exits non-zero when a mutant survives; the outcomes say which.
+            let started = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
             let status = cmd.status().context("running cargo mutants")?;
-            if !out.join("mutants.out/caught.txt").exists() {
-                bail!("cargo mutants {name} ended with {status} and no outcomes");
+            // An earlier run's mutants.out, left where cargo-mutants stopped before writing its
+            // own, must not be read as this run's.
+            let fresh = std::fs::metadata(out.join("mutants.out/mutants.json"))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= started);
+            if !fresh || !out.join("mutants.out/caught.txt").exists() {
+                bail!("cargo mutants {name} ended with {status} and wrote no outcomes of its own");
             }
             Ok(())
         };
@@ -294,10 +305,15 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             // cargo-mutants moved the first pass's outcomes to mutants.out.old.
             passes.push((first_label, Pass::read(&out.join("mutants.out.old"))?));
             let second = Pass::read(&out.join("mutants.out"))?;
-            passes.push((
-                format!("second pass, with {slow}, over the first pass's {} survivors", second.tested.len()),
-                second,
-            ));
+            if second.tested.len() < second.found {
+                note = format!(
+                    "; the second pass was stopped by the time limit after {} of {}",
+                    second.tested.len(),
+                    second.found
+                );
+            }
+            passes
+                .push((format!("second pass, with {slow}, over the first pass's {} survivors", second.found), second));
         }
         let merged: Vec<&Pass> = passes.iter().map(|(_, p)| p).collect();
         Pass::merge(&merged).save(&out.join(RECORD))?;
@@ -330,7 +346,10 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         summaries.push(format!("{name}: {summary}"));
     }
     if summaries.is_empty() {
-        bail!("no mutants group named {group:?}");
+        match only.is_empty() {
+            true => bail!("no mutants group named {group:?}"),
+            false => bail!("no mutants group holds every file of VEIL_MUTANTS_FILES={only:?}"),
+        }
     }
     eprintln!("xtask: mutants summary (survivors in target/mutants/GROUP/mutants.out/missed.txt):");
     for s in &summaries {
@@ -340,7 +359,7 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
 }
 
 /// The run's name and files: the whole group, or (`only` not empty) the group's files whose
-/// name is one of `only`, named `GROUP-STEM` after the first of them.
+/// name is one of `only`, named `GROUP-STEM` (every selected file's stem, joined by `-`).
 fn subset(g: &Group, only: &[String]) -> Result<(String, Vec<&'static str>)> {
     if only.is_empty() {
         return Ok((g.name.to_string(), g.files.to_vec()));
