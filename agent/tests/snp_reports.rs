@@ -16,6 +16,16 @@ fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// virtee/sev's Milan report's certificates: its VCEK, then the ASK and ARK of its PEM chain.
+fn virtee_milan_chain(virtee: &std::path::Path) -> Vec<(CertType, Vec<u8>)> {
+    let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
+    vec![
+        (CertType::Vcek, std::fs::read(virtee.join("vcek_milan.der")).unwrap()),
+        (CertType::Ask, chain[0].clone()),
+        (CertType::Ark, chain[1].clone()),
+    ]
+}
+
 /// A time within every real VCEK's validity (the Genoa VCEK was issued 2025-08-07).
 fn at() -> u64 {
     veil_agent::tdx::collateral::parse_time("2025-09-01T00:00:00Z").unwrap()
@@ -97,12 +107,7 @@ fn real_reports_pass_the_full_verification() {
     let Some(dir) = testdata("snp/reports") else { return };
     let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
     let virtee = dir.join("virtee-sev-milan");
-    let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
-    let milan = vec![
-        (CertType::Vcek, std::fs::read(virtee.join("vcek_milan.der")).unwrap()),
-        (CertType::Ask, chain[0].clone()),
-        (CertType::Ark, chain[1].clone()),
-    ];
+    let milan = virtee_milan_chain(&virtee);
     let report = std::fs::read(virtee.join("report_milan.bin")).unwrap();
     // Trustee's JSON form round-trips to the same bytes, certificates included.
     let evidence = veil_agent::snp::evidence::evidence_json(&report, Some(&milan)).unwrap();
@@ -170,12 +175,7 @@ fn the_ark_must_be_amds_root_for_the_reports_product_line() {
     let Some(dir) = testdata("snp/reports") else { return };
     let Some(certs) = testdata("snp/certs/amd-ark-ask") else { return };
     let virtee = dir.join("virtee-sev-milan");
-    let chain = pem_blocks(&std::fs::read(virtee.join("cert_chain_milan.pem")).unwrap());
-    let milan = vec![
-        (CertType::Vcek, std::fs::read(virtee.join("vcek_milan.der")).unwrap()),
-        (CertType::Ask, chain[0].clone()),
-        (CertType::Ark, chain[1].clone()),
-    ];
+    let milan = virtee_milan_chain(&virtee);
     let genoa = vec![
         (CertType::Vcek, std::fs::read(dir.join("oak-genoa-v5/vcek.der")).unwrap()),
         (CertType::Ask, std::fs::read(certs.join("genoa-ask.pem")).unwrap()),
