@@ -25,6 +25,8 @@ pub struct Hostile {
     pub accept_4k_only: bool,
     /// Answer this many accepts with OPERAND_BUSY first.
     pub busy: u32,
+    /// Answer every accept (after the busy ones) with this status.
+    pub accept_status: Option<u64>,
     /// Answer every VMCALL with this status in R10.
     pub vmcall_status: Option<u64>,
     /// MapGPA: ask to resume outside the range.
@@ -168,6 +170,10 @@ impl TdxModel {
         if self.hostile.busy > 0 {
             self.hostile.busy -= 1;
             r.rax = status::OPERAND_BUSY | status::OPERAND_ID_RCX;
+            return;
+        }
+        if let Some(s) = self.hostile.accept_status {
+            r.rax = s;
             return;
         }
         if huge && self.hostile.accept_4k_only {

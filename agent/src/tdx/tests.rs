@@ -28,6 +28,34 @@ fn accept_uses_2m_pages_and_falls_back_to_4k() {
     assert_eq!(small.accepted.len(), 512);
 }
 
+/// accept's range checks; a size mismatch answered to a 4 KiB accept, and a status the firmware
+/// does not know, are refusals naming the status (never a page left unaccepted, never retried as
+/// busy); the errors and #VE reports say what happened.
+#[test]
+fn accept_refuses_bad_ranges_and_statuses_it_does_not_know() {
+    use super::tdcall::{leaf, status};
+    let mut m = TdxModel::new();
+    for (start, end) in [(0x1001, 0x2000), (0x1000, 0x2001), (0x3000, 0x2000)] {
+        assert_eq!(tdcall::accept(&mut m, start, end), Err(TdcallError::Address(start)), "{start:#x}-{end:#x}");
+    }
+    assert_eq!(tdcall::accept(&mut m, 0x2000, 0x2000), Ok(0), "an empty range");
+    assert!(m.accepted.is_empty());
+    for s in [status::PAGE_SIZE_MISMATCH, 0xC000_0100_0000_0000] {
+        let mut m = TdxModel::new();
+        m.hostile.accept_status = Some(s);
+        let e = tdcall::accept(&mut m, 0x1000, 0x2000).unwrap_err();
+        assert_eq!(e, TdcallError::Module { leaf: leaf::MEM_PAGE_ACCEPT, status: s });
+        assert_eq!(e.to_string(), format!("TDCALL leaf 6: the TDX module returned status {s:#018x}"));
+    }
+    let ve = |exit_reason| tdcall::VeInfo { exit_reason, qualification: 1, gla: 2, gpa: 3, instruction_length: 4 };
+    for (reason, what) in [(10, "CPUID"), (12, "HLT"), (30, "port I/O"), (31, "RDMSR"), (32, "WRMSR"), (7, "exit")] {
+        assert_eq!(
+            ve(reason).to_string(),
+            format!("#VE for {what} (exit reason {reason}, qualification 0x1, GPA 0x3, GLA 0x2, instruction length 4)")
+        );
+    }
+}
+
 #[test]
 fn an_already_accepted_page_is_refused() {
     let mut m = TdxModel::new();
