@@ -22,6 +22,12 @@ fn msr_protocol_checks_every_answer() {
     let mut liar = Hypervisor::new();
     liar.hostile.cbit = Some(47);
     assert_eq!(ghcb::check_sev_info(&mut liar, 51), Err(GhcbError::CbitMismatch { hypervisor: 47, firmware: 51 }));
+    assert_eq!(
+        GhcbError::CbitMismatch { hypervisor: 47, firmware: 51 }.to_string(),
+        "the hypervisor reports C-bit 47, the PSP-validated CPUID page says 51: refusing to trust either"
+    );
+    // A page's Debug form names its exit code, never its shared contents.
+    assert_eq!(format!("{:?}", ghcb::GhcbPage::default()), "GhcbPage { sw_exit_code: 0, .. }");
     let mut old = Hypervisor::new();
     old.hostile.protocol = Some((1, 1));
     assert_eq!(ghcb::check_sev_info(&mut old, 51), Err(GhcbError::ProtocolVersion { min: 1, max: 1 }));
