@@ -242,11 +242,8 @@ fn a_keyslot_area_may_end_at_the_keyslots_area_end() {
     assert!(e.contains("runs past the keyslots area"), "{e}");
     // cryptsetup draws the same line.
     if let Some(cs) = cryptsetup() {
-        let dir = tempfile::tempdir().unwrap();
         for (name, image, accepted) in [("exact", &exact, true), ("short", &short, false)] {
-            let img = dir.path().join(name);
-            std::fs::write(&img, image).unwrap();
-            let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+            let dump = luks_dump(&cs, image, &[]);
             assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump {name}: {dump:?}");
         }
     }
@@ -260,7 +257,6 @@ fn a_keyslot_area_may_end_at_the_keyslots_area_end() {
 #[test]
 fn config_json_size_is_read_as_strtoull_reads_it() {
     let (dev, key) = new_volume(&FormatOptions::default(), b"pw");
-    let dir = tempfile::tempdir().unwrap();
     for (text, refusal) in
         [("+12288", None), ("-18446744073709539328", None), ("-12288", Some("unsupported metadata size"))]
     {
@@ -280,9 +276,7 @@ fn config_json_size_is_read_as_strtoull_reads_it() {
             }
         }
         if let Some(cs) = cryptsetup() {
-            let img = dir.path().join("json-size.img");
-            std::fs::write(&img, &image).unwrap();
-            let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+            let dump = luks_dump(&cs, &image, &[]);
             assert_eq!(dump.status.success(), accepted, "cryptsetup luksDump with json_size {text}: {dump:?}");
         }
     }
@@ -306,10 +300,7 @@ fn a_backup_segment_stays_outside_the_regular_layout() {
     let (_, got) = volume.unlock(&mut image.as_slice(), b"pw", &KdfLimits::default()).unwrap();
     assert_eq!(&got[..], &key[..]);
     if let Some(cs) = cryptsetup() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("backup.img");
-        std::fs::write(&img, &image).unwrap();
-        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        let dump = luks_dump(&cs, &image, &[]);
         assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
         assert!(String::from_utf8_lossy(&dump.stdout).contains("backup-final"), "{dump:?}");
     }
@@ -324,7 +315,6 @@ fn a_backup_segment_stays_outside_the_regular_layout() {
 #[test]
 fn online_reencrypt_requirements_are_counted_as_cryptsetup_counts_them() {
     let (dev, _) = new_volume(&FormatOptions::default(), b"pw");
-    let dir = tempfile::tempdir().unwrap();
     for (mandatory, accepted) in [
         (["online-reencrypt-v2", "online-reencrypt"], false),
         (["online-reencrypt-v2", "online-reencrypt-v3"], false),
@@ -343,9 +333,7 @@ fn online_reencrypt_requirements_are_counted_as_cryptsetup_counts_them() {
             }
         }
         if let Some(cs) = cryptsetup() {
-            let img = dir.path().join("requirements.img");
-            std::fs::write(&img, &image).unwrap();
-            let dump = Command::new(&cs).args(["luksDump", "--debug"]).arg(&img).output().unwrap();
+            let dump = luks_dump(&cs, &image, &["--debug"]);
             let log = String::from_utf8_lossy(&dump.stdout);
             assert_eq!(
                 log.contains("Multiple online reencryption requirement flags detected"),
@@ -376,10 +364,7 @@ fn a_128_mib_keyslots_area_and_config_flags_load() {
     let (_, got) = volume.unlock(&mut dev.as_slice(), b"pw", &KdfLimits::default()).unwrap();
     assert_eq!(&got[..], &key[..]);
     if let Some(cs) = cryptsetup() {
-        let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("big.img");
-        std::fs::write(&img, &dev).unwrap();
-        let dump = Command::new(&cs).arg("luksDump").arg(&img).output().unwrap();
+        let dump = luks_dump(&cs, &dev, &[]);
         assert!(dump.status.success(), "cryptsetup luksDump: {dump:?}");
     }
 }
@@ -432,6 +417,15 @@ fn kdf_costs_are_bounded_by_the_caller() {
 
 fn cryptsetup() -> Option<std::path::PathBuf> {
     veil_testkit::tool("cryptsetup", "apt-get install cryptsetup-bin")
+}
+
+/// cryptsetup's `luksDump` (with `extra` arguments) of `image`, written to a file of its own:
+/// what cryptsetup makes of a header, for a test to compare with ours.
+fn luks_dump(cs: &std::path::Path, image: &[u8], extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("header.img");
+    std::fs::write(&img, image).unwrap();
+    Command::new(cs).arg("luksDump").args(extra).arg(&img).output().unwrap()
 }
 
 #[test]
