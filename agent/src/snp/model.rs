@@ -437,6 +437,22 @@ impl SnpCpu for Hypervisor {
             layout::write(page, layout::SW_EXITINFO2, layout::error::MISSING_INPUT);
             return;
         }
+        // A port-I/O exit is decoded from its own bits, and a malformed one refused.
+        let io = match code {
+            exit::IOIO => match layout::decode_ioio(info1) {
+                // One INS without REP moves one item; the count is for REP.
+                Ok(io) if io.string && !io.rep && layout::read(page, layout::SW_EXITINFO2) != 1 => None,
+                Ok(io) => Some(io),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        // MSR: SW_EXITINFO1 is 0 for RDMSR, 1 for WRMSR (AMD 56421), nothing else.
+        if (code == exit::IOIO && io.is_none()) || (code == exit::MSR && info1 > 1) {
+            layout::write(page, layout::SW_EXITINFO1, 2);
+            layout::write(page, layout::SW_EXITINFO2, layout::error::INVALID_INPUT);
+            return;
+        }
         // After the inputs are read, the valid bitmap says which outputs the hypervisor
         // wrote (the GHCB specification's rule, as KVM does it).
         let mut result = 0;
@@ -456,17 +472,11 @@ impl SnpCpu for Hypervisor {
         layout::clear_valid(page);
         match code {
             exit::IOIO => {
-                let port = (info1 >> 16) as u16;
-                let size = ((info1 >> 4) & 7) as u8; // 1, 2 or 4 as bits 4, 5, 6
-                let size = match size {
-                    1 => 1,
-                    2 => 2,
-                    _ => 4,
-                };
-                if info1 & (1 << 2) != 0 {
+                let layout::Ioio { port, size, input, string, .. } = io.expect("decoded above");
+                if string {
                     // String IN, byte-sized only (what the firmware uses).
                     let count = layout::read(page, layout::SW_EXITINFO2) as usize;
-                    if info1 & 1 == 0 || size != 1 {
+                    if !input || size != 1 {
                         result = 2;
                     } else if let Some(m) = self.machine.as_mut() {
                         m.io_in_bytes(port, &mut layout::shared_buffer(page)[..count]);
@@ -475,10 +485,9 @@ impl SnpCpu for Hypervisor {
                         layout::shared_buffer(page)[..count].fill(v);
                     }
                 } else if self.machine.is_some() {
-                    let reachable =
-                        info1 & 1 != 0 || self.host_reaches_fw_cfg_dma(port, layout::read(page, layout::RAX) as u32);
+                    let reachable = input || self.host_reaches_fw_cfg_dma(port, layout::read(page, layout::RAX) as u32);
                     let m = self.machine.as_mut().expect("checked");
-                    if info1 & 1 == 0 {
+                    if !input {
                         if reachable {
                             m.io_out(port, size, layout::read(page, layout::RAX) as u32);
                         }
@@ -486,7 +495,7 @@ impl SnpCpu for Hypervisor {
                         let v = u64::from(m.io_in(port, size));
                         self.output(page, layout::RAX, v);
                     }
-                } else if info1 & 1 == 0 {
+                } else if !input {
                     if port == 0x3F8 {
                         self.console.push(layout::read(page, layout::RAX) as u8);
                     }

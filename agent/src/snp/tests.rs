@@ -234,6 +234,19 @@ fn hostile_page_state_changes_are_refused() {
 }
 
 #[test]
+fn a_change_of_many_pages_reaches_every_page() {
+    // 303 4 KiB pages: a full descriptor of 253 entries, then 50; each entry must reach the
+    // hypervisor whole.
+    let (start, end) = (0x20_1000, 0x33_0000);
+    let mut hv = registered();
+    memory::validate(&mut Ghcb::new(&mut hv), start, end).unwrap();
+    for gpa in (start..end).step_by(4096) {
+        assert_eq!(state_of(&hv, gpa), Some((PageState::Private, true)), "{gpa:#x}");
+    }
+    assert_eq!(hv.exits.iter().filter(|e| **e == ghcb::exit::PSC).count(), 2);
+}
+
+#[test]
 fn share_rescinds_then_changes_state() {
     let mut hv = registered();
     memory::validate(&mut Ghcb::new(&mut hv), 0x30_0000, 0x30_4000).unwrap();
@@ -292,6 +305,131 @@ fn a_scratch_area_outside_the_registered_ghcb_is_refused() {
         Ghcb::new(&mut cpu).mmio_read(0xFE00_0000, 4, &|_| true),
         Err(GhcbError::Hypervisor { exit: ghcb::exit::MMIO_READ, code: 3 })
     );
+}
+
+/// The hypervisor model, noting each exit's SW_EXITCODE, SW_EXITINFO1 and SW_EXITINFO2 as the
+/// model's own GHCB table reads them.
+struct Recorder(Hypervisor, Vec<(u64, u64, u64)>);
+
+impl ghcb::SnpCpu for Recorder {
+    fn msr_protocol(&mut self, request: u64) -> u64 {
+        self.0.msr_protocol(request)
+    }
+    fn vmgexit(&mut self, page: &mut ghcb::GhcbPage) {
+        use super::model::layout;
+        let read = |f| layout::read(page, f);
+        self.1.push((read(layout::SW_EXITCODE), read(layout::SW_EXITINFO1), read(layout::SW_EXITINFO2)));
+        self.0.vmgexit(page)
+    }
+    fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> ghcb::Pvalidate {
+        self.0.pvalidate(gpa, huge, validate)
+    }
+    fn touch(&mut self, gpa: u64) {
+        self.0.touch(gpa)
+    }
+    fn ghcb_gpa(&self) -> u64 {
+        self.0.ghcb_gpa()
+    }
+    fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
+        self.0.write_shared(gpa, bytes)
+    }
+    fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
+        self.0.read_shared(gpa, out)
+    }
+}
+
+#[test]
+fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
+    // The expected SW_EXITINFO1 values are written out from AMD64 APM vol. 2, "EXITINFO1 for
+    // IOIO Intercept": PORT in 31:16, A16 = 0x80, SZ32/SZ16/SZ8 = 0x40/0x20/0x10, REP = 0x8,
+    // STR = 0x4, TYPE (IN) = 0x1. RDMSR is 0, WRMSR 1 (AMD 56421).
+    let mut cpu = Recorder(registered(), Vec::new());
+    {
+        let mut g = Ghcb::new(&mut cpu);
+        g.io_write(0x3F8, 1, u32::from(b'h')).unwrap();
+        g.io_write(0x510, 2, 1).unwrap();
+        g.io_write(0xCF8, 4, 0x8000_0000).unwrap();
+        g.io_read(0x3FD, 1).unwrap();
+        g.io_read(0x511, 2).unwrap();
+        g.io_read(0xCFC, 4).unwrap();
+        g.io_read_bytes(0x511, &mut [0u8; 3]).unwrap();
+        g.rdmsr(0x10).unwrap();
+        g.wrmsr(0x10, 5).unwrap();
+    }
+    let (io, msr) = (ghcb::exit::IOIO, ghcb::exit::MSR);
+    assert_eq!(
+        cpu.1,
+        [
+            (io, 0x03F8_0090, 0),
+            (io, 0x0510_00A0, 0),
+            (io, 0x0CF8_00C0, 0),
+            (io, 0x03FD_0091, 0),
+            (io, 0x0511_00A1, 0),
+            (io, 0x0CFC_00C1, 0),
+            (io, 0x0511_009D, 3),
+            (msr, 0, 0),
+            (msr, 1, 0),
+        ]
+    );
+    assert_eq!(cpu.0.console, b"h");
+}
+
+#[test]
+fn port_input_is_cut_to_its_width() {
+    // A hypervisor that answers a byte or word IN with all of RAX set: the bits above the
+    // operand are not the port's.
+    let mut hv = registered();
+    hv.ports.insert(0x3FD, 0xFFFF_FFFF);
+    let mut g = Ghcb::new(&mut hv);
+    assert_eq!(g.io_read(0x3FD, 1), Ok(0xFF));
+    assert_eq!(g.io_read(0x3FD, 2), Ok(0xFFFF));
+    assert_eq!(g.io_read(0x3FD, 4), Ok(0xFFFF_FFFF));
+}
+
+#[test]
+fn the_model_refuses_malformed_port_io_and_msr_exits() {
+    use super::model::layout::{self, Ioio};
+    assert_eq!(
+        layout::decode_ioio(0x0511_009D),
+        Ok(Ioio { port: 0x511, size: 1, input: true, string: true, rep: true })
+    );
+    assert_eq!(
+        layout::decode_ioio(0x0CF8_0140),
+        Ok(Ioio { port: 0xCF8, size: 4, input: false, string: false, rep: false })
+    );
+    for (info1, why) in [
+        (0x03F8_0080, "not exactly one operand size"),
+        (0x03F8_00B0, "not exactly one operand size"),
+        (0x03F8_0010, "not exactly one address size"),
+        (0x03F8_0190, "not exactly one address size"),
+        (0x03F8_0092, "reserved bits set"),
+        (0x03F8_2090, "reserved bits set"),
+        (0x1_03F8_0090, "reserved bits set"),
+        (0x03F8_1890, "no such segment"),
+    ] {
+        assert_eq!(layout::decode_ioio(info1), Err(why), "{info1:#x}");
+    }
+    // Through the model: each is refused with INVALID_INPUT, and so is a string IN of three
+    // bytes without REP and an MSR exit that is neither a read nor a write.
+    let refused = |code: u64, info1: u64, info2: u64| {
+        let mut hv = registered();
+        let mut page = ghcb::GhcbPage::default();
+        layout::write(&mut page, layout::SW_EXITCODE, code);
+        layout::write(&mut page, layout::SW_EXITINFO1, info1);
+        layout::write(&mut page, layout::SW_EXITINFO2, info2);
+        layout::write(&mut page, layout::SW_SCRATCH, 0x80_0000 + layout::SHARED_BUFFER as u64);
+        layout::write(&mut page, layout::RAX, 0);
+        layout::write(&mut page, layout::RCX, 0x10);
+        layout::write(&mut page, layout::RDX, 0);
+        ghcb::SnpCpu::vmgexit(&mut hv, &mut page);
+        (layout::read(&page, layout::SW_EXITINFO1), layout::read(&page, layout::SW_EXITINFO2))
+    };
+    let invalid = (2, layout::error::INVALID_INPUT);
+    assert_eq!(refused(ghcb::exit::IOIO, 0x03F8_0080, 0), invalid);
+    assert_eq!(refused(ghcb::exit::IOIO, 0x0511_0095, 3), invalid);
+    assert_eq!(refused(ghcb::exit::IOIO, 0x0511_0095, 1).0, 0);
+    assert_eq!(refused(ghcb::exit::MSR, 2, 0), invalid);
+    assert_eq!(refused(ghcb::exit::MSR, 1, 0).0, 0);
 }
 
 #[test]

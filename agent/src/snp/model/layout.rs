@@ -94,6 +94,54 @@ pub mod error {
     pub const INVALID_SCRATCH_AREA: u64 = 3;
     /// An input the exit needs is not marked valid.
     pub const MISSING_INPUT: u64 = 4;
+    /// An input holds a value the exit does not allow.
+    pub const INVALID_INPUT: u64 = 5;
+}
+
+/// A port-I/O exit as SW_EXITINFO1 describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ioio {
+    /// The port (bits 31:16).
+    pub port: u16,
+    /// Operand size in bytes: SZ8 (bit 4), SZ16 (bit 5) or SZ32 (bit 6), exactly one.
+    pub size: u8,
+    /// TYPE (bit 0): 1 = IN.
+    pub input: bool,
+    /// STR (bit 2): INS/OUTS through the shared buffer.
+    pub string: bool,
+    /// REP (bit 3): SW_EXITINFO2 is the repeat count.
+    pub rep: bool,
+}
+
+/// Decode SW_EXITINFO1 of an IOIO exit, bit by bit as AMD64 APM vol. 2 (24593), 15.10.2
+/// "IN and OUT Behavior", figure "EXITINFO1 for IOIO Intercept", lays it out (AMD 56421 passes
+/// it through unchanged): TYPE 0, bit 1 reserved, STR 2, REP 3, SZ8/SZ16/SZ32 4-6, A16/A32/A64
+/// 7-9, EFFSEG 12:10, bits 15:13 reserved, PORT 31:16, bits 63:32 reserved. Reserved bits set,
+/// no or several operand sizes, no or several address sizes are refused, as a hypervisor
+/// should not guess what the guest meant (KVM takes the size from these bits).
+pub fn decode_ioio(info1: u64) -> Result<Ioio, &'static str> {
+    if info1 >> 32 != 0 || info1 & 0b10 != 0 || info1 & (0b111 << 13) != 0 {
+        return Err("reserved bits set");
+    }
+    let size = match (info1 >> 4) & 0b111 {
+        0b001 => 1,
+        0b010 => 2,
+        0b100 => 4,
+        _ => return Err("not exactly one operand size"),
+    };
+    if !matches!((info1 >> 7) & 0b111, 0b001 | 0b010 | 0b100) {
+        return Err("not exactly one address size");
+    }
+    if (info1 >> 10) & 0b111 > 5 {
+        return Err("no such segment");
+    }
+    Ok(Ioio {
+        port: (info1 >> 16) as u16,
+        size,
+        input: info1 & 1 == 1,
+        string: info1 & (1 << 2) != 0,
+        rep: info1 & (1 << 3) != 0,
+    })
 }
 
 fn bitmap(page: &GhcbPage) -> u128 {
