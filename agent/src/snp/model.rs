@@ -126,6 +126,9 @@ pub struct Hostile {
     pub psc_rewrite_entry: bool,
     /// Make no progress at all.
     pub psc_stall: bool,
+    /// Before doing the work, answer one exit per value with only that progress (cur_page,
+    /// bits 11:0) in the current entry, as a hypervisor does part of a 2 MiB entry per exit.
+    pub psc_cur_pages: alloc::vec::Vec<u16>,
     /// Report every entry done without changing the RMP.
     pub psc_fake: bool,
     /// Answer exits with an event injection (SW_EXITINFO1 = 1, #GP).
@@ -332,6 +335,14 @@ impl Hypervisor {
         let end = u16::from_le_bytes([buf[2], buf[3]]) as usize;
         if end >= super::ghcb::MAX_PSC_ENTRIES || cur > end + 1 {
             layout::write(page, layout::SW_EXITINFO2, (1 << 32) | 1); // invalid header
+            return;
+        }
+        if !self.hostile.psc_cur_pages.is_empty() {
+            let cur_page = self.hostile.psc_cur_pages.remove(0);
+            let at = 8 + 8 * cur;
+            let entry = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
+            buf[at..at + 8].copy_from_slice(&((entry & !0xFFF) | u64::from(cur_page)).to_le_bytes());
+            layout::write(page, layout::SW_EXITINFO2, 0);
             return;
         }
         let budget = self.hostile.psc_per_call.unwrap_or(usize::MAX);

@@ -247,6 +247,26 @@ fn a_change_of_many_pages_reaches_every_page() {
 }
 
 #[test]
+fn progress_within_a_2m_entry_must_go_forwards_and_stay_in_it() {
+    // A hypervisor that does a 2 MiB entry over several exits reports its progress in the
+    // entry's cur_page (0-512): forwards to 512 is followed; backwards, or beyond 512, refused.
+    let validate = |cur_pages: &[u16]| {
+        let mut hv = registered();
+        hv.hostile.psc_cur_pages = cur_pages.to_vec();
+        let result = memory::validate(&mut Ghcb::new(&mut hv), 0x20_0000, 0x40_0000);
+        (result, hv.exits.iter().filter(|e| **e == ghcb::exit::PSC).count())
+    };
+    assert_eq!(validate(&[5, 300, 512]), (Ok(512), 4));
+    let changed = Err(MemoryError::Ghcb(GhcbError::Psc("the hypervisor changed an entry's page, operation or size")));
+    assert_eq!(validate(&[5, 3]), (changed.clone(), 2));
+    assert_eq!(validate(&[513]), (changed, 1));
+    assert_eq!(
+        validate(&[5, 5]),
+        (Err(MemoryError::Ghcb(GhcbError::Psc("the hypervisor made no progress through the descriptor"))), 2)
+    );
+}
+
+#[test]
 fn share_rescinds_then_changes_state() {
     let mut hv = registered();
     memory::validate(&mut Ghcb::new(&mut hv), 0x30_0000, 0x30_4000).unwrap();

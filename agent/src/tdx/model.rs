@@ -31,8 +31,12 @@ pub struct Hostile {
     pub vmcall_status: Option<u64>,
     /// MapGPA: ask to resume outside the range.
     pub map_gpa_outside: bool,
-    /// MapGPA: ask to resume where it started, for ever.
-    pub map_gpa_stall: bool,
+    /// MapGPA: ask to resume where it started this many times (`u32::MAX`: for ever), then
+    /// do the work.
+    pub map_gpa_stalls: u32,
+    /// MapGPA: once, on a call after the first, ask to resume a page before where it was asked
+    /// to start (inside the range, but backwards).
+    pub map_gpa_backwards: bool,
     /// MapGPA: convert this many pages per call, then ask to resume.
     pub map_gpa_per_call: Option<u64>,
     /// MapGPA to shared: keep the private pages (still accepted, with their old contents)
@@ -311,6 +315,12 @@ impl TdxModel {
             r.r10 = s;
             return;
         }
+        // R10 = 0 is a standard (GHCI) TDG.VP.VMCALL; anything else is a vendor's, which this
+        // VMM has none of.
+        if r.r10 != 0 {
+            r.r10 = vmcall_status::INVALID_OPERAND;
+            return;
+        }
         r.r10 = vmcall_status::SUCCESS;
         match sub {
             subfunction::IO if self.machine.is_some() => {
@@ -370,9 +380,18 @@ impl TdxModel {
             r.r11 = start + len + 0x1000;
             return;
         }
-        if self.hostile.map_gpa_stall {
+        if self.hostile.map_gpa_stalls > 0 {
+            self.hostile.map_gpa_stalls =
+                self.hostile.map_gpa_stalls.saturating_sub(u32::from(self.hostile.map_gpa_stalls != u32::MAX));
             r.r10 = vmcall_status::RETRY;
             r.r11 = r.r12;
+            return;
+        }
+        let calls = self.calls.iter().filter(|c| *c == &(leaf::TDG_VP_VMCALL, subfunction::MAP_GPA)).count();
+        if self.hostile.map_gpa_backwards && calls > 1 {
+            self.hostile.map_gpa_backwards = false;
+            r.r10 = vmcall_status::RETRY;
+            r.r11 = r.r12 - 0x1000;
             return;
         }
         let pages = len / 4096;
@@ -396,11 +415,47 @@ impl TdxModel {
     }
 }
 
+/// The registers a TDG.VP.VMCALL can expose that the model's `Regs` carry, with their bit in
+/// the RCX bitmap (bit n = register n: RDX 2, R8-R15 8-15), as (bit, guest's, VMM's view).
+fn exposable<'a>(guest: &'a mut Regs, vmm: &'a mut Regs) -> [(u32, &'a mut u64, &'a mut u64); 9] {
+    [
+        (2, &mut guest.rdx, &mut vmm.rdx),
+        (8, &mut guest.r8, &mut vmm.r8),
+        (9, &mut guest.r9, &mut vmm.r9),
+        (10, &mut guest.r10, &mut vmm.r10),
+        (11, &mut guest.r11, &mut vmm.r11),
+        (12, &mut guest.r12, &mut vmm.r12),
+        (13, &mut guest.r13, &mut vmm.r13),
+        (14, &mut guest.r14, &mut vmm.r14),
+        (15, &mut guest.r15, &mut vmm.r15),
+    ]
+}
+
 impl TdxCpu for TdxModel {
     fn tdcall(&mut self, r: &mut Regs) {
         match r.rax {
             leaf::TDG_VP_VMCALL => {
-                self.vmcall(r);
+                // RCX is the bitmap of the GPRs the VMM sees (bit n = register n); RAX, RCX
+                // and RSP (bits 0, 1, 4) and bits 63:16 must be 0 (TDX module ABI, TDG.VP.VMCALL).
+                if r.rcx & (0b1_0011 | !0xFFFF) != 0 {
+                    r.rax = status::OPERAND_INVALID | status::OPERAND_ID_RCX;
+                    return;
+                }
+                // The VMM reads and writes only the exposed registers; the others keep the
+                // guest's values (and the VMM sees 0 in them).
+                let bitmap = r.rcx;
+                let mut vmm = Regs { rax: r.rax, rcx: bitmap, ..Regs::default() };
+                for (bit, guest, host) in exposable(r, &mut vmm) {
+                    if bitmap >> bit & 1 == 1 {
+                        *host = *guest;
+                    }
+                }
+                self.vmcall(&mut vmm);
+                for (bit, guest, host) in exposable(r, &mut vmm) {
+                    if bitmap >> bit & 1 == 1 {
+                        *guest = *host;
+                    }
+                }
                 r.rax = status::SUCCESS;
             }
             leaf::TDG_VP_INFO => {

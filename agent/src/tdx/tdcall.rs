@@ -400,10 +400,12 @@ const MAP_GPA_RETRIES: u32 = 3;
 /// address) or private, following the VMM's RETRY answers: the resume address must lie in
 /// the range and must not go backwards; three retries without progress fail.
 pub fn map_gpa(cpu: &mut dyn TdxCpu, start: u64, len: u64, shared: bool, shared_bit: u64) -> Result<(), TdcallError> {
-    if !start.is_multiple_of(4096) || !len.is_multiple_of(4096) || start & shared_bit != 0 {
+    // The range must be whole pages of private addresses: [start, start + len) below the
+    // shared bit, or "private" pages would name shared ones.
+    let end = start.checked_add(len).filter(|end| *end <= shared_bit);
+    let Some(end) = end.filter(|_| start.is_multiple_of(4096) && len.is_multiple_of(4096)) else {
         return Err(TdcallError::Address(start));
-    }
-    let end = start + len;
+    };
     let mut at = start;
     let mut stalls = 0;
     while at < end {

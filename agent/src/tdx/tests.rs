@@ -2,7 +2,7 @@
 //! hostile behaviour, which must end in a precise refusal.
 
 use super::model::TdxModel;
-use super::tdcall::{self, TdcallError, vmcall};
+use super::tdcall::{self, Regs, TdcallError, vmcall};
 
 #[test]
 fn vp_info_and_the_shared_bit() {
@@ -24,8 +24,14 @@ fn accept_uses_2m_pages_and_falls_back_to_4k() {
     let mut small = TdxModel::new();
     small.hostile.accept_4k_only = true;
     small.hostile.busy = 3;
-    assert!(tdcall::accept(&mut small, 0x20_0000, 0x40_0000).is_ok());
-    assert_eq!(small.accepted.len(), 512);
+    assert!(tdcall::accept(&mut small, 0x20_0000, 0x60_0000).is_ok());
+    // Two 2 MiB pages, each refused at that size and accepted as 512 4 KiB pages.
+    assert_eq!(small.accepted.len(), 1024);
+    assert_eq!(small.first_unusable(0x20_0000, 0x60_0000), None);
+    let mut from_zero = TdxModel::new();
+    from_zero.hostile.accept_4k_only = true;
+    assert_eq!(tdcall::accept(&mut from_zero, 0, 0x40_0000), Ok(1024));
+    assert_eq!(from_zero.first_unusable(0, 0x40_0000), None);
 }
 
 /// accept's range checks; a size mismatch answered to a 4 KiB accept, and a status the firmware
@@ -90,6 +96,89 @@ fn vmcalls_round_trip_and_errors_are_precise() {
     );
 }
 
+/// The TDX model, noting the registers of each TDCALL as the guest made it.
+struct Recorder(TdxModel, alloc::vec::Vec<Regs>);
+
+impl tdcall::TdxCpu for Recorder {
+    fn tdcall(&mut self, r: &mut Regs) {
+        self.1.push(*r);
+        self.0.tdcall(r)
+    }
+}
+
+#[test]
+fn vmcalls_are_encoded_as_the_ghci_lays_them_out() {
+    // Written out from the GHCI (348552) and the TDX module ABI: RAX 0 (TDG.VP.VMCALL), RCX
+    // 0xFC00 (R10-R15 exposed), R10 0 (a standard TDG.VP.VMCALL), R11 the sub-function (the
+    // VM-exit reason: IO 30, RDMSR 31, WRMSR 32, #VE.RequestMMIO 48), R12-R15 its arguments.
+    let vmcall = |r11: u64, r12: u64, r13: u64, r14: u64, r15: u64| Regs {
+        rax: 0,
+        rcx: 0xFC00,
+        r10: 0,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+        ..Regs::default()
+    };
+    let mut cpu = Recorder(TdxModel::new(), alloc::vec::Vec::new());
+    tdcall::io_write(&mut cpu, 0x3F8, 1, 0x41).unwrap();
+    tdcall::io_read(&mut cpu, 0xCFC, 4).unwrap();
+    tdcall::rdmsr(&mut cpu, 0x1B).unwrap();
+    tdcall::wrmsr(&mut cpu, 0x2FF, 0xC06).unwrap();
+    tdcall::mmio_read(&mut cpu, (1 << 51) | 0xFEC0_0000, 4, 1 << 51).unwrap();
+    assert_eq!(
+        cpu.1,
+        [
+            vmcall(30, 1, 1, 0x3F8, 0x41),
+            vmcall(30, 4, 0, 0xCFC, 0),
+            vmcall(31, 0x1B, 0, 0, 0),
+            vmcall(32, 0x2FF, 0xC06, 0, 0),
+            vmcall(48, 4, 0, (1 << 51) | 0xFEC0_0000, 0),
+        ]
+    );
+    // TDG.MR.REPORT: RCX the report's GPA, RDX REPORTDATA's, R8 the subtype 0.
+    let mut cpu = Recorder(TdxModel::new(), alloc::vec::Vec::new());
+    cpu.0.memory.insert(0x8_0000, alloc::vec![0; 4096]);
+    tdcall::mr_report(&mut cpu, 0x8_0000, 0x8_0400).unwrap();
+    assert_eq!(cpu.1, [Regs { rax: 4, rcx: 0x8_0000, rdx: 0x8_0400, r8: 0, ..Regs::default() }]);
+}
+
+#[test]
+fn the_model_shows_the_vmm_only_the_registers_rcx_exposes() {
+    // A VMCALL that exposes RAX, RCX, RSP or bits above 15 is refused by the module.
+    let mut m = TdxModel::new();
+    m.ports.insert(0x3FD, 0x60);
+    for rcx in [0xFC01, 0xFC02, 0xFC10, 0x1_FC00] {
+        let mut r = Regs { rcx, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+        tdcall::TdxCpu::tdcall(&mut m, &mut r);
+        assert_eq!(r.rax, 0xC000_0100_0000_0001, "{rcx:#x}");
+    }
+    let mut r = Regs { rcx: 0xFC00, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+    tdcall::TdxCpu::tdcall(&mut m, &mut r);
+    assert_eq!((r.rax, r.r10, r.r11), (0, 0, 0x60));
+    // R11 hidden: the VMM sees sub-function 0, which it does not know, and the guest keeps
+    // its own R11.
+    let mut r = Regs { rcx: 0xF400, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+    tdcall::TdxCpu::tdcall(&mut m, &mut r);
+    assert_eq!((r.rax, r.r10, r.r11), (0, 0x8000_0000_0000_0000, vmcall::IO));
+    // R14 hidden: the VMM reads port 0, not 0x3FD.
+    let mut r = Regs { rcx: 0xBC00, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+    tdcall::TdxCpu::tdcall(&mut m, &mut r);
+    assert_eq!((r.rax, r.r10, r.r11), (0, 0, 0xFFFF_FFFF));
+}
+
+#[test]
+fn port_input_is_cut_to_its_width() {
+    // A VMM that answers a byte or word IN with all of R11 set.
+    let mut m = TdxModel::new();
+    m.ports.insert(0x3FD, 0xFFFF_FFFF);
+    assert_eq!(tdcall::io_read(&mut m, 0x3FD, 1), Ok(0xFF));
+    assert_eq!(tdcall::io_read(&mut m, 0x3FD, 2), Ok(0xFFFF));
+    assert_eq!(tdcall::io_read(&mut m, 0x3FD, 4), Ok(0xFFFF_FFFF));
+}
+
 #[test]
 fn map_gpa_follows_retries_and_refuses_bad_ones() {
     let shared = 1 << 51;
@@ -104,9 +193,51 @@ fn map_gpa_follows_retries_and_refuses_bad_ones() {
     outside.hostile.map_gpa_outside = true;
     assert!(matches!(tdcall::map_gpa(&mut outside, 0x80_0000, 0x2000, true, shared), Err(TdcallError::MapGpaRetry(_))));
     let mut stall = TdxModel::new();
-    stall.hostile.map_gpa_stall = true;
-    assert!(matches!(tdcall::map_gpa(&mut stall, 0x80_0000, 0x2000, true, shared), Err(TdcallError::MapGpaRetry(_))));
-    assert_eq!(tdcall::map_gpa(&mut stall, 0x80_0800, 0x1000, true, shared), Err(TdcallError::Address(0x80_0800)));
+    stall.hostile.map_gpa_stalls = u32::MAX;
+    assert_eq!(
+        tdcall::map_gpa(&mut stall, 0x80_0000, 0x2000, true, shared),
+        Err(TdcallError::MapGpaRetry(shared | 0x80_0000))
+    );
+    assert_eq!(stall.calls.len(), 3, "three answers without progress, then a refusal");
+    // Two answers without progress are followed (Linux's rule allows three).
+    let mut slow = TdxModel::new();
+    slow.hostile.map_gpa_stalls = 2;
+    assert_eq!(tdcall::map_gpa(&mut slow, 0x80_0000, 0x2000, true, shared), Ok(()));
+    assert_eq!((slow.calls.len(), slow.shared.len()), (3, 2));
+    // A resume address inside the range but before the last one: refused.
+    let mut back = TdxModel::new();
+    back.hostile.map_gpa_per_call = Some(1);
+    back.hostile.map_gpa_backwards = true;
+    assert_eq!(
+        tdcall::map_gpa(&mut back, 0x80_0000, 0x3000, true, shared),
+        Err(TdcallError::MapGpaRetry(shared | 0x80_0000))
+    );
+    // Ranges that are not whole pages, or start in (or reach) the shared alias: refused
+    // before any call; an empty range needs none.
+    let mut m = TdxModel::new();
+    for (start, len) in
+        [(0x80_0800, 0x1000), (0x80_0000, 0x800), (shared | 0x80_0000, 0x1000), (shared - 0x1000, 0x2000)]
+    {
+        assert_eq!(
+            tdcall::map_gpa(&mut m, start, len, true, shared),
+            Err(TdcallError::Address(start)),
+            "{start:#x}+{len:#x}"
+        );
+    }
+    assert_eq!(tdcall::map_gpa(&mut m, 0x80_0000, 0, true, shared), Ok(()));
+    assert!(m.calls.is_empty());
+    // The last private page is still one.
+    assert_eq!(tdcall::map_gpa(&mut m, shared - 0x1000, 0x1000, true, shared), Ok(()));
+}
+
+#[test]
+fn mmio_input_is_cut_to_its_width() {
+    let shared = 1 << 51;
+    let mut m = TdxModel::new();
+    m.mmio.insert(shared | 0xFEC0_0000, u64::MAX);
+    for (size, want) in [(1, 0xFF), (2, 0xFFFF), (4, 0xFFFF_FFFF), (8, u64::MAX)] {
+        assert_eq!(tdcall::mmio_read(&mut m, shared | 0xFEC0_0000, size, shared), Ok(want), "{size}");
+    }
 }
 
 #[test]
@@ -144,6 +275,9 @@ fn rtmr_extend_is_sha384_of_old_and_new() {
     h.update([0u8; 48]);
     h.update(digest);
     assert_eq!(m.rtmr[2][..], h.finalize()[..]);
+    // RTMR 3 is the last; 4 is none.
+    tdcall::rtmr_extend(&mut m, 3, 0x9_0000).unwrap();
+    assert_eq!(m.rtmr[3], m.rtmr[2]);
     assert_eq!(tdcall::rtmr_extend(&mut m, 4, 0x9_0000), Err(TdcallError::Address(0x9_0000)));
     assert_eq!(tdcall::rtmr_extend(&mut m, 0, 0x9_0010), Err(TdcallError::Address(0x9_0010)));
 }
