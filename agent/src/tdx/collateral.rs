@@ -487,6 +487,32 @@ mod tests {
         assert!(parse_time("2025-06-19 10:16:03").is_err());
         assert!(parse_time("2025-13-19T10:16:03Z").is_err());
         assert!(parse_time("2025-06-19T10:16:03xZ").is_err());
+        // Each separator wrong on its own, each field one past its range, a fraction without
+        // digits, no Z: each refused with the form it should have.
+        for bad in [
+            "2025x06-19T10:16:03Z",
+            "2025-06x19T10:16:03Z",
+            "2025-06-19x10:16:03Z",
+            "2025-06-19T10x16:03Z",
+            "2025-06-19T10:16x03Z",
+            "2025-06-19T10:16:03.Z",
+            "2025-06-19T10:16:03xyZ",
+            "2025-06-19T10:16:03.1aZ",
+            "2025-06-19T10:16:03.1",
+            "2025-00-19T10:16:03Z",
+            "2025-06-00T10:16:03Z",
+            "2025-06-32T10:16:03Z",
+            "2025-06-19T24:16:03Z",
+            "2025-06-19T10:60:03Z",
+            "2025-06-19T10:16:61Z",
+            "1969-12-31T23:59:59Z",
+            "2025-06-19T10:16:0Z",
+        ] {
+            assert_eq!(parse_time(bad), Err(format!("{bad:?} is not a time of the form YYYY-MM-DDTHH:MM:SSZ")));
+        }
+        // The edges inside the ranges: a leap second, the last minute and hour, month 12, day 31.
+        assert_eq!(parse_time("2016-12-31T23:59:60Z"), Ok(1_483_228_800));
+        assert_eq!(parse_time("2025-01-31T00:00:00Z"), Ok(1_738_281_600));
     }
 
     #[test]
