@@ -78,7 +78,7 @@ impl Collateral {
                 }
                 der
             } else {
-                hex_bytes(text, what)?
+                hex_bytes(text, what).map_err(|e| format!("TDX collateral: {e}"))?
             };
             out.push(der);
         }
@@ -513,6 +513,34 @@ mod tests {
         // The edges inside the ranges: a leap second, the last minute and hour, month 12, day 31.
         assert_eq!(parse_time("2016-12-31T23:59:60Z"), Ok(1_483_228_800));
         assert_eq!(parse_time("2025-01-31T00:00:00Z"), Ok(1_738_281_600));
+    }
+
+    #[test]
+    fn crls_are_read_from_hex_or_an_x509_crl_pem() {
+        let with = |root: &str, pck: &str| Collateral {
+            tcb_info_issuer_chain: String::new(),
+            tcb_info: String::new(),
+            tcb_info_signature: String::new(),
+            qe_identity_issuer_chain: String::new(),
+            qe_identity: String::new(),
+            qe_identity_signature: String::new(),
+            root_ca_crl: Some(root.to_string()),
+            pck_crl: Some(pck.to_string()),
+        };
+        // "AQID" is base64 of 01 02 03 (RFC 7468's textual encoding, written out).
+        let pem = |label: &str| format!("-----BEGIN {label}-----\nAQID\n-----END {label}-----\n");
+        assert_eq!(with(&pem("X509 CRL"), " 0405\n").crls(), Ok(vec![vec![1, 2, 3], vec![4, 5]]));
+        assert_eq!(
+            with(&pem("CERTIFICATE"), "0405").crls(),
+            Err(String::from("TDX collateral: root_ca_crl is a PEM CERTIFICATE, not an X509 CRL"))
+        );
+        assert_eq!(with("0405", "04x5").crls(), Err(String::from("TDX collateral: pck_crl is not hex")));
+        assert!(
+            with("-----BEGIN X509 CRL-----\n", "")
+                .crls()
+                .unwrap_err()
+                .starts_with("TDX collateral: root_ca_crl is not PEM: ")
+        );
     }
 
     #[test]
