@@ -605,14 +605,16 @@ impl<'a> Ghcb<'a> {
             if new_cur < cur {
                 return Err(GhcbError::Psc("the hypervisor moved the descriptor's current entry backwards"));
             }
-            // Entries may only carry the hypervisor's progress within a 2 MiB page (cur_page,
-            // bits 11:0); their GFN, operation and size are the guest's.
+            // Entries may only carry the hypervisor's progress within their page (cur_page,
+            // bits 11:0: up to 512 in a 2 MiB entry, 1 in a 4 KiB one); their GFN, operation
+            // and size are the guest's.
             let mut progress = new_cur > cur;
-            for i in usize::from(new_cur.min(end))..batch.len() {
+            for (i, (_, huge)) in batch.iter().enumerate().skip(usize::from(new_cur.min(end))) {
                 let at = 8 + 8 * i;
                 let mine = u64::from_le_bytes(desc[at..at + 8].try_into().expect("8 bytes"));
                 let theirs = u64::from_le_bytes(answer[at..at + 8].try_into().expect("8 bytes"));
-                if mine & !0xFFF != theirs & !0xFFF || (theirs & 0xFFF) < (mine & 0xFFF) || (theirs & 0xFFF) > 512 {
+                let pages = if *huge { 512 } else { 1 };
+                if mine & !0xFFF != theirs & !0xFFF || (theirs & 0xFFF) < (mine & 0xFFF) || (theirs & 0xFFF) > pages {
                     return Err(GhcbError::Psc("the hypervisor changed an entry's page, operation or size"));
                 }
                 progress |= theirs != mine;

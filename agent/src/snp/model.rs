@@ -337,7 +337,7 @@ impl Hypervisor {
             layout::write(page, layout::SW_EXITINFO2, (1 << 32) | 1); // invalid header
             return;
         }
-        if !self.hostile.psc_cur_pages.is_empty() {
+        if !self.hostile.psc_cur_pages.is_empty() && cur <= end {
             let cur_page = self.hostile.psc_cur_pages.remove(0);
             let at = 8 + 8 * cur;
             let entry = u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));

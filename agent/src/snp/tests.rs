@@ -247,7 +247,7 @@ fn a_change_of_many_pages_reaches_every_page() {
 }
 
 #[test]
-fn progress_within_a_2m_entry_must_go_forwards_and_stay_in_it() {
+fn progress_within_a_page_state_entry_must_go_forwards_and_stay_in_it() {
     // A hypervisor that does a 2 MiB entry over several exits reports its progress in the
     // entry's cur_page (0-512): forwards to 512 is followed; backwards, or beyond 512, refused.
     let validate = |cur_pages: &[u16]| {
@@ -259,7 +259,15 @@ fn progress_within_a_2m_entry_must_go_forwards_and_stay_in_it() {
     assert_eq!(validate(&[5, 300, 512]), (Ok(512), 4));
     let changed = Err(MemoryError::Ghcb(GhcbError::Psc("the hypervisor changed an entry's page, operation or size")));
     assert_eq!(validate(&[5, 3]), (changed.clone(), 2));
-    assert_eq!(validate(&[513]), (changed, 1));
+    assert_eq!(validate(&[513]), (changed.clone(), 1));
+    // A 4 KiB entry has one page: progress of 1 in it is followed, of 2 a lie.
+    let validate_4k = |cur_pages: &[u16]| {
+        let mut hv = registered();
+        hv.hostile.psc_cur_pages = cur_pages.to_vec();
+        memory::validate(&mut Ghcb::new(&mut hv), 0x20_1000, 0x20_3000)
+    };
+    assert_eq!(validate_4k(&[1]), Ok(2));
+    assert_eq!(validate_4k(&[2]), changed);
     assert_eq!(
         validate(&[5, 5]),
         (Err(MemoryError::Ghcb(GhcbError::Psc("the hypervisor made no progress through the descriptor"))), 2)
@@ -362,7 +370,10 @@ impl ghcb::SnpCpu for Recorder {
 fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
     // The expected SW_EXITINFO1 values are written out from AMD64 APM vol. 2, "EXITINFO1 for
     // IOIO Intercept": PORT in 31:16, A16 = 0x80, SZ32/SZ16/SZ8 = 0x40/0x20/0x10, REP = 0x8,
-    // STR = 0x4, TYPE (IN) = 0x1. RDMSR is 0, WRMSR 1 (AMD 56421).
+    // STR = 0x4, TYPE (IN) = 0x1. RDMSR is 0, WRMSR 1 (AMD 56421). The address size is the
+    // firmware's choice (A16: hardware would report the instruction's, A64 in long mode, as
+    // Linux's #VC handler does; KVM reads it for nothing), as is SW_EXITINFO2 = 0 where the
+    // exit has no use for it.
     let mut cpu = Recorder(registered(), Vec::new());
     {
         let mut g = Ghcb::new(&mut cpu);

@@ -217,10 +217,20 @@ pub fn parse_time(s: &str) -> Result<u64, String> {
     {
         return Err(bad());
     }
-    let num = |r: core::ops::Range<usize>| s.get(r).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad);
+    // Digits only: `parse` alone would take "+6" as a month.
+    let num = |r: core::ops::Range<usize>| {
+        s.get(r).filter(|t| t.bytes().all(|c| c.is_ascii_digit())).and_then(|t| t.parse::<u64>().ok()).ok_or_else(bad)
+    };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 || y < 1970 {
+    let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=12).contains(&m) || !(1..=month_days).contains(&d) || hh > 23 || mm > 59 || ss > 60 || y < 1970 {
         return Err(bad());
     }
     // Days from the civil date (proleptic Gregorian), March-based years.
@@ -507,12 +517,18 @@ mod tests {
             "2025-06-19T10:16:61Z",
             "1969-12-31T23:59:59Z",
             "2025-06-19T10:16:0Z",
+            "2025-+6-19T10:16:03Z",
+            "2025-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2025-04-31T00:00:00Z",
         ] {
             assert_eq!(parse_time(bad), Err(format!("{bad:?} is not a time of the form YYYY-MM-DDTHH:MM:SSZ")));
         }
         // The edges inside the ranges: a leap second, the last minute and hour, month 12, day 31.
         assert_eq!(parse_time("2016-12-31T23:59:60Z"), Ok(1_483_228_800));
         assert_eq!(parse_time("2025-01-31T00:00:00Z"), Ok(1_738_281_600));
+        assert_eq!(parse_time("2000-02-29T00:00:00Z"), Ok(951_782_400));
+        assert_eq!(parse_time("2025-04-30T00:00:00Z"), Ok(1_745_971_200));
     }
 
     #[test]

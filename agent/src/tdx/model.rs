@@ -435,9 +435,11 @@ impl TdxCpu for TdxModel {
     fn tdcall(&mut self, r: &mut Regs) {
         match r.rax {
             leaf::TDG_VP_VMCALL => {
-                // RCX is the bitmap of the GPRs the VMM sees (bit n = register n); RAX, RCX
-                // and RSP (bits 0, 1, 4) and bits 63:16 must be 0 (TDX module ABI, TDG.VP.VMCALL).
-                if r.rcx & (0b1_0011 | !0xFFFF) != 0 {
+                // RCX[15:0] is the bitmap of the GPRs the VMM sees (bit n = register n),
+                // RCX[31:16] that of XMM0-15 (none of which the model's VMM uses); RAX, RCX
+                // and RSP (bits 0, 1, 4) and bits 63:32 must be 0 (TDX module ABI,
+                // TDG.VP.VMCALL; the module's `tdvmcall_control_t`).
+                if r.rcx & (0b1_0011 | 0xFFFF_FFFF_0000_0000) != 0 {
                     r.rax = status::OPERAND_INVALID | status::OPERAND_ID_RCX;
                     return;
                 }

@@ -147,17 +147,24 @@ fn vmcalls_are_encoded_as_the_ghci_lays_them_out() {
 
 #[test]
 fn the_model_shows_the_vmm_only_the_registers_rcx_exposes() {
-    // A VMCALL that exposes RAX, RCX, RSP or bits above 15 is refused by the module.
+    // A VMCALL that exposes RAX, RCX or RSP, or sets a bit above 31, is refused by the module.
     let mut m = TdxModel::new();
     m.ports.insert(0x3FD, 0x60);
-    for rcx in [0xFC01, 0xFC02, 0xFC10, 0x1_FC00] {
+    for rcx in [0xFC01, 0xFC02, 0xFC10, 0x1_0000_FC00, 0x8000_0000_0000_FC00] {
         let mut r = Regs { rcx, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
         tdcall::TdxCpu::tdcall(&mut m, &mut r);
         assert_eq!(r.rax, 0xC000_0100_0000_0001, "{rcx:#x}");
     }
-    let mut r = Regs { rcx: 0xFC00, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+    // Bits 31:16 select XMM0-15: allowed (this VMM reads none of them).
+    for rcx in [0xFC00, 0xFFFF_FC00] {
+        let mut r = Regs { rcx, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
+        tdcall::TdxCpu::tdcall(&mut m, &mut r);
+        assert_eq!((r.rax, r.r10, r.r11), (0, 0, 0x60), "{rcx:#x}");
+    }
+    // R10 other than 0 is a vendor-specific VMCALL, which this VMM has none of.
+    let mut r = Regs { rcx: 0xFC00, r10: 0x4B564D, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
     tdcall::TdxCpu::tdcall(&mut m, &mut r);
-    assert_eq!((r.rax, r.r10, r.r11), (0, 0, 0x60));
+    assert_eq!((r.rax, r.r10, r.r11), (0, 0x8000_0000_0000_0000, vmcall::IO));
     // R11 hidden: the VMM sees sub-function 0, which it does not know, and the guest keeps
     // its own R11.
     let mut r = Regs { rcx: 0xF400, r11: vmcall::IO, r12: 1, r14: 0x3FD, ..Regs::default() };
