@@ -202,8 +202,12 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
         Err(_) => DEFAULT_GROUP_MINUTES,
     };
     let iterate = std::env::var("VEIL_MUTANTS_ITERATE").is_ok_and(|v| v == "1");
+    // Absolute: cargo-mutants runs cargo in its copy of the tree, where a relative
+    // CARGO_TARGET_DIR would name a fresh directory inside the copy (every dependency built
+    // again, seen on 2026-12-07).
     let build_dir = std::env::var_os("VEIL_MUTANTS_BUILD")
-        .map(std::path::PathBuf::from)
+        .map(|dir| std::env::current_dir().map(|cwd| cwd.join(dir)))
+        .transpose()?
         .unwrap_or_else(|| target_dir().join("mutants/build"));
     // $VEIL_MUTANTS_FILES (comma-separated file names, e.g. `verify.rs`): only those of the
     // group's files, as a run of their own (`GROUP-STEM`: output, BENCHMARKS section), so that a
