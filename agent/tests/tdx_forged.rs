@@ -190,6 +190,38 @@ fn revoked_certificates_and_missing_or_stale_crls_are_refused() {
     refused(case(c).run(), "CRL's signature does not verify");
 }
 
+/// The TCB info and the QE identity hold only from their issueDate to their nextUpdate, both
+/// included; the verification time is 2025-06-19T12:00:00Z.
+#[test]
+fn collateral_documents_hold_from_their_issue_date_to_their_next_update() {
+    let Some(real) = real() else { return };
+    let pki = pki(&real);
+    let parts = QuoteParts::from_real(&real);
+    // The document with one date field set to `value` (re-signed by the TCB signing key).
+    let dated = |qe: bool, field: &str, value: &str| {
+        let mut coll = Coll::from_real(&real, &pki);
+        let doc = if qe { &mut coll.qe_identity } else { &mut coll.tcb_info };
+        let key = format!("\"{field}\":\"");
+        let start = doc.find(&key).unwrap_or_else(|| panic!("{field} in the document")) + key.len();
+        let end = start + doc[start..].find('"').unwrap();
+        doc.replace_range(start..end, value);
+        Case { pki: &pki, parts: parts.clone(), coll }.run()
+    };
+    for (qe, what) in [(false, "the TCB info"), (true, "the QE identity")] {
+        assert!(dated(qe, "issueDate", "2025-06-19T12:00:00Z").is_ok(), "{what} issued at the verification time");
+        refused(
+            dated(qe, "issueDate", "2025-06-19T12:00:01Z"),
+            &format!("{what} was issued at 2025-06-19T12:00:01Z, after the verification time"),
+        );
+        assert!(dated(qe, "nextUpdate", "2025-06-19T12:00:00Z").is_ok(), "{what} due at the verification time");
+        refused(
+            dated(qe, "nextUpdate", "2025-06-19T11:59:59Z"),
+            &format!("{what} expired at 2025-06-19T11:59:59Z (its nextUpdate): fetch current collateral"),
+        );
+        refused(dated(qe, "nextUpdate", "2025-06-19 11:59:59"), "is not a time of the form");
+    }
+}
+
 /// Finding 4: the TDX module identity of major version 0 was never compared.
 #[test]
 fn the_module_identity_is_checked_for_major_version_zero() {
