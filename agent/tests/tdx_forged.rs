@@ -222,6 +222,36 @@ fn collateral_documents_hold_from_their_issue_date_to_their_next_update() {
     }
 }
 
+/// The documents' shape and the identities' masks: TDX TCB info of version 3 only, a mask of
+/// another length than its field, SEAM_ATTRIBUTES bits outside the module identity's mask.
+#[test]
+fn tcb_info_kind_and_identity_masks_are_checked() {
+    let Some(real) = real() else { return };
+    let pki = pki(&real);
+    let parts = QuoteParts::from_real(&real);
+    // The case with `from` replaced by `to` in the TCB info (or the QE identity), re-signed.
+    let edited = |qe: bool, from: &str, to: &str, parts: &QuoteParts| {
+        let mut coll = Coll::from_real(&real, &pki);
+        let doc = if qe { &mut coll.qe_identity } else { &mut coll.tcb_info };
+        assert!(doc.contains(from), "{from} in the document");
+        *doc = doc.replace(from, to);
+        Case { pki: &pki, parts: parts.clone(), coll }.run()
+    };
+    refused(edited(false, "\"id\":\"TDX\"", "\"id\":\"SGX\"", &parts), "TCB info SGX version 3: not TDX TCB info");
+    refused(edited(false, "\"version\":3", "\"version\":2", &parts), "TCB info TDX version 2: not TDX TCB info");
+    refused(
+        edited(true, "\"miscselectMask\":\"FFFFFFFF\"", "\"miscselectMask\":\"FFFF\"", &parts),
+        "a field of the wrong length",
+    );
+    // The module identities' mask without bit 0: a quote with SEAM_ATTRIBUTES bit 0 clear
+    // verifies, with it set is refused (masked_eq alone would pass it).
+    let (mask, cleared) = ("\"attributesMask\":\"FFFFFFFFFFFFFFFF\"", "\"attributesMask\":\"FEFFFFFFFFFFFFFF\"");
+    assert!(edited(false, mask, cleared, &parts).is_ok());
+    let mut set = parts.clone();
+    set.body[SEAM_ATTRIBUTES] |= 1;
+    refused(edited(false, mask, cleared, &set), "SEAM_ATTRIBUTES have bits set outside");
+}
+
 /// Finding 4: the TDX module identity of major version 0 was never compared.
 #[test]
 fn the_module_identity_is_checked_for_major_version_zero() {
