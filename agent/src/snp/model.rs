@@ -376,6 +376,9 @@ impl Hypervisor {
                         self.set_state(gfn, op);
                     }
                 }
+                // As KVM (`__snp_complete_one_psc`): a done entry's cur_page is its pages.
+                let done_entry = (entry & !0xFFF) | if huge { 512 } else { 1 };
+                layout::shared_buffer(page)[at..at + 8].copy_from_slice(&done_entry.to_le_bytes());
                 done = i + 1;
             }
         }

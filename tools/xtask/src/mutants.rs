@@ -206,6 +206,7 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
     // CARGO_TARGET_DIR would name a fresh directory inside the copy (every dependency built
     // again, seen on 2026-12-07).
     let build_dir = std::env::var_os("VEIL_MUTANTS_BUILD")
+        .filter(|dir| !dir.is_empty())
         .map(|dir| std::env::current_dir().map(|cwd| cwd.join(dir)))
         .transpose()?
         .unwrap_or_else(|| target_dir().join("mutants/build"));
