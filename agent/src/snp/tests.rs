@@ -258,8 +258,8 @@ fn progress_within_a_page_state_entry_must_go_forwards_and_stay_in_it() {
     };
     assert_eq!(validate(&[5, 300, 512]), (Ok(512), 4));
     let changed = Err(MemoryError::Ghcb(GhcbError::Psc("the hypervisor changed an entry's page, operation or size")));
-    assert_eq!(validate(&[5, 3]), (changed.clone(), 2));
-    assert_eq!(validate(&[513]), (changed.clone(), 1));
+    assert_eq!(validate(&[5, 3]), (changed, 2));
+    assert_eq!(validate(&[513]), (changed, 1));
     // A 4 KiB entry has one page: progress of 1 in it is followed, of 2 a lie.
     let validate_4k = |cur_pages: &[u16]| {
         let mut hv = registered();
