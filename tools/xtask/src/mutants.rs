@@ -320,6 +320,23 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
             passes
                 .push((format!("second pass, with {slow}, over the first pass's {} survivors", second.found), second));
         }
+        if iterate {
+            // Outcomes recorded under a name the source no longer has (an edit moved the
+            // mutant's line) are another run's; count only the mutants the source has now.
+            let current = current_mutants(&files, g.re)?;
+            let mut stale = 0;
+            for (_, p) in passes.iter_mut() {
+                let before = p.tested.len();
+                p.tested.retain(|(name, _)| current.contains(name));
+                stale += before - p.tested.len();
+            }
+            passes[0].1.found = current.len();
+            if stale > 0 {
+                note.push_str(&format!(
+                    "; {stale} outcomes of earlier runs dropped: the source has since moved those mutants"
+                ));
+            }
+        }
         let merged: Vec<&Pass> = passes.iter().map(|(_, p)| p).collect();
         Pass::merge(&merged).save(&out.join(RECORD))?;
         let summary = format!("{}{note}", summarize(&passes));
@@ -381,6 +398,24 @@ fn subset(g: &Group, only: &[String]) -> Result<(String, Vec<&'static str>)> {
     }
     let stem = |f: &str| Path::new(f).file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     Ok((format!("{}-{}", g.name, files.iter().map(|f| stem(f)).collect::<Vec<_>>().join("-")), files))
+}
+
+/// The names of the mutants cargo-mutants finds in `files` now (`--list`, named as in its
+/// outcome lists).
+fn current_mutants(files: &[&str], re: Option<&str>) -> Result<std::collections::HashSet<String>> {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()).args(["mutants", "--list", "-p", "veil-agent"]);
+    for f in files {
+        cmd.args(["--file", f]);
+    }
+    if let Some(re) = re {
+        cmd.args(["--re", re]);
+    }
+    let out = cmd.output().context("cargo mutants --list")?;
+    if !out.status.success() {
+        bail!("cargo mutants --list failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect())
 }
 
 /// The outcome lists cargo-mutants writes, in the order a summary gives them.
