@@ -304,65 +304,46 @@ fn string_input_goes_through_the_shared_buffer() {
 fn a_scratch_area_outside_the_registered_ghcb_is_refused() {
     // A guest whose idea of the GHCB differs from the registered one: the hypervisor refuses
     // the exit (INVALID_SCRATCH_AREA), and the guest reports it.
-    struct Elsewhere(Hypervisor);
-    impl ghcb::SnpCpu for Elsewhere {
-        fn msr_protocol(&mut self, request: u64) -> u64 {
-            self.0.msr_protocol(request)
-        }
-        fn vmgexit(&mut self, page: &mut ghcb::GhcbPage) {
-            self.0.vmgexit(page)
-        }
-        fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> ghcb::Pvalidate {
-            self.0.pvalidate(gpa, huge, validate)
-        }
-        fn touch(&mut self, gpa: u64) {
-            self.0.touch(gpa)
-        }
-        fn ghcb_gpa(&self) -> u64 {
-            0x1234_5000
-        }
-        fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
-            self.0.write_shared(gpa, bytes)
-        }
-        fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
-            self.0.read_shared(gpa, out)
-        }
-    }
-    let mut cpu = Elsewhere(registered());
+    let mut cpu = Recorder { hv: registered(), exits: Vec::new(), ghcb_gpa: Some(0x1234_5000) };
     assert_eq!(
         Ghcb::new(&mut cpu).mmio_read(0xFE00_0000, 4, &|_| true),
         Err(GhcbError::Hypervisor { exit: ghcb::exit::MMIO_READ, code: 3 })
     );
 }
 
-/// The hypervisor model, noting each exit's SW_EXITCODE, SW_EXITINFO1 and SW_EXITINFO2 as the
-/// model's own GHCB table reads them.
-struct Recorder(Hypervisor, Vec<(u64, u64, u64)>);
+/// The hypervisor model behind a guest that notes each exit's SW_EXITCODE, SW_EXITINFO1 and
+/// SW_EXITINFO2 as the model's own GHCB table reads them, and may believe its GHCB is at
+/// another GPA than the one it registered (`ghcb_gpa`).
+struct Recorder {
+    hv: Hypervisor,
+    exits: Vec<(u64, u64, u64)>,
+    ghcb_gpa: Option<u64>,
+}
 
 impl ghcb::SnpCpu for Recorder {
     fn msr_protocol(&mut self, request: u64) -> u64 {
-        self.0.msr_protocol(request)
+        self.hv.msr_protocol(request)
     }
     fn vmgexit(&mut self, page: &mut ghcb::GhcbPage) {
         use super::model::layout;
         let read = |f| layout::read(page, f);
-        self.1.push((read(layout::SW_EXITCODE), read(layout::SW_EXITINFO1), read(layout::SW_EXITINFO2)));
-        self.0.vmgexit(page)
+        self.exits.push((read(layout::SW_EXITCODE), read(layout::SW_EXITINFO1), read(layout::SW_EXITINFO2)));
+        self.hv.vmgexit(page)
     }
     fn pvalidate(&mut self, gpa: u64, huge: bool, validate: bool) -> ghcb::Pvalidate {
-        self.0.pvalidate(gpa, huge, validate)
+        self.hv.pvalidate(gpa, huge, validate)
     }
     fn touch(&mut self, gpa: u64) {
-        self.0.touch(gpa)
+        self.hv.touch(gpa)
     }
     fn ghcb_gpa(&self) -> u64 {
-        self.0.ghcb_gpa()
+        self.ghcb_gpa.unwrap_or_else(|| self.hv.ghcb_gpa())
     }
     fn write_shared(&mut self, gpa: u64, bytes: &[u8]) {
-        self.0.write_shared(gpa, bytes)
+        self.hv.write_shared(gpa, bytes)
     }
     fn read_shared(&mut self, gpa: u64, out: &mut [u8]) {
-        self.0.read_shared(gpa, out)
+        self.hv.read_shared(gpa, out)
     }
 }
 
@@ -374,7 +355,7 @@ fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
     // firmware's choice (A16: hardware would report the instruction's, A64 in long mode, as
     // Linux's #VC handler does; KVM reads it for nothing), as is SW_EXITINFO2 = 0 where the
     // exit has no use for it.
-    let mut cpu = Recorder(registered(), Vec::new());
+    let mut cpu = Recorder { hv: registered(), exits: Vec::new(), ghcb_gpa: None };
     {
         let mut g = Ghcb::new(&mut cpu);
         g.io_write(0x3F8, 1, u32::from(b'h')).unwrap();
@@ -389,7 +370,7 @@ fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
     }
     let (io, msr) = (ghcb::exit::IOIO, ghcb::exit::MSR);
     assert_eq!(
-        cpu.1,
+        cpu.exits,
         [
             (io, 0x03F8_0090, 0),
             (io, 0x0510_00A0, 0),
@@ -402,7 +383,7 @@ fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
             (msr, 1, 0),
         ]
     );
-    assert_eq!(cpu.0.console, b"h");
+    assert_eq!(cpu.hv.console, b"h");
 }
 
 #[test]
