@@ -387,8 +387,9 @@ impl TdxModel {
             r.r11 = r.r12;
             return;
         }
-        let calls = self.calls.iter().filter(|c| *c == &(leaf::TDG_VP_VMCALL, subfunction::MAP_GPA)).count();
-        if self.hostile.map_gpa_backwards && calls > 1 {
+        let map_gpa_calls = || self.calls.iter().filter(|c| *c == &(leaf::TDG_VP_VMCALL, subfunction::MAP_GPA)).count();
+        // The flag first: the model ROM's honest VMM need not scan its call list on every MapGPA.
+        if self.hostile.map_gpa_backwards && map_gpa_calls() > 1 {
             self.hostile.map_gpa_backwards = false;
             r.r10 = vmcall_status::RETRY;
             r.r11 = r.r12 - 0x1000;
