@@ -89,6 +89,7 @@ pub extern "C" fn veil_main() -> ! {
         }
         _ => (None, Vec::new()),
     };
+    reset_devices(&pci, disks);
     tsc::mark("linux");
     let kernel = prepare_linux(&cfg, &mut *plat, &memory, acpi.as_mut(), from_disk.as_mut(), root_files);
     let Some(kernel) = kernel else {
@@ -279,6 +280,22 @@ struct Disks {
     disks: Vec<virtio::Disk>,
     boot: Option<volume::BootVolume>,
     relay: Option<relay::Console>,
+}
+
+/// Every virtio device the firmware drove, reset (status 0; virtio 1.2, 2.4) once the disks are
+/// read and the broker has answered: a live device keeps its queues in memory that becomes
+/// Linux's, and the host would go on reading them (QEMU polls a console's receive queue) and
+/// writing there what the relay sends, into whatever Linux put at those addresses. On SEV-SNP
+/// and TDX the pool the queues are in is taken back from the host only after this.
+fn reset_devices(pci: &pci::Config, disks: Disks) {
+    if let pci::Config::Ecam(base) = pci {
+        let relay = disks.relay.as_ref().map(|r| r.location);
+        for df in disks.disks.iter().map(|d| d.location).chain(relay) {
+            virtio::reset(*base, df);
+        }
+    }
+    // Not dropped: their drop code would cost ROM bytes for nothing once the devices are reset.
+    core::mem::forget(disks);
 }
 
 /// The kernel comes from the encrypted disk when there is a key source and a disk, else from

@@ -249,6 +249,17 @@ pub(crate) fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFuncti
     Ok(found.into_iter().filter_map(|(df, _)| bring_up(&mut root, df).map(|t| (df, t))).collect())
 }
 
+/// Reset the virtio device at `df` (status 0; virtio 1.2, 2.4): it stops using its queues.
+/// Through a second transport on it (its BARs are set already; opening one touches neither the
+/// status nor the queues), which virtio-drivers' PciTransport resets when dropped (writes
+/// status 0, waits until it reads back 0). Dropping the drivers would reset them too, but adds
+/// their drop code to a ROM whose .text had no room left. A device that was brought up opens
+/// again, so a failure here (not logged: the bytes again) needs a host that changed its config
+/// space meanwhile; `cargo xtask test disk` checks the reset at the jump into Linux.
+pub fn reset(ecam_base: u64, df: DeviceFunction) {
+    let _ = PciTransport::new::<VeilHal, _>(&mut PciRoot::new(Ecam(ecam_base)), df);
+}
+
 /// Find the virtio-blk devices on bus 0, give them BARs, and bring them up. Fails only when
 /// there is a device but no bounce pool for it.
 pub fn find_disks(ecam_base: u64) -> Result<Vec<Disk>, BootError> {

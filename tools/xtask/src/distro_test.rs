@@ -336,6 +336,8 @@ fn check_at_jump(scan: jump_scan::JumpScan, r: &qemu::Run, keys: &[(String, Vec<
     let at = scan.finish();
     r.expect("stage=handoff")?;
     let at = at?;
+    // The system disk, the state disk and the relay's console.
+    jump_scan::check_devices_reset(&at, &["virtio-blk", "virtio-blk", "virtio-serial"])?;
     let key = |n: &str| -> Result<&[u8]> {
         Ok(keys.iter().find(|(k, _)| k == n).with_context(|| format!("no {n}"))?.1.as_slice())
     };

@@ -47,11 +47,23 @@ pub struct JumpScan {
     thread: JoinHandle<Result<Registers>>,
 }
 
-/// What the CPU held at the breakpoint.
-#[derive(Clone, Copy, Debug)]
+/// What the CPU held at the breakpoint, and the virtio devices then.
+#[derive(Clone, Debug)]
 struct Registers {
     rsi: u64,
     r8: u64,
+    virtio: Vec<VirtioDevice>,
+}
+
+/// A virtio device as QEMU's monitor describes it (`info virtio`, `info virtio-status`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtioDevice {
+    /// Its QOM path, e.g. /machine/peripheral-anon/device[0]/virtio-backend.
+    pub path: String,
+    /// virtio-blk, virtio-serial, ...
+    pub kind: String,
+    /// The device status bits the driver set (VIRTIO_CONFIG_S_DRIVER_OK, ...); none once reset.
+    pub status: Vec<String>,
 }
 
 /// The guest RAM saved at the jump and the registers there.
@@ -62,6 +74,8 @@ pub struct AtJump {
     pub boot_params: u64,
     /// Linux's entry (R8).
     pub entry: u64,
+    /// Every virtio device of the machine, as it was at the jump.
+    pub virtio: Vec<VirtioDevice>,
 }
 
 impl JumpScan {
@@ -102,7 +116,7 @@ impl JumpScan {
         let regs = self.thread.join().map_err(|_| anyhow::anyhow!("the gdbstub thread panicked"))??;
         let memory = std::fs::read(&self.dump).with_context(|| format!("reading {}", self.dump.display()))?;
         let _ = std::fs::remove_file(&self.dump);
-        Ok(AtJump { memory, boot_params: regs.rsi, entry: regs.r8 })
+        Ok(AtJump { memory, boot_params: regs.rsi, entry: regs.r8, virtio: regs.virtio })
     }
 }
 
@@ -196,13 +210,81 @@ fn stop_and_save(
     if rip != jump {
         bail!("stopped at {rip:#x}, not at the jump into Linux ({jump:#x})");
     }
-    let r = Registers { rsi: register(&regs, 4)?, r8: register(&regs, 8)? };
     m.set_read_timeout(Some(Duration::from_secs(120)))?;
     crate::qemu::pmemsave(m, ram, dump)?;
+    let r = Registers { rsi: register(&regs, 4)?, r8: register(&regs, 8)?, virtio: virtio_devices(m)? };
     // Detaching removes the breakpoint and lets the guest run on into Linux.
     packet(g, &format!("z0,{jump:x},1"))?;
     packet(g, "D")?;
     Ok(r)
+}
+
+/// Every virtio device QEMU has, with its status bits.
+fn virtio_devices(m: &mut UnixStream) -> Result<Vec<VirtioDevice>> {
+    let list = crate::qemu::monitor_command(m, "info virtio")?;
+    let mut devices = Vec::new();
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let (path, kind) = line
+            .split_once(" [")
+            .and_then(|(p, k)| Some((p, k.strip_suffix(']')?)))
+            .with_context(|| format!("`info virtio` line {line:?}"))?;
+        let answer = crate::qemu::monitor_command(m, &format!("info virtio-status {path}"))?;
+        let status = status_bits(&answer).with_context(|| format!("`info virtio-status {path}`: {answer:?}"))?;
+        devices.push(VirtioDevice { path: path.to_string(), kind: kind.to_string(), status });
+    }
+    Ok(devices)
+}
+
+/// The names of the status bits in QEMU 7.2's `info virtio-status` answer (hmp_virtio_dump_status):
+/// the tab-indented lines under `status:`, and `unknown-statuses(...)` for bits it has no name
+/// for; none when the device is reset (an empty line, then `Guest features:`). None when the
+/// answer has no `status:` or anything else stands under it: a QEMU that prints it another way
+/// must fail this check, not pass it.
+fn status_bits(answer: &str) -> Option<Vec<String>> {
+    let mut lines = answer.lines().skip_while(|l| l.trim() != "status:");
+    lines.next()?;
+    let mut bits = Vec::new();
+    for line in lines {
+        if let Some(bit) = line.strip_prefix('\t') {
+            bits.push(bit.split(':').next().unwrap_or("").trim().to_string());
+        } else if line.trim_start().starts_with("unknown-statuses") {
+            bits.push(line.trim().to_string());
+        } else if line.trim().is_empty() || line.trim_start().starts_with("Guest features:") {
+            return Some(bits);
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+/// Every virtio device must be reset at the jump into Linux (status 0): a device still live
+/// has its queues in memory that is now Linux's, which the host goes on reading and writing.
+/// `expected` names the kinds the boot drove (a kind twice for two devices), all of which QEMU
+/// must list.
+pub fn check_devices_reset(at: &AtJump, expected: &[&str]) -> Result<()> {
+    for kind in expected {
+        let want = expected.iter().filter(|k| k == &kind).count();
+        let have = at.virtio.iter().filter(|d| d.kind == *kind).count();
+        if have < want {
+            bail!(
+                "QEMU listed {have} {kind} device(s) at the jump into Linux, this boot has {want}: {:?}",
+                at.virtio.iter().map(|d| &d.path).collect::<Vec<_>>()
+            );
+        }
+    }
+    for d in &at.virtio {
+        if !d.status.is_empty() {
+            bail!(
+                "the {} at {} is still live at the jump into Linux (status {}): its queues are in memory Linux \
+                 now owns",
+                d.kind,
+                d.path,
+                d.status.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Where the file `name` of a newc cpio lies in `memory[range]`: the offset of its data and
@@ -275,6 +357,42 @@ pub fn check_handed_over_keys(at: &AtJump, keys: &[(&str, &[u8], &str)]) -> Resu
 mod tests {
     use super::*;
 
+    /// QEMU 7.2's `info virtio-status` of a live virtio-blk (as SeaBIOS leaves it) and of a
+    /// reset virtio-serial.
+    #[test]
+    fn a_live_virtio_device_at_the_jump_is_refused() {
+        let live = "/machine/peripheral-anon/device[0]/virtio-backend:\n  device_name:             virtio-blk \n  \
+            started:                 true\n  status:\n\tVIRTIO_CONFIG_S_ACKNOWLEDGE: Valid virtio device found,\n\
+            \tVIRTIO_CONFIG_S_DRIVER: Guest OS compatible with device,\n\tVIRTIO_CONFIG_S_FEATURES_OK: Feature \
+            negotiation complete,\n\tVIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready\n  Guest features:\n\
+            \tVIRTIO_F_VERSION_1: Device compliant for v1 spec (legacy)\n";
+        let reset = "/machine/peripheral-anon/device[1]/virtio-backend:\n  endianness:              little\n  \
+            status:\n\n  Guest features:\n\n  Host features:\n\tVIRTIO_RING_F_EVENT_IDX: Used & avail.\n";
+        let bits = status_bits(live).unwrap();
+        assert_eq!(bits[0], "VIRTIO_CONFIG_S_ACKNOWLEDGE");
+        assert_eq!(bits[3], "VIRTIO_CONFIG_S_DRIVER_OK");
+        assert_eq!(bits.len(), 4);
+        assert_eq!(status_bits(reset), Some(Vec::new()));
+        assert_eq!(status_bits("no such device"), None);
+        // Bits QEMU cannot name are still bits; a layout it never printed is no verdict.
+        let unknown = "  status:\n  unknown-statuses(0x0000000000000040)\n  Guest features:\n";
+        assert_eq!(status_bits(unknown).unwrap().len(), 1);
+        assert_eq!(status_bits("  status:\n    VIRTIO_CONFIG_S_DRIVER_OK: ready\n  Guest features:\n"), None);
+        assert_eq!(status_bits("  status:\n"), None, "cut short");
+        let device =
+            |kind: &str, status: Vec<String>| VirtioDevice { path: format!("/{kind}"), kind: kind.into(), status };
+        let mut at = AtJump { memory: Vec::new(), boot_params: 0, entry: 0, virtio: Vec::new() };
+        let e = check_devices_reset(&at, &["virtio-blk"]).unwrap_err().to_string();
+        assert!(e.contains("listed 0 virtio-blk"), "{e}");
+        at.virtio = vec![device("virtio-blk", Vec::new()), device("virtio-serial", Vec::new())];
+        check_devices_reset(&at, &["virtio-blk", "virtio-serial"]).unwrap();
+        let e = check_devices_reset(&at, &["virtio-blk", "virtio-blk"]).unwrap_err().to_string();
+        assert!(e.contains("listed 1 virtio-blk device(s) at the jump into Linux, this boot has 2"), "{e}");
+        at.virtio[1].status = bits;
+        let e = check_devices_reset(&at, &["virtio-blk"]).unwrap_err().to_string();
+        assert!(e.contains("virtio-serial at /virtio-serial is still live") && e.contains("DRIVER_OK"), "{e}");
+    }
+
     #[test]
     fn a_key_is_allowed_only_as_its_hand_off_file() {
         let key = [0x5Au8; 32];
@@ -287,15 +405,24 @@ mod tests {
         memory[bp + 0x218..bp + 0x21c].copy_from_slice(&(initrd as u32).to_le_bytes());
         memory[bp + 0x21c..bp + 0x220].copy_from_slice(&(archive.len() as u32).to_le_bytes());
         let keys = [("root key", &key[..], "cryptroot/keyfiles/veil-root.key")];
-        let at = AtJump { memory: memory.clone(), boot_params: bp as u64, entry: 0 };
+        let at = AtJump { memory: memory.clone(), boot_params: bp as u64, entry: 0, virtio: Vec::new() };
         check_handed_over_keys(&at, &keys).unwrap();
         // A copy elsewhere (the stack, the heap) fails; so does a hex copy.
         let mut stray = memory.clone();
         stray[0x9000..0x9020].copy_from_slice(&key);
-        let err = check_handed_over_keys(&AtJump { memory: stray, boot_params: bp as u64, entry: 0 }, &keys);
+        let err = check_handed_over_keys(
+            &AtJump { memory: stray, boot_params: bp as u64, entry: 0, virtio: Vec::new() },
+            &keys,
+        );
         assert!(err.unwrap_err().to_string().contains("0x9000"));
         let mut hexed = memory;
         hexed[0x9000..0x9040].copy_from_slice(hex::encode(key).as_bytes());
-        assert!(check_handed_over_keys(&AtJump { memory: hexed, boot_params: bp as u64, entry: 0 }, &keys).is_err());
+        assert!(
+            check_handed_over_keys(
+                &AtJump { memory: hexed, boot_params: bp as u64, entry: 0, virtio: Vec::new() },
+                &keys
+            )
+            .is_err()
+        );
     }
 }
