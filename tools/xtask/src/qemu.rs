@@ -209,12 +209,25 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
             args.extend([flag.to_string(), default.to_string()]);
         }
     }
+    // A monitor of our own (beside any the test brings: QEMU opens one per -monitor): a boot
+    // killed at its limit says where the CPU was (a hang in Linux leaves nothing on a quiet
+    // console to say it).
+    let monitor = socket_path(session_dir()?, &format!("{name}.monitor"))?;
+    let at = args.iter().position(|a| a == "-monitor").context("base_args has -monitor")?;
+    args[at + 1] = format!("unix:{},server=on,wait=off", monitor.display());
+    for stale in ["cpu.txt", "dmesg.txt"] {
+        let _ = std::fs::remove_file(log_path.with_extension(stale));
+    }
     args.extend(extra.iter().cloned());
+    // QEMU's own messages go to a file beside the log: a pipe nobody reads would stop QEMU
+    // at its first 64 KiB of warnings, and they say what went wrong on the host's side.
+    let stderr_path = log_path.with_extension("stderr.txt");
+    let stderr = File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?;
     let mut child = Command::new("qemu-system-x86_64")
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .context("starting qemu-system-x86_64")?;
     let start = Instant::now();
@@ -223,24 +236,102 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
             break (status.code(), None);
         }
         if start.elapsed() > timeout {
+            save_cpu_state(&monitor, &log_path.with_extension("cpu.txt"));
+            // Linux was running: its log is in its memory even when `quiet` kept it off the
+            // console.
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            if memchr::memmem::find(&log, b"stage=handoff").is_some() {
+                save_kernel_log(&monitor, guest_ram(&args), &log_path.with_extension("dmesg.txt"));
+            }
             let _ = child.kill();
             let _ = child.wait();
             break (None, Some(timeout));
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let _ = std::fs::remove_file(&monitor);
     let log = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap_or_default()).into_owned();
     if let Some(t) = killed_after {
         eprintln!("xtask: {name}: {}", timed_out(t, &log));
+        let said = qemu_said(&log_path);
+        if !said.is_empty() {
+            eprintln!("xtask: {name}: {said}");
+        }
+        let cpu = log_path.with_extension("cpu.txt");
+        if let Ok(dmesg) = std::fs::read_to_string(log_path.with_extension("dmesg.txt")) {
+            let tail: Vec<&str> = dmesg.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            eprintln!("xtask: {name}: the end of Linux's log, read from guest memory:\n{}", tail.join("\n"));
+        }
+        match std::fs::read_to_string(&cpu) {
+            Ok(state) => {
+                // The general registers, CR0-CR4 and the instructions at RIP of each sample; the
+                // file has the rest (segments, FPU and vector registers).
+                let keep = ["CPU#", "RAX=", "RSI=", "R8 =", "R12=", "RIP=", "EIP=", "CR0=", "0x", "(qemu) info"];
+                let brief: Vec<&str> = state.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).collect();
+                eprintln!("xtask: {name}: the CPU when QEMU was killed ({}):\n{}", cpu.display(), brief.join("\n"))
+            }
+            Err(_) => eprintln!("xtask: {name}: the monitor did not give the CPU's state"),
+        }
     }
     Ok(Run { code, killed_after, log, log_path })
+}
+
+/// QEMU's last messages on stderr for the boot whose serial log is `log_path` (its
+/// `.stderr.txt`), without the socket chardev's "waiting for connection" notice: "QEMU said
+/// (<file>): ..." , or "" when it said nothing else.
+fn qemu_said(log_path: &Path) -> String {
+    let path = log_path.with_extension("stderr.txt");
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("info: QEMU waiting for connection")).collect();
+    match lines.len() {
+        0 => String::new(),
+        n => format!("QEMU said ({}):\n{}", path.display(), lines[n.saturating_sub(20)..].join("\n")),
+    }
+}
+
+/// A human-monitor transcript without its line editor's echo: the monitor redraws a command
+/// after each typed character (`i ESC[K ESC[D in ...`); only the last drawing is kept.
+fn without_echo(transcript: &str) -> String {
+    let lines = transcript.split('\n').map(|line| {
+        let line = line.trim_end_matches('\r');
+        match line.rsplit_once("\x1b[D") {
+            Some((_, typed)) => format!("(qemu) {}", typed.replace("\x1b[K", "")),
+            None => line.replace("\x1b[K", ""),
+        }
+    });
+    lines.collect::<Vec<_>>().join("\n")
+}
+
+/// The instruction pointer and halt flag of each CPU in each `info registers` answer of a
+/// monitor transcript, e.g. "CPU#0 RIP=ffffffff81e2d2c4 HLT=1, CPU#1 RIP=ffffffff81e2d2c4 HLT=1".
+pub fn cpu_summary(state: &str) -> String {
+    let field = |line: &str, key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_string);
+    let mut cpu = "CPU#?";
+    let mut samples = Vec::new();
+    for line in state.lines() {
+        if line.starts_with("CPU#") {
+            cpu = line.trim();
+        } else if line.starts_with("RIP=") || line.starts_with("EIP=") {
+            let (ip, at) = line.split_at(3);
+            let at = field(at, "=").unwrap_or_default();
+            samples.push(format!("{cpu} {ip}={at} HLT={}", field(line, "HLT=").unwrap_or_else(|| "?".into())));
+        }
+    }
+    samples.join(", ")
 }
 
 impl Run {
     /// Fail with the log if `needle` is not in it.
     pub fn expect(&self, needle: &str) -> Result<&Self> {
         if !self.log.contains(needle) {
-            bail!("expected `{needle}` in the serial log {}{}:\n{}", self.log_path.display(), self.killed(), self.log);
+            bail!(
+                "expected `{needle}` in the serial log {}{}:\n{}{}",
+                self.log_path.display(),
+                self.killed(),
+                self.log,
+                self.host_side()
+            );
         }
         Ok(self)
     }
@@ -249,11 +340,12 @@ impl Run {
     pub fn expect_exit(&self, code: i32) -> Result<&Self> {
         if self.code != Some(code) {
             bail!(
-                "QEMU exited with {:?}, expected {code}{}; serial log {}:\n{}",
+                "QEMU exited with {:?}, expected {code}{}; serial log {}:\n{}{}",
                 self.code,
                 self.killed(),
                 self.log_path.display(),
-                self.log
+                self.log,
+                self.host_side()
             );
         }
         Ok(self)
@@ -261,10 +353,165 @@ impl Run {
 }
 
 impl Run {
+    /// What QEMU itself said, after a line break, if it said anything worth reading.
+    fn host_side(&self) -> String {
+        let said = qemu_said(&self.log_path);
+        if said.is_empty() { said } else { format!("\n{said}") }
+    }
+
     /// ", <why it was killed and how far it got>" for a killed boot, else "".
     fn killed(&self) -> String {
-        self.killed_after.map(|t| format!(" ({})", timed_out(t, &self.log))).unwrap_or_default()
+        let cpu = std::fs::read_to_string(self.log_path.with_extension("cpu.txt")).map(|s| cpu_summary(&s));
+        let cpu = match cpu {
+            Ok(c) if !c.is_empty() => format!("; the CPU then: {c}"),
+            _ => String::new(),
+        };
+        self.killed_after.map(|t| format!(" ({}{cpu})", timed_out(t, &self.log))).unwrap_or_default()
     }
+}
+
+/// Send `command` to the human monitor `m` (its banner and any earlier prompt already read)
+/// and return its answer, without the echo and the next prompt.
+pub fn monitor_command(m: &mut std::os::unix::net::UnixStream, command: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    writeln!(m, "{command}")?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The echo ends with the line break; the answer with the next prompt.
+    while !(seen.contains(&b'\n') && seen.ends_with(b"(qemu) ")) {
+        let n = m.read(&mut buf).with_context(|| format!("the monitor's answer to {command:?}"))?;
+        if n == 0 {
+            bail!("the monitor closed before answering {command:?}");
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = without_echo(&String::from_utf8_lossy(&seen[..seen.len() - b"(qemu) ".len()]));
+    // The first line is the command as echoed.
+    Ok(text.split_once('\n').map(|(_, answer)| answer.to_string()).unwrap_or_default())
+}
+
+/// Ask the human monitor on `sock` for every CPU's registers and the instructions at the first's RIP,
+/// three times a quarter second apart (a loop and a halt look different), and write the
+/// answers to `out`. Best effort: a monitor that does not answer within seconds is left.
+fn save_cpu_state(sock: &Path, out: &Path) {
+    use std::io::{Read, Write};
+    let ask = || -> Result<String> {
+        let mut m = std::os::unix::net::UnixStream::connect(sock)?;
+        m.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let mut read_to_prompt = |m: &mut std::os::unix::net::UnixStream, seen: &mut Vec<u8>| -> Result<()> {
+            let from = seen.len();
+            while !seen[from..].ends_with(b"(qemu) ") {
+                let n = m.read(&mut buf)?;
+                if n == 0 {
+                    bail!("the monitor closed");
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            Ok(())
+        };
+        read_to_prompt(&mut m, &mut seen)?;
+        for round in 0..3 {
+            if round > 0 {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            writeln!(m, "info registers -a")?;
+            read_to_prompt(&mut m, &mut seen)?;
+            writeln!(m, "x/4i $pc")?;
+            read_to_prompt(&mut m, &mut seen)?;
+        }
+        Ok(without_echo(&String::from_utf8_lossy(&seen)))
+    };
+    if let Ok(state) = ask() {
+        let _ = std::fs::write(out, state);
+    }
+}
+
+/// The guest RAM `-m` gives (QEMU's default suffix is MiB), or QEMU's default of 128 MiB.
+fn guest_ram(args: &[String]) -> u64 {
+    let m = args.iter().rposition(|a| a == "-m").and_then(|i| args.get(i + 1));
+    let m = m.map(|v| v.split(',').next().unwrap_or("").trim().to_ascii_uppercase());
+    let parse = |v: &str| -> Option<u64> {
+        let (digits, shift) = match v.as_bytes().last()? {
+            b'G' => (&v[..v.len() - 1], 30),
+            b'M' => (&v[..v.len() - 1], 20),
+            b'K' => (&v[..v.len() - 1], 10),
+            _ => (v, 20),
+        };
+        digits.parse::<u64>().ok().map(|n| n << shift)
+    };
+    m.as_deref().and_then(parse).unwrap_or(128 << 20)
+}
+
+/// Linux's log as it lies in a dump of guest RAM: the printk ring's text follows the record
+/// "Linux version ..." (the one that "Command line: " soon follows; the banner in .rodata has
+/// no such neighbour), one record after another, each behind its binary id. The printable runs
+/// from there up to the first long stretch of zeros, one per line; None when there is no log.
+pub fn kernel_log_in(ram: &[u8]) -> Option<String> {
+    let start = memchr::memmem::find_iter(ram, b"Linux version ").find(|&at| {
+        let near = &ram[at..ram.len().min(at + 4096)];
+        memchr::memmem::find(near, b"Command line: ").is_some()
+    })?;
+    let mut lines = Vec::new();
+    let mut run = String::new();
+    let mut zeros = 0;
+    for &b in ram[start..].iter().take(4 << 20) {
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        if zeros >= 4096 {
+            break;
+        }
+        if b == b'\t' || (0x20..0x7f).contains(&b) {
+            run.push(b as char);
+        } else if b == b'\n' {
+            // A record's own line breaks (and a dev_printk's dictionary) stay lines.
+            lines.push(std::mem::take(&mut run));
+        } else {
+            if run.len() >= 3 {
+                lines.push(std::mem::take(&mut run));
+            }
+            run.clear();
+        }
+    }
+    if run.len() >= 3 {
+        lines.push(run);
+    }
+    Some(lines.join("\n"))
+}
+
+/// Save guest RAM (the first `ram` bytes, at most 2 GiB) through the monitor on `sock`, and
+/// write Linux's log found in it to `out`; the dump itself is deleted. Best effort.
+fn save_kernel_log(sock: &Path, ram: u64, out: &Path) {
+    let dump = out.with_extension("ram");
+    let saved = std::os::unix::net::UnixStream::connect(sock).map_err(anyhow::Error::from).and_then(|mut m| {
+        m.set_read_timeout(Some(Duration::from_secs(60)))?;
+        pmemsave(&mut m, ram.min(2 << 30), &dump)
+    });
+    if saved.is_ok()
+        && let Some(text) = mapped(&dump, kernel_log_in)
+    {
+        let _ = std::fs::write(out, text);
+    }
+    let _ = std::fs::remove_file(&dump);
+}
+
+/// `f` of the file at `path`, mapped read-only (a guest's RAM need not be copied into ours);
+/// None when it cannot be mapped.
+fn mapped<T>(path: &Path, f: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).ok()?;
+    let len = usize::try_from(file.metadata().ok()?.len()).ok().filter(|&l| l > 0)?;
+    // SAFETY: a private read-only mapping of a file we just wrote and nobody else changes;
+    // unmapped below, after its last use.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `p` maps `len` readable bytes until the munmap below.
+    let r = f(unsafe { std::slice::from_raw_parts(p as *const u8, len) });
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { libc::munmap(p, len) };
+    r
 }
 
 /// Save `len` bytes of guest RAM from address 0 to `dump` through the QEMU monitor `m` (a
@@ -324,6 +571,62 @@ mod tests {
             progress("[    1.0] Linux version\n"),
             "no stage= mark; the last serial line: \"[    1.0] Linux version\""
         );
+    }
+
+    /// QEMU 7.2's answer to `info registers` and `x/4i $pc`, echo and all (SeaBIOS halted).
+    #[test]
+    fn a_monitor_transcript_gives_where_the_cpu_was() {
+        let transcript = "QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) i\x1b[K\x1b[Din\x1b[K\
+            \x1b[D\x1b[Dinfo registers\x1b[K\r\n\r\nCPU#0\r\nEAX=00000000 EBX=00000000\r\n\
+            EIP=0000b7b9 EFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1\r\nCR0=00000010\r\n\
+            (qemu) x\x1b[K\x1b[Dx/4i $pc\x1b[K\r\n0x000fb7b9:  fa   cli\r\n(qemu) i\x1b[K\
+            \x1b[Dinfo registers\x1b[K\r\nRIP=ffffffff81e2d2c4 RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0\r\n";
+        let clean = without_echo(transcript);
+        assert!(clean.contains("\n(qemu) info registers\n\nCPU#0\n"), "{clean:?}");
+        assert!(clean.contains("\n(qemu) x/4i $pc\n0x000fb7b9:"), "{clean:?}");
+        assert!(!clean.contains('\x1b') && !clean.contains('\r'), "{clean:?}");
+        assert_eq!(cpu_summary(&clean), "CPU#0 EIP=0000b7b9 HLT=1, CPU#0 RIP=ffffffff81e2d2c4 HLT=0");
+        let two = "CPU#0\nRIP=ffffffff81000000 RFL=00000246 HLT=0\nCPU#1\nRIP=ffffffff81000010 RFL=00000246 HLT=1\n";
+        assert_eq!(cpu_summary(two), "CPU#0 RIP=ffffffff81000000 HLT=0, CPU#1 RIP=ffffffff81000010 HLT=1");
+        assert_eq!(cpu_summary("no registers"), "");
+    }
+
+    /// A printk ring as Linux 6.1 lays it out (an 8-byte id before each record's text, blocks
+    /// padded to 8 bytes), behind the .rodata banner that has no log after it.
+    #[test]
+    fn linux_log_is_read_from_guest_memory() {
+        let mut ram = vec![0u8; 1 << 16];
+        ram[100..100 + 28].copy_from_slice(b"Linux version 6.1.0 (rodata)");
+        let mut at = 20_000;
+        for (id, text) in [
+            (1u64, &b"Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)"[..]),
+            (2, b"Command line: console=ttyS0 panic=-1 quiet"),
+            (3, b"smpboot: CPU0: Intel QEMU TCG CPU"),
+        ] {
+            ram[at..at + 8].copy_from_slice(&id.to_le_bytes());
+            ram[at + 8..at + 8 + text.len()].copy_from_slice(text);
+            at = (at + 8 + text.len()).next_multiple_of(8);
+        }
+        let log = kernel_log_in(&ram).unwrap();
+        assert_eq!(
+            log.lines().collect::<Vec<_>>(),
+            [
+                "Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)",
+                "Command line: console=ttyS0 panic=-1 quiet",
+                "smpboot: CPU0: Intel QEMU TCG CPU"
+            ]
+        );
+        assert!(kernel_log_in(&ram[..20_000]).is_none(), "the banner alone is no log");
+        // As save_kernel_log reads a dump: mapped from its file.
+        let dump = std::env::temp_dir().join(format!("veil-dmesg-test-{}.ram", std::process::id()));
+        std::fs::write(&dump, &ram).unwrap();
+        assert_eq!(mapped(&dump, kernel_log_in).as_deref(), Some(log.as_str()));
+        std::fs::write(&dump, b"").unwrap();
+        assert_eq!(mapped(&dump, kernel_log_in), None, "an empty dump");
+        let _ = std::fs::remove_file(&dump);
+        assert_eq!(guest_ram(&["-m".into(), "512M".into()]), 512 << 20);
+        assert_eq!(guest_ram(&["-m".into(), "2G".into(), "-m".into(), "1024".into()]), 1 << 30);
+        assert_eq!(guest_ram(&[]), 128 << 20);
     }
 
     #[test]
