@@ -254,8 +254,9 @@ pub(crate) fn find(ecam_base: u64, kind: DeviceType) -> Result<Vec<(DeviceFuncti
 /// status nor the queues), which virtio-drivers' PciTransport resets when dropped (writes
 /// status 0, waits until it reads back 0). Dropping the drivers would reset them too, but adds
 /// their drop code to a ROM whose .text had no room left. A device that was brought up opens
-/// again, so a failure here (not logged: the bytes again) needs a host that changed its config
-/// space meanwhile; `cargo xtask test disk` checks the reset at the jump into Linux.
+/// again, so this fails only for a host that changed the device's config space meanwhile (not
+/// logged, for the same ROM bytes); `cargo xtask test disk` checks the reset at the jump into
+/// Linux.
 pub fn reset(ecam_base: u64, df: DeviceFunction) {
     let _ = PciTransport::new::<VeilHal, _>(&mut PciRoot::new(Ecam(ecam_base)), df);
 }

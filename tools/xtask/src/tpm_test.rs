@@ -504,7 +504,8 @@ pub fn tests(veil: &Path, dev_rom: &Path, rom: &Path, secret: &Path, image: &Pat
 
     eprintln!("xtask: tpm test: first boot: remote release by the key broker, then sealed to the measured PCRs");
     // Stopped at the jump into Linux on the way: the relay's console and the disk must be reset
-    // by then (a live console's queues in Linux's memory once hung this boot in CI).
+    // by then. A live console's queues lay in memory Linux reused, and QEMU went on reading
+    // them ("Guest moved used index"): the likely cause of a silent hang of this boot in CI.
     let scan = crate::jump_scan::JumpScan::new(rom, "tpm-first-boot", dir, 512 << 20, Duration::from_secs(300))?;
     let mut args = demo_image::disk_args(image);
     args.extend(scan.args.iter().cloned());
