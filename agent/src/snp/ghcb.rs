@@ -432,8 +432,10 @@ impl<'a> Ghcb<'a> {
             4 => 1 << 6,
             other => return Err(GhcbError::AccessSize(other)),
         };
-        // 16-bit address size (bit 7), the port in bits 31:16.
-        Ok((u64::from(port) << 16) | (1 << 7) | size_bit | u64::from(input))
+        // The port in bits 31:16; the address size (bits 9:7) the instruction's in long mode,
+        // A64 (bit 9), as the CPU reports an intercepted IN or OUT there and Linux's #VC handler
+        // does for its own.
+        Ok((u64::from(port) << 16) | (1 << 9) | size_bit | u64::from(input))
     }
 
     /// OUT of `size` bytes (1, 2 or 4).

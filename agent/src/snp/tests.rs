@@ -350,11 +350,11 @@ impl ghcb::SnpCpu for Recorder {
 #[test]
 fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
     // The expected SW_EXITINFO1 values are written out from AMD64 APM vol. 2, "EXITINFO1 for
-    // IOIO Intercept": PORT in 31:16, A16 = 0x80, SZ32/SZ16/SZ8 = 0x40/0x20/0x10, REP = 0x8,
-    // STR = 0x4, TYPE (IN) = 0x1. RDMSR is 0, WRMSR 1 (AMD 56421). The address size is the
-    // firmware's choice (A16: hardware would report the instruction's, A64 in long mode, as
-    // Linux's #VC handler does; KVM reads it for nothing), as is SW_EXITINFO2 = 0 where the
-    // exit has no use for it.
+    // IOIO Intercept": PORT in 31:16, A64 = 0x200, SZ32/SZ16/SZ8 = 0x40/0x20/0x10, REP = 0x8,
+    // STR = 0x4, TYPE (IN) = 0x1, SEG 12:10 = 0 (ES, INS's segment). RDMSR is 0, WRMSR 1
+    // (AMD 56421). The address size is the instruction's, A64 in long mode, as the CPU reports
+    // it and Linux's #VC handler (vc_ioio_exitinfo) does; SW_EXITINFO2 = 0 where the exit has
+    // no use for it is the firmware's choice.
     let mut cpu = Recorder { hv: registered(), exits: Vec::new(), ghcb_gpa: None };
     {
         let mut g = Ghcb::new(&mut cpu);
@@ -372,13 +372,13 @@ fn port_io_and_msr_exits_are_encoded_as_the_apm_lays_them_out() {
     assert_eq!(
         cpu.exits,
         [
-            (io, 0x03F8_0090, 0),
-            (io, 0x0510_00A0, 0),
-            (io, 0x0CF8_00C0, 0),
-            (io, 0x03FD_0091, 0),
-            (io, 0x0511_00A1, 0),
-            (io, 0x0CFC_00C1, 0),
-            (io, 0x0511_009D, 3),
+            (io, 0x03F8_0210, 0),
+            (io, 0x0510_0220, 0),
+            (io, 0x0CF8_0240, 0),
+            (io, 0x03FD_0211, 0),
+            (io, 0x0511_0221, 0),
+            (io, 0x0CFC_0241, 0),
+            (io, 0x0511_021D, 3),
             (msr, 0, 0),
             (msr, 1, 0),
         ]
