@@ -257,19 +257,14 @@ pub fn mutants(group: Option<&str>) -> Result<()> {
                 // The property tests see the same inputs for the baseline and every mutant: a
                 // proptest cannot "catch" a mutant by drawing a case the baseline never drew.
                 .env("PROPTEST_RNG_SEED", "1")
-                .args(["mutants", "-p", "veil-agent", "-j1", "--no-shuffle"])
+                .args(["mutants", "-j1", "--no-shuffle"])
                 .args(["--timeout", &g.timeout_s.to_string(), "--build-timeout", &BUILD_TIMEOUT_S.to_string()])
                 .arg("--output")
                 .arg(&out);
             if iterate {
                 cmd.arg("--iterate");
             }
-            for f in &files {
-                cmd.args(["--file", f]);
-            }
-            if let Some(re) = g.re {
-                cmd.args(["--re", re]);
-            }
+            cmd.args(selection(&files, g.re));
             for t in tests {
                 cmd.arg(format!("--cargo-arg={t}"));
             }
@@ -400,18 +395,28 @@ fn subset(g: &Group, only: &[String]) -> Result<(String, Vec<&'static str>)> {
     Ok((format!("{}-{}", g.name, files.iter().map(|f| stem(f)).collect::<Vec<_>>().join("-")), files))
 }
 
+/// The cargo-mutants arguments that pick a group's mutants: veil-agent's `files`, those
+/// matching `re` if there is one. The same for a run and for `--list`.
+fn selection(files: &[&str], re: Option<&str>) -> Vec<String> {
+    let mut args = vec!["-p".to_string(), "veil-agent".to_string()];
+    for f in files {
+        args.extend(["--file".to_string(), f.to_string()]);
+    }
+    if let Some(re) = re {
+        args.extend(["--re".to_string(), re.to_string()]);
+    }
+    args
+}
+
 /// The names of the mutants cargo-mutants finds in `files` now (`--list`, named as in its
 /// outcome lists).
 fn current_mutants(files: &[&str], re: Option<&str>) -> Result<std::collections::HashSet<String>> {
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root()).args(["mutants", "--list", "-p", "veil-agent"]);
-    for f in files {
-        cmd.args(["--file", f]);
-    }
-    if let Some(re) = re {
-        cmd.args(["--re", re]);
-    }
-    let out = cmd.output().context("cargo mutants --list")?;
+    let out = Command::new("cargo")
+        .current_dir(root())
+        .args(["mutants", "--list"])
+        .args(selection(files, re))
+        .output()
+        .context("cargo mutants --list")?;
     if !out.status.success() {
         bail!("cargo mutants --list failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -259,9 +259,8 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
         }
         let cpu = log_path.with_extension("cpu.txt");
         if let Ok(dmesg) = std::fs::read_to_string(log_path.with_extension("dmesg.txt")) {
-            let tail: Vec<&str> = dmesg.lines().rev().take(40).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            eprintln!("xtask: {name}: the end of Linux's log, read from guest memory:\n{}", tail.join("\n"));
+            let lines: Vec<&str> = dmesg.lines().collect();
+            eprintln!("xtask: {name}: the end of Linux's log, read from guest memory:\n{}", last(&lines, 40));
         }
         match std::fs::read_to_string(&cpu) {
             Ok(state) => {
@@ -284,10 +283,15 @@ fn qemu_said(log_path: &Path) -> String {
     let path = log_path.with_extension("stderr.txt");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().filter(|l| !l.contains("info: QEMU waiting for connection")).collect();
-    match lines.len() {
-        0 => String::new(),
-        n => format!("QEMU said ({}):\n{}", path.display(), lines[n.saturating_sub(20)..].join("\n")),
+    match lines.is_empty() {
+        true => String::new(),
+        false => format!("QEMU said ({}):\n{}", path.display(), last(&lines, 20)),
     }
+}
+
+/// The last `n` of `lines`, one per line.
+fn last(lines: &[&str], n: usize) -> String {
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A human-monitor transcript without its line editor's echo: the monitor redraws a command
@@ -370,58 +374,48 @@ impl Run {
     }
 }
 
-/// Send `command` to the human monitor `m` (its banner and any earlier prompt already read)
-/// and return its answer, without the echo and the next prompt.
+/// Send `command` to the human monitor `m` and return its answer, without the echo and the
+/// next prompt. The answer is framed by the command's own echo (the line editor draws the
+/// whole line last), so a banner or prompt not yet read before it is skipped.
 pub fn monitor_command(m: &mut std::os::unix::net::UnixStream, command: &str) -> Result<String> {
     use std::io::{Read, Write};
     writeln!(m, "{command}")?;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
-    // The echo ends with the line break; the answer with the next prompt.
-    while !(seen.contains(&b'\n') && seen.ends_with(b"(qemu) ")) {
+    loop {
+        // The answer starts after the line break that ends the echo, and ends with the prompt.
+        let answer = memchr::memmem::find(&seen, command.as_bytes())
+            .and_then(|at| memchr::memchr(b'\n', &seen[at..]).map(|nl| at + nl + 1))
+            .filter(|&from| seen[from..].ends_with(b"(qemu) "));
+        if let Some(from) = answer {
+            return Ok(without_echo(&String::from_utf8_lossy(&seen[from..seen.len() - b"(qemu) ".len()])));
+        }
         let n = m.read(&mut buf).with_context(|| format!("the monitor's answer to {command:?}"))?;
         if n == 0 {
             bail!("the monitor closed before answering {command:?}");
         }
         seen.extend_from_slice(&buf[..n]);
     }
-    let text = without_echo(&String::from_utf8_lossy(&seen[..seen.len() - b"(qemu) ".len()]));
-    // The first line is the command as echoed.
-    Ok(text.split_once('\n').map(|(_, answer)| answer.to_string()).unwrap_or_default())
 }
 
 /// Ask the human monitor on `sock` for every CPU's registers and the instructions at the first's RIP,
 /// three times a quarter second apart (a loop and a halt look different), and write the
 /// answers to `out`. Best effort: a monitor that does not answer within seconds is left.
 fn save_cpu_state(sock: &Path, out: &Path) {
-    use std::io::{Read, Write};
     let ask = || -> Result<String> {
         let mut m = std::os::unix::net::UnixStream::connect(sock)?;
         m.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut read_to_prompt = |m: &mut std::os::unix::net::UnixStream, seen: &mut Vec<u8>| -> Result<()> {
-            let from = seen.len();
-            while !seen[from..].ends_with(b"(qemu) ") {
-                let n = m.read(&mut buf)?;
-                if n == 0 {
-                    bail!("the monitor closed");
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            Ok(())
-        };
-        read_to_prompt(&mut m, &mut seen)?;
+        let mut transcript = String::new();
         for round in 0..3 {
             if round > 0 {
                 std::thread::sleep(Duration::from_millis(250));
             }
-            writeln!(m, "info registers -a")?;
-            read_to_prompt(&mut m, &mut seen)?;
-            writeln!(m, "x/4i $pc")?;
-            read_to_prompt(&mut m, &mut seen)?;
+            for command in ["info registers -a", "x/4i $pc"] {
+                let answer = monitor_command(&mut m, command)?;
+                transcript.push_str(&format!("(qemu) {command}\n{answer}"));
+            }
         }
-        Ok(without_echo(&String::from_utf8_lossy(&seen)))
+        Ok(transcript)
     };
     if let Ok(state) = ask() {
         let _ = std::fs::write(out, state);
@@ -515,20 +509,13 @@ fn mapped<T>(path: &Path, f: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
 }
 
 /// Save `len` bytes of guest RAM from address 0 to `dump` through the QEMU monitor `m` (a
-/// human monitor on a UNIX socket), and wait until it is written: the monitor echoes each
-/// command, and its prompt after pmemsave's line means the file is complete.
+/// human monitor on a UNIX socket), and wait until it is written: the prompt after the
+/// command's answer means the file is complete.
 pub fn pmemsave(m: &mut std::os::unix::net::UnixStream, len: u64, dump: &Path) -> Result<()> {
-    use std::io::{Read, Write};
     // Quoted: the monitor would read an unquoted `/` after the size as a division.
-    writeln!(m, "pmemsave 0 {len:#x} \"{}\"", dump.display())?;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&seen).contains("pmemsave") || !seen.ends_with(b"(qemu) ") {
-        let n = m.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        seen.extend_from_slice(&buf[..n]);
+    let answer = monitor_command(m, &format!("pmemsave 0 {len:#x} \"{}\"", dump.display()))?;
+    if !answer.trim().is_empty() {
+        bail!("pmemsave to {}: {}", dump.display(), answer.trim());
     }
     Ok(())
 }
@@ -589,6 +576,38 @@ mod tests {
         let two = "CPU#0\nRIP=ffffffff81000000 RFL=00000246 HLT=0\nCPU#1\nRIP=ffffffff81000010 RFL=00000246 HLT=1\n";
         assert_eq!(cpu_summary(two), "CPU#0 RIP=ffffffff81000000 HLT=0, CPU#1 RIP=ffffffff81000010 HLT=1");
         assert_eq!(cpu_summary("no registers"), "");
+    }
+
+    /// A monitor as QEMU 7.2 answers: banner and prompt first, the typed line redrawn per
+    /// character, the answer in pieces. The answer is what lies between the echo and the next
+    /// prompt, whether or not the banner was read before; a monitor that closes is an error.
+    #[test]
+    fn a_monitor_command_gets_its_own_answer() {
+        use std::io::{BufRead, Write};
+        let (mut ours, qemu) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fake = std::thread::spawn(move || {
+            let mut w = qemu.try_clone().unwrap();
+            w.write_all(b"QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ").unwrap();
+            let mut lines = std::io::BufReader::new(qemu).lines();
+            let typed = lines.next().unwrap().unwrap();
+            assert_eq!(typed, "info virtio");
+            w.write_all(b"i\x1b[K\x1b[Din\x1b[K\x1b[D\x1b[Dinfo virtio\x1b[K\r\n\r\n/machine/peripheral-anon/")
+                .unwrap();
+            w.write_all(b"device[0]/virtio-backend [virtio-blk]\r\n(qemu) ").unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), "pmemsave 0 0x1000 \"/nowhere/dump\"");
+            w.write_all(b"pmemsave 0 0x1000 \"/nowhere/dump\"\x1b[K\r\nCould not open '/nowhere/dump'\r\n(qemu) ")
+                .unwrap();
+            assert_eq!(lines.next().unwrap().unwrap(), "info registers -a");
+        });
+        assert_eq!(
+            monitor_command(&mut ours, "info virtio").unwrap(),
+            "\n/machine/peripheral-anon/device[0]/virtio-backend [virtio-blk]\n"
+        );
+        let e = pmemsave(&mut ours, 0x1000, Path::new("/nowhere/dump")).unwrap_err().to_string();
+        assert_eq!(e, "pmemsave to /nowhere/dump: Could not open '/nowhere/dump'");
+        let e = monitor_command(&mut ours, "info registers -a").unwrap_err().to_string();
+        assert!(e.contains("the monitor closed before answering"), "{e}");
+        fake.join().unwrap();
     }
 
     /// A printk ring as Linux 6.1 lays it out (an 8-byte id before each record's text, blocks
