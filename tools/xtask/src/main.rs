@@ -1630,16 +1630,29 @@ fn bench_disk_boot() -> Result<String> {
             let (Some(b), Some(us)) = (field(&r.log, "bundle: ", "bundle: "), field(&r.log, "bundle: ", " in ")) else {
                 if accel == "kvm" {
                     let last = r.log.lines().rfind(|l| l.starts_with("veil:")).unwrap_or("no output").to_string();
-                    rows.push(format!(
-                        "| KVM (nested) | - | did not finish within {limit} s; last line: `{last}` | - | - |"
-                    ));
+                    let what = match (r.killed_after, qemu::host_messages(&r.log_path).first()) {
+                        (Some(_), _) => format!("did not finish within {limit} s; last line: `{last}`"),
+                        (None, said) => {
+                            let how = r.code.map_or("killed by a signal".to_string(), |c| format!("exit code {c}"));
+                            match said {
+                                Some(said) => format!("QEMU stopped ({how}): `{said}`"),
+                                None => format!("QEMU stopped ({how}); last line: `{last}`"),
+                            }
+                        }
+                    };
+                    rows.push(format!("| KVM (nested) | - | {what} | - | - |"));
                     break;
                 }
                 bail!("{accel}: no bundle throughput line in {}", r.log_path.display());
             };
             bytes = b;
-            if let Some(name) =
-                r.log.lines().find_map(|l| l.strip_prefix("veil: xts: ")).and_then(|l| l.split_whitespace().next())
+            // The backend chosen, not the first one named (the self-tests' lines come before).
+            if let Some(name) = r
+                .log
+                .lines()
+                .filter(|l| l.contains("backend (fastest") || l.contains("backend (forced"))
+                .find_map(|l| l.strip_prefix("veil: xts: "))
+                .and_then(|l| l.split_whitespace().next())
             {
                 backend = name.to_string();
             }
@@ -1691,8 +1704,9 @@ fn bench_disk_boot() -> Result<String> {
          | run | bundle (MB) | firmware read+decrypt+verify (MB/s) | kernel entry (s) | Linux dm-crypt read (MB/s) |\n\
          |---|---:|---:|---:|---:|\n{}\n\n\
          Under TCG every instruction is emulated (QEMU turns AES-NI and VAES into helper calls), so neither figure\n\
-         says much about hardware; the host XTS table above does. Under this machine's nested KVM the firmware's\n\
-         first SSE instruction traps into KVM's instruction emulator, which cannot run it (see the XTS section).\n",
+         says much about hardware; the host XTS table above does. Under this machine's nested KVM the firmware does\n\
+         not get through; the row says where it stopped (the first SSE instruction traps into KVM's instruction\n\
+         emulator, which cannot run it: see the XTS section; or QEMU cannot set up `-cpu host` at all).\n",
         rows.join("\n")
     ))
 }

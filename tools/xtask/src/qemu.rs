@@ -276,16 +276,20 @@ pub fn boot(rom: &Path, name: &str, extra: &[String], timeout: Duration) -> Resu
     Ok(Run { code, killed_after, log, log_path })
 }
 
-/// QEMU's last messages on stderr for the boot whose serial log is `log_path` (its
-/// `.stderr.txt`), without the socket chardev's "waiting for connection" notice: "QEMU said
-/// (<file>): ..." , or "" when it said nothing else.
+/// What QEMU wrote on stderr during the boot whose serial log is `log_path` (its
+/// `.stderr.txt`), without the socket chardev's "waiting for connection" notice.
+pub fn host_messages(log_path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(log_path.with_extension("stderr.txt")).unwrap_or_default();
+    text.lines().filter(|l| !l.contains("info: QEMU waiting for connection")).map(String::from).collect()
+}
+
+/// "QEMU said (<file>): <its last messages>", or "" when [`host_messages`] has none.
 fn qemu_said(log_path: &Path) -> String {
-    let path = log_path.with_extension("stderr.txt");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.contains("info: QEMU waiting for connection")).collect();
+    let messages = host_messages(log_path);
+    let lines: Vec<&str> = messages.iter().map(String::as_str).collect();
     match lines.is_empty() {
         true => String::new(),
-        false => format!("QEMU said ({}):\n{}", path.display(), last(&lines, 20)),
+        false => format!("QEMU said ({}):\n{}", log_path.with_extension("stderr.txt").display(), last(&lines, 20)),
     }
 }
 
